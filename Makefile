@@ -1,0 +1,36 @@
+# cdc — make targets. `make demo` and `make test` are the two commands a
+# newcomer needs; both start their own PostgreSQL and ClickHouse under .local/
+# with scripts/localdb.sh and stop them again.
+SHELL := /bin/bash
+GO ?= go
+LOCAL := $(CURDIR)/.local
+
+.PHONY: build test test-short race lint bench demo deps clean
+
+build:
+	$(GO) build -o bin/cdc ./cmd/cdc
+
+# One PostgreSQL and one ClickHouse for the whole suite; every test gets its
+# own databases on them. Stopped again however the tests end.
+test:
+	@rm -rf $(LOCAL)/test && mkdir -p $(LOCAL)/test && chmod 755 $(LOCAL) $(LOCAL)/test
+	@set -euo pipefail; \
+	trap 'scripts/localdb.sh stop $(LOCAL)/test' EXIT; \
+	eval "$$(scripts/localdb.sh start $(LOCAL)/test | sed 's/^/export /')"; \
+	export CDC_TEST_PG_DSN="$$CDC_PG_DSN" CDC_TEST_CLICKHOUSE_DSN="$$CDC_CLICKHOUSE_DSN" CDC_TEST_LOCALDB_DIR=$(LOCAL)/test; \
+	$(GO) vet ./...; \
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+# Fast checks without databases: unit tests only.
+test-short:
+	$(GO) test -short -count=1 ./...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
+	-scripts/localdb.sh stop $(LOCAL)/test
+	-scripts/localdb.sh stop $(LOCAL)/demo
+	rm -rf $(LOCAL)

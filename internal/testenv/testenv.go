@@ -1,0 +1,254 @@
+// Package testenv gives integration tests a real PostgreSQL 15 and a real
+// ClickHouse server. By default it starts both as local processes under a
+// temporary folder with scripts/localdb.sh (the same script `make demo`
+// uses); when CDC_TEST_PG_DSN and CDC_TEST_CLICKHOUSE_DSN are set it uses those
+// servers instead. Each test gets its own database on both sides, so tests do
+// not see each other's tables, slots or rows.
+package testenv
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/jackc/pgx/v5"
+)
+
+// Env is a running PostgreSQL and ClickHouse pair.
+type Env struct {
+	PGDSN string // superuser DSN to the maintenance database
+	CHDSN string // DSN of the default ClickHouse database, default user
+	dir   string // localdb folder; empty when the servers came from the environment
+}
+
+var current *Env
+
+// Main starts the servers, runs the package's tests and stops the servers.
+// Use it from TestMain: os.Exit(testenv.Main(m)).
+func Main(m *testing.M) int {
+	env, stop, err := start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testenv:", err)
+		return 1
+	}
+	current = env
+	code := m.Run()
+	stop()
+	return code
+}
+
+// Get returns the package's servers; the package must use Main in TestMain.
+func Get(t testing.TB) *Env {
+	t.Helper()
+	if current == nil {
+		t.Fatal("testenv: call testenv.Main from TestMain")
+	}
+	return current
+}
+
+func start() (*Env, func(), error) {
+	pg, ch := os.Getenv("CDC_TEST_PG_DSN"), os.Getenv("CDC_TEST_CLICKHOUSE_DSN")
+	if pg != "" && ch != "" {
+		return &Env{PGDSN: pg, CHDSN: ch}, func() {}, nil
+	}
+	script, err := Script()
+	if err != nil {
+		return nil, nil, err
+	}
+	dir, err := os.MkdirTemp("", "cdc-testenv-")
+	if err != nil {
+		return nil, nil, err
+	}
+	// PostgreSQL runs as the postgres user when the tests run as root; it
+	// must be able to reach its data folder.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	env := &Env{dir: dir}
+	stop := func() {
+		_ = exec.Command(script, "stop", dir).Run()
+		_ = os.RemoveAll(dir)
+	}
+	out, err := exec.Command(script, "start", dir).Output()
+	if err != nil {
+		stop()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return nil, nil, fmt.Errorf("start local databases: %w: %s", err, ee.Stderr)
+		}
+		return nil, nil, fmt.Errorf("start local databases: %w", err)
+	}
+	vars := parseEnv(out)
+	env.PGDSN, env.CHDSN = vars["CDC_PG_DSN"], vars["CDC_CLICKHOUSE_DSN"]
+	return env, stop, nil
+}
+
+func parseEnv(out []byte) map[string]string {
+	vars := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			vars[k] = v
+		}
+	}
+	return vars
+}
+
+// Script returns the path of scripts/localdb.sh, found from the working
+// directory upwards.
+func Script() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		p := filepath.Join(dir, "scripts", "localdb.sh")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("scripts/localdb.sh not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Local reports whether the servers are local processes this package
+// started, which tests that stop and restart a server need.
+func (e *Env) Local() bool { return e.dir != "" }
+
+// StopClickHouse stops the local ClickHouse server; StartClickHouse starts it
+// again on the same port with the same data.
+func (e *Env) StopClickHouse(t testing.TB) { e.localdb(t, "stop-ch") }
+
+// StartClickHouse starts the local ClickHouse server again.
+func (e *Env) StartClickHouse(t testing.TB) { e.localdb(t, "start-ch") }
+
+// RestartPostgres restarts the local PostgreSQL server (fast shutdown), which
+// drops every connection, replication ones included.
+func (e *Env) RestartPostgres(t testing.TB) { e.localdb(t, "restart-pg") }
+
+func (e *Env) localdb(t testing.TB, cmd string) {
+	t.Helper()
+	if !e.Local() {
+		t.Skip("servers come from the environment; cannot stop or start them")
+	}
+	script, err := Script()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(script, cmd, e.dir).CombinedOutput(); err != nil {
+		t.Fatalf("localdb %s: %v: %s", cmd, err, out)
+	}
+}
+
+// Name returns a fresh lowercase identifier with the given prefix, usable as
+// a database, slot or publication name.
+func Name(prefix string) string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return prefix + "_" + hex.EncodeToString(b)
+}
+
+// NewPostgres creates an empty database and returns a DSN for it. The
+// database and any replication slot in it are dropped when the test ends.
+func (e *Env) NewPostgres(t testing.TB) string {
+	t.Helper()
+	name := Name("t")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, e.PGDSN)
+	if err != nil {
+		t.Fatalf("connect to postgres: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, e.PGDSN)
+		if err != nil {
+			t.Logf("drop database %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		// A slot pins WAL for the whole cluster; drop the test's slots first.
+		// A slot still held by a lingering walsender is terminated first.
+		_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, name)
+		for i := 0; i < 50; i++ {
+			if _, err = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, name); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Logf("drop database %s: %v", name, err)
+		}
+	})
+	return withDatabase(t, e.PGDSN, name)
+}
+
+// NewClickHouse creates an empty ClickHouse database and returns a DSN for
+// it; it is dropped when the test ends.
+func (e *Env) NewClickHouse(t testing.TB) string {
+	t.Helper()
+	name := Name("t")
+	e.ClickHouseExec(t, e.CHDSN, "CREATE DATABASE "+name)
+	t.Cleanup(func() {
+		opts, err := clickhouse.ParseDSN(e.CHDSN)
+		if err != nil {
+			return
+		}
+		conn, err := clickhouse.Open(opts)
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name)
+	})
+	return withDatabase(t, e.CHDSN, name)
+}
+
+// ClickHouseExec runs one statement against the server at dsn.
+func (e *Env) ClickHouseExec(t testing.TB, dsn, query string, args ...any) {
+	t.Helper()
+	opts, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		t.Fatalf("parse clickhouse dsn: %v", err)
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		t.Fatalf("open clickhouse: %v", err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := conn.Exec(ctx, query, args...); err != nil {
+		t.Fatalf("clickhouse %q: %v", query, err)
+	}
+}
+
+func withDatabase(t testing.TB, dsn, db string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatalf("parse dsn: %v", err)
+	}
+	u.Path = "/" + db
+	return u.String()
+}

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# localdb.sh starts and stops a throwaway PostgreSQL 15 (wal_level=logical) and
+# ClickHouse server under one folder, on loopback only. It is the single way
+# the test harness, `make test` and `make demo` get their databases, so what
+# the tests run against is what the demo shows.
+#
+#   scripts/localdb.sh start DIR [PG_PORT CH_PORT]   start both, print DSNs as env lines
+#   scripts/localdb.sh stop DIR                      stop both (safe to call twice)
+#   scripts/localdb.sh env DIR                       print the DSN env lines again
+#   scripts/localdb.sh stop-ch|start-ch|restart-pg DIR   fault injection for tests
+set -euo pipefail
+
+cmd=${1:-}
+dir=${2:-}
+[ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop|env DIR [PG_PORT CH_PORT]" >&2; exit 2; }
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+
+pgbin=${PG_BIN:-$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || dirname "$(command -v postgres 2>/dev/null || echo /nonexistent/postgres)")}
+[ -x "$pgbin/postgres" ] || { echo "localdb: PostgreSQL 15 server binaries not found (apt-get install postgresql-15)" >&2; exit 1; }
+
+free_port() {
+	python3 - <<'PY' 2>/dev/null || echo $((20000 + RANDOM % 20000))
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+PY
+}
+
+# PostgreSQL refuses to run as root; run it as the postgres user then.
+as_pg() {
+	if [ "$(id -u)" = 0 ]; then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+print_env() {
+	local pgport chport
+	pgport=$(cat "$dir/pg.port")
+	chport=$(cat "$dir/ch.port")
+	echo "CDC_PG_DSN=postgres://postgres@127.0.0.1:$pgport/postgres?sslmode=disable"
+	echo "CDC_CLICKHOUSE_DSN=clickhouse://default@127.0.0.1:$chport/default"
+	echo "LOCALDB_PG_PORT=$pgport"
+	echo "LOCALDB_CH_PORT=$chport"
+}
+
+start_pg() {
+	local port=$1
+	if [ ! -f "$dir/pg/PG_VERSION" ]; then
+		mkdir -p "$dir/pg"
+		[ "$(id -u)" = 0 ] && chown postgres "$dir" "$dir/pg"
+		as_pg "$pgbin/initdb" -D "$dir/pg" -U postgres --auth=trust -E UTF8 --no-sync >"$dir/pg-initdb.log" 2>&1 ||
+			{ cat "$dir/pg-initdb.log" >&2; exit 1; }
+		cat >>"$dir/pg/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$dir'
+wal_level = logical
+max_wal_senders = 20
+max_replication_slots = 40
+max_connections = 200
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 256MB
+max_wal_size = 4GB
+wal_sender_timeout = 60s
+CONF
+		echo "host replication all 127.0.0.1/32 trust" >>"$dir/pg/pg_hba.conf"
+	fi
+	as_pg "$pgbin/pg_ctl" -D "$dir/pg" -o "-p $port" -l "$dir/pg.log" -w -t 60 start >/dev/null
+	echo "$port" >"$dir/pg.port"
+}
+
+start_ch() {
+	local port=$1 http
+	http=$(free_port)
+	mkdir -p "$dir/ch/data" "$dir/ch/tmp" "$dir/ch/log" "$dir/ch/user_files" "$dir/ch/format_schemas"
+	cat >"$dir/ch/config.xml" <<CONF
+<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>$dir/ch/log/server.log</log><errorlog>$dir/ch/log/error.log</errorlog><size>10M</size><count>2</count></logger>
+  <tcp_port>$port</tcp_port>
+  <http_port>$http</http_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>$dir/ch/data/</path>
+  <tmp_path>$dir/ch/tmp/</tmp_path>
+  <user_files_path>$dir/ch/user_files/</user_files_path>
+  <format_schema_path>$dir/ch/format_schemas/</format_schema_path>
+  <users_config>$dir/ch/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <uncompressed_cache_size>268435456</uncompressed_cache_size>
+  <max_concurrent_queries>200</max_concurrent_queries>
+  <timezone>UTC</timezone>
+  <mlock_executable>false</mlock_executable>
+</yandex>
+CONF
+	# "cdc" is the least-privilege user the connector runs as: it may insert
+	# and select but run no DDL (allow_ddl=0; GRANT INSERT, SELECT on servers
+	# with SQL access control).
+	cat >"$dir/ch/users.xml" <<CONF
+<?xml version="1.0"?>
+<yandex>
+  <profiles>
+    <default><max_memory_usage>4000000000</max_memory_usage></default>
+    <writer><max_memory_usage>4000000000</max_memory_usage><allow_ddl>0</allow_ddl></writer>
+  </profiles>
+  <users>
+    <default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default>
+    <cdc><password>cdc-secret</password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>writer</profile><quota>default</quota></cdc>
+  </users>
+  <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
+</yandex>
+CONF
+	command -v clickhouse-server >/dev/null || { echo "localdb: clickhouse-server not found (apt-get install clickhouse-server clickhouse-client)" >&2; exit 1; }
+	clickhouse-server --config-file="$dir/ch/config.xml" >"$dir/ch/log/stdout.log" 2>&1 &
+	echo $! >"$dir/ch/server.pid"
+	echo "$port" >"$dir/ch.port"
+	for _ in $(seq 1 120); do
+		if clickhouse-client --host 127.0.0.1 --port "$port" -q "SELECT 1" >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.25
+	done
+	echo "localdb: clickhouse-server did not answer on port $port; log:" >&2
+	tail -n 30 "$dir/ch/log/error.log" "$dir/ch/log/stdout.log" >&2 || true
+	exit 1
+}
+
+stop_pg() {
+	if [ -f "$dir/pg/postmaster.pid" ]; then
+		as_pg "$pgbin/pg_ctl" -D "$dir/pg" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+	fi
+}
+
+stop_ch() {
+	if [ -f "$dir/ch/server.pid" ]; then
+		pid=$(cat "$dir/ch/server.pid" 2>/dev/null || true)
+		if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+			kill "$pid" 2>/dev/null || true
+			for _ in $(seq 1 80); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+			kill -9 "$pid" 2>/dev/null || true
+		fi
+		rm -f "$dir/ch/server.pid"
+	fi
+}
+
+stop_all() {
+	stop_pg
+	stop_ch
+}
+
+case "$cmd" in
+start)
+	start_pg "${3:-$(free_port)}"
+	start_ch "${4:-$(free_port)}"
+	print_env
+	;;
+stop) stop_all ;;
+stop-ch) stop_ch ;;
+start-ch) start_ch "$(cat "$dir/ch.port")" ;;
+restart-pg) stop_pg; start_pg "$(cat "$dir/pg.port")" ;;
+env) print_env ;;
+*) echo "usage: $0 start|stop|env DIR [PG_PORT CH_PORT]" >&2; exit 2 ;;
+esac

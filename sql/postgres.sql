@@ -1,0 +1,39 @@
+-- PostgreSQL side of cdc: the outbox table applications insert into, and the
+-- insert-only publication the connector's slot streams. Every statement is
+-- idempotent: `cdc migrate` runs this on every deploy.
+-- {{.Publication}} is replaced by CDC_PUBLICATION (validated as an identifier).
+
+CREATE TABLE IF NOT EXISTS outbox (
+    id               uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+    event_type       text        NOT NULL,
+    event_date_time  timestamptz NOT NULL DEFAULT now(),
+    environment      text        NOT NULL,
+    event_context    json        NOT NULL,
+    metadata_version bigint      NOT NULL DEFAULT 1,
+    -- W3C trace context of the request that produced the event (optional).
+    traceparent      text
+);
+
+-- Retention deletes old rows by age in small batches; the index keeps each
+-- batch cheap however large the table has grown.
+CREATE INDEX IF NOT EXISTS outbox_event_date_time_idx ON outbox (event_date_time);
+
+-- Rows ClickHouse refused, set aside with the reason so an operator can see,
+-- fix and replay them (`cdc deadletter replay`). Never written by applications.
+CREATE TABLE IF NOT EXISTS cdc_dead_letter (
+    id          bigserial   PRIMARY KEY,
+    event_id    uuid,
+    commit_lsn  pg_lsn      NOT NULL,
+    seq         bigint      NOT NULL,
+    row_data    jsonb       NOT NULL,
+    error       text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = '{{.Publication}}') THEN
+        CREATE PUBLICATION "{{.Publication}}" FOR TABLE outbox WITH (publish = 'insert');
+    END IF;
+END
+$$;

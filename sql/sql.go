@@ -1,0 +1,87 @@
+// Package sql holds the DDL that `cdc migrate` applies: the outbox table and
+// publication in PostgreSQL and the event_log table in ClickHouse. Import it
+// under an alias (ddl) where it meets database/sql.
+package sql
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+//go:embed postgres.sql
+var postgresDDL string
+
+//go:embed clickhouse.sql
+var clickhouseDDL string
+
+var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
+
+// ValidIdentifier reports whether name is safe to splice into DDL as a slot
+// or publication name: lowercase letters, digits and underscores.
+func ValidIdentifier(name string) bool { return identRE.MatchString(name) }
+
+// Postgres returns the PostgreSQL migration for the given publication name.
+func Postgres(publication string) (string, error) {
+	if !ValidIdentifier(publication) {
+		return "", fmt.Errorf("publication name %q: want lowercase letters, digits and _", publication)
+	}
+	return strings.ReplaceAll(postgresDDL, "{{.Publication}}", publication), nil
+}
+
+// ClickHouse returns the ClickHouse statements, one per element: the native
+// protocol takes a single statement per query.
+func ClickHouse() []string {
+	var out []string
+	// Comments go first: they may hold semicolons.
+	for _, stmt := range strings.Split(stripComments(clickhouseDDL), ";") {
+		if stmt = strings.TrimSpace(stmt); stmt != "" {
+			out = append(out, stmt)
+		}
+	}
+	return out
+}
+
+func stripComments(s string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(s, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "--") {
+			b.WriteString(line)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+// pgExecer is what MigratePostgres needs of a PostgreSQL connection.
+type pgExecer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// MigratePostgres creates the outbox table, the dead-letter table and the
+// publication if they are missing. Safe to run any number of times.
+func MigratePostgres(ctx context.Context, conn pgExecer, publication string) error {
+	ddl, err := Postgres(publication)
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Exec(ctx, ddl); err != nil {
+		return fmt.Errorf("migrate postgres: %w", err)
+	}
+	return nil
+}
+
+// MigrateClickHouse creates the event_log table if it is missing.
+func MigrateClickHouse(ctx context.Context, conn driver.Conn) error {
+	for _, stmt := range ClickHouse() {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("migrate clickhouse: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,91 @@
+package sql_test
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/eventcdc/cdc/internal/testenv"
+	ddl "github.com/eventcdc/cdc/sql"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+func TestPostgres_RejectsUnsafePublicationName(t *testing.T) {
+	for _, name := range []string{"", "Pub", "a-b", `x"; DROP TABLE outbox; --`, "1abc"} {
+		if _, err := ddl.Postgres(name); err == nil {
+			t.Errorf("Postgres(%q): want error", name)
+		}
+	}
+}
+
+func TestMigrate_IsIdempotentAndCreatesTheContract(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+
+	pg, err := pgx.Connect(ctx, env.NewPostgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(ctx)
+	opts, err := clickhouse.ParseDSN(env.NewClickHouse(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := clickhouse.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+
+	for i := 0; i < 2; i++ {
+		if err := ddl.MigratePostgres(ctx, pg, "cdc_outbox"); err != nil {
+			t.Fatalf("run %d: %v", i+1, err)
+		}
+		if err := ddl.MigrateClickHouse(ctx, ch); err != nil {
+			t.Fatalf("run %d: %v", i+1, err)
+		}
+	}
+
+	var pubInsert, pubUpdate, pubDelete bool
+	var tables int
+	err = pg.QueryRow(ctx, `SELECT p.pubinsert, p.pubupdate, p.pubdelete,
+		(SELECT count(*) FROM pg_publication_tables t WHERE t.pubname = p.pubname AND t.tablename = 'outbox')
+		FROM pg_publication p WHERE p.pubname = 'cdc_outbox'`).Scan(&pubInsert, &pubUpdate, &pubDelete, &tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pubInsert || pubUpdate || pubDelete || tables != 1 {
+		t.Fatalf("publication: insert=%v update=%v delete=%v tables=%d; want insert-only on outbox", pubInsert, pubUpdate, pubDelete, tables)
+	}
+
+	var cols []string
+	rows, err := pg.Query(ctx, `SELECT column_name || ' ' || data_type FROM information_schema.columns WHERE table_name = 'outbox' ORDER BY ordinal_position`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cols, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"id uuid", "event_type text", "event_date_time timestamp with time zone", "environment text", "event_context json", "metadata_version bigint", "traceparent text"}
+	if len(cols) != len(want) {
+		t.Fatalf("outbox columns = %v, want %v", cols, want)
+	}
+	for i := range want {
+		if cols[i] != want[i] {
+			t.Fatalf("outbox column %d = %q, want %q", i, cols[i], want[i])
+		}
+	}
+
+	var engine, sortingKey string
+	if err := ch.QueryRow(ctx, `SELECT engine, sorting_key FROM system.tables WHERE database = currentDatabase() AND name = 'event_log'`).Scan(&engine, &sortingKey); err != nil {
+		t.Fatal(err)
+	}
+	if engine != "ReplacingMergeTree" || sortingKey != "event_type, event_date_time, event_id" {
+		t.Fatalf("event_log engine=%q sorting key=%q", engine, sortingKey)
+	}
+}
