@@ -2,7 +2,8 @@
 // ClickHouse server. By default it starts both as local processes under a
 // temporary folder with scripts/localdb.sh (the same script `make demo`
 // uses); when CDC_TEST_PG_DSN and CDC_TEST_CLICKHOUSE_DSN are set it uses those
-// servers instead. Each test gets its own database on both sides, so tests do
+// servers instead (and CDC_TEST_LOCALDB_DIR, when set, names the localdb
+// folder they run from, so tests may stop and restart them). Each test gets its own database on both sides, so tests do
 // not see each other's tables, slots or rows.
 package testenv
 
@@ -60,7 +61,9 @@ func Get(t testing.TB) *Env {
 func start() (*Env, func(), error) {
 	pg, ch := os.Getenv("CDC_TEST_PG_DSN"), os.Getenv("CDC_TEST_CLICKHOUSE_DSN")
 	if pg != "" && ch != "" {
-		return &Env{PGDSN: pg, CHDSN: ch}, func() {}, nil
+		// `make test` starts the servers once for all packages and says
+		// where, so fault-injection tests can still stop and start them.
+		return &Env{PGDSN: pg, CHDSN: ch, dir: os.Getenv("CDC_TEST_LOCALDB_DIR")}, func() {}, nil
 	}
 	script, err := Script()
 	if err != nil {
