@@ -1,0 +1,259 @@
+// Package config loads cdc's settings from environment variables. Every
+// problem is collected and reported at once, each naming its variable; values
+// that fail to parse never fall back to a default, and DSNs are never echoed.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+
+	ddl "github.com/eventcdc/cdc/sql"
+)
+
+// Config is everything cdc can be told. Zero values are never used: Load
+// fills every field from the environment or its default.
+type Config struct {
+	PGDSN           string        // CDC_PG_DSN, required
+	ClickHouseDSN   string        // CDC_CLICKHOUSE_DSN, required (clickhouse://host:port/db)
+	SlotName        string        // CDC_SLOT_NAME
+	Publication     string        // CDC_PUBLICATION
+	BatchMaxRows    int           // CDC_BATCH_MAX_ROWS
+	BatchMaxBytes   int           // CDC_BATCH_MAX_BYTES
+	FlushInterval   time.Duration // CDC_FLUSH_INTERVAL
+	MetricsAddr     string        // CDC_METRICS_ADDR; "off" disables the HTTP server
+	LogLevel        zapcore.Level // CDC_LOG_LEVEL
+	LogFormat       string        // CDC_LOG_FORMAT: json or console
+	OutboxRetention time.Duration // CDC_OUTBOX_RETENTION; 0 keeps rows forever
+	ShutdownTimeout time.Duration // CDC_SHUTDOWN_TIMEOUT: budget for the last flush on SIGTERM
+}
+
+// Defaults. The byte and row limits keep a backlog drain in large inserts
+// (ClickHouse prefers few big inserts) while bounding memory: the connector
+// holds at most about three batches at once.
+const (
+	DefaultSlotName        = "cdc_outbox"
+	DefaultPublication     = "cdc_outbox"
+	DefaultBatchMaxRows    = 50000
+	DefaultBatchMaxBytes   = 16 << 20
+	DefaultFlushInterval   = time.Second
+	DefaultMetricsAddr     = ":9187"
+	DefaultOutboxRetention = 24 * time.Hour
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// Error is one invalid setting.
+type Error struct {
+	Var string // the environment variable
+	Msg string // what is wrong, never the secret value itself
+}
+
+func (e *Error) Error() string { return e.Var + ": " + e.Msg }
+
+// Load reads the configuration through getenv (os.Getenv in production, a
+// map in tests). The error, if any, joins one *Error per bad variable.
+func Load(getenv func(string) string) (Config, error) {
+	l := loader{getenv: getenv}
+	c := Config{
+		PGDSN:           l.dsn("CDC_PG_DSN", "postgres", "postgresql"),
+		ClickHouseDSN:   l.dsn("CDC_CLICKHOUSE_DSN", "clickhouse"),
+		SlotName:        l.ident("CDC_SLOT_NAME", DefaultSlotName),
+		Publication:     l.ident("CDC_PUBLICATION", DefaultPublication),
+		BatchMaxRows:    l.positiveInt("CDC_BATCH_MAX_ROWS", DefaultBatchMaxRows),
+		BatchMaxBytes:   l.bytes("CDC_BATCH_MAX_BYTES", DefaultBatchMaxBytes),
+		FlushInterval:   l.duration("CDC_FLUSH_INTERVAL", DefaultFlushInterval, false),
+		MetricsAddr:     l.str("CDC_METRICS_ADDR", DefaultMetricsAddr),
+		LogLevel:        l.level("CDC_LOG_LEVEL"),
+		LogFormat:       l.oneOf("CDC_LOG_FORMAT", "json", "json", "console"),
+		OutboxRetention: l.duration("CDC_OUTBOX_RETENTION", DefaultOutboxRetention, true),
+		ShutdownTimeout: l.duration("CDC_SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, false),
+	}
+	return c, errors.Join(l.errs...)
+}
+
+type loader struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (l *loader) fail(name, format string, args ...any) {
+	l.errs = append(l.errs, &Error{Var: name, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (l *loader) str(name, def string) string {
+	if v := strings.TrimSpace(l.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+// dsn checks the URL's shape without ever putting the value in the message:
+// a DSN carries a password.
+func (l *loader) dsn(name string, schemes ...string) string {
+	v := strings.TrimSpace(l.getenv(name))
+	if v == "" {
+		l.fail(name, "required, e.g. %s://user:password@host/db", schemes[0])
+		return ""
+	}
+	u, err := url.Parse(v)
+	if err != nil {
+		l.fail(name, "not a URL (value hidden: it may hold a password)")
+		return v
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			if u.Host == "" {
+				l.fail(name, "no host in the URL")
+			}
+			return v
+		}
+	}
+	l.fail(name, "scheme %q not supported, want %s://", u.Scheme, strings.Join(schemes, ":// or "))
+	return v
+}
+
+func (l *loader) ident(name, def string) string {
+	v := l.str(name, def)
+	if !ddl.ValidIdentifier(v) {
+		l.fail(name, "%q is not a valid name: use lowercase letters, digits and _ (at most 63)", v)
+	}
+	return v
+}
+
+func (l *loader) positiveInt(name string, def int) int {
+	v := strings.TrimSpace(l.getenv(name))
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		l.fail(name, "%q is not a positive whole number", v)
+		return def
+	}
+	return n
+}
+
+func (l *loader) duration(name string, def time.Duration, zeroOK bool) time.Duration {
+	v := strings.TrimSpace(l.getenv(name))
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		l.fail(name, "%q is not a duration, e.g. 500ms, 1s, 24h", v)
+		return def
+	}
+	if d < 0 || (d == 0 && !zeroOK) {
+		l.fail(name, "%q must be greater than zero", v)
+		return def
+	}
+	return d
+}
+
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30},
+	{"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000},
+	{"B", 1},
+}
+
+func (l *loader) bytes(name string, def int) int {
+	v := strings.TrimSpace(l.getenv(name))
+	if v == "" {
+		return def
+	}
+	n, err := ParseBytes(v)
+	if err != nil {
+		l.fail(name, "%v", err)
+		return def
+	}
+	return n
+}
+
+// ParseBytes reads a size such as 1048576, 512KiB, 16MiB or 1GB.
+func ParseBytes(s string) (int, error) {
+	num, mult := s, int64(1)
+	for _, u := range byteUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size, e.g. 16MiB, 512KiB or 1048576", s)
+	}
+	if n > (1<<40)/mult {
+		return 0, fmt.Errorf("%q is larger than 1TiB", s)
+	}
+	return int(n * mult), nil
+}
+
+func (l *loader) level(name string) zapcore.Level {
+	v := strings.TrimSpace(l.getenv(name))
+	if v == "" {
+		return zapcore.InfoLevel
+	}
+	lvl, err := zapcore.ParseLevel(v)
+	if err != nil {
+		l.fail(name, "%q is not a level: debug, info, warn or error", v)
+		return zapcore.InfoLevel
+	}
+	return lvl
+}
+
+func (l *loader) oneOf(name, def string, allowed ...string) string {
+	v := l.str(name, def)
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	l.fail(name, "%q is not one of %s", v, strings.Join(allowed, ", "))
+	return def
+}
+
+// Summary renders the configuration for a start-up log line, DSNs reduced
+// to host and database so no password is ever logged.
+func (c Config) Summary() map[string]string {
+	return map[string]string{
+		"pg":               Redact(c.PGDSN),
+		"clickhouse":       Redact(c.ClickHouseDSN),
+		"slot":             c.SlotName,
+		"publication":      c.Publication,
+		"batch_max_rows":   strconv.Itoa(c.BatchMaxRows),
+		"batch_max_bytes":  strconv.Itoa(c.BatchMaxBytes),
+		"flush_interval":   c.FlushInterval.String(),
+		"metrics_addr":     c.MetricsAddr,
+		"outbox_retention": c.OutboxRetention.String(),
+	}
+}
+
+// Redact returns a DSN with its password (user info and password query
+// parameters) replaced, for logs and status output.
+func Redact(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "(unparsable DSN)"
+	}
+	if u.User != nil {
+		if _, has := u.User.Password(); has {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+	}
+	q := u.Query()
+	for k := range q {
+		if strings.EqualFold(k, "password") {
+			q.Set(k, "xxxxx")
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}

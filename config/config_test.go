@@ -1,0 +1,164 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+var valid = map[string]string{
+	"CDC_PG_DSN":         "postgres://cdc:s3cret@db:5432/app?sslmode=disable",
+	"CDC_CLICKHOUSE_DSN": "clickhouse://cdc:s3cret@ch:9000/analytics",
+}
+
+func with(kv ...string) map[string]string {
+	m := map[string]string{}
+	for k, v := range valid {
+		m[k] = v
+	}
+	for i := 0; i < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return m
+}
+
+func TestLoad_Defaults(t *testing.T) {
+	c, err := Load(env(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		PGDSN:           valid["CDC_PG_DSN"],
+		ClickHouseDSN:   valid["CDC_CLICKHOUSE_DSN"],
+		SlotName:        "cdc_outbox",
+		Publication:     "cdc_outbox",
+		BatchMaxRows:    50000,
+		BatchMaxBytes:   16 << 20,
+		FlushInterval:   time.Second,
+		MetricsAddr:     ":9187",
+		LogLevel:        zapcore.InfoLevel,
+		LogFormat:       "json",
+		OutboxRetention: 24 * time.Hour,
+		ShutdownTimeout: 10 * time.Second,
+	}
+	if c != want {
+		t.Fatalf("got %+v\nwant %+v", c, want)
+	}
+}
+
+func TestLoad_Values(t *testing.T) {
+	c, err := Load(env(with(
+		"CDC_SLOT_NAME", "s1", "CDC_PUBLICATION", "p1",
+		"CDC_BATCH_MAX_ROWS", "1000", "CDC_BATCH_MAX_BYTES", "8MiB",
+		"CDC_FLUSH_INTERVAL", "250ms", "CDC_METRICS_ADDR", "127.0.0.1:9999",
+		"CDC_LOG_LEVEL", "debug", "CDC_LOG_FORMAT", "console",
+		"CDC_OUTBOX_RETENTION", "0s", "CDC_SHUTDOWN_TIMEOUT", "5s",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SlotName != "s1" || c.Publication != "p1" || c.BatchMaxRows != 1000 || c.BatchMaxBytes != 8<<20 ||
+		c.FlushInterval != 250*time.Millisecond || c.MetricsAddr != "127.0.0.1:9999" || c.LogLevel != zapcore.DebugLevel ||
+		c.LogFormat != "console" || c.OutboxRetention != 0 || c.ShutdownTimeout != 5*time.Second {
+		t.Fatalf("got %+v", c)
+	}
+}
+
+func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"missing pg dsn", with("CDC_PG_DSN", ""), "CDC_PG_DSN: required, e.g. postgres://user:password@host/db"},
+		{"missing clickhouse dsn", with("CDC_CLICKHOUSE_DSN", ""), "CDC_CLICKHOUSE_DSN: required, e.g. clickhouse://user:password@host/db"},
+		{"wrong scheme", with("CDC_CLICKHOUSE_DSN", "http://ch:8123"), `CDC_CLICKHOUSE_DSN: scheme "http" not supported, want clickhouse://`},
+		{"no host", with("CDC_PG_DSN", "postgres:///db"), "CDC_PG_DSN: no host in the URL"},
+		{"rows not a number", with("CDC_BATCH_MAX_ROWS", "lots"), `CDC_BATCH_MAX_ROWS: "lots" is not a positive whole number`},
+		{"rows zero", with("CDC_BATCH_MAX_ROWS", "0"), `CDC_BATCH_MAX_ROWS: "0" is not a positive whole number`},
+		{"bytes", with("CDC_BATCH_MAX_BYTES", "16 potatoes"), `CDC_BATCH_MAX_BYTES: "16 potatoes" is not a size, e.g. 16MiB, 512KiB or 1048576`},
+		{"interval", with("CDC_FLUSH_INTERVAL", "soon"), `CDC_FLUSH_INTERVAL: "soon" is not a duration, e.g. 500ms, 1s, 24h`},
+		{"interval zero", with("CDC_FLUSH_INTERVAL", "0s"), `CDC_FLUSH_INTERVAL: "0s" must be greater than zero`},
+		{"retention negative", with("CDC_OUTBOX_RETENTION", "-1h"), `CDC_OUTBOX_RETENTION: "-1h" must be greater than zero`},
+		{"slot", with("CDC_SLOT_NAME", "My-Slot"), `CDC_SLOT_NAME: "My-Slot" is not a valid name: use lowercase letters, digits and _ (at most 63)`},
+		{"level", with("CDC_LOG_LEVEL", "loud"), `CDC_LOG_LEVEL: "loud" is not a level: debug, info, warn or error`},
+		{"format", with("CDC_LOG_FORMAT", "xml"), `CDC_LOG_FORMAT: "xml" is not one of json, console`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(env(tt.env))
+			if err == nil {
+				t.Fatal("want error")
+			}
+			if err.Error() != tt.want {
+				t.Fatalf("error %q\nwant  %q", err, tt.want)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("error %T is not a *config.Error", err)
+			}
+		})
+	}
+}
+
+func TestLoad_CollectsEveryProblem(t *testing.T) {
+	_, err := Load(env(map[string]string{"CDC_BATCH_MAX_ROWS": "x", "CDC_FLUSH_INTERVAL": "y"}))
+	got := strings.Split(err.Error(), "\n")
+	want := []string{"CDC_PG_DSN", "CDC_CLICKHOUSE_DSN", "CDC_BATCH_MAX_ROWS", "CDC_FLUSH_INTERVAL"}
+	if len(got) != len(want) {
+		t.Fatalf("got %d problems %q, want %d", len(got), got, len(want))
+	}
+	for i, v := range want {
+		if !strings.HasPrefix(got[i], v+": ") {
+			t.Errorf("problem %d = %q, want it to name %s", i, got[i], v)
+		}
+	}
+}
+
+func TestLoad_NeverEchoesADSN(t *testing.T) {
+	_, err := Load(env(with("CDC_PG_DSN", "postgres://u:hunter2@%zz/db")))
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error %v: want an error without the password", err)
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int
+	}{
+		{"1048576", 1 << 20}, {"512KiB", 512 << 10}, {"16MiB", 16 << 20}, {"1GiB", 1 << 30},
+		{"10MB", 10_000_000}, {"3 KB", 3000}, {"100B", 100},
+	}
+	for _, tt := range tests {
+		got, err := ParseBytes(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("ParseBytes(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
+		}
+	}
+	for _, bad := range []string{"", "MiB", "-1", "0", "1.5MiB", "2TB"} {
+		if _, err := ParseBytes(bad); err == nil {
+			t.Errorf("ParseBytes(%q): want error", bad)
+		}
+	}
+}
+
+func TestRedact(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"postgres://cdc:s3cret@db:5432/app?sslmode=require", "postgres://cdc:xxxxx@db:5432/app?sslmode=require"},
+		{"clickhouse://ch:9000/db?password=s3cret&secure=true", "clickhouse://ch:9000/db?password=xxxxx&secure=true"},
+		{"postgres://cdc@db/app", "postgres://cdc@db/app"},
+	}
+	for _, tt := range tests {
+		if got := Redact(tt.in); got != tt.want {
+			t.Errorf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
