@@ -1,0 +1,146 @@
+package checkpoint
+
+import (
+	"testing"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// step is one event in the life of the pipeline; the table below scripts
+// whole sequences and checks the reported positions after each step.
+type step struct {
+	do        func(t *Tracker)
+	write     pglogrepl.LSN
+	flush     pglogrepl.LSN
+	idle      bool
+	sealEnd   pglogrepl.LSN // when do seals, what it must return
+	checkSeal bool
+}
+
+func begin(t *Tracker)                        { t.Begin() }
+func row(t *Tracker)                          { t.Row() }
+func commit(end pglogrepl.LSN) func(*Tracker) { return func(t *Tracker) { t.Commit(end) } }
+func flushed(end pglogrepl.LSN) func(*Tracker) {
+	return func(t *Tracker) { t.Flushed(end) }
+}
+func keepalive(end pglogrepl.LSN) func(*Tracker) { return func(t *Tracker) { t.ServerEnd(end) } }
+
+func TestTracker(t *testing.T) {
+	tests := []struct {
+		name  string
+		start pglogrepl.LSN
+		steps []step
+	}{
+		{
+			name:  "flush waits for the sink, then reports the commit end",
+			start: 100,
+			steps: []step{
+				{do: begin, write: 100, flush: 100},
+				{do: row, write: 100, flush: 100},
+				{do: commit(200), write: 200, flush: 100},
+				{do: func(t *Tracker) {}, write: 200, flush: 100},
+				{do: nil, sealEnd: 200, checkSeal: true, write: 200, flush: 100},
+				{do: keepalive(500), write: 200, flush: 100},
+				{do: flushed(200), write: 500, flush: 500, idle: true},
+			},
+		},
+		{
+			name:  "a batch cut inside a transaction makes only the previous commit durable",
+			start: 100,
+			steps: []step{
+				{do: begin, write: 100, flush: 100},
+				{do: row, write: 100, flush: 100},
+				{do: commit(150), write: 150, flush: 100},
+				{do: begin, write: 150, flush: 100},
+				{do: row, write: 150, flush: 100},
+				{do: nil, sealEnd: 150, checkSeal: true, write: 150, flush: 100},
+				{do: row, write: 150, flush: 100},
+				{do: flushed(150), write: 150, flush: 150},
+				{do: commit(300), write: 300, flush: 150},
+				{do: nil, sealEnd: 300, checkSeal: true, write: 300, flush: 150},
+				{do: flushed(300), write: 300, flush: 300, idle: true},
+			},
+		},
+		{
+			name:  "keepalive mid-transaction does not move flush",
+			start: 100,
+			steps: []step{
+				{do: begin, write: 100, flush: 100},
+				{do: keepalive(900), write: 100, flush: 100},
+				{do: commit(200), write: 900, flush: 900, idle: true},
+			},
+		},
+		{
+			name:  "quiet outbox follows the server's WAL end",
+			start: 100,
+			steps: []step{
+				{do: keepalive(400), write: 400, flush: 400, idle: true},
+				{do: keepalive(300), write: 400, flush: 400, idle: true},
+			},
+		},
+		{
+			name:  "two batches in flight: flush follows the stored one only",
+			start: 0,
+			steps: []step{
+				{do: begin},
+				{do: row},
+				{do: commit(10), write: 10},
+				{do: nil, sealEnd: 10, checkSeal: true, write: 10},
+				{do: begin, write: 10},
+				{do: row, write: 10},
+				{do: commit(20), write: 20},
+				{do: nil, sealEnd: 20, checkSeal: true, write: 20},
+				{do: flushed(10), write: 20, flush: 10},
+				{do: keepalive(99), write: 20, flush: 10},
+				{do: flushed(20), write: 99, flush: 99, idle: true},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tr := New(tt.start)
+			for i, s := range tt.steps {
+				if s.checkSeal {
+					if got := tr.Seal(); got != s.sealEnd {
+						t.Fatalf("step %d: Seal() = %d, want %d", i, got, s.sealEnd)
+					}
+				} else if s.do != nil {
+					s.do(tr)
+				}
+				if got := tr.Idle(); got != s.idle {
+					t.Fatalf("step %d: Idle() = %v, want %v", i, got, s.idle)
+				}
+				w, f := tr.Positions()
+				if w != s.write || f != s.flush {
+					t.Fatalf("step %d: Positions() = (%d, %d), want (%d, %d)", i, w, f, s.write, s.flush)
+				}
+			}
+		})
+	}
+}
+
+func TestTracker_MidTransactionBatchesHoldTheCommit(t *testing.T) {
+	tr := New(500)
+	tr.Begin()
+	tr.Row()
+	if end := tr.Seal(); end != 500 {
+		t.Fatalf("Seal() mid-transaction = %d, want the previous commit 500", end)
+	}
+	tr.Row()
+	tr.Flushed(500)
+	tr.ServerEnd(9000)
+	if _, f := tr.Positions(); f != 500 {
+		t.Fatalf("flush = %d while the transaction is open, want 500", f)
+	}
+	tr.Commit(600)
+	if _, f := tr.Positions(); f != 500 {
+		t.Fatalf("flush = %d with its last row still buffered, want 500", f)
+	}
+	if end := tr.Seal(); end != 600 {
+		t.Fatalf("Seal() = %d, want 600", end)
+	}
+	tr.Flushed(600)
+	if _, f := tr.Positions(); f != 9000 {
+		t.Fatalf("flush = %d once idle, want the server end 9000", f)
+	}
+}
