@@ -1,0 +1,131 @@
+// Package deadletter sets aside, in PostgreSQL, the outbox rows the sink
+// refused for their content, with the reason and their WAL position, so an
+// operator can see them, fix the cause and replay them; nothing is dropped
+// silently and the stream goes on. The table, cdc_dead_letter, is created by
+// `cdc migrate`.
+package deadletter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventcdc/cdc/decoder"
+	"github.com/eventcdc/cdc/sink"
+)
+
+// Store writes and reads dead letters.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// New uses pool, a pool of ordinary (not replication) connections.
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+// Put stores rejected rows in one transaction.
+func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
+	if len(rejected) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	for _, r := range rejected {
+		data, eventID := RowData(r.Row)
+		b.Queue(`INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error) VALUES ($1, $2::pg_lsn, $3, $4, $5)`,
+			eventID, r.Row.Pos.CommitLSN.String(), int64(r.Row.Pos.Seq), data, r.Err.Error())
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("store dead letters: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("store %d dead letters: %w", len(rejected), err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("store dead letters: %w", err)
+	}
+	return nil
+}
+
+// RowData renders a row as a JSON object of column name to text value (null
+// for NULL), the form it is kept in, and its event id when it has one.
+func RowData(r sink.Row) ([]byte, *string) {
+	m := make(map[string]*string, len(r.Values))
+	var eventID *string
+	for i, col := range r.Relation.Columns {
+		v := r.Values[i]
+		if v.Kind == decoder.ValueNull || v.Kind == decoder.ValueUnchanged {
+			m[col.Name] = nil
+			continue
+		}
+		s := string(v.Data)
+		m[col.Name] = &s
+		if col.Name == "id" {
+			eventID = &s
+		}
+	}
+	data, _ := json.Marshal(m) // a map of strings always marshals
+	return data, eventID
+}
+
+// Written returns the positions of dead letters at or after commit LSN
+// from: on replay they are as settled as rows in the sink.
+func (s *Store) Written(ctx context.Context, from pglogrepl.LSN) (map[sink.Position]struct{}, error) {
+	rows, err := s.pool.Query(ctx, `SELECT (commit_lsn - '0/0'::pg_lsn)::numeric::bigint, seq FROM cdc_dead_letter WHERE commit_lsn >= $1::pg_lsn`, from.String())
+	if err != nil {
+		return nil, fmt.Errorf("read dead letter positions: %w", err)
+	}
+	defer rows.Close()
+	out := map[sink.Position]struct{}{}
+	for rows.Next() {
+		var lsn, seq int64
+		if err := rows.Scan(&lsn, &seq); err != nil {
+			return nil, fmt.Errorf("read dead letter positions: %w", err)
+		}
+		out[sink.Position{CommitLSN: pglogrepl.LSN(lsn), Seq: uint64(seq)}] = struct{}{}
+	}
+	return out, rows.Err()
+}
+
+// Letter is one stored dead letter.
+type Letter struct {
+	ID        int64
+	EventID   *string
+	CommitLSN string
+	Seq       int64
+	RowData   map[string]*string
+	Error     string
+	CreatedAt time.Time
+}
+
+// List returns up to limit dead letters, oldest first.
+func (s *Store) List(ctx context.Context, limit int) ([]Letter, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter ORDER BY id LIMIT $1`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	defer rows.Close()
+	var out []Letter
+	for rows.Next() {
+		var l Letter
+		if err := rows.Scan(&l.ID, &l.EventID, &l.CommitLSN, &l.Seq, &l.RowData, &l.Error, &l.CreatedAt); err != nil {
+			return nil, fmt.Errorf("list dead letters: %w", err)
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+// Count returns how many dead letters wait for an operator.
+func (s *Store) Count(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM cdc_dead_letter`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count dead letters: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,117 @@
+// Package metrics defines cdc's Prometheus metrics on a registry the caller
+// passes in. Names carry the cdc_ prefix and unit suffixes; no metric has a
+// label, so cardinality never grows with traffic.
+package metrics
+
+import (
+	"math"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics is every metric the connector exports.
+type Metrics struct {
+	LagBytes       prometheus.Gauge
+	EventsWritten  prometheus.Counter
+	BatchesWritten prometheus.Counter
+	FlushDuration  prometheus.Histogram
+	BatchRows      prometheus.Histogram
+	BatchBytes     prometheus.Histogram
+	SinkErrors     prometheus.Counter
+	DeadLetters    prometheus.Counter
+	BufferBytes    prometheus.Gauge
+	LastFlush      prometheus.Gauge
+	SlotActive     prometheus.Gauge
+
+	// Written by the pipeline, read at scrape time.
+	oldestPendingNanos atomic.Int64 // commit time of the oldest event not yet stored; 0 when none
+	safeWALBytes       atomic.Int64 // math.MinInt64 while unknown or unlimited
+	now                func() int64
+}
+
+// New registers the metrics, plus Go runtime and process collectors, on reg.
+func New(reg prometheus.Registerer, now func() int64) *Metrics {
+	f := promauto.With(reg)
+	m := &Metrics{
+		LagBytes: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_replication_lag_bytes",
+			Help: "Bytes of WAL between the server's current position and the slot's confirmed flush position."}),
+		EventsWritten: f.NewCounter(prometheus.CounterOpts{Name: "cdc_events_written_total",
+			Help: "Events stored in the sink."}),
+		BatchesWritten: f.NewCounter(prometheus.CounterOpts{Name: "cdc_batches_written_total",
+			Help: "Batches stored in the sink (one INSERT each, more when a batch had to be split to find refused rows)."}),
+		FlushDuration: f.NewHistogram(prometheus.HistogramOpts{Name: "cdc_flush_duration_seconds",
+			Help:    "Time to store one batch, retries included.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		BatchRows: f.NewHistogram(prometheus.HistogramOpts{Name: "cdc_batch_rows",
+			Help:    "Rows per stored batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 4, 10)}),
+		BatchBytes: f.NewHistogram(prometheus.HistogramOpts{Name: "cdc_batch_bytes",
+			Help:    "Payload bytes per stored batch.",
+			Buckets: prometheus.ExponentialBuckets(1024, 4, 10)}),
+		SinkErrors: f.NewCounter(prometheus.CounterOpts{Name: "cdc_sink_errors_total",
+			Help: "Failed attempts to store a batch (each is retried)."}),
+		DeadLetters: f.NewCounter(prometheus.CounterOpts{Name: "cdc_dead_letters_total",
+			Help: "Rows the sink refused, set aside in cdc_dead_letter."}),
+		BufferBytes: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_buffer_bytes",
+			Help: "Payload bytes held in memory: the open batch plus batches waiting for or in the sink."}),
+		LastFlush: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_last_flush_timestamp_seconds",
+			Help: "Unix time of the last batch stored."}),
+		SlotActive: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_slot_active",
+			Help: "1 while the replication slot is in use by a connector, else 0."}),
+		now: now,
+	}
+	m.safeWALBytes.Store(math.MinInt64)
+	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "cdc_replication_lag_seconds",
+		Help: "Age of the oldest committed event not yet stored in the sink; 0 when caught up."},
+		m.lagSeconds)
+	reg.MustRegister(&safeWAL{m: m, desc: prometheus.NewDesc("cdc_slot_safe_wal_bytes",
+		"WAL the slot may still retain before PostgreSQL invalidates it (pg_replication_slots.safe_wal_size); absent while max_slot_wal_keep_size is unlimited.", nil, nil)})
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// SetOldestPending records the commit time (Unix nanoseconds) of the oldest
+// event received and not yet stored; 0 when everything is stored.
+func (m *Metrics) SetOldestPending(nanos int64) { m.oldestPendingNanos.Store(nanos) }
+
+func (m *Metrics) lagSeconds() float64 {
+	t := m.oldestPendingNanos.Load()
+	if t == 0 {
+		return 0
+	}
+	lag := float64(m.now()-t) / 1e9
+	if lag < 0 {
+		return 0
+	}
+	return lag
+}
+
+// SetSafeWALBytes records pg_replication_slots.safe_wal_size; ok=false
+// (NULL: unlimited) removes the metric.
+func (m *Metrics) SetSafeWALBytes(v int64, ok bool) {
+	if !ok {
+		v = math.MinInt64
+	}
+	m.safeWALBytes.Store(v)
+}
+
+// safeWAL exports cdc_slot_safe_wal_bytes only while it is known: a zero
+// would read as "about to be invalidated", the opposite of unlimited.
+type safeWAL struct {
+	m    *Metrics
+	desc *prometheus.Desc
+}
+
+func (s *safeWAL) Describe(ch chan<- *prometheus.Desc) { ch <- s.desc }
+
+func (s *safeWAL) Collect(ch chan<- prometheus.Metric) {
+	if v := s.m.safeWALBytes.Load(); v != math.MinInt64 {
+		ch <- prometheus.MustNewConstMetric(s.desc, prometheus.GaugeValue, float64(v))
+	}
+}
+
+// LagSecondsValue returns cdc_replication_lag_seconds as a scrape would.
+func (m *Metrics) LagSecondsValue() float64 { return m.lagSeconds() }

@@ -1,0 +1,138 @@
+// Package replication streams outbox inserts from a PostgreSQL pgoutput
+// slot into a sink. One goroutine owns the replication connection, the
+// decoder and the checkpoint; a second writes batches to the sink. They meet
+// through two channels: sealed batches one way, stored positions the other.
+// Only a stored batch moves the acknowledged LSN.
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/metrics"
+	"github.com/eventcdc/cdc/sink"
+)
+
+// Sink stores batches. ClickHouse today; the interface is what the pipeline
+// needs of any store.
+type Sink interface {
+	// Write stores a batch. Rows refused for their content come back as
+	// rejected and the rest are stored; an error means nothing may be
+	// assumed stored and the batch will be written again.
+	Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, error)
+	// Written returns the positions of rows stored at or after a commit LSN.
+	Written(ctx context.Context, from pglogrepl.LSN) (map[sink.Position]struct{}, error)
+}
+
+// DeadLetters keeps rows the sink refused.
+type DeadLetters interface {
+	Put(ctx context.Context, rejected []sink.Rejected) error
+	Written(ctx context.Context, from pglogrepl.LSN) (map[sink.Position]struct{}, error)
+}
+
+// Config is how the replicator streams and batches.
+type Config struct {
+	DSN             string // PostgreSQL DSN; replication=database is added
+	Slot            string
+	Publication     string
+	BatchMaxRows    int
+	BatchMaxBytes   int
+	FlushInterval   time.Duration
+	StatusInterval  time.Duration // standby status cadence; well under wal_sender_timeout
+	ShutdownTimeout time.Duration // budget for the last flush on shutdown
+}
+
+// Replicator runs the pipeline and reconnects when PostgreSQL goes away.
+type Replicator struct {
+	cfg     Config
+	sink    Sink
+	dead    DeadLetters
+	log     *zap.Logger
+	metrics *metrics.Metrics
+	state   *State
+}
+
+// New builds a replicator; Run starts it.
+func New(cfg Config, s Sink, dead DeadLetters, log *zap.Logger, m *metrics.Metrics) *Replicator {
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = time.Second
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	return &Replicator{cfg: cfg, sink: s, dead: dead, log: log, metrics: m, state: &State{}}
+}
+
+// State reports what the replicator is doing, for health checks.
+func (r *Replicator) State() *State { return r.state }
+
+// Run streams until ctx is cancelled, then flushes what it holds,
+// acknowledges it and returns nil. Connection failures are retried with
+// capped exponential backoff; it returns an error only for conditions an
+// operator must fix (a lost slot, a missing publication).
+func (r *Replicator) Run(ctx context.Context) error {
+	delay := backoff{min: 250 * time.Millisecond, max: 30 * time.Second}
+	for {
+		started := time.Now()
+		err := r.session(ctx)
+		r.state.setStreaming(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrWrongPlugin) {
+			return err
+		}
+		if time.Since(started) > time.Minute {
+			delay.reset()
+		}
+		wait := delay.next()
+		if errors.Is(err, ErrSlotBusy) {
+			// A hot standby: poll often so takeover is quick, and say so
+			// quietly; this is its normal state.
+			wait = time.Second
+			r.log.Info("slot in use by another connector; standing by", zap.Error(err), zap.Duration("retry_in", wait))
+		} else {
+			r.log.Error("replication interrupted; reconnecting", zap.Error(err), zap.Duration("retry_in", wait))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// backoff is capped exponential with jitter, so a fleet of sidecars does
+// not reconnect in lockstep after an outage.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(b.cur*2, b.max)
+	}
+	return b.cur/2 + rand.N(b.cur/2+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// Errors an operator must act on; docs/operations.md says how.
+var (
+	ErrSlotLost           = errors.New("replication slot was invalidated (wal_status=lost): WAL it needed is gone")
+	ErrPublicationMissing = errors.New("publication does not exist: run `cdc migrate`")
+	ErrWrongPlugin        = errors.New("replication slot does not use the pgoutput plugin")
+	ErrSlotBusy           = errors.New("replication slot is active in another process")
+)
+
+func wrapf(err error, format string, args ...any) error {
+	return fmt.Errorf(format+": %w", append(args, err)...)
+}

@@ -1,0 +1,522 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/checkpoint"
+	"github.com/eventcdc/cdc/decoder"
+	"github.com/eventcdc/cdc/sink"
+)
+
+// session is one replication connection's life: connect, find the slot,
+// stream until an error or shutdown.
+func (r *Replicator) session(ctx context.Context) error {
+	conn, err := Connect(ctx, r.cfg.DSN)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+
+	confirmed, err := r.prepareSlot(ctx, conn)
+	if err != nil {
+		return err
+	}
+	err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, confirmed, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + r.cfg.Publication + "'"},
+	})
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "55006" { // object_in_use
+			return fmt.Errorf("%w: %s", ErrSlotBusy, pgErr.Message)
+		}
+		return wrapf(err, "start replication on slot %s", r.cfg.Slot)
+	}
+
+	// The slot resumes at its confirmed position, but the sink may already
+	// hold rows past it (stored, then the process died before the
+	// acknowledgement). Ask the sink itself what it has — it is the truth —
+	// and skip those rows in the replay instead of writing them twice.
+	skip, err := r.written(ctx, confirmed)
+	if err != nil {
+		return err
+	}
+	r.log.Info("streaming", zap.String("slot", r.cfg.Slot), zap.Stringer("from", confirmed), zap.Int("already_stored", len(skip)))
+	r.state.setStreaming(true)
+	r.state.touch(time.Now())
+
+	s := newStream(r, conn, confirmed, skip)
+	return s.run(ctx)
+}
+
+// Connect opens a logical replication connection. The session's TimeZone and
+// DateStyle fix the text form of timestamps in pgoutput, which the sink parses.
+func Connect(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(withReplication(dsn))
+	if err != nil {
+		return nil, wrapf(err, "parse postgres dsn")
+	}
+	cfg.RuntimeParams["TimeZone"] = "UTC"
+	cfg.RuntimeParams["DateStyle"] = "ISO"
+	cfg.RuntimeParams["application_name"] = "cdc"
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, wrapf(err, "connect to postgres for replication")
+	}
+	return conn, nil
+}
+
+func withReplication(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
+		q := u.Query()
+		q.Set("replication", "database")
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return strings.TrimSpace(dsn) + " replication=database"
+}
+
+// prepareSlot creates the slot if it is missing and returns its confirmed
+// flush position: where streaming must start so that nothing committed
+// while cdc was down is skipped.
+func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.LSN, error) {
+	pub, err := queryRows(ctx, conn, "SELECT 1 FROM pg_publication WHERE pubname = '"+r.cfg.Publication+"'")
+	if err != nil {
+		return 0, wrapf(err, "look up publication %s", r.cfg.Publication)
+	}
+	if len(pub) == 0 {
+		return 0, fmt.Errorf("%w (publication %q)", ErrPublicationMissing, r.cfg.Publication)
+	}
+	for attempt := 0; ; attempt++ {
+		rows, err := queryRows(ctx, conn, "SELECT confirmed_flush_lsn, active, coalesce(active_pid, 0), coalesce(wal_status, ''), plugin FROM pg_replication_slots WHERE slot_name = '"+r.cfg.Slot+"'")
+		if err != nil {
+			return 0, wrapf(err, "look up slot %s", r.cfg.Slot)
+		}
+		if len(rows) == 0 {
+			if attempt > 0 {
+				return 0, fmt.Errorf("slot %s vanished right after it was created", r.cfg.Slot)
+			}
+			res, err := pglogrepl.CreateReplicationSlot(ctx, conn, r.cfg.Slot, "pgoutput",
+				pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+			if err != nil {
+				var pgErr *pgconn.PgError
+				if errors.As(err, &pgErr) && pgErr.Code == "42710" { // duplicate_object: a standby won the race
+					continue
+				}
+				return 0, wrapf(err, "create slot %s", r.cfg.Slot)
+			}
+			r.log.Info("created replication slot", zap.String("slot", r.cfg.Slot), zap.String("consistent_point", res.ConsistentPoint))
+			continue
+		}
+		row := rows[0]
+		if row[4] != "pgoutput" {
+			return 0, fmt.Errorf("%w (slot %s uses %q)", ErrWrongPlugin, r.cfg.Slot, row[4])
+		}
+		if row[3] == "lost" {
+			return 0, fmt.Errorf("%w (slot %s)", ErrSlotLost, r.cfg.Slot)
+		}
+		if row[1] == "t" {
+			return 0, fmt.Errorf("%w (slot %s, pid %s)", ErrSlotBusy, r.cfg.Slot, row[2])
+		}
+		lsn, err := pglogrepl.ParseLSN(row[0])
+		if err != nil {
+			return 0, wrapf(err, "parse confirmed_flush_lsn of slot %s", r.cfg.Slot)
+		}
+		return lsn, nil
+	}
+}
+
+func queryRows(ctx context.Context, conn *pgconn.PgConn, sql string) ([][]string, error) {
+	results, err := conn.Exec(ctx, sql).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	var out [][]string
+	for _, res := range results {
+		for _, row := range res.Rows {
+			vals := make([]string, len(row))
+			for i, v := range row {
+				vals[i] = string(v)
+			}
+			out = append(out, vals)
+		}
+	}
+	return out, nil
+}
+
+// written is the union of what the sink and the dead-letter table hold at
+// or after from: both count as settled.
+func (r *Replicator) written(ctx context.Context, from pglogrepl.LSN) (map[sink.Position]struct{}, error) {
+	stored, err := r.sink.Written(ctx, from)
+	if err != nil {
+		return nil, wrapf(err, "read what the sink already stored")
+	}
+	if r.dead != nil {
+		dead, err := r.dead.Written(ctx, from)
+		if err != nil {
+			return nil, wrapf(err, "read dead letters")
+		}
+		for p := range dead {
+			stored[p] = struct{}{}
+		}
+	}
+	return stored, nil
+}
+
+// stream is the state of one streaming session, owned by one goroutine.
+type stream struct {
+	r     *Replicator
+	conn  *pgconn.PgConn
+	dec   *decoder.Decoder
+	track *checkpoint.Tracker
+
+	skip    map[sink.Position]struct{}
+	skipMax pglogrepl.LSN
+
+	tx struct {
+		lsn        pglogrepl.LSN
+		seq        uint64
+		commitTime time.Time
+	}
+
+	batch         *sink.Batch
+	batchDeadline time.Time
+	batchFirst    int64   // commit time (Unix nanos) of the open batch's first row
+	inFlight      []int64 // the same for each batch handed to the writer, oldest first
+	unsent        *sink.Batch
+	bufferBytes   int
+
+	batches chan *sink.Batch
+	acks    chan ack
+
+	nextStatus   time.Time
+	readDeadline time.Time
+}
+
+// ack is the writer's report that a batch is stored.
+type ack struct {
+	end   pglogrepl.LSN
+	bytes int
+}
+
+func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip map[sink.Position]struct{}) *stream {
+	s := &stream{
+		r:       r,
+		conn:    conn,
+		dec:     decoder.New(),
+		track:   checkpoint.New(confirmed),
+		batches: make(chan *sink.Batch, 1),
+		acks:    make(chan ack, 4),
+	}
+	if len(skip) > 0 {
+		s.skip = skip
+		for p := range skip {
+			s.skipMax = max(s.skipMax, p.CommitLSN)
+		}
+	}
+	s.batch = s.newBatch()
+	return s
+}
+
+func (s *stream) newBatch() *sink.Batch {
+	return &sink.Batch{Rows: make([]sink.Row, 0, min(s.r.cfg.BatchMaxRows, 4096))}
+}
+
+// run streams until ctx ends (then flushes and acknowledges) or an error.
+func (s *stream) run(ctx context.Context) error {
+	// The writer lives exactly as long as this session. On shutdown it gets
+	// the shutdown budget to store what is buffered; on an error it stops
+	// at once, since the next session replays whatever it had not stored.
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		defer close(s.acks)
+		s.r.writeLoop(wctx, s.batches, s.acks)
+	}()
+	// Interrupt a blocking read when ctx ends.
+	stopInterrupt := context.AfterFunc(ctx, func() { _ = s.conn.Conn().SetReadDeadline(time.Now()) })
+	defer stopInterrupt()
+
+	err := s.loop(ctx)
+	if err != nil {
+		wcancel()
+		s.drain()
+		<-writerDone
+		return err
+	}
+
+	// Shutdown: hand over what is buffered, wait for the writer within the
+	// budget, and acknowledge what it stored.
+	budget := time.AfterFunc(s.r.cfg.ShutdownTimeout, wcancel)
+	defer budget.Stop()
+	if s.unsent == nil && len(s.batch.Rows) > 0 {
+		s.unsent = s.seal()
+	}
+	if s.unsent != nil {
+		select {
+		case s.batches <- s.unsent:
+		case <-wctx.Done():
+		}
+	}
+	s.drain()
+	<-writerDone
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.sendStatus(sctx); err != nil {
+		s.r.log.Warn("final acknowledgement failed; the slot will replay from the previous one", zap.Error(err))
+	}
+	w, f := s.track.Positions()
+	s.r.log.Info("stopped", zap.Stringer("received", w), zap.Stringer("flushed", f))
+	return nil
+}
+
+// drain closes the batch channel and applies every acknowledgement the
+// writer still sends.
+func (s *stream) drain() {
+	close(s.batches)
+	for a := range s.acks {
+		s.applyAck(a)
+	}
+}
+
+var errWriterStopped = errors.New("batch writer stopped")
+
+func (s *stream) loop(ctx context.Context) error {
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err := s.absorbAcks(); err != nil {
+			return err
+		}
+		now := time.Now()
+		if !now.Before(s.nextStatus) {
+			if err := s.sendStatus(ctx); err != nil {
+				return err
+			}
+		}
+		if len(s.batch.Rows) > 0 && !now.Before(s.batchDeadline) {
+			if err := s.handoff(ctx); err != nil || s.unsent != nil {
+				return err
+			}
+		}
+		deadline := s.nextStatus
+		if len(s.batch.Rows) > 0 && s.batchDeadline.Before(deadline) {
+			deadline = s.batchDeadline
+		}
+		msg, err := s.receive(deadline)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return wrapf(err, "receive from slot %s", s.r.cfg.Slot)
+		}
+		if err := s.handle(ctx, msg); err != nil {
+			return err
+		}
+		if s.unsent != nil { // shutdown arrived while handing off a batch
+			return nil
+		}
+	}
+}
+
+func (s *stream) absorbAcks() error {
+	for {
+		select {
+		case a, ok := <-s.acks:
+			if !ok {
+				return errWriterStopped
+			}
+			s.applyAck(a)
+		default:
+			return nil
+		}
+	}
+}
+
+// receive reads one message, waiting at most until deadline. The deadline
+// is set on the socket rather than through a context: a context per
+// message would cost a goroutine per message on the hot path.
+func (s *stream) receive(deadline time.Time) (pgproto3.BackendMessage, error) {
+	if !deadline.Equal(s.readDeadline) {
+		if err := s.conn.Conn().SetReadDeadline(deadline); err != nil {
+			return nil, err
+		}
+		s.readDeadline = deadline
+	}
+	return s.conn.ReceiveMessage(context.Background())
+}
+
+func (s *stream) handle(ctx context.Context, msg pgproto3.BackendMessage) error {
+	switch m := msg.(type) {
+	case *pgproto3.CopyData:
+		s.r.state.touch(time.Now())
+		if len(m.Data) == 0 {
+			return nil
+		}
+		switch m.Data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
+			if err != nil {
+				return wrapf(err, "parse keepalive")
+			}
+			s.track.ServerEnd(pkm.ServerWALEnd)
+			if pkm.ReplyRequested {
+				s.nextStatus = time.Time{}
+			}
+		case pglogrepl.XLogDataByteID:
+			xld, err := pglogrepl.ParseXLogData(m.Data[1:])
+			if err != nil {
+				return wrapf(err, "parse xlogdata")
+			}
+			return s.handleWAL(ctx, xld.WALStart, xld.WALData)
+		}
+	case *pgproto3.ErrorResponse:
+		return wrapf(pgconn.ErrorResponseToPgError(m), "replication stream")
+	case *pgproto3.CopyDone:
+		return errors.New("server ended the replication stream")
+	}
+	return nil
+}
+
+func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) error {
+	msg, err := s.dec.Decode(data)
+	if err != nil {
+		return wrapf(err, "decode WAL at %s", at)
+	}
+	switch msg.Kind {
+	case decoder.KindBegin:
+		s.track.Begin()
+		s.tx.lsn, s.tx.seq, s.tx.commitTime = msg.LSN, 0, msg.CommitTime
+	case decoder.KindInsert:
+		s.tx.seq++
+		pos := sink.Position{CommitLSN: s.tx.lsn, Seq: s.tx.seq}
+		if s.skip != nil {
+			if _, done := s.skip[pos]; done {
+				return nil
+			}
+		}
+		if len(s.batch.Rows) == 0 {
+			s.batchDeadline = time.Now().Add(s.r.cfg.FlushInterval)
+			s.batchFirst = s.tx.commitTime.UnixNano()
+			if len(s.inFlight) == 0 {
+				s.r.metrics.SetOldestPending(s.batchFirst)
+			}
+		}
+		s.batch.Rows = append(s.batch.Rows, sink.Row{
+			Relation: msg.Relation, Values: msg.Values, Pos: pos, CommitTime: s.tx.commitTime, Size: msg.Size,
+		})
+		s.batch.Bytes += msg.Size
+		s.bufferBytes += msg.Size
+		s.r.metrics.BufferBytes.Set(float64(s.bufferBytes))
+		s.track.Row()
+		// Byte and row limits cut a batch even inside a transaction: memory
+		// stays bounded however large the transaction, and the checkpoint
+		// holds the acknowledgement until the transaction's last row is stored.
+		if len(s.batch.Rows) >= s.r.cfg.BatchMaxRows || s.batch.Bytes >= s.r.cfg.BatchMaxBytes {
+			return s.handoff(ctx)
+		}
+	case decoder.KindCommit:
+		s.track.Commit(msg.EndLSN)
+		if s.skip != nil && msg.LSN >= s.skipMax {
+			s.skip = nil // past the replay window
+		}
+	}
+	return nil
+}
+
+// seal closes the open batch and starts a new one.
+func (s *stream) seal() *sink.Batch {
+	b := s.batch
+	b.End = s.track.Seal()
+	s.inFlight = append(s.inFlight, s.batchFirst)
+	s.batch = s.newBatch()
+	return b
+}
+
+// handoff gives the open batch to the writer. While the writer is busy it
+// blocks — that is the backpressure: the socket is not read, TCP holds the
+// walsender — but it keeps acknowledging stored batches and sending status
+// so the server does not time the connection out.
+func (s *stream) handoff(ctx context.Context) error {
+	b := s.seal()
+	for {
+		wait := time.Until(s.nextStatus)
+		timer := time.NewTimer(max(wait, 0))
+		select {
+		case s.batches <- b:
+			timer.Stop()
+			return nil
+		case a, ok := <-s.acks:
+			timer.Stop()
+			if !ok {
+				return errWriterStopped
+			}
+			s.applyAck(a)
+		case <-timer.C:
+			if err := s.sendStatus(ctx); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			timer.Stop()
+			s.unsent = b
+			return nil
+		}
+	}
+}
+
+func (s *stream) applyAck(a ack) {
+	s.track.Flushed(a.end)
+	s.bufferBytes -= a.bytes
+	s.r.metrics.BufferBytes.Set(float64(s.bufferBytes))
+	if len(s.inFlight) > 0 {
+		s.inFlight = s.inFlight[1:]
+	}
+	switch {
+	case len(s.inFlight) > 0:
+		s.r.metrics.SetOldestPending(s.inFlight[0])
+	case len(s.batch.Rows) > 0:
+		s.r.metrics.SetOldestPending(s.batchFirst)
+	default:
+		s.r.metrics.SetOldestPending(0)
+	}
+	// Acknowledge promptly: the sooner PostgreSQL knows, the smaller the
+	// window a crash would replay.
+	s.nextStatus = time.Time{}
+}
+
+func (s *stream) sendStatus(ctx context.Context) error {
+	w, f := s.track.Positions()
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: w,
+		WALFlushPosition: f,
+		WALApplyPosition: f,
+		ClientTime:       time.Now(),
+	})
+	if err != nil {
+		return wrapf(err, "send standby status")
+	}
+	s.nextStatus = time.Now().Add(s.r.cfg.StatusInterval)
+	return nil
+}

@@ -1,0 +1,137 @@
+package replication
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/sink"
+)
+
+// writeLoop stores batches in order until in is closed or ctx ends. It
+// retries a failing sink with capped exponential backoff, forever: the slot
+// keeps the WAL meanwhile, and the stream stops reading once its buffer is
+// full, so memory stays bounded however long the outage.
+func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out chan<- ack) {
+	sum := summary{log: r.log, every: 30 * time.Second, last: time.Now()}
+	for b := range in {
+		if !r.store(ctx, b) {
+			return
+		}
+		sum.add(b, r.metrics)
+		select {
+		case out <- ack{end: b.End, bytes: b.Bytes}:
+		case <-ctx.Done():
+			return
+		}
+	}
+	sum.flush(r.metrics)
+}
+
+// store writes one batch and its dead letters; false when ctx ended first.
+func (r *Replicator) store(ctx context.Context, b *sink.Batch) bool {
+	start := time.Now()
+	delay := backoff{min: 100 * time.Millisecond, max: 30 * time.Second}
+	var rejected []sink.Rejected
+	for {
+		var err error
+		rejected, err = r.sink.Write(ctx, b)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		r.metrics.SinkErrors.Inc()
+		wait := delay.next()
+		r.log.Warn("storing batch failed; will retry", zap.Error(err), zap.Int("rows", len(b.Rows)),
+			zap.Stringer("first", b.Rows[0].Pos), zap.Duration("retry_in", wait))
+		if !sleep(ctx, wait) {
+			return false
+		}
+	}
+	if len(rejected) > 0 && !r.setAside(ctx, rejected) {
+		return false
+	}
+	dur := time.Since(start)
+	m := r.metrics
+	m.EventsWritten.Add(float64(len(b.Rows) - len(rejected)))
+	m.BatchesWritten.Inc()
+	m.FlushDuration.Observe(dur.Seconds())
+	m.BatchRows.Observe(float64(len(b.Rows)))
+	m.BatchBytes.Observe(float64(b.Bytes))
+	m.LastFlush.SetToCurrentTime()
+	r.log.Debug("batch stored", zap.Int("rows", len(b.Rows)), zap.Int("bytes", b.Bytes),
+		zap.Stringer("first", b.Rows[0].Pos), zap.Stringer("last", b.Rows[len(b.Rows)-1].Pos),
+		zap.Stringer("durable_to", b.End), zap.Duration("duration", dur), zap.Int("dead_letters", len(rejected)))
+	return true
+}
+
+// setAside stores refused rows as dead letters, retrying until it can: a
+// refused row is never dropped, so the batch is not acknowledged before
+// its dead letters are safe.
+func (r *Replicator) setAside(ctx context.Context, rejected []sink.Rejected) bool {
+	for _, rj := range rejected {
+		r.log.Warn("row refused by the sink; set aside as a dead letter",
+			zap.Stringer("position", rj.Row.Pos), zap.Error(rj.Err))
+	}
+	delay := backoff{min: 100 * time.Millisecond, max: 30 * time.Second}
+	for {
+		if r.dead == nil {
+			r.log.Error("no dead-letter store configured; refused rows are lost", zap.Int("rows", len(rejected)))
+			return true
+		}
+		err := r.dead.Put(ctx, rejected)
+		if err == nil {
+			r.metrics.DeadLetters.Add(float64(len(rejected)))
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		wait := delay.next()
+		r.log.Error("storing dead letters failed; will retry", zap.Error(err), zap.Duration("retry_in", wait))
+		if !sleep(ctx, wait) {
+			return false
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// summary logs throughput at info level now and then; per-batch lines are
+// debug-level.
+type summary struct {
+	log                  *zap.Logger
+	every                time.Duration
+	last                 time.Time
+	rows, bytes, batches int
+}
+
+func (s *summary) add(b *sink.Batch, m interface{ LagSecondsValue() float64 }) {
+	s.rows += len(b.Rows)
+	s.bytes += b.Bytes
+	s.batches++
+	if time.Since(s.last) >= s.every {
+		s.flush(m)
+	}
+}
+
+func (s *summary) flush(m interface{ LagSecondsValue() float64 }) {
+	if s.batches == 0 {
+		return
+	}
+	s.log.Info("progress", zap.Int("rows", s.rows), zap.Int("bytes", s.bytes), zap.Int("batches", s.batches),
+		zap.Duration("over", time.Since(s.last).Round(time.Millisecond)), zap.Float64("lag_seconds", m.LagSecondsValue()))
+	s.rows, s.bytes, s.batches, s.last = 0, 0, 0, time.Now()
+}

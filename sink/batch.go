@@ -1,0 +1,54 @@
+// Package sink stores batches of outbox rows in ClickHouse, the one store cdc
+// writes today. It knows ClickHouse's types and errors; what it accepts —
+// decoded rows with their WAL positions — is store-neutral, so another store
+// can implement the same Write and Written behind the pipeline's interface.
+package sink
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/eventcdc/cdc/decoder"
+)
+
+// Position is a row's place in the WAL: the commit LSN of its transaction
+// and its ordinal within that transaction (from 1). Positions order rows
+// exactly as PostgreSQL replays them, so a replay can skip what is stored.
+type Position struct {
+	CommitLSN pglogrepl.LSN
+	Seq       uint64
+}
+
+func (p Position) String() string { return fmt.Sprintf("%s#%d", p.CommitLSN, p.Seq) }
+
+// Less orders positions as the WAL does.
+func (p Position) Less(q Position) bool {
+	return p.CommitLSN < q.CommitLSN || (p.CommitLSN == q.CommitLSN && p.Seq < q.Seq)
+}
+
+// Row is one outbox insert.
+type Row struct {
+	Relation   *decoder.Relation
+	Values     []decoder.Value // aligned with Relation.Columns
+	Pos        Position
+	CommitTime time.Time
+	Size       int // bytes of Values, for batch accounting
+}
+
+// Batch is what one flush hands to the sink.
+type Batch struct {
+	Rows  []Row
+	Bytes int
+	// End is the WAL position the batch makes durable once stored: the end
+	// of the last transaction received in full when it was sealed.
+	End pglogrepl.LSN
+}
+
+// Rejected is a row the store refused for its content, with the reason.
+// Such rows are set aside (dead letters) instead of stopping the stream.
+type Rejected struct {
+	Row Row
+	Err error
+}

@@ -1,0 +1,423 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/jackc/pglogrepl"
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/decoder"
+)
+
+// Table is the ClickHouse table cdc writes.
+const Table = "event_log"
+
+// Columns cdc fills itself: where each row came from in the WAL.
+const (
+	colCommitLSN = "cdc_commit_lsn"
+	colSeq       = "cdc_seq"
+)
+
+// renamed maps outbox columns to event_log columns of another name. Every
+// other outbox column is carried to the event_log column of the same name,
+// if there is one: adding a column on both sides is all it takes.
+var renamed = map[string]string{"id": "event_id", "traceparent": "trace_id"}
+
+// ClickHouse writes batches to event_log with one INSERT per batch.
+type ClickHouse struct {
+	conn     driver.Conn
+	database string
+	log      *zap.Logger
+
+	mu      sync.Mutex
+	columns []chColumn // event_log's columns, in table order
+	warned  map[*decoder.Relation]bool
+}
+
+type chColumn struct{ name, typ string }
+
+// Open prepares a client for the server at dsn (clickhouse://user:password@
+// host:port/database, native protocol; ?secure=true for TLS). It does not
+// connect: an unreachable server is a retried runtime condition, not a
+// configuration error.
+func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
+	opts, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse clickhouse dsn: %w", redactErr(err, dsn))
+	}
+	if opts.DialTimeout == 0 || opts.DialTimeout == 30*time.Second {
+		opts.DialTimeout = 5 * time.Second
+	}
+	opts.MaxOpenConns = 4
+	opts.MaxIdleConns = 2
+	opts.ConnMaxLifetime = 10 * time.Minute
+	if opts.Compression == nil {
+		opts.Compression = &clickhouse.Compression{Method: clickhouse.CompressionLZ4}
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open clickhouse: %w", redactErr(err, dsn))
+	}
+	return &ClickHouse{conn: conn, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{}}, nil
+}
+
+// redactErr keeps a DSN's password out of an error message: URL parse
+// errors quote the whole URL.
+func redactErr(err error, dsn string) error {
+	msg := err.Error()
+	if u, perr := url.Parse(dsn); perr == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+	}
+	if i := strings.Index(dsn, "://"); i >= 0 {
+		if j := strings.LastIndex(dsn, "@"); j > i {
+			msg = strings.ReplaceAll(msg, dsn[i+3:j], "xxxxx")
+		}
+	}
+	return errors.New(msg)
+}
+
+// Close releases the connections.
+func (c *ClickHouse) Close() error { return c.conn.Close() }
+
+// Ping checks that the server answers.
+func (c *ClickHouse) Ping(ctx context.Context) error {
+	if err := c.conn.Ping(ctx); err != nil {
+		return fmt.Errorf("ping clickhouse: %w", err)
+	}
+	return nil
+}
+
+// Conn exposes the connection for administrative commands (migrate, verify).
+func (c *ClickHouse) Conn() driver.Conn { return c.conn }
+
+// Write stores the batch with one INSERT. Rows ClickHouse refuses for their
+// content come back as rejected, and the rest are stored; any other failure
+// (network, server down, missing table) is returned as an error and nothing
+// may be assumed stored: the caller retries the whole batch.
+func (c *ClickHouse) Write(ctx context.Context, b *Batch) ([]Rejected, error) {
+	if len(b.Rows) == 0 {
+		return nil, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.columns == nil {
+		if err := c.loadColumns(ctx); err != nil {
+			return nil, err
+		}
+	}
+	rejected, err := c.write(ctx, b.Rows, true)
+	if err != nil {
+		return nil, err
+	}
+	return rejected, nil
+}
+
+// write inserts rows; on a content error it bisects to find the rows the
+// server refuses, so one bad row costs O(log n) extra inserts, not n.
+func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError bool) ([]Rejected, error) {
+	p := c.plan(rows)
+	batch, err := c.conn.PrepareBatch(ctx, p.query)
+	if err != nil {
+		if reloadOnSchemaError && isSchemaError(err) {
+			// event_log changed under us (a column dropped or renamed):
+			// learn its columns again and try once more.
+			if lerr := c.loadColumns(ctx); lerr != nil {
+				return nil, lerr
+			}
+			return c.write(ctx, rows, false)
+		}
+		return nil, fmt.Errorf("prepare insert into %s: %w", Table, err)
+	}
+	defer batch.Close()
+
+	convs := make([]converter, len(p.targets))
+	for i, col := range batch.Columns() {
+		if i < len(convs) {
+			convs[i] = converterFor(string(col.Type()))
+		}
+	}
+
+	var rejected []Rejected
+	good := rows[:0:0]
+	vals := make([]any, len(p.targets))
+	for _, r := range rows {
+		if err := p.values(r, convs, vals); err != nil {
+			rejected = append(rejected, Rejected{Row: r, Err: err})
+			continue
+		}
+		if err := batch.Append(vals...); err != nil {
+			// Conversion should make this impossible; if a type slipped
+			// through, the batch is now unusable: set the row aside and
+			// start again without it.
+			_ = batch.Abort()
+			rest := make([]Row, 0, len(rows))
+			rest = append(rest, good...)
+			for _, o := range rows {
+				if o.Pos.Less(r.Pos) || o.Pos == r.Pos {
+					continue
+				}
+				rest = append(rest, o)
+			}
+			more, err2 := c.write(ctx, rest, reloadOnSchemaError)
+			if err2 != nil {
+				return nil, err2
+			}
+			return mergeRejected(append(rejected, Rejected{Row: r, Err: fmt.Errorf("append: %w", err)}), more), nil
+		}
+		good = append(good, r)
+	}
+	if len(good) == 0 {
+		_ = batch.Abort()
+		return rejected, nil
+	}
+	err = batch.Send()
+	if err == nil {
+		return rejected, nil
+	}
+	if !IsRowError(err) {
+		return nil, fmt.Errorf("insert %d rows into %s: %w", len(good), Table, err)
+	}
+	if len(good) == 1 {
+		return append(rejected, Rejected{Row: good[0], Err: err}), nil
+	}
+	half := len(good) / 2
+	left, err := c.write(ctx, good[:half], reloadOnSchemaError)
+	if err != nil {
+		return nil, err
+	}
+	right, err := c.write(ctx, good[half:], reloadOnSchemaError)
+	if err != nil {
+		return nil, err
+	}
+	return mergeRejected(rejected, append(left, right...)), nil
+}
+
+// mergeRejected keeps rejected rows in WAL order, the order they are set
+// aside in.
+func mergeRejected(a, b []Rejected) []Rejected {
+	out := append(a, b...)
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j].Row.Pos.Less(out[j-1].Row.Pos); j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+// plan is the INSERT for one batch: which event_log columns it names and,
+// for every relation version in the batch, where each one's value comes
+// from. A batch may span an ALTER TABLE outbox ADD COLUMN, so it may hold
+// rows of two relation versions; columns missing from a row's version get
+// the column type's zero value.
+type plan struct {
+	query   string
+	targets []string
+	sources map[*decoder.Relation][]int // per target: index in Relation.Columns, or -1
+}
+
+const (
+	srcNone = -1
+	srcLSN  = -2
+	srcSeq  = -3
+)
+
+func (c *ClickHouse) plan(rows []Row) *plan {
+	p := &plan{sources: map[*decoder.Relation][]int{}}
+	carried := map[string]bool{}
+	for _, r := range rows {
+		if _, ok := p.sources[r.Relation]; ok {
+			continue
+		}
+		p.sources[r.Relation] = nil
+		for _, col := range r.Relation.Columns {
+			carried[targetName(col.Name)] = true
+		}
+		c.warnUncarried(r.Relation)
+	}
+	for _, col := range c.columns {
+		if carried[col.name] || col.name == colCommitLSN || col.name == colSeq {
+			p.targets = append(p.targets, col.name)
+		}
+	}
+	for rel := range p.sources {
+		src := make([]int, len(p.targets))
+		for i, t := range p.targets {
+			switch t {
+			case colCommitLSN:
+				src[i] = srcLSN
+			case colSeq:
+				src[i] = srcSeq
+			default:
+				src[i] = srcNone
+				for j, col := range rel.Columns {
+					if targetName(col.Name) == t {
+						src[i] = j
+					}
+				}
+			}
+		}
+		p.sources[rel] = src
+	}
+	p.query = "INSERT INTO " + Table + " (" + strings.Join(p.targets, ", ") + ")"
+	return p
+}
+
+func targetName(outboxColumn string) string {
+	if t, ok := renamed[outboxColumn]; ok {
+		return t
+	}
+	return outboxColumn
+}
+
+// warnUncarried says once per relation version which outbox columns have no
+// event_log column to go to: adding a column to the outbox alone carries
+// nothing, and an operator should hear about it.
+func (c *ClickHouse) warnUncarried(rel *decoder.Relation) {
+	if c.warned[rel] {
+		return
+	}
+	c.warned[rel] = true
+	have := map[string]bool{}
+	for _, col := range c.columns {
+		have[col.name] = true
+	}
+	var missing []string
+	for _, col := range rel.Columns {
+		if !have[targetName(col.Name)] {
+			missing = append(missing, col.Name)
+		}
+	}
+	if len(missing) > 0 {
+		c.log.Warn("outbox columns without an event_log column are not carried",
+			zap.Strings("columns", missing), zap.String("relation", rel.Namespace+"."+rel.Name))
+	}
+}
+
+// values fills vals with row r's values for the plan's targets.
+func (p *plan) values(r Row, convs []converter, vals []any) error {
+	src := p.sources[r.Relation]
+	for i, s := range src {
+		var err error
+		switch {
+		case s == srcLSN:
+			vals[i] = uint64(r.Pos.CommitLSN)
+		case s == srcSeq:
+			vals[i] = r.Pos.Seq
+		case s == srcNone:
+			vals[i], err = convs[i](decoder.Value{Kind: decoder.ValueNull})
+		case p.targets[i] == "trace_id":
+			vals[i] = traceID(r.Values[s])
+		default:
+			vals[i], err = convs[i](r.Values[s])
+		}
+		if err != nil {
+			return fmt.Errorf("column %s: %w", p.targets[i], err)
+		}
+	}
+	return nil
+}
+
+func (c *ClickHouse) loadColumns(ctx context.Context) error {
+	rows, err := c.conn.Query(ctx, "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = '"+Table+"'")
+	if err != nil {
+		return fmt.Errorf("read %s columns: %w", Table, err)
+	}
+	defer rows.Close()
+	var cols []chColumn
+	for rows.Next() {
+		var col chColumn
+		if err := rows.Scan(&col.name, &col.typ); err != nil {
+			return fmt.Errorf("read %s columns: %w", Table, err)
+		}
+		cols = append(cols, col)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read %s columns: %w", Table, err)
+	}
+	if len(cols) == 0 {
+		return fmt.Errorf("table %s not found in ClickHouse database %q: run `cdc migrate`", Table, c.database)
+	}
+	c.columns = cols
+	c.warned = map[*decoder.Relation]bool{}
+	return nil
+}
+
+// Written returns the positions of the rows stored at or after commit LSN
+// from. After a crash PostgreSQL replays everything after the slot's
+// confirmed position; skipping exactly these rows keeps the replay from
+// writing raw duplicates. It is a set, not a maximum: an INSERT spanning
+// partitions is not atomic, and a maximum could hide a row that never made it.
+func (c *ClickHouse) Written(ctx context.Context, from pglogrepl.LSN) (map[Position]struct{}, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.loadColumns(ctx); err != nil {
+		return nil, err
+	}
+	has := 0
+	for _, col := range c.columns {
+		if col.name == colCommitLSN || col.name == colSeq {
+			has++
+		}
+	}
+	if has != 2 {
+		c.log.Warn("event_log has no cdc_commit_lsn/cdc_seq columns: a replay after a crash may write raw duplicates (FINAL still shows each event once)")
+		return map[Position]struct{}{}, nil
+	}
+	rows, err := c.conn.Query(ctx, fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s >= %d", colCommitLSN, colSeq, Table, colCommitLSN, uint64(from)))
+	if err != nil {
+		return nil, fmt.Errorf("read written positions: %w", err)
+	}
+	defer rows.Close()
+	out := map[Position]struct{}{}
+	for rows.Next() {
+		var lsn, seq uint64
+		if err := rows.Scan(&lsn, &seq); err != nil {
+			return nil, fmt.Errorf("read written positions: %w", err)
+		}
+		out[Position{CommitLSN: pglogrepl.LSN(lsn), Seq: seq}] = struct{}{}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read written positions: %w", err)
+	}
+	return out, nil
+}
+
+// rowErrorCodes are ClickHouse exception codes that blame the data, not the
+// server or the network: retrying the same rows cannot succeed.
+var rowErrorCodes = map[int32]bool{
+	6:   true, // CANNOT_PARSE_TEXT
+	27:  true, // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+	38:  true, // CANNOT_PARSE_DATE
+	41:  true, // CANNOT_PARSE_DATETIME
+	53:  true, // TYPE_MISMATCH
+	69:  true, // ARGUMENT_OUT_OF_BOUND
+	70:  true, // CANNOT_CONVERT_TYPE
+	72:  true, // CANNOT_PARSE_NUMBER
+	117: true, // INCORRECT_DATA
+	131: true, // TOO_LARGE_STRING_SIZE
+	349: true, // CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+	376: true, // CANNOT_PARSE_UUID
+}
+
+// IsRowError reports whether err is ClickHouse refusing the rows' content.
+func IsRowError(err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && rowErrorCodes[ex.Code]
+}
+
+// isSchemaError reports whether the INSERT names a column event_log no
+// longer has.
+func isSchemaError(err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && (ex.Code == 16 || ex.Code == 47) // NO_SUCH_COLUMN_IN_TABLE, UNKNOWN_IDENTIFIER
+}
