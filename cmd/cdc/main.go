@@ -1,0 +1,124 @@
+// Command cdc moves application events from a PostgreSQL outbox table into
+// ClickHouse through logical replication. It only wires the parts together:
+// parse configuration, build the pipeline, run it, map the outcome to an exit
+// code (2: configuration or usage, 1: runtime failure, 0: done or stopped by
+// a signal).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/eventcdc/cdc/config"
+)
+
+const usage = `usage: cdc <command> [flags]
+
+commands:
+  migrate                  create the outbox table, publication and event_log (idempotent)
+  run                      stream outbox inserts into ClickHouse until SIGTERM
+  status [--json]          slot state, lag, retained WAL, outbox rows, dead letters
+  verify --since TIME      compare outbox rows since TIME (RFC 3339) with event_log
+  backfill --since TIME    re-ship outbox rows since TIME (idempotent by event id)
+  deadletter list|replay   show or re-ship rows ClickHouse refused
+
+configuration: CDC_* environment variables, see README.md
+`
+
+// exitError carries an exit code through the error chain.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageErr(format string, args ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	os.Exit(Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// Main runs one command and returns the process exit code.
+func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	cmds := map[string]func(context.Context, config.Config, []string, io.Writer, *zap.Logger) error{
+		"migrate":    runMigrate,
+		"run":        runRun,
+		"status":     runStatus,
+		"verify":     runVerify,
+		"backfill":   runBackfill,
+		"deadletter": runDeadLetter,
+	}
+	cmd, ok := cmds[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "cdc: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "cdc: invalid configuration: %s\n", oneLine(err))
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	defer log.Sync() //nolint:errcheck // nothing to do about a failed sync at exit
+
+	err = cmd(ctx, cfg, args[1:], stdout, log)
+	var ee *exitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ee):
+		fmt.Fprintf(stderr, "cdc %s: %s\n", args[0], oneLine(ee.err))
+		return ee.code
+	default:
+		log.Error(args[0]+" failed", zap.Error(err))
+		return 1
+	}
+}
+
+// oneLine joins errors.Join's lines so a configuration error is one line.
+func oneLine(err error) string {
+	s := err.Error()
+	out := []rune{}
+	for _, r := range s {
+		if r == '\n' {
+			out = append(out, ';', ' ')
+			continue
+		}
+		out = append(out, r)
+	}
+	return string(out)
+}
+
+func newLogger(cfg config.Config, w io.Writer) *zap.Logger {
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.TimeKey = "ts"
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder
+	if cfg.LogFormat == "console" {
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	} else {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), cfg.LogLevel))
+}

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/config"
+	"github.com/eventcdc/cdc/sink"
+	ddl "github.com/eventcdc/cdc/sql"
+)
+
+// runMigrate applies the DDL on both sides. It needs rights `cdc run` does
+// not: run it with an admin DSN at deploy time.
+func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io.Writer, log *zap.Logger) error {
+	if len(args) > 0 {
+		return usageErr("migrate takes no arguments, got %q", args)
+	}
+	pg, err := pgx.Connect(ctx, cfg.PGDSN)
+	if err != nil {
+		return fmt.Errorf("connect to postgres: %w", err)
+	}
+	defer pg.Close(context.Background())
+	if err := ddl.MigratePostgres(ctx, pg, cfg.Publication); err != nil {
+		return err
+	}
+	ch, err := sink.Open(cfg.ClickHouseDSN, log)
+	if err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("CDC_CLICKHOUSE_DSN: %w", err)}
+	}
+	defer ch.Close()
+	if err := ddl.MigrateClickHouse(ctx, ch.Conn()); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "migrated: postgres outbox, cdc_dead_letter, publication %s; clickhouse %s\n", cfg.Publication, sink.Table)
+	return nil
+}

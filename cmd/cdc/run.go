@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/eventcdc/cdc/config"
+	"github.com/eventcdc/cdc/deadletter"
+	"github.com/eventcdc/cdc/health"
+	"github.com/eventcdc/cdc/metrics"
+	"github.com/eventcdc/cdc/replication"
+	"github.com/eventcdc/cdc/retention"
+	"github.com/eventcdc/cdc/sink"
+	"github.com/eventcdc/cdc/status"
+)
+
+func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, log *zap.Logger) error {
+	if len(args) > 0 {
+		return usageErr("run takes no arguments, got %q", args)
+	}
+	summary := []zap.Field{}
+	for k, v := range cfg.Summary() {
+		summary = append(summary, zap.String(k, v))
+	}
+	log.Info("starting", summary...)
+
+	pool, err := openPool(cfg.PGDSN)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	ch, err := sink.Open(cfg.ClickHouseDSN, log.Named("sink"))
+	if err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("CDC_CLICKHOUSE_DSN: %w", err)}
+	}
+	defer ch.Close()
+
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg, func() int64 { return time.Now().UnixNano() })
+	rep := replication.New(replication.Config{
+		DSN:             cfg.PGDSN,
+		Slot:            cfg.SlotName,
+		Publication:     cfg.Publication,
+		BatchMaxRows:    cfg.BatchMaxRows,
+		BatchMaxBytes:   cfg.BatchMaxBytes,
+		FlushInterval:   cfg.FlushInterval,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+	}, ch, deadletter.New(pool), log.Named("replication"), m)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := rep.Run(gctx); err != nil {
+			return fmt.Errorf("replication: %w", err)
+		}
+		return nil
+	})
+	mon := &status.Monitor{Pool: pool, Slot: cfg.SlotName, Every: 5 * time.Second, Metrics: m, Log: log.Named("monitor")}
+	g.Go(func() error { return mon.Run(gctx) })
+	cleaner := &retention.Cleaner{Pool: pool, Keep: cfg.OutboxRetention, Every: time.Minute, BatchSize: 1000, Log: log.Named("retention")}
+	g.Go(func() error { return cleaner.Run(gctx) })
+	if cfg.MetricsAddr != "off" {
+		srv := &health.Server{
+			Addr:     cfg.MetricsAddr,
+			Gatherer: reg,
+			Every:    time.Second,
+			MaxAge:   2 * time.Second,
+			Checks: []health.Check{
+				{Name: "postgres", Fn: func(context.Context) error {
+					if !rep.State().Streaming() {
+						return fmt.Errorf("replication connection is not streaming")
+					}
+					return nil
+				}},
+				{Name: "clickhouse", Fn: ch.Ping},
+			},
+		}
+		g.Go(func() error { return srv.Run(gctx) })
+	}
+	err = g.Wait()
+	if err == nil {
+		log.Info("shut down cleanly")
+	}
+	return err
+}
+
+func openPool(dsn string) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("CDC_PG_DSN: %w", err)}
+	}
+	pcfg.MaxConns = 4
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "cdc"
+	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres pool: %w", err)
+	}
+	return pool, nil
+}

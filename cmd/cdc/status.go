@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/config"
+	"github.com/eventcdc/cdc/deadletter"
+	"github.com/eventcdc/cdc/sink"
+	"github.com/eventcdc/cdc/status"
+)
+
+type statusReport struct {
+	status.Slot
+	LagSeconds  *float64 `json:"lag_seconds"`
+	OutboxRows  int64    `json:"outbox_rows"`
+	DeadLetters int64    `json:"dead_letters"`
+}
+
+func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.Writer, log *zap.Logger) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return usageErr("%v", err)
+	}
+	pool, err := openPool(cfg.PGDSN)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+
+	var r statusReport
+	if r.Slot, err = status.ReadSlot(ctx, pool, cfg.SlotName); err != nil {
+		return err
+	}
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&r.OutboxRows); err != nil {
+		return fmt.Errorf("count outbox rows: %w", err)
+	}
+	if r.DeadLetters, err = deadletter.New(pool).Count(ctx); err != nil {
+		return err
+	}
+	r.LagSeconds = lagSeconds(ctx, cfg, r.Slot, log)
+
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	fmt.Fprintf(stdout, "slot:              %s (exists: %v, active: %v", r.Name, r.Exists, r.Active)
+	if r.ActivePID != 0 {
+		fmt.Fprintf(stdout, ", pid %d", r.ActivePID)
+	}
+	fmt.Fprintln(stdout, ")")
+	fmt.Fprintf(stdout, "confirmed lsn:     %s (server at %s)\n", orDash(r.ConfirmedLSN), r.CurrentLSN)
+	fmt.Fprintf(stdout, "lag:               %d bytes", r.LagBytes)
+	if r.LagSeconds != nil {
+		fmt.Fprintf(stdout, ", %.1f s", *r.LagSeconds)
+	}
+	fmt.Fprintln(stdout)
+	fmt.Fprintf(stdout, "wal retained:      %d bytes (wal_status %s)\n", r.RetainedWAL, orDash(r.WALStatus))
+	if r.SafeWALBytes != nil {
+		fmt.Fprintf(stdout, "wal before invalidation: %d bytes\n", *r.SafeWALBytes)
+	} else {
+		fmt.Fprintln(stdout, "wal before invalidation: unlimited (max_slot_wal_keep_size = -1)")
+	}
+	fmt.Fprintf(stdout, "outbox rows:       %d\n", r.OutboxRows)
+	fmt.Fprintf(stdout, "dead letters:      %d\n", r.DeadLetters)
+	return nil
+}
+
+// lagSeconds is the age of the oldest outbox row whose commit the slot has
+// not confirmed, from the outbox rows still in the table (nil when unknown).
+// It is an estimate from the outbox side: the connector's metric is exact.
+func lagSeconds(ctx context.Context, cfg config.Config, s status.Slot, log *zap.Logger) *float64 {
+	if !s.Exists || s.LagBytes == 0 {
+		zero := 0.0
+		return &zero
+	}
+	ch, err := sink.Open(cfg.ClickHouseDSN, log)
+	if err != nil {
+		return nil
+	}
+	defer ch.Close()
+	var newest time.Time
+	if err := ch.Conn().QueryRow(ctx, "SELECT max(event_date_time) FROM "+sink.Table).Scan(&newest); err != nil {
+		log.Debug("read newest event", zap.Error(err))
+		return nil
+	}
+	if newest.IsZero() || newest.Unix() == 0 {
+		return nil
+	}
+	lag := time.Since(newest).Seconds()
+	return &lag
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

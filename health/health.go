@@ -1,0 +1,112 @@
+// Package health serves /metrics, /healthz and /readyz. Liveness means the
+// process runs its loop; readiness means both ends are reachable right now,
+// judged by checks at most MaxAge old.
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Check is one named readiness probe.
+type Check struct {
+	Name string
+	Fn   func(ctx context.Context) error
+}
+
+// Server runs the checks on a timer and answers HTTP probes.
+type Server struct {
+	Addr     string
+	Gatherer prometheus.Gatherer
+	Checks   []Check
+	Every    time.Duration // how often checks run
+	MaxAge   time.Duration // older results count as failed
+
+	mu      sync.Mutex
+	results map[string]result
+}
+
+type result struct {
+	err error
+	at  time.Time
+}
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	s.results = map[string]result{}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", s.ready)
+	ln, err := net.Listen("tcp", s.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s (CDC_METRICS_ADDR): %w", s.Addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	go s.probe(ctx)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve metrics: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) probe(ctx context.Context) {
+	t := time.NewTicker(s.Every)
+	defer t.Stop()
+	for {
+		for _, c := range s.Checks {
+			cctx, cancel := context.WithTimeout(ctx, s.Every)
+			err := c.Fn(cctx)
+			cancel()
+			s.mu.Lock()
+			s.results[c.Name] = result{err: err, at: time.Now()}
+			s.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	var problems []string
+	s.mu.Lock()
+	for _, c := range s.Checks {
+		r, ok := s.results[c.Name]
+		switch {
+		case !ok:
+			problems = append(problems, c.Name+": not checked yet")
+		case time.Since(r.at) > s.MaxAge:
+			problems = append(problems, fmt.Sprintf("%s: last check %s ago", c.Name, time.Since(r.at).Round(time.Millisecond)))
+		case r.err != nil:
+			problems = append(problems, c.Name+": "+r.err.Error())
+		}
+	}
+	s.mu.Unlock()
+	if len(problems) > 0 {
+		http.Error(w, strings.Join(problems, "\n"), http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}

@@ -1,0 +1,69 @@
+// Package retention deletes old outbox rows. The rows are only a staging
+// area: the WAL already carries every insert to the slot, so deleting a row
+// — even one not yet streamed — loses no event. Deletes go in small batches
+// so they never hold long locks or write a WAL burst.
+package retention
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+)
+
+// Cleaner deletes outbox rows older than Keep.
+type Cleaner struct {
+	Pool      *pgxpool.Pool
+	Keep      time.Duration
+	Every     time.Duration // between sweeps
+	BatchSize int           // rows per DELETE
+	Log       *zap.Logger
+}
+
+// Run sweeps until ctx ends. A failed sweep is logged and tried again on
+// the next tick; retention never stops the connector.
+func (c *Cleaner) Run(ctx context.Context) error {
+	if c.Keep <= 0 {
+		return nil
+	}
+	t := time.NewTicker(c.Every)
+	defer t.Stop()
+	for {
+		if n, err := c.Sweep(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			c.Log.Warn("outbox retention sweep failed; will retry", zap.Error(err), zap.Duration("retry_in", c.Every))
+		} else if n > 0 {
+			c.Log.Info("outbox retention", zap.Int64("deleted", n), zap.Duration("older_than", c.Keep))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Sweep deletes every row older than Keep, BatchSize rows per statement,
+// and returns how many it deleted.
+func (c *Cleaner) Sweep(ctx context.Context) (int64, error) {
+	var total int64
+	cutoff := time.Now().Add(-c.Keep)
+	for {
+		tag, err := c.Pool.Exec(ctx, `DELETE FROM outbox WHERE id IN (
+			SELECT id FROM outbox WHERE event_date_time < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`, cutoff, c.BatchSize)
+		if err != nil {
+			return total, fmt.Errorf("delete old outbox rows: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < int64(c.BatchSize) {
+			return total, nil
+		}
+		if ctx.Err() != nil {
+			return total, nil
+		}
+	}
+}

@@ -1,0 +1,112 @@
+// Package status reads the replication slot's state from PostgreSQL: how far
+// behind it is, whether a connector holds it, how much WAL it retains and how
+// much more it may retain before PostgreSQL invalidates it. `cdc status`
+// prints it; the connector polls it into metrics.
+package status
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/metrics"
+)
+
+// Slot is a snapshot of one replication slot.
+type Slot struct {
+	Name         string `json:"slot"`
+	Exists       bool   `json:"exists"`
+	Active       bool   `json:"active"`
+	ActivePID    int32  `json:"active_pid,omitempty"`
+	ConfirmedLSN string `json:"confirmed_flush_lsn,omitempty"`
+	CurrentLSN   string `json:"current_wal_lsn"`
+	WALStatus    string `json:"wal_status,omitempty"`
+	LagBytes     int64  `json:"lag_bytes"`
+	RetainedWAL  int64  `json:"retained_wal_bytes"`
+	// SafeWALBytes is nil while max_slot_wal_keep_size is unlimited.
+	SafeWALBytes *int64 `json:"safe_wal_bytes"`
+}
+
+// Querier is what ReadSlot needs: a pool or a connection.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// ReadSlot reads the slot's state. A missing slot is not an error: Exists
+// is false (a connector creates it on first start).
+func ReadSlot(ctx context.Context, q Querier, slot string) (Slot, error) {
+	s := Slot{Name: slot}
+	err := q.QueryRow(ctx, `
+		SELECT s.active, coalesce(s.active_pid, 0), coalesce(s.confirmed_flush_lsn::text, ''),
+		       pg_current_wal_lsn()::text, coalesce(s.wal_status, ''),
+		       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0)::bigint,
+		       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn), 0)::bigint,
+		       s.safe_wal_size
+		FROM pg_replication_slots s WHERE s.slot_name = $1`, slot).
+		Scan(&s.Active, &s.ActivePID, &s.ConfirmedLSN, &s.CurrentLSN, &s.WALStatus, &s.LagBytes, &s.RetainedWAL, &s.SafeWALBytes)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if err := q.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&s.CurrentLSN); err != nil {
+			return s, fmt.Errorf("read current wal position: %w", err)
+		}
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("read slot %s: %w", slot, err)
+	}
+	s.Exists = true
+	return s, nil
+}
+
+// Monitor polls the slot into metrics.
+type Monitor struct {
+	Pool     *pgxpool.Pool
+	Slot     string
+	Every    time.Duration
+	Metrics  *metrics.Metrics
+	Log      *zap.Logger
+	lastWarn time.Time
+}
+
+// Run polls until ctx ends. Failures are logged (rate-limited) and retried
+// on the next tick; the replication loop reports connectivity on its own.
+func (m *Monitor) Run(ctx context.Context) error {
+	t := time.NewTicker(m.Every)
+	defer t.Stop()
+	for {
+		m.poll(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Monitor) poll(ctx context.Context) {
+	qctx, cancel := context.WithTimeout(ctx, m.Every)
+	defer cancel()
+	s, err := ReadSlot(qctx, m.Pool, m.Slot)
+	if err != nil {
+		if ctx.Err() == nil && time.Since(m.lastWarn) > time.Minute {
+			m.Log.Warn("polling slot state failed", zap.Error(err))
+			m.lastWarn = time.Now()
+		}
+		return
+	}
+	m.Metrics.LagBytes.Set(float64(s.LagBytes))
+	if s.Active {
+		m.Metrics.SlotActive.Set(1)
+	} else {
+		m.Metrics.SlotActive.Set(0)
+	}
+	if s.SafeWALBytes != nil {
+		m.Metrics.SetSafeWALBytes(*s.SafeWALBytes, true)
+	} else {
+		m.Metrics.SetSafeWALBytes(0, false)
+	}
+}
