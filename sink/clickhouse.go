@@ -39,7 +39,7 @@ type ClickHouse struct {
 
 	mu      sync.Mutex
 	columns []chColumn // event_log's columns, in table order
-	warned  map[*decoder.Relation]bool
+	warned  map[*decoder.Relation]bool // relation versions seen since columns were loaded
 }
 
 type chColumn struct{ name, typ string }
@@ -110,7 +110,21 @@ func (c *ClickHouse) Write(ctx context.Context, b *Batch) ([]Rejected, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.columns == nil {
+	// A relation version not seen before means the outbox changed shape
+	// (ALTER TABLE outbox ADD COLUMN): event_log may have been given the
+	// matching column just before, so learn its columns again.
+	stale := c.columns == nil
+	var prev *decoder.Relation
+	for i := range b.Rows {
+		if rel := b.Rows[i].Relation; rel != prev {
+			if _, seen := c.warned[rel]; !seen {
+				stale = true
+				break
+			}
+			prev = rel
+		}
+	}
+	if stale {
 		if err := c.loadColumns(ctx); err != nil {
 			return nil, err
 		}

@@ -6,11 +6,13 @@ package sql
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -84,4 +86,35 @@ func MigrateClickHouse(ctx context.Context, conn driver.Conn) error {
 		}
 	}
 	return nil
+}
+
+// CreateSlot creates the logical replication slot if it is missing. Migrate
+// creates it, not only `cdc run`: a slot sees only changes made after it
+// exists, so events published between the deploy and the connector's first
+// start would otherwise never be streamed.
+func CreateSlot(ctx context.Context, conn pgQuerier, slot string) (created bool, err error) {
+	if !ValidIdentifier(slot) {
+		return false, fmt.Errorf("slot name %q: want lowercase letters, digits and _", slot)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n); err != nil {
+		return false, fmt.Errorf("look up slot %s: %w", slot, err)
+	}
+	if n > 0 {
+		return false, nil
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42710" { // created concurrently
+			return false, nil
+		}
+		return false, fmt.Errorf("create slot %s: %w", slot, err)
+	}
+	return true, nil
+}
+
+// pgQuerier is what CreateSlot needs of a PostgreSQL connection.
+type pgQuerier interface {
+	pgExecer
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }

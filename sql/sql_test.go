@@ -89,3 +89,36 @@ func TestMigrate_IsIdempotentAndCreatesTheContract(t *testing.T) {
 		t.Fatalf("event_log engine=%q sorting key=%q", engine, sortingKey)
 	}
 }
+
+func TestCreateSlot_CreatesOnceAndKeepsEventsFromThenOn(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, env.NewPostgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(ctx)
+	if err := ddl.MigratePostgres(ctx, pg, "cdc_outbox"); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{true, false} {
+		created, err := ddl.CreateSlot(ctx, pg, "slot_a")
+		if err != nil || created != want {
+			t.Fatalf("call %d: created=%v err=%v, want created=%v", i+1, created, err, want)
+		}
+	}
+	if _, err := pg.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context) VALUES ('e', 'test', '{}')`); err != nil {
+		t.Fatal(err)
+	}
+	var inserts int
+	err = pg.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes('slot_a', NULL, NULL, 'proto_version', '1', 'publication_names', 'cdc_outbox') WHERE get_byte(data, 0) = ascii('I')`).Scan(&inserts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inserts != 1 {
+		t.Fatalf("slot holds %d inserts, want 1", inserts)
+	}
+	if _, err := ddl.CreateSlot(ctx, pg, "Bad-Name"); err == nil {
+		t.Fatal("CreateSlot with an invalid name: want error")
+	}
+}

@@ -27,6 +27,13 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	if err := ddl.MigratePostgres(ctx, pg, cfg.Publication); err != nil {
 		return err
 	}
+	created, err := ddl.CreateSlot(ctx, pg, cfg.SlotName)
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Fprintf(stdout, "created replication slot %s: events published from now on are kept until cdc run ships them\n", cfg.SlotName)
+	}
 	ch, err := sink.Open(cfg.ClickHouseDSN, log)
 	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("CDC_CLICKHOUSE_DSN: %w", err)}

@@ -1,0 +1,269 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+type chEvent struct {
+	ID              uuid.UUID
+	Type            string
+	Time            time.Time
+	Environment     string
+	Context         string
+	MetadataVersion uint64
+	TraceID         string
+}
+
+func (w *world) chEvents(where string) map[uuid.UUID]chEvent {
+	w.t.Helper()
+	rows, err := w.ch.Query(context.Background(), `SELECT event_id, event_type, event_date_time, environment, event_context, metadata_version, trace_id FROM event_log FINAL `+where)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[uuid.UUID]chEvent{}
+	for rows.Next() {
+		var e chEvent
+		if err := rows.Scan(&e.ID, &e.Type, &e.Time, &e.Environment, &e.Context, &e.MetadataVersion, &e.TraceID); err != nil {
+			w.t.Fatal(err)
+		}
+		out[e.ID] = e
+	}
+	return out
+}
+
+func TestPipeline_CommittedEventsArriveFieldForField(t *testing.T) {
+	w := newWorld(t)
+	w.start(nil)
+
+	want := []chEvent{
+		{ID: uuid.New(), Type: "user_created", Time: time.Date(2026, 3, 1, 10, 20, 30, 0, time.UTC), Environment: "prod",
+			Context: `{"user_id": 42,  "email":"ana@example.com", "tags":["a","b"], "note":"ünïcødé ✓"}`, MetadataVersion: 1},
+		{ID: uuid.New(), Type: "order_paid", Time: time.Date(2026, 11, 24, 23, 59, 59, 0, time.UTC), Environment: "staging",
+			Context: `{"amount":"12.30","nested":{"deep":[1,2,{"x":null}]}}`, MetadataVersion: 7,
+			TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"},
+		{ID: uuid.New(), Type: "empty_context", Time: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC), Environment: "dev",
+			Context: `{}`, MetadataVersion: 3},
+	}
+	ctx := context.Background()
+	tx, err := w.pg.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range want {
+		var tp any
+		if e.TraceID != "" {
+			tp = "00-" + e.TraceID + "-00f067aa0ba902b7-01"
+		}
+		// +02:00 offset on purpose: the stored instant, not the zone, must survive.
+		if _, err := tx.Exec(ctx, `INSERT INTO outbox (id, event_type, event_date_time, environment, event_context, metadata_version, traceparent)
+			VALUES ($1, $2, $3, $4, $5::json, $6, $7)`, e.ID, e.Type, e.Time.In(time.FixedZone("x", 2*3600)), e.Environment, e.Context, e.MetadataVersion, tp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	w.waitRows(3, 30*time.Second)
+	got := w.chEvents("")
+	for _, e := range want {
+		g, ok := got[e.ID]
+		if !ok {
+			t.Fatalf("event %s missing", e.ID)
+		}
+		g.Time = g.Time.UTC()
+		if g != e {
+			t.Errorf("event %s:\n got  %+v\n want %+v", e.ID, g, e)
+		}
+	}
+	// One flush, one INSERT: the three events share a batch.
+	if n := w.chCount("SELECT count() FROM event_log WHERE cdc_commit_lsn = (SELECT any(cdc_commit_lsn) FROM event_log)"); n != 3 {
+		t.Errorf("rows of the one transaction = %d, want 3", n)
+	}
+}
+
+func TestPipeline_RolledBackEventsNeverArrive(t *testing.T) {
+	w := newWorld(t)
+	w.start(nil)
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		tx, err := w.pg.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context) VALUES ('rolled_back', 'test', '{}')`); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.insertEvents("committed", 2)
+	w.waitRows(2, 30*time.Second)
+	time.Sleep(500 * time.Millisecond) // two flush intervals: anything else would have arrived
+	if n := w.chCount("SELECT count() FROM event_log WHERE event_type = 'rolled_back'"); n != 0 {
+		t.Fatalf("%d rolled-back events arrived", n)
+	}
+	if n := w.chCount("SELECT count() FROM event_log"); n != 2 {
+		t.Fatalf("event_log holds %d rows, want 2", n)
+	}
+}
+
+func TestPipeline_TenMegabyteEventArrivesByteIdentical(t *testing.T) {
+	w := newWorld(t)
+	w.start(map[string]string{"CDC_BATCH_MAX_BYTES": "4MiB"})
+
+	var b strings.Builder
+	b.WriteString(`{"blob":[`)
+	for i := 0; b.Len() < 10<<20; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"i":%d,"s":"%s"}`, i, strings.Repeat("é", i%50))
+	}
+	b.WriteString(`]}`)
+	big := b.String()
+	id := uuid.New()
+	w.exec(`INSERT INTO outbox (id, event_type, environment, event_context) VALUES ($1, 'big', 'test', $2::json)`, id, big)
+	w.insertEvents("small_after", 1)
+	w.waitRows(2, 60*time.Second)
+
+	var got string
+	if err := w.ch.QueryRow(context.Background(), "SELECT event_context FROM event_log WHERE event_id = ?", id).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(big) || sha256.Sum256([]byte(got)) != sha256.Sum256([]byte(big)) {
+		t.Fatalf("event_context: got %d bytes, want %d bytes, identical", len(got), len(big))
+	}
+}
+
+func TestPipeline_UpdatesAndDeletesAreIgnored(t *testing.T) {
+	w := newWorld(t)
+	w.start(nil)
+	a, b := uuid.New(), uuid.New()
+	w.exec(`INSERT INTO outbox (id, event_type, environment, event_context) VALUES ($1, 'a', 'test', '{"v":1}'), ($2, 'b', 'test', '{"v":1}')`, a, b)
+	w.exec(`UPDATE outbox SET event_context = '{"v":2}', event_type = 'changed' WHERE id = $1`, a)
+	// The Debezium-style pattern: delete right after inserting.
+	w.exec(`DELETE FROM outbox WHERE id = $1`, b)
+	w.exec(`TRUNCATE outbox`)
+	w.insertEvents("marker", 1)
+	w.waitRows(3, 30*time.Second)
+	got := w.chEvents("")
+	if got[a].Context != `{"v":1}` || got[a].Type != "a" {
+		t.Errorf("updated event: %+v; want the inserted version", got[a])
+	}
+	if _, ok := got[b]; !ok {
+		t.Errorf("deleted event %s missing: deletes must not lose inserts", b)
+	}
+	if n := w.chCount("SELECT count() FROM event_log"); n != 3 {
+		t.Errorf("event_log holds %d raw rows, want 3", n)
+	}
+}
+
+func TestPipeline_ColumnAddedWhileStreamingIsCarried(t *testing.T) {
+	w := newWorld(t)
+	w.start(nil)
+	w.insertEvents("before", 2)
+	w.waitRows(2, 30*time.Second)
+
+	if err := w.ch.Exec(context.Background(), "ALTER TABLE event_log ADD COLUMN tenant String DEFAULT ''"); err != nil {
+		t.Fatal(err)
+	}
+	w.exec(`ALTER TABLE outbox ADD COLUMN tenant text`)
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, tenant) VALUES ('after', 'test', '{}', 'acme'), ('after', 'test', '{}', NULL)`)
+	w.waitRows(4, 30*time.Second)
+
+	rows, err := w.ch.Query(context.Background(), "SELECT event_type, tenant FROM event_log FINAL ORDER BY event_type, tenant")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var typ, tenant string
+		if err := rows.Scan(&typ, &tenant); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, typ+"/"+tenant)
+	}
+	want := []string{"after/", "after/acme", "before/", "before/"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("rows = %v, want %v", got, want)
+	}
+}
+
+func TestPipeline_SIGTERMFlushesAcknowledgesAndExitsZero(t *testing.T) {
+	w := newWorld(t)
+	// A long flush interval: the events are still buffered when SIGTERM comes.
+	c := w.start(map[string]string{"CDC_FLUSH_INTERVAL": "1h"})
+	waitFor(t, 30*time.Second, "slot active", func() (bool, string) {
+		var active bool
+		_ = w.pg.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = 'cdc_outbox'`).Scan(&active)
+		return active && strings.Contains(c.out.String(), "streaming"), ""
+	})
+	w.insertEvents("buffered", 500)
+	w.waitReceived(10 * time.Second)
+	if n := w.chCount("SELECT count() FROM event_log"); n != 0 {
+		t.Fatalf("%d rows stored before SIGTERM; the test wants them buffered", n)
+	}
+	code, took := c.term(15 * time.Second)
+	if code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	}
+	t.Logf("exited %s after SIGTERM", took)
+	if n := w.chCount("SELECT count() FROM event_log"); n != 500 {
+		t.Fatalf("event_log holds %d rows after SIGTERM, want the 500 buffered", n)
+	}
+	// The flush was acknowledged: the slot has nothing left to replay.
+	var pending int64
+	if err := w.pg.QueryRow(context.Background(), `SELECT count(*) FROM pg_logical_slot_peek_binary_changes('cdc_outbox', NULL, NULL, 'proto_version', '1', 'publication_names', 'cdc_outbox')`).Scan(&pending); err != nil {
+		t.Fatal(err)
+	}
+	if pending != 0 {
+		t.Fatalf("slot still holds %d changes after a clean shutdown", pending)
+	}
+}
+
+// waitReceived waits until the connector reports (as its write position)
+// that it received everything committed so far.
+func (w *world) waitReceived(timeout time.Duration) {
+	w.t.Helper()
+	var target string
+	if err := w.pg.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&target); err != nil {
+		w.t.Fatal(err)
+	}
+	waitFor(w.t, timeout, "connector to receive up to "+target, func() (bool, string) {
+		var ok bool
+		err := w.pg.QueryRow(context.Background(), `SELECT coalesce(bool_or(write_lsn >= $1::pg_lsn), false) FROM pg_stat_replication WHERE application_name = 'cdc'`, target).Scan(&ok)
+		return err == nil && ok, fmt.Sprint(err)
+	})
+}
+
+func TestPipeline_BadSettingExitsTwoNamingTheVariable(t *testing.T) {
+	w := newWorld(t)
+	tests := []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"CDC_BATCH_MAX_ROWS": "many"}, `cdc: invalid configuration: CDC_BATCH_MAX_ROWS: "many" is not a positive whole number`},
+		{map[string]string{"CDC_FLUSH_INTERVAL": "1 minute"}, `cdc: invalid configuration: CDC_FLUSH_INTERVAL: "1 minute" is not a duration, e.g. 500ms, 1s, 24h`},
+		{map[string]string{"CDC_PG_DSN": ""}, `cdc: invalid configuration: CDC_PG_DSN: required, e.g. postgres://user:password@host/db`},
+	}
+	for _, tt := range tests {
+		out, code := w.runOnce(tt.env, "run")
+		if code != 2 || strings.TrimSpace(out) != tt.want {
+			t.Errorf("env %v: exit %d, output %q; want 2, %q", tt.env, code, out, tt.want)
+		}
+	}
+	if _, code := w.runOnce(nil, "frobnicate"); code != 2 {
+		t.Errorf("unknown command: exit %d, want 2", code)
+	}
+}
