@@ -38,7 +38,7 @@ type ClickHouse struct {
 	log      *zap.Logger
 
 	mu      sync.Mutex
-	columns []chColumn // event_log's columns, in table order
+	columns []chColumn                 // event_log's columns, in table order
 	warned  map[*decoder.Relation]bool // relation versions seen since columns were loaded
 }
 
