@@ -1,0 +1,141 @@
+"""publish(): write an event to the cdc outbox table, inside the caller's
+transaction.
+
+Copy this module into a Django project. The outbox table comes from
+`cdc migrate`; this module only inserts into it, with the same rules as the
+Go package github.com/eventcdc/cdc/outbox:
+
+* event_type is required;
+* context is any JSON-serialisable value (DjangoJSONEncoder: datetimes,
+  UUIDs, Decimals...), or bytes holding JSON text, stored byte for byte.
+  A str is a value like any other and becomes a JSON string: pass
+  pre-encoded JSON as bytes;
+* the environment defaults to settings.CDC_ENVIRONMENT;
+* metadata_version defaults to 1, traceparent (W3C) to none, the event time
+  to the transaction's now(), the id to a new UUID;
+* bad input raises InvalidEvent before anything is sent to the database, so
+  it never breaks the surrounding transaction.
+
+publish() refuses to run outside transaction.atomic(): in autocommit the
+event would be committed on its own, whatever became of the business change.
+"""
+
+import datetime
+import json
+import re
+import uuid
+
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import DEFAULT_DB_ALIAS, transaction
+
+DEFAULT_MAX_CONTEXT_BYTES = 64 << 20
+
+_TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+
+_INSERT = """
+INSERT INTO outbox (id, event_type, event_date_time, environment, event_context, metadata_version, traceparent)
+VALUES (%s, %s, COALESCE(%s, now()), %s, %s::json, %s, %s)
+"""
+
+
+class InvalidEvent(ValueError):
+    """The event was refused before touching the database."""
+
+
+class TransactionRequired(RuntimeError):
+    """publish() was called outside transaction.atomic()."""
+
+
+def _no_constants(name):
+    raise InvalidEvent(f"context is not valid JSON: {name} is not a JSON value")
+
+
+def _encode_context(context, limit):
+    if context is None:
+        raise InvalidEvent("context is None (use {} for an empty object)")
+    if isinstance(context, (bytes, bytearray, memoryview)):
+        raw = bytes(context)
+        if limit > 0 and len(raw) > limit:
+            raise InvalidEvent(f"context too large: {len(raw)} bytes, the limit is {limit}")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InvalidEvent(f"context is not valid UTF-8: {e}") from None
+        try:
+            json.loads(text, parse_constant=_no_constants)
+        except json.JSONDecodeError as e:
+            raise InvalidEvent(f"context is not valid JSON: {e}") from None
+        if "\x00" in text:
+            # PostgreSQL text cannot hold NUL; valid JSON only has it escaped.
+            raise InvalidEvent("context contains a NUL byte")
+        return text
+    try:
+        text = json.dumps(
+            context, cls=DjangoJSONEncoder, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        )
+    except (TypeError, ValueError) as e:
+        raise InvalidEvent(f"context cannot be encoded as JSON: {e}") from None
+    size = len(text.encode("utf-8"))
+    if limit > 0 and size > limit:
+        raise InvalidEvent(f"context too large: {size} bytes, the limit is {limit}")
+    return text
+
+
+def _check_text(what, value):
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidEvent(f"{what} is empty")
+    if "\x00" in value:
+        raise InvalidEvent(f"{what} {value!r} contains a NUL character")
+
+
+def publish(
+    event_type,
+    context,
+    *,
+    environment=None,
+    event_id=None,
+    event_time=None,
+    metadata_version=1,
+    traceparent=None,
+    using=DEFAULT_DB_ALIAS,
+):
+    """Write one event to the outbox in the current transaction; return its id.
+
+    Must run inside transaction.atomic() on the `using` database.
+    """
+    try:
+        _check_text("event type", event_type)
+        environment = environment if environment is not None else getattr(settings, "CDC_ENVIRONMENT", "")
+        _check_text("environment (set settings.CDC_ENVIRONMENT or pass environment=)", environment)
+        if isinstance(metadata_version, bool) or not isinstance(metadata_version, int) or metadata_version < 1:
+            raise InvalidEvent(f"metadata_version {metadata_version!r} must be an int of at least 1")
+        if traceparent is not None and not (
+            isinstance(traceparent, str) and _TRACEPARENT.fullmatch(traceparent)
+        ):
+            raise InvalidEvent(
+                f"traceparent {traceparent!r} is not 00-<32 hex>-<16 hex>-<2 hex> in lowercase with non-zero ids"
+            )
+        if event_time is not None and (
+            not isinstance(event_time, datetime.datetime) or event_time.utcoffset() is None
+        ):
+            raise InvalidEvent(f"event_time {event_time!r} must be a timezone-aware datetime")
+        event_id = uuid.UUID(str(event_id)) if event_id is not None else uuid.uuid4()
+        limit = getattr(settings, "CDC_OUTBOX_MAX_CONTEXT_BYTES", DEFAULT_MAX_CONTEXT_BYTES)
+        text = _encode_context(context, limit)
+    except InvalidEvent as e:
+        raise InvalidEvent(f"outbox event {event_type!r}: {e}") from None
+    except ValueError as e:  # a malformed event_id
+        raise InvalidEvent(f"outbox event {event_type!r}: event_id: {e}") from None
+
+    connection = transaction.get_connection(using)
+    if not connection.in_atomic_block:
+        raise TransactionRequired(
+            "publish() must run inside transaction.atomic(), in the transaction of the change it reports"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT,
+            [str(event_id), event_type, event_time, environment, text, metadata_version, traceparent],
+        )
+    return event_id

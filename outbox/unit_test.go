@@ -1,0 +1,239 @@
+package outbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/eventcdc/cdc/outbox"
+	"github.com/eventcdc/cdc/outbox/outboxtest"
+)
+
+func TestSnakeCase(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"UserCreated", "user_created"},
+		{"HTTPRequestFailed", "http_request_failed"},
+		{"UserID", "user_id"},
+		{"IDToken", "id_token"},
+		{"S3ObjectPut", "s3_object_put"},
+		{"Event2", "event2"},
+		{"V2Event", "v2_event"},
+		{"userCreated", "user_created"},
+		{"User", "user"},
+		{"URL", "url"},
+		{"A", "a"},
+		{"APIKeyRotated", "api_key_rotated"},
+		{"Already_Snake", "already_snake"},
+		{"user_created", "user_created"},
+		{"ÜberEvent", "über_event"},
+		{"", ""},
+	} {
+		if got := outbox.SnakeCase(tc.in); got != tc.want {
+			t.Errorf("SnakeCase(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+type UserDeleted struct{ ID int }
+
+type Renamed struct{}
+
+func (Renamed) EventType() string { return "legacy_name" }
+
+type Generic[T any] struct{ V T }
+
+func TestTypeName(t *testing.T) {
+	var nilPtr *UserDeleted
+	for _, tc := range []struct {
+		name string
+		v    any
+		want string
+	}{
+		{"struct", UserDeleted{}, "user_deleted"},
+		{"pointer", &UserDeleted{}, "user_deleted"},
+		{"nil pointer", nilPtr, "user_deleted"},
+		{"acronym", HTTPRequestFailed{}, "http_request_failed"},
+		{"Typer", Renamed{}, "legacy_name"},
+		{"generic", Generic[int]{}, "generic"},
+		{"map", map[string]any{}, ""},
+		{"anonymous struct", struct{ A int }{}, ""},
+		{"nil", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := outbox.TypeName(tc.v); got != tc.want {
+				t.Errorf("TypeName(%T) = %q, want %q", tc.v, got, tc.want)
+			}
+		})
+	}
+	ev := outbox.EventOf(UserDeleted{ID: 7})
+	if ev.Type != "user_deleted" || ev.Context != (UserDeleted{ID: 7}) {
+		t.Errorf("EventOf = %+v", ev)
+	}
+}
+
+func TestValidTraceparent(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", true},
+		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", true},
+		{"", false},
+		{"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", false}, // only version 00
+		{"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", false}, // uppercase
+		{"00-00000000000000000000000000000000-00f067aa0ba902b7-01", false}, // zero trace id
+		{"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", false}, // zero parent id
+		{"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", false},  // short trace id
+		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-", false},
+		{"00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01", false},
+		{"00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01", false},
+	} {
+		if got := outbox.ValidTraceparent(tc.in); got != tc.want {
+			t.Errorf("ValidTraceparent(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+const goodTraceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+func good() outbox.Event {
+	return outbox.Event{Type: "user_created", Context: json.RawMessage(`{"a":1}`), Environment: "test"}
+}
+
+// badEvents lists invalid events with the sentinel each must be refused with.
+func badEvents() []struct {
+	name string
+	pub  outbox.Publisher
+	ev   outbox.Event
+	want error
+} {
+	with := func(f func(*outbox.Event)) outbox.Event { e := good(); f(&e); return e }
+	return []struct {
+		name string
+		pub  outbox.Publisher
+		ev   outbox.Event
+		want error
+	}{
+		{"empty type", outbox.Publisher{}, with(func(e *outbox.Event) { e.Type = "" }), outbox.ErrInvalidType},
+		{"blank type", outbox.Publisher{}, with(func(e *outbox.Event) { e.Type = "  " }), outbox.ErrInvalidType},
+		{"type with NUL", outbox.Publisher{}, with(func(e *outbox.Event) { e.Type = "a\x00b" }), outbox.ErrInvalidType},
+		{"type not UTF-8", outbox.Publisher{}, with(func(e *outbox.Event) { e.Type = "a\xffb" }), outbox.ErrInvalidType},
+		{"no environment", outbox.Publisher{}, with(func(e *outbox.Event) { e.Environment = "" }), outbox.ErrInvalidEnvironment},
+		{"environment with NUL", outbox.Publisher{}, with(func(e *outbox.Event) { e.Environment = "p\x00" }), outbox.ErrInvalidEnvironment},
+		{"nil context", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = nil }), outbox.ErrInvalidContext},
+		{"raw context not JSON", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = json.RawMessage(`{"a":`) }), outbox.ErrInvalidContext},
+		{"bytes context not JSON", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = []byte(`not json`) }), outbox.ErrInvalidContext},
+		{"empty raw context", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = json.RawMessage{} }), outbox.ErrInvalidContext},
+		{"context not UTF-8", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = []byte("\"\xff\"") }), outbox.ErrInvalidContext},
+		{"context not marshalable", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = map[string]any{"f": func() {}} }), outbox.ErrInvalidContext},
+		{"context NaN", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = math.NaN() }), outbox.ErrInvalidContext},
+		{"raw context too large", outbox.Publisher{MaxContextBytes: 8}, with(func(e *outbox.Event) { e.Context = json.RawMessage(`"123456789"`) }), outbox.ErrContextTooLarge},
+		{"marshaled context too large", outbox.Publisher{MaxContextBytes: 8}, with(func(e *outbox.Event) { e.Context = "123456789" }), outbox.ErrContextTooLarge},
+		{"bad traceparent", outbox.Publisher{}, with(func(e *outbox.Event) { e.Traceparent = "00-abc-def-01" }), outbox.ErrInvalidTraceparent},
+		{"uppercase traceparent", outbox.Publisher{}, with(func(e *outbox.Event) { e.Traceparent = strings.ToUpper(goodTraceparent) }), outbox.ErrInvalidTraceparent},
+		{"negative metadata version", outbox.Publisher{}, with(func(e *outbox.Event) { e.MetadataVersion = -1 }), outbox.ErrInvalidMetadataVersion},
+		{"time out of range", outbox.Publisher{}, with(func(e *outbox.Event) { e.Time = time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC) }), outbox.ErrInvalidTime},
+	}
+}
+
+// Without a database: every bad event is refused with its sentinel, names
+// its index, and nothing reaches the Tx.
+func TestPublish_RejectsBadInputWithoutTouchingTheTx(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range badEvents() {
+		t.Run(tc.name, func(t *testing.T) {
+			var rec outboxtest.Recorder
+			err := tc.pub.Publish(ctx, &rec, good(), good(), tc.ev)
+			checkEventError(t, err, 2, tc.want)
+			if n := len(rec.Events()) + len(rec.Statements()); n != 0 {
+				t.Errorf("%d calls reached the Tx", n)
+			}
+		})
+	}
+}
+
+func checkEventError(t *testing.T, err error, index int, want error) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("err = %v, want %v", err, want)
+	}
+	if !errors.Is(err, outbox.ErrInvalidEvent) {
+		t.Errorf("err = %v does not match ErrInvalidEvent", err)
+	}
+	var ee *outbox.EventError
+	if !errors.As(err, &ee) || ee.Index != index {
+		t.Fatalf("err = %#v, want *EventError with Index %d", err, index)
+	}
+	if !strings.Contains(err.Error(), "event 2") {
+		t.Errorf("message %q does not name the event", err)
+	}
+	t.Log(err)
+}
+
+func TestPublish_Defaults(t *testing.T) {
+	ctx := context.Background()
+	var rec outboxtest.Recorder
+	pub := outbox.Publisher{Environment: "prod"}
+	id := uuid.MustParse("0190a8a3-7a9e-7b4c-9d2e-0123456789ab")
+	ids, err := pub.PublishIDs(ctx, &rec,
+		outbox.Event{Type: "a", Context: map[string]string{"html": "<b>&</b>"}},
+		outbox.Event{Type: "b", Context: json.RawMessage(` { "x" : 1 } `), Environment: "dev", ID: id, MetadataVersion: 3},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := rec.Events()
+	if len(got) != 2 || len(ids) != 2 {
+		t.Fatalf("got %d events, %d ids", len(got), len(ids))
+	}
+	if got[0].Environment != "prod" || got[1].Environment != "dev" {
+		t.Errorf("environments %q, %q; want prod (Publisher's), dev (event's)", got[0].Environment, got[1].Environment)
+	}
+	if got[0].MetadataVersion != 1 || got[1].MetadataVersion != 3 {
+		t.Errorf("metadata versions %d, %d; want 1, 3", got[0].MetadataVersion, got[1].MetadataVersion)
+	}
+	if ids[0] == uuid.Nil || ids[0].Version() != 7 || got[0].ID != ids[0] {
+		t.Errorf("generated id %s (recorded %s), want a UUIDv7", ids[0], got[0].ID)
+	}
+	if ids[1] != id || got[1].ID != id {
+		t.Errorf("given id: returned %s, recorded %s, want %s", ids[1], got[1].ID, id)
+	}
+	if s := string(got[0].Context.(json.RawMessage)); s != `{"html":"<b>&</b>"}` {
+		t.Errorf("marshaled context %s: want compact JSON without HTML escaping", s)
+	}
+	if s := string(got[1].Context.(json.RawMessage)); s != ` { "x" : 1 } ` {
+		t.Errorf("raw context %q re-encoded", s)
+	}
+	if !got[0].Time.IsZero() || got[0].Traceparent != "" {
+		t.Errorf("unset time/traceparent recorded as %v/%q", got[0].Time, got[0].Traceparent)
+	}
+
+	// The package-level Publish has no default environment.
+	err = outbox.Publish(ctx, &rec, outbox.Event{Type: "a", Context: 1})
+	if !errors.Is(err, outbox.ErrInvalidEnvironment) {
+		t.Errorf("Publish without environment: %v", err)
+	}
+	// Publishing nothing is fine and does nothing.
+	rec.Reset()
+	if err := outbox.Publish(ctx, &rec); err != nil || len(rec.Events()) != 0 {
+		t.Errorf("Publish() = %v, recorded %d", err, len(rec.Events()))
+	}
+	// A negative limit lifts ours.
+	if err := (outbox.Publisher{Environment: "p", MaxContextBytes: -1}).Publish(ctx, &rec, outbox.Event{Type: "a", Context: strings.Repeat("x", 100)}); err != nil {
+		t.Errorf("no limit: %v", err)
+	}
+}
+
+func TestPublish_ReturnsTxErrors(t *testing.T) {
+	boom := errors.New("boom")
+	rec := &outboxtest.Recorder{Err: boom}
+	if err := outbox.Publish(context.Background(), rec, good()); !errors.Is(err, boom) || errors.Is(err, outbox.ErrInvalidEvent) {
+		t.Errorf("err = %v, want the Tx's error", err)
+	}
+}
