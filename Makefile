@@ -21,6 +21,11 @@ test:
 	$(GO) vet ./...; \
 	$(GO) test -race -count=1 -timeout 30m ./...
 
+# The main job end to end: local PostgreSQL and ClickHouse, migrate, run,
+# publish, watch events and lag arrive, stop everything.
+demo:
+	scripts/demo.sh
+
 # Fast checks without databases: unit tests only.
 test-short:
 	$(GO) test -short -count=1 ./...

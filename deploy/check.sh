@@ -25,10 +25,18 @@ failed=0
 step() { printf '\n== %s\n' "$*"; }
 fail() { echo "FAIL: $*" >&2; failed=1; }
 
-for tool in promtool python3; do
+# A pyenv python3 may shadow the system one that has python3-yaml.
+py=""
+for candidate in python3 /usr/bin/python3; do
+	if command -v "$candidate" >/dev/null && "$candidate" -c 'import yaml' 2>/dev/null; then
+		py=$candidate
+		break
+	fi
+done
+for tool in promtool "${py:-python3}"; do
 	command -v "$tool" >/dev/null || { echo "FAIL: $tool not found (apt-get install prometheus python3-yaml)" >&2; exit 1; }
 done
-python3 -c 'import yaml' 2>/dev/null || { echo "FAIL: python3 PyYAML missing (apt-get install python3-yaml)" >&2; exit 1; }
+[ -n "$py" ] || { echo "FAIL: python3 PyYAML missing (apt-get install python3-yaml)" >&2; exit 1; }
 
 step "promtool check rules"
 promtool check rules "$prom/alerts.yml" || fail "promtool check rules"
@@ -40,14 +48,14 @@ step "promtool test rules"
 promtool test rules "$prom/alerts_test.yml" || fail "promtool test rules"
 
 step "dashboard JSON"
-if python3 -m json.tool "$dash" >/dev/null; then
+if "$py" -m json.tool "$dash" >/dev/null; then
 	echo "  valid JSON: $dash"
 else
 	fail "invalid JSON: $dash"
 fi
 
 step "dashboard structure"
-python3 - "$dash" <<'PY' || fail "dashboard structure"
+"$py" - "$dash" <<'PY' || fail "dashboard structure"
 import json, sys
 
 path = sys.argv[1]
@@ -82,7 +90,7 @@ print(f"  {len(ids)} panels, datasource uid prometheus everywhere")
 PY
 
 step "metric names against deploy/metrics.txt"
-python3 - "$metrics" "$prom/alerts.yml" "$prom/alerts_test.yml" "$dash" <<'PY' || fail "unknown metric names"
+"$py" - "$metrics" "$prom/alerts.yml" "$prom/alerts_test.yml" "$dash" <<'PY' || fail "unknown metric names"
 import json, re, sys, yaml
 
 metrics_file, alerts, tests, dash = sys.argv[1:5]

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# demo.sh — the main job end to end on one machine: local PostgreSQL and
+# ClickHouse under .local/demo, `cdc migrate`, `cdc run`, sample events
+# published the way an application does (INSERT INTO outbox inside a
+# transaction), the events shown arriving in ClickHouse with the lag, then
+# everything stopped again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+dir=$root/.local/demo
+export PATH="$PATH:/usr/local/go/bin"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+# 1. Debian packages, when missing.
+need=()
+for p in postgresql-15 postgresql-client-15 clickhouse-server clickhouse-client curl; do
+	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+	step "installing ${need[*]}"
+	sudo=""
+	[ "$(id -u)" = 0 ] || sudo=sudo
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+	for s in clickhouse-server postgresql; do $sudo service "$s" stop >/dev/null 2>&1 || true; done
+fi
+
+# 2. Servers, stopped again however the demo ends.
+cdc_pid=""
+cleanup() {
+	if [ -n "$cdc_pid" ] && kill -0 "$cdc_pid" 2>/dev/null; then kill -TERM "$cdc_pid"; wait "$cdc_pid" || true; fi
+	scripts/localdb.sh stop "$dir"
+	echo "stopped PostgreSQL and ClickHouse"
+}
+trap cleanup EXIT
+# A fresh folder each time, so the counts below are this run's.
+scripts/localdb.sh stop "$dir" >/dev/null 2>&1 || true
+rm -rf "$dir"
+mkdir -p "$dir" && chmod 755 "$root/.local" "$dir"
+step "starting PostgreSQL 15 and ClickHouse under .local/demo"
+eval "$(scripts/localdb.sh start "$dir" | sed 's/^/export /')"
+metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export CDC_METRICS_ADDR=127.0.0.1:$metrics_port CDC_FLUSH_INTERVAL=500ms CDC_LOG_FORMAT=console
+psql=(psql -q -X "$CDC_PG_DSN")
+ch=(clickhouse-client --host 127.0.0.1 --port "$LOCALDB_CH_PORT")
+
+step "building cdc"
+go build -o "$dir/cdc" ./cmd/cdc
+
+step "cdc migrate (outbox table, publication and slot in PostgreSQL; event_log in ClickHouse)"
+"$dir/cdc" migrate
+
+step "cdc run (logs in .local/demo/cdc.log, metrics on http://$CDC_METRICS_ADDR/metrics)"
+"$dir/cdc" run >"$dir/cdc.log" 2>&1 &
+cdc_pid=$!
+for _ in $(seq 1 100); do
+	curl -fs "http://$CDC_METRICS_ADDR/readyz" >/dev/null 2>&1 && break
+	sleep 0.1
+done
+curl -fs "http://$CDC_METRICS_ADDR/readyz"
+
+step "publishing events: each INSERT INTO outbox commits with its business transaction"
+for round in 1 2 3; do
+	"${psql[@]}" <<SQL
+BEGIN;
+-- the business write would be here, e.g. INSERT INTO users ...
+INSERT INTO outbox (event_type, environment, event_context)
+SELECT 'user_created', 'demo', json_build_object('user_id', $round * 1000 + g, 'email', 'user' || g || '@example.com')
+FROM generate_series(1, 1000) g;
+COMMIT;
+BEGIN;
+INSERT INTO outbox (event_type, environment, event_context) VALUES ('never_happened', 'demo', '{"rolled_back": true}');
+ROLLBACK;
+SQL
+	echo "round $round: committed 1000 user_created events (and rolled one back)"
+	sleep 0.7
+	"${ch[@]}" -q "SELECT count() AS events_in_clickhouse FROM event_log FINAL FORMAT PrettyCompactNoEscapes"
+	curl -fs "http://$CDC_METRICS_ADDR/metrics" | grep -E '^cdc_replication_lag_(bytes|seconds) ' | sed 's/^/  /'
+done
+
+step "waiting for the last batch"
+for _ in $(seq 1 100); do
+	[ "$("${ch[@]}" -q 'SELECT count() FROM event_log FINAL')" = 3000 ] && break
+	sleep 0.1
+done
+"${ch[@]}" -q "SELECT event_type, count() AS events, min(event_date_time) AS first, max(event_date_time) AS last FROM event_log FINAL GROUP BY event_type FORMAT PrettyCompactNoEscapes"
+"${ch[@]}" -q "SELECT event_id, event_type, environment, event_context FROM event_log FINAL ORDER BY event_context LIMIT 3 FORMAT PrettyCompactNoEscapes"
+
+step "cdc status"
+"$dir/cdc" status
+
+step "metrics"
+curl -fs "http://$CDC_METRICS_ADDR/metrics" | grep -E '^cdc_(events_written_total|batches_written_total|replication_lag_bytes|replication_lag_seconds|dead_letters_total|buffer_bytes) '
+
+step "SIGTERM: cdc flushes, acknowledges and exits"
+kill -TERM "$cdc_pid"
+wait "$cdc_pid" && echo "cdc exited 0"
+cdc_pid=""
+tail -n 3 "$dir/cdc.log"
