@@ -1,0 +1,173 @@
+package sink
+
+import (
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/ch-go/compress"
+	chgo "github.com/ClickHouse/ch-go/proto"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
+	chproto "github.com/ClickHouse/clickhouse-go/v2/lib/proto"
+	"github.com/jackc/pglogrepl"
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/decoder"
+)
+
+// These benchmarks measure the client-side cost of one event on its way into
+// an INSERT, without a server: converting pgoutput text to Go values, appending
+// them to a clickhouse-go block, and encoding plus LZ4-compressing the block as
+// Send does. One op is one event, so allocs/op is allocations per event.
+
+// benchColumns is event_log as ClickHouse 18.16 reports it (sql/clickhouse.sql).
+var benchColumns = []chColumn{
+	{"event_id", "UUID"},
+	{"event_type", "String"},
+	{"event_date_time", "DateTime"},
+	{"environment", "String"},
+	{"event_context", "String"},
+	{"metadata_version", "UInt64"},
+	{"trace_id", "String"},
+	{"cdc_commit_lsn", "UInt64"},
+	{"cdc_seq", "UInt64"},
+}
+
+// benchRow is an outbox insert as the decoder hands it over, with the same
+// 302-byte event_context as decoder/bench_test.go.
+func benchRow() Row {
+	rel := &decoder.Relation{ID: 16385, Namespace: "public", Name: "outbox", Columns: []decoder.Column{
+		{Name: "id", TypeOID: 2950, Key: true},
+		{Name: "event_type", TypeOID: 25},
+		{Name: "event_date_time", TypeOID: 1184},
+		{Name: "environment", TypeOID: 25},
+		{Name: "event_context", TypeOID: 114},
+		{Name: "metadata_version", TypeOID: 20},
+		{Name: "traceparent", TypeOID: 25},
+	}}
+	text := func(s string) decoder.Value { return decoder.Value{Kind: decoder.ValueText, Data: []byte(s)} }
+	values := []decoder.Value{
+		text("0195a8e2-7c3d-7a10-9b4e-3f2d1c0b0a01"),
+		text("order.created"),
+		text("2025-03-01 12:00:00.123456+00"),
+		text("production"),
+		text(`{"order_id":"ord_01HQ3Z9K7M2N4P6R8T0V","customer_id":"cus_8f3a2b1c","currency":"EUR",` +
+			`"total":"149.90","items":[{"sku":"SKU-1042","qty":2,"price":"49.95"},{"sku":"SKU-2210","qty":1,"price":"50.00"}],` +
+			`"shipping":{"method":"express","country":"DE"},"locale":"de-DE","source":"web","campaign":"spring-sale"}`),
+		text("1"),
+		text("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+	}
+	size := 0
+	for _, v := range values {
+		size += len(v.Data)
+	}
+	return Row{Relation: rel, Values: values, Pos: Position{CommitLSN: pglogrepl.LSN(0x16B3748), Seq: 1},
+		CommitTime: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC), Size: size}
+}
+
+// benchPlan builds the INSERT plan and converters exactly as write does,
+// minus the server round trip that reports the column types.
+func benchPlan(b *testing.B, row Row) (*plan, []converter) {
+	b.Helper()
+	c := &ClickHouse{columns: benchColumns, log: zap.NewNop(), warned: map[*decoder.Relation]bool{}}
+	p := c.plan([]Row{row})
+	if len(p.targets) != len(benchColumns) {
+		b.Fatalf("plan targets %v, want all %d event_log columns", p.targets, len(benchColumns))
+	}
+	types := map[string]string{}
+	for _, col := range benchColumns {
+		types[col.name] = col.typ
+	}
+	convs := make([]converter, len(p.targets))
+	for i, t := range p.targets {
+		convs[i] = converterFor(types[t])
+	}
+	return p, convs
+}
+
+func benchBlock(b *testing.B, p *plan) *chproto.Block {
+	b.Helper()
+	types := map[string]string{}
+	for _, col := range benchColumns {
+		types[col.name] = col.typ
+	}
+	block := chproto.NewBlock()
+	for _, t := range p.targets {
+		if err := block.AddColumn(t, column.Type(types[t])); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return block
+}
+
+// BenchmarkConvertRow is plan.values for one event: text to UUID, time,
+// uint64 and the trace id.
+func BenchmarkConvertRow(b *testing.B) {
+	row := benchRow()
+	p, convs := benchPlan(b, row)
+	vals := make([]any, len(p.targets))
+	b.ReportAllocs()
+	b.SetBytes(int64(row.Size))
+	for b.Loop() {
+		if err := p.values(row, convs, vals); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkConvertAppendRow adds clickhouse-go's Block.Append, what
+// batch.Append does per row. The block is reset every 50,000 rows (the
+// default CDC_BATCH_MAX_ROWS) so it stays the size of one real batch.
+func BenchmarkConvertAppendRow(b *testing.B) {
+	row := benchRow()
+	p, convs := benchPlan(b, row)
+	block := benchBlock(b, p)
+	vals := make([]any, len(p.targets))
+	b.ReportAllocs()
+	b.SetBytes(int64(row.Size))
+	n := 0
+	for b.Loop() {
+		if err := p.values(row, convs, vals); err != nil {
+			b.Fatal(err)
+		}
+		if err := block.Append(vals...); err != nil {
+			b.Fatal(err)
+		}
+		if n++; n == 50000 {
+			block.Reset()
+			n = 0
+		}
+	}
+}
+
+// BenchmarkEncodeBlock is the per-event share of encoding a full block of
+// 10,000 events and compressing it with LZ4, as batch.Send does before the
+// bytes go on the wire.
+func BenchmarkEncodeBlock(b *testing.B) {
+	const rows = 10000
+	row := benchRow()
+	p, convs := benchPlan(b, row)
+	block := benchBlock(b, p)
+	vals := make([]any, len(p.targets))
+	for range rows {
+		if err := p.values(row, convs, vals); err != nil {
+			b.Fatal(err)
+		}
+		if err := block.Append(vals...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	buf := &chgo.Buffer{}
+	zw := compress.NewWriter(compress.LevelZero, compress.LZ4)
+	b.ReportAllocs()
+	b.SetBytes(int64(row.Size) * rows)
+	for b.Loop() {
+		buf.Reset()
+		if err := block.Encode(buf, chproto.DBMS_TCP_PROTOCOL_VERSION); err != nil {
+			b.Fatal(err)
+		}
+		if err := zw.Compress(buf.Buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/rows, "ns/event")
+}

@@ -1,0 +1,104 @@
+package sink
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/eventcdc/cdc/decoder"
+)
+
+func text(s string) decoder.Value { return decoder.Value{Kind: decoder.ValueText, Data: []byte(s)} }
+
+var null = decoder.Value{Kind: decoder.ValueNull}
+
+func TestConverterFor(t *testing.T) {
+	tests := []struct {
+		typ     string
+		in      decoder.Value
+		want    any
+		wantErr string
+	}{
+		{typ: "String", in: text(`{"a":1}`), want: `{"a":1}`},
+		{typ: "String", in: null, want: ""},
+		{typ: "UUID", in: text("3f2a1e3c-1f3a-4a8e-9d2c-0a1b2c3d4e5f"), want: uuid.MustParse("3f2a1e3c-1f3a-4a8e-9d2c-0a1b2c3d4e5f")},
+		{typ: "UUID", in: text("nope"), wantErr: `"nope" is not a UUID`},
+		{typ: "DateTime", in: text("2026-11-25 12:03:16.123456+00"), want: time.Date(2026, 11, 25, 12, 3, 16, 0, time.UTC)},
+		{typ: "DateTime", in: text("2026-11-25 14:03:16+02"), want: time.Date(2026, 11, 25, 12, 3, 16, 0, time.UTC)},
+		{typ: "DateTime", in: text("2026-11-25 12:03:16+05:30"), want: time.Date(2026, 11, 25, 6, 33, 16, 0, time.UTC)},
+		{typ: "DateTime('UTC')", in: text("2026-11-25 12:03:16"), want: time.Date(2026, 11, 25, 12, 3, 16, 0, time.UTC)},
+		{typ: "DateTime", in: text("1969-12-31 23:59:59+00"), wantErr: `"1969-12-31 23:59:59+00" is outside DateTime's range 1970-01-01 to 2106-02-07`},
+		{typ: "DateTime", in: text("infinity"), wantErr: `"infinity" is not a timestamp`},
+		{typ: "Date", in: text("2026-11-25"), want: time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)},
+		{typ: "UInt64", in: text("18446744073709551615"), want: uint64(18446744073709551615)},
+		{typ: "UInt64", in: text("-1"), wantErr: `"-1" does not fit UInt64`},
+		{typ: "UInt8", in: text("255"), want: uint8(255)},
+		{typ: "UInt8", in: text("300"), wantErr: `"300" does not fit UInt8`},
+		{typ: "UInt8", in: text("t"), want: uint8(1)},
+		{typ: "UInt32", in: null, want: uint32(0)},
+		{typ: "Int16", in: text("-32768"), want: int16(-32768)},
+		{typ: "Int32", in: text("2147483648"), wantErr: `"2147483648" does not fit Int32`},
+		{typ: "Float64", in: text("1.5"), want: 1.5},
+		{typ: "Float32", in: text("x"), wantErr: `"x" is not a Float32`},
+		{typ: "Bool", in: text("f"), want: false},
+		{typ: "Nullable(String)", in: null, want: nil},
+		{typ: "Nullable(UInt8)", in: text("7"), want: uint8(7)},
+		{typ: "LowCardinality(String)", in: text("prod"), want: "prod"},
+		{typ: "String", in: decoder.Value{Kind: decoder.ValueUnchanged}, wantErr: "value is not in text format"},
+	}
+	for _, tt := range tests {
+		got, err := converterFor(tt.typ)(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || err.Error() != tt.wantErr {
+				t.Errorf("%s(%q): error %v, want %q", tt.typ, tt.in.Data, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s(%q): %v", tt.typ, tt.in.Data, err)
+			continue
+		}
+		if b, ok := got.([]byte); ok {
+			got = string(b)
+		}
+		if tm, ok := got.(time.Time); ok {
+			if !tm.Equal(tt.want.(time.Time)) {
+				t.Errorf("%s(%q) = %v, want %v", tt.typ, tt.in.Data, tm, tt.want)
+			}
+			continue
+		}
+		if got != tt.want {
+			t.Errorf("%s(%q) = %#v, want %#v", tt.typ, tt.in.Data, got, tt.want)
+		}
+	}
+}
+
+func TestTraceID(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "4bf92f3577b34da6a3ce929d0e0e4736"},
+		{"00-00000000000000000000000000000000-00f067aa0ba902b7-01", ""},
+		{"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", ""},
+		{"garbage", ""},
+	}
+	for _, tt := range tests {
+		if got := traceID(text(tt.in)); got != tt.want {
+			t.Errorf("traceID(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+	if got := traceID(null); got != "" {
+		t.Errorf("traceID(NULL) = %q", got)
+	}
+}
+
+func TestPosition_Less(t *testing.T) {
+	a := Position{CommitLSN: 10, Seq: 2}
+	for _, tt := range []struct {
+		b    Position
+		want bool
+	}{{Position{10, 3}, true}, {Position{11, 1}, true}, {Position{10, 2}, false}, {Position{9, 9}, false}} {
+		if got := a.Less(tt.b); got != tt.want {
+			t.Errorf("%v.Less(%v) = %v, want %v", a, tt.b, got, tt.want)
+		}
+	}
+}
