@@ -1,0 +1,199 @@
+package replication_test
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/internal/testenv"
+	"github.com/eventcdc/cdc/metrics"
+	"github.com/eventcdc/cdc/replication"
+	"github.com/eventcdc/cdc/sink"
+	ddl "github.com/eventcdc/cdc/sql"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// fakeSink is a scripted sink: PostgreSQL stays real, the store is a
+// slice, and a test can hold writes to see what gets acknowledged.
+type fakeSink struct {
+	mu      sync.Mutex
+	rows    []sink.Row
+	batches int
+	gate    chan struct{} // when non-nil, each Write waits for a token
+}
+
+var _ replication.Sink = (*fakeSink)(nil)
+
+func (f *fakeSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, error) {
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rows = append(f.rows, b.Rows...)
+	f.batches++
+	return nil, nil
+}
+
+func (f *fakeSink) Written(context.Context, pglogrepl.LSN) (map[sink.Position]struct{}, error) {
+	return map[sink.Position]struct{}{}, nil
+}
+
+func (f *fakeSink) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.rows)
+}
+
+type harness struct {
+	t    *testing.T
+	pool *pgxpool.Pool
+	dsn  string
+}
+
+func setup(t *testing.T) *harness {
+	t.Helper()
+	dsn := testenv.Get(t).NewPostgres(t)
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	ctx := context.Background()
+	if err := ddl.MigratePostgres(ctx, pool, "pub"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ddl.CreateSlot(ctx, pool, "slot"); err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, pool: pool, dsn: dsn}
+}
+
+func (h *harness) run(s replication.Sink) (stop func()) {
+	h.t.Helper()
+	reg := prometheus.NewRegistry()
+	r := replication.New(replication.Config{
+		DSN: h.dsn, Slot: "slot", Publication: "pub",
+		BatchMaxRows: 1000, BatchMaxBytes: 1 << 20, FlushInterval: 50 * time.Millisecond,
+		StatusInterval: 100 * time.Millisecond,
+	}, s, nil, zap.NewNop(), metrics.New(reg, func() int64 { return time.Now().UnixNano() }))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			h.t.Errorf("Run: %v", err)
+		}
+	}
+}
+
+func (h *harness) lsn(sql string) pglogrepl.LSN {
+	h.t.Helper()
+	var s string
+	if err := h.pool.QueryRow(context.Background(), sql).Scan(&s); err != nil {
+		h.t.Fatal(err)
+	}
+	l, err := pglogrepl.ParseLSN(s)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return l
+}
+
+func (h *harness) confirmed() pglogrepl.LSN {
+	return h.lsn(`SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'slot'`)
+}
+
+func (h *harness) exec(sql string) {
+	h.t.Helper()
+	if _, err := h.pool.Exec(context.Background(), sql); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestReplicator_AcknowledgesOnlyWhatTheSinkStored(t *testing.T) {
+	h := setup(t)
+	s := &fakeSink{gate: make(chan struct{})}
+	stop := h.run(s)
+	defer stop()
+
+	before := h.confirmed()
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'e', 'test', '{}' FROM generate_series(1, 10)`)
+	commitEnd := h.lsn(`SELECT pg_current_wal_lsn()::text`)
+
+	// The batch is waiting at the gate: several status intervals pass and
+	// the slot must not move past the unstored transaction.
+	time.Sleep(500 * time.Millisecond)
+	if c := h.confirmed(); c >= commitEnd {
+		t.Fatalf("confirmed_flush_lsn %s reached the unstored commit end %s (was %s)", c, commitEnd, before)
+	}
+	close(s.gate) // store everything from now on
+	eventually(t, "10 rows stored", func() bool { return s.count() == 10 })
+	eventually(t, "acknowledgement of the stored commit", func() bool { return h.confirmed() >= commitEnd })
+}
+
+func TestReplicator_QuietOutboxStillReleasesWAL(t *testing.T) {
+	h := setup(t)
+	s := &fakeSink{}
+	stop := h.run(s)
+	defer stop()
+	// Busy database, quiet outbox: writes to another table only.
+	h.exec(`CREATE TABLE other (id int)`)
+	h.exec(`INSERT INTO other SELECT generate_series(1, 1000)`)
+	target := h.lsn(`SELECT pg_current_wal_lsn()::text`)
+	// Keepalives carry the server's WAL end; with nothing buffered the
+	// connector follows it so the slot does not pin WAL forever.
+	h.exec(`SELECT pg_switch_wal()`)
+	eventually(t, "slot to follow the server's WAL end", func() bool { return h.confirmed() >= target })
+	if s.count() != 0 {
+		t.Fatalf("sink got %d rows from a table outside the publication", s.count())
+	}
+}
+
+func TestReplicator_RowsCarryTheirPositionInOrder(t *testing.T) {
+	h := setup(t)
+	s := &fakeSink{}
+	stop := h.run(s)
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'a', 'test', '{}' FROM generate_series(1, 3)`)
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'b', 'test', '{}' FROM generate_series(1, 2)`)
+	eventually(t, "5 rows", func() bool { return s.count() == 5 })
+	stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	wantSeq := []uint64{1, 2, 3, 1, 2}
+	for i, r := range s.rows {
+		if r.Pos.Seq != wantSeq[i] {
+			t.Errorf("row %d seq = %d, want %d", i, r.Pos.Seq, wantSeq[i])
+		}
+		if i > 0 && !s.rows[i-1].Pos.Less(r.Pos) {
+			t.Errorf("row %d position %s not after %s", i, r.Pos, s.rows[i-1].Pos)
+		}
+	}
+	if s.rows[0].Pos.CommitLSN == s.rows[3].Pos.CommitLSN {
+		t.Errorf("two transactions share commit LSN %s", s.rows[0].Pos.CommitLSN)
+	}
+}
