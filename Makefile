@@ -34,6 +34,13 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 
+# Throughput, latency and memory against real local PostgreSQL and
+# ClickHouse (under .local/bench, stopped however it ends); prints one
+# Markdown table and writes it to .local/bench/results.md. Not part of
+# `make test` or CI. See docs/performance.md.
+bench:
+	@bash bench/run.sh
+
 clean:
 	rm -rf bin
 	-scripts/localdb.sh stop $(LOCAL)/test

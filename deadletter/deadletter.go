@@ -129,3 +129,66 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 	}
 	return n, nil
 }
+
+// Page returns up to limit dead letters with ids greater than afterID,
+// oldest first: replay walks the table page by page with it.
+func (s *Store) Page(ctx context.Context, afterID int64, limit int) ([]Letter, error) {
+	return s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter WHERE id > $1 ORDER BY id LIMIT $2`, afterID, limit)
+}
+
+// Get returns the dead letter with that id; ok is false when there is none.
+func (s *Store) Get(ctx context.Context, id int64) (l Letter, ok bool, err error) {
+	out, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter WHERE id = $1`, id)
+	if err != nil || len(out) == 0 {
+		return Letter{}, false, err
+	}
+	return out[0], true, nil
+}
+
+func (s *Store) query(ctx context.Context, sql string, args ...any) ([]Letter, error) {
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read dead letters: %w", err)
+	}
+	defer rows.Close()
+	var out []Letter
+	for rows.Next() {
+		var l Letter
+		if err := rows.Scan(&l.ID, &l.EventID, &l.CommitLSN, &l.Seq, &l.RowData, &l.Error, &l.CreatedAt); err != nil {
+			return nil, fmt.Errorf("read dead letters: %w", err)
+		}
+		out = append(out, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read dead letters: %w", err)
+	}
+	return out, nil
+}
+
+// Settle records a replay in one transaction: the dead letters in stored
+// are in the sink now and are deleted; those in refused were refused again
+// and keep their row with the new reason.
+func (s *Store) Settle(ctx context.Context, stored []int64, refused map[int64]string) error {
+	if len(stored) == 0 && len(refused) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	if len(stored) > 0 {
+		b.Queue(`DELETE FROM cdc_dead_letter WHERE id = ANY($1)`, stored)
+	}
+	for id, msg := range refused {
+		b.Queue(`UPDATE cdc_dead_letter SET error = $2 WHERE id = $1`, id, msg)
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("settle replayed dead letters: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("settle %d replayed dead letters: %w", len(stored)+len(refused), err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("settle replayed dead letters: %w", err)
+	}
+	return nil
+}

@@ -121,7 +121,11 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 				}
 				return 0, wrapf(err, "create slot %s", r.cfg.Slot)
 			}
-			r.log.Info("created replication slot", zap.String("slot", r.cfg.Slot), zap.String("consistent_point", res.ConsistentPoint))
+			// `cdc migrate` creates the slot; reaching this means it was never
+			// run, or the slot was dropped (a failover, an operator). Either
+			// way events committed before this moment are not in the slot.
+			r.log.Warn("replication slot did not exist and was created: events committed before now will not be streamed; if this is not the first start, recover them with `cdc backfill --since <time of the loss>`",
+				zap.String("slot", r.cfg.Slot), zap.String("consistent_point", res.ConsistentPoint))
 			continue
 		}
 		row := rows[0]

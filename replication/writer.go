@@ -34,9 +34,10 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) bool {
 	start := time.Now()
 	delay := backoff{min: 100 * time.Millisecond, max: 30 * time.Second}
 	var rejected []sink.Rejected
+	pending := b
 	for {
 		var err error
-		rejected, err = r.sink.Write(ctx, b)
+		rejected, err = r.sink.Write(ctx, pending)
 		if err == nil {
 			break
 		}
@@ -45,10 +46,17 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) bool {
 		}
 		r.metrics.SinkErrors.Inc()
 		wait := delay.next()
-		r.log.Warn("storing batch failed; will retry", zap.Error(err), zap.Int("rows", len(b.Rows)),
-			zap.Stringer("first", b.Rows[0].Pos), zap.Duration("retry_in", wait))
+		r.log.Warn("storing batch failed; will retry", zap.Error(err), zap.Int("rows", len(pending.Rows)),
+			zap.Stringer("first", pending.Rows[0].Pos), zap.Duration("retry_in", wait))
 		if !sleep(ctx, wait) {
 			return false
+		}
+		// A failed INSERT may still have been stored (the error can come
+		// after the server committed the rows): ask the sink and retry only
+		// what it lacks, so a retry writes no raw duplicate either.
+		pending = r.unstored(ctx, pending)
+		if len(pending.Rows) == 0 {
+			break
 		}
 	}
 	if len(rejected) > 0 && !r.setAside(ctx, rejected) {
@@ -66,6 +74,26 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) bool {
 		zap.Stringer("first", b.Rows[0].Pos), zap.Stringer("last", b.Rows[len(b.Rows)-1].Pos),
 		zap.Stringer("durable_to", b.End), zap.Duration("duration", dur), zap.Int("dead_letters", len(rejected)))
 	return true
+}
+
+// unstored returns b without the rows the sink already holds; when the
+// sink cannot say (it is still down), b unchanged.
+func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
+	stored, err := r.sink.Written(ctx, b.Rows[0].Pos.CommitLSN)
+	if err != nil || len(stored) == 0 {
+		return b
+	}
+	rest := &sink.Batch{End: b.End, Rows: make([]sink.Row, 0, len(b.Rows))}
+	for _, row := range b.Rows {
+		if _, ok := stored[row.Pos]; !ok {
+			rest.Rows = append(rest.Rows, row)
+			rest.Bytes += row.Size
+		}
+	}
+	if skipped := len(b.Rows) - len(rest.Rows); skipped > 0 {
+		r.log.Info("a failed insert had stored rows after all; retrying only the rest", zap.Int("stored", skipped), zap.Int("rest", len(rest.Rows)))
+	}
+	return rest
 }
 
 // setAside stores refused rows as dead letters, retrying until it can: a

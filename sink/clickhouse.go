@@ -40,6 +40,9 @@ type ClickHouse struct {
 	mu      sync.Mutex
 	columns []chColumn                 // event_log's columns, in table order
 	warned  map[*decoder.Relation]bool // relation versions seen since columns were loaded
+	// uncarried is set when some outbox column has no event_log column.
+	uncarried bool
+	loadedAt  time.Time
 }
 
 type chColumn struct{ name, typ string }
@@ -113,7 +116,10 @@ func (c *ClickHouse) Write(ctx context.Context, b *Batch) ([]Rejected, error) {
 	// A relation version not seen before means the outbox changed shape
 	// (ALTER TABLE outbox ADD COLUMN): event_log may have been given the
 	// matching column just before, so learn its columns again.
-	stale := c.columns == nil
+	// So does an outbox column event_log lacked at the last look: the
+	// operator may have added it since (in the wrong order), and it should
+	// start flowing without a restart.
+	stale := c.columns == nil || (c.uncarried && time.Since(c.loadedAt) > 30*time.Second)
 	var prev *decoder.Relation
 	for i := range b.Rows {
 		if rel := b.Rows[i].Relation; rel != prev {
@@ -312,6 +318,7 @@ func (c *ClickHouse) warnUncarried(rel *decoder.Relation) {
 		}
 	}
 	if len(missing) > 0 {
+		c.uncarried = true
 		c.log.Warn("outbox columns without an event_log column are not carried",
 			zap.Strings("columns", missing), zap.String("relation", rel.Namespace+"."+rel.Name))
 	}
@@ -363,6 +370,8 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 	}
 	c.columns = cols
 	c.warned = map[*decoder.Relation]bool{}
+	c.uncarried = false
+	c.loadedAt = time.Now()
 	return nil
 }
 

@@ -2,21 +2,303 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"github.com/eventcdc/cdc/backfill"
 	"github.com/eventcdc/cdc/config"
+	"github.com/eventcdc/cdc/deadletter"
+	"github.com/eventcdc/cdc/sink"
 )
 
-func runVerify(ctx context.Context, cfg config.Config, args []string, stdout io.Writer, log *zap.Logger) error {
-	return usageErr("verify is not implemented yet")
+const sinceHelp = "an RFC 3339 time, e.g. 2026-03-01T00:00:00Z"
+
+// parseFlags parses args with fs and refuses stray arguments; every problem
+// is a usage error (exit 2).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return usageErr("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
 }
 
+func parseSince(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, usageErr("--since is required: %s", sinceHelp)
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, usageErr("--since %q is not %s", s, sinceHelp)
+	}
+	return t, nil
+}
+
+// openOperatorPool opens PostgreSQL for verify, backfill and deadletter:
+// sessions that print values as the replication stream does.
+func openOperatorPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
+	if _, err := pgxpool.ParseConfig(cfg.PGDSN); err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("CDC_PG_DSN: %w", err)}
+	}
+	return backfill.OpenPool(ctx, cfg.PGDSN)
+}
+
+func openSink(cfg config.Config, log *zap.Logger) (*sink.ClickHouse, error) {
+	ch, err := sink.Open(cfg.ClickHouseDSN, log.Named("sink"))
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("CDC_CLICKHOUSE_DSN: %w", err)}
+	}
+	return ch, nil
+}
+
+// runVerify compares the outbox with event_log by event id. It fails (exit
+// 1) only for events missing from event_log: events whose outbox row is gone
+// are expected, retention and applications delete outbox rows.
+//
+// --grace skips outbox rows whose event_date_time is within the last grace
+// period of PostgreSQL's clock: they may be committed and not shipped yet.
+// event_date_time is set by the application (default now() at insert), so
+// an application writing times in the future or far in the past moves rows
+// in or out of that window; the grace period is a heuristic, not a fence.
+func runVerify(ctx context.Context, cfg config.Config, args []string, stdout io.Writer, log *zap.Logger) error {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	sinceFlag := fs.String("since", "", "compare outbox rows with event_date_time >= TIME ("+sinceHelp+")")
+	grace := fs.Duration("grace", 10*time.Second, "skip outbox rows newer than now minus this: they may still be on their way")
+	show := fs.Int("limit", 20, "ids to list per kind")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	since, err := parseSince(*sinceFlag)
+	if err != nil {
+		return err
+	}
+	if *grace < 0 {
+		return usageErr("--grace %s must not be negative", *grace)
+	}
+	if *show < 0 {
+		return usageErr("--limit %d must not be negative", *show)
+	}
+	pool, err := openOperatorPool(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	ch, err := openSink(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+
+	var now time.Time
+	if err := pool.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
+		return fmt.Errorf("read postgres clock: %w", err)
+	}
+	rep, err := backfill.Verify(ctx, pool, ch.Conn(), backfill.VerifyOptions{Since: since, Until: now.Add(-*grace), Show: *show})
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			return fmt.Errorf("print report: %w", err)
+		}
+	} else {
+		printVerify(stdout, rep, *grace)
+	}
+	if rep.Missing > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("%d of %d outbox rows are missing from %s", rep.Missing, rep.OutboxRows, sink.Table)}
+	}
+	return nil
+}
+
+func printVerify(w io.Writer, r backfill.VerifyReport, grace time.Duration) {
+	fmt.Fprintf(w, "outbox rows with event_date_time from %s to %s (--grace %s):\n",
+		r.Since.UTC().Format(time.RFC3339Nano), r.Until.UTC().Format(time.RFC3339Nano), grace)
+	fmt.Fprintf(w, "outbox rows:       %d\n", r.OutboxRows)
+	fmt.Fprintf(w, "in event_log:      %d\n", r.Found)
+	fmt.Fprintf(w, "missing:           %d", r.Missing)
+	if r.MissingDeadLettered > 0 {
+		fmt.Fprintf(w, " (%d of them dead letters: cdc deadletter list)", r.MissingDeadLettered)
+	}
+	fmt.Fprintln(w)
+	printIDs(w, r.MissingIDs, r.Missing)
+	fmt.Fprintf(w, "not in outbox (deleted or retained away): %d of %d event_log rows\n", r.NotInOutbox, r.EventLogRows)
+	printIDs(w, r.NotInOutboxIDs, r.NotInOutbox)
+}
+
+func printIDs(w io.Writer, ids []string, total int64) {
+	for _, id := range ids {
+		fmt.Fprintf(w, "  %s\n", id)
+	}
+	if more := total - int64(len(ids)); more > 0 {
+		fmt.Fprintf(w, "  ... and %d more (--limit to list more)\n", more)
+	}
+}
+
+// runBackfill re-ships outbox rows straight from the table, through the
+// same sink as the connector: after a lost slot, or to import history.
+// Exit 1 when rows were refused (they are dead letters now) or on failure.
 func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout io.Writer, log *zap.Logger) error {
-	return usageErr("backfill is not implemented yet")
+	fs := flag.NewFlagSet("backfill", flag.ContinueOnError)
+	sinceFlag := fs.String("since", "", "re-ship outbox rows with event_date_time >= TIME ("+sinceHelp+")")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	since, err := parseSince(*sinceFlag)
+	if err != nil {
+		return err
+	}
+	pool, err := openOperatorPool(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	ch, err := openSink(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+
+	rel, err := backfill.LoadRelation(ctx, pool)
+	if err != nil {
+		return err
+	}
+	sc := backfill.NewScanner(pool, rel, since, time.Time{}, cfg.BatchMaxRows, true)
+	res, err := backfill.Ship(ctx, sc, rel, ch, deadletter.New(pool), cfg.BatchMaxBytes, func(r backfill.ShipResult) {
+		log.Info("backfill batch stored", zap.Int("shipped", r.Shipped), zap.Int("dead_letters", r.DeadLetters))
+	})
+	fmt.Fprintf(stdout, "backfill since %s: %d outbox rows read, %d shipped to %s, %d refused (dead letters)\n",
+		since.UTC().Format(time.RFC3339Nano), res.Read, res.Shipped, sink.Table, res.DeadLetters)
+	if err != nil {
+		return err
+	}
+	if res.DeadLetters > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("%d rows refused by ClickHouse and set aside: cdc deadletter list", res.DeadLetters)}
+	}
+	return nil
+}
+
+type letterJSON struct {
+	ID        int64              `json:"id"`
+	EventID   *string            `json:"event_id"`
+	CommitLSN string             `json:"commit_lsn"`
+	Seq       int64              `json:"seq"`
+	RowData   map[string]*string `json:"row_data"`
+	Error     string             `json:"error"`
+	CreatedAt time.Time          `json:"created_at"`
 }
 
 func runDeadLetter(ctx context.Context, cfg config.Config, args []string, stdout io.Writer, log *zap.Logger) error {
-	return usageErr("deadletter is not implemented yet")
+	if len(args) == 0 {
+		return usageErr("want a subcommand: list [--json] [--limit N] or replay [--id N]")
+	}
+	switch args[0] {
+	case "list":
+		return runDeadLetterList(ctx, cfg, args[1:], stdout)
+	case "replay":
+		return runDeadLetterReplay(ctx, cfg, args[1:], stdout, log)
+	default:
+		return usageErr("unknown subcommand %q: want list or replay", args[0])
+	}
+}
+
+func runDeadLetterList(ctx context.Context, cfg config.Config, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("deadletter list", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "print JSON")
+	limit := fs.Int("limit", 100, "dead letters to show, oldest first")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *limit <= 0 {
+		return usageErr("--limit %d must be positive", *limit)
+	}
+	pool, err := openOperatorPool(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store := deadletter.New(pool)
+	letters, err := store.List(ctx, *limit)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		out := make([]letterJSON, len(letters))
+		for i, l := range letters {
+			out[i] = letterJSON(l)
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(out); err != nil {
+			return fmt.Errorf("print dead letters: %w", err)
+		}
+		return nil
+	}
+	total, err := store.Count(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tEVENT ID\tPOSITION\tCREATED\tERROR")
+	for _, l := range letters {
+		eventID := "-"
+		if l.EventID != nil {
+			eventID = *l.EventID
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s#%d\t%s\t%s\n", l.ID, eventID, l.CommitLSN, l.Seq,
+			l.CreatedAt.UTC().Format(time.RFC3339), strings.ReplaceAll(l.Error, "\n", " "))
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("print dead letters: %w", err)
+	}
+	fmt.Fprintf(stdout, "%d of %d dead letters shown\n", len(letters), total)
+	return nil
+}
+
+func runDeadLetterReplay(ctx context.Context, cfg config.Config, args []string, stdout io.Writer, log *zap.Logger) error {
+	fs := flag.NewFlagSet("deadletter replay", flag.ContinueOnError)
+	id := fs.Int64("id", 0, "replay only the dead letter with this id (default: all)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *id < 0 {
+		return usageErr("--id %d must be positive", *id)
+	}
+	pool, err := openOperatorPool(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	ch, err := openSink(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer ch.Close()
+
+	res, err := backfill.Replay(ctx, deadletter.New(pool), ch, *id, cfg.BatchMaxRows)
+	fmt.Fprintf(stdout, "replayed %d dead letters into %s; %d refused again\n", res.Replayed, sink.Table, res.Refused)
+	if errors.Is(err, backfill.ErrNoSuchLetter) {
+		return &exitError{code: 1, err: err}
+	}
+	if err != nil {
+		return err
+	}
+	if res.Refused > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("%d dead letters refused again; they stay with the new error: cdc deadletter list", res.Refused)}
+	}
+	return nil
 }
