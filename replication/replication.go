@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 
 	"github.com/eventcdc/cdc/metrics"
@@ -44,8 +46,9 @@ type Config struct {
 	BatchMaxRows    int
 	BatchMaxBytes   int
 	FlushInterval   time.Duration
-	StatusInterval  time.Duration // standby status cadence; well under wal_sender_timeout
-	ShutdownTimeout time.Duration // budget for the last flush on shutdown
+	StatusInterval  time.Duration        // standby status cadence; well under wal_sender_timeout
+	ShutdownTimeout time.Duration        // budget for the last flush on shutdown
+	Tracer          trace.TracerProvider // a span per batch; nil: no tracing
 }
 
 // Replicator runs the pipeline and reconnects when PostgreSQL goes away.
@@ -65,6 +68,9 @@ func New(cfg Config, s Sink, dead DeadLetters, log *zap.Logger, m *metrics.Metri
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider()
 	}
 	return &Replicator{cfg: cfg, sink: s, dead: dead, log: log, metrics: m, state: &State{}}
 }

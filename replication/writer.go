@@ -4,9 +4,11 @@ import (
 	"context"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/eventcdc/cdc/sink"
+	"github.com/eventcdc/cdc/tracing"
 )
 
 // writeLoop stores batches in order until in is closed or ctx ends. It
@@ -16,13 +18,20 @@ import (
 func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out chan<- ack) {
 	sum := summary{log: r.log, every: 30 * time.Second, last: time.Now()}
 	for b := range in {
-		if !r.store(ctx, b) {
+		// One span per batch, from the insert to the acknowledgement,
+		// linked to the requests that published its events.
+		sctx, span := tracing.BatchSpan(ctx, r.cfg.Tracer, len(b.Rows), b.Bytes,
+			b.Rows[0].Pos.CommitLSN.String(), b.Rows[len(b.Rows)-1].Pos.CommitLSN.String(), tracing.Traceparents(b.Rows))
+		if !r.store(sctx, b) {
+			span.End()
 			return
 		}
 		sum.add(b, r.metrics)
 		select {
 		case out <- ack{end: b.End, bytes: b.Bytes}:
+			span.End()
 		case <-ctx.Done():
+			span.End()
 			return
 		}
 	}
@@ -45,6 +54,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) bool {
 			return false
 		}
 		r.metrics.SinkErrors.Inc()
+		trace.SpanFromContext(ctx).RecordError(err)
 		wait := delay.next()
 		r.log.Warn("storing batch failed; will retry", zap.Error(err), zap.Int("rows", len(pending.Rows)),
 			zap.Stringer("first", pending.Rows[0].Pos), zap.Duration("retry_in", wait))

@@ -33,6 +33,9 @@ commands:
 configuration: CDC_* environment variables, see README.md
 `
 
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
 // exitError carries an exit code through the error chain.
 type exitError struct {
 	code int

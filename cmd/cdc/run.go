@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/eventcdc/cdc/retention"
 	"github.com/eventcdc/cdc/sink"
 	"github.com/eventcdc/cdc/status"
+	"github.com/eventcdc/cdc/tracing"
 )
 
 func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, log *zap.Logger) error {
@@ -30,6 +33,20 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		summary = append(summary, zap.String(k, v))
 	}
 	log.Info("starting", summary...)
+
+	// Before any connection: a bad OTEL_* setting is a configuration error.
+	tp, shutdownTracing, err := tracing.Setup(ctx, os.Getenv, version)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("exporting traces failed", zap.Error(err)) }))
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(sctx); err != nil {
+			log.Warn("flushing traces failed", zap.Error(err))
+		}
+	}()
 
 	pool, err := openPool(cfg.PGDSN)
 	if err != nil {
@@ -52,6 +69,7 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		BatchMaxBytes:   cfg.BatchMaxBytes,
 		FlushInterval:   cfg.FlushInterval,
 		ShutdownTimeout: cfg.ShutdownTimeout,
+		Tracer:          tp,
 	}, ch, deadletter.New(pool), log.Named("replication"), m)
 
 	g, gctx := errgroup.WithContext(ctx)

@@ -1,0 +1,216 @@
+package health_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/eventcdc/cdc/health"
+)
+
+// fakeCheck is a readiness check whose outcome the test sets. hang makes
+// the next call block until released, as a driver ignoring its context
+// would: the stored result then ages past MaxAge.
+type fakeCheck struct {
+	mu    sync.Mutex
+	err   error
+	hang  chan struct{}
+	calls int
+}
+
+func (f *fakeCheck) set(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err = err
+}
+
+func (f *fakeCheck) hangNext() (release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ch := make(chan struct{})
+	f.hang = ch
+	return func() { close(ch) }
+}
+
+func (f *fakeCheck) fn(context.Context) error {
+	f.mu.Lock()
+	f.calls++
+	hang, err := f.hang, f.err
+	f.hang = nil
+	f.mu.Unlock()
+	if hang != nil {
+		<-hang
+	}
+	return err
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+type running struct {
+	base string
+	errc chan error
+}
+
+// start runs srv until the test ends and waits until it answers.
+func start(t *testing.T, srv *health.Server) *running {
+	t.Helper()
+	srv.Addr = freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{base: "http://" + srv.Addr, errc: make(chan error, 1)}
+	go func() { r.errc <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-r.errc:
+			if err != nil {
+				t.Errorf("Run after cancel: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Run did not return within 5s of cancel")
+		}
+	})
+	waitStatus(t, r.base+"/healthz", http.StatusOK, "ok")
+	return r
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read %s: %v", url, err)
+	}
+	return resp.StatusCode, string(body)
+}
+
+// waitStatus polls url until it answers code with a body containing want.
+func waitStatus(t *testing.T, url string, code int, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		gotCode, body := get(t, url)
+		if gotCode == code && strings.Contains(body, want) {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %d %q, want %d containing %q", url, gotCode, body, code, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestReadyz(t *testing.T) {
+	pg, ch := &fakeCheck{}, &fakeCheck{}
+	srv := &health.Server{
+		Gatherer: prometheus.NewRegistry(),
+		Checks:   []health.Check{{Name: "postgres", Fn: pg.fn}, {Name: "clickhouse", Fn: ch.fn}},
+		Every:    20 * time.Millisecond,
+		MaxAge:   500 * time.Millisecond,
+	}
+	// The first probe of postgres hangs: until it returns, nothing is known.
+	release := pg.hangNext()
+	r := start(t, srv)
+	ready := r.base + "/readyz"
+
+	body := waitStatus(t, ready, http.StatusServiceUnavailable, "postgres: not checked yet")
+	if !strings.Contains(body, "clickhouse: not checked yet") {
+		t.Errorf("body %q does not report clickhouse unchecked too", body)
+	}
+	release()
+	waitStatus(t, ready, http.StatusOK, "ready")
+
+	steps := []struct {
+		name string
+		do   func() (undo func())
+		code int
+		want []string // substrings of the body
+		not  []string
+	}{
+		{name: "clickhouse down", code: http.StatusServiceUnavailable,
+			do: func() func() {
+				ch.set(errors.New("dial tcp 127.0.0.1:9000: connection refused"))
+				return func() { ch.set(nil) }
+			},
+			want: []string{"clickhouse: dial tcp 127.0.0.1:9000: connection refused"}, not: []string{"postgres"}},
+		{name: "both down", code: http.StatusServiceUnavailable,
+			do: func() func() {
+				pg.set(errors.New("replication connection is not streaming"))
+				ch.set(errors.New("timeout"))
+				return func() { pg.set(nil); ch.set(nil) }
+			},
+			want: []string{"postgres: replication connection is not streaming", "clickhouse: timeout"}},
+		// A check stuck past MaxAge counts as failed, even though its last
+		// result was a success: stale news is no news.
+		{name: "check hangs past MaxAge", code: http.StatusServiceUnavailable,
+			do:   func() func() { return pg.hangNext() },
+			want: []string{"postgres: last check", "ago"}},
+	}
+	for _, st := range steps {
+		undo := st.do()
+		body := waitStatus(t, ready, st.code, st.want[0])
+		for _, w := range st.want[1:] {
+			if !strings.Contains(body, w) {
+				t.Errorf("%s: body %q lacks %q", st.name, body, w)
+			}
+		}
+		for _, n := range st.not {
+			if strings.Contains(body, n) {
+				t.Errorf("%s: body %q mentions %q", st.name, body, n)
+			}
+		}
+		if code, body := get(t, r.base+"/healthz"); code != http.StatusOK || body != "ok\n" {
+			t.Errorf("%s: /healthz = %d %q, want 200 \"ok\\n\"", st.name, code, body)
+		}
+		undo()
+		waitStatus(t, ready, http.StatusOK, "ready")
+	}
+}
+
+func TestMetricsServed(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "cdc_test_things_total", Help: "Things."})
+	reg.MustRegister(c)
+	c.Add(42)
+	r := start(t, &health.Server{Gatherer: reg, Every: time.Second, MaxAge: 2 * time.Second})
+	code, body := get(t, r.base+"/metrics")
+	if code != http.StatusOK || !strings.Contains(body, "\ncdc_test_things_total 42\n") {
+		t.Fatalf("/metrics = %d %q, want 200 with cdc_test_things_total 42", code, body)
+	}
+	// No checks configured: ready as soon as it serves.
+	if code, body := get(t, r.base+"/readyz"); code != http.StatusOK || body != "ready\n" {
+		t.Fatalf("/readyz with no checks = %d %q", code, body)
+	}
+}
+
+func TestRun_AddressInUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	srv := &health.Server{Addr: l.Addr().String(), Gatherer: prometheus.NewRegistry(), Every: time.Second, MaxAge: 2 * time.Second}
+	err = srv.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "CDC_METRICS_ADDR") {
+		t.Fatalf("Run on a busy address = %v, want an error naming CDC_METRICS_ADDR", err)
+	}
+}

@@ -1,0 +1,166 @@
+// Package tracing sets up OpenTelemetry tracing from the standard OTEL_*
+// environment variables and records one span per stored batch, linked to
+// the traces of the events in it. Tracing is off unless an OTLP endpoint is
+// set: the connector must not try to reach a collector nobody runs.
+package tracing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+)
+
+// Protocols accepted in OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL.
+const (
+	ProtocolHTTP = "http/protobuf"
+	ProtocolGRPC = "grpc"
+)
+
+// ConfigError is a bad tracing setting; Var names the environment variable
+// so the operator knows what to fix (the connector exits 2 on it).
+type ConfigError struct {
+	Var string
+	Err error
+}
+
+func (e *ConfigError) Error() string { return e.Var + ": " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// config is what Setup reads from the environment.
+type config struct {
+	endpoint    string // full URL; for HTTP the path is the one requests go to
+	endpointVar string // which variable it came from, for errors
+	protocol    string
+	serviceName string
+}
+
+// Setup builds a tracer provider from the OTEL_* variables read through
+// getenv. Tracing is on when OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
+// OTEL_EXPORTER_OTLP_ENDPOINT is set (and neither OTEL_SDK_DISABLED=true
+// nor OTEL_TRACES_EXPORTER=none says otherwise); then
+// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL picks
+// "http/protobuf" (default) or "grpc". Otherwise it returns a no-op provider
+// and a shutdown that does nothing.
+//
+// Spans go through a batch span processor; shutdown flushes what is queued
+// and stops the exporter, so give it a bounded context. Settings Setup does
+// not interpret (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION,
+// _CERTIFICATE, OTEL_BSP_*, OTEL_TRACES_SAMPLER) are read by the
+// OpenTelemetry SDK itself from the process environment. Nothing is
+// connected here: an unreachable collector costs dropped spans, never
+// startup.
+func Setup(ctx context.Context, getenv func(string) string, serviceVersion string) (trace.TracerProvider, func(context.Context) error, error) {
+	nothing := func(context.Context) error { return nil }
+	cfg, on, err := readConfig(getenv)
+	if err != nil || !on {
+		return noop.NewTracerProvider(), nothing, err
+	}
+	exp, err := newExporter(ctx, cfg)
+	if err != nil {
+		return noop.NewTracerProvider(), nothing, err
+	}
+	res := resource.NewWithAttributes("",
+		attribute.String("service.name", cfg.serviceName),
+		attribute.String("service.version", serviceVersion),
+		attribute.String("telemetry.sdk.language", "go"),
+		attribute.String("telemetry.sdk.name", "opentelemetry"),
+	)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	return tp, tp.Shutdown, nil
+}
+
+func readConfig(getenv func(string) string) (config, bool, error) {
+	switch v := strings.ToLower(strings.TrimSpace(getenv("OTEL_SDK_DISABLED"))); v {
+	case "true":
+		return config{}, false, nil
+	case "", "false":
+	default:
+		return config{}, false, &ConfigError{Var: "OTEL_SDK_DISABLED", Err: fmt.Errorf("want true or false, got %q", v)}
+	}
+	switch v := strings.TrimSpace(getenv("OTEL_TRACES_EXPORTER")); v {
+	case "none":
+		return config{}, false, nil
+	case "", "otlp":
+	default:
+		return config{}, false, &ConfigError{Var: "OTEL_TRACES_EXPORTER", Err: fmt.Errorf("only otlp and none are supported, got %q", v)}
+	}
+
+	cfg := config{protocol: ProtocolHTTP, serviceName: "cdc"}
+	if v := strings.TrimSpace(getenv("OTEL_SERVICE_NAME")); v != "" {
+		cfg.serviceName = v
+	}
+	protoVar := ""
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			cfg.protocol, protoVar = v, name
+			break
+		}
+	}
+	// The signal-specific endpoint is used as given; the generic one is a
+	// base URL to which HTTP appends the signal path (OTLP exporter spec).
+	base := false
+	if v := strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")); v != "" {
+		cfg.endpoint, cfg.endpointVar = v, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+	} else if v := strings.TrimSpace(getenv("OTEL_EXPORTER_OTLP_ENDPOINT")); v != "" {
+		cfg.endpoint, cfg.endpointVar, base = v, "OTEL_EXPORTER_OTLP_ENDPOINT", true
+	} else {
+		// No endpoint means no tracing; a protocol alone is still checked,
+		// so a typo does not wait to surface until an endpoint is added.
+		if protoVar != "" && cfg.protocol != ProtocolHTTP && cfg.protocol != ProtocolGRPC {
+			return config{}, false, protocolErr(protoVar, cfg.protocol)
+		}
+		return config{}, false, nil
+	}
+	if cfg.protocol != ProtocolHTTP && cfg.protocol != ProtocolGRPC {
+		if protoVar == "" {
+			protoVar = "OTEL_EXPORTER_OTLP_PROTOCOL"
+		}
+		return config{}, false, protocolErr(protoVar, cfg.protocol)
+	}
+
+	u, err := url.Parse(cfg.endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return config{}, false, &ConfigError{Var: cfg.endpointVar,
+			Err: fmt.Errorf("want a URL like http://collector:4318, got %q", cfg.endpoint)}
+	}
+	if base && cfg.protocol == ProtocolHTTP {
+		u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/traces"
+		cfg.endpoint = u.String()
+	}
+	return cfg, true, nil
+}
+
+func protocolErr(name, got string) error {
+	return &ConfigError{Var: name, Err: fmt.Errorf("want %s or %s, got %q", ProtocolHTTP, ProtocolGRPC, got)}
+}
+
+func newExporter(ctx context.Context, cfg config) (*otlptrace.Exporter, error) {
+	var (
+		exp *otlptrace.Exporter
+		err error
+	)
+	switch cfg.protocol {
+	case ProtocolGRPC:
+		// The scheme decides TLS (http = plaintext); the path is ignored.
+		exp, err = otlptracegrpc.New(ctx, otlptracegrpc.WithEndpointURL(cfg.endpoint))
+	case ProtocolHTTP:
+		exp, err = otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(cfg.endpoint))
+	default:
+		err = errors.New("unreachable: protocol checked by readConfig")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create otlp %s trace exporter for %s: %w", cfg.protocol, cfg.endpoint, err)
+	}
+	return exp, nil
+}
