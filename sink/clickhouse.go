@@ -170,7 +170,7 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 	var rejected []Rejected
 	good := rows[:0:0]
 	vals := make([]any, len(p.targets))
-	for _, r := range rows {
+	for i, r := range rows {
 		if err := p.values(r, convs, vals); err != nil {
 			rejected = append(rejected, Rejected{Row: r, Err: err})
 			continue
@@ -182,12 +182,7 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 			_ = batch.Abort()
 			rest := make([]Row, 0, len(rows))
 			rest = append(rest, good...)
-			for _, o := range rows {
-				if o.Pos.Less(r.Pos) || o.Pos == r.Pos {
-					continue
-				}
-				rest = append(rest, o)
-			}
+			rest = append(rest, rows[i+1:]...)
 			more, err2 := c.write(ctx, rest, reloadOnSchemaError)
 			if err2 != nil {
 				return nil, err2

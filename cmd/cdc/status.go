@@ -67,7 +67,9 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 	}
 	fmt.Fprintln(stdout)
 	fmt.Fprintf(stdout, "wal retained:      %d bytes (wal_status %s)\n", r.RetainedWAL, orDash(r.WALStatus))
-	if r.SafeWALBytes != nil {
+	if r.WALStatus == "lost" {
+		fmt.Fprintln(stdout, "wal before invalidation: none: the slot IS invalidated (see docs/operations.md, Slot invalidated)")
+	} else if r.SafeWALBytes != nil {
 		fmt.Fprintf(stdout, "wal before invalidation: %d bytes\n", *r.SafeWALBytes)
 	} else {
 		fmt.Fprintln(stdout, "wal before invalidation: unlimited (max_slot_wal_keep_size = -1)")

@@ -1,0 +1,87 @@
+package backfill
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/eventcdc/cdc/decoder"
+	"github.com/eventcdc/cdc/sink"
+)
+
+// Writer is the sink: sink.ClickHouse in production.
+type Writer interface {
+	Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, error)
+}
+
+// DeadLetters keeps refused rows: deadletter.Store in production.
+type DeadLetters interface {
+	Put(ctx context.Context, rejected []sink.Rejected) error
+}
+
+// ShipResult counts what Ship did.
+type ShipResult struct {
+	Read        int // outbox rows read
+	Shipped     int // rows the sink stored
+	DeadLetters int // rows the sink refused, now in cdc_dead_letter
+}
+
+// Ship re-sends every row the scanner yields through w, in batches of at
+// most maxBytes (a scanner page is at most maxRows rows). Refused rows go to
+// dl, as in the connector. Re-sending a stored event is harmless: event_log
+// is a ReplacingMergeTree keyed by the event, and FINAL shows it once.
+//
+// Rows carry commit LSN 0, which no WAL position has, marking them as not
+// streamed; their sequence numbers count rows within this run. They must be
+// distinct: the sink orders and separates rows by position when it sets one
+// aside. progress, if not nil, is called after every stored batch.
+func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w Writer, dl DeadLetters, maxBytes int, progress func(ShipResult)) (ShipResult, error) {
+	var res ShipResult
+	var seq uint64
+	flush := func(b *sink.Batch) error {
+		if len(b.Rows) == 0 {
+			return nil
+		}
+		rejected, err := w.Write(ctx, b)
+		if err != nil {
+			return fmt.Errorf("store %d rows (%d shipped before): %w", len(b.Rows), res.Shipped, err)
+		}
+		if err := dl.Put(ctx, rejected); err != nil {
+			return fmt.Errorf("after %d rows shipped: %w", res.Shipped, err)
+		}
+		res.Shipped += len(b.Rows) - len(rejected)
+		res.DeadLetters += len(rejected)
+		if progress != nil {
+			progress(res)
+		}
+		return nil
+	}
+	for {
+		page, err := sc.Next(ctx)
+		if err != nil {
+			return res, err
+		}
+		if len(page) == 0 {
+			return res, nil
+		}
+		b := &sink.Batch{}
+		for _, r := range page {
+			seq++
+			size := 0
+			for _, v := range r.Values {
+				size += len(v.Data)
+			}
+			if b.Bytes > 0 && b.Bytes+size > maxBytes {
+				if err := flush(b); err != nil {
+					return res, err
+				}
+				b = &sink.Batch{}
+			}
+			b.Rows = append(b.Rows, sink.Row{Relation: rel, Values: r.Values, Pos: sink.Position{Seq: seq}, CommitTime: r.Time, Size: size})
+			b.Bytes += size
+			res.Read++
+		}
+		if err := flush(b); err != nil {
+			return res, err
+		}
+	}
+}

@@ -1,0 +1,517 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/eventcdc/cdc/internal/testenv"
+)
+
+// runOperator runs a short cdc command with stdout and stderr apart, so JSON
+// output can be parsed while the exit message goes to stderr.
+func (w *world) runOperator(extra map[string]string, args ...string) (stdout, stderr string, code int) {
+	w.t.Helper()
+	env := w.baseEnv()
+	for k, v := range extra {
+		env[k] = v
+	}
+	return runBinary(w.t, env, args...)
+}
+
+func runBinary(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = envList(env)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("run cdc %v: %v", args, err)
+		}
+		return out.String(), errOut.String(), ee.ExitCode()
+	}
+	return out.String(), errOut.String(), 0
+}
+
+// verifyReport mirrors `cdc verify --json`.
+type verifyReport struct {
+	OutboxRows          int64    `json:"outbox_rows"`
+	Found               int64    `json:"found"`
+	Missing             int64    `json:"missing"`
+	MissingIDs          []string `json:"missing_ids"`
+	MissingDeadLettered int64    `json:"missing_dead_lettered"`
+	EventLogRows        int64    `json:"event_log_rows"`
+	NotInOutbox         int64    `json:"not_in_outbox"`
+	NotInOutboxIDs      []string `json:"not_in_outbox_ids"`
+}
+
+// verify runs `cdc verify --json` and checks the exit code.
+func (w *world) verify(since string, wantCode int, extra ...string) verifyReport {
+	w.t.Helper()
+	args := append([]string{"verify", "--since", since, "--json", "--limit", "1000"}, extra...)
+	stdout, stderr, code := w.runOperator(nil, args...)
+	if code != wantCode {
+		w.t.Fatalf("verify exited %d, want %d\nstdout: %s\nstderr: %s", code, wantCode, stdout, stderr)
+	}
+	var r verifyReport
+	if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+		w.t.Fatalf("verify --json printed %q: %v", stdout, err)
+	}
+	return r
+}
+
+// outboxIDs returns the ids of the outbox rows matching where, sorted.
+func (w *world) outboxIDs(where string) []string {
+	w.t.Helper()
+	rows, err := w.pg.Query(context.Background(), `SELECT id::text FROM outbox WHERE `+where+` ORDER BY id::text`)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer rows.Close()
+	ids := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			w.t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		w.t.Fatal(err)
+	}
+	return ids
+}
+
+func (w *world) pgCount(query string, args ...any) int64 {
+	w.t.Helper()
+	var n int64
+	if err := w.pg.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		w.t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+func (w *world) chExec(query string) {
+	w.t.Helper()
+	if err := w.ch.Exec(context.Background(), query); err != nil {
+		w.t.Fatalf("%s: %v", query, err)
+	}
+}
+
+func sorted(ids []string) []string {
+	out := append([]string(nil), ids...)
+	sort.Strings(out)
+	return out
+}
+
+func sameIDs(t *testing.T, what string, got, want []string) {
+	t.Helper()
+	g, w := sorted(got), sorted(want)
+	if strings.Join(g, ",") != strings.Join(w, ",") {
+		t.Fatalf("%s: got %d ids %v, want %d ids %v", what, len(g), g, len(w), w)
+	}
+}
+
+// insertOld commits n events of type typ dated one minute ago, outside
+// verify's default grace period.
+func (w *world) insertOld(typ string, n int) {
+	w.t.Helper()
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT $1, 'test', json_build_object('n', g), now() - interval '1 minute' FROM generate_series(1, $2) g`, typ, n)
+}
+
+// longAgo is before every event the tests write, even ones ClickHouse refuses.
+const longAgo = "1950-01-01T00:00:00Z"
+
+func TestCommands_VerifyReportsExactlyTheMissingEvents(t *testing.T) {
+	w := newWorld(t)
+	w.insertOld("before_run", 30)
+	all := w.outboxIDs("true")
+
+	// Nothing shipped yet: every event is missing, and verify says which.
+	r := w.verify(longAgo, 1)
+	if r.OutboxRows != 30 || r.Missing != 30 || r.Found != 0 || r.EventLogRows != 0 || r.NotInOutbox != 0 {
+		t.Fatalf("before run: %+v", r)
+	}
+	sameIDs(t, "missing before run", r.MissingIDs, all)
+	// The text form lists at most --limit ids and says how many more.
+	out, stderr, code := w.runOperator(nil, "verify", "--since", longAgo, "--limit", "5")
+	if code != 1 || !strings.Contains(out, "missing:           30\n") || !strings.Contains(out, "... and 25 more") ||
+		!strings.Contains(stderr, "30 of 30 outbox rows are missing from event_log") {
+		t.Fatalf("verify text output (exit %d):\n%s\n%s", code, out, stderr)
+	}
+
+	c := w.start(nil)
+	w.waitRows(30, 30*time.Second)
+	r = w.verify(longAgo, 0)
+	if r.OutboxRows != 30 || r.Missing != 0 || r.Found != 30 || r.EventLogRows != 30 || r.NotInOutbox != 0 || len(r.MissingIDs) != 0 {
+		t.Fatalf("after run: %+v", r)
+	}
+	if code, _ := c.term(20 * time.Second); code != 0 {
+		t.Fatalf("connector exited %d", code)
+	}
+
+	// Outbox rows deleted after shipping (retention, the application) are
+	// reported as such and do not fail verify.
+	deleted := all[:4]
+	w.exec(`DELETE FROM outbox WHERE id = ANY($1::uuid[])`, deleted)
+	// Events lost on the ClickHouse side are missing again; a mutation is
+	// asynchronous, so wait for it to be applied.
+	lost := all[10:13]
+	w.chExec(fmt.Sprintf("ALTER TABLE event_log DELETE WHERE toString(event_id) IN ('%s')", strings.Join(lost, "','")))
+	waitFor(t, 30*time.Second, "the delete mutation", func() (bool, string) {
+		n := w.chCount("SELECT count() FROM event_log")
+		return n == 27, fmt.Sprintf("%d rows", n)
+	})
+	r = w.verify(longAgo, 1)
+	if r.OutboxRows != 26 || r.Missing != 3 || r.Found != 23 || r.EventLogRows != 27 || r.NotInOutbox != 4 {
+		t.Fatalf("after deletes: %+v", r)
+	}
+	sameIDs(t, "missing after ClickHouse delete", r.MissingIDs, lost)
+	sameIDs(t, "not in outbox after outbox delete", r.NotInOutboxIDs, deleted)
+
+	// --since bounds the outbox side: nothing is that recent.
+	r = w.verify(time.Now().Add(time.Hour).UTC().Format(time.RFC3339), 0)
+	if r.OutboxRows != 0 || r.Missing != 0 {
+		t.Fatalf("since the future: %+v", r)
+	}
+}
+
+func TestCommands_VerifyGraceSkipsEventsStillOnTheirWay(t *testing.T) {
+	w := newWorld(t)
+	w.insertOld("old", 3)
+	w.insertEvents("fresh", 2) // event_date_time now(): inside the grace period
+	r := w.verify(longAgo, 1)
+	if r.OutboxRows != 3 || r.Missing != 3 {
+		t.Fatalf("default grace: %+v", r)
+	}
+	r = w.verify(longAgo, 1, "--grace", "0s")
+	if r.OutboxRows != 5 || r.Missing != 5 {
+		t.Fatalf("no grace: %+v", r)
+	}
+}
+
+func TestCommands_BackfillShipsMissingRowsFieldForFieldAndIsIdempotent(t *testing.T) {
+	w := newWorld(t)
+	since := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	type event struct {
+		chEvent
+		at time.Time // as stored in the outbox, with sub-second digits
+		tp any
+	}
+	var want []event
+	add := func(typ string, at time.Time, ctxJSON string, version uint64, traceID string) {
+		e := event{chEvent: chEvent{ID: uuid.New(), Type: typ, Time: at.Truncate(time.Second).UTC(), Environment: "prod",
+			Context: ctxJSON, MetadataVersion: version, TraceID: traceID}, at: at}
+		if traceID != "" {
+			e.tp = "00-" + traceID + "-00f067aa0ba902b7-01"
+		}
+		want = append(want, e)
+	}
+	add("user_created", time.Date(2026, 3, 1, 10, 20, 30, 123456000, time.UTC), `{"user_id": 42,  "note":"ünïcødé ✓"}`, 1, "")
+	add("order_paid", time.Date(2026, 11, 24, 23, 59, 59, 999999000, time.UTC), `{"nested":{"deep":[1,2,{"x":null}]}}`, 7, "4bf92f3577b34da6a3ce929d0e0e4736")
+	// Seven events in the same microsecond: pages of three must not skip
+	// or repeat rows that tie on event_date_time.
+	tie := time.Date(2026, 2, 2, 2, 2, 2, 500000000, time.UTC)
+	for i := 0; i < 7; i++ {
+		add("tied", tie, fmt.Sprintf(`{"i":%d}`, i), uint64(i), "")
+	}
+	add("at_since", since, `{}`, 3, "")
+	ctx := context.Background()
+	for _, e := range want {
+		// +02:00 on purpose: the instant, not the zone, must survive.
+		if _, err := w.pg.Exec(ctx, `INSERT INTO outbox (id, event_type, event_date_time, environment, event_context, metadata_version, traceparent)
+			VALUES ($1, $2, $3, $4, $5::json, $6, $7)`, e.ID, e.Type, e.at.In(time.FixedZone("x", 2*3600)), e.Environment, e.Context, e.MetadataVersion, e.tp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Older than --since: not shipped.
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('too_old', 'prod', '{}', $1)`, since.Add(-time.Microsecond))
+
+	settings := map[string]string{"CDC_BATCH_MAX_ROWS": "3"}
+	for run := 1; run <= 2; run++ {
+		out, stderr, code := w.runOperator(settings, "backfill", "--since", since.Format(time.RFC3339))
+		wantOut := fmt.Sprintf("backfill since 2026-01-01T00:00:00Z: %d outbox rows read, %d shipped to event_log, 0 refused (dead letters)\n", len(want), len(want))
+		if code != 0 || out != wantOut {
+			t.Fatalf("backfill run %d exited %d:\n%q\nwant %q\n%s", run, code, out, wantOut, stderr)
+		}
+		if n := w.chCount("SELECT count() FROM event_log FINAL"); n != uint64(len(want)) {
+			t.Fatalf("after backfill run %d: %d events in event_log FINAL, want %d", run, n, len(want))
+		}
+	}
+	expectEvents(t, w.chEvents(""), want...)
+	if n := w.chCount("SELECT count() FROM event_log WHERE cdc_commit_lsn != 0"); n != 0 {
+		t.Fatalf("%d backfilled rows carry a WAL position", n)
+	}
+	w.verify(since.Format(time.RFC3339), 0)
+
+	// The connector ships the same inserts from the slot (migrate created
+	// it): had backfill converted anything differently, FINAL would show
+	// two versions of an event instead of collapsing them.
+	w.start(nil)
+	waitFor(t, 30*time.Second, "the connector to ship the same events", func() (bool, string) {
+		n := w.chCount("SELECT count() FROM event_log WHERE cdc_commit_lsn != 0")
+		return n == uint64(len(want))+1, fmt.Sprintf("%d streamed rows", n)
+	})
+	if n := w.chCount("SELECT count() FROM event_log FINAL"); n != uint64(len(want))+1 {
+		t.Fatalf("event_log FINAL holds %d events after streaming, want %d", n, len(want)+1)
+	}
+	// FINAL shows the streamed version of each event (the last inserted):
+	// it must equal what backfill wrote, compared above.
+	expectEvents(t, w.chEvents("WHERE event_type != 'too_old'"), want...)
+}
+
+func expectEvents[E interface{ event() chEvent }](t *testing.T, got map[uuid.UUID]chEvent, want ...E) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%d events in event_log, want %d", len(got), len(want))
+	}
+	for _, w := range want {
+		e := w.event()
+		g, ok := got[e.ID]
+		g.Time = g.Time.UTC()
+		if !ok || g != e {
+			t.Fatalf("event %s:\n got %+v\nwant %+v", e.ID, g, e)
+		}
+	}
+}
+
+func (e chEvent) event() chEvent { return e }
+
+type letter struct {
+	ID        int64              `json:"id"`
+	EventID   *string            `json:"event_id"`
+	CommitLSN string             `json:"commit_lsn"`
+	RowData   map[string]*string `json:"row_data"`
+	Error     string             `json:"error"`
+}
+
+func (w *world) deadLetters() []letter {
+	w.t.Helper()
+	stdout, stderr, code := w.runOperator(nil, "deadletter", "list", "--json")
+	if code != 0 {
+		w.t.Fatalf("deadletter list exited %d: %s", code, stderr)
+	}
+	var out []letter
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+		w.t.Fatalf("deadletter list --json printed %q: %v", stdout, err)
+	}
+	return out
+}
+
+func TestCommands_DeadLetterReplayAfterFixingTheColumn(t *testing.T) {
+	w := newWorld(t)
+	// A column too narrow for the data: the connector sets the row aside.
+	w.chExec("ALTER TABLE event_log MODIFY COLUMN metadata_version UInt8")
+	w.start(nil)
+	good, bad := uuid.New(), uuid.New()
+	w.exec(`INSERT INTO outbox (id, event_type, environment, event_context, metadata_version, event_date_time) VALUES
+		($1, 'fits', 'prod', '{"a":1}', 200, '2026-05-05 05:05:05+00'),
+		($2, 'too_wide', 'prod', '{"b":2}', 300, '2026-05-05 05:05:06+00')`, good, bad)
+	w.waitRows(1, 30*time.Second)
+	waitFor(t, 30*time.Second, "one dead letter", func() (bool, string) {
+		n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`)
+		return n == 1, fmt.Sprintf("%d dead letters", n)
+	})
+
+	letters := w.deadLetters()
+	if len(letters) != 1 || letters[0].EventID == nil || *letters[0].EventID != bad.String() ||
+		!strings.Contains(letters[0].Error, "metadata_version") || *letters[0].RowData["metadata_version"] != "300" {
+		t.Fatalf("dead letters: %+v", letters)
+	}
+	firstError := letters[0].Error
+	out, _, code := w.runOperator(nil, "deadletter", "list")
+	if code != 0 || !strings.Contains(out, bad.String()) || !strings.Contains(out, "1 of 1 dead letters shown") {
+		t.Fatalf("deadletter list exited %d:\n%s", code, out)
+	}
+
+	// Not fixed yet: refused again, kept.
+	out, stderr, code := w.runOperator(nil, "deadletter", "replay")
+	if code != 1 || out != "replayed 0 dead letters into event_log; 1 refused again\n" {
+		t.Fatalf("replay before the fix exited %d: %q %s", code, out, stderr)
+	}
+	if l := w.deadLetters(); len(l) != 1 || l[0].ID != letters[0].ID || l[0].Error == "" {
+		t.Fatalf("dead letters after a refused replay: %+v (first error %q)", l, firstError)
+	}
+	// An id that is not there is an error, and nothing changes.
+	if _, stderr, code := w.runOperator(nil, "deadletter", "replay", "--id", fmt.Sprint(letters[0].ID+1000)); code != 1 || !strings.Contains(stderr, "no such dead letter") {
+		t.Fatalf("replay of an unknown id exited %d: %s", code, stderr)
+	}
+
+	w.chExec("ALTER TABLE event_log MODIFY COLUMN metadata_version UInt64")
+	out, stderr, code = w.runOperator(nil, "deadletter", "replay", "--id", fmt.Sprint(letters[0].ID))
+	if code != 0 || out != "replayed 1 dead letters into event_log; 0 refused again\n" {
+		t.Fatalf("replay after the fix exited %d: %q %s", code, out, stderr)
+	}
+	if n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`); n != 0 {
+		t.Fatalf("%d dead letters left after replay", n)
+	}
+	w.waitRows(2, 10*time.Second)
+	expectEvents(t, w.chEvents(""),
+		chEvent{ID: good, Type: "fits", Time: time.Date(2026, 5, 5, 5, 5, 5, 0, time.UTC), Environment: "prod", Context: `{"a":1}`, MetadataVersion: 200},
+		chEvent{ID: bad, Type: "too_wide", Time: time.Date(2026, 5, 5, 5, 5, 6, 0, time.UTC), Environment: "prod", Context: `{"b":2}`, MetadataVersion: 300})
+	// The replayed row keeps the WAL position it was refused at.
+	lsn := w.chCount(fmt.Sprintf("SELECT cdc_commit_lsn FROM event_log WHERE event_id = '%s'", bad))
+	wantLSN := w.pgCount(`SELECT ($1::pg_lsn - '0/0'::pg_lsn)::bigint`, letters[0].CommitLSN)
+	if int64(lsn) != wantLSN || lsn == 0 {
+		t.Fatalf("replayed row at commit lsn %d, dead letter was at %s (%d)", lsn, letters[0].CommitLSN, wantLSN)
+	}
+	// Nothing left: replaying again does nothing and succeeds.
+	if out, _, code := w.runOperator(nil, "deadletter", "replay"); code != 0 || out != "replayed 0 dead letters into event_log; 0 refused again\n" {
+		t.Fatalf("empty replay exited %d: %q", code, out)
+	}
+}
+
+func TestCommands_BadFlagsExitTwo(t *testing.T) {
+	// Flags are checked before any connection: unreachable servers are fine.
+	env := map[string]string{
+		"CDC_PG_DSN":         "postgres://nobody@127.0.0.1:1/none?sslmode=disable",
+		"CDC_CLICKHOUSE_DSN": "clickhouse://nobody@127.0.0.1:1/none",
+		"CDC_METRICS_ADDR":   "off",
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"verify"}, "cdc verify: --since is required: an RFC 3339 time"},
+		{[]string{"verify", "--since", "yesterday"}, `cdc verify: --since "yesterday" is not an RFC 3339 time`},
+		{[]string{"verify", "--since", "2026-03-01"}, `cdc verify: --since "2026-03-01" is not an RFC 3339 time`},
+		{[]string{"verify", "--since", "2026-03-01T00:00:00Z", "--grace", "-1s"}, "cdc verify: --grace -1s must not be negative"},
+		{[]string{"verify", "--since", "2026-03-01T00:00:00Z", "--grace", "soon"}, `cdc verify: invalid value "soon" for flag -grace`},
+		{[]string{"verify", "--since", "2026-03-01T00:00:00Z", "--bogus"}, "cdc verify: flag provided but not defined: -bogus"},
+		{[]string{"verify", "--since", "2026-03-01T00:00:00Z", "extra"}, `cdc verify: unexpected argument "extra"`},
+		{[]string{"backfill"}, "cdc backfill: --since is required"},
+		{[]string{"backfill", "--since", "2026-13-01T00:00:00Z"}, `cdc backfill: --since "2026-13-01T00:00:00Z" is not an RFC 3339 time`},
+		{[]string{"deadletter"}, "cdc deadletter: want a subcommand: list [--json] [--limit N] or replay [--id N]"},
+		{[]string{"deadletter", "purge"}, `cdc deadletter: unknown subcommand "purge"`},
+		{[]string{"deadletter", "list", "--limit", "0"}, "cdc deadletter: --limit 0 must be positive"},
+		{[]string{"deadletter", "replay", "--id", "seven"}, `cdc deadletter: invalid value "seven" for flag -id`},
+	} {
+		t.Run(strings.Join(tc.args, "_"), func(t *testing.T) {
+			stdout, stderr, code := runBinary(t, env, tc.args...)
+			if code != 2 || stdout != "" || !strings.HasPrefix(stderr, tc.want) || strings.Count(stderr, "\n") != 1 {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want exit 2 and stderr starting %q", code, stdout, stderr, tc.want)
+			}
+		})
+	}
+}
+
+// leastPrivilege creates a PostgreSQL role with only what `cdc run` needs in
+// the world's database and returns a DSN for it (with a password, which the
+// local trust authentication ignores, to check it never reaches the logs),
+// plus a ClickHouse DSN for the localdb user "cdc" (allow_ddl=0).
+func (w *world) leastPrivilege(pgPassword string) (pgDSN, chDSN string) {
+	w.t.Helper()
+	role := testenv.Name("cdc_runner")
+	w.exec(`CREATE ROLE ` + role + ` WITH LOGIN REPLICATION`)
+	w.t.Cleanup(func() {
+		ctx := context.Background()
+		_, _ = w.pg.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, role)
+		_, _ = w.pg.Exec(ctx, `DROP OWNED BY `+role)
+		if _, err := w.pg.Exec(ctx, `DROP ROLE `+role); err != nil {
+			w.t.Logf("drop role %s: %v", role, err)
+		}
+	})
+	for _, grant := range []string{
+		`GRANT SELECT, DELETE ON outbox TO ` + role,
+		`GRANT SELECT, INSERT ON cdc_dead_letter TO ` + role,
+		`GRANT USAGE ON SEQUENCE cdc_dead_letter_id_seq TO ` + role,
+	} {
+		w.exec(grant)
+	}
+	u, err := url.Parse(w.pgDSN)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	u.User = url.UserPassword(role, pgPassword)
+	pgDSN = u.String()
+	c, err := url.Parse(w.chDSN)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	c.User = url.UserPassword("cdc", "cdc-secret")
+	return pgDSN, c.String()
+}
+
+func TestCommands_RunsWithLeastPrivilege(t *testing.T) {
+	w := newWorld(t) // migrated as the superuser
+	const pgSecret = "pg-runner-secret"
+	pgDSN, chDSN := w.leastPrivilege(pgSecret)
+	runner := map[string]string{"CDC_PG_DSN": pgDSN, "CDC_CLICKHOUSE_DSN": chDSN, "CDC_OUTBOX_RETENTION": "0"}
+
+	// The role really is restricted: it cannot run the DDL.
+	if _, stderr, code := w.runOperator(runner, "migrate"); code != 1 || !strings.Contains(stderr, "permission denied for schema public") {
+		t.Fatalf("migrate as the restricted users exited %d: %s", code, stderr)
+	}
+	if _, stderr, code := w.runOperator(map[string]string{"CDC_CLICKHOUSE_DSN": chDSN}, "migrate"); code != 1 || !strings.Contains(stderr, "DDL queries are prohibited") {
+		t.Fatalf("migrate as the ClickHouse user cdc exited %d: %s", code, stderr)
+	}
+
+	c := w.start(runner)
+	w.insertOld("least_privilege", 20)
+	w.waitRows(20, 30*time.Second)
+	// A refused row needs the dead letter grants.
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('refused', 'prod', '{}', '1960-01-01 00:00:00+00')`)
+	waitFor(t, 30*time.Second, "one dead letter", func() (bool, string) {
+		n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`)
+		return n == 1, fmt.Sprintf("%d dead letters", n)
+	})
+
+	// The operator's read-only commands work with the same rights.
+	if out, stderr, code := w.runOperator(runner, "status"); code != 0 || !strings.Contains(out, "dead letters:      1\n") {
+		t.Fatalf("status as the runner exited %d:\n%s\n%s", code, out, stderr)
+	}
+	r := w.verify(longAgo, 1) // the refused event is missing, and known
+	if r.OutboxRows != 21 || r.Missing != 1 || r.MissingDeadLettered != 1 {
+		t.Fatalf("verify: %+v", r)
+	}
+	if _, stderr, code := w.runOperator(runner, "verify", "--since", longAgo); code != 1 || !strings.Contains(stderr, "1 of 21 outbox rows are missing") {
+		t.Fatalf("verify as the runner exited %d: %s", code, stderr)
+	}
+
+	if code, _ := c.term(20 * time.Second); code != 0 {
+		t.Fatalf("connector exited %d:\n%s", code, tail(c.out.String(), 40))
+	}
+	logs := c.out.String()
+	for _, secret := range []string{pgSecret, "cdc-secret"} {
+		if strings.Contains(logs, secret) {
+			t.Fatalf("connector output contains the password %q", secret)
+		}
+	}
+	if strings.Contains(logs, "permission denied") {
+		t.Fatalf("connector hit a missing grant:\n%s", tail(logs, 40))
+	}
+}
+
+// TestCommands_RetentionRunsWithLeastPrivilege checks that the runner role
+// (SELECT and DELETE on outbox, no UPDATE) can delete old outbox rows.
+func TestCommands_RetentionRunsWithLeastPrivilege(t *testing.T) {
+	w := newWorld(t)
+	pgDSN, chDSN := w.leastPrivilege("pg-runner-secret")
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'old', 'test', '{}', now() - interval '2 hours' FROM generate_series(1, 5)`)
+	w.insertEvents("recent", 3)
+	c := w.start(map[string]string{"CDC_PG_DSN": pgDSN, "CDC_CLICKHOUSE_DSN": chDSN, "CDC_OUTBOX_RETENTION": "1h"})
+	w.waitRows(8, 30*time.Second)
+	waitFor(t, 30*time.Second, "retention to delete the 5 old outbox rows", func() (bool, string) {
+		if strings.Contains(c.out.String(), "retention sweep failed") {
+			t.Fatalf("retention failed as the runner:\n%s", tail(c.out.String(), 10))
+		}
+		n := w.pgCount(`SELECT count(*) FROM outbox`)
+		return n == 3, fmt.Sprintf("%d outbox rows", n)
+	})
+}
