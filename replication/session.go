@@ -201,6 +201,7 @@ type stream struct {
 
 	batch         *sink.Batch
 	batchDeadline time.Time
+	batchCost     int     // payload plus per-row overhead: what the byte limit bounds
 	batchFirst    int64   // commit time (Unix nanos) of the open batch's first row
 	inFlight      []int64 // the same for each batch handed to the writer, oldest first
 	unsent        *sink.Batch
@@ -221,11 +222,13 @@ type ack struct {
 
 func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip map[sink.Position]struct{}) *stream {
 	s := &stream{
-		r:       r,
-		conn:    conn,
-		dec:     decoder.New(),
-		track:   checkpoint.New(confirmed),
-		batches: make(chan *sink.Batch, 1),
+		r:     r,
+		conn:  conn,
+		dec:   decoder.New(),
+		track: checkpoint.New(confirmed),
+		// Unbuffered: at most two batches live at once, the open one and
+		// the one being written; decoding still overlaps the insert.
+		batches: make(chan *sink.Batch),
 		acks:    make(chan ack, 4),
 	}
 	if len(skip) > 0 {
@@ -421,6 +424,15 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 				return nil
 			}
 		}
+		// A row that would take the batch over the byte limit starts the
+		// next batch instead, so a batch exceeds the limit only when one
+		// row alone does.
+		cost := rowCost(msg)
+		if len(s.batch.Rows) > 0 && s.batchCost+cost > s.r.cfg.BatchMaxBytes {
+			if err := s.handoff(ctx); err != nil || s.unsent != nil {
+				return err
+			}
+		}
 		if len(s.batch.Rows) == 0 {
 			s.batchDeadline = time.Now().Add(s.r.cfg.FlushInterval)
 			s.batchFirst = s.tx.commitTime.UnixNano()
@@ -432,13 +444,14 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 			Relation: msg.Relation, Values: msg.Values, Pos: pos, CommitTime: s.tx.commitTime, Size: msg.Size,
 		})
 		s.batch.Bytes += msg.Size
+		s.batchCost += cost
 		s.bufferBytes += msg.Size
 		s.r.metrics.BufferBytes.Set(float64(s.bufferBytes))
 		s.track.Row()
 		// Byte and row limits cut a batch even inside a transaction: memory
 		// stays bounded however large the transaction, and the checkpoint
 		// holds the acknowledgement until the transaction's last row is stored.
-		if len(s.batch.Rows) >= s.r.cfg.BatchMaxRows || s.batch.Bytes >= s.r.cfg.BatchMaxBytes {
+		if len(s.batch.Rows) >= s.r.cfg.BatchMaxRows || s.batchCost >= s.r.cfg.BatchMaxBytes {
 			return s.handoff(ctx)
 		}
 	case decoder.KindCommit:
@@ -450,8 +463,20 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 	return nil
 }
 
+// Memory a row costs beyond its payload: the Row and its Value headers
+// here, and the fixed-width column slots and string offsets in the sink's
+// column buffers. Counting it makes CDC_BATCH_MAX_BYTES bound memory for
+// small events too, not only for large ones.
+const (
+	rowOverhead   = 128
+	valueOverhead = 48
+)
+
+func rowCost(m decoder.Message) int { return m.Size + rowOverhead + valueOverhead*len(m.Values) }
+
 // seal closes the open batch and starts a new one.
 func (s *stream) seal() *sink.Batch {
+	s.batchCost = 0
 	b := s.batch
 	b.End = s.track.Seal()
 	s.inFlight = append(s.inFlight, s.batchFirst)

@@ -41,7 +41,9 @@ func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out c
 // store writes one batch and its dead letters; false when ctx ended first.
 func (r *Replicator) store(ctx context.Context, b *sink.Batch) bool {
 	start := time.Now()
-	delay := backoff{min: 100 * time.Millisecond, max: 30 * time.Second}
+	// Capped at 5 s: polling a down ClickHouse that often costs nothing,
+	// and the backlog starts draining within seconds of its return.
+	delay := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
 	var rejected []sink.Rejected
 	pending := b
 	for {
