@@ -165,7 +165,13 @@ func (w *world) startLoad(o loadOptions) *load {
 		go func(writer int) {
 			defer l.wg.Done()
 			for ctx.Err() == nil {
-				if err := l.oneTx(ctx, pool, writer, pad, o.rollbackIn); err != nil {
+				// Stop only between transactions: a commit interrupted by
+				// the stop signal may have committed on the server while
+				// the client saw an error, and the count would be wrong.
+				txCtx, txCancel := context.WithTimeout(context.Background(), 30*time.Second)
+				err := l.oneTx(txCtx, pool, writer, pad, o.rollbackIn)
+				txCancel()
+				if err != nil {
 					if ctx.Err() == nil {
 						l.mu.Lock()
 						l.err = errors.Join(l.err, err)
