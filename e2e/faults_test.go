@@ -611,33 +611,6 @@ func buildPlain(t *testing.T) string {
 	return bin
 }
 
-// startBinary is w.start with another build of the connector.
-func (w *world) startBinary(bin string, extra map[string]string) *connector {
-	w.t.Helper()
-	env := w.baseEnv()
-	for k, v := range extra {
-		env[k] = v
-	}
-	c := &connector{t: w.t, out: &syncBuffer{}, done: make(chan struct{})}
-	c.cmd = exec.Command(bin, "run")
-	c.cmd.Env = envList(env)
-	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
-	if err := c.cmd.Start(); err != nil {
-		w.t.Fatal(err)
-	}
-	go func() {
-		c.err = c.cmd.Wait()
-		close(c.done)
-	}()
-	w.t.Cleanup(func() {
-		c.kill()
-		if w.t.Failed() {
-			w.t.Logf("connector output:\n%s", tail(c.out.String(), 60))
-		}
-	})
-	return c
-}
-
 func TestFaults_MillionRowTransactionAndHugeEvents(t *testing.T) {
 	plain := buildPlain(t)
 	// The memory bound of issue 3: the connector holds at most three

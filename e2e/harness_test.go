@@ -164,6 +164,13 @@ func freePort(t *testing.T) string {
 // start launches `cdc run` with the world's settings plus extra.
 func (w *world) start(extra map[string]string) *connector {
 	w.t.Helper()
+	return w.startBinary(binary, extra)
+}
+
+// startBinary is start with another build of cdc (the memory tests use one
+// without the race detector).
+func (w *world) startBinary(bin string, extra map[string]string) *connector {
+	w.t.Helper()
 	env := w.baseEnv()
 	for k, v := range extra {
 		env[k] = v
@@ -175,7 +182,7 @@ func (w *world) start(extra map[string]string) *connector {
 	if env["CDC_METRICS_ADDR"] != "off" {
 		c.MetricsAddr = env["CDC_METRICS_ADDR"]
 	}
-	c.cmd = exec.Command(binary, "run")
+	c.cmd = exec.Command(bin, "run")
 	c.cmd.Env = envList(env)
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
 	if err := c.cmd.Start(); err != nil {
