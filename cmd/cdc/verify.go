@@ -55,6 +55,20 @@ func openOperatorPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, er
 	return backfill.OpenPool(ctx, cfg.PGDSN)
 }
 
+// openBoth opens PostgreSQL and ClickHouse for a command that needs both.
+func openBoth(ctx context.Context, cfg config.Config, log *zap.Logger) (*pgxpool.Pool, *sink.ClickHouse, func(), error) {
+	pool, err := openOperatorPool(ctx, cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ch, err := openSink(cfg, log)
+	if err != nil {
+		pool.Close()
+		return nil, nil, nil, err
+	}
+	return pool, ch, func() { ch.Close(); pool.Close() }, nil
+}
+
 func openSink(cfg config.Config, log *zap.Logger) (*sink.ClickHouse, error) {
 	ch, err := sink.Open(cfg.ClickHouseDSN, log.Named("sink"))
 	if err != nil {
@@ -91,16 +105,11 @@ func runVerify(ctx context.Context, cfg config.Config, args []string, stdout io.
 	if *show < 0 {
 		return usageErr("--limit %d must not be negative", *show)
 	}
-	pool, err := openOperatorPool(ctx, cfg)
+	pool, ch, closeBoth, err := openBoth(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	ch, err := openSink(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
+	defer closeBoth()
 
 	var now time.Time
 	if err := pool.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
@@ -162,16 +171,11 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 	if err != nil {
 		return err
 	}
-	pool, err := openOperatorPool(ctx, cfg)
+	pool, ch, closeBoth, err := openBoth(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	ch, err := openSink(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
+	defer closeBoth()
 
 	rel, err := backfill.LoadRelation(ctx, pool)
 	if err != nil {
@@ -278,16 +282,11 @@ func runDeadLetterReplay(ctx context.Context, cfg config.Config, args []string, 
 	if *id < 0 {
 		return usageErr("--id %d must be positive", *id)
 	}
-	pool, err := openOperatorPool(ctx, cfg)
+	pool, ch, closeBoth, err := openBoth(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	ch, err := openSink(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer ch.Close()
+	defer closeBoth()
 
 	res, err := backfill.Replay(ctx, deadletter.New(pool), ch, *id, cfg.BatchMaxRows)
 	fmt.Fprintf(stdout, "replayed %d dead letters into %s; %d refused again\n", res.Replayed, sink.Table, res.Refused)
