@@ -40,7 +40,7 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	// and without a limit the GC lets the heap double before it runs. An
 	// explicit GOMEMLIMIT wins.
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(int64(4*cfg.BatchMaxBytes) + 128<<20)
+		debug.SetMemoryLimit(int64(3*cfg.BatchMaxBytes) + 64<<20)
 	}
 
 	// Before any connection: a bad OTEL_* setting is a configuration error.
