@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/eventcdc/cdc/config"
+)
+
+// The pgbench transaction: one outbox insert carrying clock_timestamp() in
+// microseconds. With autocommit the commit follows within microseconds, so
+// the stamp stands for the commit time.
+const steadyScript = `\set r random(1, 1000000000)
+INSERT INTO outbox (event_type, environment, event_context) VALUES ('bench.steady', 'production', ('{"ts":' || (extract(epoch from clock_timestamp()) * 1000000)::bigint || ',"r":' || :r || ',"customer_id":"cus_8f3a2b1c","currency":"EUR","total":"149.90","items":[{"sku":"SKU-1042","qty":2,"price":"49.95"},{"sku":"SKU-2210","qty":1,"price":"50.00"}],"shipping":{"method":"express","country":"DE"},"locale":"de-DE","source":"web","campaign":"spring-sale"}')::json);
+`
+
+// steadyTraffic measures commit → visible latency under a fixed insert
+// rate, then the primary's unthrottled TPS with and without the connector.
+func (b *bench) steadyTraffic(ctx context.Context) error {
+	w, err := b.newWorld(ctx, "bench_steady")
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	script := filepath.Join(b.o.dir, "steady.sql")
+	if err := os.WriteFile(script, []byte(steadyScript), 0o644); err != nil {
+		return fmt.Errorf("write pgbench script: %w", err)
+	}
+	flush := config.DefaultFlushInterval
+	c, err := b.startCDC(w, "steady", map[string]string{"CDC_FLUSH_INTERVAL": flush.String()})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = c.stop() }()
+	wsPID, err := waitStreaming(ctx, w, c)
+	if err != nil {
+		return err
+	}
+	pids := []int{wsPID, c.pid(), b.clickhousePID()}
+
+	target := float64(flush.Milliseconds() + 300)
+	for i, load := range []struct {
+		rate int
+		dur  time.Duration
+	}{{b.o.rate, b.o.steady}, {1000, 10 * time.Second}} {
+		cpu0 := cpuTimes(pids)
+		lat, pb, events, err := b.latencyRun(ctx, w, c, script, load.rate, load.dur, i)
+		if err != nil {
+			return err
+		}
+		cpu := cpuDelta(cpu0, cpuTimes(pids), pb.elapsed)
+		p50, p99, pmax := pct(lat, 0.50), pct(lat, 0.99), lat[len(lat)-1]
+		figure := fmt.Sprintf("Steady traffic: pgbench -R %d, 4 clients, %s, one event per transaction; latency commit → visible in ClickHouse (20 ms polls)", load.rate, load.dur)
+		if i > 0 {
+			figure = fmt.Sprintf("Diagnostic: the same at -R %d for %s", load.rate, load.dur)
+		}
+		b.add("4", figure,
+			fmt.Sprintf("%.0f TPS achieved, %d events; p50 **%.0f ms**, p99 **%.0f ms**, max %.0f ms; CPU cores busy: walsender %.2f, cdc %.2f, clickhouse-server %.2f",
+				pb.tps, events, p50, p99, pmax, cpu[0], cpu[1], cpu[2]),
+			fmt.Sprintf("p99 ≤ CDC_FLUSH_INTERVAL (%s) + 300 ms = %.0f ms", flush, target), verdict(p99 <= target))
+	}
+
+	// Primary TPS with and without the connector, unthrottled, in the
+	// order on off off on, off on on off, so drift and warm-up fall on
+	// both sides. Before each run with the connector it has caught up
+	// whatever the runs without it left behind.
+	var on, off []float64
+	var onCPU [][]float64
+	running := true
+	for _, want := range []bool{true, false, false, true, false, true, true, false} {
+		switch {
+		case want && !running:
+			if c, err = b.startCDC(w, fmt.Sprintf("tps%d", len(on)), nil); err != nil {
+				return err
+			}
+			defer func(c *connector) { _ = c.stop() }(c)
+			var total int64
+			if err := w.pg.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&total); err != nil {
+				return fmt.Errorf("count outbox: %w", err)
+			}
+			if _, err := waitCount(ctx, w.ch, c, uint64(total), 50*time.Millisecond, 5*time.Minute); err != nil {
+				return err
+			}
+			if wsPID, err = waitStreaming(ctx, w, c); err != nil {
+				return err
+			}
+			pids = []int{wsPID, c.pid(), b.clickhousePID()}
+		case !want && running:
+			if err := c.stop(); err != nil {
+				return err
+			}
+		}
+		running = want
+		cpu0 := cpuTimes(pids)
+		r, err := b.pgbench(ctx, w, script, "-T", strconv.Itoa(int(b.o.tpsRun.Seconds())))
+		if err != nil {
+			return err
+		}
+		if want {
+			on = append(on, r.tps)
+			onCPU = append(onCPU, cpuDelta(cpu0, cpuTimes(pids), r.elapsed))
+		} else {
+			off = append(off, r.tps)
+		}
+	}
+	if running {
+		if err := c.stop(); err != nil {
+			return err
+		}
+	}
+	ratio := mean(on) / mean(off)
+	var ws, cdc, ch float64
+	for _, c := range onCPU {
+		ws, cdc, ch = ws+c[0]/float64(len(onCPU)), cdc+c[1]/float64(len(onCPU)), ch+c[2]/float64(len(onCPU))
+	}
+	b.add("4", fmt.Sprintf("Primary TPS, unthrottled pgbench (4 clients, %s per run; order on off off on off on on off)", b.o.tpsRun),
+		fmt.Sprintf("with cdc %s (mean %.0f); without %s (mean %.0f); ratio **%.2f**; CPU cores busy during runs with cdc: walsender %.2f, cdc %.2f, clickhouse-server %.2f",
+			fmtList(on), mean(on), fmtList(off), mean(off), ratio, ws, cdc, ch),
+		"≥ 0.9", verdict(ratio >= 0.9))
+	return nil
+}
+
+// latencyRun runs pgbench at a fixed rate while polling ClickHouse for new
+// rows every 20 ms, and returns the sorted latencies in milliseconds. Each
+// row is stamped with the start of the first poll that returned it: it was
+// visible by then, and not before the previous poll began, so the stamp is
+// late by at most one poll period plus one query.
+func (b *bench) latencyRun(ctx context.Context, w *world, c *connector, script string, rate int, dur time.Duration, run int) ([]float64, pgbenchResult, int64, error) {
+	var before int64
+	if err := w.pg.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&before); err != nil {
+		return nil, pgbenchResult{}, 0, fmt.Errorf("count outbox: %w", err)
+	}
+	type arrival struct{ ts, seen int64 } // Unix µs
+	var arrivals []arrival
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	defer stopPoll()
+	pollDone := make(chan error, 1)
+	go func() {
+		var lastLSN, lastSeq uint64
+		if err := w.ch.QueryRow(pollCtx, "SELECT max(cdc_commit_lsn), argMax(cdc_seq, cdc_commit_lsn) FROM event_log").Scan(&lastLSN, &lastSeq); err != nil {
+			pollDone <- fmt.Errorf("read last position: %w", err)
+			return
+		}
+		for pollCtx.Err() == nil {
+			start := time.Now()
+			rows, err := w.ch.Query(pollCtx, fmt.Sprintf(`SELECT visitParamExtractUInt(event_context, 'ts'), cdc_commit_lsn, cdc_seq FROM event_log
+				WHERE cdc_commit_lsn > %d OR (cdc_commit_lsn = %d AND cdc_seq > %d)`, lastLSN, lastLSN, lastSeq))
+			if err != nil {
+				if pollCtx.Err() != nil {
+					break
+				}
+				pollDone <- fmt.Errorf("poll event_log: %w", err)
+				return
+			}
+			for rows.Next() {
+				var ts, lsn, seq uint64
+				if err := rows.Scan(&ts, &lsn, &seq); err != nil {
+					rows.Close()
+					pollDone <- fmt.Errorf("scan event_log: %w", err)
+					return
+				}
+				arrivals = append(arrivals, arrival{int64(ts), start.UnixMicro()})
+				if lsn > lastLSN || (lsn == lastLSN && seq > lastSeq) {
+					lastLSN, lastSeq = lsn, seq
+				}
+			}
+			rows.Close()
+			time.Sleep(max(0, 20*time.Millisecond-time.Since(start)))
+		}
+		pollDone <- nil
+	}()
+
+	pb, err := b.pgbench(ctx, w, script, "-R", strconv.Itoa(rate), "-T", strconv.Itoa(int(dur.Seconds())))
+	if err != nil {
+		return nil, pgbenchResult{}, 0, err
+	}
+	var total int64
+	if err := w.pg.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&total); err != nil {
+		return nil, pgbenchResult{}, 0, fmt.Errorf("count outbox: %w", err)
+	}
+	_, werr := waitCount(ctx, w.ch, c, uint64(total), 20*time.Millisecond, time.Minute)
+	time.Sleep(100 * time.Millisecond) // let the poller see the last rows
+	stopPoll()
+	if err := <-pollDone; err != nil {
+		return nil, pgbenchResult{}, 0, err
+	}
+	if werr != nil {
+		return nil, pgbenchResult{}, 0, werr
+	}
+	events := total - before
+	if int64(len(arrivals)) != events {
+		return nil, pgbenchResult{}, 0, fmt.Errorf("latency poller saw %d rows for %d events", len(arrivals), events)
+	}
+	// The raw pairs, for a look at the tail over time.
+	var csv strings.Builder
+	csv.WriteString("commit_unix_us,seen_unix_us\n")
+	lat := make([]float64, len(arrivals))
+	for i, a := range arrivals {
+		lat[i] = float64(a.seen-a.ts) / 1e3
+		fmt.Fprintf(&csv, "%d,%d\n", a.ts, a.seen)
+	}
+	if err := os.WriteFile(filepath.Join(b.o.dir, fmt.Sprintf("latency-%d.csv", rate)), []byte(csv.String()), 0o644); err != nil {
+		return nil, pgbenchResult{}, 0, fmt.Errorf("write latency csv: %w", err)
+	}
+	slices.Sort(lat)
+	return lat, pb, events, nil
+}
+
+type pgbenchResult struct {
+	tps     float64
+	elapsed time.Duration
+}
+
+var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+
+func (b *bench) pgbench(ctx context.Context, w *world, script string, args ...string) (pgbenchResult, error) {
+	all := append([]string{"-n", "-f", script, "-c", "4", "-j", "2"}, args...)
+	all = append(all, w.pgDSN)
+	t := time.Now()
+	out, err := exec.CommandContext(ctx, b.o.pgbench, all...).CombinedOutput()
+	if err != nil {
+		return pgbenchResult{}, fmt.Errorf("pgbench %v: %w: %s", args, err, out)
+	}
+	m := tpsRE.FindSubmatch(out)
+	if m == nil {
+		return pgbenchResult{}, fmt.Errorf("no tps in pgbench output: %s", out)
+	}
+	tps, _ := strconv.ParseFloat(string(m[1]), 64)
+	return pgbenchResult{tps: tps, elapsed: time.Since(t)}, nil
+}
+
+// cpuTimes reads the CPU time of each process; 0 for one that is gone.
+func cpuTimes(pids []int) []time.Duration {
+	out := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		out[i], _ = cpuTime(pid)
+	}
+	return out
+}
+
+// cpuDelta is the cores each process kept busy over elapsed.
+func cpuDelta(before, after []time.Duration, elapsed time.Duration) []float64 {
+	out := make([]float64, len(before))
+	for i := range before {
+		out[i] = (after[i] - before[i]).Seconds() / elapsed.Seconds()
+	}
+	return out
+}
+
+func pct(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
+}
+
+func mean(v []float64) float64 {
+	s := 0.0
+	for _, x := range v {
+		s += x
+	}
+	return s / float64(len(v))
+}
+
+func fmtList(v []float64) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprintf("%.0f", x)
+	}
+	return strings.Join(s, " / ") + " TPS"
+}
