@@ -91,7 +91,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrWrongPlugin) {
+		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) {
 			return err
 		}
 		if time.Since(started) > time.Minute {
@@ -137,6 +137,7 @@ var (
 	ErrPublicationMissing = errors.New("publication does not exist: run `cdc migrate`")
 	ErrWrongPlugin        = errors.New("replication slot does not use the pgoutput plugin")
 	ErrSlotBusy           = errors.New("replication slot is active in another process")
+	ErrSlotElsewhere      = errors.New("replication slot belongs to another database")
 )
 
 func wrapf(err error, format string, args ...any) error {

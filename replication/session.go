@@ -104,7 +104,7 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 		return 0, fmt.Errorf("%w (publication %q)", ErrPublicationMissing, r.cfg.Publication)
 	}
 	for attempt := 0; ; attempt++ {
-		rows, err := queryRows(ctx, conn, "SELECT confirmed_flush_lsn, active, coalesce(active_pid, 0), coalesce(wal_status, ''), plugin FROM pg_replication_slots WHERE slot_name = '"+r.cfg.Slot+"'")
+		rows, err := queryRows(ctx, conn, "SELECT confirmed_flush_lsn, active, coalesce(active_pid, 0), coalesce(wal_status, ''), plugin, coalesce(database, ''), current_database() FROM pg_replication_slots WHERE slot_name = '"+r.cfg.Slot+"'")
 		if err != nil {
 			return 0, wrapf(err, "look up slot %s", r.cfg.Slot)
 		}
@@ -129,6 +129,9 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 			continue
 		}
 		row := rows[0]
+		if row[5] != row[6] {
+			return 0, fmt.Errorf("%w (slot %s belongs to database %q, this is %q: choose another CDC_SLOT_NAME)", ErrSlotElsewhere, r.cfg.Slot, row[5], row[6])
+		}
 		if row[4] != "pgoutput" {
 			return 0, fmt.Errorf("%w (slot %s uses %q)", ErrWrongPlugin, r.cfg.Slot, row[4])
 		}

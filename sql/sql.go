@@ -96,12 +96,17 @@ func CreateSlot(ctx context.Context, conn pgQuerier, slot string) (created bool,
 	if !ValidIdentifier(slot) {
 		return false, fmt.Errorf("slot name %q: want lowercase letters, digits and _", slot)
 	}
-	var n int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n); err != nil {
-		return false, fmt.Errorf("look up slot %s: %w", slot, err)
-	}
-	if n > 0 {
+	// Slot names are cluster-wide: a slot of that name in another database
+	// is not ours and cannot stream this one.
+	var db, ours string
+	err = conn.QueryRow(ctx, `SELECT coalesce(s.database, ''), current_database() FROM pg_replication_slots s WHERE s.slot_name = $1`, slot).Scan(&db, &ours)
+	switch {
+	case err == nil && db == ours:
 		return false, nil
+	case err == nil:
+		return false, fmt.Errorf("slot %s already exists for database %q, not this one (%q): choose another CDC_SLOT_NAME", slot, db, ours)
+	case !errors.Is(err, pgx.ErrNoRows):
+		return false, fmt.Errorf("look up slot %s: %w", slot, err)
 	}
 	if _, err := conn.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
 		var pgErr *pgconn.PgError

@@ -3,6 +3,7 @@ package sql_test
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -120,5 +121,27 @@ func TestCreateSlot_CreatesOnceAndKeepsEventsFromThenOn(t *testing.T) {
 	}
 	if _, err := ddl.CreateSlot(ctx, pg, "Bad-Name"); err == nil {
 		t.Fatal("CreateSlot with an invalid name: want error")
+	}
+}
+
+func TestCreateSlot_RefusesASlotOfAnotherDatabase(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	other, err := pgx.Connect(ctx, env.NewPostgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+	if created, err := ddl.CreateSlot(ctx, other, "shared_name"); err != nil || !created {
+		t.Fatalf("first database: created=%v err=%v", created, err)
+	}
+	pg, err := pgx.Connect(ctx, env.NewPostgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(ctx)
+	_, err = ddl.CreateSlot(ctx, pg, "shared_name")
+	if err == nil || !strings.Contains(err.Error(), "slot shared_name already exists for database") || !strings.Contains(err.Error(), "choose another CDC_SLOT_NAME") {
+		t.Fatalf("err = %v", err)
 	}
 }
