@@ -244,8 +244,15 @@ func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip
 	return s
 }
 
+// newBatch sizes the next batch like the last one: a backlog fills batches
+// of the same size again and again, and growing the slice each time would
+// copy it a dozen times per batch.
 func (s *stream) newBatch() *sink.Batch {
-	return &sink.Batch{Rows: make([]sink.Row, 0, min(s.r.cfg.BatchMaxRows, 4096))}
+	capacity := 64
+	if s.batch != nil {
+		capacity = max(capacity, min(len(s.batch.Rows), s.r.cfg.BatchMaxRows))
+	}
+	return &sink.Batch{Rows: make([]sink.Row, 0, capacity)}
 }
 
 // run streams until ctx ends (then flushes and acknowledges) or an error.

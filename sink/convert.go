@@ -134,6 +134,11 @@ var timestampLayouts = []string{
 }
 
 func parseDateTime(b []byte) (any, error) {
+	// Fast path for the form cdc's session always produces,
+	// "2006-01-02 15:04:05[.ffffff]+00": no layout search, no allocation.
+	if t, ok := parseUTCTimestamp(b); ok {
+		return t, nil
+	}
 	s := string(b)
 	for _, layout := range timestampLayouts {
 		if t, err := time.Parse(layout, s); err == nil {
@@ -144,6 +149,53 @@ func parseDateTime(b []byte) (any, error) {
 		}
 	}
 	return nil, fmt.Errorf("%q is not a timestamp", clip(b))
+}
+
+// parseUTCTimestamp reads "YYYY-MM-DD hh:mm:ss[.f…]+00", dropping the
+// fraction (DateTime has whole seconds); ok is false for anything else, which
+// then takes the general path.
+func parseUTCTimestamp(b []byte) (time.Time, bool) {
+	if len(b) < 22 || b[4] != '-' || b[7] != '-' || b[10] != ' ' || b[13] != ':' || b[16] != ':' {
+		return time.Time{}, false
+	}
+	tz := len(b) - 3
+	if b[tz] != '+' || b[tz+1] != '0' || b[tz+2] != '0' {
+		return time.Time{}, false
+	}
+	if tz != 19 {
+		if b[19] != '.' || tz == 20 {
+			return time.Time{}, false
+		}
+		for _, c := range b[20:tz] {
+			if c < '0' || c > '9' {
+				return time.Time{}, false
+			}
+		}
+	}
+	num := func(from, to int) (int, bool) {
+		n := 0
+		for _, c := range b[from:to] {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	y, ok1 := num(0, 4)
+	mo, ok2 := num(5, 7)
+	d, ok3 := num(8, 10)
+	h, ok4 := num(11, 13)
+	mi, ok5 := num(14, 16)
+	sec, ok6 := num(17, 19)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 59 {
+		return time.Time{}, false
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, sec, 0, time.UTC)
+	if t.Day() != d || t.Before(minDateTime) || !t.Before(maxDateTime) {
+		return time.Time{}, false // Feb 30 and out-of-range years take the general path and its error
+	}
+	return t, true
 }
 
 func parseDate(b []byte) (any, error) {
@@ -223,12 +275,19 @@ func castInt(n int64, bits int) any {
 // ("00-<32 hex trace id>-<16 hex span id>-<2 hex flags>"); anything else
 // yields "" — trace context is advisory and never a reason to refuse a row.
 func traceID(v decoder.Value) string {
-	if v.Kind != decoder.ValueText || len(v.Data) != 55 {
+	b := v.Data
+	if v.Kind != decoder.ValueText || len(b) != 55 || b[2] != '-' || b[35] != '-' || b[52] != '-' {
 		return ""
 	}
-	parts := strings.Split(string(v.Data), "-")
-	if len(parts) != 4 || len(parts[1]) != 32 || strings.Trim(parts[1], "0123456789abcdef") != "" || strings.Trim(parts[1], "0") == "" {
+	id, zero := b[3:35], true
+	for _, c := range id {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return ""
+		}
+		zero = zero && c == '0'
+	}
+	if zero {
 		return ""
 	}
-	return parts[1]
+	return string(id)
 }

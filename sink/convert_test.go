@@ -30,6 +30,10 @@ func TestConverterFor(t *testing.T) {
 		{typ: "DateTime('UTC')", in: text("2026-11-25 12:03:16"), want: time.Date(2026, 11, 25, 12, 3, 16, 0, time.UTC)},
 		{typ: "DateTime", in: text("1969-12-31 23:59:59+00"), wantErr: `"1969-12-31 23:59:59+00" is outside DateTime's range 1970-01-01 to 2106-02-07`},
 		{typ: "DateTime", in: text("infinity"), wantErr: `"infinity" is not a timestamp`},
+		{typ: "DateTime", in: text("2026-02-30 10:00:00+00"), wantErr: `"2026-02-30 10:00:00+00" is not a timestamp`},
+		{typ: "DateTime", in: text("2106-02-08 00:00:00+00"), wantErr: `"2106-02-08 00:00:00+00" is outside DateTime's range 1970-01-01 to 2106-02-07`},
+		{typ: "DateTime", in: text("2026-11-25 12:03:16.5+00"), want: time.Date(2026, 11, 25, 12, 3, 16, 0, time.UTC)},
+		{typ: "DateTime", in: text("2026-11-25 12:03:16.+00"), wantErr: `"2026-11-25 12:03:16.+00" is not a timestamp`},
 		{typ: "Date", in: text("2026-11-25"), want: time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)},
 		{typ: "UInt64", in: text("18446744073709551615"), want: uint64(18446744073709551615)},
 		{typ: "UInt64", in: text("-1"), wantErr: `"-1" does not fit UInt64`},
@@ -80,6 +84,7 @@ func TestTraceID(t *testing.T) {
 		{"00-00000000000000000000000000000000-00f067aa0ba902b7-01", ""},
 		{"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", ""},
 		{"garbage", ""},
+		{"00-4bf92f3577b34da6a3ce929d0e0e4736x00f067aa0ba902b7-01", ""},
 	}
 	for _, tt := range tests {
 		if got := traceID(text(tt.in)); got != tt.want {
