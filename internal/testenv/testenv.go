@@ -131,6 +131,16 @@ func Script() (string, error) {
 // started, which tests that stop and restart a server need.
 func (e *Env) Local() bool { return e.dir != "" }
 
+// PostgresDataDir is the local PostgreSQL server's data folder, for tests
+// that reconfigure it (TLS certificates); it skips the test otherwise.
+func (e *Env) PostgresDataDir(t testing.TB) string {
+	t.Helper()
+	if !e.Local() {
+		t.Skip("servers come from the environment; cannot reconfigure them")
+	}
+	return filepath.Join(e.dir, "pg")
+}
+
 // StopClickHouse stops the local ClickHouse server; StartClickHouse starts it
 // again on the same port with the same data.
 func (e *Env) StopClickHouse(t testing.TB) { e.localdb(t, "stop-ch") }

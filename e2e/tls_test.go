@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestTLS_ConnectorStreamsOverTLSToPostgres turns TLS on in the local
+// PostgreSQL with a throwaway certificate and runs the connector with
+// sslmode=require: the replication connection must be encrypted and the
+// events must arrive.
+func TestTLS_ConnectorStreamsOverTLSToPostgres(t *testing.T) {
+	w := newWorld(t)
+	dataDir := w.env.PostgresDataDir(t)
+	writeServerCert(t, dataDir)
+	w.exec(`ALTER SYSTEM SET ssl = on`)
+	w.exec(`SELECT pg_reload_conf()`)
+	t.Cleanup(func() {
+		_, _ = w.pg.Exec(context.Background(), `ALTER SYSTEM RESET ssl`)
+		_, _ = w.pg.Exec(context.Background(), `SELECT pg_reload_conf()`)
+	})
+	waitFor(t, 10*time.Second, "ssl on", func() (bool, string) {
+		var on string
+		_ = w.pg.QueryRow(context.Background(), `SHOW ssl`).Scan(&on)
+		return on == "on", on
+	})
+
+	tlsDSN := w.pgDSN[:len(w.pgDSN)-len("sslmode=disable")] + "sslmode=require"
+	w.start(map[string]string{"CDC_PG_DSN": tlsDSN})
+	w.insertEvents("over_tls", 25)
+	w.waitRows(25, 30*time.Second)
+
+	var ssl bool
+	var version string
+	err := w.pg.QueryRow(context.Background(), `SELECT s.ssl, coalesce(s.version, '') FROM pg_stat_ssl s
+		JOIN pg_stat_replication r ON r.pid = s.pid WHERE r.application_name = 'cdc'`).Scan(&ssl, &version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ssl {
+		t.Fatal("the replication connection is not encrypted")
+	}
+	t.Logf("replication connection uses %s", version)
+}
+
+// writeServerCert writes a self-signed server.crt/server.key where
+// PostgreSQL looks for them, owned by the server's user with the key
+// private, as PostgreSQL insists.
+func writeServerCert(t *testing.T, dir string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{
+		"server.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		"server.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
+	}
+	owner := -1
+	if os.Geteuid() == 0 { // localdb.sh runs PostgreSQL as postgres when we are root
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner, _ = strconv.Atoi(u.Uid)
+	}
+	for name, data := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if owner >= 0 {
+			if err := os.Chown(p, owner, -1); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
