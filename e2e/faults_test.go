@@ -440,12 +440,12 @@ func TestFaults_ClickHouseRestartAndOutage(t *testing.T) {
 		"CDC_METRICS_ADDR":    "auto",
 		"CDC_BATCH_MAX_BYTES": "64KiB",
 		// A flush interval long enough that batches are cut by bytes, so
-		// the three buffered batches are full ones.
+		// the two buffered batches are full ones.
 		"CDC_FLUSH_INTERVAL": "2s",
 	})
 	waitMetrics(t, c.MetricsAddr)
 	// About 1 KB per event and a hundred or so events a second: far more
-	// than three batches pile up during the outage, so the buffer bound is
+	// than two batches pile up during the outage, so the buffer bound is
 	// really tested.
 	l := w.startLoad(loadOptions{writers: 1, pause: 20 * time.Millisecond, pad: 1000})
 	waitFor(t, 60*time.Second, "events to arrive before the outage", func() (bool, string) {
@@ -465,10 +465,10 @@ func TestFaults_ClickHouseRestartAndOutage(t *testing.T) {
 	stopLSN := w.currentLSN()
 	stoppedAt := l.count()
 
-	// The issue asks for a minute-long outage; 20 s shows the same (the
-	// connector retries with capped backoff, the stream stops reading once
-	// three batches are buffered) and keeps CI fast.
-	outageEnd := time.Now().Add(20 * time.Second)
+	// A minute-long outage, as the issue asks: the connector retries with
+	// capped backoff and the stream stops reading once two batches are
+	// held, however long it lasts.
+	outageEnd := time.Now().Add(time.Minute)
 	var peak float64
 	scrapes := 0
 	for time.Now().Before(outageEnd) {
