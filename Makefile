@@ -1,5 +1,6 @@
 # cdc — make targets. `make demo` and `make test` are the two commands a
-# newcomer needs; both start their own PostgreSQL and ClickHouse under .local/
+# newcomer needs; both install missing Debian packages (scripts/deps.sh) and
+# start their own PostgreSQL and ClickHouse under .local/
 # with scripts/localdb.sh and stop them again.
 SHELL := /bin/bash
 GO ?= go
@@ -15,6 +16,7 @@ build:
 # own, after the rest: its fault tests stop and restart the shared servers.
 # (It builds the binary with -race itself.)
 test:
+	@scripts/deps.sh test
 	@rm -rf $(LOCAL)/test && mkdir -p $(LOCAL)/test && chmod 755 $(LOCAL) $(LOCAL)/test
 	@set -euo pipefail; \
 	trap 'scripts/localdb.sh stop $(LOCAL)/test' EXIT; \

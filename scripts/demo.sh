@@ -13,18 +13,7 @@ export PATH="$PATH:/usr/local/go/bin"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 # 1. Debian packages, when missing.
-need=()
-for p in postgresql-15 postgresql-client-15 clickhouse-server clickhouse-client curl; do
-	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ "${#need[@]}" -gt 0 ]; then
-	step "installing ${need[*]}"
-	sudo=""
-	[ "$(id -u)" = 0 ] || sudo=sudo
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-	for s in clickhouse-server postgresql; do $sudo service "$s" stop >/dev/null 2>&1 || true; done
-fi
+scripts/deps.sh demo
 
 # 2. Servers, stopped again however the demo ends.
 cdc_pid=""
