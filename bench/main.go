@@ -237,33 +237,34 @@ func (b *bench) newWorld(ctx context.Context, name string) (*world, error) {
 			return nil, fmt.Errorf("%s: %w", q, err)
 		}
 	}
+	if err := b.freshCHDatabase(ctx, name); err != nil {
+		return nil, err
+	}
+	w := &world{pgDB: name, chDB: name, slot: name, pgDSN: withPath(b.pgDSN, name), chDSN: withPath(b.chDSN, name)}
+	return w, b.migrate(ctx, w)
+}
+
+// freshCHDatabase drops and recreates a ClickHouse database.
+func (b *bench) freshCHDatabase(ctx context.Context, name string) error {
 	chAdmin, err := openCH(b.chDSN)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer chAdmin.Close()
 	for _, q := range []string{"DROP DATABASE IF EXISTS " + name, "CREATE DATABASE " + name} {
 		if err := chAdmin.Exec(ctx, q); err != nil {
-			return nil, fmt.Errorf("clickhouse %s: %w", q, err)
+			return fmt.Errorf("clickhouse %s: %w", q, err)
 		}
 	}
-	w := &world{pgDB: name, chDB: name, slot: name, pgDSN: withPath(b.pgDSN, name), chDSN: withPath(b.chDSN, name)}
-	return w, b.migrate(ctx, w)
+	return nil
 }
 
 // sibling is a second connector's view of w's PostgreSQL database: its own
 // slot (so create it before the events to share) and its own ClickHouse
 // database. Two drains of the same WAL can then be compared.
 func (b *bench) sibling(ctx context.Context, w *world, name string) (*world, error) {
-	chAdmin, err := openCH(b.chDSN)
-	if err != nil {
+	if err := b.freshCHDatabase(ctx, name); err != nil {
 		return nil, err
-	}
-	defer chAdmin.Close()
-	for _, q := range []string{"DROP DATABASE IF EXISTS " + name, "CREATE DATABASE " + name} {
-		if err := chAdmin.Exec(ctx, q); err != nil {
-			return nil, fmt.Errorf("clickhouse %s: %w", q, err)
-		}
 	}
 	s := &world{pgDB: w.pgDB, chDB: name, slot: name, pgDSN: w.pgDSN, chDSN: withPath(b.chDSN, name)}
 	return s, b.migrate(ctx, s)
