@@ -15,6 +15,17 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
+// connectFresh connects to a new, empty database, closed when the test ends.
+func connectFresh(t *testing.T, env *testenv.Env) *pgx.Conn {
+	t.Helper()
+	pg, err := pgx.Connect(context.Background(), env.NewPostgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close(context.Background()) })
+	return pg
+}
+
 func TestPostgres_RejectsUnsafePublicationName(t *testing.T) {
 	for _, name := range []string{"", "Pub", "a-b", `x"; DROP TABLE outbox; --`, "1abc"} {
 		if _, err := ddl.Postgres(name); err == nil {
@@ -27,11 +38,7 @@ func TestMigrate_IsIdempotentAndCreatesTheContract(t *testing.T) {
 	env := testenv.Get(t)
 	ctx := context.Background()
 
-	pg, err := pgx.Connect(ctx, env.NewPostgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Close(ctx)
+	pg := connectFresh(t, env)
 	opts, err := clickhouse.ParseDSN(env.NewClickHouse(t))
 	if err != nil {
 		t.Fatal(err)
@@ -94,11 +101,7 @@ func TestMigrate_IsIdempotentAndCreatesTheContract(t *testing.T) {
 func TestCreateSlot_CreatesOnceAndKeepsEventsFromThenOn(t *testing.T) {
 	env := testenv.Get(t)
 	ctx := context.Background()
-	pg, err := pgx.Connect(ctx, env.NewPostgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Close(ctx)
+	pg := connectFresh(t, env)
 	if err := ddl.MigratePostgres(ctx, pg, "cdc_outbox"); err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +115,7 @@ func TestCreateSlot_CreatesOnceAndKeepsEventsFromThenOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	var inserts int
-	err = pg.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes('slot_a', NULL, NULL, 'proto_version', '1', 'publication_names', 'cdc_outbox') WHERE get_byte(data, 0) = ascii('I')`).Scan(&inserts)
+	err := pg.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_peek_binary_changes('slot_a', NULL, NULL, 'proto_version', '1', 'publication_names', 'cdc_outbox') WHERE get_byte(data, 0) = ascii('I')`).Scan(&inserts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,20 +130,12 @@ func TestCreateSlot_CreatesOnceAndKeepsEventsFromThenOn(t *testing.T) {
 func TestCreateSlot_RefusesASlotOfAnotherDatabase(t *testing.T) {
 	env := testenv.Get(t)
 	ctx := context.Background()
-	other, err := pgx.Connect(ctx, env.NewPostgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close(ctx)
+	other := connectFresh(t, env)
 	if created, err := ddl.CreateSlot(ctx, other, "shared_name"); err != nil || !created {
 		t.Fatalf("first database: created=%v err=%v", created, err)
 	}
-	pg, err := pgx.Connect(ctx, env.NewPostgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Close(ctx)
-	_, err = ddl.CreateSlot(ctx, pg, "shared_name")
+	pg := connectFresh(t, env)
+	_, err := ddl.CreateSlot(ctx, pg, "shared_name")
 	if err == nil || !strings.Contains(err.Error(), "slot shared_name already exists for database") || !strings.Contains(err.Error(), "choose another CDC_SLOT_NAME") {
 		t.Fatalf("err = %v", err)
 	}
