@@ -37,7 +37,10 @@ type ClickHouse struct {
 	database string
 	log      *zap.Logger
 
-	mu      sync.Mutex
+	// Block size of an INSERT; see blockBytes.
+	blockBytes, blockRows int
+
+	mu      sync.Mutex                 // guards what follows; never held during an INSERT
 	columns []chColumn                 // event_log's columns, in table order
 	warned  map[*decoder.Relation]bool // relation versions seen since columns were loaded
 	// uncarried is set when some outbox column has no event_log column.
@@ -69,7 +72,8 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse: %w", redactErr(err, dsn))
 	}
-	return &ClickHouse{conn: conn, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{}}, nil
+	return &ClickHouse{conn: conn, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{},
+		blockBytes: blockBytes, blockRows: blockRows}, nil
 }
 
 // redactErr keeps a DSN's password out of an error message: URL parse
@@ -106,23 +110,31 @@ func (c *ClickHouse) Conn() driver.Conn { return c.conn }
 // Write stores the batch with one INSERT. Rows ClickHouse refuses for their
 // content come back as rejected, and the rest are stored; any other failure
 // (network, server down, missing table) is returned as an error and nothing
-// may be assumed stored: the caller retries the whole batch.
+// may be assumed stored: the caller retries the whole batch. Write is safe
+// for concurrent use: the pipeline keeps more than one INSERT in flight.
 func (c *ClickHouse) Write(ctx context.Context, b *Batch) ([]Rejected, error) {
 	if len(b.Rows) == 0 {
 		return nil, nil
 	}
+	if err := c.refresh(ctx, b.Rows); err != nil {
+		return nil, err
+	}
+	return c.write(ctx, b.Rows, true)
+}
+
+// refresh learns event_log's columns again when the rows may need it. A
+// relation version not seen before means the outbox changed shape (ALTER
+// TABLE outbox ADD COLUMN): event_log may have been given the matching
+// column just before. So does an outbox column event_log lacked at the last
+// look: the operator may have added it since (in the wrong order), and it
+// should start flowing without a restart.
+func (c *ClickHouse) refresh(ctx context.Context, rows []Row) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	// A relation version not seen before means the outbox changed shape
-	// (ALTER TABLE outbox ADD COLUMN): event_log may have been given the
-	// matching column just before, so learn its columns again.
-	// So does an outbox column event_log lacked at the last look: the
-	// operator may have added it since (in the wrong order), and it should
-	// start flowing without a restart.
 	stale := c.columns == nil || (c.uncarried && time.Since(c.loadedAt) > 30*time.Second)
 	var prev *decoder.Relation
-	for i := range b.Rows {
-		if rel := b.Rows[i].Relation; rel != prev {
+	for i := range rows {
+		if rel := rows[i].Relation; rel != prev {
 			if _, seen := c.warned[rel]; !seen {
 				stale = true
 				break
@@ -130,17 +142,21 @@ func (c *ClickHouse) Write(ctx context.Context, b *Batch) ([]Rejected, error) {
 			prev = rel
 		}
 	}
-	if stale {
-		if err := c.loadColumns(ctx); err != nil {
-			return nil, err
-		}
+	if !stale {
+		return nil
 	}
-	rejected, err := c.write(ctx, b.Rows, true)
-	if err != nil {
-		return nil, err
-	}
-	return rejected, nil
+	return c.loadColumns(ctx)
 }
+
+// Blocks of one INSERT: the rows are sent as blocks of about this much
+// payload (or this many rows), so clickhouse-go's column buffers grow to one
+// block and are reused instead of growing to the whole batch, and the
+// server starts on the first block while the rest is converted. It is still
+// one INSERT: the server squashes the blocks into one part.
+const (
+	blockBytes = 2 << 20
+	blockRows  = 8192
+)
 
 // write inserts rows; on a content error it bisects to find the rows the
 // server refuses, so one bad row costs O(log n) extra inserts, not n.
@@ -151,7 +167,7 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 		if reloadOnSchemaError && isSchemaError(err) {
 			// event_log changed under us (a column dropped or renamed):
 			// learn its columns again and try once more.
-			if lerr := c.loadColumns(ctx); lerr != nil {
+			if lerr := c.reload(ctx); lerr != nil {
 				return nil, lerr
 			}
 			return c.write(ctx, rows, false)
@@ -170,6 +186,7 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 	var rejected []Rejected
 	good := rows[:0:0]
 	vals := make([]any, len(p.targets))
+	blockSize, blockLen := 0, 0
 	for i, r := range rows {
 		if err := p.values(r, convs, vals); err != nil {
 			rejected = append(rejected, Rejected{Row: r, Err: err})
@@ -190,6 +207,14 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 			return mergeRejected(append(rejected, Rejected{Row: r, Err: fmt.Errorf("append: %w", err)}), more), nil
 		}
 		good = append(good, r)
+		blockSize += r.Size
+		blockLen++
+		if blockSize >= c.blockBytes || blockLen >= c.blockRows {
+			if err := batch.Flush(); err != nil {
+				return nil, fmt.Errorf("send block of %d rows to %s: %w", blockLen, Table, err)
+			}
+			blockSize, blockLen = 0, 0
+		}
 	}
 	if len(good) == 0 {
 		_ = batch.Abort()
@@ -247,6 +272,8 @@ const (
 )
 
 func (c *ClickHouse) plan(rows []Row) *plan {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	p := &plan{sources: map[*decoder.Relation][]int{}}
 	carried := map[string]bool{}
 	for _, r := range rows {
@@ -343,6 +370,14 @@ func (p *plan) values(r Row, convs []converter, vals []any) error {
 	return nil
 }
 
+// reload learns event_log's columns again.
+func (c *ClickHouse) reload(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.loadColumns(ctx)
+}
+
+// loadColumns reads event_log's columns; the caller holds c.mu.
 func (c *ClickHouse) loadColumns(ctx context.Context) error {
 	rows, err := c.conn.Query(ctx, "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = '"+Table+"'")
 	if err != nil {
@@ -377,15 +412,16 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 // partitions is not atomic, and a maximum could hide a row that never made it.
 func (c *ClickHouse) Written(ctx context.Context, from pglogrepl.LSN) (map[Position]struct{}, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.loadColumns(ctx); err != nil {
-		return nil, err
-	}
+	err := c.loadColumns(ctx)
 	has := 0
 	for _, col := range c.columns {
 		if col.name == colCommitLSN || col.name == colSeq {
 			has++
 		}
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return nil, err
 	}
 	if has != 2 {
 		c.log.Warn("event_log has no cdc_commit_lsn/cdc_seq columns: a replay after a crash may write raw duplicates (FINAL still shows each event once)")

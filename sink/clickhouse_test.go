@@ -2,9 +2,12 @@ package sink_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -120,5 +123,59 @@ func TestOpen_BadDSNNeverEchoesThePassword(t *testing.T) {
 	_, err := sink.Open("clickhouse://u:hunter2@host:notaport/db", zap.NewNop())
 	if err == nil || strings.Contains(err.Error(), "hunter2") {
 		t.Fatalf("err = %v; want an error without the password", err)
+	}
+}
+
+// Two INSERTs in flight on one sink, each sent as ten blocks: every row is
+// stored once with its own values, and each INSERT is still one part.
+func TestClickHouse_ConcurrentWritesInBlocks(t *testing.T) {
+	ch, _ := newSink(t)
+	sink.SetBlockSize(ch, 1<<30, 100)
+	ctx := context.Background()
+	batches := make([]*sink.Batch, 2)
+	for i := range batches {
+		b := &sink.Batch{}
+		for seq := uint64(1); seq <= 1000; seq++ {
+			r := row(seq, strconv.Itoa(int(seq%200)), "10.0.0.1")
+			r.Pos.CommitLSN = pglogrepl.LSN(0x1000 + i)
+			b.Rows = append(b.Rows, r)
+		}
+		batches[i] = b
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(batches))
+	for i, b := range batches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var rejected []sink.Rejected
+			rejected, errs[i] = ch.Write(ctx, b)
+			if len(rejected) > 0 {
+				errs[i] = fmt.Errorf("%d rows rejected: %v", len(rejected), rejected[0].Err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rows, positions, sumVersion uint64
+	if err := ch.Conn().QueryRow(ctx, "SELECT count(), uniqExact(cdc_commit_lsn, cdc_seq), sum(toUInt64(metadata_version)) FROM event_log").Scan(&rows, &positions, &sumVersion); err != nil {
+		t.Fatal(err)
+	}
+	// metadata_version is seq % 200: 5 rounds of 0..199 per batch.
+	if rows != 2000 || positions != 2000 || sumVersion != 2*5*(199*200/2) {
+		t.Fatalf("rows %d, distinct positions %d, sum(metadata_version) %d; want 2000, 2000, %d", rows, positions, sumVersion, 2*5*(199*200/2))
+	}
+	// Unmerged parts, active or already merged away: one per INSERT, not
+	// one per block.
+	var parts uint64
+	if err := ch.Conn().QueryRow(ctx, "SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = 'event_log' AND level = 0").Scan(&parts); err != nil {
+		t.Fatal(err)
+	}
+	if parts != 2 {
+		t.Fatalf("%d level-0 parts after two INSERTs of ten blocks each, want 2", parts)
 	}
 }
