@@ -26,6 +26,7 @@ type Config struct {
 	BatchMaxRows    int           // CDC_BATCH_MAX_ROWS
 	BatchMaxBytes   int           // CDC_BATCH_MAX_BYTES
 	FlushInterval   time.Duration // CDC_FLUSH_INTERVAL
+	InsertsInFlight int           // CDC_INSERTS_IN_FLIGHT: batches stored at once
 	MetricsAddr     string        // CDC_METRICS_ADDR; "off" disables the HTTP server
 	LogLevel        zapcore.Level // CDC_LOG_LEVEL
 	LogFormat       string        // CDC_LOG_FORMAT: json or console
@@ -35,13 +36,17 @@ type Config struct {
 
 // Defaults. The byte and row limits keep a backlog drain in large inserts
 // (ClickHouse prefers few big inserts) while bounding memory: the connector
-// holds at most about three batches at once.
+// holds at most CDC_INSERTS_IN_FLIGHT + 1 batches at once (three by
+// default). Two INSERTs in flight keep ClickHouse busy while the other one's
+// reply travels back.
 const (
 	DefaultSlotName        = "cdc_outbox"
 	DefaultPublication     = "cdc_outbox"
 	DefaultBatchMaxRows    = 50000
 	DefaultBatchMaxBytes   = 16 << 20
 	DefaultFlushInterval   = time.Second
+	DefaultInsertsInFlight = 2
+	MaxInsertsInFlight     = 16
 	DefaultMetricsAddr     = ":9187"
 	DefaultOutboxRetention = 24 * time.Hour
 	DefaultShutdownTimeout = 10 * time.Second
@@ -67,6 +72,7 @@ func Load(getenv func(string) string) (Config, error) {
 		BatchMaxRows:    l.positiveInt("CDC_BATCH_MAX_ROWS", DefaultBatchMaxRows),
 		BatchMaxBytes:   l.bytes("CDC_BATCH_MAX_BYTES", DefaultBatchMaxBytes),
 		FlushInterval:   l.duration("CDC_FLUSH_INTERVAL", DefaultFlushInterval, false),
+		InsertsInFlight: l.intUpTo("CDC_INSERTS_IN_FLIGHT", DefaultInsertsInFlight, MaxInsertsInFlight),
 		MetricsAddr:     l.str("CDC_METRICS_ADDR", DefaultMetricsAddr),
 		LogLevel:        l.level("CDC_LOG_LEVEL"),
 		LogFormat:       l.oneOf("CDC_LOG_FORMAT", "json", "json", "console"),
@@ -133,6 +139,15 @@ func (l *loader) positiveInt(name string, def int) int {
 	n, err := strconv.Atoi(v)
 	if err != nil || n <= 0 {
 		l.fail(name, "%q is not a positive whole number", v)
+		return def
+	}
+	return n
+}
+
+func (l *loader) intUpTo(name string, def, most int) int {
+	n := l.positiveInt(name, def)
+	if n > most {
+		l.fail(name, "%d is more than %d", n, most)
 		return def
 	}
 	return n
@@ -224,15 +239,16 @@ func (l *loader) oneOf(name, def string, allowed ...string) string {
 // to host and database so no password is ever logged.
 func (c Config) Summary() map[string]string {
 	return map[string]string{
-		"pg":               Redact(c.PGDSN),
-		"clickhouse":       Redact(c.ClickHouseDSN),
-		"slot":             c.SlotName,
-		"publication":      c.Publication,
-		"batch_max_rows":   strconv.Itoa(c.BatchMaxRows),
-		"batch_max_bytes":  strconv.Itoa(c.BatchMaxBytes),
-		"flush_interval":   c.FlushInterval.String(),
-		"metrics_addr":     c.MetricsAddr,
-		"outbox_retention": c.OutboxRetention.String(),
+		"pg":                Redact(c.PGDSN),
+		"clickhouse":        Redact(c.ClickHouseDSN),
+		"slot":              c.SlotName,
+		"publication":       c.Publication,
+		"batch_max_rows":    strconv.Itoa(c.BatchMaxRows),
+		"batch_max_bytes":   strconv.Itoa(c.BatchMaxBytes),
+		"flush_interval":    c.FlushInterval.String(),
+		"inserts_in_flight": strconv.Itoa(c.InsertsInFlight),
+		"metrics_addr":      c.MetricsAddr,
+		"outbox_retention":  c.OutboxRetention.String(),
 	}
 }
 

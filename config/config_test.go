@@ -42,6 +42,7 @@ func TestLoad_Defaults(t *testing.T) {
 		BatchMaxRows:    50000,
 		BatchMaxBytes:   16 << 20,
 		FlushInterval:   time.Second,
+		InsertsInFlight: 2,
 		MetricsAddr:     ":9187",
 		LogLevel:        zapcore.InfoLevel,
 		LogFormat:       "json",
@@ -60,13 +61,14 @@ func TestLoad_Values(t *testing.T) {
 		"CDC_FLUSH_INTERVAL", "250ms", "CDC_METRICS_ADDR", "127.0.0.1:9999",
 		"CDC_LOG_LEVEL", "debug", "CDC_LOG_FORMAT", "console",
 		"CDC_OUTBOX_RETENTION", "0s", "CDC_SHUTDOWN_TIMEOUT", "5s",
+		"CDC_INSERTS_IN_FLIGHT", "1",
 	)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.SlotName != "s1" || c.Publication != "p1" || c.BatchMaxRows != 1000 || c.BatchMaxBytes != 8<<20 ||
 		c.FlushInterval != 250*time.Millisecond || c.MetricsAddr != "127.0.0.1:9999" || c.LogLevel != zapcore.DebugLevel ||
-		c.LogFormat != "console" || c.OutboxRetention != 0 || c.ShutdownTimeout != 5*time.Second {
+		c.LogFormat != "console" || c.OutboxRetention != 0 || c.ShutdownTimeout != 5*time.Second || c.InsertsInFlight != 1 {
 		t.Fatalf("got %+v", c)
 	}
 }
@@ -86,6 +88,8 @@ func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 		{"bytes", with("CDC_BATCH_MAX_BYTES", "16 potatoes"), `CDC_BATCH_MAX_BYTES: "16 potatoes" is not a size, e.g. 16MiB, 512KiB or 1048576`},
 		{"interval", with("CDC_FLUSH_INTERVAL", "soon"), `CDC_FLUSH_INTERVAL: "soon" is not a duration, e.g. 500ms, 1s, 24h`},
 		{"interval zero", with("CDC_FLUSH_INTERVAL", "0s"), `CDC_FLUSH_INTERVAL: "0s" must be greater than zero`},
+		{"inserts in flight zero", with("CDC_INSERTS_IN_FLIGHT", "0"), `CDC_INSERTS_IN_FLIGHT: "0" is not a positive whole number`},
+		{"inserts in flight too many", with("CDC_INSERTS_IN_FLIGHT", "17"), `CDC_INSERTS_IN_FLIGHT: 17 is more than 16`},
 		{"retention negative", with("CDC_OUTBOX_RETENTION", "-1h"), `CDC_OUTBOX_RETENTION: "-1h" must be greater than zero`},
 		{"slot", with("CDC_SLOT_NAME", "My-Slot"), `CDC_SLOT_NAME: "My-Slot" is not a valid name: use lowercase letters, digits and _ (at most 63)`},
 		{"level", with("CDC_LOG_LEVEL", "loud"), `CDC_LOG_LEVEL: "loud" is not a level: debug, info, warn or error`},

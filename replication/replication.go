@@ -46,6 +46,7 @@ type Config struct {
 	BatchMaxRows    int
 	BatchMaxBytes   int
 	FlushInterval   time.Duration
+	InsertsInFlight int                  // batches stored at once; at least 1
 	StatusInterval  time.Duration        // standby status cadence; well under wal_sender_timeout
 	ShutdownTimeout time.Duration        // budget for the last flush on shutdown
 	Tracer          trace.TracerProvider // a span per batch; nil: no tracing

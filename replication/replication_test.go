@@ -28,11 +28,26 @@ type fakeSink struct {
 	rows    []sink.Row
 	batches int
 	gate    chan struct{} // when non-nil, each Write waits for a token
+	// holdFirst, when non-nil, makes the first Write wait until it is
+	// closed while later ones go through.
+	holdFirst chan struct{}
+	writes    int
 }
 
 var _ replication.Sink = (*fakeSink)(nil)
 
 func (f *fakeSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, error) {
+	f.mu.Lock()
+	f.writes++
+	first := f.writes == 1
+	f.mu.Unlock()
+	if first && f.holdFirst != nil {
+		select {
+		case <-f.holdFirst:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if f.gate != nil {
 		select {
 		case <-f.gate:
@@ -87,7 +102,7 @@ func (h *harness) run(s replication.Sink) (stop func()) {
 	r := replication.New(replication.Config{
 		DSN: h.dsn, Slot: "slot", Publication: "pub",
 		BatchMaxRows: 1000, BatchMaxBytes: 1 << 20, FlushInterval: 50 * time.Millisecond,
-		StatusInterval: 100 * time.Millisecond,
+		StatusInterval: 100 * time.Millisecond, InsertsInFlight: 2,
 	}, s, nil, zap.NewNop(), metrics.New(reg, func() int64 { return time.Now().UnixNano() }))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -195,5 +210,40 @@ func TestReplicator_RowsCarryTheirPositionInOrder(t *testing.T) {
 	}
 	if s.rows[0].Pos.CommitLSN == s.rows[3].Pos.CommitLSN {
 		t.Errorf("two transactions share commit LSN %s", s.rows[0].Pos.CommitLSN)
+	}
+}
+
+// With two INSERTs in flight a later batch can be stored first; the slot
+// must still not move past the earlier, unstored one.
+func TestReplicator_LaterBatchStoredFirstWaitsForTheEarlierOne(t *testing.T) {
+	h := setup(t)
+	s := &fakeSink{holdFirst: make(chan struct{})}
+	stop := h.run(s)
+	defer stop()
+
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'first', 'test', '{}' FROM generate_series(1, 10)`)
+	firstEnd := h.lsn(`SELECT pg_current_wal_lsn()::text`)
+	eventually(t, "the first batch to reach the sink", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.writes == 1
+	})
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'second', 'test', '{}' FROM generate_series(1, 5)`)
+	secondEnd := h.lsn(`SELECT pg_current_wal_lsn()::text`)
+	eventually(t, "the second batch stored while the first is held", func() bool { return s.count() == 5 })
+
+	// Several status intervals with the second batch stored and the first
+	// not: the acknowledgement must stay before the first commit.
+	time.Sleep(500 * time.Millisecond)
+	if c := h.confirmed(); c >= firstEnd {
+		t.Fatalf("confirmed_flush_lsn %s reached the first, unstored commit end %s", c, firstEnd)
+	}
+	close(s.holdFirst)
+	eventually(t, "15 rows stored", func() bool { return s.count() == 15 })
+	eventually(t, "acknowledgement of both commits", func() bool { return h.confirmed() >= secondEnd })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if string(s.rows[0].Values[1].Data) != "second" || string(s.rows[5].Values[1].Data) != "first" {
+		t.Fatalf("store order %q then %q, want the second batch stored first", string(s.rows[0].Values[1].Data), string(s.rows[5].Values[1].Data))
 	}
 }

@@ -229,8 +229,9 @@ func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip
 		conn:  conn,
 		dec:   decoder.New(),
 		track: checkpoint.New(confirmed),
-		// Unbuffered: at most two batches live at once, the open one and
-		// the one being written; decoding still overlaps the insert.
+		// Unbuffered: at most InsertsInFlight + 1 batches live at once,
+		// the open one and those being written; decoding overlaps the
+		// inserts, and a full writer stops the stream reading.
 		batches: make(chan *sink.Batch),
 		acks:    make(chan ack, 4),
 	}

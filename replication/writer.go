@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -11,31 +12,82 @@ import (
 	"github.com/eventcdc/cdc/tracing"
 )
 
-// writeLoop stores batches in order until in is closed or ctx ends. It
-// retries a failing sink with capped exponential backoff, forever: the slot
-// keeps the WAL meanwhile, and the stream stops reading once its buffer is
-// full, so memory stays bounded however long the outage.
+// writeLoop stores the batches that come in, up to cfg.InsertsInFlight at
+// once, until in is closed or ctx ends. Stores finish in any order; they
+// are reported on out in the order the batches came, so a later batch
+// stored first waits for the earlier ones and the acknowledged LSN never
+// passes a row that is not stored. Each store retries a failing sink
+// forever: the slot keeps the WAL meanwhile, and the stream stops reading
+// once every slot here is taken, so memory stays bounded however long the
+// outage.
 func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out chan<- ack) {
-	sum := summary{log: r.log, every: 30 * time.Second, last: time.Now()}
+	n := max(r.cfg.InsertsInFlight, 1)
+	slots := make(chan struct{}, n)      // one per batch taken and not yet reported
+	order := make(chan *pendingWrite, n) // never blocks: it holds at most n
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		r.report(ctx, order, slots, out)
+	}()
+	var stores sync.WaitGroup
+	defer func() {
+		close(order)
+		<-reported
+		stores.Wait()
+	}()
 	for b := range in {
-		// One span per batch, from the insert to the acknowledgement,
-		// linked to the requests that published its events.
-		sctx, span := tracing.BatchSpan(ctx, r.cfg.Tracer, len(b.Rows), b.Bytes,
-			b.Rows[0].Pos.CommitLSN.String(), b.Rows[len(b.Rows)-1].Pos.CommitLSN.String(), tracing.Traceparents(b.Rows))
-		if !r.store(sctx, b) {
-			span.End()
-			return
-		}
-		sum.add(b, r.metrics)
 		select {
-		case out <- ack{end: b.End, bytes: b.Bytes}:
-			span.End()
+		case slots <- struct{}{}:
+		case <-reported: // a store gave up: ctx ended
+			return
 		case <-ctx.Done():
-			span.End()
 			return
 		}
+		w := &pendingWrite{batch: b, done: make(chan struct{})}
+		order <- w
+		stores.Add(1)
+		go func() {
+			defer stores.Done()
+			defer close(w.done)
+			w.stored = r.storeTraced(ctx, b)
+		}()
 	}
-	sum.flush(r.metrics)
+}
+
+// pendingWrite is one batch being stored; stored is set before done closes.
+type pendingWrite struct {
+	batch  *sink.Batch
+	done   chan struct{}
+	stored bool
+}
+
+// report sends an ack for each write in order, as soon as it and every
+// write before it are stored, and frees its slot.
+func (r *Replicator) report(ctx context.Context, order <-chan *pendingWrite, slots <-chan struct{}, out chan<- ack) {
+	sum := summary{log: r.log, every: 30 * time.Second, last: time.Now()}
+	defer sum.flush(r.metrics)
+	for w := range order {
+		<-w.done
+		if !w.stored {
+			return
+		}
+		sum.add(w.batch, r.metrics)
+		select {
+		case out <- ack{end: w.batch.End, bytes: w.batch.Bytes}:
+		case <-ctx.Done():
+			return
+		}
+		<-slots
+	}
+}
+
+// storeTraced stores a batch inside one span, linked to the requests that
+// published its events.
+func (r *Replicator) storeTraced(ctx context.Context, b *sink.Batch) bool {
+	sctx, span := tracing.BatchSpan(ctx, r.cfg.Tracer, len(b.Rows), b.Bytes,
+		b.Rows[0].Pos.CommitLSN.String(), b.Rows[len(b.Rows)-1].Pos.CommitLSN.String(), tracing.Traceparents(b.Rows))
+	defer span.End()
+	return r.store(sctx, b)
 }
 
 // store writes one batch and its dead letters; false when ctx ended first.

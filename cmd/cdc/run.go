@@ -36,11 +36,12 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	log.Info("starting", summary...)
 
 	// A soft memory limit sized from the batch limit keeps garbage from
-	// piling up between collections: the live heap is about two batches,
-	// and without a limit the GC lets the heap double before it runs. An
-	// explicit GOMEMLIMIT wins.
+	// piling up between collections: the live heap is at most the batches
+	// held (the open one and those being inserted) plus one block per
+	// INSERT, and without a limit the GC lets the heap double before it
+	// runs. An explicit GOMEMLIMIT wins.
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(int64(3*cfg.BatchMaxBytes) + 64<<20)
+		debug.SetMemoryLimit(int64((cfg.InsertsInFlight+1)*cfg.BatchMaxBytes) + 64<<20)
 	}
 
 	// Before any connection: a bad OTEL_* setting is a configuration error.
@@ -77,6 +78,7 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		BatchMaxRows:    cfg.BatchMaxRows,
 		BatchMaxBytes:   cfg.BatchMaxBytes,
 		FlushInterval:   cfg.FlushInterval,
+		InsertsInFlight: cfg.InsertsInFlight,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Tracer:          tp,
 	}, ch, deadletter.New(pool), log.Named("replication"), m)
