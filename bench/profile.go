@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,6 +63,8 @@ func (b *bench) profileDrain(ctx context.Context) error {
 		BatchMaxRows:  config.DefaultBatchMaxRows,
 		BatchMaxBytes: config.DefaultBatchMaxBytes,
 		FlushInterval: config.DefaultFlushInterval,
+		// As cmd/cdc/run.go wires it with the defaults.
+		InsertsInFlight: config.DefaultInsertsInFlight,
 	}, ch, deadletter.New(pool), zap.NewNop(), m)
 
 	cpuPath := filepath.Join(b.o.dir, "cpu.pprof")
@@ -154,18 +157,15 @@ func writeProfile(name, path string) error {
 // nullSink stores nothing, instantly: with it the replicator runs as fast
 // as PostgreSQL sends and cdc decodes.
 type nullSink struct {
-	rows atomic.Int64
-	done chan struct{}
-	want int64
+	rows  atomic.Int64
+	done  chan struct{}
+	close sync.Once // Write is called from two goroutines at once
+	want  int64
 }
 
 func (s *nullSink) Write(_ context.Context, b *sink.Batch) ([]sink.Rejected, error) {
 	if s.rows.Add(int64(len(b.Rows))) >= s.want {
-		select {
-		case <-s.done:
-		default:
-			close(s.done)
-		}
+		s.close.Do(func() { close(s.done) })
 	}
 	return nil, nil
 }
@@ -193,6 +193,7 @@ func (b *bench) decompose(ctx context.Context) error {
 	rep := replication.New(replication.Config{
 		DSN: w.pgDSN, Slot: w.slot, Publication: config.DefaultPublication,
 		BatchMaxRows: config.DefaultBatchMaxRows, BatchMaxBytes: config.DefaultBatchMaxBytes, FlushInterval: config.DefaultFlushInterval,
+		InsertsInFlight: config.DefaultInsertsInFlight,
 	}, ns, nil, zap.NewNop(), m)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
