@@ -445,7 +445,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 			}
 		}
 		if len(s.batch.Rows) == 0 {
-			s.batchDeadline = time.Now().Add(s.r.cfg.FlushInterval)
+			s.batchDeadline = flushDeadline(time.Now(), s.tx.commitTime, s.r.cfg.FlushInterval)
 			s.batchFirst = s.tx.commitTime.UnixNano()
 			if len(s.inFlight) == 0 {
 				s.r.metrics.SetOldestPending(s.batchFirst)
@@ -472,6 +472,25 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		}
 	}
 	return nil
+}
+
+// flushDeadline is when a batch whose first row committed at commit and
+// arrived at now must be written: interval after the commit, so that
+// CDC_FLUSH_INTERVAL bounds how long an event waits in total, not just
+// after it reached cdc — when the stream is behind, the row has already
+// waited. It is never later than interval after arrival (a server clock
+// ahead of ours) nor sooner than a quarter of it (a stream far behind, or
+// a clock behind ours): a batch keeps gathering rows for at least that
+// long, so catching up is not paid for with a flood of tiny INSERTs.
+func flushDeadline(now, commit time.Time, interval time.Duration) time.Time {
+	d := commit.Add(interval)
+	if earliest := now.Add(interval / 4); d.Before(earliest) {
+		return earliest
+	}
+	if latest := now.Add(interval); d.After(latest) {
+		return latest
+	}
+	return d
 }
 
 // Memory a row costs beyond its payload: the Row and its Value headers
