@@ -247,3 +247,37 @@ func TestReplicator_LaterBatchStoredFirstWaitsForTheEarlierOne(t *testing.T) {
 		t.Fatalf("store order %q then %q, want the second batch stored first", string(s.rows[0].Values[1].Data), string(s.rows[5].Values[1].Data))
 	}
 }
+
+// Events of several MB are held about four times over while inserted: two
+// such batches do not fit the writer's budget together, so the second
+// waits for the first instead of being inserted alongside it.
+func TestReplicator_BatchesOfHugeEventsAreInsertedOneAtATime(t *testing.T) {
+	h := setup(t)
+	s := &fakeSink{holdFirst: make(chan struct{})}
+	stop := h.run(s)
+	defer stop()
+
+	// 5 MB each, over the 1 MiB batch limit: one event per batch.
+	for i := 0; i < 2; i++ {
+		h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'huge', 'test', json_build_object('blob', repeat('x', 5000000))`)
+	}
+	eventually(t, "the first batch to reach the sink", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.writes == 1
+	})
+	time.Sleep(500 * time.Millisecond)
+	s.mu.Lock()
+	writes := s.writes
+	s.mu.Unlock()
+	if writes != 1 {
+		t.Fatalf("%d writes started while the first huge batch was held, want 1", writes)
+	}
+	close(s.holdFirst)
+	eventually(t, "both huge events stored", func() bool { return s.count() == 2 })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.batches != 2 {
+		t.Fatalf("%d batches, want one per huge event", s.batches)
+	}
+}

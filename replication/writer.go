@@ -7,27 +7,36 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/eventcdc/cdc/sink"
 	"github.com/eventcdc/cdc/tracing"
 )
 
 // writeLoop stores the batches that come in, up to cfg.InsertsInFlight at
-// once, until in is closed or ctx ends. Stores finish in any order; they
-// are reported on out in the order the batches came, so a later batch
-// stored first waits for the earlier ones and the acknowledged LSN never
-// passes a row that is not stored. Each store retries a failing sink
-// forever: the slot keeps the WAL meanwhile, and the stream stops reading
-// once every slot here is taken, so memory stays bounded however long the
-// outage.
+// once and within the sink's memory budget for INSERTs in flight, until in
+// is closed or ctx ends. Stores finish in any order; they are reported on
+// out in the order the batches came, so a later batch stored first waits
+// for the earlier ones and the acknowledged LSN never passes a row that is
+// not stored. Each store retries a failing sink forever: the slot keeps the
+// WAL meanwhile, and the stream stops reading once the writer is full, so
+// memory stays bounded however long the outage.
 func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out chan<- ack) {
 	n := max(r.cfg.InsertsInFlight, 1)
-	slots := make(chan struct{}, n)      // one per batch taken and not yet reported
+	slots := make(chan struct{}, n) // one per batch taken and not yet reported
+	// A batch of events of many MB holds them several times over while it
+	// is inserted; the budget makes such batches go one at a time. A batch
+	// larger than the whole budget still goes, alone.
+	budget := int64(sink.InsertBudget(n, r.cfg.BatchMaxBytes))
+	mem := semaphore.NewWeighted(budget)
 	order := make(chan *pendingWrite, n) // never blocks: it holds at most n
 	reported := make(chan struct{})
 	go func() {
 		defer close(reported)
-		r.report(ctx, order, slots, out)
+		r.report(ctx, order, out, func(w *pendingWrite) {
+			mem.Release(w.footprint)
+			<-slots
+		})
 	}()
 	var stores sync.WaitGroup
 	defer func() {
@@ -43,7 +52,10 @@ func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out c
 		case <-ctx.Done():
 			return
 		}
-		w := &pendingWrite{batch: b, done: make(chan struct{})}
+		w := &pendingWrite{batch: b, done: make(chan struct{}), footprint: min(int64(b.Footprint()), budget)}
+		if err := mem.Acquire(ctx, w.footprint); err != nil {
+			return
+		}
 		order <- w
 		stores.Add(1)
 		go func() {
@@ -56,14 +68,15 @@ func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out c
 
 // pendingWrite is one batch being stored; stored is set before done closes.
 type pendingWrite struct {
-	batch  *sink.Batch
-	done   chan struct{}
-	stored bool
+	batch     *sink.Batch
+	footprint int64 // of the writer's memory budget
+	done      chan struct{}
+	stored    bool
 }
 
 // report sends an ack for each write in order, as soon as it and every
-// write before it are stored, and frees its slot.
-func (r *Replicator) report(ctx context.Context, order <-chan *pendingWrite, slots <-chan struct{}, out chan<- ack) {
+// write before it are stored, and then frees what it held.
+func (r *Replicator) report(ctx context.Context, order <-chan *pendingWrite, out chan<- ack, free func(*pendingWrite)) {
 	sum := summary{log: r.log, every: 30 * time.Second, last: time.Now()}
 	defer sum.flush(r.metrics)
 	for w := range order {
@@ -77,7 +90,7 @@ func (r *Replicator) report(ctx context.Context, order <-chan *pendingWrite, slo
 		case <-ctx.Done():
 			return
 		}
-		<-slots
+		free(w)
 	}
 }
 

@@ -46,6 +46,27 @@ type Batch struct {
 	End pglogrepl.LSN
 }
 
+// Footprint estimates the memory a batch holds while ClickHouse.Write
+// inserts it: the decoded values, plus the client's three copies of the
+// block being sent (column buffers, encoded and compressed block). Rows are
+// sent in blocks of about blockBytes, but a row larger than that is a block
+// of its own, so a batch of one 10 MiB event holds it about four times.
+func (b *Batch) Footprint() int {
+	largest := 0
+	for i := range b.Rows {
+		largest = max(largest, b.Rows[i].Size)
+	}
+	return b.Bytes + 3*max(blockBytes, largest)
+}
+
+// InsertBudget is the memory the writer may give INSERTs in flight: per
+// INSERT, a full batch and its block copies. Concurrent INSERTs stay within
+// it, so a batch of ordinary events overlaps another while events of many
+// MB go one at a time.
+func InsertBudget(inserts, batchMaxBytes int) int {
+	return inserts * (batchMaxBytes + 3*blockBytes)
+}
+
 // Rejected is a row the store refused for its content, with the reason.
 // Such rows are set aside (dead letters) instead of stopping the stream.
 type Rejected struct {

@@ -107,3 +107,40 @@ func TestPosition_Less(t *testing.T) {
 		}
 	}
 }
+
+func TestBatchFootprint(t *testing.T) {
+	rows := func(sizes ...int) *Batch {
+		b := &Batch{}
+		for _, n := range sizes {
+			b.Rows = append(b.Rows, Row{Size: n})
+			b.Bytes += n
+		}
+		return b
+	}
+	tests := []struct {
+		name  string
+		batch *Batch
+		want  int
+	}{
+		{"small rows: values plus three blocks", rows(300, 300, 400), 1000 + 3*blockBytes},
+		{"one 10 MiB event: held four times", rows(10 << 20), 4 * (10 << 20)},
+		{"a large event among small ones", rows(100, 5<<20, 100), 200 + 5<<20 + 3*(5<<20)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.batch.Footprint(); got != tt.want {
+				t.Fatalf("Footprint() = %d, want %d", got, tt.want)
+			}
+		})
+	}
+	// Two INSERTs of full 16 MiB batches of small events fit the default
+	// budget together; two batches of one 10 MiB event each do not.
+	budget := InsertBudget(2, 16<<20)
+	full := &Batch{Rows: []Row{{Size: 300}}, Bytes: 16 << 20} // payload at the limit
+	if full := full.Footprint(); 2*full > budget {
+		t.Errorf("two ordinary batches (%d each) exceed the budget %d", full, budget)
+	}
+	if huge := rows(10 << 20).Footprint(); 2*huge <= budget {
+		t.Errorf("two 10 MiB-event batches (%d each) fit the budget %d", huge, budget)
+	}
+}
