@@ -64,13 +64,17 @@ func main() {
 	flag.DurationVar(&o.steady, "steady", 20*time.Second, "steady-traffic duration")
 	flag.DurationVar(&o.tpsRun, "tps-run", 10*time.Second, "duration of each unthrottled pgbench run")
 	flag.BoolVar(&o.profile, "profile", true, "also drain a backlog in-process under a CPU profile")
-	profileOnly := flag.Bool("profile-only", false, "run only the in-process profiled drain")
+	profileOnly := flag.Bool("profile-only", false, "run only the in-process profiled drain (= -steps profile)")
+	only := flag.String("steps", "", "run only these steps, comma-separated: micro, drain, large, steady, profile (default: all)")
 	flag.Parse()
+	if *profileOnly {
+		*only = "profile"
+	}
 
 	ctx := context.Background()
 	b, err := newBench(ctx, o)
 	if err == nil {
-		err = b.run(ctx, *profileOnly)
+		err = b.run(ctx, *only)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -118,22 +122,35 @@ func (b *bench) note(format string, args ...any) {
 }
 
 type step struct {
-	name string
-	fn   func(context.Context) error
+	key, name string
+	fn        func(context.Context) error
 }
 
-func (b *bench) run(ctx context.Context, profileOnly bool) error {
-	steps := []step{
-		{"micro-benchmarks", b.microBenchmarks},
-		{"ceiling and backlog drain", b.drain},
-		{"large events", b.bigEvents},
-		{"steady traffic and TPS", b.steadyTraffic},
+func (b *bench) run(ctx context.Context, only string) error {
+	all := []step{
+		{"micro", "micro-benchmarks", b.microBenchmarks},
+		{"drain", "ceiling and backlog drain", b.drain},
+		{"large", "large events", b.bigEvents},
+		{"steady", "steady traffic and TPS", b.steadyTraffic},
+		{"profile", "in-process profiled drain", b.profileDrain},
+		{"profile", "source-only and sink-only drains", b.decompose},
 	}
-	if profileOnly {
-		steps = nil
+	var steps []step
+	want := map[string]bool{}
+	for _, k := range strings.Split(only, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			want[k] = true
+		}
 	}
-	if b.o.profile || profileOnly {
-		steps = append(steps, step{"in-process profiled drain", b.profileDrain}, step{"source-only and sink-only drains", b.decompose})
+	for _, s := range all {
+		if want[s.key] || (len(want) == 0 && (s.key != "profile" || b.o.profile)) {
+			steps = append(steps, s)
+		}
+	}
+	for k := range want {
+		if !slices.ContainsFunc(all, func(s step) bool { return s.key == k }) {
+			return fmt.Errorf("-steps: unknown step %q (micro, drain, large, steady, profile)", k)
+		}
 	}
 	// Other work on the machine skews every figure; the load average at
 	// each step's start and end shows how much there was.

@@ -25,9 +25,13 @@ func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out c
 	n := max(r.cfg.InsertsInFlight, 1)
 	slots := make(chan struct{}, n) // one per batch taken and not yet reported
 	// A batch of events of many MB holds them several times over while it
-	// is inserted; the budget makes such batches go one at a time. A batch
-	// larger than the whole budget still goes, alone.
-	budget := int64(sink.InsertBudget(n, r.cfg.BatchMaxBytes))
+	// is inserted; the budget makes such batches go one at a time. The
+	// writer takes the next batch only when a full ordinary batch would
+	// fit, so behind a huge batch the stream stops reading instead of
+	// piling up more. A batch larger than the whole budget still goes,
+	// alone.
+	full := int64(sink.InsertBudget(1, r.cfg.BatchMaxBytes))
+	budget := int64(n) * full
 	mem := semaphore.NewWeighted(budget)
 	order := make(chan *pendingWrite, n) // never blocks: it holds at most n
 	reported := make(chan struct{})
@@ -44,7 +48,7 @@ func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out c
 		<-reported
 		stores.Wait()
 	}()
-	for b := range in {
+	for {
 		select {
 		case slots <- struct{}{}:
 		case <-reported: // a store gave up: ctx ended
@@ -52,9 +56,21 @@ func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out c
 		case <-ctx.Done():
 			return
 		}
-		w := &pendingWrite{batch: b, done: make(chan struct{}), footprint: min(int64(b.Footprint()), budget)}
-		if err := mem.Acquire(ctx, w.footprint); err != nil {
+		if err := mem.Acquire(ctx, full); err != nil {
 			return
+		}
+		b, ok := <-in
+		if !ok {
+			return
+		}
+		w := &pendingWrite{batch: b, done: make(chan struct{}), footprint: min(int64(b.Footprint()), budget)}
+		if w.footprint > full {
+			if err := mem.Acquire(ctx, w.footprint-full); err != nil {
+				mem.Release(full)
+				return
+			}
+		} else {
+			mem.Release(full - w.footprint)
 		}
 		order <- w
 		stores.Add(1)
