@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -21,7 +22,7 @@ import (
 // session is one replication connection's life: connect, find the slot,
 // stream until an error or shutdown.
 func (r *Replicator) session(ctx context.Context) error {
-	conn, err := Connect(ctx, r.cfg.DSN)
+	conn, paced, err := connect(ctx, r.cfg.DSN)
 	if err != nil {
 		return err
 	}
@@ -58,6 +59,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	r.state.setStreaming(true)
 	r.state.touch(time.Now())
 
+	paced.pause.Store(int64(readPause(r.cfg.FlushInterval)))
 	s := newStream(r, conn, confirmed, skip)
 	return s.run(ctx)
 }
@@ -65,9 +67,28 @@ func (r *Replicator) session(ctx context.Context) error {
 // Connect opens a logical replication connection. The session's TimeZone and
 // DateStyle fix the text form of timestamps in pgoutput, which the sink parses.
 func Connect(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
+	conn, _, err := connect(ctx, dsn)
+	return conn, err
+}
+
+// connect is Connect, also returning the socket under the connection (and
+// under TLS, if any) so the stream can pace its reads.
+func connect(ctx context.Context, dsn string) (*pgconn.PgConn, *pacedConn, error) {
 	cfg, err := pgconn.ParseConfig(withReplication(dsn))
 	if err != nil {
-		return nil, wrapf(err, "parse postgres dsn")
+		return nil, nil, wrapf(err, "parse postgres dsn")
+	}
+	var paced *pacedConn
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		// The last dialled is the one used: pgconn may try several
+		// (hosts, sslmode=prefer) and keeps the first that works.
+		paced = &pacedConn{Conn: c, sleep: time.Sleep}
+		return paced, nil
 	}
 	cfg.RuntimeParams["TimeZone"] = "UTC"
 	cfg.RuntimeParams["DateStyle"] = "ISO"
@@ -77,9 +98,9 @@ func Connect(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
 	}
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return nil, wrapf(err, "connect to postgres for replication")
+		return nil, nil, wrapf(err, "connect to postgres for replication")
 	}
-	return conn, nil
+	return conn, paced, nil
 }
 
 func withReplication(dsn string) string {
