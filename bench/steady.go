@@ -101,7 +101,85 @@ func (b *bench) steadyTraffic(ctx context.Context) error {
 		fmt.Sprintf("with cdc %s (mean %.0f); without %s (mean %.0f); ratio **%.2f**; CPU cores busy during runs with cdc: walsender %.2f, cdc %.2f, clickhouse-server %.2f",
 			fmtList(on), mean(on), fmtList(off), mean(off), mean(on)/mean(off), cpu[0], cpu[1], cpu[2]),
 		"≥ 0.9", verdict(mean(on)/mean(off) >= 0.9))
+
+	// The same with no cdc at all: PostgreSQL's own pg_recvlogical reading
+	// its own pgoutput slot into /dev/null. What it costs the primary is
+	// the cost of logical decoding itself, for any consumer.
+	on, off, err = b.recvlogicalRuns(ctx, w, script, []bool{true, false, false, true})
+	if err != nil {
+		return err
+	}
+	b.add("4", "Diagnostic: the same with pg_recvlogical (pgoutput, same publication, output to /dev/null) instead of cdc (order on off off on)",
+		fmt.Sprintf("with pg_recvlogical %s (mean %.0f); without %s (mean %.0f); ratio **%.2f**",
+			fmtList(on), mean(on), fmtList(off), mean(off), mean(on)/mean(off)),
+		"—", "—")
 	return nil
+}
+
+// recvlogicalRuns is tpsRuns with pg_recvlogical as the consumer, on a
+// slot of its own created for the purpose and dropped again.
+func (b *bench) recvlogicalRuns(ctx context.Context, w *world, script string, order []bool) (on, off []float64, err error) {
+	const slot = "bench_recvlogical"
+	if _, err := w.pg.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot); err != nil {
+		return nil, nil, fmt.Errorf("create slot %s: %w", slot, err)
+	}
+	defer func() { _, _ = w.pg.Exec(context.Background(), "SELECT pg_drop_replication_slot($1)", slot) }()
+	recv := filepath.Join(filepath.Dir(b.o.pgbench), "pg_recvlogical")
+	var cmd *exec.Cmd
+	stop := func() error {
+		if cmd == nil {
+			return nil
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		err := cmd.Wait()
+		cmd = nil
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			return fmt.Errorf("pg_recvlogical: %w", err)
+		}
+		return nil
+	}
+	defer func() { _ = stop() }()
+	for _, want := range order {
+		switch {
+		case want && cmd == nil:
+			cmd = exec.Command(recv, "-d", w.pgDSN, "--slot", slot, "--start", "-f", "/dev/null",
+				"-o", "proto_version=1", "-o", "publication_names="+config.DefaultPublication, "-s", "1", "-F", "1")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			if err := cmd.Start(); err != nil {
+				return nil, nil, fmt.Errorf("start pg_recvlogical: %w", err)
+			}
+			// Caught up with what the runs without it left behind.
+			deadline := time.Now().Add(5 * time.Minute)
+			for {
+				var behind int64
+				if err := w.pg.QueryRow(ctx, "SELECT pg_current_wal_lsn() - confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&behind); err != nil {
+					return nil, nil, fmt.Errorf("read slot %s: %w", slot, err)
+				}
+				if behind < 1<<20 {
+					break
+				}
+				if time.Now().After(deadline) {
+					return nil, nil, fmt.Errorf("pg_recvlogical still %d bytes behind after 5 minutes", behind)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		case !want && cmd != nil:
+			if err := stop(); err != nil {
+				return nil, nil, err
+			}
+		}
+		r, err := b.pgbench(ctx, w, script, "-T", strconv.Itoa(int(b.o.tpsRun.Seconds())))
+		if err != nil {
+			return nil, nil, err
+		}
+		if want {
+			on = append(on, r.tps)
+		} else {
+			off = append(off, r.tps)
+		}
+	}
+	return on, off, nil
 }
 
 // tpsRuns runs unthrottled pgbench once per entry of order, with the
