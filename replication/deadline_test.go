@@ -10,16 +10,20 @@ func TestFlushDeadline(t *testing.T) {
 	tests := []struct {
 		name   string
 		commit time.Time
+		insert time.Duration
 		want   time.Time
 	}{
-		{"arrived at once: the whole interval", now, now.Add(time.Second)},
-		{"arrived 300ms late: the rest of it", now.Add(-300 * time.Millisecond), now.Add(700 * time.Millisecond)},
-		{"arrived 5s late: a quarter still gathers rows", now.Add(-5 * time.Second), now.Add(250 * time.Millisecond)},
-		{"server clock ahead: never past the interval", now.Add(2 * time.Second), now.Add(time.Second)},
+		{"arrived at once: the whole interval", now, 0, now.Add(time.Second)},
+		{"arrived 300ms late: the rest of it", now.Add(-300 * time.Millisecond), 0, now.Add(700 * time.Millisecond)},
+		{"INSERTs take 200ms: handed over 200ms sooner", now, 200 * time.Millisecond, now.Add(800 * time.Millisecond)},
+		{"INSERTs take 3s: at most half the interval is taken off", now, 3 * time.Second, now.Add(500 * time.Millisecond)},
+		{"late and slow: a quarter still gathers rows", now.Add(-600 * time.Millisecond), 400 * time.Millisecond, now.Add(250 * time.Millisecond)},
+		{"arrived 5s late: a quarter still gathers rows", now.Add(-5 * time.Second), 0, now.Add(250 * time.Millisecond)},
+		{"server clock ahead: never past the interval", now.Add(2 * time.Second), 0, now.Add(time.Second)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := flushDeadline(now, tt.commit, time.Second); !got.Equal(tt.want) {
+			if got := flushDeadline(now, tt.commit, time.Second, tt.insert); !got.Equal(tt.want) {
 				t.Fatalf("flushDeadline = %s, want %s", got.Sub(now), tt.want.Sub(now))
 			}
 		})

@@ -230,6 +230,7 @@ type stream struct {
 	inFlight      []int64 // the same for each batch handed to the writer, oldest first
 	unsent        *sink.Batch
 	bufferBytes   int
+	insertTime    time.Duration // recent INSERTs' duration, smoothed
 
 	batches chan *sink.Batch
 	acks    chan ack
@@ -240,8 +241,9 @@ type stream struct {
 
 // ack is the writer's report that a batch is stored.
 type ack struct {
-	end   pglogrepl.LSN
-	bytes int
+	end    pglogrepl.LSN
+	bytes  int
+	insert time.Duration // how long its INSERT took
 }
 
 func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip map[sink.Position]struct{}) *stream {
@@ -466,7 +468,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 			}
 		}
 		if len(s.batch.Rows) == 0 {
-			s.batchDeadline = flushDeadline(time.Now(), s.tx.commitTime, s.r.cfg.FlushInterval)
+			s.batchDeadline = flushDeadline(time.Now(), s.tx.commitTime, s.r.cfg.FlushInterval, s.insertTime)
 			s.batchFirst = s.tx.commitTime.UnixNano()
 			if len(s.inFlight) == 0 {
 				s.r.metrics.SetOldestPending(s.batchFirst)
@@ -496,15 +498,17 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 }
 
 // flushDeadline is when a batch whose first row committed at commit and
-// arrived at now must be written: interval after the commit, so that
-// CDC_FLUSH_INTERVAL bounds how long an event waits in total, not just
-// after it reached cdc — when the stream is behind, the row has already
-// waited. It is never later than interval after arrival (a server clock
-// ahead of ours) nor sooner than a quarter of it (a stream far behind, or
-// a clock behind ours): a batch keeps gathering rows for at least that
-// long, so catching up is not paid for with a flood of tiny INSERTs.
-func flushDeadline(now, commit time.Time, interval time.Duration) time.Time {
-	d := commit.Add(interval)
+// arrived at now must be handed to the writer: so that it is stored about
+// interval after the commit. CDC_FLUSH_INTERVAL then bounds how long an
+// event waits in total, not just after it reached cdc — when the stream is
+// behind, the row has already waited — and the recent INSERTs' duration
+// (insert, counted up to half the interval) is taken off. It is never later
+// than interval after arrival (a server clock ahead of ours) nor sooner
+// than a quarter of it (a stream far behind, slow INSERTs, or a clock
+// behind ours): a batch keeps gathering rows for at least that long, so
+// catching up is not paid for with a flood of tiny INSERTs.
+func flushDeadline(now, commit time.Time, interval, insert time.Duration) time.Time {
+	d := commit.Add(interval - min(insert, interval/2))
 	if earliest := now.Add(interval / 4); d.Before(earliest) {
 		return earliest
 	}
@@ -568,6 +572,7 @@ func (s *stream) handoff(ctx context.Context) error {
 
 func (s *stream) applyAck(a ack) {
 	s.track.Flushed(a.end)
+	s.insertTime = (3*s.insertTime + a.insert) / 4
 	s.bufferBytes -= a.bytes
 	s.r.metrics.BufferBytes.Set(float64(s.bufferBytes))
 	if len(s.inFlight) > 0 {

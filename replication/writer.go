@@ -77,7 +77,7 @@ func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out c
 		go func() {
 			defer stores.Done()
 			defer close(w.done)
-			w.stored = r.storeTraced(ctx, b)
+			w.insert, w.stored = r.storeTraced(ctx, b)
 		}()
 	}
 }
@@ -88,6 +88,7 @@ type pendingWrite struct {
 	footprint int64 // of the writer's memory budget
 	done      chan struct{}
 	stored    bool
+	insert    time.Duration // of the INSERT that succeeded, without retries
 }
 
 // report sends an ack for each write in order, as soon as it and every
@@ -102,7 +103,7 @@ func (r *Replicator) report(ctx context.Context, order <-chan *pendingWrite, out
 		}
 		sum.add(w.batch, r.metrics)
 		select {
-		case out <- ack{end: w.batch.End, bytes: w.batch.Bytes}:
+		case out <- ack{end: w.batch.End, bytes: w.batch.Bytes, insert: w.insert}:
 		case <-ctx.Done():
 			return
 		}
@@ -112,29 +113,33 @@ func (r *Replicator) report(ctx context.Context, order <-chan *pendingWrite, out
 
 // storeTraced stores a batch inside one span, linked to the requests that
 // published its events.
-func (r *Replicator) storeTraced(ctx context.Context, b *sink.Batch) bool {
+func (r *Replicator) storeTraced(ctx context.Context, b *sink.Batch) (time.Duration, bool) {
 	sctx, span := tracing.BatchSpan(ctx, r.cfg.Tracer, len(b.Rows), b.Bytes,
 		b.Rows[0].Pos.CommitLSN.String(), b.Rows[len(b.Rows)-1].Pos.CommitLSN.String(), tracing.Traceparents(b.Rows))
 	defer span.End()
 	return r.store(sctx, b)
 }
 
-// store writes one batch and its dead letters; false when ctx ended first.
-func (r *Replicator) store(ctx context.Context, b *sink.Batch) bool {
+// store writes one batch and its dead letters and says how long the
+// INSERT that succeeded took; false when ctx ended first.
+func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, bool) {
 	start := time.Now()
 	// Capped at 5 s: polling a down ClickHouse that often costs nothing,
 	// and the backlog starts draining within seconds of its return.
 	delay := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
 	var rejected []sink.Rejected
 	pending := b
+	var insert time.Duration
 	for {
 		var err error
+		attempt := time.Now()
 		rejected, err = r.sink.Write(ctx, pending)
 		if err == nil {
+			insert = time.Since(attempt)
 			break
 		}
 		if ctx.Err() != nil {
-			return false
+			return 0, false
 		}
 		r.metrics.SinkErrors.Inc()
 		trace.SpanFromContext(ctx).RecordError(err)
@@ -142,7 +147,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) bool {
 		r.log.Warn("storing batch failed; will retry", zap.Error(err), zap.Int("rows", len(pending.Rows)),
 			zap.Stringer("first", pending.Rows[0].Pos), zap.Duration("retry_in", wait))
 		if !sleep(ctx, wait) {
-			return false
+			return 0, false
 		}
 		// A failed INSERT may still have been stored (the error can come
 		// after the server committed the rows): ask the sink and retry only
@@ -153,7 +158,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) bool {
 		}
 	}
 	if len(rejected) > 0 && !r.setAside(ctx, rejected) {
-		return false
+		return 0, false
 	}
 	dur := time.Since(start)
 	m := r.metrics
@@ -166,7 +171,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) bool {
 	r.log.Debug("batch stored", zap.Int("rows", len(b.Rows)), zap.Int("bytes", b.Bytes),
 		zap.Stringer("first", b.Rows[0].Pos), zap.Stringer("last", b.Rows[len(b.Rows)-1].Pos),
 		zap.Stringer("durable_to", b.End), zap.Duration("duration", dur), zap.Int("dead_letters", len(rejected)))
-	return true
+	return insert, true
 }
 
 // unstored returns b without the rows the sink already holds; when the
