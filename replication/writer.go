@@ -115,7 +115,7 @@ func (r *Replicator) report(ctx context.Context, order <-chan *pendingWrite, out
 // published its events.
 func (r *Replicator) storeTraced(ctx context.Context, b *sink.Batch) (time.Duration, bool) {
 	sctx, span := tracing.BatchSpan(ctx, r.cfg.Tracer, len(b.Rows), b.Bytes,
-		b.Rows[0].Pos.CommitLSN.String(), b.Rows[len(b.Rows)-1].Pos.CommitLSN.String(), tracing.Traceparents(b.Rows))
+		b.Rows[0].Pos.CommitLSN.String(), b.Rows[len(b.Rows)-1].Pos.CommitLSN.String(), func() [][]byte { return tracing.Traceparents(b.Rows) })
 	defer span.End()
 	return r.store(sctx, b)
 }

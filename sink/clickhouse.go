@@ -183,12 +183,24 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 		}
 	}
 
+	// The rows appended so far, for a retry or a bisection: rows[:i] until
+	// a row is refused, and only then a copy, so the common batch with no
+	// refused row copies nothing.
 	var rejected []Rejected
-	good := rows[:0:0]
+	var good []Row
+	appended := func(i int) []Row {
+		if rejected == nil {
+			return rows[:i]
+		}
+		return good
+	}
 	vals := make([]any, len(p.targets))
 	blockSize, blockLen := 0, 0
 	for i, r := range rows {
 		if err := p.values(r, convs, vals); err != nil {
+			if rejected == nil {
+				good = append(make([]Row, 0, len(rows)-1), rows[:i]...)
+			}
 			rejected = append(rejected, Rejected{Row: r, Err: err})
 			continue
 		}
@@ -198,7 +210,7 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 			// start again without it.
 			_ = batch.Abort()
 			rest := make([]Row, 0, len(rows))
-			rest = append(rest, good...)
+			rest = append(rest, appended(i)...)
 			rest = append(rest, rows[i+1:]...)
 			more, err2 := c.write(ctx, rest, reloadOnSchemaError)
 			if err2 != nil {
@@ -206,7 +218,9 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 			}
 			return mergeRejected(append(rejected, Rejected{Row: r, Err: fmt.Errorf("append: %w", err)}), more), nil
 		}
-		good = append(good, r)
+		if rejected != nil {
+			good = append(good, r)
+		}
 		blockSize += r.Size
 		blockLen++
 		if blockSize >= c.blockBytes || blockLen >= c.blockRows {
@@ -216,6 +230,7 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 			blockSize, blockLen = 0, 0
 		}
 	}
+	good = appended(len(rows))
 	if len(good) == 0 {
 		_ = batch.Abort()
 		return rejected, nil

@@ -38,11 +38,12 @@ const instrumentation = "github.com/eventcdc/cdc/tracing"
 
 // BatchSpan starts the span for one batch of rows events, bytes payload
 // bytes, spanning WAL positions firstLSN..lastLSN. Each distinct valid W3C
-// traceparent becomes a span link (up to MaxLinks), so a trace UI can go
+// traceparent (called for only when the span is recorded) becomes a span
+// link (up to MaxLinks), so a trace UI can go
 // from a request that wrote an event to the batch that delivered it;
 // invalid values are skipped, as the sink does: trace context is advisory.
 // The caller ends the span once the batch is stored and acknowledged.
-func BatchSpan(ctx context.Context, tp trace.TracerProvider, rows, bytes int, firstLSN, lastLSN string, traceparents [][]byte) (context.Context, trace.Span) {
+func BatchSpan(ctx context.Context, tp trace.TracerProvider, rows, bytes int, firstLSN, lastLSN string, traceparents func() [][]byte) (context.Context, trace.Span) {
 	ctx, span := tp.Tracer(instrumentation).Start(ctx, SpanName,
 		trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
@@ -51,10 +52,10 @@ func BatchSpan(ctx context.Context, tp trace.TracerProvider, rows, bytes int, fi
 			attribute.String(AttrFirstLSN, firstLSN),
 			attribute.String(AttrLastLSN, lastLSN),
 		))
-	// Parse only when the span is recorded: with tracing off (or the span
-	// sampled out) this would be wasted work on every batch.
-	if span.IsRecording() {
-		links, total := linksFor(traceparents)
+	// Collect and parse only when the span is recorded: with tracing off
+	// (or the span sampled out) this would be wasted work on every batch.
+	if span.IsRecording() && traceparents != nil {
+		links, total := linksFor(traceparents())
 		for _, l := range links {
 			span.AddLink(l)
 		}

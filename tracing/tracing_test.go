@@ -131,10 +131,16 @@ func TestSetup_OffOrBadConfig(t *testing.T) {
 			if err := shutdown(context.Background()); err != nil {
 				t.Fatalf("shutdown: %v", err)
 			}
-			_, span := tracing.BatchSpan(context.Background(), tp, 1, 2, "0/1", "0/2",
-				[][]byte{[]byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")})
+			collected := false
+			_, span := tracing.BatchSpan(context.Background(), tp, 1, 2, "0/1", "0/2", func() [][]byte {
+				collected = true
+				return [][]byte{[]byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")}
+			})
 			if span.IsRecording() {
 				t.Error("span from a no-op provider records")
+			}
+			if collected {
+				t.Error("traceparents collected for a span that is not recorded")
 			}
 			span.End()
 		})
@@ -185,7 +191,7 @@ func TestSetup_ExportsBatchSpan(t *testing.T) {
 				[]byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), // same request again
 				[]byte("not a traceparent"),
 			}
-			_, span := tracing.BatchSpan(context.Background(), tp, 5, 4321, "0/16B3748", "0/16B9A20", tps)
+			_, span := tracing.BatchSpan(context.Background(), tp, 5, 4321, "0/16B3748", "0/16B9A20", func() [][]byte { return tps })
 			span.End()
 
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -254,7 +260,7 @@ func TestBatchSpan_CapsLinks(t *testing.T) {
 	for i := 1; i <= n; i++ {
 		tps = append(tps, []byte(fmt.Sprintf("00-%032x-%016x-01", i, i)))
 	}
-	_, span := tracing.BatchSpan(context.Background(), tp, n, n*100, "0/1", "0/2", tps)
+	_, span := tracing.BatchSpan(context.Background(), tp, n, n*100, "0/1", "0/2", func() [][]byte { return tps })
 	span.End()
 
 	ended := rec.Ended()
