@@ -18,7 +18,8 @@ func TestFlushDeadline(t *testing.T) {
 		{"INSERTs take 200ms: handed over 200ms sooner", now, 200 * time.Millisecond, now.Add(800 * time.Millisecond)},
 		{"INSERTs take 3s: at most half the interval is taken off", now, 3 * time.Second, now.Add(500 * time.Millisecond)},
 		{"late and slow: a quarter still gathers rows", now.Add(-600 * time.Millisecond), 400 * time.Millisecond, now.Add(250 * time.Millisecond)},
-		{"arrived 5s late: a quarter still gathers rows", now.Add(-5 * time.Second), 0, now.Add(250 * time.Millisecond)},
+		{"arrived 3s late: a quarter still gathers rows", now.Add(-3 * time.Second), 0, now.Add(250 * time.Millisecond)},
+		{"arrived 5s late, a backlog: the whole interval, to fill by size", now.Add(-5 * time.Second), 0, now.Add(time.Second)},
 		{"server clock ahead: never past the interval", now.Add(2 * time.Second), 0, now.Add(time.Second)},
 	}
 	for _, tt := range tests {

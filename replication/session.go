@@ -504,10 +504,15 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 // behind, the row has already waited — and the recent INSERTs' duration
 // (insert, counted up to half the interval) is taken off. It is never later
 // than interval after arrival (a server clock ahead of ours) nor sooner
-// than a quarter of it (a stream far behind, slow INSERTs, or a clock
-// behind ours): a batch keeps gathering rows for at least that long, so
-// catching up is not paid for with a flood of tiny INSERTs.
+// than a quarter of it (a stream behind, slow INSERTs, or a clock behind
+// ours): a batch keeps gathering rows for at least that long, so catching
+// up is not paid for with a flood of small INSERTs. A row more than
+// backlogAge intervals old means a backlog, where latency is lost anyway:
+// the batch gets the whole interval, to be cut by size like any backlog.
 func flushDeadline(now, commit time.Time, interval, insert time.Duration) time.Time {
+	if now.Sub(commit) > backlogAge*interval {
+		return now.Add(interval)
+	}
 	d := commit.Add(interval - min(insert, interval/2))
 	if earliest := now.Add(interval / 4); d.Before(earliest) {
 		return earliest
@@ -517,6 +522,10 @@ func flushDeadline(now, commit time.Time, interval, insert time.Duration) time.T
 	}
 	return d
 }
+
+// backlogAge, in flush intervals, is how old a row must be for cdc to
+// consider itself draining a backlog rather than following the primary.
+const backlogAge = 4
 
 // Memory a row costs beyond its payload: the Row and its Value headers
 // here, and the fixed-width column slots and string offsets in the sink's
