@@ -642,12 +642,7 @@ func TestFaults_MillionRowTransactionAndHugeEvents(t *testing.T) {
 		t.Logf("committed %d rows in one transaction in %s", rows, time.Since(start).Round(time.Millisecond))
 		w.waitRows(rows, 180*time.Second)
 		t.Logf("all %d rows in ClickHouse %s after the insert began", rows, time.Since(start).Round(time.Millisecond))
-		peak := peakRSS(t, c.cmd.Process.Pid)
-		bound := int64(3*maxBytes + slack)
-		t.Logf("connector peak RSS %.1f MiB (bound %.1f MiB = 3 x CDC_BATCH_MAX_BYTES + 100 MiB)", float64(peak)/(1<<20), float64(bound)/(1<<20))
-		if peak > bound {
-			t.Errorf("connector peak RSS %d bytes, want <= %d", peak, bound)
-		}
+		assertPeakRSS(t, c.cmd.Process.Pid, 3*maxBytes+slack, "3 x CDC_BATCH_MAX_BYTES + 100 MiB")
 		w.assertExactlyOnce(rows)
 		// The transaction spans many batches, each one INSERT.
 		if n := w.chCount("SELECT uniqExact(cdc_commit_lsn) FROM event_log"); n != 1 {
@@ -675,17 +670,12 @@ func TestFaults_MillionRowTransactionAndHugeEvents(t *testing.T) {
 		}
 		w.insertEvents("small_after", 3)
 		w.waitRows(5, 120*time.Second)
-		peak := peakRSS(t, c.cmd.Process.Pid)
 		// An event larger than CDC_BATCH_MAX_BYTES travels alone, and a
 		// single value cannot be split: it is held about six times over —
 		// pgx's read buffer (rounded up to a power of two, so up to 2x),
 		// the decoded copy, the ClickHouse column, the encoded block and
 		// the compressed block. docs/operations.md documents this bound.
-		bound := int64(max(3*maxBytes, 6*sizes[len(sizes)-1]) + slack)
-		t.Logf("connector peak RSS %.1f MiB (bound %.1f MiB = max(3 x CDC_BATCH_MAX_BYTES, 6 x largest event) + 100 MiB)", float64(peak)/(1<<20), float64(bound)/(1<<20))
-		if peak > bound {
-			t.Errorf("connector peak RSS %d bytes, want <= %d", peak, bound)
-		}
+		assertPeakRSS(t, c.cmd.Process.Pid, max(3*maxBytes, 6*sizes[len(sizes)-1])+slack, "max(3 x CDC_BATCH_MAX_BYTES, 6 x largest event) + 100 MiB")
 		for id, sum := range want {
 			var got string
 			if err := w.ch.QueryRow(context.Background(), "SELECT event_context FROM event_log WHERE event_id = ?", id).Scan(&got); err != nil {
@@ -730,17 +720,12 @@ func TestFaults_MillionRowTransactionAndHugeEvents(t *testing.T) {
 			t.Fatalf("read %d outbox hashes: %v", len(want), rows.Err())
 		}
 		w.waitRows(events, 120*time.Second)
-		peak := peakRSS(t, c.cmd.Process.Pid)
 		// The insert holds its event about four times (decoded, column,
 		// encoded, compressed), the stream the next one about three (read
 		// buffer rounded up to a power of two, decoded), and the previous
 		// one's copies may not be collected yet: measured 289 MiB here,
 		// about 8 x 32 MiB + 30 MiB. docs/operations.md#memory says 9 x.
-		bound := int64(max(3*maxBytes, 9*size) + slack)
-		t.Logf("connector peak RSS %.1f MiB (bound %.1f MiB = 9 x largest event + 100 MiB)", float64(peak)/(1<<20), float64(bound)/(1<<20))
-		if peak > bound {
-			t.Errorf("connector peak RSS %d bytes, want <= %d", peak, bound)
-		}
+		assertPeakRSS(t, c.cmd.Process.Pid, max(3*maxBytes, 9*size)+slack, "9 x largest event + 100 MiB")
 		for id, sum := range want {
 			var got string
 			if err := w.ch.QueryRow(context.Background(), "SELECT event_context FROM event_log WHERE toString(event_id) = ?", id).Scan(&got); err != nil {
@@ -752,6 +737,17 @@ func TestFaults_MillionRowTransactionAndHugeEvents(t *testing.T) {
 		}
 		w.assertExactlyOnce(events)
 	})
+}
+
+// assertPeakRSS fails t when the connector's peak RSS is over bound bytes;
+// formula says how the bound was made, for the log.
+func assertPeakRSS(t *testing.T, pid, bound int, formula string) {
+	t.Helper()
+	peak := peakRSS(t, pid)
+	t.Logf("connector peak RSS %.1f MiB (bound %.1f MiB = %s)", float64(peak)/(1<<20), float64(bound)/(1<<20), formula)
+	if peak > int64(bound) {
+		t.Errorf("connector peak RSS %d bytes, want <= %d", peak, bound)
+	}
 }
 
 // hugeJSON builds a JSON document of exactly size bytes whose content does
