@@ -623,13 +623,18 @@ func TestFaults_MillionRowTransactionAndHugeEvents(t *testing.T) {
 	// CDC_BATCH_MAX_BYTES or one event larger than that; 100 MiB covers the
 	// Go runtime, the client libraries and GC headroom.
 	const slack = 100 << 20
-
-	t.Run("million_row_transaction", func(t *testing.T) {
+	// start runs the connector (built without -race) on a fresh world.
+	start := func(t *testing.T, maxBytes string) (*world, *connector) {
 		w := newWorld(t)
 		w.auditInserts()
-		const maxBytes = 8 << 20
-		c := w.startBinary(plain, map[string]string{"CDC_BATCH_MAX_BYTES": "8MiB"})
+		c := w.startBinary(plain, map[string]string{"CDC_BATCH_MAX_BYTES": maxBytes})
 		waitStreaming(t, c, 1)
+		return w, c
+	}
+
+	t.Run("million_row_transaction", func(t *testing.T) {
+		const maxBytes = 8 << 20
+		w, c := start(t, "8MiB")
 		// Measured on the 2-core test machine: the transaction commits in
 		// 12-35 s and all rows are in ClickHouse 26-62 s after the INSERT
 		// began (the spread is other load on the machine), under the 90 s
@@ -651,11 +656,8 @@ func TestFaults_MillionRowTransactionAndHugeEvents(t *testing.T) {
 	})
 
 	t.Run("huge_events", func(t *testing.T) {
-		w := newWorld(t)
-		w.auditInserts()
 		const maxBytes = 16 << 20
-		c := w.startBinary(plain, map[string]string{"CDC_BATCH_MAX_BYTES": "16MiB"})
-		waitStreaming(t, c, 1)
+		w, c := start(t, "16MiB")
 		sizes := []int{10 << 20, 64 << 20}
 		want := map[uuid.UUID][32]byte{}
 		lens := map[uuid.UUID]int{}
@@ -689,11 +691,8 @@ func TestFaults_MillionRowTransactionAndHugeEvents(t *testing.T) {
 	})
 
 	t.Run("huge_events_back_to_back", func(t *testing.T) {
-		w := newWorld(t)
-		w.auditInserts()
 		const maxBytes = 16 << 20
-		c := w.startBinary(plain, map[string]string{"CDC_BATCH_MAX_BYTES": "16MiB"})
-		waitStreaming(t, c, 1)
+		w, c := start(t, "16MiB")
 		// Three events of 32 MiB in one transaction arrive back to back:
 		// each is a batch of its own, and two such batches do not fit the
 		// writer's memory budget together, so they are inserted one at a
