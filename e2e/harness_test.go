@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,16 +150,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // start launches `cdc run` with the world's settings plus extra.
 func (w *world) start(extra map[string]string) *connector {
 	w.t.Helper()
@@ -177,7 +166,7 @@ func (w *world) startBinary(bin string, extra map[string]string) *connector {
 	}
 	c := &connector{t: w.t, out: &syncBuffer{}, done: make(chan struct{})}
 	if env["CDC_METRICS_ADDR"] == "auto" {
-		env["CDC_METRICS_ADDR"] = freePort(w.t)
+		env["CDC_METRICS_ADDR"] = testenv.FreeAddr(w.t)
 	}
 	if env["CDC_METRICS_ADDR"] != "off" {
 		c.MetricsAddr = env["CDC_METRICS_ADDR"]

@@ -5,13 +5,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eventcdc/cdc/internal/testenv"
 )
 
 // An unreachable database at start is a runtime condition, not a
 // configuration error: the connector logs what is wrong and keeps trying.
 func TestStartup_UnreachablePostgresIsLoggedAndRetried(t *testing.T) {
 	w := newWorld(t)
-	dead := "postgres://postgres@127.0.0.1:" + strings.Split(freePort(t), ":")[1] + "/nowhere?sslmode=disable"
+	dead := "postgres://postgres@127.0.0.1:" + strings.Split(testenv.FreeAddr(t), ":")[1] + "/nowhere?sslmode=disable"
 	c := w.start(map[string]string{"CDC_PG_DSN": dead})
 	waitFor(t, 30*time.Second, "two reconnect attempts logged", func() (bool, string) {
 		return strings.Count(c.out.String(), "replication interrupted; reconnecting") >= 2, ""

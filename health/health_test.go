@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eventcdc/cdc/health"
+	"github.com/eventcdc/cdc/internal/testenv"
 )
 
 // fakeCheck is a readiness check whose outcome the test sets. hang makes
@@ -52,16 +53,6 @@ func (f *fakeCheck) fn(context.Context) error {
 	return err
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 type running struct {
 	base string
 	errc chan error
@@ -70,7 +61,7 @@ type running struct {
 // start runs srv until the test ends and waits until it answers.
 func start(t *testing.T, srv *health.Server) *running {
 	t.Helper()
-	srv.Addr = freeAddr(t)
+	srv.Addr = testenv.FreeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{base: "http://" + srv.Addr, errc: make(chan error, 1)}
 	go func() { r.errc <- srv.Run(ctx) }()

@@ -14,6 +14,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -264,4 +265,16 @@ func withDatabase(t testing.TB, dsn, db string) string {
 	}
 	u.Path = "/" + db
 	return u.String()
+}
+
+// FreeAddr returns a loopback address with a port nobody listens on now,
+// for a server a test is about to start.
+func FreeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
