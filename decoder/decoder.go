@@ -13,6 +13,10 @@ import (
 // by OID only. The zero value is ready to use.
 type Decoder struct {
 	rels map[uint32]*Relation
+	// inStream is set between a Stream Start and its Stream Stop, where
+	// protocol version 2 puts the (sub)transaction's xid after the type
+	// byte of every data message.
+	inStream bool
 }
 
 // New returns a Decoder with an empty relation cache.
@@ -39,7 +43,11 @@ func (d *Decoder) Decode(data []byte) (Message, error) {
 	var (
 		m   Message
 		err error
+		xid uint32
 	)
+	if d.inStream && streamedData[data[0]] {
+		xid = r.uint32("xid")
+	}
 	// A plain switch rather than a table of method values: binding d into
 	// a func value could cost an allocation per message.
 	switch data[0] {
@@ -63,26 +71,98 @@ func (d *Decoder) Decode(data []byte) (Message, error) {
 		m, err = decodeOrigin(&r)
 	case 'M':
 		m, err = decodeLogicalMessage(&r)
+	case 'S':
+		m, err = d.decodeStreamStart(&r)
+	case 'E':
+		m, err = d.decodeStreamStop(&r)
+	case 'c':
+		m, err = d.decodeStreamCommit(&r)
+	case 'A':
+		m, err = d.decodeStreamAbort(&r)
 	default:
 		return Message{}, fmt.Errorf("decode: unknown message type %q", data[0])
 	}
 	if err != nil {
 		return Message{}, fmt.Errorf("decode %s: %w", messageNames[data[0]], err)
 	}
+	if xid != 0 {
+		m.Xid = xid
+	}
 	return m, nil
 }
 
-// messageNames names the message types of protocol version 1 for errors.
+// streamedData are the messages that carry an xid inside a stream.
+var streamedData = [256]bool{'R': true, 'Y': true, 'I': true, 'U': true, 'D': true, 'T': true, 'M': true}
+
+// messageNames names the message types for errors.
 var messageNames = map[byte]string{
 	'B': "begin", 'C': "commit", 'R': "relation", 'I': "insert", 'U': "update",
 	'D': "delete", 'T': "truncate", 'Y': "type", 'O': "origin", 'M': "message",
+	'S': "stream start", 'E': "stream stop", 'c': "stream commit", 'A': "stream abort",
 }
 
 // Sizes of the fixed-size messages, type byte included.
 const (
-	beginSize  = 1 + 8 + 8 + 4
-	commitSize = 1 + 1 + 8 + 8 + 8
+	beginSize        = 1 + 8 + 8 + 4
+	commitSize       = 1 + 1 + 8 + 8 + 8
+	streamStartSize  = 1 + 4 + 1
+	streamStopSize   = 1
+	streamCommitSize = 1 + 4 + 1 + 8 + 8 + 8
+	streamAbortSize  = 1 + 4 + 4 // protocol 2 and 3; 4 adds the abort LSN and time
 )
+
+// decodeStreamStart opens a block of a transaction PostgreSQL sends before
+// its commit (protocol version 2, streaming on).
+func (d *Decoder) decodeStreamStart(r *reader) (Message, error) {
+	if d.inStream {
+		return Message{}, errors.New("stream start inside a stream")
+	}
+	if err := exactSize(r.b, streamStartSize); err != nil {
+		return Message{}, err
+	}
+	m := Message{Kind: KindStreamStart, Xid: r.uint32("xid")}
+	m.FirstSegment = r.uint8("first segment") == 1
+	d.inStream = true
+	return m, nil
+}
+
+func (d *Decoder) decodeStreamStop(r *reader) (Message, error) {
+	if !d.inStream {
+		return Message{}, errors.New("stream stop outside a stream")
+	}
+	if err := exactSize(r.b, streamStopSize); err != nil {
+		return Message{}, err
+	}
+	d.inStream = false
+	return Message{Kind: KindStreamStop}, nil
+}
+
+func (d *Decoder) decodeStreamCommit(r *reader) (Message, error) {
+	if d.inStream {
+		return Message{}, errors.New("stream commit inside a stream")
+	}
+	if err := exactSize(r.b, streamCommitSize); err != nil {
+		return Message{}, err
+	}
+	m := Message{Kind: KindStreamCommit, Xid: r.uint32("xid")}
+	r.uint8("flags")
+	m.LSN = pglogrepl.LSN(r.uint64("commit lsn"))
+	m.EndLSN = pglogrepl.LSN(r.uint64("end lsn"))
+	m.CommitTime = pgTime(r.uint64("commit time"))
+	return m, nil
+}
+
+func (d *Decoder) decodeStreamAbort(r *reader) (Message, error) {
+	if d.inStream {
+		return Message{}, errors.New("stream abort inside a stream")
+	}
+	if err := exactSize(r.b, streamAbortSize); err != nil {
+		return Message{}, err
+	}
+	m := Message{Kind: KindStreamAbort, Xid: r.uint32("xid")}
+	m.SubXid = r.uint32("subtransaction xid")
+	return m, nil
+}
 
 func decodeBegin(r *reader) (Message, error) {
 	if err := exactSize(r.b, beginSize); err != nil {
@@ -271,8 +351,8 @@ func decodeOrigin(r *reader) (Message, error) {
 	return Message{Kind: KindIgnored}, nil
 }
 
-// decodeLogicalMessage checks a pg_logical_emit_message record. Protocol
-// version 1 has no xid field here (that is for streamed transactions, v2+).
+// decodeLogicalMessage checks a pg_logical_emit_message record. Its xid,
+// inside a stream, was read by Decode.
 func decodeLogicalMessage(r *reader) (Message, error) {
 	r.uint8("flags")
 	r.uint64("lsn")

@@ -34,6 +34,7 @@ func allCases() []decodeCase {
 	cases = append(cases, transactionCases()...)
 	cases = append(cases, relationCases()...)
 	cases = append(cases, insertCases()...)
+	cases = append(cases, streamCases()...)
 	return append(cases, ignoredCases()...)
 }
 
@@ -101,7 +102,6 @@ func transactionCases() []decodeCase {
 		},
 		{name: "empty", data: nil, wantErr: "decode: empty message"},
 		{name: "unknown type", data: []byte("Z"), wantErr: "decode: unknown message type 'Z'"},
-		{name: "stream start is not protocol 1", data: wire{'S'}.u32(1).u8(1), wantErr: "decode: unknown message type 'S'"},
 		{
 			name:    "begin too short",
 			data:    wire{'B'}.u64(1).u8(0).u8(0).u8(0),
@@ -169,6 +169,66 @@ func relationCases() []decodeCase {
 			data:    wire{'R'}.u32(7).str("s").str("t").u8('d').i16(0).raw("xyz"),
 			wantErr: "decode relation: 3 unexpected bytes after the columns",
 		},
+	}
+}
+
+// streamCases are protocol version 2's streamed transactions: the framing
+// messages, and data messages that carry an xid inside a stream only.
+func streamCases() []decodeCase {
+	const id, xid, sub = 16385, 7001, 7002
+	start := wire{'S'}.u32(xid).u8(1)
+	rel := outboxRelation(id)
+	inStreamRel := append(wire{'R'}.u32(sub), relationMsg(rel)[1:]...)
+	row := []Value{text("0195a8e2-7c3d-7a10-9b4e-3f2d1c0b0a01"), text("order.created"), null, text("prod"), text("{}"), text("1"), null}
+	return []decodeCase{
+		{name: "stream start, first segment", data: start, want: Message{Kind: KindStreamStart, Xid: xid, FirstSegment: true}},
+		{name: "stream start, later segment", data: wire{'S'}.u32(xid).u8(0), want: Message{Kind: KindStreamStart, Xid: xid}},
+		{name: "stream stop", before: [][]byte{start}, data: wire{'E'}, want: Message{Kind: KindStreamStop}},
+		{
+			name: "stream commit",
+			data: wire{'c'}.u32(xid).u8(0).u64(0x16B_3748).u64(0x16B_3778).u64(commitMicros),
+			want: Message{Kind: KindStreamCommit, Xid: xid, LSN: 0x16B_3748, EndLSN: 0x16B_3778, CommitTime: commitTime},
+		},
+		{name: "stream abort of a subtransaction", data: wire{'A'}.u32(xid).u32(sub), want: Message{Kind: KindStreamAbort, Xid: xid, SubXid: sub}},
+		{name: "stream abort of the transaction", data: wire{'A'}.u32(xid).u32(xid), want: Message{Kind: KindStreamAbort, Xid: xid, SubXid: xid}},
+		{
+			name:   "relation inside a stream carries the xid",
+			before: [][]byte{start},
+			data:   inStreamRel,
+			want:   Message{Kind: KindRelation, Relation: rel, Xid: sub},
+		},
+		{
+			name:   "insert inside a stream carries the xid",
+			before: [][]byte{start, inStreamRel},
+			data:   append(wire{'I'}.u32(sub), insertMsg(id, row...)[1:]...),
+			want: Message{Kind: KindInsert, Relation: rel, Xid: sub, Size: 36 + 13 + 4 + 2 + 1, Values: []Value{
+				text("0195a8e2-7c3d-7a10-9b4e-3f2d1c0b0a01"), text("order.created"), null, text("prod"), text("{}"), text("1"), null,
+			}},
+		},
+		{
+			name:   "insert after the stream stopped has no xid",
+			before: [][]byte{start, inStreamRel, wire{'E'}},
+			data:   insertMsg(id, row...),
+			want: Message{Kind: KindInsert, Relation: rel, Size: 36 + 13 + 4 + 2 + 1, Values: []Value{
+				text("0195a8e2-7c3d-7a10-9b4e-3f2d1c0b0a01"), text("order.created"), null, text("prod"), text("{}"), text("1"), null,
+			}},
+		},
+		{
+			name:   "insert inside a stream without its xid",
+			before: [][]byte{start, inStreamRel},
+			data:   insertMsg(id, row...),
+			// The relation id is read as the xid, and 'N', the column
+			// count (7) and the first value's 't' as the relation id.
+			wantErr: "decode insert: relation 1308624756 not announced", // 0x4E_0007_74
+		},
+		{name: "stream stop outside a stream", data: wire{'E'}, wantErr: "decode stream stop: stream stop outside a stream"},
+		{name: "stream start inside a stream", before: [][]byte{start}, data: start, wantErr: "decode stream start: stream start inside a stream"},
+		{name: "stream commit inside a stream", before: [][]byte{start}, data: wire{'c'}.u32(xid).u8(0).u64(1).u64(2).u64(3), wantErr: "decode stream commit: stream commit inside a stream"},
+		{name: "stream abort inside a stream", before: [][]byte{start}, data: wire{'A'}.u32(xid).u32(xid), wantErr: "decode stream abort: stream abort inside a stream"},
+		{name: "stream start too short", data: wire{'S'}.u32(xid), wantErr: "decode stream start: message too short: 5 bytes, want 6"},
+		{name: "stream stop too long", before: [][]byte{start}, data: wire{'E'}.u8(0), wantErr: "decode stream stop: message too long: 2 bytes, want 1"},
+		{name: "stream commit too short", data: wire{'c'}.u32(xid).u8(0).u64(1), wantErr: "decode stream commit: message too short: 14 bytes, want 30"},
+		{name: "stream abort with protocol 4's fields", data: wire{'A'}.u32(xid).u32(xid).u64(1).u64(2), wantErr: "decode stream abort: message too long: 25 bytes, want 9"},
 	}
 }
 
@@ -578,7 +638,8 @@ func TestZeroDecoder(t *testing.T) {
 func TestKindString(t *testing.T) {
 	for k, want := range map[Kind]string{
 		0: "Kind(0)", KindBegin: "begin", KindCommit: "commit", KindRelation: "relation",
-		KindInsert: "insert", KindIgnored: "ignored", 6: "Kind(6)", 255: "Kind(255)",
+		KindInsert: "insert", KindIgnored: "ignored", KindStreamStart: "stream start", KindStreamStop: "stream stop",
+		KindStreamCommit: "stream commit", KindStreamAbort: "stream abort", 10: "Kind(10)", 255: "Kind(255)",
 	} {
 		if got := k.String(); got != want {
 			t.Errorf("Kind(%d).String() = %q, want %q", uint8(k), got, want)

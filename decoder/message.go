@@ -19,6 +19,14 @@ const (
 	// decoding Message: decoded far enough to know they are well formed,
 	// then dropped, since cdc ships inserts only.
 	KindIgnored
+	// The stream kinds frame a transaction PostgreSQL sends in blocks
+	// before it commits (protocol version 2, streaming on): each block
+	// between a StreamStart and a StreamStop, then one StreamCommit or
+	// StreamAbort.
+	KindStreamStart
+	KindStreamStop
+	KindStreamCommit
+	KindStreamAbort
 )
 
 var kindNames = [...]string{
@@ -27,6 +35,11 @@ var kindNames = [...]string{
 	KindRelation: "relation",
 	KindInsert:   "insert",
 	KindIgnored:  "ignored",
+
+	KindStreamStart:  "stream start",
+	KindStreamStop:   "stream stop",
+	KindStreamCommit: "stream commit",
+	KindStreamAbort:  "stream abort",
 }
 
 func (k Kind) String() string {
@@ -40,13 +53,18 @@ func (k Kind) String() string {
 // not box.
 type Message struct {
 	Kind       Kind
-	LSN        pglogrepl.LSN // Begin: final LSN (of the commit record); Commit: commit LSN
-	EndLSN     pglogrepl.LSN // Commit: end LSN of the transaction (what a consumer acknowledges)
-	CommitTime time.Time     // Begin and Commit, in UTC
-	Xid        uint32        // Begin
-	Relation   *Relation     // Relation, Insert (and Update/Delete/Truncate when known, else nil)
-	Values     []Value       // Insert: the new tuple, one per Relation.Columns entry, same order
-	Size       int           // Insert: total bytes of the values' Data (for batch byte accounting)
+	LSN        pglogrepl.LSN // Begin: final LSN (of the commit record); Commit, StreamCommit: commit LSN
+	EndLSN     pglogrepl.LSN // Commit, StreamCommit: end LSN of the transaction (what a consumer acknowledges)
+	CommitTime time.Time     // Begin, Commit and StreamCommit, in UTC
+	// Xid: Begin, the stream kinds, and every message inside a stream,
+	// where it is the xid of the subtransaction that made the change (or
+	// of the transaction itself).
+	Xid          uint32
+	SubXid       uint32    // StreamAbort: the subtransaction rolled back; equal to Xid when the whole transaction was
+	FirstSegment bool      // StreamStart: the transaction's first block
+	Relation     *Relation // Relation, Insert (and Update/Delete/Truncate when known, else nil)
+	Values       []Value   // Insert: the new tuple, one per Relation.Columns entry, same order
+	Size         int       // Insert: total bytes of the values' Data (for batch byte accounting)
 }
 
 // Relation is a table as pgoutput announced it. A Decoder never changes a
