@@ -11,8 +11,9 @@
 //
 // The package is pure: bytes in, messages out. It does no I/O and starts no
 // goroutines; its only state is the cache of relations pgoutput announced,
-// which Insert messages refer to by OID, and whether it is inside a stream. A Decoder is therefore tied to one
-// replication stream and is not safe for concurrent use.
+// which Insert messages refer to by OID, and whether it is inside a stream.
+// A Decoder is therefore tied to one replication stream and is not safe for
+// concurrent use.
 //
 // Decoding is on the hot path of every replicated row, so it is written by
 // hand with encoding/binary rather than through a general-purpose parser: an

@@ -60,6 +60,11 @@ type Replicator struct {
 	log     *zap.Logger
 	metrics *metrics.Metrics
 	state   *State
+
+	// unstreamed is the xid of a streamed transaction the next sessions
+	// wait out without streaming (noStreaming: for good), 0 when none.
+	// Only Run's goroutine touches it.
+	unstreamed uint64
 }
 
 // New builds a replicator; Run starts it.
@@ -94,6 +99,13 @@ func (r *Replicator) Run(ctx context.Context) error {
 		}
 		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) {
 			return err
+		}
+		if errors.Is(err, errStreamInProgress) || errors.Is(err, errResumeStreaming) {
+			// Not a failure: the next session reads with or without
+			// streaming (streamed.go), from the last acknowledged position.
+			r.log.Info("reconnecting to switch streaming of large transactions", zap.Error(err),
+				zap.Bool("streaming", r.unstreamed == 0))
+			continue
 		}
 		if time.Since(started) > time.Minute {
 			delay.reset()

@@ -36,8 +36,13 @@ func (r *Replicator) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	sys, err := pglogrepl.IdentifySystem(ctx, conn)
+	if err != nil {
+		return wrapf(err, "identify system")
+	}
+	args, streaming := r.streamingArgs(conn)
 	err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, confirmed, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names '" + r.cfg.Publication + "'"},
+		PluginArgs: append(args, "publication_names '"+r.cfg.Publication+"'"),
 	})
 	if err != nil {
 		var pgErr *pgconn.PgError
@@ -55,12 +60,15 @@ func (r *Replicator) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.log.Info("streaming", zap.String("slot", r.cfg.Slot), zap.Stringer("from", confirmed), zap.Int("already_stored", len(skip)))
+	r.log.Info("streaming", zap.String("slot", r.cfg.Slot), zap.Stringer("from", confirmed), zap.Int("already_stored", len(skip)),
+		zap.Bool("large_transactions_streamed", streaming))
 	r.state.setStreaming(true)
 	r.state.touch(time.Now())
 
 	paced.pause.Store(int64(readPause(r.cfg.FlushInterval)))
 	s := newStream(r, conn, confirmed, skip)
+	s.streaming, s.startWAL = streaming, sys.XLogPos
+	defer s.xacts.close()
 	return s.run(ctx)
 }
 
@@ -223,6 +231,14 @@ type stream struct {
 		commitTime time.Time
 	}
 
+	// Transactions sent before their commit (streamed.go).
+	streaming  bool                   // this session asked for them
+	startWAL   pglogrepl.LSN          // the server's WAL position when the session began
+	streams    map[uint32]*streamedTx // by xid, until their StreamCommit or StreamAbort
+	cur        *streamedTx            // the one between StreamStart and StreamStop
+	lastCommit time.Time              // commit time of the last transaction received
+	xacts      xactLookup
+
 	batch         *sink.Batch
 	batchDeadline time.Time
 	batchCost     int     // payload plus per-row overhead: what the byte limit bounds
@@ -257,6 +273,8 @@ func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip
 		// inserts, and a full writer stops the stream reading.
 		batches: make(chan *sink.Batch),
 		acks:    make(chan ack, 4),
+		streams: map[uint32]*streamedTx{},
+		xacts:   xactLookup{dsn: r.cfg.DSN},
 	}
 	if len(skip) > 0 {
 		s.skip = skip
@@ -351,6 +369,9 @@ func (s *stream) loop(ctx context.Context) error {
 		now := time.Now()
 		if !now.Before(s.nextStatus) {
 			if err := s.sendStatus(ctx); err != nil {
+				return err
+			}
+			if err := s.resumeStreaming(ctx); err != nil {
 				return err
 			}
 		}
@@ -451,6 +472,24 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		s.track.Begin()
 		s.tx.lsn, s.tx.seq, s.tx.commitTime = msg.LSN, 0, msg.CommitTime
 	case decoder.KindInsert:
+		if t := s.cur; t != nil {
+			keep, err := s.keep(ctx, t, msg.Xid)
+			if err != nil || !keep {
+				return err
+			}
+			pos, done, err := s.streamedRow(ctx, t, at)
+			if err != nil || done {
+				return err
+			}
+			// Its commit time is not known yet; no later than now, and no
+			// earlier than that of the last transaction received, which
+			// committed before this row was decoded.
+			commitTime := s.lastCommit
+			if commitTime.IsZero() {
+				commitTime = time.Now()
+			}
+			return s.add(ctx, msg, pos, commitTime)
+		}
 		s.tx.seq++
 		pos := sink.Position{CommitLSN: s.tx.lsn, Seq: s.tx.seq}
 		if s.skip != nil {
@@ -458,41 +497,75 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 				return nil
 			}
 		}
-		// A row that would take the batch over the byte limit starts the
-		// next batch instead, so a batch exceeds the limit only when one
-		// row alone does.
-		cost := rowCost(msg)
-		if len(s.batch.Rows) > 0 && s.batchCost+cost > s.r.cfg.BatchMaxBytes {
-			if err := s.handoff(ctx); err != nil || s.unsent != nil {
-				return err
-			}
-		}
-		if len(s.batch.Rows) == 0 {
-			s.batchDeadline = flushDeadline(time.Now(), s.tx.commitTime, s.r.cfg.FlushInterval, s.insertTime)
-			s.batchFirst = s.tx.commitTime.UnixNano()
-			if len(s.inFlight) == 0 {
-				s.r.metrics.SetOldestPending(s.batchFirst)
-			}
-		}
-		s.batch.Rows = append(s.batch.Rows, sink.Row{
-			Relation: msg.Relation, Values: msg.Values, Pos: pos, CommitTime: s.tx.commitTime, Size: msg.Size,
-		})
-		s.batch.Bytes += msg.Size
-		s.batchCost += cost
-		s.bufferBytes += msg.Size
-		s.r.metrics.BufferBytes.Set(float64(s.bufferBytes))
-		s.track.Row()
-		// Byte and row limits cut a batch even inside a transaction: memory
-		// stays bounded however large the transaction, and the checkpoint
-		// holds the acknowledgement until the transaction's last row is stored.
-		if len(s.batch.Rows) >= s.r.cfg.BatchMaxRows || s.batchCost >= s.r.cfg.BatchMaxBytes {
-			return s.handoff(ctx)
-		}
+		return s.add(ctx, msg, pos, s.tx.commitTime)
 	case decoder.KindCommit:
 		s.track.Commit(msg.EndLSN)
+		s.lastCommit = msg.CommitTime
 		if s.skip != nil && msg.LSN >= s.skipMax {
 			s.skip = nil // past the replay window
 		}
+	case decoder.KindStreamStart:
+		t := s.streams[msg.Xid]
+		if t == nil {
+			t = &streamedTx{xid: msg.Xid, status: map[uint32]string{}}
+			s.streams[msg.Xid] = t
+		}
+		s.cur = t
+	case decoder.KindStreamStop:
+		s.cur = nil
+	case decoder.KindStreamCommit:
+		delete(s.streams, msg.Xid)
+		s.track.Commit(msg.EndLSN)
+		s.lastCommit = msg.CommitTime
+		if s.skip != nil && msg.LSN >= s.skipMax {
+			s.skip = nil
+		}
+	case decoder.KindStreamAbort:
+		if msg.SubXid == msg.Xid {
+			if t := s.streams[msg.Xid]; t != nil && t.seq > 0 {
+				// keep batched them because PostgreSQL said the
+				// transaction committed: the two cannot both be true.
+				return fmt.Errorf("streamed transaction %d rolled back after pg_xact_status reported it committed", msg.Xid)
+			}
+			delete(s.streams, msg.Xid)
+		}
+	}
+	return nil
+}
+
+// add puts one row into the open batch, handing the batch to the writer
+// first when the row would take it over the byte limit and after when it
+// reached a limit.
+func (s *stream) add(ctx context.Context, msg decoder.Message, pos sink.Position, commitTime time.Time) error {
+	// A row that would take the batch over the byte limit starts the
+	// next batch instead, so a batch exceeds the limit only when one
+	// row alone does.
+	cost := rowCost(msg)
+	if len(s.batch.Rows) > 0 && s.batchCost+cost > s.r.cfg.BatchMaxBytes {
+		if err := s.handoff(ctx); err != nil || s.unsent != nil {
+			return err
+		}
+	}
+	if len(s.batch.Rows) == 0 {
+		s.batchDeadline = flushDeadline(time.Now(), commitTime, s.r.cfg.FlushInterval, s.insertTime)
+		s.batchFirst = commitTime.UnixNano()
+		if len(s.inFlight) == 0 {
+			s.r.metrics.SetOldestPending(s.batchFirst)
+		}
+	}
+	s.batch.Rows = append(s.batch.Rows, sink.Row{
+		Relation: msg.Relation, Values: msg.Values, Pos: pos, CommitTime: commitTime, Size: msg.Size,
+	})
+	s.batch.Bytes += msg.Size
+	s.batchCost += cost
+	s.bufferBytes += msg.Size
+	s.r.metrics.BufferBytes.Set(float64(s.bufferBytes))
+	s.track.Row()
+	// Byte and row limits cut a batch even inside a transaction: memory
+	// stays bounded however large the transaction, and the checkpoint
+	// holds the acknowledgement until the transaction's last row is stored.
+	if len(s.batch.Rows) >= s.r.cfg.BatchMaxRows || s.batchCost >= s.r.cfg.BatchMaxBytes {
+		return s.handoff(ctx)
 	}
 	return nil
 }

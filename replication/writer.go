@@ -177,7 +177,13 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, b
 // unstored returns b without the rows the sink already holds; when the
 // sink cannot say (it is still down), b unchanged.
 func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
-	stored, err := r.sink.Written(ctx, b.Rows[0].Pos.CommitLSN)
+	// Rows of a transaction streamed before its commit are placed by its
+	// first row's LSN, which may be lower than a commit before them.
+	from := b.Rows[0].Pos.CommitLSN
+	for i := range b.Rows {
+		from = min(from, b.Rows[i].Pos.CommitLSN)
+	}
+	stored, err := r.sink.Written(ctx, from)
 	if err != nil || len(stored) == 0 {
 		return b
 	}
