@@ -62,8 +62,17 @@ func (f *fakeSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, e
 	return nil, nil
 }
 
-func (f *fakeSink) Written(context.Context, pglogrepl.LSN) (map[sink.Position]struct{}, error) {
-	return map[sink.Position]struct{}{}, nil
+// Written answers from what the fake stored, as ClickHouse would.
+func (f *fakeSink) Written(_ context.Context, from pglogrepl.LSN) (map[sink.Position]struct{}, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[sink.Position]struct{}{}
+	for _, r := range f.rows {
+		if r.Pos.CommitLSN >= from {
+			out[r.Pos] = struct{}{}
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeSink) count() int {
@@ -97,13 +106,20 @@ func setup(t *testing.T) *harness {
 }
 
 func (h *harness) run(s replication.Sink) (stop func()) {
+	return h.runWith(s, zap.NewNop(), func(*replication.Config) {})
+}
+
+// runWith is run with a logger and changes to the default config.
+func (h *harness) runWith(s replication.Sink, log *zap.Logger, change func(*replication.Config)) (stop func()) {
 	h.t.Helper()
 	reg := prometheus.NewRegistry()
-	r := replication.New(replication.Config{
+	cfg := replication.Config{
 		DSN: h.dsn, Slot: "slot", Publication: "pub",
 		BatchMaxRows: 1000, BatchMaxBytes: 1 << 20, FlushInterval: 50 * time.Millisecond,
 		StatusInterval: 100 * time.Millisecond, InsertsInFlight: 2,
-	}, s, nil, zap.NewNop(), metrics.New(reg, func() int64 { return time.Now().UnixNano() }))
+	}
+	change(&cfg)
+	r := replication.New(cfg, s, nil, log, metrics.New(reg, func() int64 { return time.Now().UnixNano() }))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()

@@ -115,7 +115,10 @@ func withReplication(dsn string) string {
 	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
 		q := u.Query()
 		q.Set("replication", "database")
-		u.RawQuery = q.Encode()
+		// Encode writes a space as '+', which libpq's URI syntax (and
+		// pgconn's) keeps as a plus: options=-c%20x would become "-c+x".
+		// A literal '+' is encoded as %2B, so every '+' left is a space.
+		u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
 		return u.String()
 	}
 	return strings.TrimSpace(dsn) + " replication=database"

@@ -1,0 +1,262 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/sink"
+)
+
+// Streamed transactions.
+//
+// With protocol version 1 PostgreSQL sends nothing of a transaction until
+// it has decoded its commit record; a transaction larger than
+// logical_decoding_work_mem is first spilled to disk in full, then read back
+// and sent. A backlog committed in one large transaction therefore reaches
+// cdc only after PostgreSQL has decoded all of it, and is then sent as a
+// second pass. With version 2 and streaming on (PostgreSQL 14+), such a
+// transaction is sent in blocks as it is decoded, before its commit.
+//
+// A block may belong to a transaction that will still roll back, and rows
+// of a rolled-back transaction must never reach the sink; holding every
+// block until the commit instead would break the memory bound. So cdc asks
+// PostgreSQL, on a second, ordinary connection, how each streamed
+// (sub)transaction ended (pg_xact_status). Committed: its rows are batched
+// at once, like any other. Rolled back: its rows are dropped. Still in
+// progress — a live transaction larger than logical_decoding_work_mem — cdc
+// waits up to streamWait for it to end, then reconnects without streaming
+// until it has: PostgreSQL then spills it on its side as with version 1,
+// and the rest of the outbox keeps flowing meanwhile.
+//
+// A streamed row's commit LSN is not known when it is stored, so its
+// position is (LSN of the transaction's first outbox row, ordinal): as
+// stable across a replay as (commit LSN, ordinal) and distinct from every
+// commit LSN. A transaction whose first row lies before the session began
+// may have been partly stored by an earlier session; its stored ordinals
+// are read from the sink before the rest is batched.
+
+// streamedTx is a transaction PostgreSQL is sending before its commit.
+type streamedTx struct {
+	xid    uint32
+	first  pglogrepl.LSN       // WAL position of its first row kept; 0 until then
+	seq    uint64              // rows kept so far
+	status map[uint32]string   // pg_xact_status of the (sub)transactions seen
+	stored map[uint64]struct{} // ordinals an earlier session stored
+}
+
+// pg_xact_status's answers.
+const (
+	xactCommitted  = "committed"
+	xactAborted    = "aborted"
+	xactInProgress = "in progress"
+)
+
+// streamWait is how long a row of a streamed transaction still in progress
+// may hold up the stream before cdc reconnects without streaming. Short:
+// every other transaction waits behind it.
+func streamWait(flush time.Duration) time.Duration {
+	return min(max(flush, time.Second), 10*time.Second)
+}
+
+// Errors that end a session so the next one streams differently; Run
+// starts the next one at once.
+var (
+	errStreamInProgress = errors.New("a transaction streamed before its commit is still in progress")
+	errResumeStreaming  = errors.New("the transaction that stopped streaming has ended")
+)
+
+// xactLookup asks PostgreSQL how transactions ended, over an ordinary
+// connection of its own: a replication connection cannot run queries while
+// it streams. It connects on first use.
+type xactLookup struct {
+	dsn  string
+	conn *pgconn.PgConn
+}
+
+// status returns pg_xact_status of xid: committed, aborted, in progress,
+// or "" when PostgreSQL no longer knows (its commit log was truncated).
+// The stream carries 32-bit xids; the epoch is that of the next xid, or the
+// one before when xid lies ahead of it in the 32-bit space.
+func (x *xactLookup) status(ctx context.Context, xid uint32) (string, error) {
+	if x.conn == nil {
+		cfg, err := pgconn.ParseConfig(x.dsn)
+		if err != nil {
+			return "", wrapf(err, "parse postgres dsn")
+		}
+		cfg.RuntimeParams["application_name"] = "cdc"
+		if cfg.ConnectTimeout == 0 {
+			cfg.ConnectTimeout = 10 * time.Second
+		}
+		if x.conn, err = pgconn.ConnectConfig(ctx, cfg); err != nil {
+			return "", wrapf(err, "connect to postgres for transaction status")
+		}
+	}
+	q := fmt.Sprintf(`SELECT coalesce(pg_xact_status(((((n >> 32) - (CASE WHEN %[1]d > (n & 4294967295) THEN 1 ELSE 0 END)) << 32) | %[1]d)::text::xid8), '')
+		FROM (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS n) s`, xid)
+	rows, err := queryRows(ctx, x.conn, q)
+	if err != nil {
+		x.close()
+		return "", wrapf(err, "look up status of transaction %d", xid)
+	}
+	if len(rows) != 1 || len(rows[0]) != 1 {
+		return "", fmt.Errorf("look up status of transaction %d: %d rows", xid, len(rows))
+	}
+	return rows[0][0], nil
+}
+
+func (x *xactLookup) close() {
+	if x.conn == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = x.conn.Close(ctx)
+	x.conn = nil
+}
+
+// keep reports whether a row the (sub)transaction xid made inside the
+// streamed transaction t belongs to the sink: true once xid committed, false
+// once it rolled back. While it is in progress it waits, acknowledging
+// what the writer stores meanwhile; past streamWait it returns
+// errStreamInProgress and marks t's transaction for the next session to
+// read without streaming.
+func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, error) {
+	if st, ok := t.status[xid]; ok {
+		return st == xactCommitted, nil
+	}
+	deadline := time.Now().Add(streamWait(s.r.cfg.FlushInterval))
+	for {
+		st, err := s.xacts.status(ctx, xid)
+		if err != nil {
+			return false, err
+		}
+		switch st {
+		case xactCommitted, xactAborted:
+			t.status[xid] = st
+			return st == xactCommitted, nil
+		case xactInProgress:
+			if time.Now().After(deadline) {
+				s.r.unstreamed = uint64(t.xid)
+				return false, fmt.Errorf("%w (xid %d)", errStreamInProgress, t.xid)
+			}
+			if err := s.pause(ctx, 50*time.Millisecond); err != nil {
+				return false, err
+			}
+			if ctx.Err() != nil {
+				return false, nil
+			}
+		default:
+			// Its outcome is gone from the commit log: only PostgreSQL's
+			// own replay at the commit can tell, so stop streaming for
+			// the life of this process.
+			s.r.unstreamed = noStreaming
+			return false, fmt.Errorf("%w (xid %d: status unknown)", errStreamInProgress, xid)
+		}
+	}
+}
+
+// noStreaming in Replicator.unstreamed turns streaming off for good.
+const noStreaming = 1 << 40
+
+// pause waits d, acknowledging stored batches and keeping the standby
+// status flowing.
+func (s *stream) pause(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		status := time.NewTimer(max(time.Until(s.nextStatus), 0))
+		select {
+		case <-timer.C:
+			status.Stop()
+			return nil
+		case a, ok := <-s.acks:
+			status.Stop()
+			if !ok {
+				return errWriterStopped
+			}
+			s.applyAck(a)
+		case <-status.C:
+			if err := s.sendStatus(ctx); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			status.Stop()
+			return nil
+		}
+	}
+}
+
+// streamedRow returns the position of the next row of the streamed
+// transaction t, first read at WAL position at, and whether an earlier
+// session stored it already.
+func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LSN) (sink.Position, bool, error) {
+	if t.first == 0 {
+		t.first = at
+		if at < s.startWAL {
+			if err := s.loadStored(ctx, t); err != nil {
+				return sink.Position{}, false, err
+			}
+		}
+	}
+	t.seq++
+	_, done := t.stored[t.seq]
+	return sink.Position{CommitLSN: t.first, Seq: t.seq}, done, nil
+}
+
+// loadStored reads which of t's rows the sink and the dead letters hold.
+func (s *stream) loadStored(ctx context.Context, t *streamedTx) error {
+	all, err := s.r.written(ctx, t.first)
+	if err != nil {
+		return err
+	}
+	for p := range all {
+		if p.CommitLSN == t.first {
+			if t.stored == nil {
+				t.stored = map[uint64]struct{}{}
+			}
+			t.stored[p.Seq] = struct{}{}
+		}
+	}
+	if len(t.stored) > 0 {
+		s.r.log.Info("streamed transaction partly stored by an earlier session; skipping those rows",
+			zap.Uint32("xid", t.xid), zap.Stringer("first", t.first), zap.Int("stored", len(t.stored)))
+	}
+	return nil
+}
+
+// streamingArgs are the pgoutput options for a session: protocol 2 with
+// streaming where the server has it (14+) and no transaction is being
+// waited out, else protocol 1.
+func (r *Replicator) streamingArgs(conn *pgconn.PgConn) (args []string, streaming bool) {
+	major, _ := strconv.Atoi(strings.SplitN(conn.ParameterStatus("server_version"), ".", 2)[0])
+	if major >= 14 && r.unstreamed == 0 {
+		return []string{"proto_version '2'", "streaming 'on'"}, true
+	}
+	return []string{"proto_version '1'"}, false
+}
+
+// resumeStreaming ends a session that reads without streaming once the
+// transaction it waits out has ended.
+func (s *stream) resumeStreaming(ctx context.Context) error {
+	xid := s.r.unstreamed
+	if s.streaming || xid == 0 || xid == noStreaming {
+		return nil
+	}
+	st, err := s.xacts.status(ctx, uint32(xid))
+	if err != nil {
+		return err
+	}
+	if st == xactInProgress {
+		return nil
+	}
+	s.r.unstreamed = 0
+	return fmt.Errorf("%w (xid %d %s)", errResumeStreaming, xid, st)
+}

@@ -1,0 +1,280 @@
+package replication_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/eventcdc/cdc/replication"
+	"github.com/eventcdc/cdc/sink"
+)
+
+// smallDecodingMemory makes the replication connection's walsender stream
+// any transaction over 64 kB, PostgreSQL's smallest limit, instead of the
+// default 64 MB: a few thousand rows are then sent before their commit.
+func smallDecodingMemory(t *testing.T, h *harness) {
+	t.Helper()
+	u, err := url.Parse(h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("options", "-c logical_decoding_work_mem=64kB")
+	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
+	h.dsn = u.String()
+}
+
+// insertRows inserts n rows of event type typ (~250 bytes each) in tx.
+func insertRows(t *testing.T, ctx context.Context, tx pgx.Tx, typ string, n int) {
+	t.Helper()
+	_, err := tx.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context)
+		SELECT $1, 'test', json_build_object('i', i, 'pad', repeat('p', 200)) FROM generate_series(1, $2) AS i`, typ, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (h *harness) begin(ctx context.Context) pgx.Tx {
+	h.t.Helper()
+	tx, err := h.pool.Begin(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return tx
+}
+
+func (f *fakeSink) types() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]int{}
+	for _, r := range f.rows {
+		out[string(r.Values[1].Data)]++
+	}
+	return out
+}
+
+// checkStreamedPositions asserts that rows[i] is the (i+1)th row of one
+// transaction placed by its first row's LSN, which lies before walBefore
+// plus a quarter of the transaction's WAL: the rows went through the
+// streamed path (a transaction sent at its commit is placed by its commit
+// LSN, past the whole transaction's WAL).
+func checkStreamedPositions(t *testing.T, rows []sink.Row, walBefore, walAfter uint64) {
+	t.Helper()
+	first := rows[0].Pos.CommitLSN
+	if uint64(first) < walBefore || uint64(first) > walBefore+(walAfter-walBefore)/4 {
+		t.Fatalf("rows placed at %s, want the first row's LSN, just after %X (transaction's WAL ends at %X)", first, walBefore, walAfter)
+	}
+	for i, r := range rows {
+		if r.Pos.CommitLSN != first || r.Pos.Seq != uint64(i+1) {
+			t.Fatalf("row %d at %s, want %s#%d", i, r.Pos, first, i+1)
+		}
+	}
+}
+
+func (h *harness) walLSN() uint64 {
+	h.t.Helper()
+	return uint64(h.lsn(`SELECT pg_current_wal_lsn()::text`))
+}
+
+// A backlog committed in one large transaction is sent in blocks before
+// its commit record is decoded; it is committed, so every row is batched
+// at once, in order, and the slot moves past it only once all are stored.
+func TestReplicator_StreamedCommittedTransactionArrivesWhole(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	before := h.walLSN()
+	tx := h.begin(ctx)
+	insertRows(t, ctx, tx, "big", 3000)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := h.walLSN()
+
+	s := &fakeSink{}
+	stop := h.run(s)
+	defer stop()
+	eventually(t, "3000 rows stored", func() bool { return s.count() == 3000 })
+	eventually(t, "acknowledgement past the commit", func() bool { return uint64(h.confirmed()) >= after })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	checkStreamedPositions(t, s.rows, before, after)
+	for i, r := range s.rows {
+		want := fmt.Sprintf(`{"i" : %d, "pad" : "%s"}`, i+1, strings.Repeat("p", 200))
+		if string(r.Values[1].Data) != "big" || string(r.Values[4].Data) != want {
+			t.Fatalf("row %d is %q %q, want \"big\" %q", i, r.Values[1].Data, r.Values[4].Data, want)
+		}
+	}
+}
+
+// Rows of a subtransaction rolled back to its savepoint are streamed too
+// (PostgreSQL sends a Stream Abort for the subtransaction later); they
+// never reach the sink, and the kept rows are numbered without gaps.
+func TestReplicator_StreamedSavepointRollbackDropsItsRows(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	before := h.walLSN()
+	tx := h.begin(ctx)
+	insertRows(t, ctx, tx, "kept", 1000)
+	if _, err := tx.Exec(ctx, "SAVEPOINT sp"); err != nil {
+		t.Fatal(err)
+	}
+	insertRows(t, ctx, tx, "rolled back", 1000)
+	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT sp"); err != nil {
+		t.Fatal(err)
+	}
+	insertRows(t, ctx, tx, "kept", 1000)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := h.walLSN()
+
+	s := &fakeSink{}
+	stop := h.run(s)
+	defer stop()
+	eventually(t, "acknowledgement past the commit", func() bool { return uint64(h.confirmed()) >= after })
+	if got := s.types(); len(got) != 1 || got["kept"] != 2000 {
+		t.Fatalf("stored %v, want 2000 kept rows only", got)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	checkStreamedPositions(t, s.rows, before, after)
+}
+
+// A large transaction that rolled back is streamed and then aborted: none
+// of it is stored, and the transaction after it is.
+func TestReplicator_StreamedRolledBackTransactionNeverArrives(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	tx := h.begin(ctx)
+	insertRows(t, ctx, tx, "rolled back", 3000)
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('after', 'test', '{}')`)
+	after := h.walLSN()
+
+	s := &fakeSink{}
+	stop := h.run(s)
+	defer stop()
+	eventually(t, "acknowledgement past the last commit", func() bool { return uint64(h.confirmed()) >= after })
+	if got := s.types(); len(got) != 1 || got["after"] != 1 {
+		t.Fatalf("stored %v, want only the one row committed after the rollback", got)
+	}
+}
+
+// A large transaction still open is streamed while it runs. cdc cannot
+// know yet whether to store it, so after a short wait it reconnects
+// without streaming: other transactions keep arriving meanwhile, the open
+// one arrives whole at its commit (or never, if it rolls back), and cdc
+// then streams again.
+func TestReplicator_OpenStreamedTransactionDoesNotHoldUpOthers(t *testing.T) {
+	for _, commit := range []bool{true, false} {
+		t.Run(fmt.Sprintf("commit=%v", commit), func(t *testing.T) {
+			h := setup(t)
+			smallDecodingMemory(t, h)
+			ctx := context.Background()
+			core, logs := observer.New(zapcore.InfoLevel)
+			s := &fakeSink{}
+			stop := h.runWith(s, zap.New(core), func(*replication.Config) {})
+			defer stop()
+
+			tx := h.begin(ctx)
+			defer func() { _ = tx.Rollback(ctx) }()
+			insertRows(t, ctx, tx, "open", 3000)
+			h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
+			eventually(t, "a reconnect without streaming", func() bool {
+				return logs.FilterMessage("reconnecting to switch streaming of large transactions").FilterField(zap.Bool("streaming", false)).Len() == 1
+			})
+			h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('other', 'test', '{}')`)
+			eventually(t, "the other transaction stored while the open one runs", func() bool { return s.types()["other"] == 1 })
+			if got := s.types()["open"]; got != 0 {
+				t.Fatalf("%d rows of the open transaction stored before its end", got)
+			}
+
+			if commit {
+				if err := tx.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('last', 'test', '{}')`)
+			after := h.walLSN()
+			eventually(t, "streaming resumed", func() bool {
+				return logs.FilterMessage("reconnecting to switch streaming of large transactions").FilterField(zap.Bool("streaming", true)).Len() == 1
+			})
+			eventually(t, "acknowledgement past the last commit", func() bool { return uint64(h.confirmed()) >= after })
+			want := map[string]int{"other": 1, "last": 1}
+			if commit {
+				want["open"] = 3000
+			}
+			if got := s.types(); !maps.Equal(got, want) {
+				t.Fatalf("stored %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// failingSink stores the first n rows it is given, then fails every write.
+type failingSink struct {
+	fakeSink
+	n int
+}
+
+func (f *failingSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, error) {
+	f.mu.Lock()
+	room := f.n - len(f.rows)
+	f.mu.Unlock()
+	if room < len(b.Rows) {
+		return nil, errors.New("sink down")
+	}
+	return f.fakeSink.Write(ctx, b)
+}
+
+// A session that dies halfway through a streamed transaction leaves part
+// of it stored and unacknowledged. The next session is sent the whole
+// transaction again, asks the sink what it holds of it and stores only the
+// rest: every row once.
+func TestReplicator_StreamedTransactionResumesWithoutDuplicates(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	before := h.walLSN()
+	tx := h.begin(ctx)
+	insertRows(t, ctx, tx, "big", 3000)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := h.walLSN()
+
+	first := &failingSink{n: 1000}
+	stop := h.runWith(first, zap.NewNop(), func(c *replication.Config) { c.ShutdownTimeout = 500 * time.Millisecond })
+	eventually(t, "the first 1000 rows stored", func() bool { return first.count() == 1000 })
+	time.Sleep(300 * time.Millisecond) // a few failed writes of the next batch
+	stop()
+	if c := uint64(h.confirmed()); c >= after {
+		t.Fatalf("slot confirmed %X, past the half-stored transaction ending at %X", c, after)
+	}
+
+	second := &fakeSink{rows: append([]sink.Row(nil), first.rows...)}
+	stop = h.run(second)
+	defer stop()
+	eventually(t, "acknowledgement past the commit", func() bool { return uint64(h.confirmed()) >= after })
+	eventually(t, "3000 rows stored", func() bool { return second.count() == 3000 })
+	second.mu.Lock()
+	defer second.mu.Unlock()
+	checkStreamedPositions(t, second.rows, before, after)
+}
