@@ -232,6 +232,7 @@ type stream struct {
 		lsn        pglogrepl.LSN
 		seq        uint64
 		commitTime time.Time
+		waited     bool // the transaction a session without streaming waits out
 	}
 
 	// Transactions sent before their commit (streamed.go).
@@ -241,6 +242,7 @@ type stream struct {
 	cur        *streamedTx            // the one between StreamStart and StreamStop
 	lastCommit time.Time              // commit time of the last transaction received
 	xacts      xactLookup
+	waitedEnd  pglogrepl.LSN // without streaming: end LSN of the transaction waited out, once received
 
 	batch         *sink.Batch
 	batchDeadline time.Time
@@ -474,6 +476,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 	case decoder.KindBegin:
 		s.track.Begin()
 		s.tx.lsn, s.tx.seq, s.tx.commitTime = msg.LSN, 0, msg.CommitTime
+		s.tx.waited = !s.streaming && uint64(msg.Xid) == s.r.unstreamed
 	case decoder.KindInsert:
 		if t := s.cur; t != nil {
 			keep, err := s.keep(ctx, t, msg.Xid)
@@ -504,6 +507,9 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 	case decoder.KindCommit:
 		s.track.Commit(msg.EndLSN)
 		s.lastCommit = msg.CommitTime
+		if s.tx.waited {
+			s.waitedEnd = msg.EndLSN
+		}
 		if s.skip != nil && msg.LSN >= s.skipMax {
 			s.skip = nil // past the replay window
 		}

@@ -244,7 +244,10 @@ func (r *Replicator) streamingArgs(conn *pgconn.PgConn) (args []string, streamin
 }
 
 // resumeStreaming ends a session that reads without streaming once the
-// transaction it waits out has ended.
+// transaction it waits out has ended and, if it committed, is stored: a
+// session with streaming would place its rows differently (by their first
+// row rather than their commit), so switching halfway through it would
+// store some of them twice.
 func (s *stream) resumeStreaming(ctx context.Context) error {
 	xid := s.r.unstreamed
 	if s.streaming || xid == 0 || xid == noStreaming {
@@ -254,7 +257,10 @@ func (s *stream) resumeStreaming(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if st == xactInProgress {
+	switch {
+	case st == xactAborted:
+	case st == xactCommitted && s.waitedEnd != 0 && s.track.FlushedLSN() >= s.waitedEnd:
+	default:
 		return nil
 	}
 	s.r.unstreamed = 0

@@ -179,7 +179,10 @@ func TestReplicator_StreamedRolledBackTransactionNeverArrives(t *testing.T) {
 // know yet whether to store it, so after a short wait it reconnects
 // without streaming: other transactions keep arriving meanwhile, the open
 // one arrives whole at its commit (or never, if it rolls back), and cdc
-// then streams again.
+// then streams again — only once the open transaction is stored: a switch
+// halfway through it would store part of it twice. The sink holds the
+// transaction's later batches for several status intervals to leave that
+// window wide open.
 func TestReplicator_OpenStreamedTransactionDoesNotHoldUpOthers(t *testing.T) {
 	for _, commit := range []bool{true, false} {
 		t.Run(fmt.Sprintf("commit=%v", commit), func(t *testing.T) {
@@ -187,18 +190,29 @@ func TestReplicator_OpenStreamedTransactionDoesNotHoldUpOthers(t *testing.T) {
 			smallDecodingMemory(t, h)
 			ctx := context.Background()
 			core, logs := observer.New(zapcore.InfoLevel)
-			s := &fakeSink{}
+			s := &fakeSink{gate: make(chan struct{})}
+			release := func() {
+				select {
+				case s.gate <- struct{}{}:
+				case <-time.After(20 * time.Second):
+					t.Fatal("no write to release")
+				}
+			}
 			stop := h.runWith(s, zap.New(core), func(*replication.Config) {})
 			defer stop()
+			switched := func(streaming bool) func() bool {
+				return func() bool {
+					return logs.FilterMessage("reconnecting to switch streaming of large transactions").FilterField(zap.Bool("streaming", streaming)).Len() == 1
+				}
+			}
 
 			tx := h.begin(ctx)
 			defer func() { _ = tx.Rollback(ctx) }()
 			insertRows(t, ctx, tx, "open", 3000)
 			h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
-			eventually(t, "a reconnect without streaming", func() bool {
-				return logs.FilterMessage("reconnecting to switch streaming of large transactions").FilterField(zap.Bool("streaming", false)).Len() == 1
-			})
+			eventually(t, "a reconnect without streaming", switched(false))
 			h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('other', 'test', '{}')`)
+			release()
 			eventually(t, "the other transaction stored while the open one runs", func() bool { return s.types()["other"] == 1 })
 			if got := s.types()["open"]; got != 0 {
 				t.Fatalf("%d rows of the open transaction stored before its end", got)
@@ -208,14 +222,19 @@ func TestReplicator_OpenStreamedTransactionDoesNotHoldUpOthers(t *testing.T) {
 				if err := tx.Commit(ctx); err != nil {
 					t.Fatal(err)
 				}
+				release() // its first batch; the rest wait at the gate
+				eventually(t, "the first batch of the committed transaction", func() bool { return s.types()["open"] == 1000 })
+				time.Sleep(500 * time.Millisecond) // five status intervals
+				if switched(true)() {
+					t.Fatal("streaming resumed with the transaction partly stored")
+				}
 			} else if err := tx.Rollback(ctx); err != nil {
 				t.Fatal(err)
 			}
+			close(s.gate)
 			h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('last', 'test', '{}')`)
 			after := h.walLSN()
-			eventually(t, "streaming resumed", func() bool {
-				return logs.FilterMessage("reconnecting to switch streaming of large transactions").FilterField(zap.Bool("streaming", true)).Len() == 1
-			})
+			eventually(t, "streaming resumed", switched(true))
 			eventually(t, "acknowledgement past the last commit", func() bool { return uint64(h.confirmed()) >= after })
 			want := map[string]int{"other": 1, "last": 1}
 			if commit {
