@@ -81,6 +81,20 @@ func checkStreamedPositions(t *testing.T, rows []sink.Row, walBefore, walAfter u
 	}
 }
 
+// commitBig commits n rows of event type "big" in one transaction and
+// returns the WAL position before and after it.
+func (h *harness) commitBig(n int) (before, after uint64) {
+	h.t.Helper()
+	ctx := context.Background()
+	before = h.walLSN()
+	tx := h.begin(ctx)
+	insertRows(h.t, ctx, tx, "big", n)
+	if err := tx.Commit(ctx); err != nil {
+		h.t.Fatal(err)
+	}
+	return before, h.walLSN()
+}
+
 func (h *harness) walLSN() uint64 {
 	h.t.Helper()
 	return uint64(h.lsn(`SELECT pg_current_wal_lsn()::text`))
@@ -92,14 +106,7 @@ func (h *harness) walLSN() uint64 {
 func TestReplicator_StreamedCommittedTransactionArrivesWhole(t *testing.T) {
 	h := setup(t)
 	smallDecodingMemory(t, h)
-	ctx := context.Background()
-	before := h.walLSN()
-	tx := h.begin(ctx)
-	insertRows(t, ctx, tx, "big", 3000)
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	after := h.walLSN()
+	before, after := h.commitBig(3000)
 
 	s := &fakeSink{}
 	stop := h.run(s)
@@ -270,14 +277,7 @@ func (f *failingSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected
 func TestReplicator_StreamedTransactionResumesWithoutDuplicates(t *testing.T) {
 	h := setup(t)
 	smallDecodingMemory(t, h)
-	ctx := context.Background()
-	before := h.walLSN()
-	tx := h.begin(ctx)
-	insertRows(t, ctx, tx, "big", 3000)
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	after := h.walLSN()
+	before, after := h.commitBig(3000)
 
 	first := &failingSink{n: 1000}
 	stop := h.runWith(first, zap.NewNop(), func(c *replication.Config) { c.ShutdownTimeout = 500 * time.Millisecond })
