@@ -1,0 +1,88 @@
+package e2e
+
+import (
+	"context"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// withDecodingMemory returns dsn with logical_decoding_work_mem set for
+// its sessions: at 64kB (PostgreSQL's smallest) the walsender streams any
+// transaction over 64 kB before its commit instead of at it.
+func withDecodingMemory(t *testing.T, dsn, mem string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("options", "-c logical_decoding_work_mem="+mem)
+	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
+	return u.String()
+}
+
+// A transaction streamed before its commit, with a subtransaction rolled
+// back to its savepoint in the middle, and the connector killed while it
+// is storing the transaction's blocks: after the restart every committed
+// row is in ClickHouse exactly once — the restart asks ClickHouse which of
+// the transaction's rows it holds and skips them — and none of the rolled
+// back ones ever is.
+func TestFaults_Kill9DuringStreamedTransaction(t *testing.T) {
+	w := newWorld(t)
+	w.auditInserts()
+	ctx := context.Background()
+	tx, err := w.pg.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	insert := func(typ string, n int) {
+		t.Helper()
+		if _, err := tx.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context)
+			SELECT $1, 'test', json_build_object('n', g, 'pad', repeat('x', 200)) FROM generate_series(1, $2) g`, typ, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert("kept", 10000)
+	if _, err := tx.Exec(ctx, "SAVEPOINT sp"); err != nil {
+		t.Fatal(err)
+	}
+	insert("rolled_back", 1000)
+	if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT sp"); err != nil {
+		t.Fatal(err)
+	}
+	insert("kept", 10000)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	env := map[string]string{
+		"CDC_PG_DSN":         withDecodingMemory(t, w.pgDSN, "64kB"),
+		"CDC_BATCH_MAX_ROWS": "1000",
+	}
+	c := w.start(env)
+	waitFor(t, 60*time.Second, "the first rows in ClickHouse", func() (bool, string) {
+		return w.chCount("SELECT count() FROM event_log") > 0, "none yet"
+	})
+	c.kill()
+	atKill := w.chCount("SELECT count() FROM event_log")
+	t.Logf("SIGKILL with %d of 20000 rows stored", atKill)
+	if atKill >= 20000 {
+		t.Fatalf("the whole transaction was stored before the kill; nothing was resumed")
+	}
+	if !strings.Contains(c.out.String(), `"large_transactions_streamed": true`) {
+		t.Fatalf("the connector did not ask for streaming:\n%s", tail(c.out.String(), 20))
+	}
+
+	c = w.start(env)
+	w.waitRows(20000, 90*time.Second)
+	w.assertExactlyOnce(20000)
+	if n := w.chCount("SELECT count() FROM event_log WHERE event_type = 'rolled_back'"); n != 0 {
+		t.Errorf("%d rows of the rolled-back subtransaction in event_log", n)
+	}
+	if atKill > 0 && !strings.Contains(c.out.String(), "streamed transaction partly stored by an earlier session") {
+		t.Errorf("the restart did not report skipping the stored part:\n%s", tail(c.out.String(), 20))
+	}
+}
