@@ -65,6 +65,10 @@ type Replicator struct {
 	// wait out without streaming (noStreaming: for good), 0 when none.
 	// Only Run's goroutine touches it.
 	unstreamed uint64
+	// partial maps the xid of a streamed transaction that an ended session
+	// stored rows of, before its commit arrived, to its first row's LSN
+	// (streamed.go). Only Run's goroutine touches it.
+	partial map[uint32]pglogrepl.LSN
 }
 
 // New builds a replicator; Run starts it.

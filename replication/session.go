@@ -69,6 +69,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	s := newStream(r, conn, confirmed, skip)
 	s.streaming, s.startWAL = streaming, sys.XLogPos
 	defer s.xacts.close()
+	defer s.rememberPartial()
 	return s.run(ctx)
 }
 
@@ -233,6 +234,8 @@ type stream struct {
 		seq        uint64
 		commitTime time.Time
 		waited     bool // the transaction a session without streaming waits out
+		xid        uint32
+		stored     map[uint64]struct{} // ordinals an earlier, streaming session stored
 	}
 
 	// Transactions sent before their commit (streamed.go).
@@ -243,6 +246,9 @@ type stream struct {
 	lastCommit time.Time              // commit time of the last transaction received
 	xacts      xactLookup
 	waitedEnd  pglogrepl.LSN // without streaming: end LSN of the transaction waited out, once received
+	// End LSNs of the transactions in Replicator.partial whose commit
+	// arrived: each is forgotten once flushed past it.
+	partialEnds map[uint32]pglogrepl.LSN
 
 	batch         *sink.Batch
 	batchDeadline time.Time
@@ -477,6 +483,14 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		s.track.Begin()
 		s.tx.lsn, s.tx.seq, s.tx.commitTime = msg.LSN, 0, msg.CommitTime
 		s.tx.waited = !s.streaming && uint64(msg.Xid) == s.r.unstreamed
+		s.tx.xid, s.tx.stored = msg.Xid, nil
+		if first, ok := s.r.partial[msg.Xid]; ok {
+			stored, err := s.storedOrdinals(ctx, msg.Xid, first)
+			if err != nil {
+				return err
+			}
+			s.tx.stored = stored
+		}
 	case decoder.KindInsert:
 		if t := s.cur; t != nil {
 			keep, err := s.keep(ctx, t, msg.Xid)
@@ -498,6 +512,9 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		}
 		s.tx.seq++
 		pos := sink.Position{CommitLSN: s.tx.lsn, Seq: s.tx.seq}
+		if _, done := s.tx.stored[s.tx.seq]; done {
+			return nil
+		}
 		if s.skip != nil {
 			if _, done := s.skip[pos]; done {
 				return nil
@@ -507,6 +524,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 	case decoder.KindCommit:
 		s.track.Commit(msg.EndLSN)
 		s.lastCommit = msg.CommitTime
+		s.committedPartial(s.tx.xid, msg.EndLSN)
 		if s.tx.waited {
 			s.waitedEnd = msg.EndLSN
 		}
@@ -524,6 +542,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		s.cur = nil
 	case decoder.KindStreamCommit:
 		delete(s.streams, msg.Xid)
+		s.committedPartial(msg.Xid, msg.EndLSN)
 		s.track.Commit(msg.EndLSN)
 		s.lastCommit = msg.CommitTime
 		if s.skip != nil && msg.LSN >= s.skipMax {
@@ -537,6 +556,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 				return fmt.Errorf("streamed transaction %d rolled back after pg_xact_status reported it committed", msg.Xid)
 			}
 			delete(s.streams, msg.Xid)
+			delete(s.r.partial, msg.Xid)
 		}
 	}
 	return nil
@@ -663,6 +683,12 @@ func (s *stream) handoff(ctx context.Context) error {
 
 func (s *stream) applyAck(a ack) {
 	s.track.Flushed(a.end)
+	for xid, end := range s.partialEnds {
+		if a.end >= end {
+			delete(s.r.partial, xid)
+			delete(s.partialEnds, xid)
+		}
+	}
 	s.insertTime = (3*s.insertTime + a.insert) / 4
 	s.bufferBytes -= a.bytes
 	s.r.metrics.BufferBytes.Set(float64(s.bufferBytes))

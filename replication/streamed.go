@@ -213,23 +213,62 @@ func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LS
 
 // loadStored reads which of t's rows the sink and the dead letters hold.
 func (s *stream) loadStored(ctx context.Context, t *streamedTx) error {
-	all, err := s.r.written(ctx, t.first)
+	stored, err := s.storedOrdinals(ctx, t.xid, t.first)
+	t.stored = stored
+	return err
+}
+
+// storedOrdinals returns the ordinals of the rows of streamed transaction
+// xid, first row at first, that the sink and the dead letters hold.
+func (s *stream) storedOrdinals(ctx context.Context, xid uint32, first pglogrepl.LSN) (map[uint64]struct{}, error) {
+	all, err := s.r.written(ctx, first)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var stored map[uint64]struct{}
 	for p := range all {
-		if p.CommitLSN == t.first {
-			if t.stored == nil {
-				t.stored = map[uint64]struct{}{}
+		if p.CommitLSN == first {
+			if stored == nil {
+				stored = map[uint64]struct{}{}
 			}
-			t.stored[p.Seq] = struct{}{}
+			stored[p.Seq] = struct{}{}
 		}
 	}
-	if len(t.stored) > 0 {
+	if len(stored) > 0 {
 		s.r.log.Info("streamed transaction partly stored by an earlier session; skipping those rows",
-			zap.Uint32("xid", t.xid), zap.Stringer("first", t.first), zap.Int("stored", len(t.stored)))
+			zap.Uint32("xid", xid), zap.Stringer("first", first), zap.Int("stored", len(stored)))
 	}
-	return nil
+	return stored, nil
+}
+
+// committedPartial notes that the commit of xid, ending at end, arrived;
+// if xid is in Replicator.partial it is forgotten once stored, before its
+// xid can come round again.
+func (s *stream) committedPartial(xid uint32, end pglogrepl.LSN) {
+	if _, ok := s.r.partial[xid]; !ok {
+		return
+	}
+	if s.partialEnds == nil {
+		s.partialEnds = map[uint32]pglogrepl.LSN{}
+	}
+	s.partialEnds[xid] = end
+}
+
+// rememberPartial records, when a session ends, the streamed transactions
+// it stored rows of without receiving their commit. A next session that
+// streams is sent them again and finds those rows by their first row's
+// LSN (loadStored); one without streaming is sent them whole at their
+// commit and asks the same by xid (Begin in handleWAL), since it places
+// rows by commit LSN and would not recognise them otherwise.
+func (s *stream) rememberPartial() {
+	for xid, t := range s.streams {
+		if t.first != 0 {
+			if s.r.partial == nil {
+				s.r.partial = map[uint32]pglogrepl.LSN{}
+			}
+			s.r.partial[xid] = t.first
+		}
+	}
 }
 
 // streamingArgs are the pgoutput options for a session: protocol 2 with

@@ -205,7 +205,9 @@ func TestReplicator_OpenStreamedTransactionDoesNotHoldUpOthers(t *testing.T) {
 					t.Fatal("no write to release")
 				}
 			}
-			stop := h.runWith(s, zap.New(core), func(*replication.Config) {})
+			// Batches are cut by rows only (1000): a long flush interval
+			// keeps a slow machine from cutting them by time.
+			stop := h.runWith(s, zap.New(core), func(c *replication.Config) { c.FlushInterval = 3 * time.Second })
 			defer stop()
 			switched := func(streaming bool) func() bool {
 				return func() bool {
@@ -280,7 +282,11 @@ func TestReplicator_StreamedTransactionResumesWithoutDuplicates(t *testing.T) {
 	before, after := h.commitBig(3000)
 
 	first := &failingSink{n: 1000}
-	stop := h.runWith(first, zap.NewNop(), func(c *replication.Config) { c.ShutdownTimeout = 500 * time.Millisecond })
+	// Batches are cut by rows only (1000), not by a short flush interval
+	// on a slow machine: the first batch is exactly what the sink takes.
+	stop := h.runWith(first, zap.NewNop(), func(c *replication.Config) {
+		c.ShutdownTimeout, c.FlushInterval = 500*time.Millisecond, 3*time.Second
+	})
 	eventually(t, "the first 1000 rows stored", func() bool { return first.count() == 1000 })
 	time.Sleep(300 * time.Millisecond) // a few failed writes of the next batch
 	stop()
@@ -296,4 +302,37 @@ func TestReplicator_StreamedTransactionResumesWithoutDuplicates(t *testing.T) {
 	second.mu.Lock()
 	defer second.mu.Unlock()
 	checkStreamedPositions(t, second.rows, before, after)
+}
+
+// Two large transactions interleaved in the WAL: the first committed, the
+// second still open. The first is streamed and stored; a block of the
+// second makes cdc reconnect without streaming before the first's commit
+// arrived, so the next session is sent the first whole, at its commit. It
+// skips the rows the streaming session stored: every row once.
+func TestReplicator_FallbackDoesNotRewriteAStreamedTransaction(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	done := h.begin(ctx)
+	open := h.begin(ctx)
+	defer func() { _ = open.Rollback(ctx) }()
+	insertRows(t, ctx, done, "done", 3000)
+	insertRows(t, ctx, open, "open", 3000)
+	if err := done.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := h.walLSN()
+	h.exec(`SELECT pg_switch_wal()`)
+
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := &fakeSink{}
+	stop := h.runWith(s, zap.New(core), func(*replication.Config) {})
+	defer stop()
+	eventually(t, "a reconnect without streaming", func() bool {
+		return logs.FilterMessage("reconnecting to switch streaming of large transactions").FilterField(zap.Bool("streaming", false)).Len() == 1
+	})
+	eventually(t, "acknowledgement past the committed transaction", func() bool { return uint64(h.confirmed()) >= after })
+	if got := s.types(); !maps.Equal(got, map[string]int{"done": 3000}) {
+		t.Fatalf("stored %v, want the 3000 rows of the committed transaction once", got)
+	}
 }
