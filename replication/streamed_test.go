@@ -95,6 +95,12 @@ func (h *harness) commitBig(n int) (before, after uint64) {
 	return before, h.walLSN()
 }
 
+// reconnected reports whether the replicator logged exactly one reconnect
+// to read with (streaming) or without streaming.
+func reconnected(logs *observer.ObservedLogs, streaming bool) bool {
+	return logs.FilterMessage("reconnecting to switch streaming of large transactions").FilterField(zap.Bool("streaming", streaming)).Len() == 1
+}
+
 func (h *harness) walLSN() uint64 {
 	h.t.Helper()
 	return uint64(h.lsn(`SELECT pg_current_wal_lsn()::text`))
@@ -209,11 +215,7 @@ func TestReplicator_OpenStreamedTransactionDoesNotHoldUpOthers(t *testing.T) {
 			// keeps a slow machine from cutting them by time.
 			stop := h.runWith(s, zap.New(core), func(c *replication.Config) { c.FlushInterval = 3 * time.Second })
 			defer stop()
-			switched := func(streaming bool) func() bool {
-				return func() bool {
-					return logs.FilterMessage("reconnecting to switch streaming of large transactions").FilterField(zap.Bool("streaming", streaming)).Len() == 1
-				}
-			}
+			switched := func(streaming bool) func() bool { return func() bool { return reconnected(logs, streaming) } }
 
 			tx := h.begin(ctx)
 			defer func() { _ = tx.Rollback(ctx) }()
@@ -328,9 +330,7 @@ func TestReplicator_FallbackDoesNotRewriteAStreamedTransaction(t *testing.T) {
 	s := &fakeSink{}
 	stop := h.runWith(s, zap.New(core), func(*replication.Config) {})
 	defer stop()
-	eventually(t, "a reconnect without streaming", func() bool {
-		return logs.FilterMessage("reconnecting to switch streaming of large transactions").FilterField(zap.Bool("streaming", false)).Len() == 1
-	})
+	eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
 	eventually(t, "acknowledgement past the committed transaction", func() bool { return uint64(h.confirmed()) >= after })
 	if got := s.types(); !maps.Equal(got, map[string]int{"done": 3000}) {
 		t.Fatalf("stored %v, want the 3000 rows of the committed transaction once", got)
