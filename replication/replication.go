@@ -61,10 +61,12 @@ type Replicator struct {
 	metrics *metrics.Metrics
 	state   *State
 
-	// unstreamed is the xid of a streamed transaction the next sessions
-	// wait out without streaming (noStreaming: for good), 0 when none.
-	// Only Run's goroutine touches it.
-	unstreamed uint64
+	// waitOut is the xid of a streamed transaction the next sessions wait
+	// out without streaming, 0 when none; streamingOff turns streaming off
+	// for the life of the process (streamed.go). Only Run's goroutine
+	// touches them.
+	waitOut      uint32
+	streamingOff bool
 	// partial maps the xid of a streamed transaction that an ended session
 	// stored rows of, before its commit arrived, to its first row's LSN
 	// (streamed.go). Only Run's goroutine touches it.
@@ -108,7 +110,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 			// Not a failure: the next session reads with or without
 			// streaming (streamed.go), from the last acknowledged position.
 			r.log.Info("reconnecting to switch streaming of large transactions", zap.Error(err),
-				zap.Bool("streaming", r.unstreamed == 0))
+				zap.Bool("streaming", r.streams()))
 			continue
 		}
 		if time.Since(started) > time.Minute {

@@ -482,7 +482,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 	case decoder.KindBegin:
 		s.track.Begin()
 		s.tx.lsn, s.tx.seq, s.tx.commitTime = msg.LSN, 0, msg.CommitTime
-		s.tx.waited = !s.streaming && uint64(msg.Xid) == s.r.unstreamed
+		s.tx.waited = !s.streaming && msg.Xid == s.r.waitOut
 		s.tx.xid, s.tx.stored = msg.Xid, nil
 		if first, ok := s.r.partial[msg.Xid]; ok {
 			stored, err := s.storedOrdinals(ctx, msg.Xid, first)
@@ -522,14 +522,9 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		}
 		return s.add(ctx, msg, pos, s.tx.commitTime)
 	case decoder.KindCommit:
-		s.track.Commit(msg.EndLSN)
-		s.lastCommit = msg.CommitTime
-		s.committedPartial(s.tx.xid, msg.EndLSN)
+		s.committed(s.tx.xid, msg)
 		if s.tx.waited {
 			s.waitedEnd = msg.EndLSN
-		}
-		if s.skip != nil && msg.LSN >= s.skipMax {
-			s.skip = nil // past the replay window
 		}
 	case decoder.KindStreamStart:
 		t := s.streams[msg.Xid]
@@ -542,12 +537,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		s.cur = nil
 	case decoder.KindStreamCommit:
 		delete(s.streams, msg.Xid)
-		s.committedPartial(msg.Xid, msg.EndLSN)
-		s.track.Commit(msg.EndLSN)
-		s.lastCommit = msg.CommitTime
-		if s.skip != nil && msg.LSN >= s.skipMax {
-			s.skip = nil
-		}
+		s.committed(msg.Xid, msg)
 	case decoder.KindStreamAbort:
 		if msg.SubXid == msg.Xid {
 			if t := s.streams[msg.Xid]; t != nil && t.seq > 0 {
@@ -560,6 +550,17 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		}
 	}
 	return nil
+}
+
+// committed records the commit of transaction xid, sent whole (Commit) or
+// in blocks (StreamCommit).
+func (s *stream) committed(xid uint32, msg decoder.Message) {
+	s.track.Commit(msg.EndLSN)
+	s.lastCommit = msg.CommitTime
+	s.committedPartial(xid, msg.EndLSN)
+	if s.skip != nil && msg.LSN >= s.skipMax {
+		s.skip = nil // past the replay window
+	}
 }
 
 // add puts one row into the open batch, handing the batch to the writer

@@ -144,7 +144,7 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 			return st == xactCommitted, nil
 		case xactInProgress:
 			if time.Now().After(deadline) {
-				s.r.unstreamed = uint64(t.xid)
+				s.r.waitOut = t.xid
 				return false, fmt.Errorf("%w (xid %d)", errStreamInProgress, t.xid)
 			}
 			if err := s.pause(ctx, 50*time.Millisecond); err != nil {
@@ -157,14 +157,11 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 			// Its outcome is gone from the commit log: only PostgreSQL's
 			// own replay at the commit can tell, so stop streaming for
 			// the life of this process.
-			s.r.unstreamed = noStreaming
+			s.r.streamingOff = true
 			return false, fmt.Errorf("%w (xid %d: status unknown)", errStreamInProgress, xid)
 		}
 	}
 }
-
-// noStreaming in Replicator.unstreamed turns streaming off for good.
-const noStreaming = 1 << 40
 
 // pause waits d, acknowledging stored batches and keeping the standby
 // status flowing.
@@ -271,12 +268,16 @@ func (s *stream) rememberPartial() {
 	}
 }
 
+// streams reports whether the next session asks for large transactions to
+// be streamed, the server permitting.
+func (r *Replicator) streams() bool { return !r.streamingOff && r.waitOut == 0 }
+
 // streamingArgs are the pgoutput options for a session: protocol 2 with
 // streaming where the server has it (14+) and no transaction is being
 // waited out, else protocol 1.
 func (r *Replicator) streamingArgs(conn *pgconn.PgConn) (args []string, streaming bool) {
 	major, _ := strconv.Atoi(strings.SplitN(conn.ParameterStatus("server_version"), ".", 2)[0])
-	if major >= 14 && r.unstreamed == 0 {
+	if major >= 14 && r.streams() {
 		return []string{"proto_version '2'", "streaming 'on'"}, true
 	}
 	return []string{"proto_version '1'"}, false
@@ -288,11 +289,11 @@ func (r *Replicator) streamingArgs(conn *pgconn.PgConn) (args []string, streamin
 // row rather than their commit), so switching halfway through it would
 // store some of them twice.
 func (s *stream) resumeStreaming(ctx context.Context) error {
-	xid := s.r.unstreamed
-	if s.streaming || xid == 0 || xid == noStreaming {
+	xid := s.r.waitOut
+	if s.streaming || xid == 0 {
 		return nil
 	}
-	st, err := s.xacts.status(ctx, uint32(xid))
+	st, err := s.xacts.status(ctx, xid)
 	if err != nil {
 		return err
 	}
@@ -302,6 +303,6 @@ func (s *stream) resumeStreaming(ctx context.Context) error {
 	default:
 		return nil
 	}
-	s.r.unstreamed = 0
+	s.r.waitOut = 0
 	return fmt.Errorf("%w (xid %d %s)", errResumeStreaming, xid, st)
 }
