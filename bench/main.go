@@ -621,6 +621,33 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
+// runQueueWait is the time the threads of a process have spent runnable
+// but waiting for a core, from /proc/<pid>/task/*/schedstat (second field,
+// nanoseconds). Threads that have exited are not counted.
+func runQueueWait(pid int) (time.Duration, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(tasks) == 0 {
+		return 0, fmt.Errorf("no schedstat for pid %d", pid)
+	}
+	var total int64
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue // the thread exited
+		}
+		f := strings.Fields(string(data))
+		if len(f) < 2 {
+			return 0, fmt.Errorf("parse %s: %q", t, data)
+		}
+		ns, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse %s: %w", t, err)
+		}
+		total += ns
+	}
+	return time.Duration(total), nil
+}
+
 func (b *bench) clickhousePID() int {
 	data, _ := os.ReadFile(filepath.Join(b.o.dir, "ch", "server.pid"))
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
@@ -748,6 +775,10 @@ func (b *bench) drain(ctx context.Context) error {
 		fmt.Sprintf("cdc %.2f s (%.1f µs/event), walsender %.2f s, clickhouse-server %.2f s, over %.2f s on %d cores",
 			d.cdcCPU.Seconds(), d.cdcCPU.Seconds()*1e6/float64(n), d.wsCPU.Seconds(), d.chCPU.Seconds(), d.dur.Seconds(), numCPU()),
 		"—", "—")
+	b.add("2", "Waiting for a core while draining (runnable, not running; /proc/…/schedstat)",
+		fmt.Sprintf("walsender %.2f s (so on a core %.0f %% and idle — blocked on a full socket, or done — %.0f %% of the drain); cdc's threads %.2f s in all",
+			d.wsWait.Seconds(), 100*d.wsCPU.Seconds()/d.dur.Seconds(), 100*max(0, d.dur-d.wsCPU-d.wsWait).Seconds()/d.dur.Seconds(), d.cdcWait.Seconds()),
+		"—", "—")
 	if len(d.batches) > 0 {
 		b.drainRows = d.batches[0]
 	}
@@ -803,11 +834,15 @@ type drained struct {
 	dur                  time.Duration // process start → last row visible
 	firstHandoff         time.Duration // process start → first batch given to the writer
 	cdcCPU, wsCPU, chCPU time.Duration
-	peak                 int64
-	inserts              float64 // cdc_batches_written_total
-	rowsPerInsert        float64 // cdc_batch_rows mean
-	batches              []int   // rows of each stored batch, from the debug log
-	storeSecs            []float64
+	// Time runnable but waiting for a core (schedstat), over the lives of
+	// cdc's threads and of its walsender: how much of the drain two
+	// shared cores cost each of them.
+	cdcWait, wsWait time.Duration
+	peak            int64
+	inserts         float64 // cdc_batches_written_total
+	rowsPerInsert   float64 // cdc_batch_rows mean
+	batches         []int   // rows of each stored batch, from the debug log
+	storeSecs       []float64
 }
 
 // drainOnce starts `cdc run` on w, waits until event_log holds n rows, reads
@@ -834,7 +869,9 @@ func (b *bench) drainOnce(ctx context.Context, w *world, n int, tag string, env 
 	var wsPID int
 	if err := w.pg.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, w.slot).Scan(&wsPID); err == nil {
 		d.wsCPU, _ = cpuTime(wsPID)
+		d.wsWait, _ = runQueueWait(wsPID)
 	}
+	d.cdcWait, _ = runQueueWait(c.pid())
 	if d.peak, err = vmHWM(c.pid()); err != nil {
 		return d, err
 	}
