@@ -64,24 +64,16 @@ func benchRow() Row {
 		CommitTime: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC), Size: size}
 }
 
-// benchPlan builds the INSERT plan and converters exactly as write does,
+// benchPlan builds the INSERT plan and its cells exactly as write does,
 // minus the server round trip that reports the column types.
-func benchPlan(b *testing.B, row Row) (*plan, []converter) {
+func benchPlan(b *testing.B, row Row) (*plan, *rowCells) {
 	b.Helper()
 	c := &ClickHouse{columns: benchColumns, log: zap.NewNop(), warned: map[*decoder.Relation]bool{}}
 	p := c.plan([]Row{row})
 	if len(p.targets) != len(benchColumns) {
 		b.Fatalf("plan targets %v, want all %d event_log columns", p.targets, len(benchColumns))
 	}
-	types := map[string]string{}
-	for _, col := range benchColumns {
-		types[col.name] = col.typ
-	}
-	convs := make([]converter, len(p.targets))
-	for i, t := range p.targets {
-		convs[i] = converterFor(types[t])
-	}
-	return p, convs
+	return p, p.cells(benchBlock(b, p).Columns)
 }
 
 func benchBlock(b *testing.B, p *plan) *chproto.Block {
@@ -99,16 +91,15 @@ func benchBlock(b *testing.B, p *plan) *chproto.Block {
 	return block
 }
 
-// BenchmarkConvertRow is plan.values for one event: text to UUID, time,
-// uint64 and the trace id.
+// BenchmarkConvertRow is rowCells.convert for one event: text to UUID,
+// time, uint64 and the trace id.
 func BenchmarkConvertRow(b *testing.B) {
 	row := benchRow()
-	p, convs := benchPlan(b, row)
-	vals := make([]any, len(p.targets))
+	p, cells := benchPlan(b, row)
 	b.ReportAllocs()
 	b.SetBytes(int64(row.Size))
 	for b.Loop() {
-		if err := p.values(row, convs, vals); err != nil {
+		if _, err := cells.convert(p, row); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -119,14 +110,14 @@ func BenchmarkConvertRow(b *testing.B) {
 // default CDC_BATCH_MAX_ROWS) so it stays the size of one real batch.
 func BenchmarkConvertAppendRow(b *testing.B) {
 	row := benchRow()
-	p, convs := benchPlan(b, row)
+	p, cells := benchPlan(b, row)
 	block := benchBlock(b, p)
-	vals := make([]any, len(p.targets))
 	b.ReportAllocs()
 	b.SetBytes(int64(row.Size))
 	n := 0
 	for b.Loop() {
-		if err := p.values(row, convs, vals); err != nil {
+		vals, err := cells.convert(p, row)
+		if err != nil {
 			b.Fatal(err)
 		}
 		if err := block.Append(vals...); err != nil {
@@ -145,11 +136,11 @@ func BenchmarkConvertAppendRow(b *testing.B) {
 func BenchmarkEncodeBlock(b *testing.B) {
 	const rows = 10000
 	row := benchRow()
-	p, convs := benchPlan(b, row)
+	p, cells := benchPlan(b, row)
 	block := benchBlock(b, p)
-	vals := make([]any, len(p.targets))
 	for range rows {
-		if err := p.values(row, convs, vals); err != nil {
+		vals, err := cells.convert(p, row)
+		if err != nil {
 			b.Fatal(err)
 		}
 		if err := block.Append(vals...); err != nil {

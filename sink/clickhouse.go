@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
@@ -176,12 +177,7 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 	}
 	defer batch.Close()
 
-	convs := make([]converter, len(p.targets))
-	for i, col := range batch.Columns() {
-		if i < len(convs) {
-			convs[i] = converterFor(string(col.Type()))
-		}
-	}
+	cells := p.cells(batch.Columns())
 
 	// The rows appended so far, for a retry or a bisection: rows[:i] until
 	// a row is refused, and only then a copy, so the common batch with no
@@ -194,10 +190,10 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 		}
 		return good
 	}
-	vals := make([]any, len(p.targets))
 	blockSize, blockLen := 0, 0
 	for i, r := range rows {
-		if err := p.values(r, convs, vals); err != nil {
+		vals, err := cells.convert(p, r)
+		if err != nil {
 			if rejected == nil {
 				good = append(make([]Row, 0, len(rows)-1), rows[:i]...)
 			}
@@ -361,28 +357,62 @@ func (c *ClickHouse) warnUncarried(rel *decoder.Relation) {
 	}
 }
 
-// values fills vals with row r's values for the plan's targets.
-func (p *plan) values(r Row, convs []converter, vals []any) error {
-	src := p.sources[r.Relation]
-	for i, s := range src {
-		var err error
-		switch {
-		case s == srcLSN:
-			vals[i] = uint64(r.Pos.CommitLSN)
-		case s == srcSeq:
-			vals[i] = r.Pos.Seq
-		case s == srcNone:
-			vals[i], err = convs[i](decoder.Value{Kind: decoder.ValueNull})
-		case p.targets[i] == "trace_id":
-			vals[i] = traceID(r.Values[s])
-		default:
-			vals[i], err = convs[i](r.Values[s])
+// rowCells converts one row at a time into the INSERT's columns. It is
+// reused for every row of a write: vals points into the cells, so
+// batch.Append(vals...) reads the row just converted.
+type rowCells struct {
+	cells    []cell // per target; nil for the WAL position columns
+	lsn, seq uint64
+	vals     []any
+}
+
+// cells prepares the conversion of a batch's rows for the columns
+// PrepareBatch reported (in the plan's target order).
+func (p *plan) cells(cols []column.Interface) *rowCells {
+	rc := &rowCells{cells: make([]cell, len(p.targets)), vals: make([]any, len(p.targets))}
+	for i, t := range p.targets {
+		var typ string
+		if i < len(cols) {
+			typ = string(cols[i].Type())
 		}
-		if err != nil {
-			return fmt.Errorf("column %s: %w", p.targets[i], err)
+		switch t {
+		case colCommitLSN, colSeq:
+		case "trace_id":
+			rc.cells[i] = &traceCell{byValue: typ != "String"}
+		default:
+			rc.cells[i] = cellFor(typ)
 		}
 	}
-	return nil
+	return rc
+}
+
+var nullValue = decoder.Value{Kind: decoder.ValueNull}
+
+// convert converts row r for the plan's targets and returns the values for
+// batch.Append, valid until the next call.
+func (rc *rowCells) convert(p *plan, r Row) ([]any, error) {
+	for i, s := range p.sources[r.Relation] {
+		var err error
+		switch s {
+		case srcLSN:
+			rc.lsn = uint64(r.Pos.CommitLSN)
+			rc.vals[i] = &rc.lsn
+			continue
+		case srcSeq:
+			rc.seq = r.Pos.Seq
+			rc.vals[i] = &rc.seq
+			continue
+		case srcNone:
+			err = rc.cells[i].set(nullValue)
+		default:
+			err = rc.cells[i].set(r.Values[s])
+		}
+		if err != nil {
+			return nil, fmt.Errorf("column %s: %w", p.targets[i], err)
+		}
+		rc.vals[i] = rc.cells[i].value()
+	}
+	return rc.vals, nil
 }
 
 // reload learns event_log's columns again.

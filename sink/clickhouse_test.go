@@ -179,3 +179,110 @@ func TestClickHouse_ConcurrentWritesInBlocks(t *testing.T) {
 		t.Fatalf("%d level-0 parts after two INSERTs of ten blocks each, want 2", parts)
 	}
 }
+
+// Every type the sink converts reaches ClickHouse with the value the text
+// said, and NULL with the type's zero (or NULL in a Nullable column): the
+// cells hand clickhouse-go pointers for most types and values for the rest,
+// and a wrong pairing would fail here, not only in a benchmark.
+func TestClickHouse_EveryConvertedTypeRoundTrips(t *testing.T) {
+	ch, _ := newSink(t)
+	ctx := context.Background()
+	extra := []struct{ name, typ, in, want string }{
+		{"c_date", "Date", "2026-11-30", "20787"}, // days since 1970
+		{"c_u8", "UInt8", "t", "1"},
+		{"c_u16", "UInt16", "65535", "65535"},
+		{"c_u32", "UInt32", "4294967295", "4294967295"},
+		{"c_i8", "Int8", "-128", "-128"},
+		{"c_i16", "Int16", "-32768", "-32768"},
+		{"c_i32", "Int32", "-2147483648", "-2147483648"},
+		{"c_i64", "Int64", "-9223372036854775808", "-9223372036854775808"},
+		{"c_f32", "Float32", "1.5", "1.5"},
+		{"c_f64", "Float64", "-0.25", "-0.25"},
+		{"c_ns", "Nullable(String)", "x", "x"},
+		{"c_nu32", "Nullable(UInt32)", "7", "7"},
+		{"c_fs", "FixedString(3)", "abc", "616263"},
+		{"c_dec", "Decimal(9, 2)", "1.50", "1.50"}, // not converted: clickhouse-go parses the text
+	}
+	cols := []decoder.Column{{Name: "id"}, {Name: "event_type"}, {Name: "event_date_time"}, {Name: "environment"},
+		{Name: "event_context"}, {Name: "metadata_version"}, {Name: "traceparent"}}
+	full := []decoder.Value{text("3f2a1e3c-1f3a-4a8e-9d2c-0a1b2c3d4e5f"), text("order.created"), text("2026-11-30 01:02:03.456+00"),
+		text("prod"), text(`{"a":"é"}`), text("18446744073709551615"), text("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")}
+	nulls := make([]decoder.Value, len(cols))
+	for i := range nulls {
+		nulls[i] = decoder.Value{Kind: decoder.ValueNull}
+	}
+	nulls[0] = text("00000000-0000-0000-0000-000000000001") // event_id is the key
+	for _, e := range extra {
+		if err := ch.Conn().Exec(ctx, "ALTER TABLE event_log ADD COLUMN "+e.name+" "+e.typ); err != nil {
+			t.Fatal(err)
+		}
+		cols = append(cols, decoder.Column{Name: e.name})
+		full = append(full, text(e.in))
+		nulls = append(nulls, decoder.Value{Kind: decoder.ValueNull})
+	}
+	nulls[len(nulls)-1] = text("0") // Decimal is not converted: NULL would go as text "" and be refused
+	rel := &decoder.Relation{ID: 2, Namespace: "public", Name: "outbox", Columns: cols}
+	rejected, err := ch.Write(ctx, &sink.Batch{Rows: []sink.Row{
+		{Relation: rel, Values: full, Pos: sink.Position{CommitLSN: 0x2000, Seq: 1}},
+		{Relation: rel, Values: nulls, Pos: sink.Position{CommitLSN: 0x2000, Seq: 2}},
+	}})
+	if err != nil || len(rejected) != 0 {
+		t.Fatalf("Write: rejected %v, err %v", rejected, err)
+	}
+	names := []string{"event_id", "event_type", "event_date_time", "environment", "event_context", "metadata_version", "trace_id", "cdc_commit_lsn", "cdc_seq"}
+	for _, e := range extra {
+		names = append(names, e.name)
+	}
+	// Dates as numbers and FixedString as hex: 18.16 prints the epoch as
+	// 0000-00-00 and a FixedString without its zero bytes.
+	exprs := make([]string, len(names))
+	for i, n := range names {
+		switch n {
+		case "event_date_time":
+			n = "toUInt32(" + n + ")"
+		case "c_date":
+			n = "toUInt16(" + n + ")"
+		case "c_fs":
+			n = "hex(" + n + ")"
+		}
+		exprs[i] = "ifNull(toString(" + n + "), 'NULL')"
+	}
+	want := map[uint64][]string{
+		1: {"3f2a1e3c-1f3a-4a8e-9d2c-0a1b2c3d4e5f", "order.created", "1796000523", "prod", `{"a":"é"}`, "18446744073709551615",
+			"4bf92f3577b34da6a3ce929d0e0e4736", "8192", "1"},
+		2: {"00000000-0000-0000-0000-000000000001", "", "0", "", "", "0", "", "8192", "2",
+			"0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "NULL", "NULL", "000000", "0.00"},
+	}
+	for _, e := range extra {
+		want[1] = append(want[1], e.want)
+	}
+	rows, err := ch.Conn().Query(ctx, "SELECT cdc_seq, "+strings.Join(exprs, ", ")+" FROM event_log ORDER BY cdc_seq SETTINGS max_threads = 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	seen := 0
+	for rows.Next() {
+		var seq uint64
+		got := make([]string, len(names))
+		dest := []any{&seq}
+		for i := range got {
+			dest = append(dest, &got[i])
+		}
+		if err := rows.Scan(dest...); err != nil {
+			t.Fatal(err)
+		}
+		seen++
+		for i, n := range names {
+			if got[i] != want[seq][i] {
+				t.Errorf("row %d %s = %q, want %q", seq, n, got[i], want[seq][i])
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if seen != 2 {
+		t.Fatalf("%d rows read back, want 2", seen)
+	}
+}

@@ -13,94 +13,159 @@ import (
 	"github.com/eventcdc/cdc/decoder"
 )
 
-// converter turns one pgoutput text value into the Go value clickhouse-go
-// takes for a column type. Conversion happens before Append, on purpose:
-// clickhouse-go poisons the whole batch when a single Append fails, and a
-// row that cannot be converted must become a dead letter, not a stuck batch.
-type converter func(v decoder.Value) (any, error)
+// A cell holds one column's value of the row being appended, converted from
+// pgoutput text to the Go type clickhouse-go takes for the column.
+// Conversion happens before Append, on purpose: clickhouse-go poisons the
+// whole batch when a single Append fails, and a row that cannot be
+// converted must become a dead letter, not a stuck batch.
+//
+// batch.Append receives value(): for most types a pointer to the cell's
+// value, which fits in an interface without allocating, so handing a row
+// over costs no allocation per value (boxing the values themselves cost
+// eight allocations per event).
+type cell interface {
+	// set converts v into the cell; on error the cell's value is stale and
+	// the row must not be appended.
+	set(v decoder.Value) error
+	value() any
+}
 
 var errNotText = errors.New("value is not in text format")
 
-// converterFor returns the converter for a ClickHouse type name as the
-// server reports it, e.g. "UInt64", "Nullable(String)", "DateTime('UTC')".
-func converterFor(chType string) converter {
-	if inner, ok := unwrap(chType, "Nullable"); ok {
-		conv := converterFor(inner)
-		return func(v decoder.Value) (any, error) {
-			if v.Kind == decoder.ValueNull {
-				return nil, nil
-			}
-			return conv(v)
-		}
-	}
-	if inner, ok := unwrap(chType, "LowCardinality"); ok {
-		return converterFor(inner)
-	}
-	switch {
-	case chType == "String" || strings.HasPrefix(chType, "FixedString("):
-		return textOr("", func(b []byte) (any, error) { return b, nil })
-	case chType == "UUID":
-		return textOr(uuid.UUID{}, func(b []byte) (any, error) {
-			u, err := uuid.ParseBytes(b)
-			if err != nil {
-				return nil, fmt.Errorf("%q is not a UUID", clip(b))
-			}
-			return u, nil
-		})
-	case chType == "DateTime" || strings.HasPrefix(chType, "DateTime("):
-		return textOr(time.Unix(0, 0).UTC(), func(b []byte) (any, error) { return parseDateTime(b) })
-	case chType == "Date":
-		return textOr(time.Unix(0, 0).UTC(), func(b []byte) (any, error) { return parseDate(b) })
-	case chType == "Bool":
-		return textOr(false, func(b []byte) (any, error) { return parseBool(b) })
-	case strings.HasPrefix(chType, "UInt"):
-		bits, err := strconv.Atoi(strings.TrimPrefix(chType, "UInt"))
-		if err != nil || bits > 64 {
-			break
-		}
-		return textOr(zeroUint(bits), func(b []byte) (any, error) { return parseUint(b, bits) })
-	case strings.HasPrefix(chType, "Int"):
-		bits, err := strconv.Atoi(strings.TrimPrefix(chType, "Int"))
-		if err != nil || bits > 64 {
-			break
-		}
-		return textOr(zeroInt(bits), func(b []byte) (any, error) { return parseInt(b, bits) })
-	case chType == "Float32" || chType == "Float64":
-		bits := 64
-		if chType == "Float32" {
-			bits = 32
-		}
-		return textOr(zeroFloat(bits), func(b []byte) (any, error) {
-			f, err := strconv.ParseFloat(string(b), bits)
-			if err != nil {
-				return nil, fmt.Errorf("%q is not a %s", clip(b), chType)
-			}
-			if bits == 32 {
-				return float32(f), nil
-			}
-			return f, nil
-		})
-	}
-	// A type this connector does not convert: hand clickhouse-go the text
-	// and let the server judge it. Such rows cannot be dead-lettered one by
-	// one on the client, so say so loudly at schema time (see columnsFor).
-	return textOr("", func(b []byte) (any, error) { return string(b), nil })
+// valueCell converts with parse; NULL becomes the column type's zero value
+// (what ClickHouse itself stores for a missing value), and non-text values,
+// which an outbox insert never carries, are refused.
+type valueCell[T any] struct {
+	v, zero T
+	parse   func([]byte) (T, error)
+	// byValue hands clickhouse-go the value instead of a pointer to it, for
+	// the column types whose AppendRow takes no pointer (FixedString,
+	// LowCardinality, types cdc does not convert).
+	byValue bool
 }
 
-// textOr wraps a parser: NULL becomes the column type's zero value (what
-// ClickHouse itself stores for a missing value), and non-text values, which
-// an outbox insert never carries, are refused.
-func textOr(zero any, parse func([]byte) (any, error)) converter {
-	return func(v decoder.Value) (any, error) {
-		switch v.Kind {
-		case decoder.ValueNull:
-			return zero, nil
-		case decoder.ValueText:
-			return parse(v.Data)
-		default:
-			return nil, errNotText
+func (c *valueCell[T]) set(v decoder.Value) error {
+	switch v.Kind {
+	case decoder.ValueNull:
+		c.v = c.zero
+		return nil
+	case decoder.ValueText:
+		x, err := c.parse(v.Data)
+		if err != nil {
+			return err
 		}
+		c.v = x
+		return nil
 	}
+	return errNotText
+}
+
+func (c *valueCell[T]) value() any {
+	if c.byValue {
+		return c.v
+	}
+	return &c.v
+}
+
+// nullCell is a Nullable column: NULL stays NULL.
+type nullCell struct {
+	inner cell
+	null  bool
+}
+
+func (c *nullCell) set(v decoder.Value) error {
+	if c.null = v.Kind == decoder.ValueNull; c.null {
+		return nil
+	}
+	return c.inner.set(v)
+}
+
+func (c *nullCell) value() any {
+	if c.null {
+		return nil
+	}
+	return c.inner.value()
+}
+
+// traceCell is event_log.trace_id: the trace id of a W3C traceparent, or
+// "" for anything else.
+type traceCell struct {
+	v       []byte
+	byValue bool // not a String column: hand over a string
+}
+
+func (c *traceCell) set(v decoder.Value) error {
+	c.v = traceID(v)
+	return nil
+}
+
+func (c *traceCell) value() any {
+	if c.byValue {
+		return string(c.v)
+	}
+	return &c.v
+}
+
+// cellFor returns the cell for a ClickHouse type name as the server reports
+// it, e.g. "UInt64", "Nullable(String)", "DateTime('UTC')".
+func cellFor(chType string) cell { return newCell(chType, false) }
+
+func newCell(chType string, byValue bool) cell {
+	if inner, ok := unwrap(chType, "Nullable"); ok {
+		return &nullCell{inner: newCell(inner, byValue)}
+	}
+	if inner, ok := unwrap(chType, "LowCardinality"); ok {
+		return newCell(inner, true)
+	}
+	switch {
+	case chType == "String":
+		return &valueCell[[]byte]{parse: parseString, byValue: byValue}
+	case strings.HasPrefix(chType, "FixedString("):
+		return &valueCell[[]byte]{parse: parseString, byValue: true}
+	case chType == "UUID":
+		return &valueCell[uuid.UUID]{parse: parseUUID, byValue: byValue}
+	case chType == "DateTime" || strings.HasPrefix(chType, "DateTime("):
+		return &valueCell[time.Time]{zero: epoch, parse: parseDateTime, byValue: byValue}
+	case chType == "Date":
+		return &valueCell[time.Time]{zero: epoch, parse: parseDate, byValue: byValue}
+	case chType == "Bool":
+		return &valueCell[bool]{parse: parseBool, byValue: byValue}
+	case chType == "UInt8":
+		return &valueCell[uint8]{parse: parseUint[uint8](8), byValue: byValue}
+	case chType == "UInt16":
+		return &valueCell[uint16]{parse: parseUint[uint16](16), byValue: byValue}
+	case chType == "UInt32":
+		return &valueCell[uint32]{parse: parseUint[uint32](32), byValue: byValue}
+	case chType == "UInt64":
+		return &valueCell[uint64]{parse: parseUint[uint64](64), byValue: byValue}
+	case chType == "Int8":
+		return &valueCell[int8]{parse: parseInt[int8](8), byValue: byValue}
+	case chType == "Int16":
+		return &valueCell[int16]{parse: parseInt[int16](16), byValue: byValue}
+	case chType == "Int32":
+		return &valueCell[int32]{parse: parseInt[int32](32), byValue: byValue}
+	case chType == "Int64":
+		return &valueCell[int64]{parse: parseInt[int64](64), byValue: byValue}
+	case chType == "Float32":
+		return &valueCell[float32]{parse: parseFloat[float32](32, chType), byValue: byValue}
+	case chType == "Float64":
+		return &valueCell[float64]{parse: parseFloat[float64](64, chType), byValue: byValue}
+	}
+	// A type this connector does not convert (Decimal, Enum8, …): hand
+	// clickhouse-go the text. A value it or the server refuses still
+	// becomes a dead letter: write sets aside a row whose Append fails, and
+	// bisects an INSERT the server refuses.
+	return &valueCell[string]{parse: func(b []byte) (string, error) { return string(b), nil }, byValue: true}
+}
+
+func parseString(b []byte) ([]byte, error) { return b, nil }
+
+func parseUUID(b []byte) (uuid.UUID, error) {
+	u, err := uuid.ParseBytes(b)
+	if err != nil {
+		return uuid.UUID{}, fmt.Errorf("%q is not a UUID", clip(b))
+	}
+	return u, nil
 }
 
 func unwrap(t, wrapper string) (string, bool) {
@@ -122,6 +187,7 @@ func clip(b []byte) string {
 var (
 	minDateTime = time.Unix(0, 0)
 	maxDateTime = time.Unix(math.MaxUint32, 0)
+	epoch       = time.Unix(0, 0).UTC() // a NULL DateTime or Date
 )
 
 // PostgreSQL's ISO output of timestamptz and timestamp; cdc sets
@@ -133,7 +199,7 @@ var timestampLayouts = []string{
 	"2006-01-02 15:04:05.999999999",
 }
 
-func parseDateTime(b []byte) (any, error) {
+func parseDateTime(b []byte) (time.Time, error) {
 	// Fast path for the form cdc's session always produces,
 	// "2006-01-02 15:04:05[.ffffff]+00": no layout search, no allocation.
 	if t, ok := parseUTCTimestamp(b); ok {
@@ -143,12 +209,12 @@ func parseDateTime(b []byte) (any, error) {
 	for _, layout := range timestampLayouts {
 		if t, err := time.Parse(layout, s); err == nil {
 			if t.Before(minDateTime) || !t.Before(maxDateTime) {
-				return nil, fmt.Errorf("%q is outside DateTime's range 1970-01-01 to 2106-02-07", s)
+				return time.Time{}, fmt.Errorf("%q is outside DateTime's range 1970-01-01 to 2106-02-07", s)
 			}
 			return t.UTC().Truncate(time.Second), nil
 		}
 	}
-	return nil, fmt.Errorf("%q is not a timestamp", clip(b))
+	return time.Time{}, fmt.Errorf("%q is not a timestamp", clip(b))
 }
 
 // parseUTCTimestamp reads "YYYY-MM-DD hh:mm:ss[.f…]+00", dropping the
@@ -198,96 +264,80 @@ func parseUTCTimestamp(b []byte) (time.Time, bool) {
 	return t, true
 }
 
-func parseDate(b []byte) (any, error) {
+func parseDate(b []byte) (time.Time, error) {
 	t, err := time.Parse("2006-01-02", string(b))
 	if err != nil {
-		v, err2 := parseDateTime(b)
-		if err2 != nil {
-			return nil, fmt.Errorf("%q is not a date", clip(b))
+		if t, err = parseDateTime(b); err != nil {
+			return time.Time{}, fmt.Errorf("%q is not a date", clip(b))
 		}
-		t = v.(time.Time)
 	}
 	return t, nil
 }
 
-func parseBool(b []byte) (any, error) {
+func parseBool(b []byte) (bool, error) {
 	switch string(b) {
 	case "t", "true", "1":
 		return true, nil
 	case "f", "false", "0":
 		return false, nil
 	}
-	return nil, fmt.Errorf("%q is not a boolean", clip(b))
+	return false, fmt.Errorf("%q is not a boolean", clip(b))
 }
 
-func parseUint(b []byte, bits int) (any, error) {
-	s := string(b)
-	if s == "t" || s == "f" { // PostgreSQL boolean into a UInt8 flag
-		if s == "t" {
-			return castUint(1, bits), nil
+func parseUint[T uint8 | uint16 | uint32 | uint64](bits int) func([]byte) (T, error) {
+	return func(b []byte) (T, error) {
+		switch string(b) { // PostgreSQL boolean into a UInt8 flag
+		case "t":
+			return 1, nil
+		case "f":
+			return 0, nil
 		}
-		return castUint(0, bits), nil
+		n, err := strconv.ParseUint(string(b), 10, bits)
+		if err != nil {
+			return 0, fmt.Errorf("%q does not fit UInt%d", clip(b), bits)
+		}
+		return T(n), nil
 	}
-	n, err := strconv.ParseUint(s, 10, bits)
-	if err != nil {
-		return nil, fmt.Errorf("%q does not fit UInt%d", clip(b), bits)
-	}
-	return castUint(n, bits), nil
 }
 
-func parseInt(b []byte, bits int) (any, error) {
-	n, err := strconv.ParseInt(string(b), 10, bits)
-	if err != nil {
-		return nil, fmt.Errorf("%q does not fit Int%d", clip(b), bits)
+func parseInt[T int8 | int16 | int32 | int64](bits int) func([]byte) (T, error) {
+	return func(b []byte) (T, error) {
+		n, err := strconv.ParseInt(string(b), 10, bits)
+		if err != nil {
+			return 0, fmt.Errorf("%q does not fit Int%d", clip(b), bits)
+		}
+		return T(n), nil
 	}
-	return castInt(n, bits), nil
 }
 
-func zeroUint(bits int) any  { return castUint(0, bits) }
-func zeroInt(bits int) any   { return castInt(0, bits) }
-func zeroFloat(bits int) any { return map[int]any{32: float32(0), 64: float64(0)}[bits] }
-
-func castUint(n uint64, bits int) any {
-	switch bits {
-	case 8:
-		return uint8(n)
-	case 16:
-		return uint16(n)
-	case 32:
-		return uint32(n)
+func parseFloat[T float32 | float64](bits int, name string) func([]byte) (T, error) {
+	return func(b []byte) (T, error) {
+		f, err := strconv.ParseFloat(string(b), bits)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a %s", clip(b), name)
+		}
+		return T(f), nil
 	}
-	return n
-}
-
-func castInt(n int64, bits int) any {
-	switch bits {
-	case 8:
-		return int8(n)
-	case 16:
-		return int16(n)
-	case 32:
-		return int32(n)
-	}
-	return n
 }
 
 // traceID extracts the trace id from a W3C traceparent
 // ("00-<32 hex trace id>-<16 hex span id>-<2 hex flags>"); anything else
 // yields "" — trace context is advisory and never a reason to refuse a row.
-func traceID(v decoder.Value) string {
+// The id is a slice of v's bytes, not a copy.
+func traceID(v decoder.Value) []byte {
 	b := v.Data
 	if v.Kind != decoder.ValueText || len(b) != 55 || b[2] != '-' || b[35] != '-' || b[52] != '-' {
-		return ""
+		return nil
 	}
 	id, zero := b[3:35], true
 	for _, c := range id {
 		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return ""
+			return nil
 		}
 		zero = zero && c == '0'
 	}
 	if zero {
-		return ""
+		return nil
 	}
-	return string(id)
+	return id
 }
