@@ -17,6 +17,9 @@ type Decoder struct {
 	// protocol version 2 puts the (sub)transaction's xid after the type
 	// byte of every data message.
 	inStream bool
+	// The unused rest of the chunks rows are carved from (see carveValues).
+	valueChunk []Value
+	byteChunk  []byte
 }
 
 // New returns a Decoder with an empty relation cache.
@@ -266,7 +269,7 @@ func (d *Decoder) decodeInsert(r *reader) (Message, error) {
 	if marker != 'N' {
 		return Message{}, fmt.Errorf("tuple marker %q, want 'N'", marker)
 	}
-	values, size, err := readTuple(r, rel)
+	values, size, err := d.readTuple(r, rel)
 	if err != nil {
 		return Message{}, err
 	}

@@ -1,7 +1,9 @@
 package decoder
 
 import (
+	"fmt"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -603,18 +605,75 @@ func TestDecodeDoesNotRetainInput(t *testing.T) {
 func TestDecodeInsertAllocations(t *testing.T) {
 	d := primedDecoder(t)
 	msg := benchmarkInsert()
-	allocs := testing.AllocsPerRun(100, func() {
+	m, err := d.Decode(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rows are carved from chunks: decoding n inserts allocates a chunk of
+	// values every chunkValues/7 rows and one of bytes every
+	// chunkBytes/size rows, nothing per row.
+	const n = 8192
+	chunks := func(perChunk int) uint64 { return uint64((n + perChunk - 1) / perChunk) }
+	wantAllocs := chunks(chunkValues/7) + chunks(chunkBytes/m.Size)
+	d = primedDecoder(t)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for range n {
 		if _, err := d.Decode(msg); err != nil {
 			t.Fatal(err)
 		}
-	})
-	// One []Value, one buffer for the values' bytes.
-	if allocs != 2 {
-		t.Errorf("%v allocations per insert, want 2", allocs)
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.Mallocs - before.Mallocs; got < wantAllocs || got > wantAllocs+2 {
+		t.Errorf("%d allocations for %d inserts of %d bytes, want %d (the chunks)", got, n, m.Size, wantAllocs)
 	}
 	for _, msg := range [][]byte{beginMsg(1, commitTime, 2), commitMsg(1, 2, commitTime)} {
 		if allocs := testing.AllocsPerRun(100, func() { _, _ = d.Decode(msg) }); allocs != 0 {
 			t.Errorf("%q: %v allocations, want 0", msg[0], allocs)
+		}
+	}
+}
+
+// Rows carved from shared chunks stay each their own: decoding more rows
+// never changes an earlier one, a value cannot grow into its neighbour,
+// and a large row does not take chunk space.
+func TestDecodedRowsDoNotShareMemory(t *testing.T) {
+	d := primedDecoder(t)
+	const n = 3000 // several chunks of each kind
+	rows := make([][]Value, n)
+	for i := range rows {
+		ctx := fmt.Sprintf(`{"i":%d}`, i)
+		if i%1000 == 999 {
+			ctx = strings.Repeat("x", chunkBytes) // its own buffer
+		}
+		m, err := d.Decode(insertMsg(16385, text(fmt.Sprint("id-", i)), text("type"), text("ts"), null, text(ctx), text("1"), text("tp")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows[i] = m.Values
+		if cap(m.Values) != len(m.Values) {
+			t.Fatalf("row %d: values cap %d, len %d: appending would reach the next row", i, cap(m.Values), len(m.Values))
+		}
+		for j, v := range m.Values {
+			if cap(v.Data) != len(v.Data) {
+				t.Fatalf("row %d value %d: cap %d, len %d", i, j, cap(v.Data), len(v.Data))
+			}
+		}
+	}
+	for i, vals := range rows {
+		ctx := fmt.Sprintf(`{"i":%d}`, i)
+		if i%1000 == 999 {
+			ctx = strings.Repeat("x", chunkBytes)
+		}
+		want := []string{fmt.Sprint("id-", i), "type", "ts", "", ctx, "1", "tp"}
+		for j, v := range vals {
+			if string(v.Data) != want[j] {
+				t.Fatalf("row %d value %d = %.40q after %d more rows were decoded, want %.40q", i, j, v.Data, n-i-1, want[j])
+			}
+		}
+		if vals[3].Kind != ValueNull {
+			t.Fatalf("row %d value 3 is %v, want NULL", i, vals[3].Kind)
 		}
 	}
 }

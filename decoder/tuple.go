@@ -5,7 +5,7 @@ import "fmt"
 // readTuple reads the TupleData of an Insert for rel, which must be the last
 // thing in the message. The values are copied out of the message: see
 // detach.
-func readTuple(r *reader, rel *Relation) ([]Value, int, error) {
+func (d *Decoder) readTuple(r *reader, rel *Relation) ([]Value, int, error) {
 	n := r.int16("column count")
 	if r.err != nil {
 		return nil, 0, r.err
@@ -13,7 +13,7 @@ func readTuple(r *reader, rel *Relation) ([]Value, int, error) {
 	if int(n) != len(rel.Columns) {
 		return nil, 0, fmt.Errorf("tuple has %d columns, relation %d %s has %d", n, rel.ID, rel.qualifiedName(), len(rel.Columns))
 	}
-	values := make([]Value, n)
+	values := d.carveValues(int(n))
 	size := 0
 	for i := range values {
 		values[i] = r.value()
@@ -25,16 +25,52 @@ func readTuple(r *reader, rel *Relation) ([]Value, int, error) {
 	if r.end("the tuple"); r.err != nil {
 		return nil, 0, r.err
 	}
-	detach(values, size)
+	d.detach(values, size)
 	return values, size, nil
 }
 
-// detach copies the values' data, which alias the message, into one new
-// buffer: the caller may then reuse the message buffer, and a decoded row
-// costs one allocation for its bytes however many columns it has. Each Data
-// is capped at its own length so appending to one cannot overwrite the next.
-func detach(values []Value, size int) {
-	buf := make([]byte, 0, size)
+// Rows are carved out of shared chunks rather than allocated one by one: a
+// backlog decodes hundreds of thousands of small rows, and two allocations
+// per row were most of the objects the pipeline made. A chunk is freed
+// once every row carved from it is (rows are stored and dropped in WAL
+// order, so that is soon after); a row larger than chunkBytes/8 gets its own
+// buffer, so a 10 MiB event never keeps a chunk's neighbours alive nor the
+// other way round.
+const (
+	chunkBytes  = 64 << 10
+	chunkValues = 1024
+)
+
+// carveValues returns n zero values of a fresh row. The slice is capped at n
+// so appending to it cannot reach the next row's.
+func (d *Decoder) carveValues(n int) []Value {
+	if n > chunkValues/8 {
+		return make([]Value, n)
+	}
+	if len(d.valueChunk) < n {
+		d.valueChunk = make([]Value, chunkValues)
+	}
+	v := d.valueChunk[:n:n]
+	d.valueChunk = d.valueChunk[n:]
+	return v
+}
+
+// detach copies the values' data, which alias the message, into one
+// buffer carved from the decoder's byte chunk: the caller may then reuse
+// the message buffer. Each Data is capped at its own length so appending to
+// one cannot overwrite the next.
+func (d *Decoder) detach(values []Value, size int) {
+	var buf []byte
+	switch {
+	case size > chunkBytes/8:
+		buf = make([]byte, 0, size)
+	default:
+		if len(d.byteChunk) < size {
+			d.byteChunk = make([]byte, chunkBytes)
+		}
+		buf = d.byteChunk[:0:size]
+		d.byteChunk = d.byteChunk[size:]
+	}
 	for i := range values {
 		v := &values[i]
 		if v.Data == nil {
