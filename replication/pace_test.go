@@ -1,7 +1,9 @@
 package replication
 
 import (
+	"errors"
 	"net"
+	"slices"
 	"testing"
 	"time"
 )
@@ -20,19 +22,38 @@ func (c *scriptedConn) Read(p []byte) (int, error) {
 
 func TestPacedConn(t *testing.T) {
 	tests := []struct {
-		name  string
-		pause time.Duration
-		reads []int // bytes each read returns, into a 100-byte buffer
-		want  []time.Duration
+		name      string
+		pause     time.Duration
+		reads     []int // bytes each read returns, into a 100-byte buffer
+		want      []time.Duration
+		lowWater  bool  // the socket has a low-water mark to set
+		failQuiet error // raising the mark fails
+		wantMarks []int // low-water marks set, in order
 	}{
-		{"not streaming yet: never waits", 0, []int{10, 10, 10}, nil},
-		{"waits only after a read that emptied the socket", 5 * time.Millisecond, []int{10, 100, 100, 40, 100}, []time.Duration{5 * time.Millisecond, 5 * time.Millisecond}},
-		{"a backlog fills every read: no waits", 5 * time.Millisecond, []int{100, 100, 100}, nil},
+		{name: "not streaming yet: never waits", reads: []int{10, 10, 10}, lowWater: true},
+		{name: "waits only after a read that emptied the socket", pause: 5 * time.Millisecond, reads: []int{10, 100, 100, 40, 100},
+			want: []time.Duration{5 * time.Millisecond, 5 * time.Millisecond}},
+		{name: "a backlog fills every read: no waits", pause: 5 * time.Millisecond, reads: []int{100, 100, 100}, lowWater: true},
+		{name: "the mark is raised for each pause and put back before the read", pause: 5 * time.Millisecond, reads: []int{10, 100, 40, 100},
+			want: []time.Duration{5 * time.Millisecond, 5 * time.Millisecond}, lowWater: true,
+			wantMarks: []int{quietLowWater, 1, quietLowWater, 1}},
+		{name: "a mark that cannot be raised is not put back; the pause stays", pause: 5 * time.Millisecond, reads: []int{10, 100},
+			want: []time.Duration{5 * time.Millisecond}, lowWater: true, failQuiet: errors.New("ENOPROTOOPT")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var slept []time.Duration
+			var marks []int
 			c := &pacedConn{Conn: &scriptedConn{sizes: tt.reads}, sleep: func(d time.Duration) { slept = append(slept, d) }}
+			if tt.lowWater {
+				c.lowWater = func(n int) error {
+					if n == quietLowWater && tt.failQuiet != nil {
+						return tt.failQuiet
+					}
+					marks = append(marks, n)
+					return nil
+				}
+			}
 			c.pause.Store(int64(tt.pause))
 			buf := make([]byte, 100)
 			for range tt.reads {
@@ -40,13 +61,11 @@ func TestPacedConn(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if len(slept) != len(tt.want) {
+			if !slices.Equal(slept, tt.want) {
 				t.Fatalf("slept %v, want %v", slept, tt.want)
 			}
-			for i := range slept {
-				if slept[i] != tt.want[i] {
-					t.Fatalf("slept %v, want %v", slept, tt.want)
-				}
+			if !slices.Equal(marks, tt.wantMarks) {
+				t.Fatalf("low-water marks set %v, want %v", marks, tt.wantMarks)
 			}
 		})
 	}
@@ -55,5 +74,26 @@ func TestPacedConn(t *testing.T) {
 	}
 	if got := readPause(20 * time.Millisecond); got != time.Millisecond {
 		t.Errorf("readPause(20ms) = %s, want 1ms", got)
+	}
+}
+
+// A mark that was raised and cannot be put back fails the read: the
+// session ends instead of waiting on a socket that will not wake it.
+func TestPacedConn_FailedRestoreFailsTheRead(t *testing.T) {
+	c := &pacedConn{Conn: &scriptedConn{sizes: []int{10, 10}}, sleep: func(time.Duration) {},
+		lowWater: func(n int) error {
+			if n == 1 {
+				return errors.New("EBADF")
+			}
+			return nil
+		}}
+	c.pause.Store(int64(time.Millisecond))
+	buf := make([]byte, 100)
+	if _, err := c.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Read(buf)
+	if err == nil || err.Error() != "restore the socket's receive low-water mark: EBADF" {
+		t.Fatalf("read after a failed restore: %v", err)
 	}
 }

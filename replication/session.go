@@ -96,7 +96,7 @@ func connect(ctx context.Context, dsn string) (*pgconn.PgConn, *pacedConn, error
 		}
 		// The last dialled is the one used: pgconn may try several
 		// (hosts, sslmode=prefer) and keeps the first that works.
-		paced = &pacedConn{Conn: c, sleep: time.Sleep}
+		paced = &pacedConn{Conn: c, sleep: time.Sleep, lowWater: lowWaterFunc(c)}
 		return paced, nil
 	}
 	cfg.RuntimeParams["TimeZone"] = "UTC"
