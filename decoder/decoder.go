@@ -17,9 +17,11 @@ type Decoder struct {
 	// protocol version 2 puts the (sub)transaction's xid after the type
 	// byte of every data message.
 	inStream bool
-	// The unused rest of the chunks rows are carved from (see carveValues).
+	// The unused rest of the chunks rows are carved from (see detach), and
+	// the tuple being read.
 	valueChunk []Value
 	byteChunk  []byte
+	scratch    []Value
 }
 
 // New returns a Decoder with an empty relation cache.

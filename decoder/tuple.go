@@ -13,19 +13,25 @@ func (d *Decoder) readTuple(r *reader, rel *Relation) ([]Value, int, error) {
 	if int(n) != len(rel.Columns) {
 		return nil, 0, fmt.Errorf("tuple has %d columns, relation %d %s has %d", n, rel.ID, rel.qualifiedName(), len(rel.Columns))
 	}
-	values := d.carveValues(int(n))
+	// Read into scratch first: whether the row is carved from the chunks
+	// depends on its size.
+	if cap(d.scratch) < int(n) {
+		d.scratch = make([]Value, n)
+	}
+	scratch := d.scratch[:n]
+	defer clear(scratch) // it aliases the message, which may be megabytes
 	size := 0
-	for i := range values {
-		values[i] = r.value()
+	for i := range scratch {
+		scratch[i] = r.value()
 		if r.err != nil {
 			return nil, 0, fmt.Errorf("column %d %q: %w", i, rel.Columns[i].Name, r.err)
 		}
-		size += len(values[i].Data)
+		size += len(scratch[i].Data)
 	}
 	if r.end("the tuple"); r.err != nil {
 		return nil, 0, r.err
 	}
-	d.detach(values, size)
+	values := d.detach(scratch, size)
 	return values, size, nil
 }
 
@@ -33,53 +39,46 @@ func (d *Decoder) readTuple(r *reader, rel *Relation) ([]Value, int, error) {
 // backlog decodes hundreds of thousands of small rows, and two allocations
 // per row were most of the objects the pipeline made. A chunk is freed
 // once every row carved from it is (rows are stored and dropped in WAL
-// order, so that is soon after); a row larger than chunkBytes/8 gets its own
-// buffer, so a 10 MiB event never keeps a chunk's neighbours alive nor the
-// other way round.
+// order, so that is soon after). A row larger than chunkBytes/8 gets its
+// own values and buffer: a chunk of values points at the bytes of every row
+// carved from it, so a 10 MiB event carved from one would stay in memory
+// until the chunk's last row is stored.
 const (
 	chunkBytes  = 64 << 10
 	chunkValues = 1024
+	largeRow    = chunkBytes / 8
 )
 
-// carveValues returns n zero values of a fresh row. The slice is capped at n
-// so appending to it cannot reach the next row's.
-func (d *Decoder) carveValues(n int) []Value {
-	if n > chunkValues/8 {
-		return make([]Value, n)
-	}
-	if len(d.valueChunk) < n {
-		d.valueChunk = make([]Value, chunkValues)
-	}
-	v := d.valueChunk[:n:n]
-	d.valueChunk = d.valueChunk[n:]
-	return v
-}
-
-// detach copies the values' data, which alias the message, into one
-// buffer carved from the decoder's byte chunk: the caller may then reuse
-// the message buffer. Each Data is capped at its own length so appending to
-// one cannot overwrite the next.
-func (d *Decoder) detach(values []Value, size int) {
+// detach copies values, which alias the message, into a row of their own:
+// the caller may then reuse the message buffer. The row's slice and each
+// Data are capped at their length, so appending to one cannot overwrite
+// the next.
+func (d *Decoder) detach(values []Value, size int) []Value {
+	n := len(values)
+	var row []Value
 	var buf []byte
-	switch {
-	case size > chunkBytes/8:
+	if size > largeRow || n > chunkValues/8 {
+		row = make([]Value, n)
 		buf = make([]byte, 0, size)
-	default:
+	} else {
+		if len(d.valueChunk) < n {
+			d.valueChunk = make([]Value, chunkValues)
+		}
+		row, d.valueChunk = d.valueChunk[:n:n], d.valueChunk[n:]
 		if len(d.byteChunk) < size {
 			d.byteChunk = make([]byte, chunkBytes)
 		}
-		buf = d.byteChunk[:0:size]
-		d.byteChunk = d.byteChunk[size:]
+		buf, d.byteChunk = d.byteChunk[:0:size], d.byteChunk[size:]
 	}
-	for i := range values {
-		v := &values[i]
-		if v.Data == nil {
-			continue
+	for i, v := range values {
+		if v.Data != nil {
+			start := len(buf)
+			buf = append(buf, v.Data...)
+			v.Data = buf[start:len(buf):len(buf)]
 		}
-		start := len(buf)
-		buf = append(buf, v.Data...)
-		v.Data = buf[start:len(buf):len(buf)]
+		row[i] = v
 	}
+	return row
 }
 
 // skipTuple checks the TupleData of a message we ignore without keeping it.
