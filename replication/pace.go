@@ -19,8 +19,8 @@ import (
 // Pausing alone does not keep the process asleep: Go's network poller is
 // woken by every segment that arrives, whether or not a goroutine is
 // reading, and the walsender sends a segment per change. So for the pause
-// the socket's receive low-water mark is raised as high as the kernel
-// allows (no wake-up until that much is queued) and put back to one byte
+// the socket's receive low-water mark is raised above what a pause
+// collects (no wake-up until that much is queued) and put back to one byte
 // before the next read. Under unthrottled pgbench that cut cdc's context
 // switches about seven-fold and its CPU by half (docs/performance.md).
 type pacedConn struct {
@@ -32,10 +32,12 @@ type pacedConn struct {
 	lowWater func(bytes int) error
 }
 
-// quietLowWater asks for more than any receive buffer holds; the kernel
-// caps it at half of the largest (tcp_rmem), so nothing wakes the poller
-// during a pause unless that much arrives.
-const quietLowWater = 1 << 30
+// quietLowWater is more than a pause ever collects (5 ms of a stream read
+// at 60 MB/s is 300 KB), so nothing wakes the poller during one. Linux
+// grows the socket's receive buffer to hold it (to about 2 MiB) and clamps
+// the window to it: a bound on the stream the kernel holds for cdc, where
+// a value near tcp_rmem's maximum would let it hold tens of MiB.
+const quietLowWater = 1 << 20
 
 func (c *pacedConn) Read(p []byte) (int, error) {
 	if c.drained.Load() {
