@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# sql-interface.sh: how fast PostgreSQL's SQL interface to logical decoding
+# hands the bench's 300,000-row backlog to a client, against the ceiling
+# (count(*) only) — a reference for a catch-up mode that would read a
+# backlog with pg_logical_slot_peek_binary_changes instead of the
+# walsender, which flushes every change as its own message. Throwaway
+# servers under .local/sql-interface; each figure is wall seconds of psql.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+dir=$root/.local/sql-interface
+scripts/localdb.sh stop "$dir" >/dev/null 2>&1 || true
+rm -rf "$dir"
+mkdir -p "$dir"
+eval "$(scripts/localdb.sh start "$dir" | sed 's/^/export /')"
+trap 'scripts/localdb.sh stop "$dir" >/dev/null' EXIT
+go build -o "$dir/cdc" ./cmd/cdc
+"$dir/cdc" migrate >"$dir/migrate.log" 2>&1
+psql=(psql -X -q -v ON_ERROR_STOP=1 "$CDC_PG_DSN")
+for s in v1_count v1_rows v2_count v2_rows; do
+	"${psql[@]}" -c "SELECT pg_create_logical_replication_slot('$s', 'pgoutput')" >/dev/null
+done
+# The backlog of bench/main.go: eventContextSQL, insertBacklog.
+ctx=$(sed -n '/^const eventContextSQL = /,/::json`$/p' bench/main.go | sed 's/^const eventContextSQL = `//; s/` +$//; s/^\t`//; s/`$//' | tr -d '\n')
+"${psql[@]}" -c "INSERT INTO outbox (event_type, environment, event_context, traceparent)
+	SELECT 'order.created', 'production', $ctx, '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
+	FROM generate_series(1, 300000) AS i"
+v1="'proto_version', '1', 'publication_names', 'cdc_outbox'"
+v2="'proto_version', '2', 'streaming', 'on', 'publication_names', 'cdc_outbox'"
+timed() { # label, SQL: run it with psql into /dev/null, print wall seconds
+	local start end
+	start=$(date +%s%N)
+	"${psql[@]}" -c "$2" >/dev/null
+	end=$(date +%s%N)
+	printf '%-44s %.2f s\n' "$1" "$(echo "($end - $start) / 1000000000" | bc -l)"
+}
+for round in 1 2; do
+	timed "ceiling, protocol 1, count(*) ($round)" "SELECT count(*) FROM pg_logical_slot_peek_binary_changes('v1_count', NULL, NULL, $v1)"
+	timed "protocol 1, every change to the client ($round)" "COPY (SELECT data FROM pg_logical_slot_peek_binary_changes('v1_rows', NULL, NULL, $v1)) TO STDOUT (FORMAT binary)"
+	timed "protocol 2 streaming, count(*) ($round)" "SELECT count(*) FROM pg_logical_slot_peek_binary_changes('v2_count', NULL, NULL, $v2)"
+	timed "protocol 2 streaming, every change ($round)" "COPY (SELECT data FROM pg_logical_slot_peek_binary_changes('v2_rows', NULL, NULL, $v2)) TO STDOUT (FORMAT binary)"
+done
