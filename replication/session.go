@@ -657,27 +657,40 @@ func (s *stream) seal() *sink.Batch {
 // so the server does not time the connection out.
 func (s *stream) handoff(ctx context.Context) error {
 	b := s.seal()
+	sent, err := s.await(ctx, s.batches, b, nil)
+	if err == nil && !sent {
+		s.unsent = b // shutdown: run hands it over within the budget
+	}
+	return err
+}
+
+// await serves the connection while the stream does not read it: it applies
+// the writer's acknowledgements and sends standby status on time until b is
+// taken on send, until fires, or ctx ends, and reports whether b was sent.
+// A nil send or until never fires (pause has no batch, handoff no timer).
+func (s *stream) await(ctx context.Context, send chan<- *sink.Batch, b *sink.Batch, until <-chan time.Time) (bool, error) {
 	for {
-		wait := time.Until(s.nextStatus)
-		timer := time.NewTimer(max(wait, 0))
+		status := time.NewTimer(max(time.Until(s.nextStatus), 0))
 		select {
-		case s.batches <- b:
-			timer.Stop()
-			return nil
+		case send <- b:
+			status.Stop()
+			return true, nil
+		case <-until:
+			status.Stop()
+			return false, nil
 		case a, ok := <-s.acks:
-			timer.Stop()
+			status.Stop()
 			if !ok {
-				return errWriterStopped
+				return false, errWriterStopped
 			}
 			s.applyAck(a)
-		case <-timer.C:
+		case <-status.C:
 			if err := s.sendStatus(ctx); err != nil {
-				return err
+				return false, err
 			}
 		case <-ctx.Done():
-			timer.Stop()
-			s.unsent = b
-			return nil
+			status.Stop()
+			return false, nil
 		}
 	}
 }

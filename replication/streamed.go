@@ -168,27 +168,8 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 func (s *stream) pause(ctx context.Context, d time.Duration) error {
 	timer := time.NewTimer(d)
 	defer timer.Stop()
-	for {
-		status := time.NewTimer(max(time.Until(s.nextStatus), 0))
-		select {
-		case <-timer.C:
-			status.Stop()
-			return nil
-		case a, ok := <-s.acks:
-			status.Stop()
-			if !ok {
-				return errWriterStopped
-			}
-			s.applyAck(a)
-		case <-status.C:
-			if err := s.sendStatus(ctx); err != nil {
-				return err
-			}
-		case <-ctx.Done():
-			status.Stop()
-			return nil
-		}
-	}
+	_, err := s.await(ctx, nil, nil, timer.C)
+	return err
 }
 
 // streamedRow returns the position of the next row of the streamed
