@@ -113,7 +113,12 @@ func (l *loader) dsn(name string, schemes ...string) string {
 	}
 	for _, s := range schemes {
 		if u.Scheme == s {
-			if u.Host == "" {
+			// PostgreSQL names a Unix socket's directory in a host
+			// parameter (postgres://user@/db?host=/var/run/postgresql),
+			// which is how a connector next to its database connects.
+			// An empty host otherwise is a template gone wrong, not a
+			// wish for libpq's default socket.
+			if u.Host == "" && (s != "postgres" && s != "postgresql" || u.Query().Get("host") == "") {
 				l.fail(name, "no host in the URL")
 			}
 			return v

@@ -83,6 +83,7 @@ func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 		{"missing clickhouse dsn", with("CDC_CLICKHOUSE_DSN", ""), "CDC_CLICKHOUSE_DSN: required, e.g. clickhouse://user:password@host/db"},
 		{"wrong scheme", with("CDC_CLICKHOUSE_DSN", "http://ch:8123"), `CDC_CLICKHOUSE_DSN: scheme "http" not supported, want clickhouse://`},
 		{"no host", with("CDC_PG_DSN", "postgres:///db"), "CDC_PG_DSN: no host in the URL"},
+		{"socket parameter is only postgres's", with("CDC_CLICKHOUSE_DSN", "clickhouse:///db?host=/tmp"), "CDC_CLICKHOUSE_DSN: no host in the URL"},
 		{"rows not a number", with("CDC_BATCH_MAX_ROWS", "lots"), `CDC_BATCH_MAX_ROWS: "lots" is not a positive whole number`},
 		{"rows zero", with("CDC_BATCH_MAX_ROWS", "0"), `CDC_BATCH_MAX_ROWS: "0" is not a positive whole number`},
 		{"bytes", with("CDC_BATCH_MAX_BYTES", "16 potatoes"), `CDC_BATCH_MAX_BYTES: "16 potatoes" is not a size, e.g. 16MiB, 512KiB or 1048576`},
@@ -107,6 +108,25 @@ func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 			var ce *Error
 			if !errors.As(err, &ce) {
 				t.Fatalf("error %T is not a *config.Error", err)
+			}
+		})
+	}
+}
+
+func TestLoad_PostgresDSNForms(t *testing.T) {
+	for _, dsn := range []string{
+		"postgres://cdc:secret@db.internal:5432/app?sslmode=require",
+		"postgresql://cdc@db.internal/app",
+		"postgres://cdc@/app?host=/var/run/postgresql",           // Unix socket folder
+		"postgres://cdc@/app?host=/var/run/postgresql&port=5433", // and its port
+	} {
+		t.Run(dsn, func(t *testing.T) {
+			c, err := Load(env(with("CDC_PG_DSN", dsn)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.PGDSN != dsn {
+				t.Fatalf("PGDSN = %q", c.PGDSN)
 			}
 		})
 	}

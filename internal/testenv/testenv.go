@@ -142,6 +142,17 @@ func (e *Env) PostgresDataDir(t testing.TB) string {
 	return filepath.Join(e.dir, "pg")
 }
 
+// PostgresSocketDir is the folder of the local PostgreSQL server's Unix
+// socket (unix_socket_directories in scripts/localdb.sh); it skips the
+// test when the servers come from the environment.
+func (e *Env) PostgresSocketDir(t testing.TB) string {
+	t.Helper()
+	if !e.Local() {
+		t.Skip("servers come from the environment; their socket folder is unknown")
+	}
+	return e.dir
+}
+
 // StopClickHouse stops the local ClickHouse server; StartClickHouse starts it
 // again on the same port with the same data.
 func (e *Env) StopClickHouse(t testing.TB) { e.localdb(t, "stop-ch") }
