@@ -69,11 +69,22 @@ func TestPacedConn(t *testing.T) {
 			}
 		})
 	}
-	if got := readPause(time.Second); got != 5*time.Millisecond {
-		t.Errorf("readPause(1s) = %s, want 5ms", got)
+}
+
+func TestReadPause(t *testing.T) {
+	tests := []struct {
+		conn  net.Conn
+		flush time.Duration
+		want  time.Duration
+	}{
+		{&net.TCPConn{}, time.Second, 5 * time.Millisecond},
+		{&net.TCPConn{}, 20 * time.Millisecond, time.Millisecond},
+		{&net.UnixConn{}, time.Second, 0}, // its buffer fills within a pause
 	}
-	if got := readPause(20 * time.Millisecond); got != time.Millisecond {
-		t.Errorf("readPause(20ms) = %s, want 1ms", got)
+	for _, tt := range tests {
+		if got := readPause(tt.conn, tt.flush); got != tt.want {
+			t.Errorf("readPause(%T, %s) = %s, want %s", tt.conn, tt.flush, got, tt.want)
+		}
 	}
 }
 

@@ -65,7 +65,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	r.state.setStreaming(true)
 	r.state.touch(time.Now())
 
-	paced.pause.Store(int64(readPause(r.cfg.FlushInterval)))
+	paced.pause.Store(int64(readPause(paced.Conn, r.cfg.FlushInterval)))
 	s := newStream(r, conn, confirmed, skip)
 	s.streaming, s.startWAL = streaming, sys.XLogPos
 	defer s.xacts.close()
