@@ -710,7 +710,7 @@ func (b *bench) drain(ctx context.Context) error {
 	// ceiling slot, one for a bare receive loop, and a second connector
 	// slot for the drain under a memory limit.
 	rawSlot := w.slot + "_raw"
-	for _, slot := range []string{"ceiling_slot", "ceiling2_slot", rawSlot, rawSlot + "2"} {
+	for _, slot := range []string{"ceiling_slot", "ceiling2_slot", rawSlot, rawSlot + "2", rawSlot + "3"} {
 		if _, err := w.pg.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
 			return fmt.Errorf("create %s: %w", slot, err)
 		}
@@ -721,6 +721,15 @@ func (b *bench) drain(ctx context.Context) error {
 	}
 	defer lim.ch.Close()
 	defer lim.pg.Close(ctx)
+	// And one that connects over the server's Unix socket: the transport
+	// of a connector deployed next to its database.
+	sock, err := b.sibling(ctx, w, "bench_drain_socket")
+	if err != nil {
+		return err
+	}
+	defer sock.ch.Close()
+	defer sock.pg.Close(ctx)
+	sock.pgDSN = socketDSN(w.pgDSN, b.o.dir)
 	insertDur, err := insertBacklog(ctx, w.pg, n)
 	if err != nil {
 		return err
@@ -750,10 +759,14 @@ func (b *bench) drain(ctx context.Context) error {
 		fmt.Sprintf("%d messages in %.2f s → **%.0f events/s**", msgs2, ceil2Dur.Seconds(), float64(n)/ceil2Dur.Seconds()), "reference", "—")
 
 	// The walsender's streaming path, with nothing of cdc in the way.
-	if _, err := b.rawStream(ctx, w.pgDSN, rawSlot, n, false); err != nil {
+	if _, err := b.rawStream(ctx, w.pgDSN, rawSlot, n, false, ""); err != nil {
 		return err
 	}
-	raw, err := b.rawStream(ctx, w.pgDSN, rawSlot+"2", n, true)
+	raw, err := b.rawStream(ctx, w.pgDSN, rawSlot+"2", n, true, "")
+	if err != nil {
+		return err
+	}
+	rawSock, err := b.rawStream(ctx, sock.pgDSN, rawSlot+"3", n, true, " over the Unix socket")
 	if err != nil {
 		return err
 	}
@@ -809,7 +822,35 @@ func (b *bench) drain(ctx context.Context) error {
 	b.add("3", fmt.Sprintf("Diagnostic: the same drain with GOMEMLIMIT=%s (env var only, no code change)", memLimit),
 		fmt.Sprintf("peak RSS **%.1f MiB**; %.2f s → %.0f events/s; cdc CPU %.2f s", float64(dl.peak)/(1<<20), dl.dur.Seconds(), float64(n)/dl.dur.Seconds(), dl.cdcCPU.Seconds()),
 		"≤ 150 MiB", verdict(dl.peak <= limit))
+
+	ds, err := b.drainOnce(ctx, sock, n, "drain-socket", nil)
+	if err != nil {
+		return err
+	}
+	b.add("2", "Diagnostic: the same drain over the Unix socket (`CDC_PG_DSN=postgres://…@/db?host=<socket folder>`; reads not paced)",
+		fmt.Sprintf("%.2f s → %.0f events/s; drain / ceiling **%.2f**; / bare loop over the socket %.2f; CPU cdc %.2f s, walsender %.2f s, clickhouse-server %.2f s; peak RSS %.1f MiB",
+			ds.dur.Seconds(), float64(n)/ds.dur.Seconds(), ceilDur.Seconds()/ds.dur.Seconds(), rawSock.Seconds()/ds.dur.Seconds(),
+			ds.cdcCPU.Seconds(), ds.wsCPU.Seconds(), ds.chCPU.Seconds(), float64(ds.peak)/(1<<20)),
+		"—", "—")
 	return nil
+}
+
+// socketDSN is dsn with its host replaced by the local server's Unix
+// socket folder (scripts/localdb.sh puts the socket in its own folder).
+func socketDSN(dsn, dir string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		panic(err) // checked by the servers already accepting it
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		panic(err)
+	}
+	q := u.Query()
+	q.Set("host", abs)
+	q.Set("port", u.Port())
+	u.Host, u.RawQuery = "", q.Encode()
+	return u.String()
 }
 
 // decodeOnSlot times pg_logical_slot_get_binary_changes over the backlog

@@ -310,7 +310,8 @@ func memoryBatches(n, maxBytes, maxRows int) []*sink.Batch {
 // of a large transaction: until its first change arrives (with pgoutput v1
 // PostgreSQL decodes the whole transaction before sending any of it; with
 // v2 streaming it sends blocks as it decodes), and from there to its commit.
-func (b *bench) rawStream(ctx context.Context, dsn, slot string, n int, streaming bool) (time.Duration, error) {
+// via names the transport in the table when it is not loopback TCP.
+func (b *bench) rawStream(ctx context.Context, dsn, slot string, n int, streaming bool, via string) (time.Duration, error) {
 	conn, err := replication.Connect(ctx, dsn)
 	if err != nil {
 		return 0, err
@@ -365,7 +366,7 @@ func (b *bench) rawStream(ctx context.Context, dsn, slot string, n int, streamin
 			case 'C', 'c':
 				if inserts >= n {
 					end := time.Now()
-					b.add("1", "Reference: the same WAL streamed over the replication protocol ("+label+") to a bare pglogrepl receive loop (own slot; no decoding, no batching, no sink)",
+					b.add("1", "Reference: the same WAL streamed over the replication protocol ("+label+")"+via+" to a bare pglogrepl receive loop (own slot; no decoding, no batching, no sink)",
 						fmt.Sprintf("first change %.2f s after START_REPLICATION (%s); then %d inserts in %.2f s → %.0f events/s; total %.2f s → **%.0f events/s**",
 							first.Sub(start).Seconds(), note, inserts, end.Sub(first).Seconds(), float64(inserts)/end.Sub(first).Seconds(), end.Sub(start).Seconds(), float64(inserts)/end.Sub(start).Seconds()),
 						"—", "—")
