@@ -1,5 +1,8 @@
 package e2e
 
+// Transports to PostgreSQL other than plain loopback TCP: TLS and a Unix
+// socket.
+
 import (
 	"context"
 	"crypto/ecdsa"
@@ -9,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -53,6 +57,35 @@ func TestTLS_ConnectorStreamsOverTLSToPostgres(t *testing.T) {
 		t.Fatal("the replication connection is not encrypted")
 	}
 	t.Logf("replication connection uses %s", version)
+}
+
+// TestSocket_ConnectorStreamsOverAUnixSocket runs the connector with a DSN
+// that names PostgreSQL's socket folder instead of a host, as a connector
+// deployed next to its database would: it must pass the configuration check,
+// stream over the socket and store the events.
+func TestSocket_ConnectorStreamsOverAUnixSocket(t *testing.T) {
+	w := newWorld(t)
+	dir := w.env.PostgresSocketDir(t)
+	u, err := url.Parse(w.pgDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("host", dir)
+	q.Set("port", u.Port())
+	u.Host, u.RawQuery = "", q.Encode()
+	w.start(map[string]string{"CDC_PG_DSN": u.String()})
+	w.insertEvents("over_socket", 25)
+	w.waitRows(25, 30*time.Second)
+
+	// A Unix-socket client has no address in pg_stat_replication.
+	var addr *string
+	if err := w.pg.QueryRow(context.Background(), `SELECT client_addr::text FROM pg_stat_replication WHERE application_name = 'cdc'`).Scan(&addr); err != nil {
+		t.Fatal(err)
+	}
+	if addr != nil {
+		t.Fatalf("replication client address %s: the connector did not use the socket", *addr)
+	}
 }
 
 // writeServerCert writes a self-signed server.crt/server.key where
