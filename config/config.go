@@ -118,7 +118,8 @@ func (l *loader) dsn(name string, schemes ...string) string {
 			// which is how a connector next to its database connects.
 			// An empty host otherwise is a template gone wrong, not a
 			// wish for libpq's default socket.
-			if u.Host == "" && (s != "postgres" && s != "postgresql" || u.Query().Get("host") == "") {
+			socket := (s == "postgres" || s == "postgresql") && u.Query().Get("host") != ""
+			if u.Host == "" && !socket {
 				l.fail(name, "no host in the URL")
 			}
 			return v
