@@ -5,6 +5,8 @@
 # backlog with pg_logical_slot_peek_binary_changes instead of the
 # walsender, which flushes every change as its own message. Throwaway
 # servers under .local/sql-interface; each figure is wall seconds of psql.
+# Also: the same with pgoutput's binary option, and how many rows a call
+# bounded by upto_nchanges returns.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -39,4 +41,14 @@ for round in 1 2; do
 	timed "protocol 1, every change to the client ($round)" "COPY (SELECT data FROM pg_logical_slot_peek_binary_changes('v1_rows', NULL, NULL, $v1)) TO STDOUT (FORMAT binary)"
 	timed "protocol 2 streaming, count(*) ($round)" "SELECT count(*) FROM pg_logical_slot_peek_binary_changes('v2_count', NULL, NULL, $v2)"
 	timed "protocol 2 streaming, every change ($round)" "COPY (SELECT data FROM pg_logical_slot_peek_binary_changes('v2_rows', NULL, NULL, $v2)) TO STDOUT (FORMAT binary)"
+	# pgoutput's binary option: values in their send format, no text output.
+	timed "protocol 1, binary, count(*) ($round)" "SELECT count(*) FROM pg_logical_slot_peek_binary_changes('v1_count', NULL, NULL, 'binary', 'true', $v1)"
+	timed "protocol 2 streaming, binary, count(*) ($round)" "SELECT count(*) FROM pg_logical_slot_peek_binary_changes('v2_count', NULL, NULL, 'binary', 'true', $v2)"
+done
+# What upto_nchanges bounds: with protocol 1 rows appear at the commit, so
+# the one-transaction backlog comes whole; with streaming, one block.
+for p in v1 v2; do
+	opts=$v1
+	[ "$p" = v2 ] && opts=$v2
+	printf '%-44s %s rows\n' "$p, upto_nchanges 1000" "$("${psql[@]}" -At -c "SELECT count(*) FROM pg_logical_slot_peek_binary_changes('${p}_count', NULL, 1000, $opts)")"
 done
