@@ -1,0 +1,61 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestMedianPair(t *testing.T) {
+	pair := func(ceil, drain float64) drainPair {
+		return drainPair{ceil: time.Duration(ceil * float64(time.Second)), drain: drained{dur: time.Duration(drain * float64(time.Second))}}
+	}
+	for _, tc := range []struct {
+		name string
+		ps   []drainPair
+		want int
+	}{
+		{"one", []drainPair{pair(2, 4)}, 0},
+		// Ratios 0.5, 0.8, 0.6: the median is the third pair's, though
+		// neither its ceiling nor its drain is the median of its kind.
+		{"odd", []drainPair{pair(2, 4), pair(2.4, 3), pair(1.8, 3)}, 2},
+		// Ratios 0.5, 0.9: the upper one of an even count.
+		{"even", []drainPair{pair(1, 2), pair(2.7, 3)}, 1},
+		// Equal ratios keep their order.
+		{"ties", []drainPair{pair(1, 2), pair(2, 4), pair(3, 6)}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := medianPair(tc.ps); got != tc.want {
+				t.Fatalf("medianPair = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSmallestFull(t *testing.T) {
+	for _, tc := range []struct {
+		batches []int
+		want    int
+	}{
+		{nil, 0},
+		{[]int{5024}, 5024},
+		{[]int{18436, 18000, 5024}, 18000},
+		{[]int{9000, 18436, 18436}, 9000},
+	} {
+		if got := smallestFull(tc.batches); got != tc.want {
+			t.Errorf("smallestFull(%v) = %d, want %d", tc.batches, got, tc.want)
+		}
+	}
+}
+
+func TestJoinRatios(t *testing.T) {
+	ps := []drainPair{
+		{ceil: 2220 * time.Millisecond, drain: drained{dur: 3230 * time.Millisecond}},
+		{ceil: 1600 * time.Millisecond, drain: drained{dur: 2800 * time.Millisecond}},
+	}
+	if got, want := joinRatios(ps), "0.69 / 0.57"; got != want {
+		t.Fatalf("joinRatios = %q, want %q", got, want)
+	}
+	if got, want := joinDurs(ps, func(p drainPair) time.Duration { return p.ceil }), "2.22 / 1.60"; got != want {
+		t.Fatalf("joinDurs = %q, want %q", got, want)
+	}
+}
