@@ -10,12 +10,10 @@ cd "$root"
 bin=$(realpath "$1")
 rate=${2:-}
 dir=$root/.local/ctxswitch
-scripts/localdb.sh stop "$dir" >/dev/null 2>&1 || true
-rm -rf "$dir"
-mkdir -p "$dir"
-eval "$(scripts/localdb.sh start "$dir" | sed 's/^/export /')"
+. bench/servers.sh
+fresh_servers "$dir"
 pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; scripts/localdb.sh stop "$dir" >/dev/null' EXIT
+on_exit='[ -z "$pid" ] || kill "$pid" 2>/dev/null || true'
 "$bin" migrate >"$dir/migrate.log" 2>&1
 "$bin" run >"$dir/cdc.log" 2>&1 &
 pid=$!

@@ -11,11 +11,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 dir=$root/.local/sql-interface
-scripts/localdb.sh stop "$dir" >/dev/null 2>&1 || true
-rm -rf "$dir"
-mkdir -p "$dir"
-eval "$(scripts/localdb.sh start "$dir" | sed 's/^/export /')"
-trap 'scripts/localdb.sh stop "$dir" >/dev/null' EXIT
+. bench/servers.sh
+fresh_servers "$dir"
 go build -o "$dir/cdc" ./cmd/cdc
 "$dir/cdc" migrate >"$dir/migrate.log" 2>&1
 psql=(psql -X -q -v ON_ERROR_STOP=1 "$CDC_PG_DSN")
