@@ -36,6 +36,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/eventcdc/cdc/config"
+	"github.com/eventcdc/cdc/internal/testenv"
 )
 
 type options struct {
@@ -769,7 +770,10 @@ func (b *bench) drain(ctx context.Context) error {
 	}
 	defer sock.ch.Close()
 	defer sock.pg.Close(ctx)
-	sock.pgDSN = socketDSN(w.pgDSN, b.o.dir)
+	// scripts/localdb.sh puts the server's socket in its own folder.
+	if sock.pgDSN, err = testenv.SocketDSN(w.pgDSN, b.o.dir); err != nil {
+		return err
+	}
 	insertDur, err := insertBacklog(ctx, w.pg, n)
 	if err != nil {
 		return err
@@ -966,24 +970,6 @@ func smallestFull(batches []int) int {
 		return batches[0]
 	}
 	return slices.Min(batches[:len(batches)-1])
-}
-
-// socketDSN is dsn with its host replaced by the local server's Unix
-// socket folder (scripts/localdb.sh puts the socket in its own folder).
-func socketDSN(dsn, dir string) string {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		panic(err) // checked by the servers already accepting it
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		panic(err)
-	}
-	q := u.Query()
-	q.Set("host", abs)
-	q.Set("port", u.Port())
-	u.Host, u.RawQuery = "", q.Encode()
-	return u.String()
 }
 
 // decodeOnSlot times pg_logical_slot_get_binary_changes over the backlog

@@ -12,13 +12,14 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
-	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/eventcdc/cdc/internal/testenv"
 )
 
 // TestTLS_ConnectorStreamsOverTLSToPostgres turns TLS on in the local
@@ -65,16 +66,11 @@ func TestTLS_ConnectorStreamsOverTLSToPostgres(t *testing.T) {
 // stream over the socket and store the events.
 func TestSocket_ConnectorStreamsOverAUnixSocket(t *testing.T) {
 	w := newWorld(t)
-	dir := w.env.PostgresSocketDir(t)
-	u, err := url.Parse(w.pgDSN)
+	dsn, err := testenv.SocketDSN(w.pgDSN, w.env.PostgresSocketDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := u.Query()
-	q.Set("host", dir)
-	q.Set("port", u.Port())
-	u.Host, u.RawQuery = "", q.Encode()
-	w.start(map[string]string{"CDC_PG_DSN": u.String()})
+	w.start(map[string]string{"CDC_PG_DSN": dsn})
 	w.insertEvents("over_socket", 25)
 	w.waitRows(25, 30*time.Second)
 

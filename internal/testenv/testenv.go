@@ -153,6 +153,22 @@ func (e *Env) PostgresSocketDir(t testing.TB) string {
 	return e.dir
 }
 
+// SocketDSN is the PostgreSQL URL dsn rewritten to reach the same server
+// through its Unix socket in folder dir: host and port move into query
+// parameters, postgres://user@/db?host=dir&port=N, the form pgx and libpq
+// take (and cdc's configuration accepts).
+func SocketDSN(dsn, dir string) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", fmt.Errorf("parse postgres dsn: %w", err)
+	}
+	q := u.Query()
+	q.Set("host", dir)
+	q.Set("port", u.Port())
+	u.Host, u.RawQuery = "", q.Encode()
+	return u.String(), nil
+}
+
 // StopClickHouse stops the local ClickHouse server; StartClickHouse starts it
 // again on the same port with the same data.
 func (e *Env) StopClickHouse(t testing.TB) { e.localdb(t, "stop-ch") }
