@@ -21,18 +21,12 @@ runs=$((rounds * 2))
 for i in $(seq 1 "$runs"); do
 	psql -c "SELECT pg_create_logical_replication_slot('spread_$i', 'pgoutput')" >/dev/null
 done
-# The bench's event_context expression (bench/main.go, eventContextSQL).
-ctx=$(sed -n '/^const eventContextSQL = `/,/::json`$/p' bench/main.go |
-	sed -E 's/^const eventContextSQL = `//; s/^\t`//; s/` \+$//; s/`$//' | tr -d '\n')
-psql -c "INSERT INTO outbox (event_type, environment, event_context)
-	SELECT 'order.created', 'production', $ctx FROM generate_series(1, 300000) AS i"
-psql -c "VACUUM ANALYZE outbox" -c "CHECKPOINT"
+insert_backlog 300000
 for i in $(seq 1 "$runs"); do
 	mem=64MB
 	[ $((i % 2)) = 0 ] && mem=2GB
 	t0=$(date +%s%N)
 	n=$(psql -c "SET logical_decoding_work_mem = '$mem'" -c "SELECT count(*) FROM pg_logical_slot_get_binary_changes('spread_$i', NULL, NULL,
 		'proto_version', '1', 'publication_names', 'cdc_outbox')")
-	t1=$(date +%s%N)
-	printf 'run %d logical_decoding_work_mem=%-4s %s messages in %.2f s\n' "$i" "$mem" "$n" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) / 1e9 }')"
+	printf 'run %d logical_decoding_work_mem=%-4s %s messages in %s s\n' "$i" "$mem" "$n" "$(seconds_since "$t0")"
 done

@@ -3,7 +3,9 @@
 # DIR with scripts/localdb.sh, removing what an earlier run left there,
 # exports their DSNs (CDC_PG_DSN, CDC_CLICKHOUSE_DSN, LOCALDB_*), and stops
 # them when the script exits. A script with more to clean up sets on_exit
-# to a command run first.
+# to a command run first. insert_backlog N inserts the bench's backlog
+# (bench/main.go, insertBacklog) into the migrated outbox; seconds_since T0
+# prints the seconds since T0, a `date +%s%N`.
 on_exit=:
 fresh_servers() {
 	servers_dir=$1
@@ -12,4 +14,20 @@ fresh_servers() {
 	mkdir -p "$servers_dir"
 	eval "$(scripts/localdb.sh start "$servers_dir" | sed 's/^/export /')"
 	trap 'eval "$on_exit"; scripts/localdb.sh stop "$servers_dir" >/dev/null' EXIT
+}
+
+insert_backlog() {
+	local ctx
+	# The event_context expression of bench/main.go (eventContextSQL).
+	ctx=$(sed -n '/^const eventContextSQL = `/,/::json`$/p' bench/main.go |
+		sed -E 's/^const eventContextSQL = `//; s/^\t`//; s/` \+$//; s/`$//' | tr -d '\n')
+	command psql -X -q -v ON_ERROR_STOP=1 "$CDC_PG_DSN" \
+		-c "INSERT INTO outbox (event_type, environment, event_context, traceparent)
+			SELECT 'order.created', 'production', $ctx, '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
+			FROM generate_series(1, $1) AS i" \
+		-c "VACUUM ANALYZE outbox" -c "CHECKPOINT"
+}
+
+seconds_since() {
+	awk -v a="$1" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }'
 }

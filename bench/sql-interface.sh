@@ -19,19 +19,14 @@ psql=(psql -X -q -v ON_ERROR_STOP=1 "$CDC_PG_DSN")
 for s in v1_count v1_rows v2_count v2_rows; do
 	"${psql[@]}" -c "SELECT pg_create_logical_replication_slot('$s', 'pgoutput')" >/dev/null
 done
-# The backlog of bench/main.go: eventContextSQL, insertBacklog.
-ctx=$(sed -n '/^const eventContextSQL = /,/::json`$/p' bench/main.go | sed 's/^const eventContextSQL = `//; s/` +$//; s/^\t`//; s/`$//' | tr -d '\n')
-"${psql[@]}" -c "INSERT INTO outbox (event_type, environment, event_context, traceparent)
-	SELECT 'order.created', 'production', $ctx, '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
-	FROM generate_series(1, 300000) AS i"
+insert_backlog 300000
 v1="'proto_version', '1', 'publication_names', 'cdc_outbox'"
 v2="'proto_version', '2', 'streaming', 'on', 'publication_names', 'cdc_outbox'"
 timed() { # label, SQL: run it with psql into /dev/null, print wall seconds
-	local start end
+	local start
 	start=$(date +%s%N)
 	"${psql[@]}" -c "$2" >/dev/null
-	end=$(date +%s%N)
-	printf '%-44s %.2f s\n' "$1" "$(echo "($end - $start) / 1000000000" | bc -l)"
+	printf '%-44s %s s\n' "$1" "$(seconds_since "$start")"
 }
 for round in 1 2; do
 	timed "ceiling, protocol 1, count(*) ($round)" "SELECT count(*) FROM pg_logical_slot_peek_binary_changes('v1_count', NULL, NULL, $v1)"
