@@ -30,3 +30,27 @@ func TestFlushDeadline(t *testing.T) {
 		})
 	}
 }
+
+func TestDueWhenCaughtUp(t *testing.T) {
+	server := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name   string
+		first  time.Time
+		insert time.Duration
+		want   bool
+	}{
+		{"committed just now: gathers for its interval", server.Add(-10 * time.Millisecond), 0, false},
+		{"committed 900ms ago: not yet due", server.Add(-900 * time.Millisecond), 0, false},
+		{"committed an interval ago: due", server.Add(-time.Second), 0, true},
+		{"a backlog committed a minute ago: due", server.Add(-time.Minute), 0, true},
+		{"INSERTs take 200ms: due 200ms sooner", server.Add(-800 * time.Millisecond), 200 * time.Millisecond, true},
+		{"INSERTs take 3s: at most half the interval is taken off", server.Add(-400 * time.Millisecond), 3 * time.Second, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := dueWhenCaughtUp(server, tt.first, time.Second, tt.insert); got != tt.want {
+				t.Fatalf("dueWhenCaughtUp = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -338,7 +338,7 @@ func (s *stream) run(ctx context.Context) error {
 	budget := time.AfterFunc(s.r.cfg.ShutdownTimeout, wcancel)
 	defer budget.Stop()
 	if s.unsent == nil && len(s.batch.Rows) > 0 {
-		s.unsent = s.seal()
+		s.unsent = s.seal(cutShutdown)
 	}
 	if s.unsent != nil {
 		select {
@@ -387,7 +387,7 @@ func (s *stream) loop(ctx context.Context) error {
 			}
 		}
 		if len(s.batch.Rows) > 0 && !now.Before(s.batchDeadline) {
-			if err := s.handoff(ctx); err != nil || s.unsent != nil {
+			if err := s.handoff(ctx, cutInterval); err != nil || s.unsent != nil {
 				return err
 			}
 		}
@@ -457,6 +457,9 @@ func (s *stream) handle(ctx context.Context, msg pgproto3.BackendMessage) error 
 			s.track.ServerEnd(pkm.ServerWALEnd)
 			if pkm.ReplyRequested {
 				s.nextStatus = time.Time{}
+			}
+			if len(s.batch.Rows) > 0 && dueWhenCaughtUp(pkm.ServerTime, time.Unix(0, s.batchFirst), s.r.cfg.FlushInterval, s.insertTime) {
+				return s.handoff(ctx, cutCaughtUp)
 			}
 		case pglogrepl.XLogDataByteID:
 			xld, err := pglogrepl.ParseXLogData(m.Data[1:])
@@ -557,6 +560,27 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 func (s *stream) committed(xid uint32, msg decoder.Message) {
 	s.track.Commit(msg.EndLSN)
 	s.lastCommit = msg.CommitTime
+	// Rows streamed before their commit were batched with a guessed
+	// commit time, the current time when no commit had been received
+	// yet; the commit says how old they really are, which the lag metric
+	// and dueWhenCaughtUp need. Every other row batched so far committed
+	// before this one, so the minimum is exact, except for rows of a
+	// transaction still open, whose time is a guess anyway.
+	if !msg.CommitTime.IsZero() {
+		c := msg.CommitTime.UnixNano()
+		if len(s.batch.Rows) > 0 {
+			s.batchFirst = min(s.batchFirst, c)
+		}
+		for i := range s.inFlight {
+			s.inFlight[i] = min(s.inFlight[i], c)
+		}
+		switch {
+		case len(s.inFlight) > 0:
+			s.r.metrics.SetOldestPending(s.inFlight[0])
+		case len(s.batch.Rows) > 0:
+			s.r.metrics.SetOldestPending(s.batchFirst)
+		}
+	}
 	s.committedPartial(xid, msg.EndLSN)
 	if s.skip != nil && msg.LSN >= s.skipMax {
 		s.skip = nil // past the replay window
@@ -572,7 +596,7 @@ func (s *stream) add(ctx context.Context, msg decoder.Message, pos sink.Position
 	// row alone does.
 	cost := rowCost(msg)
 	if len(s.batch.Rows) > 0 && s.batchCost+cost > s.r.cfg.BatchMaxBytes {
-		if err := s.handoff(ctx); err != nil || s.unsent != nil {
+		if err := s.handoff(ctx, cutSize); err != nil || s.unsent != nil {
 			return err
 		}
 	}
@@ -595,7 +619,7 @@ func (s *stream) add(ctx context.Context, msg decoder.Message, pos sink.Position
 	// stays bounded however large the transaction, and the checkpoint
 	// holds the acknowledgement until the transaction's last row is stored.
 	if len(s.batch.Rows) >= s.r.cfg.BatchMaxRows || s.batchCost >= s.r.cfg.BatchMaxBytes {
-		return s.handoff(ctx)
+		return s.handoff(ctx, cutSize)
 	}
 	return nil
 }
@@ -630,6 +654,31 @@ func flushDeadline(now, commit time.Time, interval, insert time.Duration) time.T
 // consider itself draining a backlog rather than following the primary.
 const backlogAge = 4
 
+// Why a batch was handed to the writer, for the debug log.
+const (
+	cutSize     = "size"      // CDC_BATCH_MAX_BYTES or CDC_BATCH_MAX_ROWS reached
+	cutInterval = "interval"  // its flushDeadline passed
+	cutCaughtUp = "caught up" // dueWhenCaughtUp
+	cutShutdown = "shutdown"
+)
+
+// dueWhenCaughtUp reports whether a batch whose oldest row committed at
+// first is due when a keepalive stamped serverNow arrives. The walsender
+// sends a keepalive when it has sent everything up to the WAL flushed so
+// far and waits for more, so nothing else is queued behind the batch's
+// rows. flushDeadline holds a batch of late rows for at least a quarter
+// interval after they arrived, or a backlog's for the whole interval, so
+// that a stream catching up fills large INSERTs instead of a flood of
+// small ones; once the walsender has caught up that wait gains no rows and
+// only delays the end of the backlog, so a batch whose rows are due by
+// their commit time goes now. Fresh rows are not due: under steady
+// traffic keepalives follow most commits, and the batch still gathers for
+// its interval. Both times are the server's clock, so a skewed clock here
+// changes nothing.
+func dueWhenCaughtUp(serverNow, first time.Time, interval, insert time.Duration) bool {
+	return !serverNow.Before(first.Add(interval - min(insert, interval/2)))
+}
+
 // Memory a row costs beyond its payload: the Row and its Value headers
 // here, and the fixed-width column slots and string offsets in the sink's
 // column buffers. Counting it makes CDC_BATCH_MAX_BYTES bound memory for
@@ -642,10 +691,14 @@ const (
 func rowCost(m decoder.Message) int { return m.Size + rowOverhead + valueOverhead*len(m.Values) }
 
 // seal closes the open batch and starts a new one.
-func (s *stream) seal() *sink.Batch {
+func (s *stream) seal(why string) *sink.Batch {
 	s.batchCost = 0
 	b := s.batch
 	b.End = s.track.Seal()
+	if ce := s.r.log.Check(zap.DebugLevel, "batch cut"); ce != nil {
+		ce.Write(zap.Int("rows", len(b.Rows)), zap.Int("bytes", b.Bytes), zap.String("why", why),
+			zap.Stringer("first", b.Rows[0].Pos), zap.Stringer("last", b.Rows[len(b.Rows)-1].Pos))
+	}
 	s.inFlight = append(s.inFlight, s.batchFirst)
 	s.batch = s.newBatch()
 	return b
@@ -655,8 +708,8 @@ func (s *stream) seal() *sink.Batch {
 // blocks — that is the backpressure: the socket is not read, TCP holds the
 // walsender — but it keeps acknowledging stored batches and sending status
 // so the server does not time the connection out.
-func (s *stream) handoff(ctx context.Context) error {
-	b := s.seal()
+func (s *stream) handoff(ctx context.Context, why string) error {
+	b := s.seal(why)
 	sent, err := s.await(ctx, s.batches, b, nil)
 	if err == nil && !sent {
 		s.unsent = b // shutdown: run hands it over within the budget
