@@ -33,6 +33,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/eventcdc/cdc/config"
@@ -496,6 +497,7 @@ type batchLine struct {
 	Msg      string    `json:"msg"`
 	TS       time.Time `json:"ts"`
 	Rows     int       `json:"rows"`
+	Last     string    `json:"last"`     // position of its last row, "LSN#seq"
 	Duration float64   `json:"duration"` // seconds
 }
 
@@ -506,16 +508,42 @@ func (c *connector) batchLog() ([]batchLine, error) {
 		return nil, fmt.Errorf("read connector log: %w", err)
 	}
 	defer f.Close()
-	var out []batchLine
-	sc := bufio.NewScanner(f)
+	return readBatchLog(f)
+}
+
+// readBatchLog returns the "batch stored" lines of a debug log in WAL
+// order. With two INSERTs in flight a drain's last, small batch can be
+// stored before the full one ahead of it; the INSERT-size verdict excepts
+// the batch that holds the backlog's end, not whichever was stored last.
+func readBatchLog(r io.Reader) ([]batchLine, error) {
+	type placed struct {
+		line     batchLine
+		lsn, seq uint64
+	}
+	var out []placed
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var line batchLine
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "batch stored" {
-			out = append(out, line)
+		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Msg != "batch stored" {
+			continue
 		}
+		lsn, seq, ok := strings.Cut(line.Last, "#")
+		l, err := pglogrepl.ParseLSN(lsn)
+		n, err2 := strconv.ParseUint(seq, 10, 64)
+		if !ok || err != nil || err2 != nil {
+			return nil, fmt.Errorf("batch stored at %s: position %q is not LSN#seq", line.TS, line.Last)
+		}
+		out = append(out, placed{line, uint64(l), n})
 	}
-	return out, sc.Err()
+	slices.SortStableFunc(out, func(a, b placed) int {
+		return cmp.Or(cmp.Compare(a.lsn, b.lsn), cmp.Compare(a.seq, b.seq))
+	})
+	lines := make([]batchLine, len(out))
+	for i, p := range out {
+		lines[i] = p.line
+	}
+	return lines, sc.Err()
 }
 
 // scrape reads the connector's Prometheus metrics as name{labels} → value.
@@ -961,7 +989,7 @@ func joinRatios(ps []drainPair) string {
 }
 
 // smallestFull is the smallest batch stored while a backlog remained:
-// every batch but the last.
+// every batch but the last in WAL order.
 func smallestFull(batches []int) int {
 	switch len(batches) {
 	case 0:

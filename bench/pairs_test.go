@@ -1,6 +1,8 @@
 package main
 
 import (
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -57,5 +59,35 @@ func TestJoinRatios(t *testing.T) {
 	}
 	if got, want := joinDurs(ps, func(p drainPair) time.Duration { return p.ceil }), "2.22 / 1.60"; got != want {
 		t.Fatalf("joinDurs = %q, want %q", got, want)
+	}
+}
+
+// The drain's last, small batch may be stored before the full one ahead of
+// it; the log is read back in WAL order so that the INSERT-size verdict
+// excepts the batch holding the backlog's end.
+func TestReadBatchLogInWALOrder(t *testing.T) {
+	log := `{"level":"info","msg":"starting"}
+{"level":"debug","msg":"batch cut","rows":18436,"why":"size"}
+{"level":"debug","msg":"batch stored","rows":18436,"last":"0/192DB88#18436","duration":0.2}
+{"level":"debug","msg":"batch stored","rows":5024,"last":"0/192DB88#300000","duration":0.05}
+{"level":"debug","msg":"batch stored","rows":18436,"last":"0/192DB88#294976","duration":0.1}
+{"level":"debug","msg":"batch stored","rows":7,"last":"0/A000000#7","duration":0.01}
+`
+	lines, err := readBatchLog(strings.NewReader(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []int
+	for _, l := range lines {
+		rows = append(rows, l.Rows)
+	}
+	if want := []int{18436, 18436, 5024, 7}; !slices.Equal(rows, want) {
+		t.Fatalf("rows in WAL order %v, want %v", rows, want)
+	}
+	if got := smallestFull(rows[:3]); got != 18436 {
+		t.Fatalf("smallestFull = %d, want 18436", got)
+	}
+	if _, err := readBatchLog(strings.NewReader(`{"msg":"batch stored","rows":1,"last":"nope"}`)); err == nil {
+		t.Fatal("a position that is not LSN#seq was accepted")
 	}
 }
