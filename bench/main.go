@@ -802,6 +802,19 @@ func (b *bench) drain(ctx context.Context) error {
 	if sock.pgDSN, err = testenv.SocketDSN(w.pgDSN, b.o.dir); err != nil {
 		return err
 	}
+	// And one whose replication connection has the walsender stream a large
+	// transaction once 4 MB of it is decoded rather than PostgreSQL's
+	// default 64 MB: the first rows arrive sooner. A setting an operator
+	// can pass in CDC_PG_DSN; cdc does not set it (docs/performance.md).
+	small, err := b.sibling(ctx, w, "bench_drain_workmem")
+	if err != nil {
+		return err
+	}
+	defer small.ch.Close()
+	defer small.pg.Close(ctx)
+	if small.pgDSN, err = withOptions(w.pgDSN, "-c "+smallWorkMem); err != nil {
+		return err
+	}
 	insertDur, err := insertBacklog(ctx, w.pg, n)
 	if err != nil {
 		return err
@@ -949,7 +962,34 @@ func (b *bench) drain(ctx context.Context) error {
 			ds.dur.Seconds(), float64(n)/ds.dur.Seconds(), ceilDur.Seconds()/ds.dur.Seconds(), rawSock.Seconds()/ds.dur.Seconds(),
 			ds.cdcCPU.Seconds(), ds.wsCPU.Seconds(), ds.chCPU.Seconds(), float64(ds.peak)/(1<<20)),
 		"—", "—")
+
+	dw, err := b.drainOnce(ctx, small, n, "drain-workmem", nil)
+	if err != nil {
+		return err
+	}
+	b.add("2", fmt.Sprintf("Diagnostic: the same drain with `%s` on cdc's replication connection (`options=-c %s` in CDC_PG_DSN; PostgreSQL's default is 64MB)", smallWorkMem, smallWorkMem),
+		fmt.Sprintf("%.2f s → %.0f events/s; drain / ceiling **%.2f** (against the median pair's ceiling); first batch handed to the writer %.2f s after start; CPU cdc %.2f s, walsender %.2f s, clickhouse-server %.2f s; peak RSS %.1f MiB",
+			dw.dur.Seconds(), float64(n)/dw.dur.Seconds(), ceilDur.Seconds()/dw.dur.Seconds(), dw.firstHandoff.Seconds(),
+			dw.cdcCPU.Seconds(), dw.wsCPU.Seconds(), dw.chCPU.Seconds(), float64(dw.peak)/(1<<20)),
+		"—", "—")
 	return nil
+}
+
+// smallWorkMem is the walsender's decoding memory the drain diagnostic
+// tries: over it a transaction is streamed in blocks before its commit.
+const smallWorkMem = "logical_decoding_work_mem=4MB"
+
+// withOptions returns the PostgreSQL URL dsn with its startup "options"
+// parameter set to opts (spaces encoded as %20, which libpq and pgx read).
+func withOptions(dsn, opts string) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", fmt.Errorf("parse %q: %w", dsn, err)
+	}
+	q := u.Query()
+	q.Set("options", opts)
+	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
+	return u.String(), nil
 }
 
 // drainPair is one ceiling measured just before one drain of the same WAL.
