@@ -812,7 +812,7 @@ func (b *bench) drain(ctx context.Context) error {
 	}
 	defer small.ch.Close()
 	defer small.pg.Close(ctx)
-	if small.pgDSN, err = withOptions(w.pgDSN, "-c "+smallWorkMem); err != nil {
+	if small.pgDSN, err = testenv.DecodingMemoryDSN(w.pgDSN, smallWorkMem); err != nil {
 		return err
 	}
 	insertDur, err := insertBacklog(ctx, w.pg, n)
@@ -967,7 +967,7 @@ func (b *bench) drain(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.add("2", fmt.Sprintf("Diagnostic: the same drain with `%s` on cdc's replication connection (`options=-c %s` in CDC_PG_DSN; PostgreSQL's default is 64MB)", smallWorkMem, smallWorkMem),
+	b.add("2", fmt.Sprintf("Diagnostic: the same drain with `logical_decoding_work_mem=%s` on cdc's replication connection (`options=-c logical_decoding_work_mem=%s` in CDC_PG_DSN; PostgreSQL's default is 64MB)", smallWorkMem, smallWorkMem),
 		fmt.Sprintf("%.2f s → %.0f events/s; drain / ceiling **%.2f** (against the median pair's ceiling); first batch handed to the writer %.2f s after start; CPU cdc %.2f s, walsender %.2f s, clickhouse-server %.2f s; peak RSS %.1f MiB",
 			dw.dur.Seconds(), float64(n)/dw.dur.Seconds(), ceilDur.Seconds()/dw.dur.Seconds(), dw.firstHandoff.Seconds(),
 			dw.cdcCPU.Seconds(), dw.wsCPU.Seconds(), dw.chCPU.Seconds(), float64(dw.peak)/(1<<20)),
@@ -977,20 +977,7 @@ func (b *bench) drain(ctx context.Context) error {
 
 // smallWorkMem is the walsender's decoding memory the drain diagnostic
 // tries: over it a transaction is streamed in blocks before its commit.
-const smallWorkMem = "logical_decoding_work_mem=4MB"
-
-// withOptions returns the PostgreSQL URL dsn with its startup "options"
-// parameter set to opts (spaces encoded as %20, which libpq and pgx read).
-func withOptions(dsn, opts string) (string, error) {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return "", fmt.Errorf("parse %q: %w", dsn, err)
-	}
-	q := u.Query()
-	q.Set("options", opts)
-	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
-	return u.String(), nil
-}
+const smallWorkMem = "4MB"
 
 // drainPair is one ceiling measured just before one drain of the same WAL.
 type drainPair struct {

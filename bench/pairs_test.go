@@ -91,13 +91,3 @@ func TestReadBatchLogInWALOrder(t *testing.T) {
 		t.Fatal("a position that is not LSN#seq was accepted")
 	}
 }
-
-func TestWithOptions(t *testing.T) {
-	got, err := withOptions("postgres://postgres@127.0.0.1:5432/db?sslmode=disable", "-c logical_decoding_work_mem=4MB")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "postgres://postgres@127.0.0.1:5432/db?options=-c%20logical_decoding_work_mem%3D4MB&sslmode=disable"; got != want {
-		t.Fatalf("withOptions = %s, want %s", got, want)
-	}
-}

@@ -2,10 +2,11 @@ package e2e
 
 import (
 	"context"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eventcdc/cdc/internal/testenv"
 )
 
 // withDecodingMemory returns dsn with logical_decoding_work_mem set for
@@ -13,14 +14,11 @@ import (
 // transaction over 64 kB before its commit instead of at it.
 func withDecodingMemory(t *testing.T, dsn, mem string) string {
 	t.Helper()
-	u, err := url.Parse(dsn)
+	out, err := testenv.DecodingMemoryDSN(dsn, mem)
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := u.Query()
-	q.Set("options", "-c logical_decoding_work_mem="+mem)
-	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
-	return u.String()
+	return out
 }
 
 // A transaction streamed before its commit, with a subtransaction rolled

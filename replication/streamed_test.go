@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/replication"
 	"github.com/eventcdc/cdc/sink"
 )
@@ -24,14 +24,11 @@ import (
 // default 64 MB: a few thousand rows are then sent before their commit.
 func smallDecodingMemory(t *testing.T, h *harness) {
 	t.Helper()
-	u, err := url.Parse(h.dsn)
+	dsn, err := testenv.DecodingMemoryDSN(h.dsn, "64kB")
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := u.Query()
-	q.Set("options", "-c logical_decoding_work_mem=64kB")
-	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
-	h.dsn = u.String()
+	h.dsn = dsn
 }
 
 // insertRows inserts n rows of event type typ (~250 bytes each) in tx.

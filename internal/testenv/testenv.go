@@ -169,6 +169,22 @@ func SocketDSN(dsn, dir string) (string, error) {
 	return u.String(), nil
 }
 
+// DecodingMemoryDSN is the PostgreSQL URL dsn with logical_decoding_work_mem
+// set to mem for its sessions, in the startup "options" parameter (spaces
+// as %20, which pgx and libpq read). Below PostgreSQL's default of 64MB the
+// walsender streams a transaction over mem before its commit instead of at
+// it; 64kB, the smallest, streams one of a few hundred rows.
+func DecodingMemoryDSN(dsn, mem string) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", fmt.Errorf("parse postgres dsn: %w", err)
+	}
+	q := u.Query()
+	q.Set("options", "-c logical_decoding_work_mem="+mem)
+	u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
+	return u.String(), nil
+}
+
 // StopClickHouse stops the local ClickHouse server; StartClickHouse starts it
 // again on the same port with the same data.
 func (e *Env) StopClickHouse(t testing.TB) { e.localdb(t, "stop-ch") }
