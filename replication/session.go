@@ -574,12 +574,7 @@ func (s *stream) committed(xid uint32, msg decoder.Message) {
 		for i := range s.inFlight {
 			s.inFlight[i] = min(s.inFlight[i], c)
 		}
-		switch {
-		case len(s.inFlight) > 0:
-			s.r.metrics.SetOldestPending(s.inFlight[0])
-		case len(s.batch.Rows) > 0:
-			s.r.metrics.SetOldestPending(s.batchFirst)
-		}
+		s.reportOldestPending()
 	}
 	s.committedPartial(xid, msg.EndLSN)
 	if s.skip != nil && msg.LSN >= s.skipMax {
@@ -674,7 +669,8 @@ const (
 // their commit time goes now. Fresh rows are not due: under steady
 // traffic keepalives follow most commits, and the batch still gathers for
 // its interval. Both times are the server's clock, so a skewed clock here
-// changes nothing.
+// changes nothing (a streamed row's guessed time, which may be ours, is
+// corrected at its commit, before the keepalive that follows it).
 func dueWhenCaughtUp(serverNow, first time.Time, interval, insert time.Duration) bool {
 	return !serverNow.Before(first.Add(interval - min(insert, interval/2)))
 }
@@ -748,6 +744,19 @@ func (s *stream) await(ctx context.Context, send chan<- *sink.Batch, b *sink.Bat
 	}
 }
 
+// reportOldestPending sets the lag metric's commit time: that of the oldest
+// batch in flight, else of the open batch, else none.
+func (s *stream) reportOldestPending() {
+	switch {
+	case len(s.inFlight) > 0:
+		s.r.metrics.SetOldestPending(s.inFlight[0])
+	case len(s.batch.Rows) > 0:
+		s.r.metrics.SetOldestPending(s.batchFirst)
+	default:
+		s.r.metrics.SetOldestPending(0)
+	}
+}
+
 func (s *stream) applyAck(a ack) {
 	s.track.Flushed(a.end)
 	for xid, end := range s.partialEnds {
@@ -762,14 +771,7 @@ func (s *stream) applyAck(a ack) {
 	if len(s.inFlight) > 0 {
 		s.inFlight = s.inFlight[1:]
 	}
-	switch {
-	case len(s.inFlight) > 0:
-		s.r.metrics.SetOldestPending(s.inFlight[0])
-	case len(s.batch.Rows) > 0:
-		s.r.metrics.SetOldestPending(s.batchFirst)
-	default:
-		s.r.metrics.SetOldestPending(0)
-	}
+	s.reportOldestPending()
 	// Acknowledge promptly: the sooner PostgreSQL knows, the smaller the
 	// window a crash would replay.
 	s.nextStatus = time.Time{}
