@@ -70,7 +70,7 @@ func main() {
 	flag.DurationVar(&o.tpsRun, "tps-run", 10*time.Second, "duration of each unthrottled pgbench run")
 	flag.BoolVar(&o.profile, "profile", true, "also drain a backlog in-process under a CPU profile")
 	profileOnly := flag.Bool("profile-only", false, "run only the in-process profiled drain (= -steps profile)")
-	only := flag.String("steps", "", "run only these steps, comma-separated: micro, drain, large, steady, profile (default: all)")
+	only := flag.String("steps", "", "run only these steps, comma-separated: micro, drain, many, large, steady, profile (default: all)")
 	flag.Parse()
 	if *profileOnly {
 		*only = "profile"
@@ -135,6 +135,7 @@ func (b *bench) run(ctx context.Context, only string) error {
 	all := []step{
 		{"micro", "micro-benchmarks", b.microBenchmarks},
 		{"drain", "ceiling and backlog drain", b.drain},
+		{"many", "backlog of many transactions", b.manyTransactions},
 		{"large", "large events", b.bigEvents},
 		{"steady", "steady traffic and TPS", b.steadyTraffic},
 		{"profile", "in-process profiled drain", b.profileDrain},
@@ -154,7 +155,7 @@ func (b *bench) run(ctx context.Context, only string) error {
 	}
 	for k := range want {
 		if !slices.ContainsFunc(all, func(s step) bool { return s.key == k }) {
-			return fmt.Errorf("-steps: unknown step %q (micro, drain, large, steady, profile)", k)
+			return fmt.Errorf("-steps: unknown step %q (micro, drain, many, large, steady, profile)", k)
 		}
 	}
 	// Other work on the machine skews every figure; the load average at
