@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/eventcdc/cdc/config"
+	"github.com/eventcdc/cdc/internal/testenv"
 )
 
 // manyTransactions drains a backlog shaped like a connector outage under
@@ -41,6 +42,18 @@ func (b *bench) manyTransactions(ctx context.Context) error {
 		defer s.ch.Close()
 		defer s.pg.Close(ctx)
 		drainWorlds = append(drainWorlds, s)
+	}
+	// The same drain over the server's Unix socket: the walsender sends
+	// three messages per event, and a TCP send costs it more than a
+	// socket's.
+	sock, err := b.sibling(ctx, w, "bench_many_socket")
+	if err != nil {
+		return err
+	}
+	defer sock.ch.Close()
+	defer sock.pg.Close(ctx)
+	if sock.pgDSN, err = testenv.SocketDSN(w.pgDSN, b.o.dir); err != nil {
+		return err
 	}
 	const recvSlot = "many_recvlogical"
 	ceilSlots := make([]string, pairs)
@@ -92,6 +105,11 @@ func (b *bench) manyTransactions(ctx context.Context) error {
 		return err
 	}
 
+	ds, err := b.drainOnce(ctx, sock, n, "many-socket", nil)
+	if err != nil {
+		return err
+	}
+
 	mid := medianPair(ps)
 	ceilDur, d := ps[mid].ceil, ps[mid].drain
 	figure := fmt.Sprintf("Many transactions: %d events, each committed in its own transaction (the backlog of an outage under live traffic)", n)
@@ -109,6 +127,11 @@ func (b *bench) manyTransactions(ctx context.Context) error {
 	b.add("2", "Many transactions: CPU while draining (the median pair's drain)",
 		fmt.Sprintf("cdc %.2f s (%.1f µs/event), walsender %.2f s (%.1f µs/event), clickhouse-server %.2f s, over %.2f s",
 			d.cdcCPU.Seconds(), d.cdcCPU.Seconds()*1e6/float64(n), d.wsCPU.Seconds(), d.wsCPU.Seconds()*1e6/float64(n), d.chCPU.Seconds(), d.dur.Seconds()),
+		"—", "—")
+	b.add("2", "Many transactions: diagnostic, the same drain over the Unix socket",
+		fmt.Sprintf("%.2f s → %.0f events/s; drain / ceiling **%.2f** (against the median pair's ceiling); CPU cdc %.2f s, walsender %.2f s (%.1f µs/event), clickhouse-server %.2f s",
+			ds.dur.Seconds(), float64(n)/ds.dur.Seconds(), ceilDur.Seconds()/ds.dur.Seconds(),
+			ds.cdcCPU.Seconds(), ds.wsCPU.Seconds(), ds.wsCPU.Seconds()*1e6/float64(n), ds.chCPU.Seconds()),
 		"—", "—")
 	minFull := -1
 	for _, p := range ps {
