@@ -21,7 +21,6 @@ psql=(psql -X -q -v ON_ERROR_STOP=1 "$CDC_PG_DSN")
 for s in whole chunked; do
 	"${psql[@]}" -c "SELECT pg_create_logical_replication_slot('$s', 'pgoutput')" >/dev/null
 done
-echo "bounded calls and advances: $((call - 1)) calls, $total s in all"
 insert_transactions "$n"
 opts="'proto_version', '1', 'publication_names', 'cdc_outbox'"
 start=$(date +%s%N)
