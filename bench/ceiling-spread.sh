@@ -13,9 +13,7 @@ cd "$root"
 rounds=${1:-4}
 dir=$root/.local/ceiling-spread
 . bench/servers.sh
-fresh_servers "$dir"
-go build -o "$dir/cdc" ./cmd/cdc
-"$dir/cdc" migrate >"$dir/migrate.log" 2>&1
+migrated_servers "$dir"
 psql() { command psql -X -q -A -t -v ON_ERROR_STOP=1 "$CDC_PG_DSN" "$@"; }
 runs=$((rounds * 2))
 for i in $(seq 1 "$runs"); do

@@ -766,7 +766,6 @@ func (b *bench) drain(ctx context.Context) error {
 	// receive loop, and the connectors of the diagnostic drains.
 	pairs := max(1, b.o.pairs)
 	ceilSlots := make([]string, pairs)
-	drainWorlds := []*world{w}
 	for i := range pairs {
 		ceilSlots[i] = fmt.Sprintf("ceiling_slot_%d", i+1)
 	}
@@ -776,29 +775,23 @@ func (b *bench) drain(ctx context.Context) error {
 			return fmt.Errorf("create %s: %w", slot, err)
 		}
 	}
-	for i := 2; i <= pairs; i++ {
-		s, err := b.sibling(ctx, w, fmt.Sprintf("bench_drain_%d", i))
-		if err != nil {
-			return err
-		}
-		defer s.ch.Close()
-		defer s.pg.Close(ctx)
-		drainWorlds = append(drainWorlds, s)
+	drainWorlds, err := b.pairWorlds(ctx, w, "bench_drain", pairs)
+	if err != nil {
+		return err
 	}
+	defer disconnect(drainWorlds[1:]...)
 	lim, err := b.sibling(ctx, w, "bench_drain_memlimit")
 	if err != nil {
 		return err
 	}
-	defer lim.ch.Close()
-	defer lim.pg.Close(ctx)
+	defer disconnect(lim)
 	// And one that connects over the server's Unix socket: the transport
 	// of a connector deployed next to its database.
 	sock, err := b.sibling(ctx, w, "bench_drain_socket")
 	if err != nil {
 		return err
 	}
-	defer sock.ch.Close()
-	defer sock.pg.Close(ctx)
+	defer disconnect(sock)
 	// scripts/localdb.sh puts the server's socket in its own folder.
 	if sock.pgDSN, err = testenv.SocketDSN(w.pgDSN, b.o.dir); err != nil {
 		return err
@@ -811,8 +804,7 @@ func (b *bench) drain(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer small.ch.Close()
-	defer small.pg.Close(ctx)
+	defer disconnect(small)
 	if small.pgDSN, err = testenv.DecodingMemoryDSN(w.pgDSN, smallWorkMem); err != nil {
 		return err
 	}
@@ -829,42 +821,9 @@ func (b *bench) drain(ctx context.Context) error {
 
 	// 1 and 2, alternated: the ceiling — the walsender's own decoding, no
 	// network, no consumer, protocol 1 as the issue defines it — then a
-	// drain of the same WAL by the real binary, pairs times. This host's
-	// speed drifts by more than the margin the target leaves, so the
-	// verdict is on the median of the pairs' ratios, each measured side by
-	// side, not on one draw.
-	ps := make([]drainPair, pairs)
-	var settled []string
-	settle := func() error {
-		d, err := mergesSettled(ctx, w.ch, 30*time.Second)
-		settled = append(settled, fmt.Sprintf("%.1f", d.Seconds()))
-		return err
-	}
-	for i := range pairs {
-		if err := settle(); err != nil {
-			return err
-		}
-		cd, msgs, err := decodeOnSlot(ctx, w, ceilSlots[i], "'proto_version', '1'")
-		if err != nil {
-			return err
-		}
-		if msgs < int64(n) {
-			return fmt.Errorf("%s decoded %d messages, want at least %d", ceilSlots[i], msgs, n)
-		}
-		tag := "drain"
-		if i > 0 {
-			tag = fmt.Sprintf("drain-%d", i+1)
-		}
-		if err := settle(); err != nil {
-			return err
-		}
-		d, err := b.drainOnce(ctx, drainWorlds[i], n, tag, nil)
-		if err != nil {
-			return err
-		}
-		ps[i] = drainPair{ceil: cd, msgs: msgs, drain: d}
-	}
-	if err := settle(); err != nil {
+	// drain of the same WAL by the real binary, pairs times.
+	ps, settled, err := b.alternate(ctx, w, ceilSlots, drainWorlds, n, int64(n), "drain")
+	if err != nil {
 		return err
 	}
 	b.note("Before each ceiling and drain of the pairs (and after the last drain), ClickHouse's background merges were let finish: waited %s s.", strings.Join(settled, ", "))
@@ -988,6 +947,76 @@ type drainPair struct {
 }
 
 func (p drainPair) ratio() float64 { return p.ceil.Seconds() / p.drain.dur.Seconds() }
+
+// pairWorlds is w followed by a sibling of it for each further pair
+// (prefix_2 … prefix_n), so that each pair's drain has a slot of its own on
+// the same WAL. Create them before the backlog.
+func (b *bench) pairWorlds(ctx context.Context, w *world, prefix string, n int) ([]*world, error) {
+	ws := []*world{w}
+	for i := 2; i <= n; i++ {
+		s, err := b.sibling(ctx, w, fmt.Sprintf("%s_%d", prefix, i))
+		if err != nil {
+			disconnect(ws[1:]...)
+			return nil, err
+		}
+		ws = append(ws, s)
+	}
+	return ws, nil
+}
+
+// disconnect closes siblings' connections; their slots are dropped by
+// close of the world whose database they share.
+func disconnect(ws ...*world) {
+	for _, s := range ws {
+		s.pg.Close(context.Background())
+		s.ch.Close()
+	}
+}
+
+// alternate measures the pairs: PostgreSQL decoding ceilSlots[i] (protocol
+// 1, at least minMsgs messages), then cdc draining the same n events on
+// worlds[i] (logs tagged tag, tag-2, …). This host's speed drifts by more
+// than the margin the target leaves, so a verdict is on the median of the
+// pairs' ratios, each measured side by side, not on one draw. ClickHouse's
+// merges are let finish before each measurement and after the last; the
+// seconds waited come back for the notes.
+func (b *bench) alternate(ctx context.Context, w *world, ceilSlots []string, worlds []*world, n int, minMsgs int64, tag string) ([]drainPair, []string, error) {
+	ps := make([]drainPair, len(ceilSlots))
+	var settled []string
+	settle := func() error {
+		d, err := mergesSettled(ctx, w.ch, 30*time.Second)
+		settled = append(settled, fmt.Sprintf("%.1f", d.Seconds()))
+		return err
+	}
+	for i := range ps {
+		if err := settle(); err != nil {
+			return nil, nil, err
+		}
+		cd, msgs, err := decodeOnSlot(ctx, w, ceilSlots[i], "'proto_version', '1'")
+		if err != nil {
+			return nil, nil, err
+		}
+		if msgs < minMsgs {
+			return nil, nil, fmt.Errorf("%s decoded %d messages, want at least %d", ceilSlots[i], msgs, minMsgs)
+		}
+		if err := settle(); err != nil {
+			return nil, nil, err
+		}
+		t := tag
+		if i > 0 {
+			t = fmt.Sprintf("%s-%d", tag, i+1)
+		}
+		d, err := b.drainOnce(ctx, worlds[i], n, t, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		ps[i] = drainPair{ceil: cd, msgs: msgs, drain: d}
+	}
+	if err := settle(); err != nil {
+		return nil, nil, err
+	}
+	return ps, settled, nil
+}
 
 // medianPair is the index of the pair with the median drain / ceiling
 // ratio (the upper one of an even count).
@@ -1180,8 +1209,7 @@ func (b *bench) bigEvents(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer lim.ch.Close()
-	defer lim.pg.Close(ctx)
+	defer disconnect(lim)
 	// Random hex, so neither TOAST nor LZ4 shrinks it to nothing.
 	raw := make([]byte, (b.o.bigSize-len(`{"blob":""}`))/2)
 	for i := 0; i < b.o.bigEvents; i++ {

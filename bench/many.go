@@ -33,16 +33,11 @@ func (b *bench) manyTransactions(ctx context.Context) error {
 	}
 	defer w.close()
 	pairs := max(1, b.o.pairs)
-	drainWorlds := []*world{w}
-	for i := 2; i <= pairs; i++ {
-		s, err := b.sibling(ctx, w, fmt.Sprintf("bench_many_%d", i))
-		if err != nil {
-			return err
-		}
-		defer s.ch.Close()
-		defer s.pg.Close(ctx)
-		drainWorlds = append(drainWorlds, s)
+	drainWorlds, err := b.pairWorlds(ctx, w, "bench_many", pairs)
+	if err != nil {
+		return err
 	}
+	defer disconnect(drainWorlds[1:]...)
 	// The same drain over the server's Unix socket: the walsender sends
 	// three messages per event, and a TCP send costs it more than a
 	// socket's.
@@ -50,8 +45,7 @@ func (b *bench) manyTransactions(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer sock.ch.Close()
-	defer sock.pg.Close(ctx)
+	defer disconnect(sock)
 	if sock.pgDSN, err = testenv.SocketDSN(w.pgDSN, b.o.dir); err != nil {
 		return err
 	}
@@ -78,27 +72,10 @@ func (b *bench) manyTransactions(ctx context.Context) error {
 	b.note("Backlog of the many-transaction drain: %d outbox inserts, each committed in its own transaction (%s to insert, %.0f MiB of WAL).",
 		n, insertDur.Round(time.Millisecond), float64(walBytes)/(1<<20))
 
-	ps := make([]drainPair, pairs)
-	for i := range pairs {
-		if _, err := mergesSettled(ctx, w.ch, 30*time.Second); err != nil {
-			return err
-		}
-		cd, msgs, err := decodeOnSlot(ctx, w, ceilSlots[i], "'proto_version', '1'")
-		if err != nil {
-			return err
-		}
-		// Begin, Insert and Commit per event.
-		if msgs < int64(3*n) {
-			return fmt.Errorf("%s decoded %d messages, want at least %d", ceilSlots[i], msgs, 3*n)
-		}
-		if _, err := mergesSettled(ctx, w.ch, 30*time.Second); err != nil {
-			return err
-		}
-		d, err := b.drainOnce(ctx, drainWorlds[i], n, fmt.Sprintf("many-%d", i+1), nil)
-		if err != nil {
-			return err
-		}
-		ps[i] = drainPair{ceil: cd, msgs: msgs, drain: d}
+	// Begin, Insert and Commit per event.
+	ps, _, err := b.alternate(ctx, w, ceilSlots, drainWorlds, n, int64(3*n), "many")
+	if err != nil {
+		return err
 	}
 	recv, err := b.recvlogicalTo(ctx, w, recvSlot, endPos)
 	if err != nil {

@@ -3,7 +3,8 @@
 # DIR with scripts/localdb.sh, removing what an earlier run left there,
 # exports their DSNs (CDC_PG_DSN, CDC_CLICKHOUSE_DSN, LOCALDB_*), and stops
 # them when the script exits. A script with more to clean up sets on_exit
-# to a command run first. insert_backlog N inserts the bench's backlog
+# to a command run first. migrated_servers DIR does that, builds cdc into
+# DIR and runs `cdc migrate` on the servers. insert_backlog N inserts the bench's backlog
 # (bench/main.go, insertBacklog) into the migrated outbox, in one
 # transaction; insert_transactions N the same events each in its own;
 # seconds_since T0 prints the seconds since T0, a `date +%s%N`.
@@ -15,6 +16,12 @@ fresh_servers() {
 	mkdir -p "$servers_dir"
 	eval "$(scripts/localdb.sh start "$servers_dir" | sed 's/^/export /')"
 	trap 'eval "$on_exit"; scripts/localdb.sh stop "$servers_dir" >/dev/null' EXIT
+}
+
+migrated_servers() {
+	fresh_servers "$1"
+	go build -o "$1/cdc" ./cmd/cdc
+	"$1/cdc" migrate >"$1/migrate.log" 2>&1
 }
 
 # The event_context expression of bench/main.go (eventContextSQL), over i.

@@ -14,9 +14,7 @@ n=${1:-300000}
 chunk=${2:-60000} # changes per call: Begin, Insert and Commit per event
 dir=$root/.local/sql-catchup
 . bench/servers.sh
-fresh_servers "$dir"
-go build -o "$dir/cdc" ./cmd/cdc
-"$dir/cdc" migrate >"$dir/migrate.log" 2>&1
+migrated_servers "$dir"
 psql=(psql -X -q -v ON_ERROR_STOP=1 "$CDC_PG_DSN")
 for s in whole chunked; do
 	"${psql[@]}" -c "SELECT pg_create_logical_replication_slot('$s', 'pgoutput')" >/dev/null

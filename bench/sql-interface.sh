@@ -12,9 +12,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 dir=$root/.local/sql-interface
 . bench/servers.sh
-fresh_servers "$dir"
-go build -o "$dir/cdc" ./cmd/cdc
-"$dir/cdc" migrate >"$dir/migrate.log" 2>&1
+migrated_servers "$dir"
 psql=(psql -X -q -v ON_ERROR_STOP=1 "$CDC_PG_DSN")
 for s in v1_count v1_rows v2_count v2_rows; do
 	"${psql[@]}" -c "SELECT pg_create_logical_replication_slot('$s', 'pgoutput')" >/dev/null
