@@ -1,7 +1,7 @@
 package e2e
 
-// Transports to PostgreSQL other than plain loopback TCP: TLS and a Unix
-// socket.
+// Transports other than plain loopback TCP: TLS to PostgreSQL and to
+// ClickHouse, and a Unix socket to PostgreSQL.
 
 import (
 	"context"
@@ -12,10 +12,13 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
+	"net/url"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,22 +87,79 @@ func TestSocket_ConnectorStreamsOverAUnixSocket(t *testing.T) {
 	}
 }
 
-// writeServerCert writes a self-signed server.crt/server.key where
-// PostgreSQL looks for them, owned by the server's user with the key
-// private, as PostgreSQL insists.
-func writeServerCert(t *testing.T, dir string) {
+// TestTLS_ConnectorWritesOverTLSToClickHouse gives the local ClickHouse a
+// throwaway certificate, so it also serves the native protocol over TLS on
+// a port of its own, and points the connector at that port with
+// secure=true. The port speaks only TLS: a plain client is turned away, so
+// rows arriving through it went encrypted. The certificate is checked by
+// default — refused until its CA is trusted, here through SSL_CERT_FILE,
+// as an operator with a private CA would do.
+func TestTLS_ConnectorWritesOverTLSToClickHouse(t *testing.T) {
+	w := newWorld(t)
+	certPEM, keyPEM := selfSignedCert(t)
+	port := w.env.EnableClickHouseTLS(t, certPEM, keyPEM)
+	w.chReconnect()
+	u, err := url.Parse(w.chDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = "127.0.0.1:" + strconv.Itoa(port)
+	plainDSN := u.String()
+	q := u.Query()
+	q.Set("secure", "true")
+	u.RawQuery = q.Encode()
+	secureDSN := u.String()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, certPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name, dsn, certFile, want string
+	}{
+		{"plain protocol to the TLS port", plainDSN, ca, "read event_log ids: handshake"},
+		{"certificate of an unknown CA", secureDSN, "", "certificate signed by unknown authority"},
+	} {
+		env := map[string]string{"CDC_CLICKHOUSE_DSN": tc.dsn}
+		if tc.certFile != "" {
+			env["SSL_CERT_FILE"] = tc.certFile
+		}
+		_, stderr, code := w.runOperator(env, "verify", "--since", longAgo)
+		if code != 1 || !strings.Contains(stderr, tc.want) {
+			t.Fatalf("%s: verify exited %d, want 1 with %q in:\n%s", tc.name, code, tc.want, stderr)
+		}
+	}
+
+	c := w.start(map[string]string{"CDC_CLICKHOUSE_DSN": secureDSN, "SSL_CERT_FILE": ca})
+	w.insertEvents("over_tls", 25)
+	w.waitRows(25, 30*time.Second)
+	if got := w.chCount("SELECT count() FROM event_log WHERE event_type = 'over_tls'"); got != 25 {
+		t.Fatalf("event_log holds %d over_tls rows, want 25", got)
+	}
+	if code, _ := c.term(30 * time.Second); code != 0 {
+		t.Fatalf("cdc run exited %d after SIGTERM, want 0", code)
+	}
+}
+
+// selfSignedCert is a throwaway server certificate for 127.0.0.1 (in its
+// subject and as an IP SAN, which TLS clients check), signing itself: its
+// own CA.
+func selfSignedCert(t *testing.T) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -109,10 +169,17 @@ func writeServerCert(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := map[string][]byte{
-		"server.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		"server.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
-	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+// writeServerCert writes a self-signed server.crt/server.key where
+// PostgreSQL looks for them, owned by the server's user with the key
+// private, as PostgreSQL insists.
+func writeServerCert(t *testing.T, dir string) {
+	t.Helper()
+	certPEM, keyPEM := selfSignedCert(t)
+	files := map[string][]byte{"server.crt": certPEM, "server.key": keyPEM}
 	owner := -1
 	if os.Geteuid() == 0 { // localdb.sh runs PostgreSQL as postgres when we are root
 		u, err := user.Lookup("postgres")

@@ -72,15 +72,24 @@ CONF
 }
 
 start_ch() {
-	local port=$1 http
+	local port=$1 http tls="" secure
 	http=$(free_port)
 	mkdir -p "$dir/ch/data" "$dir/ch/tmp" "$dir/ch/log" "$dir/ch/user_files" "$dir/ch/format_schemas"
+	# A certificate in ch/tls (a test puts one there) adds the native
+	# protocol over TLS on a port of its own, kept in ch.secure_port.
+	if [ -f "$dir/ch/tls/server.crt" ] && [ -f "$dir/ch/tls/server.key" ]; then
+		secure=$(cat "$dir/ch.secure_port" 2>/dev/null || free_port)
+		echo "$secure" >"$dir/ch.secure_port"
+		tls="<tcp_port_secure>$secure</tcp_port_secure>
+  <openSSL><server><certificateFile>$dir/ch/tls/server.crt</certificateFile><privateKeyFile>$dir/ch/tls/server.key</privateKeyFile><verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile><cacheSessions>true</cacheSessions><disableProtocols>sslv2,sslv3</disableProtocols><preferServerCiphers>true</preferServerCiphers></server></openSSL>"
+	fi
 	cat >"$dir/ch/config.xml" <<CONF
 <?xml version="1.0"?>
 <yandex>
   <logger><level>warning</level><log>$dir/ch/log/server.log</log><errorlog>$dir/ch/log/error.log</errorlog><size>10M</size><count>2</count></logger>
   <tcp_port>$port</tcp_port>
   <http_port>$http</http_port>
+  $tls
   <listen_host>127.0.0.1</listen_host>
   <path>$dir/ch/data/</path>
   <tmp_path>$dir/ch/tmp/</tmp_path>

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -191,6 +192,40 @@ func (e *Env) StopClickHouse(t testing.TB) { e.localdb(t, "stop-ch") }
 
 // StartClickHouse starts the local ClickHouse server again.
 func (e *Env) StartClickHouse(t testing.TB) { e.localdb(t, "start-ch") }
+
+// EnableClickHouseTLS gives the local ClickHouse server a certificate and
+// key (PEM) and restarts it, so that it also speaks the native protocol over
+// TLS on a port of its own, which it returns (scripts/localdb.sh). The server
+// keeps that port until it is restarted after the test; it skips the test
+// when the servers come from the environment.
+func (e *Env) EnableClickHouseTLS(t testing.TB, certPEM, keyPEM []byte) int {
+	t.Helper()
+	if !e.Local() {
+		t.Skip("servers come from the environment; cannot reconfigure them")
+	}
+	tlsDir := filepath.Join(e.dir, "ch", "tls")
+	if err := os.MkdirAll(tlsDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// Removed again at the end, so a later restart starts without TLS.
+	t.Cleanup(func() { _ = os.RemoveAll(tlsDir) })
+	for name, data := range map[string][]byte{"server.crt": certPEM, "server.key": keyPEM} {
+		if err := os.WriteFile(filepath.Join(tlsDir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.StopClickHouse(t)
+	e.StartClickHouse(t)
+	b, err := os.ReadFile(filepath.Join(e.dir, "ch.secure_port"))
+	if err != nil {
+		t.Fatalf("localdb did not record the TLS port: %v", err)
+	}
+	port, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("TLS port %q: %v", b, err)
+	}
+	return port
+}
 
 // RestartPostgres restarts the local PostgreSQL server (fast shutdown), which
 // drops every connection, replication ones included.
