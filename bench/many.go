@@ -39,8 +39,8 @@ func (b *bench) manyTransactions(ctx context.Context) error {
 	}
 	defer disconnect(drainWorlds[1:]...)
 	// The same drain over the server's Unix socket: the walsender sends
-	// three messages per event, and a TCP send costs it more than a
-	// socket's.
+	// three messages per event, each its own send, and a socket's send
+	// costs it less than a TCP one.
 	sock, err := b.sibling(ctx, w, "bench_many_socket")
 	if err != nil {
 		return err
