@@ -12,7 +12,8 @@
 #                                           temporary worktree), alternated, one slot
 #                                           per drain; one line per drain
 #
-# The cdc mode leaves .local/read-pattern/{base,variant}.sh behind: wrappers
+# READ_PATTERN_OVERRIDES replaces the variant's settings. The cdc mode
+# leaves .local/read-pattern/{base,variant}.sh behind: wrappers
 # for `bash bench/run.sh -steps drain -cdc WRAPPER`, the one-transaction
 # comparison.
 set -euo pipefail
@@ -23,7 +24,10 @@ reps=${2:-4}
 n=300000
 dir=$root/.local/read-pattern
 small="-rcvbuf 524288 -read 1048576 -pause 3ms"
-overrides="CDCX_RCVBUF=524288 CDCX_READBUF=1048576 CDCX_PAUSE=3ms CDCX_ALWAYS=1 CDCX_NOLOWAT=1"
+# The prototype's settings (bench/read-pattern.patch): SO_RCVBUF, read-ahead
+# buffer, pause, pause before every refill, no low-water mark; CDCX_FULL
+# instead of CDCX_ALWAYS pauses only after a refill of fewer bytes.
+overrides=${READ_PATTERN_OVERRIDES:-CDCX_RCVBUF=524288 CDCX_READBUF=1048576 CDCX_PAUSE=3ms CDCX_ALWAYS=1 CDCX_NOLOWAT=1}
 case "$mode" in
 raw | cdc) ;;
 *) echo "usage: $0 raw|cdc [REPS]" >&2; exit 2 ;;
