@@ -153,9 +153,15 @@ func (b *bench) run(ctx context.Context, only string) error {
 			steps = append(steps, s)
 		}
 	}
+	var keys []string
+	for _, s := range all {
+		if !slices.Contains(keys, s.key) {
+			keys = append(keys, s.key)
+		}
+	}
 	for k := range want {
-		if !slices.ContainsFunc(all, func(s step) bool { return s.key == k }) {
-			return fmt.Errorf("-steps: unknown step %q (micro, drain, many, large, steady, profile)", k)
+		if !slices.Contains(keys, k) {
+			return fmt.Errorf("-steps: unknown step %q (%s)", k, strings.Join(keys, ", "))
 		}
 	}
 	// Other work on the machine skews every figure; the load average at

@@ -4,10 +4,10 @@
 # exports their DSNs (CDC_PG_DSN, CDC_CLICKHOUSE_DSN, LOCALDB_*), and stops
 # them when the script exits. A script with more to clean up sets on_exit
 # to a command run first. migrated_servers DIR does that, builds cdc into
-# DIR and runs `cdc migrate` on the servers. insert_backlog N inserts the bench's backlog
-# (bench/main.go, insertBacklog) into the migrated outbox, in one
-# transaction; insert_transactions N the same events each in its own;
-# seconds_since T0 prints the seconds since T0, a `date +%s%N`.
+# DIR and runs `cdc migrate` on the servers. insert_backlog N inserts the
+# bench's backlog (bench/main.go, insertBacklog) into the migrated outbox,
+# in one transaction; insert_transactions N the same events each in its
+# own; seconds_since T0 prints the seconds since T0, a `date +%s%N`.
 on_exit=:
 fresh_servers() {
 	servers_dir=$1
