@@ -65,6 +65,7 @@ func (b *bench) profileDrain(ctx context.Context) error {
 		FlushInterval: config.DefaultFlushInterval,
 		// As cmd/cdc/run.go wires it with the defaults.
 		InsertsInFlight: config.DefaultInsertsInFlight,
+		ReceiveBuffer:   config.DefaultPGReceiveBuffer,
 	}, ch, deadletter.New(pool), zap.NewNop(), m)
 
 	cpuPath := filepath.Join(b.o.dir, "cpu.pprof")
@@ -194,6 +195,7 @@ func (b *bench) decompose(ctx context.Context) error {
 		DSN: w.pgDSN, Slot: w.slot, Publication: config.DefaultPublication,
 		BatchMaxRows: config.DefaultBatchMaxRows, BatchMaxBytes: config.DefaultBatchMaxBytes, FlushInterval: config.DefaultFlushInterval,
 		InsertsInFlight: config.DefaultInsertsInFlight,
+		ReceiveBuffer:   config.DefaultPGReceiveBuffer,
 	}, ns, nil, zap.NewNop(), m)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

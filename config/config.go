@@ -32,6 +32,7 @@ type Config struct {
 	LogFormat       string        // CDC_LOG_FORMAT: json or console
 	OutboxRetention time.Duration // CDC_OUTBOX_RETENTION; 0 keeps rows forever
 	ShutdownTimeout time.Duration // CDC_SHUTDOWN_TIMEOUT: budget for the last flush on SIGTERM
+	PGReceiveBuffer int           // CDC_PG_RECEIVE_BUFFER: the replication socket's receive buffer; 0 leaves it to the kernel
 }
 
 // Defaults. The byte and row limits keep a backlog drain in large inserts
@@ -50,6 +51,14 @@ const (
 	DefaultMetricsAddr     = ":9187"
 	DefaultOutboxRetention = 24 * time.Hour
 	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultPGReceiveBuffer holds what the walsender sends during a
+	// read pause at a backlog's rate several times over, and is small
+	// enough that the walsender's sends queue and coalesce behind it
+	// (replication/pace.go; docs/performance.md). A socket's window is at
+	// most this buffer, so a connector far from its database streams at
+	// most about this much per round trip: 512 KiB per 10 ms is 50 MiB/s.
+	DefaultPGReceiveBuffer = 512 << 10
+	MaxPGReceiveBuffer     = 16 << 20
 )
 
 // Error is one invalid setting.
@@ -78,6 +87,7 @@ func Load(getenv func(string) string) (Config, error) {
 		LogFormat:       l.oneOf("CDC_LOG_FORMAT", "json", "json", "console"),
 		OutboxRetention: l.duration("CDC_OUTBOX_RETENTION", DefaultOutboxRetention, true),
 		ShutdownTimeout: l.duration("CDC_SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, false),
+		PGReceiveBuffer: l.bytesUpTo("CDC_PG_RECEIVE_BUFFER", DefaultPGReceiveBuffer, MaxPGReceiveBuffer),
 	}
 	return c, errors.Join(l.errs...)
 }
@@ -198,6 +208,19 @@ func (l *loader) bytes(name string, def int) int {
 	return n
 }
 
+// bytesUpTo is bytes that also takes 0 (off) and at most most bytes.
+func (l *loader) bytesUpTo(name string, def, most int) int {
+	if strings.TrimSpace(l.getenv(name)) == "0" {
+		return 0
+	}
+	n := l.bytes(name, def)
+	if n > most {
+		l.fail(name, "%d bytes is more than %d", n, most)
+		return def
+	}
+	return n
+}
+
 // ParseBytes reads a size such as 1048576, 512KiB, 16MiB or 1GB.
 func ParseBytes(s string) (int, error) {
 	num, mult := s, int64(1)
@@ -255,6 +278,7 @@ func (c Config) Summary() map[string]string {
 		"inserts_in_flight": strconv.Itoa(c.InsertsInFlight),
 		"metrics_addr":      c.MetricsAddr,
 		"outbox_retention":  c.OutboxRetention.String(),
+		"pg_receive_buffer": strconv.Itoa(c.PGReceiveBuffer),
 	}
 }
 

@@ -48,6 +48,7 @@ func TestLoad_Defaults(t *testing.T) {
 		LogFormat:       "json",
 		OutboxRetention: 24 * time.Hour,
 		ShutdownTimeout: 10 * time.Second,
+		PGReceiveBuffer: 512 << 10,
 	}
 	if c != want {
 		t.Fatalf("got %+v\nwant %+v", c, want)
@@ -61,15 +62,26 @@ func TestLoad_Values(t *testing.T) {
 		"CDC_FLUSH_INTERVAL", "250ms", "CDC_METRICS_ADDR", "127.0.0.1:9999",
 		"CDC_LOG_LEVEL", "debug", "CDC_LOG_FORMAT", "console",
 		"CDC_OUTBOX_RETENTION", "0s", "CDC_SHUTDOWN_TIMEOUT", "5s",
-		"CDC_INSERTS_IN_FLIGHT", "1",
+		"CDC_INSERTS_IN_FLIGHT", "1", "CDC_PG_RECEIVE_BUFFER", "2MiB",
 	)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.SlotName != "s1" || c.Publication != "p1" || c.BatchMaxRows != 1000 || c.BatchMaxBytes != 8<<20 ||
 		c.FlushInterval != 250*time.Millisecond || c.MetricsAddr != "127.0.0.1:9999" || c.LogLevel != zapcore.DebugLevel ||
-		c.LogFormat != "console" || c.OutboxRetention != 0 || c.ShutdownTimeout != 5*time.Second || c.InsertsInFlight != 1 {
+		c.LogFormat != "console" || c.OutboxRetention != 0 || c.ShutdownTimeout != 5*time.Second || c.InsertsInFlight != 1 ||
+		c.PGReceiveBuffer != 2<<20 {
 		t.Fatalf("got %+v", c)
+	}
+}
+
+// 0 is a valid receive buffer: the kernel's autotuning, reads as before.
+func TestLoad_ReceiveBufferOff(t *testing.T) {
+	for _, v := range []string{"0", " 0 "} {
+		c, err := Load(env(with("CDC_PG_RECEIVE_BUFFER", v)))
+		if err != nil || c.PGReceiveBuffer != 0 {
+			t.Fatalf("CDC_PG_RECEIVE_BUFFER=%q: %d, %v; want 0", v, c.PGReceiveBuffer, err)
+		}
 	}
 }
 
@@ -91,6 +103,9 @@ func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 		{"interval zero", with("CDC_FLUSH_INTERVAL", "0s"), `CDC_FLUSH_INTERVAL: "0s" must be greater than zero`},
 		{"inserts in flight zero", with("CDC_INSERTS_IN_FLIGHT", "0"), `CDC_INSERTS_IN_FLIGHT: "0" is not a positive whole number`},
 		{"inserts in flight too many", with("CDC_INSERTS_IN_FLIGHT", "17"), `CDC_INSERTS_IN_FLIGHT: 17 is more than 16`},
+		{"receive buffer", with("CDC_PG_RECEIVE_BUFFER", "big"), `CDC_PG_RECEIVE_BUFFER: "big" is not a size, e.g. 16MiB, 512KiB or 1048576`},
+		{"receive buffer too large", with("CDC_PG_RECEIVE_BUFFER", "17MiB"), `CDC_PG_RECEIVE_BUFFER: 17825792 bytes is more than 16777216`},
+		{"receive buffer negative", with("CDC_PG_RECEIVE_BUFFER", "-1"), `CDC_PG_RECEIVE_BUFFER: "-1" is not a size, e.g. 16MiB, 512KiB or 1048576`},
 		{"retention negative", with("CDC_OUTBOX_RETENTION", "-1h"), `CDC_OUTBOX_RETENTION: "-1h" must be greater than zero`},
 		{"slot", with("CDC_SLOT_NAME", "My-Slot"), `CDC_SLOT_NAME: "My-Slot" is not a valid name: use lowercase letters, digits and _ (at most 63)`},
 		{"level", with("CDC_LOG_LEVEL", "loud"), `CDC_LOG_LEVEL: "loud" is not a level: debug, info, warn or error`},

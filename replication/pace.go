@@ -23,6 +23,20 @@ import (
 // collects (no wake-up until that much is queued) and put back to one byte
 // before the next read. Under unthrottled pgbench that cut cdc's context
 // switches about seven-fold and its CPU by half (docs/performance.md).
+//
+// With a receive buffer of a fixed size (CDC_PG_RECEIVE_BUFFER) the socket
+// is read through a read-ahead buffer as large as the kernel granted, so a
+// refill takes everything queued, and only a refill that did not fill it
+// is followed by a pause. That is what lets the walsender's sends
+// coalesce: the walsender sends and flushes every message (three per
+// event), and while the reader keeps the window open each send is its own
+// segment, whose delivery the walsender pays for in the kernel — on a
+// backlog of small transactions most of its CPU. A reader that lets a
+// bounded buffer fill closes the window, and the sends queue behind it and
+// leave in large segments: the walsender's CPU per event fell by half, and
+// the many-transaction drain with it (docs/performance.md). A refill that
+// fills the buffer means the walsender is ahead; the next refill follows at
+// once, so a backlog is never slowed by the pause.
 type pacedConn struct {
 	net.Conn
 	pause   atomic.Int64 // nanoseconds; 0 until streaming starts
@@ -30,16 +44,52 @@ type pacedConn struct {
 	sleep   func(time.Duration) // time.Sleep; tests record instead
 	// lowWater sets SO_RCVLOWAT; nil where the socket has none to set.
 	lowWater func(bytes int) error
+
+	// ahead is the read-ahead buffer, nil when reads go straight to the
+	// socket; ahead[r:w] is read and not yet handed out, and aheadErr the
+	// error of the refill that read it, returned once it is handed out.
+	// pgconn never reads from two goroutines at once, so no lock.
+	ahead    []byte
+	r, w     int
+	aheadErr error
 }
 
 // quietLowWater is more than a pause ever collects (5 ms of a stream read
-// at 60 MB/s is 300 KB), so nothing wakes the poller during one. Linux
-// grows the socket's receive buffer to hold it (to about 2 MiB) and clamps
-// the window to it: a bound on the stream the kernel holds for cdc, where
-// a value near tcp_rmem's maximum would let it hold tens of MiB.
+// at 60 MB/s is 300 KB), so nothing wakes the poller during one. With the
+// kernel's autotuning Linux grows the socket's receive buffer to hold it
+// (to about 2 MiB) and clamps the window to it: a bound on the stream the
+// kernel holds for cdc, where a value near tcp_rmem's maximum would let it
+// hold tens of MiB. With a fixed receive buffer Linux caps the mark at half
+// the buffer's accounting, the setting itself, which a backlog can fill
+// during a pause: a wake-up then, while the socket holds a buffer's worth.
 const quietLowWater = 1 << 20
 
 func (c *pacedConn) Read(p []byte) (int, error) {
+	if c.r < c.w {
+		n := copy(p, c.ahead[c.r:c.w])
+		c.r += n
+		return n, nil
+	}
+	if err := c.aheadErr; err != nil {
+		c.aheadErr = nil
+		return 0, err
+	}
+	if len(c.ahead) <= len(p) {
+		return c.refill(p)
+	}
+	n, err := c.refill(c.ahead)
+	k := copy(p, c.ahead[:n])
+	c.r, c.w = k, n
+	if k < n {
+		c.aheadErr = err
+		return k, nil
+	}
+	return k, err
+}
+
+// refill reads the socket into p, after a pause if the refill before it
+// did not fill its buffer.
+func (c *pacedConn) refill(p []byte) (int, error) {
 	if c.drained.Load() {
 		if d := time.Duration(c.pause.Load()); d > 0 {
 			// Best effort: without it the pause still paces the reads.

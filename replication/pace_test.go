@@ -1,7 +1,9 @@
 package replication
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"net"
 	"slices"
 	"testing"
@@ -106,5 +108,123 @@ func TestPacedConn_FailedRestoreFailsTheRead(t *testing.T) {
 	_, err := c.Read(buf)
 	if err == nil || err.Error() != "restore the socket's receive low-water mark: EBADF" {
 		t.Fatalf("read after a failed restore: %v", err)
+	}
+}
+
+// chunkConn hands out its chunks in order, one per read (less if p is
+// smaller, the rest at the next read), then io.EOF; it counts the reads.
+type chunkConn struct {
+	net.Conn
+	chunks [][]byte
+	reads  int
+}
+
+func (c *chunkConn) Read(p []byte) (int, error) {
+	c.reads++
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.chunks[0])
+	if c.chunks[0] = c.chunks[0][n:]; len(c.chunks[0]) == 0 {
+		c.chunks = c.chunks[1:]
+	}
+	return n, nil
+}
+
+// With a read-ahead buffer, pgconn's small reads are served from it, every
+// byte in order; the socket is read once per refill, and only a refill
+// that did not fill the buffer is followed by a pause.
+func TestPacedConn_ReadAhead(t *testing.T) {
+	tests := []struct {
+		name      string
+		chunks    []int // bytes queued on the socket at each refill
+		readSize  int   // pgconn's read size
+		wantReads int   // reads of the socket, the last one's EOF included
+		want      []time.Duration
+	}{
+		{name: "a full refill is followed by the next at once, a short one by a pause",
+			chunks: []int{64, 64, 63, 64, 30}, readSize: 8, wantReads: 6,
+			want: []time.Duration{5 * time.Millisecond, 5 * time.Millisecond}},
+		{name: "reads of the buffer's size or more go straight to the socket",
+			chunks: []int{64, 20}, readSize: 64, wantReads: 3,
+			want: []time.Duration{5 * time.Millisecond}},
+		{name: "a read smaller than a refill takes the rest at the next read",
+			chunks: []int{64, 64, 64}, readSize: 50, wantReads: 4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var sent []byte
+			src := &chunkConn{}
+			for i, n := range tt.chunks {
+				chunk := make([]byte, n)
+				for j := range chunk {
+					chunk[j] = byte(i*64 + j)
+				}
+				src.chunks = append(src.chunks, chunk)
+				sent = append(sent, chunk...)
+			}
+			var slept []time.Duration
+			c := &pacedConn{Conn: src, sleep: func(d time.Duration) { slept = append(slept, d) }, ahead: make([]byte, 64)}
+			c.pause.Store(int64(5 * time.Millisecond))
+			var got []byte
+			buf := make([]byte, tt.readSize)
+			for {
+				n, err := c.Read(buf)
+				got = append(got, buf[:n]...)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !bytes.Equal(got, sent) {
+				t.Fatalf("read %d bytes %v, want the %d sent %v", len(got), got, len(sent), sent)
+			}
+			if src.reads != tt.wantReads {
+				t.Errorf("%d reads of the socket, want %d", src.reads, tt.wantReads)
+			}
+			if !slices.Equal(slept, tt.want) {
+				t.Errorf("slept %v, want %v", slept, tt.want)
+			}
+		})
+	}
+}
+
+// failingConn returns its bytes and an error in the same read.
+type failingConn struct {
+	net.Conn
+	data []byte
+	err  error
+}
+
+func (c *failingConn) Read(p []byte) (int, error) {
+	n := copy(p, c.data)
+	c.data = c.data[n:]
+	return n, c.err
+}
+
+// A refill that returns bytes and an error hands out the bytes first and
+// the error after them, once.
+func TestPacedConn_ReadAheadKeepsTheErrorForLast(t *testing.T) {
+	src := &failingConn{data: []byte("0123456789"), err: errors.New("connection reset")}
+	c := &pacedConn{Conn: src, sleep: func(time.Duration) {}, ahead: make([]byte, 64)}
+	buf := make([]byte, 4)
+	var got []byte
+	var err error
+	for range 3 {
+		var n int
+		n, err = c.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			t.Fatalf("read %q, then %v before the last byte was handed out", got, err)
+		}
+	}
+	if string(got) != "0123456789" {
+		t.Fatalf("read %q", got)
+	}
+	src.err = nil
+	if n, err := c.Read(buf); n != 0 || err == nil || err.Error() != "connection reset" {
+		t.Fatalf("after the bytes: %d, %v; want 0, connection reset", n, err)
 	}
 }

@@ -47,6 +47,7 @@ type Config struct {
 	BatchMaxBytes   int
 	FlushInterval   time.Duration
 	InsertsInFlight int                  // batches stored at once; at least 1
+	ReceiveBuffer   int                  // SO_RCVBUF of the replication socket; 0: the kernel's autotuning (pace.go)
 	StatusInterval  time.Duration        // standby status cadence; well under wal_sender_timeout
 	ShutdownTimeout time.Duration        // budget for the last flush on shutdown
 	Tracer          trace.TracerProvider // a span per batch; nil: no tracing

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/eventcdc/cdc/config"
 	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/metrics"
 	"github.com/eventcdc/cdc/replication"
@@ -117,6 +118,7 @@ func (h *harness) runWith(s replication.Sink, log *zap.Logger, change func(*repl
 		DSN: h.dsn, Slot: "slot", Publication: "pub",
 		BatchMaxRows: 1000, BatchMaxBytes: 1 << 20, FlushInterval: 50 * time.Millisecond,
 		StatusInterval: 100 * time.Millisecond, InsertsInFlight: 2,
+		ReceiveBuffer: config.DefaultPGReceiveBuffer,
 	}
 	change(&cfg)
 	r := replication.New(cfg, s, nil, log, metrics.New(reg, func() int64 { return time.Now().UnixNano() }))

@@ -22,9 +22,13 @@ import (
 // session is one replication connection's life: connect, find the slot,
 // stream until an error or shutdown.
 func (r *Replicator) session(ctx context.Context) error {
-	conn, paced, err := connect(ctx, r.cfg.DSN)
+	conn, paced, err := connect(ctx, r.cfg.DSN, r.cfg.ReceiveBuffer)
 	if err != nil {
 		return err
+	}
+	if want, got := r.cfg.ReceiveBuffer, len(paced.ahead); want > 0 && got > 0 && got < want {
+		r.log.Warn("the kernel granted a smaller receive buffer than CDC_PG_RECEIVE_BUFFER asks for; raise net.core.rmem_max to get it",
+			zap.Int("asked", want), zap.Int("granted", got))
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -61,7 +65,7 @@ func (r *Replicator) session(ctx context.Context) error {
 		return err
 	}
 	r.log.Info("streaming", zap.String("slot", r.cfg.Slot), zap.Stringer("from", confirmed), zap.Int("already_stored", len(skip)),
-		zap.Bool("large_transactions_streamed", streaming))
+		zap.Bool("large_transactions_streamed", streaming), zap.Int("read_ahead_bytes", len(paced.ahead)))
 	r.state.setStreaming(true)
 	r.state.touch(time.Now())
 
@@ -76,19 +80,27 @@ func (r *Replicator) session(ctx context.Context) error {
 // Connect opens a logical replication connection. The session's TimeZone and
 // DateStyle fix the text form of timestamps in pgoutput, which the sink parses.
 func Connect(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
-	conn, _, err := connect(ctx, dsn)
+	conn, _, err := connect(ctx, dsn, 0)
 	return conn, err
 }
 
 // connect is Connect, also returning the socket under the connection (and
-// under TLS, if any) so the stream can pace its reads.
-func connect(ctx context.Context, dsn string) (*pgconn.PgConn, *pacedConn, error) {
+// under TLS, if any) so the stream can pace its reads. receiveBuffer > 0
+// fixes a TCP socket's receive buffer at that many bytes and reads it
+// through a read-ahead buffer of the size granted (pacedConn); 0 leaves
+// the buffer to the kernel and reads straight from the socket.
+func connect(ctx context.Context, dsn string, receiveBuffer int) (*pgconn.PgConn, *pacedConn, error) {
 	cfg, err := pgconn.ParseConfig(withReplication(dsn))
 	if err != nil {
 		return nil, nil, wrapf(err, "parse postgres dsn")
 	}
 	var paced *pacedConn
 	dial := cfg.DialFunc
+	if receiveBuffer > 0 {
+		// pgconn's own dialer is a zero net.Dialer (connect_timeout
+		// reaches it through ctx, see below), plus this Control.
+		dial = (&net.Dialer{Control: receiveBufferControl(receiveBuffer)}).DialContext
+	}
 	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
 		if err != nil {
@@ -97,6 +109,11 @@ func connect(ctx context.Context, dsn string) (*pgconn.PgConn, *pacedConn, error
 		// The last dialled is the one used: pgconn may try several
 		// (hosts, sslmode=prefer) and keeps the first that works.
 		paced = &pacedConn{Conn: c, sleep: time.Sleep, lowWater: lowWaterFunc(c)}
+		if receiveBuffer > 0 {
+			if n := grantedReceiveBuffer(c); n > 0 {
+				paced.ahead = make([]byte, n)
+			}
+		}
 		return paced, nil
 	}
 	cfg.RuntimeParams["TimeZone"] = "UTC"

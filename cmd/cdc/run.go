@@ -79,6 +79,7 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		BatchMaxBytes:   cfg.BatchMaxBytes,
 		FlushInterval:   cfg.FlushInterval,
 		InsertsInFlight: cfg.InsertsInFlight,
+		ReceiveBuffer:   cfg.PGReceiveBuffer,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Tracer:          tp,
 	}, ch, deadletter.New(pool), log.Named("replication"), m)

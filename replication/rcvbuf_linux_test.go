@@ -1,0 +1,88 @@
+package replication
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/eventcdc/cdc/internal/testenv"
+)
+
+// The receive buffer is set on a TCP socket before it connects, and the
+// kernel reports what it granted; a Unix socket is left alone.
+func TestReceiveBufferControl(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	const want = 96 << 10 // under Linux's default net.core.rmem_max, 208 KiB
+	set, err := (&net.Dialer{Control: receiveBufferControl(want)}).Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	if got := grantedReceiveBuffer(set); got != want {
+		t.Errorf("granted %d bytes, want %d", got, want)
+	}
+	auto, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer auto.Close()
+	if got := grantedReceiveBuffer(auto); got == want || got == 0 {
+		t.Errorf("a socket dialled without the control reports %d bytes", got)
+	}
+	if got := grantedReceiveBuffer(&net.UnixConn{}); got != 0 {
+		t.Errorf("a Unix socket reports %d bytes", got)
+	}
+	if err := receiveBufferControl(want)("unix", "/tmp/x", nil); err != nil {
+		t.Errorf("control on a Unix socket: %v", err)
+	}
+}
+
+// connect gives the replication connection a read-ahead buffer of the size
+// the kernel granted, and none when the setting is 0.
+func TestConnect_ReadAheadIsTheGrantedBuffer(t *testing.T) {
+	dsn := testenv.Get(t).NewPostgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, tt := range []struct {
+		receiveBuffer int
+		wantAhead     int
+	}{
+		{128 << 10, 128 << 10},
+		{0, 0},
+	} {
+		conn, paced, err := connect(ctx, dsn, tt.receiveBuffer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := paced.Conn.(*net.TCPConn); !ok {
+			t.Fatalf("the test database is reached over %T, want TCP", paced.Conn)
+		}
+		if got := len(paced.ahead); got != tt.wantAhead {
+			t.Errorf("receive buffer %d: read-ahead %d bytes, want %d", tt.receiveBuffer, got, tt.wantAhead)
+		}
+		if got := grantedReceiveBuffer(paced.Conn); tt.receiveBuffer > 0 && got != tt.receiveBuffer {
+			t.Errorf("receive buffer %d: the socket has %d", tt.receiveBuffer, got)
+		}
+		// The connection works through the read-ahead.
+		if res := conn.Exec(ctx, "IDENTIFY_SYSTEM"); res == nil {
+			t.Fatal("no result")
+		} else if _, err := res.ReadAll(); err != nil {
+			t.Errorf("receive buffer %d: IDENTIFY_SYSTEM: %v", tt.receiveBuffer, err)
+		}
+		_ = conn.Close(ctx)
+	}
+}
