@@ -124,3 +124,17 @@ func readPause(c net.Conn, flush time.Duration) time.Duration {
 	}
 	return min(5*time.Millisecond, flush/20)
 }
+
+// receiveBuffer is the SO_RCVBUF a session sets: the one asked for, or 0
+// (the kernel's autotuning and reads as they were) when net.core.rmem_max,
+// if known, is smaller. A capped buffer helps no one: at Linux's default
+// maximum, 208 KiB, the sends still coalesce on a backlog of small
+// transactions, but a backlog of one large one drained a third slower than
+// with the kernel's buffer (docs/performance.md, sixth session). An
+// operator who asks for less than the maximum gets it.
+func receiveBuffer(asked, rmemMax int) int {
+	if rmemMax > 0 && rmemMax < asked {
+		return 0
+	}
+	return asked
+}

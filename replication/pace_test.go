@@ -228,3 +228,22 @@ func TestPacedConn_ReadAheadKeepsTheErrorForLast(t *testing.T) {
 		t.Fatalf("after the bytes: %d, %v; want 0, connection reset", n, err)
 	}
 }
+
+func TestReceiveBuffer(t *testing.T) {
+	tests := []struct {
+		name           string
+		asked, rmemMax int
+		want           int
+	}{
+		{"under the maximum", 512 << 10, 4 << 20, 512 << 10},
+		{"at the maximum", 212992, 212992, 212992},
+		{"over Linux's default maximum: left to the kernel", 512 << 10, 212992, 0},
+		{"the maximum unknown", 512 << 10, 0, 512 << 10},
+		{"off", 0, 212992, 0},
+	}
+	for _, tt := range tests {
+		if got := receiveBuffer(tt.asked, tt.rmemMax); got != tt.want {
+			t.Errorf("%s: receiveBuffer(%d, %d) = %d, want %d", tt.name, tt.asked, tt.rmemMax, got, tt.want)
+		}
+	}
+}

@@ -2,6 +2,8 @@ package replication
 
 import (
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -49,4 +51,18 @@ func grantedReceiveBuffer(c net.Conn) int {
 		return 0
 	}
 	return n / 2
+}
+
+// receiveBufferMax is net.core.rmem_max, the most SO_RCVBUF may set, or 0
+// when it cannot be read.
+func receiveBufferMax() int {
+	b, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return 0
+	}
+	return n
 }

@@ -86,3 +86,31 @@ func TestConnect_ReadAheadIsTheGrantedBuffer(t *testing.T) {
 		_ = conn.Close(ctx)
 	}
 }
+
+// receiveBufferMax reads what the kernel allows: a socket asking for more
+// than it is granted exactly that.
+func TestReceiveBufferMax(t *testing.T) {
+	most := receiveBufferMax()
+	if most <= 0 {
+		t.Fatalf("net.core.rmem_max read as %d", most)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			defer c.Close()
+			time.Sleep(time.Second)
+		}
+	}()
+	c, err := (&net.Dialer{Control: receiveBufferControl(most + 4096)}).Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := grantedReceiveBuffer(c); got != most {
+		t.Errorf("asked for %d bytes, granted %d; net.core.rmem_max read as %d", most+4096, got, most)
+	}
+}

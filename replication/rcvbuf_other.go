@@ -13,3 +13,5 @@ import (
 func receiveBufferControl(int) func(network, address string, c syscall.RawConn) error { return nil }
 
 func grantedReceiveBuffer(net.Conn) int { return 0 }
+
+func receiveBufferMax() int { return 0 }

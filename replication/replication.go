@@ -72,6 +72,9 @@ type Replicator struct {
 	// stored rows of, before its commit arrived, to its first row's LSN
 	// (streamed.go). Only Run's goroutine touches it.
 	partial map[uint32]pglogrepl.LSN
+	// rcvbufNoted is set once the log has said that the receive buffer
+	// is left to the kernel. Only Run's goroutine touches it.
+	rcvbufNoted bool
 }
 
 // New builds a replicator; Run starts it.

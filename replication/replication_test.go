@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/eventcdc/cdc/config"
 	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/metrics"
 	"github.com/eventcdc/cdc/replication"
@@ -118,7 +117,10 @@ func (h *harness) runWith(s replication.Sink, log *zap.Logger, change func(*repl
 		DSN: h.dsn, Slot: "slot", Publication: "pub",
 		BatchMaxRows: 1000, BatchMaxBytes: 1 << 20, FlushInterval: 50 * time.Millisecond,
 		StatusInterval: 100 * time.Millisecond, InsertsInFlight: 2,
-		ReceiveBuffer: config.DefaultPGReceiveBuffer,
+		// Under Linux's default net.core.rmem_max (208 KiB), so that every
+		// host runs the read-ahead path (the default, 512 KiB, may be
+		// left to the kernel where the maximum is lower).
+		ReceiveBuffer: 128 << 10,
 	}
 	change(&cfg)
 	r := replication.New(cfg, s, nil, log, metrics.New(reg, func() int64 { return time.Now().UnixNano() }))

@@ -22,13 +22,22 @@ import (
 // session is one replication connection's life: connect, find the slot,
 // stream until an error or shutdown.
 func (r *Replicator) session(ctx context.Context) error {
-	conn, paced, err := connect(ctx, r.cfg.DSN, r.cfg.ReceiveBuffer)
+	rcvbuf := r.cfg.ReceiveBuffer
+	if most := receiveBufferMax(); receiveBuffer(rcvbuf, most) != rcvbuf {
+		if !r.rcvbufNoted {
+			r.log.Info("net.core.rmem_max is below CDC_PG_RECEIVE_BUFFER: the replication socket's receive buffer is left to the kernel; raise net.core.rmem_max to use it, or set CDC_PG_RECEIVE_BUFFER=0",
+				zap.Int("asked", rcvbuf), zap.Int("rmem_max", most))
+			r.rcvbufNoted = true
+		}
+		rcvbuf = 0
+	}
+	conn, paced, err := connect(ctx, r.cfg.DSN, rcvbuf)
 	if err != nil {
 		return err
 	}
-	if want, got := r.cfg.ReceiveBuffer, len(paced.ahead); want > 0 && got > 0 && got < want {
-		r.log.Warn("the kernel granted a smaller receive buffer than CDC_PG_RECEIVE_BUFFER asks for; raise net.core.rmem_max to get it",
-			zap.Int("asked", want), zap.Int("granted", got))
+	if got := len(paced.ahead); got > 0 && got < rcvbuf {
+		r.log.Warn("the kernel granted a smaller receive buffer than CDC_PG_RECEIVE_BUFFER asks for; raise net.core.rmem_max",
+			zap.Int("asked", rcvbuf), zap.Int("granted", got))
 	}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
