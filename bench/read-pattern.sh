@@ -15,9 +15,10 @@
 #                                           default net.core.rmem_max); one slot
 #                                           per drain; one line per drain
 #
-# The cdc mode leaves .local/read-pattern/{base,new}.sh behind: wrappers for
-# `bash bench/run.sh -steps drain -cdc WRAPPER`, the one-transaction
-# comparison.
+# RAW_PATTERNS replaces the raw mode's matrix: rawread flags, patterns
+# separated by ';' (bench/rawread -h lists the flags). The cdc mode leaves
+# .local/read-pattern/{base,new,new208}.sh behind: wrappers for `bash
+# bench/run.sh -steps drain -cdc WRAPPER`, the one-transaction comparison.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -53,6 +54,9 @@ if [ "$mode" = raw ]; then
 		"-rcvbuf 131072 -read 1048576 -pause 3ms"       # a smaller buffer
 		"-rcvbuf 524288 -read 1048576 -pause 1ms"       # a shorter pause
 	)
+	if [ -n "${RAW_PATTERNS:-}" ]; then
+		IFS=';' read -r -a patterns <<<"$RAW_PATTERNS"
+	fi
 	for _ in $(seq 1 "$reps"); do
 		for args in "${patterns[@]}"; do
 			nstat -n >/dev/null

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/sys/unix"
 )
 
 func main() {
@@ -28,15 +29,16 @@ func main() {
 	readSize := flag.Int("read", 8192, "bytes per read")
 	pause := flag.Duration("pause", 0, "sleep before the next read")
 	drained := flag.Bool("drained", false, "sleep only after a read that did not fill the buffer (cdc's pattern)")
+	lowat := flag.Int("lowat", 0, "instead of sleeping for -pause, wait up to -pause for this many bytes queued (SO_RCVLOWAT and poll)")
 	idle := flag.Duration("idle", 700*time.Millisecond, "the stream is over after this long without data")
 	flag.Parse()
-	if err := run(*dsn, *slot, *pub, *rcvbuf, *readSize, *pause, *drained, *idle); err != nil {
+	if err := run(*dsn, *slot, *pub, *rcvbuf, *readSize, *pause, *drained, *lowat, *idle); err != nil {
 		fmt.Fprintln(os.Stderr, "rawread:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dsn, slot, pub string, rcvbuf, readSize int, pause time.Duration, drained bool, idle time.Duration) error {
+func run(dsn, slot, pub string, rcvbuf, readSize int, pause time.Duration, drained bool, lowat int, idle time.Duration) error {
 	ctx := context.Background()
 	cfg, err := pgconn.ParseConfig(dsn)
 	if err != nil {
@@ -108,7 +110,13 @@ func run(dsn, slot, pub string, rcvbuf, readSize int, pause time.Duration, drain
 			return fmt.Errorf("read: %w", err)
 		}
 		if pause > 0 && (!drained || k < len(buf)) {
-			time.Sleep(pause)
+			if lowat > 0 {
+				if err := waitFor(hj.Conn, lowat, pause); err != nil {
+					return err
+				}
+			} else {
+				time.Sleep(pause)
+			}
 		}
 	}
 	// The walsender idles through the last read's timeout: its CPU now is
@@ -121,8 +129,8 @@ func run(dsn, slot, pub string, rcvbuf, readSize int, pause time.Duration, drain
 	if err != nil {
 		return err
 	}
-	fmt.Printf("rcvbuf=%d read=%d pause=%s drained=%v: %d bytes in %.2f s, walsender cpu %.2f s, rawread cpu %.2f s\n",
-		rcvbuf, readSize, pause, drained, total, last.Sub(start).Seconds(), cpu1-cpu0, self)
+	fmt.Printf("rcvbuf=%d read=%d pause=%s drained=%v lowat=%d: %d bytes in %.2f s, walsender cpu %.2f s, rawread cpu %.2f s\n",
+		rcvbuf, readSize, pause, drained, lowat, total, last.Sub(start).Seconds(), cpu1-cpu0, self)
 	return nil
 }
 
@@ -144,4 +152,34 @@ func cpuSeconds(pid int) (float64, error) {
 		return 0, fmt.Errorf("cpu of %d: stat %q", pid, b)
 	}
 	return (u + s) / 100, nil
+}
+
+// waitFor waits until bytes are queued on c's socket, or for at most d:
+// the receive low-water mark raised to bytes, poll(2), the mark put back.
+func waitFor(c net.Conn, bytes int, d time.Duration) error {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return fmt.Errorf("-lowat needs a TCP connection, not %T", c)
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVLOWAT, bytes); serr != nil {
+			return
+		}
+		_, serr = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, int(d.Milliseconds()))
+		if serr == unix.EINTR {
+			serr = nil
+		}
+		if e := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVLOWAT, 1); serr == nil {
+			serr = e
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
