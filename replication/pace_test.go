@@ -148,6 +148,9 @@ func TestPacedConn_ReadAhead(t *testing.T) {
 		{name: "reads of the buffer's size or more go straight to the socket",
 			chunks: []int{64, 20}, readSize: 64, wantReads: 3,
 			want: []time.Duration{5 * time.Millisecond}},
+		{name: "a read larger than the buffer is full when it took the buffer's size",
+			chunks: []int{64, 64, 30}, readSize: 200, wantReads: 4,
+			want: []time.Duration{5 * time.Millisecond}},
 		{name: "a read smaller than a refill takes the rest at the next read",
 			chunks: []int{64, 64, 64}, readSize: 50, wantReads: 4},
 	}
