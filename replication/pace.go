@@ -36,7 +36,7 @@ import (
 // behind it and leave in large segments, at half the walsender's CPU per
 // event. Whether they do is the kernel's to decide, run by run; over this
 // project's measurements the median many-transaction drain fell from 7.2
-// to 5.2 s (docs/performance.md). A refill that fills the buffer means the
+// to 5.7 s (docs/performance.md). A refill that fills the buffer means the
 // walsender is ahead; the next refill follows at once, so a backlog is
 // never slowed by the pause.
 type pacedConn struct {
