@@ -53,7 +53,7 @@ const (
 	DefaultShutdownTimeout = 10 * time.Second
 	// DefaultPGReceiveBuffer holds what the walsender sends during a
 	// read pause at a backlog's rate several times over, and is small
-	// enough that the walsender's sends queue and coalesce behind it
+	// enough that the walsender's sends often queue and coalesce behind it
 	// (replication/pace.go; docs/performance.md). A socket's window is at
 	// most this buffer, so a connector far from its database streams at
 	// most about this much per round trip: 512 KiB per 10 ms is 50 MiB/s.

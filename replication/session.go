@@ -22,18 +22,19 @@ import (
 // session is one replication connection's life: connect, find the slot,
 // stream until an error or shutdown.
 func (r *Replicator) session(ctx context.Context) error {
-	rcvbuf := r.cfg.ReceiveBuffer
-	if most := receiveBufferMax(); receiveBuffer(rcvbuf, most) != rcvbuf {
-		if !r.rcvbufNoted {
-			r.log.Info("net.core.rmem_max is below CDC_PG_RECEIVE_BUFFER: the replication socket's receive buffer is left to the kernel; raise net.core.rmem_max to use it, or set CDC_PG_RECEIVE_BUFFER=0",
-				zap.Int("asked", rcvbuf), zap.Int("rmem_max", most))
-			r.rcvbufNoted = true
-		}
+	rcvbuf, most := r.cfg.ReceiveBuffer, receiveBufferMax()
+	if receiveBuffer(rcvbuf, most) != rcvbuf {
 		rcvbuf = 0
 	}
 	conn, paced, err := connect(ctx, r.cfg.DSN, rcvbuf)
 	if err != nil {
 		return err
+	}
+	// Said once, and only of TCP: a Unix socket has no buffer to set.
+	if _, tcp := paced.Conn.(*net.TCPConn); tcp && rcvbuf != r.cfg.ReceiveBuffer && !r.rcvbufNoted {
+		r.log.Info("net.core.rmem_max is below CDC_PG_RECEIVE_BUFFER: the replication socket's receive buffer is left to the kernel; raise net.core.rmem_max to use it, or set CDC_PG_RECEIVE_BUFFER=0",
+			zap.Int("asked", r.cfg.ReceiveBuffer), zap.Int("rmem_max", most))
+		r.rcvbufNoted = true
 	}
 	if got := len(paced.ahead); got > 0 && got < rcvbuf {
 		r.log.Warn("the kernel granted a smaller receive buffer than CDC_PG_RECEIVE_BUFFER asks for; raise net.core.rmem_max",
