@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,13 +61,25 @@ func (f *fakeSink) types() map[string]int {
 	return out
 }
 
-// checkStreamedPositions asserts that rows[i] is the (i+1)th row of one
-// transaction placed by its first row's LSN, which lies before walBefore
-// plus a quarter of the transaction's WAL: the rows went through the
-// streamed path (a transaction sent at its commit is placed by its commit
-// LSN, past the whole transaction's WAL).
+// checkStreamedPositions asserts that the rows, in WAL order, are the 1st
+// to the nth row of one transaction, each once, placed by its first row's
+// LSN, which lies before walBefore plus a quarter of the transaction's WAL:
+// the rows went through the streamed path (a transaction sent at its
+// commit is placed by its commit LSN, past the whole transaction's WAL).
+// The order they were stored in is not checked: with two INSERTs in flight
+// a later batch may be stored first.
 func checkStreamedPositions(t *testing.T, rows []sink.Row, walBefore, walAfter uint64) {
 	t.Helper()
+	rows = slices.Clone(rows)
+	slices.SortFunc(rows, func(a, b sink.Row) int {
+		if a.Pos.Less(b.Pos) {
+			return -1
+		}
+		if b.Pos.Less(a.Pos) {
+			return 1
+		}
+		return 0
+	})
 	first := rows[0].Pos.CommitLSN
 	if uint64(first) < walBefore || uint64(first) > walBefore+(walAfter-walBefore)/4 {
 		t.Fatalf("rows placed at %s, want the first row's LSN, just after %X (transaction's WAL ends at %X)", first, walBefore, walAfter)
