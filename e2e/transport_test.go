@@ -28,7 +28,9 @@ import (
 // TestTLS_ConnectorStreamsOverTLSToPostgres turns TLS on in the local
 // PostgreSQL with a throwaway certificate and runs the connector with
 // sslmode=require: the replication connection must be encrypted and the
-// events must arrive.
+// events must arrive. TLS reads its records through cdc's read-ahead
+// buffer: a receive buffer under any host's net.core.rmem_max makes sure
+// that path is the one taken, with enough events for many refills.
 func TestTLS_ConnectorStreamsOverTLSToPostgres(t *testing.T) {
 	w := newWorld(t)
 	dataDir := w.env.PostgresDataDir(t)
@@ -46,9 +48,13 @@ func TestTLS_ConnectorStreamsOverTLSToPostgres(t *testing.T) {
 	})
 
 	tlsDSN := w.pgDSN[:len(w.pgDSN)-len("sslmode=disable")] + "sslmode=require"
-	w.start(map[string]string{"CDC_PG_DSN": tlsDSN})
+	c := w.start(map[string]string{"CDC_PG_DSN": tlsDSN, "CDC_PG_RECEIVE_BUFFER": "128KiB"})
 	w.insertEvents("over_tls", 25)
-	w.waitRows(25, 30*time.Second)
+	w.insertEvents("over_tls_many", 5000)
+	w.waitRows(5025, 60*time.Second)
+	if !strings.Contains(c.out.String(), `"read_ahead_bytes": 131072`) {
+		t.Fatalf("no session read through a 128 KiB read-ahead buffer:\n%s", tail(c.out.String(), 20))
+	}
 
 	var ssl bool
 	var version string
