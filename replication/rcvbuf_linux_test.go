@@ -9,25 +9,42 @@ import (
 	"github.com/eventcdc/cdc/internal/testenv"
 )
 
-// The receive buffer is set on a TCP socket before it connects, and the
-// kernel reports what it granted; a Unix socket is left alone.
-func TestReceiveBufferControl(t *testing.T) {
+// listen returns the address of a local TCP listener that accepts every
+// connection and holds it until the test ends.
+func listen(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
+		var held []net.Conn
 		for {
 			c, err := ln.Accept()
 			if err != nil {
+				for _, c := range held {
+					_ = c.Close()
+				}
 				return
 			}
-			defer c.Close()
+			held = append(held, c)
 		}
 	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+	})
+	return ln.Addr().String()
+}
+
+// The receive buffer is set on a TCP socket before it connects, and the
+// kernel reports what it granted; a Unix socket is left alone.
+func TestReceiveBufferControl(t *testing.T) {
+	addr := listen(t)
 	const want = 96 << 10 // under Linux's default net.core.rmem_max, 208 KiB
-	set, err := (&net.Dialer{Control: receiveBufferControl(want)}).Dial("tcp", ln.Addr().String())
+	set, err := (&net.Dialer{Control: receiveBufferControl(want)}).Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +52,7 @@ func TestReceiveBufferControl(t *testing.T) {
 	if got := grantedReceiveBuffer(set); got != want {
 		t.Errorf("granted %d bytes, want %d", got, want)
 	}
-	auto, err := net.Dial("tcp", ln.Addr().String())
+	auto, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,18 +111,7 @@ func TestReceiveBufferMax(t *testing.T) {
 	if most <= 0 {
 		t.Fatalf("net.core.rmem_max read as %d", most)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			defer c.Close()
-			time.Sleep(time.Second)
-		}
-	}()
-	c, err := (&net.Dialer{Control: receiveBufferControl(most + 4096)}).Dial("tcp", ln.Addr().String())
+	c, err := (&net.Dialer{Control: receiveBufferControl(most + 4096)}).Dial("tcp", listen(t))
 	if err != nil {
 		t.Fatal(err)
 	}
