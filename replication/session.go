@@ -255,6 +255,12 @@ type stream struct {
 
 	skip    map[sink.Position]struct{}
 	skipMax pglogrepl.LSN
+	// resume is where the session began reading, the slot's confirmed
+	// position; placed holds the LSNs that place the rows stored past it:
+	// a whole transaction's commit LSN, a streamed one's first row's
+	// (findStreamed).
+	resume pglogrepl.LSN
+	placed map[pglogrepl.LSN]struct{}
 
 	tx struct {
 		lsn        pglogrepl.LSN
@@ -263,6 +269,7 @@ type stream struct {
 		waited     bool // the transaction a session without streaming waits out
 		xid        uint32
 		stored     map[uint64]struct{} // ordinals an earlier, streaming session stored
+		first      pglogrepl.LSN       // its first row's LSN when it has such rows, else 0: rows are placed by it
 	}
 
 	// Transactions sent before their commit (streamed.go).
@@ -314,10 +321,13 @@ func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip
 		streams: map[uint32]*streamedTx{},
 		xacts:   xactLookup{dsn: r.cfg.DSN},
 	}
+	s.resume = confirmed
 	if len(skip) > 0 {
 		s.skip = skip
+		s.placed = map[pglogrepl.LSN]struct{}{}
 		for p := range skip {
 			s.skipMax = max(s.skipMax, p.CommitLSN)
+			s.placed[p.CommitLSN] = struct{}{}
 		}
 	}
 	s.batch = s.newBatch()
@@ -513,14 +523,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		s.track.Begin()
 		s.tx.lsn, s.tx.seq, s.tx.commitTime = msg.LSN, 0, msg.CommitTime
 		s.tx.waited = !s.streaming && msg.Xid == s.r.waitOut
-		s.tx.xid, s.tx.stored = msg.Xid, nil
-		if first, ok := s.r.partial[msg.Xid]; ok {
-			stored, err := s.storedOrdinals(ctx, msg.Xid, first)
-			if err != nil {
-				return err
-			}
-			s.tx.stored = stored
-		}
+		s.tx.xid, s.tx.stored, s.tx.first = msg.Xid, nil, 0
 	case decoder.KindInsert:
 		if t := s.cur; t != nil {
 			keep, err := s.keep(ctx, t, msg.Xid)
@@ -541,7 +544,15 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 			return s.add(ctx, msg, pos, commitTime)
 		}
 		s.tx.seq++
+		if s.tx.seq == 1 {
+			if err := s.findStreamed(ctx, at); err != nil {
+				return err
+			}
+		}
 		pos := sink.Position{CommitLSN: s.tx.lsn, Seq: s.tx.seq}
+		if s.tx.first != 0 {
+			pos.CommitLSN = s.tx.first
+		}
 		if _, done := s.tx.stored[s.tx.seq]; done {
 			return nil
 		}

@@ -189,6 +189,37 @@ func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LS
 	return sink.Position{CommitLSN: t.first, Seq: t.seq}, done, nil
 }
 
+// findStreamed is called at the first row, at WAL position at, of a
+// transaction sent whole: it finds out whether an earlier session stored
+// rows of it streamed, placed by this row's LSN. PostgreSQL decides in each
+// session whether to stream a transaction — by its size against
+// logical_decoding_work_mem, counted with whatever else it is decoding at
+// the time, which depends on where the session began — so a session that
+// stopped halfway through a streamed transaction may be followed by one
+// that is sent it whole, at its commit. The rows stored are then skipped
+// and the rest placed the same way, by the first row's LSN: every row once,
+// and a further replay, streamed or not, finds them all.
+//
+// Only transactions that can have such rows cost a look at the sink: one
+// the process remembers (Replicator.partial), one whose first row's LSN
+// places rows stored past the session's start, and one that began before
+// the session's start, whose rows would lie before it.
+func (s *stream) findStreamed(ctx context.Context, at pglogrepl.LSN) error {
+	_, remembered := s.r.partial[s.tx.xid]
+	_, placed := s.placed[at]
+	if !remembered && !placed && at >= s.resume {
+		return nil
+	}
+	stored, err := s.storedOrdinals(ctx, s.tx.xid, at)
+	if err != nil {
+		return err
+	}
+	if len(stored) > 0 {
+		s.tx.first, s.tx.stored = at, stored
+	}
+	return nil
+}
+
 // loadStored reads which of t's rows the sink and the dead letters hold.
 func (s *stream) loadStored(ctx context.Context, t *streamedTx) error {
 	stored, err := s.storedOrdinals(ctx, t.xid, t.first)

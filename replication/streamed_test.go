@@ -346,3 +346,46 @@ func TestReplicator_FallbackDoesNotRewriteAStreamedTransaction(t *testing.T) {
 		t.Fatalf("stored %v, want the 3000 rows of the committed transaction once", got)
 	}
 }
+
+// PostgreSQL decides in each session whether to stream a transaction: a
+// session that stops halfway through a streamed one may be followed by one
+// that is sent it whole at its commit (here the first session's walsender
+// has a 64 kB limit and the second's the default 64 MB; in production the
+// decision can also flip with what else is being decoded). The second
+// session is a new process, which remembers nothing of the first: it finds
+// the stored rows by the first row's LSN, skips them and places the rest
+// the same way. Every row once.
+func TestReplicator_StreamedThenSentWholeStoresEachRowOnce(t *testing.T) {
+	h := setup(t)
+	dsn := h.dsn
+	smallDecodingMemory(t, h)
+	before, after := h.commitBig(3000)
+
+	first := &failingSink{n: 1000}
+	stop := h.runWith(first, zap.NewNop(), func(c *replication.Config) {
+		c.ShutdownTimeout, c.FlushInterval = 500*time.Millisecond, 3*time.Second
+	})
+	eventually(t, "the first 1000 rows stored", func() bool { return first.count() == 1000 })
+	time.Sleep(300 * time.Millisecond) // a few failed writes of the next batch
+	stop()
+
+	h.dsn = dsn // the default limit: the transaction is sent whole
+	core, logs := observer.New(zapcore.InfoLevel)
+	second := &fakeSink{rows: append([]sink.Row(nil), first.rows...)}
+	stop = h.runWith(second, zap.New(core), func(*replication.Config) {})
+	defer stop()
+	eventually(t, "acknowledgement past the commit", func() bool { return uint64(h.confirmed()) >= after })
+	if n := logs.FilterMessage("reconnecting to switch streaming of large transactions").Len(); n != 0 {
+		t.Fatalf("%d reconnects: the second session must have been sent the transaction whole", n)
+	}
+	skipped := logs.FilterMessage("streamed transaction partly stored by an earlier session; skipping those rows").AllUntimed()
+	if len(skipped) != 1 || skipped[0].ContextMap()["stored"] != int64(1000) {
+		t.Fatalf("logged %v, want one skip of the 1000 stored rows", skipped)
+	}
+	second.mu.Lock()
+	defer second.mu.Unlock()
+	if len(second.rows) != 3000 {
+		t.Fatalf("%d rows stored, want 3000", len(second.rows))
+	}
+	checkStreamedPositions(t, second.rows, before, after)
+}
