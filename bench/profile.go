@@ -66,7 +66,6 @@ func (b *bench) profileDrain(ctx context.Context) error {
 		// As cmd/cdc/run.go wires it with the defaults.
 		InsertsInFlight: config.DefaultInsertsInFlight,
 		ReceiveBuffer:   config.DefaultPGReceiveBuffer,
-		CatchUpWorkMem:  config.DefaultPGCatchUpMem,
 	}, ch, deadletter.New(pool), zap.NewNop(), m)
 
 	cpuPath := filepath.Join(b.o.dir, "cpu.pprof")
@@ -197,7 +196,6 @@ func (b *bench) decompose(ctx context.Context) error {
 		BatchMaxRows: config.DefaultBatchMaxRows, BatchMaxBytes: config.DefaultBatchMaxBytes, FlushInterval: config.DefaultFlushInterval,
 		InsertsInFlight: config.DefaultInsertsInFlight,
 		ReceiveBuffer:   config.DefaultPGReceiveBuffer,
-		CatchUpWorkMem:  config.DefaultPGCatchUpMem,
 	}, ns, nil, zap.NewNop(), m)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)

@@ -82,9 +82,6 @@ func (t *Tracker) ServerEnd(lsn pglogrepl.LSN) {
 // Idle reports whether nothing is buffered, in flight or half-received.
 func (t *Tracker) Idle() bool { return !t.inTx && t.buffered == 0 && t.inFlight == 0 }
 
-// InTx reports whether a transaction has begun and not yet committed.
-func (t *Tracker) InTx() bool { return t.inTx }
-
 // Buffered reports the rows in the open batch.
 func (t *Tracker) Buffered() int { return t.buffered }
 

@@ -33,7 +33,6 @@ type Config struct {
 	OutboxRetention time.Duration // CDC_OUTBOX_RETENTION; 0 keeps rows forever
 	ShutdownTimeout time.Duration // CDC_SHUTDOWN_TIMEOUT: budget for the last flush on SIGTERM
 	PGReceiveBuffer int           // CDC_PG_RECEIVE_BUFFER: the replication socket's receive buffer; 0 leaves it to the kernel
-	PGCatchUpMem    int           // CDC_PG_CATCHUP_WORK_MEM: logical_decoding_work_mem while far behind; 0 never lowers it
 }
 
 // Defaults. The byte and row limits keep a backlog drain in large inserts
@@ -60,15 +59,6 @@ const (
 	// most about this much per round trip: 512 KiB per 10 ms is 50 MiB/s.
 	DefaultPGReceiveBuffer = 512 << 10
 	MaxPGReceiveBuffer     = 16 << 20
-	// DefaultPGCatchUpMem is the logical_decoding_work_mem of a session
-	// that starts more than 64 MiB of WAL behind, until it has caught up:
-	// the walsender sends a large backlog transaction after 4 MB of it
-	// instead of 64 MB, so storing it overlaps decoding it from the start
-	// (replication/catchup.go; docs/performance.md). PostgreSQL's own
-	// bounds are 64 kB and 2 TB; above 1 GiB a catch-up gains nothing.
-	DefaultPGCatchUpMem = 4 << 20
-	MinPGCatchUpMem     = 64 << 10
-	MaxPGCatchUpMem     = 1 << 30
 )
 
 // Error is one invalid setting.
@@ -98,7 +88,6 @@ func Load(getenv func(string) string) (Config, error) {
 		OutboxRetention: l.duration("CDC_OUTBOX_RETENTION", DefaultOutboxRetention, true),
 		ShutdownTimeout: l.duration("CDC_SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, false),
 		PGReceiveBuffer: l.bytesUpTo("CDC_PG_RECEIVE_BUFFER", DefaultPGReceiveBuffer, MaxPGReceiveBuffer),
-		PGCatchUpMem:    l.bytesBetween("CDC_PG_CATCHUP_WORK_MEM", DefaultPGCatchUpMem, MinPGCatchUpMem, MaxPGCatchUpMem),
 	}
 	return c, errors.Join(l.errs...)
 }
@@ -227,17 +216,6 @@ func (l *loader) bytesUpTo(name string, def, most int) int {
 	n := l.bytes(name, def)
 	if n > most {
 		l.fail(name, "%d bytes is more than %d", n, most)
-		return def
-	}
-	return n
-}
-
-// bytesBetween is bytesUpTo with a floor: "0" turns the feature off, any
-// other value must lie within [least, most].
-func (l *loader) bytesBetween(name string, def, least, most int) int {
-	n := l.bytesUpTo(name, def, most)
-	if n != 0 && n < least {
-		l.fail(name, "%d bytes is less than %d", n, least)
 		return def
 	}
 	return n

@@ -49,7 +49,6 @@ func TestLoad_Defaults(t *testing.T) {
 		OutboxRetention: 24 * time.Hour,
 		ShutdownTimeout: 10 * time.Second,
 		PGReceiveBuffer: 512 << 10,
-		PGCatchUpMem:    4 << 20,
 	}
 	if c != want {
 		t.Fatalf("got %+v\nwant %+v", c, want)
@@ -64,7 +63,6 @@ func TestLoad_Values(t *testing.T) {
 		"CDC_LOG_LEVEL", "debug", "CDC_LOG_FORMAT", "console",
 		"CDC_OUTBOX_RETENTION", "0s", "CDC_SHUTDOWN_TIMEOUT", "5s",
 		"CDC_INSERTS_IN_FLIGHT", "1", "CDC_PG_RECEIVE_BUFFER", "2MiB",
-		"CDC_PG_CATCHUP_WORK_MEM", "64KiB",
 	)))
 	if err != nil {
 		t.Fatal(err)
@@ -72,18 +70,17 @@ func TestLoad_Values(t *testing.T) {
 	if c.SlotName != "s1" || c.Publication != "p1" || c.BatchMaxRows != 1000 || c.BatchMaxBytes != 8<<20 ||
 		c.FlushInterval != 250*time.Millisecond || c.MetricsAddr != "127.0.0.1:9999" || c.LogLevel != zapcore.DebugLevel ||
 		c.LogFormat != "console" || c.OutboxRetention != 0 || c.ShutdownTimeout != 5*time.Second || c.InsertsInFlight != 1 ||
-		c.PGReceiveBuffer != 2<<20 || c.PGCatchUpMem != 64<<10 {
+		c.PGReceiveBuffer != 2<<20 {
 		t.Fatalf("got %+v", c)
 	}
 }
 
-// 0 is a valid receive buffer (the kernel's autotuning, reads as before)
-// and a valid catch-up memory (the server's limit throughout).
-func TestLoad_ZeroTurnsOff(t *testing.T) {
+// 0 is a valid receive buffer: the kernel's autotuning, reads as before.
+func TestLoad_ReceiveBufferOff(t *testing.T) {
 	for _, v := range []string{"0", " 0 "} {
-		c, err := Load(env(with("CDC_PG_RECEIVE_BUFFER", v, "CDC_PG_CATCHUP_WORK_MEM", v)))
-		if err != nil || c.PGReceiveBuffer != 0 || c.PGCatchUpMem != 0 {
-			t.Fatalf("%q: receive buffer %d, catch-up memory %d, %v; want 0, 0", v, c.PGReceiveBuffer, c.PGCatchUpMem, err)
+		c, err := Load(env(with("CDC_PG_RECEIVE_BUFFER", v)))
+		if err != nil || c.PGReceiveBuffer != 0 {
+			t.Fatalf("CDC_PG_RECEIVE_BUFFER=%q: %d, %v; want 0", v, c.PGReceiveBuffer, err)
 		}
 	}
 }
@@ -109,9 +106,6 @@ func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 		{"receive buffer", with("CDC_PG_RECEIVE_BUFFER", "big"), `CDC_PG_RECEIVE_BUFFER: "big" is not a size, e.g. 16MiB, 512KiB or 1048576`},
 		{"receive buffer too large", with("CDC_PG_RECEIVE_BUFFER", "17MiB"), `CDC_PG_RECEIVE_BUFFER: 17825792 bytes is more than 16777216`},
 		{"receive buffer negative", with("CDC_PG_RECEIVE_BUFFER", "-1"), `CDC_PG_RECEIVE_BUFFER: "-1" is not a size, e.g. 16MiB, 512KiB or 1048576`},
-		{"catch-up memory below postgres's least", with("CDC_PG_CATCHUP_WORK_MEM", "32KiB"), `CDC_PG_CATCHUP_WORK_MEM: 32768 bytes is less than 65536`},
-		{"catch-up memory too large", with("CDC_PG_CATCHUP_WORK_MEM", "2GiB"), `CDC_PG_CATCHUP_WORK_MEM: 2147483648 bytes is more than 1073741824`},
-		{"catch-up memory not a size", with("CDC_PG_CATCHUP_WORK_MEM", "4 megs"), `CDC_PG_CATCHUP_WORK_MEM: "4 megs" is not a size, e.g. 16MiB, 512KiB or 1048576`},
 		{"retention negative", with("CDC_OUTBOX_RETENTION", "-1h"), `CDC_OUTBOX_RETENTION: "-1h" must be greater than zero`},
 		{"slot", with("CDC_SLOT_NAME", "My-Slot"), `CDC_SLOT_NAME: "My-Slot" is not a valid name: use lowercase letters, digits and _ (at most 63)`},
 		{"level", with("CDC_LOG_LEVEL", "loud"), `CDC_LOG_LEVEL: "loud" is not a level: debug, info, warn or error`},

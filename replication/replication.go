@@ -48,8 +48,6 @@ type Config struct {
 	FlushInterval   time.Duration
 	InsertsInFlight int                  // batches stored at once; at least 1
 	ReceiveBuffer   int                  // SO_RCVBUF of the replication socket; 0: the kernel's autotuning (pace.go)
-	CatchUpWorkMem  int                  // logical_decoding_work_mem of a session that starts far behind; 0: never lowered (catchup.go)
-	CatchUpLag      int                  // bytes of WAL behind that make a catch-up session; 0: DefaultCatchUpLag
 	StatusInterval  time.Duration        // standby status cadence; well under wal_sender_timeout
 	ShutdownTimeout time.Duration        // budget for the last flush on shutdown
 	Tracer          trace.TracerProvider // a span per batch; nil: no tracing
@@ -111,9 +109,6 @@ func (r *Replicator) Run(ctx context.Context) error {
 		}
 		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) {
 			return err
-		}
-		if errors.Is(err, errCaughtUp) {
-			continue // said in endCatchUp; the next session resumes where it ended
 		}
 		if errors.Is(err, errStreamInProgress) || errors.Is(err, errResumeStreaming) {
 			// Not a failure: the next session reads with or without

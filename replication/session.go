@@ -55,14 +55,6 @@ func (r *Replicator) session(ctx context.Context) error {
 		return wrapf(err, "identify system")
 	}
 	args, streaming := r.streamingArgs(conn)
-	var lag uint64
-	if sys.XLogPos > confirmed {
-		lag = uint64(sys.XLogPos - confirmed)
-	}
-	catchUpKB, err := r.catchUp(ctx, conn, streaming, confirmed, lag)
-	if err != nil {
-		return err
-	}
 	err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, confirmed, pglogrepl.StartReplicationOptions{
 		PluginArgs: append(args, "publication_names '"+r.cfg.Publication+"'"),
 	})
@@ -83,14 +75,13 @@ func (r *Replicator) session(ctx context.Context) error {
 		return err
 	}
 	r.log.Info("streaming", zap.String("slot", r.cfg.Slot), zap.Stringer("from", confirmed), zap.Int("already_stored", len(skip)),
-		zap.Bool("large_transactions_streamed", streaming), zap.Int("read_ahead_bytes", len(paced.ahead)),
-		zap.Uint64("behind_bytes", lag), zap.Int("catch_up_work_mem_kb", catchUpKB))
+		zap.Bool("large_transactions_streamed", streaming), zap.Int("read_ahead_bytes", len(paced.ahead)))
 	r.state.setStreaming(true)
 	r.state.touch(time.Now())
 
 	paced.pause.Store(int64(readPause(paced.Conn, r.cfg.FlushInterval)))
 	s := newStream(r, conn, confirmed, skip)
-	s.streaming, s.startWAL, s.catchUpKB = streaming, sys.XLogPos, catchUpKB
+	s.streaming, s.startWAL = streaming, sys.XLogPos
 	defer s.xacts.close()
 	defer s.rememberPartial()
 	return s.run(ctx)
@@ -283,7 +274,6 @@ type stream struct {
 
 	// Transactions sent before their commit (streamed.go).
 	streaming  bool                   // this session asked for them
-	catchUpKB  int                    // logical_decoding_work_mem this catch-up session set, 0 when none (catchup.go)
 	startWAL   pglogrepl.LSN          // the server's WAL position when the session began
 	streams    map[uint32]*streamedTx // by xid, until their StreamCommit or StreamAbort
 	cur        *streamedTx            // the one between StreamStart and StreamStop
@@ -505,9 +495,6 @@ func (s *stream) handle(ctx context.Context, msg pgproto3.BackendMessage) error 
 			if pkm.ReplyRequested {
 				s.nextStatus = time.Time{}
 			}
-			if s.caughtUp(pkm.ServerWALEnd) {
-				return s.endCatchUp(ctx)
-			}
 			if len(s.batch.Rows) > 0 && dueWhenCaughtUp(pkm.ServerTime, time.Unix(0, s.batchFirst), s.r.cfg.FlushInterval, s.insertTime) {
 				return s.handoff(ctx, cutCaughtUp)
 			}
@@ -580,9 +567,6 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		if s.tx.waited {
 			s.waitedEnd = msg.EndLSN
 		}
-		if s.caughtUp(msg.EndLSN) {
-			return s.endCatchUp(ctx)
-		}
 	case decoder.KindStreamStart:
 		t := s.streams[msg.Xid]
 		if t == nil {
@@ -595,9 +579,6 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 	case decoder.KindStreamCommit:
 		delete(s.streams, msg.Xid)
 		s.committed(msg.Xid, msg)
-		if s.caughtUp(msg.EndLSN) {
-			return s.endCatchUp(ctx)
-		}
 	case decoder.KindStreamAbort:
 		if msg.SubXid == msg.Xid {
 			if t := s.streams[msg.Xid]; t != nil && t.seq > 0 {

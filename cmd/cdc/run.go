@@ -80,7 +80,6 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		FlushInterval:   cfg.FlushInterval,
 		InsertsInFlight: cfg.InsertsInFlight,
 		ReceiveBuffer:   cfg.PGReceiveBuffer,
-		CatchUpWorkMem:  cfg.PGCatchUpMem,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Tracer:          tp,
 	}, ch, deadletter.New(pool), log.Named("replication"), m)
