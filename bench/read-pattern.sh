@@ -2,7 +2,7 @@
 # read-pattern.sh: how a consumer's read pattern changes what the walsender
 # costs on a backlog of many transactions (the bench's 300,000 events, each
 # committed in its own transaction) — the experiments behind
-# CDC_PG_RECEIVE_BUFFER (docs/performance.md, fifth and sixth sessions of
+# CDC_PG_RECEIVE_BUFFER (docs/performance-history.md, fifth and sixth sessions of
 # 2026-11-30). Throwaway servers under .local/read-pattern.
 #
 #   bash bench/read-pattern.sh raw [REPS]   bench/rawread with each pattern of

@@ -22,7 +22,7 @@ import (
 // the socket's receive low-water mark is raised above what a pause
 // collects (no wake-up until that much is queued) and put back to one byte
 // before the next read. Under unthrottled pgbench that cut cdc's context
-// switches about seven-fold and its CPU by half (docs/performance.md).
+// switches about seven-fold and its CPU by half (docs/performance-history.md).
 //
 // With a receive buffer of a fixed size (CDC_PG_RECEIVE_BUFFER) the socket
 // is read through a read-ahead buffer as large as the kernel granted, so a
@@ -36,9 +36,9 @@ import (
 // behind it and leave in large segments, at half the walsender's CPU per
 // event. Whether they do is the kernel's to decide, run by run; over this
 // project's measurements the median many-transaction drain fell from 7.2
-// to 5.7 s (docs/performance.md). A refill that fills the buffer means the
-// walsender is ahead; the next refill follows at once, so a backlog is
-// never slowed by the pause.
+// to 5.7 s (docs/performance-history.md). A refill that fills the buffer
+// means the walsender is ahead; the next refill follows at once, so a
+// backlog is never slowed by the pause.
 type pacedConn struct {
 	net.Conn
 	pause   atomic.Int64 // nanoseconds; 0 until streaming starts
@@ -126,7 +126,7 @@ func (c *pacedConn) refill(p []byte) (int, error) {
 // changes, which the walsender fills in well under a pause and then
 // blocks: paced, a 300,000-event drain over a socket took 10.8 s, and
 // 3.6–4.2 s unpaced (3.4–3.6 s over TCP in the same runs;
-// docs/performance.md). TCP buffers a pause's worth many times over.
+// docs/performance-history.md). TCP buffers a pause's worth many times over.
 func readPause(c net.Conn, flush time.Duration) time.Duration {
 	if _, ok := c.(*net.TCPConn); !ok {
 		return 0
@@ -139,7 +139,7 @@ func readPause(c net.Conn, flush time.Duration) time.Duration {
 // if known, is smaller. A capped buffer helps no one: at Linux's default
 // maximum, 208 KiB, the sends still coalesce on a backlog of small
 // transactions, but a backlog of one large one drained 38 % slower than
-// with the kernel's buffer (docs/performance.md, sixth session). An
+// with the kernel's buffer (docs/performance-history.md, sixth session). An
 // operator who asks for less than the maximum gets it.
 func receiveBuffer(asked, rmemMax int) int {
 	if rmemMax > 0 && rmemMax < asked {

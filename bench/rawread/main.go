@@ -3,7 +3,7 @@
 // stream ran and the walsender's CPU over it: how much a client's reads
 // cost the walsender. It never confirms a position, so each run on the
 // same slot replays the same WAL. bench/read-pattern.sh runs it; see
-// docs/performance.md (fifth session of 2026-11-30).
+// docs/performance-history.md (fifth session of 2026-11-30).
 package main
 
 import (
