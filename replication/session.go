@@ -255,11 +255,9 @@ type stream struct {
 
 	skip    map[sink.Position]struct{}
 	skipMax pglogrepl.LSN
-	// resume is where the session began reading, the slot's confirmed
-	// position; placed holds the LSNs that place the rows stored past it:
-	// a whole transaction's commit LSN, a streamed one's first row's
-	// (findStreamed).
-	resume pglogrepl.LSN
+	// placed holds the LSNs that place the rows stored past the session's
+	// start: a whole transaction's commit LSN, a streamed one's first
+	// row's (findStreamed).
 	placed map[pglogrepl.LSN]struct{}
 
 	tx struct {
@@ -321,7 +319,6 @@ func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip
 		streams: map[uint32]*streamedTx{},
 		xacts:   xactLookup{dsn: r.cfg.DSN},
 	}
-	s.resume = confirmed
 	if len(skip) > 0 {
 		s.skip = skip
 		s.placed = map[pglogrepl.LSN]struct{}{}

@@ -200,14 +200,17 @@ func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LS
 // and the rest placed the same way, by the first row's LSN: every row once,
 // and a further replay, streamed or not, finds them all.
 //
-// Only transactions that can have such rows cost a look at the sink: one
-// the process remembers (Replicator.partial), one whose first row's LSN
-// places rows stored past the session's start, and one that began before
-// the session's start, whose rows would lie before it.
+// The sink is asked only about a transaction known to have such rows: one
+// the process remembers (Replicator.partial), or one whose first row's LSN
+// places rows stored past the session's start (read at the start, in the
+// skip set). One that began before the session's start and is not
+// remembered by a new process is not looked for: every transaction open
+// at a restart would cost a scan of the sink's positions, and the part
+// stored is then stored again (FINAL shows each event once).
 func (s *stream) findStreamed(ctx context.Context, at pglogrepl.LSN) error {
 	_, remembered := s.r.partial[s.tx.xid]
 	_, placed := s.placed[at]
-	if !remembered && !placed && at >= s.resume {
+	if !remembered && !placed {
 		return nil
 	}
 	stored, err := s.storedOrdinals(ctx, s.tx.xid, at)
