@@ -171,7 +171,7 @@ func (s *nullSink) Write(_ context.Context, b *sink.Batch) ([]sink.Rejected, err
 	return nil, nil
 }
 
-func (s *nullSink) Written(context.Context, pglogrepl.LSN) (map[sink.Position]struct{}, error) {
+func (s *nullSink) Written(context.Context, pglogrepl.LSN, pglogrepl.LSN) (map[sink.Position]struct{}, error) {
 	return map[sink.Position]struct{}{}, nil
 }
 

@@ -73,10 +73,11 @@ func RowData(r sink.Row) ([]byte, *string) {
 	return data, eventID
 }
 
-// Written returns the positions of dead letters at or after commit LSN
-// from: on replay they are as settled as rows in the sink.
-func (s *Store) Written(ctx context.Context, from pglogrepl.LSN) (map[sink.Position]struct{}, error) {
-	rows, err := s.pool.Query(ctx, `SELECT (commit_lsn - '0/0'::pg_lsn)::numeric::bigint, seq FROM cdc_dead_letter WHERE commit_lsn >= $1::pg_lsn`, from.String())
+// Written returns the positions of dead letters with a commit LSN in
+// [from, to): on replay they are as settled as rows in the sink.
+func (s *Store) Written(ctx context.Context, from, to pglogrepl.LSN) (map[sink.Position]struct{}, error) {
+	rows, err := s.pool.Query(ctx, `SELECT (commit_lsn - '0/0'::pg_lsn)::numeric::bigint, seq FROM cdc_dead_letter
+		WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn`, from.String(), to.String())
 	if err != nil {
 		return nil, fmt.Errorf("read dead letter positions: %w", err)
 	}

@@ -28,14 +28,15 @@ type Sink interface {
 	// rejected and the rest are stored; an error means nothing may be
 	// assumed stored and the batch will be written again.
 	Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, error)
-	// Written returns the positions of rows stored at or after a commit LSN.
-	Written(ctx context.Context, from pglogrepl.LSN) (map[sink.Position]struct{}, error)
+	// Written returns the positions of rows stored with a commit LSN in
+	// [from, to).
+	Written(ctx context.Context, from, to pglogrepl.LSN) (map[sink.Position]struct{}, error)
 }
 
 // DeadLetters keeps rows the sink refused.
 type DeadLetters interface {
 	Put(ctx context.Context, rejected []sink.Rejected) error
-	Written(ctx context.Context, from pglogrepl.LSN) (map[sink.Position]struct{}, error)
+	Written(ctx context.Context, from, to pglogrepl.LSN) (map[sink.Position]struct{}, error)
 }
 
 // Config is how the replicator streams and batches.

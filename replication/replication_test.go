@@ -63,12 +63,12 @@ func (f *fakeSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, e
 }
 
 // Written answers from what the fake stored, as ClickHouse would.
-func (f *fakeSink) Written(_ context.Context, from pglogrepl.LSN) (map[sink.Position]struct{}, error) {
+func (f *fakeSink) Written(_ context.Context, from, to pglogrepl.LSN) (map[sink.Position]struct{}, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := map[sink.Position]struct{}{}
 	for _, r := range f.rows {
-		if r.Pos.CommitLSN >= from {
+		if r.Pos.CommitLSN >= from && r.Pos.CommitLSN < to {
 			out[r.Pos] = struct{}{}
 		}
 	}

@@ -70,7 +70,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	// hold rows past it (stored, then the process died before the
 	// acknowledgement). Ask the sink itself what it has — it is the truth —
 	// and skip those rows in the replay instead of writing them twice.
-	skip, err := r.written(ctx, confirmed)
+	skip, err := r.written(ctx, confirmed, sink.LastLSN)
 	if err != nil {
 		return err
 	}
@@ -227,15 +227,15 @@ func queryRows(ctx context.Context, conn *pgconn.PgConn, sql string) ([][]string
 	return out, nil
 }
 
-// written is the union of what the sink and the dead-letter table hold at
-// or after from: both count as settled.
-func (r *Replicator) written(ctx context.Context, from pglogrepl.LSN) (map[sink.Position]struct{}, error) {
-	stored, err := r.sink.Written(ctx, from)
+// written is the union of what the sink and the dead-letter table hold
+// with a commit LSN in [from, to): both count as settled.
+func (r *Replicator) written(ctx context.Context, from, to pglogrepl.LSN) (map[sink.Position]struct{}, error) {
+	stored, err := r.sink.Written(ctx, from, to)
 	if err != nil {
 		return nil, wrapf(err, "read what the sink already stored")
 	}
 	if r.dead != nil {
-		dead, err := r.dead.Written(ctx, from)
+		dead, err := r.dead.Written(ctx, from, to)
 		if err != nil {
 			return nil, wrapf(err, "read dead letters")
 		}

@@ -231,20 +231,20 @@ func (s *stream) loadStored(ctx context.Context, t *streamedTx) error {
 }
 
 // storedOrdinals returns the ordinals of the rows of streamed transaction
-// xid, first row at first, that the sink and the dead letters hold.
+// xid, first row at first, that the sink and the dead letters hold. Only
+// that LSN is read: everything stored since a long transaction's first row
+// could be hours of events.
 func (s *stream) storedOrdinals(ctx context.Context, xid uint32, first pglogrepl.LSN) (map[uint64]struct{}, error) {
-	all, err := s.r.written(ctx, first)
+	at, err := s.r.written(ctx, first, first+1)
 	if err != nil {
 		return nil, err
 	}
 	var stored map[uint64]struct{}
-	for p := range all {
-		if p.CommitLSN == first {
-			if stored == nil {
-				stored = map[uint64]struct{}{}
-			}
-			stored[p.Seq] = struct{}{}
+	for p := range at {
+		if stored == nil {
+			stored = map[uint64]struct{}{}
 		}
+		stored[p.Seq] = struct{}{}
 	}
 	if len(stored) > 0 {
 		s.r.log.Info("streamed transaction partly stored by an earlier session; skipping those rows",

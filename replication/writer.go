@@ -179,11 +179,11 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, b
 func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
 	// Rows of a transaction streamed before its commit are placed by its
 	// first row's LSN, which may be lower than a commit before them.
-	from := b.Rows[0].Pos.CommitLSN
+	from, last := b.Rows[0].Pos.CommitLSN, b.Rows[0].Pos.CommitLSN
 	for i := range b.Rows {
-		from = min(from, b.Rows[i].Pos.CommitLSN)
+		from, last = min(from, b.Rows[i].Pos.CommitLSN), max(last, b.Rows[i].Pos.CommitLSN)
 	}
-	stored, err := r.sink.Written(ctx, from)
+	stored, err := r.sink.Written(ctx, from, last+1)
 	if err != nil || len(stored) == 0 {
 		return b
 	}

@@ -21,6 +21,10 @@ type Position struct {
 	Seq       uint64
 }
 
+// LastLSN is the greatest LSN: Written(ctx, from, LastLSN) reads every
+// position from from on.
+const LastLSN = pglogrepl.LSN(1<<64 - 1)
+
 func (p Position) String() string { return fmt.Sprintf("%s#%d", p.CommitLSN, p.Seq) }
 
 // Less orders positions as the WAL does.

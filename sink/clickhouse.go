@@ -455,7 +455,7 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 // confirmed position; skipping exactly these rows keeps the replay from
 // writing raw duplicates. It is a set, not a maximum: an INSERT spanning
 // partitions is not atomic, and a maximum could hide a row that never made it.
-func (c *ClickHouse) Written(ctx context.Context, from pglogrepl.LSN) (map[Position]struct{}, error) {
+func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (map[Position]struct{}, error) {
 	c.mu.Lock()
 	err := c.loadColumns(ctx)
 	has := 0
@@ -472,7 +472,8 @@ func (c *ClickHouse) Written(ctx context.Context, from pglogrepl.LSN) (map[Posit
 		c.log.Warn("event_log has no cdc_commit_lsn/cdc_seq columns: a replay after a crash may write raw duplicates (FINAL still shows each event once)")
 		return map[Position]struct{}{}, nil
 	}
-	rows, err := c.conn.Query(ctx, fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s >= %d", colCommitLSN, colSeq, Table, colCommitLSN, uint64(from)))
+	rows, err := c.conn.Query(ctx, fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s >= %d AND %s < %d",
+		colCommitLSN, colSeq, Table, colCommitLSN, uint64(from), colCommitLSN, uint64(to)))
 	if err != nil {
 		return nil, fmt.Errorf("read written positions: %w", err)
 	}

@@ -89,7 +89,7 @@ func TestClickHouse_RefusedRowsComeBackAndTheRestIsStored(t *testing.T) {
 	if n != 2 {
 		t.Fatalf("stored good rows = %d, want 2", n)
 	}
-	written, err := ch.Written(ctx, pglogrepl.LSN(0x1000))
+	written, err := ch.Written(ctx, pglogrepl.LSN(0x1000), pglogrepl.LSN(0x1001))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,8 +101,11 @@ func TestClickHouse_RefusedRowsComeBackAndTheRestIsStored(t *testing.T) {
 			t.Errorf("Written lacks seq %d", seq)
 		}
 	}
-	if w, _ := ch.Written(ctx, pglogrepl.LSN(0x1001)); len(w) != 0 {
+	if w, _ := ch.Written(ctx, pglogrepl.LSN(0x1001), sink.LastLSN); len(w) != 0 {
 		t.Errorf("Written from a later LSN = %v, want none", w)
+	}
+	if w, _ := ch.Written(ctx, pglogrepl.LSN(0xfff), pglogrepl.LSN(0x1000)); len(w) != 0 {
+		t.Errorf("Written up to the LSN, exclusive = %v, want none", w)
 	}
 }
 
