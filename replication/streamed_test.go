@@ -284,6 +284,23 @@ func (f *failingSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected
 	return f.fakeSink.Write(ctx, b)
 }
 
+// storeFirstBatchOnly runs a session whose sink stores the first 1000 rows
+// and then fails every write, and stops it: what a session that died
+// halfway through a transaction leaves behind. Batches are cut by rows only
+// (1000), not by a short flush interval on a slow machine, so the first
+// batch is exactly what the sink takes.
+func (h *harness) storeFirstBatchOnly() *failingSink {
+	h.t.Helper()
+	first := &failingSink{n: 1000}
+	stop := h.runWith(first, zap.NewNop(), func(c *replication.Config) {
+		c.ShutdownTimeout, c.FlushInterval = 500*time.Millisecond, 3*time.Second
+	})
+	eventually(h.t, "the first 1000 rows stored", func() bool { return first.count() == 1000 })
+	time.Sleep(300 * time.Millisecond) // a few failed writes of the next batch
+	stop()
+	return first
+}
+
 // A session that dies halfway through a streamed transaction leaves part
 // of it stored and unacknowledged. The next session is sent the whole
 // transaction again, asks the sink what it holds of it and stores only the
@@ -293,21 +310,13 @@ func TestReplicator_StreamedTransactionResumesWithoutDuplicates(t *testing.T) {
 	smallDecodingMemory(t, h)
 	before, after := h.commitBig(3000)
 
-	first := &failingSink{n: 1000}
-	// Batches are cut by rows only (1000), not by a short flush interval
-	// on a slow machine: the first batch is exactly what the sink takes.
-	stop := h.runWith(first, zap.NewNop(), func(c *replication.Config) {
-		c.ShutdownTimeout, c.FlushInterval = 500*time.Millisecond, 3*time.Second
-	})
-	eventually(t, "the first 1000 rows stored", func() bool { return first.count() == 1000 })
-	time.Sleep(300 * time.Millisecond) // a few failed writes of the next batch
-	stop()
+	first := h.storeFirstBatchOnly()
 	if c := uint64(h.confirmed()); c >= after {
 		t.Fatalf("slot confirmed %X, past the half-stored transaction ending at %X", c, after)
 	}
 
 	second := &fakeSink{rows: append([]sink.Row(nil), first.rows...)}
-	stop = h.run(second)
+	stop := h.run(second)
 	defer stop()
 	eventually(t, "acknowledgement past the commit", func() bool { return uint64(h.confirmed()) >= after })
 	eventually(t, "3000 rows stored", func() bool { return second.count() == 3000 })
@@ -361,18 +370,12 @@ func TestReplicator_StreamedThenSentWholeStoresEachRowOnce(t *testing.T) {
 	smallDecodingMemory(t, h)
 	before, after := h.commitBig(3000)
 
-	first := &failingSink{n: 1000}
-	stop := h.runWith(first, zap.NewNop(), func(c *replication.Config) {
-		c.ShutdownTimeout, c.FlushInterval = 500*time.Millisecond, 3*time.Second
-	})
-	eventually(t, "the first 1000 rows stored", func() bool { return first.count() == 1000 })
-	time.Sleep(300 * time.Millisecond) // a few failed writes of the next batch
-	stop()
+	first := h.storeFirstBatchOnly()
 
 	h.dsn = dsn // the default limit: the transaction is sent whole
 	core, logs := observer.New(zapcore.InfoLevel)
 	second := &fakeSink{rows: append([]sink.Row(nil), first.rows...)}
-	stop = h.runWith(second, zap.New(core), func(*replication.Config) {})
+	stop := h.runWith(second, zap.New(core), func(*replication.Config) {})
 	defer stop()
 	eventually(t, "acknowledgement past the commit", func() bool { return uint64(h.confirmed()) >= after })
 	if n := logs.FilterMessage("reconnecting to switch streaming of large transactions").Len(); n != 0 {
