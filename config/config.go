@@ -33,6 +33,7 @@ type Config struct {
 	OutboxRetention time.Duration // CDC_OUTBOX_RETENTION; 0 keeps rows forever
 	ShutdownTimeout time.Duration // CDC_SHUTDOWN_TIMEOUT: budget for the last flush on SIGTERM
 	PGReceiveBuffer int           // CDC_PG_RECEIVE_BUFFER: the replication socket's receive buffer; 0 leaves it to the kernel
+	Profiling       bool          // CDC_PPROF=on: Go's profiles under /debug/pprof/ on CDC_METRICS_ADDR
 }
 
 // Defaults. The byte and row limits keep a backlog drain in large inserts
@@ -88,6 +89,7 @@ func Load(getenv func(string) string) (Config, error) {
 		OutboxRetention: l.duration("CDC_OUTBOX_RETENTION", DefaultOutboxRetention, true),
 		ShutdownTimeout: l.duration("CDC_SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, false),
 		PGReceiveBuffer: l.bytesUpTo("CDC_PG_RECEIVE_BUFFER", DefaultPGReceiveBuffer, MaxPGReceiveBuffer),
+		Profiling:       l.oneOf("CDC_PPROF", "off", "off", "on") == "on",
 	}
 	return c, errors.Join(l.errs...)
 }
@@ -279,6 +281,7 @@ func (c Config) Summary() map[string]string {
 		"metrics_addr":      c.MetricsAddr,
 		"outbox_retention":  c.OutboxRetention.String(),
 		"pg_receive_buffer": strconv.Itoa(c.PGReceiveBuffer),
+		"pprof":             strconv.FormatBool(c.Profiling),
 	}
 }
 

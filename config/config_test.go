@@ -63,6 +63,7 @@ func TestLoad_Values(t *testing.T) {
 		"CDC_LOG_LEVEL", "debug", "CDC_LOG_FORMAT", "console",
 		"CDC_OUTBOX_RETENTION", "0s", "CDC_SHUTDOWN_TIMEOUT", "5s",
 		"CDC_INSERTS_IN_FLIGHT", "1", "CDC_PG_RECEIVE_BUFFER", "2MiB",
+		"CDC_PPROF", "on",
 	)))
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +71,7 @@ func TestLoad_Values(t *testing.T) {
 	if c.SlotName != "s1" || c.Publication != "p1" || c.BatchMaxRows != 1000 || c.BatchMaxBytes != 8<<20 ||
 		c.FlushInterval != 250*time.Millisecond || c.MetricsAddr != "127.0.0.1:9999" || c.LogLevel != zapcore.DebugLevel ||
 		c.LogFormat != "console" || c.OutboxRetention != 0 || c.ShutdownTimeout != 5*time.Second || c.InsertsInFlight != 1 ||
-		c.PGReceiveBuffer != 2<<20 {
+		c.PGReceiveBuffer != 2<<20 || !c.Profiling {
 		t.Fatalf("got %+v", c)
 	}
 }
@@ -110,6 +111,7 @@ func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 		{"slot", with("CDC_SLOT_NAME", "My-Slot"), `CDC_SLOT_NAME: "My-Slot" is not a valid name: use lowercase letters, digits and _ (at most 63)`},
 		{"level", with("CDC_LOG_LEVEL", "loud"), `CDC_LOG_LEVEL: "loud" is not a level: debug, info, warn or error`},
 		{"format", with("CDC_LOG_FORMAT", "xml"), `CDC_LOG_FORMAT: "xml" is not one of json, console`},
+		{"pprof", with("CDC_PPROF", "yes"), `CDC_PPROF: "yes" is not one of off, on`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
-// Package health serves /metrics, /healthz and /readyz. Liveness means the
-// process runs its loop; readiness means both ends are reachable right now,
-// judged by checks at most MaxAge old.
+// Package health serves /metrics, /healthz and /readyz, and Go's profiles
+// under /debug/pprof/ when asked to. Liveness means the process runs its
+// loop; readiness means both ends are reachable right now, judged by checks
+// at most MaxAge old.
 package health
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +32,10 @@ type Server struct {
 	Checks   []Check
 	Every    time.Duration // how often checks run
 	MaxAge   time.Duration // older results count as failed
+	// Profiling serves Go's runtime profiles (heap, CPU, goroutines)
+	// under /debug/pprof/. Off by default: they show the process's
+	// internals to whoever reaches the port, and a CPU profile costs CPU.
+	Profiling bool
 
 	mu      sync.Mutex
 	results map[string]result
@@ -47,6 +53,15 @@ func (s *Server) Run(ctx context.Context) error {
 	mux.Handle("/metrics", promhttp.HandlerFor(s.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", s.ready)
+	if s.Profiling {
+		// pprof.Index serves every named profile (heap, allocs,
+		// goroutine, ...) under its prefix; the others need their own.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	ln, err := net.Listen("tcp", s.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s (CDC_METRICS_ADDR): %w", s.Addr, err)

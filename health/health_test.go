@@ -193,6 +193,21 @@ func TestMetricsServed(t *testing.T) {
 	}
 }
 
+// Profiles are served only when asked for: a heap profile that go tool
+// pprof reads, and nothing under /debug/pprof/ otherwise.
+func TestProfiling(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		r := start(t, &health.Server{Gatherer: prometheus.NewRegistry(), Every: time.Second, MaxAge: 2 * time.Second, Profiling: on})
+		code, body := get(t, r.base+"/debug/pprof/heap?debug=1")
+		switch {
+		case on && (code != http.StatusOK || !strings.HasPrefix(body, "heap profile: ")):
+			t.Fatalf("profiling on: /debug/pprof/heap?debug=1 = %d %.40q, want 200 with a heap profile", code, body)
+		case !on && code != http.StatusNotFound:
+			t.Fatalf("profiling off: /debug/pprof/heap = %d, want 404", code)
+		}
+	}
+}
+
 func TestRun_AddressInUse(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -97,10 +97,11 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	g.Go(func() error { return cleaner.Run(gctx) })
 	if cfg.MetricsAddr != "off" {
 		srv := &health.Server{
-			Addr:     cfg.MetricsAddr,
-			Gatherer: reg,
-			Every:    time.Second,
-			MaxAge:   2 * time.Second,
+			Addr:      cfg.MetricsAddr,
+			Gatherer:  reg,
+			Profiling: cfg.Profiling,
+			Every:     time.Second,
+			MaxAge:    2 * time.Second,
 			Checks: []health.Check{
 				{Name: "postgres", Fn: func(context.Context) error {
 					if !rep.State().Streaming() {
