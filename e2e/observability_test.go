@@ -202,6 +202,21 @@ func TestObservability_MetricsCountExactly(t *testing.T) {
 	}
 }
 
+// CDC_PPROF=on serves the running connector's profiles on its metrics
+// address: its goroutines include the replicator's stream.
+func TestObservability_ProfilesWhenAsked(t *testing.T) {
+	w := newWorld(t)
+	c := w.start(map[string]string{"CDC_METRICS_ADDR": "auto", "CDC_PPROF": "on"})
+	base := "http://" + c.MetricsAddr
+	waitFor(t, 30*time.Second, "the replicator's stream among the goroutines", func() (bool, string) {
+		code, body := httpGet(base + "/debug/pprof/goroutine?debug=1")
+		return code == http.StatusOK && strings.Contains(body, "replication.(*stream).run"), fmt.Sprint(code)
+	})
+	if code, body := httpGet(base + "/debug/pprof/heap?debug=1"); code != http.StatusOK || !strings.HasPrefix(body, "heap profile: ") {
+		t.Fatalf("/debug/pprof/heap?debug=1 = %d %.40q, want 200 with a heap profile", code, body)
+	}
+}
+
 func TestObservability_ReadyzFollowsClickHouse(t *testing.T) {
 	w := newWorld(t)
 	if !w.env.Local() {
