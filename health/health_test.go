@@ -193,8 +193,8 @@ func TestMetricsServed(t *testing.T) {
 	}
 }
 
-// Profiles are served only when asked for: a heap profile that go tool
-// pprof reads, and nothing under /debug/pprof/ otherwise.
+// Profiles are served only when asked for: the heap profile (its text
+// form) when on, and nothing under /debug/pprof/ otherwise.
 func TestProfiling(t *testing.T) {
 	for _, on := range []bool{false, true} {
 		r := start(t, &health.Server{Gatherer: prometheus.NewRegistry(), Every: time.Second, MaxAge: 2 * time.Second, Profiling: on})
