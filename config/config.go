@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -83,7 +84,7 @@ func Load(getenv func(string) string) (Config, error) {
 		BatchMaxBytes:   l.bytes("CDC_BATCH_MAX_BYTES", DefaultBatchMaxBytes),
 		FlushInterval:   l.duration("CDC_FLUSH_INTERVAL", DefaultFlushInterval, false),
 		InsertsInFlight: l.intUpTo("CDC_INSERTS_IN_FLIGHT", DefaultInsertsInFlight, MaxInsertsInFlight),
-		MetricsAddr:     l.str("CDC_METRICS_ADDR", DefaultMetricsAddr),
+		MetricsAddr:     l.listenAddr("CDC_METRICS_ADDR", DefaultMetricsAddr),
 		LogLevel:        l.level("CDC_LOG_LEVEL"),
 		LogFormat:       l.oneOf("CDC_LOG_FORMAT", "json", "json", "console"),
 		OutboxRetention: l.duration("CDC_OUTBOX_RETENTION", DefaultOutboxRetention, true),
@@ -247,12 +248,29 @@ func (l *loader) level(name string) zapcore.Level {
 	if v == "" {
 		return zapcore.InfoLevel
 	}
+	// zap also knows dpanic, panic and fatal; they would hide the error
+	// every command logs when it fails, so they are refused.
 	lvl, err := zapcore.ParseLevel(v)
-	if err != nil {
+	if err != nil || lvl > zapcore.ErrorLevel {
 		l.fail(name, "%q is not a level: debug, info, warn or error", v)
 		return zapcore.InfoLevel
 	}
 	return lvl
+}
+
+// listenAddr is host:port for net.Listen, or "off". Checked here so that a
+// typo exits 2 naming the variable, not 1 when the listener fails.
+func (l *loader) listenAddr(name, def string) string {
+	v := l.str(name, def)
+	if v == "off" {
+		return v
+	}
+	_, port, err := net.SplitHostPort(v)
+	if _, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil {
+		l.fail(name, "%q is not host:port (e.g. :9187 or 127.0.0.1:9187) or off", v)
+		return def
+	}
+	return v
 }
 
 func (l *loader) oneOf(name, def string, allowed ...string) string {

@@ -86,6 +86,15 @@ func TestLoad_ReceiveBufferOff(t *testing.T) {
 	}
 }
 
+func TestLoad_MetricsAddrForms(t *testing.T) {
+	for _, v := range []string{":9187", "127.0.0.1:9999", "[::1]:9187", "localhost:0", "off"} {
+		c, err := Load(env(with("CDC_METRICS_ADDR", v)))
+		if err != nil || c.MetricsAddr != v {
+			t.Fatalf("CDC_METRICS_ADDR=%q: %q, %v", v, c.MetricsAddr, err)
+		}
+	}
+}
+
 func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 	tests := []struct {
 		name string
@@ -110,6 +119,10 @@ func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 		{"retention negative", with("CDC_OUTBOX_RETENTION", "-1h"), `CDC_OUTBOX_RETENTION: "-1h" must be greater than zero`},
 		{"slot", with("CDC_SLOT_NAME", "My-Slot"), `CDC_SLOT_NAME: "My-Slot" is not a valid name: use lowercase letters, digits and _ (at most 63)`},
 		{"level", with("CDC_LOG_LEVEL", "loud"), `CDC_LOG_LEVEL: "loud" is not a level: debug, info, warn or error`},
+		{"level zap knows but hides failures", with("CDC_LOG_LEVEL", "fatal"), `CDC_LOG_LEVEL: "fatal" is not a level: debug, info, warn or error`},
+		{"metrics address without port", with("CDC_METRICS_ADDR", "abc"), `CDC_METRICS_ADDR: "abc" is not host:port (e.g. :9187 or 127.0.0.1:9187) or off`},
+		{"metrics address off in capitals", with("CDC_METRICS_ADDR", "OFF"), `CDC_METRICS_ADDR: "OFF" is not host:port (e.g. :9187 or 127.0.0.1:9187) or off`},
+		{"metrics port out of range", with("CDC_METRICS_ADDR", ":70000"), `CDC_METRICS_ADDR: ":70000" is not host:port (e.g. :9187 or 127.0.0.1:9187) or off`},
 		{"format", with("CDC_LOG_FORMAT", "xml"), `CDC_LOG_FORMAT: "xml" is not one of json, console`},
 		{"pprof", with("CDC_PPROF", "yes"), `CDC_PPROF: "yes" is not one of off, on`},
 	}

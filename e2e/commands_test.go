@@ -410,6 +410,46 @@ func TestCommands_BadFlagsExitTwo(t *testing.T) {
 	}
 }
 
+// A setting that would only fail at its first use is a configuration error
+// too: every command exits 2 naming the variable, before any connection,
+// and never echoes a password.
+func TestCommands_UnusableSettingExitsTwo(t *testing.T) {
+	env := func(kv ...string) map[string]string {
+		m := map[string]string{
+			"CDC_PG_DSN":         "postgres://nobody:s3cret@127.0.0.1:1/none?sslmode=disable",
+			"CDC_CLICKHOUSE_DSN": "clickhouse://nobody@127.0.0.1:1/none",
+			"CDC_METRICS_ADDR":   "off",
+		}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	badDSN := env("CDC_PG_DSN", "postgres://nobody:s3cret@127.0.0.1:1/none?sslmode=bogus")
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"migrate_dsn", []string{"migrate"}, badDSN, "cdc migrate: CDC_PG_DSN: cannot parse"},
+		{"run_dsn", []string{"run"}, badDSN, "cdc run: CDC_PG_DSN: cannot parse"},
+		{"status_dsn", []string{"status"}, badDSN, "cdc status: CDC_PG_DSN: cannot parse"},
+		{"metrics_addr", []string{"run"}, env("CDC_METRICS_ADDR", "abc"), `cdc: invalid configuration: CDC_METRICS_ADDR: "abc" is not host:port`},
+		{"log_level", []string{"status"}, env("CDC_LOG_LEVEL", "fatal"), `cdc: invalid configuration: CDC_LOG_LEVEL: "fatal" is not a level`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// run logs its settings before it opens anything; the error
+			// is the last line.
+			stdout, stderr, code := runBinary(t, tc.env, tc.args...)
+			lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+			if code != 2 || stdout != "" || !strings.HasPrefix(lines[len(lines)-1], tc.want) || strings.Contains(stderr, "s3cret") {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want exit 2, a last line starting %q and no password", code, stdout, stderr, tc.want)
+			}
+		})
+	}
+}
+
 // leastPrivilege creates a PostgreSQL role with only what `cdc run` needs in
 // the world's database and returns a DSN for it (with a password, which the
 // local trust authentication ignores, to check it never reaches the logs),

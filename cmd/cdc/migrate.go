@@ -19,7 +19,11 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	if len(args) > 0 {
 		return usageErr("migrate takes no arguments, got %q", args)
 	}
-	pg, err := pgx.Connect(ctx, cfg.PGDSN)
+	pcfg, err := pgx.ParseConfig(cfg.PGDSN)
+	if err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("CDC_PG_DSN: %w", err)}
+	}
+	pg, err := pgx.ConnectConfig(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("connect to postgres: %w", err)
 	}
