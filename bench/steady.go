@@ -80,7 +80,7 @@ func (b *bench) steadyTraffic(ctx context.Context) error {
 	if err := c.stop(); err != nil {
 		return err
 	}
-	on, off, cpu, err := b.tpsRuns(ctx, w, script, []bool{true, false, false, true, false, true, true, false}, 0)
+	on, off, cpu, err := b.tpsRuns(ctx, w, script, "nice0", []bool{true, false, false, true, false, true, true, false}, 0)
 	if err != nil {
 		return err
 	}
@@ -93,7 +93,7 @@ func (b *bench) steadyTraffic(ctx context.Context) error {
 	// primary; here they share its two cores. At nice 19 they get only
 	// what PostgreSQL leaves, which approximates that: what remains is the
 	// walsender's cost, which is the primary's in any deployment.
-	on, off, cpu, err = b.tpsRuns(ctx, w, script, []bool{true, false, false, true}, 19)
+	on, off, cpu, err = b.tpsRuns(ctx, w, script, "nice19", []bool{true, false, false, true}, 19)
 	if err != nil {
 		return err
 	}
@@ -110,6 +110,38 @@ func (b *bench) steadyTraffic(ctx context.Context) error {
 		return err
 	}
 	b.add("4", "Diagnostic: the same with pg_recvlogical (pgoutput, same publication, output to /dev/null) instead of cdc (order on off off on)",
+		fmt.Sprintf("with pg_recvlogical %s (mean %.0f); without %s (mean %.0f); ratio **%.2f**",
+			fmtList(on), mean(on), fmtList(off), mean(off), mean(on)/mean(off)),
+		"—", "—")
+	return b.pinnedTPS(ctx, w, script)
+}
+
+// pinnedTPS repeats the primary-TPS runs, with cdc and then with
+// pg_recvlogical, with PostgreSQL on a CPU of its own (pin.go says what
+// that stands in for).
+func (b *bench) pinnedTPS(ctx context.Context, w *world, script string) (err error) {
+	if numCPU() < 2 {
+		b.note("The pinned primary-TPS diagnostics need two CPUs; this machine has %d.", numCPU())
+		return nil
+	}
+	restore, err := b.pinSplit()
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, restore()) }()
+	on, off, cpu, err := b.tpsRuns(ctx, w, script, "pinned", []bool{true, false, false, true}, 0)
+	if err != nil {
+		return err
+	}
+	b.add("4", fmt.Sprintf("Diagnostic: the same with PostgreSQL on CPU %d and pgbench, cdc and clickhouse-server on CPU %d (a stand-in for a primary with a host of its own; order on off off on)", pgCPU, restCPU),
+		fmt.Sprintf("with cdc %s (mean %.0f); without %s (mean %.0f); ratio **%.2f**; CPU cores busy during runs with cdc: walsender %.2f, cdc %.2f, clickhouse-server %.2f",
+			fmtList(on), mean(on), fmtList(off), mean(off), mean(on)/mean(off), cpu[0], cpu[1], cpu[2]),
+		"≥ 0.9", verdict(mean(on)/mean(off) >= 0.9))
+	on, off, err = b.recvlogicalRuns(ctx, w, script, []bool{true, false, false, true})
+	if err != nil {
+		return err
+	}
+	b.add("4", fmt.Sprintf("Diagnostic: the same pinned, with pg_recvlogical on CPU %d instead of cdc (order on off off on)", restCPU),
 		fmt.Sprintf("with pg_recvlogical %s (mean %.0f); without %s (mean %.0f); ratio **%.2f**",
 			fmtList(on), mean(on), fmtList(off), mean(off), mean(on)/mean(off)),
 		"—", "—")
@@ -184,10 +216,10 @@ func (b *bench) recvlogicalRuns(ctx context.Context, w *world, script string, or
 
 // tpsRuns runs unthrottled pgbench once per entry of order, with the
 // connector running (true) or stopped, cdc and clickhouse-server at the
-// given nice value while they run. It returns the TPS of the runs with and
+// given nice value while they run; label names the connector's logs. It returns the TPS of the runs with and
 // without, and the mean cores busy (walsender, cdc, clickhouse-server)
 // during the runs with.
-func (b *bench) tpsRuns(ctx context.Context, w *world, script string, order []bool, nice int) (on, off, cpu []float64, err error) {
+func (b *bench) tpsRuns(ctx context.Context, w *world, script, label string, order []bool, nice int) (on, off, cpu []float64, err error) {
 	chPID := b.clickhousePID()
 	if err := renice(chPID, nice); err != nil {
 		return nil, nil, nil, err
@@ -199,7 +231,7 @@ func (b *bench) tpsRuns(ctx context.Context, w *world, script string, order []bo
 	for _, want := range order {
 		switch {
 		case want && c == nil:
-			if c, err = b.startCDC(w, fmt.Sprintf("tps%d-nice%d", len(on), nice), nil); err != nil {
+			if c, err = b.startCDC(w, fmt.Sprintf("tps%d-%s", len(on), label), nil); err != nil {
 				return nil, nil, nil, err
 			}
 			defer func(c *connector) { _ = c.stop() }(c)
