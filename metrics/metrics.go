@@ -25,6 +25,7 @@ type Metrics struct {
 	BufferBytes    prometheus.Gauge
 	LastFlush      prometheus.Gauge
 	SlotActive     prometheus.Gauge
+	SlotPollErrors prometheus.Counter
 
 	// Written by the pipeline, read at scrape time.
 	oldestPendingNanos atomic.Int64 // commit time of the oldest event not yet stored; 0 when none
@@ -60,7 +61,9 @@ func New(reg prometheus.Registerer, now func() int64) *Metrics {
 		LastFlush: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_last_flush_timestamp_seconds",
 			Help: "Unix time of the last batch stored."}),
 		SlotActive: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_slot_active",
-			Help: "1 while the replication slot is in use by a connector, else 0."}),
+			Help: "1 while the replication slot is in use by a connector; 0 when it is not, or when cdc cannot read its state."}),
+		SlotPollErrors: f.NewCounter(prometheus.CounterOpts{Name: "cdc_slot_poll_errors_total",
+			Help: "Failed reads of the slot's state from pg_replication_slots; the lag gauges keep their last value meanwhile."}),
 		now: now,
 	}
 	m.safeWALBytes.Store(math.MinInt64)

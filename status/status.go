@@ -92,7 +92,15 @@ func (m *Monitor) poll(ctx context.Context) {
 	defer cancel()
 	s, err := ReadSlot(qctx, m.Pool, m.Slot)
 	if err != nil {
-		if ctx.Err() == nil && time.Since(m.lastWarn) > time.Minute {
+		if ctx.Err() != nil {
+			return // shutting down
+		}
+		// Not known to be active is not active: a role that lost its
+		// login, a pg_hba change or an outage must not leave the last
+		// good reading standing, with every slot alert silent.
+		m.Metrics.SlotActive.Set(0)
+		m.Metrics.SlotPollErrors.Inc()
+		if time.Since(m.lastWarn) > time.Minute {
 			m.Log.Warn("polling slot state failed", zap.Error(err))
 			m.lastWarn = time.Now()
 		}
