@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
 	"github.com/google/uuid"
 
 	"github.com/eventcdc/cdc/decoder"
@@ -124,6 +125,8 @@ func newCell(chType string, byValue bool) cell {
 		return &valueCell[[]byte]{parse: parseString, byValue: true}
 	case chType == "UUID":
 		return &valueCell[uuid.UUID]{parse: parseUUID, byValue: byValue}
+	case strings.HasPrefix(chType, "DateTime64("):
+		return &valueCell[time.Time]{zero: epoch, parse: parseDateTime64, byValue: byValue}
 	case chType == "DateTime" || strings.HasPrefix(chType, "DateTime("):
 		return &valueCell[time.Time]{zero: epoch, parse: parseDateTime, byValue: byValue}
 	case chType == "Date":
@@ -151,11 +154,65 @@ func newCell(chType string, byValue bool) cell {
 	case chType == "Float64":
 		return &valueCell[float64]{parse: parseFloat[float64](64, chType), byValue: byValue}
 	}
-	// A type this connector does not convert (Decimal, Enum8, …): hand
-	// clickhouse-go the text. A value it or the server refuses still
-	// becomes a dead letter: write sets aside a row whose Append fails, and
-	// bisects an INSERT the server refuses.
-	return &valueCell[string]{parse: func(b []byte) (string, error) { return string(b), nil }, byValue: true}
+	return newTextCell(chType)
+}
+
+// textCell is a column type this connector does not convert (Decimal,
+// Enum8, IPv4, Date32, …): clickhouse-go gets the text and parses it. Each
+// value is first appended to a column of the same type that is never sent,
+// so a value clickhouse-go refuses refuses its row here, as a dead letter,
+// instead of failing batch.Append, which would cost the whole batch and a
+// connection per bad row. NULL, and a column the row does not have, go as
+// nil: clickhouse-go's zero value for the type (0 for a Decimal) — except
+// for an Enum, where that would store 0, which need not be an element and
+// then breaks reading the row; NULL is refused there. The server may still
+// refuse a value; write then bisects the INSERT to the rows it refuses.
+type textCell struct {
+	typ    string
+	v      string
+	null   bool
+	noNull bool             // an Enum: NULL has no value
+	probe  column.Interface // nil when clickhouse-go does not know the type: the INSERT will say
+}
+
+func newTextCell(chType string) *textCell {
+	probe, err := column.Type(chType).Column("probe", &column.ServerContext{Timezone: time.UTC})
+	if err != nil {
+		probe = nil
+	}
+	return &textCell{typ: chType, probe: probe, noNull: strings.HasPrefix(chType, "Enum")}
+}
+
+func (c *textCell) set(v decoder.Value) error {
+	switch v.Kind {
+	case decoder.ValueNull:
+		if c.noNull {
+			return fmt.Errorf("NULL is not an element of %s: give the outbox column a DEFAULT or make the event_log column Nullable", c.typ)
+		}
+		c.null = true
+	case decoder.ValueText:
+		c.null, c.v = false, string(v.Data)
+	default:
+		return errNotText
+	}
+	if c.probe == nil {
+		return nil
+	}
+	defer c.probe.Reset()
+	if err := c.probe.AppendRow(c.value()); err != nil {
+		if c.null {
+			return fmt.Errorf("NULL has no value in %s: %w", c.typ, err)
+		}
+		return fmt.Errorf("%q is not a %s: %w", clip(v.Data), c.typ, err)
+	}
+	return nil
+}
+
+func (c *textCell) value() any {
+	if c.null {
+		return nil
+	}
+	return c.v
 }
 
 func parseString(b []byte) ([]byte, error) { return b, nil }
@@ -183,11 +240,17 @@ func clip(b []byte) string {
 	return string(b)
 }
 
-// DateTime is seconds since 1970 in a UInt32 on every server version.
+// DateTime is seconds since 1970 in a UInt32 on every server version; 18.16
+// reads the last hours of that range, from 2106-02-07 on, back as 1970, so
+// the range ends a day early. Date is days since 1970 in a UInt16.
+// DateTime64 is ticks in an Int64, and 23.8 supports 1900 to 2299 for it.
 var (
-	minDateTime = time.Unix(0, 0)
-	maxDateTime = time.Unix(math.MaxUint32, 0)
-	epoch       = time.Unix(0, 0).UTC() // a NULL DateTime or Date
+	minDateTime   = time.Unix(0, 0)
+	maxDateTime   = time.Date(2106, 2, 7, 0, 0, 0, 0, time.UTC)
+	maxDate       = time.Unix((math.MaxUint16+1)*86400, 0) // 2149-06-07, exclusive
+	minDateTime64 = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxDateTime64 = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
+	epoch         = time.Unix(0, 0).UTC() // a NULL DateTime, DateTime64 or Date
 )
 
 // PostgreSQL's ISO output of timestamptz and timestamp; cdc sets
@@ -209,7 +272,7 @@ func parseDateTime(b []byte) (time.Time, error) {
 	for _, layout := range timestampLayouts {
 		if t, err := time.Parse(layout, s); err == nil {
 			if t.Before(minDateTime) || !t.Before(maxDateTime) {
-				return time.Time{}, fmt.Errorf("%q is outside DateTime's range 1970-01-01 to 2106-02-07", s)
+				return time.Time{}, fmt.Errorf("%q is outside DateTime's range 1970-01-01 to 2106-02-06", s)
 			}
 			return t.UTC().Truncate(time.Second), nil
 		}
@@ -264,12 +327,31 @@ func parseUTCTimestamp(b []byte) (time.Time, bool) {
 	return t, true
 }
 
+// parseDateTime64 keeps the fraction; clickhouse-go cuts it to the
+// column's precision.
+func parseDateTime64(b []byte) (time.Time, error) {
+	s := string(b)
+	for _, layout := range timestampLayouts {
+		if t, err := time.Parse(layout, s); err == nil {
+			if t.Before(minDateTime64) || !t.Before(maxDateTime64) {
+				return time.Time{}, fmt.Errorf("%q is outside DateTime64's range 1900-01-01 to 2299-12-31", s)
+			}
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("%q is not a timestamp", clip(b))
+}
+
 func parseDate(b []byte) (time.Time, error) {
 	t, err := time.Parse("2006-01-02", string(b))
 	if err != nil {
 		if t, err = parseDateTime(b); err != nil {
 			return time.Time{}, fmt.Errorf("%q is not a date", clip(b))
 		}
+	}
+	// ClickHouse would wrap a day outside its range into it, silently.
+	if t.Before(minDateTime) || !t.Before(maxDate) {
+		return time.Time{}, fmt.Errorf("%q is outside Date's range 1970-01-01 to 2149-06-06", clip(b))
 	}
 	return t, nil
 }
