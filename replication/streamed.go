@@ -83,8 +83,8 @@ type xactLookup struct {
 
 // status returns pg_xact_status of xid: committed, aborted, in progress,
 // or "" when PostgreSQL no longer knows (its commit log was truncated).
-// The stream carries 32-bit xids; the epoch is that of the next xid, or the
-// one before when xid lies ahead of it in the 32-bit space.
+// The stream carries 32-bit xids; the epoch is found from the snapshot's
+// xmax (below).
 func (x *xactLookup) status(ctx context.Context, xid uint32) (string, error) {
 	if x.conn == nil {
 		cfg, err := pgconn.ParseConfig(x.dsn)
@@ -99,7 +99,12 @@ func (x *xactLookup) status(ctx context.Context, xid uint32) (string, error) {
 			return "", wrapf(err, "connect to postgres for transaction status")
 		}
 	}
-	q := fmt.Sprintf(`SELECT coalesce(pg_xact_status(((((n >> 32) - (CASE WHEN %[1]d > (n & 4294967295) THEN 1 ELSE 0 END)) << 32) | %[1]d)::text::xid8), '')
+	// n is the snapshot's xmax: the last completed xid + 1, not the next
+	// to be assigned, so an xid in progress — a subtransaction's, or one
+	// assigned after an older transaction that is still open — can lie
+	// ahead of it. The 64-bit xid is the one nearest n: every xid still in
+	// the commit log is within 2^31 of it.
+	q := fmt.Sprintf(`SELECT coalesce(pg_xact_status((n + ((%d - (n & 4294967295) + 2147483648) %% 4294967296 + 4294967296) %% 4294967296 - 2147483648)::text::xid8), '')
 		FROM (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS n) s`, xid)
 	rows, err := queryRows(ctx, x.conn, q)
 	if err != nil {

@@ -268,6 +268,43 @@ func TestReplicator_OpenStreamedTransactionDoesNotHoldUpOthers(t *testing.T) {
 	}
 }
 
+// Rows written inside a savepoint (Django's nested atomic blocks) carry the
+// subtransaction's xid. While the transaction is open and nothing newer has
+// completed, that xid lies past the snapshot's xmax; its status is still
+// looked up in the current epoch — not the one before, "in the future" —
+// so the open transaction is waited out like any other and arrives whole.
+func TestReplicator_OpenStreamedSavepointIsWaitedOut(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := &fakeSink{}
+	stop := h.runWith(s, zap.New(core), func(c *replication.Config) {})
+	defer stop()
+
+	tx := h.begin(ctx)
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, "SAVEPOINT sp"); err != nil {
+		t.Fatal(err)
+	}
+	insertRows(t, ctx, tx, "inner", 3000)
+	h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
+	eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
+	if errs := logs.FilterMessage("replication interrupted; reconnecting").All(); len(errs) != 0 {
+		t.Fatalf("the session failed instead of waiting: %v", errs[0].ContextMap())
+	}
+	for _, q := range []string{"RELEASE SAVEPOINT sp", "COMMIT"} {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := h.walLSN()
+	eventually(t, "acknowledgement past the commit", func() bool { return uint64(h.confirmed()) >= after })
+	if got := s.types(); len(got) != 1 || got["inner"] != 3000 {
+		t.Fatalf("stored %v, want the 3000 rows of the savepoint", got)
+	}
+}
+
 // failingSink stores the first n rows it is given, then fails every write.
 type failingSink struct {
 	fakeSink
