@@ -83,7 +83,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	s := newStream(r, conn, confirmed, skip)
 	s.streaming, s.startWAL = streaming, sys.XLogPos
 	defer s.xacts.close()
-	defer s.rememberPartial()
+	defer s.rememberPartials()
 	return s.run(ctx)
 }
 
@@ -574,6 +574,12 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 	case decoder.KindStreamStop:
 		s.cur = nil
 	case decoder.KindStreamCommit:
+		if t := s.streams[msg.Xid]; t != nil && t.first != 0 {
+			// Until its end is stored, a next session may be sent it
+			// whole; the rows batched so far are found by xid there
+			// (findStreamed), as for one whose commit never came.
+			s.r.rememberPartial(msg.Xid, t.first)
+		}
 		delete(s.streams, msg.Xid)
 		s.committed(msg.Xid, msg)
 	case decoder.KindStreamAbort:

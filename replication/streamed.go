@@ -271,21 +271,27 @@ func (s *stream) committedPartial(xid uint32, end pglogrepl.LSN) {
 	s.partialEnds[xid] = end
 }
 
-// rememberPartial records, when a session ends, the streamed transactions
+// rememberPartials records, when a session ends, the streamed transactions
 // it stored rows of without receiving their commit. A next session that
 // streams is sent them again and finds those rows by their first row's
 // LSN (loadStored); one without streaming is sent them whole at their
 // commit and asks the same by xid (Begin in handleWAL), since it places
 // rows by commit LSN and would not recognise them otherwise.
-func (s *stream) rememberPartial() {
+func (s *stream) rememberPartials() {
 	for xid, t := range s.streams {
 		if t.first != 0 {
-			if s.r.partial == nil {
-				s.r.partial = map[uint32]pglogrepl.LSN{}
-			}
-			s.r.partial[xid] = t.first
+			s.r.rememberPartial(xid, t.first)
 		}
 	}
+}
+
+// rememberPartial records that rows of streamed transaction xid, placed by
+// its first row at first, may be stored while its end is not.
+func (r *Replicator) rememberPartial(xid uint32, first pglogrepl.LSN) {
+	if r.partial == nil {
+		r.partial = map[uint32]pglogrepl.LSN{}
+	}
+	r.partial[xid] = first
 }
 
 // streams reports whether the next session asks for large transactions to

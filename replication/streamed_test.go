@@ -70,6 +70,21 @@ func (f *fakeSink) types() map[string]int {
 // a later batch may be stored first.
 func checkStreamedPositions(t *testing.T, rows []sink.Row, walBefore, walAfter uint64) {
 	t.Helper()
+	rows = byPosition(rows)
+	first := rows[0].Pos.CommitLSN
+	if uint64(first) < walBefore || uint64(first) > walBefore+(walAfter-walBefore)/4 {
+		t.Fatalf("rows placed at %s, want the first row's LSN, just after %X (transaction's WAL ends at %X)", first, walBefore, walAfter)
+	}
+	for i, r := range rows {
+		if r.Pos.CommitLSN != first || r.Pos.Seq != uint64(i+1) {
+			t.Fatalf("row %d at %s, want %s#%d", i, r.Pos, first, i+1)
+		}
+	}
+}
+
+// byPosition returns a copy of rows in WAL order, the order a sink that
+// stores batches one at a time would have them in.
+func byPosition(rows []sink.Row) []sink.Row {
 	rows = slices.Clone(rows)
 	slices.SortFunc(rows, func(a, b sink.Row) int {
 		if a.Pos.Less(b.Pos) {
@@ -80,15 +95,7 @@ func checkStreamedPositions(t *testing.T, rows []sink.Row, walBefore, walAfter u
 		}
 		return 0
 	})
-	first := rows[0].Pos.CommitLSN
-	if uint64(first) < walBefore || uint64(first) > walBefore+(walAfter-walBefore)/4 {
-		t.Fatalf("rows placed at %s, want the first row's LSN, just after %X (transaction's WAL ends at %X)", first, walBefore, walAfter)
-	}
-	for i, r := range rows {
-		if r.Pos.CommitLSN != first || r.Pos.Seq != uint64(i+1) {
-			t.Fatalf("row %d at %s, want %s#%d", i, r.Pos, first, i+1)
-		}
-	}
+	return rows
 }
 
 // commitBig commits n rows of event type "big" in one transaction and
@@ -132,7 +139,8 @@ func TestReplicator_StreamedCommittedTransactionArrivesWhole(t *testing.T) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	checkStreamedPositions(t, s.rows, before, after)
-	for i, r := range s.rows {
+	// With two INSERTs in flight a later batch may be stored first.
+	for i, r := range byPosition(s.rows) {
 		want := fmt.Sprintf(`{"i" : %d, "pad" : "%s"}`, i+1, strings.Repeat("p", 200))
 		if string(r.Values[1].Data) != "big" || string(r.Values[4].Data) != want {
 			t.Fatalf("row %d is %q %q, want \"big\" %q", i, r.Values[1].Data, r.Values[4].Data, want)
@@ -302,6 +310,42 @@ func TestReplicator_OpenStreamedSavepointIsWaitedOut(t *testing.T) {
 	eventually(t, "acknowledgement past the commit", func() bool { return uint64(h.confirmed()) >= after })
 	if got := s.types(); len(got) != 1 || got["inner"] != 3000 {
 		t.Fatalf("stored %v, want the 3000 rows of the savepoint", got)
+	}
+}
+
+// A streamed transaction's commit arrived and part of it is stored, when
+// the session ends (here: a second large transaction still open makes cdc
+// reconnect without streaming) before its end is stored. A small
+// transaction committed in the middle of it has moved the slot past its
+// first row, so the next session is sent it whole. The process remembers
+// it and skips what is stored: every row once.
+func TestReplicator_StreamCommitThenSentWholeStoresEachRowOnce(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	done := h.begin(ctx)
+	insertRows(t, ctx, done, "done", 1500)
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('small', 'test', '{}')`)
+	insertRows(t, ctx, done, "done", 1500)
+	if err := done.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	doneEnd := h.walLSN()
+	open := h.begin(ctx)
+	defer func() { _ = open.Rollback(ctx) }()
+	insertRows(t, ctx, open, "open", 3000)
+	h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
+
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := &fakeSink{}
+	// Batches are cut by rows (1000), not by time, so part of "done" is
+	// stored before the session ends.
+	stop := h.runWith(s, zap.New(core), func(c *replication.Config) { c.FlushInterval = 3 * time.Second })
+	defer stop()
+	eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
+	eventually(t, "acknowledgement past the first transaction", func() bool { return uint64(h.confirmed()) >= doneEnd })
+	if got := s.types(); got["done"] != 3000 || got["small"] != 1 || got["open"] != 0 {
+		t.Fatalf("stored %v, want done 3000 and small 1", got)
 	}
 }
 
