@@ -2,8 +2,12 @@ package replication
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/jackc/pglogrepl"
 
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
@@ -177,14 +181,15 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, b
 // unstored returns b without the rows the sink already holds; when the
 // sink cannot say (it is still down), b unchanged.
 func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
-	// Rows of a transaction streamed before its commit are placed by its
-	// first row's LSN, which may be lower than a commit before them.
-	from, last := b.Rows[0].Pos.CommitLSN, b.Rows[0].Pos.CommitLSN
-	for i := range b.Rows {
-		from, last = min(from, b.Rows[i].Pos.CommitLSN), max(last, b.Rows[i].Pos.CommitLSN)
+	stored := map[sink.Position]struct{}{}
+	for _, span := range lsnSpans(b) {
+		w, err := r.sink.Written(ctx, span[0], span[1])
+		if err != nil {
+			return b
+		}
+		maps.Copy(stored, w)
 	}
-	stored, err := r.sink.Written(ctx, from, last+1)
-	if err != nil || len(stored) == 0 {
+	if len(stored) == 0 {
 		return b
 	}
 	rest := &sink.Batch{End: b.End, Rows: make([]sink.Row, 0, len(b.Rows))}
@@ -198,6 +203,36 @@ func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
 		r.log.Info("a failed insert had stored rows after all; retrying only the rest", zap.Int("stored", skipped), zap.Int("rest", len(rest.Rows)))
 	}
 	return rest
+}
+
+// spanGap is the WAL distance between two of a batch's LSNs past which
+// unstored reads them apart.
+const spanGap = 16 << 20
+
+// lsnSpans returns [from, to) ranges covering every commit LSN of b's
+// rows. Rows of a transaction streamed before its commit are placed by its
+// first row's LSN, which may lie hours of WAL before the batch's other
+// rows; a single range would read every position stored in between. So
+// the ranges split wherever two LSNs lie more than spanGap apart: what a
+// range reads that is not the batch's is then bounded by that gap.
+func lsnSpans(b *sink.Batch) [][2]pglogrepl.LSN {
+	lsns := make([]pglogrepl.LSN, 0, 8)
+	for i := range b.Rows {
+		lsns = append(lsns, b.Rows[i].Pos.CommitLSN)
+	}
+	slices.Sort(lsns)
+	lsns = slices.Compact(lsns)
+	var spans [][2]pglogrepl.LSN
+	from := lsns[0]
+	for i := 1; i <= len(lsns); i++ {
+		if i == len(lsns) || lsns[i]-lsns[i-1] > spanGap {
+			spans = append(spans, [2]pglogrepl.LSN{from, lsns[i-1] + 1})
+			if i < len(lsns) {
+				from = lsns[i]
+			}
+		}
+	}
+	return spans
 }
 
 // setAside stores refused rows as dead letters, retrying until it can: a
