@@ -30,8 +30,9 @@ USER 65532:65532
 # /metrics, /healthz and /readyz (CDC_METRICS_ADDR, default :9187).
 EXPOSE 9187
 # No HEALTHCHECK: distroless has no shell, curl or wget to run one, and cdc
-# has no health subcommand. Probe GET /healthz (liveness) and /readyz
-# (readiness) on :9187 from the orchestrator (Kubernetes httpGet probes);
-# in docker-compose.yml only Prometheus watches it (up{job="cdc"}).
+# has no health subcommand. Probe GET /healthz (liveness) on :9187 from the
+# orchestrator (Kubernetes httpGet probes). /readyz is 503 on a standby: as a
+# readiness probe it needs the Recreate strategy (docs/operations.md,
+# "Rollouts"). In docker-compose.yml only Prometheus watches it (up{job="cdc"}).
 ENTRYPOINT ["/cdc"]
 CMD ["run"]
