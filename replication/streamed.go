@@ -86,17 +86,24 @@ type xactLookup struct {
 // The stream carries 32-bit xids; the epoch is found from the snapshot's
 // xmax (below).
 func (x *xactLookup) status(ctx context.Context, xid uint32) (string, error) {
+	st, _, err := x.statusAt(ctx, xid)
+	return st, err
+}
+
+// statusAt is status, plus the server's WAL insert position after it was
+// read: if xid had ended, its commit or abort record lies before it.
+func (x *xactLookup) statusAt(ctx context.Context, xid uint32) (string, pglogrepl.LSN, error) {
 	if x.conn == nil {
 		cfg, err := pgconn.ParseConfig(x.dsn)
 		if err != nil {
-			return "", wrapf(err, "parse postgres dsn")
+			return "", 0, wrapf(err, "parse postgres dsn")
 		}
 		cfg.RuntimeParams["application_name"] = "cdc"
 		if cfg.ConnectTimeout == 0 {
 			cfg.ConnectTimeout = 10 * time.Second
 		}
 		if x.conn, err = pgconn.ConnectConfig(ctx, cfg); err != nil {
-			return "", wrapf(err, "connect to postgres for transaction status")
+			return "", 0, wrapf(err, "connect to postgres for transaction status")
 		}
 	}
 	// n is the snapshot's xmax: the last completed xid + 1, not the next
@@ -104,17 +111,22 @@ func (x *xactLookup) status(ctx context.Context, xid uint32) (string, error) {
 	// assigned after an older transaction that is still open — can lie
 	// ahead of it. The 64-bit xid is the one nearest n: every xid still in
 	// the commit log is within 2^31 of it.
-	q := fmt.Sprintf(`SELECT coalesce(pg_xact_status((n + ((%d - (n & 4294967295) + 2147483648) %% 4294967296 + 4294967296) %% 4294967296 - 2147483648)::text::xid8), '')
+	q := fmt.Sprintf(`SELECT coalesce(pg_xact_status((n + ((%d - (n & 4294967295) + 2147483648) %% 4294967296 + 4294967296) %% 4294967296 - 2147483648)::text::xid8), ''),
+		pg_current_wal_lsn()::text
 		FROM (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS n) s`, xid)
 	rows, err := queryRows(ctx, x.conn, q)
 	if err != nil {
 		x.close()
-		return "", wrapf(err, "look up status of transaction %d", xid)
+		return "", 0, wrapf(err, "look up status of transaction %d", xid)
 	}
-	if len(rows) != 1 || len(rows[0]) != 1 {
-		return "", fmt.Errorf("look up status of transaction %d: %d rows", xid, len(rows))
+	if len(rows) != 1 || len(rows[0]) != 2 {
+		return "", 0, fmt.Errorf("look up status of transaction %d: %d rows", xid, len(rows))
 	}
-	return rows[0][0], nil
+	wal, err := pglogrepl.ParseLSN(rows[0][1])
+	if err != nil {
+		return "", 0, fmt.Errorf("look up status of transaction %d: %w", xid, err)
+	}
+	return rows[0][0], wal, nil
 }
 
 func (x *xactLookup) close() {
@@ -319,13 +331,22 @@ func (s *stream) resumeStreaming(ctx context.Context) error {
 	if s.streaming || xid == 0 {
 		return nil
 	}
-	st, err := s.xacts.status(ctx, xid)
+	st, wal, err := s.xacts.statusAt(ctx, xid)
 	if err != nil {
 		return err
 	}
+	if st == xactCommitted && s.waitedEnd == 0 {
+		// Committed, and its commit has not come in this session: it may
+		// yet, or never — PostgreSQL sends nothing of a transaction left
+		// with no outbox rows (a savepoint rolled back), and nothing of one
+		// stored before this session began. Its commit record lies before
+		// wal; once everything up to there is stored, so is it. A Commit
+		// received later sets its own end.
+		s.waitedEnd = wal
+	}
 	switch {
 	case st == xactAborted:
-	case st == xactCommitted && s.waitedEnd != 0 && s.track.FlushedLSN() >= s.waitedEnd:
+	case st == xactCommitted && s.track.FlushedLSN() >= s.waitedEnd:
 	default:
 		return nil
 	}

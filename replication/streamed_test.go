@@ -313,6 +313,41 @@ func TestReplicator_OpenStreamedSavepointIsWaitedOut(t *testing.T) {
 	}
 }
 
+// A transaction waited out may commit with nothing left to send — its outbox
+// rows were in a savepoint rolled back — and PostgreSQL then sends neither
+// its Begin nor its Commit. cdc streams again all the same, once what was
+// written before it saw the commit is stored.
+func TestReplicator_StreamingResumesAfterAWaitedTransactionLeftEmpty(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := &fakeSink{}
+	stop := h.runWith(s, zap.New(core), func(c *replication.Config) {})
+	defer stop()
+
+	tx := h.begin(ctx)
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, "SAVEPOINT sp"); err != nil {
+		t.Fatal(err)
+	}
+	insertRows(t, ctx, tx, "rolled back", 3000)
+	h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
+	eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
+	for _, q := range []string{"ROLLBACK TO SAVEPOINT sp", "COMMIT"} {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('last', 'test', '{}')`)
+	after := h.walLSN()
+	eventually(t, "streaming resumed", func() bool { return reconnected(logs, true) })
+	eventually(t, "acknowledgement past the last commit", func() bool { return uint64(h.confirmed()) >= after })
+	if got := s.types(); len(got) != 1 || got["last"] != 1 {
+		t.Fatalf("stored %v, want only the row committed after", got)
+	}
+}
+
 // A streamed transaction's commit arrived and part of it is stored, when
 // the session ends (here: a second large transaction still open makes cdc
 // reconnect without streaming) before its end is stored. A small
