@@ -30,80 +30,119 @@ type ReplayResult struct {
 // ErrNoSuchLetter is returned when Replay is asked for an id that is not there.
 var ErrNoSuchLetter = errors.New("no such dead letter")
 
-// Replay re-sends dead letters through the sink, batchRows at a time: all
-// of them, or only the one with id onlyID when it is not 0. A letter the sink
-// stores is deleted; one refused again stays, its error replaced by the new
-// one. A crash between the write and the delete leaves the letter to be
-// replayed again, which is harmless: event_log collapses the event.
-func Replay(ctx context.Context, store LetterStore, w Writer, onlyID int64, batchRows int) (ReplayResult, error) {
-	var res ReplayResult
-	rels := relations{}
-	var after int64
-	for {
-		var letters []deadletter.Letter
-		if onlyID != 0 {
-			l, ok, err := store.Get(ctx, onlyID)
-			if err != nil {
-				return res, err
-			}
-			if !ok {
-				return res, fmt.Errorf("%w with id %d", ErrNoSuchLetter, onlyID)
-			}
-			letters = []deadletter.Letter{l}
-		} else {
-			var err error
-			if letters, err = store.Page(ctx, after, batchRows); err != nil {
-				return res, err
-			}
+// Replay re-sends dead letters through the sink: all of them, or only the
+// one with id onlyID when it is not 0. A letter the sink stores is deleted;
+// one refused again stays, its error replaced by the new one. A crash
+// between the write and the delete leaves the letter to be replayed again,
+// which is harmless: event_log collapses the event.
+//
+// As in Ship, letters go in id order in batches of at most batchRows letters
+// and maxBytes of values (a letter larger than that goes alone), each one
+// INSERT. They are read in pages sized from the largest letter of the page
+// before (the first page is one letter), so a page holds about maxBytes too
+// while letters keep their size, however many there are.
+func Replay(ctx context.Context, store LetterStore, w Writer, onlyID int64, batchRows, maxBytes int) (ReplayResult, error) {
+	r := &replay{store: store, w: w, rels: relations{}}
+	if onlyID != 0 {
+		l, ok, err := store.Get(ctx, onlyID)
+		if err != nil {
+			return r.res, err
 		}
-		if len(letters) == 0 {
-			return res, nil
+		if !ok {
+			return r.res, fmt.Errorf("%w with id %d", ErrNoSuchLetter, onlyID)
+		}
+		r.add(r.rels.row(l), l)
+		return r.res, r.flush(ctx)
+	}
+	var after int64
+	limit := 1
+	for {
+		letters, err := store.Page(ctx, after, limit)
+		if err != nil {
+			return r.res, err
+		}
+		largest := 0
+		for i, l := range letters {
+			row := r.rels.row(l)
+			letters[i].RowData = nil // the row holds the values now
+			largest = max(largest, row.Size)
+			if len(r.b.Rows) > 0 && (len(r.b.Rows) >= batchRows || r.b.Bytes+row.Size > maxBytes) {
+				if err := r.flush(ctx); err != nil {
+					return r.res, err
+				}
+			}
+			r.add(row, l)
+		}
+		if len(letters) < limit {
+			return r.res, r.flush(ctx)
 		}
 		after = letters[len(letters)-1].ID
+		limit = max(1, min(batchRows, maxBytes/max(largest, 1)))
+	}
+}
 
-		b := &sink.Batch{}
-		byPos := make(map[sink.Position]int64, len(letters))
-		for _, l := range letters {
-			row := rels.row(l)
-			// Keep the letter's WAL position, so event_log records where the
-			// event came from (and a connector replaying that WAL skips it).
-			// Letters of a backfill (commit LSN 0) or a repeated position get
-			// a unique one: the sink tells rows apart by position.
-			if lsn, err := pglogrepl.ParseLSN(l.CommitLSN); err == nil && lsn != 0 {
-				row.Pos = sink.Position{CommitLSN: lsn, Seq: uint64(l.Seq)}
-			}
-			if _, dup := byPos[row.Pos]; dup || row.Pos.CommitLSN == 0 {
-				row.Pos = sink.Position{Seq: uint64(l.ID)}
-			}
-			byPos[row.Pos] = l.ID
-			b.Rows = append(b.Rows, row)
-			b.Bytes += row.Size
-		}
-		// The sink keeps positions in order within a batch.
-		sort.Slice(b.Rows, func(i, j int) bool { return b.Rows[i].Pos.Less(b.Rows[j].Pos) })
-		rejected, err := w.Write(ctx, b)
-		if err != nil {
-			return res, fmt.Errorf("replay %d dead letters (%d replayed before): %w", len(letters), res.Replayed, err)
-		}
-		refused := make(map[int64]string, len(rejected))
-		for _, rj := range rejected {
-			refused[byPos[rj.Row.Pos]] = rj.Err.Error()
-		}
-		stored := make([]int64, 0, len(letters))
-		for _, l := range letters {
-			if _, again := refused[l.ID]; !again {
-				stored = append(stored, l.ID)
-			}
-		}
-		if err := store.Settle(ctx, stored, refused); err != nil {
-			return res, err
-		}
-		res.Replayed += len(stored)
-		res.Refused += len(refused)
-		if onlyID != 0 || len(letters) < batchRows {
-			return res, nil
+// replay is the batch Replay is filling and what it did so far.
+type replay struct {
+	store LetterStore
+	w     Writer
+	rels  relations
+	res   ReplayResult
+
+	b     sink.Batch
+	byPos map[sink.Position]int64 // letter id by its row's position in b
+	ids   []int64                 // letters in b, in id order
+}
+
+// add puts letter l, as row, into the batch.
+func (r *replay) add(row sink.Row, l deadletter.Letter) {
+	if r.byPos == nil {
+		r.byPos = map[sink.Position]int64{}
+	}
+	// Keep the letter's WAL position, so event_log records where the
+	// event came from (and a connector replaying that WAL skips it).
+	// Letters of a backfill (commit LSN 0) or a repeated position get
+	// a unique one: the sink tells rows apart by position.
+	if lsn, err := pglogrepl.ParseLSN(l.CommitLSN); err == nil && lsn != 0 {
+		row.Pos = sink.Position{CommitLSN: lsn, Seq: uint64(l.Seq)}
+	}
+	if _, dup := r.byPos[row.Pos]; dup || row.Pos.CommitLSN == 0 {
+		row.Pos = sink.Position{Seq: uint64(l.ID)}
+	}
+	r.byPos[row.Pos] = l.ID
+	r.ids = append(r.ids, l.ID)
+	r.b.Rows = append(r.b.Rows, row)
+	r.b.Bytes += row.Size
+}
+
+// flush stores the batch with one INSERT and settles its letters.
+func (r *replay) flush(ctx context.Context) error {
+	if len(r.b.Rows) == 0 {
+		return nil
+	}
+	b, byPos, ids := &r.b, r.byPos, r.ids
+	defer func() { r.b, r.byPos, r.ids = sink.Batch{}, nil, nil }()
+	// The sink keeps positions in order within a batch.
+	sort.Slice(b.Rows, func(i, j int) bool { return b.Rows[i].Pos.Less(b.Rows[j].Pos) })
+	rejected, err := r.w.Write(ctx, b)
+	if err != nil {
+		return fmt.Errorf("replay %d dead letters (%d replayed before): %w", len(ids), r.res.Replayed, err)
+	}
+	refused := make(map[int64]string, len(rejected))
+	for _, rj := range rejected {
+		refused[byPos[rj.Row.Pos]] = rj.Err.Error()
+	}
+	stored := make([]int64, 0, len(ids))
+	for _, id := range ids {
+		if _, again := refused[id]; !again {
+			stored = append(stored, id)
 		}
 	}
+	if err := r.store.Settle(ctx, stored, refused); err != nil {
+		return err
+	}
+	r.res.Replayed += len(stored)
+	r.res.Refused += len(refused)
+	return nil
 }
 
 // relations shares one decoder.Relation per set of columns: the sink plans

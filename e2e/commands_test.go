@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -373,6 +374,130 @@ func TestCommands_DeadLetterReplayAfterFixingTheColumn(t *testing.T) {
 	// Nothing left: replaying again does nothing and succeeds.
 	if out, _, code := w.runOperator(nil, "deadletter", "replay"); code != 0 || out != "replayed 0 dead letters into event_log; 0 refused again\n" {
 		t.Fatalf("empty replay exited %d: %q", code, out)
+	}
+}
+
+// Replay cuts its INSERTs by CDC_BATCH_MAX_BYTES like backfill and the
+// connector: a page of many large letters is not one INSERT held in memory
+// whole. A letter larger than the limit goes alone; every letter arrives
+// once, byte for byte, and is deleted.
+func TestCommands_DeadLetterReplayCutsBatchesByBytes(t *testing.T) {
+	w := newWorld(t)
+	w.auditInserts()
+	w.chExec("ALTER TABLE event_log MODIFY COLUMN metadata_version UInt8")
+	c := w.start(nil)
+	// Values of about 40 kB: two fit in 100 KiB, three do not.
+	sizes := []int{40_000, 40_000, 40_000, 40_000, 40_000, 150_000, 40_000, 40_000}
+	ids := make([]uuid.UUID, len(sizes))
+	docs := map[uuid.UUID]string{}
+	var values []string
+	var args []any
+	for i, size := range sizes {
+		ids[i] = uuid.New()
+		docs[ids[i]] = hugeJSON(size, uint64(i))
+		values = append(values, fmt.Sprintf("($%d, 'e%d', 'prod', $%d::json, 300, '2026-05-05 05:05:05+00')", 2*i+1, i+1, 2*i+2))
+		args = append(args, ids[i], docs[ids[i]])
+	}
+	// One statement: the connector refuses the rows in WAL order, so the
+	// dead letter ids follow it.
+	w.exec(`INSERT INTO outbox (id, event_type, environment, event_context, metadata_version, event_date_time) VALUES `+strings.Join(values, ", "), args...)
+	waitFor(t, 30*time.Second, "eight dead letters", func() (bool, string) {
+		n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`)
+		return n == int64(len(sizes)), fmt.Sprintf("%d dead letters", n)
+	})
+	c.kill()
+	for i, l := range w.deadLetters() {
+		if l.EventID == nil || *l.EventID != ids[i].String() {
+			t.Fatalf("dead letter %d is %+v, want event %s", i, l, ids[i])
+		}
+	}
+
+	w.chExec("ALTER TABLE event_log MODIFY COLUMN metadata_version UInt64")
+	// Each INSERT stays a part of its own.
+	w.chExec("SYSTEM STOP MERGES event_log")
+	out, stderr, code := w.runOperator(map[string]string{"CDC_BATCH_MAX_BYTES": "100KiB"}, "deadletter", "replay")
+	if code != 0 || out != "replayed 8 dead letters into event_log; 0 refused again\n" {
+		t.Fatalf("replay exited %d: %q %s", code, out, stderr)
+	}
+	if n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`); n != 0 {
+		t.Fatalf("%d dead letters left after replay", n)
+	}
+
+	// The letters of each INSERT (each part), in id order.
+	rows, err := w.ch.Query(context.Background(), `SELECT arrayStringConcat(arraySort(groupArray(event_type)), ',') AS types
+		FROM event_log GROUP BY _part ORDER BY types`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var inserts []string
+	for rows.Next() {
+		var types string
+		if err := rows.Scan(&types); err != nil {
+			t.Fatal(err)
+		}
+		inserts = append(inserts, types)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(inserts, " | "), "e1,e2 | e3,e4 | e5 | e6 | e7,e8"; got != want {
+		t.Fatalf("replay INSERTs held the letters %s, want %s", got, want)
+	}
+
+	w.assertExactlyOnce(uint64(len(sizes)))
+	var want []chEvent
+	for i, id := range ids {
+		want = append(want, chEvent{ID: id, Type: fmt.Sprintf("e%d", i+1), Time: time.Date(2026, 5, 5, 5, 5, 5, 0, time.UTC),
+			Environment: "prod", Context: docs[id], MetadataVersion: 300})
+	}
+	expectEvents(t, w.chEvents(""), want...)
+}
+
+// Replay reads dead letters in pages of about CDC_BATCH_MAX_BYTES, not of
+// CDC_BATCH_MAX_ROWS: fifty letters of 3 MB are never all in memory at once.
+func TestCommands_DeadLetterReplayMemoryStaysBounded(t *testing.T) {
+	plain := buildPlain(t)
+	w := newWorld(t)
+	w.chExec("ALTER TABLE event_log MODIFY COLUMN metadata_version UInt8")
+	c := w.start(nil)
+	// md5s joined, so TOAST cannot shrink them.
+	const size, letters = 3 << 20, 50
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, metadata_version)
+		SELECT 'big', 'test', json_build_object('blob', (
+			SELECT string_agg(md5(i::text || ':' || g::text), '') FROM generate_series(1, $1::int) g)), 300
+		FROM generate_series(1, $2::int) i`, size/32, letters)
+	waitFor(t, 60*time.Second, "fifty dead letters", func() (bool, string) {
+		n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`)
+		return n == letters, fmt.Sprintf("%d dead letters", n)
+	})
+	c.kill()
+	w.chExec("ALTER TABLE event_log MODIFY COLUMN metadata_version UInt64")
+
+	const maxBytes = 8 << 20
+	env := w.baseEnv()
+	env["CDC_BATCH_MAX_BYTES"] = "8MiB"
+	cmd := exec.Command(plain, "deadletter", "replay")
+	cmd.Env = envList(env)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil || out.String() != "replayed 50 dead letters into event_log; 0 refused again\n" {
+		t.Fatalf("replay: %v: %q %s", err, out.String(), errOut.String())
+	}
+	// As for the connector (docs/operations.md#memory): a few batches'
+	// worth, or a letter held several times over, plus 100 MiB for the
+	// runtime and the clients. All fifty at once would be 150 MB a copy.
+	peak := int64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) << 10
+	bound := max(3*maxBytes, 6*size) + 100<<20
+	t.Logf("replay peak RSS %.1f MiB (bound %.1f MiB)", float64(peak)/(1<<20), float64(bound)/(1<<20))
+	if peak > int64(bound) {
+		t.Errorf("replay peak RSS %d bytes, want <= %d", peak, bound)
+	}
+	if n := w.chCount("SELECT count() FROM event_log WHERE event_type = 'big' AND length(event_context) > " + fmt.Sprint(size)); n != letters {
+		t.Fatalf("%d of %d letters in event_log", n, letters)
+	}
+	if n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`); n != 0 {
+		t.Fatalf("%d dead letters left after replay", n)
 	}
 }
 

@@ -288,7 +288,7 @@ func runDeadLetterReplay(ctx context.Context, cfg config.Config, args []string, 
 	}
 	defer closeBoth()
 
-	res, err := backfill.Replay(ctx, deadletter.New(pool), ch, *id, cfg.BatchMaxRows)
+	res, err := backfill.Replay(ctx, deadletter.New(pool), ch, *id, cfg.BatchMaxRows, cfg.BatchMaxBytes)
 	fmt.Fprintf(stdout, "replayed %d dead letters into %s; %d refused again\n", res.Replayed, sink.Table, res.Refused)
 	if errors.Is(err, backfill.ErrNoSuchLetter) {
 		return &exitError{code: 1, err: err}
