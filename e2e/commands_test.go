@@ -535,6 +535,41 @@ func TestCommands_BadFlagsExitTwo(t *testing.T) {
 	}
 }
 
+// `cdc status` estimates the lag in seconds from the events not yet in
+// event_log: WAL of other tables left unconfirmed is not lag, an event
+// committed and not yet stored is, by its age.
+func TestCommands_StatusLagSecondsCountsOnlyEventsNotStored(t *testing.T) {
+	w := newWorld(t)
+	c := w.start(nil)
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('stored', 'test', '{}', now() - interval '300 seconds')`)
+	w.waitRows(1, 30*time.Second)
+	if code, _ := c.term(15 * time.Second); code != 0 {
+		t.Fatalf("cdc run exited %d", code)
+	}
+	lag := func() (int64, float64) {
+		t.Helper()
+		out, stderr, code := w.runOperator(nil, "status", "--json")
+		var r struct {
+			LagBytes   int64    `json:"lag_bytes"`
+			LagSeconds *float64 `json:"lag_seconds"`
+		}
+		if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.LagSeconds == nil {
+			t.Fatalf("status --json exited %d: %s %s", code, out, stderr)
+		}
+		return r.LagBytes, *r.LagSeconds
+	}
+
+	w.exec(`CREATE TABLE other (v int)`)
+	w.exec(`INSERT INTO other SELECT generate_series(1, 1000)`)
+	if bytes, secs := lag(); bytes == 0 || secs != 0 {
+		t.Fatalf("other tables' WAL only: lag %d bytes, %.1f s; want some bytes and 0 s", bytes, secs)
+	}
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('pending', 'test', '{}', now() - interval '100 seconds')`)
+	if bytes, secs := lag(); bytes == 0 || secs < 100 || secs > 130 {
+		t.Fatalf("one event pending since 100 s: lag %d bytes, %.1f s; want 100-130 s", bytes, secs)
+	}
+}
+
 // A setting that would only fail at its first use is a configuration error
 // too: every command exits 2 naming the variable, before any connection,
 // and never echoes a password.
