@@ -105,7 +105,7 @@ func (b *bench) steadyTraffic(ctx context.Context) error {
 	// The same with no cdc at all: PostgreSQL's own pg_recvlogical reading
 	// its own pgoutput slot into /dev/null. What it costs the primary is
 	// the cost of logical decoding itself, for any consumer.
-	on, off, err = b.recvlogicalRuns(ctx, w, script, []bool{true, false, false, true})
+	on, off, err = b.recvlogicalRuns(ctx, w, script, "bench_recvlogical", []bool{true, false, false, true})
 	if err != nil {
 		return err
 	}
@@ -137,7 +137,7 @@ func (b *bench) pinnedTPS(ctx context.Context, w *world, script string) (err err
 		fmt.Sprintf("with cdc %s (mean %.0f); without %s (mean %.0f); ratio **%.2f**; CPU cores busy during runs with cdc: walsender %.2f, cdc %.2f, clickhouse-server %.2f",
 			fmtList(on), mean(on), fmtList(off), mean(off), mean(on)/mean(off), cpu[0], cpu[1], cpu[2]),
 		"≥ 0.9", verdict(mean(on)/mean(off) >= 0.9))
-	on, off, err = b.recvlogicalRuns(ctx, w, script, []bool{true, false, false, true})
+	on, off, err = b.recvlogicalRuns(ctx, w, script, "bench_recvlogical_pinned", []bool{true, false, false, true})
 	if err != nil {
 		return err
 	}
@@ -150,12 +150,20 @@ func (b *bench) pinnedTPS(ctx context.Context, w *world, script string) (err err
 
 // recvlogicalRuns is tpsRuns with pg_recvlogical as the consumer, on a
 // slot of its own created for the purpose and dropped again.
-func (b *bench) recvlogicalRuns(ctx context.Context, w *world, script string, order []bool) (on, off []float64, err error) {
-	const slot = "bench_recvlogical"
+func (b *bench) recvlogicalRuns(ctx context.Context, w *world, script, slot string, order []bool) (on, off []float64, err error) {
 	if _, err := w.pg.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot); err != nil {
 		return nil, nil, fmt.Errorf("create slot %s: %w", slot, err)
 	}
-	defer func() { _, _ = w.pg.Exec(context.Background(), "SELECT pg_drop_replication_slot($1)", slot) }()
+	defer func() {
+		// pg_recvlogical's walsender may still hold the slot for a moment
+		// after the process exits; an active slot cannot be dropped.
+		for range 100 {
+			if _, err := w.pg.Exec(context.Background(), "SELECT pg_drop_replication_slot($1)", slot); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
 	recv := filepath.Join(filepath.Dir(b.o.pgbench), "pg_recvlogical")
 	var cmd *exec.Cmd
 	stop := func() error {
