@@ -8,8 +8,9 @@
 set -euo pipefail
 
 case "${1:-}" in
-demo) packages=(postgresql-15 postgresql-client-15 clickhouse-server clickhouse-client curl) ;;
+demo) packages=(postgresql-15 postgresql-client-15 clickhouse-server clickhouse-client curl python3) ;;
 test) packages=(
+	gcc libc6-dev                        # go test -race needs cgo
 	postgresql-15 postgresql-client-15   # the source database (server binaries run by the harness)
 	clickhouse-server clickhouse-client  # the sink
 	prometheus python3-yaml              # promtool and PyYAML: alert rules and dashboard checks
@@ -31,9 +32,9 @@ if [ "$(id -u)" != 0 ]; then
 	command -v sudo >/dev/null || { echo "deps.sh: need root or sudo to install ${missing[*]}" >&2; exit 1; }
 	sudo=sudo
 fi
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# sudo resets the environment: pass the frontend on explicitly.
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 for s in clickhouse-server prometheus postgresql; do
 	if printf '%s\n' "${missing[@]}" | grep -q "^$s"; then
 		$sudo service "$s" stop >/dev/null 2>&1 || true

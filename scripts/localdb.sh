@@ -50,6 +50,13 @@ start_pg() {
 	if [ ! -f "$dir/pg/PG_VERSION" ]; then
 		mkdir -p "$dir/pg"
 		[ "$(id -u)" = 0 ] && chown postgres "$dir" "$dir/pg"
+		# As root the server runs as postgres, which must be able to reach
+		# the folder: a clone under /root (mode 700) is out of its reach.
+		as_pg test -x "$dir/pg" || {
+			echo "localdb: the postgres user cannot reach $dir: a parent folder is private (e.g. /root, mode 700)." >&2
+			echo "localdb: run as a regular user, or from a clone that postgres can enter (e.g. under /srv or /tmp)." >&2
+			exit 1
+		}
 		as_pg "$pgbin/initdb" -D "$dir/pg" -U postgres --auth=trust -E UTF8 --no-sync >"$dir/pg-initdb.log" 2>&1 ||
 			{ cat "$dir/pg-initdb.log" >&2; exit 1; }
 		cat >>"$dir/pg/postgresql.conf" <<CONF
