@@ -30,6 +30,9 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, transaction
 
 DEFAULT_MAX_CONTEXT_BYTES = 64 << 20
+# outbox.metadata_version is a bigint: a larger value would fail the INSERT
+# and abort the caller's transaction.
+_MAX_BIGINT = (1 << 63) - 1
 
 _TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 
@@ -108,8 +111,12 @@ def publish(
         _check_text("event type", event_type)
         environment = environment if environment is not None else getattr(settings, "CDC_ENVIRONMENT", "")
         _check_text("environment (set settings.CDC_ENVIRONMENT or pass environment=)", environment)
-        if isinstance(metadata_version, bool) or not isinstance(metadata_version, int) or metadata_version < 1:
-            raise InvalidEvent(f"metadata_version {metadata_version!r} must be an int of at least 1")
+        if (
+            isinstance(metadata_version, bool)
+            or not isinstance(metadata_version, int)
+            or not 1 <= metadata_version <= _MAX_BIGINT
+        ):
+            raise InvalidEvent(f"metadata_version {metadata_version!r} must be an int from 1 to {_MAX_BIGINT}")
         if traceparent is not None and not (
             isinstance(traceparent, str) and _TRACEPARENT.fullmatch(traceparent)
         ):
@@ -121,7 +128,8 @@ def publish(
         ):
             raise InvalidEvent(f"event_time {event_time!r} must be a timezone-aware datetime")
         event_id = uuid.UUID(str(event_id)) if event_id is not None else uuid.uuid4()
-        limit = getattr(settings, "CDC_OUTBOX_MAX_CONTEXT_BYTES", DEFAULT_MAX_CONTEXT_BYTES)
+        # 0 (or unset) is the default, as Publisher.MaxContextBytes is in Go.
+        limit = getattr(settings, "CDC_OUTBOX_MAX_CONTEXT_BYTES", 0) or DEFAULT_MAX_CONTEXT_BYTES
         text = _encode_context(context, limit)
     except InvalidEvent as e:
         raise InvalidEvent(f"outbox event {event_type!r}: {e}") from None

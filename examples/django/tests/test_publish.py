@@ -7,6 +7,7 @@ import pytest
 from django.conf import settings
 from django.db import connection, transaction
 
+import outbox
 from outbox import InvalidEvent, TransactionRequired, publish
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -58,6 +59,7 @@ def test_every_field_is_stored(outbox_rows):
         {"context": object()},
         {"metadata_version": 0},
         {"metadata_version": "2"},
+        {"metadata_version": 2**63},  # past bigint: PostgreSQL would abort the transaction
         {"traceparent": "00-abc-def-01"},
         {"traceparent": TRACEPARENT.upper()},
         {"event_time": datetime.datetime(2024, 1, 1)},  # naive
@@ -85,6 +87,15 @@ def test_context_size_limit(outbox_rows, settings):  # pytest-django's settings 
             publish("big", {"k": "0123456789"})
         publish("small", [1])
     assert [r["event_type"] for r in outbox_rows()] == ["small"]
+
+
+def test_context_size_limit_zero_is_the_default(outbox_rows, settings, monkeypatch):
+    monkeypatch.setattr(outbox, "DEFAULT_MAX_CONTEXT_BYTES", 10)
+    settings.CDC_OUTBOX_MAX_CONTEXT_BYTES = 0  # as Publisher.MaxContextBytes in Go: not "no limit"
+    with transaction.atomic():
+        with pytest.raises(InvalidEvent, match="too large"):
+            publish("big", {"k": "0123456789"})
+    assert outbox_rows() == []
 
 
 def test_publish_outside_atomic_is_refused(outbox_rows):
