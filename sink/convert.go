@@ -268,13 +268,22 @@ func parseDateTime(b []byte) (time.Time, error) {
 	if t, ok := parseUTCTimestamp(b); ok {
 		return t, nil
 	}
+	t, err := parseTimestamp(b)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if t.Before(minDateTime) || !t.Before(maxDateTime) {
+		return time.Time{}, fmt.Errorf("%q is outside DateTime's range 1970-01-01 to 2106-02-06", b)
+	}
+	return t.Truncate(time.Second), nil
+}
+
+// parseTimestamp reads any of PostgreSQL's ISO timestamp forms, in UTC.
+func parseTimestamp(b []byte) (time.Time, error) {
 	s := string(b)
 	for _, layout := range timestampLayouts {
 		if t, err := time.Parse(layout, s); err == nil {
-			if t.Before(minDateTime) || !t.Before(maxDateTime) {
-				return time.Time{}, fmt.Errorf("%q is outside DateTime's range 1970-01-01 to 2106-02-06", s)
-			}
-			return t.UTC().Truncate(time.Second), nil
+			return t.UTC(), nil
 		}
 	}
 	return time.Time{}, fmt.Errorf("%q is not a timestamp", clip(b))
@@ -330,16 +339,14 @@ func parseUTCTimestamp(b []byte) (time.Time, bool) {
 // parseDateTime64 keeps the fraction; clickhouse-go cuts it to the
 // column's precision.
 func parseDateTime64(b []byte) (time.Time, error) {
-	s := string(b)
-	for _, layout := range timestampLayouts {
-		if t, err := time.Parse(layout, s); err == nil {
-			if t.Before(minDateTime64) || !t.Before(maxDateTime64) {
-				return time.Time{}, fmt.Errorf("%q is outside DateTime64's range 1900-01-01 to 2299-12-31", s)
-			}
-			return t.UTC(), nil
-		}
+	t, err := parseTimestamp(b)
+	if err != nil {
+		return time.Time{}, err
 	}
-	return time.Time{}, fmt.Errorf("%q is not a timestamp", clip(b))
+	if t.Before(minDateTime64) || !t.Before(maxDateTime64) {
+		return time.Time{}, fmt.Errorf("%q is outside DateTime64's range 1900-01-01 to 2299-12-31", b)
+	}
+	return t, nil
 }
 
 func parseDate(b []byte) (time.Time, error) {
