@@ -102,21 +102,12 @@ func processTree(pid int) []int {
 // later inherits its creator's. A process or thread that has exited is
 // skipped.
 func setAffinity(pid int, set unix.CPUSet) error {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	err := eachThread(pid, func(tid int) error { return unix.SchedSetaffinity(tid, &set) })
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("set CPU affinity of %d: %w", pid, err)
-	}
-	for _, t := range tasks {
-		tid, err := strconv.Atoi(t.Name())
-		if err != nil {
-			continue
-		}
-		if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("set CPU affinity of thread %d of %d: %w", tid, pid, err)
-		}
+		return fmt.Errorf("set CPU affinity: %w", err)
 	}
 	return nil
 }

@@ -297,17 +297,26 @@ func (b *bench) tpsRuns(ctx context.Context, w *world, script, label string, ord
 // renice sets the nice value of every thread of pid: threads have their
 // own, and ClickHouse's pools exist before we get to it.
 func renice(pid, nice int) error {
+	if err := eachThread(pid, func(tid int) error { return syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice) }); err != nil {
+		return fmt.Errorf("renice to %d: %w", nice, err)
+	}
+	return nil
+}
+
+// eachThread calls fn with every thread of pid; a thread that exits
+// meanwhile is skipped.
+func eachThread(pid int, fn func(tid int) error) error {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
-		return fmt.Errorf("renice %d: %w", pid, err)
+		return fmt.Errorf("threads of %d: %w", pid, err)
 	}
 	for _, t := range tasks {
 		tid, err := strconv.Atoi(t.Name())
 		if err != nil {
 			continue
 		}
-		if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, nice); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("renice thread %d of %d to %d: %w", tid, pid, nice, err)
+		if err := fn(tid); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("thread %d of %d: %w", tid, pid, err)
 		}
 	}
 	return nil
