@@ -276,6 +276,27 @@ func TestReplicator_OpenStreamedTransactionDoesNotHoldUpOthers(t *testing.T) {
 	}
 }
 
+// waitOutSavepoint runs a replicator while a large transaction, its 3,000
+// rows of event type typ in savepoint sp, stays open, until cdc gives up
+// waiting for it and reconnects without streaming. The transaction is
+// rolled back and the replicator stopped when the test ends.
+func (h *harness) waitOutSavepoint(ctx context.Context, typ string) (*fakeSink, *observer.ObservedLogs, pgx.Tx) {
+	h.t.Helper()
+	smallDecodingMemory(h.t, h)
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := &fakeSink{}
+	h.t.Cleanup(h.runWith(s, zap.New(core), func(c *replication.Config) {}))
+	tx := h.begin(ctx)
+	h.t.Cleanup(func() { _ = tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, "SAVEPOINT sp"); err != nil {
+		h.t.Fatal(err)
+	}
+	insertRows(h.t, ctx, tx, typ, 3000)
+	h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
+	eventually(h.t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
+	return s, logs, tx
+}
+
 // Rows written inside a savepoint (Django's nested atomic blocks) carry the
 // subtransaction's xid. While the transaction is open and nothing newer has
 // completed, that xid lies past the snapshot's xmax; its status is still
@@ -283,21 +304,8 @@ func TestReplicator_OpenStreamedTransactionDoesNotHoldUpOthers(t *testing.T) {
 // so the open transaction is waited out like any other and arrives whole.
 func TestReplicator_OpenStreamedSavepointIsWaitedOut(t *testing.T) {
 	h := setup(t)
-	smallDecodingMemory(t, h)
 	ctx := context.Background()
-	core, logs := observer.New(zapcore.InfoLevel)
-	s := &fakeSink{}
-	stop := h.runWith(s, zap.New(core), func(c *replication.Config) {})
-	defer stop()
-
-	tx := h.begin(ctx)
-	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := tx.Exec(ctx, "SAVEPOINT sp"); err != nil {
-		t.Fatal(err)
-	}
-	insertRows(t, ctx, tx, "inner", 3000)
-	h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
-	eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
+	s, logs, tx := h.waitOutSavepoint(ctx, "inner")
 	if errs := logs.FilterMessage("replication interrupted; reconnecting").All(); len(errs) != 0 {
 		t.Fatalf("the session failed instead of waiting: %v", errs[0].ContextMap())
 	}
@@ -319,21 +327,8 @@ func TestReplicator_OpenStreamedSavepointIsWaitedOut(t *testing.T) {
 // written before it saw the commit is stored.
 func TestReplicator_StreamingResumesAfterAWaitedTransactionLeftEmpty(t *testing.T) {
 	h := setup(t)
-	smallDecodingMemory(t, h)
 	ctx := context.Background()
-	core, logs := observer.New(zapcore.InfoLevel)
-	s := &fakeSink{}
-	stop := h.runWith(s, zap.New(core), func(c *replication.Config) {})
-	defer stop()
-
-	tx := h.begin(ctx)
-	defer func() { _ = tx.Rollback(ctx) }()
-	if _, err := tx.Exec(ctx, "SAVEPOINT sp"); err != nil {
-		t.Fatal(err)
-	}
-	insertRows(t, ctx, tx, "rolled back", 3000)
-	h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
-	eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
+	s, logs, tx := h.waitOutSavepoint(ctx, "rolled back")
 	for _, q := range []string{"ROLLBACK TO SAVEPOINT sp", "COMMIT"} {
 		if _, err := tx.Exec(ctx, q); err != nil {
 			t.Fatal(err)
