@@ -63,7 +63,7 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 	if opts.DialTimeout == 0 || opts.DialTimeout == 30*time.Second {
 		opts.DialTimeout = 5 * time.Second
 	}
-	opts.MaxOpenConns = 4
+	opts.MaxOpenConns = maxConns
 	opts.MaxIdleConns = 2
 	opts.ConnMaxLifetime = 10 * time.Minute
 	if opts.Compression == nil {
@@ -76,6 +76,12 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 	return &ClickHouse{conn: conn, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{},
 		blockBytes: blockBytes, blockRows: blockRows}, nil
 }
+
+// maxConns bounds the pool: room for the most INSERTs cdc keeps in flight
+// (CDC_INSERTS_IN_FLIGHT, at most 16) and for the position reads and the
+// readiness ping beside them, which would otherwise wait behind a draining
+// backlog's INSERTs and time out. Connections open only as they are needed.
+const maxConns = 16 + 4
 
 // redactErr keeps a DSN's password out of an error message: URL parse
 // errors quote the whole URL.

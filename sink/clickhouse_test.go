@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
@@ -120,6 +121,30 @@ func TestClickHouse_MissingTableIsARetriableErrorNamingTheFix(t *testing.T) {
 	_, err = ch.Write(context.Background(), &sink.Batch{Rows: []sink.Row{row(1, "1", "10.0.0.1")}})
 	if err == nil || !strings.Contains(err.Error(), "table event_log not found") || !strings.Contains(err.Error(), "run `cdc migrate`") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// With as many statements running as INSERTs may be in flight (16), the
+// pool still has a connection for the readiness ping.
+func TestClickHouse_PingAnswersBesideTheMostInsertsInFlight(t *testing.T) {
+	ch, _ := newSink(t)
+	ctx := context.Background()
+	var running sync.WaitGroup
+	for range 16 {
+		running.Add(1)
+		go func() {
+			defer running.Done()
+			if err := ch.Conn().Exec(ctx, "SELECT sleep(3)"); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	defer running.Wait()
+	time.Sleep(500 * time.Millisecond) // all sixteen are on the server
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := ch.Ping(pctx); err != nil {
+		t.Fatalf("ping beside 16 running statements: %v", err)
 	}
 }
 
