@@ -92,18 +92,27 @@ type Scanner struct {
 	since    time.Time
 	until    time.Time
 	pageSize int
+	maxBytes int // with values: about how many bytes of text a page may hold; 0 for no bound
 	values   bool
 
+	limit    int // rows the next page may hold
 	started  bool
 	done     bool
 	lastTime time.Time
 	lastID   string
 }
 
-// NewScanner returns a scanner of pageSize rows per page; with values the
-// records carry every column's text, otherwise only id and time.
-func NewScanner(pool *pgxpool.Pool, rel *decoder.Relation, since, until time.Time, pageSize int, values bool) *Scanner {
-	return &Scanner{pool: pool, rel: rel, since: since, until: until, pageSize: pageSize, values: values}
+// NewScanner returns a scanner of at most pageSize rows per page; with
+// values the records carry every column's text, otherwise only id and
+// time. With values and maxBytes > 0 a page holds about maxBytes of text as
+// well: its row count is sized from the largest row of the page before (the
+// first page is one row), so a page of large events is not read whole.
+func NewScanner(pool *pgxpool.Pool, rel *decoder.Relation, since, until time.Time, pageSize, maxBytes int, values bool) *Scanner {
+	limit := pageSize
+	if values && maxBytes > 0 {
+		limit = 1
+	}
+	return &Scanner{pool: pool, rel: rel, since: since, until: until, pageSize: pageSize, maxBytes: maxBytes, values: values, limit: limit}
 }
 
 func (s *Scanner) query() (string, []any) {
@@ -125,7 +134,7 @@ func (s *Scanner) query() (string, []any) {
 		args = append(args, s.lastTime, s.lastID)
 		where = append(where, fmt.Sprintf("(o.event_date_time, o.id) > ($%d, $%d::uuid)", len(args)-1, len(args)))
 	}
-	args = append(args, s.pageSize)
+	args = append(args, s.limit)
 	return fmt.Sprintf("SELECT %s FROM %s o WHERE %s ORDER BY o.event_date_time, o.id LIMIT $%d",
 		strings.Join(sel, ", "), pgx.Identifier{OutboxTable}.Sanitize(), strings.Join(where, " AND "), len(args)), args
 }
@@ -142,6 +151,7 @@ func (s *Scanner) Next(ctx context.Context) ([]Record, error) {
 	}
 	defer rows.Close()
 	var page []Record
+	largest := 0
 	var texts []*string
 	if s.values {
 		texts = make([]*string, len(s.rel.Columns))
@@ -160,21 +170,27 @@ func (s *Scanner) Next(ctx context.Context) ([]Record, error) {
 		}
 		if s.values {
 			r.Values = make([]decoder.Value, len(texts))
+			size := 0
 			for i, t := range texts {
 				if t == nil {
 					r.Values[i] = decoder.Value{Kind: decoder.ValueNull}
 				} else {
 					r.Values[i] = decoder.Value{Kind: decoder.ValueText, Data: []byte(*t)}
+					size += len(*t)
 				}
 			}
+			largest = max(largest, size)
 		}
 		page = append(page, r)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read %s rows: %w", OutboxTable, err)
 	}
-	if len(page) < s.pageSize {
+	if len(page) < s.limit {
 		s.done = true
+	}
+	if s.values && s.maxBytes > 0 {
+		s.limit = max(1, min(s.pageSize, s.maxBytes/max(largest, 1)))
 	}
 	if len(page) > 0 {
 		s.started = true

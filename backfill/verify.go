@@ -61,7 +61,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ch driver.Conn, opts Verify
 	}
 	hi := opts.Until.Truncate(time.Second).Unix() + 1
 
-	sc := NewScanner(pool, nil, opts.Since, opts.Until, opts.Page, false)
+	sc := NewScanner(pool, nil, opts.Since, opts.Until, opts.Page, 0, false)
 	for {
 		page, err := sc.Next(ctx)
 		if err != nil {

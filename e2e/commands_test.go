@@ -535,6 +535,43 @@ func TestCommands_BadFlagsExitTwo(t *testing.T) {
 	}
 }
 
+// Backfill reads the outbox in pages of about CDC_BATCH_MAX_BYTES, not of
+// CDC_BATCH_MAX_ROWS: fifty events of 3 MB are never all in memory at once.
+func TestCommands_BackfillMemoryStaysBounded(t *testing.T) {
+	plain := buildPlain(t)
+	w := newWorld(t)
+	// No connector runs: the events reach event_log only by backfill.
+	const size, events = 3 << 20, 50
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'big', 'test', json_build_object('blob', (
+			SELECT string_agg(md5(i::text || ':' || g::text), '') FROM generate_series(1, $1::int) g)),
+			'2026-06-01 00:00:00+00'::timestamptz + i * interval '1 second'
+		FROM generate_series(1, $2::int) i`, size/32, events)
+
+	const maxBytes = 8 << 20
+	env := w.baseEnv()
+	env["CDC_BATCH_MAX_BYTES"] = "8MiB"
+	cmd := exec.Command(plain, "backfill", "--since", "2026-06-01T00:00:00Z")
+	cmd.Env = envList(env)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	want := fmt.Sprintf("backfill since 2026-06-01T00:00:00Z: %d outbox rows read, %d shipped to event_log, 0 refused (dead letters)\n", events, events)
+	if err := cmd.Run(); err != nil || out.String() != want {
+		t.Fatalf("backfill: %v: %q %s", err, out.String(), errOut.String())
+	}
+	// The bound of the connector and of replay (docs/operations.md#memory).
+	// All fifty at once would be 150 MB a copy.
+	peak := int64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) << 10
+	bound := max(3*maxBytes, 6*size) + 100<<20
+	t.Logf("backfill peak RSS %.1f MiB (bound %.1f MiB)", float64(peak)/(1<<20), float64(bound)/(1<<20))
+	if peak > int64(bound) {
+		t.Errorf("backfill peak RSS %d bytes, want <= %d", peak, bound)
+	}
+	if n := w.chCount("SELECT count() FROM event_log WHERE event_type = 'big' AND length(event_context) > " + fmt.Sprint(size)); n != events {
+		t.Fatalf("%d of %d events in event_log", n, events)
+	}
+}
+
 // `cdc status` estimates the lag in seconds from the events not yet in
 // event_log: WAL of other tables left unconfirmed is not lag, an event
 // committed and not yet stored is, by its age.

@@ -181,7 +181,7 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 	if err != nil {
 		return err
 	}
-	sc := backfill.NewScanner(pool, rel, since, time.Time{}, cfg.BatchMaxRows, true)
+	sc := backfill.NewScanner(pool, rel, since, time.Time{}, cfg.BatchMaxRows, cfg.BatchMaxBytes, true)
 	res, err := backfill.Ship(ctx, sc, rel, ch, deadletter.New(pool), cfg.BatchMaxBytes, func(r backfill.ShipResult) {
 		log.Info("backfill batch stored", zap.Int("shipped", r.Shipped), zap.Int("dead_letters", r.DeadLetters))
 	})
