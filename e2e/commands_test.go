@@ -474,25 +474,7 @@ func TestCommands_DeadLetterReplayMemoryStaysBounded(t *testing.T) {
 	c.kill()
 	w.chExec("ALTER TABLE event_log MODIFY COLUMN metadata_version UInt64")
 
-	const maxBytes = 8 << 20
-	env := w.baseEnv()
-	env["CDC_BATCH_MAX_BYTES"] = "8MiB"
-	cmd := exec.Command(plain, "deadletter", "replay")
-	cmd.Env = envList(env)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil || out.String() != "replayed 50 dead letters into event_log; 0 refused again\n" {
-		t.Fatalf("replay: %v: %q %s", err, out.String(), errOut.String())
-	}
-	// As for the connector (docs/operations.md#memory): a few batches'
-	// worth, or a letter held several times over, plus 100 MiB for the
-	// runtime and the clients. All fifty at once would be 150 MB a copy.
-	peak := int64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) << 10
-	bound := max(3*maxBytes, 6*size) + 100<<20
-	t.Logf("replay peak RSS %.1f MiB (bound %.1f MiB)", float64(peak)/(1<<20), float64(bound)/(1<<20))
-	if peak > int64(bound) {
-		t.Errorf("replay peak RSS %d bytes, want <= %d", peak, bound)
-	}
+	w.runWithinMemory(plain, size, "replayed 50 dead letters into event_log; 0 refused again\n", "deadletter", "replay")
 	if n := w.chCount("SELECT count() FROM event_log WHERE event_type = 'big' AND length(event_context) > " + fmt.Sprint(size)); n != letters {
 		t.Fatalf("%d of %d letters in event_log", n, letters)
 	}
@@ -535,6 +517,31 @@ func TestCommands_BadFlagsExitTwo(t *testing.T) {
 	}
 }
 
+// runWithinMemory runs bin (a build without -race) with args and
+// CDC_BATCH_MAX_BYTES=8MiB, wants stdout exactly, and checks its peak RSS
+// against the connector's bound (docs/operations.md#memory): a few
+// batches' worth, or an event of size bytes held several times over, plus
+// 100 MiB for the runtime and the clients.
+func (w *world) runWithinMemory(bin string, size int, stdout string, args ...string) {
+	w.t.Helper()
+	const maxBytes = 8 << 20
+	env := w.baseEnv()
+	env["CDC_BATCH_MAX_BYTES"] = "8MiB"
+	cmd := exec.Command(bin, args...)
+	cmd.Env = envList(env)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil || out.String() != stdout {
+		w.t.Fatalf("cdc %s: %v: %q %s", strings.Join(args, " "), err, out.String(), errOut.String())
+	}
+	peak := int64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) << 10
+	bound := max(3*maxBytes, 6*size) + 100<<20
+	w.t.Logf("cdc %s: peak RSS %.1f MiB (bound %.1f MiB)", args[0], float64(peak)/(1<<20), float64(bound)/(1<<20))
+	if peak > int64(bound) {
+		w.t.Errorf("cdc %s: peak RSS %d bytes, want <= %d", args[0], peak, bound)
+	}
+}
+
 // Backfill reads the outbox in pages of about CDC_BATCH_MAX_BYTES, not of
 // CDC_BATCH_MAX_ROWS: fifty events of 3 MB are never all in memory at once.
 func TestCommands_BackfillMemoryStaysBounded(t *testing.T) {
@@ -548,25 +555,8 @@ func TestCommands_BackfillMemoryStaysBounded(t *testing.T) {
 			'2026-06-01 00:00:00+00'::timestamptz + i * interval '1 second'
 		FROM generate_series(1, $2::int) i`, size/32, events)
 
-	const maxBytes = 8 << 20
-	env := w.baseEnv()
-	env["CDC_BATCH_MAX_BYTES"] = "8MiB"
-	cmd := exec.Command(plain, "backfill", "--since", "2026-06-01T00:00:00Z")
-	cmd.Env = envList(env)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
 	want := fmt.Sprintf("backfill since 2026-06-01T00:00:00Z: %d outbox rows read, %d shipped to event_log, 0 refused (dead letters)\n", events, events)
-	if err := cmd.Run(); err != nil || out.String() != want {
-		t.Fatalf("backfill: %v: %q %s", err, out.String(), errOut.String())
-	}
-	// The bound of the connector and of replay (docs/operations.md#memory).
-	// All fifty at once would be 150 MB a copy.
-	peak := int64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) << 10
-	bound := max(3*maxBytes, 6*size) + 100<<20
-	t.Logf("backfill peak RSS %.1f MiB (bound %.1f MiB)", float64(peak)/(1<<20), float64(bound)/(1<<20))
-	if peak > int64(bound) {
-		t.Errorf("backfill peak RSS %d bytes, want <= %d", peak, bound)
-	}
+	w.runWithinMemory(plain, size, want, "backfill", "--since", "2026-06-01T00:00:00Z")
 	if n := w.chCount("SELECT count() FROM event_log WHERE event_type = 'big' AND length(event_context) > " + fmt.Sprint(size)); n != events {
 		t.Fatalf("%d of %d events in event_log", n, events)
 	}
