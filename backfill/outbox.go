@@ -190,11 +190,19 @@ func (s *Scanner) Next(ctx context.Context) ([]Record, error) {
 		s.done = true
 	}
 	if s.values && s.maxBytes > 0 {
-		s.limit = max(1, min(s.pageSize, s.maxBytes/max(largest, 1)))
+		s.limit = pageRows(s.pageSize, s.maxBytes, largest)
 	}
 	if len(page) > 0 {
 		s.started = true
 		s.lastTime, s.lastID = page[len(page)-1].Time, page[len(page)-1].ID
 	}
 	return page, nil
+}
+
+// pageRows is how many rows the next page may hold: about maxBytes of the
+// largest row of the page before, at least one, at most maxRows. Backfill
+// and replay read pages this way, so a page of large events is not held
+// whole while the rows keep their size.
+func pageRows(maxRows, maxBytes, largest int) int {
+	return max(1, min(maxRows, maxBytes/max(largest, 1)))
 }

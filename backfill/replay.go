@@ -77,7 +77,7 @@ func Replay(ctx context.Context, store LetterStore, w Writer, onlyID int64, batc
 			return r.res, r.flush(ctx)
 		}
 		after = letters[len(letters)-1].ID
-		limit = max(1, min(batchRows, maxBytes/max(largest, 1)))
+		limit = pageRows(batchRows, maxBytes, largest)
 	}
 }
 
