@@ -20,21 +20,22 @@ import (
 // Config is everything cdc can be told. Zero values are never used: Load
 // fills every field from the environment or its default.
 type Config struct {
-	PGDSN           string        // CDC_PG_DSN, required
-	ClickHouseDSN   string        // CDC_CLICKHOUSE_DSN, required (clickhouse://host:port/db)
-	SlotName        string        // CDC_SLOT_NAME
-	Publication     string        // CDC_PUBLICATION
-	BatchMaxRows    int           // CDC_BATCH_MAX_ROWS
-	BatchMaxBytes   int           // CDC_BATCH_MAX_BYTES
-	FlushInterval   time.Duration // CDC_FLUSH_INTERVAL
-	InsertsInFlight int           // CDC_INSERTS_IN_FLIGHT: batches stored at once
-	MetricsAddr     string        // CDC_METRICS_ADDR; "off" disables the HTTP server
-	LogLevel        zapcore.Level // CDC_LOG_LEVEL
-	LogFormat       string        // CDC_LOG_FORMAT: json or console
-	OutboxRetention time.Duration // CDC_OUTBOX_RETENTION; 0 keeps rows forever
-	ShutdownTimeout time.Duration // CDC_SHUTDOWN_TIMEOUT: budget for the last flush on SIGTERM
-	PGReceiveBuffer int           // CDC_PG_RECEIVE_BUFFER: the replication socket's receive buffer; 0 leaves it to the kernel
-	Profiling       bool          // CDC_PPROF=on: Go's profiles under /debug/pprof/ on CDC_METRICS_ADDR
+	PGDSN            string        // CDC_PG_DSN, required
+	ClickHouseDSN    string        // CDC_CLICKHOUSE_DSN, required (clickhouse://host:port/db)
+	SlotName         string        // CDC_SLOT_NAME
+	Publication      string        // CDC_PUBLICATION
+	BatchMaxRows     int           // CDC_BATCH_MAX_ROWS
+	BatchMaxBytes    int           // CDC_BATCH_MAX_BYTES
+	FlushInterval    time.Duration // CDC_FLUSH_INTERVAL
+	InsertsInFlight  int           // CDC_INSERTS_IN_FLIGHT: batches stored at once
+	MetricsAddr      string        // CDC_METRICS_ADDR; "off" disables the HTTP server
+	LogLevel         zapcore.Level // CDC_LOG_LEVEL
+	LogFormat        string        // CDC_LOG_FORMAT: json or console
+	OutboxRetention  time.Duration // CDC_OUTBOX_RETENTION; 0 keeps rows forever
+	ShutdownTimeout  time.Duration // CDC_SHUTDOWN_TIMEOUT: budget for the last flush on SIGTERM
+	PGReceiveBuffer  int           // CDC_PG_RECEIVE_BUFFER: the replication socket's receive buffer; 0 leaves it to the kernel
+	PGReceiveTimeout time.Duration // CDC_PG_RECEIVE_TIMEOUT: reconnect when PostgreSQL sends nothing for this long; 0: never
+	Profiling        bool          // CDC_PPROF=on: Go's profiles under /debug/pprof/ on CDC_METRICS_ADDR
 }
 
 // Defaults. The byte and row limits keep a backlog drain in large inserts
@@ -61,6 +62,11 @@ const (
 	// most about this much per round trip: 512 KiB per 10 ms is 50 MiB/s.
 	DefaultPGReceiveBuffer = 512 << 10
 	MaxPGReceiveBuffer     = 16 << 20
+	// DefaultPGReceiveTimeout is PostgreSQL's own wal_receiver_timeout.
+	// cdc asks an idle server for a keepalive halfway to it, and checks
+	// once a second, so shorter than MinPGReceiveTimeout cannot work.
+	DefaultPGReceiveTimeout = 60 * time.Second
+	MinPGReceiveTimeout     = 2 * time.Second
 )
 
 // Error is one invalid setting.
@@ -76,21 +82,22 @@ func (e *Error) Error() string { return e.Var + ": " + e.Msg }
 func Load(getenv func(string) string) (Config, error) {
 	l := loader{getenv: getenv}
 	c := Config{
-		PGDSN:           l.dsn("CDC_PG_DSN", "postgres", "postgresql"),
-		ClickHouseDSN:   l.dsn("CDC_CLICKHOUSE_DSN", "clickhouse"),
-		SlotName:        l.ident("CDC_SLOT_NAME", DefaultSlotName),
-		Publication:     l.ident("CDC_PUBLICATION", DefaultPublication),
-		BatchMaxRows:    l.positiveInt("CDC_BATCH_MAX_ROWS", DefaultBatchMaxRows),
-		BatchMaxBytes:   l.bytes("CDC_BATCH_MAX_BYTES", DefaultBatchMaxBytes),
-		FlushInterval:   l.duration("CDC_FLUSH_INTERVAL", DefaultFlushInterval, false),
-		InsertsInFlight: l.intUpTo("CDC_INSERTS_IN_FLIGHT", DefaultInsertsInFlight, MaxInsertsInFlight),
-		MetricsAddr:     l.listenAddr("CDC_METRICS_ADDR", DefaultMetricsAddr),
-		LogLevel:        l.level("CDC_LOG_LEVEL"),
-		LogFormat:       l.oneOf("CDC_LOG_FORMAT", "json", "json", "console"),
-		OutboxRetention: l.duration("CDC_OUTBOX_RETENTION", DefaultOutboxRetention, true),
-		ShutdownTimeout: l.duration("CDC_SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, false),
-		PGReceiveBuffer: l.bytesUpTo("CDC_PG_RECEIVE_BUFFER", DefaultPGReceiveBuffer, MaxPGReceiveBuffer),
-		Profiling:       l.oneOf("CDC_PPROF", "off", "off", "on") == "on",
+		PGDSN:            l.dsn("CDC_PG_DSN", "postgres", "postgresql"),
+		ClickHouseDSN:    l.dsn("CDC_CLICKHOUSE_DSN", "clickhouse"),
+		SlotName:         l.ident("CDC_SLOT_NAME", DefaultSlotName),
+		Publication:      l.ident("CDC_PUBLICATION", DefaultPublication),
+		BatchMaxRows:     l.positiveInt("CDC_BATCH_MAX_ROWS", DefaultBatchMaxRows),
+		BatchMaxBytes:    l.bytes("CDC_BATCH_MAX_BYTES", DefaultBatchMaxBytes),
+		FlushInterval:    l.duration("CDC_FLUSH_INTERVAL", DefaultFlushInterval, false),
+		InsertsInFlight:  l.intUpTo("CDC_INSERTS_IN_FLIGHT", DefaultInsertsInFlight, MaxInsertsInFlight),
+		MetricsAddr:      l.listenAddr("CDC_METRICS_ADDR", DefaultMetricsAddr),
+		LogLevel:         l.level("CDC_LOG_LEVEL"),
+		LogFormat:        l.oneOf("CDC_LOG_FORMAT", "json", "json", "console"),
+		OutboxRetention:  l.duration("CDC_OUTBOX_RETENTION", DefaultOutboxRetention, true),
+		ShutdownTimeout:  l.duration("CDC_SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, false),
+		PGReceiveBuffer:  l.bytesUpTo("CDC_PG_RECEIVE_BUFFER", DefaultPGReceiveBuffer, MaxPGReceiveBuffer),
+		PGReceiveTimeout: l.durationOffOrAtLeast("CDC_PG_RECEIVE_TIMEOUT", DefaultPGReceiveTimeout, MinPGReceiveTimeout),
+		Profiling:        l.oneOf("CDC_PPROF", "off", "off", "on") == "on",
 	}
 	return c, errors.Join(l.errs...)
 }
@@ -182,8 +189,22 @@ func (l *loader) duration(name string, def time.Duration, zeroOK bool) time.Dura
 		l.fail(name, "%q is not a duration, e.g. 500ms, 1s, 24h", v)
 		return def
 	}
+	if d < 0 && zeroOK {
+		l.fail(name, "%q must not be negative (0 turns it off)", v)
+		return def
+	}
 	if d < 0 || (d == 0 && !zeroOK) {
 		l.fail(name, "%q must be greater than zero", v)
+		return def
+	}
+	return d
+}
+
+// durationOffOrAtLeast is a duration that is 0 (off) or at least least.
+func (l *loader) durationOffOrAtLeast(name string, def, least time.Duration) time.Duration {
+	d := l.duration(name, def, true)
+	if d != 0 && d < least {
+		l.fail(name, "%s is too short: use 0 (off) or at least %s", d, least)
 		return def
 	}
 	return d

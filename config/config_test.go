@@ -35,20 +35,21 @@ func TestLoad_Defaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		PGDSN:           valid["CDC_PG_DSN"],
-		ClickHouseDSN:   valid["CDC_CLICKHOUSE_DSN"],
-		SlotName:        "cdc_outbox",
-		Publication:     "cdc_outbox",
-		BatchMaxRows:    50000,
-		BatchMaxBytes:   16 << 20,
-		FlushInterval:   time.Second,
-		InsertsInFlight: 2,
-		MetricsAddr:     ":9187",
-		LogLevel:        zapcore.InfoLevel,
-		LogFormat:       "json",
-		OutboxRetention: 24 * time.Hour,
-		ShutdownTimeout: 10 * time.Second,
-		PGReceiveBuffer: 512 << 10,
+		PGDSN:            valid["CDC_PG_DSN"],
+		ClickHouseDSN:    valid["CDC_CLICKHOUSE_DSN"],
+		SlotName:         "cdc_outbox",
+		Publication:      "cdc_outbox",
+		BatchMaxRows:     50000,
+		BatchMaxBytes:    16 << 20,
+		FlushInterval:    time.Second,
+		InsertsInFlight:  2,
+		MetricsAddr:      ":9187",
+		LogLevel:         zapcore.InfoLevel,
+		LogFormat:        "json",
+		OutboxRetention:  24 * time.Hour,
+		ShutdownTimeout:  10 * time.Second,
+		PGReceiveBuffer:  512 << 10,
+		PGReceiveTimeout: time.Minute,
 	}
 	if c != want {
 		t.Fatalf("got %+v\nwant %+v", c, want)
@@ -63,7 +64,7 @@ func TestLoad_Values(t *testing.T) {
 		"CDC_LOG_LEVEL", "debug", "CDC_LOG_FORMAT", "console",
 		"CDC_OUTBOX_RETENTION", "0s", "CDC_SHUTDOWN_TIMEOUT", "5s",
 		"CDC_INSERTS_IN_FLIGHT", "1", "CDC_PG_RECEIVE_BUFFER", "2MiB",
-		"CDC_PPROF", "on",
+		"CDC_PPROF", "on", "CDC_PG_RECEIVE_TIMEOUT", "15s",
 	)))
 	if err != nil {
 		t.Fatal(err)
@@ -71,8 +72,16 @@ func TestLoad_Values(t *testing.T) {
 	if c.SlotName != "s1" || c.Publication != "p1" || c.BatchMaxRows != 1000 || c.BatchMaxBytes != 8<<20 ||
 		c.FlushInterval != 250*time.Millisecond || c.MetricsAddr != "127.0.0.1:9999" || c.LogLevel != zapcore.DebugLevel ||
 		c.LogFormat != "console" || c.OutboxRetention != 0 || c.ShutdownTimeout != 5*time.Second || c.InsertsInFlight != 1 ||
-		c.PGReceiveBuffer != 2<<20 || !c.Profiling {
+		c.PGReceiveBuffer != 2<<20 || !c.Profiling || c.PGReceiveTimeout != 15*time.Second {
 		t.Fatalf("got %+v", c)
+	}
+}
+
+// 0 turns the receive timeout off, as 0 turns off wal_receiver_timeout.
+func TestLoad_ReceiveTimeoutOff(t *testing.T) {
+	c, err := Load(env(with("CDC_PG_RECEIVE_TIMEOUT", "0")))
+	if err != nil || c.PGReceiveTimeout != 0 {
+		t.Fatalf("CDC_PG_RECEIVE_TIMEOUT=0: %s, %v; want 0", c.PGReceiveTimeout, err)
 	}
 }
 
@@ -116,7 +125,10 @@ func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 		{"receive buffer", with("CDC_PG_RECEIVE_BUFFER", "big"), `CDC_PG_RECEIVE_BUFFER: "big" is not a size, e.g. 16MiB, 512KiB or 1048576`},
 		{"receive buffer too large", with("CDC_PG_RECEIVE_BUFFER", "17MiB"), `CDC_PG_RECEIVE_BUFFER: 17825792 bytes is more than 16777216`},
 		{"receive buffer negative", with("CDC_PG_RECEIVE_BUFFER", "-1"), `CDC_PG_RECEIVE_BUFFER: "-1" is not a size, e.g. 16MiB, 512KiB or 1048576`},
-		{"retention negative", with("CDC_OUTBOX_RETENTION", "-1h"), `CDC_OUTBOX_RETENTION: "-1h" must be greater than zero`},
+		{"receive timeout", with("CDC_PG_RECEIVE_TIMEOUT", "1 minute"), `CDC_PG_RECEIVE_TIMEOUT: "1 minute" is not a duration, e.g. 500ms, 1s, 24h`},
+		{"receive timeout too short", with("CDC_PG_RECEIVE_TIMEOUT", "1500ms"), `CDC_PG_RECEIVE_TIMEOUT: 1.5s is too short: use 0 (off) or at least 2s`},
+		{"receive timeout negative", with("CDC_PG_RECEIVE_TIMEOUT", "-5s"), `CDC_PG_RECEIVE_TIMEOUT: "-5s" must not be negative (0 turns it off)`},
+		{"retention negative", with("CDC_OUTBOX_RETENTION", "-1h"), `CDC_OUTBOX_RETENTION: "-1h" must not be negative (0 turns it off)`},
 		{"slot", with("CDC_SLOT_NAME", "My-Slot"), `CDC_SLOT_NAME: "My-Slot" is not a valid name: use lowercase letters, digits and _ (at most 63)`},
 		{"level", with("CDC_LOG_LEVEL", "loud"), `CDC_LOG_LEVEL: "loud" is not a level: debug, info, warn or error`},
 		{"level zap knows but hides failures", with("CDC_LOG_LEVEL", "fatal"), `CDC_LOG_LEVEL: "fatal" is not a level: debug, info, warn or error`},

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"regexp"
 	"sort"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/tracing/otlptest"
 )
 
@@ -274,6 +276,52 @@ func TestObservability_ReadyzFollowsClickHouse(t *testing.T) {
 		v := metricValue(c.scrape(), "cdc_events_written_total")
 		return v == 30, fmt.Sprint(v)
 	})
+}
+
+// A PostgreSQL link that dies without a reset (a dropped route, a frozen
+// VM) turns /readyz to 503 once CDC_PG_RECEIVE_TIMEOUT passes with nothing
+// heard, instead of some 15 minutes later when TCP gives up; the connector
+// resumes, and loses nothing, when the link comes back.
+func TestObservability_ReadyzFollowsASilentPostgresLink(t *testing.T) {
+	w := newWorld(t)
+	w.auditInserts()
+	u, err := url.Parse(w.pgDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Host == "" {
+		t.Skip("PostgreSQL is reached through a Unix socket")
+	}
+	fz := testenv.NewFreezer(t, u.Host)
+	// The session's wal_sender_timeout of 1s keeps the 2s receive timeout
+	// as it is (it is raised to 1.5 × the server's).
+	dsn, err := fz.DSN(w.pgDSN, "-c wal_sender_timeout=1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := w.start(map[string]string{"CDC_METRICS_ADDR": "auto", "CDC_PG_DSN": dsn, "CDC_PG_RECEIVE_TIMEOUT": "2s"})
+	base := "http://" + c.MetricsAddr
+	readyz := func(want int, what string, timeout time.Duration) {
+		t.Helper()
+		waitFor(t, timeout, what, func() (bool, string) {
+			code, body := httpGet(base + "/readyz")
+			return code == want && (want == http.StatusOK || strings.Contains(body, "postgres")), fmt.Sprint(code, " ", body)
+		})
+	}
+	readyz(http.StatusOK, "/readyz 200 while running", 30*time.Second)
+	w.insertEvents("before", 10)
+	w.waitRows(10, 30*time.Second)
+
+	fz.Freeze()
+	readyz(http.StatusServiceUnavailable, "/readyz 503 naming postgres within the receive timeout", 8*time.Second)
+	if !strings.Contains(c.out.String(), "no message from PostgreSQL") {
+		t.Fatalf("no log line names the silent link:\n%s", tail(c.out.String(), 30))
+	}
+	w.insertEvents("during", 20) // straight to PostgreSQL, not through the frozen link
+	fz.Thaw()
+	readyz(http.StatusOK, "/readyz 200 after the link is back", 30*time.Second)
+	w.waitRows(30, 60*time.Second)
+	w.assertExactlyOnce(30)
 }
 
 // TestObservability_BatchSpansReachOTLP runs the connector against an

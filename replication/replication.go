@@ -50,9 +50,15 @@ type Config struct {
 	InsertsInFlight int                  // batches stored at once; at least 1
 	ReceiveBuffer   int                  // SO_RCVBUF of the replication socket; 0: the kernel's autotuning (pace.go)
 	StatusInterval  time.Duration        // standby status cadence; well under wal_sender_timeout
+	ReceiveTimeout  time.Duration        // a session that hears nothing from the server for this long ends; 0: never
 	ShutdownTimeout time.Duration        // budget for the last flush on shutdown
 	Tracer          trace.TracerProvider // a span per batch; nil: no tracing
 }
+
+// ErrServerSilent ends a session whose server sent nothing, not even a
+// keepalive asked for, for Config.ReceiveTimeout of waiting: the link is
+// taken as dead and Run reconnects.
+var ErrServerSilent = errors.New("no message from PostgreSQL")
 
 // Replicator runs the pipeline and reconnects when PostgreSQL goes away.
 type Replicator struct {

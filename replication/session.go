@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,6 +55,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	if err != nil {
 		return wrapf(err, "identify system")
 	}
+	limit := r.receiveTimeout(ctx, conn)
 	args, streaming := r.streamingArgs(conn)
 	err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, confirmed, pglogrepl.StartReplicationOptions{
 		PluginArgs: append(args, "publication_names '"+r.cfg.Publication+"'"),
@@ -75,13 +77,15 @@ func (r *Replicator) session(ctx context.Context) error {
 		return err
 	}
 	r.log.Info("streaming", zap.String("slot", r.cfg.Slot), zap.Stringer("from", confirmed), zap.Int("already_stored", len(skip)),
-		zap.Bool("large_transactions_streamed", streaming), zap.Int("read_ahead_bytes", len(paced.ahead)))
+		zap.Bool("large_transactions_streamed", streaming), zap.Int("read_ahead_bytes", len(paced.ahead)),
+		zap.Duration("receive_timeout", limit))
 	r.state.setStreaming(true)
 	r.state.touch(time.Now())
 
 	paced.pause.Store(int64(readPause(paced.Conn, r.cfg.FlushInterval)))
 	s := newStream(r, conn, confirmed, skip)
 	s.streaming, s.startWAL = streaming, sys.XLogPos
+	s.receiveTimeout = limit
 	defer s.xacts.close()
 	defer s.rememberPartials()
 	return s.run(ctx)
@@ -209,6 +213,67 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 	}
 }
 
+// receiveTimeout is how long the session waits on a silent server before
+// taking the link as dead: Config.ReceiveTimeout, but at least 1.5 times
+// the server's wal_sender_timeout. A walsender busy replaying a large
+// transaction of rows it does not publish reads cdc's messages — the ping
+// among them — only once half its own timeout has passed since it last
+// did, so it may answer up to half of wal_sender_timeout after the ping,
+// sent halfway to the limit; below that bound a healthy server would be
+// dropped, and the next session would start that replay over.
+func (r *Replicator) receiveTimeout(ctx context.Context, conn *pgconn.PgConn) time.Duration {
+	limit := r.cfg.ReceiveTimeout
+	if limit <= 0 {
+		return 0
+	}
+	rows, err := queryRows(ctx, conn, "SHOW wal_sender_timeout")
+	if err != nil || len(rows) != 1 || len(rows[0]) != 1 {
+		r.log.Debug("could not read wal_sender_timeout; using CDC_PG_RECEIVE_TIMEOUT as it is", zap.Error(err))
+		return limit
+	}
+	wst, ok := parseServerDuration(rows[0][0])
+	if !ok {
+		r.log.Debug("could not parse wal_sender_timeout; using CDC_PG_RECEIVE_TIMEOUT as it is", zap.String("wal_sender_timeout", rows[0][0]))
+		return limit
+	}
+	return effectiveReceiveTimeout(limit, wst)
+}
+
+// effectiveReceiveTimeout is limit raised to 1.5 × wst (see receiveTimeout);
+// a wst of 0 (off) leaves limit as it is: such a walsender reads replies at
+// every progress update.
+func effectiveReceiveTimeout(limit, wst time.Duration) time.Duration {
+	if limit <= 0 {
+		return 0
+	}
+	return max(limit, wst+wst/2)
+}
+
+// parseServerDuration reads a time setting as SHOW prints it: a number
+// with one of PostgreSQL's units (ms, s, min, h, d), or a bare number of
+// milliseconds.
+func parseServerDuration(v string) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	i := 0
+	for i < len(v) && v[i] >= '0' && v[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v[:i], 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	units := map[string]time.Duration{"": time.Millisecond, "ms": time.Millisecond, "s": time.Second,
+		"min": time.Minute, "h": time.Hour, "d": 24 * time.Hour}
+	unit, ok := units[strings.TrimSpace(v[i:])]
+	if !ok {
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}
+
 func queryRows(ctx context.Context, conn *pgconn.PgConn, sql string) ([][]string, error) {
 	results, err := conn.Exec(ctx, sql).ReadAll()
 	if err != nil {
@@ -296,6 +361,13 @@ type stream struct {
 
 	nextStatus   time.Time
 	readDeadline time.Time
+	// quiet is how long the stream has waited on the server since its
+	// last message, counting only time spent in receive: a loop held up
+	// by the writer must not take a healthy, idle server for a dead one.
+	// pinged is set once a status asking for a reply has gone out.
+	quiet          time.Duration
+	pinged         bool
+	receiveTimeout time.Duration // Replicator.receiveTimeout
 }
 
 // ack is the writer's report that a batch is stored.
@@ -419,11 +491,13 @@ func (s *stream) loop(ctx context.Context) error {
 			if err := s.resumeStreaming(ctx); err != nil {
 				return err
 			}
+			now = time.Now() // heardNothing counts from the read
 		}
 		if len(s.batch.Rows) > 0 && !now.Before(s.batchDeadline) {
 			if err := s.handoff(ctx, cutInterval); err != nil || s.unsent != nil {
 				return err
 			}
+			now = time.Now() // the writer may have held the handoff up
 		}
 		deadline := s.nextStatus
 		if len(s.batch.Rows) > 0 && s.batchDeadline.Before(deadline) {
@@ -435,10 +509,14 @@ func (s *stream) loop(ctx context.Context) error {
 				return nil
 			}
 			if pgconn.Timeout(err) {
+				if err := s.heardNothing(time.Since(now)); err != nil {
+					return err
+				}
 				continue
 			}
 			return wrapf(err, "receive from slot %s", s.r.cfg.Slot)
 		}
+		s.quiet, s.pinged = 0, false
 		if err := s.handle(ctx, msg); err != nil {
 			return err
 		}
@@ -446,6 +524,29 @@ func (s *stream) loop(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// heardNothing counts a read that timed out after waited. Halfway to
+// ReceiveTimeout it asks the server for a reply — an idle walsender whose
+// client has acknowledged everything sends nothing on its own — and at
+// the timeout it ends the session, as PostgreSQL's own walreceiver does
+// with wal_receiver_timeout. Without it a link that dies without a reset
+// (a dropped route, a frozen VM, a firewall forgetting the flow) keeps
+// cdc "streaming" and ready until TCP gives up, about 15 minutes later.
+func (s *stream) heardNothing(waited time.Duration) error {
+	limit := s.receiveTimeout
+	if limit <= 0 {
+		return nil
+	}
+	s.quiet += waited
+	if s.quiet >= limit {
+		return fmt.Errorf("%w for %s of waiting (CDC_PG_RECEIVE_TIMEOUT); taking the connection as dead", ErrServerSilent, s.quiet.Round(time.Millisecond))
+	}
+	if !s.pinged && s.quiet >= limit/2 {
+		s.pinged = true
+		s.nextStatus = time.Time{}
+	}
+	return nil
 }
 
 func (s *stream) absorbAcks() error {
@@ -825,6 +926,7 @@ func (s *stream) sendStatus(ctx context.Context) error {
 		WALFlushPosition: f,
 		WALApplyPosition: f,
 		ClientTime:       time.Now(),
+		ReplyRequested:   s.pinged,
 	})
 	if err != nil {
 		return wrapf(err, "send standby status")

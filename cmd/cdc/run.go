@@ -80,6 +80,7 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		FlushInterval:   cfg.FlushInterval,
 		InsertsInFlight: cfg.InsertsInFlight,
 		ReceiveBuffer:   cfg.PGReceiveBuffer,
+		ReceiveTimeout:  cfg.PGReceiveTimeout,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Tracer:          tp,
 	}, ch, deadletter.New(pool), log.Named("replication"), m)

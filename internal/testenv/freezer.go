@@ -1,0 +1,119 @@
+package testenv
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Freezer forwards TCP connections to a target. Frozen, it keeps every
+// connection open and moves nothing either way — no byte, no close — as a
+// dropped route or a paused VM does: neither end sees a reset.
+type Freezer struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	thawed chan struct{} // closed while not frozen
+}
+
+// NewFreezer listens on a free port of 127.0.0.1 and forwards to target
+// (host:port) until the test ends.
+func NewFreezer(t testing.TB, target string) *Freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Freezer{ln: ln, target: target, thawed: make(chan struct{})}
+	close(f.thawed)
+	t.Cleanup(func() { f.Thaw(); _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go f.forward(c)
+		}
+	}()
+	return f
+}
+
+// Addr is the host:port to connect to instead of the target.
+func (f *Freezer) Addr() string { return f.ln.Addr().String() }
+
+func (f *Freezer) forward(client net.Conn) {
+	server, err := net.Dial("tcp", f.target)
+	if err != nil {
+		_ = client.Close()
+		return
+	}
+	pipe := func(dst, src net.Conn) {
+		defer func() { _ = dst.Close(); _ = src.Close() }()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				f.gate()
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				f.gate() // a close is news too: held while frozen
+				return
+			}
+		}
+	}
+	go pipe(server, client)
+	go pipe(client, server)
+}
+
+func (f *Freezer) gate() {
+	f.mu.Lock()
+	ch := f.thawed
+	f.mu.Unlock()
+	<-ch
+}
+
+// Freeze stops every byte and close from moving until Thaw.
+func (f *Freezer) Freeze() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.thawed:
+		f.thawed = make(chan struct{})
+	default:
+	}
+}
+
+// Thaw lets what was held, and everything after it, through.
+func (f *Freezer) Thaw() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.thawed:
+	default:
+		close(f.thawed)
+	}
+}
+
+// DSN is the PostgreSQL URL dsn rewritten to connect through the freezer,
+// with options (e.g. "-c wal_sender_timeout=1s") as the startup options
+// parameter when not empty.
+func (f *Freezer) DSN(dsn, options string) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", fmt.Errorf("parse postgres dsn: %w", err)
+	}
+	u.Host = f.Addr()
+	if options != "" {
+		q := u.Query()
+		q.Set("options", options)
+		u.RawQuery = strings.ReplaceAll(q.Encode(), "+", "%20")
+	}
+	return u.String(), nil
+}

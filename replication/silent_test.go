@@ -1,0 +1,122 @@
+package replication_test
+
+import (
+	"context"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/eventcdc/cdc/internal/testenv"
+	"github.com/eventcdc/cdc/metrics"
+	"github.com/eventcdc/cdc/replication"
+)
+
+// A server whose wal_sender_timeout is long raises the receive timeout
+// to 1.5 times it: a walsender may answer the ping that late (receiveTimeout).
+func TestReplicator_ReceiveTimeoutAtLeastOneAndAHalfWalSenderTimeouts(t *testing.T) {
+	h := setup(t)
+	core, logs := observer.New(zapcore.InfoLevel)
+	stop := h.runWith(&fakeSink{}, zap.New(core), func(c *replication.Config) { c.ReceiveTimeout = 2 * time.Second })
+	defer stop()
+	eventually(t, "a session", func() bool { return logs.FilterMessage("streaming").Len() == 1 })
+	var ms int64 // 60s from scripts/localdb.sh; servers from the environment may differ
+	if err := h.pool.QueryRow(context.Background(), `SELECT setting::bigint FROM pg_settings WHERE name = 'wal_sender_timeout'`).Scan(&ms); err != nil {
+		t.Fatal(err)
+	}
+	want := max(2*time.Second, time.Duration(ms)*time.Millisecond*3/2)
+	if got := logs.FilterMessage("streaming").All()[0].ContextMap()["receive_timeout"]; got != want {
+		t.Fatalf("receive_timeout %v, want %s (wal_sender_timeout %d ms)", got, want, ms)
+	}
+}
+
+// A link that goes silent without a reset ends the session after
+// ReceiveTimeout of waiting (the connector stops reporting itself as
+// streaming), while an idle but healthy server — which sends nothing on
+// its own once everything is acknowledged — is asked for a keepalive and
+// never taken for dead.
+func TestReplicator_SilentLinkEndsTheSessionIdleServerDoesNot(t *testing.T) {
+	h := setup(t)
+	u, err := url.Parse(h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Host == "" {
+		t.Skip("the test server listens on a Unix socket only")
+	}
+	fz := testenv.NewFreezer(t, u.Host)
+	dsn, err := fz.DSN(h.dsn, "-c wal_sender_timeout=1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 2 * time.Second
+
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := &fakeSink{}
+	cfg := replication.Config{
+		DSN: dsn, Slot: "slot", Publication: "pub",
+		BatchMaxRows: 1000, BatchMaxBytes: 1 << 20, FlushInterval: 50 * time.Millisecond,
+		StatusInterval: 100 * time.Millisecond, InsertsInFlight: 2, ReceiveBuffer: 128 << 10,
+		ReceiveTimeout: timeout,
+	}
+	r := replication.New(cfg, s, nil, zap.New(core), metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	sessions := func() int { return logs.FilterMessage("streaming").Len() }
+	silent := func() int {
+		n := 0
+		for _, e := range logs.FilterMessage("replication interrupted; reconnecting").All() {
+			if err, ok := e.ContextMap()["error"].(string); ok && strings.Contains(err, replication.ErrServerSilent.Error()) {
+				n++
+			}
+		}
+		return n
+	}
+
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'before', 'test', '{}' FROM generate_series(1, 5)`)
+	eventually(t, "5 rows stored", func() bool { return s.count() == 5 })
+	if got := logs.FilterMessage("streaming").All()[0].ContextMap()["receive_timeout"]; got != timeout {
+		t.Fatalf("session's receive_timeout %v, want %s (1.5 × the session's wal_sender_timeout of 1s is less)", got, timeout)
+	}
+
+	// Idle for three timeouts: the session must live on.
+	time.Sleep(3 * timeout)
+	if !r.State().Streaming() || sessions() != 1 || silent() != 0 {
+		t.Fatalf("idle server: streaming %v, sessions %d, silent-link reconnects %d; want true, 1, 0",
+			r.State().Streaming(), sessions(), silent())
+	}
+
+	fz.Freeze()
+	frozeAt := time.Now()
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'during', 'test', '{}' FROM generate_series(1, 3)`)
+	for r.State().Streaming() {
+		if time.Since(frozeAt) > timeout+3*time.Second {
+			t.Fatalf("still streaming %s after the link froze (ReceiveTimeout %s)", time.Since(frozeAt).Round(time.Millisecond), timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := silent(); n != 1 {
+		t.Fatalf("%d reconnects logged for a silent link, want 1; logs: %v", n, logs.All())
+	}
+	if got := s.count(); got != 5 {
+		t.Fatalf("%d rows stored while frozen, want 5", got)
+	}
+
+	fz.Thaw()
+	eventually(t, "the 3 rows committed while frozen stored after the link came back", func() bool { return s.count() == 8 })
+	if got := s.count(); got != 8 {
+		t.Fatalf("%d rows stored, want 8", got)
+	}
+}
