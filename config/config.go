@@ -309,18 +309,20 @@ func (l *loader) oneOf(name, def string, allowed ...string) string {
 // to host and database so no password is ever logged.
 func (c Config) Summary() map[string]string {
 	return map[string]string{
-		"pg":                Redact(c.PGDSN),
-		"clickhouse":        Redact(c.ClickHouseDSN),
-		"slot":              c.SlotName,
-		"publication":       c.Publication,
-		"batch_max_rows":    strconv.Itoa(c.BatchMaxRows),
-		"batch_max_bytes":   strconv.Itoa(c.BatchMaxBytes),
-		"flush_interval":    c.FlushInterval.String(),
-		"inserts_in_flight": strconv.Itoa(c.InsertsInFlight),
-		"metrics_addr":      c.MetricsAddr,
-		"outbox_retention":  c.OutboxRetention.String(),
-		"pg_receive_buffer": strconv.Itoa(c.PGReceiveBuffer),
-		"pprof":             strconv.FormatBool(c.Profiling),
+		"pg":                 Redact(c.PGDSN),
+		"clickhouse":         Redact(c.ClickHouseDSN),
+		"slot":               c.SlotName,
+		"publication":        c.Publication,
+		"batch_max_rows":     strconv.Itoa(c.BatchMaxRows),
+		"batch_max_bytes":    strconv.Itoa(c.BatchMaxBytes),
+		"flush_interval":     c.FlushInterval.String(),
+		"inserts_in_flight":  strconv.Itoa(c.InsertsInFlight),
+		"metrics_addr":       c.MetricsAddr,
+		"outbox_retention":   c.OutboxRetention.String(),
+		"pg_receive_buffer":  strconv.Itoa(c.PGReceiveBuffer),
+		"pg_receive_timeout": c.PGReceiveTimeout.String(),
+		"shutdown_timeout":   c.ShutdownTimeout.String(),
+		"pprof":              strconv.FormatBool(c.Profiling),
 	}
 }
 
