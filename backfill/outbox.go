@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcdc/cdc/decoder"
@@ -74,18 +75,23 @@ func LoadRelation(ctx context.Context, pool *pgxpool.Pool) (*decoder.Relation, e
 }
 
 // Record is one outbox row: its key, and with Values the text of every
-// column of the relation (NULL as decoder.ValueNull).
+// column of the relation (NULL as decoder.ValueNull). Time is a
+// pgtype.Timestamptz because event_date_time may be 'infinity' or
+// '-infinity', which no time.Time holds: such a row must still be read (the
+// sink refuses its text, and it becomes a dead letter) and must still be a
+// key to page on.
 type Record struct {
 	ID     string
-	Time   time.Time
+	Time   pgtype.Timestamptz
 	Values []decoder.Value
 }
 
 // Scanner pages through the outbox rows with Since <= event_date_time <
-// Until (zero Until: no upper bound) in (event_date_time, id) order. It uses
-// keyset pagination, one short query per page, so neither a huge table nor
-// a long run holds a snapshot or a transaction open, and the
-// event_date_time index serves every page.
+// Until in (event_date_time, id) order. A zero Since is no lower bound
+// (rows at '-infinity' included), a zero Until no upper bound (rows at
+// 'infinity' included). It uses keyset pagination, one short query per
+// page, so neither a huge table nor a long run holds a snapshot or a
+// transaction open, and the event_date_time index serves every page.
 type Scanner struct {
 	pool     *pgxpool.Pool
 	rel      *decoder.Relation
@@ -98,7 +104,7 @@ type Scanner struct {
 	limit    int // rows the next page may hold
 	started  bool
 	done     bool
-	lastTime time.Time
+	lastTime pgtype.Timestamptz // ±infinity too: the keyset goes on past rows there
 	lastID   string
 }
 
@@ -124,8 +130,12 @@ func (s *Scanner) query() (string, []any) {
 			sel = append(sel, "o."+pgx.Identifier{col.Name}.Sanitize()+"::text")
 		}
 	}
-	args := []any{s.since}
-	where := []string{"o.event_date_time >= $1"}
+	var args []any
+	var where []string
+	if !s.since.IsZero() {
+		args = append(args, s.since)
+		where = append(where, fmt.Sprintf("o.event_date_time >= $%d", len(args)))
+	}
 	if !s.until.IsZero() {
 		args = append(args, s.until)
 		where = append(where, fmt.Sprintf("o.event_date_time < $%d", len(args)))
@@ -134,9 +144,13 @@ func (s *Scanner) query() (string, []any) {
 		args = append(args, s.lastTime, s.lastID)
 		where = append(where, fmt.Sprintf("(o.event_date_time, o.id) > ($%d, $%d::uuid)", len(args)-1, len(args)))
 	}
+	filter := ""
+	if len(where) > 0 {
+		filter = " WHERE " + strings.Join(where, " AND ")
+	}
 	args = append(args, s.limit)
-	return fmt.Sprintf("SELECT %s FROM %s o WHERE %s ORDER BY o.event_date_time, o.id LIMIT $%d",
-		strings.Join(sel, ", "), pgx.Identifier{OutboxTable}.Sanitize(), strings.Join(where, " AND "), len(args)), args
+	return fmt.Sprintf("SELECT %s FROM %s o%s ORDER BY o.event_date_time, o.id LIMIT $%d",
+		strings.Join(sel, ", "), pgx.Identifier{OutboxTable}.Sanitize(), filter, len(args)), args
 }
 
 // Next returns the next page; an empty page means the scan is over.

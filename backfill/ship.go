@@ -27,8 +27,11 @@ type ShipResult struct {
 
 // Ship re-sends every row the scanner yields through w, in batches of at
 // most maxBytes (a scanner page is at most maxRows rows). Refused rows go to
-// dl, as in the connector. Re-sending a stored event is harmless: event_log
-// is a ReplacingMergeTree keyed by the event, and FINAL shows it once.
+// dl, as in the connector: a row is refused for the text of its values,
+// which is what pgoutput sends, so a row at event_date_time 'infinity' is
+// set aside with the connector's error and the scan goes on past it.
+// Re-sending a stored event is harmless: event_log is a ReplacingMergeTree
+// keyed by the event, and FINAL shows it once.
 //
 // Rows carry commit LSN 0, which no WAL position has, marking them as not
 // streamed; their sequence numbers count rows within this run. They must be
@@ -76,7 +79,7 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w Writer, dl 
 				}
 				b = &sink.Batch{}
 			}
-			b.Rows = append(b.Rows, sink.Row{Relation: rel, Values: r.Values, Pos: sink.Position{Seq: seq}, CommitTime: r.Time, Size: size})
+			b.Rows = append(b.Rows, sink.Row{Relation: rel, Values: r.Values, Pos: sink.Position{Seq: seq}, CommitTime: r.Time.Time, Size: size})
 			b.Bytes += size
 			res.Read++
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os/exec"
+	"reflect"
 	"sort"
 	"strings"
 	"syscall"
@@ -274,6 +275,158 @@ func TestCommands_BackfillShipsMissingRowsFieldForFieldAndIsIdempotent(t *testin
 	// FINAL shows the streamed version of each event (the last inserted):
 	// it must equal what backfill wrote, compared above.
 	expectEvents(t, w.chEvents("WHERE event_type != 'too_old'"), want...)
+}
+
+// An outbox row at 'infinity' or '-infinity' is one ClickHouse cannot take:
+// the connector sets it aside as a dead letter. Backfill does the same with
+// it, ships every other row, and pages past such rows (several tied at
+// infinity, pages of three) without failing or looping.
+func TestCommands_BackfillSetsInfinityRowsAsideAsTheConnectorDoes(t *testing.T) {
+	w := newWorld(t)
+	ctx := context.Background()
+	type row struct {
+		id      uuid.UUID
+		typ, at string
+		ctxJSON string
+	}
+	var rows []row
+	add := func(typ, at string, n int) []string {
+		var ids []string
+		for i := 0; i < n; i++ {
+			r := row{id: uuid.New(), typ: typ, at: at, ctxJSON: fmt.Sprintf(`{"%s": %d}`, typ, i)}
+			if _, err := w.pg.Exec(ctx, `INSERT INTO outbox (id, event_type, event_date_time, environment, event_context, metadata_version)
+				VALUES ($1, $2, $3::timestamptz, 'prod', $4::json, 5)`, r.id, r.typ, r.at, r.ctxJSON); err != nil {
+				t.Fatal(err)
+			}
+			rows = append(rows, r)
+			ids = append(ids, r.id.String())
+		}
+		return ids
+	}
+	finite := add("finite", "2026-03-01 10:00:00+00", 1)
+	finite = append(finite, add("tied", "2026-04-04 04:04:04.5+00", 7)...)
+	finite = append(finite, add("finite", "2026-05-01 10:00:00+00", 1)...)
+	plusInf := add("at_infinity", "infinity", 4)
+	minusInf := add("at_minus_infinity", "-infinity", 2)
+	add("too_old", "2025-12-31 23:59:59.999999+00", 1)
+
+	// want is the dead letter of row r, as the connector keeps it.
+	want := func(r row) letter {
+		text := func(s string) *string { return &s }
+		id := r.id.String()
+		return letter{EventID: &id, Error: fmt.Sprintf(`column event_date_time: %q is not a timestamp`, r.at),
+			RowData: map[string]*string{"id": &id, "event_type": text(r.typ), "event_date_time": text(r.at), "environment": text("prod"),
+				"event_context": text(r.ctxJSON), "metadata_version": text("5"), "traceparent": nil}}
+	}
+	byID := map[string]row{}
+	for _, r := range rows {
+		byID[r.id.String()] = r
+	}
+	checkLetter := func(what string, got letter, commitLSN string) {
+		t.Helper()
+		if got.EventID == nil {
+			t.Fatalf("%s: dead letter %d has no event id", what, got.ID)
+		}
+		r, ok := byID[*got.EventID]
+		if !ok || r.at != "infinity" && r.at != "-infinity" {
+			t.Fatalf("%s: dead letter %d is of event %s, not of a row at ±infinity", what, got.ID, *got.EventID)
+		}
+		exp := want(r)
+		exp.ID, exp.CommitLSN = got.ID, got.CommitLSN
+		if commitLSN != "" && got.CommitLSN != commitLSN || commitLSN == "" && got.CommitLSN == "0/0" {
+			t.Fatalf("%s: dead letter %d at commit lsn %s", what, got.ID, got.CommitLSN)
+		}
+		if !reflect.DeepEqual(got, exp) {
+			g, _ := json.Marshal(got)
+			e, _ := json.Marshal(exp)
+			t.Fatalf("%s: dead letter\n got %s\nwant %s", what, g, e)
+		}
+	}
+
+	settings := map[string]string{"CDC_BATCH_MAX_ROWS": "3"}
+	out, stderr, code := w.runOperator(settings, "backfill", "--since", "2026-01-01T00:00:00Z")
+	wantOut := "backfill since 2026-01-01T00:00:00Z: 13 outbox rows read, 9 shipped to event_log, 4 refused (dead letters)\n"
+	if code != 1 || out != wantOut || !strings.Contains(stderr, "4 rows refused by ClickHouse and set aside: cdc deadletter list") {
+		t.Fatalf("backfill exited %d:\n%q\nwant exit 1 and %q\n%s", code, out, wantOut, stderr)
+	}
+	if n := w.chCount("SELECT count() FROM event_log"); n != 9 {
+		t.Fatalf("%d rows in event_log after backfill, want 9", n)
+	}
+	var stored []string
+	for id := range w.chEvents("") {
+		stored = append(stored, id.String())
+	}
+	sameIDs(t, "event_log after backfill", stored, finite)
+	letters := w.deadLetters()
+	var lettered []string
+	for _, l := range letters {
+		checkLetter("backfill", l, "0/0")
+		lettered = append(lettered, *l.EventID)
+	}
+	sameIDs(t, "dead letters of backfill", lettered, plusInf)
+
+	// The connector streams the same inserts from the slot `cdc migrate`
+	// created: it stores the finite rows and sets aside the rows at
+	// ±infinity with the very error and row data backfill kept. Retention
+	// off: verify below reads the outbox rows.
+	c := w.start(map[string]string{"CDC_OUTBOX_RETENTION": "0"})
+	waitFor(t, 30*time.Second, "the connector to store and set aside the same rows", func() (bool, string) {
+		streamed := w.chCount("SELECT count() FROM event_log WHERE cdc_commit_lsn != 0")
+		letters := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`)
+		return streamed == 10 && letters == 4+6, fmt.Sprintf("%d rows streamed, %d dead letters", streamed, letters)
+	})
+	if code, _ := c.term(20 * time.Second); code != 0 {
+		t.Fatalf("connector exited %d", code)
+	}
+	if n := w.chCount("SELECT count() FROM event_log FINAL"); n != 10 {
+		t.Fatalf("event_log FINAL holds %d events, want 10", n)
+	}
+	backfilled := map[string]letter{}
+	for _, l := range letters {
+		backfilled[*l.EventID] = l
+	}
+	streamedLetters := w.deadLetters()[len(letters):]
+	lettered = lettered[:0]
+	for _, l := range streamedLetters {
+		checkLetter("connector", l, "")
+		lettered = append(lettered, *l.EventID)
+		if b, ok := backfilled[*l.EventID]; ok && (b.Error != l.Error || !reflect.DeepEqual(b.RowData, l.RowData)) {
+			g, _ := json.Marshal(l)
+			e, _ := json.Marshal(b)
+			t.Fatalf("the connector set aside %s, backfill %s", g, e)
+		}
+	}
+	sameIDs(t, "dead letters of the connector", lettered, append(plusInf, minusInf...))
+
+	// The operator sees them, and a replay refuses them again until the row
+	// is fixed.
+	out, _, code = w.runOperator(nil, "deadletter", "list")
+	if code != 0 || !strings.Contains(out, plusInf[0]) || !strings.Contains(out, `column event_date_time: "infinity" is not a timestamp`) ||
+		!strings.Contains(out, "10 of 10 dead letters shown") {
+		t.Fatalf("deadletter list exited %d:\n%s", code, out)
+	}
+	out, stderr, code = w.runOperator(nil, "deadletter", "replay")
+	if code != 1 || out != "replayed 0 dead letters into event_log; 10 refused again\n" {
+		t.Fatalf("replay exited %d: %q %s", code, out, stderr)
+	}
+	fixed := letters[0]
+	w.exec(`UPDATE cdc_dead_letter SET row_data = jsonb_set(row_data, '{event_date_time}', '"2026-07-01 00:00:00+00"') WHERE id = $1`, fixed.ID)
+	out, stderr, code = w.runOperator(nil, "deadletter", "replay", "--id", fmt.Sprint(fixed.ID))
+	if code != 0 || out != "replayed 1 dead letters into event_log; 0 refused again\n" {
+		t.Fatalf("replay of the fixed letter exited %d: %q %s", code, out, stderr)
+	}
+	if n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`); n != 9 {
+		t.Fatalf("%d dead letters after replaying one, want 9", n)
+	}
+	r := byID[*fixed.EventID]
+	expectEvents(t, w.chEvents(fmt.Sprintf("WHERE event_id = '%s'", r.id)), chEvent{ID: r.id, Type: r.typ,
+		Time: time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC), Environment: "prod", Context: r.ctxJSON, MetadataVersion: 5})
+
+	// verify pages the same way; rows at infinity lie past its window.
+	v := w.verify("2026-01-01T00:00:00Z", 0)
+	if v.OutboxRows != 9 || v.Found != 9 || v.Missing != 0 {
+		t.Fatalf("verify: %+v", v)
+	}
 }
 
 func expectEvents[E interface{ event() chEvent }](t *testing.T, got map[uuid.UUID]chEvent, want ...E) {
