@@ -14,7 +14,7 @@ import (
 
 // VerifyOptions bound a comparison.
 type VerifyOptions struct {
-	Since time.Time // outbox rows with event_date_time >= Since
+	Since time.Time // outbox rows with event_date_time >= Since; zero: every row down to '-infinity'
 	Until time.Time // ... and < Until: rows newer may still be on their way
 	Page  int       // outbox ids per page; 0 means 10000
 	Show  int       // ids listed per kind; the counts are always complete
@@ -54,7 +54,8 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ch driver.Conn, opts Verify
 	}
 	rep := VerifyReport{Since: opts.Since, Until: opts.Until, MissingIDs: []string{}, NotInOutboxIDs: []string{}}
 	// event_log keeps whole seconds: an event at 10:00:00.7 is stored at
-	// 10:00:00, so the window there starts at the second Since falls in.
+	// 10:00:00, so the window there starts at the second Since falls in
+	// (at 1970 for a zero Since: event_log holds nothing earlier).
 	lo := opts.Since.Unix()
 	if lo < 0 {
 		lo = 0

@@ -280,7 +280,8 @@ func TestCommands_BackfillShipsMissingRowsFieldForFieldAndIsIdempotent(t *testin
 // An outbox row at 'infinity' or '-infinity' is one ClickHouse cannot take:
 // the connector sets it aside as a dead letter. Backfill does the same with
 // it, ships every other row, and pages past such rows (several tied at
-// infinity, pages of three) without failing or looping.
+// infinity, pages of three) without failing or looping; --since -infinity
+// reaches the rows at -infinity as well.
 func TestCommands_BackfillSetsInfinityRowsAsideAsTheConnectorDoes(t *testing.T) {
 	w := newWorld(t)
 	ctx := context.Background()
@@ -365,6 +366,26 @@ func TestCommands_BackfillSetsInfinityRowsAsideAsTheConnectorDoes(t *testing.T) 
 	}
 	sameIDs(t, "dead letters of backfill", lettered, plusInf)
 
+	// --since -infinity reads every row, those at -infinity too. The rows
+	// at infinity are set aside again, beside the letters of the first run.
+	out, stderr, code = w.runOperator(settings, "backfill", "--since", "-infinity")
+	wantOut = "backfill since -infinity: 16 outbox rows read, 10 shipped to event_log, 6 refused (dead letters)\n"
+	if code != 1 || out != wantOut || !strings.Contains(stderr, "6 rows refused by ClickHouse and set aside: cdc deadletter list") {
+		t.Fatalf("backfill --since -infinity exited %d:\n%q\nwant exit 1 and %q\n%s", code, out, wantOut, stderr)
+	}
+	if n := w.chCount("SELECT count() FROM event_log FINAL"); n != 10 {
+		t.Fatalf("%d events in event_log FINAL after backfill --since -infinity, want 10", n)
+	}
+	infinite := append(append([]string{}, plusInf...), minusInf...)
+	again := w.deadLetters()[len(letters):]
+	lettered = lettered[:0]
+	for _, l := range again {
+		checkLetter("backfill --since -infinity", l, "0/0")
+		lettered = append(lettered, *l.EventID)
+	}
+	sameIDs(t, "dead letters of backfill --since -infinity", lettered, infinite)
+	letters = append(letters, again...)
+
 	// The connector streams the same inserts from the slot `cdc migrate`
 	// created: it stores the finite rows and sets aside the rows at
 	// ±infinity with the very error and row data backfill kept. Retention
@@ -373,7 +394,7 @@ func TestCommands_BackfillSetsInfinityRowsAsideAsTheConnectorDoes(t *testing.T) 
 	waitFor(t, 30*time.Second, "the connector to store and set aside the same rows", func() (bool, string) {
 		streamed := w.chCount("SELECT count() FROM event_log WHERE cdc_commit_lsn != 0")
 		letters := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`)
-		return streamed == 10 && letters == 4+6, fmt.Sprintf("%d rows streamed, %d dead letters", streamed, letters)
+		return streamed == 10 && letters == 10+6, fmt.Sprintf("%d rows streamed, %d dead letters", streamed, letters)
 	})
 	if code, _ := c.term(20 * time.Second); code != 0 {
 		t.Fatalf("connector exited %d", code)
@@ -390,23 +411,23 @@ func TestCommands_BackfillSetsInfinityRowsAsideAsTheConnectorDoes(t *testing.T) 
 	for _, l := range streamedLetters {
 		checkLetter("connector", l, "")
 		lettered = append(lettered, *l.EventID)
-		if b, ok := backfilled[*l.EventID]; ok && (b.Error != l.Error || !reflect.DeepEqual(b.RowData, l.RowData)) {
+		if b, ok := backfilled[*l.EventID]; !ok || b.Error != l.Error || !reflect.DeepEqual(b.RowData, l.RowData) {
 			g, _ := json.Marshal(l)
 			e, _ := json.Marshal(b)
 			t.Fatalf("the connector set aside %s, backfill %s", g, e)
 		}
 	}
-	sameIDs(t, "dead letters of the connector", lettered, append(plusInf, minusInf...))
+	sameIDs(t, "dead letters of the connector", lettered, infinite)
 
 	// The operator sees them, and a replay refuses them again until the row
 	// is fixed.
 	out, _, code = w.runOperator(nil, "deadletter", "list")
 	if code != 0 || !strings.Contains(out, plusInf[0]) || !strings.Contains(out, `column event_date_time: "infinity" is not a timestamp`) ||
-		!strings.Contains(out, "10 of 10 dead letters shown") {
+		!strings.Contains(out, "16 of 16 dead letters shown") {
 		t.Fatalf("deadletter list exited %d:\n%s", code, out)
 	}
 	out, stderr, code = w.runOperator(nil, "deadletter", "replay")
-	if code != 1 || out != "replayed 0 dead letters into event_log; 10 refused again\n" {
+	if code != 1 || out != "replayed 0 dead letters into event_log; 16 refused again\n" {
 		t.Fatalf("replay exited %d: %q %s", code, out, stderr)
 	}
 	fixed := letters[0]
@@ -415,17 +436,29 @@ func TestCommands_BackfillSetsInfinityRowsAsideAsTheConnectorDoes(t *testing.T) 
 	if code != 0 || out != "replayed 1 dead letters into event_log; 0 refused again\n" {
 		t.Fatalf("replay of the fixed letter exited %d: %q %s", code, out, stderr)
 	}
-	if n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`); n != 9 {
-		t.Fatalf("%d dead letters after replaying one, want 9", n)
+	if n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`); n != 15 {
+		t.Fatalf("%d dead letters after replaying one, want 15", n)
 	}
 	r := byID[*fixed.EventID]
 	expectEvents(t, w.chEvents(fmt.Sprintf("WHERE event_id = '%s'", r.id)), chEvent{ID: r.id, Type: r.typ,
 		Time: time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC), Environment: "prod", Context: r.ctxJSON, MetadataVersion: 5})
 
-	// verify pages the same way; rows at infinity lie past its window.
+	// verify pages the same way; rows at infinity lie past its window, and
+	// those at -infinity are in it only with --since -infinity: missing,
+	// and dead letters.
 	v := w.verify("2026-01-01T00:00:00Z", 0)
-	if v.OutboxRows != 9 || v.Found != 9 || v.Missing != 0 {
+	if v.OutboxRows != 9 || v.Found != 9 || v.Missing != 0 || v.EventLogRows != 10 || v.NotInOutbox != 0 {
 		t.Fatalf("verify: %+v", v)
+	}
+	v = w.verify("-infinity", 1)
+	if v.OutboxRows != 12 || v.Found != 10 || v.Missing != 2 || v.MissingDeadLettered != 2 || v.EventLogRows != 11 || v.NotInOutbox != 0 {
+		t.Fatalf("verify --since -infinity: %+v", v)
+	}
+	sameIDs(t, "missing with --since -infinity", v.MissingIDs, minusInf)
+	out, stderr, code = w.runOperator(nil, "verify", "--since", "-infinity")
+	if code != 1 || !strings.HasPrefix(out, "outbox rows with event_date_time from -infinity to ") ||
+		!strings.Contains(out, "missing:           2 (2 of them dead letters: cdc deadletter list)\n") {
+		t.Fatalf("verify --since -infinity exited %d:\n%s\n%s", code, out, stderr)
 	}
 }
 
@@ -656,6 +689,7 @@ func TestCommands_BadFlagsExitTwo(t *testing.T) {
 		{[]string{"verify", "--since", "2026-03-01T00:00:00Z", "extra"}, `cdc verify: unexpected argument "extra"`},
 		{[]string{"backfill"}, "cdc backfill: --since is required"},
 		{[]string{"backfill", "--since", "2026-13-01T00:00:00Z"}, `cdc backfill: --since "2026-13-01T00:00:00Z" is not an RFC 3339 time`},
+		{[]string{"backfill", "--since", "infinity"}, `cdc backfill: --since "infinity" is not an RFC 3339 time, e.g. 2026-03-01T00:00:00Z, or -infinity`},
 		{[]string{"deadletter"}, "cdc deadletter: want a subcommand: list [--json] [--limit N] or replay [--id N]"},
 		{[]string{"deadletter", "purge"}, `cdc deadletter: unknown subcommand "purge"`},
 		{[]string{"deadletter", "list", "--limit", "0"}, "cdc deadletter: --limit 0 must be positive"},

@@ -26,7 +26,7 @@ commands:
   migrate                  create the outbox table, publication and event_log (idempotent)
   run                      stream outbox inserts into ClickHouse until SIGTERM
   status [--json]          slot state, lag, retained WAL, outbox rows, dead letters
-  verify --since TIME      compare outbox rows since TIME (RFC 3339) with event_log
+  verify --since TIME      compare outbox rows since TIME (RFC 3339 or -infinity) with event_log
   backfill --since TIME    re-ship outbox rows since TIME (idempotent by event id)
   deadletter list|replay   show or re-ship rows ClickHouse refused
 

@@ -20,7 +20,7 @@ import (
 	"github.com/eventcdc/cdc/sink"
 )
 
-const sinceHelp = "an RFC 3339 time, e.g. 2026-03-01T00:00:00Z"
+const sinceHelp = "an RFC 3339 time, e.g. 2026-03-01T00:00:00Z, or -infinity"
 
 // parseFlags parses args with fs and refuses stray arguments; every problem
 // is a usage error (exit 2).
@@ -39,11 +39,24 @@ func parseSince(s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, usageErr("--since is required: %s", sinceHelp)
 	}
+	// Rows dated '-infinity' precede every RFC 3339 time; the zero time is
+	// the scanner's "no lower bound", which reaches them.
+	if s == "-infinity" {
+		return time.Time{}, nil
+	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
 		return time.Time{}, usageErr("--since %q is not %s", s, sinceHelp)
 	}
 	return t, nil
+}
+
+// formatSince prints a --since as given: the zero time is -infinity.
+func formatSince(t time.Time) string {
+	if t.IsZero() {
+		return "-infinity"
+	}
+	return t.UTC().Format(time.RFC3339Nano)
 }
 
 // openOperatorPool opens PostgreSQL for verify, backfill and deadletter:
@@ -136,7 +149,7 @@ func runVerify(ctx context.Context, cfg config.Config, args []string, stdout io.
 
 func printVerify(w io.Writer, r backfill.VerifyReport, grace time.Duration) {
 	fmt.Fprintf(w, "outbox rows with event_date_time from %s to %s (--grace %s):\n",
-		r.Since.UTC().Format(time.RFC3339Nano), r.Until.UTC().Format(time.RFC3339Nano), grace)
+		formatSince(r.Since), r.Until.UTC().Format(time.RFC3339Nano), grace)
 	fmt.Fprintf(w, "outbox rows:       %d\n", r.OutboxRows)
 	fmt.Fprintf(w, "in event_log:      %d\n", r.Found)
 	fmt.Fprintf(w, "missing:           %d", r.Missing)
@@ -186,7 +199,7 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 		log.Info("backfill batch stored", zap.Int("shipped", r.Shipped), zap.Int("dead_letters", r.DeadLetters))
 	})
 	fmt.Fprintf(stdout, "backfill since %s: %d outbox rows read, %d shipped to %s, %d refused (dead letters)\n",
-		since.UTC().Format(time.RFC3339Nano), res.Read, res.Shipped, sink.Table, res.DeadLetters)
+		formatSince(since), res.Read, res.Shipped, sink.Table, res.DeadLetters)
 	if err != nil {
 		return err
 	}
