@@ -79,7 +79,10 @@ def _encode_context(context, limit):
         )
     except (TypeError, ValueError) as e:
         raise InvalidEvent(f"context cannot be encoded as JSON: {e}") from None
-    size = len(text.encode("utf-8"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as e:  # a lone surrogate, e.g. "\ud800"
+        raise InvalidEvent(f"context is not valid UTF-8: {e}") from None
     if limit > 0 and size > limit:
         raise InvalidEvent(f"context too large: {size} bytes, the limit is {limit}")
     return text
@@ -88,6 +91,10 @@ def _encode_context(context, limit):
 def _check_text(what, value):
     if not isinstance(value, str) or not value.strip():
         raise InvalidEvent(f"{what} is empty")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, e.g. "\ud800"
+        raise InvalidEvent(f"{what} {value!r} is not valid UTF-8") from None
     if "\x00" in value:
         raise InvalidEvent(f"{what} {value!r} contains a NUL character")
 

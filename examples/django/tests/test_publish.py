@@ -57,6 +57,9 @@ def test_every_field_is_stored(outbox_rows):
         {"context": b"NaN"},
         {"context": float("nan")},
         {"context": object()},
+        {"context": {"a": "\ud800"}},  # a lone surrogate: not UTF-8
+        {"event_type": "user_\ud800"},
+        {"environment": "prod\udfff"},
         {"metadata_version": 0},
         {"metadata_version": "2"},
         {"metadata_version": 2**63},  # past bigint: PostgreSQL would abort the transaction
@@ -109,4 +112,11 @@ def test_rolled_back_transaction_publishes_nothing(outbox_rows):
         with transaction.atomic():
             publish("user_created", {"a": 1})
             1 / 0
+    assert outbox_rows() == []
+
+
+def test_lone_surrogate_in_context_is_reported_as_such(outbox_rows):
+    with transaction.atomic():
+        with pytest.raises(InvalidEvent, match=r"^outbox event 'user_created': context is not valid UTF-8"):
+            publish("user_created", {"name": "\udc80"})
     assert outbox_rows() == []
