@@ -20,6 +20,7 @@ publish() refuses to run outside transaction.atomic(): in autocommit the
 event would be committed on its own, whatever became of the business change.
 """
 
+import collections
 import datetime
 import json
 import re
@@ -36,10 +37,12 @@ _MAX_BIGINT = (1 << 63) - 1
 
 _TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 
-_INSERT = """
-INSERT INTO outbox (id, event_type, event_date_time, environment, event_context, metadata_version, traceparent)
-VALUES (%s, %s, COALESCE(%s, now()), %s, %s::json, %s, %s)
-"""
+_INSERT = (
+    "INSERT INTO outbox (id, event_type, event_date_time, environment, event_context, metadata_version, traceparent)"
+    " VALUES "
+)
+# One row of the INSERT; a NULL time stands for now().
+_VALUES = "(%s, %s, COALESCE(%s, now()), %s, %s::json, %s, %s)"
 
 
 class InvalidEvent(ValueError):
@@ -99,6 +102,62 @@ def _check_text(what, value):
         raise InvalidEvent(f"{what} {value!r} contains a NUL character")
 
 
+def _context_limit():
+    # 0 (or unset) is the default, as Publisher.MaxContextBytes is in Go.
+    return getattr(settings, "CDC_OUTBOX_MAX_CONTEXT_BYTES", 0) or DEFAULT_MAX_CONTEXT_BYTES
+
+
+# A validated event: its id and the parameters of its row in _VALUES order.
+_Row = collections.namedtuple("_Row", "id params")
+
+
+def _prepare(event_type, context, environment, event_id, event_time, metadata_version, traceparent, limit):
+    """Validate one event and fill in its defaults, touching no database.
+
+    Raises InvalidEvent saying what is wrong, without naming the event: the
+    callers do that.
+    """
+    _check_text("event type", event_type)
+    environment = environment if environment is not None else getattr(settings, "CDC_ENVIRONMENT", "")
+    _check_text("environment (set settings.CDC_ENVIRONMENT or pass environment=)", environment)
+    if (
+        isinstance(metadata_version, bool)
+        or not isinstance(metadata_version, int)
+        or not 1 <= metadata_version <= _MAX_BIGINT
+    ):
+        raise InvalidEvent(f"metadata_version {metadata_version!r} must be an int from 1 to {_MAX_BIGINT}")
+    if traceparent is not None and not (isinstance(traceparent, str) and _TRACEPARENT.fullmatch(traceparent)):
+        raise InvalidEvent(
+            f"traceparent {traceparent!r} is not 00-<32 hex>-<16 hex>-<2 hex> in lowercase with non-zero ids"
+        )
+    if event_time is not None and (
+        not isinstance(event_time, datetime.datetime) or event_time.utcoffset() is None
+    ):
+        raise InvalidEvent(f"event_time {event_time!r} must be a timezone-aware datetime")
+    if event_id is None:
+        event_id = uuid.uuid4()
+    else:
+        try:
+            event_id = uuid.UUID(str(event_id))
+        except ValueError as e:
+            raise InvalidEvent(f"event_id: {e}") from None
+    text = _encode_context(context, limit)
+    return _Row(event_id, [str(event_id), event_type, event_time, environment, text, metadata_version, traceparent])
+
+
+def _require_atomic(connection, name):
+    if not connection.in_atomic_block:
+        raise TransactionRequired(
+            f"{name}() must run inside transaction.atomic(), in the transaction of the change it reports"
+        )
+
+
+def _insert(connection, rows):
+    """Write rows with one INSERT statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT + ", ".join([_VALUES] * len(rows)), [p for row in rows for p in row.params])
+
+
 def publish(
     event_type,
     context,
@@ -115,42 +174,20 @@ def publish(
     Must run inside transaction.atomic() on the `using` database.
     """
     try:
-        _check_text("event type", event_type)
-        environment = environment if environment is not None else getattr(settings, "CDC_ENVIRONMENT", "")
-        _check_text("environment (set settings.CDC_ENVIRONMENT or pass environment=)", environment)
-        if (
-            isinstance(metadata_version, bool)
-            or not isinstance(metadata_version, int)
-            or not 1 <= metadata_version <= _MAX_BIGINT
-        ):
-            raise InvalidEvent(f"metadata_version {metadata_version!r} must be an int from 1 to {_MAX_BIGINT}")
-        if traceparent is not None and not (
-            isinstance(traceparent, str) and _TRACEPARENT.fullmatch(traceparent)
-        ):
-            raise InvalidEvent(
-                f"traceparent {traceparent!r} is not 00-<32 hex>-<16 hex>-<2 hex> in lowercase with non-zero ids"
-            )
-        if event_time is not None and (
-            not isinstance(event_time, datetime.datetime) or event_time.utcoffset() is None
-        ):
-            raise InvalidEvent(f"event_time {event_time!r} must be a timezone-aware datetime")
-        event_id = uuid.UUID(str(event_id)) if event_id is not None else uuid.uuid4()
-        # 0 (or unset) is the default, as Publisher.MaxContextBytes is in Go.
-        limit = getattr(settings, "CDC_OUTBOX_MAX_CONTEXT_BYTES", 0) or DEFAULT_MAX_CONTEXT_BYTES
-        text = _encode_context(context, limit)
+        row = _prepare(
+            event_type,
+            context,
+            environment,
+            event_id,
+            event_time,
+            metadata_version,
+            traceparent,
+            _context_limit(),
+        )
     except InvalidEvent as e:
         raise InvalidEvent(f"outbox event {event_type!r}: {e}") from None
-    except ValueError as e:  # a malformed event_id
-        raise InvalidEvent(f"outbox event {event_type!r}: event_id: {e}") from None
 
     connection = transaction.get_connection(using)
-    if not connection.in_atomic_block:
-        raise TransactionRequired(
-            "publish() must run inside transaction.atomic(), in the transaction of the change it reports"
-        )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _INSERT,
-            [str(event_id), event_type, event_time, environment, text, metadata_version, traceparent],
-        )
-    return event_id
+    _require_atomic(connection, "publish")
+    _insert(connection, [row])
+    return row.id
