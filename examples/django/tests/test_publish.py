@@ -46,30 +46,32 @@ def test_every_field_is_stored(outbox_rows):
     assert second["metadata_version"] == 1 and second["traceparent"] is None
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"event_type": ""},
-        {"event_type": "  "},
-        {"context": None},
-        {"context": b'{"a":'},
-        {"context": b"\xff"},
-        {"context": b"NaN"},
-        {"context": float("nan")},
-        {"context": object()},
-        {"context": {"a": "\ud800"}},  # a lone surrogate: not UTF-8
-        {"event_type": "user_\ud800"},
-        {"environment": "prod\udfff"},
-        {"metadata_version": 0},
-        {"metadata_version": "2"},
-        {"metadata_version": 2**63},  # past bigint: PostgreSQL would abort the transaction
-        {"traceparent": "00-abc-def-01"},
-        {"traceparent": TRACEPARENT.upper()},
-        {"event_time": datetime.datetime(2024, 1, 1)},  # naive
-        {"event_id": "not-a-uuid"},
-        {"environment": ""},
-    ],
-)
+# Arguments publish() refuses, over a good event_type and context;
+# test_publish_many checks that publish_many() refuses them alike.
+BAD_INPUTS = [
+    {"event_type": ""},
+    {"event_type": "  "},
+    {"context": None},
+    {"context": b'{"a":'},
+    {"context": b"\xff"},
+    {"context": b"NaN"},
+    {"context": float("nan")},
+    {"context": object()},
+    {"context": {"a": "\ud800"}},  # a lone surrogate: not UTF-8
+    {"event_type": "user_\ud800"},
+    {"environment": "prod\udfff"},
+    {"metadata_version": 0},
+    {"metadata_version": "2"},
+    {"metadata_version": 2**63},  # past bigint: PostgreSQL would abort the transaction
+    {"traceparent": "00-abc-def-01"},
+    {"traceparent": TRACEPARENT.upper()},
+    {"event_time": datetime.datetime(2024, 1, 1)},  # naive
+    {"event_id": "not-a-uuid"},
+    {"environment": ""},
+]
+
+
+@pytest.mark.parametrize("kwargs", BAD_INPUTS)
 def test_bad_input_is_refused_and_writes_nothing(outbox_rows, kwargs):
     args = {"event_type": "user_created", "context": {"a": 1}}
     args.update(kwargs)
