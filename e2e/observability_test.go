@@ -317,9 +317,16 @@ func TestObservability_ReadyzFollowsASilentPostgresLink(t *testing.T) {
 	if !strings.Contains(c.out.String(), "no message from PostgreSQL") {
 		t.Fatalf("no log line names the silent link:\n%s", tail(c.out.String(), 30))
 	}
+	if m := c.scrape(); metricValue(m, "cdc_replication_streaming") != 0 || metricValue(m, "cdc_replication_interruptions_total") < 1 {
+		t.Fatalf("while the link is dead: cdc_replication_streaming %v, cdc_replication_interruptions_total %v; want 0 and at least 1",
+			metricValue(m, "cdc_replication_streaming"), metricValue(m, "cdc_replication_interruptions_total"))
+	}
 	w.insertEvents("during", 20) // straight to PostgreSQL, not through the frozen link
 	fz.Thaw()
 	readyz(http.StatusOK, "/readyz 200 after the link is back", 30*time.Second)
+	if v := metricValue(c.scrape(), "cdc_replication_streaming"); v != 1 {
+		t.Fatalf("cdc_replication_streaming %v after the link is back, want 1", v)
+	}
 	w.waitRows(30, 60*time.Second)
 	w.assertExactlyOnce(30)
 }

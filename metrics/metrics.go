@@ -26,6 +26,8 @@ type Metrics struct {
 	LastFlush      prometheus.Gauge
 	SlotActive     prometheus.Gauge
 	SlotPollErrors prometheus.Counter
+	Streaming      prometheus.Gauge
+	Interruptions  prometheus.Counter
 
 	// Written by the pipeline, read at scrape time.
 	oldestPendingNanos atomic.Int64 // commit time of the oldest event not yet stored; 0 when none
@@ -64,6 +66,10 @@ func New(reg prometheus.Registerer, now func() int64) *Metrics {
 			Help: "1 while the replication slot is in use by a connector; 0 when it is not, or when cdc cannot read its state."}),
 		SlotPollErrors: f.NewCounter(prometheus.CounterOpts{Name: "cdc_slot_poll_errors_total",
 			Help: "Failed reads of the slot's state from pg_replication_slots; the lag gauges keep their last value meanwhile."}),
+		Streaming: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_replication_streaming",
+			Help: "1 while this process's replication connection is up and streaming (what /readyz's postgres check reads); 0 while it connects, reconnects or stands by."}),
+		Interruptions: f.NewCounter(prometheus.CounterOpts{Name: "cdc_replication_interruptions_total",
+			Help: "Replication sessions that ended on an error and were reconnected (a lost connection, a silent link, a failed query); not a standby's waits for a busy slot."}),
 		now: now,
 	}
 	m.safeWALBytes.Store(math.MinInt64)

@@ -111,6 +111,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 		started := time.Now()
 		err := r.session(ctx)
 		r.state.setStreaming(false)
+		r.metrics.Streaming.Set(0)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -134,6 +135,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 			wait = time.Second
 			r.log.Info("slot in use by another connector; standing by", zap.Error(err), zap.Duration("retry_in", wait))
 		} else {
+			r.metrics.Interruptions.Inc()
 			r.log.Error("replication interrupted; reconnecting", zap.Error(err), zap.Duration("retry_in", wait))
 		}
 		select {

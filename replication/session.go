@@ -80,6 +80,7 @@ func (r *Replicator) session(ctx context.Context) error {
 		zap.Bool("large_transactions_streamed", streaming), zap.Int("read_ahead_bytes", len(paced.ahead)),
 		zap.Duration("receive_timeout", limit))
 	r.state.setStreaming(true)
+	r.metrics.Streaming.Set(1)
 	r.state.touch(time.Now())
 
 	paced.pause.Store(int64(readPause(paced.Conn, r.cfg.FlushInterval)))

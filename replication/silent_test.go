@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -64,7 +65,8 @@ func TestReplicator_SilentLinkEndsTheSessionIdleServerDoesNot(t *testing.T) {
 		StatusInterval: 100 * time.Millisecond, InsertsInFlight: 2, ReceiveBuffer: 128 << 10,
 		ReceiveTimeout: timeout,
 	}
-	r := replication.New(cfg, s, nil, zap.New(core), metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
+	m := metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() })
+	r := replication.New(cfg, s, nil, zap.New(core), m)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
@@ -93,22 +95,25 @@ func TestReplicator_SilentLinkEndsTheSessionIdleServerDoesNot(t *testing.T) {
 
 	// Idle for three timeouts: the session must live on.
 	time.Sleep(3 * timeout)
-	if !r.State().Streaming() || sessions() != 1 || silent() != 0 {
-		t.Fatalf("idle server: streaming %v, sessions %d, silent-link reconnects %d; want true, 1, 0",
-			r.State().Streaming(), sessions(), silent())
+	if !r.State().Streaming() || sessions() != 1 || silent() != 0 ||
+		testutil.ToFloat64(m.Streaming) != 1 || testutil.ToFloat64(m.Interruptions) != 0 {
+		t.Fatalf("idle server: streaming %v (gauge %v), sessions %d, silent-link reconnects %d (counter %v); want true (1), 1, 0 (0)",
+			r.State().Streaming(), testutil.ToFloat64(m.Streaming), sessions(), silent(), testutil.ToFloat64(m.Interruptions))
 	}
 
 	fz.Freeze()
 	frozeAt := time.Now()
 	h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'during', 'test', '{}' FROM generate_series(1, 3)`)
-	for r.State().Streaming() {
+	for silent() == 0 {
 		if time.Since(frozeAt) > timeout+3*time.Second {
-			t.Fatalf("still streaming %s after the link froze (ReceiveTimeout %s)", time.Since(frozeAt).Round(time.Millisecond), timeout)
+			t.Fatalf("no silent link logged %s after the link froze (ReceiveTimeout %s); streaming %v",
+				time.Since(frozeAt).Round(time.Millisecond), timeout, r.State().Streaming())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := silent(); n != 1 {
-		t.Fatalf("%d reconnects logged for a silent link, want 1; logs: %v", n, logs.All())
+	if n, on, gauge, count := silent(), r.State().Streaming(), testutil.ToFloat64(m.Streaming), testutil.ToFloat64(m.Interruptions); n != 1 || on || gauge != 0 || count != 1 {
+		t.Fatalf("after the timeout: %d silent-link reconnects logged, streaming %v (gauge %v), interruptions %v; want 1, false (0), 1; logs: %v",
+			n, on, gauge, count, logs.All())
 	}
 	if got := s.count(); got != 5 {
 		t.Fatalf("%d rows stored while frozen, want 5", got)
@@ -118,5 +123,8 @@ func TestReplicator_SilentLinkEndsTheSessionIdleServerDoesNot(t *testing.T) {
 	eventually(t, "the 3 rows committed while frozen stored after the link came back", func() bool { return s.count() == 8 })
 	if got := s.count(); got != 8 {
 		t.Fatalf("%d rows stored, want 8", got)
+	}
+	if on := testutil.ToFloat64(m.Streaming); on != 1 {
+		t.Fatalf("cdc_replication_streaming %v after the link came back, want 1", on)
 	}
 }
