@@ -776,8 +776,8 @@ func hugeJSON(size int, seed uint64) string {
 func TestFaults_HotStandbyTakesOver(t *testing.T) {
 	w := newWorld(t)
 	w.auditInserts()
-	a := w.start(nil)
-	b := w.start(nil)
+	a := w.start(map[string]string{"CDC_METRICS_ADDR": "auto"})
+	b := w.start(map[string]string{"CDC_METRICS_ADDR": "auto"})
 	var active, standby *connector
 	waitFor(t, 60*time.Second, "one connector streaming and one standing by", func() (bool, string) {
 		as, bs := a.streamingCount() > 0, b.streamingCount() > 0
@@ -796,6 +796,17 @@ func TestFaults_HotStandbyTakesOver(t *testing.T) {
 	w.waitRows(200, 60*time.Second)
 	if standby.streamingCount() != 0 {
 		t.Fatal("both connectors streamed at once")
+	}
+	// Standing by is this instance's normal state, not an interruption.
+	for _, c := range []struct {
+		name      string
+		c         *connector
+		streaming float64
+	}{{"active", active, 1}, {"standby", standby, 0}} {
+		m := c.c.scrape()
+		if s, n := metricValue(m, "cdc_replication_streaming"), metricValue(m, "cdc_replication_interruptions_total"); s != c.streaming || n != 0 {
+			t.Fatalf("%s: cdc_replication_streaming %v, cdc_replication_interruptions_total %v; want %v and 0", c.name, s, n, c.streaming)
+		}
 	}
 
 	active.kill()
