@@ -784,6 +784,72 @@ func TestCommands_StatusLagSecondsCountsOnlyEventsNotStored(t *testing.T) {
 	}
 }
 
+// Outbox rows dated 'infinity' or '-infinity' never reach event_log: the
+// connector sets them aside as dead letters. They are not lag: the
+// connector's gauge returns to 0 once they are set aside, and `cdc status`
+// computes the seconds from the other rows, as if they were not there,
+// while it counts them apart. A row at infinity lies past event_log's newest
+// event for ever; it used to make the seconds unknown for as long as it
+// stayed in the outbox (and retention never deletes it).
+func TestCommands_StatusLagSecondsLeavesOutRowsAtInfinity(t *testing.T) {
+	w := newWorld(t)
+	// Retention off: it would delete the row at -infinity.
+	c := w.start(map[string]string{"CDC_OUTBOX_RETENTION": "0", "CDC_METRICS_ADDR": "auto"})
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES
+		('stored', 'test', '{}', now() - interval '300 seconds'),
+		('at_infinity', 'test', '{}', 'infinity'),
+		('at_minus_infinity', 'test', '{}', '-infinity')`)
+	w.waitRows(1, 30*time.Second)
+	waitFor(t, 30*time.Second, "the two rows at ±infinity set aside", func() (bool, string) {
+		n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`)
+		return n == 2, fmt.Sprintf("%d dead letters", n)
+	})
+	waitFor(t, 10*time.Second, "cdc_replication_lag_seconds 0", func() (bool, string) {
+		v := scrapeMetric(t, c.MetricsAddr, "cdc_replication_lag_seconds")
+		return v == 0, fmt.Sprintf("%v s", v)
+	})
+	if code, _ := c.term(15 * time.Second); code != 0 {
+		t.Fatalf("cdc run exited %d", code)
+	}
+
+	type report struct {
+		LagBytes             int64    `json:"lag_bytes"`
+		LagSeconds           *float64 `json:"lag_seconds"`
+		OutboxRows           int64    `json:"outbox_rows"`
+		OutboxRowsAtInfinity int64    `json:"outbox_rows_at_infinity"`
+		DeadLetters          int64    `json:"dead_letters"`
+	}
+	status := func() report {
+		t.Helper()
+		out, stderr, code := w.runOperator(nil, "status", "--json")
+		var r report
+		if code != 0 || json.Unmarshal([]byte(out), &r) != nil {
+			t.Fatalf("status --json exited %d: %s %s", code, out, stderr)
+		}
+		return r
+	}
+	// Other tables' WAL leaves the slot behind: the outbox is asked.
+	w.exec(`CREATE TABLE other (v int)`)
+	w.exec(`INSERT INTO other SELECT generate_series(1, 1000)`)
+	r := status()
+	if r.LagBytes == 0 || r.LagSeconds == nil || *r.LagSeconds != 0 || r.OutboxRows != 3 || r.OutboxRowsAtInfinity != 2 || r.DeadLetters != 2 {
+		g, _ := json.Marshal(r)
+		t.Fatalf("rows at ±infinity set aside, nothing pending: status %s; want some lag bytes, lag_seconds 0, 3 outbox rows, 2 at infinity, 2 dead letters", g)
+	}
+
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('pending', 'test', '{}', now() - interval '100 seconds')`)
+	r = status()
+	if r.LagBytes == 0 || r.LagSeconds == nil || *r.LagSeconds < 100 || *r.LagSeconds > 130 || r.OutboxRows != 4 || r.OutboxRowsAtInfinity != 2 {
+		g, _ := json.Marshal(r)
+		t.Fatalf("one event pending since 100 s beside the rows at ±infinity: status %s; want lag_seconds 100-130, 4 outbox rows, 2 at infinity", g)
+	}
+	out, stderr, code := w.runOperator(nil, "status")
+	const line = "outbox rows:       4 (2 at infinity or -infinity: dead letters, not lag)\n"
+	if code != 0 || !strings.Contains(out, line) || !strings.Contains(out, "dead letters:      2\n") {
+		t.Fatalf("status exited %d:\n%s\nwant the line %q\n%s", code, out, line, stderr)
+	}
+}
+
 // A setting that would only fail at its first use is a configuration error
 // too: every command exits 2 naming the variable, before any connection,
 // and never echoes a password.

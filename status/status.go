@@ -1,7 +1,8 @@
 // Package status reads the replication slot's state from PostgreSQL: how far
 // behind it is, whether a connector holds it, how much WAL it retains and how
 // much more it may retain before PostgreSQL invalidates it. `cdc status`
-// prints it; the connector polls it into metrics.
+// prints it, with what the outbox holds (outbox.go); the connector polls the
+// slot into metrics.
 package status
 
 import (

@@ -15,6 +15,7 @@ import (
 
 	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/metrics"
+	ddl "github.com/eventcdc/cdc/sql"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -109,4 +110,72 @@ func TestMonitor_FailedPollMarksSlotNotActive(t *testing.T) {
 	if got := testutil.ToFloat64(m.SlotPollErrors); got != 2 {
 		t.Fatalf("cdc_slot_poll_errors_total = %v after a good poll, want still 2", got)
 	}
+}
+
+// The oldest pending row is the earliest finite event_date_time from a
+// time on: rows at 'infinity' (after every time) and '-infinity' (before
+// every time) are dead letters, never pending, whatever the time.
+func TestOldestPending_LeavesOutRowsAtInfinity(t *testing.T) {
+	ctx := context.Background()
+	pool := migratedPool(t)
+	t1 := time.Date(2026, 3, 1, 10, 0, 0, 500000000, time.UTC)
+	t2 := time.Date(2026, 4, 4, 4, 4, 4, 123456000, time.UTC)
+	for _, at := range []string{"infinity", "-infinity", t2.Format(time.RFC3339Nano), "infinity", t1.Format(time.RFC3339Nano)} {
+		if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+			VALUES ('e', 'test', '{}', $1::timestamptz)`, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		from time.Time
+		want *time.Time
+	}{
+		{"from the zero time", time.Time{}, &t1},
+		{"from the first row", t1, &t1},
+		{"just after the first row", t1.Add(time.Microsecond), &t2},
+		{"from the last row", t2, &t2},
+		{"after every finite row", t2.Add(time.Second), nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := OldestPending(ctx, pool, tt.from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (got == nil) != (tt.want == nil) || got != nil && !got.Equal(*tt.want) {
+				t.Fatalf("OldestPending(%s) = %v, want %v", tt.from.Format(time.RFC3339Nano), got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCountOutbox_CountsRowsAtInfinityApart(t *testing.T) {
+	ctx := context.Background()
+	pool := migratedPool(t)
+	if got, err := CountOutbox(ctx, pool); err != nil || got != (Outbox{}) {
+		t.Fatalf("CountOutbox of an empty outbox = %+v, %v; want zero", got, err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'e', 'test', '{}', at::timestamptz
+		FROM unnest(ARRAY['infinity', '-infinity', 'infinity', '2026-03-01 10:00:00+00', '9999-12-31 23:59:59+00', '0001-01-01 00:00:00+00']) at`); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := CountOutbox(ctx, pool); err != nil || got != (Outbox{Rows: 6, AtInfinity: 3}) {
+		t.Fatalf("CountOutbox = %+v, %v; want 6 rows, 3 at infinity", got, err)
+	}
+}
+
+// migratedPool connects to a new database holding cdc's PostgreSQL schema.
+func migratedPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, testenv.Get(t).NewPostgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := ddl.MigratePostgres(ctx, pool, "pub"); err != nil {
+		t.Fatal(err)
+	}
+	return pool
 }

@@ -18,9 +18,12 @@ import (
 
 type statusReport struct {
 	status.Slot
-	LagSeconds  *float64 `json:"lag_seconds"`
-	OutboxRows  int64    `json:"outbox_rows"`
-	DeadLetters int64    `json:"dead_letters"`
+	LagSeconds *float64 `json:"lag_seconds"`
+	OutboxRows int64    `json:"outbox_rows"`
+	// OutboxRowsAtInfinity counts the outbox rows dated 'infinity' or
+	// '-infinity': dead letters, never lag.
+	OutboxRowsAtInfinity int64 `json:"outbox_rows_at_infinity"`
+	DeadLetters          int64 `json:"dead_letters"`
 }
 
 func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.Writer, log *zap.Logger) error {
@@ -42,9 +45,11 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 	if r.Slot, err = status.ReadSlot(ctx, pool, cfg.SlotName); err != nil {
 		return err
 	}
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&r.OutboxRows); err != nil {
-		return fmt.Errorf("count outbox rows: %w", err)
+	o, err := status.CountOutbox(ctx, pool)
+	if err != nil {
+		return err
 	}
+	r.OutboxRows, r.OutboxRowsAtInfinity = o.Rows, o.AtInfinity
 	if r.DeadLetters, err = deadletter.New(pool).Count(ctx); err != nil {
 		return err
 	}
@@ -74,14 +79,22 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 	} else {
 		fmt.Fprintln(stdout, "wal before invalidation: unlimited (max_slot_wal_keep_size = -1)")
 	}
-	fmt.Fprintf(stdout, "outbox rows:       %d\n", r.OutboxRows)
+	fmt.Fprintf(stdout, "outbox rows:       %d", r.OutboxRows)
+	if r.OutboxRowsAtInfinity > 0 {
+		// They stay (retention never deletes those at infinity) while the
+		// lag reads 0: say why, or the count looks like a backlog.
+		fmt.Fprintf(stdout, " (%d at infinity or -infinity: dead letters, not lag)", r.OutboxRowsAtInfinity)
+	}
+	fmt.Fprintln(stdout)
 	fmt.Fprintf(stdout, "dead letters:      %d\n", r.DeadLetters)
 	return nil
 }
 
 // lagSeconds estimates how late ClickHouse is, from both ends: the age of
 // the oldest outbox row whose event_date_time lies past the newest one in
-// event_log; 0 when the outbox holds none (nil when unknown). The second
+// event_log; 0 when the outbox holds none (nil when unknown). Rows at
+// ±infinity never reach event_log (they are dead letters) and are left
+// out, or one at infinity would stand pending for ever. The second
 // after event_log's newest is where it starts looking, since event_log
 // keeps whole seconds: rows of that same second may be missed, stored rows
 // are never counted. WAL of other tables leaves the slot a few KB behind
@@ -102,9 +115,8 @@ func lagSeconds(ctx context.Context, pool status.Querier, cfg config.Config, s s
 		log.Debug("read newest event", zap.Error(err))
 		return nil
 	}
-	var oldest *time.Time
-	if err := pool.QueryRow(ctx, `SELECT min(event_date_time) FROM outbox WHERE event_date_time >= $1`,
-		newest.Truncate(time.Second).Add(time.Second)).Scan(&oldest); err != nil {
+	oldest, err := status.OldestPending(ctx, pool, newest.Truncate(time.Second).Add(time.Second))
+	if err != nil {
 		log.Debug("read oldest pending event", zap.Error(err))
 		return nil
 	}
