@@ -2,6 +2,13 @@
 // area: the WAL already carries every insert to the slot, so deleting a row
 // — even one not yet streamed — loses no event. Deletes go in small batches
 // so they never hold long locks or write a WAL burst.
+//
+// Age is event_date_time's: the outbox has no insertion time. So a row at
+// '-infinity' goes at the first sweep and one at 'infinity' never goes;
+// both are dead letters (ClickHouse cannot hold them). Those at 'infinity'
+// are left for an operator to delete (docs/operations.md, Rows dated
+// infinity) rather than deleted at once: until then `cdc backfill` can
+// still set them aside again after an outage that lost the WAL.
 package retention
 
 import (

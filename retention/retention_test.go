@@ -1,0 +1,210 @@
+package retention
+
+import (
+	"context"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/decoder"
+	"github.com/eventcdc/cdc/internal/testenv"
+	ddl "github.com/eventcdc/cdc/sql"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// Retention goes by event_date_time alone. A row at '-infinity' is older
+// than any cutoff and goes at the first sweep; a row at 'infinity' never is
+// and stays for ever, as a row dated in the future stays until its date
+// has passed by Keep. Sweeps delete BatchSize rows per statement until
+// none is left to delete. The operator deletes those at infinity with the
+// SQL docs/operations.md gives.
+func TestSweep_DeletesRowsOlderThanKeepAndNeverThoseAtInfinity(t *testing.T) {
+	ctx := context.Background()
+	pool := migratedPool(t)
+	rows := []struct {
+		name    string
+		at      string // SQL expression of event_date_time
+		deleted bool
+	}{
+		{"two hours old", `now() - interval '2 hours'`, true},
+		{"a day old", `now() - interval '1 day'`, true},
+		{"in year 1", `'0001-01-01 00:00:00+00'`, true},
+		{"at -infinity", `'-infinity'`, true},
+		{"second at -infinity", `'-infinity'`, true},
+		{"a minute old", `now() - interval '1 minute'`, false},
+		{"now", `now()`, false},
+		{"in a day", `now() + interval '1 day'`, false},
+		{"in year 9999", `'9999-12-31 23:59:59+00'`, false},
+		{"at infinity", `'infinity'`, false},
+		{"second at infinity", `'infinity'`, false},
+		{"third at infinity", `'infinity'`, false},
+	}
+	var kept []string
+	name := map[string]string{}
+	for _, r := range rows {
+		id := uuid.NewString()
+		if _, err := pool.Exec(ctx, `INSERT INTO outbox (id, event_type, environment, event_context, event_date_time)
+			VALUES ($1, 'e', 'test', '{}', `+r.at+`)`, id); err != nil {
+			t.Fatalf("insert the row %s: %v", r.name, err)
+		}
+		name[id] = r.name
+		if !r.deleted {
+			kept = append(kept, id)
+		}
+	}
+	slices.Sort(kept)
+
+	c := &Cleaner{Pool: pool, Keep: time.Hour, BatchSize: 2, Log: zap.NewNop()}
+	for sweep, want := range []int64{5, 0} {
+		n, err := c.Sweep(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != want {
+			t.Fatalf("sweep %d deleted %d rows, want %d", sweep+1, n, want)
+		}
+		if got := outboxIDs(t, pool); !slices.Equal(got, kept) {
+			var names []string
+			for _, id := range got {
+				names = append(names, name[id])
+			}
+			t.Fatalf("after sweep %d the outbox holds %q, want %d rows: every one not marked deleted", sweep+1, names, len(kept))
+		}
+	}
+
+	// What docs/operations.md (Rows dated infinity) gives an operator to
+	// find and delete them.
+	found, err := pool.Query(ctx, `SELECT o.id::text, o.event_type,
+	       EXISTS (SELECT 1 FROM cdc_dead_letter d WHERE d.event_id = o.id) AS dead_letter
+	FROM outbox o WHERE o.event_date_time = 'infinity'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		ID         string
+		EventType  string
+		DeadLetter bool
+	}
+	atInfinity, err := pgx.CollectRows(found, pgx.RowToStructByPos[row])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range atInfinity {
+		if f.EventType != "e" || f.DeadLetter {
+			t.Fatalf("found %+v, want event type e and no dead letter", f)
+		}
+		names = append(names, name[f.ID])
+	}
+	slices.Sort(names)
+	if want := []string{"at infinity", "second at infinity", "third at infinity"}; !slices.Equal(names, want) {
+		t.Fatalf("the operator's query finds %q, want %q", names, want)
+	}
+	tag, err := pool.Exec(ctx, `DELETE FROM outbox WHERE event_date_time = 'infinity'`)
+	if err != nil || tag.RowsAffected() != 3 {
+		t.Fatalf("the operator's DELETE deleted %d rows (%v), want 3", tag.RowsAffected(), err)
+	}
+	if n := len(outboxIDs(t, pool)); n != len(kept)-3 {
+		t.Fatalf("%d outbox rows left, want %d", n, len(kept)-3)
+	}
+}
+
+// Deleting an outbox row loses nothing the slot will send: pgoutput decodes
+// the insert from the WAL, not from the table, so a row retention deletes
+// before the connector has read it still reaches the connector whole (and
+// one at -infinity is set aside as a dead letter from there, as
+// TestCommands_BackfillSetsInfinityRowsAsideAsTheConnectorDoes shows).
+func TestSweep_RowsDeletedBeforeTheSlotIsReadStillReachIt(t *testing.T) {
+	ctx := context.Background()
+	pool := migratedPool(t)
+	slot := testenv.Name("retention")
+	if _, err := pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{} // event id → event_date_time as pgoutput sends it
+	for _, at := range []string{"-infinity", "2001-02-03 04:05:06+00", "infinity", "-infinity"} {
+		var id, text string
+		if err := pool.QueryRow(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+			VALUES ('e', 'test', '{}', $1::timestamptz) RETURNING id::text, event_date_time::text`, at).Scan(&id, &text); err != nil {
+			t.Fatal(err)
+		}
+		want[id] = text
+	}
+	c := &Cleaner{Pool: pool, Keep: time.Hour, BatchSize: 1000, Log: zap.NewNop()}
+	if n, err := c.Sweep(ctx); err != nil || n != 3 {
+		t.Fatalf("sweep deleted %d rows (%v), want 3", n, err)
+	}
+
+	rows, err := pool.Query(ctx, `SELECT data FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL,
+		'proto_version', '1', 'publication_names', 'pub')`, slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	got := map[string]string{}
+	dec := decoder.New()
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := dec.Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Kind != decoder.KindInsert {
+			continue
+		}
+		id := string(msg.Values[msg.Relation.Index("id")].Data)
+		got[id] = string(msg.Values[msg.Relation.Index("event_date_time")].Data)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("the slot sends %d inserts, want %d: %v", len(got), len(want), got)
+	}
+	for id, at := range want {
+		if got[id] != at {
+			t.Errorf("the slot sends event %s at %q, want %q", id, got[id], at)
+		}
+	}
+}
+
+// migratedPool connects to a new database holding cdc's PostgreSQL schema,
+// with the publication "pub".
+func migratedPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, testenv.Get(t).NewPostgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := ddl.MigratePostgres(ctx, pool, "pub"); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+// outboxIDs returns the ids of every outbox row, sorted.
+func outboxIDs(t *testing.T, pool *pgxpool.Pool) []string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), `SELECT id::text FROM outbox`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(ids)
+	return ids
+}
