@@ -91,7 +91,10 @@ type Record struct {
 // (rows at '-infinity' included), a zero Until no upper bound (rows at
 // 'infinity' included). It uses keyset pagination, one short query per
 // page, so neither a huge table nor a long run holds a snapshot or a
-// transaction open, and the event_date_time index serves every page.
+// transaction open. The outbox's index on (event_date_time, id)
+// (sql.OutboxIndex) serves every page: it starts where the page before
+// ended and reads only its own rows, however many rows share one
+// event_date_time.
 type Scanner struct {
 	pool     *pgxpool.Pool
 	rel      *decoder.Relation

@@ -3,6 +3,7 @@ package backfill_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func outbox(t *testing.T) *pgxpool.Pool {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if err := ddl.MigratePostgres(ctx, pool, "pub"); err != nil {
+	if err := ddl.MigratePostgres(ctx, pool, "pub", io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	return pool

@@ -3,6 +3,7 @@ package deadletter_test
 import (
 	"context"
 	"errors"
+	"io"
 	"maps"
 	"os"
 	"testing"
@@ -29,7 +30,7 @@ func TestStore_WrittenReadsARangeOfPositions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if err := ddl.MigratePostgres(ctx, pool, "pub"); err != nil {
+	if err := ddl.MigratePostgres(ctx, pool, "pub", io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "event_type"}}}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -39,7 +40,7 @@ func connect(t testing.TB, opts ...func(*pgx.ConnConfig)) *pgx.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
-	if err := ddl.MigratePostgres(ctx, conn, "cdc_outbox"); err != nil {
+	if err := ddl.MigratePostgres(ctx, conn, "cdc_outbox", io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	return conn

@@ -2,6 +2,7 @@ package replication_test
 
 import (
 	"context"
+	"io"
 	"os"
 	"sync"
 	"testing"
@@ -96,7 +97,7 @@ func setup(t *testing.T) *harness {
 	}
 	t.Cleanup(pool.Close)
 	ctx := context.Background()
-	if err := ddl.MigratePostgres(ctx, pool, "pub"); err != nil {
+	if err := ddl.MigratePostgres(ctx, pool, "pub", io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ddl.CreateSlot(ctx, pool, "slot"); err != nil {

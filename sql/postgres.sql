@@ -1,6 +1,7 @@
 -- PostgreSQL side of cdc: the outbox table applications insert into, and the
 -- insert-only publication the connector's slot streams. Every statement is
--- idempotent: `cdc migrate` runs this on every deploy.
+-- idempotent and takes no lock on an existing outbox: `cdc migrate` runs this
+-- on every deploy, while the application inserts.
 -- {{.Publication}} is replaced by CDC_PUBLICATION (validated as an identifier).
 
 CREATE TABLE IF NOT EXISTS outbox (
@@ -14,9 +15,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     traceparent      text
 );
 
--- Retention deletes old rows by age in small batches; the index keeps each
--- batch cheap however large the table has grown.
-CREATE INDEX IF NOT EXISTS outbox_event_date_time_idx ON outbox (event_date_time);
+-- The outbox's index, outbox_event_date_time_id_idx ON outbox
+-- (event_date_time, id), is not here: `cdc migrate` builds it after this file,
+-- CONCURRENTLY (sql/index.go). A CREATE INDEX here, even IF NOT EXISTS
+-- finding it there, would lock out the application's inserts while it waits
+-- for their open transactions, on every deploy.
 
 -- Rows ClickHouse refused, set aside with the reason so an operator can see,
 -- fix and replay them (`cdc deadletter replay`). Never written by applications.

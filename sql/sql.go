@@ -8,6 +8,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 
@@ -66,13 +67,21 @@ type pgExecer interface {
 }
 
 // MigratePostgres creates the outbox table, the dead-letter table and the
-// publication if they are missing. Safe to run any number of times.
-func MigratePostgres(ctx context.Context, conn pgExecer, publication string) error {
+// publication if they are missing, then builds the outbox's index (and
+// drops the one it replaces) without stopping inserts, reporting to w each
+// index it builds or drops. Safe to run any number of times, on a live
+// database.
+func MigratePostgres(ctx context.Context, conn pgQuerier, publication string, w io.Writer) error {
 	ddl, err := Postgres(publication)
 	if err != nil {
 		return err
 	}
+	// One multi-statement query, so one implicit transaction: it creates
+	// what is missing and takes no lock on an existing outbox.
 	if _, err := conn.Exec(ctx, ddl); err != nil {
+		return fmt.Errorf("migrate postgres: %w", err)
+	}
+	if err := migrateOutboxIndex(ctx, conn, w); err != nil {
 		return fmt.Errorf("migrate postgres: %w", err)
 	}
 	return nil

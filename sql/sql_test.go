@@ -2,6 +2,7 @@ package sql_test
 
 import (
 	"context"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -50,7 +51,7 @@ func TestMigrate_IsIdempotentAndCreatesTheContract(t *testing.T) {
 	defer ch.Close()
 
 	for i := 0; i < 2; i++ {
-		if err := ddl.MigratePostgres(ctx, pg, "cdc_outbox"); err != nil {
+		if err := ddl.MigratePostgres(ctx, pg, "cdc_outbox", io.Discard); err != nil {
 			t.Fatalf("run %d: %v", i+1, err)
 		}
 		if err := ddl.MigrateClickHouse(ctx, ch); err != nil {
@@ -102,7 +103,7 @@ func TestCreateSlot_CreatesOnceAndKeepsEventsFromThenOn(t *testing.T) {
 	env := testenv.Get(t)
 	ctx := context.Background()
 	pg := connectFresh(t, env)
-	if err := ddl.MigratePostgres(ctx, pg, "cdc_outbox"); err != nil {
+	if err := ddl.MigratePostgres(ctx, pg, "cdc_outbox", io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	for i, want := range []bool{true, false} {

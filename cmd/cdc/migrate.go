@@ -28,7 +28,7 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 		return fmt.Errorf("connect to postgres: %w", err)
 	}
 	defer pg.Close(context.Background())
-	if err := ddl.MigratePostgres(ctx, pg, cfg.Publication); err != nil {
+	if err := ddl.MigratePostgres(ctx, pg, cfg.Publication, stdout); err != nil {
 		return err
 	}
 	created, err := ddl.CreateSlot(ctx, pg, cfg.SlotName)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -30,7 +31,7 @@ func setup(t *testing.T) (*pgxpool.Pool, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if err := ddl.MigratePostgres(ctx, pool, "cdc_outbox"); err != nil {
+	if err := ddl.MigratePostgres(ctx, pool, "cdc_outbox", io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	if err := Migrate(ctx, pool); err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"testing"
 	"time"
@@ -29,7 +30,7 @@ func connect(t *testing.T) *pgx.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close(context.Background()) })
-	if err := ddl.MigratePostgres(ctx, conn, "cdc_outbox"); err != nil {
+	if err := ddl.MigratePostgres(ctx, conn, "cdc_outbox", io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	return conn

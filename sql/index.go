@@ -1,0 +1,158 @@
+package sql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// OutboxIndex is the index the outbox is read by: backfill and verify page
+// it by keyset in (event_date_time, id) order, and retention deletes by
+// event_date_time < cutoff, a range on its first column. With event_date_time
+// alone, every page inside a group of rows sharing one timestamp (a bulk
+// insert gets one now() for all its rows) read and sorted the whole group.
+const OutboxIndex = "outbox_event_date_time_id_idx"
+
+// OldOutboxIndex is the index on event_date_time alone that migrate created
+// before OutboxIndex; OutboxIndex serves every query it served.
+const OldOutboxIndex = "outbox_event_date_time_idx"
+
+// outboxIndexDef is OutboxIndex's definition as pg_get_indexdef prints it
+// after "USING".
+const outboxIndexDef = "btree (event_date_time, id)"
+
+// buildPoll is how often migrate looks whether another session's build of
+// OutboxIndex has ended.
+var buildPoll = time.Second
+
+// indexState is what the catalog says of one index on the outbox.
+type indexState struct {
+	exists  bool
+	valid   bool   // pg_index.indisvalid: false while built concurrently, and after such a build failed
+	def     string // after "USING" in pg_get_indexdef
+	builder int32  // pid of a session building it now, 0 if none (or not visible to this role)
+}
+
+func readIndex(ctx context.Context, conn pgQuerier, name string) (indexState, error) {
+	// The index lives in the outbox's schema, whichever search_path picked
+	// for the table: look it up by table, not by a bare name.
+	// pg_stat_progress_create_index shows index_relid only for the sessions
+	// of this role (or to pg_read_all_stats), which a migrate run as the
+	// same admin is.
+	st := indexState{exists: true}
+	err := conn.QueryRow(ctx, `
+		SELECT i.indisvalid,
+		       substring(pg_get_indexdef(i.indexrelid) from ' USING (.*)$'),
+		       coalesce((SELECT p.pid FROM pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid LIMIT 1), 0)
+		FROM pg_index i
+		JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE i.indrelid = to_regclass('outbox') AND c.relname = $1`, name).Scan(&st.valid, &st.def, &st.builder)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return indexState{}, nil
+	}
+	if err != nil {
+		return indexState{}, fmt.Errorf("look up index %s: %w", name, err)
+	}
+	return st, nil
+}
+
+// migrateOutboxIndex makes OutboxIndex exist and be valid, then drops
+// OldOutboxIndex, reporting to w what it does. Everything goes CONCURRENTLY,
+// which takes no lock that stops inserts: a plain CREATE INDEX, even one with
+// IF NOT EXISTS that finds the index there, takes a SHARE lock on the table
+// that waits for every open insert transaction and holds up the
+// application's inserts queued behind it. Each statement runs on its own,
+// as CONCURRENTLY cannot run in a transaction block. The builds wait for
+// transactions that write to the outbox or hold old snapshots to end, so a
+// long transaction holds migrate up (not the application).
+func migrateOutboxIndex(ctx context.Context, conn pgQuerier, w io.Writer) error {
+	built := false
+	waited := int32(0)
+	for {
+		st, err := readIndex(ctx, conn, OutboxIndex)
+		if err != nil {
+			return err
+		}
+		switch {
+		case st.exists && st.def != outboxIndexDef:
+			return fmt.Errorf("index %s on outbox is %q, not %q: drop or rename it and run migrate again", OutboxIndex, st.def, outboxIndexDef)
+		case st.exists && st.valid:
+			return dropOldOutboxIndex(ctx, conn, w)
+		case st.builder != 0:
+			// Another migrate (a second replica's init container) is
+			// building it: dropping it would wait for that build anyway,
+			// then throw it away.
+			if waited != st.builder {
+				fmt.Fprintf(w, "waiting for session %d to finish building index %s\n", st.builder, OutboxIndex)
+				waited = st.builder
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("wait for session %d to build index %s: %w", st.builder, OutboxIndex, ctx.Err())
+			case <-time.After(buildPoll):
+			}
+			continue
+		case built:
+			return fmt.Errorf("index %s is missing or invalid right after building it", OutboxIndex)
+		case st.exists:
+			// Invalid and no build under way: a build that failed or was
+			// stopped. IF NOT EXISTS would keep it, and no query ever uses
+			// an invalid index: build it again. (A build by a session this
+			// role cannot see in pg_stat_progress_create_index looks the
+			// same: the DROP waits for that build to end, then throws it
+			// away.)
+			dropped, err := dropIndex(ctx, conn, OutboxIndex)
+			if err != nil {
+				return fmt.Errorf("drop invalid index %s: %w", OutboxIndex, err)
+			}
+			if !dropped { // another session did
+				continue
+			}
+			fmt.Fprintf(w, "dropped invalid index %s, left by a concurrent build that did not finish\n", OutboxIndex)
+		}
+		fmt.Fprintf(w, "building index %s on outbox (event_date_time, id) concurrently; inserts into outbox go on meanwhile\n", OutboxIndex)
+		if _, err := conn.Exec(ctx, `CREATE INDEX CONCURRENTLY `+OutboxIndex+` ON outbox (event_date_time, id)`); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "42P07" { // another session created it meanwhile
+				continue
+			}
+			return fmt.Errorf("build index %s concurrently (a failed build leaves it invalid; the next migrate drops and builds it again): %w", OutboxIndex, err)
+		}
+		fmt.Fprintf(w, "built index %s\n", OutboxIndex)
+		built = true
+	}
+}
+
+// dropOldOutboxIndex drops OldOutboxIndex, once OutboxIndex is valid and
+// serves its queries.
+func dropOldOutboxIndex(ctx context.Context, conn pgQuerier, w io.Writer) error {
+	old, err := readIndex(ctx, conn, OldOutboxIndex)
+	if err != nil || !old.exists {
+		return err
+	}
+	dropped, err := dropIndex(ctx, conn, OldOutboxIndex)
+	if err != nil {
+		return fmt.Errorf("drop index %s: %w", OldOutboxIndex, err)
+	}
+	if dropped {
+		fmt.Fprintf(w, "dropped index %s: %s serves its queries\n", OldOutboxIndex, OutboxIndex)
+	}
+	return nil
+}
+
+// dropIndex drops the index name concurrently and reports whether this
+// session dropped it: not IF EXISTS, so that of two migrates dropping it at
+// once only the one that did says so.
+func dropIndex(ctx context.Context, conn pgQuerier, name string) (bool, error) {
+	_, err := conn.Exec(ctx, `DROP INDEX CONCURRENTLY `+name)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42704" { // undefined_object: gone meanwhile
+		return false, nil
+	}
+	return err == nil, err
+}

@@ -1,0 +1,427 @@
+package sql_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/eventcdc/cdc/internal/testenv"
+	ddl "github.com/eventcdc/cdc/sql"
+)
+
+// Lines MigratePostgres prints about the outbox index.
+var (
+	building       = "building index outbox_event_date_time_id_idx on outbox (event_date_time, id) concurrently; inserts into outbox go on meanwhile\n"
+	built          = "built index outbox_event_date_time_id_idx\n"
+	droppedOld     = "dropped index outbox_event_date_time_idx: outbox_event_date_time_id_idx serves its queries\n"
+	droppedInvalid = "dropped invalid index outbox_event_date_time_id_idx, left by a concurrent build that did not finish\n"
+)
+
+// The index an earlier `cdc migrate` created; its tables and publication
+// were the ones it creates now.
+const oldIndex = `CREATE INDEX outbox_event_date_time_idx ON outbox (event_date_time)`
+
+// The new index as a failed CREATE INDEX CONCURRENTLY leaves it: there,
+// marked invalid. Marked by hand here;
+// TestMigratePostgres_RebuildsAfterAFailedBuild fails a build for real.
+var invalidNewIndex = []string{
+	`CREATE INDEX outbox_event_date_time_id_idx ON outbox (event_date_time, id)`,
+	`UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'outbox_event_date_time_id_idx'::regclass`,
+}
+
+func connect(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func exec(t *testing.T, conn *pgx.Conn, stmts ...string) {
+	t.Helper()
+	for _, stmt := range stmts {
+		if _, err := conn.Exec(context.Background(), stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+}
+
+// oldSchema gives the database what an earlier `cdc migrate` created, with
+// rows in the outbox.
+func oldSchema(t *testing.T, conn *pgx.Conn) {
+	t.Helper()
+	tables, err := ddl.Postgres("cdc_outbox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec(t, conn, tables, oldIndex, `INSERT INTO outbox (event_type, environment, event_context)
+		SELECT 'e', 'test', json_build_object('n', g) FROM generate_series(1, 1000) g`)
+}
+
+// outboxIndexes lists the outbox's indexes as pg_indexes names them, by
+// name, each with its validity and definition.
+func outboxIndexes(t *testing.T, conn *pgx.Conn) []string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), `
+		SELECT x.indexname || ' valid=' || i.indisvalid || ': ' || x.indexdef
+		FROM pg_indexes x JOIN pg_index i ON i.indexrelid = format('%I.%I', x.schemaname, x.indexname)::regclass
+		WHERE x.tablename = 'outbox' ORDER BY x.indexname`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+var wantIndexes = []string{
+	"outbox_event_date_time_id_idx valid=true: CREATE INDEX outbox_event_date_time_id_idx ON public.outbox USING btree (event_date_time, id)",
+	"outbox_pkey valid=true: CREATE UNIQUE INDEX outbox_pkey ON public.outbox USING btree (id)",
+}
+
+func indexOID(t *testing.T, conn *pgx.Conn) uint32 {
+	t.Helper()
+	var oid uint32
+	if err := conn.QueryRow(context.Background(), `SELECT 'outbox_event_date_time_id_idx'::regclass::oid`).Scan(&oid); err != nil {
+		t.Fatal(err)
+	}
+	return oid
+}
+
+// Whatever an earlier migrate (or an interrupted one) left, migrate ends
+// with exactly the outbox's primary key and a valid index on
+// (event_date_time, id), says what it built and dropped, and a second run
+// changes nothing and says nothing.
+func TestMigratePostgres_LeavesExactlyTheCompositeIndex(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, conn *pgx.Conn)
+		want  string
+	}{
+		{"fresh database", func(*testing.T, *pgx.Conn) {}, building + built},
+		{"old schema: index on event_date_time alone", oldSchema, building + built + droppedOld},
+		{"old schema and an invalid new index: an upgrade whose build failed", func(t *testing.T, conn *pgx.Conn) {
+			oldSchema(t, conn)
+			exec(t, conn, invalidNewIndex...)
+		}, droppedInvalid + building + built + droppedOld},
+		{"invalid new index, old one gone", func(t *testing.T, conn *pgx.Conn) {
+			oldSchema(t, conn)
+			exec(t, conn, `DROP INDEX outbox_event_date_time_idx`)
+			exec(t, conn, invalidNewIndex...)
+		}, droppedInvalid + building + built},
+		{"both valid: an upgrade stopped before the old index was dropped", func(t *testing.T, conn *pgx.Conn) {
+			oldSchema(t, conn)
+			exec(t, conn, `CREATE INDEX outbox_event_date_time_id_idx ON outbox (event_date_time, id)`)
+		}, droppedOld},
+		{"already migrated", func(t *testing.T, conn *pgx.Conn) {
+			if err := ddl.MigratePostgres(ctx, conn, "cdc_outbox", io.Discard); err != nil {
+				t.Fatal(err)
+			}
+		}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := connect(t, env.NewPostgres(t))
+			tt.setup(t, conn)
+			var out bytes.Buffer
+			if err := ddl.MigratePostgres(ctx, conn, "cdc_outbox", &out); err != nil {
+				t.Fatal(err)
+			}
+			if out.String() != tt.want {
+				t.Errorf("migrate printed\n%s\nwant\n%s", out.String(), tt.want)
+			}
+			if got := outboxIndexes(t, conn); fmt.Sprint(got) != fmt.Sprint(wantIndexes) {
+				t.Fatalf("outbox indexes:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantIndexes, "\n"))
+			}
+
+			oid := indexOID(t, conn)
+			out.Reset()
+			if err := ddl.MigratePostgres(ctx, conn, "cdc_outbox", &out); err != nil {
+				t.Fatalf("rerun: %v", err)
+			}
+			if out.Len() != 0 {
+				t.Errorf("rerun printed %q, want nothing", out.String())
+			}
+			if got := outboxIndexes(t, conn); fmt.Sprint(got) != fmt.Sprint(wantIndexes) {
+				t.Fatalf("outbox indexes after the rerun:\n%s", strings.Join(got, "\n"))
+			}
+			if again := indexOID(t, conn); again != oid {
+				t.Fatalf("rerun rebuilt the index: oid %d, then %d", oid, again)
+			}
+		})
+	}
+}
+
+// An index of someone else's under the name is not cdc's to drop: migrate
+// stops and says what is there, and leaves it and the old index alone.
+func TestMigratePostgres_RefusesAnotherIndexUnderTheName(t *testing.T) {
+	conn := connectFresh(t, testenv.Get(t))
+	oldSchema(t, conn)
+	exec(t, conn, `CREATE INDEX outbox_event_date_time_id_idx ON outbox (event_type)`)
+	before := outboxIndexes(t, conn)
+	var out bytes.Buffer
+	err := ddl.MigratePostgres(context.Background(), conn, "cdc_outbox", &out)
+	want := `migrate postgres: index outbox_event_date_time_id_idx on outbox is "btree (event_type)", not "btree (event_date_time, id)": drop or rename it and run migrate again`
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant %s", err, want)
+	}
+	if out.Len() != 0 {
+		t.Errorf("migrate printed %q, want nothing", out.String())
+	}
+	if after := outboxIndexes(t, conn); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("indexes changed:\n%s\nwant\n%s", strings.Join(after, "\n"), strings.Join(before, "\n"))
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that MigratePostgres writes to in one
+// goroutine while the test reads it in another.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// migrateAsync runs MigratePostgres on conn; the channel gets its error.
+func migrateAsync(conn *pgx.Conn, w io.Writer) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- ddl.MigratePostgres(context.Background(), conn, "cdc_outbox", w) }()
+	return done
+}
+
+// waitFor polls cond every 50ms for up to 30s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// waitingOnLock reports whether the session pid waits for a lock.
+func waitingOnLock(t *testing.T, conn *pgx.Conn, pid uint32) bool {
+	t.Helper()
+	var waiting bool
+	err := conn.QueryRow(context.Background(), `SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&waiting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return waiting
+}
+
+func insertOne(ctx context.Context, conn *pgx.Conn) error {
+	_, err := conn.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context) VALUES ('e', 'test', '{}')`)
+	return err
+}
+
+// The application inserts while migrate upgrades the index. An insert
+// transaction still open when migrate starts holds migrate up (the
+// concurrent build waits for it), but not the inserts that come after it:
+// they go through while migrate waits.
+func TestMigratePostgres_DoesNotHoldUpInserts(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	dsn := env.NewPostgres(t)
+	admin := connect(t, dsn)
+	oldSchema(t, admin)
+
+	// A request that inserted its event and has not committed yet.
+	app := connect(t, dsn)
+	open, err := app.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Rollback(ctx)
+	if err := insertOne(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+
+	migrating := connect(t, dsn)
+	out := &lockedBuffer{}
+	done := migrateAsync(migrating, out)
+	waitFor(t, "migrate to wait for the open insert transaction", func() bool {
+		return waitingOnLock(t, admin, migrating.PgConn().PID())
+	})
+
+	// The next request's insert, with a deadline well past an insert's
+	// time and well short of forever.
+	next := connect(t, dsn)
+	insertCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := insertOne(insertCtx, next); err != nil {
+		t.Fatalf("insert while migrate waits: %v", err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("migrate ended (%v) before the open transaction did", err)
+	default:
+	}
+	if got := out.String(); got != building {
+		t.Fatalf("migrate printed %q while waiting, want %q", got, building)
+	}
+
+	if err := open.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got, want := out.String(), building+built+droppedOld; got != want {
+		t.Errorf("migrate printed\n%s\nwant\n%s", got, want)
+	}
+	if got := outboxIndexes(t, admin); fmt.Sprint(got) != fmt.Sprint(wantIndexes) {
+		t.Fatalf("outbox indexes:\n%s", strings.Join(got, "\n"))
+	}
+	var rows int
+	if err := admin.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 1002 {
+		t.Fatalf("outbox holds %d rows, want 1002", rows)
+	}
+}
+
+// Two migrates at once (two replicas' init containers): the second finds
+// the first one's build under way, still invalid, and waits for it instead
+// of dropping it; both end with the first one's index.
+func TestMigratePostgres_WaitsForAnotherSessionsBuild(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	dsn := env.NewPostgres(t)
+	admin := connect(t, dsn)
+	oldSchema(t, admin)
+
+	// An open insert transaction holds the first build up, long enough for
+	// the second migrate to find it under way.
+	app := connect(t, dsn)
+	open, err := app.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Rollback(ctx)
+	if err := insertOne(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+
+	first := connect(t, dsn)
+	firstOut := &lockedBuffer{}
+	firstDone := migrateAsync(first, firstOut)
+	var buildOID uint32
+	waitFor(t, "the first migrate's build to start", func() bool {
+		err := admin.QueryRow(ctx, `SELECT index_relid FROM pg_stat_progress_create_index WHERE pid = $1`, first.PgConn().PID()).Scan(&buildOID)
+		if err != nil && err != pgx.ErrNoRows {
+			t.Fatal(err)
+		}
+		return err == nil && waitingOnLock(t, admin, first.PgConn().PID())
+	})
+
+	second := connect(t, dsn)
+	secondOut := &lockedBuffer{}
+	secondDone := migrateAsync(second, secondOut)
+	waiting := fmt.Sprintf("waiting for session %d to finish building index outbox_event_date_time_id_idx\n", first.PgConn().PID())
+	waitFor(t, "the second migrate to wait", func() bool { return secondOut.String() == waiting })
+
+	if err := open.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for name, done := range map[string]<-chan error{"first": firstDone, "second": secondDone} {
+		if err := <-done; err != nil {
+			t.Fatalf("%s migrate: %v", name, err)
+		}
+	}
+	// Which of the two drops the old index is a race, and the one that
+	// did says so; the second never builds or drops the new one.
+	firstGot, secondGot := firstOut.String(), secondOut.String()
+	firstWant, secondWant := building+built+droppedOld, waiting
+	if !strings.HasSuffix(firstGot, droppedOld) {
+		firstWant, secondWant = building+built, waiting+droppedOld
+	}
+	if firstGot != firstWant || secondGot != secondWant {
+		t.Errorf("first migrate printed\n%s\nsecond printed\n%s\nwant\n%s\nand\n%s", firstGot, secondGot, firstWant, secondWant)
+	}
+	if got := outboxIndexes(t, admin); fmt.Sprint(got) != fmt.Sprint(wantIndexes) {
+		t.Fatalf("outbox indexes:\n%s", strings.Join(got, "\n"))
+	}
+	if oid := indexOID(t, admin); oid != buildOID {
+		t.Fatalf("index oid %d, want %d, the first migrate's build", oid, buildOID)
+	}
+}
+
+// A concurrent build that fails leaves its index behind, invalid. Here it
+// fails for real: the build waits for an open insert transaction longer
+// than lock_timeout. migrate says the next run rebuilds it, keeps the old
+// index meanwhile, and the next run does.
+func TestMigratePostgres_RebuildsAfterAFailedBuild(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	dsn := env.NewPostgres(t)
+	admin := connect(t, dsn)
+	oldSchema(t, admin)
+
+	app := connect(t, dsn)
+	open, err := app.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Rollback(ctx)
+	if err := insertOne(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	impatient := connect(t, dsn)
+	exec(t, impatient, `SET lock_timeout = '200ms'`)
+	var out bytes.Buffer
+	err = ddl.MigratePostgres(ctx, impatient, "cdc_outbox", &out)
+	want := "migrate postgres: build index outbox_event_date_time_id_idx concurrently (a failed build leaves it invalid; the next migrate drops and builds it again): ERROR: canceling statement due to lock timeout (SQLSTATE 55P03)"
+	if err == nil || err.Error() != want {
+		t.Fatalf("err = %v\nwant %s", err, want)
+	}
+	if out.String() != building {
+		t.Errorf("migrate printed %q, want %q", out.String(), building)
+	}
+	failed := []string{
+		"outbox_event_date_time_id_idx valid=false: CREATE INDEX outbox_event_date_time_id_idx ON public.outbox USING btree (event_date_time, id)",
+		"outbox_event_date_time_idx valid=true: CREATE INDEX outbox_event_date_time_idx ON public.outbox USING btree (event_date_time)",
+		"outbox_pkey valid=true: CREATE UNIQUE INDEX outbox_pkey ON public.outbox USING btree (id)",
+	}
+	if got := outboxIndexes(t, admin); fmt.Sprint(got) != fmt.Sprint(failed) {
+		t.Fatalf("outbox indexes after the failed build:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(failed, "\n"))
+	}
+
+	if err := open.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := ddl.MigratePostgres(ctx, impatient, "cdc_outbox", &out); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := out.String(), droppedInvalid+building+built+droppedOld; got != want {
+		t.Errorf("migrate printed\n%s\nwant\n%s", got, want)
+	}
+	if got := outboxIndexes(t, admin); fmt.Sprint(got) != fmt.Sprint(wantIndexes) {
+		t.Fatalf("outbox indexes:\n%s", strings.Join(got, "\n"))
+	}
+}
