@@ -2,12 +2,16 @@ package backfill_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcdc/cdc/backfill"
@@ -159,4 +163,177 @@ func TestScanner_VisitsEveryRowOnceIncludingInfinity(t *testing.T) {
 			}
 		})
 	}
+}
+
+// planNode is one node of EXPLAIN (ANALYZE, FORMAT JSON).
+type planNode struct {
+	Type    string     `json:"Node Type"`
+	Index   string     `json:"Index Name"`
+	Rows    float64    `json:"Actual Rows"` // per loop
+	Removed float64    `json:"Rows Removed by Filter"`
+	Loops   float64    `json:"Actual Loops"` // 3 for a parallel scan with two workers
+	Workers float64    `json:"Workers Launched"`
+	Plans   []planNode `json:"Plans"`
+}
+
+// explainPage runs EXPLAIN ANALYZE of the page query q with args: with the
+// plan PostgreSQL makes for these values, or with the generic plan of the
+// prepared statement, which it may use from a statement's sixth run on a
+// connection (pgx prepares the scanner's query on each).
+func explainPage(t *testing.T, pool *pgxpool.Pool, q string, args []any, generic bool) planNode {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	var out string
+	if !generic {
+		err = conn.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+q, args...).Scan(&out)
+	} else {
+		// EXECUTE takes its arguments as literals, not as parameters.
+		lits := make([]string, len(args))
+		for i, a := range args {
+			switch v := a.(type) {
+			case time.Time:
+				lits[i] = "'" + v.Format(time.RFC3339Nano) + "'"
+			case pgtype.Timestamptz:
+				lits[i] = "'" + v.Time.Format(time.RFC3339Nano) + "'"
+			case string:
+				lits[i] = "'" + strings.ReplaceAll(v, "'", "''") + "'"
+			case int:
+				lits[i] = strconv.Itoa(v)
+			default:
+				t.Fatalf("argument %d: %T has no literal form here", i+1, a)
+			}
+		}
+		for _, stmt := range []string{`SET plan_cache_mode = force_generic_plan`, `PREPARE page AS ` + q} {
+			if _, err := conn.Exec(ctx, stmt); err != nil {
+				t.Fatalf("%s: %v", stmt, err)
+			}
+		}
+		err = conn.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE page("+strings.Join(lits, ", ")+")").Scan(&out)
+		if _, err := conn.Exec(ctx, `DEALLOCATE page; RESET plan_cache_mode`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err != nil {
+		t.Fatalf("explain %s: %v", q, err)
+	}
+	var plans []struct{ Plan planNode }
+	if err := json.Unmarshal([]byte(out), &plans); err != nil || len(plans) != 1 {
+		t.Fatalf("explain output %s: %v", out, err)
+	}
+	return plans[0].Plan
+}
+
+// flatten lists the plan's nodes, top down.
+func flatten(n planNode) []planNode {
+	out := []planNode{n}
+	for _, c := range n.Plans {
+		out = append(out, flatten(c)...)
+	}
+	return out
+}
+
+// A bulk insert gives all its rows one event_date_time. A page from inside
+// such a group reads its own rows, and no others, from the index on
+// (event_date_time, id), in order: no Sort of the rest of the group, which
+// the index on event_date_time alone needed.
+func TestScanner_PageInsideAGroupReadsOnlyThePage(t *testing.T) {
+	ctx := context.Background()
+	pool := outbox(t)
+	group := time.Date(2026, 11, 25, 12, 40, 0, 0, time.UTC)
+	for _, stmt := range []string{
+		// 1000 rows a second apart before the group, 50,000 in it, 1000 after.
+		`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+			SELECT 'e', 'test', json_build_object('n', g), $1::timestamptz - g * interval '1 second' FROM generate_series(1, 1000) g`,
+		`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+			SELECT 'e', 'test', json_build_object('n', g), $1::timestamptz FROM generate_series(1, 50000) g`,
+		`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+			SELECT 'e', 'test', json_build_object('n', g), $1::timestamptz + g * interval '1 second' FROM generate_series(1, 1000) g`,
+	} {
+		if _, err := pool.Exec(ctx, stmt, group); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE outbox`); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := backfill.LoadRelation(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// pageInGroup returns the query of the page after the group's first
+	// 1000 rows: the scanner has read the 1000 rows before the group, then
+	// those.
+	pageInGroup := func(t *testing.T, since, until time.Time, values bool) (string, []any) {
+		t.Helper()
+		sc := backfill.NewScanner(pool, rel, since, until, 1000, 0, values)
+		var read []backfill.Record
+		for i := 0; i < 2; i++ {
+			var err error
+			if read, err = sc.Next(ctx); err != nil || len(read) != 1000 {
+				t.Fatalf("page %d: %d rows, %v; want 1000", i+1, len(read), err)
+			}
+		}
+		if at := read[999].Time.Time; !at.Equal(group) {
+			t.Fatalf("keyset position at %v, want inside the group at %v", at, group)
+		}
+		return sc.PageQuery()
+	}
+
+	const page = 1000
+	tests := []struct {
+		name         string
+		since, until time.Time
+		values       bool
+		generic      bool
+	}{
+		{"verify: ids since and until", group.Add(-time.Hour), group.Add(time.Hour), false, false},
+		{"verify: ids since and until, generic plan", group.Add(-time.Hour), group.Add(time.Hour), false, true},
+		{"backfill: every column since", group.Add(-time.Hour), time.Time{}, true, false},
+		{"backfill: every column since, generic plan", group.Add(-time.Hour), time.Time{}, true, true},
+		{"since -infinity: no bounds", time.Time{}, time.Time{}, true, false},
+		{"since -infinity: no bounds, generic plan", time.Time{}, time.Time{}, true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			q, args := pageInGroup(t, tt.since, tt.until, tt.values)
+			nodes := flatten(explainPage(t, pool, q, args, tt.generic))
+			// The Limit over one index scan that starts at the last row
+			// read, leaves it out and stops after the page.
+			if len(nodes) != 2 || nodes[0].Type != "Limit" || nodes[0].Rows != page ||
+				(nodes[1].Type != "Index Scan" && nodes[1].Type != "Index Only Scan") ||
+				nodes[1].Index != ddl.OutboxIndex || nodes[1].Rows != page || nodes[1].Removed != 1 || nodes[1].Loops != 1 {
+				t.Fatalf("plan of %s\n%+v\nwant a Limit of %d rows over an Index Scan on %s reading %d+1 rows", q, nodes, page, ddl.OutboxIndex, page)
+			}
+		})
+	}
+
+	// The same page with the index on event_date_time alone, as before:
+	// it reads and sorts the rest of the group, 49,000 rows, for 1000.
+	t.Run("index on event_date_time alone", func(t *testing.T) {
+		for _, stmt := range []string{
+			`DROP INDEX ` + ddl.OutboxIndex,
+			`CREATE INDEX ` + ddl.OldOutboxIndex + ` ON outbox (event_date_time)`,
+		} {
+			if _, err := pool.Exec(ctx, stmt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		q, args := pageInGroup(t, group.Add(-time.Hour), group.Add(time.Hour), false)
+		var sorted float64
+		nodes := flatten(explainPage(t, pool, q, args, false))
+		for _, n := range nodes {
+			if strings.HasSuffix(n.Type, "Sort") && len(n.Plans) == 1 {
+				sorted = n.Plans[0].Rows * n.Plans[0].Loops
+			}
+		}
+		if sorted < 49000 {
+			t.Fatalf("plan of %s\n%+v\nwant a Sort of the 49,000 rows left in the group", q, nodes)
+		}
+	})
 }
