@@ -54,17 +54,21 @@ func (c *Cleaner) Run(ctx context.Context) error {
 	}
 }
 
+// sweepBatch deletes up to $2 rows older than $1. The outbox's index on
+// (event_date_time, id) finds them: event_date_time < $1 is a range on its
+// first column, and the subquery reads the oldest rows, not the table. No FOR
+// UPDATE: it would need UPDATE on outbox, a right the connector's role does
+// not have; two sweepers deleting the same row is harmless.
+const sweepBatch = `DELETE FROM outbox WHERE id IN (
+	SELECT id FROM outbox WHERE event_date_time < $1 LIMIT $2)`
+
 // Sweep deletes every row older than Keep, BatchSize rows per statement,
 // and returns how many it deleted.
 func (c *Cleaner) Sweep(ctx context.Context) (int64, error) {
 	var total int64
 	cutoff := time.Now().Add(-c.Keep)
 	for {
-		// No FOR UPDATE: it would need UPDATE on outbox, a right the
-		// connector's role does not have; two sweepers deleting the same
-		// row is harmless.
-		tag, err := c.Pool.Exec(ctx, `DELETE FROM outbox WHERE id IN (
-			SELECT id FROM outbox WHERE event_date_time < $1 LIMIT $2)`, cutoff, c.BatchSize)
+		tag, err := c.Pool.Exec(ctx, sweepBatch, cutoff, c.BatchSize)
 		if err != nil {
 			return total, fmt.Errorf("delete old outbox rows: %w", err)
 		}

@@ -2,6 +2,7 @@ package retention
 
 import (
 	"context"
+	"io"
 	"os"
 	"slices"
 	"testing"
@@ -188,7 +189,7 @@ func migratedPool(t *testing.T) *pgxpool.Pool {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if err := ddl.MigratePostgres(ctx, pool, "pub"); err != nil {
+	if err := ddl.MigratePostgres(ctx, pool, "pub", io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	return pool

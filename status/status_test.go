@@ -2,6 +2,7 @@ package status
 
 import (
 	"context"
+	"io"
 	"os"
 	"testing"
 	"time"
@@ -174,7 +175,7 @@ func migratedPool(t *testing.T) *pgxpool.Pool {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if err := ddl.MigratePostgres(ctx, pool, "pub"); err != nil {
+	if err := ddl.MigratePostgres(ctx, pool, "pub", io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	return pool

@@ -1,0 +1,102 @@
+package retention_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventcdc/cdc/internal/testenv"
+	"github.com/eventcdc/cdc/retention"
+	ddl "github.com/eventcdc/cdc/sql"
+)
+
+// planNode is one node of EXPLAIN (ANALYZE, FORMAT JSON).
+type planNode struct {
+	Type  string     `json:"Node Type"`
+	Index string     `json:"Index Name"`
+	Rows  float64    `json:"Actual Rows"`
+	Plans []planNode `json:"Plans"`
+}
+
+// flatten lists the plan's nodes, top down.
+func flatten(n planNode) []planNode {
+	out := []planNode{n}
+	for _, c := range n.Plans {
+		out = append(out, flatten(c)...)
+	}
+	return out
+}
+
+// With the index on event_date_time alone gone, a sweep's batch finds the
+// old rows through the outbox's index on (event_date_time, id), reading
+// those and no others; the sweep deletes exactly them.
+func TestSweep_FindsOldRowsThroughTheIndex(t *testing.T) {
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, testenv.Get(t).NewPostgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := ddl.MigratePostgres(ctx, pool, "pub", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	// 50,000 rows of a bulk insert a minute ago, 300 rows of two days ago.
+	for _, stmt := range []string{
+		`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+			SELECT 'e', 'test', json_build_object('n', g), now() - interval '1 minute' FROM generate_series(1, 50000) g`,
+		`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+			SELECT 'e', 'test', json_build_object('n', g), now() - interval '2 days' - g * interval '1 second' FROM generate_series(1, 300) g`,
+		`ANALYZE outbox`,
+	} {
+		if _, err := pool.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// EXPLAIN ANALYZE runs the DELETE: in a transaction rolled back.
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	err = tx.QueryRow(ctx, "EXPLAIN (ANALYZE, FORMAT JSON) "+retention.SweepBatch, time.Now().Add(-24*time.Hour), 100).Scan(&out)
+	tx.Rollback(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plans []struct{ Plan planNode }
+	if err := json.Unmarshal([]byte(out), &plans); err != nil || len(plans) != 1 {
+		t.Fatalf("explain output %s: %v", out, err)
+	}
+	// The batch's subquery: a Limit over an index scan that reads the
+	// batch's rows and stops.
+	nodes := flatten(plans[0].Plan)
+	found := false
+	for _, n := range nodes {
+		if n.Type != "Limit" {
+			continue
+		}
+		found = len(n.Plans) == 1 && (n.Plans[0].Type == "Index Scan" || n.Plans[0].Type == "Index Only Scan") &&
+			n.Plans[0].Index == ddl.OutboxIndex && n.Plans[0].Rows == 100
+	}
+	if !found {
+		t.Fatalf("plan of the batch\n%+v\nwant its LIMIT over an index scan on %s reading 100 rows", nodes, ddl.OutboxIndex)
+	}
+
+	c := &retention.Cleaner{Pool: pool, Keep: 24 * time.Hour, BatchSize: 100}
+	deleted, err := c.Sweep(ctx)
+	if err != nil || deleted != 300 {
+		t.Fatalf("sweep deleted %d rows, %v; want 300", deleted, err)
+	}
+	var left, old int
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE event_date_time < now() - interval '1 day') FROM outbox`).Scan(&left, &old); err != nil {
+		t.Fatal(err)
+	}
+	if left != 50000 || old != 0 {
+		t.Fatalf("outbox holds %d rows, %d of them old; want 50000 and 0", left, old)
+	}
+}
