@@ -54,6 +54,10 @@ type pacedConn struct {
 	ahead    []byte
 	r, w     int
 	aheadErr error
+	// received counts the bytes read from the socket: a large message
+	// arriving slowly over a thin link is no silence, though no whole
+	// message comes for a while (stream.heardNothing).
+	received int64
 }
 
 // quietLowWater is more than a pause ever collects (5 ms of a stream read
@@ -108,6 +112,7 @@ func (c *pacedConn) refill(p []byte) (int, error) {
 		}
 	}
 	n, err := c.Conn.Read(p)
+	c.received += int64(n)
 	// A read larger than the read-ahead buffer (pgconn reading the rest
 	// of a message of many MB) cannot be filled from a socket that holds
 	// less: it is full when it took a read-ahead buffer's worth.

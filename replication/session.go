@@ -55,8 +55,13 @@ func (r *Replicator) session(ctx context.Context) error {
 	if err != nil {
 		return wrapf(err, "identify system")
 	}
-	limit := r.receiveTimeout(ctx, conn)
 	args, streaming := r.streamingArgs(conn)
+	asked := r.receiveTimeout(ctx, conn)
+	limit := silenceLimit(asked, streaming, serverMajor(conn))
+	if limit != asked {
+		r.log.Info("CDC_PG_RECEIVE_TIMEOUT does not apply to this session: it reads without streaming from PostgreSQL before 16, whose walsender may rightly stay silent for as long as it replays a large transaction of rows it does not publish",
+			zap.Duration("receive_timeout", asked))
+	}
 	err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, confirmed, pglogrepl.StartReplicationOptions{
 		PluginArgs: append(args, "publication_names '"+r.cfg.Publication+"'"),
 	})
@@ -86,7 +91,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	paced.pause.Store(int64(readPause(paced.Conn, r.cfg.FlushInterval)))
 	s := newStream(r, conn, confirmed, skip)
 	s.streaming, s.startWAL = streaming, sys.XLogPos
-	s.receiveTimeout = limit
+	s.receiveTimeout, s.paced = limit, paced
 	defer s.xacts.close()
 	defer s.rememberPartials()
 	return s.run(ctx)
@@ -221,7 +226,8 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 // among them — only once half its own timeout has passed since it last
 // did, so it may answer up to half of wal_sender_timeout after the ping,
 // sent halfway to the limit; below that bound a healthy server would be
-// dropped, and the next session would start that replay over.
+// dropped, and the next session would start that replay over. Some replays
+// report no progress at all before PostgreSQL 16: silenceLimit.
 func (r *Replicator) receiveTimeout(ctx context.Context, conn *pgconn.PgConn) time.Duration {
 	limit := r.cfg.ReceiveTimeout
 	if limit <= 0 {
@@ -229,12 +235,12 @@ func (r *Replicator) receiveTimeout(ctx context.Context, conn *pgconn.PgConn) ti
 	}
 	rows, err := queryRows(ctx, conn, "SHOW wal_sender_timeout")
 	if err != nil || len(rows) != 1 || len(rows[0]) != 1 {
-		r.log.Debug("could not read wal_sender_timeout; using CDC_PG_RECEIVE_TIMEOUT as it is", zap.Error(err))
+		r.log.Warn("could not read wal_sender_timeout; using CDC_PG_RECEIVE_TIMEOUT as it is", zap.Error(err))
 		return limit
 	}
 	wst, ok := parseServerDuration(rows[0][0])
 	if !ok {
-		r.log.Debug("could not parse wal_sender_timeout; using CDC_PG_RECEIVE_TIMEOUT as it is", zap.String("wal_sender_timeout", rows[0][0]))
+		r.log.Warn("could not parse wal_sender_timeout; using CDC_PG_RECEIVE_TIMEOUT as it is", zap.String("wal_sender_timeout", rows[0][0]))
 		return limit
 	}
 	return effectiveReceiveTimeout(limit, wst)
@@ -248,6 +254,30 @@ func effectiveReceiveTimeout(limit, wst time.Duration) time.Duration {
 		return 0
 	}
 	return max(limit, wst+wst/2)
+}
+
+// silenceLimit is the receive timeout a session applies: limit, except in
+// a session that reads without streaming from a server before 16. There
+// PostgreSQL hands pgoutput no change of a table being rewritten (ALTER
+// TABLE … TYPE, a rewrite's new heap) nor of the catalog, and before 16
+// nothing else reports progress while it skips them: replaying such a
+// transaction at its commit, the walsender reads no ping and sends
+// nothing, for as long as the replay takes (about 1.4 s per million rows
+// rewritten, measured on 15). Ending the session then would start the
+// replay over in the next one, again and again. With streaming, a large
+// transaction is sent in blocks as it is decoded, and the blocks go out
+// even when every change in them is skipped.
+func silenceLimit(limit time.Duration, streaming bool, major int) time.Duration {
+	if !streaming && major < 16 {
+		return 0
+	}
+	return limit
+}
+
+// serverMajor is the server's major version, 0 when unknown.
+func serverMajor(conn *pgconn.PgConn) int {
+	major, _ := strconv.Atoi(strings.SplitN(conn.ParameterStatus("server_version"), ".", 2)[0])
+	return major
 }
 
 // parseServerDuration reads a time setting as SHOW prints it: a number
@@ -368,7 +398,9 @@ type stream struct {
 	// pinged is set once a status asking for a reply has gone out.
 	quiet          time.Duration
 	pinged         bool
-	receiveTimeout time.Duration // Replicator.receiveTimeout
+	receiveTimeout time.Duration // Replicator.receiveTimeout, through silenceLimit
+	paced          *pacedConn    // its received count tells a slow message from silence
+	heardBytes     int64         // paced.received when the stream last heard something
 }
 
 // ack is the writer's report that a batch is stored.
@@ -510,6 +542,13 @@ func (s *stream) loop(ctx context.Context) error {
 				return nil
 			}
 			if pgconn.Timeout(err) {
+				if s.paced != nil && s.paced.received != s.heardBytes {
+					// Part of a message came: a large row over a thin
+					// link, not silence.
+					s.heardBytes = s.paced.received
+					s.quiet, s.pinged = 0, false
+					continue
+				}
 				if err := s.heardNothing(time.Since(now)); err != nil {
 					return err
 				}
@@ -518,6 +557,9 @@ func (s *stream) loop(ctx context.Context) error {
 			return wrapf(err, "receive from slot %s", s.r.cfg.Slot)
 		}
 		s.quiet, s.pinged = 0, false
+		if s.paced != nil {
+			s.heardBytes = s.paced.received
+		}
 		if err := s.handle(ctx, msg); err != nil {
 			return err
 		}
@@ -920,8 +962,22 @@ func (s *stream) applyAck(a ack) {
 	s.nextStatus = time.Time{}
 }
 
+// statusWriteTimeout bounds the write of a status update. pglogrepl
+// writes it to the socket without heeding ctx, and into a link that died
+// without a reset, once its buffers are full, that write would block
+// until TCP gives up. A server that is busy and not reading takes some 39
+// bytes a second from cdc, hours before any buffer fills.
+const statusWriteTimeout = 30 * time.Second
+
 func (s *stream) sendStatus(ctx context.Context) error {
 	w, f := s.track.Positions()
+	deadline := time.Now().Add(statusWriteTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := s.conn.Conn().SetWriteDeadline(deadline); err != nil {
+		return wrapf(err, "send standby status")
+	}
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: w,
 		WALFlushPosition: f,

@@ -128,3 +128,101 @@ func TestReplicator_SilentLinkEndsTheSessionIdleServerDoesNot(t *testing.T) {
 		t.Fatalf("cdc_replication_streaming %v after the link came back, want 1", on)
 	}
 }
+
+// A large row that arrives steadily over a thin link, a whole message
+// taking longer than ReceiveTimeout, is no silence: the bytes keep coming.
+func TestReplicator_LargeRowOverAThinLinkIsNotSilence(t *testing.T) {
+	h := setup(t)
+	u, err := url.Parse(h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Host == "" {
+		t.Skip("the test server listens on a Unix socket only")
+	}
+	fz := testenv.NewFreezer(t, u.Host)
+	dsn, err := fz.DSN(h.dsn, "-c wal_sender_timeout=1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := &fakeSink{}
+	stop := h.runWith(s, zap.New(core), func(c *replication.Config) {
+		c.DSN, c.ReceiveTimeout, c.BatchMaxBytes = dsn, 2*time.Second, 16<<20
+	})
+	defer stop()
+	eventually(t, "a session", func() bool { return logs.FilterMessage("streaming").Len() == 1 })
+	fz.SetRate(1 << 20)
+	// One row of about 4 MB of JSON: some 4 s at 1 MiB/s, twice the limit.
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context)
+		SELECT 'big', 'test', json_build_object('pad', string_agg(md5(i::text), ''))
+		FROM generate_series(1, 130000) i`)
+	eventually(t, "the large row stored", func() bool { return s.count() == 1 })
+	if n, silent := logs.FilterMessage("streaming").Len(), logs.FilterMessage("replication interrupted; reconnecting").Len(); n != 1 || silent != 0 {
+		t.Fatalf("%d sessions, %d reconnects for a row arriving slowly; want 1 and 0: %v", n, silent, logs.FilterMessage("replication interrupted; reconnecting").All())
+	}
+}
+
+// A session that waits out an open streamed transaction reads without
+// streaming, so on PostgreSQL 15 the receive timeout does not apply
+// (silenceLimit); after each status it asks a second connection whether
+// that transaction has ended. On a link that died without a reset, that
+// lookup is bounded, and its failure ends the session.
+func TestReplicator_FrozenLinkWhileWaitingOutATransactionEndsTheSession(t *testing.T) {
+	defer replication.SetLookupTimeout(2 * time.Second)()
+	h := setup(t)
+	u, err := url.Parse(h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Host == "" {
+		t.Skip("the test server listens on a Unix socket only")
+	}
+	fz := testenv.NewFreezer(t, u.Host)
+	dsn, err := fz.DSN(h.dsn, "-c wal_sender_timeout=1s -c logical_decoding_work_mem=64kB")
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	r := replication.New(replication.Config{
+		DSN: dsn, Slot: "slot", Publication: "pub",
+		BatchMaxRows: 1000, BatchMaxBytes: 1 << 20, FlushInterval: 50 * time.Millisecond,
+		StatusInterval: 100 * time.Millisecond, InsertsInFlight: 2, ReceiveBuffer: 128 << 10,
+		ReceiveTimeout: 2 * time.Second,
+	}, &fakeSink{}, nil, zap.New(core), metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { fz.Thaw(); cancel(); <-done }()
+
+	tx := h.begin(ctx)
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, "SAVEPOINT sp"); err != nil {
+		t.Fatal(err)
+	}
+	insertRows(t, ctx, tx, "open", 3000)
+	eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
+	eventually(t, "the session waiting the transaction out", func() bool {
+		return logs.FilterMessage("streaming").Len() == 2 && r.State().Streaming()
+	})
+
+	fz.Freeze()
+	frozeAt := time.Now()
+	lookupFailed := func() bool {
+		for _, e := range logs.FilterMessage("replication interrupted; reconnecting").All() {
+			if err, ok := e.ContextMap()["error"].(string); ok && strings.Contains(err, "look up status of transaction") {
+				return true
+			}
+		}
+		return false
+	}
+	for !lookupFailed() {
+		if time.Since(frozeAt) > 10*time.Second {
+			t.Fatalf("no failed lookup logged 10s after the link froze (lookups bounded at 2s); streaming %v", r.State().Streaming())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r.State().Streaming() {
+		t.Fatal("still streaming after the lookup failed")
+	}
+}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -92,7 +90,15 @@ func (x *xactLookup) status(ctx context.Context, xid uint32) (string, error) {
 
 // statusAt is status, plus the server's WAL insert position after it was
 // read: if xid had ended, its commit or abort record lies before it.
+// lookupTimeout bounds a transaction status lookup, connection included.
+// The stream's loop waits on it: without a bound, a link that died without
+// a reset would hold the loop — and keep cdc "streaming" — until TCP gives
+// up, some 15 minutes later. The query itself takes milliseconds.
+var lookupTimeout = 30 * time.Second
+
 func (x *xactLookup) statusAt(ctx context.Context, xid uint32) (string, pglogrepl.LSN, error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
 	if x.conn == nil {
 		cfg, err := pgconn.ParseConfig(x.dsn)
 		if err != nil {
@@ -314,8 +320,7 @@ func (r *Replicator) streams() bool { return !r.streamingOff && r.waitOut == 0 }
 // streaming where the server has it (14+) and no transaction is being
 // waited out, else protocol 1.
 func (r *Replicator) streamingArgs(conn *pgconn.PgConn) (args []string, streaming bool) {
-	major, _ := strconv.Atoi(strings.SplitN(conn.ParameterStatus("server_version"), ".", 2)[0])
-	if major >= 14 && r.streams() {
+	if serverMajor(conn) >= 14 && r.streams() {
 		return []string{"proto_version '2'", "streaming 'on'"}, true
 	}
 	return []string{"proto_version '1'"}, false

@@ -50,3 +50,23 @@ func TestEffectiveReceiveTimeout(t *testing.T) {
 		}
 	}
 }
+
+func TestSilenceLimit(t *testing.T) {
+	tests := []struct {
+		name      string
+		streaming bool
+		major     int
+		want      time.Duration
+	}{
+		{"15 streaming: applies", true, 15, time.Minute},
+		{"15 without streaming (waiting out a transaction): off", false, 15, 0},
+		{"16 without streaming: applies (progress is reported while changes are skipped)", false, 16, time.Minute},
+		{"13, no streaming at all: off", false, 13, 0},
+		{"version unknown, without streaming: off", false, 0, 0},
+	}
+	for _, tt := range tests {
+		if got := silenceLimit(time.Minute, tt.streaming, tt.major); got != tt.want {
+			t.Errorf("%s: silenceLimit(1m, %v, %d) = %s, want %s", tt.name, tt.streaming, tt.major, got, tt.want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Freezer forwards TCP connections to a target. Frozen, it keeps every
@@ -17,6 +18,7 @@ type Freezer struct {
 	target string
 	mu     sync.Mutex
 	thawed chan struct{} // closed while not frozen
+	rate   int           // bytes per second each way; 0: unlimited
 }
 
 // NewFreezer listens on a free port of 127.0.0.1 and forwards to target
@@ -53,13 +55,16 @@ func (f *Freezer) forward(client net.Conn) {
 	}
 	pipe := func(dst, src net.Conn) {
 		defer func() { _ = dst.Close(); _ = src.Close() }()
-		buf := make([]byte, 32<<10)
+		buf := make([]byte, 16<<10)
 		for {
 			n, err := src.Read(buf)
 			if n > 0 {
 				f.gate()
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					return
+				}
+				if rate := f.bytesPerSecond(); rate > 0 {
+					time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
 				}
 			}
 			if err != nil {
@@ -77,6 +82,20 @@ func (f *Freezer) gate() {
 	ch := f.thawed
 	f.mu.Unlock()
 	<-ch
+}
+
+// SetRate limits each direction of every connection to about
+// bytesPerSecond, as a thin link does; 0 lifts the limit.
+func (f *Freezer) SetRate(bytesPerSecond int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rate = bytesPerSecond
+}
+
+func (f *Freezer) bytesPerSecond() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rate
 }
 
 // Freeze stops every byte and close from moving until Thaw.

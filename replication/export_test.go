@@ -1,0 +1,11 @@
+package replication
+
+import "time"
+
+// SetLookupTimeout sets the bound of a transaction status lookup for a
+// test and returns the function that puts it back.
+func SetLookupTimeout(d time.Duration) (restore func()) {
+	old := lookupTimeout
+	lookupTimeout = d
+	return func() { lookupTimeout = old }
+}
