@@ -552,7 +552,7 @@ func TestFaults_PostgresRestart(t *testing.T) {
 		t.Skip("servers come from the environment; cannot restart PostgreSQL")
 	}
 	w.auditInserts()
-	c := w.start(map[string]string{"CDC_FLUSH_INTERVAL": "100ms"})
+	c := w.start(map[string]string{"CDC_FLUSH_INTERVAL": "100ms", "CDC_METRICS_ADDR": "auto"})
 	waitStreaming(t, c, 1)
 	w.insertEvents("before", 300)
 	w.waitRows(300, 60*time.Second)
@@ -579,6 +579,12 @@ func TestFaults_PostgresRestart(t *testing.T) {
 	}
 	if !strings.Contains(c.out.String(), "replication interrupted; reconnecting") {
 		t.Errorf("the connector did not log the reconnect")
+	}
+	// One restart is one interruption, however many reconnects failed
+	// while PostgreSQL was down.
+	if n := metricValue(c.scrape(), "cdc_replication_interruptions_total"); n != 1 {
+		t.Errorf("cdc_replication_interruptions_total %v after one restart, want 1 (%d reconnect attempts logged)",
+			n, strings.Count(c.out.String(), "replication interrupted; reconnecting"))
 	}
 	w.assertExactlyOnce(1300)
 	for typ, want := range map[string]uint64{"before": 300, "just_before": 500, "after": 500} {

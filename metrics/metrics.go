@@ -69,7 +69,7 @@ func New(reg prometheus.Registerer, now func() int64) *Metrics {
 		Streaming: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_replication_streaming",
 			Help: "1 while this process's replication connection is up and streaming (what /readyz's postgres check reads); 0 while it connects, reconnects or stands by."}),
 		Interruptions: f.NewCounter(prometheus.CounterOpts{Name: "cdc_replication_interruptions_total",
-			Help: "Replication sessions that ended on an error and were reconnected (a lost connection, a silent link, a failed query); not a standby's waits for a busy slot."}),
+			Help: "Replication sessions that streamed and then ended on an error (a lost connection, a silent link, a failed query); the failed attempts to reconnect that follow and a standby's waits for a busy slot do not count."}),
 		now: now,
 	}
 	m.safeWALBytes.Store(math.MinInt64)

@@ -110,6 +110,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 	for {
 		started := time.Now()
 		err := r.session(ctx)
+		streamed := r.state.Streaming() // the session got as far as streaming
 		r.state.setStreaming(false)
 		r.metrics.Streaming.Set(0)
 		if ctx.Err() != nil {
@@ -135,7 +136,9 @@ func (r *Replicator) Run(ctx context.Context) error {
 			wait = time.Second
 			r.log.Info("slot in use by another connector; standing by", zap.Error(err), zap.Duration("retry_in", wait))
 		} else {
-			r.metrics.Interruptions.Inc()
+			if streamed { // a restart's failed reconnects are one interruption
+				r.metrics.Interruptions.Inc()
+			}
 			r.log.Error("replication interrupted; reconnecting", zap.Error(err), zap.Duration("retry_in", wait))
 		}
 		select {
