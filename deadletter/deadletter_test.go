@@ -3,19 +3,16 @@ package deadletter_test
 import (
 	"context"
 	"errors"
-	"io"
 	"maps"
 	"os"
 	"testing"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcdc/cdc/deadletter"
 	"github.com/eventcdc/cdc/decoder"
 	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/sink"
-	ddl "github.com/eventcdc/cdc/sql"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -25,14 +22,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 // LSN, not by everything stored since.
 func TestStore_WrittenReadsARangeOfPositions(t *testing.T) {
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testenv.Get(t).NewPostgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := ddl.MigratePostgres(ctx, pool, "pub", io.Discard); err != nil {
-		t.Fatal(err)
-	}
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
 	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "event_type"}}}
 	var rejected []sink.Rejected
 	for _, p := range []sink.Position{{CommitLSN: 0x100, Seq: 1}, {CommitLSN: 0x200, Seq: 1}, {CommitLSN: 0x200, Seq: 2}, {CommitLSN: 0x300, Seq: 1}} {

@@ -2,7 +2,6 @@ package retention
 
 import (
 	"context"
-	"io"
 	"os"
 	"slices"
 	"testing"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/eventcdc/cdc/decoder"
 	"github.com/eventcdc/cdc/internal/testenv"
-	ddl "github.com/eventcdc/cdc/sql"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -28,7 +26,7 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 // SQL docs/operations.md gives.
 func TestSweep_DeletesRowsOlderThanKeepAndNeverThoseAtInfinity(t *testing.T) {
 	ctx := context.Background()
-	pool := migratedPool(t)
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
 	rows := []struct {
 		name    string
 		at      string // SQL expression of event_date_time
@@ -124,7 +122,7 @@ func TestSweep_DeletesRowsOlderThanKeepAndNeverThoseAtInfinity(t *testing.T) {
 // TestCommands_BackfillSetsInfinityRowsAsideAsTheConnectorDoes shows).
 func TestSweep_RowsDeletedBeforeTheSlotIsReadStillReachIt(t *testing.T) {
 	ctx := context.Background()
-	pool := migratedPool(t)
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
 	slot := testenv.Name("retention")
 	if _, err := pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
 		t.Fatal(err)
@@ -177,22 +175,6 @@ func TestSweep_RowsDeletedBeforeTheSlotIsReadStillReachIt(t *testing.T) {
 			t.Errorf("the slot sends event %s at %q, want %q", id, got[id], at)
 		}
 	}
-}
-
-// migratedPool connects to a new database holding cdc's PostgreSQL schema,
-// with the publication "pub".
-func migratedPool(t *testing.T) *pgxpool.Pool {
-	t.Helper()
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testenv.Get(t).NewPostgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := ddl.MigratePostgres(ctx, pool, "pub", io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	return pool
 }
 
 // outboxIDs returns the ids of every outbox row, sorted.

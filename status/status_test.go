@@ -2,7 +2,6 @@ package status
 
 import (
 	"context"
-	"io"
 	"os"
 	"testing"
 	"time"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/metrics"
-	ddl "github.com/eventcdc/cdc/sql"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -118,7 +116,7 @@ func TestMonitor_FailedPollMarksSlotNotActive(t *testing.T) {
 // every time) are dead letters, never pending, whatever the time.
 func TestOldestPending_LeavesOutRowsAtInfinity(t *testing.T) {
 	ctx := context.Background()
-	pool := migratedPool(t)
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
 	t1 := time.Date(2026, 3, 1, 10, 0, 0, 500000000, time.UTC)
 	t2 := time.Date(2026, 4, 4, 4, 4, 4, 123456000, time.UTC)
 	for _, at := range []string{"infinity", "-infinity", t2.Format(time.RFC3339Nano), "infinity", t1.Format(time.RFC3339Nano)} {
@@ -152,7 +150,7 @@ func TestOldestPending_LeavesOutRowsAtInfinity(t *testing.T) {
 
 func TestCountOutbox_CountsRowsAtInfinityApart(t *testing.T) {
 	ctx := context.Background()
-	pool := migratedPool(t)
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
 	if got, err := CountOutbox(ctx, pool); err != nil || got != (Outbox{}) {
 		t.Fatalf("CountOutbox of an empty outbox = %+v, %v; want zero", got, err)
 	}
@@ -164,19 +162,4 @@ func TestCountOutbox_CountsRowsAtInfinityApart(t *testing.T) {
 	if got, err := CountOutbox(ctx, pool); err != nil || got != (Outbox{Rows: 6, AtInfinity: 3}) {
 		t.Fatalf("CountOutbox = %+v, %v; want 6 rows, 3 at infinity", got, err)
 	}
-}
-
-// migratedPool connects to a new database holding cdc's PostgreSQL schema.
-func migratedPool(t *testing.T) *pgxpool.Pool {
-	t.Helper()
-	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testenv.Get(t).NewPostgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := ddl.MigratePostgres(ctx, pool, "pub", io.Discard); err != nil {
-		t.Fatal(err)
-	}
-	return pool
 }
