@@ -18,6 +18,36 @@ import (
 	"github.com/eventcdc/cdc/replication"
 )
 
+// throughFreezer is a Freezer in front of the test's server and the DSN
+// that reaches the server through it, with options as startup options.
+func (h *harness) throughFreezer(options string) (*testenv.Freezer, string) {
+	h.t.Helper()
+	u, err := url.Parse(h.dsn)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if u.Host == "" {
+		h.t.Skip("the test server listens on a Unix socket only")
+	}
+	fz := testenv.NewFreezer(h.t, u.Host)
+	dsn, err := fz.DSN(h.dsn, options)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return fz, dsn
+}
+
+// reconnectsFor counts the reconnects logged with an error containing what.
+func reconnectsFor(logs *observer.ObservedLogs, what string) int {
+	n := 0
+	for _, e := range logs.FilterMessage("replication interrupted; reconnecting").All() {
+		if err, ok := e.ContextMap()["error"].(string); ok && strings.Contains(err, what) {
+			n++
+		}
+	}
+	return n
+}
+
 // A server whose wal_sender_timeout is long raises the receive timeout
 // to 1.5 times it: a walsender may answer the ping that late (receiveTimeout).
 func TestReplicator_ReceiveTimeoutAtLeastOneAndAHalfWalSenderTimeouts(t *testing.T) {
@@ -43,18 +73,7 @@ func TestReplicator_ReceiveTimeoutAtLeastOneAndAHalfWalSenderTimeouts(t *testing
 // never taken for dead.
 func TestReplicator_SilentLinkEndsTheSessionIdleServerDoesNot(t *testing.T) {
 	h := setup(t)
-	u, err := url.Parse(h.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if u.Host == "" {
-		t.Skip("the test server listens on a Unix socket only")
-	}
-	fz := testenv.NewFreezer(t, u.Host)
-	dsn, err := fz.DSN(h.dsn, "-c wal_sender_timeout=1s")
-	if err != nil {
-		t.Fatal(err)
-	}
+	fz, dsn := h.throughFreezer("-c wal_sender_timeout=1s")
 	const timeout = 2 * time.Second
 
 	core, logs := observer.New(zapcore.InfoLevel)
@@ -77,15 +96,7 @@ func TestReplicator_SilentLinkEndsTheSessionIdleServerDoesNot(t *testing.T) {
 		}
 	}()
 	sessions := func() int { return logs.FilterMessage("streaming").Len() }
-	silent := func() int {
-		n := 0
-		for _, e := range logs.FilterMessage("replication interrupted; reconnecting").All() {
-			if err, ok := e.ContextMap()["error"].(string); ok && strings.Contains(err, replication.ErrServerSilent.Error()) {
-				n++
-			}
-		}
-		return n
-	}
+	silent := func() int { return reconnectsFor(logs, replication.ErrServerSilent.Error()) }
 
 	h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'before', 'test', '{}' FROM generate_series(1, 5)`)
 	eventually(t, "5 rows stored", func() bool { return s.count() == 5 })
@@ -133,18 +144,7 @@ func TestReplicator_SilentLinkEndsTheSessionIdleServerDoesNot(t *testing.T) {
 // taking longer than ReceiveTimeout, is no silence: the bytes keep coming.
 func TestReplicator_LargeRowOverAThinLinkIsNotSilence(t *testing.T) {
 	h := setup(t)
-	u, err := url.Parse(h.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if u.Host == "" {
-		t.Skip("the test server listens on a Unix socket only")
-	}
-	fz := testenv.NewFreezer(t, u.Host)
-	dsn, err := fz.DSN(h.dsn, "-c wal_sender_timeout=1s")
-	if err != nil {
-		t.Fatal(err)
-	}
+	fz, dsn := h.throughFreezer("-c wal_sender_timeout=1s")
 	core, logs := observer.New(zapcore.InfoLevel)
 	s := &fakeSink{}
 	stop := h.runWith(s, zap.New(core), func(c *replication.Config) {
@@ -171,18 +171,7 @@ func TestReplicator_LargeRowOverAThinLinkIsNotSilence(t *testing.T) {
 func TestReplicator_FrozenLinkWhileWaitingOutATransactionEndsTheSession(t *testing.T) {
 	defer replication.SetLookupTimeout(2 * time.Second)()
 	h := setup(t)
-	u, err := url.Parse(h.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if u.Host == "" {
-		t.Skip("the test server listens on a Unix socket only")
-	}
-	fz := testenv.NewFreezer(t, u.Host)
-	dsn, err := fz.DSN(h.dsn, "-c wal_sender_timeout=1s -c logical_decoding_work_mem=64kB")
-	if err != nil {
-		t.Fatal(err)
-	}
+	fz, dsn := h.throughFreezer("-c wal_sender_timeout=1s -c logical_decoding_work_mem=64kB")
 	core, logs := observer.New(zapcore.InfoLevel)
 	r := replication.New(replication.Config{
 		DSN: dsn, Slot: "slot", Publication: "pub",
@@ -208,14 +197,7 @@ func TestReplicator_FrozenLinkWhileWaitingOutATransactionEndsTheSession(t *testi
 
 	fz.Freeze()
 	frozeAt := time.Now()
-	lookupFailed := func() bool {
-		for _, e := range logs.FilterMessage("replication interrupted; reconnecting").All() {
-			if err, ok := e.ContextMap()["error"].(string); ok && strings.Contains(err, "look up status of transaction") {
-				return true
-			}
-		}
-		return false
-	}
+	lookupFailed := func() bool { return reconnectsFor(logs, "look up status of transaction") > 0 }
 	for !lookupFailed() {
 		if time.Since(frozeAt) > 10*time.Second {
 			t.Fatalf("no failed lookup logged 10s after the link froze (lookups bounded at 2s); streaming %v", r.State().Streaming())

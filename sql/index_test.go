@@ -233,6 +233,23 @@ func waitingOnLock(t *testing.T, conn *pgx.Conn, pid uint32) bool {
 	return waiting
 }
 
+// openInsert is a transaction that has inserted one outbox row and stays
+// open until the test commits it (or ends, rolling it back).
+func openInsert(t *testing.T, dsn string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	app := connect(t, dsn)
+	open, err := app.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = open.Rollback(ctx) })
+	if err := insertOne(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	return open
+}
+
 func insertOne(ctx context.Context, conn *pgx.Conn) error {
 	_, err := conn.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context) VALUES ('e', 'test', '{}')`)
 	return err
@@ -250,15 +267,7 @@ func TestMigratePostgres_DoesNotHoldUpInserts(t *testing.T) {
 	oldSchema(t, admin)
 
 	// A request that inserted its event and has not committed yet.
-	app := connect(t, dsn)
-	open, err := app.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer open.Rollback(ctx)
-	if err := insertOne(ctx, app); err != nil {
-		t.Fatal(err)
-	}
+	open := openInsert(t, dsn)
 
 	migrating := connect(t, dsn)
 	out := &lockedBuffer{}
@@ -317,15 +326,7 @@ func TestMigratePostgres_WaitsForAnotherSessionsBuild(t *testing.T) {
 
 	// An open insert transaction holds the first build up, long enough for
 	// the second migrate to find it under way.
-	app := connect(t, dsn)
-	open, err := app.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer open.Rollback(ctx)
-	if err := insertOne(ctx, app); err != nil {
-		t.Fatal(err)
-	}
+	open := openInsert(t, dsn)
 
 	first := connect(t, dsn)
 	firstOut := &lockedBuffer{}
