@@ -2,7 +2,6 @@ package backfill_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -165,22 +164,11 @@ func TestScanner_VisitsEveryRowOnceIncludingInfinity(t *testing.T) {
 	}
 }
 
-// planNode is one node of EXPLAIN (ANALYZE, FORMAT JSON).
-type planNode struct {
-	Type    string     `json:"Node Type"`
-	Index   string     `json:"Index Name"`
-	Rows    float64    `json:"Actual Rows"` // per loop
-	Removed float64    `json:"Rows Removed by Filter"`
-	Loops   float64    `json:"Actual Loops"` // 3 for a parallel scan with two workers
-	Workers float64    `json:"Workers Launched"`
-	Plans   []planNode `json:"Plans"`
-}
-
 // explainPage runs EXPLAIN ANALYZE of the page query q with args: with the
 // plan PostgreSQL makes for these values, or with the generic plan of the
 // prepared statement, which it may use from a statement's sixth run on a
 // connection (pgx prepares the scanner's query on each).
-func explainPage(t *testing.T, pool *pgxpool.Pool, q string, args []any, generic bool) planNode {
+func explainPage(t *testing.T, pool *pgxpool.Pool, q string, args []any, generic bool) testenv.Plan {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pool.Acquire(ctx)
@@ -221,20 +209,7 @@ func explainPage(t *testing.T, pool *pgxpool.Pool, q string, args []any, generic
 	if err != nil {
 		t.Fatalf("explain %s: %v", q, err)
 	}
-	var plans []struct{ Plan planNode }
-	if err := json.Unmarshal([]byte(out), &plans); err != nil || len(plans) != 1 {
-		t.Fatalf("explain output %s: %v", out, err)
-	}
-	return plans[0].Plan
-}
-
-// flatten lists the plan's nodes, top down.
-func flatten(n planNode) []planNode {
-	out := []planNode{n}
-	for _, c := range n.Plans {
-		out = append(out, flatten(c)...)
-	}
-	return out
+	return testenv.ParsePlan(t, out)
 }
 
 // A bulk insert gives all its rows one event_date_time. A page from inside
@@ -302,7 +277,7 @@ func TestScanner_PageInsideAGroupReadsOnlyThePage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			q, args := pageInGroup(t, tt.since, tt.until, tt.values)
-			nodes := flatten(explainPage(t, pool, q, args, tt.generic))
+			nodes := explainPage(t, pool, q, args, tt.generic).Nodes()
 			// The Limit over one index scan that starts at the last row
 			// read, leaves it out and stops after the page.
 			if len(nodes) != 2 || nodes[0].Type != "Limit" || nodes[0].Rows != page ||
@@ -326,7 +301,7 @@ func TestScanner_PageInsideAGroupReadsOnlyThePage(t *testing.T) {
 		}
 		q, args := pageInGroup(t, group.Add(-time.Hour), group.Add(time.Hour), false)
 		var sorted float64
-		nodes := flatten(explainPage(t, pool, q, args, false))
+		nodes := explainPage(t, pool, q, args, false).Nodes()
 		for _, n := range nodes {
 			if strings.HasSuffix(n.Type, "Sort") && len(n.Plans) == 1 {
 				sorted = n.Plans[0].Rows * n.Plans[0].Loops

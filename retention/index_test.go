@@ -2,48 +2,20 @@ package retention_test
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/retention"
 	ddl "github.com/eventcdc/cdc/sql"
 )
 
-// planNode is one node of EXPLAIN (ANALYZE, FORMAT JSON).
-type planNode struct {
-	Type  string     `json:"Node Type"`
-	Index string     `json:"Index Name"`
-	Rows  float64    `json:"Actual Rows"`
-	Plans []planNode `json:"Plans"`
-}
-
-// flatten lists the plan's nodes, top down.
-func flatten(n planNode) []planNode {
-	out := []planNode{n}
-	for _, c := range n.Plans {
-		out = append(out, flatten(c)...)
-	}
-	return out
-}
-
 // With the index on event_date_time alone gone, a sweep's batch finds the
 // old rows through the outbox's index on (event_date_time, id), reading
 // those and no others; the sweep deletes exactly them.
 func TestSweep_FindsOldRowsThroughTheIndex(t *testing.T) {
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, testenv.Get(t).NewPostgres(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if err := ddl.MigratePostgres(ctx, pool, "pub", io.Discard); err != nil {
-		t.Fatal(err)
-	}
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
 	// 50,000 rows of a bulk insert a minute ago, 300 rows of two days ago.
 	for _, stmt := range []string{
 		`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
@@ -68,13 +40,9 @@ func TestSweep_FindsOldRowsThroughTheIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var plans []struct{ Plan planNode }
-	if err := json.Unmarshal([]byte(out), &plans); err != nil || len(plans) != 1 {
-		t.Fatalf("explain output %s: %v", out, err)
-	}
 	// The batch's subquery: a Limit over an index scan that reads the
 	// batch's rows and stops.
-	nodes := flatten(plans[0].Plan)
+	nodes := testenv.ParsePlan(t, out).Nodes()
 	found := false
 	for _, n := range nodes {
 		if n.Type != "Limit" {
