@@ -51,19 +51,28 @@ func (r *Replicator) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sys, err := pglogrepl.IdentifySystem(ctx, conn)
+	var sys pglogrepl.IdentifySystemResult
+	err = setupStep(ctx, func(ctx context.Context) (err error) {
+		sys, err = pglogrepl.IdentifySystem(ctx, conn)
+		return err
+	})
 	if err != nil {
 		return wrapf(err, "identify system")
 	}
 	args, streaming := r.streamingArgs(conn)
-	asked := r.receiveTimeout(ctx, conn)
+	asked, err := r.receiveTimeout(ctx, conn)
+	if err != nil {
+		return err
+	}
 	limit := silenceLimit(asked, streaming, serverMajor(conn))
 	if limit != asked {
 		r.log.Info("CDC_PG_RECEIVE_TIMEOUT does not apply to this session: it reads without streaming from PostgreSQL before 16, whose walsender may rightly stay silent for as long as it replays a large transaction of rows it does not publish",
 			zap.Duration("receive_timeout", asked))
 	}
-	err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, confirmed, pglogrepl.StartReplicationOptions{
-		PluginArgs: append(args, "publication_names '"+r.cfg.Publication+"'"),
+	err = setupStep(ctx, func(ctx context.Context) error {
+		return pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, confirmed, pglogrepl.StartReplicationOptions{
+			PluginArgs: append(args, "publication_names '"+r.cfg.Publication+"'"),
+		})
 	})
 	if err != nil {
 		var pgErr *pgconn.PgError
@@ -149,6 +158,31 @@ func connect(ctx context.Context, dsn string, receiveBuffer int) (*pgconn.PgConn
 	return conn, paced, nil
 }
 
+// setupTimeout bounds each step of a session's set-up on the replication
+// connection — a catalog lookup, IDENTIFY_SYSTEM, SHOW, START_REPLICATION —
+// and the dead letters' positions read before streaming. Each takes
+// milliseconds on a healthy server; without a bound, a link that froze
+// after the connection was made (a dropped route, a paused VM: no reset)
+// would hold the session before it streams, retrying nothing, until TCP
+// gave up. Creating the slot is not bounded: it rightly waits for the
+// transactions in progress to end (prepareSlot).
+var setupTimeout = 30 * time.Second
+
+// errSetupTimeout marks a set-up step that had no answer in setupTimeout.
+var errSetupTimeout = errors.New("no answer from postgres")
+
+// setupStep runs one set-up step under setupTimeout. A step cut short by
+// it, and not by ctx, says so: pgconn's own error is a bare "timeout".
+func setupStep(ctx context.Context, step func(context.Context) error) error {
+	sctx, cancel := context.WithTimeout(ctx, setupTimeout)
+	defer cancel()
+	err := step(sctx)
+	if err != nil && ctx.Err() == nil && sctx.Err() != nil {
+		return fmt.Errorf("%w in %s: %w", errSetupTimeout, setupTimeout, err)
+	}
+	return err
+}
+
 func withReplication(dsn string) string {
 	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
 		q := u.Query()
@@ -166,7 +200,11 @@ func withReplication(dsn string) string {
 // flush position: where streaming must start so that nothing committed
 // while cdc was down is skipped.
 func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.LSN, error) {
-	pub, err := queryRows(ctx, conn, "SELECT 1 FROM pg_publication WHERE pubname = '"+r.cfg.Publication+"'")
+	var pub [][]string
+	err := setupStep(ctx, func(ctx context.Context) (err error) {
+		pub, err = queryRows(ctx, conn, "SELECT 1 FROM pg_publication WHERE pubname = '"+r.cfg.Publication+"'")
+		return err
+	})
 	if err != nil {
 		return 0, wrapf(err, "look up publication %s", r.cfg.Publication)
 	}
@@ -174,7 +212,11 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 		return 0, fmt.Errorf("%w (publication %q)", ErrPublicationMissing, r.cfg.Publication)
 	}
 	for attempt := 0; ; attempt++ {
-		rows, err := queryRows(ctx, conn, "SELECT confirmed_flush_lsn, active, coalesce(active_pid, 0), coalesce(wal_status, ''), plugin, coalesce(database, ''), current_database() FROM pg_replication_slots WHERE slot_name = '"+r.cfg.Slot+"'")
+		var rows [][]string
+		err := setupStep(ctx, func(ctx context.Context) (err error) {
+			rows, err = queryRows(ctx, conn, "SELECT confirmed_flush_lsn, active, coalesce(active_pid, 0), coalesce(wal_status, ''), plugin, coalesce(database, ''), current_database() FROM pg_replication_slots WHERE slot_name = '"+r.cfg.Slot+"'")
+			return err
+		})
 		if err != nil {
 			return 0, wrapf(err, "look up slot %s", r.cfg.Slot)
 		}
@@ -182,6 +224,11 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 			if attempt > 0 {
 				return 0, fmt.Errorf("slot %s vanished right after it was created", r.cfg.Slot)
 			}
+			// Not bounded by setupTimeout: a logical slot is consistent
+			// only once every transaction in progress has ended, which
+			// may rightly take as long as the longest of them.
+			r.log.Info("creating the replication slot: this waits for the transactions in progress on the server to end",
+				zap.String("slot", r.cfg.Slot))
 			res, err := pglogrepl.CreateReplicationSlot(ctx, conn, r.cfg.Slot, "pgoutput",
 				pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
 			if err != nil {
@@ -228,22 +275,31 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 // sent halfway to the limit; below that bound a healthy server would be
 // dropped, and the next session would start that replay over. Some replays
 // report no progress at all before PostgreSQL 16: silenceLimit.
-func (r *Replicator) receiveTimeout(ctx context.Context, conn *pgconn.PgConn) time.Duration {
+//
+// A server that does not answer at all fails the session (setupTimeout).
+func (r *Replicator) receiveTimeout(ctx context.Context, conn *pgconn.PgConn) (time.Duration, error) {
 	limit := r.cfg.ReceiveTimeout
 	if limit <= 0 {
-		return 0
+		return 0, nil
 	}
-	rows, err := queryRows(ctx, conn, "SHOW wal_sender_timeout")
+	var rows [][]string
+	err := setupStep(ctx, func(ctx context.Context) (err error) {
+		rows, err = queryRows(ctx, conn, "SHOW wal_sender_timeout")
+		return err
+	})
+	if errors.Is(err, errSetupTimeout) {
+		return 0, wrapf(err, "read wal_sender_timeout")
+	}
 	if err != nil || len(rows) != 1 || len(rows[0]) != 1 {
 		r.log.Warn("could not read wal_sender_timeout; using CDC_PG_RECEIVE_TIMEOUT as it is", zap.Error(err))
-		return limit
+		return limit, nil
 	}
 	wst, ok := parseServerDuration(rows[0][0])
 	if !ok {
 		r.log.Warn("could not parse wal_sender_timeout; using CDC_PG_RECEIVE_TIMEOUT as it is", zap.String("wal_sender_timeout", rows[0][0]))
-		return limit
+		return limit, nil
 	}
-	return effectiveReceiveTimeout(limit, wst)
+	return effectiveReceiveTimeout(limit, wst), nil
 }
 
 // effectiveReceiveTimeout is limit raised to 1.5 × wst (see receiveTimeout);
@@ -331,7 +387,11 @@ func (r *Replicator) written(ctx context.Context, from, to pglogrepl.LSN) (map[s
 		return nil, wrapf(err, "read what the sink already stored")
 	}
 	if r.dead != nil {
-		dead, err := r.dead.Written(ctx, from, to)
+		var dead map[sink.Position]struct{}
+		err := setupStep(ctx, func(ctx context.Context) (err error) {
+			dead, err = r.dead.Written(ctx, from, to)
+			return err
+		})
 		if err != nil {
 			return nil, wrapf(err, "read dead letters")
 		}

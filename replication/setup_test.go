@@ -1,0 +1,83 @@
+package replication_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/eventcdc/cdc/replication"
+)
+
+// A session whose set-up gets no answer — a server stuck on a lock, or a
+// link that froze once the connection was made — ends after the set-up
+// bound, and a later session streams once the server answers again: the
+// connector is never held before streaming.
+func TestReplicator_UnansweredSetupEndsTheSession(t *testing.T) {
+	for _, frozen := range []bool{false, true} {
+		name := map[bool]string{false: "server stuck", true: "link frozen"}[frozen]
+		t.Run(name, func(t *testing.T) {
+			defer replication.SetSetupTimeout(time.Second)()
+			h := setup(t)
+			ctx := context.Background()
+			dsn := h.dsn
+			var freeze, thaw func()
+			if frozen {
+				fz, through := h.throughFreezer("")
+				dsn, freeze, thaw = through, fz.Freeze, fz.Thaw
+			}
+
+			// The session's first step reads pg_publication: hold it.
+			tx, err := h.pool.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx) //nolint:errcheck // rolled back below; a no-op then
+			if _, err := tx.Exec(ctx, `LOCK TABLE pg_publication IN ACCESS EXCLUSIVE MODE`); err != nil {
+				t.Fatal(err)
+			}
+			core, logs := observer.New(zapcore.InfoLevel)
+			s := &fakeSink{}
+			stop := h.runWith(s, zap.New(core), func(c *replication.Config) { c.DSN = dsn })
+			defer stop()
+			if frozen {
+				// Once the lookup waits, freeze the link and let the server
+				// answer: the answer is held on the way.
+				eventually(t, "the session's lookup waiting on the lock", func() bool {
+					var n int
+					err := h.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cdc' AND wait_event_type = 'Lock'`).Scan(&n)
+					return err == nil && n == 1
+				})
+				freeze()
+				if err := tx.Rollback(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			const want = "look up publication pub: no answer from postgres in 1s"
+			eventually(t, "a session ended by the set-up bound", func() bool { return reconnectsFor(logs, want) > 0 })
+			if n := logs.FilterMessage("streaming").Len(); n != 0 {
+				t.Fatalf("%d sessions streamed while the server did not answer, want 0", n)
+			}
+			if frozen {
+				thaw()
+			} else if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+
+			h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'after', 'test', '{}' FROM generate_series(1, 3)`)
+			eventually(t, "3 rows stored once the server answered", func() bool { return s.count() == 3 })
+			if n := logs.FilterMessage("streaming").Len(); n != 1 {
+				t.Fatalf("%d sessions streamed, want 1", n)
+			}
+			for _, e := range logs.FilterMessage("replication interrupted; reconnecting").All() {
+				if err, _ := e.ContextMap()["error"].(string); !strings.Contains(err, want) && !strings.Contains(err, "connect to postgres for replication") {
+					t.Fatalf("session ended by %q; want the set-up bound (%q) or, through a frozen link, a failed connect", err, want)
+				}
+			}
+		})
+	}
+}
