@@ -27,7 +27,14 @@ type Store struct {
 // New uses pool, a pool of ordinary (not replication) connections.
 func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
-// Put stores rejected rows in one transaction.
+// Put stores rejected rows in one transaction. A row already set aside —
+// the same event with the same values, by another `cdc backfill` run, by
+// backfill and the connector, or by a session replaying what an earlier
+// one set aside — is not added again: an operator sees each refused event
+// once and replays it once. The letter kept is the first, with its reason
+// and position; the row's own position then stays unrecorded, and a
+// replay of the WAL sends the row again, to be refused and found here
+// again. Rows without an event id are always added.
 func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 	if len(rejected) == 0 {
 		return nil
@@ -35,7 +42,9 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 	b := &pgx.Batch{}
 	for _, r := range rejected {
 		data, eventID := RowData(r.Row)
-		b.Queue(`INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error) VALUES ($1, $2::pg_lsn, $3, $4, $5)`,
+		b.Queue(`INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
+			SELECT $1, $2::pg_lsn, $3, $4, $5
+			WHERE $1::uuid IS NULL OR NOT EXISTS (SELECT 1 FROM cdc_dead_letter WHERE event_id = $1::uuid AND row_data = $4::jsonb)`,
 			eventID, r.Row.Pos.CommitLSN.String(), int64(r.Row.Pos.Seq), data, r.Err.Error())
 	}
 	tx, err := s.pool.Begin(ctx)

@@ -56,3 +56,66 @@ func TestStore_WrittenReadsARangeOfPositions(t *testing.T) {
 		}
 	}
 }
+
+// A row already set aside — the same event with the same values — is not
+// added again, whoever sets it aside and at whatever position; the first
+// letter stays as it was. Another event, the same event with other values,
+// and rows without an event id are added.
+func TestStore_PutSetsAnEventAsideOnce(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	store := deadletter.New(pool)
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_date_time"}}}
+	const a, b = "6f1c2a34-0b1e-4c55-9d3e-1a2b3c4d5e6f", "0d9e8f7a-6b5c-4d3e-8f1a-2b3c4d5e6f70"
+	refused := func(id, at string, pos sink.Position, why string) sink.Rejected {
+		idv := decoder.Value{Kind: decoder.ValueNull}
+		if id != "" {
+			idv = decoder.Value{Kind: decoder.ValueText, Data: []byte(id)}
+		}
+		row := sink.Row{Relation: rel, Values: []decoder.Value{idv, {Kind: decoder.ValueText, Data: []byte(at)}}, Pos: pos}
+		return sink.Rejected{Row: row, Err: errors.New(why)}
+	}
+	first := refused(a, "infinity", sink.Position{Seq: 1}, "backfill's reason")
+	if err := store.Put(ctx, []sink.Rejected{first}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		put   []sink.Rejected
+		added int
+	}{
+		{"the same row by another backfill run", []sink.Rejected{refused(a, "infinity", sink.Position{Seq: 7}, "backfill's reason")}, 0},
+		{"the same row streamed, with another reason", []sink.Rejected{refused(a, "infinity", sink.Position{CommitLSN: 0x500, Seq: 1}, "connector's reason")}, 0},
+		{"the same event with other values", []sink.Rejected{refused(a, "-infinity", sink.Position{CommitLSN: 0x600, Seq: 1}, "refused")}, 1},
+		{"another event, twice in one call", []sink.Rejected{refused(b, "infinity", sink.Position{Seq: 1}, "refused"), refused(b, "infinity", sink.Position{Seq: 2}, "refused")}, 1},
+		{"rows without an event id", []sink.Rejected{refused("", "infinity", sink.Position{Seq: 1}, "refused"), refused("", "infinity", sink.Position{Seq: 2}, "refused")}, 2},
+	}
+	for _, tt := range tests {
+		before, err := store.Count(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.Put(ctx, tt.put); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		after, err := store.Count(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after-before != int64(tt.added) {
+			t.Errorf("%s: %d dead letters added, want %d", tt.name, after-before, tt.added)
+		}
+	}
+	letters, err := store.List(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(letters) != 5 {
+		t.Fatalf("%d dead letters, want 5", len(letters))
+	}
+	got := letters[0]
+	if got.EventID == nil || *got.EventID != a || got.CommitLSN != "0/0" || got.Seq != 1 || got.Error != "backfill's reason" ||
+		got.RowData["event_date_time"] == nil || *got.RowData["event_date_time"] != "infinity" {
+		t.Fatalf("first letter %+v, want event %s at 0/0 seq 1 with backfill's reason, unchanged", got, a)
+	}
+}

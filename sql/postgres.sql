@@ -33,6 +33,12 @@ CREATE TABLE IF NOT EXISTS cdc_dead_letter (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- A refused row is set aside once: the connector and `cdc backfill` look
+-- an event up here before they add it again (deadletter.Put). Only cdc
+-- writes this table, so a plain CREATE INDEX holds up nothing but cdc's
+-- own dead letters, for as long as the build takes.
+CREATE INDEX IF NOT EXISTS cdc_dead_letter_event_id ON cdc_dead_letter (event_id);
+
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = '{{.Publication}}') THEN
