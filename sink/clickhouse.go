@@ -63,6 +63,12 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 	if opts.DialTimeout == 0 || opts.DialTimeout == 30*time.Second {
 		opts.DialTimeout = 5 * time.Second
 	}
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = defaultReadTimeout
+	}
+	if opts.DialContext == nil {
+		opts.DialContext = stallDialer(opts.DialTimeout, opts.ReadTimeout, opts.TLS)
+	}
 	opts.MaxOpenConns = maxConns
 	opts.MaxIdleConns = 2
 	opts.ConnMaxLifetime = 10 * time.Minute
@@ -76,6 +82,12 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 	return &ClickHouse{conn: conn, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{},
 		blockBytes: blockBytes, blockRows: blockRows}, nil
 }
+
+// defaultReadTimeout is clickhouse-go's own default, made explicit because
+// writes are bounded by it too (stallConn): how long cdc waits for
+// ClickHouse to answer, or to take any of an INSERT's bytes, before it
+// drops the connection and retries. The DSN's read_timeout sets it.
+const defaultReadTimeout = 5 * time.Minute
 
 // maxConns bounds the pool: room for the most INSERTs cdc keeps in flight
 // (CDC_INSERTS_IN_FLIGHT, at most 16) and for the position reads and the

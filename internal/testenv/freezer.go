@@ -19,6 +19,7 @@ type Freezer struct {
 	mu     sync.Mutex
 	thawed chan struct{} // closed while not frozen
 	rate   int           // bytes per second each way; 0: unlimited
+	after  int64         // > 0: freeze once this many more bytes have passed
 }
 
 // NewFreezer listens on a free port of 127.0.0.1 and forwards to target
@@ -60,6 +61,7 @@ func (f *Freezer) forward(client net.Conn) {
 			n, err := src.Read(buf)
 			if n > 0 {
 				f.gate()
+				f.passed(n)
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					return
 				}
@@ -98,10 +100,36 @@ func (f *Freezer) bytesPerSecond() int {
 	return f.rate
 }
 
+// FreezeAfter freezes the link once about n more bytes, either way, have
+// passed it: in the middle of a transfer rather than before it.
+func (f *Freezer) FreezeAfter(n int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.after = max(n, 1)
+}
+
+// passed counts n bytes through, freezing after the count FreezeAfter set:
+// the chunk that crosses it still goes, the next one waits.
+func (f *Freezer) passed(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.after <= 0 {
+		return
+	}
+	if f.after -= int64(n); f.after <= 0 {
+		f.after = 0
+		f.freezeLocked()
+	}
+}
+
 // Freeze stops every byte and close from moving until Thaw.
 func (f *Freezer) Freeze() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.freezeLocked()
+}
+
+func (f *Freezer) freezeLocked() {
 	select {
 	case <-f.thawed:
 		f.thawed = make(chan struct{})

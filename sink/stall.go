@@ -1,0 +1,128 @@
+package sink
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// ErrStalled is a connection to ClickHouse that took no byte of a write for
+// as long as the read timeout: the link froze without a reset.
+var ErrStalled = errors.New("clickhouse took nothing written for the whole read_timeout")
+
+// stallChunk is how much of a write must move within the bound: progress,
+// not the whole write, is what is bounded, so a large block over a slow
+// link still goes.
+const stallChunk = 256 << 10
+
+// stallConn is a connection to ClickHouse whose writes fail once a chunk
+// has waited for limit. clickhouse-go bounds its reads (read_timeout) but
+// not its writes: an INSERT larger than the sockets' buffers, sent into a
+// link that froze without a reset — a dropped route, a paused VM — would
+// wait until TCP gave up, some 15 minutes, or for ever if the peer's
+// kernel still acknowledges, with the pipeline held behind it. After a
+// stall the connection is broken: it is in the middle of a message, and
+// every later read or write fails at once, so clickhouse-go drops it
+// rather than wait again.
+type stallConn struct {
+	net.Conn
+	limit time.Duration
+
+	mu     sync.Mutex
+	outer  time.Time // the write deadline clickhouse-go set, if any
+	broken error
+}
+
+func (c *stallConn) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		c.mu.Lock()
+		broken, outer := c.broken, c.outer
+		c.mu.Unlock()
+		if broken != nil {
+			return n, broken
+		}
+		deadline := time.Now().Add(c.limit)
+		if !outer.IsZero() && outer.Before(deadline) {
+			deadline = outer
+		}
+		if err := c.Conn.SetWriteDeadline(deadline); err != nil {
+			return n, err
+		}
+		m, err := c.Conn.Write(p[n:min(len(p), n+stallChunk)])
+		n += m
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && deadline != outer {
+				err = fmt.Errorf("%w (%s): %w", ErrStalled, c.limit, err)
+				c.mu.Lock()
+				c.broken = err
+				c.mu.Unlock()
+			}
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (c *stallConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	broken := c.broken
+	c.mu.Unlock()
+	if broken != nil {
+		return 0, broken
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *stallConn) SetDeadline(t time.Time) error {
+	c.setOuter(t)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *stallConn) SetWriteDeadline(t time.Time) error {
+	c.setOuter(t)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *stallConn) setOuter(t time.Time) {
+	c.mu.Lock()
+	c.outer = t
+	c.mu.Unlock()
+}
+
+// stallDialer dials as clickhouse-go does — TCP within timeout, then TLS
+// when tlsConfig is set — with a stallConn under TLS, so what is bounded is
+// bytes leaving the socket.
+func stallDialer(timeout, limit time.Duration, tlsConfig *tls.Config) func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		raw, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		conn := net.Conn(&stallConn{Conn: raw, limit: limit})
+		if tlsConfig == nil {
+			return conn, nil
+		}
+		cfg := tlsConfig.Clone()
+		if cfg.ServerName == "" {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				host = addr
+			}
+			cfg.ServerName = host
+		}
+		tc := tls.Client(conn, cfg)
+		hctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if err := tc.HandshakeContext(hctx); err != nil {
+			_ = raw.Close()
+			return nil, err
+		}
+		return tc, nil
+	}
+}

@@ -1,0 +1,105 @@
+package sink_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net/url"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/decoder"
+	"github.com/eventcdc/cdc/internal/testenv"
+	"github.com/eventcdc/cdc/sink"
+)
+
+// A link to ClickHouse that freezes without a reset (a dropped route, a
+// paused VM) fails the INSERT within read_timeout, whether the freeze
+// stops the rows on their way (an INSERT larger than the sockets'
+// buffers: without a bound, the write would wait for TCP to give up) or
+// the answer; once the link is back, the same batch is stored, once.
+func TestClickHouse_FrozenLinkFailsTheInsertWithinReadTimeout(t *testing.T) {
+	tests := []struct {
+		name    string
+		rows    int
+		context int // bytes of event_context per row, incompressible
+		freeze  func(*testenv.Freezer)
+	}{
+		{"frozen before the INSERT", 3, 100, (*testenv.Freezer).Freeze},
+		// 48 MiB, far more than the sockets on either side of the freezer
+		// hold: the INSERT's writes stop.
+		{"frozen while the rows are sent", 48, 1 << 20, func(fz *testenv.Freezer) { fz.FreezeAfter(4 << 20) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, direct := newSink(t)
+			u, err := url.Parse(direct)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fz := testenv.NewFreezer(t, u.Host)
+			u.Host = fz.Addr()
+			q := u.Query()
+			const readTimeout = 2 * time.Second
+			q.Set("read_timeout", readTimeout.String())
+			u.RawQuery = q.Encode()
+			ch, err := sink.Open(u.String(), zap.NewNop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ch.Close()
+			ctx := context.Background()
+			if _, err := ch.Write(ctx, &sink.Batch{Rows: []sink.Row{row(1, "1", "")}}); err != nil {
+				t.Fatalf("write before the freeze: %v", err)
+			}
+
+			batch := &sink.Batch{}
+			for i := range tt.rows {
+				raw := make([]byte, tt.context*3/4)
+				if _, err := rand.Read(raw); err != nil {
+					t.Fatal(err)
+				}
+				r := row(uint64(i+2), "1", "")
+				r.Values[4] = decoder.Value{Kind: decoder.ValueText, Data: []byte(fmt.Sprintf("%q", base64.StdEncoding.EncodeToString(raw)))}
+				r.Pos.CommitLSN = 0x2000
+				batch.Rows = append(batch.Rows, r)
+			}
+			tt.freeze(fz)
+			done := make(chan error, 1)
+			start := time.Now()
+			go func() {
+				_, err := ch.Write(ctx, batch)
+				done <- err
+			}()
+			select {
+			case err = <-done:
+			case <-time.After(readTimeout + 20*time.Second):
+				fz.Thaw()
+				t.Fatalf("the INSERT through a frozen link still waits %s after it began (read_timeout %s)", time.Since(start).Round(time.Second), readTimeout)
+			}
+			took := time.Since(start)
+			if err == nil {
+				t.Fatal("the INSERT through a frozen link succeeded")
+			}
+			if took < readTimeout || took > readTimeout+5*time.Second {
+				t.Fatalf("the INSERT through a frozen link failed after %s, want read_timeout (%s) and a little: %v", took.Round(time.Millisecond), readTimeout, err)
+			}
+			t.Logf("failed after %s: %v", took.Round(time.Millisecond), err)
+
+			fz.Thaw()
+			if _, err := ch.Write(ctx, batch); err != nil {
+				t.Fatalf("the same INSERT once the link is back: %v", err)
+			}
+			var n uint64
+			if err := ch.Conn().QueryRow(ctx, "SELECT count() FROM event_log WHERE cdc_commit_lsn = 8192").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != uint64(tt.rows) {
+				t.Fatalf("%d rows of the batch stored, want %d", n, tt.rows)
+			}
+		})
+	}
+}

@@ -1,0 +1,77 @@
+package sink
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// What is bounded is progress: a write whose reader takes every chunk in
+// time goes through however long it takes in all; a chunk nobody takes
+// breaks the connection; a deadline of clickhouse-go's own that comes
+// first is its error, not a stall.
+func TestStallConn(t *testing.T) {
+	const limit = 500 * time.Millisecond
+	tests := []struct {
+		name    string
+		size    int
+		read    func(c net.Conn) // the peer
+		outer   time.Duration    // clickhouse-go's write deadline, if > 0
+		wantN   int
+		stalled bool
+		expired bool
+	}{
+		{"taken at once", 3 * stallChunk, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) }, 0, 3 * stallChunk, false, false},
+		{"taken slowly, each chunk in time", 3 * stallChunk, func(c net.Conn) {
+			buf := make([]byte, stallChunk)
+			for {
+				time.Sleep(limit / 5)
+				if _, err := io.ReadFull(c, buf); err != nil {
+					return
+				}
+			}
+		}, 0, 3 * stallChunk, false, false},
+		{"taken up to a point", 3 * stallChunk, func(c net.Conn) { _, _ = io.CopyN(io.Discard, c, stallChunk) }, 0, stallChunk, true, false},
+		{"never taken, clickhouse-go's deadline first", stallChunk, func(net.Conn) {}, limit / 4, 0, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := net.Pipe()
+			defer a.Close()
+			defer b.Close()
+			go tt.read(b)
+			c := &stallConn{Conn: a, limit: limit}
+			if tt.outer > 0 {
+				if err := c.SetDeadline(time.Now().Add(tt.outer)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			start := time.Now()
+			n, err := c.Write(make([]byte, tt.size))
+			if n != tt.wantN {
+				t.Errorf("wrote %d bytes, want %d", n, tt.wantN)
+			}
+			if got := errors.Is(err, ErrStalled); got != tt.stalled {
+				t.Fatalf("err %v: stalled %v, want %v", err, got, tt.stalled)
+			}
+			if got := errors.Is(err, os.ErrDeadlineExceeded); got != (tt.stalled || tt.expired) {
+				t.Fatalf("err %v: a deadline %v, want %v", err, got, tt.stalled || tt.expired)
+			}
+			if tt.stalled && time.Since(start) < limit {
+				t.Fatalf("stalled after %s, before the limit %s", time.Since(start), limit)
+			}
+			// A stalled connection is broken for good; an expired
+			// deadline of clickhouse-go's is not a stall.
+			if err := c.SetReadDeadline(time.Now().Add(10 * time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
+			_, rerr := c.Read(make([]byte, 1))
+			if _, werr := c.Write([]byte{1}); tt.stalled != (errors.Is(rerr, ErrStalled) && errors.Is(werr, ErrStalled)) {
+				t.Fatalf("after the write: read %v, write %v; want both %v only when stalled", rerr, werr, ErrStalled)
+			}
+		})
+	}
+}
