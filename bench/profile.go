@@ -171,8 +171,8 @@ func (s *nullSink) Write(_ context.Context, b *sink.Batch) ([]sink.Rejected, err
 	return nil, nil
 }
 
-func (s *nullSink) Written(context.Context, pglogrepl.LSN, pglogrepl.LSN) (map[sink.Position]struct{}, error) {
-	return map[sink.Position]struct{}{}, nil
+func (s *nullSink) Written(context.Context, pglogrepl.LSN, pglogrepl.LSN) (*sink.Positions, error) {
+	return &sink.Positions{}, nil
 }
 
 // decompose measures the two halves of the drain apart: the source

@@ -84,20 +84,20 @@ func RowData(r sink.Row) ([]byte, *string) {
 
 // Written returns the positions of dead letters with a commit LSN in
 // [from, to): on replay they are as settled as rows in the sink.
-func (s *Store) Written(ctx context.Context, from, to pglogrepl.LSN) (map[sink.Position]struct{}, error) {
+func (s *Store) Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
 	rows, err := s.pool.Query(ctx, `SELECT (commit_lsn - '0/0'::pg_lsn)::numeric::bigint, seq FROM cdc_dead_letter
-		WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn`, from.String(), to.String())
+		WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn ORDER BY commit_lsn, seq`, from.String(), to.String())
 	if err != nil {
 		return nil, fmt.Errorf("read dead letter positions: %w", err)
 	}
 	defer rows.Close()
-	out := map[sink.Position]struct{}{}
+	out := &sink.Positions{}
 	for rows.Next() {
 		var lsn, seq int64
 		if err := rows.Scan(&lsn, &seq); err != nil {
 			return nil, fmt.Errorf("read dead letter positions: %w", err)
 		}
-		out[sink.Position{CommitLSN: pglogrepl.LSN(lsn), Seq: uint64(seq)}] = struct{}{}
+		out.Add(sink.Position{CommitLSN: pglogrepl.LSN(lsn), Seq: uint64(seq)})
 	}
 	return out, rows.Err()
 }

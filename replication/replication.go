@@ -30,13 +30,13 @@ type Sink interface {
 	Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, error)
 	// Written returns the positions of rows stored with a commit LSN in
 	// [from, to).
-	Written(ctx context.Context, from, to pglogrepl.LSN) (map[sink.Position]struct{}, error)
+	Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error)
 }
 
 // DeadLetters keeps rows the sink refused.
 type DeadLetters interface {
 	Put(ctx context.Context, rejected []sink.Rejected) error
-	Written(ctx context.Context, from, to pglogrepl.LSN) (map[sink.Position]struct{}, error)
+	Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error)
 }
 
 // Config is how the replicator streams and batches.

@@ -64,13 +64,13 @@ func (f *fakeSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, e
 }
 
 // Written answers from what the fake stored, as ClickHouse would.
-func (f *fakeSink) Written(_ context.Context, from, to pglogrepl.LSN) (map[sink.Position]struct{}, error) {
+func (f *fakeSink) Written(_ context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := map[sink.Position]struct{}{}
+	out := &sink.Positions{}
 	for _, r := range f.rows {
 		if r.Pos.CommitLSN >= from && r.Pos.CommitLSN < to {
-			out[r.Pos] = struct{}{}
+			out.Add(r.Pos)
 		}
 	}
 	return out, nil

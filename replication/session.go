@@ -90,7 +90,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.log.Info("streaming", zap.String("slot", r.cfg.Slot), zap.Stringer("from", confirmed), zap.Int("already_stored", len(skip)),
+	r.log.Info("streaming", zap.String("slot", r.cfg.Slot), zap.Stringer("from", confirmed), zap.Int("already_stored", skip.Len()),
 		zap.Bool("large_transactions_streamed", streaming), zap.Int("read_ahead_bytes", len(paced.ahead)),
 		zap.Duration("receive_timeout", limit))
 	r.state.setStreaming(true)
@@ -381,13 +381,13 @@ func queryRows(ctx context.Context, conn *pgconn.PgConn, sql string) ([][]string
 
 // written is the union of what the sink and the dead-letter table hold
 // with a commit LSN in [from, to): both count as settled.
-func (r *Replicator) written(ctx context.Context, from, to pglogrepl.LSN) (map[sink.Position]struct{}, error) {
+func (r *Replicator) written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
 	stored, err := r.sink.Written(ctx, from, to)
 	if err != nil {
 		return nil, wrapf(err, "read what the sink already stored")
 	}
 	if r.dead != nil {
-		var dead map[sink.Position]struct{}
+		var dead *sink.Positions
 		err := setupStep(ctx, func(ctx context.Context) (err error) {
 			dead, err = r.dead.Written(ctx, from, to)
 			return err
@@ -395,9 +395,7 @@ func (r *Replicator) written(ctx context.Context, from, to pglogrepl.LSN) (map[s
 		if err != nil {
 			return nil, wrapf(err, "read dead letters")
 		}
-		for p := range dead {
-			stored[p] = struct{}{}
-		}
+		stored.AddAll(dead)
 	}
 	return stored, nil
 }
@@ -409,12 +407,13 @@ type stream struct {
 	dec   *decoder.Decoder
 	track *checkpoint.Tracker
 
-	skip    map[sink.Position]struct{}
+	skip    *sink.Positions // nil once the stream is past them
 	skipMax pglogrepl.LSN
-	// placed holds the LSNs that place the rows stored past the session's
-	// start: a whole transaction's commit LSN, a streamed one's first
-	// row's (findStreamed).
-	placed map[pglogrepl.LSN]struct{}
+	// placed is the rows stored past the session's start, skip's set for
+	// the whole session: the LSNs that place them, a whole transaction's
+	// commit LSN or a streamed one's first row's, are looked up in it
+	// (findStreamed).
+	placed *sink.Positions
 
 	tx struct {
 		lsn        pglogrepl.LSN
@@ -422,8 +421,8 @@ type stream struct {
 		commitTime time.Time
 		waited     bool // the transaction a session without streaming waits out
 		xid        uint32
-		stored     map[uint64]struct{} // ordinals an earlier, streaming session stored
-		first      pglogrepl.LSN       // its first row's LSN when it has such rows, else 0: rows are placed by it
+		stored     *sink.Positions // its rows an earlier, streaming session stored, all at first
+		first      pglogrepl.LSN   // its first row's LSN when it has such rows, else 0: rows are placed by it
 	}
 
 	// Transactions sent before their commit (streamed.go).
@@ -470,7 +469,7 @@ type ack struct {
 	insert time.Duration // how long its INSERT took
 }
 
-func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip map[sink.Position]struct{}) *stream {
+func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip *sink.Positions) *stream {
 	s := &stream{
 		r:     r,
 		conn:  conn,
@@ -484,13 +483,8 @@ func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip
 		streams: map[uint32]*streamedTx{},
 		xacts:   xactLookup{dsn: r.cfg.DSN},
 	}
-	if len(skip) > 0 {
-		s.skip = skip
-		s.placed = map[pglogrepl.LSN]struct{}{}
-		for p := range skip {
-			s.skipMax = max(s.skipMax, p.CommitLSN)
-			s.placed[p.CommitLSN] = struct{}{}
-		}
+	if skip.Len() > 0 {
+		s.skip, s.placed, s.skipMax = skip, skip, skip.MaxLSN()
 	}
 	s.batch = s.newBatch()
 	return s
@@ -754,13 +748,8 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		if s.tx.first != 0 {
 			pos.CommitLSN = s.tx.first
 		}
-		if _, done := s.tx.stored[s.tx.seq]; done {
+		if s.tx.stored.Has(pos) || s.skip.Has(pos) {
 			return nil
-		}
-		if s.skip != nil {
-			if _, done := s.skip[pos]; done {
-				return nil
-			}
 		}
 		return s.add(ctx, msg, pos, s.tx.commitTime)
 	case decoder.KindCommit:

@@ -44,10 +44,10 @@ import (
 // streamedTx is a transaction PostgreSQL is sending before its commit.
 type streamedTx struct {
 	xid    uint32
-	first  pglogrepl.LSN       // WAL position of its first row kept; 0 until then
-	seq    uint64              // rows kept so far
-	status map[uint32]string   // pg_xact_status of the (sub)transactions seen
-	stored map[uint64]struct{} // ordinals an earlier session stored
+	first  pglogrepl.LSN     // WAL position of its first row kept; 0 until then
+	seq    uint64            // rows kept so far
+	status map[uint32]string // pg_xact_status of the (sub)transactions seen
+	stored *sink.Positions   // its rows an earlier session stored, all at first
 }
 
 // pg_xact_status's answers.
@@ -208,8 +208,8 @@ func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LS
 		}
 	}
 	t.seq++
-	_, done := t.stored[t.seq]
-	return sink.Position{CommitLSN: t.first, Seq: t.seq}, done, nil
+	pos := sink.Position{CommitLSN: t.first, Seq: t.seq}
+	return pos, t.stored.Has(pos), nil
 }
 
 // findStreamed is called at the first row, at WAL position at, of a
@@ -232,15 +232,14 @@ func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LS
 // stored is then stored again (FINAL shows each event once).
 func (s *stream) findStreamed(ctx context.Context, at pglogrepl.LSN) error {
 	_, remembered := s.r.partial[s.tx.xid]
-	_, placed := s.placed[at]
-	if !remembered && !placed {
+	if !remembered && !s.placed.HasLSN(at) {
 		return nil
 	}
 	stored, err := s.storedOrdinals(ctx, s.tx.xid, at)
 	if err != nil {
 		return err
 	}
-	if len(stored) > 0 {
+	if stored.Len() > 0 {
 		s.tx.first, s.tx.stored = at, stored
 	}
 	return nil
@@ -253,25 +252,18 @@ func (s *stream) loadStored(ctx context.Context, t *streamedTx) error {
 	return err
 }
 
-// storedOrdinals returns the ordinals of the rows of streamed transaction
+// storedOrdinals returns the positions of the rows of streamed transaction
 // xid, first row at first, that the sink and the dead letters hold. Only
 // that LSN is read: everything stored since a long transaction's first row
 // could be hours of events.
-func (s *stream) storedOrdinals(ctx context.Context, xid uint32, first pglogrepl.LSN) (map[uint64]struct{}, error) {
-	at, err := s.r.written(ctx, first, first+1)
+func (s *stream) storedOrdinals(ctx context.Context, xid uint32, first pglogrepl.LSN) (*sink.Positions, error) {
+	stored, err := s.r.written(ctx, first, first+1)
 	if err != nil {
 		return nil, err
 	}
-	var stored map[uint64]struct{}
-	for p := range at {
-		if stored == nil {
-			stored = map[uint64]struct{}{}
-		}
-		stored[p.Seq] = struct{}{}
-	}
-	if len(stored) > 0 {
+	if stored.Len() > 0 {
 		s.r.log.Info("streamed transaction partly stored by an earlier session; skipping those rows",
-			zap.Uint32("xid", xid), zap.Stringer("first", first), zap.Int("stored", len(stored)))
+			zap.Uint32("xid", xid), zap.Stringer("first", first), zap.Int("stored", stored.Len()))
 	}
 	return stored, nil
 }

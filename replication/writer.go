@@ -2,7 +2,6 @@ package replication
 
 import (
 	"context"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -181,20 +180,20 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, b
 // unstored returns b without the rows the sink already holds; when the
 // sink cannot say (it is still down), b unchanged.
 func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
-	stored := map[sink.Position]struct{}{}
+	stored := &sink.Positions{}
 	for _, span := range lsnSpans(b) {
 		w, err := r.sink.Written(ctx, span[0], span[1])
 		if err != nil {
 			return b
 		}
-		maps.Copy(stored, w)
+		stored.AddAll(w)
 	}
-	if len(stored) == 0 {
+	if stored.Len() == 0 {
 		return b
 	}
 	rest := &sink.Batch{End: b.End, Rows: make([]sink.Row, 0, len(b.Rows))}
 	for _, row := range b.Rows {
-		if _, ok := stored[row.Pos]; !ok {
+		if !stored.Has(row.Pos) {
 			rest.Rows = append(rest.Rows, row)
 			rest.Bytes += row.Size
 		}

@@ -473,7 +473,7 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 // confirmed position; skipping exactly these rows keeps the replay from
 // writing raw duplicates. It is a set, not a maximum: an INSERT spanning
 // partitions is not atomic, and a maximum could hide a row that never made it.
-func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (map[Position]struct{}, error) {
+func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (*Positions, error) {
 	c.mu.Lock()
 	err := c.loadColumns(ctx)
 	has := 0
@@ -488,21 +488,22 @@ func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (map[P
 	}
 	if has != 2 {
 		c.log.Warn("event_log has no cdc_commit_lsn/cdc_seq columns: a replay after a crash may write raw duplicates (FINAL still shows each event once)")
-		return map[Position]struct{}{}, nil
+		return &Positions{}, nil
 	}
-	rows, err := c.conn.Query(ctx, fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s >= %d AND %s < %d",
-		colCommitLSN, colSeq, Table, colCommitLSN, uint64(from), colCommitLSN, uint64(to)))
+	// In order, so each position extends the set's last run (Positions.Add).
+	rows, err := c.conn.Query(ctx, fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s >= %d AND %s < %d ORDER BY %s, %s",
+		colCommitLSN, colSeq, Table, colCommitLSN, uint64(from), colCommitLSN, uint64(to), colCommitLSN, colSeq))
 	if err != nil {
 		return nil, fmt.Errorf("read written positions: %w", err)
 	}
 	defer rows.Close()
-	out := map[Position]struct{}{}
+	out := &Positions{}
 	for rows.Next() {
 		var lsn, seq uint64
 		if err := rows.Scan(&lsn, &seq); err != nil {
 			return nil, fmt.Errorf("read written positions: %w", err)
 		}
-		out[Position{CommitLSN: pglogrepl.LSN(lsn), Seq: seq}] = struct{}{}
+		out.Add(Position{CommitLSN: pglogrepl.LSN(lsn), Seq: seq})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read written positions: %w", err)

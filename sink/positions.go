@@ -1,0 +1,157 @@
+package sink
+
+import (
+	"cmp"
+	"iter"
+	"slices"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// Positions is a set of row positions, the rows the sink (or the dead
+// letters) already hold past a slot's confirmed position. A replay checks
+// every row against it, and after a restart in the middle of a transaction
+// of millions of rows it holds millions of positions: it keeps runs of
+// consecutive sequence numbers, in order, so such a transaction costs one
+// run rather than a map entry per row, and memory stays bounded by the
+// batch limits however large the transaction. Its zero value and nil are
+// empty; a nil set may be read but not added to.
+type Positions struct {
+	runs []seqRun // ordered by (lsn, lo); disjoint, never adjacent
+	n    int
+}
+
+// seqRun is the positions (lsn, lo) … (lsn, hi).
+type seqRun struct {
+	lsn    pglogrepl.LSN
+	lo, hi uint64
+}
+
+// Len is the number of positions in the set.
+func (p *Positions) Len() int {
+	if p == nil {
+		return 0
+	}
+	return p.n
+}
+
+// Runs is the number of runs the set is kept as: what its memory is
+// proportional to.
+func (p *Positions) Runs() int {
+	if p == nil {
+		return 0
+	}
+	return len(p.runs)
+}
+
+// find returns the index of the first run that is not before pos: the one
+// holding pos, if any.
+func (p *Positions) find(pos Position) int {
+	i, _ := slices.BinarySearchFunc(p.runs, pos, func(r seqRun, pos Position) int {
+		if c := cmp.Compare(r.lsn, pos.CommitLSN); c != 0 {
+			return c
+		}
+		if r.hi < pos.Seq {
+			return -1
+		}
+		if r.lo > pos.Seq {
+			return 1
+		}
+		return 0
+	})
+	return i
+}
+
+// Has reports whether pos is in the set.
+func (p *Positions) Has(pos Position) bool {
+	if p == nil || len(p.runs) == 0 {
+		return false
+	}
+	i := p.find(pos)
+	return i < len(p.runs) && p.runs[i].lsn == pos.CommitLSN && p.runs[i].lo <= pos.Seq && pos.Seq <= p.runs[i].hi
+}
+
+// HasLSN reports whether any position in the set has commit LSN lsn.
+func (p *Positions) HasLSN(lsn pglogrepl.LSN) bool {
+	if p == nil || len(p.runs) == 0 {
+		return false
+	}
+	i := p.find(Position{CommitLSN: lsn})
+	return i < len(p.runs) && p.runs[i].lsn == lsn
+}
+
+// MaxLSN is the greatest commit LSN in the set, 0 when it is empty.
+func (p *Positions) MaxLSN() pglogrepl.LSN {
+	if p == nil || len(p.runs) == 0 {
+		return 0
+	}
+	return p.runs[len(p.runs)-1].lsn
+}
+
+// Add puts pos in the set. Positions added in order (by commit LSN, then
+// sequence number) cost constant time; others are inserted in place.
+func (p *Positions) Add(pos Position) {
+	if n := len(p.runs); n > 0 {
+		last := &p.runs[n-1]
+		switch {
+		case last.lsn == pos.CommitLSN && last.hi+1 == pos.Seq:
+			last.hi++
+			p.n++
+			return
+		case last.lsn < pos.CommitLSN || last.lsn == pos.CommitLSN && last.hi+1 < pos.Seq:
+			p.runs = append(p.runs, seqRun{lsn: pos.CommitLSN, lo: pos.Seq, hi: pos.Seq})
+			p.n++
+			return
+		}
+	} else {
+		p.runs = append(p.runs, seqRun{lsn: pos.CommitLSN, lo: pos.Seq, hi: pos.Seq})
+		p.n++
+		return
+	}
+	i := p.find(pos)
+	if i < len(p.runs) && p.runs[i].lsn == pos.CommitLSN && p.runs[i].lo <= pos.Seq && pos.Seq <= p.runs[i].hi {
+		return // already there
+	}
+	// pos lies after run i-1 and before run i: join either or both, or
+	// stand alone between them.
+	joinPrev := i > 0 && p.runs[i-1].lsn == pos.CommitLSN && p.runs[i-1].hi+1 == pos.Seq
+	joinNext := i < len(p.runs) && p.runs[i].lsn == pos.CommitLSN && pos.Seq+1 == p.runs[i].lo
+	switch {
+	case joinPrev && joinNext:
+		p.runs[i-1].hi = p.runs[i].hi
+		p.runs = slices.Delete(p.runs, i, i+1)
+	case joinPrev:
+		p.runs[i-1].hi = pos.Seq
+	case joinNext:
+		p.runs[i].lo = pos.Seq
+	default:
+		p.runs = slices.Insert(p.runs, i, seqRun{lsn: pos.CommitLSN, lo: pos.Seq, hi: pos.Seq})
+	}
+	p.n++
+}
+
+// All yields the set's positions in order.
+func (p *Positions) All() iter.Seq[Position] {
+	return func(yield func(Position) bool) {
+		if p == nil {
+			return
+		}
+		for _, r := range p.runs {
+			for seq := r.lo; ; seq++ {
+				if !yield(Position{CommitLSN: r.lsn, Seq: seq}) {
+					return
+				}
+				if seq == r.hi {
+					break
+				}
+			}
+		}
+	}
+}
+
+// AddAll puts every position of o in the set.
+func (p *Positions) AddAll(o *Positions) {
+	for pos := range o.All() {
+		p.Add(pos)
+	}
+}
