@@ -386,6 +386,9 @@ func (r *Replicator) written(ctx context.Context, from, to pglogrepl.LSN) (*sink
 	if err != nil {
 		return nil, wrapf(err, "read what the sink already stored")
 	}
+	if stored == nil {
+		stored = &sink.Positions{}
+	}
 	if r.dead != nil {
 		var dead *sink.Positions
 		err := setupStep(ctx, func(ctx context.Context) (err error) {
