@@ -18,9 +18,12 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,8 +49,21 @@ func Main(m *testing.M) int {
 		return 1
 	}
 	current = env
+	// A run stopped by a signal (Ctrl-C, a CI job's kill) would otherwise
+	// leave the servers running: they are not in the test's process
+	// group, and its deferred functions do not run.
+	var once sync.Once
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		sig := <-sigs
+		fmt.Fprintf(os.Stderr, "testenv: %v: stopping the local databases\n", sig)
+		once.Do(stop)
+		os.Exit(1)
+	}()
 	code := m.Run()
-	stop()
+	signal.Stop(sigs)
+	once.Do(stop)
 	return code
 }
 
