@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -79,6 +80,26 @@ func (c *stallConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+var _ syscall.Conn = (*stallConn)(nil)
+
+// SyscallConn exposes the socket: clickhouse-go checks an idle pooled
+// connection through it (connCheck) before handing it out, and without
+// it would hand out connections the server has closed. A broken
+// connection fails the check.
+func (c *stallConn) SyscallConn() (syscall.RawConn, error) {
+	c.mu.Lock()
+	broken := c.broken
+	c.mu.Unlock()
+	if broken != nil {
+		return nil, broken
+	}
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("clickhouse connection %T has no socket to check", c.Conn)
+	}
+	return sc.SyscallConn()
+}
+
 func (c *stallConn) SetDeadline(t time.Time) error {
 	c.setOuter(t)
 	return c.Conn.SetDeadline(t)
@@ -97,9 +118,13 @@ func (c *stallConn) setOuter(t time.Time) {
 
 // stallDialer dials as clickhouse-go does — TCP within timeout, then TLS
 // when tlsConfig is set — with a stallConn under TLS, so what is bounded is
-// bytes leaving the socket.
+// bytes leaving the socket. Like clickhouse-go's own dial it gives every
+// address its own timeout, whatever ctx says: ctx is the pool's, whose
+// deadline started before any wait for a free connection and covers every
+// address of a multi-host DSN.
 func stallDialer(timeout, limit time.Duration, tlsConfig *tls.Config) func(ctx context.Context, addr string) (net.Conn, error) {
 	return func(ctx context.Context, addr string) (net.Conn, error) {
+		ctx = context.WithoutCancel(ctx)
 		raw, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return nil, err

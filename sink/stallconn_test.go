@@ -75,3 +75,28 @@ func TestStallConn(t *testing.T) {
 		})
 	}
 }
+
+// clickhouse-go checks an idle pooled connection through its socket
+// before handing it out: a stallConn must expose it, and a broken one
+// must fail the check.
+func TestStallConn_ExposesItsSocket(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	c := &stallConn{Conn: raw, limit: time.Second}
+	rc, err := c.SyscallConn()
+	if err != nil || rc == nil {
+		t.Fatalf("SyscallConn of a healthy connection: %v, %v", rc, err)
+	}
+	c.broken = ErrStalled
+	if _, err := c.SyscallConn(); !errors.Is(err, ErrStalled) {
+		t.Fatalf("SyscallConn of a broken connection: %v, want %v", err, ErrStalled)
+	}
+}
