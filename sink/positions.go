@@ -149,9 +149,41 @@ func (p *Positions) All() iter.Seq[Position] {
 	}
 }
 
-// AddAll puts every position of o in the set.
+// AddAll puts every position of o in the set, merging the two run lists
+// in one pass: the dead letters merged into a replay's skip set may fall
+// between many of its runs, and inserting them one by one would cost
+// time in proportion to the runs for each.
 func (p *Positions) AddAll(o *Positions) {
-	for pos := range o.All() {
-		p.Add(pos)
+	if o.Len() == 0 {
+		return
 	}
+	merged := make([]seqRun, 0, len(p.runs)+len(o.runs))
+	n := 0
+	push := func(r seqRun) {
+		if k := len(merged) - 1; k >= 0 && merged[k].lsn == r.lsn && r.lo <= merged[k].hi+1 {
+			if r.hi > merged[k].hi {
+				n += int(r.hi - merged[k].hi)
+				merged[k].hi = r.hi
+			}
+			return
+		}
+		merged = append(merged, r)
+		n += int(r.hi-r.lo) + 1
+	}
+	i, j := 0, 0
+	for i < len(p.runs) || j < len(o.runs) {
+		if j == len(o.runs) || i < len(p.runs) && before(p.runs[i], o.runs[j]) {
+			push(p.runs[i])
+			i++
+		} else {
+			push(o.runs[j])
+			j++
+		}
+	}
+	p.runs, p.n = merged, n
+}
+
+// before orders runs by (lsn, lo).
+func before(a, b seqRun) bool {
+	return a.lsn < b.lsn || a.lsn == b.lsn && a.lo < b.lo
 }
