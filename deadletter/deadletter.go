@@ -40,6 +40,20 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 		return nil
 	}
 	b := &pgx.Batch{}
+	// Two transactions setting aside the same event at once (backfill
+	// beside the connector) would both find it missing: each first takes
+	// a lock on its events' ids, held to its commit, all in one statement
+	// and in one order so that two such transactions cannot deadlock.
+	var ids []string
+	for _, r := range rejected {
+		if _, id := RowData(r.Row); id != nil {
+			ids = append(ids, *id)
+		}
+	}
+	if len(ids) > 0 {
+		b.Queue(`SELECT count(pg_advisory_xact_lock($1, k)) FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($2::text[]) AS id ORDER BY k) AS locks`,
+			lockClass, ids)
+	}
 	for _, r := range rejected {
 		data, eventID := RowData(r.Row)
 		b.Queue(`INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
@@ -60,6 +74,10 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 	}
 	return nil
 }
+
+// lockClass is the first key of the advisory locks Put takes on event
+// ids, keeping them apart from the application's own two-key locks.
+const lockClass = 0x0cdcde1
 
 // RowData renders a row as a JSON object of column name to text value (null
 // for NULL), the form it is kept in, and its event id when it has one.

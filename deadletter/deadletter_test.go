@@ -3,6 +3,7 @@ package deadletter_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"testing"
@@ -113,5 +114,36 @@ func TestStore_PutSetsAnEventAsideOnce(t *testing.T) {
 	if got.EventID == nil || *got.EventID != a || got.CommitLSN != "0/0" || got.Seq != 1 || got.Error != "backfill's reason" ||
 		got.RowData["event_date_time"] == nil || *got.RowData["event_date_time"] != "infinity" {
 		t.Fatalf("first letter %+v, want event %s at 0/0 seq 1 with backfill's reason, unchanged", got, a)
+	}
+}
+
+// Two transactions setting aside the same event at the same moment —
+// backfill beside the connector — keep one letter, not two.
+func TestStore_PutAtOnceSetsAnEventAsideOnce(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	store := deadletter.New(pool)
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_date_time"}}}
+	const events = 40
+	for i := range events {
+		id := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
+		row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte("infinity")}}}
+		start := make(chan struct{})
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() {
+				<-start
+				errs <- store.Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}})
+			}()
+		}
+		close(start)
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n, err := store.Count(ctx); err != nil || n != events {
+		t.Fatalf("%d dead letters (%v) after setting aside each of %d events twice at once, want %d", n, err, events, events)
 	}
 }

@@ -57,7 +57,7 @@ func New(reg prometheus.Registerer, now func() int64) *Metrics {
 		SinkErrors: f.NewCounter(prometheus.CounterOpts{Name: "cdc_sink_errors_total",
 			Help: "Failed attempts to store a batch (each is retried)."}),
 		DeadLetters: f.NewCounter(prometheus.CounterOpts{Name: "cdc_dead_letters_total",
-			Help: "Rows the sink refused, set aside in cdc_dead_letter."}),
+			Help: "Rows the sink refused, set aside in cdc_dead_letter (a row already there is not added again)."}),
 		BufferBytes: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_buffer_bytes",
 			Help: "Payload bytes held in memory: the open batch plus batches waiting for or in the sink."}),
 		LastFlush: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_last_flush_timestamp_seconds",
