@@ -43,27 +43,42 @@ var current *Env
 // Main starts the servers, runs the package's tests and stops the servers.
 // Use it from TestMain: os.Exit(testenv.Main(m)).
 func Main(m *testing.M) int {
-	env, stop, err := start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "testenv:", err)
-		return 1
-	}
-	current = env
 	// A run stopped by a signal (Ctrl-C, a CI job's kill) would otherwise
 	// leave the servers running: they are not in the test's process
-	// group, and its deferred functions do not run.
-	var once sync.Once
-	sigs := make(chan os.Signal, 1)
+	// group, and its deferred functions do not run. Caught from before
+	// they start; a second signal exits at once.
+	var (
+		mu      sync.Mutex
+		stop    = func() {}
+		stopped bool
+	)
+	stopOnce := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			stopped = true
+			stop()
+		}
+	}
+	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
 	go func() {
 		sig := <-sigs
 		fmt.Fprintf(os.Stderr, "testenv: %v: stopping the local databases\n", sig)
-		once.Do(stop)
+		go func() { <-sigs; os.Exit(1) }()
+		stopOnce()
 		os.Exit(1)
 	}()
+	env, err := start(func(f func()) { mu.Lock(); stop = f; mu.Unlock() })
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testenv:", err)
+		stopOnce()
+		return 1
+	}
+	current = env
 	code := m.Run()
-	signal.Stop(sigs)
-	once.Do(stop)
+	stopOnce()
 	return code
 }
 
@@ -76,42 +91,44 @@ func Get(t testing.TB) *Env {
 	return current
 }
 
-func start() (*Env, func(), error) {
+// start starts the local servers, or finds them in the environment. It
+// hands setStop what stops them as soon as there is anything to stop,
+// before they have started: a signal may come meanwhile.
+func start(setStop func(func())) (*Env, error) {
 	pg, ch := os.Getenv("CDC_TEST_PG_DSN"), os.Getenv("CDC_TEST_CLICKHOUSE_DSN")
 	if pg != "" && ch != "" {
 		// `make test` starts the servers once for all packages and says
 		// where, so fault-injection tests can still stop and start them.
-		return &Env{PGDSN: pg, CHDSN: ch, dir: os.Getenv("CDC_TEST_LOCALDB_DIR")}, func() {}, nil
+		return &Env{PGDSN: pg, CHDSN: ch, dir: os.Getenv("CDC_TEST_LOCALDB_DIR")}, nil
 	}
 	script, err := Script()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	dir, err := os.MkdirTemp("", "cdc-testenv-")
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	setStop(func() {
+		_ = exec.Command(script, "stop", dir).Run()
+		_ = os.RemoveAll(dir)
+	})
 	// PostgreSQL runs as the postgres user when the tests run as root; it
 	// must be able to reach its data folder.
 	if err := os.Chmod(dir, 0o755); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	env := &Env{dir: dir}
-	stop := func() {
-		_ = exec.Command(script, "stop", dir).Run()
-		_ = os.RemoveAll(dir)
-	}
 	out, err := exec.Command(script, "start", dir).Output()
 	if err != nil {
-		stop()
 		if ee, ok := err.(*exec.ExitError); ok {
-			return nil, nil, fmt.Errorf("start local databases: %w: %s", err, ee.Stderr)
+			return nil, fmt.Errorf("start local databases: %w: %s", err, ee.Stderr)
 		}
-		return nil, nil, fmt.Errorf("start local databases: %w", err)
+		return nil, fmt.Errorf("start local databases: %w", err)
 	}
 	vars := parseEnv(out)
 	env.PGDSN, env.CHDSN = vars["CDC_PG_DSN"], vars["CDC_CLICKHOUSE_DSN"]
-	return env, stop, nil
+	return env, nil
 }
 
 func parseEnv(out []byte) map[string]string {
