@@ -44,9 +44,16 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 	// beside the connector) would both find it missing: each first takes
 	// a lock on its events' ids, held to its commit, all in one statement
 	// and in one order so that two such transactions cannot deadlock.
+	type letter struct {
+		data    []byte
+		eventID *string
+	}
+	letters := make([]letter, len(rejected))
 	var ids []string
-	for _, r := range rejected {
-		if _, id := RowData(r.Row); id != nil {
+	for i, r := range rejected {
+		data, id := RowData(r.Row) // once: a row may hold tens of MB
+		letters[i] = letter{data, id}
+		if id != nil {
 			ids = append(ids, *id)
 		}
 	}
@@ -54,8 +61,8 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 		b.Queue(`SELECT count(pg_advisory_xact_lock($1, k)) FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($2::text[]) AS id ORDER BY k) AS locks`,
 			lockClass, ids)
 	}
-	for _, r := range rejected {
-		data, eventID := RowData(r.Row)
+	for i, r := range rejected {
+		data, eventID := letters[i].data, letters[i].eventID
 		b.Queue(`INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
 			SELECT $1, $2::pg_lsn, $3, $4, $5
 			WHERE $1::uuid IS NULL OR NOT EXISTS (SELECT 1 FROM cdc_dead_letter WHERE event_id = $1::uuid AND row_data = $4::jsonb)`,
