@@ -55,7 +55,7 @@ func New(reg prometheus.Registerer, now func() int64) *Metrics {
 			Help:    "Payload bytes per stored batch.",
 			Buckets: prometheus.ExponentialBuckets(1024, 4, 10)}),
 		SinkErrors: f.NewCounter(prometheus.CounterOpts{Name: "cdc_sink_errors_total",
-			Help: "Failed attempts to store a batch (each is retried)."}),
+			Help: "Failed attempts to store a batch: its INSERT, or setting aside the rows the sink refused in cdc_dead_letter (each is retried)."}),
 		DeadLetters: f.NewCounter(prometheus.CounterOpts{Name: "cdc_dead_letters_total",
 			Help: "Rows the sink refused, set aside in cdc_dead_letter (a row already there is not added again)."}),
 		BufferBytes: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_buffer_bytes",

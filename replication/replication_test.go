@@ -113,6 +113,14 @@ func (h *harness) run(s replication.Sink) (stop func()) {
 // runWith is run with a logger and changes to the default config.
 func (h *harness) runWith(s replication.Sink, log *zap.Logger, change func(*replication.Config)) (stop func()) {
 	h.t.Helper()
+	_, _, stop = h.start(s, nil, log, change)
+	return stop
+}
+
+// start is runWith with a dead-letter store, returning the replicator and
+// its metrics too.
+func (h *harness) start(s replication.Sink, dead replication.DeadLetters, log *zap.Logger, change func(*replication.Config)) (*replication.Replicator, *metrics.Metrics, func()) {
+	h.t.Helper()
 	reg := prometheus.NewRegistry()
 	cfg := replication.Config{
 		DSN: h.dsn, Slot: "slot", Publication: "pub",
@@ -124,11 +132,12 @@ func (h *harness) runWith(s replication.Sink, log *zap.Logger, change func(*repl
 		ReceiveBuffer: 128 << 10,
 	}
 	change(&cfg)
-	r := replication.New(cfg, s, nil, log, metrics.New(reg, func() int64 { return time.Now().UnixNano() }))
+	m := metrics.New(reg, func() int64 { return time.Now().UnixNano() })
+	r := replication.New(cfg, s, dead, log, m)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	return func() {
+	return r, m, func() {
 		cancel()
 		if err := <-done; err != nil {
 			h.t.Errorf("Run: %v", err)

@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"errors"
 	"sync/atomic"
 	"time"
 )
@@ -9,6 +10,10 @@ import (
 type State struct {
 	streaming atomic.Bool
 	lastMsg   atomic.Int64 // Unix nanos of the last message from the server
+	// failing counts the writers retrying a batch they could not store,
+	// its INSERT or its dead letters; lastErr is the latest such error.
+	failing atomic.Int32
+	lastErr atomic.Pointer[error]
 }
 
 func (s *State) setStreaming(v bool) { s.streaming.Store(v) }
@@ -20,3 +25,42 @@ func (s *State) Streaming() bool { return s.streaming.Load() }
 
 // LastMessage returns when the server last sent anything (data or keepalive).
 func (s *State) LastMessage() time.Time { return time.Unix(0, s.lastMsg.Load()) }
+
+// StoreError is nil unless a batch is being retried because it could not
+// be stored — ClickHouse refused the INSERT, or the dead-letter table the
+// refused rows — and then the latest error. A sink that answers pings but
+// refuses every INSERT (a dropped table, a revoked grant, too many parts)
+// holds the pipeline up as surely as one that is down.
+func (s *State) StoreError() error {
+	if s.failing.Load() == 0 {
+		return nil
+	}
+	if err := s.lastErr.Load(); err != nil {
+		return *err
+	}
+	return errors.New("storing a batch failed; retrying")
+}
+
+// storeAttempts tracks one writer's retries of one batch for StoreError.
+type storeAttempts struct {
+	s      *State
+	failed bool
+}
+
+// fail records a failed attempt; the first one counts the writer as
+// failing until done.
+func (a *storeAttempts) fail(err error) {
+	a.s.lastErr.Store(&err)
+	if !a.failed {
+		a.failed = true
+		a.s.failing.Add(1)
+	}
+}
+
+// done ends the retries, however they ended.
+func (a *storeAttempts) done() {
+	if a.failed {
+		a.failed = false
+		a.s.failing.Add(-1)
+	}
+}

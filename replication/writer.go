@@ -2,6 +2,7 @@ package replication
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -133,6 +134,8 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, b
 	var rejected []sink.Rejected
 	pending := b
 	var insert time.Duration
+	attempts := storeAttempts{s: r.state}
+	defer attempts.done()
 	for {
 		var err error
 		attempt := time.Now()
@@ -145,6 +148,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, b
 			return 0, false
 		}
 		r.metrics.SinkErrors.Inc()
+		attempts.fail(fmt.Errorf("store a batch of %d rows: %w", len(pending.Rows), err))
 		trace.SpanFromContext(ctx).RecordError(err)
 		wait := delay.next()
 		r.log.Warn("storing batch failed; will retry", zap.Error(err), zap.Int("rows", len(pending.Rows)),
@@ -160,7 +164,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, b
 			break
 		}
 	}
-	if len(rejected) > 0 && !r.setAside(ctx, rejected) {
+	if len(rejected) > 0 && !r.setAside(ctx, rejected, &attempts) {
 		return 0, false
 	}
 	dur := time.Since(start)
@@ -236,8 +240,9 @@ func lsnSpans(b *sink.Batch) [][2]pglogrepl.LSN {
 
 // setAside stores refused rows as dead letters, retrying until it can: a
 // refused row is never dropped, so the batch is not acknowledged before
-// its dead letters are safe.
-func (r *Replicator) setAside(ctx context.Context, rejected []sink.Rejected) bool {
+// its dead letters are safe. A failed attempt is a failed store of the
+// batch: it counts in cdc_sink_errors_total and fails readiness.
+func (r *Replicator) setAside(ctx context.Context, rejected []sink.Rejected, attempts *storeAttempts) bool {
 	for _, rj := range rejected {
 		r.log.Warn("row refused by the sink; set aside as a dead letter",
 			zap.Stringer("position", rj.Row.Pos), zap.Error(rj.Err))
@@ -256,6 +261,8 @@ func (r *Replicator) setAside(ctx context.Context, rejected []sink.Rejected) boo
 		if ctx.Err() != nil {
 			return false
 		}
+		r.metrics.SinkErrors.Inc()
+		attempts.fail(fmt.Errorf("set aside %d refused rows in cdc_dead_letter: %w", len(rejected), err))
 		wait := delay.next()
 		r.log.Error("storing dead letters failed; will retry", zap.Error(err), zap.Duration("retry_in", wait))
 		if !sleep(ctx, wait) {

@@ -110,7 +110,14 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 					}
 					return nil
 				}},
-				{Name: "clickhouse", Fn: ch.Ping},
+				{Name: "clickhouse", Fn: func(ctx context.Context) error {
+					if err := ch.Ping(ctx); err != nil {
+						return err
+					}
+					// A sink that answers pings but refuses every
+					// INSERT holds the pipeline up all the same.
+					return rep.State().StoreError()
+				}},
 			},
 		}
 		g.Go(func() error { return srv.Run(gctx) })

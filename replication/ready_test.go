@@ -1,0 +1,188 @@
+package replication_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/eventcdc/cdc/deadletter"
+	"github.com/eventcdc/cdc/replication"
+	"github.com/eventcdc/cdc/sink"
+)
+
+// refusingSink fails every Write with failErr while it is set, and
+// otherwise stores each batch, or refuses every row of it when
+// rejectAll is set.
+type refusingSink struct {
+	fakeSink
+	failErr   atomic.Pointer[error]
+	rejectAll bool
+}
+
+func (f *refusingSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, error) {
+	if err := f.failErr.Load(); err != nil {
+		return nil, *err
+	}
+	if !f.rejectAll {
+		return f.fakeSink.Write(ctx, b)
+	}
+	out := make([]sink.Rejected, len(b.Rows))
+	for i, r := range b.Rows {
+		out[i] = sink.Rejected{Row: r, Err: errors.New("refused for the test")}
+	}
+	return out, nil
+}
+
+// A batch that cannot be stored — its INSERT refused, or its refused rows
+// not set aside — fails readiness and counts as a sink error until it is
+// stored; nothing is acknowledged meanwhile.
+func TestReplicator_StoreErrorWhileABatchIsRetried(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// breakStore makes storing fail; it returns what undoes it.
+		breakStore func(h *harness, s *refusingSink) (mend func())
+		wantErr    string
+		stored     func(h *harness, s *refusingSink) int
+	}{
+		{
+			name: "insert refused",
+			breakStore: func(_ *harness, s *refusingSink) func() {
+				err := errors.New("code: 60, message: Table default.event_log doesn't exist")
+				s.failErr.Store(&err)
+				return func() { s.failErr.Store(nil) }
+			},
+			wantErr: "store a batch of 3 rows: code: 60, message: Table default.event_log doesn't exist",
+			stored:  func(_ *harness, s *refusingSink) int { return s.count() },
+		},
+		{
+			name: "dead letters refused",
+			breakStore: func(h *harness, s *refusingSink) func() {
+				s.rejectAll = true
+				h.exec(`ALTER TABLE cdc_dead_letter RENAME TO cdc_dead_letter_away`)
+				return func() { h.exec(`ALTER TABLE cdc_dead_letter_away RENAME TO cdc_dead_letter`) }
+			},
+			wantErr: `set aside 3 refused rows in cdc_dead_letter: `,
+			stored: func(h *harness, _ *refusingSink) int {
+				var n int
+				if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM cdc_dead_letter`).Scan(&n); err != nil {
+					h.t.Fatal(err)
+				}
+				return n
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := setup(t)
+			s := &refusingSink{}
+			rep, m, stop := h.start(s, deadletter.New(h.pool), zap.NewNop(), func(*replication.Config) {})
+			defer stop()
+			eventually(t, "streaming", rep.State().Streaming)
+			if err := rep.State().StoreError(); err != nil {
+				t.Fatalf("StoreError before any batch = %v, want nil", err)
+			}
+
+			mend := tc.breakStore(h, s)
+			h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'e', 'test', '{}' FROM generate_series(1, 3)`)
+			commitEnd := h.lsn(`SELECT pg_current_wal_lsn()::text`)
+			eventually(t, "a store error", func() bool { return rep.State().StoreError() != nil })
+			eventually(t, "two failed attempts", func() bool { return testutil.ToFloat64(m.SinkErrors) >= 2 })
+			if err := rep.State().StoreError(); !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("StoreError = %q, want it to contain %q", err, tc.wantErr)
+			}
+			if c := h.confirmed(); c >= commitEnd {
+				t.Errorf("confirmed_flush_lsn %s reached the unstored commit end %s", c, commitEnd)
+			}
+
+			mend()
+			eventually(t, "the batch stored", func() bool { return tc.stored(h, s) == 3 })
+			eventually(t, "no store error", func() bool { return rep.State().StoreError() == nil })
+			eventually(t, "acknowledgement", func() bool { return h.confirmed() >= commitEnd })
+			if n := tc.stored(h, s); n != 3 {
+				t.Errorf("stored %d rows, want 3", n)
+			}
+		})
+	}
+}
+
+// A process that had events pending when another connector took the slot
+// stops reporting their lag once the slot has stayed busy past
+// standbyAfter, and reports it until then: the slot may be held by its own
+// walsender, not yet gone after the link died.
+func TestReplicator_StandbyStopsReportingItsOldLag(t *testing.T) {
+	defer replication.SetStandbyAfter(3 * time.Second)()
+	h := setup(t)
+	s := &fakeSink{gate: make(chan struct{})} // nothing is ever stored
+	core, logs := observer.New(zapcore.InfoLevel)
+	rep, m, stop := h.start(s, nil, zap.New(core), func(*replication.Config) {})
+	defer stop()
+	eventually(t, "streaming", rep.State().Streaming)
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('e', 'test', '{}')`)
+	eventually(t, "lag and buffer reported", func() bool {
+		return m.LagSecondsValue() > 0 && testutil.ToFloat64(m.BufferBytes) > 0
+	})
+
+	// Take the slot: end the walsender and start streaming from it here
+	// before the replicator reconnects (it waits at least 125 ms).
+	ctx := context.Background()
+	var squatter *pgconn.PgConn
+	for attempt := 0; squatter == nil; attempt++ {
+		if attempt == 5 {
+			t.Fatal("the replicator took the slot back every time")
+		}
+		h.exec(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'slot' AND active_pid IS NOT NULL`)
+		squatter = takeSlot(t, ctx, h.dsn, 2*time.Second)
+	}
+	defer squatter.Close(ctx)
+
+	eventually(t, "standing by", func() bool { return logs.FilterMessageSnippet("standing by").Len() > 0 })
+	if lag := m.LagSecondsValue(); lag <= 0 {
+		t.Errorf("lag %v s just after losing the slot, want the pending event's age", lag)
+	}
+	if b := testutil.ToFloat64(m.BufferBytes); b != 0 {
+		t.Errorf("cdc_buffer_bytes = %v after the session ended, want 0", b)
+	}
+	eventually(t, "lag 0 once standing by", func() bool { return m.LagSecondsValue() == 0 })
+	if n := logs.FilterMessageSnippet("standing by").Len(); n < 3 {
+		t.Errorf("lag cleared after %d stand-by attempts, want at least 3 (about 3 s)", n)
+	}
+}
+
+// takeSlot streams from the slot on a connection of its own, trying for
+// up to within; nil if the slot stayed busy.
+func takeSlot(t *testing.T, ctx context.Context, dsn string, within time.Duration) *pgconn.PgConn {
+	t.Helper()
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	var once sync.Once
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		conn, err := pgconn.Connect(ctx, dsn+sep+"replication=database")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = pglogrepl.StartReplication(ctx, conn, "slot", 0, pglogrepl.StartReplicationOptions{
+			PluginArgs: []string{"proto_version '1'", "publication_names 'pub'"}})
+		if err == nil {
+			return conn
+		}
+		conn.Close(ctx)
+		if !strings.Contains(err.Error(), "is active for PID") {
+			once.Do(func() { t.Logf("start replication: %v", err) })
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
