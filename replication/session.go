@@ -69,6 +69,19 @@ func (r *Replicator) session(ctx context.Context) error {
 		r.log.Info("CDC_PG_RECEIVE_TIMEOUT does not apply to this session: it reads without streaming from PostgreSQL before 16, whose walsender may rightly stay silent for as long as it replays a large transaction of rows it does not publish",
 			zap.Duration("receive_timeout", asked))
 	}
+	// The slot resumes at its confirmed position, but the sink may already
+	// hold rows past it (stored, then the process died before the
+	// acknowledgement). Ask the sink itself what it has — it is the truth —
+	// and skip those rows in the replay instead of writing them twice.
+	// Asked before START_REPLICATION: the sink scans its table for them,
+	// which may take longer than wal_sender_timeout, and a walsender that
+	// streams ends a session silent that long. The slot was inactive
+	// (prepareSlot), so its confirmed position stays put meanwhile; a
+	// connector that takes it first makes START_REPLICATION fail.
+	skip, err := r.written(ctx, confirmed, sink.LastLSN)
+	if err != nil {
+		return err
+	}
 	err = setupStep(ctx, func(ctx context.Context) error {
 		return pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, confirmed, pglogrepl.StartReplicationOptions{
 			PluginArgs: append(args, "publication_names '"+r.cfg.Publication+"'"),
@@ -82,14 +95,6 @@ func (r *Replicator) session(ctx context.Context) error {
 		return wrapf(err, "start replication on slot %s", r.cfg.Slot)
 	}
 
-	// The slot resumes at its confirmed position, but the sink may already
-	// hold rows past it (stored, then the process died before the
-	// acknowledgement). Ask the sink itself what it has — it is the truth —
-	// and skip those rows in the replay instead of writing them twice.
-	skip, err := r.written(ctx, confirmed, sink.LastLSN)
-	if err != nil {
-		return err
-	}
 	r.log.Info("streaming", zap.String("slot", r.cfg.Slot), zap.Stringer("from", confirmed), zap.Int("already_stored", skip.Len()),
 		zap.Bool("large_transactions_streamed", streaming), zap.Int("read_ahead_bytes", len(paced.ahead)),
 		zap.Duration("receive_timeout", limit))

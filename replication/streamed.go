@@ -257,7 +257,11 @@ func (s *stream) loadStored(ctx context.Context, t *streamedTx) error {
 // that LSN is read: everything stored since a long transaction's first row
 // could be hours of events.
 func (s *stream) storedOrdinals(ctx context.Context, xid uint32, first pglogrepl.LSN) (*sink.Positions, error) {
-	stored, err := s.r.written(ctx, first, first+1)
+	var stored *sink.Positions
+	err := s.statusFlowing(ctx, func(ctx context.Context) (err error) {
+		stored, err = s.r.written(ctx, first, first+1)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -266,6 +270,32 @@ func (s *stream) storedOrdinals(ctx context.Context, xid uint32, first pglogrepl
 			zap.Uint32("xid", xid), zap.Stringer("first", first), zap.Int("stored", stored.Len()))
 	}
 	return stored, nil
+}
+
+// statusFlowing runs read on a goroutine of its own while this one goes
+// on acknowledging stored batches and sending standby status. The sink
+// finds positions by scanning its table (cdc_commit_lsn is not in
+// event_log's key), which on a large table may take longer than the
+// walsender's wal_sender_timeout: without status it would end the session,
+// and the next would read again.
+func (s *stream) statusFlowing(ctx context.Context, read func(context.Context) error) error {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	finished := make(chan time.Time)
+	go func() {
+		errc <- read(rctx)
+		close(finished)
+	}()
+	if _, err := s.await(ctx, nil, nil, finished); err != nil {
+		cancel()
+		<-errc
+		return err
+	}
+	// await returned because the read finished or ctx ended; either way
+	// the read's own error says which.
+	cancel()
+	return <-errc
 }
 
 // committedPartial notes that the commit of xid, ending at end, arrived;
