@@ -67,6 +67,23 @@ const (
 	// once a second, so shorter than MinPGReceiveTimeout cannot work.
 	DefaultPGReceiveTimeout = 60 * time.Second
 	MinPGReceiveTimeout     = 2 * time.Second
+	// MinPGReceiveBuffer is where a receive buffer stops being a setting
+	// and becomes a stall: the socket's window, and so what the walsender
+	// may send per round trip, is at most the buffer (a value meant as
+	// KiB, 512, would stream a backlog about a kilobyte at a time).
+	MinPGReceiveBuffer = 64 << 10
+	// The flush interval is a batch's longest wait: under 10 ms the
+	// batches are one-row INSERTs again (cdc polls every 20 ms anyway),
+	// and over an hour events are late enough to look lost.
+	MinFlushInterval = 10 * time.Millisecond
+	MaxFlushInterval = time.Hour
+	// A shutdown needs time for the last INSERT and acknowledgement; a
+	// longer one than an hour outlasts any orchestrator's grace period.
+	MinShutdownTimeout = time.Second
+	MaxShutdownTimeout = time.Hour
+	// MinOutboxRetention keeps retention from racing the pipeline: a
+	// row is kept at least this long after its event time.
+	MinOutboxRetention = time.Minute
 )
 
 // Error is one invalid setting.
@@ -88,18 +105,44 @@ func Load(getenv func(string) string) (Config, error) {
 		Publication:      l.ident("CDC_PUBLICATION", DefaultPublication),
 		BatchMaxRows:     l.positiveInt("CDC_BATCH_MAX_ROWS", DefaultBatchMaxRows),
 		BatchMaxBytes:    l.bytes("CDC_BATCH_MAX_BYTES", DefaultBatchMaxBytes),
-		FlushInterval:    l.duration("CDC_FLUSH_INTERVAL", DefaultFlushInterval, false),
+		FlushInterval:    l.durationBetween("CDC_FLUSH_INTERVAL", DefaultFlushInterval, MinFlushInterval, MaxFlushInterval),
 		InsertsInFlight:  l.intUpTo("CDC_INSERTS_IN_FLIGHT", DefaultInsertsInFlight, MaxInsertsInFlight),
 		MetricsAddr:      l.listenAddr("CDC_METRICS_ADDR", DefaultMetricsAddr),
 		LogLevel:         l.level("CDC_LOG_LEVEL"),
 		LogFormat:        l.oneOf("CDC_LOG_FORMAT", "json", "json", "console"),
-		OutboxRetention:  l.duration("CDC_OUTBOX_RETENTION", DefaultOutboxRetention, true),
-		ShutdownTimeout:  l.duration("CDC_SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, false),
-		PGReceiveBuffer:  l.bytesUpTo("CDC_PG_RECEIVE_BUFFER", DefaultPGReceiveBuffer, MaxPGReceiveBuffer),
+		OutboxRetention:  l.durationOffOrAtLeast("CDC_OUTBOX_RETENTION", DefaultOutboxRetention, MinOutboxRetention),
+		ShutdownTimeout:  l.durationBetween("CDC_SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, MinShutdownTimeout, MaxShutdownTimeout),
+		PGReceiveBuffer:  l.bytesOffOrBetween("CDC_PG_RECEIVE_BUFFER", DefaultPGReceiveBuffer, MinPGReceiveBuffer, MaxPGReceiveBuffer),
 		PGReceiveTimeout: l.durationOffOrAtLeast("CDC_PG_RECEIVE_TIMEOUT", DefaultPGReceiveTimeout, MinPGReceiveTimeout),
 		Profiling:        l.oneOf("CDC_PPROF", "off", "off", "on") == "on",
 	}
+	if c.Profiling && c.MetricsAddr == "off" {
+		l.fail("CDC_PPROF", "on, but CDC_METRICS_ADDR is off: the profiles are served on that address")
+	}
 	return c, errors.Join(l.errs...)
+}
+
+// Unrecognised returns the names of CDC_* variables in environ
+// (os.Environ's form, NAME=value) that Load does not read: most likely a
+// misspelling, whose value would silently not apply. The test harness's
+// and the demo's own variables (CDC_TEST_*, CDC_DEMO_*) are not cdc's
+// settings and are left out.
+func Unrecognised(environ []string) []string {
+	read := map[string]bool{}
+	_, _ = Load(func(name string) string {
+		read[name] = true
+		return ""
+	})
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "CDC_") || read[name] ||
+			strings.HasPrefix(name, "CDC_TEST_") || strings.HasPrefix(name, "CDC_DEMO_") {
+			continue
+		}
+		out = append(out, name)
+	}
+	return out
 }
 
 type loader struct {
@@ -200,6 +243,20 @@ func (l *loader) duration(name string, def time.Duration, zeroOK bool) time.Dura
 	return d
 }
 
+// durationBetween is a duration from least to most.
+func (l *loader) durationBetween(name string, def, least, most time.Duration) time.Duration {
+	d := l.duration(name, def, false)
+	switch {
+	case d < least:
+		l.fail(name, "%s is too short: at least %s", d, least)
+		return def
+	case d > most:
+		l.fail(name, "%s is too long: at most %s", d, most)
+		return def
+	}
+	return d
+}
+
 // durationOffOrAtLeast is a duration that is 0 (off) or at least least.
 func (l *loader) durationOffOrAtLeast(name string, def, least time.Duration) time.Duration {
 	d := l.duration(name, def, true)
@@ -232,13 +289,18 @@ func (l *loader) bytes(name string, def int) int {
 	return n
 }
 
-// bytesUpTo is bytes that also takes 0 (off) and at most most bytes.
-func (l *loader) bytesUpTo(name string, def, most int) int {
+// bytesOffOrBetween is bytes that also takes 0 (off); otherwise from
+// least to most bytes.
+func (l *loader) bytesOffOrBetween(name string, def, least, most int) int {
 	if strings.TrimSpace(l.getenv(name)) == "0" {
 		return 0
 	}
 	n := l.bytes(name, def)
-	if n > most {
+	switch {
+	case n < least:
+		l.fail(name, "%d bytes is less than %d: use 0 (the kernel's) or at least %dKiB", n, least, least>>10)
+		return def
+	case n > most:
 		l.fail(name, "%d bytes is more than %d", n, most)
 		return def
 	}
@@ -340,7 +402,8 @@ func Redact(dsn string) string {
 	}
 	q := u.Query()
 	for k := range q {
-		if strings.EqualFold(k, "password") {
+		// password, and libpq's sslpassword (the client key's passphrase).
+		if strings.Contains(strings.ToLower(k), "password") {
 			q.Set(k, "xxxxx")
 		}
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +78,27 @@ func TestLoad_Values(t *testing.T) {
 	}
 }
 
+// The bounds themselves are accepted.
+func TestLoad_Bounds(t *testing.T) {
+	c, err := Load(env(with(
+		"CDC_PG_RECEIVE_BUFFER", "64KiB", "CDC_FLUSH_INTERVAL", "10ms",
+		"CDC_SHUTDOWN_TIMEOUT", "1s", "CDC_OUTBOX_RETENTION", "1m",
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PGReceiveBuffer != 64<<10 || c.FlushInterval != 10*time.Millisecond || c.ShutdownTimeout != time.Second || c.OutboxRetention != time.Minute {
+		t.Fatalf("got %+v", c)
+	}
+	c, err = Load(env(with("CDC_FLUSH_INTERVAL", "1h", "CDC_SHUTDOWN_TIMEOUT", "1h", "CDC_PG_RECEIVE_BUFFER", "16MiB")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.FlushInterval != time.Hour || c.ShutdownTimeout != time.Hour || c.PGReceiveBuffer != 16<<20 {
+		t.Fatalf("got %+v", c)
+	}
+}
+
 // 0 turns the receive timeout off, as 0 turns off wal_receiver_timeout.
 func TestLoad_ReceiveTimeoutOff(t *testing.T) {
 	c, err := Load(env(with("CDC_PG_RECEIVE_TIMEOUT", "0")))
@@ -137,6 +159,15 @@ func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 		{"metrics port out of range", with("CDC_METRICS_ADDR", ":70000"), `CDC_METRICS_ADDR: ":70000" is not host:port (e.g. :9187 or 127.0.0.1:9187) or off`},
 		{"format", with("CDC_LOG_FORMAT", "xml"), `CDC_LOG_FORMAT: "xml" is not one of json, console`},
 		{"pprof", with("CDC_PPROF", "yes"), `CDC_PPROF: "yes" is not one of off, on`},
+		{"pprof without its server", with("CDC_PPROF", "on", "CDC_METRICS_ADDR", "off"), `CDC_PPROF: on, but CDC_METRICS_ADDR is off: the profiles are served on that address`},
+		{"receive buffer meant as KiB", with("CDC_PG_RECEIVE_BUFFER", "512"), `CDC_PG_RECEIVE_BUFFER: 512 bytes is less than 65536: use 0 (the kernel's) or at least 64KiB`},
+		{"receive buffer just under the least", with("CDC_PG_RECEIVE_BUFFER", "65535"), `CDC_PG_RECEIVE_BUFFER: 65535 bytes is less than 65536: use 0 (the kernel's) or at least 64KiB`},
+		{"interval too short", with("CDC_FLUSH_INTERVAL", "1ns"), `CDC_FLUSH_INTERVAL: 1ns is too short: at least 10ms`},
+		{"interval too long", with("CDC_FLUSH_INTERVAL", "1000h"), `CDC_FLUSH_INTERVAL: 1000h0m0s is too long: at most 1h0m0s`},
+		{"shutdown too short", with("CDC_SHUTDOWN_TIMEOUT", "1ns"), `CDC_SHUTDOWN_TIMEOUT: 1ns is too short: at least 1s`},
+		{"shutdown too long", with("CDC_SHUTDOWN_TIMEOUT", "2h"), `CDC_SHUTDOWN_TIMEOUT: 2h0m0s is too long: at most 1h0m0s`},
+		{"shutdown zero", with("CDC_SHUTDOWN_TIMEOUT", "0"), `CDC_SHUTDOWN_TIMEOUT: "0" must be greater than zero`},
+		{"retention too short", with("CDC_OUTBOX_RETENTION", "1ns"), `CDC_OUTBOX_RETENTION: 1ns is too short: use 0 (off) or at least 1m0s`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -221,10 +252,24 @@ func TestRedact(t *testing.T) {
 		{"postgres://cdc:s3cret@db:5432/app?sslmode=require", "postgres://cdc:xxxxx@db:5432/app?sslmode=require"},
 		{"clickhouse://ch:9000/db?password=s3cret&secure=true", "clickhouse://ch:9000/db?password=xxxxx&secure=true"},
 		{"postgres://cdc@db/app", "postgres://cdc@db/app"},
+		{"postgres://cdc@db/app?sslkey=/k.pem&sslpassword=k3y", "postgres://cdc@db/app?sslkey=%2Fk.pem&sslpassword=xxxxx"},
+		{"clickhouse://ch:9000/db?Password=s3cret", "clickhouse://ch:9000/db?Password=xxxxx"},
 	}
 	for _, tt := range tests {
 		if got := Redact(tt.in); got != tt.want {
 			t.Errorf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+func TestUnrecognised(t *testing.T) {
+	got := Unrecognised([]string{
+		"CDC_PG_DSN=postgres://x", "CDC_OUTBOX_RETENTON=0", "CDC_BATCH_MAX_BYTES=1MiB",
+		"PATH=/bin", "CDC_TEST_PG_DSN=postgres://t", "CDC_DEMO_PG_PORT=1", "CDC_PPROF=on",
+		"CDC_FLUSH_INTERVALL=2s", "CDC_=x",
+	})
+	want := []string{"CDC_OUTBOX_RETENTON", "CDC_FLUSH_INTERVALL", "CDC_"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Unrecognised = %q, want %q", got, want)
 	}
 }

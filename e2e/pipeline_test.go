@@ -266,4 +266,34 @@ func TestPipeline_BadSettingExitsTwoNamingTheVariable(t *testing.T) {
 	if _, code := w.runOnce(nil, "frobnicate"); code != 2 {
 		t.Errorf("unknown command: exit %d, want 2", code)
 	}
+
+	// Settings only the attempt can check still exit 2, before cdc
+	// connects to anything; the last line names the variable.
+	sep := "?"
+	if strings.Contains(w.chDSN, "?") {
+		sep = "&"
+	}
+	for _, tt := range []struct {
+		env        map[string]string
+		wantPrefix string
+	}{
+		{map[string]string{"CDC_METRICS_ADDR": "nohost.invalid:9187"}, "cdc run: CDC_METRICS_ADDR: listen tcp: lookup nohost.invalid"},
+		{map[string]string{"CDC_CLICKHOUSE_DSN": w.chDSN + sep + "read_timeout=-1s"}, "cdc run: CDC_CLICKHOUSE_DSN: read_timeout -1s must be positive"},
+	} {
+		out, code := w.runOnce(tt.env, "run")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if last := lines[len(lines)-1]; code != 2 || !strings.HasPrefix(last, tt.wantPrefix) {
+			t.Errorf("env %v: exit %d, last line %q; want 2, %q…", tt.env, code, last, tt.wantPrefix)
+		}
+		if strings.Contains(out, "replication") {
+			t.Errorf("env %v: cdc connected before refusing the setting:\n%s", tt.env, out)
+		}
+	}
+
+	// A misspelt variable is named, not fatal: it may be a newer or older
+	// release's.
+	out, code := w.runOnce(map[string]string{"CDC_OUTBOX_RETENTON": "0"}, "status")
+	if code != 0 || !strings.Contains(out, "ignoring environment variables cdc does not read; a misspelling leaves the setting at its default\t{\"names\": [\"CDC_OUTBOX_RETENTON\"]}") {
+		t.Errorf("misspelt variable: exit %d, output %q; want 0 and a warning naming CDC_OUTBOX_RETENTON", code, out)
+	}
 }

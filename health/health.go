@@ -27,7 +27,11 @@ type Check struct {
 
 // Server runs the checks on a timer and answers HTTP probes.
 type Server struct {
-	Addr     string
+	Addr string
+	// Listener, when set, is served instead of listening on Addr: a
+	// caller that listens first finds a taken or unresolvable address
+	// before it connects to anything.
+	Listener net.Listener
 	Gatherer prometheus.Gatherer
 	Checks   []Check
 	Every    time.Duration // how often checks run
@@ -62,9 +66,12 @@ func (s *Server) Run(ctx context.Context) error {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	ln, err := net.Listen("tcp", s.Addr)
-	if err != nil {
-		return fmt.Errorf("listen on %s (CDC_METRICS_ADDR): %w", s.Addr, err)
+	ln := s.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.Addr); err != nil {
+			return fmt.Errorf("listen on %s (CDC_METRICS_ADDR): %w", s.Addr, err)
+		}
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)

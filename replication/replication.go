@@ -128,7 +128,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 			// for up to wal_sender_timeout after the link died, and the
 			// lag stayed this process's to report; a standby reporting
 			// an old lag for ever would page someone.
-			r.metrics.SetOldestPending(0)
+			r.setOldestPending(0)
 		}
 		if ctx.Err() != nil {
 			return nil

@@ -841,7 +841,7 @@ func (s *stream) add(ctx context.Context, msg decoder.Message, pos sink.Position
 		s.batchDeadline = flushDeadline(time.Now(), commitTime, s.r.cfg.FlushInterval, s.insertTime)
 		s.batchFirst = commitTime.UnixNano()
 		if len(s.inFlight) == 0 {
-			s.r.metrics.SetOldestPending(s.batchFirst)
+			s.r.setOldestPending(s.batchFirst)
 		}
 	}
 	s.batch.Rows = append(s.batch.Rows, sink.Row{
@@ -991,11 +991,11 @@ func (s *stream) await(ctx context.Context, send chan<- *sink.Batch, b *sink.Bat
 func (s *stream) reportOldestPending() {
 	switch {
 	case len(s.inFlight) > 0:
-		s.r.metrics.SetOldestPending(s.inFlight[0])
+		s.r.setOldestPending(s.inFlight[0])
 	case len(s.batch.Rows) > 0:
-		s.r.metrics.SetOldestPending(s.batchFirst)
+		s.r.setOldestPending(s.batchFirst)
 	default:
-		s.r.metrics.SetOldestPending(0)
+		s.r.setOldestPending(0)
 	}
 }
 

@@ -14,6 +14,25 @@ type State struct {
 	// its INSERT or its dead letters; lastErr is the latest such error.
 	failing atomic.Int32
 	lastErr atomic.Pointer[error]
+	// pending is the commit time (Unix nanos) of the oldest event
+	// received and not yet stored, 0 when none.
+	pending atomic.Int64
+}
+
+// OldestPending returns the commit time of the oldest event received and
+// not yet stored; zero when everything received is stored.
+func (s *State) OldestPending() time.Time {
+	if n := s.pending.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// setOldestPending records the oldest pending commit time for State and
+// for cdc_replication_lag_seconds.
+func (r *Replicator) setOldestPending(nanos int64) {
+	r.state.pending.Store(nanos)
+	r.metrics.SetOldestPending(nanos)
 }
 
 func (s *State) setStreaming(v bool) { s.streaming.Store(v) }

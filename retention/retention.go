@@ -27,17 +27,38 @@ type Cleaner struct {
 	Every     time.Duration // between sweeps
 	BatchSize int           // rows per DELETE
 	Log       *zap.Logger
+	// Horizon, when set, says up to when the pipeline has stored what it
+	// read — now while it keeps up, the commit time of the oldest event
+	// not yet stored otherwise — and false while it is not streaming.
+	// Keep is counted back from it rather than from now, and a sweep is
+	// skipped while it is false: a ClickHouse outage longer than Keep
+	// must not take with it the rows `cdc backfill` would need if the
+	// slot is lost meanwhile (max_slot_wal_keep_size).
+	Horizon func() (time.Time, bool)
 }
 
 // Run sweeps until ctx ends. A failed sweep is logged and tried again on
-// the next tick; retention never stops the connector.
+// the next tick; retention never stops the connector. While Horizon says
+// the pipeline does not stream (starting, reconnecting, standing by) the
+// sweep waits for it, checking every second.
 func (c *Cleaner) Run(ctx context.Context) error {
 	if c.Keep <= 0 {
 		return nil
 	}
-	t := time.NewTicker(c.Every)
-	defer t.Stop()
+	next := time.Duration(0)
 	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(next):
+		}
+		if c.Horizon != nil {
+			if _, ok := c.Horizon(); !ok {
+				next = min(time.Second, c.Every)
+				continue
+			}
+		}
+		next = c.Every
 		if n, err := c.Sweep(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -45,11 +66,6 @@ func (c *Cleaner) Run(ctx context.Context) error {
 			c.Log.Warn("outbox retention sweep failed; will retry", zap.Error(err), zap.Duration("retry_in", c.Every))
 		} else if n > 0 {
 			c.Log.Info("outbox retention", zap.Int64("deleted", n), zap.Duration("older_than", c.Keep))
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
 		}
 	}
 }
@@ -62,11 +78,22 @@ func (c *Cleaner) Run(ctx context.Context) error {
 const sweepBatch = `DELETE FROM outbox WHERE id IN (
 	SELECT id FROM outbox WHERE event_date_time < $1 LIMIT $2)`
 
-// Sweep deletes every row older than Keep, BatchSize rows per statement,
-// and returns how many it deleted.
+// Sweep deletes every row older than Keep (counted back from Horizon's
+// time when that is earlier than now), BatchSize rows per statement, and
+// returns how many it deleted; none while Horizon says not streaming.
 func (c *Cleaner) Sweep(ctx context.Context) (int64, error) {
 	var total int64
-	cutoff := time.Now().Add(-c.Keep)
+	from := time.Now()
+	if c.Horizon != nil {
+		h, ok := c.Horizon()
+		if !ok {
+			return 0, nil
+		}
+		if h.Before(from) {
+			from = h
+		}
+	}
+	cutoff := from.Add(-c.Keep)
 	for {
 		tag, err := c.Pool.Exec(ctx, sweepBatch, cutoff, c.BatchSize)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -112,6 +113,88 @@ func TestSweep_DeletesRowsOlderThanKeepAndNeverThoseAtInfinity(t *testing.T) {
 	}
 	if n := len(outboxIDs(t, pool)); n != len(kept)-3 {
 		t.Fatalf("%d outbox rows left, want %d", n, len(kept)-3)
+	}
+}
+
+// Keep is counted back from the pipeline's horizon: while events wait
+// unstored (ClickHouse down), rows up to Keep before the oldest of them
+// stay, however old; while the pipeline does not stream, nothing goes.
+func TestSweep_KeepsRowsThePipelineHasNotCaughtUpWith(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	ages := map[string]time.Duration{"30h": 30 * time.Hour, "26h": 26 * time.Hour, "20h": 20 * time.Hour, "2h": 2 * time.Hour}
+	age := map[string]string{}
+	for name, a := range ages {
+		id := uuid.NewString()
+		if _, err := pool.Exec(ctx, `INSERT INTO outbox (id, event_type, environment, event_context, event_date_time)
+			VALUES ($1, 'e', 'test', '{}', now() - $2::interval)`, id, a.String()); err != nil {
+			t.Fatal(err)
+		}
+		age[id] = name
+	}
+	left := func() []string {
+		var out []string
+		for _, id := range outboxIDs(t, pool) {
+			out = append(out, age[id])
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, step := range []struct {
+		name    string
+		horizon func() (time.Time, bool)
+		deleted int64
+		left    []string
+	}{
+		{"not streaming", func() (time.Time, bool) { return time.Time{}, false }, 0, []string{"20h", "26h", "2h", "30h"}},
+		{"an event unstored for 4 hours", func() (time.Time, bool) { return time.Now().Add(-4 * time.Hour), true }, 1, []string{"20h", "26h", "2h"}},
+		{"a horizon in the future counts from now", func() (time.Time, bool) { return time.Now().Add(time.Hour), true }, 1, []string{"20h", "2h"}},
+		{"caught up", func() (time.Time, bool) { return time.Now(), true }, 0, []string{"20h", "2h"}},
+	} {
+		c := &Cleaner{Pool: pool, Keep: 24 * time.Hour, BatchSize: 10, Log: zap.NewNop(), Horizon: step.horizon}
+		n, err := c.Sweep(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := left(); n != step.deleted || !slices.Equal(got, step.left) {
+			t.Fatalf("%s: deleted %d, left %q; want %d, %q", step.name, n, got, step.deleted, step.left)
+		}
+	}
+}
+
+// Run sweeps as soon as the pipeline streams, not an Every later, and not
+// before.
+func TestRun_WaitsForThePipelineToStream(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'e', 'test', '{}', now() - interval '2 hours' FROM generate_series(1, 3)`); err != nil {
+		t.Fatal(err)
+	}
+	var streaming atomic.Bool
+	c := &Cleaner{Pool: pool, Keep: time.Hour, Every: time.Hour, BatchSize: 10, Log: zap.NewNop(),
+		Horizon: func() (time.Time, bool) { return time.Now(), streaming.Load() }}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+
+	time.Sleep(1500 * time.Millisecond)
+	if n := len(outboxIDs(t, pool)); n != 3 {
+		t.Fatalf("%d rows left before the pipeline streams, want 3", n)
+	}
+	streaming.Store(true)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(outboxIDs(t, pool)) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d rows left 5 s after the pipeline streams, want 0", len(outboxIDs(t, pool)))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

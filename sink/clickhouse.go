@@ -60,6 +60,14 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse clickhouse dsn: %w", redactErr(err, dsn))
 	}
+	// A negative timeout would put every deadline in the past: each INSERT
+	// would fail, and be retried, for ever.
+	if opts.ReadTimeout < 0 {
+		return nil, fmt.Errorf("read_timeout %s must be positive", opts.ReadTimeout)
+	}
+	if opts.DialTimeout < 0 {
+		return nil, fmt.Errorf("dial_timeout %s must be positive", opts.DialTimeout)
+	}
 	if opts.DialTimeout == 0 || opts.DialTimeout == 30*time.Second {
 		opts.DialTimeout = 5 * time.Second
 	}

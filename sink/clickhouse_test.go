@@ -151,6 +151,23 @@ func TestOpen_BadDSNNeverEchoesThePassword(t *testing.T) {
 	}
 }
 
+func TestOpen_NegativeTimeoutIsRefused(t *testing.T) {
+	for _, tc := range []struct{ dsn, want string }{
+		{"clickhouse://host:9000/db?read_timeout=-1s", "read_timeout -1s must be positive"},
+		{"clickhouse://host:9000/db?dial_timeout=-5s", "dial_timeout -5s must be positive"},
+	} {
+		_, err := sink.Open(tc.dsn, zap.NewNop())
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("Open(%q) = %v, want %q", tc.dsn, err, tc.want)
+		}
+	}
+	ch, err := sink.Open("clickhouse://host:9000/db?read_timeout=30s", zap.NewNop())
+	if err != nil {
+		t.Fatalf("a positive read_timeout: %v", err)
+	}
+	ch.Close()
+}
+
 // Two INSERTs in flight on one sink, each sent as ten blocks: every row is
 // stored once with its own values, and each INSERT is still one part.
 func TestClickHouse_ConcurrentWritesInBlocks(t *testing.T) {

@@ -52,11 +52,12 @@ func usageErr(format string, args ...any) error {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	os.Exit(Main(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+	os.Exit(Main(ctx, os.Args[1:], os.Getenv, os.Environ(), os.Stdout, os.Stderr))
 }
 
-// Main runs one command and returns the process exit code.
-func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+// Main runs one command and returns the process exit code. environ is
+// only searched for CDC_* names cdc does not know.
+func Main(ctx context.Context, args []string, getenv func(string) string, environ []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, usage)
 		if len(args) == 0 {
@@ -84,6 +85,12 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 	}
 	log := newLogger(cfg, stderr)
 	defer log.Sync() //nolint:errcheck // nothing to do about a failed sync at exit
+	// Not an error: a variable from a newer or older release must not stop
+	// a rollout or a rollback.
+	if names := config.Unrecognised(environ); len(names) > 0 {
+		log.Warn("ignoring environment variables cdc does not read; a misspelling leaves the setting at its default",
+			zap.Strings("names", names))
+	}
 
 	err = cmd(ctx, cfg, args[1:], stdout, log)
 	var ee *exitError

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"runtime/debug"
 	"time"
@@ -58,6 +59,17 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		}
 	}()
 
+	// Listen before connecting anywhere: a taken or unresolvable
+	// CDC_METRICS_ADDR is a setting to fix, found at once.
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "off" {
+		metricsLn, err = net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("CDC_METRICS_ADDR: %w", err)}
+		}
+		defer metricsLn.Close()
+	}
+
 	pool, err := openPool(cfg.PGDSN)
 	if err != nil {
 		return err
@@ -94,11 +106,22 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	})
 	mon := &status.Monitor{Pool: pool, Slot: cfg.SlotName, Every: 5 * time.Second, Metrics: m, Log: log.Named("monitor")}
 	g.Go(func() error { return mon.Run(gctx) })
-	cleaner := &retention.Cleaner{Pool: pool, Keep: cfg.OutboxRetention, Every: time.Minute, BatchSize: 1000, Log: log.Named("retention")}
+	cleaner := &retention.Cleaner{Pool: pool, Keep: cfg.OutboxRetention, Every: time.Minute, BatchSize: 1000, Log: log.Named("retention"),
+		Horizon: func() (time.Time, bool) {
+			st := rep.State()
+			if !st.Streaming() {
+				return time.Time{}, false
+			}
+			if p := st.OldestPending(); !p.IsZero() {
+				return p, true
+			}
+			return time.Now(), true
+		}}
 	g.Go(func() error { return cleaner.Run(gctx) })
 	if cfg.MetricsAddr != "off" {
 		srv := &health.Server{
 			Addr:      cfg.MetricsAddr,
+			Listener:  metricsLn,
 			Gatherer:  reg,
 			Profiling: cfg.Profiling,
 			Every:     time.Second,
