@@ -17,7 +17,10 @@ ENV CGO_ENABLED=0
 COPY go.mod go.sum ./
 RUN go mod download && go mod verify
 COPY . .
-RUN go build -trimpath -ldflags="-s -w" -o /out/cdc ./cmd/cdc
+# What `cdc version` and the start-up log line report:
+#   docker build --build-arg VERSION=$(git describe --always --dirty) -t cdc .
+ARG VERSION=dev
+RUN go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /out/cdc ./cmd/cdc
 
 # static-debian12 has CA certificates and tzdata but no shell, libc or package
 # manager. :nonroot runs as uid/gid 65532.

@@ -9,7 +9,7 @@ LOCAL := $(CURDIR)/.local
 .PHONY: build test test-short race lint bench demo deps clean
 
 build:
-	$(GO) build -o bin/cdc ./cmd/cdc
+	$(GO) build -ldflags "-X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o bin/cdc ./cmd/cdc
 
 # One PostgreSQL and one ClickHouse for the whole suite; every test gets its
 # own databases on them. Stopped again however the tests end. e2e runs on its

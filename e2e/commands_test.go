@@ -776,6 +776,32 @@ func TestCommands_StatusLagSecondsCountsOnlyEventsNotStored(t *testing.T) {
 	if bytes, secs := lag(); bytes == 0 || secs < 100 || secs > 130 {
 		t.Fatalf("one event pending since 100 s: lag %d bytes, %.1f s; want 100-130 s", bytes, secs)
 	}
+
+	// ClickHouse out of reach: the seconds are unknown, and status says
+	// why instead of leaving them out silently.
+	away := map[string]string{"CDC_CLICKHOUSE_DSN": "clickhouse://127.0.0.1:1/default?dial_timeout=1s"}
+	out, stderr, code := w.runOperator(away, "status", "--json")
+	var r struct {
+		LagBytes        int64    `json:"lag_bytes"`
+		LagSeconds      *float64 `json:"lag_seconds"`
+		LagSecondsError string   `json:"lag_seconds_error"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.LagBytes == 0 || r.LagSeconds != nil ||
+		!strings.HasPrefix(r.LagSecondsError, "read the newest event in clickhouse: ") {
+		t.Fatalf("status --json without ClickHouse exited %d: %s %s; want lag_seconds null and its error", code, out, stderr)
+	}
+	out, stderr, code = w.runOperator(away, "status")
+	if code != 0 || !strings.Contains(out, " bytes, seconds unknown (see the warning)\n") || !strings.Contains(stderr, "lag in seconds unknown") {
+		t.Fatalf("status without ClickHouse exited %d:\n%s\n%s", code, out, stderr)
+	}
+
+	// Stray arguments are refused; -h lists the flags.
+	if _, stderr, code := w.runOperator(nil, "status", "extra"); code != 2 || !strings.Contains(stderr, `cdc status: unexpected argument "extra"`) {
+		t.Errorf("status extra: exit %d, %q; want 2 naming the argument", code, stderr)
+	}
+	if _, stderr, code := w.runOperator(nil, "status", "-h"); code != 0 || !strings.HasPrefix(stderr, "usage: cdc status [flags]\n  -json\n") {
+		t.Errorf("status -h: exit %d, %q; want 0 and the flags", code, stderr)
+	}
 }
 
 // Outbox rows dated 'infinity' or '-infinity' never reach event_log: the

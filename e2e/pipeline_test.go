@@ -266,6 +266,10 @@ func TestPipeline_BadSettingExitsTwoNamingTheVariable(t *testing.T) {
 	if _, code := w.runOnce(nil, "frobnicate"); code != 2 {
 		t.Errorf("unknown command: exit %d, want 2", code)
 	}
+	// version needs no configuration.
+	if out, code := w.runOnce(map[string]string{"CDC_PG_DSN": ""}, "version"); code != 0 || strings.Count(out, "\n") != 1 || len(out) < 4 {
+		t.Errorf("version: exit %d, %q; want 0 and one line", code, out)
+	}
 
 	// Settings only the attempt can check still exit 2, before cdc
 	// connects to anything; the last line names the variable.

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"go.uber.org/zap"
@@ -29,12 +30,39 @@ commands:
   verify --since TIME      compare outbox rows since TIME (RFC 3339 or -infinity) with event_log
   backfill --since TIME    re-ship outbox rows since TIME (idempotent by event id)
   deadletter list|replay   show or re-ship rows ClickHouse refused
+  version                  print the version and exit
+
+cdc <command> -h lists a command's flags.
 
 configuration: CDC_* environment variables, see README.md
 `
 
-// version is set at build time: -ldflags "-X main.version=v1.2.3".
+// version is set at build time: -ldflags "-X main.version=v1.2.3" (the
+// Dockerfile's VERSION build argument). Without it, a binary built in a
+// git checkout names its commit.
 var version = "dev"
+
+func init() {
+	if version != "dev" {
+		return
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return
+	}
+	var rev, dirty string
+	for _, s := range info.Settings {
+		switch {
+		case s.Key == "vcs.revision" && len(s.Value) >= 12:
+			rev = s.Value[:12]
+		case s.Key == "vcs.modified" && s.Value == "true":
+			dirty = "-dirty"
+		}
+	}
+	if rev != "" {
+		version = "dev-" + rev + dirty
+	}
+}
 
 // exitError carries an exit code through the error chain.
 type exitError struct {
@@ -44,6 +72,11 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
+
+// helpRequest is a command's -h: its flags, printed as they are, exit 0.
+type helpRequest struct{ text string }
+
+func (h *helpRequest) Error() string { return h.text }
 
 func usageErr(format string, args ...any) error {
 	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
@@ -63,6 +96,10 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 		if len(args) == 0 {
 			return 2
 		}
+		return 0
+	}
+	if args[0] == "version" {
+		fmt.Fprintln(stdout, version)
 		return 0
 	}
 	cmds := map[string]func(context.Context, config.Config, []string, io.Writer, *zap.Logger) error{
@@ -94,8 +131,12 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 
 	err = cmd(ctx, cfg, args[1:], stdout, log)
 	var ee *exitError
+	var help *helpRequest
 	switch {
 	case err == nil:
+		return 0
+	case errors.As(err, &help):
+		fmt.Fprint(stderr, help.text)
 		return 0
 	case errors.As(err, &ee):
 		fmt.Fprintf(stderr, "cdc %s: %s\n", args[0], oneLine(ee.err))

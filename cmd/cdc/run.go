@@ -30,7 +30,7 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	if len(args) > 0 {
 		return usageErr("run takes no arguments, got %q", args)
 	}
-	summary := []zap.Field{}
+	summary := []zap.Field{zap.String("version", version)}
 	for k, v := range cfg.Summary() {
 		summary = append(summary, zap.String(k, v))
 	}

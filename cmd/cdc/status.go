@@ -19,7 +19,10 @@ import (
 type statusReport struct {
 	status.Slot
 	LagSeconds *float64 `json:"lag_seconds"`
-	OutboxRows int64    `json:"outbox_rows"`
+	// LagSecondsError says why LagSeconds is null: ClickHouse could not
+	// be asked.
+	LagSecondsError string `json:"lag_seconds_error,omitempty"`
+	OutboxRows      int64  `json:"outbox_rows"`
 	// OutboxRowsAtInfinity counts the outbox rows dated 'infinity' or
 	// '-infinity': dead letters, never lag.
 	OutboxRowsAtInfinity int64 `json:"outbox_rows_at_infinity"`
@@ -28,10 +31,9 @@ type statusReport struct {
 
 func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.Writer, log *zap.Logger) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return usageErr("%v", err)
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	pool, err := openPool(cfg.PGDSN)
 	if err != nil {
@@ -53,7 +55,10 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 	if r.DeadLetters, err = deadletter.New(pool).Count(ctx); err != nil {
 		return err
 	}
-	r.LagSeconds = lagSeconds(ctx, pool, cfg, r.Slot, log)
+	if r.LagSeconds, err = lagSeconds(ctx, pool, cfg, r.Slot, log); err != nil {
+		r.LagSecondsError = err.Error()
+		log.Warn("lag in seconds unknown", zap.Error(err))
+	}
 
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -69,10 +74,14 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 	fmt.Fprintf(stdout, "lag:               %d bytes", r.LagBytes)
 	if r.LagSeconds != nil {
 		fmt.Fprintf(stdout, ", %.1f s", *r.LagSeconds)
+	} else {
+		fmt.Fprint(stdout, ", seconds unknown (see the warning)")
 	}
 	fmt.Fprintln(stdout)
 	fmt.Fprintf(stdout, "wal retained:      %d bytes (wal_status %s)\n", r.RetainedWAL, orDash(r.WALStatus))
-	if r.WALStatus == "lost" {
+	if !r.Exists {
+		fmt.Fprintln(stdout, "wal before invalidation: - (no slot)")
+	} else if r.WALStatus == "lost" {
 		fmt.Fprintln(stdout, "wal before invalidation: none: the slot IS invalidated (see docs/operations.md, Slot invalidated)")
 	} else if r.SafeWALBytes != nil {
 		fmt.Fprintf(stdout, "wal before invalidation: %d bytes\n", *r.SafeWALBytes)
@@ -100,31 +109,29 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 // are never counted. WAL of other tables leaves the slot a few KB behind
 // between acknowledgements on an idle outbox; that is not lag. The
 // connector's metric, cdc_replication_lag_seconds, is exact.
-func lagSeconds(ctx context.Context, pool status.Querier, cfg config.Config, s status.Slot, log *zap.Logger) *float64 {
+func lagSeconds(ctx context.Context, pool status.Querier, cfg config.Config, s status.Slot, log *zap.Logger) (*float64, error) {
 	zero := 0.0
 	if !s.Exists || s.LagBytes == 0 {
-		return &zero
+		return &zero, nil
 	}
 	ch, err := sink.Open(cfg.ClickHouseDSN, log)
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("open clickhouse (CDC_CLICKHOUSE_DSN): %w", err)
 	}
 	defer ch.Close()
 	var newest time.Time
 	if err := ch.Conn().QueryRow(ctx, "SELECT max(event_date_time) FROM "+sink.Table).Scan(&newest); err != nil {
-		log.Debug("read newest event", zap.Error(err))
-		return nil
+		return nil, fmt.Errorf("read the newest event in clickhouse: %w", err)
 	}
 	oldest, err := status.OldestPending(ctx, pool, newest.Truncate(time.Second).Add(time.Second))
 	if err != nil {
-		log.Debug("read oldest pending event", zap.Error(err))
-		return nil
+		return nil, fmt.Errorf("read the oldest pending outbox row: %w", err)
 	}
 	if oldest == nil {
-		return &zero
+		return &zero, nil
 	}
 	lag := max(time.Since(*oldest).Seconds(), 0)
-	return &lag
+	return &lag, nil
 }
 
 func orDash(s string) string {

@@ -23,10 +23,18 @@ import (
 const sinceHelp = "an RFC 3339 time, e.g. 2026-03-01T00:00:00Z, or -infinity"
 
 // parseFlags parses args with fs and refuses stray arguments; every problem
-// is a usage error (exit 2).
+// is a usage error (exit 2). -h or --help asks for the flags: a
+// *helpRequest carries them (exit 0).
 func parseFlags(fs *flag.FlagSet, args []string) error {
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			var b strings.Builder
+			fmt.Fprintf(&b, "usage: cdc %s [flags]\n", fs.Name())
+			fs.SetOutput(&b)
+			fs.PrintDefaults()
+			return &helpRequest{text: b.String()}
+		}
 		return usageErr("%v", err)
 	}
 	if fs.NArg() > 0 {
