@@ -5,7 +5,9 @@
 -- ReplacingMergeTree keyed by event_id: a redelivered event collapses into one
 -- row, and `SELECT ... FINAL` shows each event once even before merges ran.
 -- cdc_commit_lsn/cdc_seq record where in the WAL each row came from; on start
--- the connector reads their maximum to skip WAL it already wrote.
+-- the connector reads the set of them past the slot's confirmed position to
+-- skip the rows it already wrote (a set, not a maximum: an INSERT across
+-- partitions is not atomic).
 CREATE TABLE IF NOT EXISTS event_log (
     event_id         UUID,
     event_type       String,
