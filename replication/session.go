@@ -768,7 +768,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 	case decoder.KindStreamStart:
 		t := s.streams[msg.Xid]
 		if t == nil {
-			t = &streamedTx{xid: msg.Xid, status: map[uint32]string{}}
+			t = &streamedTx{xid: msg.Xid}
 			s.streams[msg.Xid] = t
 		}
 		s.cur = t

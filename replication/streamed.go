@@ -46,8 +46,53 @@ type streamedTx struct {
 	xid    uint32
 	first  pglogrepl.LSN     // WAL position of its first row kept; 0 until then
 	seq    uint64            // rows kept so far
-	status map[uint32]string // pg_xact_status of the (sub)transactions seen
+	ended  endedXacts        // how the (sub)transactions seen ended
 	stored *sink.Positions   // its rows an earlier session stored, all at first
+}
+
+// endedXacts remembers how the (sub)transactions of one streamed
+// transaction ended, so that each costs one lookup. A transaction that
+// opens a savepoint per row (a Django atomic() per item inside an outer
+// one, a PL/pgSQL loop with an EXCEPTION block) has millions of them, and
+// remembering every one would grow with the transaction, past the memory
+// bound. So the committed ones are forgotten every maxCommittedXacts: one
+// seen again after that is looked up again, which a subtransaction whose
+// rows span that many others rarely is. The aborted ones are kept (their
+// rows are dropped, and a transaction that rolls back savepoints that
+// often is rare).
+type endedXacts struct {
+	m         map[uint32]bool // xid → committed
+	committed int             // committed entries in m
+}
+
+const maxCommittedXacts = 1 << 16
+
+func (e *endedXacts) get(xid uint32) (committed, ok bool) {
+	committed, ok = e.m[xid]
+	return committed, ok
+}
+
+func (e *endedXacts) put(xid uint32, committed bool) {
+	if e.m == nil {
+		e.m = map[uint32]bool{}
+	}
+	if committed && e.committed >= maxCommittedXacts {
+		// A new map: Go's maps keep their buckets after deletes.
+		aborted := map[uint32]bool{}
+		for x, c := range e.m {
+			if !c {
+				aborted[x] = false
+			}
+		}
+		e.m, e.committed = aborted, 0
+	}
+	if old, had := e.m[xid]; had && old {
+		e.committed--
+	}
+	e.m[xid] = committed
+	if committed {
+		e.committed++
+	}
 }
 
 // pg_xact_status's answers.
@@ -152,8 +197,8 @@ func (x *xactLookup) close() {
 // errStreamInProgress and marks t's transaction for the next session to
 // read without streaming.
 func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, error) {
-	if st, ok := t.status[xid]; ok {
-		return st == xactCommitted, nil
+	if committed, ok := t.ended.get(xid); ok {
+		return committed, nil
 	}
 	deadline := time.Now().Add(streamWait(s.r.cfg.FlushInterval))
 	for {
@@ -163,7 +208,7 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 		}
 		switch st {
 		case xactCommitted, xactAborted:
-			t.status[xid] = st
+			t.ended.put(xid, st == xactCommitted)
 			return st == xactCommitted, nil
 		case xactInProgress:
 			if time.Now().After(deadline) {
