@@ -40,6 +40,8 @@ type ClickHouse struct {
 
 	// Block size of an INSERT; see blockBytes.
 	blockBytes, blockRows int
+	// live is the connections the sink dialed (stall.go).
+	live *liveConns
 
 	mu      sync.Mutex                 // guards what follows; never held during an INSERT
 	columns []chColumn                 // event_log's columns, in table order
@@ -74,8 +76,9 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 	if opts.ReadTimeout == 0 {
 		opts.ReadTimeout = defaultReadTimeout
 	}
+	live := &liveConns{}
 	if opts.DialContext == nil {
-		opts.DialContext = stallDialer(opts.DialTimeout, opts.ReadTimeout, opts.TLS)
+		opts.DialContext = stallDialer(opts.DialTimeout, opts.ReadTimeout, opts.TLS, live)
 	}
 	opts.MaxOpenConns = maxConns
 	opts.MaxIdleConns = 2
@@ -87,7 +90,7 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse: %w", redactErr(err, dsn))
 	}
-	return &ClickHouse{conn: conn, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{},
+	return &ClickHouse{conn: conn, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{}, live: live,
 		blockBytes: blockBytes, blockRows: blockRows}, nil
 }
 
@@ -101,7 +104,7 @@ const defaultReadTimeout = 5 * time.Minute
 // (CDC_INSERTS_IN_FLIGHT, at most 16) and for the position reads and the
 // readiness ping beside them, which would otherwise wait behind a draining
 // backlog's INSERTs and time out. Connections open only as they are needed.
-const maxConns = 16 + 4
+var maxConns = 16 + 4
 
 // redactErr keeps a DSN's password out of an error message: URL parse
 // errors quote the whole URL.
@@ -146,6 +149,13 @@ func (c *ClickHouse) Write(ctx context.Context, b *Batch) ([]Rejected, error) {
 	if err := c.refresh(ctx, b.Rows); err != nil {
 		return nil, err
 	}
+	// clickhouse-go's batch.Flush, which sends each block but the last,
+	// does not watch ctx: on a link that froze, a shutdown would wait for
+	// read_timeout. When ctx ends, the blocks being written are abandoned
+	// (every writer shares the pipeline's context; one caught in another's
+	// is retried like any failed INSERT).
+	stop := context.AfterFunc(ctx, func() { c.live.abortWrites(context.Cause(ctx)) })
+	defer stop()
 	return c.write(ctx, b.Rows, true)
 }
 
@@ -246,6 +256,10 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 		blockSize += r.Size
 		blockLen++
 		if blockSize >= c.blockBytes || blockLen >= c.blockRows {
+			if err := ctx.Err(); err != nil {
+				_ = batch.Abort()
+				return nil, err
+			}
 			if err := batch.Flush(); err != nil {
 				return nil, fmt.Errorf("send block of %d rows to %s: %w", blockLen, Table, err)
 			}

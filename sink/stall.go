@@ -33,31 +33,108 @@ const stallChunk = 256 << 10
 type stallConn struct {
 	net.Conn
 	limit time.Duration
+	live  *liveConns // nil in tests of the conn alone
 
-	mu     sync.Mutex
-	outer  time.Time // the write deadline clickhouse-go set, if any
-	broken error
+	mu      sync.Mutex
+	outer   time.Time // the write deadline clickhouse-go set, if any
+	broken  error
+	writing int // Write calls under way
+}
+
+// liveConns is the sink's open connections, so that a Write whose context
+// ends can interrupt the block clickhouse-go is writing: batch.Flush takes
+// no context, and on a frozen link would hold a shutdown for read_timeout.
+type liveConns struct {
+	mu  sync.Mutex
+	set map[*stallConn]struct{}
+}
+
+func (l *liveConns) add(c *stallConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.set == nil {
+		l.set = map[*stallConn]struct{}{}
+	}
+	l.set[c] = struct{}{}
+}
+
+func (l *liveConns) remove(c *stallConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.set, c)
+}
+
+// abortWrites breaks every connection in the middle of a write, with why.
+// Only the INSERTs write for long; a query or ping caught writing its few
+// bytes fails once and is retried.
+func (l *liveConns) abortWrites(why error) {
+	l.mu.Lock()
+	conns := make([]*stallConn, 0, len(l.set))
+	for c := range l.set {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.abortWrite(why)
+	}
+}
+
+func (c *stallConn) abortWrite(why error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.writing == 0 || c.broken != nil {
+		return
+	}
+	c.broken = fmt.Errorf("clickhouse write abandoned: %w", why)
+	_ = c.Conn.SetWriteDeadline(time.Now())
+}
+
+func (c *stallConn) Close() error {
+	if c.live != nil {
+		c.live.remove(c)
+	}
+	return c.Conn.Close()
 }
 
 func (c *stallConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	c.writing++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.writing--
+		c.mu.Unlock()
+	}()
 	n := 0
 	for n < len(p) {
+		// The check and the deadline under one lock: an abort between
+		// them would have its deadline overwritten.
 		c.mu.Lock()
 		broken, outer := c.broken, c.outer
-		c.mu.Unlock()
-		if broken != nil {
-			return n, broken
-		}
 		deadline := time.Now().Add(c.limit)
 		if !outer.IsZero() && outer.Before(deadline) {
 			deadline = outer
 		}
-		if err := c.Conn.SetWriteDeadline(deadline); err != nil {
+		var err error
+		if broken == nil {
+			err = c.Conn.SetWriteDeadline(deadline)
+		}
+		c.mu.Unlock()
+		if broken != nil {
+			return n, broken
+		}
+		if err != nil {
 			return n, err
 		}
 		m, err := c.Conn.Write(p[n:min(len(p), n+stallChunk)])
 		n += m
 		if err != nil {
+			c.mu.Lock()
+			broken = c.broken
+			c.mu.Unlock()
+			if broken != nil { // aborted meanwhile
+				return n, broken
+			}
 			if errors.Is(err, os.ErrDeadlineExceeded) && deadline != outer {
 				err = fmt.Errorf("%w (%s): %w", ErrStalled, c.limit, err)
 				c.mu.Lock()
@@ -122,14 +199,16 @@ func (c *stallConn) setOuter(t time.Time) {
 // address its own timeout, whatever ctx says: ctx is the pool's, whose
 // deadline started before any wait for a free connection and covers every
 // address of a multi-host DSN.
-func stallDialer(timeout, limit time.Duration, tlsConfig *tls.Config) func(ctx context.Context, addr string) (net.Conn, error) {
+func stallDialer(timeout, limit time.Duration, tlsConfig *tls.Config, live *liveConns) func(ctx context.Context, addr string) (net.Conn, error) {
 	return func(ctx context.Context, addr string) (net.Conn, error) {
 		ctx = context.WithoutCancel(ctx)
 		raw, err := (&net.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return nil, err
 		}
-		conn := net.Conn(&stallConn{Conn: raw, limit: limit})
+		sc := &stallConn{Conn: raw, limit: limit, live: live}
+		live.add(sc)
+		conn := net.Conn(sc)
 		if tlsConfig == nil {
 			return conn, nil
 		}
@@ -145,7 +224,7 @@ func stallDialer(timeout, limit time.Duration, tlsConfig *tls.Config) func(ctx c
 		hctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		if err := tc.HandshakeContext(hctx); err != nil {
-			_ = raw.Close()
+			_ = sc.Close()
 			return nil, err
 		}
 		return tc, nil

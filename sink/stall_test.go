@@ -106,3 +106,85 @@ func TestClickHouse_FrozenLinkFailsTheInsertWithinReadTimeout(t *testing.T) {
 		})
 	}
 }
+
+// A Write whose context ends while clickhouse-go sends a block into a
+// frozen link returns at once, not after read_timeout: batch.Flush does
+// not watch the context, and a shutdown would wait that long. The batch is
+// then stored once when written again, on a pool of one connection: the
+// abandoned one must have been given back.
+func TestClickHouse_CancelledWriteLeavesAFrozenLinkAtOnce(t *testing.T) {
+	defer sink.SetMaxConns(1)()
+	_, direct := newSink(t)
+	u, err := url.Parse(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fz := testenv.NewFreezer(t, u.Host)
+	u.Host = fz.Addr()
+	q := u.Query()
+	q.Set("read_timeout", "60s")
+	u.RawQuery = q.Encode()
+	ch, err := sink.Open(u.String(), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	if _, err := ch.Write(context.Background(), &sink.Batch{Rows: []sink.Row{row(1, "1", "")}}); err != nil {
+		t.Fatalf("write before the freeze: %v", err)
+	}
+	batch := &sink.Batch{}
+	for i := range 48 {
+		raw := make([]byte, 3<<18) // 1 MiB once in base64
+		if _, err := rand.Read(raw); err != nil {
+			t.Fatal(err)
+		}
+		r := row(uint64(i+2), "1", "")
+		r.Values[4] = decoder.Value{Kind: decoder.ValueText, Data: []byte(fmt.Sprintf("%q", base64.StdEncoding.EncodeToString(raw)))}
+		r.Pos.CommitLSN = 0x3000
+		r.Size = len(r.Values[4].Data) // the sink sends a block per 2 MiB of it
+		batch.Rows = append(batch.Rows, r)
+	}
+	fz.FreezeAfter(4 << 20)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := ch.Write(ctx, batch)
+		done <- err
+	}()
+	// The writes stop at about 4 MiB, in the second block's Flush.
+	for deadline := time.Now().Add(30 * time.Second); !fz.Frozen(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the link did not freeze within 30 s")
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("the INSERT through a frozen link ended before it was cancelled: %v", err)
+	default:
+	}
+	cancel()
+	start := time.Now()
+	select {
+	case err = <-done:
+	case <-time.After(20 * time.Second):
+		fz.Thaw()
+		t.Fatalf("the cancelled INSERT still waits %s after its context ended (read_timeout 60s)", time.Since(start).Round(time.Second))
+	}
+	if err == nil {
+		t.Fatal("the cancelled INSERT succeeded")
+	}
+	t.Logf("returned %s after the cancel: %v", time.Since(start).Round(time.Millisecond), err)
+
+	fz.Thaw()
+	if _, err := ch.Write(context.Background(), batch); err != nil {
+		t.Fatalf("the same INSERT once the link is back: %v", err)
+	}
+	var n uint64
+	if err := ch.Conn().QueryRow(context.Background(), "SELECT count() FROM event_log WHERE cdc_commit_lsn = 12288").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 48 {
+		t.Fatalf("%d rows of the batch stored, want 48", n)
+	}
+}

@@ -137,10 +137,24 @@ func (f *Freezer) freezeLocked() {
 	}
 }
 
-// Thaw lets what was held, and everything after it, through.
+// Frozen reports whether the link is frozen now.
+func (f *Freezer) Frozen() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	select {
+	case <-f.thawed:
+		return false
+	default:
+		return true
+	}
+}
+
+// Thaw lets what was held, and everything after it, through; a
+// FreezeAfter not yet reached is called off.
 func (f *Freezer) Thaw() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.after = 0
 	select {
 	case <-f.thawed:
 	default:
