@@ -17,12 +17,3 @@ func SetSetupTimeout(d time.Duration) (restore func()) {
 	setupTimeout = d
 	return func() { setupTimeout = old }
 }
-
-// SetStandbyAfter sets how long the slot must stay busy before a
-// replicator with no receive timeout stops reporting its old lag, for a
-// test, and returns the function that puts it back.
-func SetStandbyAfter(d time.Duration) (restore func()) {
-	old := standbyAfterMin
-	standbyAfterMin = d
-	return func() { standbyAfterMin = old }
-}

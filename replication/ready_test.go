@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/eventcdc/cdc/deadletter"
+	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/replication"
 	"github.com/eventcdc/cdc/sink"
 )
@@ -115,46 +116,72 @@ func TestReplicator_StoreErrorWhileABatchIsRetried(t *testing.T) {
 	}
 }
 
-// A process that had events pending when another connector took the slot
-// stops reporting their lag once the slot has stayed busy past
-// standbyAfter, and reports it until then: the slot may be held by its own
-// walsender, not yet gone after the link died.
+// A process that had events pending when it lost the slot stops reporting
+// their lag once another connector streams the slot, and keeps reporting it
+// while the slot is held by its own last walsender, which PostgreSQL keeps
+// after a link dies (up to wal_sender_timeout, here off) and which may
+// never stream again.
 func TestReplicator_StandbyStopsReportingItsOldLag(t *testing.T) {
-	defer replication.SetStandbyAfter(3 * time.Second)()
-	h := setup(t)
-	s := &fakeSink{gate: make(chan struct{})} // nothing is ever stored
-	core, logs := observer.New(zapcore.InfoLevel)
-	rep, m, stop := h.start(s, nil, zap.New(core), func(*replication.Config) {})
-	defer stop()
-	eventually(t, "streaming", rep.State().Streaming)
-	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('e', 'test', '{}')`)
-	eventually(t, "lag and buffer reported", func() bool {
-		return m.LagSecondsValue() > 0 && testutil.ToFloat64(m.BufferBytes) > 0
-	})
+	for _, tc := range []struct {
+		name string
+		// lose ends the replicator's session and leaves the slot held:
+		// by another connector, or by the session's own walsender.
+		lose    func(t *testing.T, h *harness, fz *testenv.Freezer)
+		wantLag bool
+	}{
+		{
+			name: "another connector took the slot",
+			lose: func(t *testing.T, h *harness, _ *testenv.Freezer) {
+				// End the walsender and stream from the slot here
+				// before the replicator reconnects (it waits at least
+				// 125 ms).
+				ctx := context.Background()
+				var squatter *pgconn.PgConn
+				for attempt := 0; squatter == nil; attempt++ {
+					if attempt == 5 {
+						t.Fatal("the replicator took the slot back every time")
+					}
+					h.exec(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'slot' AND active_pid IS NOT NULL`)
+					squatter = takeSlot(t, ctx, h.dsn, 2*time.Second)
+				}
+				t.Cleanup(func() { squatter.Close(ctx) })
+			},
+			wantLag: false,
+		},
+		{
+			name: "its own walsender holds the slot",
+			lose: func(_ *testing.T, _ *harness, fz *testenv.Freezer) {
+				fz.FreezeOpen() // the session hears nothing for 2 s and ends
+			},
+			wantLag: true,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := setup(t)
+			fz, dsn := h.throughFreezer("-c wal_sender_timeout=0")
+			direct := h.dsn
+			h.dsn = dsn
+			s := &fakeSink{gate: make(chan struct{})} // nothing is ever stored
+			core, logs := observer.New(zapcore.InfoLevel)
+			rep, m, stop := h.start(s, nil, zap.New(core), func(c *replication.Config) { c.ReceiveTimeout = 2 * time.Second })
+			defer stop()
+			defer fz.Thaw()
+			eventually(t, "streaming", rep.State().Streaming)
+			h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('e', 'test', '{}')`)
+			eventually(t, "lag and buffer reported", func() bool {
+				return m.LagSecondsValue() > 0 && testutil.ToFloat64(m.BufferBytes) > 0
+			})
 
-	// Take the slot: end the walsender and start streaming from it here
-	// before the replicator reconnects (it waits at least 125 ms).
-	ctx := context.Background()
-	var squatter *pgconn.PgConn
-	for attempt := 0; squatter == nil; attempt++ {
-		if attempt == 5 {
-			t.Fatal("the replicator took the slot back every time")
-		}
-		h.exec(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'slot' AND active_pid IS NOT NULL`)
-		squatter = takeSlot(t, ctx, h.dsn, 2*time.Second)
-	}
-	defer squatter.Close(ctx)
-
-	eventually(t, "standing by", func() bool { return logs.FilterMessageSnippet("standing by").Len() > 0 })
-	if lag := m.LagSecondsValue(); lag <= 0 {
-		t.Errorf("lag %v s just after losing the slot, want the pending event's age", lag)
-	}
-	if b := testutil.ToFloat64(m.BufferBytes); b != 0 {
-		t.Errorf("cdc_buffer_bytes = %v after the session ended, want 0", b)
-	}
-	eventually(t, "lag 0 once standing by", func() bool { return m.LagSecondsValue() == 0 })
-	if n := logs.FilterMessageSnippet("standing by").Len(); n < 3 {
-		t.Errorf("lag cleared after %d stand-by attempts, want at least 3 (about 3 s)", n)
+			h.dsn = direct
+			tc.lose(t, h, fz)
+			eventually(t, "three attempts standing by", func() bool { return logs.FilterMessageSnippet("standing by").Len() >= 3 })
+			if lag := m.LagSecondsValue(); (lag > 0) != tc.wantLag {
+				t.Errorf("lag %v s while standing by; want reported: %v", lag, tc.wantLag)
+			}
+			if b := testutil.ToFloat64(m.BufferBytes); b != 0 {
+				t.Errorf("cdc_buffer_bytes = %v after the session ended, want 0", b)
+			}
+		})
 	}
 }
 

@@ -82,6 +82,10 @@ type Replicator struct {
 	// rcvbufNoted is set once the log has said that the receive buffer
 	// is left to the kernel. Only Run's goroutine touches it.
 	rcvbufNoted bool
+	// walsender is the backend pid of the last session that started
+	// streaming; slotHolder the pid prepareSlot found holding the slot,
+	// 0 when it was free or unknown. Only Run's goroutine touches them.
+	walsender, slotHolder uint32
 }
 
 // New builds a replicator; Run starts it.
@@ -107,7 +111,6 @@ func (r *Replicator) State() *State { return r.state }
 // operator must fix (a lost slot, a missing publication).
 func (r *Replicator) Run(ctx context.Context) error {
 	delay := backoff{min: 250 * time.Millisecond, max: 30 * time.Second}
-	var busySince time.Time // the slot has been another's since; zero while not
 	for {
 		started := time.Now()
 		err := r.session(ctx)
@@ -117,17 +120,14 @@ func (r *Replicator) Run(ctx context.Context) error {
 		// An ended session holds nothing: the next reads again from the
 		// slot's confirmed position.
 		r.metrics.BufferBytes.Set(0)
-		if !errors.Is(err, ErrSlotBusy) {
-			busySince = time.Time{}
-		} else if busySince.IsZero() {
-			busySince = time.Now()
-		} else if time.Since(busySince) > r.standbyAfter() {
-			// The events this process had not stored are another
-			// connector's now. Until here the slot may have been held
-			// by this process's own walsender, which PostgreSQL keeps
-			// for up to wal_sender_timeout after the link died, and the
-			// lag stayed this process's to report; a standby reporting
-			// an old lag for ever would page someone.
+		if errors.Is(err, ErrSlotBusy) && r.slotHolder != 0 && r.slotHolder != r.walsender {
+			// Another connector streams the slot: the events this
+			// process had not stored are its now, and a standby
+			// reporting their age for ever would page someone. The
+			// walsender of this process's own last session may still
+			// hold the slot — PostgreSQL keeps it for up to
+			// wal_sender_timeout after a link dies, or until a replay
+			// ends — and then the lag stays this process's to report.
 			r.setOldestPending(0)
 		}
 		if ctx.Err() != nil {
@@ -165,16 +165,6 @@ func (r *Replicator) Run(ctx context.Context) error {
 		}
 	}
 }
-
-// standbyAfter is how long the slot must stay busy before this process
-// counts as a standby rather than waiting for its own dead walsender to
-// let go: well past a default wal_sender_timeout (60 s) and past two
-// receive timeouts.
-func (r *Replicator) standbyAfter() time.Duration {
-	return max(standbyAfterMin, 2*r.cfg.ReceiveTimeout)
-}
-
-var standbyAfterMin = 3 * time.Minute
 
 // backoff is capped exponential with jitter, so a fleet of sidecars does
 // not reconnect in lockstep after an outage.

@@ -95,6 +95,7 @@ func (r *Replicator) session(ctx context.Context) error {
 		return wrapf(err, "start replication on slot %s", r.cfg.Slot)
 	}
 
+	r.walsender = conn.PID()
 	r.log.Info("streaming", zap.String("slot", r.cfg.Slot), zap.Stringer("from", confirmed), zap.Int("already_stored", skip.Len()),
 		zap.Bool("large_transactions_streamed", streaming), zap.Int("read_ahead_bytes", len(paced.ahead)),
 		zap.Duration("receive_timeout", limit))
@@ -205,6 +206,7 @@ func withReplication(dsn string) string {
 // flush position: where streaming must start so that nothing committed
 // while cdc was down is skipped.
 func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglogrepl.LSN, error) {
+	r.slotHolder = 0
 	var pub [][]string
 	err := setupStep(ctx, func(ctx context.Context) (err error) {
 		pub, err = queryRows(ctx, conn, "SELECT 1 FROM pg_publication WHERE pubname = '"+r.cfg.Publication+"'")
@@ -261,6 +263,9 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 			return 0, fmt.Errorf("%w (slot %s)", ErrSlotLost, r.cfg.Slot)
 		}
 		if row[1] == "t" {
+			if pid, err := strconv.ParseUint(row[2], 10, 32); err == nil {
+				r.slotHolder = uint32(pid)
+			}
 			return 0, fmt.Errorf("%w (slot %s, pid %s)", ErrSlotBusy, r.cfg.Slot, row[2])
 		}
 		lsn, err := pglogrepl.ParseLSN(row[0])

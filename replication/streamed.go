@@ -44,10 +44,10 @@ import (
 // streamedTx is a transaction PostgreSQL is sending before its commit.
 type streamedTx struct {
 	xid    uint32
-	first  pglogrepl.LSN     // WAL position of its first row kept; 0 until then
-	seq    uint64            // rows kept so far
-	ended  endedXacts        // how the (sub)transactions seen ended
-	stored *sink.Positions   // its rows an earlier session stored, all at first
+	first  pglogrepl.LSN   // WAL position of its first row kept; 0 until then
+	seq    uint64          // rows kept so far
+	ended  endedXacts      // how the (sub)transactions seen ended
+	stored *sink.Positions // its rows an earlier session stored, all at first
 }
 
 // endedXacts remembers how the (sub)transactions of one streamed

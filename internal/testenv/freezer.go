@@ -20,6 +20,11 @@ type Freezer struct {
 	thawed chan struct{} // closed while not frozen
 	rate   int           // bytes per second each way; 0: unlimited
 	after  int64         // > 0: freeze once this many more bytes have passed
+	// Connections are numbered as they are accepted; those numbered below
+	// openBefore wait on openThawed (FreezeOpen).
+	next       int
+	openBefore int
+	openThawed chan struct{}
 }
 
 // NewFreezer listens on a free port of 127.0.0.1 and forwards to target
@@ -39,7 +44,11 @@ func NewFreezer(t testing.TB, target string) *Freezer {
 			if err != nil {
 				return
 			}
-			go f.forward(c)
+			f.mu.Lock()
+			id := f.next
+			f.next++
+			f.mu.Unlock()
+			go f.forward(c, id)
 		}
 	}()
 	return f
@@ -48,7 +57,7 @@ func NewFreezer(t testing.TB, target string) *Freezer {
 // Addr is the host:port to connect to instead of the target.
 func (f *Freezer) Addr() string { return f.ln.Addr().String() }
 
-func (f *Freezer) forward(client net.Conn) {
+func (f *Freezer) forward(client net.Conn, id int) {
 	server, err := net.Dial("tcp", f.target)
 	if err != nil {
 		_ = client.Close()
@@ -60,7 +69,7 @@ func (f *Freezer) forward(client net.Conn) {
 		for {
 			n, err := src.Read(buf)
 			if n > 0 {
-				f.gate()
+				f.gate(id)
 				f.passed(n)
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					return
@@ -70,7 +79,7 @@ func (f *Freezer) forward(client net.Conn) {
 				}
 			}
 			if err != nil {
-				f.gate() // a close is news too: held while frozen
+				f.gate(id) // a close is news too: held while frozen
 				return
 			}
 		}
@@ -79,11 +88,27 @@ func (f *Freezer) forward(client net.Conn) {
 	go pipe(client, server)
 }
 
-func (f *Freezer) gate() {
+func (f *Freezer) gate(id int) {
 	f.mu.Lock()
-	ch := f.thawed
+	ch, open := f.thawed, f.openThawed
+	if id >= f.openBefore {
+		open = nil
+	}
 	f.mu.Unlock()
 	<-ch
+	if open != nil {
+		<-open
+	}
+}
+
+// FreezeOpen freezes the connections open now, and lets those made after
+// it through: a link that died under a session while its client can
+// still reach the server anew. Thaw ends it.
+func (f *Freezer) FreezeOpen() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.openBefore = f.next
+	f.openThawed = make(chan struct{})
 }
 
 // SetRate limits each direction of every connection to about
@@ -155,6 +180,10 @@ func (f *Freezer) Thaw() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.after = 0
+	if f.openThawed != nil {
+		close(f.openThawed)
+		f.openThawed, f.openBefore = nil, 0
+	}
 	select {
 	case <-f.thawed:
 	default:
