@@ -213,3 +213,46 @@ func takeSlot(t *testing.T, ctx context.Context, dsn string, within time.Duratio
 	}
 	return nil
 }
+
+// Horizon, what retention counts back from: unknown before the first
+// transaction arrives, the oldest pending event's commit while one waits
+// unstored, the last commit received once all are stored.
+func TestState_HorizonFollowsWhatIsStored(t *testing.T) {
+	h := setup(t)
+	s := &fakeSink{gate: make(chan struct{})}
+	rep, _, stop := h.start(s, nil, zap.NewNop(), func(*replication.Config) {})
+	defer stop()
+	if _, ok := rep.State().Horizon(); ok {
+		t.Fatal("Horizon known before streaming")
+	}
+	eventually(t, "streaming", rep.State().Streaming)
+	if hz, ok := rep.State().Horizon(); ok {
+		t.Fatalf("Horizon %s known before any transaction was received", hz)
+	}
+
+	commitTime := func(typ string) time.Time {
+		t.Helper()
+		var at time.Time
+		err := h.pool.QueryRow(context.Background(), `WITH i AS (
+			INSERT INTO outbox (event_type, environment, event_context) VALUES ($1, 'test', '{}') RETURNING id)
+			SELECT now() FROM i`, typ).Scan(&at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	// now() is the transaction's start, a little before its commit.
+	near := func(got, want time.Time) bool { d := got.Sub(want); return d >= 0 && d < 2*time.Second }
+
+	first := commitTime("first")
+	eventually(t, "the first event pending", func() bool { hz, ok := rep.State().Horizon(); return ok && near(hz, first) })
+	time.Sleep(1100 * time.Millisecond)
+	second := commitTime("second")
+	eventually(t, "the second event received", func() bool { return near(rep.State().LastCommit(), second) })
+	if hz, _ := rep.State().Horizon(); !near(hz, first) {
+		t.Fatalf("Horizon %s with both events unstored, want the first's commit %s", hz, first)
+	}
+	close(s.gate)
+	eventually(t, "both stored", func() bool { return s.count() == 2 })
+	eventually(t, "the horizon at the last commit", func() bool { hz, ok := rep.State().Horizon(); return ok && near(hz, second) })
+}

@@ -807,6 +807,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 func (s *stream) committed(xid uint32, msg decoder.Message) {
 	s.track.Commit(msg.EndLSN)
 	s.lastCommit = msg.CommitTime
+	s.r.state.received.Store(msg.CommitTime.UnixNano())
 	// Rows streamed before their commit were batched with a guessed
 	// commit time, the current time when no commit had been received
 	// yet; the commit says how old they really are, which the lag metric

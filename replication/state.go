@@ -17,6 +17,19 @@ type State struct {
 	// pending is the commit time (Unix nanos) of the oldest event
 	// received and not yet stored, 0 when none.
 	pending atomic.Int64
+	// received is the commit time (Unix nanos) of the last transaction
+	// received in full, 0 before the first.
+	received atomic.Int64
+}
+
+// LastCommit returns the commit time of the last transaction this process
+// received in full; zero before the first. Every event not yet read
+// committed after it.
+func (s *State) LastCommit() time.Time {
+	if n := s.received.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // OldestPending returns the commit time of the oldest event received and
@@ -82,4 +95,22 @@ func (a *storeAttempts) done() {
 		a.failed = false
 		a.s.failing.Add(-1)
 	}
+}
+
+// Horizon is the time before which every event committed has been stored:
+// the commit time of the oldest event pending, or with none pending that
+// of the last transaction received (every event not read yet committed
+// after it). False while the replicator does not stream, and before it
+// has received a transaction: nothing is known then.
+func (s *State) Horizon() (time.Time, bool) {
+	if !s.Streaming() {
+		return time.Time{}, false
+	}
+	if p := s.OldestPending(); !p.IsZero() {
+		return p, true
+	}
+	if c := s.LastCommit(); !c.IsZero() {
+		return c, true
+	}
+	return time.Time{}, false
 }

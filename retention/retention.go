@@ -27,9 +27,10 @@ type Cleaner struct {
 	Every     time.Duration // between sweeps
 	BatchSize int           // rows per DELETE
 	Log       *zap.Logger
-	// Horizon, when set, says up to when the pipeline has stored what it
-	// read — now while it keeps up, the commit time of the oldest event
-	// not yet stored otherwise — and false while it is not streaming.
+	// Horizon, when set, says before when every event has been stored
+	// (replication.State.Horizon: the oldest event pending, or the last
+	// one received), and false while that is not known (not streaming,
+	// nothing received yet).
 	// Keep is counted back from it rather than from now, and a sweep is
 	// skipped while it is false: a ClickHouse outage longer than Keep
 	// must not take with it the rows `cdc backfill` would need if the

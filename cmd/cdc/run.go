@@ -107,16 +107,7 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	mon := &status.Monitor{Pool: pool, Slot: cfg.SlotName, Every: 5 * time.Second, Metrics: m, Log: log.Named("monitor")}
 	g.Go(func() error { return mon.Run(gctx) })
 	cleaner := &retention.Cleaner{Pool: pool, Keep: cfg.OutboxRetention, Every: time.Minute, BatchSize: 1000, Log: log.Named("retention"),
-		Horizon: func() (time.Time, bool) {
-			st := rep.State()
-			if !st.Streaming() {
-				return time.Time{}, false
-			}
-			if p := st.OldestPending(); !p.IsZero() {
-				return p, true
-			}
-			return time.Now(), true
-		}}
+		Horizon: rep.State().Horizon}
 	g.Go(func() error { return cleaner.Run(gctx) })
 	if cfg.MetricsAddr != "off" {
 		srv := &health.Server{
