@@ -42,6 +42,10 @@ type ClickHouse struct {
 	blockBytes, blockRows int
 	// live is the connections the sink dialed (stall.go).
 	live *liveConns
+	// wmu guards the count of Writes in progress and of those whose
+	// context has ended (watch).
+	wmu           sync.Mutex
+	writes, ended int
 
 	mu      sync.Mutex                 // guards what follows; never held during an INSERT
 	columns []chColumn                 // event_log's columns, in table order
@@ -149,15 +153,48 @@ func (c *ClickHouse) Write(ctx context.Context, b *Batch) ([]Rejected, error) {
 	if err := c.refresh(ctx, b.Rows); err != nil {
 		return nil, err
 	}
-	// clickhouse-go's batch.Flush, which sends each block but the last,
-	// does not watch ctx: on a link that froze, a shutdown would wait for
-	// read_timeout. When ctx ends, the blocks being written are abandoned
-	// (every writer shares the pipeline's context; one caught in another's
-	// is retried like any failed INSERT).
-	stop := context.AfterFunc(ctx, func() { c.live.abortWrites(context.Cause(ctx)) })
-	defer stop()
+	defer c.watch(ctx)()
 	return c.write(ctx, b.Rows, true)
 }
+
+// watch counts a Write in progress until the function it returns is
+// called. clickhouse-go's batch.Flush, which sends each block but the last,
+// does not watch ctx: on a link that froze, a shutdown would wait for
+// read_timeout. So once the context of every Write in progress has ended —
+// the pipeline's writers share one — the connections in the middle of a
+// write are broken (stall.go). A connection cannot be told from another
+// (clickhouse-go picks them), so while any Write still has a live
+// context, none is.
+func (c *ClickHouse) watch(ctx context.Context) (done func()) {
+	w := &watchedWrite{}
+	c.wmu.Lock()
+	c.writes++
+	c.wmu.Unlock()
+	stop := context.AfterFunc(ctx, func() {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		if w.done {
+			return // ended after its Write returned
+		}
+		w.ended = true
+		c.ended++
+		if c.ended == c.writes {
+			c.live.abortWrites(context.Cause(ctx))
+		}
+	})
+	return func() {
+		stop()
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		w.done = true
+		if w.ended {
+			c.ended--
+		}
+		c.writes--
+	}
+}
+
+type watchedWrite struct{ ended, done bool }
 
 // refresh learns event_log's columns again when the rows may need it. A
 // relation version not seen before means the outbox changed shape (ALTER
