@@ -75,12 +75,25 @@ func (r *Replicator) session(ctx context.Context) error {
 	// and skip those rows in the replay instead of writing them twice.
 	// Asked before START_REPLICATION: the sink scans its table for them,
 	// which may take longer than wal_sender_timeout, and a walsender that
-	// streams ends a session silent that long. The slot was inactive
-	// (prepareSlot), so its confirmed position stays put meanwhile; a
-	// connector that takes it first makes START_REPLICATION fail.
-	skip, err := r.written(ctx, confirmed, sink.LastLSN)
-	if err != nil {
-		return err
+	// streams ends a session silent that long. Another connector may
+	// take the slot meanwhile, store rows and let it go again: the slot
+	// is looked up once more after the read, and the read done again if
+	// it moved.
+	var skip *sink.Positions
+	for {
+		if skip, err = r.written(ctx, confirmed, sink.LastLSN); err != nil {
+			return err
+		}
+		now, err := r.prepareSlot(ctx, conn)
+		if err != nil {
+			return err
+		}
+		if now == confirmed {
+			break
+		}
+		r.log.Info("the slot moved while the sink's stored positions were read; reading them again",
+			zap.Stringer("was", confirmed), zap.Stringer("now", now))
+		confirmed = now
 	}
 	err = setupStep(ctx, func(ctx context.Context) error {
 		return pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, confirmed, pglogrepl.StartReplicationOptions{

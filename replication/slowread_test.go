@@ -2,6 +2,7 @@ package replication_test
 
 import (
 	"context"
+	"maps"
 	"net/url"
 	"strings"
 	"testing"
@@ -106,5 +107,49 @@ func TestReplicator_SlowSinkReadOutlastsWalSenderTimeout(t *testing.T) {
 				t.Errorf("%d rows stored, want %d", len(s.rows), want)
 			}
 		})
+	}
+}
+
+// advancingSink moves the slot during its first position read, as another
+// connector that took the slot, stored rows and let it go would.
+type advancingSink struct {
+	fakeSink
+	h     *harness
+	reads int
+}
+
+func (f *advancingSink) Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
+	f.mu.Lock()
+	f.reads++
+	first := f.reads == 1
+	f.mu.Unlock()
+	if first {
+		f.h.exec(`SELECT pg_replication_slot_advance('slot', pg_current_wal_lsn())`)
+	}
+	return f.fakeSink.Written(ctx, from, to)
+}
+
+// A slot that moves while the session reads the sink's positions is read
+// again from where it moved to before streaming starts.
+func TestReplicator_SlotMovedDuringThePositionReadIsReadAgain(t *testing.T) {
+	h := setup(t)
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'before', 'test', '{}' FROM generate_series(1, 5)`)
+	s := &advancingSink{h: h}
+	core, logs := observer.New(zapcore.InfoLevel)
+	_, _, stop := h.start(s, nil, zap.New(core), func(*replication.Config) {})
+	defer stop()
+	eventually(t, "streaming", func() bool { return logs.FilterMessage("streaming").Len() == 1 })
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'after', 'test', '{}' FROM generate_series(1, 3)`)
+	eventually(t, "the 3 rows after", func() bool { return s.count() == 3 })
+	if n := logs.FilterMessageSnippet("the slot moved while the sink's stored positions were read").Len(); n != 1 {
+		t.Errorf("logged the move %d times, want 1", n)
+	}
+	if got := s.types(); !maps.Equal(got, map[string]int{"after": 3}) {
+		t.Errorf("stored %v, want only the 3 rows committed after the slot moved", got)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reads != 2 {
+		t.Errorf("%d position reads, want 2 (the first, and again after the move)", s.reads)
 	}
 }
