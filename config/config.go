@@ -126,7 +126,8 @@ func Load(getenv func(string) string) (Config, error) {
 // (os.Environ's form, NAME=value) that Load does not read: most likely a
 // misspelling, whose value would silently not apply. The test harness's
 // and the demo's own variables (CDC_TEST_*, CDC_DEMO_*) are not cdc's
-// settings and are left out.
+// settings and are left out, and so are those Kubernetes gives every
+// container for a Service named cdc (CDC_SERVICE_HOST, CDC_PORT_9187_TCP…).
 func Unrecognised(environ []string) []string {
 	read := map[string]bool{}
 	_, _ = Load(func(name string) string {
@@ -137,7 +138,8 @@ func Unrecognised(environ []string) []string {
 	for _, kv := range environ {
 		name, _, _ := strings.Cut(kv, "=")
 		if !strings.HasPrefix(name, "CDC_") || read[name] ||
-			strings.HasPrefix(name, "CDC_TEST_") || strings.HasPrefix(name, "CDC_DEMO_") {
+			strings.HasPrefix(name, "CDC_TEST_") || strings.HasPrefix(name, "CDC_DEMO_") ||
+			strings.HasPrefix(name, "CDC_SERVICE_") || name == "CDC_PORT" || strings.HasPrefix(name, "CDC_PORT_") {
 			continue
 		}
 		out = append(out, name)

@@ -267,8 +267,11 @@ func TestUnrecognised(t *testing.T) {
 		"CDC_PG_DSN=postgres://x", "CDC_OUTBOX_RETENTON=0", "CDC_BATCH_MAX_BYTES=1MiB",
 		"PATH=/bin", "CDC_TEST_PG_DSN=postgres://t", "CDC_DEMO_PG_PORT=1", "CDC_PPROF=on",
 		"CDC_FLUSH_INTERVALL=2s", "CDC_=x",
+		// Kubernetes' links to a Service named cdc.
+		"CDC_SERVICE_HOST=10.0.0.1", "CDC_SERVICE_PORT=9187", "CDC_PORT=tcp://10.0.0.1:9187",
+		"CDC_PORT_9187_TCP_ADDR=10.0.0.1", "CDC_PORTS=x",
 	})
-	want := []string{"CDC_OUTBOX_RETENTON", "CDC_FLUSH_INTERVALL", "CDC_"}
+	want := []string{"CDC_OUTBOX_RETENTON", "CDC_FLUSH_INTERVALL", "CDC_", "CDC_PORTS"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("Unrecognised = %q, want %q", got, want)
 	}

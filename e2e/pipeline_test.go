@@ -266,6 +266,16 @@ func TestPipeline_BadSettingExitsTwoNamingTheVariable(t *testing.T) {
 	if _, code := w.runOnce(nil, "frobnicate"); code != 2 {
 		t.Errorf("unknown command: exit %d, want 2", code)
 	}
+	// Help needs no configuration either, and every command has it.
+	for _, args := range [][]string{{"run", "-h"}, {"migrate", "--help"}, {"verify", "-h"}, {"deadletter", "replay", "-h"}} {
+		out, code := w.runOnce(map[string]string{"CDC_PG_DSN": ""}, args...)
+		if code != 0 || !strings.HasPrefix(out, "usage: cdc "+args[0]) {
+			t.Errorf("%v: exit %d, %q; want 0 and its usage", args, code, out)
+		}
+	}
+	if out, code := w.runOnce(nil, "run", "extra"); code != 2 || !strings.Contains(out, `cdc run: unexpected argument "extra"`) {
+		t.Errorf("run extra: exit %d, %q; want 2 naming the argument", code, out)
+	}
 	// version needs no configuration.
 	if out, code := w.runOnce(map[string]string{"CDC_PG_DSN": ""}, "version"); code != 0 || strings.Count(out, "\n") != 1 || len(out) < 4 {
 		t.Errorf("version: exit %d, %q; want 0 and one line", code, out)

@@ -116,6 +116,11 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 		return 2
 	}
 	cfg, err := config.Load(getenv)
+	if err != nil && wantsHelp(args[1:]) {
+		// Help needs no configuration: the command answers from its
+		// flags before it reads any.
+		cfg, err = config.Config{LogLevel: zapcore.ErrorLevel}, nil
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "cdc: invalid configuration: %s\n", oneLine(err))
 		return 2

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 
@@ -16,8 +17,9 @@ import (
 // runMigrate applies the DDL on both sides. It needs rights `cdc run` does
 // not: run it with an admin DSN at deploy time.
 func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io.Writer, log *zap.Logger) error {
-	if len(args) > 0 {
-		return usageErr("migrate takes no arguments, got %q", args)
+	// No flags: configured by CDC_* variables. -h says so.
+	if err := parseFlags(flag.NewFlagSet("migrate", flag.ContinueOnError), args); err != nil {
+		return err
 	}
 	pcfg, err := pgx.ParseConfig(cfg.PGDSN)
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -27,8 +28,9 @@ import (
 )
 
 func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, log *zap.Logger) error {
-	if len(args) > 0 {
-		return usageErr("run takes no arguments, got %q", args)
+	// No flags: configured by CDC_* variables. -h says so.
+	if err := parseFlags(flag.NewFlagSet("run", flag.ContinueOnError), args); err != nil {
+		return err
 	}
 	summary := []zap.Field{zap.String("version", version)}
 	for k, v := range cfg.Summary() {

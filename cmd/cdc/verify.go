@@ -33,6 +33,9 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 			fmt.Fprintf(&b, "usage: cdc %s [flags]\n", fs.Name())
 			fs.SetOutput(&b)
 			fs.PrintDefaults()
+			if !hasFlags(fs) {
+				fmt.Fprintln(&b, "  (no flags: configured by CDC_* environment variables, see README.md)")
+			}
 			return &helpRequest{text: b.String()}
 		}
 		return usageErr("%v", err)
@@ -41,6 +44,23 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		return usageErr("unexpected argument %q", fs.Arg(0))
 	}
 	return nil
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	has := false
+	fs.VisitAll(func(*flag.Flag) { has = true })
+	return has
+}
+
+// wantsHelp reports whether args ask for a command's help.
+func wantsHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "-h", "-help", "--help", "--h":
+			return true
+		}
+	}
+	return false
 }
 
 func parseSince(s string) (time.Time, error) {
@@ -230,6 +250,9 @@ type letterJSON struct {
 func runDeadLetter(ctx context.Context, cfg config.Config, args []string, stdout io.Writer, log *zap.Logger) error {
 	if len(args) == 0 {
 		return usageErr("want a subcommand: list [--json] [--limit N] or replay [--id N]")
+	}
+	if wantsHelp(args[:1]) {
+		return &helpRequest{text: "usage: cdc deadletter list|replay [flags]\n  cdc deadletter list -h and cdc deadletter replay -h list their flags\n"}
 	}
 	switch args[0] {
 	case "list":
