@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
 
 	"github.com/eventcdc/cdc/decoder"
@@ -35,38 +36,10 @@ func TestClickHouse_FrozenLinkFailsTheInsertWithinReadTimeout(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, direct := newSink(t)
-			u, err := url.Parse(direct)
-			if err != nil {
-				t.Fatal(err)
-			}
-			fz := testenv.NewFreezer(t, u.Host)
-			u.Host = fz.Addr()
-			q := u.Query()
 			const readTimeout = 2 * time.Second
-			q.Set("read_timeout", readTimeout.String())
-			u.RawQuery = q.Encode()
-			ch, err := sink.Open(u.String(), zap.NewNop())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ch.Close()
+			ch, fz := throughFreezer(t, readTimeout)
 			ctx := context.Background()
-			if _, err := ch.Write(ctx, &sink.Batch{Rows: []sink.Row{row(1, "1", "")}}); err != nil {
-				t.Fatalf("write before the freeze: %v", err)
-			}
-
-			batch := &sink.Batch{}
-			for i := range tt.rows {
-				raw := make([]byte, tt.context*3/4)
-				if _, err := rand.Read(raw); err != nil {
-					t.Fatal(err)
-				}
-				r := row(uint64(i+2), "1", "")
-				r.Values[4] = decoder.Value{Kind: decoder.ValueText, Data: []byte(fmt.Sprintf("%q", base64.StdEncoding.EncodeToString(raw)))}
-				r.Pos.CommitLSN = 0x2000
-				batch.Rows = append(batch.Rows, r)
-			}
+			batch := incompressible(t, tt.rows, tt.context, 0x2000)
 			tt.freeze(fz)
 			done := make(chan error, 1)
 			start := time.Now()
@@ -74,6 +47,7 @@ func TestClickHouse_FrozenLinkFailsTheInsertWithinReadTimeout(t *testing.T) {
 				_, err := ch.Write(ctx, batch)
 				done <- err
 			}()
+			var err error
 			select {
 			case err = <-done:
 			case <-time.After(readTimeout + 45*time.Second):
@@ -114,36 +88,9 @@ func TestClickHouse_FrozenLinkFailsTheInsertWithinReadTimeout(t *testing.T) {
 // abandoned one must have been given back.
 func TestClickHouse_CancelledWriteLeavesAFrozenLinkAtOnce(t *testing.T) {
 	defer sink.SetMaxConns(1)()
-	_, direct := newSink(t)
-	u, err := url.Parse(direct)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fz := testenv.NewFreezer(t, u.Host)
-	u.Host = fz.Addr()
-	q := u.Query()
-	q.Set("read_timeout", "60s")
-	u.RawQuery = q.Encode()
-	ch, err := sink.Open(u.String(), zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
-	if _, err := ch.Write(context.Background(), &sink.Batch{Rows: []sink.Row{row(1, "1", "")}}); err != nil {
-		t.Fatalf("write before the freeze: %v", err)
-	}
-	batch := &sink.Batch{}
-	for i := range 48 {
-		raw := make([]byte, 3<<18) // 1 MiB once in base64
-		if _, err := rand.Read(raw); err != nil {
-			t.Fatal(err)
-		}
-		r := row(uint64(i+2), "1", "")
-		r.Values[4] = decoder.Value{Kind: decoder.ValueText, Data: []byte(fmt.Sprintf("%q", base64.StdEncoding.EncodeToString(raw)))}
-		r.Pos.CommitLSN = 0x3000
-		r.Size = len(r.Values[4].Data) // the sink sends a block per 2 MiB of it
-		batch.Rows = append(batch.Rows, r)
-	}
+	ch, fz := throughFreezer(t, 60*time.Second)
+	// 48 rows of 1 MiB: the sink sends a block per 2 MiB of them.
+	batch := incompressible(t, 48, 1<<20, 0x3000)
 	fz.FreezeAfter(4 << 20)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -165,6 +112,7 @@ func TestClickHouse_CancelledWriteLeavesAFrozenLinkAtOnce(t *testing.T) {
 	}
 	cancel()
 	start := time.Now()
+	var err error
 	select {
 	case err = <-done:
 	case <-time.After(20 * time.Second):
@@ -187,4 +135,49 @@ func TestClickHouse_CancelledWriteLeavesAFrozenLinkAtOnce(t *testing.T) {
 	if n != 48 {
 		t.Fatalf("%d rows of the batch stored, want 48", n)
 	}
+}
+
+// throughFreezer opens a sink on the test's ClickHouse through a Freezer,
+// with the DSN's read_timeout, and stores one row through it first.
+func throughFreezer(t *testing.T, readTimeout time.Duration) (*sink.ClickHouse, *testenv.Freezer) {
+	t.Helper()
+	_, direct := newSink(t)
+	u, err := url.Parse(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fz := testenv.NewFreezer(t, u.Host)
+	u.Host = fz.Addr()
+	q := u.Query()
+	q.Set("read_timeout", readTimeout.String())
+	u.RawQuery = q.Encode()
+	ch, err := sink.Open(u.String(), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ch.Close() })
+	if _, err := ch.Write(context.Background(), &sink.Batch{Rows: []sink.Row{row(1, "1", "")}}); err != nil {
+		t.Fatalf("write before the freeze: %v", err)
+	}
+	return ch, fz
+}
+
+// incompressible is a batch of n rows at commit LSN lsn whose contexts
+// are size bytes of base64 of random bytes: neither LZ4 nor TOAST shrinks
+// them, and each row's Size counts them.
+func incompressible(t *testing.T, n, size int, lsn pglogrepl.LSN) *sink.Batch {
+	t.Helper()
+	batch := &sink.Batch{}
+	for i := range n {
+		raw := make([]byte, size*3/4)
+		if _, err := rand.Read(raw); err != nil {
+			t.Fatal(err)
+		}
+		r := row(uint64(i+2), "1", "")
+		r.Values[4] = decoder.Value{Kind: decoder.ValueText, Data: []byte(fmt.Sprintf("%q", base64.StdEncoding.EncodeToString(raw)))}
+		r.Pos.CommitLSN = lsn
+		r.Size = len(r.Values[4].Data)
+		batch.Rows = append(batch.Rows, r)
+	}
+	return batch
 }
