@@ -332,15 +332,13 @@ func (s *stream) statusFlowing(ctx context.Context, read func(context.Context) e
 		errc <- read(rctx)
 		close(finished)
 	}()
-	if _, err := s.await(ctx, nil, nil, finished); err != nil {
-		cancel()
-		<-errc
-		return err
+	_, err := s.await(ctx, nil, nil, finished)
+	cancel() // a read still running stops
+	if rerr := <-errc; err == nil {
+		// The read finished, or ctx ended and the read says so.
+		err = rerr
 	}
-	// await returned because the read finished or ctx ended; either way
-	// the read's own error says which.
-	cancel()
-	return <-errc
+	return err
 }
 
 // committedPartial notes that the commit of xid, ending at end, arrived;

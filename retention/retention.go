@@ -53,14 +53,13 @@ func (c *Cleaner) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(next):
 		}
-		if c.Horizon != nil {
-			if _, ok := c.Horizon(); !ok {
-				next = min(time.Second, c.Every)
-				continue
-			}
+		n, swept, err := c.sweep(ctx)
+		if !swept {
+			next = min(time.Second, c.Every)
+			continue
 		}
 		next = c.Every
-		if n, err := c.Sweep(ctx); err != nil {
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -83,12 +82,18 @@ const sweepBatch = `DELETE FROM outbox WHERE id IN (
 // time when that is earlier than now), BatchSize rows per statement, and
 // returns how many it deleted; none while Horizon says not streaming.
 func (c *Cleaner) Sweep(ctx context.Context) (int64, error) {
-	var total int64
+	n, _, err := c.sweep(ctx)
+	return n, err
+}
+
+// sweep is Sweep, also saying whether it swept at all (false while
+// Horizon is not known).
+func (c *Cleaner) sweep(ctx context.Context) (total int64, swept bool, err error) {
 	from := time.Now()
 	if c.Horizon != nil {
 		h, ok := c.Horizon()
 		if !ok {
-			return 0, nil
+			return 0, false, nil
 		}
 		if h.Before(from) {
 			from = h
@@ -98,14 +103,11 @@ func (c *Cleaner) Sweep(ctx context.Context) (int64, error) {
 	for {
 		tag, err := c.Pool.Exec(ctx, sweepBatch, cutoff, c.BatchSize)
 		if err != nil {
-			return total, fmt.Errorf("delete old outbox rows: %w", err)
+			return total, true, fmt.Errorf("delete old outbox rows: %w", err)
 		}
 		total += tag.RowsAffected()
-		if tag.RowsAffected() < int64(c.BatchSize) {
-			return total, nil
-		}
-		if ctx.Err() != nil {
-			return total, nil
+		if tag.RowsAffected() < int64(c.BatchSize) || ctx.Err() != nil {
+			return total, true, nil
 		}
 	}
 }
