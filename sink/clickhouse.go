@@ -74,9 +74,7 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 	if opts.DialTimeout < 0 {
 		return nil, fmt.Errorf("dial_timeout %s must be positive", opts.DialTimeout)
 	}
-	if opts.DialTimeout == 0 || opts.DialTimeout == 30*time.Second {
-		opts.DialTimeout = 5 * time.Second
-	}
+	opts.DialTimeout = dialTimeout(dsn, opts.DialTimeout)
 	if opts.ReadTimeout == 0 {
 		opts.ReadTimeout = defaultReadTimeout
 	}
@@ -96,6 +94,20 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 	}
 	return &ClickHouse{conn: conn, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{}, live: live,
 		blockBytes: blockBytes, blockRows: blockRows}, nil
+}
+
+// defaultDialTimeout replaces clickhouse-go's 30 s: a connect that takes
+// longer is a dead server, and every retry of a batch waits it out.
+const defaultDialTimeout = 5 * time.Second
+
+// dialTimeout is the connect timeout to use: the DSN's dial_timeout when it
+// sets one, else defaultDialTimeout. ParseDSN fills in its own default, so
+// only the DSN's text tells an explicit 30s from none.
+func dialTimeout(dsn string, parsed time.Duration) time.Duration {
+	if u, err := url.Parse(dsn); err == nil && u.Query().Get("dial_timeout") != "" && parsed > 0 {
+		return parsed
+	}
+	return defaultDialTimeout
 }
 
 // defaultReadTimeout is clickhouse-go's own default, made explicit because
