@@ -545,11 +545,16 @@ func (s *stream) run(ctx context.Context) error {
 	defer stopInterrupt()
 
 	err := s.loop(ctx)
-	if err != nil {
+	if err != nil && !shutdownCut(ctx, err) {
 		wcancel()
 		s.drain()
 		<-writerDone
 		return err
+	}
+	if err != nil {
+		// The shutdown cut short a lookup or a status write: every row
+		// batched is whole, so they are stored as at any shutdown.
+		s.r.log.Debug("shutdown interrupted the stream", zap.Error(err))
 	}
 
 	// Shutdown: hand over what is buffered, wait for the writer within the
@@ -575,6 +580,14 @@ func (s *stream) run(ctx context.Context) error {
 	w, f := s.track.Positions()
 	s.r.log.Info("stopped", zap.Stringer("received", w), zap.Stringer("flushed", f))
 	return nil
+}
+
+// shutdownCut reports whether err is the shutdown (ctx ending) cutting
+// short something the stream waited on besides the next message — a
+// transaction status lookup, a position read, a status write — and nothing
+// else: any other error ends the session without storing what it holds.
+func shutdownCut(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && errors.Is(err, context.Canceled)
 }
 
 // drain closes the batch channel and applies every acknowledgement the

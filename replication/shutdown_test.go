@@ -1,0 +1,77 @@
+package replication_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/eventcdc/cdc/replication"
+)
+
+// A shutdown can land while the stream waits on PostgreSQL for something
+// other than the next message: here a transaction status lookup, held on a
+// frozen link while a large transaction's savepoint is still open. The
+// rows batched before it are whole, and are stored like at any shutdown,
+// within the shutdown budget, rather than left for the next start to
+// replay.
+func TestReplicator_ShutdownDuringAStatusLookupStoresTheBatch(t *testing.T) {
+	h := setup(t)
+	fz, dsn := h.throughFreezer("-c logical_decoding_work_mem=64kB")
+	h.dsn = dsn
+	ctx := context.Background()
+	s := &fakeSink{}
+	// A long flush interval: the rows wait in the open batch, and the
+	// savepoint's rows are waited on for streamWait's 10 s at most.
+	core, logs := observer.New(zapcore.DebugLevel)
+	_, m, stop := h.start(s, nil, zap.New(core), func(c *replication.Config) {
+		c.FlushInterval, c.ShutdownTimeout = time.Minute, 5*time.Second
+	})
+	stopped := false
+	defer func() {
+		if !stopped {
+			fz.Thaw()
+			stop()
+		}
+	}()
+	for range 3 {
+		h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('before', 'test', '{}')`)
+	}
+	eventually(t, "the rows batched", func() bool { return testutil.ToFloat64(m.BufferBytes) > 0 })
+
+	tx := h.begin(ctx)
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, "SAVEPOINT sp"); err != nil {
+		t.Fatal(err)
+	}
+	insertRows(t, ctx, tx, "open", 3000)
+	h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
+	eventually(t, "a status lookup", func() bool {
+		var n int
+		err := h.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE application_name = 'cdc' AND query LIKE '%pg_xact_status%' AND pid <> pg_backend_pid()`).Scan(&n)
+		return err == nil && n > 0
+	})
+	fz.Freeze()
+	time.Sleep(300 * time.Millisecond) // the lookups poll every 50 ms: the next one hangs
+
+	began := time.Now()
+	stop()
+	stopped = true
+	if took := time.Since(began); took > 8*time.Second {
+		t.Errorf("shutdown took %s; want it within the 5 s budget and the final acknowledgement's 2 s", took)
+	}
+	if got := s.types(); len(got) != 1 || got["before"] != 3 {
+		t.Fatalf("stored %v at shutdown, want the 3 rows batched before the lookup", got)
+	}
+	cut := logs.FilterMessage("shutdown interrupted the stream").All()
+	if len(cut) != 1 || !strings.Contains(cut[0].ContextMap()["error"].(string), "look up status of transaction") {
+		t.Fatalf("logged %v, want one interrupted status lookup", cut)
+	}
+	fz.Thaw()
+}
