@@ -19,6 +19,7 @@ var (
 	ErrInvalidTraceparent     = errors.New("invalid traceparent")
 	ErrInvalidMetadataVersion = errors.New("invalid metadata version")
 	ErrInvalidTime            = errors.New("invalid event time")
+	ErrDuplicateID            = errors.New("duplicate event id")
 )
 
 // EventError reports an event that Publish refused before touching the

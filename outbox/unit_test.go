@@ -158,6 +158,31 @@ func TestPublish_RejectsBadInputWithoutTouchingTheTx(t *testing.T) {
 	}
 }
 
+// Two events with the same explicit id would fail on the outbox's primary
+// key and abort the caller's transaction: the second is refused before
+// anything is written. Events that leave ID unset get ids of their own.
+func TestPublish_RefusesADuplicateID(t *testing.T) {
+	ctx := context.Background()
+	id := uuid.MustParse("0190a3b2-7c4d-7e5f-8a6b-1c2d3e4f5a6b")
+	withID := good()
+	withID.ID = id
+	var rec outboxtest.Recorder
+	err := outbox.Publish(ctx, &rec, withID, good(), withID)
+	checkEventError(t, err, 2, outbox.ErrDuplicateID)
+	if !strings.Contains(err.Error(), id.String()+" is already event 0's") {
+		t.Errorf("message %q does not name the id and the first event", err)
+	}
+	if n := len(rec.Events()) + len(rec.Statements()); n != 0 {
+		t.Errorf("%d calls reached the Tx", n)
+	}
+	if err := outbox.Publish(ctx, &rec, withID, good(), good()); err != nil {
+		t.Fatalf("one explicit id and two generated: %v", err)
+	}
+	if n := len(rec.Events()); n != 3 {
+		t.Fatalf("%d events written, want 3", n)
+	}
+}
+
 func checkEventError(t *testing.T, err error, index int, want error) {
 	t.Helper()
 	if !errors.Is(err, want) {

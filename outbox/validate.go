@@ -31,10 +31,22 @@ func (p Publisher) prepare(events []Event) ([]row, error) {
 		limit = DefaultMaxContextBytes
 	}
 	rows := make([]row, len(events))
+	var firstOf map[uuid.UUID]int // explicit ids: generated ones are unique
 	for i, ev := range events {
 		r, err := p.prepareOne(ev, limit)
 		if err != nil {
 			return nil, &EventError{Index: i, Type: ev.Type, Err: err}
+		}
+		if ev.ID != uuid.Nil {
+			if firstOf == nil {
+				firstOf = map[uuid.UUID]int{}
+			}
+			if first, seen := firstOf[ev.ID]; seen {
+				// The INSERT would fail on the primary key and abort the
+				// caller's transaction.
+				return nil, &EventError{Index: i, Type: ev.Type, Err: fmt.Errorf("%w: %s is already event %d's", ErrDuplicateID, ev.ID, first)}
+			}
+			firstOf[ev.ID] = i
 		}
 		rows[i] = r
 	}
