@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 LOCAL := $(CURDIR)/.local
 
-.PHONY: build test test-short race lint bench demo deps clean
+.PHONY: build test test-short lint bench demo clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o bin/cdc ./cmd/cdc
@@ -20,7 +20,8 @@ test:
 	@rm -rf $(LOCAL)/test && mkdir -p $(LOCAL)/test && chmod 755 $(LOCAL) $(LOCAL)/test
 	@set -euo pipefail; \
 	trap 'scripts/localdb.sh stop $(LOCAL)/test' EXIT; \
-	eval "$$(scripts/localdb.sh start $(LOCAL)/test | sed 's/^/export /')"; \
+	servers=$$(scripts/localdb.sh start $(LOCAL)/test); \
+	eval "$$(sed 's/^/export /' <<<"$$servers")"; \
 	export CDC_TEST_PG_DSN="$$CDC_PG_DSN" CDC_TEST_CLICKHOUSE_DSN="$$CDC_CLICKHOUSE_DSN" CDC_TEST_LOCALDB_DIR=$(LOCAL)/test; \
 	$(GO) vet ./...; \
 	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /e2e$$); \
@@ -31,7 +32,8 @@ test:
 demo:
 	scripts/demo.sh
 
-# Fast checks without databases: unit tests only.
+# Fast checks without databases: the tests that need PostgreSQL and
+# ClickHouse skip (testenv.Main), the rest run.
 test-short:
 	$(GO) test -short -count=1 ./...
 

@@ -13,7 +13,8 @@ mkdir -p "$dir"
 chmod 755 "$root/.local" "$dir"
 trap 'scripts/localdb.sh stop "$dir"' EXIT
 trap 'exit 130' INT TERM
-eval "$(scripts/localdb.sh start "$dir" | sed 's/^/export /')"
+servers=$(scripts/localdb.sh start "$dir") # captured: a failed start stops here (set -e)
+eval "$(sed 's/^/export /' <<<"$servers")"
 # Tests the micro-benchmark packages may gain use these servers, not new ones.
 export CDC_TEST_PG_DSN="$CDC_PG_DSN" CDC_TEST_CLICKHOUSE_DSN="$CDC_CLICKHOUSE_DSN" CDC_TEST_LOCALDB_DIR="$dir"
 go build -o "$dir/cdc" ./cmd/cdc

@@ -6,6 +6,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -26,6 +27,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	flag.Parse()
 	dir, err := os.MkdirTemp("", "cdc-e2e-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -33,7 +35,9 @@ func TestMain(m *testing.M) {
 	}
 	binary = filepath.Join(dir, "cdc")
 	build := exec.Command("go", "build", "-race", "-o", binary, "../cmd/cdc")
-	if os.Getenv("CDC_E2E_NORACE") != "" {
+	// -short runs only the tests that need no servers (testenv.Main):
+	// the command-line checks, quick enough without the race detector.
+	if os.Getenv("CDC_E2E_NORACE") != "" || testing.Short() {
 		build = exec.Command("go", "build", "-o", binary, "../cmd/cdc")
 	}
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr

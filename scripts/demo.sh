@@ -28,7 +28,10 @@ scripts/localdb.sh stop "$dir" >/dev/null 2>&1 || true
 rm -rf "$dir"
 mkdir -p "$dir" && chmod 755 "$root/.local" "$dir"
 step "starting PostgreSQL 15 and ClickHouse under .local/demo"
-eval "$(scripts/localdb.sh start "$dir" | sed 's/^/export /')"
+# Captured first: a failed start then stops the demo (set -e) instead of
+# leaving it to run against whatever CDC_* variables the shell has.
+servers=$(scripts/localdb.sh start "$dir")
+eval "$(sed 's/^/export /' <<<"$servers")"
 metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export CDC_METRICS_ADDR=127.0.0.1:$metrics_port CDC_FLUSH_INTERVAL=500ms CDC_LOG_FORMAT=console
 psql=(psql -q -X "$CDC_PG_DSN")

@@ -10,7 +10,8 @@ dir=$PWD/.local/design
 scripts/localdb.sh stop "$dir" >/dev/null 2>&1 || true
 rm -rf "$dir" && mkdir -p "$dir" && chmod 755 "$PWD/.local" "$dir"
 trap 'scripts/localdb.sh stop "$dir"' EXIT
-eval "$(scripts/localdb.sh start "$dir" | sed 's/^/export /')"
+servers=$(scripts/localdb.sh start "$dir") # captured: a failed start stops here (set -e)
+eval "$(sed 's/^/export /' <<<"$servers")"
 
 go run ./bench/design/chins "$CDC_CLICKHOUSE_DSN"
 

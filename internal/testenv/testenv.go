@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"net"
 	"net/url"
@@ -41,8 +42,14 @@ type Env struct {
 var current *Env
 
 // Main starts the servers, runs the package's tests and stops the servers.
-// Use it from TestMain: os.Exit(testenv.Main(m)).
+// Use it from TestMain: os.Exit(testenv.Main(m)). With -short it starts
+// nothing, and the tests that need the servers skip (Get): `make
+// test-short` runs the unit tests alone, on a machine without databases.
 func Main(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		return m.Run()
+	}
 	// A run stopped by a signal (Ctrl-C, a CI job's kill) would otherwise
 	// leave the servers running: they are not in the test's process
 	// group, and its deferred functions do not run. Caught from before
@@ -86,6 +93,9 @@ func Main(m *testing.M) int {
 func Get(t testing.TB) *Env {
 	t.Helper()
 	if current == nil {
+		if testing.Short() {
+			t.Skip("needs PostgreSQL and ClickHouse; not run with -short")
+		}
 		t.Fatal("testenv: call testenv.Main from TestMain")
 	}
 	return current
