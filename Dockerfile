@@ -8,8 +8,9 @@
 # go.mod/go.sum layer caches the module download across source changes.
 
 # The golang image pins GOTOOLCHAIN=local, so its Go must be at least the
-# `go` line of go.mod; pass --build-arg GO_VERSION=1.26.8 to pin exactly.
-ARG GO_VERSION=1.26
+# `go` line of go.mod: the default names that release exactly, so that an
+# older cached 1.26 image cannot be picked up.
+ARG GO_VERSION=1.26.8
 
 FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
