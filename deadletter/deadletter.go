@@ -43,7 +43,11 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 	// Two transactions setting aside the same event at once (backfill
 	// beside the connector) would both find it missing: each first takes
 	// a lock on its events' ids, held to its commit, all in one statement
-	// and in one order so that two such transactions cannot deadlock.
+	// and in one order so that two such transactions cannot deadlock. The
+	// ids share lockBuckets locks: one lock per id would fill PostgreSQL's
+	// shared lock table (64 × max_connections entries) with a batch of
+	// tens of thousands of refused rows, and fail it — and every other
+	// session needing a lock meanwhile — with "out of shared memory".
 	type letter struct {
 		data    []byte
 		eventID *string
@@ -58,8 +62,8 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 		}
 	}
 	if len(ids) > 0 {
-		b.Queue(`SELECT count(pg_advisory_xact_lock($1, k)) FROM (SELECT DISTINCT hashtext(id) AS k FROM unnest($2::text[]) AS id ORDER BY k) AS locks`,
-			lockClass, ids)
+		b.Queue(`SELECT count(pg_advisory_xact_lock($1, k)) FROM (SELECT DISTINCT hashtext(id) & $3 AS k FROM unnest($2::text[]) AS id ORDER BY k) AS locks`,
+			lockClass, ids, lockBuckets-1)
 	}
 	for i, r := range rejected {
 		data, eventID := letters[i].data, letters[i].eventID
@@ -85,6 +89,12 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 // lockClass is the first key of the advisory locks Put takes on event
 // ids, keeping them apart from the application's own two-key locks.
 const lockClass = 0x0cdcde1
+
+// lockBuckets bounds the advisory locks one Put holds: as many as an
+// ordinary transaction is budgeted (max_locks_per_transaction, 64 by
+// default). Two Puts of events in one bucket wait for each other, which
+// costs little: refused rows are rare.
+const lockBuckets = 64
 
 // RowData renders a row as a JSON object of column name to text value (null
 // for NULL), the form it is kept in, and its event id when it has one.

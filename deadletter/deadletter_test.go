@@ -147,3 +147,35 @@ func TestStore_PutAtOnceSetsAnEventAsideOnce(t *testing.T) {
 		t.Fatalf("%d dead letters (%v) after setting aside each of %d events twice at once, want %d", n, err, events, events)
 	}
 }
+
+// A batch in which every row is refused — a column narrowed in ClickHouse
+// while a backlog drains — can hold tens of thousands of events. Setting
+// them aside takes a bounded number of locks: one per event filled
+// PostgreSQL's shared lock table and failed with "out of shared memory",
+// again at every retry.
+func TestStore_PutOfAWholeBatchOfRefusedEvents(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	store := deadletter.New(pool)
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "metadata_version"}}}
+	const events = 50000
+	rejected := make([]sink.Rejected, events)
+	for i := range rejected {
+		id := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
+		row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte("300")}},
+			Pos: sink.Position{CommitLSN: 0x1000, Seq: uint64(i + 1)}}
+		rejected[i] = sink.Rejected{Row: row, Err: errors.New(`column metadata_version: "300" does not fit UInt8`)}
+	}
+	if err := store.Put(ctx, rejected); err != nil {
+		t.Fatalf("Put of %d refused events: %v", events, err)
+	}
+	if n, err := store.Count(ctx); err != nil || n != events {
+		t.Fatalf("%d dead letters (%v), want %d", n, err, events)
+	}
+	if err := store.Put(ctx, rejected); err != nil {
+		t.Fatalf("Put of the same %d events again: %v", events, err)
+	}
+	if n, err := store.Count(ctx); err != nil || n != events {
+		t.Fatalf("%d dead letters (%v) after setting the same events aside again, want %d", n, err, events)
+	}
+}
