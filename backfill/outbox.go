@@ -115,7 +115,8 @@ type Scanner struct {
 // values the records carry every column's text, otherwise only id and
 // time. With values and maxBytes > 0 a page holds about maxBytes of text as
 // well: its row count is sized from the largest row of the page before (the
-// first page is one row), so a page of large events is not read whole.
+// first page is one row), and it ends early, after the row that takes it to
+// maxBytes, when the rows grow larger than those before.
 func NewScanner(pool *pgxpool.Pool, rel *decoder.Relation, since, until time.Time, pageSize, maxBytes int, values bool) *Scanner {
 	limit := pageSize
 	if values && maxBytes > 0 {
@@ -176,7 +177,7 @@ func (s *Scanner) Next(ctx context.Context) ([]Record, error) {
 	}
 	defer rows.Close()
 	var page []Record
-	largest := 0
+	largest, bytes, cut := 0, 0, false
 	var texts []*string
 	if s.values {
 		texts = make([]*string, len(s.rel.Columns))
@@ -205,13 +206,20 @@ func (s *Scanner) Next(ctx context.Context) ([]Record, error) {
 				}
 			}
 			largest = max(largest, size)
+			bytes += size
 		}
 		page = append(page, r)
+		if s.values && s.maxBytes > 0 && bytes >= s.maxBytes {
+			// Rows larger than the page before's: the page ends here,
+			// and the next starts after this row.
+			cut = true
+			break
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read %s rows: %w", OutboxTable, err)
 	}
-	if len(page) < s.limit {
+	if len(page) < s.limit && !cut {
 		s.done = true
 	}
 	if s.values && s.maxBytes > 0 {

@@ -312,3 +312,53 @@ func TestScanner_PageInsideAGroupReadsOnlyThePage(t *testing.T) {
 		}
 	})
 }
+
+// Pages are sized from the largest row of the page before; when the rows
+// grow larger than those, a page ends once its rows reach maxBytes rather
+// than holding a whole page of the small rows' count (62 rows of 256 KiB,
+// 15.5 MiB, for a 1 MiB bound).
+func TestScanner_GrowingRowsKeepAPageNearMaxBytes(t *testing.T) {
+	ctx := context.Background()
+	pool := outbox(t)
+	const big, maxBytes = 256 << 10, 1 << 20
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'small', 'test', '{}', '2026-01-01' FROM generate_series(1, 3)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'big', 'test', json_build_object('pad', repeat('x', $1)), '2026-01-02' FROM generate_series(1, 60)`, big); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := backfill.LoadRelation(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 50000, maxBytes, true)
+	var got []string
+	for pages := 0; pages <= 64; pages++ {
+		page, err := sc.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		bytes, largest := 0, 0
+		for _, r := range page {
+			got = append(got, r.ID)
+			size := 0
+			for _, v := range r.Values {
+				size += len(v.Data)
+			}
+			bytes += size
+			largest = max(largest, size)
+		}
+		// At most the bound plus the row that crossed it.
+		if bytes > maxBytes+largest {
+			t.Fatalf("page %d: %d rows, %d bytes; want at most %d + one row of %d", pages+1, len(page), bytes, maxBytes, largest)
+		}
+	}
+	if want := ids(t, pool, "true"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("visited %d rows, want the %d in keyset order, once each", len(got), len(want))
+	}
+}

@@ -16,7 +16,7 @@ import (
 
 // LetterStore is what Replay needs of deadletter.Store.
 type LetterStore interface {
-	Page(ctx context.Context, afterID int64, limit int) ([]deadletter.Letter, error)
+	Page(ctx context.Context, afterID int64, limit, maxBytes int) ([]deadletter.Letter, error)
 	Get(ctx context.Context, id int64) (deadletter.Letter, bool, error)
 	Settle(ctx context.Context, stored []int64, refused map[int64]string) error
 }
@@ -39,8 +39,9 @@ var ErrNoSuchLetter = errors.New("no such dead letter")
 // As in Ship, letters go in id order in batches of at most batchRows letters
 // and maxBytes of values (a letter larger than that goes alone), each one
 // INSERT. They are read in pages sized from the largest letter of the page
-// before (the first page is one letter), so a page holds about maxBytes too
-// while letters keep their size, however many there are.
+// before (the first page is one letter), and a page ends early once its
+// letters reach maxBytes, so a page holds about maxBytes too, however many
+// letters there are and however their sizes change.
 func Replay(ctx context.Context, store LetterStore, w Writer, onlyID int64, batchRows, maxBytes int) (ReplayResult, error) {
 	r := &replay{store: store, w: w, rels: relations{}}
 	if onlyID != 0 {
@@ -57,7 +58,7 @@ func Replay(ctx context.Context, store LetterStore, w Writer, onlyID int64, batc
 	var after int64
 	limit := 1
 	for {
-		letters, err := store.Page(ctx, after, limit)
+		letters, err := store.Page(ctx, after, limit, maxBytes)
 		if err != nil {
 			return r.res, err
 		}
@@ -73,7 +74,7 @@ func Replay(ctx context.Context, store LetterStore, w Writer, onlyID int64, batc
 			}
 			r.add(row, l)
 		}
-		if len(letters) < limit {
+		if len(letters) == 0 { // a short page may have been cut by maxBytes
 			return r.res, r.flush(ctx)
 		}
 		after = letters[len(letters)-1].ID

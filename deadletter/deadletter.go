@@ -149,21 +149,18 @@ type Letter struct {
 }
 
 // List returns up to limit dead letters, oldest first.
-func (s *Store) List(ctx context.Context, limit int) ([]Letter, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter ORDER BY id LIMIT $1`, limit)
+// Without withData their RowData is left out: a letter may hold tens of
+// MB, and a listing of a hundred of them shows only their errors.
+func (s *Store) List(ctx context.Context, limit int, withData bool) ([]Letter, error) {
+	data := "row_data"
+	if !withData {
+		data = "NULL::jsonb"
+	}
+	out, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, `+data+`, error, created_at FROM cdc_dead_letter ORDER BY id LIMIT $1`, 0, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list dead letters: %w", err)
 	}
-	defer rows.Close()
-	var out []Letter
-	for rows.Next() {
-		var l Letter
-		if err := rows.Scan(&l.ID, &l.EventID, &l.CommitLSN, &l.Seq, &l.RowData, &l.Error, &l.CreatedAt); err != nil {
-			return nil, fmt.Errorf("list dead letters: %w", err)
-		}
-		out = append(out, l)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Count returns how many dead letters wait for an operator.
@@ -176,33 +173,46 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 }
 
 // Page returns up to limit dead letters with ids greater than afterID,
-// oldest first: replay walks the table page by page with it.
-func (s *Store) Page(ctx context.Context, afterID int64, limit int) ([]Letter, error) {
-	return s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter WHERE id > $1 ORDER BY id LIMIT $2`, afterID, limit)
+// oldest first: replay walks the table page by page with it. With maxBytes
+// > 0 it stops after the letter that takes the page's values to maxBytes,
+// so a page of letters larger than the ones before it is not held whole.
+func (s *Store) Page(ctx context.Context, afterID int64, limit, maxBytes int) ([]Letter, error) {
+	return s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter WHERE id > $1 ORDER BY id LIMIT $2`, maxBytes, afterID, limit)
 }
 
 // Get returns the dead letter with that id; ok is false when there is none.
 func (s *Store) Get(ctx context.Context, id int64) (l Letter, ok bool, err error) {
-	out, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter WHERE id = $1`, id)
+	out, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter WHERE id = $1`, 0, id)
 	if err != nil || len(out) == 0 {
 		return Letter{}, false, err
 	}
 	return out[0], true, nil
 }
 
-func (s *Store) query(ctx context.Context, sql string, args ...any) ([]Letter, error) {
+// query reads letters, stopping once their values reach maxBytes (0: no
+// bound); the rows not read are discarded as they arrive.
+func (s *Store) query(ctx context.Context, sql string, maxBytes int, args ...any) ([]Letter, error) {
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read dead letters: %w", err)
 	}
 	defer rows.Close()
 	var out []Letter
+	size := 0
 	for rows.Next() {
 		var l Letter
 		if err := rows.Scan(&l.ID, &l.EventID, &l.CommitLSN, &l.Seq, &l.RowData, &l.Error, &l.CreatedAt); err != nil {
 			return nil, fmt.Errorf("read dead letters: %w", err)
 		}
 		out = append(out, l)
+		for _, v := range l.RowData {
+			if v != nil {
+				size += len(*v)
+			}
+		}
+		if maxBytes > 0 && size >= maxBytes {
+			break
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read dead letters: %w", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pglogrepl"
@@ -103,7 +104,7 @@ func TestStore_PutSetsAnEventAsideOnce(t *testing.T) {
 			t.Errorf("%s: %d dead letters added, want %d", tt.name, after-before, tt.added)
 		}
 	}
-	letters, err := store.List(ctx, 10)
+	letters, err := store.List(ctx, 10, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,5 +178,55 @@ func TestStore_PutOfAWholeBatchOfRefusedEvents(t *testing.T) {
 	}
 	if n, err := store.Count(ctx); err != nil || n != events {
 		t.Fatalf("%d dead letters (%v) after setting the same events aside again, want %d", n, err, events)
+	}
+}
+
+// Replay reads letters in pages sized from the largest letter of the page
+// before; a page ends once its letters' values reach maxBytes, so letters
+// larger than those before are not all read at once. List leaves the
+// letters' values out unless asked, for a listing of their errors only.
+func TestStore_PageStopsAtMaxBytesAndListLeavesValuesOut(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	store := deadletter.New(pool)
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_context"}}}
+	letter := func(i int, context string) sink.Rejected {
+		id := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
+		row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte(context)}}}
+		return sink.Rejected{Row: row, Err: errors.New("refused")}
+	}
+	var put []sink.Rejected
+	for i := range 3 {
+		put = append(put, letter(i, "{}"))
+	}
+	pad := `"` + strings.Repeat("x", 256<<10) + `"`
+	for i := 3; i < 23; i++ {
+		put = append(put, letter(i, pad))
+	}
+	if err := store.Put(ctx, put); err != nil {
+		t.Fatal(err)
+	}
+	// 3 small letters of 38 bytes, then 262,182-byte ones: the fourth of
+	// those takes the page past 1 MiB.
+	page, err := store.Page(ctx, 0, 1000, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page) != 7 {
+		t.Fatalf("page of %d letters, want 7", len(page))
+	}
+	rest, err := store.Page(ctx, page[len(page)-1].ID, 1000, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rest) != 16 || rest[0].ID <= page[len(page)-1].ID {
+		t.Fatalf("the next unbounded page holds %d letters from id %d, want the other 16 after id %d", len(rest), rest[0].ID, page[len(page)-1].ID)
+	}
+	listed, err := store.List(ctx, 100, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(listed) != 23 || listed[0].RowData != nil || listed[0].Error != "refused" {
+		t.Fatalf("listed %d letters, the first with values %v and error %q; want 23, no values, \"refused\"", len(listed), listed[0].RowData, listed[0].Error)
 	}
 }

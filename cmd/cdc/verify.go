@@ -280,7 +280,7 @@ func runDeadLetterList(ctx context.Context, cfg config.Config, args []string, st
 	}
 	defer pool.Close()
 	store := deadletter.New(pool)
-	letters, err := store.List(ctx, *limit)
+	letters, err := store.List(ctx, *limit, *asJSON)
 	if err != nil {
 		return err
 	}
