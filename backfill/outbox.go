@@ -43,7 +43,10 @@ func OpenPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 
 // LoadRelation describes the outbox as pgoutput would: its live columns in
 // table order with their type OIDs, primary key columns flagged. The
-// publication has no column list, so these are exactly the published columns.
+// publication has no column list, so these are exactly the published
+// columns, less generated ones: pgoutput leaves those out (PostgreSQL 18
+// can publish them, on a publication option cdc does not set), and the
+// connector would store them empty where a backfill stored their values.
 func LoadRelation(ctx context.Context, pool *pgxpool.Pool) (*decoder.Relation, error) {
 	rows, err := pool.Query(ctx, `
 		SELECT c.oid, n.nspname, a.attname, a.atttypid,
@@ -51,7 +54,7 @@ func LoadRelation(ctx context.Context, pool *pgxpool.Pool) (*decoder.Relation, e
 		FROM pg_attribute a
 		JOIN pg_class c ON c.oid = a.attrelid
 		JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
+		WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 		ORDER BY a.attnum`, OutboxTable)
 	if err != nil {
 		return nil, fmt.Errorf("read %s columns: %w", OutboxTable, err)
