@@ -54,10 +54,16 @@ func TestStartup_MissingPublicationExitsOneNamingTheFix(t *testing.T) {
 
 // A slot PostgreSQL invalidated (max_slot_wal_keep_size exceeded while the
 // connector was down) cannot be resumed: exit 1 naming the cause, so the
-// operator follows docs/operations.md "Slot invalidated".
+// operator follows docs/operations.md "Slot invalidated". Its recovery, as
+// written there, ships the events the lost slot never streamed: migrate
+// recreates the slot and names the oldest of them and the backfill to run,
+// and after that backfill verify finds none missing.
 func TestStartup_InvalidatedSlotExitsOneNamingTheCause(t *testing.T) {
 	w := newWorld(t)
 	w.env.PostgresDataDir(t) // needs a local server: it changes its settings
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'lost', 'test', json_build_object('n', g), timestamptz '2026-01-02 03:04:05.6+00' + g * interval '1 minute'
+		FROM generate_series(0, 99) g`)
 	w.exec(`ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'`)
 	w.exec(`SELECT pg_reload_conf()`)
 	t.Cleanup(func() {
@@ -86,5 +92,25 @@ func TestStartup_InvalidatedSlotExitsOneNamingTheCause(t *testing.T) {
 	}
 	if out := c.out.String(); !strings.Contains(out, "replication slot was invalidated (wal_status=lost)") {
 		t.Fatalf("log does not name the cause:\n%s", tail(out, 10))
+	}
+
+	w.exec(`SELECT pg_drop_replication_slot('cdc_outbox')`)
+	out, code := w.runOnce(nil, "migrate")
+	const oldest = "2026-01-02T03:04:05Z"
+	if code != 0 || !strings.Contains(out, "the outbox already holds events from "+oldest+" on, which this slot will not stream: ship them with `cdc backfill --since "+oldest+"` before starting cdc run") {
+		t.Fatalf("migrate exited %d and did not name the backfill to run:\n%s", code, out)
+	}
+	stdout, stderr, code := w.runOperator(nil, "backfill", "--since", oldest)
+	if code != 0 || !strings.Contains(stdout, "100 outbox rows read, 100 shipped") {
+		t.Fatalf("backfill exited %d:\n%s%s", code, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "run cdc run with CDC_OUTBOX_RETENTION=0") {
+		t.Fatalf("backfill of events older than the retention did not warn:\n%s", stderr)
+	}
+	if r := w.verify(oldest, 0); r.OutboxRows != 100 || r.Found != 100 || r.Missing != 0 {
+		t.Fatalf("verify after the backfill: %+v, want 100 found, none missing", r)
+	}
+	if out, code := w.runOnce(nil, "migrate"); code != 0 || strings.Contains(out, "already holds") {
+		t.Fatalf("a migrate that creates no slot exited %d and said:\n%s", code, out)
 	}
 }

@@ -39,6 +39,9 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	}
 	if created {
 		fmt.Fprintf(stdout, "created replication slot %s: events published from now on are kept until cdc run ships them\n", cfg.SlotName)
+		if err := noteOlderEvents(ctx, pg, stdout); err != nil {
+			return err
+		}
 	}
 	ch, err := sink.Open(cfg.ClickHouseDSN, log)
 	if err != nil {
@@ -49,5 +52,25 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 		return err
 	}
 	fmt.Fprintf(stdout, "migrated: postgres outbox, cdc_dead_letter, publication %s; clickhouse %s\n", cfg.Publication, sink.Table)
+	return nil
+}
+
+// noteOlderEvents says, after a slot was created, whether the outbox holds
+// events from before it: a new slot never streams them (a slot lost and
+// recreated, or history imported before cdc), only `cdc backfill` ships
+// them, and a running `cdc run` deletes those older than
+// CDC_OUTBOX_RETENTION meanwhile. The index on event_date_time answers at
+// once, however large the outbox.
+func noteOlderEvents(ctx context.Context, pg *pgx.Conn, stdout io.Writer) error {
+	var oldest *string
+	err := pg.QueryRow(ctx, `SELECT CASE WHEN isfinite(t) THEN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') ELSE t::text END
+		FROM (SELECT min(event_date_time) AS t FROM outbox) m`).Scan(&oldest)
+	if err != nil {
+		return fmt.Errorf("read the oldest outbox event: %w", err)
+	}
+	if oldest == nil {
+		return nil
+	}
+	fmt.Fprintf(stdout, "the outbox already holds events from %s on, which this slot will not stream: ship them with `cdc backfill --since %s` before starting cdc run, or start it with CDC_OUTBOX_RETENTION=0 until `cdc verify --since %[2]s` finds none missing (its retention deletes outbox rows older than CDC_OUTBOX_RETENTION)\n", *oldest, *oldest)
 	return nil
 }

@@ -212,6 +212,12 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 	if err != nil {
 		return err
 	}
+	if horizon := time.Now().Add(-cfg.OutboxRetention); cfg.OutboxRetention > 0 && since.Before(horizon) {
+		// The gap a backfill repairs is older than the retention more
+		// often than not (a lost slot's, or history from before cdc).
+		log.Warn("a running cdc run deletes outbox rows older than CDC_OUTBOX_RETENTION, some of those this backfill is to ship among them; until it and `cdc verify` are done, run cdc run with CDC_OUTBOX_RETENTION=0 (docs/operations.md, Slot invalidated)",
+			zap.Duration("retention", cfg.OutboxRetention), zap.Time("older_than", horizon.UTC().Truncate(time.Second)))
+	}
 	pool, ch, closeBoth, err := openBoth(ctx, cfg, log)
 	if err != nil {
 		return err
