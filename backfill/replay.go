@@ -16,7 +16,8 @@ import (
 
 // LetterStore is what Replay needs of deadletter.Store.
 type LetterStore interface {
-	Page(ctx context.Context, afterID int64, limit, maxBytes int) ([]deadletter.Letter, error)
+	LastID(ctx context.Context) (int64, error)
+	Page(ctx context.Context, afterID, upTo int64, limit, maxBytes int) (letters []deadletter.Letter, more bool, err error)
 	Get(ctx context.Context, id int64) (deadletter.Letter, bool, error)
 	Settle(ctx context.Context, stored []int64, refused map[int64]string) error
 }
@@ -55,10 +56,17 @@ func Replay(ctx context.Context, store LetterStore, w Writer, onlyID int64, batc
 		r.add(r.rels.row(l), l)
 		return r.res, r.flush(ctx)
 	}
+	// The letters there are now: those set aside while this runs wait for
+	// the next replay, or a connector refusing events as fast as they are
+	// replayed would keep this one going for ever.
+	last, err := store.LastID(ctx)
+	if err != nil {
+		return r.res, err
+	}
 	var after int64
 	limit := 1
 	for {
-		letters, err := store.Page(ctx, after, limit, maxBytes)
+		letters, more, err := store.Page(ctx, after, last, limit, maxBytes)
 		if err != nil {
 			return r.res, err
 		}
@@ -74,7 +82,7 @@ func Replay(ctx context.Context, store LetterStore, w Writer, onlyID int64, batc
 			}
 			r.add(row, l)
 		}
-		if len(letters) == 0 { // a short page may have been cut by maxBytes
+		if !more {
 			return r.res, r.flush(ctx)
 		}
 		after = letters[len(letters)-1].ID

@@ -156,7 +156,7 @@ func (s *Store) List(ctx context.Context, limit int, withData bool) ([]Letter, e
 	if !withData {
 		data = "NULL::jsonb"
 	}
-	out, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, `+data+`, error, created_at FROM cdc_dead_letter ORDER BY id LIMIT $1`, 0, limit)
+	out, _, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, `+data+`, error, created_at FROM cdc_dead_letter ORDER BY id LIMIT $1`, 0, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list dead letters: %w", err)
 	}
@@ -172,17 +172,28 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// Page returns up to limit dead letters with ids greater than afterID,
-// oldest first: replay walks the table page by page with it. With maxBytes
-// > 0 it stops after the letter that takes the page's values to maxBytes,
-// so a page of letters larger than the ones before it is not held whole.
-func (s *Store) Page(ctx context.Context, afterID int64, limit, maxBytes int) ([]Letter, error) {
-	return s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter WHERE id > $1 ORDER BY id LIMIT $2`, maxBytes, afterID, limit)
+// LastID is the id of the newest dead letter, 0 when there is none.
+func (s *Store) LastID(ctx context.Context) (int64, error) {
+	var id int64
+	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM cdc_dead_letter`).Scan(&id); err != nil {
+		return 0, fmt.Errorf("read the newest dead letter: %w", err)
+	}
+	return id, nil
+}
+
+// Page returns up to limit dead letters with ids in (afterID, upTo], oldest
+// first: replay walks the table page by page with it. With maxBytes > 0 it
+// stops after the letter that takes the page's values to maxBytes, so a
+// page of letters larger than the ones before it is not held whole. more
+// is false when the page holds every letter of the range there was.
+func (s *Store) Page(ctx context.Context, afterID, upTo int64, limit, maxBytes int) (letters []Letter, more bool, err error) {
+	out, cut, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3`, maxBytes, afterID, upTo, limit)
+	return out, cut || len(out) == limit, err
 }
 
 // Get returns the dead letter with that id; ok is false when there is none.
 func (s *Store) Get(ctx context.Context, id int64) (l Letter, ok bool, err error) {
-	out, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter WHERE id = $1`, 0, id)
+	out, _, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter WHERE id = $1`, 0, id)
 	if err != nil || len(out) == 0 {
 		return Letter{}, false, err
 	}
@@ -190,19 +201,19 @@ func (s *Store) Get(ctx context.Context, id int64) (l Letter, ok bool, err error
 }
 
 // query reads letters, stopping once their values reach maxBytes (0: no
-// bound); the rows not read are discarded as they arrive.
-func (s *Store) query(ctx context.Context, sql string, maxBytes int, args ...any) ([]Letter, error) {
+// bound; cut reports the stop); the rows not read are discarded as they
+// arrive.
+func (s *Store) query(ctx context.Context, sql string, maxBytes int, args ...any) (out []Letter, cut bool, err error) {
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, fmt.Errorf("read dead letters: %w", err)
+		return nil, false, fmt.Errorf("read dead letters: %w", err)
 	}
 	defer rows.Close()
-	var out []Letter
 	size := 0
 	for rows.Next() {
 		var l Letter
 		if err := rows.Scan(&l.ID, &l.EventID, &l.CommitLSN, &l.Seq, &l.RowData, &l.Error, &l.CreatedAt); err != nil {
-			return nil, fmt.Errorf("read dead letters: %w", err)
+			return nil, false, fmt.Errorf("read dead letters: %w", err)
 		}
 		out = append(out, l)
 		for _, v := range l.RowData {
@@ -211,13 +222,14 @@ func (s *Store) query(ctx context.Context, sql string, maxBytes int, args ...any
 			}
 		}
 		if maxBytes > 0 && size >= maxBytes {
+			cut = true
 			break
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read dead letters: %w", err)
+		return nil, false, fmt.Errorf("read dead letters: %w", err)
 	}
-	return out, nil
+	return out, cut, nil
 }
 
 // Settle records a replay in one transaction: the dead letters in stored

@@ -208,19 +208,23 @@ func TestStore_PageStopsAtMaxBytesAndListLeavesValuesOut(t *testing.T) {
 	}
 	// 3 small letters of 38 bytes, then 262,182-byte ones: the fourth of
 	// those takes the page past 1 MiB.
-	page, err := store.Page(ctx, 0, 1000, 1<<20)
+	last, err := store.LastID(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(page) != 7 {
-		t.Fatalf("page of %d letters, want 7", len(page))
-	}
-	rest, err := store.Page(ctx, page[len(page)-1].ID, 1000, 0)
+	page, more, err := store.Page(ctx, 0, last, 1000, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rest) != 16 || rest[0].ID <= page[len(page)-1].ID {
-		t.Fatalf("the next unbounded page holds %d letters from id %d, want the other 16 after id %d", len(rest), rest[0].ID, page[len(page)-1].ID)
+	if len(page) != 7 || !more {
+		t.Fatalf("page of %d letters, more %v; want 7, cut by bytes, more to come", len(page), more)
+	}
+	rest, more, err := store.Page(ctx, page[len(page)-1].ID, last, 1000, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rest) != 16 || rest[0].ID <= page[len(page)-1].ID || more {
+		t.Fatalf("the next unbounded page holds %d letters from id %d, more %v; want the other 16 after id %d, and no more", len(rest), rest[0].ID, more, page[len(page)-1].ID)
 	}
 	listed, err := store.List(ctx, 100, false)
 	if err != nil {

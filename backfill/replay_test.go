@@ -1,0 +1,82 @@
+package backfill_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/eventcdc/cdc/backfill"
+	"github.com/eventcdc/cdc/deadletter"
+	"github.com/eventcdc/cdc/sink"
+)
+
+// letters is an in-memory cdc_dead_letter for Replay: pages by id, with
+// Store.Page's contract (no byte bound here).
+type letters struct {
+	all    []deadletter.Letter
+	nextID int64
+}
+
+func (l *letters) add(n int) {
+	for range n {
+		l.nextID++
+		v := "x"
+		l.all = append(l.all, deadletter.Letter{ID: l.nextID, CommitLSN: "0/0", RowData: map[string]*string{"event_type": &v}, Error: "refused"})
+	}
+}
+
+func (l *letters) LastID(context.Context) (int64, error) { return l.nextID, nil }
+
+func (l *letters) Page(_ context.Context, after, upTo int64, limit, _ int) ([]deadletter.Letter, bool, error) {
+	var out []deadletter.Letter
+	for _, x := range l.all {
+		if x.ID > after && x.ID <= upTo && len(out) < limit {
+			out = append(out, x)
+		}
+	}
+	return out, len(out) == limit, nil
+}
+
+func (l *letters) Get(context.Context, int64) (deadletter.Letter, bool, error) {
+	return deadletter.Letter{}, false, errors.New("not used")
+}
+
+func (l *letters) Settle(context.Context, []int64, map[int64]string) error { return nil }
+
+// refuser refuses every row, and each INSERT sees three more letters set
+// aside meanwhile: a connector refusing new events faster than they are
+// replayed.
+type refuser struct {
+	store  *letters
+	writes int
+}
+
+func (r *refuser) Write(_ context.Context, b *sink.Batch) ([]sink.Rejected, error) {
+	r.writes++
+	if r.writes > 100 {
+		return nil, errors.New("replay does not end")
+	}
+	r.store.add(3)
+	out := make([]sink.Rejected, len(b.Rows))
+	for i, row := range b.Rows {
+		out[i] = sink.Rejected{Row: row, Err: errors.New("refused again")}
+	}
+	return out, nil
+}
+
+// Replay ends once it has read the letters there were when its last page
+// was read: letters set aside while it runs wait for the next replay, or a
+// steady stream of refusals would keep it going for ever.
+func TestReplay_EndsWhileLettersKeepArriving(t *testing.T) {
+	store := &letters{}
+	store.add(10)
+	w := &refuser{store: store}
+	// Batches of 2 letters: an INSERT every 2 letters read, each adding 3.
+	res, err := backfill.Replay(context.Background(), store, w, 0, 2, 1<<20)
+	if err != nil {
+		t.Fatalf("Replay: %v (after %d INSERTs)", err, w.writes)
+	}
+	if w.writes != 5 || res.Refused != 10 || res.Replayed != 0 || len(store.all) != 25 {
+		t.Fatalf("%d INSERTs, %+v, %d letters now; want the 10 letters there were refused again in 5 INSERTs, 25 letters now", w.writes, res, len(store.all))
+	}
+}
