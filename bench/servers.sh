@@ -14,9 +14,10 @@ fresh_servers() {
 	scripts/localdb.sh stop "$servers_dir" >/dev/null 2>&1 || true
 	rm -rf "$servers_dir"
 	mkdir -p "$servers_dir"
+	# The trap first: a start that fails halfway leaves a server running.
+	trap 'eval "$on_exit"; scripts/localdb.sh stop "$servers_dir" >/dev/null' EXIT
 	started=$(scripts/localdb.sh start "$servers_dir") # captured: a failed start stops here (set -e)
 	eval "$(sed 's/^/export /' <<<"$started")"
-	trap 'eval "$on_exit"; scripts/localdb.sh stop "$servers_dir" >/dev/null' EXIT
 }
 
 migrated_servers() {

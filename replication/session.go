@@ -552,7 +552,7 @@ func (s *stream) run(ctx context.Context) error {
 		return err
 	}
 	if err != nil {
-		// The shutdown cut short a lookup or a status write: every row
+		// The shutdown cut short a status lookup or a position read: every row
 		// batched is whole, so they are stored as at any shutdown.
 		s.r.log.Debug("shutdown interrupted the stream", zap.Error(err))
 	}
@@ -584,7 +584,7 @@ func (s *stream) run(ctx context.Context) error {
 
 // shutdownCut reports whether err is the shutdown (ctx ending) cutting
 // short something the stream waited on besides the next message — a
-// transaction status lookup, a position read, a status write — and nothing
+// transaction status lookup or a position read — and nothing
 // else: any other error ends the session without storing what it holds.
 func shutdownCut(ctx context.Context, err error) bool {
 	return ctx.Err() != nil && errors.Is(err, context.Canceled)
