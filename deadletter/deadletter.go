@@ -157,10 +157,7 @@ func (s *Store) List(ctx context.Context, limit int, withData bool) ([]Letter, e
 		data = "NULL::jsonb"
 	}
 	out, _, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, `+data+`, error, created_at FROM cdc_dead_letter ORDER BY id LIMIT $1`, 0, limit)
-	if err != nil {
-		return nil, fmt.Errorf("list dead letters: %w", err)
-	}
-	return out, nil
+	return out, err
 }
 
 // Count returns how many dead letters wait for an operator.
