@@ -66,7 +66,7 @@ func benchRow() Row {
 
 // benchPlan builds the INSERT plan and its cells exactly as write does,
 // minus the server round trip that reports the column types.
-func benchPlan(b *testing.B, row Row) (*plan, *rowCells) {
+func benchPlan(b testing.TB, row Row) (*plan, *rowCells) {
 	b.Helper()
 	c := &ClickHouse{columns: benchColumns, log: zap.NewNop(), warned: map[*decoder.Relation]bool{}}
 	p := c.plan([]Row{row})
@@ -76,7 +76,7 @@ func benchPlan(b *testing.B, row Row) (*plan, *rowCells) {
 	return p, p.cells(benchBlock(b, p).Columns)
 }
 
-func benchBlock(b *testing.B, p *plan) *chproto.Block {
+func benchBlock(b testing.TB, p *plan) *chproto.Block {
 	b.Helper()
 	types := map[string]string{}
 	for _, col := range benchColumns {
@@ -161,4 +161,63 @@ func BenchmarkEncodeBlock(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/rows, "ns/event")
+}
+
+// BenchmarkInsert is the client side of one INSERT of a backlog's batch as
+// write builds it: a new block (PrepareBatch gives each INSERT empty
+// columns), its rows converted and appended, and every 2 MiB block encoded
+// and compressed, then reset for the next. "presized" is write's path;
+// "grown" leaves the String columns to grow from empty, to show what
+// presize saves. One op is one INSERT of 18,436 events (the batch size
+// of `make bench`'s drain); B/event and ns/event are per event.
+func BenchmarkInsert(b *testing.B) {
+	const rows = 18436
+	row := benchRow()
+	batch := make([]Row, rows)
+	for i := range batch {
+		batch[i] = row
+	}
+	for _, presized := range []bool{true, false} {
+		name := map[bool]string{true: "presized", false: "grown"}[presized]
+		b.Run(name, func(b *testing.B) {
+			p, _ := benchPlan(b, row)
+			buf := &chgo.Buffer{}
+			zw := compress.NewWriter(compress.LevelZero, compress.LZ4)
+			b.ReportAllocs()
+			b.SetBytes(int64(row.Size) * rows)
+			for b.Loop() {
+				block := benchBlock(b, p)
+				if presized {
+					if err := p.presize(block.Columns, batch, blockBytes, blockRows); err != nil {
+						b.Fatal(err)
+					}
+				}
+				cells := p.cells(block.Columns)
+				size, n := 0, 0
+				for i, r := range batch {
+					vals, err := cells.convert(p, r)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := block.Append(vals...); err != nil {
+						b.Fatal(err)
+					}
+					size += r.Size
+					n++
+					if size >= blockBytes || n >= blockRows || i == len(batch)-1 {
+						buf.Reset()
+						if err := block.Encode(buf, chproto.DBMS_TCP_PROTOCOL_VERSION); err != nil {
+							b.Fatal(err)
+						}
+						if err := zw.Compress(buf.Buf); err != nil {
+							b.Fatal(err)
+						}
+						block.Reset()
+						size, n = 0, 0
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/rows, "ns/event")
+		})
+	}
 }

@@ -235,10 +235,11 @@ func (c *ClickHouse) refresh(ctx context.Context, rows []Row) error {
 }
 
 // Blocks of one INSERT: the rows are sent as blocks of about this much
-// payload (or this many rows), so clickhouse-go's column buffers grow to one
-// block and are reused instead of growing to the whole batch, and the
-// server starts on the first block while the rest is converted. It is still
-// one INSERT: the server squashes the blocks into one part.
+// payload (or this many rows), so clickhouse-go's column buffers hold one
+// block (presized for it, presize.go) and are reused instead of growing to
+// the whole batch, and the server starts on the first block while the rest
+// is converted. It is still one INSERT: the server squashes the blocks into
+// one part.
 const (
 	blockBytes = 2 << 20
 	blockRows  = 8192
@@ -262,7 +263,12 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 	}
 	defer batch.Close()
 
-	cells := p.cells(batch.Columns())
+	cols := batch.Columns()
+	if err := p.presize(cols, rows, c.blockBytes, c.blockRows); err != nil {
+		_ = batch.Abort()
+		return nil, err
+	}
+	cells := p.cells(cols)
 
 	// The rows appended so far, for a retry or a bisection: rows[:i] until
 	// a row is refused, and only then a copy, so the common batch with no

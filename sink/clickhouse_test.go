@@ -211,6 +211,19 @@ func TestClickHouse_ConcurrentWritesInBlocks(t *testing.T) {
 	if rows != 2000 || positions != 2000 || sumVersion != 2*5*(199*200/2) {
 		t.Fatalf("rows %d, distinct positions %d, sum(metadata_version) %d; want 2000, 2000, %d", rows, positions, sumVersion, 2*5*(199*200/2))
 	}
+	// The String columns were presized for the first block (presize.go):
+	// every value is the row's own, with nothing of the presizing left.
+	var wrong, contextBytes uint64
+	if err := ch.Conn().QueryRow(ctx, `SELECT
+		countIf(event_type != 't' OR environment != 'test' OR event_context != concat('{"seq":', toString(metadata_version), '}')),
+		sum(length(event_context)) FROM event_log`).Scan(&wrong, &contextBytes); err != nil {
+		t.Fatal(err)
+	}
+	// {"seq":N} is 8 bytes plus N's digits: per batch 10 one-digit, 90
+	// two-digit and 100 three-digit values of N, five times over.
+	if want := uint64(2 * 5 * (10*9 + 90*10 + 100*11)); wrong != 0 || contextBytes != want {
+		t.Fatalf("%d rows with a wrong String value, %d bytes of event_context; want 0, %d", wrong, contextBytes, want)
+	}
 	// Unmerged parts, active or already merged away: one per INSERT, not
 	// one per block.
 	var parts uint64
