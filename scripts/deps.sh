@@ -10,6 +10,7 @@ set -euo pipefail
 case "${1:-}" in
 demo) packages=(postgresql-15 postgresql-client-15 clickhouse-server clickhouse-client curl python3) ;;
 test) packages=(
+	make                                 # make test
 	gcc libc6-dev                        # go test -race needs cgo
 	postgresql-15 postgresql-client-15   # the source database (server binaries run by the harness)
 	clickhouse-server clickhouse-client  # the sink
