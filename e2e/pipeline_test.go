@@ -292,7 +292,7 @@ func TestPipeline_BadSettingExitsTwoNamingTheVariable(t *testing.T) {
 		wantPrefix string
 	}{
 		{map[string]string{"CDC_METRICS_ADDR": "nohost.invalid:9187"}, "cdc run: CDC_METRICS_ADDR: listen tcp: lookup nohost.invalid"},
-		{map[string]string{"CDC_CLICKHOUSE_DSN": w.chDSN + sep + "read_timeout=-1s"}, "cdc run: CDC_CLICKHOUSE_DSN: read_timeout -1s must be positive"},
+		{map[string]string{"CDC_CLICKHOUSE_DSN": w.chDSN + sep + "read_timeout=-1s"}, "cdc: invalid configuration: CDC_CLICKHOUSE_DSN: read_timeout -1s must be positive"},
 	} {
 		out, code := w.runOnce(tt.env, "run")
 		lines := strings.Split(strings.TrimSpace(out), "\n")
@@ -304,9 +304,33 @@ func TestPipeline_BadSettingExitsTwoNamingTheVariable(t *testing.T) {
 		}
 	}
 
+	// Every command parses both DSNs as the drivers will before it
+	// connects: migrate, which connects to PostgreSQL first, creates no
+	// slot for a ClickHouse DSN it would then refuse.
+	for _, cmd := range []string{"migrate", "status"} {
+		env := map[string]string{"CDC_SLOT_NAME": "cdc_unmade", "CDC_CLICKHOUSE_DSN": w.chDSN + sep + "read_timeout=30"}
+		out, code := w.runOnce(env, cmd)
+		want := `cdc: invalid configuration: CDC_CLICKHOUSE_DSN: parse clickhouse dsn: clickhouse [dsn parse]:read timeout: time: missing unit in duration "30"`
+		if code != 2 || strings.TrimSpace(out) != want {
+			t.Errorf("%s with read_timeout=30: exit %d, output %q; want 2, %q", cmd, code, out, want)
+		}
+	}
+	var slots int
+	if err := w.pg.QueryRow(context.Background(), `SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc_unmade'`).Scan(&slots); err != nil || slots != 0 {
+		t.Errorf("slots named cdc_unmade: %d (%v); want 0", slots, err)
+	}
+	pgSep := "?"
+	if strings.Contains(w.pgDSN, "?") {
+		pgSep = "&"
+	}
+	out, code := w.runOnce(map[string]string{"CDC_PG_DSN": w.pgDSN + pgSep + "sslmode=bogus"}, "migrate")
+	if code != 2 || !strings.HasPrefix(out, "cdc: invalid configuration: CDC_PG_DSN: cannot parse `") || !strings.HasSuffix(strings.TrimSpace(out), "failed to configure TLS (sslmode is invalid)") {
+		t.Errorf("migrate with sslmode=bogus: exit %d, output %q; want 2 naming CDC_PG_DSN", code, out)
+	}
+
 	// A misspelt variable is named, not fatal: it may be a newer or older
 	// release's.
-	out, code := w.runOnce(map[string]string{"CDC_OUTBOX_RETENTON": "0"}, "status")
+	out, code = w.runOnce(map[string]string{"CDC_OUTBOX_RETENTON": "0"}, "status")
 	if code != 0 || !strings.Contains(out, "ignoring environment variables cdc does not read; a misspelling leaves the setting at its default\t{\"names\": [\"CDC_OUTBOX_RETENTON\"]}") {
 		t.Errorf("misspelt variable: exit %d, output %q; want 0 and a warning naming CDC_OUTBOX_RETENTON", code, out)
 	}

@@ -62,17 +62,9 @@ type chColumn struct{ name, typ string }
 // connect: an unreachable server is a retried runtime condition, not a
 // configuration error.
 func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
-	opts, err := clickhouse.ParseDSN(dsn)
+	opts, err := parseDSN(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("parse clickhouse dsn: %w", redactErr(err, dsn))
-	}
-	// A negative timeout would put every deadline in the past: each INSERT
-	// would fail, and be retried, for ever.
-	if opts.ReadTimeout < 0 {
-		return nil, fmt.Errorf("read_timeout %s must be positive", opts.ReadTimeout)
-	}
-	if opts.DialTimeout < 0 {
-		return nil, fmt.Errorf("dial_timeout %s must be positive", opts.DialTimeout)
+		return nil, err
 	}
 	opts.DialTimeout = dialTimeout(dsn, opts.DialTimeout)
 	if opts.ReadTimeout == 0 {
@@ -94,6 +86,29 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 	}
 	return &ClickHouse{conn: conn, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{}, live: live,
 		blockBytes: blockBytes, blockRows: blockRows}, nil
+}
+
+// CheckDSN reports what Open would refuse in dsn, without opening anything:
+// a setting to fix, found before a command connects anywhere.
+func CheckDSN(dsn string) error {
+	_, err := parseDSN(dsn)
+	return err
+}
+
+func parseDSN(dsn string) (*clickhouse.Options, error) {
+	opts, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse clickhouse dsn: %w", redactErr(err, dsn))
+	}
+	// A negative timeout would put every deadline in the past: each INSERT
+	// would fail, and be retried, for ever.
+	if opts.ReadTimeout < 0 {
+		return nil, fmt.Errorf("read_timeout %s must be positive", opts.ReadTimeout)
+	}
+	if opts.DialTimeout < 0 {
+		return nil, fmt.Errorf("dial_timeout %s must be positive", opts.DialTimeout)
+	}
+	return opts, nil
 }
 
 // defaultDialTimeout replaces clickhouse-go's 30 s: a connect that takes

@@ -15,10 +15,12 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/eventcdc/cdc/config"
+	"github.com/eventcdc/cdc/sink"
 )
 
 const usage = `usage: cdc <command> [flags]
@@ -121,6 +123,9 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 		// flags before it reads any.
 		cfg, err = config.Config{LogLevel: zapcore.ErrorLevel}, nil
 	}
+	if err == nil && !wantsHelp(args[1:]) {
+		err = checkDSNs(cfg)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "cdc: invalid configuration: %s\n", oneLine(err))
 		return 2
@@ -150,6 +155,22 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 		log.Error(args[0]+" failed", zap.Error(err))
 		return 1
 	}
+}
+
+// checkDSNs parses both DSNs as the drivers will, so that an option the
+// URL check in config cannot judge (a timeout without a unit, an unknown
+// sslmode) exits 2 naming its variable before any command connects: migrate
+// would otherwise have created the slot before it opened ClickHouse. The
+// drivers' messages hide the passwords.
+func checkDSNs(cfg config.Config) error {
+	var errs []error
+	if _, err := pgxpool.ParseConfig(cfg.PGDSN); err != nil {
+		errs = append(errs, fmt.Errorf("CDC_PG_DSN: %w", err))
+	}
+	if err := sink.CheckDSN(cfg.ClickHouseDSN); err != nil {
+		errs = append(errs, fmt.Errorf("CDC_CLICKHOUSE_DSN: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // oneLine joins errors.Join's lines so a configuration error is one line.
