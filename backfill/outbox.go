@@ -174,7 +174,9 @@ func (s *Scanner) Next(ctx context.Context) ([]Record, error) {
 		return nil, nil
 	}
 	q, args := s.query()
-	rows, err := s.pool.Query(ctx, q, args...)
+	qctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(qctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read %s rows: %w", OutboxTable, err)
 	}
@@ -214,12 +216,15 @@ func (s *Scanner) Next(ctx context.Context) ([]Record, error) {
 		page = append(page, r)
 		if s.values && s.maxBytes > 0 && bytes >= s.maxBytes {
 			// Rows larger than the page before's: the page ends here,
-			// and the next starts after this row.
+			// and the next starts after this row. The query is
+			// cancelled, not drained: rows.Close would read every row
+			// up to the LIMIT, sized for the small rows before.
 			cut = true
+			cancel()
 			break
 		}
 	}
-	if err := rows.Err(); err != nil {
+	if err := rows.Err(); err != nil && !cut {
 		return nil, fmt.Errorf("read %s rows: %w", OutboxTable, err)
 	}
 	if len(page) < s.limit && !cut {

@@ -387,3 +387,56 @@ func TestLoadRelation_LeavesGeneratedColumnsOut(t *testing.T) {
 		t.Fatalf("columns %v, want %s", names, want)
 	}
 }
+
+// A page cut by its bytes ends its query there: the rows after the cut, up
+// to the LIMIT sized for the small rows before, are neither sent nor read
+// and dropped.
+func TestScanner_PageCutByBytesReadsNoFurther(t *testing.T) {
+	ctx := context.Background()
+	pool := outbox(t)
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'small', 'test', '{}', '2026-01-01' FROM generate_series(1, 3)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'big', 'test', json_build_object('pad', repeat('x', 1 << 20)), '2026-01-02' FROM generate_series(1, 40)`); err != nil {
+		t.Fatal(err)
+	}
+	counted, read := testenv.CountingPool(t, pool)
+	rel, err := backfill.LoadRelation(ctx, counted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := backfill.NewScanner(counted, rel, time.Time{}, time.Time{}, 50000, 1<<20, true)
+	// The first page is one row, a probe of the rows' size; the second may
+	// hold 50,000 rows the size of the first.
+	if page, err := sc.Next(ctx); err != nil || len(page) != 1 {
+		t.Fatalf("first page: %d rows, %v; want 1", len(page), err)
+	}
+	before := read.Load()
+	page, err := sc.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := read.Load() - before
+	if len(page) != 3 {
+		t.Fatalf("second page of %d rows; want 3, the first 1 MiB one crossing 1 MiB", len(page))
+	}
+	if got > 8<<20 {
+		t.Fatalf("reading a page of 1 MiB read %d bytes from the server; want under 8 MiB (the 37 rows after the cut are 37 MiB)", got)
+	}
+	rest := 0
+	for {
+		page, err := sc.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		rest += len(page)
+	}
+	if rest != 39 {
+		t.Fatalf("the pages after the cut held %d rows, want the other 39", rest)
+	}
+}

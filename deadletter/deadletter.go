@@ -198,10 +198,13 @@ func (s *Store) Get(ctx context.Context, id int64) (l Letter, ok bool, err error
 }
 
 // query reads letters, stopping once their values reach maxBytes (0: no
-// bound; cut reports the stop); the rows not read are discarded as they
-// arrive.
+// bound; cut reports the stop). At a stop the query is cancelled rather
+// than drained: rows.Close would read, and drop, every letter up to the
+// LIMIT, which was sized for the letters of the page before.
 func (s *Store) query(ctx context.Context, sql string, maxBytes int, args ...any) (out []Letter, cut bool, err error) {
-	rows, err := s.pool.Query(ctx, sql, args...)
+	qctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(qctx, sql, args...)
 	if err != nil {
 		return nil, false, fmt.Errorf("read dead letters: %w", err)
 	}
@@ -209,8 +212,14 @@ func (s *Store) query(ctx context.Context, sql string, maxBytes int, args ...any
 	size := 0
 	for rows.Next() {
 		var l Letter
-		if err := rows.Scan(&l.ID, &l.EventID, &l.CommitLSN, &l.Seq, &l.RowData, &l.Error, &l.CreatedAt); err != nil {
+		var data []byte
+		if err := rows.Scan(&l.ID, &l.EventID, &l.CommitLSN, &l.Seq, &data, &l.Error, &l.CreatedAt); err != nil {
 			return nil, false, fmt.Errorf("read dead letters: %w", err)
+		}
+		if data != nil {
+			if l.RowData, err = decodeRowData(data); err != nil {
+				return nil, false, fmt.Errorf("read dead letter %d: row_data: %w", l.ID, err)
+			}
 		}
 		out = append(out, l)
 		for _, v := range l.RowData {
@@ -220,13 +229,43 @@ func (s *Store) query(ctx context.Context, sql string, maxBytes int, args ...any
 		}
 		if maxBytes > 0 && size >= maxBytes {
 			cut = true
+			cancel()
 			break
 		}
 	}
-	if err := rows.Err(); err != nil {
+	if err := rows.Err(); err != nil && !cut {
 		return nil, false, fmt.Errorf("read dead letters: %w", err)
 	}
 	return out, cut, nil
+}
+
+// decodeRowData reads row_data, a JSON object of column name to text value.
+// cdc writes each value as a JSON string, or null for NULL; a letter an
+// operator repaired by hand may hold a number, a boolean, an object or an
+// array instead, which is read as its JSON text: what was typed, and for a
+// json column what PostgreSQL itself would send.
+func decodeRowData(data []byte) (map[string]*string, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, err
+	}
+	out := make(map[string]*string, len(raw))
+	for name, v := range raw {
+		switch {
+		case string(v) == "null":
+			out[name] = nil
+		case v[0] == '"':
+			var s string
+			if err := json.Unmarshal(v, &s); err != nil {
+				return nil, fmt.Errorf("column %s: %w", name, err)
+			}
+			out[name] = &s
+		default:
+			s := string(v)
+			out[name] = &s
+		}
+	}
+	return out, nil
 }
 
 // Settle records a replay in one transaction: the dead letters in stored

@@ -234,3 +234,93 @@ func TestStore_PageStopsAtMaxBytesAndListLeavesValuesOut(t *testing.T) {
 		t.Fatalf("listed %d letters, the first with values %v and error %q; want 23, no values, \"refused\"", len(listed), listed[0].RowData, listed[0].Error)
 	}
 }
+
+// A page cut by its bytes ends its query there: the letters after the cut,
+// up to the page's LIMIT, are neither sent nor read and dropped. The pool
+// goes on working.
+func TestStore_PageCutByBytesReadsNoFurther(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_context"}}}
+	letter := func(i int, context string) sink.Rejected {
+		id := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
+		row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte(context)}}}
+		return sink.Rejected{Row: row, Err: errors.New("refused")}
+	}
+	pad := `"` + strings.Repeat("x", 1<<20) + `"`
+	for i := range 40 {
+		put := []sink.Rejected{letter(i, pad)}
+		if i < 3 {
+			put = []sink.Rejected{letter(i, "{}")}
+		}
+		if err := deadletter.New(pool).Put(ctx, put); err != nil {
+			t.Fatal(err)
+		}
+	}
+	counted, read := testenv.CountingPool(t, pool)
+	store := deadletter.New(counted)
+	last, err := store.LastID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := read.Load()
+	page, more, err := store.Page(ctx, 0, last, 1000, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := read.Load() - before
+	if len(page) != 4 || !more {
+		t.Fatalf("page of %d letters, more %v; want 4 (the first 1 MiB one crosses 1 MiB), more to come", len(page), more)
+	}
+	// The 37 letters of 1 MiB would be 37 MiB; the page is 1 MiB, and
+	// what was in flight when the query was cancelled a few more.
+	if got > 8<<20 {
+		t.Fatalf("reading a page of 1 MiB read %d bytes from the server; want under 8 MiB", got)
+	}
+	if n, err := store.Count(ctx); err != nil || n != 40 {
+		t.Fatalf("count after the cut page: %d, %v; want 40", n, err)
+	}
+}
+
+// A letter repaired by hand, with a number or an object where cdc writes a
+// string, reads with each value as its JSON text, which is what a replay
+// sends on; a row_data that is not an object is an error naming the letter.
+func TestStore_HandEditedRowDataReadsAsJSONText(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	store := deadletter.New(pool)
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_context"}, {Name: "metadata_version"}, {Name: "environment"}}}
+	text := func(s string) decoder.Value { return decoder.Value{Kind: decoder.ValueText, Data: []byte(s)} }
+	row := sink.Row{Relation: rel, Values: []decoder.Value{text("00000000-0000-4000-8000-000000000001"), text(`{"a":1}`), text("300"), {Kind: decoder.ValueNull}}}
+	if err := store.Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("does not fit UInt8")}}); err != nil {
+		t.Fatal(err)
+	}
+	id, err := store.LastID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE cdc_dead_letter SET row_data = row_data
+		|| jsonb_build_object('metadata_version', 1, 'event_context', '{"a": [1, true, "é\""]}'::jsonb, 'environment', 'prod')`); err != nil {
+		t.Fatal(err)
+	}
+	l, ok, err := store.Get(ctx, id)
+	if err != nil || !ok {
+		t.Fatalf("get letter %d: %v, found %v", id, err, ok)
+	}
+	want := map[string]string{"id": "00000000-0000-4000-8000-000000000001", "event_context": `{"a": [1, true, "é\""]}`, "metadata_version": "1", "environment": "prod"}
+	for name, w := range want {
+		if v := l.RowData[name]; v == nil || *v != w {
+			t.Errorf("row_data[%s] = %v, want %q", name, v, w)
+		}
+	}
+	if len(l.RowData) != len(want) {
+		t.Errorf("row_data has %d columns, want %d", len(l.RowData), len(want))
+	}
+	if _, err := pool.Exec(ctx, `UPDATE cdc_dead_letter SET row_data = '[1]'`); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = store.Get(ctx, id)
+	if wantErr := fmt.Sprintf("read dead letter %d: row_data: json: cannot unmarshal array", id); err == nil || !strings.HasPrefix(err.Error(), wantErr) {
+		t.Fatalf("get a letter whose row_data is an array: %v; want an error starting %q", err, wantErr)
+	}
+}
