@@ -48,6 +48,13 @@ const (
 	DefaultPublication     = "cdc_outbox"
 	DefaultBatchMaxRows    = 50000
 	DefaultBatchMaxBytes   = 16 << 20
+	// MinBatchMaxBytes refuses a unit left off (CDC_BATCH_MAX_BYTES=16,
+	// meant as MiB), which would make every event an INSERT of its own
+	// and ClickHouse refuse them as too many parts. MaxBatchMaxBytes
+	// keeps the memory the connector holds, (CDC_INSERTS_IN_FLIGHT + 1)
+	// batches, within what a sidecar is given.
+	MinBatchMaxBytes = 64 << 10
+	MaxBatchMaxBytes = 1 << 30
 	DefaultFlushInterval   = time.Second
 	DefaultInsertsInFlight = 2
 	MaxInsertsInFlight     = 16
@@ -104,7 +111,7 @@ func Load(getenv func(string) string) (Config, error) {
 		SlotName:         l.ident("CDC_SLOT_NAME", DefaultSlotName),
 		Publication:      l.ident("CDC_PUBLICATION", DefaultPublication),
 		BatchMaxRows:     l.positiveInt("CDC_BATCH_MAX_ROWS", DefaultBatchMaxRows),
-		BatchMaxBytes:    l.bytes("CDC_BATCH_MAX_BYTES", DefaultBatchMaxBytes),
+		BatchMaxBytes:    l.bytesBetween("CDC_BATCH_MAX_BYTES", DefaultBatchMaxBytes, MinBatchMaxBytes, MaxBatchMaxBytes),
 		FlushInterval:    l.durationBetween("CDC_FLUSH_INTERVAL", DefaultFlushInterval, MinFlushInterval, MaxFlushInterval),
 		InsertsInFlight:  l.intUpTo("CDC_INSERTS_IN_FLIGHT", DefaultInsertsInFlight, MaxInsertsInFlight),
 		MetricsAddr:      l.listenAddr("CDC_METRICS_ADDR", DefaultMetricsAddr),
@@ -286,6 +293,20 @@ func (l *loader) bytes(name string, def int) int {
 	n, err := ParseBytes(v)
 	if err != nil {
 		l.fail(name, "%v", err)
+		return def
+	}
+	return n
+}
+
+// bytesBetween is bytes from least to most.
+func (l *loader) bytesBetween(name string, def, least, most int) int {
+	n := l.bytes(name, def)
+	switch {
+	case n < least:
+		l.fail(name, "%d bytes is less than %dKiB", n, least>>10)
+		return def
+	case n > most:
+		l.fail(name, "%d bytes is more than %dMiB", n, most>>20)
 		return def
 	}
 	return n

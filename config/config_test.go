@@ -82,19 +82,19 @@ func TestLoad_Values(t *testing.T) {
 func TestLoad_Bounds(t *testing.T) {
 	c, err := Load(env(with(
 		"CDC_PG_RECEIVE_BUFFER", "64KiB", "CDC_FLUSH_INTERVAL", "10ms",
-		"CDC_SHUTDOWN_TIMEOUT", "1s", "CDC_OUTBOX_RETENTION", "1m",
+		"CDC_SHUTDOWN_TIMEOUT", "1s", "CDC_OUTBOX_RETENTION", "1m", "CDC_BATCH_MAX_BYTES", "64KiB",
 	)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.PGReceiveBuffer != 64<<10 || c.FlushInterval != 10*time.Millisecond || c.ShutdownTimeout != time.Second || c.OutboxRetention != time.Minute {
+	if c.PGReceiveBuffer != 64<<10 || c.FlushInterval != 10*time.Millisecond || c.ShutdownTimeout != time.Second || c.OutboxRetention != time.Minute || c.BatchMaxBytes != 64<<10 {
 		t.Fatalf("got %+v", c)
 	}
-	c, err = Load(env(with("CDC_FLUSH_INTERVAL", "1h", "CDC_SHUTDOWN_TIMEOUT", "1h", "CDC_PG_RECEIVE_BUFFER", "16MiB")))
+	c, err = Load(env(with("CDC_FLUSH_INTERVAL", "1h", "CDC_SHUTDOWN_TIMEOUT", "1h", "CDC_PG_RECEIVE_BUFFER", "16MiB", "CDC_BATCH_MAX_BYTES", "1GiB")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.FlushInterval != time.Hour || c.ShutdownTimeout != time.Hour || c.PGReceiveBuffer != 16<<20 {
+	if c.FlushInterval != time.Hour || c.ShutdownTimeout != time.Hour || c.PGReceiveBuffer != 16<<20 || c.BatchMaxBytes != 1<<30 {
 		t.Fatalf("got %+v", c)
 	}
 }
@@ -140,6 +140,9 @@ func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 		{"rows not a number", with("CDC_BATCH_MAX_ROWS", "lots"), `CDC_BATCH_MAX_ROWS: "lots" is not a positive whole number`},
 		{"rows zero", with("CDC_BATCH_MAX_ROWS", "0"), `CDC_BATCH_MAX_ROWS: "0" is not a positive whole number`},
 		{"bytes", with("CDC_BATCH_MAX_BYTES", "16 potatoes"), `CDC_BATCH_MAX_BYTES: "16 potatoes" is not a size, e.g. 16MiB, 512KiB or 1048576`},
+		{"bytes without their unit", with("CDC_BATCH_MAX_BYTES", "16"), `CDC_BATCH_MAX_BYTES: 16 bytes is less than 64KiB`},
+		{"bytes one under the least", with("CDC_BATCH_MAX_BYTES", "65535"), `CDC_BATCH_MAX_BYTES: 65535 bytes is less than 64KiB`},
+		{"bytes one over the most", with("CDC_BATCH_MAX_BYTES", "1073741825"), `CDC_BATCH_MAX_BYTES: 1073741825 bytes is more than 1024MiB`},
 		{"interval", with("CDC_FLUSH_INTERVAL", "soon"), `CDC_FLUSH_INTERVAL: "soon" is not a duration, e.g. 500ms, 1s, 24h`},
 		{"interval zero", with("CDC_FLUSH_INTERVAL", "0s"), `CDC_FLUSH_INTERVAL: "0s" must be greater than zero`},
 		{"inserts in flight zero", with("CDC_INSERTS_IN_FLIGHT", "0"), `CDC_INSERTS_IN_FLIGHT: "0" is not a positive whole number`},

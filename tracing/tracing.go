@@ -132,13 +132,27 @@ func readConfig(getenv func(string) string) (config, bool, error) {
 	u, err := url.Parse(cfg.endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return config{}, false, &ConfigError{Var: cfg.endpointVar,
-			Err: fmt.Errorf("want a URL like http://collector:4318, got %q", cfg.endpoint)}
+			Err: fmt.Errorf("want a URL like http://collector:4318, got %q", hideUserinfo(cfg.endpoint))}
 	}
 	if base && cfg.protocol == ProtocolHTTP {
 		u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/traces"
 		cfg.endpoint = u.String()
 	}
 	return cfg, true, nil
+}
+
+// hideUserinfo is an endpoint as a message may show it: what comes before
+// an @ may be a user and a token, and is hidden.
+func hideUserinfo(endpoint string) string {
+	at := strings.LastIndex(endpoint, "@")
+	if at < 0 {
+		return endpoint
+	}
+	start := 0
+	if i := strings.Index(endpoint, "://"); i >= 0 && i < at {
+		start = i + len("://")
+	}
+	return endpoint[:start] + "xxxxx" + endpoint[at:]
 }
 
 func protocolErr(name, got string) error {
@@ -160,7 +174,7 @@ func newExporter(ctx context.Context, cfg config) (*otlptrace.Exporter, error) {
 		err = errors.New("unreachable: protocol checked by readConfig")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create otlp %s trace exporter for %s: %w", cfg.protocol, cfg.endpoint, err)
+		return nil, fmt.Errorf("create otlp %s trace exporter for %s: %w", cfg.protocol, hideUserinfo(cfg.endpoint), err)
 	}
 	return exp, nil
 }

@@ -107,6 +107,10 @@ func TestSetup_OffOrBadConfig(t *testing.T) {
 			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}},
 		{name: "traces endpoint not a url", wantVar: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
 			env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://[::1"}},
+		{name: "endpoint with credentials, without scheme", wantVar: "OTEL_EXPORTER_OTLP_ENDPOINT",
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "tenant:s3cr3t@collector:4318"}},
+		{name: "endpoint with credentials, not a url", wantVar: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+			env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://tenant:s3cr3t@[::1"}},
 		{name: "bad sdk disabled", wantVar: "OTEL_SDK_DISABLED",
 			env: map[string]string{"OTEL_SDK_DISABLED": "yes", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}},
 		{name: "unsupported exporter", wantVar: "OTEL_TRACES_EXPORTER",
@@ -123,6 +127,9 @@ func TestSetup_OffOrBadConfig(t *testing.T) {
 				var ce *tracing.ConfigError
 				if !errors.As(err, &ce) || ce.Var != tt.wantVar || !strings.HasPrefix(err.Error(), tt.wantVar+": ") {
 					t.Fatalf("Setup error = %v, want a ConfigError naming %s", err, tt.wantVar)
+				}
+				if strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "tenant") {
+					t.Fatalf("Setup error = %v, shows the endpoint's credentials", err)
 				}
 			}
 			if _, ok := tp.(noop.TracerProvider); !ok {
