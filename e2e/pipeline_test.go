@@ -4,11 +4,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/eventcdc/cdc/internal/testenv"
 )
 
 type chEvent struct {
@@ -198,6 +202,52 @@ func TestPipeline_ColumnAddedWhileStreamingIsCarried(t *testing.T) {
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("rows = %v, want %v", got, want)
 	}
+}
+
+// A second SIGTERM ends the process at once: the first one's shutdown waits
+// up to CDC_SHUTDOWN_TIMEOUT for an INSERT into a ClickHouse that does not
+// answer, and a second signal means now. Nothing unstored was acknowledged,
+// so the next start stores the events.
+func TestPipeline_SecondSignalEndsTheShutdownAtOnce(t *testing.T) {
+	w := newWorld(t)
+	w.auditInserts()
+	u, err := url.Parse(w.chDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fz := testenv.NewFreezer(t, u.Host)
+	dsn, err := fz.DSN(w.chDSN, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := w.start(map[string]string{"CDC_CLICKHOUSE_DSN": dsn, "CDC_FLUSH_INTERVAL": "50ms", "CDC_SHUTDOWN_TIMEOUT": "5m"})
+	w.insertEvents("before", 5)
+	w.waitRows(5, 30*time.Second)
+	fz.Freeze()
+	w.insertEvents("stuck", 10)
+	w.waitReceived(10 * time.Second)
+	time.Sleep(500 * time.Millisecond) // the batch is cut 50 ms after its commit, and its INSERT hangs
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+		t.Fatalf("exited on the first SIGTERM while its INSERT hangs: %v\n%s", c.err, tail(c.out.String(), 20))
+	case <-time.After(3 * time.Second):
+	}
+	start := time.Now()
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still running 10 s after a second SIGTERM:\n%s", tail(c.out.String(), 20))
+	}
+	if ws, ok := c.cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Fatalf("process state %v after a second SIGTERM; want ended by the signal", c.cmd.ProcessState)
+	}
+	t.Logf("ended %s after the second SIGTERM", time.Since(start).Round(time.Millisecond))
+	fz.Thaw()
+	w.start(nil)
+	w.waitRows(15, 60*time.Second)
+	w.assertExactlyOnce(15)
 }
 
 func TestPipeline_SIGTERMFlushesAcknowledgesAndExitsZero(t *testing.T) {

@@ -87,6 +87,11 @@ func usageErr(format string, args ...any) error {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// The first signal starts a graceful shutdown, which may wait up to
+	// CDC_SHUTDOWN_TIMEOUT for an INSERT. A second one ends the process at
+	// once, as the signal's default does: whoever sends it means now, and
+	// nothing not stored has been acknowledged.
+	context.AfterFunc(ctx, stop)
 	os.Exit(Main(ctx, os.Args[1:], os.Getenv, os.Environ(), os.Stdout, os.Stderr))
 }
 
