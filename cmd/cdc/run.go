@@ -38,13 +38,9 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	}
 	log.Info("starting", summary...)
 
-	// A soft memory limit sized from the batch limit keeps garbage from
-	// piling up between collections: the live heap is at most the batches
-	// held (the open one and those being inserted) plus one block per
-	// INSERT, and without a limit the GC lets the heap double before it
-	// runs. An explicit GOMEMLIMIT wins.
+	// An explicit GOMEMLIMIT wins.
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(int64((cfg.InsertsInFlight+1)*cfg.BatchMaxBytes) + 64<<20)
+		debug.SetMemoryLimit(memoryLimit(cfg))
 	}
 
 	// Before any connection: a bad OTEL_* setting is a configuration error.
@@ -157,4 +153,15 @@ func openPool(dsn string) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("open postgres pool: %w", err)
 	}
 	return pool, nil
+}
+
+// memoryLimit is the soft memory limit cdc run sets for Go's collector. It
+// keeps garbage from piling up between collections (without one the heap
+// doubles before the collector runs), and it sits above the live heap the
+// pipeline allows, or the collector would run without pause while it is
+// full: the writer's budget for INSERTs in flight (each a batch and its
+// block copies), the batch being filled, the replication read-ahead buffer,
+// and 52 MiB for the rest of the process. That is 112.5 MiB by default.
+func memoryLimit(cfg config.Config) int64 {
+	return int64(sink.InsertBudget(cfg.InsertsInFlight, cfg.BatchMaxBytes)+cfg.BatchMaxBytes+cfg.PGReceiveBuffer) + 52<<20
 }
