@@ -1,7 +1,10 @@
 // Package retention deletes old outbox rows. The rows are only a staging
 // area: the WAL already carries every insert to the slot, so deleting a row
 // — even one not yet streamed — loses no event. Deletes go in small batches
-// so they never hold long locks or write a WAL burst.
+// with a pause between them, so they never hold long locks, and a backlog
+// of old rows (retention switched back on after days off) is deleted as a
+// steady trickle of WAL rather than a burst the walsender must decode
+// ahead of new events.
 //
 // Age is event_date_time's: the outbox has no insertion time. So a row at
 // '-infinity' goes at the first sweep and one at 'infinity' never goes;
@@ -26,6 +29,7 @@ type Cleaner struct {
 	Keep      time.Duration
 	Every     time.Duration // between sweeps
 	BatchSize int           // rows per DELETE
+	Pause     time.Duration // between the DELETEs of one sweep
 	Log       *zap.Logger
 	// Horizon, when set, says before when every event has been stored
 	// (replication.State.Horizon: the oldest event pending, or the last
@@ -106,8 +110,13 @@ func (c *Cleaner) sweep(ctx context.Context) (total int64, swept bool, err error
 			return total, true, fmt.Errorf("delete old outbox rows: %w", err)
 		}
 		total += tag.RowsAffected()
-		if tag.RowsAffected() < int64(c.BatchSize) || ctx.Err() != nil {
+		if tag.RowsAffected() < int64(c.BatchSize) {
 			return total, true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return total, true, nil
+		case <-time.After(c.Pause):
 		}
 	}
 }

@@ -274,3 +274,41 @@ func outboxIDs(t *testing.T, pool *pgxpool.Pool) []string {
 	slices.Sort(ids)
 	return ids
 }
+
+// A sweep pauses between its DELETEs, so a backlog of old rows goes as a
+// trickle of WAL; a shutdown during a pause ends the sweep at once.
+func TestSweep_PausesBetweenDeletes(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	insert := func(n int) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+			SELECT 'e', 'test', '{}', now() - interval '2 days' FROM generate_series(1, $1)`, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const pause = 300 * time.Millisecond
+	c := &Cleaner{Pool: pool, Keep: time.Hour, BatchSize: 10, Pause: pause, Log: zap.NewNop()}
+	insert(25)
+	start := time.Now()
+	n, err := c.Sweep(ctx)
+	took := time.Since(start)
+	// Three DELETEs (10, 10, 5 rows), a pause after each full one.
+	if err != nil || n != 25 {
+		t.Fatalf("sweep deleted %d rows (%v), want 25", n, err)
+	}
+	if took < 2*pause {
+		t.Fatalf("a sweep of three DELETEs took %s; want at least two pauses of %s", took, pause)
+	}
+	insert(25)
+	cctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(pause/3, cancel)
+	start = time.Now()
+	n, err = c.Sweep(cctx)
+	if took := time.Since(start); err != nil || n != 10 || took >= pause {
+		t.Fatalf("a sweep cancelled during its first pause deleted %d rows (%v) in %s; want 10, under %s", n, err, took, pause)
+	}
+	if left := len(outboxIDs(t, pool)); left != 15 {
+		t.Fatalf("%d outbox rows left, want the 15 the next sweep deletes", left)
+	}
+}

@@ -104,7 +104,7 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	})
 	mon := &status.Monitor{Pool: pool, Slot: cfg.SlotName, Every: 5 * time.Second, Metrics: m, Log: log.Named("monitor")}
 	g.Go(func() error { return mon.Run(gctx) })
-	cleaner := &retention.Cleaner{Pool: pool, Keep: cfg.OutboxRetention, Every: time.Minute, BatchSize: 1000, Log: log.Named("retention"),
+	cleaner := &retention.Cleaner{Pool: pool, Keep: cfg.OutboxRetention, Every: time.Minute, BatchSize: 1000, Pause: 20 * time.Millisecond, Log: log.Named("retention"),
 		Horizon: rep.State().Horizon}
 	g.Go(func() error { return cleaner.Run(gctx) })
 	if cfg.MetricsAddr != "off" {
