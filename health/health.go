@@ -92,23 +92,54 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func (s *Server) probe(ctx context.Context) {
+	for _, c := range s.Checks {
+		go s.probeOne(ctx, c)
+	}
+}
+
+// probeOne runs one check every s.Every, each with s.Every to answer. A
+// check that outlasts it (a driver that ignores its context while a new
+// connection's handshake hangs) is recorded as not answering each time
+// s.Every passes, and is not started again until it returns: the checks
+// do not wait on each other, and a hung one does not pile up.
+func (s *Server) probeOne(ctx context.Context, c Check) {
 	t := time.NewTicker(s.Every)
 	defer t.Stop()
+	done := make(chan error, 1)
+	var started time.Time
 	for {
-		for _, c := range s.Checks {
-			cctx, cancel := context.WithTimeout(ctx, s.Every)
-			err := c.Fn(cctx)
-			cancel()
-			s.mu.Lock()
-			s.results[c.Name] = result{err: err, at: time.Now()}
-			s.mu.Unlock()
+		if started.IsZero() {
+			started = time.Now()
+			go func() {
+				cctx, cancel := context.WithTimeout(ctx, s.Every)
+				defer cancel()
+				done <- c.Fn(cctx)
+			}()
 		}
+		wait := time.NewTimer(s.Every)
+		select {
+		case err := <-done:
+			started = time.Time{}
+			s.record(c.Name, err)
+		case <-wait.C:
+			s.record(c.Name, fmt.Errorf("no answer in %s", time.Since(started).Round(time.Millisecond)))
+		case <-ctx.Done():
+			wait.Stop()
+			return
+		}
+		wait.Stop()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+func (s *Server) record(name string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.results[name] = result{err: err, at: time.Now()}
 }
 
 func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
