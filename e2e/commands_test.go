@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -1014,4 +1015,67 @@ func TestCommands_RetentionRunsWithLeastPrivilege(t *testing.T) {
 		n := w.pgCount(`SELECT count(*) FROM outbox`)
 		return n == 3, fmt.Sprintf("%d outbox rows", n)
 	})
+}
+
+// deadletter list --json prints the letters a page at a time, and the
+// array it prints is what json.Encoder with a two-space indent prints for
+// them all at once: every letter once, in id order, up to --limit.
+func TestCommands_DeadLetterListJSONIsPrintedPageByPage(t *testing.T) {
+	w := newWorld(t)
+	if stdout, stderr, code := w.runOperator(nil, "deadletter", "list", "--json"); code != 0 || stdout != "[]\n" {
+		t.Fatalf("list --json of no letters: exit %d, %q (%s); want 0, \"[]\\n\"", code, stdout, stderr)
+	}
+	// 40 KiB letters: pages of CDC_BATCH_MAX_BYTES=64KiB hold two each.
+	w.exec(`INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
+		SELECT gen_random_uuid(), '0/16B3748', i, jsonb_build_object('event_context', repeat('<x&>', 10240), 'n', i::text, 'nothing', null), 'refused ' || i
+		FROM generate_series(1, 7) i`)
+	type fullLetter struct {
+		ID        int64              `json:"id"`
+		EventID   *string            `json:"event_id"`
+		CommitLSN string             `json:"commit_lsn"`
+		Seq       int64              `json:"seq"`
+		RowData   map[string]*string `json:"row_data"`
+		Error     string             `json:"error"`
+		CreatedAt time.Time          `json:"created_at"`
+	}
+	want := func(limit int) string {
+		rows, err := w.pg.Query(context.Background(), `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter ORDER BY id LIMIT $1`, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var all []fullLetter
+		for rows.Next() {
+			var l fullLetter
+			if err := rows.Scan(&l.ID, &l.EventID, &l.CommitLSN, &l.Seq, &l.RowData, &l.Error, &l.CreatedAt); err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, l)
+		}
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(all); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	for _, limit := range []int{7, 5, 1, 100} {
+		stdout, stderr, code := w.runOperator(map[string]string{"CDC_BATCH_MAX_BYTES": "64KiB"}, "deadletter", "list", "--json", "--limit", strconv.Itoa(limit))
+		if code != 0 {
+			t.Fatalf("list --json --limit %d: exit %d: %s", limit, code, stderr)
+		}
+		if exp := want(limit); stdout != exp {
+			t.Fatalf("list --json --limit %d printed %d bytes, json.Encoder %d; they differ from byte %d", limit, len(stdout), len(exp), firstDiff(stdout, exp))
+		}
+	}
+}
+
+func firstDiff(a, b string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -286,21 +288,12 @@ func runDeadLetterList(ctx context.Context, cfg config.Config, args []string, st
 	}
 	defer pool.Close()
 	store := deadletter.New(pool)
-	letters, err := store.List(ctx, *limit, *asJSON)
+	if *asJSON {
+		return printLettersJSON(ctx, store, *limit, cfg, stdout)
+	}
+	letters, err := store.List(ctx, *limit, false)
 	if err != nil {
 		return err
-	}
-	if *asJSON {
-		out := make([]letterJSON, len(letters))
-		for i, l := range letters {
-			out[i] = letterJSON(l)
-		}
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
-			return fmt.Errorf("print dead letters: %w", err)
-		}
-		return nil
 	}
 	total, err := store.Count(ctx)
 	if err != nil {
@@ -320,6 +313,57 @@ func runDeadLetterList(ctx context.Context, cfg config.Config, args []string, st
 		return fmt.Errorf("print dead letters: %w", err)
 	}
 	fmt.Fprintf(stdout, "%d of %d dead letters shown\n", len(letters), total)
+	return nil
+}
+
+// printLettersJSON prints up to limit letters with their values as one
+// indented JSON array, reading and printing them a page at a time: letters
+// may hold tens of MB each, and --limit 100 of them must not all be in
+// memory at once (twice over, encoded). Pages are bounded like replay's,
+// by CDC_BATCH_MAX_ROWS and CDC_BATCH_MAX_BYTES.
+func printLettersJSON(ctx context.Context, store *deadletter.Store, limit int, cfg config.Config, stdout io.Writer) error {
+	w := bufio.NewWriter(stdout)
+	printed := 0
+	var after int64
+	for printed < limit {
+		page, more, err := store.Page(ctx, after, math.MaxInt64, min(limit-printed, cfg.BatchMaxRows), cfg.BatchMaxBytes)
+		if err != nil {
+			return err
+		}
+		for _, l := range page {
+			// The array's elements as json.Encoder with SetIndent("",
+			// "  ") prints them.
+			b, err := json.MarshalIndent(letterJSON(l), "  ", "  ")
+			if err != nil {
+				return fmt.Errorf("print dead letter %d: %w", l.ID, err)
+			}
+			sep := ",\n  "
+			if printed == 0 {
+				sep = "[\n  "
+			}
+			if _, err := w.WriteString(sep); err != nil {
+				return fmt.Errorf("print dead letters: %w", err)
+			}
+			if _, err := w.Write(b); err != nil {
+				return fmt.Errorf("print dead letters: %w", err)
+			}
+			printed++
+			after = l.ID
+		}
+		if !more || len(page) == 0 {
+			break
+		}
+	}
+	end := "\n]\n"
+	if printed == 0 {
+		end = "[]\n"
+	}
+	if _, err := w.WriteString(end); err != nil {
+		return fmt.Errorf("print dead letters: %w", err)
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("print dead letters: %w", err)
+	}
 	return nil
 }
 
