@@ -1,5 +1,15 @@
 package backfill
 
+import "time"
+
 // PageQuery is the query and arguments the scanner's next page runs, for
 // tests that EXPLAIN it.
 func (s *Scanner) PageQuery() (string, []any) { return s.query() }
+
+// SetRetryWaits sets the pauses between tries of a failed write, for a
+// test, and returns the function that puts them back.
+func SetRetryWaits(w []time.Duration) (restore func()) {
+	old := retryWaits
+	retryWaits = w
+	return func() { retryWaits = old }
+}

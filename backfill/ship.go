@@ -3,6 +3,9 @@ package backfill
 import (
 	"context"
 	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/eventcdc/cdc/decoder"
 	"github.com/eventcdc/cdc/sink"
@@ -23,7 +26,16 @@ type ShipResult struct {
 	Read        int // outbox rows read
 	Shipped     int // rows the sink stored
 	DeadLetters int // rows the sink refused, now in cdc_dead_letter
+	// Resume, when Ship fails, is the event_date_time of the first row
+	// not stored: a backfill from there on ships what is left (and again
+	// the rows stored at that very time, which is harmless).
+	Resume pgtype.Timestamptz
 }
+
+// retryWaits are the pauses before each new try of a write that failed for
+// another reason than a row's content: a network error, a restart, too many
+// parts. A backfill may run for hours; one such error should not end it.
+var retryWaits = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}
 
 // Ship re-sends every row the scanner yields through w, in batches of at
 // most maxBytes (a scanner page is at most maxRows rows). Refused rows go to
@@ -36,16 +48,33 @@ type ShipResult struct {
 // Rows carry commit LSN 0, which no WAL position has, marking them as not
 // streamed; their sequence numbers count rows within this run. They must be
 // distinct: the sink orders and separates rows by position when it sets one
-// aside. progress, if not nil, is called after every stored batch.
-func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w Writer, dl DeadLetters, maxBytes int, progress func(ShipResult)) (ShipResult, error) {
+// aside. progress, if not nil, is called after every stored batch, and
+// retry before each new try of a failed write (retryWaits); when the last
+// try fails too, ShipResult.Resume says where to start again.
+func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w Writer, dl DeadLetters, maxBytes int, progress func(ShipResult), retry func(err error, wait time.Duration)) (ShipResult, error) {
 	var res ShipResult
 	var seq uint64
+	var first pgtype.Timestamptz // of the batch being filled
 	flush := func(b *sink.Batch) error {
 		if len(b.Rows) == 0 {
 			return nil
 		}
 		rejected, err := w.Write(ctx, b)
+		for _, wait := range retryWaits {
+			if err == nil || ctx.Err() != nil {
+				break
+			}
+			if retry != nil {
+				retry(err, wait)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+				rejected, err = w.Write(ctx, b)
+			}
+		}
 		if err != nil {
+			res.Resume = first
 			return fmt.Errorf("store %d rows (%d shipped before): %w", len(b.Rows), res.Shipped, err)
 		}
 		if err := dl.Put(ctx, rejected); err != nil {
@@ -78,6 +107,9 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w Writer, dl 
 					return res, err
 				}
 				b = &sink.Batch{}
+			}
+			if len(b.Rows) == 0 {
+				first = r.Time
 			}
 			b.Rows = append(b.Rows, sink.Row{Relation: rel, Values: r.Values, Pos: sink.Position{Seq: seq}, CommitTime: r.Time.Time, Size: size})
 			b.Bytes += size

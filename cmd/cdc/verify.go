@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -79,6 +80,19 @@ func parseSince(s string) (time.Time, error) {
 		return time.Time{}, usageErr("--since %q is not %s", s, sinceHelp)
 	}
 	return t, nil
+}
+
+// resumeSince is the --since that ships what a failed backfill left, from
+// the first row it did not store; false when that row is dated infinity,
+// which no --since names (docs/operations.md, Rows dated infinity).
+func resumeSince(t pgtype.Timestamptz) (string, bool) {
+	switch {
+	case !t.Valid || t.InfinityModifier == pgtype.Infinity:
+		return "", false
+	case t.InfinityModifier == pgtype.NegativeInfinity:
+		return "-infinity", true
+	}
+	return t.Time.UTC().Format(time.RFC3339Nano), true
 }
 
 // formatSince prints a --since as given: the zero time is -infinity.
@@ -233,10 +247,15 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 	sc := backfill.NewScanner(pool, rel, since, time.Time{}, cfg.BatchMaxRows, cfg.BatchMaxBytes, true)
 	res, err := backfill.Ship(ctx, sc, rel, ch, deadletter.New(pool), cfg.BatchMaxBytes, func(r backfill.ShipResult) {
 		log.Info("backfill batch stored", zap.Int("shipped", r.Shipped), zap.Int("dead_letters", r.DeadLetters))
+	}, func(err error, wait time.Duration) {
+		log.Warn("storing a backfill batch failed; retrying", zap.Error(err), zap.Duration("retry_in", wait))
 	})
 	fmt.Fprintf(stdout, "backfill since %s: %d outbox rows read, %d shipped to %s, %d refused (dead letters)\n",
 		formatSince(since), res.Read, res.Shipped, sink.Table, res.DeadLetters)
 	if err != nil {
+		if from, ok := resumeSince(res.Resume); ok {
+			fmt.Fprintf(stdout, "every row before %s is stored; to go on from there: cdc backfill --since %s\n", from, from)
+		}
 		return err
 	}
 	if res.DeadLetters > 0 {

@@ -1,0 +1,103 @@
+package backfill_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/backfill"
+	"github.com/eventcdc/cdc/deadletter"
+	"github.com/eventcdc/cdc/internal/testenv"
+	"github.com/eventcdc/cdc/sink"
+	ddl "github.com/eventcdc/cdc/sql"
+)
+
+// flakySink is the real ClickHouse sink behind a link that fails: the
+// writes numbered in fail return an error (a network error, say) without
+// reaching the server.
+type flakySink struct {
+	*sink.ClickHouse
+	mu     sync.Mutex
+	writes int
+	fail   func(n int) bool
+}
+
+func (f *flakySink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, error) {
+	f.mu.Lock()
+	f.writes++
+	n := f.writes
+	f.mu.Unlock()
+	if f.fail(n) {
+		return nil, errors.New("write: connection reset by peer")
+	}
+	return f.ClickHouse.Write(ctx, b)
+}
+
+// A write that fails for another reason than a row's content is tried
+// again after each of the retry waits; when the last try fails too, Ship
+// says where to resume, and a backfill from there stores the rest.
+func TestShip_RetriesAFailedWriteThenSaysWhereToResume(t *testing.T) {
+	defer backfill.SetRetryWaits([]time.Duration{time.Millisecond, 2 * time.Millisecond})()
+	ctx := context.Background()
+	pool := outbox(t)
+	ch, err := sink.Open(testenv.Get(t).NewClickHouse(t), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	if err := ddl.MigrateClickHouse(ctx, ch.Conn()); err != nil {
+		t.Fatal(err)
+	}
+	// 30 events a minute apart; 10 rows per page, so a batch per page.
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'e', 'test', '{}', '2026-01-01 00:00:00+00'::timestamptz + i * interval '1 minute' FROM generate_series(0, 29) i`); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := backfill.LoadRelation(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func() uint64 {
+		var n uint64
+		if err := ch.Conn().QueryRow(ctx, "SELECT count() FROM event_log FINAL").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// Writes 2 and 3 fail: the second batch is stored at its third try.
+	flaky := &flakySink{ClickHouse: ch, fail: func(n int) bool { return n == 2 || n == 3 }}
+	var waits []time.Duration
+	sc := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10, 0, true)
+	res, err := backfill.Ship(ctx, sc, rel, flaky, deadletter.New(pool), 1<<20, nil, func(_ error, wait time.Duration) { waits = append(waits, wait) })
+	if err != nil || res.Shipped != 30 || len(waits) != 2 || waits[0] != time.Millisecond || waits[1] != 2*time.Millisecond {
+		t.Fatalf("ship through two failed writes: %+v, %v, waits %v; want 30 shipped after waits of 1ms and 2ms", res, err, waits)
+	}
+	if n := stored(); n != 30 {
+		t.Fatalf("event_log holds %d events, want 30", n)
+	}
+
+	// From its second batch on, every write fails: the first tries and
+	// its two retries. Resume is the time of the batch's first row.
+	if err := ch.Conn().Exec(ctx, "TRUNCATE TABLE event_log"); err != nil {
+		t.Fatal(err)
+	}
+	flaky = &flakySink{ClickHouse: ch, fail: func(n int) bool { return n >= 2 }}
+	sc = backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10, 0, true)
+	res, err = backfill.Ship(ctx, sc, rel, flaky, deadletter.New(pool), 1<<20, nil, nil)
+	want := time.Date(2026, 1, 1, 0, 10, 0, 0, time.UTC)
+	if err == nil || res.Shipped != 10 || flaky.writes != 4 || !res.Resume.Valid || !res.Resume.Time.Equal(want) {
+		t.Fatalf("ship with a link that stays down: %+v, %v, %d writes; want an error, 10 shipped, 4 writes, resume at %s", res, err, flaky.writes, want)
+	}
+	sc = backfill.NewScanner(pool, rel, res.Resume.Time, time.Time{}, 10, 0, true)
+	if res, err := backfill.Ship(ctx, sc, rel, ch, deadletter.New(pool), 1<<20, nil, nil); err != nil || res.Shipped != 20 {
+		t.Fatalf("ship from the resume point: %+v, %v; want the other 20 shipped", res, err)
+	}
+	if n := stored(); n != 30 {
+		t.Fatalf("event_log holds %d events after resuming, want 30", n)
+	}
+}
