@@ -107,6 +107,22 @@ func (c *traceCell) value() any {
 	return &c.v
 }
 
+// lowCardinalityCell hands a LowCardinality column a string where the
+// inner cell holds bytes: clickhouse-go keys its dictionary by the value, and
+// a []byte key panics (hash of unhashable type), which would stop the
+// connector on every row.
+type lowCardinalityCell struct{ inner cell }
+
+func (c *lowCardinalityCell) set(v decoder.Value) error { return c.inner.set(v) }
+
+func (c *lowCardinalityCell) value() any {
+	v := c.inner.value()
+	if b, ok := v.([]byte); ok {
+		return string(b)
+	}
+	return v
+}
+
 // cellFor returns the cell for a ClickHouse type name as the server reports
 // it, e.g. "UInt64", "Nullable(String)", "DateTime('UTC')".
 func cellFor(chType string) cell { return newCell(chType, false) }
@@ -116,7 +132,7 @@ func newCell(chType string, byValue bool) cell {
 		return &nullCell{inner: newCell(inner, byValue)}
 	}
 	if inner, ok := unwrap(chType, "LowCardinality"); ok {
-		return newCell(inner, true)
+		return &lowCardinalityCell{inner: newCell(inner, true)}
 	}
 	switch {
 	case chType == "String":
@@ -126,7 +142,7 @@ func newCell(chType string, byValue bool) cell {
 	case chType == "UUID":
 		return &valueCell[uuid.UUID]{parse: parseUUID, byValue: byValue}
 	case strings.HasPrefix(chType, "DateTime64("):
-		return &valueCell[time.Time]{zero: epoch, parse: parseDateTime64, byValue: byValue}
+		return &valueCell[time.Time]{zero: epoch, parse: parseDateTime64(dateTime64Precision(chType)), byValue: byValue}
 	case chType == "DateTime" || strings.HasPrefix(chType, "DateTime("):
 		return &valueCell[time.Time]{zero: epoch, parse: parseDateTime, byValue: byValue}
 	case chType == "Date":
@@ -243,13 +259,15 @@ func clip(b []byte) string {
 // DateTime is seconds since 1970 in a UInt32 on every server version; 18.16
 // reads the last hours of that range, from 2106-02-07 on, back as 1970, so
 // the range ends a day early. Date is days since 1970 in a UInt16.
-// DateTime64 is ticks in an Int64, and 23.8 supports 1900 to 2299 for it.
+// DateTime64 is ticks in an Int64, and 23.8 supports 1900 to 2299 for it;
+// clickhouse-go computes the ticks from nanoseconds since 1970, which an
+// int64 holds only until 2262-04-11, so the range ends the day before.
 var (
 	minDateTime   = time.Unix(0, 0)
 	maxDateTime   = time.Date(2106, 2, 7, 0, 0, 0, 0, time.UTC)
 	maxDate       = time.Unix((math.MaxUint16+1)*86400, 0) // 2149-06-07, exclusive
 	minDateTime64 = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
-	maxDateTime64 = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxDateTime64 = time.Date(2262, 4, 11, 0, 0, 0, 0, time.UTC)
 	epoch         = time.Unix(0, 0).UTC() // a NULL DateTime, DateTime64 or Date
 )
 
@@ -336,17 +354,36 @@ func parseUTCTimestamp(b []byte) (time.Time, bool) {
 	return t, true
 }
 
-// parseDateTime64 keeps the fraction; clickhouse-go cuts it to the
-// column's precision.
-func parseDateTime64(b []byte) (time.Time, error) {
-	t, err := parseTimestamp(b)
-	if err != nil {
-		return time.Time{}, err
+// parseDateTime64 keeps the fraction down to the column's precision (0 to
+// 9 digits), cut toward the past: clickhouse-go divides nanoseconds since
+// 1970, which rounds a time before 1970 toward it instead
+// (1969-12-31 23:59:59.9995 would become 1970-01-01 00:00:00.000 at 3).
+func parseDateTime64(precision int) func([]byte) (time.Time, error) {
+	tick := time.Duration(1)
+	for range 9 - precision {
+		tick *= 10
 	}
-	if t.Before(minDateTime64) || !t.Before(maxDateTime64) {
-		return time.Time{}, fmt.Errorf("%q is outside DateTime64's range 1900-01-01 to 2299-12-31", b)
+	return func(b []byte) (time.Time, error) {
+		t, err := parseTimestamp(b)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if t.Before(minDateTime64) || !t.Before(maxDateTime64) {
+			return time.Time{}, fmt.Errorf("%q is outside DateTime64's range 1900-01-01 to 2262-04-10", b)
+		}
+		return t.Truncate(tick), nil
 	}
-	return t, nil
+}
+
+// dateTime64Precision reads p from "DateTime64(p)" or "DateTime64(p,
+// 'zone')"; 3, ClickHouse's default, when it cannot.
+func dateTime64Precision(chType string) int {
+	args := strings.TrimSuffix(strings.TrimPrefix(chType, "DateTime64("), ")")
+	p, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(args, ",", 2)[0]))
+	if err != nil || p < 0 || p > 9 {
+		return 3
+	}
+	return p
 }
 
 func parseDate(b []byte) (time.Time, error) {
