@@ -893,9 +893,11 @@ func TestCommands_UnusableSettingExitsTwo(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{"migrate_dsn", []string{"migrate"}, badDSN, "cdc migrate: CDC_PG_DSN: cannot parse"},
-		{"run_dsn", []string{"run"}, badDSN, "cdc run: CDC_PG_DSN: cannot parse"},
-		{"status_dsn", []string{"status"}, badDSN, "cdc status: CDC_PG_DSN: cannot parse"},
+		{"migrate_dsn", []string{"migrate"}, badDSN, "cdc: invalid configuration: CDC_PG_DSN: cannot parse"},
+		{"run_dsn", []string{"run"}, badDSN, "cdc: invalid configuration: CDC_PG_DSN: cannot parse"},
+		{"status_dsn", []string{"status"}, badDSN, "cdc: invalid configuration: CDC_PG_DSN: cannot parse"},
+		{"backfill_clickhouse_dsn", []string{"backfill", "--since", "-infinity"}, env("CDC_CLICKHOUSE_DSN", "clickhouse://nobody:s3cret@127.0.0.1:1/none?dial_timeout=5"),
+			"cdc: invalid configuration: CDC_CLICKHOUSE_DSN: parse clickhouse dsn: clickhouse [dsn parse]: dial timeout: time: missing unit"},
 		{"metrics_addr", []string{"run"}, env("CDC_METRICS_ADDR", "abc"), `cdc: invalid configuration: CDC_METRICS_ADDR: "abc" is not host:port`},
 		{"log_level", []string{"status"}, env("CDC_LOG_LEVEL", "fatal"), `cdc: invalid configuration: CDC_LOG_LEVEL: "fatal" is not a level`},
 	} {

@@ -131,6 +131,9 @@ func badEvents() []struct {
 		{"bytes context not JSON", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = []byte(`not json`) }), outbox.ErrInvalidContext},
 		{"empty raw context", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = json.RawMessage{} }), outbox.ErrInvalidContext},
 		{"context not UTF-8", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = []byte("\"\xff\"") }), outbox.ErrInvalidContext},
+		{"marshaled context with raw invalid UTF-8", outbox.Publisher{}, with(func(e *outbox.Event) {
+			e.Context = struct{ P json.RawMessage }{json.RawMessage("\"\xff\"")}
+		}), outbox.ErrInvalidContext},
 		{"context not marshalable", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = map[string]any{"f": func() {}} }), outbox.ErrInvalidContext},
 		{"context NaN", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = math.NaN() }), outbox.ErrInvalidContext},
 		{"raw context too large", outbox.Publisher{MaxContextBytes: 8}, with(func(e *outbox.Event) { e.Context = json.RawMessage(`"123456789"`) }), outbox.ErrContextTooLarge},

@@ -120,6 +120,13 @@ func encodeContext(v any, limit int) ([]byte, error) {
 		if err := checkSize(b, limit); err != nil {
 			return nil, err
 		}
+		// encoding/json replaces invalid UTF-8 in strings it encodes, but
+		// copies a json.RawMessage or a MarshalJSON result as it is: the
+		// database would refuse the bytes and abort the caller's
+		// transaction.
+		if !utf8.Valid(b) {
+			return nil, fmt.Errorf("%w: context of type %T marshals to invalid UTF-8", ErrInvalidContext, v)
+		}
 		return b, nil
 	}
 	// Pre-encoded JSON: checked, never re-encoded.

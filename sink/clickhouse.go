@@ -168,11 +168,15 @@ func (c *ClickHouse) Ping(ctx context.Context) error {
 // Conn exposes the connection for administrative commands (migrate, verify).
 func (c *ClickHouse) Conn() driver.Conn { return c.conn }
 
-// Write stores the batch with one INSERT. Rows ClickHouse refuses for their
-// content come back as rejected, and the rest are stored; any other failure
-// (network, server down, missing table) is returned as an error and nothing
-// may be assumed stored: the caller retries the whole batch. Write is safe
-// for concurrent use: the pipeline keeps more than one INSERT in flight.
+// Write stores the batch with one INSERT, or one per outbox shape when the
+// batch spans an ALTER TABLE outbox ADD COLUMN: each INSERT names only the
+// columns its rows carry, so ClickHouse gives the rows written before the
+// ALTER the new column's DEFAULT, as it would any row that lacks it. Rows
+// ClickHouse refuses for their content come back as rejected, and the rest
+// are stored; any other failure (network, server down, missing table) is
+// returned as an error and nothing may be assumed stored: the caller retries
+// the whole batch. Write is safe for concurrent use: the pipeline keeps more
+// than one INSERT in flight.
 func (c *ClickHouse) Write(ctx context.Context, b *Batch) ([]Rejected, error) {
 	if len(b.Rows) == 0 {
 		return nil, nil
@@ -181,7 +185,39 @@ func (c *ClickHouse) Write(ctx context.Context, b *Batch) ([]Rejected, error) {
 		return nil, err
 	}
 	defer c.watch(ctx)()
-	return c.write(ctx, b.Rows, true)
+	var rejected []Rejected
+	for rows := b.Rows; len(rows) > 0; {
+		n := 1
+		for n < len(rows) && sameShape(rows[n].Relation, rows[0].Relation) {
+			n++
+		}
+		r, err := c.write(ctx, rows[:n], true)
+		if err != nil {
+			return nil, err
+		}
+		rejected = append(rejected, r...)
+		rows = rows[n:]
+	}
+	return rejected, nil
+}
+
+// sameShape reports whether two relation versions have the same columns by
+// name: their rows go into the same INSERT. PostgreSQL sends an unchanged
+// relation again (after a reconnect, in each streamed transaction), and
+// each message is a version of its own.
+func sameShape(a, b *decoder.Relation) bool {
+	if a == b {
+		return true
+	}
+	if len(a.Columns) != len(b.Columns) {
+		return false
+	}
+	for i := range a.Columns {
+		if a.Columns[i].Name != b.Columns[i].Name {
+			return false
+		}
+	}
+	return true
 }
 
 // watch counts a Write in progress until the function it returns is
@@ -375,11 +411,11 @@ func mergeRejected(a, b []Rejected) []Rejected {
 	return out
 }
 
-// plan is the INSERT for one batch: which event_log columns it names and,
-// for every relation version in the batch, where each one's value comes
-// from. A batch may span an ALTER TABLE outbox ADD COLUMN, so it may hold
-// rows of two relation versions; columns missing from a row's version get
-// the column type's zero value.
+// plan is the INSERT for rows of one outbox shape (Write splits a batch by
+// shape): which event_log columns it names and, for each relation version
+// among the rows, where each one's value comes from. An event_log column the
+// rows do not carry is left out of the INSERT, so ClickHouse gives it its
+// DEFAULT.
 type plan struct {
 	query   string
 	targets []string

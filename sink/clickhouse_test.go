@@ -340,3 +340,57 @@ func TestClickHouse_EveryConvertedTypeRoundTrips(t *testing.T) {
 		t.Fatalf("%d rows read back, want 2", seen)
 	}
 }
+
+// A batch that spans ALTER TABLE outbox ADD COLUMN is written as one INSERT
+// per outbox shape, each naming only the columns its rows carry: the rows
+// from before the ALTER get the event_log column's DEFAULT, not the type's
+// zero value or, for an Enum, a refusal. Versions of one shape (PostgreSQL
+// sends an unchanged relation again) share an INSERT.
+func TestClickHouse_BatchAcrossAnOutboxColumnAddedUsesTheDefault(t *testing.T) {
+	ch, _ := newSink(t)
+	ctx := context.Background()
+	if err := ch.Conn().Exec(ctx, "ALTER TABLE event_log ADD COLUMN level String DEFAULT 'info', ADD COLUMN kind Enum8('a' = 1, 'b' = 2) DEFAULT 'b'"); err != nil {
+		t.Fatal(err)
+	}
+	v1 := outboxRel
+	again := &decoder.Relation{ID: v1.ID, Namespace: v1.Namespace, Name: v1.Name, Columns: slices.Clone(v1.Columns)}
+	v2 := &decoder.Relation{ID: v1.ID, Namespace: v1.Namespace, Name: v1.Name,
+		Columns: append(slices.Clone(v1.Columns), decoder.Column{Name: "level"}, decoder.Column{Name: "kind"})}
+	at := func(seq uint64, rel *decoder.Relation, extra ...decoder.Value) sink.Row {
+		r := row(seq, "1", "10.0.0.1")
+		r.Relation, r.Values = rel, append(r.Values, extra...)
+		return r
+	}
+	b := &sink.Batch{Rows: []sink.Row{
+		at(1, v1), at(2, again), at(3, v2, text("warn"), text("a")), at(4, v2, text("error"), text("b")), at(5, v1),
+	}}
+	rejected, err := ch.Write(ctx, b)
+	if err != nil || len(rejected) != 0 {
+		t.Fatalf("write: %v, %d rejected (%v)", err, len(rejected), rejected)
+	}
+	rows, err := ch.Conn().Query(ctx, "SELECT cdc_seq, level, toString(kind) FROM event_log ORDER BY cdc_seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var seq uint64
+		var level, kind string
+		if err := rows.Scan(&seq, &level, &kind); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%d/%s/%s", seq, level, kind))
+	}
+	if want := "1/info/b 2/info/b 3/warn/a 4/error/b 5/info/b"; strings.Join(got, " ") != want {
+		t.Fatalf("rows %q, want %q", strings.Join(got, " "), want)
+	}
+	// Three runs of one shape: seqs 1–2, 3–4 and 5.
+	var parts uint64
+	if err := ch.Conn().QueryRow(ctx, "SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = 'event_log' AND level = 0").Scan(&parts); err != nil {
+		t.Fatal(err)
+	}
+	if parts != 3 {
+		t.Fatalf("%d level-0 parts, want 3: one INSERT per run of one outbox shape", parts)
+	}
+}
