@@ -44,17 +44,17 @@ type Config struct {
 // default). Two INSERTs in flight keep ClickHouse busy while the other one's
 // reply travels back.
 const (
-	DefaultSlotName        = "cdc_outbox"
-	DefaultPublication     = "cdc_outbox"
-	DefaultBatchMaxRows    = 50000
-	DefaultBatchMaxBytes   = 16 << 20
+	DefaultSlotName      = "cdc_outbox"
+	DefaultPublication   = "cdc_outbox"
+	DefaultBatchMaxRows  = 50000
+	DefaultBatchMaxBytes = 16 << 20
 	// MinBatchMaxBytes refuses a unit left off (CDC_BATCH_MAX_BYTES=16,
 	// meant as MiB), which would make every event an INSERT of its own
 	// and ClickHouse refuse them as too many parts. MaxBatchMaxBytes
 	// keeps the memory the connector holds, (CDC_INSERTS_IN_FLIGHT + 1)
 	// batches, within what a sidecar is given.
-	MinBatchMaxBytes = 64 << 10
-	MaxBatchMaxBytes = 1 << 30
+	MinBatchMaxBytes       = 64 << 10
+	MaxBatchMaxBytes       = 1 << 30
 	DefaultFlushInterval   = time.Second
 	DefaultInsertsInFlight = 2
 	MaxInsertsInFlight     = 16
