@@ -21,6 +21,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	byteorder "encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -900,5 +901,63 @@ func TestFaults_RefusedRowsAreDeadLettered(t *testing.T) {
 	w.assertExactlyOnce(5)
 	if n := w.chCount("SELECT count() FROM event_log WHERE event_id = toUUID('" + bad.String() + "')"); n != 0 {
 		t.Errorf("the refused event is in event_log %d times", n)
+	}
+}
+
+// event_log may hold rows of another WAL history than the server's: the
+// database was moved to a new cluster, whose WAL starts again from a low
+// position. Such a row can have the commit LSN and ordinal of a new event,
+// and skipping the new event as already stored would lose it. A stored
+// position past the server's WAL gives the other history away; while one
+// is there, nothing is skipped.
+func TestFaults_PositionsOfAnotherWALHistoryAreNotSkipped(t *testing.T) {
+	w := newWorld(t)
+	w.auditInserts()
+	w.insertEvents("new", 3)
+	// The commit LSN of the three events' transaction: its Begin
+	// message's final LSN, as the connector will read it.
+	var commit uint64
+	rows, err := w.pg.Query(context.Background(), `SELECT data FROM pg_logical_slot_peek_binary_changes('cdc_outbox', NULL, NULL,
+		'proto_version', '1', 'publication_names', 'cdc_outbox')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			t.Fatal(err)
+		}
+		if len(data) >= 9 && data[0] == 'B' {
+			commit = byteorder.BigEndian.Uint64(data[1:9])
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || commit == 0 {
+		t.Fatalf("peek the slot: %v, commit LSN %d", err, commit)
+	}
+	// Rows of the old history: one at the first new event's position, one
+	// far past this server's WAL.
+	for _, pos := range []struct {
+		typ string
+		lsn uint64
+	}{{"old_same_position", commit}, {"old_far", 0xFFFF000000000000}} {
+		w.chExec(fmt.Sprintf(`INSERT INTO event_log (event_id, event_type, event_date_time, environment, event_context, metadata_version, cdc_commit_lsn, cdc_seq)
+			SELECT generateUUIDv4(), '%s', now(), 'old', '{}', 1, %d, 1`, pos.typ, pos.lsn))
+	}
+	c := w.start(nil)
+	waitFor(t, 60*time.Second, "the three new events in event_log", func() (bool, string) {
+		n := w.chCount("SELECT count() FROM event_log FINAL WHERE event_type = 'new'")
+		return n == 3, fmt.Sprintf("%d new events", n)
+	})
+	if !strings.Contains(c.out.String(), "from another WAL history") {
+		t.Errorf("no warning names the other WAL history:\n%s", tail(c.out.String(), 20))
+	}
+	w.insertEvents("later", 2)
+	waitFor(t, 60*time.Second, "the later events in event_log", func() (bool, string) {
+		n := w.chCount("SELECT count() FROM event_log FINAL WHERE event_type = 'later'")
+		return n == 2, fmt.Sprintf("%d later events", n)
+	})
+	if n := w.chCount("SELECT count() FROM event_log WHERE environment = 'old'"); n != 2 {
+		t.Errorf("%d rows of the old history, want the 2 inserted", n)
 	}
 }

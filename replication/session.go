@@ -79,6 +79,9 @@ func (r *Replicator) session(ctx context.Context) error {
 	// take the slot meanwhile, store rows and let it go again: the slot
 	// is looked up once more after the read, and the read done again if
 	// it moved.
+	if err := r.checkHistory(ctx, conn); err != nil {
+		return err
+	}
 	var skip *sink.Positions
 	for {
 		if skip, err = r.written(ctx, confirmed, sink.LastLSN); err != nil {
@@ -405,6 +408,9 @@ func queryRows(ctx context.Context, conn *pgconn.PgConn, sql string) ([][]string
 // written is the union of what the sink and the dead-letter table hold
 // with a commit LSN in [from, to): both count as settled.
 func (r *Replicator) written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
+	if r.foreign.Load() {
+		return &sink.Positions{}, nil
+	}
 	stored, err := r.sink.Written(ctx, from, to)
 	if err != nil {
 		return nil, wrapf(err, "read what the sink already stored")
@@ -424,6 +430,59 @@ func (r *Replicator) written(ctx context.Context, from, to pglogrepl.LSN) (*sink
 		stored.AddAll(dead)
 	}
 	return stored, nil
+}
+
+// checkHistory sets r.foreign when the sink or the dead letters hold a
+// position past the server's WAL. Positions are offsets in one server's
+// WAL history, and no row of that history can lie past the WAL flushed so
+// far, since a row is decoded only from flushed WAL; one that does came
+// from another history: the database moved to a new cluster (a dump and
+// restore, an upgrade through logical replication) or failed over to a
+// standby that had not received everything. Such a history's positions
+// say nothing of this one's rows, and skipping a replayed row because an
+// old row had its commit LSN and ordinal would lose it. So while any is
+// there, nothing is skipped: a replay may store a row twice, which FINAL
+// shows once. The server's WAL end is read after the stored positions, so
+// rows stored meanwhile by another connector are no false alarm.
+func (r *Replicator) checkHistory(ctx context.Context, conn *pgconn.PgConn) error {
+	var last pglogrepl.LSN
+	err := setupStep(ctx, func(ctx context.Context) (err error) {
+		last, err = r.sink.MaxLSN(ctx)
+		return err
+	})
+	if err != nil {
+		return wrapf(err, "read the sink's last position")
+	}
+	if r.dead != nil {
+		var dead pglogrepl.LSN
+		err := setupStep(ctx, func(ctx context.Context) (err error) {
+			dead, err = r.dead.MaxLSN(ctx)
+			return err
+		})
+		if err != nil {
+			return wrapf(err, "read the dead letters' last position")
+		}
+		last = max(last, dead)
+	}
+	var sys pglogrepl.IdentifySystemResult
+	err = setupStep(ctx, func(ctx context.Context) (err error) {
+		sys, err = pglogrepl.IdentifySystem(ctx, conn)
+		return err
+	})
+	if err != nil {
+		return wrapf(err, "identify system")
+	}
+	foreign := last > sys.XLogPos
+	if foreign && !r.foreign.Load() {
+		r.log.Warn("the sink holds positions past this server's WAL, from another WAL history (a database moved to a new cluster, or a failover to a standby that lagged); until this server's WAL passes them no row is skipped as already stored, so a replay may store rows twice (SELECT … FINAL shows each once)",
+			zap.Stringer("last_stored", last), zap.Stringer("server_wal_end", sys.XLogPos))
+	}
+	if !foreign && r.foreign.Load() {
+		r.log.Info("this server's WAL has passed every stored position; replays skip what is stored again",
+			zap.Stringer("server_wal_end", sys.XLogPos))
+	}
+	r.foreign.Store(foreign)
+	return nil
 }
 
 // stream is the state of one streaming session, owned by one goroutine.

@@ -182,8 +182,12 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, b
 }
 
 // unstored returns b without the rows the sink already holds; when the
-// sink cannot say (it is still down), b unchanged.
+// sink cannot say (it is still down, or holds another WAL history's
+// positions), b unchanged.
 func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
+	if r.foreign.Load() {
+		return b // positions of another WAL history may match (checkHistory)
+	}
 	stored := &sink.Positions{}
 	for _, span := range lsnSpans(b) {
 		w, err := r.sink.Written(ctx, span[0], span[1])

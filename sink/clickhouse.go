@@ -602,21 +602,8 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 // writing raw duplicates. It is a set, not a maximum: an INSERT spanning
 // partitions is not atomic, and a maximum could hide a row that never made it.
 func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (*Positions, error) {
-	c.mu.Lock()
-	err := c.loadColumns(ctx)
-	has := 0
-	for _, col := range c.columns {
-		if col.name == colCommitLSN || col.name == colSeq {
-			has++
-		}
-	}
-	c.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	if has != 2 {
-		c.log.Warn("event_log has no cdc_commit_lsn/cdc_seq columns: a replay after a crash may write raw duplicates (FINAL still shows each event once)")
-		return &Positions{}, nil
+	if has, err := c.hasPositions(ctx); err != nil || !has {
+		return &Positions{}, err
 	}
 	// In order, so each position extends the set's last run (Positions.Add).
 	rows, err := c.conn.Query(ctx, fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s >= %d AND %s < %d ORDER BY %s, %s",
@@ -637,6 +624,42 @@ func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (*Posi
 		return nil, fmt.Errorf("read written positions: %w", err)
 	}
 	return out, nil
+}
+
+// MaxLSN returns the greatest commit LSN of a stored row, 0 when there is
+// none: a replicator tells by it whether event_log holds rows of another
+// WAL history than its server's.
+func (c *ClickHouse) MaxLSN(ctx context.Context) (pglogrepl.LSN, error) {
+	if has, err := c.hasPositions(ctx); err != nil || !has {
+		return 0, err
+	}
+	var lsn uint64
+	if err := c.conn.QueryRow(ctx, fmt.Sprintf("SELECT max(%s) FROM %s", colCommitLSN, Table)).Scan(&lsn); err != nil {
+		return 0, fmt.Errorf("read the last stored position: %w", err)
+	}
+	return pglogrepl.LSN(lsn), nil
+}
+
+// hasPositions reads event_log's columns and reports whether it has the
+// WAL position columns.
+func (c *ClickHouse) hasPositions(ctx context.Context) (bool, error) {
+	c.mu.Lock()
+	err := c.loadColumns(ctx)
+	has := 0
+	for _, col := range c.columns {
+		if col.name == colCommitLSN || col.name == colSeq {
+			has++
+		}
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return false, err
+	}
+	if has != 2 {
+		c.log.Warn("event_log has no cdc_commit_lsn/cdc_seq columns: a replay after a crash may write raw duplicates (FINAL still shows each event once)")
+		return false, nil
+	}
+	return true, nil
 }
 
 // rowErrorCodes are ClickHouse exception codes that blame the data, not the
