@@ -175,8 +175,6 @@ func (s *nullSink) Written(context.Context, pglogrepl.LSN, pglogrepl.LSN) (*sink
 	return &sink.Positions{}, nil
 }
 
-func (s *nullSink) MaxLSN(context.Context) (pglogrepl.LSN, error) { return 0, nil }
-
 // decompose measures the two halves of the drain apart: the source
 // (walsender → cdc decoding and batching, into a sink that stores nothing)
 // and the sink (sink.ClickHouse.Write of rows already in memory, one writer

@@ -137,16 +137,6 @@ func (s *Store) Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Posi
 	return out, rows.Err()
 }
 
-// MaxLSN returns the greatest commit LSN of a dead letter, 0 when there is
-// none.
-func (s *Store) MaxLSN(ctx context.Context) (pglogrepl.LSN, error) {
-	var lsn int64
-	if err := s.pool.QueryRow(ctx, `SELECT coalesce((max(commit_lsn) - '0/0'::pg_lsn)::numeric::bigint, 0) FROM cdc_dead_letter`).Scan(&lsn); err != nil {
-		return 0, fmt.Errorf("read the last dead letter position: %w", err)
-	}
-	return pglogrepl.LSN(lsn), nil
-}
-
 // Letter is one stored dead letter.
 type Letter struct {
 	ID        int64

@@ -32,15 +32,12 @@ type Sink interface {
 	// Written returns the positions of rows stored with a commit LSN in
 	// [from, to).
 	Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error)
-	// MaxLSN returns the greatest commit LSN of a stored row, 0 for none.
-	MaxLSN(ctx context.Context) (pglogrepl.LSN, error)
 }
 
 // DeadLetters keeps rows the sink refused.
 type DeadLetters interface {
 	Put(ctx context.Context, rejected []sink.Rejected) error
 	Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error)
-	MaxLSN(ctx context.Context) (pglogrepl.LSN, error)
 }
 
 // Config is how the replicator streams and batches.
@@ -86,11 +83,13 @@ type Replicator struct {
 	// rcvbufNoted is set once the log has said that the receive buffer
 	// is left to the kernel. Only Run's goroutine touches it.
 	rcvbufNoted bool
-	// foreign is set while the sink or the dead letters hold positions
-	// past the server's WAL (foreignPositions): rows of another WAL
-	// history, which a position cannot tell from this one's. While it is
-	// set no row is skipped as already stored. Read by the writers too.
-	foreign atomic.Bool
+	// foreign is set while the sink or the dead letters may hold rows of
+	// another WAL history, whose positions cannot be told from this
+	// one's (checkHistory); foreignUpTo is the greatest such position seen.
+	// While foreign is set no row is skipped as already stored. Read by
+	// the writers too; foreignUpTo only by Run's goroutine.
+	foreign     atomic.Bool
+	foreignUpTo pglogrepl.LSN
 	// walsender is the backend pid of the last session that started
 	// streaming; slotHolder the pid prepareSlot found holding the slot,
 	// 0 when it was free or unknown. Only Run's goroutine touches them.

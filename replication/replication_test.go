@@ -76,17 +76,6 @@ func (f *fakeSink) Written(_ context.Context, from, to pglogrepl.LSN) (*sink.Pos
 	return out, nil
 }
 
-// MaxLSN answers from what the fake stored, as ClickHouse would.
-func (f *fakeSink) MaxLSN(context.Context) (pglogrepl.LSN, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var last pglogrepl.LSN
-	for _, r := range f.rows {
-		last = max(last, r.Pos.CommitLSN)
-	}
-	return last, nil
-}
-
 func (f *fakeSink) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -79,12 +79,9 @@ func (r *Replicator) session(ctx context.Context) error {
 	// take the slot meanwhile, store rows and let it go again: the slot
 	// is looked up once more after the read, and the read done again if
 	// it moved.
-	if err := r.checkHistory(ctx, conn); err != nil {
-		return err
-	}
 	var skip *sink.Positions
 	for {
-		if skip, err = r.written(ctx, confirmed, sink.LastLSN); err != nil {
+		if skip, err = r.readWritten(ctx, confirmed, sink.LastLSN); err != nil {
 			return err
 		}
 		now, err := r.prepareSlot(ctx, conn)
@@ -97,6 +94,12 @@ func (r *Replicator) session(ctx context.Context) error {
 		r.log.Info("the slot moved while the sink's stored positions were read; reading them again",
 			zap.Stringer("was", confirmed), zap.Stringer("now", now))
 		confirmed = now
+	}
+	if err := r.checkHistory(ctx, conn, confirmed, skip.MaxLSN()); err != nil {
+		return err
+	}
+	if r.foreign.Load() {
+		skip = &sink.Positions{}
 	}
 	err = setupStep(ctx, func(ctx context.Context) error {
 		return pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, confirmed, pglogrepl.StartReplicationOptions{
@@ -411,6 +414,11 @@ func (r *Replicator) written(ctx context.Context, from, to pglogrepl.LSN) (*sink
 	if r.foreign.Load() {
 		return &sink.Positions{}, nil
 	}
+	return r.readWritten(ctx, from, to)
+}
+
+// readWritten is written whatever checkHistory found.
+func (r *Replicator) readWritten(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
 	stored, err := r.sink.Written(ctx, from, to)
 	if err != nil {
 		return nil, wrapf(err, "read what the sink already stored")
@@ -432,57 +440,57 @@ func (r *Replicator) written(ctx context.Context, from, to pglogrepl.LSN) (*sink
 	return stored, nil
 }
 
-// checkHistory sets r.foreign when the sink or the dead letters hold a
-// position past the server's WAL. Positions are offsets in one server's
-// WAL history, and no row of that history can lie past the WAL flushed so
-// far, since a row is decoded only from flushed WAL; one that does came
-// from another history: the database moved to a new cluster (a dump and
-// restore, an upgrade through logical replication) or failed over to a
-// standby that had not received everything. Such a history's positions
+// checkHistory sets r.foreign when the sink or the dead letters may hold
+// rows of another WAL history than the server's. Positions are offsets in
+// one server's WAL history, and no row of that history can lie past the WAL
+// flushed so far, since a row is decoded only from flushed WAL; one that
+// does came from another history: the database moved to a new cluster (a
+// dump and restore, an upgrade through logical replication) or failed over
+// to a standby that had not received everything. Such a history's positions
 // say nothing of this one's rows, and skipping a replayed row because an
-// old row had its commit LSN and ordinal would lose it. So while any is
-// there, nothing is skipped: a replay may store a row twice, which FINAL
-// shows once. The server's WAL end is read after the stored positions, so
-// rows stored meanwhile by another connector are no false alarm.
-func (r *Replicator) checkHistory(ctx context.Context, conn *pgconn.PgConn) error {
-	var last pglogrepl.LSN
-	err := setupStep(ctx, func(ctx context.Context) (err error) {
-		last, err = r.sink.MaxLSN(ctx)
-		return err
-	})
-	if err != nil {
-		return wrapf(err, "read the sink's last position")
-	}
-	if r.dead != nil {
-		var dead pglogrepl.LSN
-		err := setupStep(ctx, func(ctx context.Context) (err error) {
-			dead, err = r.dead.MaxLSN(ctx)
-			return err
-		})
-		if err != nil {
-			return wrapf(err, "read the dead letters' last position")
-		}
-		last = max(last, dead)
-	}
+// old row had its commit LSN and ordinal would lose it. So nothing is
+// skipped until the slot has confirmed past the greatest such position
+// (while this process runs: a restart forgets it once the server's WAL has
+// passed them). last is the greatest position stored at or past confirmed,
+// read before the server's WAL end is, so rows another connector stored
+// meanwhile are no false alarm; a replay meanwhile may store rows twice,
+// which FINAL shows once.
+func (r *Replicator) checkHistory(ctx context.Context, conn *pgconn.PgConn, confirmed, last pglogrepl.LSN) error {
 	var sys pglogrepl.IdentifySystemResult
-	err = setupStep(ctx, func(ctx context.Context) (err error) {
+	err := setupStep(ctx, func(ctx context.Context) (err error) {
 		sys, err = pglogrepl.IdentifySystem(ctx, conn)
 		return err
 	})
 	if err != nil {
 		return wrapf(err, "identify system")
 	}
-	foreign := last > sys.XLogPos
+	var foreign bool
+	r.foreignUpTo, foreign = foreignHistory(r.foreignUpTo, confirmed, last, sys.XLogPos)
 	if foreign && !r.foreign.Load() {
-		r.log.Warn("the sink holds positions past this server's WAL, from another WAL history (a database moved to a new cluster, or a failover to a standby that lagged); until this server's WAL passes them no row is skipped as already stored, so a replay may store rows twice (SELECT … FINAL shows each once)",
-			zap.Stringer("last_stored", last), zap.Stringer("server_wal_end", sys.XLogPos))
+		r.log.Warn("the sink holds positions past this server's WAL, from another WAL history (a database moved to a new cluster, or a failover to a standby that lagged); until the slot passes them no row is skipped as already stored, so a replay may store rows twice (SELECT … FINAL shows each once)",
+			zap.Stringer("last_stored", r.foreignUpTo), zap.Stringer("server_wal_end", sys.XLogPos))
 	}
 	if !foreign && r.foreign.Load() {
-		r.log.Info("this server's WAL has passed every stored position; replays skip what is stored again",
-			zap.Stringer("server_wal_end", sys.XLogPos))
+		r.log.Info("the slot has passed every position of the other WAL history; replays skip what is stored again",
+			zap.Stringer("confirmed", confirmed))
 	}
 	r.foreign.Store(foreign)
 	return nil
+}
+
+// foreignHistory is checkHistory's rule: given the greatest foreign
+// position seen so far (0: none), the slot's confirmed position, the
+// greatest position stored at or past it and the server's WAL end, it
+// returns the greatest foreign position to remember and whether rows may
+// be of another history.
+func foreignHistory(upTo, confirmed, last, walEnd pglogrepl.LSN) (pglogrepl.LSN, bool) {
+	if last > walEnd {
+		upTo = max(upTo, last)
+	}
+	if upTo == 0 || confirmed > upTo {
+		return 0, false
+	}
+	return upTo, true
 }
 
 // stream is the state of one streaming session, owned by one goroutine.

@@ -626,20 +626,6 @@ func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (*Posi
 	return out, nil
 }
 
-// MaxLSN returns the greatest commit LSN of a stored row, 0 when there is
-// none: a replicator tells by it whether event_log holds rows of another
-// WAL history than its server's.
-func (c *ClickHouse) MaxLSN(ctx context.Context) (pglogrepl.LSN, error) {
-	if has, err := c.hasPositions(ctx); err != nil || !has {
-		return 0, err
-	}
-	var lsn uint64
-	if err := c.conn.QueryRow(ctx, fmt.Sprintf("SELECT max(%s) FROM %s", colCommitLSN, Table)).Scan(&lsn); err != nil {
-		return 0, fmt.Errorf("read the last stored position: %w", err)
-	}
-	return pglogrepl.LSN(lsn), nil
-}
-
 // hasPositions reads event_log's columns and reports whether it has the
 // WAL position columns.
 func (c *ClickHouse) hasPositions(ctx context.Context) (bool, error) {
