@@ -818,9 +818,10 @@ func TestCommands_StatusLagSecondsLeavesOutRowsAtInfinity(t *testing.T) {
 	c := w.start(map[string]string{"CDC_OUTBOX_RETENTION": "0", "CDC_METRICS_ADDR": "auto"})
 	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES
 		('stored', 'test', '{}', now() - interval '300 seconds'),
+		('dated_ahead', 'test', '{}', now() + interval '10 years'),
 		('at_infinity', 'test', '{}', 'infinity'),
 		('at_minus_infinity', 'test', '{}', '-infinity')`)
-	w.waitRows(1, 30*time.Second)
+	w.waitRows(2, 30*time.Second)
 	waitFor(t, 30*time.Second, "the two rows at ±infinity set aside", func() (bool, string) {
 		n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`)
 		return n == 2, fmt.Sprintf("%d dead letters", n)
@@ -849,23 +850,24 @@ func TestCommands_StatusLagSecondsLeavesOutRowsAtInfinity(t *testing.T) {
 		}
 		return r
 	}
-	// Other tables' WAL leaves the slot behind: the outbox is asked.
+	// Other tables' WAL leaves the slot behind: the outbox is asked. The
+	// event dated ten years ahead, stored, hides nothing pending.
 	w.exec(`CREATE TABLE other (v int)`)
 	w.exec(`INSERT INTO other SELECT generate_series(1, 1000)`)
 	r := status()
-	if r.LagBytes == 0 || r.LagSeconds == nil || *r.LagSeconds != 0 || r.OutboxRows != 3 || r.OutboxRowsAtInfinity != 2 || r.DeadLetters != 2 {
+	if r.LagBytes == 0 || r.LagSeconds == nil || *r.LagSeconds != 0 || r.OutboxRows != 4 || r.OutboxRowsAtInfinity != 2 || r.DeadLetters != 2 {
 		g, _ := json.Marshal(r)
-		t.Fatalf("rows at ±infinity set aside, nothing pending: status %s; want some lag bytes, lag_seconds 0, 3 outbox rows, 2 at infinity, 2 dead letters", g)
+		t.Fatalf("rows at ±infinity set aside, nothing pending: status %s; want some lag bytes, lag_seconds 0, 4 outbox rows, 2 at infinity, 2 dead letters", g)
 	}
 
 	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('pending', 'test', '{}', now() - interval '100 seconds')`)
 	r = status()
-	if r.LagBytes == 0 || r.LagSeconds == nil || *r.LagSeconds < 100 || *r.LagSeconds > 130 || r.OutboxRows != 4 || r.OutboxRowsAtInfinity != 2 {
+	if r.LagBytes == 0 || r.LagSeconds == nil || *r.LagSeconds < 100 || *r.LagSeconds > 130 || r.OutboxRows != 5 || r.OutboxRowsAtInfinity != 2 {
 		g, _ := json.Marshal(r)
-		t.Fatalf("one event pending since 100 s beside the rows at ±infinity: status %s; want lag_seconds 100-130, 4 outbox rows, 2 at infinity", g)
+		t.Fatalf("one event pending since 100 s beside the rows at ±infinity and one dated ahead: status %s; want lag_seconds 100-130, 5 outbox rows, 2 at infinity", g)
 	}
 	out, stderr, code := w.runOperator(nil, "status")
-	const line = "outbox rows:       4 (2 at infinity or -infinity: dead letters, not lag)\n"
+	const line = "outbox rows:       5 (2 at infinity or -infinity: dead letters, not lag)\n"
 	if code != 0 || !strings.Contains(out, line) || !strings.Contains(out, "dead letters:      2\n") {
 		t.Fatalf("status exited %d:\n%s\nwant the line %q\n%s", code, out, line, stderr)
 	}

@@ -119,8 +119,11 @@ func lagSeconds(ctx context.Context, pool status.Querier, cfg config.Config, s s
 		return nil, fmt.Errorf("open clickhouse (CDC_CLICKHOUSE_DSN): %w", err)
 	}
 	defer ch.Close()
+	// Up to now: one event dated in the future (an application's clock
+	// ahead, or a date it sets) would otherwise hide every pending one
+	// behind it.
 	var newest time.Time
-	if err := ch.Conn().QueryRow(ctx, "SELECT max(event_date_time) FROM "+sink.Table).Scan(&newest); err != nil {
+	if err := ch.Conn().QueryRow(ctx, "SELECT max(event_date_time) FROM "+sink.Table+" WHERE event_date_time <= now()").Scan(&newest); err != nil {
 		return nil, fmt.Errorf("read the newest event in clickhouse: %w", err)
 	}
 	oldest, err := status.OldestPending(ctx, pool, newest.Truncate(time.Second).Add(time.Second))
