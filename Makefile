@@ -17,12 +17,13 @@ build:
 # (It builds the binary with -race itself.)
 test:
 	@scripts/deps.sh test
-	@rm -rf $(LOCAL)/test && mkdir -p $(LOCAL)/test && chmod 755 $(LOCAL) $(LOCAL)/test
+	@-scripts/localdb.sh stop "$(LOCAL)/test" >/dev/null 2>&1 # left over from an interrupted run
+	@rm -rf "$(LOCAL)/test" && mkdir -p "$(LOCAL)/test" && chmod 755 "$(LOCAL)" "$(LOCAL)/test"
 	@set -euo pipefail; \
-	trap 'scripts/localdb.sh stop $(LOCAL)/test' EXIT; \
-	servers=$$(scripts/localdb.sh start $(LOCAL)/test); \
+	trap 'scripts/localdb.sh stop "$(LOCAL)/test"' EXIT; \
+	servers=$$(scripts/localdb.sh start "$(LOCAL)/test"); \
 	eval "$$(sed 's/^/export /' <<<"$$servers")"; \
-	export CDC_TEST_PG_DSN="$$CDC_PG_DSN" CDC_TEST_CLICKHOUSE_DSN="$$CDC_CLICKHOUSE_DSN" CDC_TEST_LOCALDB_DIR=$(LOCAL)/test; \
+	export CDC_TEST_PG_DSN="$$CDC_PG_DSN" CDC_TEST_CLICKHOUSE_DSN="$$CDC_CLICKHOUSE_DSN" CDC_TEST_LOCALDB_DIR="$(LOCAL)/test"; \
 	$(GO) vet ./...; \
 	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /e2e$$); \
 	$(GO) test -count=1 -timeout 45m ./e2e/
@@ -50,6 +51,6 @@ bench:
 
 clean:
 	rm -rf bin
-	-scripts/localdb.sh stop $(LOCAL)/test
-	-scripts/localdb.sh stop $(LOCAL)/demo
-	rm -rf $(LOCAL)
+	-scripts/localdb.sh stop "$(LOCAL)/test"
+	-scripts/localdb.sh stop "$(LOCAL)/demo"
+	rm -rf "$(LOCAL)"

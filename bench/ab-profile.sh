@@ -18,6 +18,7 @@ rounds=${3:-3}
 dir=$root/.local/ab
 scripts/localdb.sh stop "$dir/db" >/dev/null 2>&1 || true
 rm -rf "$dir"
+git worktree prune # a run killed hard leaves its worktrees registered
 mkdir -p "$dir/db"
 chmod 755 "$root/.local" "$dir" "$dir/db"
 cleanup() {

@@ -87,6 +87,12 @@ curl -fs "http://$CDC_METRICS_ADDR/metrics" | grep -E '^cdc_(events_written_tota
 
 step "SIGTERM: cdc flushes, acknowledges and exits"
 kill -TERM "$cdc_pid"
-wait "$cdc_pid" && echo "cdc exited 0"
+rc=0
+wait "$cdc_pid" || rc=$?
 cdc_pid=""
+if [ "$rc" != 0 ]; then
+	echo "cdc exited $rc after SIGTERM; its log: $dir/cdc.log" >&2
+	exit 1
+fi
+echo "cdc exited 0"
 tail -n 3 "$dir/cdc.log"

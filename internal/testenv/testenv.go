@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -123,6 +124,9 @@ func start(setStop func(func())) (*Env, error) {
 		_ = exec.Command(script, "stop", dir).Run()
 		_ = os.RemoveAll(dir)
 	})
+	if err := watchdog(script, dir); err != nil {
+		return nil, err
+	}
 	// PostgreSQL runs as the postgres user when the tests run as root; it
 	// must be able to reach its data folder.
 	if err := os.Chmod(dir, 0o755); err != nil {
@@ -139,6 +143,35 @@ func start(setStop func(func())) (*Env, error) {
 	vars := parseEnv(out)
 	env.PGDSN, env.CHDSN = vars["CDC_PG_DSN"], vars["CDC_CLICKHOUSE_DSN"]
 	return env, nil
+}
+
+// watchdogPipe is the write end of the watchdog's stdin, held open for the
+// life of the test binary.
+var watchdogPipe io.WriteCloser
+
+// watchdog stops the servers in dir once the test binary has exited,
+// however it exits. A binary that dies without returning from m.Run (a
+// -timeout panic, os.Exit in a test, SIGKILL) runs no deferred stop, and
+// its servers would run on in a temporary folder nothing else stops. The
+// watchdog reads a pipe whose write end only this process holds (Go opens
+// it close-on-exec, so no server inherits it); the kernel closes it when
+// the process ends, and the watchdog then stops what is left. It has a
+// process group of its own, so a Ctrl-C at the terminal does not end it
+// first. After a clean stop it finds nothing to do.
+func watchdog(script, dir string) error {
+	cmd := exec.Command("/bin/sh", "-c", `cat >/dev/null; "$0" stop "$1" >/dev/null 2>&1; rm -rf "$1"`, script, dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	w, err := cmd.StdinPipe()
+	if err != nil {
+		return fmt.Errorf("start the servers' watchdog: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the servers' watchdog: %w", err)
+	}
+	watchdogPipe = w
+	// Reaped when it ends, so it does not linger as a zombie.
+	go func() { _ = cmd.Wait() }()
+	return nil
 }
 
 func parseEnv(out []byte) map[string]string {
