@@ -519,13 +519,12 @@ type stream struct {
 	}
 
 	// Transactions sent before their commit (streamed.go).
-	streaming  bool                   // this session asked for them
-	startWAL   pglogrepl.LSN          // the server's WAL position when the session began
-	streams    map[uint32]*streamedTx // by xid, until their StreamCommit or StreamAbort
-	cur        *streamedTx            // the one between StreamStart and StreamStop
-	lastCommit time.Time              // commit time of the last transaction received
-	xacts      xactLookup
-	waitedEnd  pglogrepl.LSN // without streaming: end LSN of the transaction waited out, once received
+	streaming bool                   // this session asked for them
+	startWAL  pglogrepl.LSN          // the server's WAL position when the session began
+	streams   map[uint32]*streamedTx // by xid, until their StreamCommit or StreamAbort
+	cur       *streamedTx            // the one between StreamStart and StreamStop
+	xacts     xactLookup
+	waitedEnd pglogrepl.LSN // without streaming: end LSN of the transaction waited out, once received
 	// End LSNs of the transactions in Replicator.partial whose commit
 	// arrived: each is forgotten once flushed past it.
 	partialEnds map[uint32]pglogrepl.LSN
@@ -835,14 +834,14 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 			if err != nil || done {
 				return err
 			}
-			// Its commit time is not known yet; no later than now, and no
-			// earlier than that of the last transaction received, which
-			// committed before this row was decoded.
-			commitTime := s.lastCommit
-			if commitTime.IsZero() {
-				commitTime = time.Now()
-			}
-			return s.add(ctx, msg, pos, commitTime)
+			// Its commit time is not known until its commit arrives; the
+			// row is batched only once its transaction has committed, so
+			// that time is no later than now, and committed lowers it to
+			// the commit's. The time of the last transaction received
+			// would be no later either, but may be hours old after a
+			// quiet spell: the lag would read those hours while a large
+			// transaction drains.
+			return s.add(ctx, msg, pos, time.Now())
 		}
 		s.tx.seq++
 		if s.tx.seq == 1 {
@@ -899,7 +898,6 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 // in blocks (StreamCommit).
 func (s *stream) committed(xid uint32, msg decoder.Message) {
 	s.track.Commit(msg.EndLSN)
-	s.lastCommit = msg.CommitTime
 	s.r.state.received.Store(msg.CommitTime.UnixNano())
 	// Rows streamed before their commit were batched with a guessed
 	// commit time, the current time when no commit had been received

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -502,4 +503,32 @@ func TestReplicator_StreamedThenSentWholeStoresEachRowOnce(t *testing.T) {
 		t.Fatalf("%d rows stored, want 3000", len(second.rows))
 	}
 	checkStreamedPositions(t, second.rows, before, after)
+}
+
+// A large transaction committed after a quiet spell is sent in blocks
+// before its commit. While its rows wait to be stored, the lag in seconds
+// counts from their arrival (their commit time is not known yet), not from
+// the commit of the transaction before them, which may be long ago.
+func TestReplicator_StreamedRowsAfterAQuietSpellAreNotOld(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	s := &fakeSink{gate: make(chan struct{})}
+	rep, m, stop := h.start(s, nil, zap.NewNop(), func(*replication.Config) {})
+	defer stop()
+	defer close(s.gate)
+	eventually(t, "streaming", rep.State().Streaming)
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('before', 'test', '{}')`)
+	select {
+	case s.gate <- struct{}{}:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no write of the first event")
+	}
+	eventually(t, "the first event stored", func() bool { return s.types()["before"] == 1 })
+	const quiet = 4 * time.Second
+	time.Sleep(quiet)
+	h.commitBig(3000) // streamed: 64kB of decoding memory
+	eventually(t, "rows of the large transaction waiting", func() bool { return testutil.ToFloat64(m.BufferBytes) > 0 })
+	if lag := m.LagSecondsValue(); lag >= quiet.Seconds()-1 {
+		t.Fatalf("lag %.1f s while the large transaction's rows wait; want under %.0f s: they count from their arrival, not from the transaction %s before", lag, quiet.Seconds()-1, quiet)
+	}
 }
