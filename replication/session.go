@@ -899,12 +899,12 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 func (s *stream) committed(xid uint32, msg decoder.Message) {
 	s.track.Commit(msg.EndLSN)
 	s.r.state.received.Store(msg.CommitTime.UnixNano())
-	// Rows streamed before their commit were batched with a guessed
-	// commit time, the current time when no commit had been received
-	// yet; the commit says how old they really are, which the lag metric
-	// and dueWhenCaughtUp need. Every other row batched so far committed
-	// before this one, so the minimum is exact, except for rows of a
-	// transaction still open, whose time is a guess anyway.
+	// Rows streamed before their commit were batched with their arrival
+	// time for a commit time; the commit says how old they really are,
+	// which the lag metric and dueWhenCaughtUp need. Every other row
+	// batched so far committed before this one, so the minimum is exact,
+	// except for rows of a transaction still open, whose time is a guess
+	// anyway.
 	if !msg.CommitTime.IsZero() {
 		c := msg.CommitTime.UnixNano()
 		if len(s.batch.Rows) > 0 {
