@@ -118,23 +118,41 @@ func RowData(r sink.Row) ([]byte, *string) {
 }
 
 // Written returns the positions of dead letters with a commit LSN in
-// [from, to): on replay they are as settled as rows in the sink.
+// [from, to): on replay they are as settled as rows in the sink. A range
+// holding more than a set may (sink.Reader) gives a
+// *sink.TooManyPositions.
 func (s *Store) Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
-	rows, err := s.pool.Query(ctx, `SELECT (commit_lsn - '0/0'::pg_lsn)::numeric::bigint, seq FROM cdc_dead_letter
-		WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn ORDER BY commit_lsn, seq`, from.String(), to.String())
+	qctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(qctx, `SELECT (commit_lsn - '0/0'::pg_lsn)::numeric::bigint, seq FROM cdc_dead_letter
+		WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn ORDER BY commit_lsn, seq LIMIT $3`, from.String(), to.String(), sink.ReadLimit())
 	if err != nil {
 		return nil, fmt.Errorf("read dead letter positions: %w", err)
 	}
 	defer rows.Close()
-	out := &sink.Positions{}
+	var r sink.Reader
 	for rows.Next() {
 		var lsn, seq int64
 		if err := rows.Scan(&lsn, &seq); err != nil {
 			return nil, fmt.Errorf("read dead letter positions: %w", err)
 		}
-		out.Add(sink.Position{CommitLSN: pglogrepl.LSN(lsn), Seq: uint64(seq)})
+		if !r.Add(sink.Position{CommitLSN: pglogrepl.LSN(lsn), Seq: uint64(seq)}) {
+			// The rest of the result is not wanted: cancelled, not drained.
+			cancel()
+			rows.Close()
+			var maxLSN int64
+			err := s.pool.QueryRow(ctx, `SELECT (max(commit_lsn) - '0/0'::pg_lsn)::numeric::bigint FROM cdc_dead_letter
+				WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn`, from.String(), to.String()).Scan(&maxLSN)
+			if err != nil {
+				return nil, fmt.Errorf("read the greatest dead letter position: %w", err)
+			}
+			return nil, &sink.TooManyPositions{Max: pglogrepl.LSN(maxLSN)}
+		}
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read dead letter positions: %w", err)
+	}
+	return r.Set(), nil
 }
 
 // Letter is one stored dead letter.

@@ -324,3 +324,35 @@ func TestStore_HandEditedRowDataReadsAsJSONText(t *testing.T) {
 		t.Fatalf("get a letter whose row_data is an array: %v; want an error starting %q", err, wantErr)
 	}
 }
+
+// More dead letters in a range than a set may hold (sink.Reader's bounds,
+// here its 1 Mi runs) are not held: Written says how far they go instead.
+// One fewer is read whole.
+func TestStore_WrittenPastTheBoundsGivesTheGreatestLSN(t *testing.T) {
+	if testing.Short() {
+		t.Skip("inserts a million dead letters")
+	}
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	const runs = 1 << 20
+	// One letter per commit LSN 0/10000, 0/10001, …: a run each.
+	if _, err := pool.Exec(ctx, `INSERT INTO cdc_dead_letter (commit_lsn, seq, row_data, error)
+		SELECT '0/10000'::pg_lsn + g, 1, '{}', 'refused' FROM generate_series(0, $1) g`, runs); err != nil {
+		t.Fatal(err)
+	}
+	store := deadletter.New(pool)
+	last := pglogrepl.LSN(0x10000 + runs)
+	got, err := store.Written(ctx, 0x10000, last)
+	if err != nil || got.Len() != runs || got.MaxLSN() != last-1 {
+		t.Fatalf("Written of %d letters = %d up to %s, %v; want all of them", runs, got.Len(), got.MaxLSN(), err)
+	}
+	got, err = store.Written(ctx, 0x10000, sink.LastLSN)
+	var tooMany *sink.TooManyPositions
+	if !errors.As(err, &tooMany) || tooMany.Max != last || got != nil {
+		t.Fatalf("Written of %d letters = %v, %v; want a TooManyPositions up to %s", runs+1, got.Len(), err, last)
+	}
+	// The cancelled read left the pool usable.
+	if n, err := store.Count(ctx); err != nil || n != runs+1 {
+		t.Errorf("Count after a cut read = %d, %v; want %d", n, err, runs+1)
+	}
+}

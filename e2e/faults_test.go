@@ -904,6 +904,67 @@ func TestFaults_RefusedRowsAreDeadLettered(t *testing.T) {
 	}
 }
 
+// pendingCommitLSN is the commit LSN of the last transaction waiting in
+// the connector's slot: its Begin message's final LSN, as the connector
+// will read it.
+func (w *world) pendingCommitLSN() uint64 {
+	w.t.Helper()
+	var commit uint64
+	rows, err := w.pg.Query(context.Background(), `SELECT data FROM pg_logical_slot_peek_binary_changes('cdc_outbox', NULL, NULL,
+		'proto_version', '1', 'publication_names', 'cdc_outbox')`)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for rows.Next() {
+		var data []byte
+		if err := rows.Scan(&data); err != nil {
+			w.t.Fatal(err)
+		}
+		if len(data) >= 9 && data[0] == 'B' {
+			commit = byteorder.BigEndian.Uint64(data[1:9])
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || commit == 0 {
+		w.t.Fatalf("peek the slot: %v, commit LSN %d", err, commit)
+	}
+	return commit
+}
+
+// event_log may hold more positions past the slot's than the connector
+// can keep in memory to skip a replay's stored rows: a restored table of
+// another WAL history whose positions lie within this server's WAL, which
+// would make the set the whole table. The connector then skips nothing
+// until the slot has passed them: no event lost to an old row at its
+// position, and memory bounded.
+func TestFaults_TooManyStoredPositionsAreNotSkipped(t *testing.T) {
+	w := newWorld(t)
+	w.auditInserts()
+	w.insertEvents("new", 3)
+	commit := w.pendingCommitLSN()
+	// Rows of the old history, all within this server's WAL: one at the
+	// first new event's position, and 1 Mi + 1 more at the same commit LSN
+	// with gaps between their ordinals — a run each, one past the bound.
+	w.chExec(fmt.Sprintf(`INSERT INTO event_log (event_id, event_type, event_date_time, environment, event_context, metadata_version, cdc_commit_lsn, cdc_seq)
+		SELECT generateUUIDv4(), 'old', now(), 'old', '{}', 1, %d, if(number = 0, 1, 8 + 2 * number) FROM system.numbers LIMIT %d`, commit, 1<<20+2))
+	c := w.start(nil)
+	waitFor(t, 90*time.Second, "the three new events in event_log", func() (bool, string) {
+		n := w.chCount("SELECT count() FROM event_log FINAL WHERE event_type = 'new'")
+		return n == 3, fmt.Sprintf("%d new events", n)
+	})
+	if !strings.Contains(c.out.String(), "more positions past the slot's than cdc keeps in memory") {
+		t.Errorf("no warning says the stored positions are too many:\n%s", tail(c.out.String(), 20))
+	}
+	w.insertEvents("later", 2)
+	waitFor(t, 60*time.Second, "the later events in event_log", func() (bool, string) {
+		n := w.chCount("SELECT count() FROM event_log FINAL WHERE event_type = 'later'")
+		return n == 2, fmt.Sprintf("%d later events", n)
+	})
+	if n := w.chCount("SELECT count() FROM event_log WHERE environment = 'old'"); n != 1<<20+2 {
+		t.Errorf("%d rows of the old history, want the %d inserted", n, 1<<20+2)
+	}
+}
+
 // event_log may hold rows of another WAL history than the server's: the
 // database was moved to a new cluster, whose WAL starts again from a low
 // position. Such a row can have the commit LSN and ordinal of a new event,
@@ -914,27 +975,7 @@ func TestFaults_PositionsOfAnotherWALHistoryAreNotSkipped(t *testing.T) {
 	w := newWorld(t)
 	w.auditInserts()
 	w.insertEvents("new", 3)
-	// The commit LSN of the three events' transaction: its Begin
-	// message's final LSN, as the connector will read it.
-	var commit uint64
-	rows, err := w.pg.Query(context.Background(), `SELECT data FROM pg_logical_slot_peek_binary_changes('cdc_outbox', NULL, NULL,
-		'proto_version', '1', 'publication_names', 'cdc_outbox')`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var data []byte
-		if err := rows.Scan(&data); err != nil {
-			t.Fatal(err)
-		}
-		if len(data) >= 9 && data[0] == 'B' {
-			commit = byteorder.BigEndian.Uint64(data[1:9])
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil || commit == 0 {
-		t.Fatalf("peek the slot: %v, commit LSN %d", err, commit)
-	}
+	commit := w.pendingCommitLSN()
 	// Rows of the old history: one at the first new event's position, one
 	// far past this server's WAL.
 	for _, pos := range []struct {

@@ -83,13 +83,15 @@ type Replicator struct {
 	// rcvbufNoted is set once the log has said that the receive buffer
 	// is left to the kernel. Only Run's goroutine touches it.
 	rcvbufNoted bool
-	// foreign is set while the sink or the dead letters may hold rows of
-	// another WAL history, whose positions cannot be told from this
-	// one's (checkHistory); foreignUpTo is the greatest such position seen.
-	// While foreign is set no row is skipped as already stored. Read by
-	// the writers too; foreignUpTo only by Run's goroutine.
-	foreign     atomic.Bool
-	foreignUpTo pglogrepl.LSN
+	// noSkip is set while the positions stored past the slot's cannot be
+	// used to skip rows as already stored: the sink or the dead letters
+	// may hold rows of another WAL history, whose positions cannot be told
+	// from this one's (checkHistory), or hold more of them than a set may
+	// (sink.TooManyPositions). noSkipUpTo is the greatest such position
+	// seen; a replay may store rows twice until the slot has passed it.
+	// Read by the writers too; noSkipUpTo only by Run's goroutine.
+	noSkip     atomic.Bool
+	noSkipUpTo pglogrepl.LSN
 	// walsender is the backend pid of the last session that started
 	// streaming; slotHolder the pid prepareSlot found holding the slot,
 	// 0 when it was free or unknown. Only Run's goroutine touches them.

@@ -80,8 +80,13 @@ func (r *Replicator) session(ctx context.Context) error {
 	// is looked up once more after the read, and the read done again if
 	// it moved.
 	var skip *sink.Positions
+	var tooMany *sink.TooManyPositions
 	for {
-		if skip, err = r.readWritten(ctx, confirmed, sink.LastLSN); err != nil {
+		skip, err = r.readWritten(ctx, confirmed, sink.LastLSN)
+		if tooMany = nil; errors.As(err, &tooMany) {
+			skip, err = &sink.Positions{}, nil
+		}
+		if err != nil {
 			return err
 		}
 		now, err := r.prepareSlot(ctx, conn)
@@ -95,10 +100,10 @@ func (r *Replicator) session(ctx context.Context) error {
 			zap.Stringer("was", confirmed), zap.Stringer("now", now))
 		confirmed = now
 	}
-	if err := r.checkHistory(ctx, conn, confirmed, skip.MaxLSN()); err != nil {
+	if err := r.checkHistory(ctx, conn, confirmed, skip.MaxLSN(), tooMany); err != nil {
 		return err
 	}
-	if r.foreign.Load() {
+	if r.noSkip.Load() {
 		skip = &sink.Positions{}
 	}
 	err = setupStep(ctx, func(ctx context.Context) error {
@@ -410,11 +415,20 @@ func queryRows(ctx context.Context, conn *pgconn.PgConn, sql string) ([][]string
 
 // written is the union of what the sink and the dead-letter table hold
 // with a commit LSN in [from, to): both count as settled.
+// More than a set may hold is read as nothing: those rows are stored again,
+// which FINAL shows once.
 func (r *Replicator) written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
-	if r.foreign.Load() {
+	if r.noSkip.Load() {
 		return &sink.Positions{}, nil
 	}
-	return r.readWritten(ctx, from, to)
+	stored, err := r.readWritten(ctx, from, to)
+	var tooMany *sink.TooManyPositions
+	if errors.As(err, &tooMany) {
+		r.log.Warn("too many positions stored in a range to hold as a set; its rows will be stored again (SELECT … FINAL shows each once)",
+			zap.Stringer("from", from), zap.Stringer("to", to), zap.Error(err))
+		return &sink.Positions{}, nil
+	}
+	return stored, err
 }
 
 // readWritten is written whatever checkHistory found.
@@ -440,22 +454,24 @@ func (r *Replicator) readWritten(ctx context.Context, from, to pglogrepl.LSN) (*
 	return stored, nil
 }
 
-// checkHistory sets r.foreign when the sink or the dead letters may hold
-// rows of another WAL history than the server's. Positions are offsets in
-// one server's WAL history, and no row of that history can lie past the WAL
+// checkHistory sets r.noSkip when the positions stored past the slot's
+// cannot be used to skip rows: they are more than a set may hold (tooMany,
+// from the read of them), or the sink or the dead letters may hold rows
+// of another WAL history than the server's. Positions are offsets in one
+// server's WAL history, and no row of that history can lie past the WAL
 // flushed so far, since a row is decoded only from flushed WAL; one that
 // does came from another history: the database moved to a new cluster (a
 // dump and restore, an upgrade through logical replication) or failed over
-// to a standby that had not received everything. Such a history's positions
-// say nothing of this one's rows, and skipping a replayed row because an
-// old row had its commit LSN and ordinal would lose it. So nothing is
-// skipped until the slot has confirmed past the greatest such position
-// (while this process runs: a restart forgets it once the server's WAL has
-// passed them). last is the greatest position stored at or past confirmed,
-// read before the server's WAL end is, so rows another connector stored
-// meanwhile are no false alarm; a replay meanwhile may store rows twice,
-// which FINAL shows once.
-func (r *Replicator) checkHistory(ctx context.Context, conn *pgconn.PgConn, confirmed, last pglogrepl.LSN) error {
+// to a standby that had not received everything. Such a history's
+// positions say nothing of this one's rows, and skipping a replayed row
+// because an old row had its commit LSN and ordinal would lose it. So
+// nothing is skipped until the slot has confirmed past the greatest such
+// position (while this process runs: a restart forgets it once the
+// server's WAL has passed them). last is the greatest position stored at
+// or past confirmed, read before the server's WAL end is, so rows another
+// connector stored meanwhile are no false alarm; a replay meanwhile may
+// store rows twice, which FINAL shows once.
+func (r *Replicator) checkHistory(ctx context.Context, conn *pgconn.PgConn, confirmed, last pglogrepl.LSN, tooMany *sink.TooManyPositions) error {
 	var sys pglogrepl.IdentifySystemResult
 	err := setupStep(ctx, func(ctx context.Context) (err error) {
 		sys, err = pglogrepl.IdentifySystem(ctx, conn)
@@ -464,27 +480,34 @@ func (r *Replicator) checkHistory(ctx context.Context, conn *pgconn.PgConn, conf
 	if err != nil {
 		return wrapf(err, "identify system")
 	}
-	var foreign bool
-	r.foreignUpTo, foreign = foreignHistory(r.foreignUpTo, confirmed, last, sys.XLogPos)
-	if foreign && !r.foreign.Load() {
-		r.log.Warn("the sink holds positions past this server's WAL, from another WAL history (a database moved to a new cluster, or a failover to a standby that lagged); until the slot passes them no row is skipped as already stored, so a replay may store rows twice (SELECT … FINAL shows each once)",
-			zap.Stringer("last_stored", r.foreignUpTo), zap.Stringer("server_wal_end", sys.XLogPos))
+	if tooMany != nil {
+		last = tooMany.Max
 	}
-	if !foreign && r.foreign.Load() {
-		r.log.Info("the slot has passed every position of the other WAL history; replays skip what is stored again",
+	was := r.noSkip.Load()
+	var noSkip bool
+	r.noSkipUpTo, noSkip = noSkipRule(r.noSkipUpTo, confirmed, last, sys.XLogPos, tooMany != nil)
+	switch {
+	case tooMany != nil && last > sys.XLogPos || noSkip && !was && tooMany == nil:
+		r.log.Warn("the sink holds positions past this server's WAL, from another WAL history (a database moved to a new cluster, or a failover to a standby that lagged); until the slot passes them no row is skipped as already stored, so a replay may store rows twice (SELECT … FINAL shows each once)",
+			zap.Stringer("last_stored", r.noSkipUpTo), zap.Stringer("server_wal_end", sys.XLogPos))
+	case tooMany != nil:
+		r.log.Warn("the sink holds more positions past the slot's than cdc keeps in memory to skip a replay's stored rows, likely rows of another WAL history (a database moved to a new cluster); until the slot passes them no row is skipped as already stored, so a replay may store rows twice (SELECT … FINAL shows each once)",
+			zap.Stringer("confirmed", confirmed), zap.Stringer("last_stored", r.noSkipUpTo), zap.Stringer("server_wal_end", sys.XLogPos), zap.Error(tooMany))
+	case !noSkip && was:
+		r.log.Info("the slot has passed every position that could not be used; replays skip what is stored again",
 			zap.Stringer("confirmed", confirmed))
 	}
-	r.foreign.Store(foreign)
+	r.noSkip.Store(noSkip)
 	return nil
 }
 
-// foreignHistory is checkHistory's rule: given the greatest foreign
-// position seen so far (0: none), the slot's confirmed position, the
-// greatest position stored at or past it and the server's WAL end, it
-// returns the greatest foreign position to remember and whether rows may
-// be of another history.
-func foreignHistory(upTo, confirmed, last, walEnd pglogrepl.LSN) (pglogrepl.LSN, bool) {
-	if last > walEnd {
+// noSkipRule is checkHistory's rule: given the greatest position not to
+// skip by so far (0: none), the slot's confirmed position, the greatest
+// position stored at or past it, the server's WAL end and whether the
+// stored positions were too many to hold, it returns the greatest position
+// not to skip by and whether rows may be skipped by position meanwhile.
+func noSkipRule(upTo, confirmed, last, walEnd pglogrepl.LSN, tooMany bool) (pglogrepl.LSN, bool) {
+	if last > walEnd || tooMany {
 		upTo = max(upTo, last)
 	}
 	if upTo == 0 || confirmed > upTo {

@@ -182,10 +182,10 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, b
 }
 
 // unstored returns b without the rows the sink already holds; when the
-// sink cannot say (it is still down, or holds another WAL history's
-// positions), b unchanged.
+// sink cannot say (it is still down, holds another WAL history's
+// positions or more than a set may hold), b unchanged.
 func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
-	if r.foreign.Load() {
+	if r.noSkip.Load() {
 		return b // positions of another WAL history may match (checkHistory)
 	}
 	stored := &sink.Positions{}

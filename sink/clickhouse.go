@@ -596,34 +596,52 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 	return nil
 }
 
-// Written returns the positions of the rows stored at or after commit LSN
-// from. After a crash PostgreSQL replays everything after the slot's
+// Written returns the positions of the rows stored with a commit LSN in
+// [from, to). After a crash PostgreSQL replays everything after the slot's
 // confirmed position; skipping exactly these rows keeps the replay from
 // writing raw duplicates. It is a set, not a maximum: an INSERT spanning
-// partitions is not atomic, and a maximum could hide a row that never made it.
+// partitions is not atomic, and a maximum could hide a row that never made
+// it. A range holding more than a set may (Reader) gives a
+// *TooManyPositions.
 func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (*Positions, error) {
 	if has, err := c.hasPositions(ctx); err != nil || !has {
 		return &Positions{}, err
 	}
-	// In order, so each position extends the set's last run (Positions.Add).
-	rows, err := c.conn.Query(ctx, fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s >= %d AND %s < %d ORDER BY %s, %s",
-		colCommitLSN, colSeq, Table, colCommitLSN, uint64(from), colCommitLSN, uint64(to), colCommitLSN, colSeq))
+	where := fmt.Sprintf("%s >= %d AND %s < %d", colCommitLSN, uint64(from), colCommitLSN, uint64(to))
+	// In order, so each position extends the set's last run (Positions.Add);
+	// the LIMIT bounds the store's sort as the Reader bounds the set.
+	qctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rows, err := c.conn.Query(qctx, fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s ORDER BY %s, %s LIMIT %d",
+		colCommitLSN, colSeq, Table, where, colCommitLSN, colSeq, ReadLimit()))
 	if err != nil {
 		return nil, fmt.Errorf("read written positions: %w", err)
 	}
-	defer rows.Close()
-	out := &Positions{}
-	for rows.Next() {
+	var r Reader
+	full := false
+	for !full && rows.Next() {
 		var lsn, seq uint64
 		if err := rows.Scan(&lsn, &seq); err != nil {
+			rows.Close()
 			return nil, fmt.Errorf("read written positions: %w", err)
 		}
-		out.Add(Position{CommitLSN: pglogrepl.LSN(lsn), Seq: seq})
+		full = !r.Add(Position{CommitLSN: pglogrepl.LSN(lsn), Seq: seq})
 	}
+	if full {
+		// The rest of the result is not wanted: cancelled, not drained.
+		cancel()
+		rows.Close()
+		var maxLSN uint64
+		if err := c.conn.QueryRow(ctx, fmt.Sprintf("SELECT max(%s) FROM %s WHERE %s", colCommitLSN, Table, where)).Scan(&maxLSN); err != nil {
+			return nil, fmt.Errorf("read the greatest written position: %w", err)
+		}
+		return nil, &TooManyPositions{Max: pglogrepl.LSN(maxLSN)}
+	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read written positions: %w", err)
 	}
-	return out, nil
+	return r.Set(), nil
 }
 
 // hasPositions reads event_log's columns and reports whether it has the

@@ -10,3 +10,11 @@ func SetMaxConns(n int) (restore func()) {
 	maxConns = n
 	return func() { maxConns = old }
 }
+
+// SetReadBounds sets the bounds of a set of positions read from storage,
+// for a test, and returns the function that puts them back.
+func SetReadBounds(rows, runs int) (restore func()) {
+	oldRows, oldRuns := maxReadRows, maxReadRuns
+	maxReadRows, maxReadRuns = rows, runs
+	return func() { maxReadRows, maxReadRuns = oldRows, oldRuns }
+}

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"cmp"
+	"fmt"
 	"iter"
 	"slices"
 
@@ -187,3 +188,50 @@ func (p *Positions) AddAll(o *Positions) {
 func before(a, b seqRun) bool {
 	return a.lsn < b.lsn || a.lsn == b.lsn && a.lo < b.lo
 }
+
+// A set read from storage is bounded. The positions past a slot's
+// confirmed one are normally the rows stored but not yet acknowledged:
+// seconds of traffic, a checkpoint's worth after PostgreSQL crashed, or
+// the stored part of one large transaction (one run however many rows).
+// Far more means the table holds rows it was not streamed from this slot
+// — another WAL history's, after a move to a new cluster — and the set
+// could be the whole table: more than cdc's memory, and a sort in the
+// store as large. Past these bounds a reader gives up instead, and the
+// caller skips nothing up to TooManyPositions.Max (a replay may then store
+// rows twice, which FINAL shows once; never a loss). 1 Mi runs hold 24
+// MiB; 8 Mi rows are what one read asks of the store at most.
+var maxReadRows, maxReadRuns = 8 << 20, 1 << 20
+
+// ReadLimit is the LIMIT a query reading positions in order carries: one
+// row past the bound, so that passing it shows.
+func ReadLimit() int { return maxReadRows + 1 }
+
+// TooManyPositions is the error of a read of stored positions that found
+// more than a set may hold. Max is the greatest commit LSN in the range
+// read.
+type TooManyPositions struct {
+	Max pglogrepl.LSN
+}
+
+func (e *TooManyPositions) Error() string {
+	return fmt.Sprintf("more stored positions than %d (or %d runs of consecutive ones) past the slot's position, up to commit LSN %s", maxReadRows, maxReadRuns, e.Max)
+}
+
+// Reader collects positions read from storage in order into a set, within
+// the bounds above.
+type Reader struct {
+	set  Positions
+	rows int
+}
+
+// Add puts pos in the set, and reports false once the set has passed its
+// bounds: the read should stop and find the range's greatest LSN for a
+// TooManyPositions.
+func (r *Reader) Add(pos Position) bool {
+	r.rows++
+	r.set.Add(pos)
+	return r.rows <= maxReadRows && len(r.set.runs) <= maxReadRuns
+}
+
+// Set is the positions added.
+func (r *Reader) Set() *Positions { return &r.set }

@@ -1,0 +1,100 @@
+package sink_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/eventcdc/cdc/sink"
+	"github.com/jackc/pglogrepl"
+)
+
+// A Reader keeps reading while the set is within both bounds, and says
+// so at the first position past either.
+func TestReader_Bounds(t *testing.T) {
+	defer sink.SetReadBounds(5, 2)()
+	for _, tc := range []struct {
+		name string
+		pos  []sink.Position
+		ok   int // how many Adds report true before the first false
+	}{
+		{"one run, five rows", runOf(0x10, 1, 5), 5},
+		{"one run, six rows", runOf(0x10, 1, 6), 5},
+		{"two runs", append(runOf(0x10, 1, 2), runOf(0x20, 1, 2)...), 4},
+		{"a third run", append(append(runOf(0x10, 1, 1), runOf(0x20, 1, 1)...), runOf(0x30, 1, 1)...), 2},
+		{"a gap makes a run", []sink.Position{{CommitLSN: 0x10, Seq: 1}, {CommitLSN: 0x10, Seq: 3}, {CommitLSN: 0x10, Seq: 5}}, 2},
+	} {
+		var r sink.Reader
+		ok := 0
+		for _, p := range tc.pos {
+			if !r.Add(p) {
+				break
+			}
+			ok++
+		}
+		if ok != tc.ok {
+			t.Errorf("%s: %d positions added within the bounds, want %d", tc.name, ok, tc.ok)
+		}
+		if tc.ok == len(tc.pos) && !slices.Equal(slices.Collect(r.Set().All()), tc.pos) {
+			t.Errorf("%s: set %v, want %v", tc.name, slices.Collect(r.Set().All()), tc.pos)
+		}
+	}
+}
+
+func runOf(lsn pglogrepl.LSN, lo, hi uint64) []sink.Position {
+	var out []sink.Position
+	for s := lo; s <= hi; s++ {
+		out = append(out, sink.Position{CommitLSN: lsn, Seq: s})
+	}
+	return out
+}
+
+// Positions past the read bounds are not held: Written says how far they
+// go instead, so that the replay skips nothing up to there. Below the
+// bounds it returns the set, exactly.
+func TestClickHouse_WrittenPastTheBoundsGivesTheGreatestLSN(t *testing.T) {
+	ch, _ := newSink(t)
+	ctx := context.Background()
+	defer sink.SetReadBounds(100, 10)()
+	insert := func(q string) {
+		t.Helper()
+		err := ch.Conn().Exec(ctx, `INSERT INTO event_log (event_id, event_type, event_date_time, environment, event_context, metadata_version, cdc_commit_lsn, cdc_seq) `+q)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 0x1000: one run of 100 rows (seq 1–100); 0x2000 … 0x2009: ten
+	// transactions of one row; 0x9000: one row more.
+	insert(`SELECT generateUUIDv4(), 't', now(), 'e', '{}', 1, 4096, number + 1 FROM system.numbers LIMIT 100`)
+	insert(`SELECT generateUUIDv4(), 't', now(), 'e', '{}', 1, 8192 + number, 1 FROM system.numbers LIMIT 10`)
+	insert(`SELECT generateUUIDv4(), 't', now(), 'e', '{}', 1, 36864, 1 FROM system.numbers LIMIT 1`)
+
+	for _, tc := range []struct {
+		name     string
+		from, to pglogrepl.LSN
+		want     int           // positions in the set, when within the bounds
+		max      pglogrepl.LSN // TooManyPositions.Max, when past them
+	}{
+		{"100 rows in one run: within", 0x1000, 0x1001, 100, 0},
+		{"101 rows: past the rows' bound", 0x1000, 0x2001, 0, 0x2000},
+		{"ten runs: within", 0x2000, 0x200a, 10, 0},
+		{"eleven runs: past the runs' bound", 0x2000, sink.LastLSN, 0, 0x9000},
+	} {
+		got, err := ch.Written(ctx, tc.from, tc.to)
+		var tooMany *sink.TooManyPositions
+		switch {
+		case tc.max != 0:
+			if !errors.As(err, &tooMany) || tooMany.Max != tc.max || got != nil {
+				t.Errorf("%s: Written = %v, %v; want a TooManyPositions up to %s", tc.name, got.Len(), err, tc.max)
+			}
+		case err != nil || got.Len() != tc.want:
+			t.Errorf("%s: Written = %d positions, %v; want %d", tc.name, got.Len(), err, tc.want)
+		}
+	}
+	// The cancelled read left the sink usable.
+	if got, err := ch.Written(ctx, 0x9000, 0x9001); err != nil || fmt.Sprint(slices.Collect(got.All())) != "[0/9000#1]" {
+		t.Errorf("Written after a cut read = %v, %v; want [0/9000#1]", slices.Collect(got.All()), err)
+	}
+}
