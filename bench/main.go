@@ -798,8 +798,7 @@ func (b *bench) drain(ctx context.Context) error {
 		return err
 	}
 	defer disconnect(sock)
-	// scripts/localdb.sh puts the server's socket in its own folder.
-	if sock.pgDSN, err = testenv.SocketDSN(w.pgDSN, b.o.dir); err != nil {
+	if sock.pgDSN, err = testenv.SocketDSN(w.pgDSN, testenv.SocketDir(b.o.dir)); err != nil {
 		return err
 	}
 	// And one whose replication connection has the walsender stream a large

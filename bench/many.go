@@ -46,7 +46,7 @@ func (b *bench) manyTransactions(ctx context.Context) error {
 		return err
 	}
 	defer disconnect(sock)
-	if sock.pgDSN, err = testenv.SocketDSN(w.pgDSN, b.o.dir); err != nil {
+	if sock.pgDSN, err = testenv.SocketDSN(w.pgDSN, testenv.SocketDir(b.o.dir)); err != nil {
 		return err
 	}
 	const recvSlot = "many_recvlogical"

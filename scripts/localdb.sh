@@ -45,8 +45,27 @@ print_env() {
 	echo "LOCALDB_CH_PORT=$chport"
 }
 
+# socket_dir is the folder of PostgreSQL's Unix socket: this folder, unless
+# the socket's path (folder + "/.s.PGSQL.NNNNN") would not fit the 107
+# bytes a Unix socket's path may have, as in a deep clone; then a short
+# folder under /tmp named after this one, removed again by stop. The
+# choice is kept in pg.socket_dir for the test harness and the bench.
+socket_dir() {
+	if [ "$(printf %s "$dir" | wc -c)" -le 92 ]; then
+		echo "$dir"
+	else
+		echo "/tmp/cdc-pg-$(printf %s "$dir" | md5sum | cut -c1-16)"
+	fi
+}
+
 start_pg() {
-	local port=$1
+	local port=$1 sock
+	sock=$(socket_dir)
+	if [ "$sock" != "$dir" ]; then
+		mkdir -p "$sock"
+		[ "$(id -u)" = 0 ] && chown postgres "$sock"
+	fi
+	echo "$sock" >"$dir/pg.socket_dir"
 	if [ ! -f "$dir/pg/PG_VERSION" ]; then
 		mkdir -p "$dir/pg"
 		[ "$(id -u)" = 0 ] && chown postgres "$dir" "$dir/pg"
@@ -61,7 +80,7 @@ start_pg() {
 			{ cat "$dir/pg-initdb.log" >&2; exit 1; }
 		cat >>"$dir/pg/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
-unix_socket_directories = '$dir'
+unix_socket_directories = '$sock'
 wal_level = logical
 max_wal_senders = 20
 max_replication_slots = 40
@@ -148,6 +167,9 @@ stop_pg() {
 	if [ -f "$dir/pg/postmaster.pid" ]; then
 		as_pg "$pgbin/pg_ctl" -D "$dir/pg" -m fast -w -t 60 stop >/dev/null 2>&1 || true
 	fi
+	local sock
+	sock=$(socket_dir)
+	case "$sock" in /tmp/cdc-pg-*) rm -rf "$sock" ;; esac
 }
 
 stop_ch() {

@@ -227,7 +227,19 @@ func (e *Env) PostgresSocketDir(t testing.TB) string {
 	if !e.Local() {
 		t.Skip("servers come from the environment; their socket folder is unknown")
 	}
-	return e.dir
+	return SocketDir(e.dir)
+}
+
+// SocketDir is the folder of the Unix socket of the PostgreSQL server
+// scripts/localdb.sh started in folder dir: dir itself, or the short
+// folder it chose when dir is too deep for a socket's path (pg.socket_dir).
+func SocketDir(dir string) string {
+	if b, err := os.ReadFile(filepath.Join(dir, "pg.socket_dir")); err == nil {
+		if s := strings.TrimSpace(string(b)); s != "" {
+			return s
+		}
+	}
+	return dir
 }
 
 // SocketDSN is the PostgreSQL URL dsn rewritten to reach the same server

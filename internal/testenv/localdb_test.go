@@ -1,0 +1,69 @@
+package testenv
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A clone deep enough that PostgreSQL's socket path (folder +
+// "/.s.PGSQL.NNNNN") passes the 107 bytes a Unix socket's path may have
+// still gets its servers: the socket goes to a short folder under /tmp,
+// which pg.socket_dir names and stop removes.
+func TestLocalDB_DeepFolderGetsAShortSocketFolder(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a PostgreSQL and a ClickHouse server")
+	}
+	script, err := Script()
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := os.MkdirTemp("", "cdc-deep-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(top)
+	dir := filepath.Join(top, strings.Repeat("a-deep-folder/", 7), "db")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// As root, PostgreSQL runs as postgres, which must reach the folder.
+	for d := dir; d != filepath.Dir(top); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(dir) + len("/.s.PGSQL.65535"); n <= 107 {
+		t.Fatalf("the folder makes a socket path of %d bytes: not deep enough for this test", n)
+	}
+	stop := func() {
+		if out, err := exec.Command(script, "stop", dir).CombinedOutput(); err != nil {
+			t.Errorf("localdb.sh stop: %v: %s", err, out)
+		}
+	}
+	out, err := exec.Command(script, "start", dir).CombinedOutput()
+	if err != nil {
+		stop()
+		t.Fatalf("localdb.sh start in a folder of %d bytes: %v: %s", len(dir), err, out)
+	}
+	sock := SocketDir(dir)
+	port := parseEnv(out)["LOCALDB_PG_PORT"]
+	if !strings.HasPrefix(sock, "/tmp/cdc-pg-") || port == "" {
+		stop()
+		t.Fatalf("socket folder %q, port %q; want a folder under /tmp/cdc-pg-", sock, port)
+	}
+	c, err := net.Dial("unix", filepath.Join(sock, ".s.PGSQL."+port))
+	if err != nil {
+		t.Errorf("PostgreSQL's socket does not answer: %v", err)
+	} else {
+		c.Close()
+	}
+	stop()
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("stop left the socket folder %s: %v", sock, err)
+		os.RemoveAll(sock)
+	}
+}
