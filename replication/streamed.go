@@ -124,60 +124,58 @@ type xactLookup struct {
 	conn *pgconn.PgConn
 }
 
-// status returns pg_xact_status of xid: committed, aborted, in progress,
-// or "" when PostgreSQL no longer knows (its commit log was truncated).
-// The stream carries 32-bit xids; the epoch is found from the snapshot's
-// xmax (below).
-func (x *xactLookup) status(ctx context.Context, xid uint32) (string, error) {
-	st, _, err := x.statusAt(ctx, xid)
-	return st, err
-}
-
-// statusAt is status, plus the server's WAL insert position after it was
-// read: if xid had ended, its commit or abort record lies before it.
+// statusAt returns pg_xact_status of xid — committed, aborted, in
+// progress, or "" when PostgreSQL no longer knows (its commit log was
+// truncated) — and the server's WAL insert and flush positions read after
+// it: if xid had ended, its commit or abort record lies before insert, and
+// is durable once flushed has passed there. The stream carries 32-bit xids;
+// the epoch is found from the snapshot's xmax (below).
 // lookupTimeout bounds a transaction status lookup, connection included.
 // The stream's loop waits on it: without a bound, a link that died without
 // a reset would hold the loop — and keep cdc "streaming" — until TCP gives
 // up, some 15 minutes later. The query itself takes milliseconds.
 var lookupTimeout = 30 * time.Second
 
-func (x *xactLookup) statusAt(ctx context.Context, xid uint32) (string, pglogrepl.LSN, error) {
+func (x *xactLookup) statusAt(ctx context.Context, xid uint32) (status string, insert, flushed pglogrepl.LSN, err error) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	if x.conn == nil {
 		cfg, err := pgconn.ParseConfig(x.dsn)
 		if err != nil {
-			return "", 0, wrapf(err, "parse postgres dsn")
+			return "", 0, 0, wrapf(err, "parse postgres dsn")
 		}
 		cfg.RuntimeParams["application_name"] = "cdc"
 		if cfg.ConnectTimeout == 0 {
 			cfg.ConnectTimeout = 10 * time.Second
 		}
 		if x.conn, err = pgconn.ConnectConfig(ctx, cfg); err != nil {
-			return "", 0, wrapf(err, "connect to postgres for transaction status")
+			return "", 0, 0, wrapf(err, "connect to postgres for transaction status")
 		}
 	}
 	// n is the snapshot's xmax: the last completed xid + 1, not the next
 	// to be assigned, so an xid in progress — a subtransaction's, or one
 	// assigned after an older transaction that is still open — can lie
 	// ahead of it. The 64-bit xid is the one nearest n: every xid still in
-	// the commit log is within 2^31 of it.
-	q := fmt.Sprintf(`SELECT coalesce(pg_xact_status((n + ((%d - (n & 4294967295) + 2147483648) %% 4294967296 + 4294967296) %% 4294967296 - 2147483648)::text::xid8), ''),
-		pg_current_wal_lsn()::text
-		FROM (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS n) s`, xid)
+	// the commit log is within 2^31 of it. The WAL positions come from a
+	// second statement, so they are read after the status.
+	q := fmt.Sprintf(`SELECT coalesce(pg_xact_status((n + ((%d - (n & 4294967295) + 2147483648) %% 4294967296 + 4294967296) %% 4294967296 - 2147483648)::text::xid8), '')
+		FROM (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS n) s;
+		SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text`, xid)
 	rows, err := queryRows(ctx, x.conn, q)
 	if err != nil {
 		x.close()
-		return "", 0, wrapf(err, "look up status of transaction %d", xid)
+		return "", 0, 0, wrapf(err, "look up status of transaction %d", xid)
 	}
-	if len(rows) != 1 || len(rows[0]) != 2 {
-		return "", 0, fmt.Errorf("look up status of transaction %d: %d rows", xid, len(rows))
+	if len(rows) != 2 || len(rows[0]) != 1 || len(rows[1]) != 2 {
+		return "", 0, 0, fmt.Errorf("look up status of transaction %d: unexpected result %q", xid, rows)
 	}
-	wal, err := pglogrepl.ParseLSN(rows[0][1])
+	if insert, err = pglogrepl.ParseLSN(rows[1][0]); err == nil {
+		flushed, err = pglogrepl.ParseLSN(rows[1][1])
+	}
 	if err != nil {
-		return "", 0, fmt.Errorf("look up status of transaction %d: %w", xid, err)
+		return "", 0, 0, fmt.Errorf("look up status of transaction %d: %w", xid, err)
 	}
-	return rows[0][0], wal, nil
+	return rows[0][0], insert, flushed, nil
 }
 
 func (x *xactLookup) close() {
@@ -191,42 +189,63 @@ func (x *xactLookup) close() {
 }
 
 // keep reports whether a row the (sub)transaction xid made inside the
-// streamed transaction t belongs to the sink: true once xid committed, false
-// once it rolled back. While it is in progress it waits, acknowledging
-// what the writer stores meanwhile; past streamWait it returns
-// errStreamInProgress and marks t's transaction for the next session to
-// read without streaming.
+// streamed transaction t belongs to the sink: true once xid committed and
+// its commit is flushed, false once it rolled back. While it is in
+// progress it waits, acknowledging what the writer stores meanwhile; past
+// streamWait it returns errStreamInProgress and marks t's transaction for
+// the next session to read without streaming.
+//
+// Committed is not enough: with synchronous_commit off, PostgreSQL reports
+// a transaction committed before its commit record is flushed, and a crash
+// meanwhile undoes it. Its rows would then be events of a transaction that
+// never happened, so they wait for the flush too (the WAL writer's, within
+// three wal_writer_delay).
 func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, error) {
 	if committed, ok := t.ended.get(xid); ok {
 		return committed, nil
 	}
 	deadline := time.Now().Add(streamWait(s.r.cfg.FlushInterval))
+	var durableAt pglogrepl.LSN // once committed: past its commit record
+	waitedFlush := false
 	for {
-		st, err := s.xacts.status(ctx, xid)
+		st, insert, flushed, err := s.xacts.statusAt(ctx, xid)
 		if err != nil {
 			return false, err
 		}
 		switch st {
-		case xactCommitted, xactAborted:
-			t.ended.put(xid, st == xactCommitted)
-			return st == xactCommitted, nil
+		case xactCommitted:
+			if durableAt == 0 {
+				durableAt = insert
+			}
+			if flushed >= durableAt {
+				t.ended.put(xid, true)
+				return true, nil
+			}
+			if !waitedFlush {
+				waitedFlush = true
+				s.r.log.Debug("streamed transaction committed, its commit not yet flushed: waiting for the flush",
+					zap.Uint32("xid", xid), zap.Stringer("flushed", flushed), zap.Stringer("commit_before", durableAt))
+			}
+		case xactAborted:
+			t.ended.put(xid, false)
+			return false, nil
 		case xactInProgress:
-			if time.Now().After(deadline) {
-				s.r.waitOut = t.xid
-				return false, fmt.Errorf("%w (xid %d)", errStreamInProgress, t.xid)
-			}
-			if err := s.pause(ctx, 50*time.Millisecond); err != nil {
-				return false, err
-			}
-			if ctx.Err() != nil {
-				return false, nil
-			}
 		default:
 			// Its outcome is gone from the commit log: only PostgreSQL's
 			// own replay at the commit can tell, so stop streaming for
 			// the life of this process.
 			s.r.streamingOff = true
 			return false, fmt.Errorf("%w (xid %d: status unknown)", errStreamInProgress, xid)
+		}
+		if time.Now().After(deadline) {
+			s.r.waitOut = t.xid
+			return false, fmt.Errorf("%w (xid %d)", errStreamInProgress, t.xid)
+		}
+		if err := s.pause(ctx, 50*time.Millisecond); err != nil {
+			return false, err
+		}
+		if ctx.Err() != nil {
+			return false, nil
 		}
 	}
 }
@@ -401,7 +420,7 @@ func (s *stream) resumeStreaming(ctx context.Context) error {
 	if s.streaming || xid == 0 {
 		return nil
 	}
-	st, wal, err := s.xacts.statusAt(ctx, xid)
+	st, wal, _, err := s.xacts.statusAt(ctx, xid)
 	if err != nil {
 		return err
 	}

@@ -532,3 +532,56 @@ func TestReplicator_StreamedRowsAfterAQuietSpellAreNotOld(t *testing.T) {
 		t.Fatalf("lag %.1f s while the large transaction's rows wait; want under %.0f s: they count from their arrival, not from the transaction %s before", lag, quiet.Seconds()-1, quiet)
 	}
 }
+
+// A transaction committed with synchronous_commit off is reported
+// committed (pg_xact_status) before its commit record is flushed, and a
+// server crash then would undo it. Its streamed rows wait for the flush:
+// an event in ClickHouse whose transaction PostgreSQL lost is an event
+// that never happened.
+func TestReplicator_StreamedRowsWaitForAnAsynchronousCommitToBeFlushed(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	// The WAL writer flushes an asynchronous commit within
+	// wal_writer_delay; here nothing flushes it until the test does.
+	h.exec(`ALTER SYSTEM SET wal_writer_delay = '10s'`)
+	h.exec(`ALTER SYSTEM SET wal_writer_flush_after = '1GB'`)
+	h.exec(`SELECT pg_reload_conf()`)
+	t.Cleanup(func() {
+		h.exec(`ALTER SYSTEM RESET wal_writer_delay`)
+		h.exec(`ALTER SYSTEM RESET wal_writer_flush_after`)
+		h.exec(`SELECT pg_reload_conf()`)
+	})
+	time.Sleep(300 * time.Millisecond) // the WAL writer's current sleep ends
+	tx := h.begin(ctx)
+	insertRows(t, ctx, tx, "async", 3000)
+	h.exec(`SELECT pg_switch_wal()`) // the rows flushed, for the walsender to stream them
+	if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	commitEnd := h.lsn(`SELECT pg_current_wal_insert_lsn()::text`)
+	if flushed := h.lsn(`SELECT pg_current_wal_flush_lsn()::text`); flushed >= commitEnd {
+		t.Fatalf("the commit was flushed already (%s ≥ %s): the test cannot tell", flushed, commitEnd)
+	}
+
+	core, logs := observer.New(zapcore.DebugLevel)
+	s := &fakeSink{}
+	stop := h.runWith(s, zap.New(core), func(*replication.Config) {})
+	defer stop()
+	eventually(t, "a status lookup of the streamed transaction", func() bool {
+		return logs.FilterMessage("streamed transaction committed, its commit not yet flushed: waiting for the flush").Len() > 0
+	})
+	time.Sleep(500 * time.Millisecond) // ten flush intervals
+	if n := s.count(); n != 0 {
+		t.Fatalf("%d rows stored while the commit was not flushed, want 0", n)
+	}
+	if flushed := h.lsn(`SELECT pg_current_wal_flush_lsn()::text`); flushed >= commitEnd {
+		t.Fatalf("the commit was flushed meanwhile (%s ≥ %s): the test cannot tell", flushed, commitEnd)
+	}
+	h.exec(`SELECT pg_switch_wal()`)
+	eventually(t, "3000 rows stored", func() bool { return s.count() == 3000 })
+	eventually(t, "acknowledgement past the commit", func() bool { return h.confirmed() >= commitEnd })
+}
