@@ -38,6 +38,9 @@ func New(confirmed pglogrepl.LSN) *Tracker {
 // Begin records the start of a transaction.
 func (t *Tracker) Begin() { t.inTx = true }
 
+// InTx reports whether a transaction has begun and not yet committed.
+func (t *Tracker) InTx() bool { return t.inTx }
+
 // Row records a row added to the open batch.
 func (t *Tracker) Row() { t.buffered++ }
 

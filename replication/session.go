@@ -548,6 +548,9 @@ type stream struct {
 	cur       *streamedTx            // the one between StreamStart and StreamStop
 	xacts     xactLookup
 	waitedEnd pglogrepl.LSN // without streaming: end LSN of the transaction waited out, once received
+	// resume, once set, ends the session at the next transaction
+	// boundary so that the next one streams (resumeStreaming).
+	resume error
 	// End LSNs of the transactions in Replicator.partial whose commit
 	// arrived: each is forgotten once flushed past it.
 	partialEnds map[uint32]pglogrepl.LSN
@@ -634,13 +637,14 @@ func (s *stream) run(ctx context.Context) error {
 	defer stopInterrupt()
 
 	err := s.loop(ctx)
-	if err != nil && !shutdownCut(ctx, err) {
+	resume := errors.Is(err, errResumeStreaming)
+	if err != nil && !resume && !shutdownCut(ctx, err) {
 		wcancel()
 		s.drain()
 		<-writerDone
 		return err
 	}
-	if err != nil {
+	if err != nil && !resume {
 		// The shutdown cut short a status lookup or a position read: every row
 		// batched is whole, so they are stored as at any shutdown.
 		s.r.log.Debug("shutdown interrupted the stream", zap.Error(err))
@@ -667,6 +671,14 @@ func (s *stream) run(ctx context.Context) error {
 		s.r.log.Warn("final acknowledgement failed; the slot will replay from the previous one", zap.Error(err))
 	}
 	w, f := s.track.Positions()
+	if resume {
+		// Between transactions, with what was received stored (as far as
+		// the shutdown budget allowed): the next session is sent nothing
+		// of them again.
+		s.r.waitOut = 0
+		s.r.log.Debug("session ends to stream again", zap.Stringer("received", w), zap.Stringer("flushed", f))
+		return err
+	}
 	s.r.log.Info("stopped", zap.Stringer("received", w), zap.Stringer("flushed", f))
 	return nil
 }
@@ -694,6 +706,9 @@ func (s *stream) loop(ctx context.Context) error {
 	for {
 		if ctx.Err() != nil {
 			return nil
+		}
+		if s.resume != nil && !s.track.InTx() {
+			return s.resume
 		}
 		if err := s.absorbAcks(); err != nil {
 			return err

@@ -410,14 +410,17 @@ func (r *Replicator) streamingArgs(conn *pgconn.PgConn) (args []string, streamin
 	return []string{"proto_version '1'"}, false
 }
 
-// resumeStreaming ends a session that reads without streaming once the
-// transaction it waits out has ended and, if it committed, is stored: a
-// session with streaming would place its rows differently (by their first
-// row rather than their commit), so switching halfway through it would
-// store some of them twice.
+// resumeStreaming decides, for a session that reads without streaming,
+// that it ends once the transaction it waits out has ended and, if it
+// committed, is stored: a session with streaming would place its rows
+// differently (by their first row rather than their commit), so switching
+// halfway through it would store some of them twice. So would switching
+// halfway through any other transaction sent whole, which a session with
+// streaming may be streamed again: the session ends between transactions
+// (loop), once what it received is stored (run).
 func (s *stream) resumeStreaming(ctx context.Context) error {
 	xid := s.r.waitOut
-	if s.streaming || xid == 0 {
+	if s.streaming || xid == 0 || s.resume != nil {
 		return nil
 	}
 	st, wal, _, err := s.xacts.statusAt(ctx, xid)
@@ -439,6 +442,6 @@ func (s *stream) resumeStreaming(ctx context.Context) error {
 	default:
 		return nil
 	}
-	s.r.waitOut = 0
-	return fmt.Errorf("%w (xid %d %s)", errResumeStreaming, xid, st)
+	s.resume = fmt.Errorf("%w (xid %d %s)", errResumeStreaming, xid, st)
+	return nil
 }
