@@ -608,40 +608,62 @@ func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (*Posi
 		return &Positions{}, err
 	}
 	where := fmt.Sprintf("%s >= %d AND %s < %d", colCommitLSN, uint64(from), colCommitLSN, uint64(to))
-	// In order, so each position extends the set's last run (Positions.Add);
-	// the LIMIT bounds the store's sort as the Reader bounds the set.
+	var r Reader
+	// In order, so each position extends the set's last run (Positions.Add),
+	// and in pages after the last position read, so that ClickHouse sorts
+	// at most a page (cdc_commit_lsn is not in event_log's key).
+	after := ""
+	for {
+		n, full, last, err := c.readPage(ctx, &r, where+after)
+		if err != nil {
+			return nil, err
+		}
+		if full {
+			var maxLSN uint64
+			if err := c.conn.QueryRow(ctx, fmt.Sprintf("SELECT max(%s) FROM %s WHERE %s", colCommitLSN, Table, where)).Scan(&maxLSN); err != nil {
+				return nil, fmt.Errorf("read the greatest written position: %w", err)
+			}
+			return nil, &TooManyPositions{Max: pglogrepl.LSN(maxLSN)}
+		}
+		if n < ReadPage() {
+			return r.Set(), nil
+		}
+		after = fmt.Sprintf(" AND (%s > %d OR %s = %d AND %s > %d)", colCommitLSN, uint64(last.CommitLSN), colCommitLSN, uint64(last.CommitLSN), colSeq, last.Seq)
+	}
+}
+
+// readPage reads one page of Written's positions into r: how many rows it
+// read, whether r passed its bounds (the rest of the page is then not
+// read), and the last position read.
+func (c *ClickHouse) readPage(ctx context.Context, r *Reader, where string) (n int, full bool, last Position, err error) {
 	qctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	rows, err := c.conn.Query(qctx, fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s ORDER BY %s, %s LIMIT %d",
-		colCommitLSN, colSeq, Table, where, colCommitLSN, colSeq, ReadLimit()))
+		colCommitLSN, colSeq, Table, where, colCommitLSN, colSeq, ReadPage()))
 	if err != nil {
-		return nil, fmt.Errorf("read written positions: %w", err)
+		return 0, false, last, fmt.Errorf("read written positions: %w", err)
 	}
-	var r Reader
-	full := false
 	for !full && rows.Next() {
 		var lsn, seq uint64
 		if err := rows.Scan(&lsn, &seq); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("read written positions: %w", err)
+			return 0, false, last, fmt.Errorf("read written positions: %w", err)
 		}
-		full = !r.Add(Position{CommitLSN: pglogrepl.LSN(lsn), Seq: seq})
+		n++
+		last = Position{CommitLSN: pglogrepl.LSN(lsn), Seq: seq}
+		full = !r.Add(last)
 	}
 	if full {
-		// The rest of the result is not wanted: cancelled, not drained.
+		// The rest of the page is not wanted: cancelled, not drained.
 		cancel()
 		rows.Close()
-		var maxLSN uint64
-		if err := c.conn.QueryRow(ctx, fmt.Sprintf("SELECT max(%s) FROM %s WHERE %s", colCommitLSN, Table, where)).Scan(&maxLSN); err != nil {
-			return nil, fmt.Errorf("read the greatest written position: %w", err)
-		}
-		return nil, &TooManyPositions{Max: pglogrepl.LSN(maxLSN)}
+		return n, true, last, nil
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read written positions: %w", err)
+		return 0, false, last, fmt.Errorf("read written positions: %w", err)
 	}
-	return r.Set(), nil
+	return n, false, last, nil
 }
 
 // hasPositions reads event_log's columns and reports whether it has the

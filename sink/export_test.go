@@ -11,10 +11,11 @@ func SetMaxConns(n int) (restore func()) {
 	return func() { maxConns = old }
 }
 
-// SetReadBounds sets the bounds of a set of positions read from storage,
-// for a test, and returns the function that puts them back.
-func SetReadBounds(rows, runs int) (restore func()) {
-	oldRows, oldRuns := maxReadRows, maxReadRuns
-	maxReadRows, maxReadRuns = rows, runs
-	return func() { maxReadRows, maxReadRuns = oldRows, oldRuns }
+// SetReadBounds sets the bounds of a set of positions read from storage
+// and the rows of one page of such a read, for a test, and returns the
+// function that puts them back.
+func SetReadBounds(rows, runs, page int) (restore func()) {
+	oldRows, oldRuns, oldPage := maxReadRows, maxReadRuns, readPageRows
+	maxReadRows, maxReadRuns, readPageRows = rows, runs, page
+	return func() { maxReadRows, maxReadRuns, readPageRows = oldRows, oldRuns, oldPage }
 }

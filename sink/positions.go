@@ -195,16 +195,21 @@ func before(a, b seqRun) bool {
 // the stored part of one large transaction (one run however many rows).
 // Far more means the table holds rows it was not streamed from this slot
 // — another WAL history's, after a move to a new cluster — and the set
-// could be the whole table: more than cdc's memory, and a sort in the
-// store as large. Past these bounds a reader gives up instead, and the
-// caller skips nothing up to TooManyPositions.Max (a replay may then store
-// rows twice, which FINAL shows once; never a loss). 1 Mi runs hold 24
-// MiB; 8 Mi rows are what one read asks of the store at most.
-var maxReadRows, maxReadRuns = 8 << 20, 1 << 20
+// could be the whole table: more than cdc's memory. Past these bounds a
+// reader gives up instead, and the caller skips nothing up to
+// TooManyPositions.Max (a replay may then store rows twice, which FINAL
+// shows once; never a loss). 1 Mi runs hold 24 MiB. The rows are read in
+// pages of readPageRows, so that the store's sort is bounded too, and at
+// most maxReadRows in all: a transaction of more rows than that, stored
+// in part, is stored again whole.
+var maxReadRows, maxReadRuns, readPageRows = 64 << 20, 1 << 20, 2 << 20
 
 // ReadLimit is the LIMIT a query reading positions in order carries: one
 // row past the bound, so that passing it shows.
 func ReadLimit() int { return maxReadRows + 1 }
+
+// ReadPage is the LIMIT of one page of a read in pages.
+func ReadPage() int { return readPageRows }
 
 // TooManyPositions is the error of a read of stored positions that found
 // more than a set may hold. Max is the greatest commit LSN in the range

@@ -14,7 +14,7 @@ import (
 // A Reader keeps reading while the set is within both bounds, and says
 // so at the first position past either.
 func TestReader_Bounds(t *testing.T) {
-	defer sink.SetReadBounds(5, 2)()
+	defer sink.SetReadBounds(5, 2, 5)()
 	for _, tc := range []struct {
 		name string
 		pos  []sink.Position
@@ -53,11 +53,11 @@ func runOf(lsn pglogrepl.LSN, lo, hi uint64) []sink.Position {
 
 // Positions past the read bounds are not held: Written says how far they
 // go instead, so that the replay skips nothing up to there. Below the
-// bounds it returns the set, exactly.
+// bounds it returns the set, exactly, read in pages (here of 25 rows).
 func TestClickHouse_WrittenPastTheBoundsGivesTheGreatestLSN(t *testing.T) {
 	ch, _ := newSink(t)
 	ctx := context.Background()
-	defer sink.SetReadBounds(100, 10)()
+	defer sink.SetReadBounds(100, 10, 25)()
 	insert := func(q string) {
 		t.Helper()
 		err := ch.Conn().Exec(ctx, `INSERT INTO event_log (event_id, event_type, event_date_time, environment, event_context, metadata_version, cdc_commit_lsn, cdc_seq) `+q)
@@ -66,10 +66,14 @@ func TestClickHouse_WrittenPastTheBoundsGivesTheGreatestLSN(t *testing.T) {
 		}
 	}
 	// 0x1000: one run of 100 rows (seq 1–100); 0x2000 … 0x2009: ten
-	// transactions of one row; 0x9000: one row more.
+	// transactions of one row; 0x9000: one row more; 0x5000 below.
 	insert(`SELECT generateUUIDv4(), 't', now(), 'e', '{}', 1, 4096, number + 1 FROM system.numbers LIMIT 100`)
 	insert(`SELECT generateUUIDv4(), 't', now(), 'e', '{}', 1, 8192 + number, 1 FROM system.numbers LIMIT 10`)
 	insert(`SELECT generateUUIDv4(), 't', now(), 'e', '{}', 1, 36864, 1 FROM system.numbers LIMIT 1`)
+	// 0x5000: 50 rows, and seq 25 and 26 stored twice (a replay's raw
+	// duplicates), one at the end of the first page.
+	insert(`SELECT generateUUIDv4(), 't', now(), 'e', '{}', 1, 20480, number + 1 FROM system.numbers LIMIT 50`)
+	insert(`SELECT generateUUIDv4(), 't', now(), 'e', '{}', 1, 20480, number + 25 FROM system.numbers LIMIT 2`)
 
 	for _, tc := range []struct {
 		name     string
@@ -77,7 +81,8 @@ func TestClickHouse_WrittenPastTheBoundsGivesTheGreatestLSN(t *testing.T) {
 		want     int           // positions in the set, when within the bounds
 		max      pglogrepl.LSN // TooManyPositions.Max, when past them
 	}{
-		{"100 rows in one run: within", 0x1000, 0x1001, 100, 0},
+		{"100 rows in one run, four full pages: within", 0x1000, 0x1001, 100, 0},
+		{"50 rows and two duplicates across pages: within", 0x5000, 0x5001, 50, 0},
 		{"101 rows: past the rows' bound", 0x1000, 0x2001, 0, 0x2000},
 		{"ten runs: within", 0x2000, 0x200a, 10, 0},
 		{"eleven runs: past the runs' bound", 0x2000, sink.LastLSN, 0, 0x9000},
