@@ -39,3 +39,23 @@ func TestNoSkipRule(t *testing.T) {
 		}
 	}
 }
+
+// PostgreSQL's insert position at a page boundary lies past the next
+// page's header; the end of the record before it lies at the boundary.
+func TestRecordEnd(t *testing.T) {
+	const block, segment = 8192, 16 << 20
+	for _, tc := range []struct{ pos, want pglogrepl.LSN }{
+		{0x2000 + 24, 0x2000},                   // past a page's header
+		{0x1000000 + 40, 0x1000000},             // past a segment's first page's header
+		{0x2000 + 40, 0x2000 + 40},              // a record's rest ending there
+		{0x2000 + 48, 0x2000 + 48},              // any other position
+		{0x3_0000_0000 + 24, 0x3_0000_0000 + 0}, // high up, the same
+	} {
+		if got := recordEnd(tc.pos, block, segment); got != tc.want {
+			t.Errorf("recordEnd(%s) = %s, want %s", tc.pos, got, tc.want)
+		}
+	}
+	if got := recordEnd(0x2000+24, 0, 0); got != 0x2000+24 {
+		t.Errorf("recordEnd without the sizes = %s, want the position unchanged", got)
+	}
+}

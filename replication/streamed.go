@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -43,11 +44,14 @@ import (
 
 // streamedTx is a transaction PostgreSQL is sending before its commit.
 type streamedTx struct {
-	xid    uint32
-	first  pglogrepl.LSN   // WAL position of its first row kept; 0 until then
-	seq    uint64          // rows kept so far
-	ended  endedXacts      // how the (sub)transactions seen ended
-	stored *sink.Positions // its rows an earlier session stored, all at first
+	xid   uint32
+	first pglogrepl.LSN // WAL position of its first row kept; 0 until then
+	seq   uint64        // rows kept so far
+	ended endedXacts    // how the (sub)transactions seen ended
+	// durable is set once one of its (sub)transactions was seen committed
+	// with the commit flushed: they all commit by the same commit record.
+	durable bool
+	stored  *sink.Positions // its rows an earlier session stored, all at first
 }
 
 // endedXacts remembers how the (sub)transactions of one streamed
@@ -160,23 +164,52 @@ func (x *xactLookup) statusAt(ctx context.Context, xid uint32) (status string, i
 	// second statement, so they are read after the status.
 	q := fmt.Sprintf(`SELECT coalesce(pg_xact_status((n + ((%d - (n & 4294967295) + 2147483648) %% 4294967296 + 4294967296) %% 4294967296 - 2147483648)::text::xid8), '')
 		FROM (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS n) s;
-		SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text`, xid)
+		SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text, current_setting('wal_block_size'),
+			(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')`, xid)
 	rows, err := queryRows(ctx, x.conn, q)
 	if err != nil {
 		x.close()
 		return "", 0, 0, wrapf(err, "look up status of transaction %d", xid)
 	}
-	if len(rows) != 2 || len(rows[0]) != 1 || len(rows[1]) != 2 {
+	if len(rows) != 2 || len(rows[0]) != 1 || len(rows[1]) != 4 {
 		return "", 0, 0, fmt.Errorf("look up status of transaction %d: unexpected result %q", xid, rows)
 	}
+	var block, segment uint64
 	if insert, err = pglogrepl.ParseLSN(rows[1][0]); err == nil {
-		flushed, err = pglogrepl.ParseLSN(rows[1][1])
+		if flushed, err = pglogrepl.ParseLSN(rows[1][1]); err == nil {
+			if block, err = strconv.ParseUint(rows[1][2], 10, 32); err == nil {
+				segment, err = strconv.ParseUint(rows[1][3], 10, 64)
+			}
+		}
 	}
 	if err != nil {
 		return "", 0, 0, fmt.Errorf("look up status of transaction %d: %w", xid, err)
 	}
-	return rows[0][0], insert, flushed, nil
+	return rows[0][0], recordEnd(insert, block, segment), flushed, nil
 }
+
+// recordEnd is the WAL insert position pos as the end of the record before
+// it. At a page boundary PostgreSQL reports the insert position past the
+// next page's header (24 bytes, 40 at a segment's start), where no flush
+// stops until another record is written: the flush position ends at the
+// boundary. Nothing ends 24 bytes into a page (the rest of a record that
+// began on the page before is at least 8 bytes), nor 40 bytes into a
+// segment; 40 bytes into another page may be the end of such a rest.
+func recordEnd(pos pglogrepl.LSN, block, segment uint64) pglogrepl.LSN {
+	if block == 0 || segment == 0 {
+		return pos
+	}
+	switch {
+	case uint64(pos)%block == shortPageHeader:
+		return pos - shortPageHeader
+	case uint64(pos)%segment == longPageHeader:
+		return pos - longPageHeader
+	}
+	return pos
+}
+
+// The sizes of a WAL page's header, short and at a segment's start.
+const shortPageHeader, longPageHeader = 24, 40
 
 func (x *xactLookup) close() {
 	if x.conn == nil {
@@ -206,7 +239,7 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 	}
 	deadline := time.Now().Add(streamWait(s.r.cfg.FlushInterval))
 	var durableAt pglogrepl.LSN // once committed: past its commit record
-	waitedFlush := false
+	pause := 50 * time.Millisecond
 	for {
 		st, insert, flushed, err := s.xacts.statusAt(ctx, xid)
 		if err != nil {
@@ -217,12 +250,15 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 			if durableAt == 0 {
 				durableAt = insert
 			}
-			if flushed >= durableAt {
+			if t.durable || flushed >= durableAt {
+				t.durable = true
 				t.ended.put(xid, true)
 				return true, nil
 			}
-			if !waitedFlush {
-				waitedFlush = true
+			if pause != flushWaitPause {
+				// The WAL writer flushes it within three wal_writer_delay;
+				// on a busy server a synchronous commit does sooner.
+				pause = flushWaitPause
 				s.r.log.Debug("streamed transaction committed, its commit not yet flushed: waiting for the flush",
 					zap.Uint32("xid", xid), zap.Stringer("flushed", flushed), zap.Stringer("commit_before", durableAt))
 			}
@@ -241,7 +277,7 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 			s.r.waitOut = t.xid
 			return false, fmt.Errorf("%w (xid %d)", errStreamInProgress, t.xid)
 		}
-		if err := s.pause(ctx, 50*time.Millisecond); err != nil {
+		if err := s.pause(ctx, pause); err != nil {
 			return false, err
 		}
 		if ctx.Err() != nil {
@@ -249,6 +285,10 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 		}
 	}
 }
+
+// flushWaitPause is how often keep asks again while a commit waits for
+// its flush.
+const flushWaitPause = 10 * time.Millisecond
 
 // pause waits d, acknowledging stored batches and keeping the standby
 // status flowing.
