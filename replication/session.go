@@ -667,16 +667,24 @@ func (s *stream) run(ctx context.Context) error {
 	<-writerDone
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	acked := true
 	if err := s.sendStatus(sctx); err != nil {
+		acked = false
 		s.r.log.Warn("final acknowledgement failed; the slot will replay from the previous one", zap.Error(err))
 	}
 	w, f := s.track.Positions()
 	if resume {
-		// Between transactions, with what was received stored (as far as
-		// the shutdown budget allowed): the next session is sent nothing
-		// of them again.
-		s.r.waitOut = 0
-		s.r.log.Debug("session ends to stream again", zap.Stringer("received", w), zap.Stringer("flushed", f))
+		// Between transactions: once all it received is stored and
+		// acknowledged, the next session is sent none of it again and
+		// may stream. Otherwise (the sink too slow for the shutdown
+		// budget, the acknowledgement lost) it would be sent some of it
+		// again, perhaps in blocks, and place rows this one stored by
+		// commit differently: it reads without streaming and decides anew.
+		if s.track.Idle() && acked {
+			s.r.waitOut = 0
+		}
+		s.r.log.Debug("session ends to stream again", zap.Stringer("received", w), zap.Stringer("flushed", f),
+			zap.Bool("all_stored", s.r.waitOut == 0))
 		return err
 	}
 	s.r.log.Info("stopped", zap.Stringer("received", w), zap.Stringer("flushed", f))

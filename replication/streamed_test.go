@@ -590,53 +590,75 @@ func TestReplicator_StreamedRowsWaitForAnAsynchronousCommitToBeFlushed(t *testin
 // is stored. A session that ended halfway through a transaction sent
 // whole — its rows stored so far placed by its commit LSN — would let the
 // next session stream it and place the same rows by its first row: stored
-// twice.
+// twice. So would one that ended with rows it received still unstored
+// (a sink slower than the shutdown budget): the next then reads without
+// streaming again.
 func TestReplicator_StreamingResumesBetweenTransactions(t *testing.T) {
-	h := setup(t)
-	smallDecodingMemory(t, h)
-	ctx := context.Background()
-	core, logs := observer.New(zapcore.InfoLevel)
-	s := &fakeSink{gate: make(chan struct{})}
-	// Batches are cut by rows only (1000).
-	stop := h.runWith(s, zap.New(core), func(c *replication.Config) { c.FlushInterval = 3 * time.Second })
-	defer stop()
-	// Open past the wait for it: the next session reads without streaming.
-	open := h.begin(ctx)
-	defer func() { _ = open.Rollback(ctx) }()
-	insertRows(t, ctx, open, "open", 3000)
-	h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
-	eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
-	if err := open.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// Right behind it, a transaction of ten batches, sent whole too.
-	big := h.begin(ctx)
-	insertRows(t, ctx, big, "big", 10000)
-	if err := big.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	after := h.walLSN()
-	// The sink stores a batch every 300 ms: streaming may resume once the
-	// first transaction is stored, while the big one's batches still come.
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		for {
-			select {
-			case s.gate <- struct{}{}:
-			case <-done:
-				return
+	for _, tc := range []struct {
+		name     string
+		perBatch time.Duration // how long the sink takes to store a batch
+		budget   time.Duration // the shutdown budget; 0: the default
+	}{
+		{"the sink keeps up", 300 * time.Millisecond, 0},
+		{"the sink is slower than the shutdown budget", 500 * time.Millisecond, 200 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := setup(t)
+			smallDecodingMemory(t, h)
+			ctx := context.Background()
+			core, logs := observer.New(zapcore.DebugLevel)
+			s := &fakeSink{gate: make(chan struct{})}
+			// Batches are cut by rows only (1000).
+			stop := h.runWith(s, zap.New(core), func(c *replication.Config) {
+				c.FlushInterval = 3 * time.Second
+				if tc.budget > 0 {
+					c.ShutdownTimeout = tc.budget
+				}
+			})
+			defer stop()
+			// Open past the wait for it: the next session reads without streaming.
+			open := h.begin(ctx)
+			defer func() { _ = open.Rollback(ctx) }()
+			insertRows(t, ctx, open, "open", 3000)
+			h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
+			eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
+			if err := open.Commit(ctx); err != nil {
+				t.Fatal(err)
 			}
-			select {
-			case <-time.After(300 * time.Millisecond):
-			case <-done:
-				return
+			// Right behind it, a transaction of ten batches, sent whole too.
+			big := h.begin(ctx)
+			insertRows(t, ctx, big, "big", 10000)
+			if err := big.Commit(ctx); err != nil {
+				t.Fatal(err)
 			}
-		}
-	}()
-	eventually(t, "streaming resumed", func() bool { return reconnected(logs, true) })
-	eventually(t, "acknowledgement past the big transaction", func() bool { return uint64(h.confirmed()) >= after })
-	if got, want := s.types(), map[string]int{"open": 3000, "big": 10000}; !maps.Equal(got, want) {
-		t.Fatalf("stored %v, want %v", got, want)
+			after := h.walLSN()
+			// The sink stores a batch every perBatch: streaming may resume
+			// once the first transaction is stored, while the big one's
+			// batches still come.
+			done := make(chan struct{})
+			defer close(done)
+			go func() {
+				for {
+					select {
+					case s.gate <- struct{}{}:
+					case <-done:
+						return
+					}
+					select {
+					case <-time.After(tc.perBatch):
+					case <-done:
+						return
+					}
+				}
+			}()
+			eventually(t, "streaming resumed", func() bool { return reconnected(logs, true) })
+			eventually(t, "acknowledgement past the big transaction", func() bool { return uint64(h.confirmed()) >= after })
+			if got, want := s.types(), map[string]int{"open": 3000, "big": 10000}; !maps.Equal(got, want) {
+				t.Fatalf("stored %v, want %v", got, want)
+			}
+			if tc.budget > 0 && logs.FilterMessage("session ends to stream again").FilterField(zap.Bool("all_stored", false)).Len() == 0 {
+				t.Error("no session ended with rows unstored: the test did not reach the case")
+			}
+		})
 	}
 }
