@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcdc/cdc/decoder"
@@ -124,7 +125,7 @@ func RowData(r sink.Row) ([]byte, *string) {
 func (s *Store) Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
 	qctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rows, err := s.pool.Query(qctx, `SELECT (commit_lsn - '0/0'::pg_lsn)::numeric::bigint, seq FROM cdc_dead_letter
+	rows, err := s.pool.Query(qctx, `SELECT (commit_lsn - '0/0'::pg_lsn)::numeric::bigint, seq, event_id FROM cdc_dead_letter
 		WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn ORDER BY commit_lsn, seq LIMIT $3`, from.String(), to.String(), sink.ReadLimit())
 	if err != nil {
 		return nil, fmt.Errorf("read dead letter positions: %w", err)
@@ -133,10 +134,15 @@ func (s *Store) Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Posi
 	var r sink.Reader
 	for rows.Next() {
 		var lsn, seq int64
-		if err := rows.Scan(&lsn, &seq); err != nil {
+		var id pgtype.UUID
+		if err := rows.Scan(&lsn, &seq, &id); err != nil {
 			return nil, fmt.Errorf("read dead letter positions: %w", err)
 		}
-		if !r.Add(sink.Position{CommitLSN: pglogrepl.LSN(lsn), Seq: uint64(seq)}) {
+		var event uint64 // not known without an event id
+		if id.Valid {
+			event = sink.EventHash(id.Bytes)
+		}
+		if !r.Add(sink.Position{CommitLSN: pglogrepl.LSN(lsn), Seq: uint64(seq)}, event) {
 			// The rest of the result is not wanted: cancelled, not drained.
 			cancel()
 			rows.Close()

@@ -356,3 +356,31 @@ func TestStore_WrittenPastTheBoundsGivesTheGreatestLSN(t *testing.T) {
 		t.Errorf("Count after a cut read = %d, %v; want %d", n, err, runs+1)
 	}
 }
+
+// Written keeps the event of each run's first dead letter: a replayed row
+// at that position matches only with the same event (sink.Positions.Match).
+func TestStore_WrittenKeepsTheEvent(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_type"}}}
+	id := "6f1c2a8e-0d3b-4c5a-9e7f-1a2b3c4d5e6f"
+	row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte("x")}},
+		Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}
+	store := deadletter.New(pool)
+	if err := store.Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
+		t.Fatal(err)
+	}
+	other := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("00000000-0d3b-4c5a-9e7f-1a2b3c4d5e6f")}, {Kind: decoder.ValueText, Data: []byte("x")}}}
+	for _, tc := range []struct {
+		row  sink.Row
+		want bool
+	}{{other, false}, {row, true}} {
+		got, err := store.Written(ctx, 0x100, 0x101)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := got.Match(row.Pos, tc.row.Event()); m != tc.want {
+			t.Errorf("Match with event %s = %v, want %v", tc.row.Values[0].Data, m, tc.want)
+		}
+	}
+}

@@ -931,6 +931,32 @@ func (w *world) pendingCommitLSN() uint64 {
 	return commit
 }
 
+// event_log may hold a row of another WAL history at a new event's exact
+// position (commit LSN and ordinal) while every old position lies within
+// this server's WAL, and few enough to hold: nothing gives the other
+// history away but the row's event. The replay skips a row only when the
+// event stored at its run's first position is its own, so the new event
+// is stored.
+func TestFaults_AnotherEventAtAReplayedPositionIsNotSkipped(t *testing.T) {
+	w := newWorld(t)
+	w.auditInserts()
+	w.insertEvents("new", 3)
+	commit := w.pendingCommitLSN()
+	w.chExec(fmt.Sprintf(`INSERT INTO event_log (event_id, event_type, event_date_time, environment, event_context, metadata_version, cdc_commit_lsn, cdc_seq)
+		SELECT generateUUIDv4(), 'old', now(), 'old', '{}', 1, %d, 1`, commit))
+	c := w.start(nil)
+	waitFor(t, 60*time.Second, "the three new events in event_log", func() (bool, string) {
+		n := w.chCount("SELECT count() FROM event_log FINAL WHERE event_type = 'new'")
+		return n == 3, fmt.Sprintf("%d new events", n)
+	})
+	if !strings.Contains(c.out.String(), "the sink holds another event at a replayed row's position") {
+		t.Errorf("no warning names the other event:\n%s", tail(c.out.String(), 20))
+	}
+	if n := w.chCount("SELECT count() FROM event_log WHERE event_type = 'new'"); n != 3 {
+		t.Errorf("%d rows of the new events, want 3 (one each)", n)
+	}
+}
+
 // event_log may hold more positions past the slot's than the connector
 // can keep in memory to skip a replay's stored rows: a restored table of
 // another WAL history whose positions lie within this server's WAL, which

@@ -551,6 +551,9 @@ type stream struct {
 	// resume, once set, ends the session at the next transaction
 	// boundary so that the next one streams (resumeStreaming).
 	resume error
+	// otherEventSeen is set once a replayed row's position was found
+	// holding another event (storedIn), which is logged once a session.
+	otherEventSeen bool
 	// End LSNs of the transactions in Replicator.partial whose commit
 	// arrived: each is forgotten once flushed past it.
 	partialEnds map[uint32]pglogrepl.LSN
@@ -876,7 +879,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 			if err != nil || !keep {
 				return err
 			}
-			pos, done, err := s.streamedRow(ctx, t, at)
+			pos, done, err := s.streamedRow(ctx, t, at, msg)
 			if err != nil || done {
 				return err
 			}
@@ -899,7 +902,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		if s.tx.first != 0 {
 			pos.CommitLSN = s.tx.first
 		}
-		if s.tx.stored.Has(pos) || s.skip.Has(pos) {
+		if s.storedIn(s.tx.stored, pos, msg) || s.storedIn(s.skip, pos, msg) {
 			return nil
 		}
 		return s.add(ctx, msg, pos, s.tx.commitTime)
@@ -938,6 +941,26 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		}
 	}
 	return nil
+}
+
+// storedIn reports whether set holds the replayed row msg at pos: its
+// position, with the same event (sink.Positions.Match). The first
+// position found holding another event — a row of another WAL history —
+// is logged.
+func (s *stream) storedIn(set *sink.Positions, pos sink.Position, msg decoder.Message) bool {
+	if !set.Has(pos) {
+		return false
+	}
+	row := sink.Row{Relation: msg.Relation, Values: msg.Values}
+	if set.Match(pos, row.Event()) {
+		return true
+	}
+	if !s.otherEventSeen {
+		s.otherEventSeen = true
+		s.r.log.Warn("the sink holds another event at a replayed row's position, a row of another WAL history (a database moved to a new cluster, or a failover), or one that cannot be told; the replayed row is stored (SELECT … FINAL shows each event once)",
+			zap.Stringer("position", pos))
+	}
+	return false
 }
 
 // committed records the commit of transaction xid, sent whole (Commit) or

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
+	"github.com/eventcdc/cdc/decoder"
 	"github.com/eventcdc/cdc/sink"
 )
 
@@ -302,7 +303,7 @@ func (s *stream) pause(ctx context.Context, d time.Duration) error {
 // streamedRow returns the position of the next row of the streamed
 // transaction t, first read at WAL position at, and whether an earlier
 // session stored it already.
-func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LSN) (sink.Position, bool, error) {
+func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LSN, msg decoder.Message) (sink.Position, bool, error) {
 	if t.first == 0 {
 		t.first = at
 		if at < s.startWAL {
@@ -313,7 +314,7 @@ func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LS
 	}
 	t.seq++
 	pos := sink.Position{CommitLSN: t.first, Seq: t.seq}
-	return pos, t.stored.Has(pos), nil
+	return pos, s.storedIn(t.stored, pos, msg), nil
 }
 
 // findStreamed is called at the first row, at WAL position at, of a

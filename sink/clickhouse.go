@@ -12,6 +12,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
 
@@ -27,10 +28,13 @@ const (
 	colSeq       = "cdc_seq"
 )
 
+// colEventID is the event's identity, the outbox's id.
+const colEventID = "event_id"
+
 // renamed maps outbox columns to event_log columns of another name. Every
 // other outbox column is carried to the event_log column of the same name,
 // if there is one: adding a column on both sides is all it takes.
-var renamed = map[string]string{"id": "event_id", "traceparent": "trace_id"}
+var renamed = map[string]string{"id": colEventID, "traceparent": "trace_id"}
 
 // ClickHouse writes batches to event_log with one INSERT per batch.
 type ClickHouse struct {
@@ -638,20 +642,23 @@ func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (*Posi
 func (c *ClickHouse) readPage(ctx context.Context, r *Reader, where string) (n int, full bool, last Position, err error) {
 	qctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rows, err := c.conn.Query(qctx, fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s ORDER BY %s, %s LIMIT %d",
-		colCommitLSN, colSeq, Table, where, colCommitLSN, colSeq, ReadPage()))
+	// With each position its event, which tells a row of another WAL
+	// history at the same position (Positions.Match).
+	rows, err := c.conn.Query(qctx, fmt.Sprintf("SELECT %s, %s, %s FROM %s WHERE %s ORDER BY %s, %s LIMIT %d",
+		colCommitLSN, colSeq, colEventID, Table, where, colCommitLSN, colSeq, ReadPage()))
 	if err != nil {
 		return 0, false, last, fmt.Errorf("read written positions: %w", err)
 	}
 	for !full && rows.Next() {
 		var lsn, seq uint64
-		if err := rows.Scan(&lsn, &seq); err != nil {
+		var id uuid.UUID
+		if err := rows.Scan(&lsn, &seq, &id); err != nil {
 			rows.Close()
 			return 0, false, last, fmt.Errorf("read written positions: %w", err)
 		}
 		n++
 		last = Position{CommitLSN: pglogrepl.LSN(lsn), Seq: seq}
-		full = !r.Add(last)
+		full = !r.Add(last, EventHash(id))
 	}
 	if full {
 		// The rest of the page is not wanted: cancelled, not drained.

@@ -19,3 +19,11 @@ func SetReadBounds(rows, runs, page int) (restore func()) {
 	maxReadRows, maxReadRuns, readPageRows = rows, runs, page
 	return func() { maxReadRows, maxReadRuns, readPageRows = oldRows, oldRuns, oldPage }
 }
+
+// SetExactLimit sets how many rows a read keeps each event of, for a test,
+// and returns the function that puts it back.
+func SetExactLimit(n int) (restore func()) {
+	old := exactLimit
+	exactLimit = n
+	return func() { exactLimit = old }
+}

@@ -6,7 +6,10 @@ import (
 	"iter"
 	"slices"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
+
+	"github.com/eventcdc/cdc/decoder"
 )
 
 // Positions is a set of row positions, the rows the sink (or the dead
@@ -15,18 +18,49 @@ import (
 // of millions of rows it holds millions of positions: it keeps runs of
 // consecutive sequence numbers, in order, so such a transaction costs one
 // run rather than a map entry per row, and memory stays bounded by the
-// batch limits however large the transaction. Its zero value and nil are
-// empty; a nil set may be read but not added to.
+// batch limits however large the transaction. With the positions it keeps
+// the events stored there, which Match checks a replayed row against. Its
+// zero value and nil are empty; a nil set may be read but not added to.
 type Positions struct {
 	runs []seqRun // ordered by (lsn, lo); disjoint, never adjacent
 	n    int
+	// exact is every position with its event, in order, in a set read
+	// from storage of at most exactLimit rows (Reader): Match then checks
+	// each row against its own stored event. nil in any other set.
+	exact []posEvent
 }
+
+// posEvent is a position and the EventHash of the event stored there (0:
+// not known); two is set when two events are stored there.
+type posEvent struct {
+	pos   Position
+	event uint64
+	two   bool
+}
+
+// exactLimit is the most rows a read keeps each event of: a batch's
+// worth and more (8 MiB).
+var exactLimit = 256 << 10
 
 // seqRun is the positions (lsn, lo) … (lsn, hi).
 type seqRun struct {
 	lsn    pglogrepl.LSN
 	lo, hi uint64
+	// event is the EventHash of the event stored at lo, 0 when not known;
+	// check what a replay found there (Match).
+	event uint64
+	check runCheck
 }
+
+// runCheck is what Match found of a run's first position.
+type runCheck uint8
+
+const (
+	unchecked  runCheck = iota
+	sameEvent           // the replayed row there is the stored event: the run is this history's
+	otherEvent          // it is another: the run holds another history's rows
+	twoEvents           // the store holds two events there: which is this history's cannot be told
+)
 
 // Len is the number of positions in the set.
 func (p *Positions) Len() int {
@@ -89,9 +123,21 @@ func (p *Positions) MaxLSN() pglogrepl.LSN {
 	return p.runs[len(p.runs)-1].lsn
 }
 
-// Add puts pos in the set. Positions added in order (by commit LSN, then
-// sequence number) cost constant time; others are inserted in place.
-func (p *Positions) Add(pos Position) {
+// Add puts pos in the set, its event not known. Positions added in order
+// (by commit LSN, then sequence number) cost constant time; others are
+// inserted in place.
+func (p *Positions) Add(pos Position) { p.AddEvent(pos, 0) }
+
+// AddEvent puts pos in the set with the EventHash of the event stored
+// there (0: not known). Of each run the set keeps the event of its first
+// position only, which Match checks the replay against; a second event at
+// a run's first position marks the run as unusable.
+func (p *Positions) AddEvent(pos Position, event uint64) {
+	p.exact = nil // kept only by a Reader
+	p.addEvent(pos, event)
+}
+
+func (p *Positions) addEvent(pos Position, event uint64) {
 	if n := len(p.runs); n > 0 {
 		last := &p.runs[n-1]
 		switch {
@@ -100,17 +146,20 @@ func (p *Positions) Add(pos Position) {
 			p.n++
 			return
 		case last.lsn < pos.CommitLSN || last.lsn == pos.CommitLSN && last.hi+1 < pos.Seq:
-			p.runs = append(p.runs, seqRun{lsn: pos.CommitLSN, lo: pos.Seq, hi: pos.Seq})
+			p.runs = append(p.runs, seqRun{lsn: pos.CommitLSN, lo: pos.Seq, hi: pos.Seq, event: event})
 			p.n++
 			return
 		}
 	} else {
-		p.runs = append(p.runs, seqRun{lsn: pos.CommitLSN, lo: pos.Seq, hi: pos.Seq})
+		p.runs = append(p.runs, seqRun{lsn: pos.CommitLSN, lo: pos.Seq, hi: pos.Seq, event: event})
 		p.n++
 		return
 	}
 	i := p.find(pos)
 	if i < len(p.runs) && p.runs[i].lsn == pos.CommitLSN && p.runs[i].lo <= pos.Seq && pos.Seq <= p.runs[i].hi {
+		if r := &p.runs[i]; r.lo == pos.Seq && event != 0 {
+			r.setEvent(event)
+		}
 		return // already there
 	}
 	// pos lies after run i-1 and before run i: join either or both, or
@@ -119,16 +168,108 @@ func (p *Positions) Add(pos Position) {
 	joinNext := i < len(p.runs) && p.runs[i].lsn == pos.CommitLSN && pos.Seq+1 == p.runs[i].lo
 	switch {
 	case joinPrev && joinNext:
+		// Run i's first position is no longer one: what was known of it
+		// is lost, unless it was that two events were there.
 		p.runs[i-1].hi = p.runs[i].hi
+		if p.runs[i].check == twoEvents {
+			p.runs[i-1].check = twoEvents
+		}
 		p.runs = slices.Delete(p.runs, i, i+1)
 	case joinPrev:
 		p.runs[i-1].hi = pos.Seq
 	case joinNext:
-		p.runs[i].lo = pos.Seq
+		r := &p.runs[i]
+		r.lo, r.event = pos.Seq, event
 	default:
-		p.runs = slices.Insert(p.runs, i, seqRun{lsn: pos.CommitLSN, lo: pos.Seq, hi: pos.Seq})
+		p.runs = slices.Insert(p.runs, i, seqRun{lsn: pos.CommitLSN, lo: pos.Seq, hi: pos.Seq, event: event})
 	}
 	p.n++
+}
+
+// setEvent records a further event read at r's first position.
+func (r *seqRun) setEvent(event uint64) {
+	switch {
+	case r.event == 0:
+		r.event = event
+	case r.event != event:
+		r.check = twoEvents
+	}
+}
+
+// Match reports whether the replayed row at pos, whose event has EventHash
+// event, is the row stored there: pos is in the set and its run belongs to
+// this WAL history. Positions are offsets in one server's WAL, and a table
+// may hold rows of another history (a database moved to a new cluster, a
+// failover) at a new event's position: skipping that event as stored would
+// lose it. A set read whole with its events (exact) checks each row
+// against its own. A larger one keeps the event of each run's first
+// position: a replay meets it before the rest of the run (a transaction is
+// replayed from its first row), and the event there tells whose the run
+// is; until then, and for a run holding two events there, its positions
+// do not match. An event not known (a dead letter without an event id)
+// matches by position alone.
+func (p *Positions) Match(pos Position, event uint64) bool {
+	if p == nil || len(p.runs) == 0 {
+		return false
+	}
+	if p.exact != nil {
+		i, found := slices.BinarySearchFunc(p.exact, pos, func(e posEvent, pos Position) int {
+			return cmp.Or(cmp.Compare(e.pos.CommitLSN, pos.CommitLSN), cmp.Compare(e.pos.Seq, pos.Seq))
+		})
+		if !found {
+			return false
+		}
+		e := p.exact[i]
+		return !e.two && (e.event == 0 || e.event == event)
+	}
+	i := p.find(pos)
+	if i == len(p.runs) || p.runs[i].lsn != pos.CommitLSN || pos.Seq < p.runs[i].lo || pos.Seq > p.runs[i].hi {
+		return false
+	}
+	r := &p.runs[i]
+	switch {
+	case r.check == twoEvents:
+		return false
+	case r.event == 0:
+		return true
+	case pos.Seq == r.lo:
+		if event == r.event {
+			r.check = sameEvent
+		} else {
+			r.check = otherEvent
+		}
+	}
+	return r.check == sameEvent
+}
+
+// EventHash is the identity of an event (its UUID, 16 bytes) that a set of
+// positions keeps: 64 bits of FNV-1a, never 0.
+func EventHash(id [16]byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, b := range id {
+		h ^= uint64(b)
+		h *= 1099511628211
+	}
+	return max(h, 1)
+}
+
+// Event returns the EventHash of row's event id (the outbox's id column),
+// 0 when it has none or it is not a UUID.
+func (r *Row) Event() uint64 {
+	if r.Relation == nil {
+		return 0
+	}
+	for i, col := range r.Relation.Columns {
+		if renamed[col.Name] != colEventID || i >= len(r.Values) || r.Values[i].Kind != decoder.ValueText {
+			continue
+		}
+		id, err := uuid.ParseBytes(r.Values[i].Data)
+		if err != nil {
+			return 0
+		}
+		return EventHash(id)
+	}
+	return 0
 }
 
 // All yields the set's positions in order.
@@ -158,13 +299,30 @@ func (p *Positions) AddAll(o *Positions) {
 	if o.Len() == 0 {
 		return
 	}
+	// Two sets with every event (or empty) merge theirs; else there are
+	// none.
+	switch {
+	case p.n == 0:
+		p.exact = slices.Clone(o.exact)
+	case p.exact != nil && o.exact != nil:
+		p.exact = mergeExact(p.exact, o.exact)
+	default:
+		p.exact = nil
+	}
 	merged := make([]seqRun, 0, len(p.runs)+len(o.runs))
 	n := 0
 	push := func(r seqRun) {
 		if k := len(merged) - 1; k >= 0 && merged[k].lsn == r.lsn && r.lo <= merged[k].hi+1 {
-			if r.hi > merged[k].hi {
-				n += int(r.hi - merged[k].hi)
-				merged[k].hi = r.hi
+			m := &merged[k]
+			if r.lo == m.lo && r.event != 0 {
+				m.setEvent(r.event)
+			}
+			if r.check == twoEvents {
+				m.check = twoEvents
+			}
+			if r.hi > m.hi {
+				n += int(r.hi - m.hi)
+				m.hi = r.hi
 			}
 			return
 		}
@@ -184,6 +342,45 @@ func (p *Positions) AddAll(o *Positions) {
 	p.runs, p.n = merged, n
 }
 
+// mergeExact merges two ordered lists of positions with their events; a
+// position in both holds two events unless they are the same one, or one
+// is not known.
+func mergeExact(a, b []posEvent) []posEvent {
+	out := make([]posEvent, 0, len(a)+len(b))
+	for len(a) > 0 || len(b) > 0 {
+		var c int
+		switch {
+		case len(a) == 0:
+			c = 1
+		case len(b) == 0:
+			c = -1
+		default:
+			c = cmp.Or(cmp.Compare(a[0].pos.CommitLSN, b[0].pos.CommitLSN), cmp.Compare(a[0].pos.Seq, b[0].pos.Seq))
+		}
+		switch {
+		case c < 0:
+			out, a = append(out, a[0]), a[1:]
+		case c > 0:
+			out, b = append(out, b[0]), b[1:]
+		default:
+			out = append(out, a[0].with(b[0]))
+			a, b = a[1:], b[1:]
+		}
+	}
+	return out
+}
+
+// with is e and o, the same position, as one.
+func (e posEvent) with(o posEvent) posEvent {
+	switch {
+	case o.two || e.event != 0 && o.event != 0 && e.event != o.event:
+		e.two = true
+	case e.event == 0:
+		e.event = o.event
+	}
+	return e
+}
+
 // before orders runs by (lsn, lo).
 func before(a, b seqRun) bool {
 	return a.lsn < b.lsn || a.lsn == b.lsn && a.lo < b.lo
@@ -198,7 +395,7 @@ func before(a, b seqRun) bool {
 // could be the whole table: more than cdc's memory. Past these bounds a
 // reader gives up instead, and the caller skips nothing up to
 // TooManyPositions.Max (a replay may then store rows twice, which FINAL
-// shows once; never a loss). 1 Mi runs hold 24 MiB. The rows are read in
+// shows once; never a loss). 1 Mi runs hold 40 MiB. The rows are read in
 // pages of readPageRows, so that the store's sort is bounded too, and at
 // most maxReadRows in all: a transaction of more rows than that, stored
 // in part, is stored again whole.
@@ -229,12 +426,21 @@ type Reader struct {
 	rows int
 }
 
-// Add puts pos in the set, and reports false once the set has passed its
-// bounds: the read should stop and find the range's greatest LSN for a
+// Add puts pos in the set with the EventHash of the event stored there (0:
+// not known), and reports false once the set has passed its bounds: the
+// read should stop and find the range's greatest LSN for a
 // TooManyPositions.
-func (r *Reader) Add(pos Position) bool {
+func (r *Reader) Add(pos Position, event uint64) bool {
 	r.rows++
-	r.set.Add(pos)
+	r.set.addEvent(pos, event)
+	switch e := &r.set.exact; {
+	case r.rows > exactLimit:
+		*e = nil
+	case len(*e) > 0 && (*e)[len(*e)-1].pos == pos:
+		(*e)[len(*e)-1] = (*e)[len(*e)-1].with(posEvent{pos: pos, event: event})
+	default:
+		*e = append(*e, posEvent{pos: pos, event: event})
+	}
 	return r.rows <= maxReadRows && len(r.set.runs) <= maxReadRuns
 }
 

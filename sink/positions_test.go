@@ -5,10 +5,13 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
 
+	"github.com/eventcdc/cdc/decoder"
 	"github.com/eventcdc/cdc/sink"
 )
 
@@ -135,5 +138,177 @@ func BenchmarkPositionsAddAll(b *testing.B) {
 		if p.Len() != 400_000 || p.Runs() != 1 {
 			b.Fatalf("Len %d, Runs %d; want 400000, 1", p.Len(), p.Runs())
 		}
+	}
+}
+
+// A run of positions matches a replayed row only once the row at its first
+// position was the event stored there: a run of another WAL history at the
+// same positions does not make the replay skip this history's events.
+func TestPositions_Match(t *testing.T) {
+	const a, b, c = 11, 22, 33 // events
+	type try struct {
+		pos   sink.Position
+		event uint64
+		want  bool
+	}
+	for _, tc := range []struct {
+		name  string
+		build func(p *sink.Positions)
+		tries []try
+	}{
+		{"the same event at the run's start: the run matches", func(p *sink.Positions) {
+			p.AddEvent(pos(9, 1), a)
+			p.AddEvent(pos(9, 2), b)
+			p.AddEvent(pos(9, 3), c)
+		}, []try{{pos(9, 1), a, true}, {pos(9, 2), 0, true}, {pos(9, 3), 999, true}, {pos(9, 4), c, false}}},
+		{"another event at the run's start: none of it matches", func(p *sink.Positions) {
+			p.AddEvent(pos(9, 1), a)
+			p.AddEvent(pos(9, 2), b)
+		}, []try{{pos(9, 1), b, false}, {pos(9, 2), b, false}, {pos(9, 1), a, true}}},
+		{"before its start was replayed, a run does not match", func(p *sink.Positions) {
+			p.AddEvent(pos(9, 1), a)
+			p.AddEvent(pos(9, 2), b)
+		}, []try{{pos(9, 2), b, false}, {pos(9, 1), a, true}, {pos(9, 2), b, true}}},
+		{"two events at a run's start: it never matches", func(p *sink.Positions) {
+			p.AddEvent(pos(9, 1), a)
+			p.AddEvent(pos(9, 1), b)
+			p.AddEvent(pos(9, 2), c)
+		}, []try{{pos(9, 1), a, false}, {pos(9, 1), b, false}, {pos(9, 2), c, false}}},
+		{"the same event read twice is one", func(p *sink.Positions) {
+			p.AddEvent(pos(9, 1), a)
+			p.AddEvent(pos(9, 1), a)
+		}, []try{{pos(9, 1), a, true}}},
+		{"an unknown event matches by position", func(p *sink.Positions) {
+			p.Add(pos(9, 1))
+			p.Add(pos(9, 2))
+		}, []try{{pos(9, 2), a, true}, {pos(9, 1), b, true}}},
+		{"runs are checked apart", func(p *sink.Positions) {
+			p.AddEvent(pos(9, 1), a)
+			p.AddEvent(pos(9, 5), b)
+			p.AddEvent(pos(10, 1), c)
+		}, []try{{pos(9, 1), c, false}, {pos(9, 5), b, true}, {pos(10, 1), c, true}}},
+		{"a position added before a run's start becomes its start", func(p *sink.Positions) {
+			p.AddEvent(pos(9, 2), b)
+			p.AddEvent(pos(9, 1), a)
+		}, []try{{pos(9, 1), a, true}, {pos(9, 2), b, true}}},
+		{"merged sets keep each run's start, and two events there", func(p *sink.Positions) {
+			p.AddEvent(pos(9, 1), a)
+			p.AddEvent(pos(9, 2), b)
+			p.AddEvent(pos(10, 1), a)
+			var q sink.Positions
+			q.AddEvent(pos(9, 3), c)  // joins 9's run
+			q.AddEvent(pos(10, 1), c) // another event at 10's start
+			p.AddAll(&q)
+		}, []try{{pos(9, 1), a, true}, {pos(9, 3), c, true}, {pos(10, 1), a, false}}},
+		{"a dead letter without an event merged at a run's start", func(p *sink.Positions) {
+			var q sink.Positions
+			q.Add(pos(9, 1))
+			p.AddEvent(pos(9, 1), a)
+			p.AddEvent(pos(9, 2), b)
+			q.AddAll(p)
+			*p = q
+		}, []try{{pos(9, 1), c, false}, {pos(9, 2), b, false}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var p sink.Positions
+			tc.build(&p)
+			for _, tr := range tc.tries {
+				if got := p.Match(tr.pos, tr.event); got != tr.want {
+					t.Fatalf("Match(%v, %d) = %v, want %v", tr.pos, tr.event, got, tr.want)
+				}
+			}
+		})
+	}
+	var nilSet *sink.Positions
+	if nilSet.Match(pos(1, 1), 1) {
+		t.Error("a nil set matches")
+	}
+}
+
+// The identity kept of an event is its UUID's; 0 means none.
+func TestRow_Event(t *testing.T) {
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "event_type"}, {Name: "id"}}}
+	id := uuid.MustParse("6f1c2a8e-0d3b-4c5a-9e7f-1a2b3c4d5e6f")
+	text := func(s string) decoder.Value { return decoder.Value{Kind: decoder.ValueText, Data: []byte(s)} }
+	for _, tc := range []struct {
+		name string
+		row  sink.Row
+		want uint64
+	}{
+		{"a UUID", sink.Row{Relation: rel, Values: []decoder.Value{text("t"), text(id.String())}}, sink.EventHash(id)},
+		{"upper case is the same UUID", sink.Row{Relation: rel, Values: []decoder.Value{text("t"), text(strings.ToUpper(id.String()))}}, sink.EventHash(id)},
+		{"not a UUID", sink.Row{Relation: rel, Values: []decoder.Value{text("t"), text("42")}}, 0},
+		{"NULL", sink.Row{Relation: rel, Values: []decoder.Value{text("t"), {Kind: decoder.ValueNull}}}, 0},
+		{"no id column", sink.Row{Relation: &decoder.Relation{Columns: []decoder.Column{{Name: "event_type"}}}, Values: []decoder.Value{text("t")}}, 0},
+	} {
+		if got := tc.row.Event(); got != tc.want {
+			t.Errorf("%s: Event() = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	if sink.EventHash(id) == sink.EventHash(uuid.MustParse("6f1c2a8e-0d3b-4c5a-9e7f-1a2b3c4d5e60")) || sink.EventHash([16]byte{}) == 0 {
+		t.Error("EventHash tells two UUIDs apart, and is never 0")
+	}
+}
+
+// A set read with at most exactLimit rows keeps every row's event, and
+// Match checks each row against its own, wherever its run began; past the
+// limit it keeps each run's first event only.
+func TestReader_ExactEvents(t *testing.T) {
+	defer sink.SetExactLimit(6)()
+	const a, b, c = 11, 22, 33
+	read := func(adds ...struct {
+		p sink.Position
+		e uint64
+	}) *sink.Positions {
+		var r sink.Reader
+		for _, x := range adds {
+			r.Add(x.p, x.e)
+		}
+		return r.Set()
+	}
+	type pe = struct {
+		p sink.Position
+		e uint64
+	}
+	type try struct {
+		pos   sink.Position
+		event uint64
+		want  bool
+	}
+	for _, tc := range []struct {
+		name  string
+		set   func() *sink.Positions
+		tries []try
+	}{
+		{"each row its own event, in any order", func() *sink.Positions {
+			return read(pe{pos(9, 1), a}, pe{pos(9, 2), b}, pe{pos(9, 2), b}, pe{pos(10, 1), a}, pe{pos(10, 1), c}, pe{pos(11, 1), 0})
+		}, []try{{pos(9, 2), c, false}, {pos(9, 2), b, true}, {pos(9, 1), a, true}, {pos(10, 1), a, false}, {pos(10, 1), c, false}, {pos(11, 1), c, true}, {pos(12, 1), a, false}}},
+		{"past the limit, each run's first event", func() *sink.Positions {
+			return read(pe{pos(9, 1), a}, pe{pos(9, 2), b}, pe{pos(9, 3), c}, pe{pos(9, 4), a}, pe{pos(9, 5), b}, pe{pos(9, 6), c}, pe{pos(9, 7), a})
+		}, []try{{pos(9, 2), b, false}, {pos(9, 1), a, true}, {pos(9, 7), c, true}}},
+		{"two read sets merged keep every event", func() *sink.Positions {
+			p := read(pe{pos(9, 1), a}, pe{pos(9, 3), c})
+			p.AddAll(read(pe{pos(9, 1), 0}, pe{pos(9, 2), b}, pe{pos(9, 3), a}))
+			return p
+		}, []try{{pos(9, 2), b, true}, {pos(9, 1), a, true}, {pos(9, 3), c, false}, {pos(9, 3), a, false}}},
+		{"an empty set takes a read set's events", func() *sink.Positions {
+			p := &sink.Positions{}
+			p.AddAll(read(pe{pos(9, 1), a}, pe{pos(9, 2), b}))
+			return p
+		}, []try{{pos(9, 2), a, false}, {pos(9, 2), b, true}}},
+		{"a position added by hand: first events only", func() *sink.Positions {
+			p := read(pe{pos(9, 1), a}, pe{pos(9, 2), b})
+			p.AddEvent(pos(9, 3), c)
+			return p
+		}, []try{{pos(9, 2), b, false}, {pos(9, 1), a, true}, {pos(9, 3), c, true}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := tc.set()
+			for _, tr := range tc.tries {
+				if got := p.Match(tr.pos, tr.event); got != tr.want {
+					t.Fatalf("Match(%v, %d) = %v, want %v", tr.pos, tr.event, got, tr.want)
+				}
+			}
+		})
 	}
 }

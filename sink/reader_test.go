@@ -7,8 +7,10 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/eventcdc/cdc/sink"
+	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
+
+	"github.com/eventcdc/cdc/sink"
 )
 
 // A Reader keeps reading while the set is within both bounds, and says
@@ -29,7 +31,7 @@ func TestReader_Bounds(t *testing.T) {
 		var r sink.Reader
 		ok := 0
 		for _, p := range tc.pos {
-			if !r.Add(p) {
+			if !r.Add(p, 0) {
 				break
 			}
 			ok++
@@ -101,5 +103,47 @@ func TestClickHouse_WrittenPastTheBoundsGivesTheGreatestLSN(t *testing.T) {
 	// The cancelled read left the sink usable.
 	if got, err := ch.Written(ctx, 0x9000, 0x9001); err != nil || fmt.Sprint(slices.Collect(got.All())) != "[0/9000#1]" {
 		t.Errorf("Written after a cut read = %v, %v; want [0/9000#1]", slices.Collect(got.All()), err)
+	}
+}
+
+// Written reads each position with its event: a replayed row matches the
+// stored one only with the same event id, and two events stored at a
+// run's first position match none.
+func TestClickHouse_WrittenKeepsEachRunsEvent(t *testing.T) {
+	ch, _ := newSink(t)
+	ctx := context.Background()
+	ids := []uuid.UUID{uuid.New(), uuid.New(), uuid.New(), uuid.New()}
+	for _, r := range []struct {
+		id       uuid.UUID
+		lsn, seq uint64
+	}{{ids[0], 0x1000, 1}, {ids[1], 0x1000, 2}, {ids[2], 0x2000, 1}, {ids[3], 0x2000, 1}} {
+		err := ch.Conn().Exec(ctx, fmt.Sprintf(`INSERT INTO event_log (event_id, event_type, event_date_time, environment, event_context, metadata_version, cdc_commit_lsn, cdc_seq)
+			SELECT toUUID('%s'), 't', now(), 'e', '{}', 1, %d, %d`, r.id, r.lsn, r.seq))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		pos   sink.Position
+		event uuid.UUID
+		want  bool
+	}{
+		{"another event at a run's start", sink.Position{CommitLSN: 0x1000, Seq: 1}, ids[1], false},
+		{"the stored event at a run's start", sink.Position{CommitLSN: 0x1000, Seq: 1}, ids[0], true},
+		{"the rest of that run", sink.Position{CommitLSN: 0x1000, Seq: 2}, ids[1], true},
+		{"two events stored at a run's start", sink.Position{CommitLSN: 0x2000, Seq: 1}, ids[2], false},
+	} {
+		// A fresh read each: Match remembers what it found.
+		got, err := ch.Written(ctx, 0x1000, sink.LastLSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.pos.Seq == 2 {
+			got.Match(sink.Position{CommitLSN: 0x1000, Seq: 1}, sink.EventHash(ids[0]))
+		}
+		if m := got.Match(tc.pos, sink.EventHash(tc.event)); m != tc.want {
+			t.Errorf("%s: Match = %v, want %v", tc.name, m, tc.want)
+		}
 	}
 }
