@@ -614,13 +614,20 @@ func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (*Posi
 	where := fmt.Sprintf("%s >= %d AND %s < %d", colCommitLSN, uint64(from), colCommitLSN, uint64(to))
 	var r Reader
 	// In order, so each position extends the set's last run (Positions.Add),
-	// and in pages after the last position read, so that ClickHouse sorts
-	// at most a page (cdc_commit_lsn is not in event_log's key).
+	// and in pages from the last position read, so that ClickHouse sorts
+	// at most a page (cdc_commit_lsn is not in event_log's key). From it,
+	// not after it: the page may have ended between two events stored at
+	// that position, and the second is what tells two histories apart
+	// (Reader). A page that ends where it began cannot go on.
 	after := ""
+	var prev *Position
 	for {
-		n, full, last, err := c.readPage(ctx, &r, where+after)
+		n, full, last, err := c.readPage(ctx, &r, where+after, prev)
 		if err != nil {
 			return nil, err
+		}
+		if n == ReadPage() && prev != nil && last == *prev {
+			full = true
 		}
 		if full {
 			var maxLSN uint64
@@ -632,14 +639,16 @@ func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (*Posi
 		if n < ReadPage() {
 			return r.Set(), nil
 		}
-		after = fmt.Sprintf(" AND (%s > %d OR %s = %d AND %s > %d)", colCommitLSN, uint64(last.CommitLSN), colCommitLSN, uint64(last.CommitLSN), colSeq, last.Seq)
+		after = fmt.Sprintf(" AND (%s > %d OR %s = %d AND %s >= %d)", colCommitLSN, uint64(last.CommitLSN), colCommitLSN, uint64(last.CommitLSN), colSeq, last.Seq)
+		prev = &last
 	}
 }
 
 // readPage reads one page of Written's positions into r: how many rows it
 // read, whether r passed its bounds (the rest of the page is then not
-// read), and the last position read.
-func (c *ClickHouse) readPage(ctx context.Context, r *Reader, where string) (n int, full bool, last Position, err error) {
+// read), and the last position read. Rows at again, the last position of
+// the page before, were read before (Reader.Again).
+func (c *ClickHouse) readPage(ctx context.Context, r *Reader, where string, again *Position) (n int, full bool, last Position, err error) {
 	qctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// With each position its event, which tells a row of another WAL
@@ -658,7 +667,11 @@ func (c *ClickHouse) readPage(ctx context.Context, r *Reader, where string) (n i
 		}
 		n++
 		last = Position{CommitLSN: pglogrepl.LSN(lsn), Seq: seq}
-		full = !r.Add(last, EventHash(id))
+		if again != nil && last == *again {
+			full = !r.Again(last, EventHash(id))
+		} else {
+			full = !r.Add(last, EventHash(id))
+		}
 	}
 	if full {
 		// The rest of the page is not wanted: cancelled, not drained.

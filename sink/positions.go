@@ -314,8 +314,13 @@ func (p *Positions) AddAll(o *Positions) {
 	push := func(r seqRun) {
 		if k := len(merged) - 1; k >= 0 && merged[k].lsn == r.lsn && r.lo <= merged[k].hi+1 {
 			m := &merged[k]
-			if r.lo == m.lo && r.event != 0 {
+			switch {
+			case r.lo == m.lo && r.event != 0:
 				m.setEvent(r.event)
+			case r.lo <= m.hi && r.event != 0:
+				// Both hold r.lo, and of m only its first event is
+				// known: the two cannot be told one history's.
+				m.check = twoEvents
 			}
 			if r.check == twoEvents {
 				m.check = twoEvents
@@ -424,6 +429,7 @@ func (e *TooManyPositions) Error() string {
 type Reader struct {
 	set  Positions
 	rows int
+	last posEvent // the position added last, with an event stored there
 }
 
 // Add puts pos in the set with the EventHash of the event stored there (0:
@@ -432,7 +438,25 @@ type Reader struct {
 // TooManyPositions.
 func (r *Reader) Add(pos Position, event uint64) bool {
 	r.rows++
+	return r.Again(pos, event)
+}
+
+// Again is Add for a row read before, not counted again: a read in pages
+// reads the last position of a page again at the start of the next.
+func (r *Reader) Again(pos Position, event uint64) bool {
 	r.set.addEvent(pos, event)
+	// Two events at one position anywhere in a run make it unusable: the
+	// set keeps only the event at a run's first position, and a run
+	// joining two histories' positions could match there and skip the
+	// other's.
+	known := event
+	if r.rows > 1 && r.last.pos == pos {
+		if event != 0 && r.last.event != 0 && event != r.last.event {
+			r.set.runs[len(r.set.runs)-1].check = twoEvents
+		}
+		known = max(event, r.last.event)
+	}
+	r.last = posEvent{pos: pos, event: known}
 	switch e := &r.set.exact; {
 	case r.rows > exactLimit:
 		*e = nil

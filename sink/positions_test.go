@@ -200,6 +200,14 @@ func TestPositions_Match(t *testing.T) {
 			q.AddEvent(pos(10, 1), c) // another event at 10's start
 			p.AddAll(&q)
 		}, []try{{pos(9, 1), a, true}, {pos(9, 3), c, true}, {pos(10, 1), a, false}}},
+		{"merged runs overlapping past a start cannot be told one history's", func(p *sink.Positions) {
+			p.AddEvent(pos(9, 1), a)
+			p.AddEvent(pos(9, 2), b)
+			p.AddEvent(pos(9, 3), c)
+			var q sink.Positions
+			q.AddEvent(pos(9, 2), c)
+			p.AddAll(&q)
+		}, []try{{pos(9, 1), a, false}, {pos(9, 3), c, false}}},
 		{"a dead letter without an event merged at a run's start", func(p *sink.Positions) {
 			var q sink.Positions
 			q.Add(pos(9, 1))
@@ -286,6 +294,12 @@ func TestReader_ExactEvents(t *testing.T) {
 		{"past the limit, each run's first event", func() *sink.Positions {
 			return read(pe{pos(9, 1), a}, pe{pos(9, 2), b}, pe{pos(9, 3), c}, pe{pos(9, 4), a}, pe{pos(9, 5), b}, pe{pos(9, 6), c}, pe{pos(9, 7), a})
 		}, []try{{pos(9, 2), b, false}, {pos(9, 1), a, true}, {pos(9, 7), c, true}}},
+		{"past the limit, two events anywhere in a run make it unusable", func() *sink.Positions {
+			return read(pe{pos(9, 1), a}, pe{pos(9, 2), b}, pe{pos(9, 3), c}, pe{pos(9, 3), a}, pe{pos(9, 4), b}, pe{pos(9, 5), c}, pe{pos(9, 6), a}, pe{pos(10, 1), b})
+		}, []try{{pos(9, 1), a, false}, {pos(9, 4), b, false}, {pos(10, 1), b, true}}},
+		{"past the limit, the same event twice is one", func() *sink.Positions {
+			return read(pe{pos(9, 1), a}, pe{pos(9, 2), b}, pe{pos(9, 2), b}, pe{pos(9, 3), 0}, pe{pos(9, 3), c}, pe{pos(9, 4), b}, pe{pos(9, 5), c}, pe{pos(9, 6), a})
+		}, []try{{pos(9, 1), a, true}, {pos(9, 6), a, true}}},
 		{"two read sets merged keep every event", func() *sink.Positions {
 			p := read(pe{pos(9, 1), a}, pe{pos(9, 3), c})
 			p.AddAll(read(pe{pos(9, 1), 0}, pe{pos(9, 2), b}, pe{pos(9, 3), a}))

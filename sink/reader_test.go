@@ -72,10 +72,11 @@ func TestClickHouse_WrittenPastTheBoundsGivesTheGreatestLSN(t *testing.T) {
 	insert(`SELECT generateUUIDv4(), 't', now(), 'e', '{}', 1, 4096, number + 1 FROM system.numbers LIMIT 100`)
 	insert(`SELECT generateUUIDv4(), 't', now(), 'e', '{}', 1, 8192 + number, 1 FROM system.numbers LIMIT 10`)
 	insert(`SELECT generateUUIDv4(), 't', now(), 'e', '{}', 1, 36864, 1 FROM system.numbers LIMIT 1`)
-	// 0x5000: 50 rows, and seq 25 and 26 stored twice (a replay's raw
-	// duplicates), one at the end of the first page.
+	// 0x5000: 50 rows, and seq 25 stored twice with another event (a row
+	// of another WAL history at the same position), across the end of the
+	// first page.
 	insert(`SELECT generateUUIDv4(), 't', now(), 'e', '{}', 1, 20480, number + 1 FROM system.numbers LIMIT 50`)
-	insert(`SELECT generateUUIDv4(), 't', now(), 'e', '{}', 1, 20480, number + 25 FROM system.numbers LIMIT 2`)
+	insert(`SELECT generateUUIDv4(), 't', now(), 'e', '{}', 1, 20480, 25 FROM system.numbers LIMIT 1`)
 
 	for _, tc := range []struct {
 		name     string
@@ -84,7 +85,7 @@ func TestClickHouse_WrittenPastTheBoundsGivesTheGreatestLSN(t *testing.T) {
 		max      pglogrepl.LSN // TooManyPositions.Max, when past them
 	}{
 		{"100 rows in one run, four full pages: within", 0x1000, 0x1001, 100, 0},
-		{"50 rows and two duplicates across pages: within", 0x5000, 0x5001, 50, 0},
+		{"50 rows and a duplicate across pages: within", 0x5000, 0x5001, 50, 0},
 		{"101 rows: past the rows' bound", 0x1000, 0x2001, 0, 0x2000},
 		{"ten runs: within", 0x2000, 0x200a, 10, 0},
 		{"eleven runs: past the runs' bound", 0x2000, sink.LastLSN, 0, 0x9000},
@@ -100,6 +101,27 @@ func TestClickHouse_WrittenPastTheBoundsGivesTheGreatestLSN(t *testing.T) {
 			t.Errorf("%s: Written = %d positions, %v; want %d", tc.name, got.Len(), err, tc.want)
 		}
 	}
+	// Both events at 0x5000#25 were read, though a page ended between
+	// them: kept by its first event only (past the exact limit), the run
+	// cannot be told one history's, and its first row does not match.
+	func() {
+		defer sink.SetExactLimit(0)()
+		var first uuid.UUID
+		if err := ch.Conn().QueryRow(ctx, "SELECT event_id FROM event_log WHERE cdc_commit_lsn = 20480 AND cdc_seq = 1").Scan(&first); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ch.Written(ctx, 0x5000, 0x5001)
+		if err != nil || got.Match(sink.Position{CommitLSN: 0x5000, Seq: 1}, sink.EventHash(first)) {
+			t.Errorf("the run holding two events at 0x5000#25 matched its first row (%v)", err)
+		}
+		got, err = ch.Written(ctx, 0x1000, 0x1001)
+		if err := ch.Conn().QueryRow(ctx, "SELECT event_id FROM event_log WHERE cdc_commit_lsn = 4096 AND cdc_seq = 1").Scan(&first); err != nil {
+			t.Fatal(err)
+		}
+		if err != nil || !got.Match(sink.Position{CommitLSN: 0x1000, Seq: 1}, sink.EventHash(first)) || !got.Match(sink.Position{CommitLSN: 0x1000, Seq: 100}, 0) {
+			t.Errorf("the run of one event each at 0x1000 did not match (%v)", err)
+		}
+	}()
 	// The cancelled read left the sink usable.
 	if got, err := ch.Written(ctx, 0x9000, 0x9001); err != nil || fmt.Sprint(slices.Collect(got.All())) != "[0/9000#1]" {
 		t.Errorf("Written after a cut read = %v, %v; want [0/9000#1]", slices.Collect(got.All()), err)
