@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/jackc/pglogrepl"
@@ -57,5 +58,28 @@ func TestRecordEnd(t *testing.T) {
 	}
 	if got := recordEnd(0x2000+24, 0, 0); got != 0x2000+24 {
 		t.Errorf("recordEnd without the sizes = %s, want the position unchanged", got)
+	}
+}
+
+// A streamed transaction remembered as partly stored is forgotten once its
+// commit was received and is durable — whichever session received it —
+// and kept while its commit is unknown or not yet stored.
+func TestForgetPartials(t *testing.T) {
+	r := &Replicator{partial: map[uint32]pglogrepl.LSN{
+		1: 0,     // commit not received
+		2: 0x100, // commit received, stored
+		3: 0x200, // commit received, not stored
+		4: 0x180, // at the durable position exactly
+	}}
+	r.forgetPartials(0x180)
+	want := map[uint32]pglogrepl.LSN{1: 0, 3: 0x200}
+	if fmt.Sprint(r.partial) != fmt.Sprint(want) {
+		t.Errorf("partial after forgetPartials(0/180) = %v, want %v", r.partial, want)
+	}
+	r.rememberPartial(3) // a later session's end keeps what it knew
+	r.rememberPartial(5)
+	r.forgetPartials(0x200)
+	if want := map[uint32]pglogrepl.LSN{1: 0, 5: 0}; fmt.Sprint(r.partial) != fmt.Sprint(want) {
+		t.Errorf("partial after forgetPartials(0/200) = %v, want %v", r.partial, want)
 	}
 }

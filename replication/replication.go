@@ -76,9 +76,10 @@ type Replicator struct {
 	// touches them.
 	waitOut      uint32
 	streamingOff bool
-	// partial maps the xid of a streamed transaction that an ended session
-	// stored rows of, before its commit arrived, to its first row's LSN
-	// (streamed.go). Only Run's goroutine touches it.
+	// partial holds the xid of each streamed transaction a session stored
+	// rows of before its end was stored (streamed.go), with the end of its
+	// commit once one was received, else 0. Only Run's goroutine touches
+	// it.
 	partial map[uint32]pglogrepl.LSN
 	// rcvbufNoted is set once the log has said that the receive buffer
 	// is left to the kernel. Only Run's goroutine touches it.

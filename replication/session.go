@@ -100,6 +100,7 @@ func (r *Replicator) session(ctx context.Context) error {
 			zap.Stringer("was", confirmed), zap.Stringer("now", now))
 		confirmed = now
 	}
+	r.forgetPartials(confirmed)
 	if err := r.checkHistory(ctx, conn, confirmed, skip.MaxLSN(), tooMany); err != nil {
 		return err
 	}
@@ -554,9 +555,6 @@ type stream struct {
 	// otherEventSeen is set once a replayed row's position was found
 	// holding another event (storedIn), which is logged once a session.
 	otherEventSeen bool
-	// End LSNs of the transactions in Replicator.partial whose commit
-	// arrived: each is forgotten once flushed past it.
-	partialEnds map[uint32]pglogrepl.LSN
 
 	batch         *sink.Batch
 	batchDeadline time.Time
@@ -925,7 +923,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 			// Until its end is stored, a next session may be sent it
 			// whole; the rows batched so far are found by xid there
 			// (findStreamed), as for one whose commit never came.
-			s.r.rememberPartial(msg.Xid, t.first)
+			s.r.rememberPartial(msg.Xid)
 		}
 		delete(s.streams, msg.Xid)
 		s.committed(msg.Xid, msg)
@@ -1167,12 +1165,7 @@ func (s *stream) reportOldestPending() {
 
 func (s *stream) applyAck(a ack) {
 	s.track.Flushed(a.end)
-	for xid, end := range s.partialEnds {
-		if a.end >= end {
-			delete(s.r.partial, xid)
-			delete(s.partialEnds, xid)
-		}
-	}
+	s.r.forgetPartials(a.end)
 	s.insertTime = (3*s.insertTime + a.insert) / 4
 	s.bufferBytes -= a.bytes
 	s.r.metrics.BufferBytes.Set(float64(s.bufferBytes))

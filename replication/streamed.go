@@ -402,16 +402,25 @@ func (s *stream) statusFlowing(ctx context.Context, read func(context.Context) e
 }
 
 // committedPartial notes that the commit of xid, ending at end, arrived;
-// if xid is in Replicator.partial it is forgotten once stored, before its
-// xid can come round again.
+// if xid is in Replicator.partial it is forgotten once stored
+// (forgetPartials), before its xid can come round again.
 func (s *stream) committedPartial(xid uint32, end pglogrepl.LSN) {
-	if _, ok := s.r.partial[xid]; !ok {
-		return
+	if _, ok := s.r.partial[xid]; ok {
+		s.r.partial[xid] = end
 	}
-	if s.partialEnds == nil {
-		s.partialEnds = map[uint32]pglogrepl.LSN{}
+}
+
+// forgetPartials forgets the transactions of Replicator.partial whose
+// commit was received and is stored: durable is what the sink holds (an
+// acknowledgement), or the slot's confirmed position at a session's
+// start, past which nothing is sent again. A commit received by a session
+// that ended before it was stored is forgotten so at the next start.
+func (r *Replicator) forgetPartials(durable pglogrepl.LSN) {
+	for xid, end := range r.partial {
+		if end != 0 && end <= durable {
+			delete(r.partial, xid)
+		}
 	}
-	s.partialEnds[xid] = end
 }
 
 // rememberPartials records, when a session ends, the streamed transactions
@@ -423,18 +432,20 @@ func (s *stream) committedPartial(xid uint32, end pglogrepl.LSN) {
 func (s *stream) rememberPartials() {
 	for xid, t := range s.streams {
 		if t.first != 0 {
-			s.r.rememberPartial(xid, t.first)
+			s.r.rememberPartial(xid)
 		}
 	}
 }
 
-// rememberPartial records that rows of streamed transaction xid, placed by
-// its first row at first, may be stored while its end is not.
-func (r *Replicator) rememberPartial(xid uint32, first pglogrepl.LSN) {
+// rememberPartial records that rows of streamed transaction xid may be
+// stored while its end is not.
+func (r *Replicator) rememberPartial(xid uint32) {
 	if r.partial == nil {
 		r.partial = map[uint32]pglogrepl.LSN{}
 	}
-	r.partial[xid] = first
+	if _, ok := r.partial[xid]; !ok {
+		r.partial[xid] = 0
+	}
 }
 
 // streams reports whether the next session asks for large transactions to
