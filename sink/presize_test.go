@@ -2,6 +2,7 @@ package sink
 
 import (
 	"bytes"
+	"math"
 	"runtime"
 	"strings"
 	"testing"
@@ -114,12 +115,20 @@ func TestPresize_LeavesFewLargeValuesAlone(t *testing.T) {
 		{"two small events", []Row{small, small}, 2 * uint64(len(small.Values[4].Data)), 4 << 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, _ := benchPlan(t, tc.rows[0])
-			block := benchBlock(t, p)
-			var err error
-			n := allocated(func() { err = p.presize(block.Columns, tc.rows, blockBytes, blockRows) })
-			if err != nil {
-				t.Fatal(err)
+			// The fewest bytes of a few tries: allocated counts the whole
+			// process's, and another goroutine (a connection an earlier
+			// test closed, the runtime) may allocate during one.
+			var p *plan
+			var block *chproto.Block
+			n := uint64(math.MaxUint64)
+			for range 5 {
+				p, _ = benchPlan(t, tc.rows[0])
+				block = benchBlock(t, p)
+				var err error
+				n = min(n, allocated(func() { err = p.presize(block.Columns, tc.rows, blockBytes, blockRows) }))
+				if err != nil {
+					t.Fatal(err)
+				}
 			}
 			if n < tc.wantMin || n > tc.wantMax {
 				t.Fatalf("presize allocated %d bytes, want %d to %d", n, tc.wantMin, tc.wantMax)
