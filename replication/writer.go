@@ -201,10 +201,8 @@ func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
 	}
 	rest := &sink.Batch{End: b.End, Rows: make([]sink.Row, 0, len(b.Rows))}
 	for _, row := range b.Rows {
-		// By position and event (sink.Positions.Match): each row's own
-		// when the read was small; past that, a run of positions that
-		// began in an earlier batch cannot be told this history's and is
-		// written again (FINAL shows each event once).
+		// By position and event (sink.Positions.Match): the batch's rows
+		// are among the last positions read, whose events are kept.
 		if !stored.Has(row.Pos) || !stored.Match(row.Pos, row.Event()) {
 			rest.Rows = append(rest.Rows, row)
 			rest.Bytes += row.Size

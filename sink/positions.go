@@ -24,10 +24,12 @@ import (
 type Positions struct {
 	runs []seqRun // ordered by (lsn, lo); disjoint, never adjacent
 	n    int
-	// exact is every position with its event, in order, in a set read
-	// from storage of at most exactLimit rows (Reader): Match then checks
-	// each row against its own stored event. nil in any other set.
-	exact []posEvent
+	// exact is positions with their events, in order, in a set read from
+	// storage (Reader): every position of the set, or with exactPart the
+	// last exactLimit read, from exact[0] on. Match checks a row there
+	// against its own stored event. nil in any other set.
+	exact     []posEvent
+	exactPart bool
 }
 
 // posEvent is a position and the EventHash of the event stored there (0:
@@ -38,8 +40,9 @@ type posEvent struct {
 	two   bool
 }
 
-// exactLimit is the most rows a read keeps each event of: a batch's
-// worth and more (8 MiB).
+// exactLimit is the most positions a read keeps each event of (8 MiB, 16
+// with a reallocation's slack): the last ones read, where a batch whose
+// INSERT failed lies when its transaction began in earlier batches.
 var exactLimit = 256 << 10
 
 // seqRun is the positions (lsn, lo) … (lsn, hi).
@@ -133,7 +136,7 @@ func (p *Positions) Add(pos Position) { p.AddEvent(pos, 0) }
 // position only, which Match checks the replay against; a second event at
 // a run's first position marks the run as unusable.
 func (p *Positions) AddEvent(pos Position, event uint64) {
-	p.exact = nil // kept only by a Reader
+	p.exact, p.exactPart = nil, false // kept only by a Reader
 	p.addEvent(pos, event)
 }
 
@@ -201,20 +204,21 @@ func (r *seqRun) setEvent(event uint64) {
 // this WAL history. Positions are offsets in one server's WAL, and a table
 // may hold rows of another history (a database moved to a new cluster, a
 // failover) at a new event's position: skipping that event as stored would
-// lose it. A set read whole with its events (exact) checks each row
-// against its own. A larger one keeps the event of each run's first
-// position: a replay meets it before the rest of the run (a transaction is
-// replayed from its first row), and the event there tells whose the run
-// is; until then, and for a run holding two events there, its positions
-// do not match. An event not known (a dead letter without an event id)
-// matches by position alone.
+// lose it. A row among the positions read with their events (exact: all
+// of a small read, the last exactLimit of a larger one) is checked
+// against its own. Before those, the set has the event of each run's
+// first position: a replay meets it before the rest of the run (a
+// transaction is replayed from its first row), and the event there tells
+// whose the run is; until then, and for a run holding two events at any
+// position, its positions do not match. An event not known (a dead letter
+// without an event id) matches by position alone.
 func (p *Positions) Match(pos Position, event uint64) bool {
 	if p == nil || len(p.runs) == 0 {
 		return false
 	}
-	if p.exact != nil {
+	if len(p.exact) > 0 && (!p.exactPart || comparePos(pos, p.exact[0].pos) >= 0) {
 		i, found := slices.BinarySearchFunc(p.exact, pos, func(e posEvent, pos Position) int {
-			return cmp.Or(cmp.Compare(e.pos.CommitLSN, pos.CommitLSN), cmp.Compare(e.pos.Seq, pos.Seq))
+			return comparePos(e.pos, pos)
 		})
 		if !found {
 			return false
@@ -303,11 +307,11 @@ func (p *Positions) AddAll(o *Positions) {
 	// none.
 	switch {
 	case p.n == 0:
-		p.exact = slices.Clone(o.exact)
-	case p.exact != nil && o.exact != nil:
+		p.exact, p.exactPart = slices.Clone(o.exact), o.exactPart
+	case p.exact != nil && o.exact != nil && !p.exactPart && !o.exactPart:
 		p.exact = mergeExact(p.exact, o.exact)
 	default:
-		p.exact = nil
+		p.exact, p.exactPart = nil, false
 	}
 	merged := make([]seqRun, 0, len(p.runs)+len(o.runs))
 	n := 0
@@ -360,7 +364,7 @@ func mergeExact(a, b []posEvent) []posEvent {
 		case len(b) == 0:
 			c = -1
 		default:
-			c = cmp.Or(cmp.Compare(a[0].pos.CommitLSN, b[0].pos.CommitLSN), cmp.Compare(a[0].pos.Seq, b[0].pos.Seq))
+			c = comparePos(a[0].pos, b[0].pos)
 		}
 		switch {
 		case c < 0:
@@ -373,6 +377,11 @@ func mergeExact(a, b []posEvent) []posEvent {
 		}
 	}
 	return out
+}
+
+// comparePos orders positions by commit LSN, then sequence number.
+func comparePos(a, b Position) int {
+	return cmp.Or(cmp.Compare(a.CommitLSN, b.CommitLSN), cmp.Compare(a.Seq, b.Seq))
 }
 
 // with is e and o, the same position, as one.
@@ -457,13 +466,15 @@ func (r *Reader) Again(pos Position, event uint64) bool {
 		known = max(event, r.last.event)
 	}
 	r.last = posEvent{pos: pos, event: known}
-	switch e := &r.set.exact; {
-	case r.rows > exactLimit:
-		*e = nil
-	case len(*e) > 0 && (*e)[len(*e)-1].pos == pos:
-		(*e)[len(*e)-1] = (*e)[len(*e)-1].with(posEvent{pos: pos, event: event})
-	default:
+	e := &r.set.exact
+	if n := len(*e); n > 0 && (*e)[n-1].pos == pos {
+		(*e)[n-1] = (*e)[n-1].with(posEvent{pos: pos, event: event})
+	} else {
 		*e = append(*e, posEvent{pos: pos, event: event})
+	}
+	if len(*e) > exactLimit {
+		*e = (*e)[len(*e)-exactLimit:]
+		r.set.exactPart = true
 	}
 	return r.rows <= maxReadRows && len(r.set.runs) <= maxReadRuns
 }

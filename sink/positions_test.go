@@ -258,9 +258,9 @@ func TestRow_Event(t *testing.T) {
 	}
 }
 
-// A set read with at most exactLimit rows keeps every row's event, and
-// Match checks each row against its own, wherever its run began; past the
-// limit it keeps each run's first event only.
+// A set read keeps the events of the last exactLimit positions read, and
+// Match checks each row there against its own, wherever its run began;
+// before them, each run's first event only.
 func TestReader_ExactEvents(t *testing.T) {
 	defer sink.SetExactLimit(6)()
 	const a, b, c = 11, 22, 33
@@ -291,12 +291,12 @@ func TestReader_ExactEvents(t *testing.T) {
 		{"each row its own event, in any order", func() *sink.Positions {
 			return read(pe{pos(9, 1), a}, pe{pos(9, 2), b}, pe{pos(9, 2), b}, pe{pos(10, 1), a}, pe{pos(10, 1), c}, pe{pos(11, 1), 0})
 		}, []try{{pos(9, 2), c, false}, {pos(9, 2), b, true}, {pos(9, 1), a, true}, {pos(10, 1), a, false}, {pos(10, 1), c, false}, {pos(11, 1), c, true}, {pos(12, 1), a, false}}},
-		{"past the limit, each run's first event", func() *sink.Positions {
-			return read(pe{pos(9, 1), a}, pe{pos(9, 2), b}, pe{pos(9, 3), c}, pe{pos(9, 4), a}, pe{pos(9, 5), b}, pe{pos(9, 6), c}, pe{pos(9, 7), a})
-		}, []try{{pos(9, 2), b, false}, {pos(9, 1), a, true}, {pos(9, 7), c, true}}},
+		{"past the limit, the last positions' events, before them each run's first", func() *sink.Positions {
+			return read(pe{pos(8, 1), a}, pe{pos(8, 2), b}, pe{pos(9, 1), a}, pe{pos(9, 2), b}, pe{pos(9, 3), c}, pe{pos(9, 4), a}, pe{pos(9, 5), b}, pe{pos(9, 6), c})
+		}, []try{{pos(9, 2), b, true}, {pos(9, 2), a, false}, {pos(9, 6), b, false}, {pos(8, 2), b, false}, {pos(8, 1), a, true}, {pos(8, 2), c, true}}},
 		{"past the limit, two events anywhere in a run make it unusable", func() *sink.Positions {
 			return read(pe{pos(9, 1), a}, pe{pos(9, 2), b}, pe{pos(9, 3), c}, pe{pos(9, 3), a}, pe{pos(9, 4), b}, pe{pos(9, 5), c}, pe{pos(9, 6), a}, pe{pos(10, 1), b})
-		}, []try{{pos(9, 1), a, false}, {pos(9, 4), b, false}, {pos(10, 1), b, true}}},
+		}, []try{{pos(9, 1), a, false}, {pos(9, 3), c, false}, {pos(9, 4), b, true}, {pos(10, 1), b, true}}},
 		{"past the limit, the same event twice is one", func() *sink.Positions {
 			return read(pe{pos(9, 1), a}, pe{pos(9, 2), b}, pe{pos(9, 2), b}, pe{pos(9, 3), 0}, pe{pos(9, 3), c}, pe{pos(9, 4), b}, pe{pos(9, 5), c}, pe{pos(9, 6), a})
 		}, []try{{pos(9, 1), a, true}, {pos(9, 6), a, true}}},

@@ -122,6 +122,26 @@ func TestClickHouse_WrittenPastTheBoundsGivesTheGreatestLSN(t *testing.T) {
 			t.Errorf("the run of one event each at 0x1000 did not match (%v)", err)
 		}
 	}()
+	// A batch retried after its INSERT failed lies at the end of its
+	// transaction's stored rows: past the exact limit, the last positions
+	// read still match their own events, without the run's first.
+	func() {
+		defer sink.SetExactLimit(30)()
+		event := func(seq int) uint64 {
+			var id uuid.UUID
+			if err := ch.Conn().QueryRow(ctx, fmt.Sprintf("SELECT event_id FROM event_log WHERE cdc_commit_lsn = 4096 AND cdc_seq = %d", seq)).Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			return sink.EventHash(id)
+		}
+		got, err := ch.Written(ctx, 0x1000, 0x1001)
+		if err != nil || !got.Match(sink.Position{CommitLSN: 0x1000, Seq: 90}, event(90)) || got.Match(sink.Position{CommitLSN: 0x1000, Seq: 91}, event(90)) {
+			t.Errorf("a position among the last read does not match its own event only (%v)", err)
+		}
+		if got.Match(sink.Position{CommitLSN: 0x1000, Seq: 10}, event(10)) {
+			t.Error("a position before the last read matched before its run's first")
+		}
+	}()
 	// The cancelled read left the sink usable.
 	if got, err := ch.Written(ctx, 0x9000, 0x9001); err != nil || fmt.Sprint(slices.Collect(got.All())) != "[0/9000#1]" {
 		t.Errorf("Written after a cut read = %v, %v; want [0/9000#1]", slices.Collect(got.All()), err)
