@@ -212,6 +212,28 @@ func recordEnd(pos pglogrepl.LSN, block, segment uint64) pglogrepl.LSN {
 // The sizes of a WAL page's header, short and at a segment's start.
 const shortPageHeader, longPageHeader = 24, 40
 
+// flush makes PostgreSQL flush its WAL up to now: a transaction that
+// writes WAL and takes an xid commits synchronously (locally), and such a
+// commit flushes the WAL up to its record, everything inserted before
+// included. What it writes is a transactional logical decoding message
+// (allowed to every role; pgoutput sends messages only to a subscriber
+// that asks for them, which cdc does not) and its commit record. A
+// transaction that writes no WAL of its own commits asynchronously, even
+// with an xid.
+func (x *xactLookup) flush(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	if x.conn == nil {
+		return errors.New("flush the WAL: no connection") // statusAt connects first
+	}
+	_, err := queryRows(ctx, x.conn, "BEGIN READ WRITE; SET LOCAL synchronous_commit = local; SELECT pg_logical_emit_message(true, 'cdc', ''); COMMIT")
+	if err != nil {
+		x.close()
+		return wrapf(err, "flush the WAL")
+	}
+	return nil
+}
+
 func (x *xactLookup) close() {
 	if x.conn == nil {
 		return
@@ -232,15 +254,16 @@ func (x *xactLookup) close() {
 // Committed is not enough: with synchronous_commit off, PostgreSQL reports
 // a transaction committed before its commit record is flushed, and a crash
 // meanwhile undoes it. Its rows would then be events of a transaction that
-// never happened, so they wait for the flush too (the WAL writer's, within
-// three wal_writer_delay).
+// never happened. So when the WAL is not flushed up to where it was
+// inserted when the answer came, cdc flushes it (xactLookup.flush) before
+// it keeps the rows. Waiting for the WAL writer instead could wait for
+// ever on a quiet server: it flushes asynchronous commits, not other WAL
+// (a vacuum's) inserted after them.
 func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, error) {
 	if committed, ok := t.ended.get(xid); ok {
 		return committed, nil
 	}
 	deadline := time.Now().Add(streamWait(s.r.cfg.FlushInterval))
-	var durableAt pglogrepl.LSN // once committed: past its commit record
-	pause := 50 * time.Millisecond
 	for {
 		st, insert, flushed, err := s.xacts.statusAt(ctx, xid)
 		if err != nil {
@@ -248,21 +271,17 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 		}
 		switch st {
 		case xactCommitted:
-			if durableAt == 0 {
-				durableAt = insert
+			if !t.durable && flushed < insert {
+				s.r.log.Debug("streamed transaction committed, its commit perhaps not flushed yet: flushing the WAL",
+					zap.Uint32("xid", xid), zap.Stringer("flushed", flushed), zap.Stringer("inserted", insert))
+				if err := s.xacts.flush(ctx); err != nil {
+					return false, err
+				}
 			}
-			if t.durable || flushed >= durableAt {
-				t.durable = true
-				t.ended.put(xid, true)
-				return true, nil
-			}
-			if pause != flushWaitPause {
-				// The WAL writer flushes it within three wal_writer_delay;
-				// on a busy server a synchronous commit does sooner.
-				pause = flushWaitPause
-				s.r.log.Debug("streamed transaction committed, its commit not yet flushed: waiting for the flush",
-					zap.Uint32("xid", xid), zap.Stringer("flushed", flushed), zap.Stringer("commit_before", durableAt))
-			}
+			// One commit record commits every (sub)transaction of t.
+			t.durable = true
+			t.ended.put(xid, true)
+			return true, nil
 		case xactAborted:
 			t.ended.put(xid, false)
 			return false, nil
@@ -278,7 +297,7 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 			s.r.waitOut = t.xid
 			return false, fmt.Errorf("%w (xid %d)", errStreamInProgress, t.xid)
 		}
-		if err := s.pause(ctx, pause); err != nil {
+		if err := s.pause(ctx, 50*time.Millisecond); err != nil {
 			return false, err
 		}
 		if ctx.Err() != nil {
@@ -286,10 +305,6 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 		}
 	}
 }
-
-// flushWaitPause is how often keep asks again while a commit waits for
-// its flush.
-const flushWaitPause = 10 * time.Millisecond
 
 // pause waits d, acknowledging stored batches and keeping the standby
 // status flowing.
