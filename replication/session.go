@@ -1165,7 +1165,6 @@ func (s *stream) reportOldestPending() {
 
 func (s *stream) applyAck(a ack) {
 	s.track.Flushed(a.end)
-	s.r.forgetPartials(a.end)
 	s.insertTime = (3*s.insertTime + a.insert) / 4
 	s.bufferBytes -= a.bytes
 	s.r.metrics.BufferBytes.Set(float64(s.bufferBytes))

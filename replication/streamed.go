@@ -417,8 +417,8 @@ func (s *stream) statusFlowing(ctx context.Context, read func(context.Context) e
 }
 
 // committedPartial notes that the commit of xid, ending at end, arrived;
-// if xid is in Replicator.partial it is forgotten once stored
-// (forgetPartials), before its xid can come round again.
+// if xid is in Replicator.partial it is forgotten once the slot has
+// confirmed past it (forgetPartials), before its xid can come round again.
 func (s *stream) committedPartial(xid uint32, end pglogrepl.LSN) {
 	if _, ok := s.r.partial[xid]; ok {
 		s.r.partial[xid] = end
@@ -426,10 +426,12 @@ func (s *stream) committedPartial(xid uint32, end pglogrepl.LSN) {
 }
 
 // forgetPartials forgets the transactions of Replicator.partial whose
-// commit was received and is stored: durable is what the sink holds (an
-// acknowledgement), or the slot's confirmed position at a session's
-// start, past which nothing is sent again. A commit received by a session
-// that ended before it was stored is forgotten so at the next start.
+// commit was received and lies before durable, the slot's confirmed
+// position at a session's start: PostgreSQL sends none of them again. Not
+// at an acknowledgement: a session may end before PostgreSQL has recorded
+// it, and the next would be sent the transaction again. Each entry is one
+// transaction larger than logical_decoding_work_mem, so a long session
+// keeps few.
 func (r *Replicator) forgetPartials(durable pglogrepl.LSN) {
 	for xid, end := range r.partial {
 		if end != 0 && end <= durable {
