@@ -1,6 +1,7 @@
 package replication
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -188,21 +189,30 @@ func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
 	if r.noSkip.Load() {
 		return b // positions of another WAL history may match (checkHistory)
 	}
-	stored := &sink.Positions{}
-	for _, span := range lsnSpans(b) {
+	// A set per span, not one merged: each keeps the events of the last
+	// positions it read, where the batch's rows lie, and a merge of such
+	// sets could not (sink.Positions.AddAll).
+	spans := lsnSpans(b)
+	sets := make([]*sink.Positions, len(spans))
+	n := 0
+	for i, span := range spans {
 		w, err := r.sink.Written(ctx, span[0], span[1])
 		if err != nil {
 			return b
 		}
-		stored.AddAll(w)
+		sets[i], n = w, n+w.Len()
 	}
-	if stored.Len() == 0 {
+	if n == 0 {
 		return b
 	}
 	rest := &sink.Batch{End: b.End, Rows: make([]sink.Row, 0, len(b.Rows))}
 	for _, row := range b.Rows {
-		// By position and event (sink.Positions.Match): the batch's rows
-		// are among the last positions read, whose events are kept.
+		// The span holding the row: the first ending past its LSN.
+		i, _ := slices.BinarySearchFunc(spans, row.Pos.CommitLSN, func(s [2]pglogrepl.LSN, lsn pglogrepl.LSN) int {
+			return cmp.Compare(s[1], lsn+1)
+		})
+		stored := sets[min(i, len(sets)-1)]
+		// By position and event (sink.Positions.Match).
 		if !stored.Has(row.Pos) || !stored.Match(row.Pos, row.Event()) {
 			rest.Rows = append(rest.Rows, row)
 			rest.Bytes += row.Size
