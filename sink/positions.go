@@ -25,9 +25,9 @@ type Positions struct {
 	runs []seqRun // ordered by (lsn, lo); disjoint, never adjacent
 	n    int
 	// exact is positions with their events, in order, in a set read from
-	// storage (Reader): every position of the set, or with exactPart the
-	// last exactLimit read, from exact[0] on. Match checks a row there
-	// against its own stored event. nil in any other set.
+	// storage (Reader): every position of the set, or with exactPart at
+	// least the last exactLimit read, from exact[0] on. Match checks a row
+	// there against its own stored event. nil in any other set.
 	exact     []posEvent
 	exactPart bool
 }
@@ -40,9 +40,10 @@ type posEvent struct {
 	two   bool
 }
 
-// exactLimit is the most positions a read keeps each event of (8 MiB, 16
-// with a reallocation's slack): the last ones read, where a batch whose
-// INSERT failed lies when its transaction began in earlier batches.
+// exactLimit is how many positions a read keeps each event of, at least
+// (8 MiB; at most twice as many, 16 MiB): the last ones read, where a
+// batch whose INSERT failed lies when its transaction began in earlier
+// batches.
 var exactLimit = 256 << 10
 
 // seqRun is the positions (lsn, lo) … (lsn, hi).
@@ -472,8 +473,10 @@ func (r *Reader) Again(pos Position, event uint64) bool {
 	} else {
 		*e = append(*e, posEvent{pos: pos, event: event})
 	}
-	if len(*e) > exactLimit {
-		*e = (*e)[len(*e)-exactLimit:]
+	// Past twice the limit, the last exactLimit move to the front: the
+	// slice keeps its array (no garbage per position dropped).
+	if len(*e) >= 2*exactLimit {
+		*e = append((*e)[:0], (*e)[len(*e)-exactLimit:]...)
 		r.set.exactPart = true
 	}
 	return r.rows <= maxReadRows && len(r.set.runs) <= maxReadRuns
