@@ -76,6 +76,10 @@ type Replicator struct {
 	// touches them.
 	waitOut      uint32
 	streamingOff bool
+	// flushRefused is set once PostgreSQL refused the lookup connection's
+	// WAL flush (xactLookup.flush): keep waits for the WAL writer from
+	// then on. Only Run's goroutine touches it.
+	flushRefused bool
 	// partial holds the xid of each streamed transaction a session stored
 	// rows of before its end was stored (streamed.go), with the end of its
 	// commit once one was received, else 0. Only Run's goroutine touches

@@ -258,7 +258,9 @@ func (x *xactLookup) close() {
 // inserted when the answer came, cdc flushes it (xactLookup.flush) before
 // it keeps the rows. Waiting for the WAL writer instead could wait for
 // ever on a quiet server: it flushes asynchronous commits, not other WAL
-// (a vacuum's) inserted after them.
+// (a vacuum's) inserted after them. Where PostgreSQL refuses that flush,
+// cdc does wait, up to streamWait, and then reads the transaction
+// without streaming (sent at its commit, which is flushed by then).
 func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, error) {
 	if committed, ok := t.ended.get(xid); ok {
 		return committed, nil
@@ -271,17 +273,33 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 		}
 		switch st {
 		case xactCommitted:
-			if !t.durable && flushed < insert {
+			durable := t.durable || flushed >= insert
+			if !durable && !s.r.flushRefused {
 				s.r.log.Debug("streamed transaction committed, its commit perhaps not flushed yet: flushing the WAL",
 					zap.Uint32("xid", xid), zap.Stringer("flushed", flushed), zap.Stringer("inserted", insert))
-				if err := s.xacts.flush(ctx); err != nil {
+				err := s.xacts.flush(ctx)
+				var pgErr *pgconn.PgError
+				switch {
+				case err == nil:
+					durable = true
+				case errors.As(err, &pgErr):
+					// Refused (a role without EXECUTE on
+					// pg_logical_emit_message, a standby): the WAL writer's
+					// flush is waited for, up to the stream wait, as for a
+					// transaction in progress.
+					s.r.flushRefused = true
+					s.r.log.Warn("PostgreSQL refused the flush of its WAL that makes the rows of an asynchronously committed streamed transaction safe to keep; cdc waits for the WAL writer's instead, and reads such a transaction without streaming when it takes longer",
+						zap.Error(err))
+				default:
 					return false, err
 				}
 			}
-			// One commit record commits every (sub)transaction of t.
-			t.durable = true
-			t.ended.put(xid, true)
-			return true, nil
+			if durable {
+				// One commit record commits every (sub)transaction of t.
+				t.durable = true
+				t.ended.put(xid, true)
+				return true, nil
+			}
 		case xactAborted:
 			t.ended.put(xid, false)
 			return false, nil
@@ -351,7 +369,10 @@ func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LS
 // at a restart would cost a scan of the sink's positions, and the part
 // stored is then stored again (FINAL shows each event once).
 func (s *stream) findStreamed(ctx context.Context, at pglogrepl.LSN) error {
-	_, remembered := s.r.partial[s.tx.xid]
+	// A transaction whose first row lies past the remembered one's commit
+	// is another that took its xid after wraparound.
+	end, remembered := s.r.partial[s.tx.xid]
+	remembered = remembered && (end == 0 || at < end)
 	if !remembered && !s.placed.HasLSN(at) {
 		return nil
 	}
@@ -418,7 +439,8 @@ func (s *stream) statusFlowing(ctx context.Context, read func(context.Context) e
 
 // committedPartial notes that the commit of xid, ending at end, arrived;
 // if xid is in Replicator.partial it is forgotten once the slot has
-// confirmed past it (forgetPartials), before its xid can come round again.
+// confirmed past it (forgetPartials); meanwhile a transaction that takes
+// its xid again after wraparound lies past end (findStreamed).
 func (s *stream) committedPartial(xid uint32, end pglogrepl.LSN) {
 	if _, ok := s.r.partial[xid]; ok {
 		s.r.partial[xid] = end

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -540,44 +541,78 @@ func TestReplicator_StreamedRowsAfterAQuietSpellAreNotOld(t *testing.T) {
 // server crash then would undo it. Its streamed rows are stored only once
 // the commit is flushed — cdc flushes the WAL itself rather than wait for
 // the WAL writer: an event in ClickHouse whose transaction PostgreSQL lost
-// is an event that never happened.
+// is an event that never happened. Where the flush is refused (a role
+// without EXECUTE on pg_logical_emit_message), cdc waits for the WAL
+// writer, then reads the transaction without streaming.
 func TestReplicator_StreamedRowsWaitForAnAsynchronousCommitToBeFlushed(t *testing.T) {
-	h := setup(t)
-	smallDecodingMemory(t, h)
-	ctx := context.Background()
-	// The WAL writer flushes an asynchronous commit within
-	// wal_writer_delay; here nothing else flushes it for 10 s.
-	h.exec(`ALTER SYSTEM SET wal_writer_delay = '10s'`)
-	h.exec(`ALTER SYSTEM SET wal_writer_flush_after = '1GB'`)
-	h.exec(`SELECT pg_reload_conf()`)
-	t.Cleanup(func() {
-		h.exec(`ALTER SYSTEM RESET wal_writer_delay`)
-		h.exec(`ALTER SYSTEM RESET wal_writer_flush_after`)
-		h.exec(`SELECT pg_reload_conf()`)
-	})
-	time.Sleep(300 * time.Millisecond) // the WAL writer's current sleep ends
-	tx := h.begin(ctx)
-	insertRows(t, ctx, tx, "async", 3000)
-	h.exec(`SELECT pg_switch_wal()`) // the rows flushed, for the walsender to stream them
-	if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	commitEnd := h.lsn(`SELECT pg_current_wal_insert_lsn()::text`)
-	if flushed := h.lsn(`SELECT pg_current_wal_flush_lsn()::text`); flushed >= commitEnd {
-		t.Fatalf("the commit was flushed already (%s ≥ %s): the test cannot tell", flushed, commitEnd)
-	}
+	for _, refused := range []bool{false, true} {
+		t.Run(fmt.Sprintf("flush refused=%v", refused), func(t *testing.T) {
+			h := setup(t)
+			smallDecodingMemory(t, h)
+			ctx := context.Background()
+			if refused {
+				role := "cdc_noflush"
+				h.exec(`CREATE ROLE ` + role + ` LOGIN REPLICATION`)
+				h.exec(`REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) FROM PUBLIC`)
+				t.Cleanup(func() {
+					h.exec(`GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO PUBLIC`)
+					// Its sessions end with the test's replicator first.
+					eventually(t, "the role's sessions ended", func() bool {
+						var n int
+						_ = h.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename = '`+role+`'`).Scan(&n)
+						return n == 0
+					})
+					h.exec(`DROP ROLE ` + role)
+				})
+				u, err := url.Parse(h.dsn)
+				if err != nil {
+					t.Fatal(err)
+				}
+				u.User = url.User(role)
+				h.dsn = u.String()
+			}
+			// The WAL writer flushes an asynchronous commit within
+			// wal_writer_delay; here nothing else flushes it for 3 s.
+			h.exec(`ALTER SYSTEM SET wal_writer_delay = '3s'`)
+			h.exec(`ALTER SYSTEM SET wal_writer_flush_after = '1GB'`)
+			h.exec(`SELECT pg_reload_conf()`)
+			t.Cleanup(func() {
+				h.exec(`ALTER SYSTEM RESET wal_writer_delay`)
+				h.exec(`ALTER SYSTEM RESET wal_writer_flush_after`)
+				h.exec(`SELECT pg_reload_conf()`)
+			})
+			time.Sleep(300 * time.Millisecond) // the WAL writer's current sleep ends
+			tx := h.begin(ctx)
+			insertRows(t, ctx, tx, "async", 3000)
+			h.exec(`SELECT pg_switch_wal()`) // the rows flushed, for the walsender to stream them
+			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			commitEnd := h.lsn(`SELECT pg_current_wal_insert_lsn()::text`)
+			if flushed := h.lsn(`SELECT pg_current_wal_flush_lsn()::text`); flushed >= commitEnd {
+				t.Fatalf("the commit was flushed already (%s ≥ %s): the test cannot tell", flushed, commitEnd)
+			}
 
-	s := &flushSeeingSink{pool: h.pool}
-	stop := h.runWith(s, zap.NewNop(), func(*replication.Config) {})
-	defer stop()
-	eventually(t, "3000 rows stored", func() bool { return s.count() == 3000 })
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.firstFlushed < commitEnd {
-		t.Fatalf("rows stored with the WAL flushed to %s, before the commit's end %s", s.firstFlushed, commitEnd)
+			core, logs := observer.New(zapcore.InfoLevel)
+			s := &flushSeeingSink{pool: h.pool}
+			stop := h.runWith(s, zap.New(core), func(*replication.Config) {})
+			defer stop()
+			eventually(t, "3000 rows stored", func() bool { return s.count() == 3000 })
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.firstFlushed < commitEnd {
+				t.Fatalf("rows stored with the WAL flushed to %s, before the commit's end %s", s.firstFlushed, commitEnd)
+			}
+			if n := logs.FilterMessageSnippet("PostgreSQL refused the flush").Len(); (n > 0) != refused {
+				t.Errorf("%d warnings of a refused flush, want them only when refused", n)
+			}
+			if errs := logs.FilterMessage("replication interrupted; reconnecting").All(); len(errs) != 0 {
+				t.Errorf("a session failed: %v", errs[0].ContextMap())
+			}
+		})
 	}
 }
 
