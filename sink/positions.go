@@ -60,10 +60,9 @@ type seqRun struct {
 type runCheck uint8
 
 const (
-	unchecked  runCheck = iota
-	sameEvent           // the replayed row there is the stored event: the run is this history's
-	otherEvent          // it is another: the run holds another history's rows
-	twoEvents           // the store holds two events there: which is this history's cannot be told
+	unchecked runCheck = iota // not yet, or the replayed row there was another event
+	sameEvent                 // the replayed row there is the stored event: the run is this history's
+	twoEvents                 // the store holds two events there: which is this history's cannot be told
 )
 
 // Len is the number of positions in the set.
@@ -238,10 +237,9 @@ func (p *Positions) Match(pos Position, event uint64) bool {
 	case r.event == 0:
 		return true
 	case pos.Seq == r.lo:
+		r.check = unchecked
 		if event == r.event {
 			r.check = sameEvent
-		} else {
-			r.check = otherEvent
 		}
 	}
 	return r.check == sameEvent
