@@ -626,7 +626,7 @@ func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (*Posi
 		if err != nil {
 			return nil, err
 		}
-		if n == ReadPage() && prev != nil && last == *prev {
+		if n == readPageRows && prev != nil && last == *prev {
 			full = true
 		}
 		if full {
@@ -636,7 +636,7 @@ func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (*Posi
 			}
 			return nil, &TooManyPositions{Max: pglogrepl.LSN(maxLSN)}
 		}
-		if n < ReadPage() {
+		if n < readPageRows {
 			return r.Set(), nil
 		}
 		after = fmt.Sprintf(" AND (%s > %d OR %s = %d AND %s >= %d)", colCommitLSN, uint64(last.CommitLSN), colCommitLSN, uint64(last.CommitLSN), colSeq, last.Seq)
@@ -654,7 +654,7 @@ func (c *ClickHouse) readPage(ctx context.Context, r *Reader, where string, agai
 	// With each position its event, which tells a row of another WAL
 	// history at the same position (Positions.Match).
 	rows, err := c.conn.Query(qctx, fmt.Sprintf("SELECT %s, %s, %s FROM %s WHERE %s ORDER BY %s, %s LIMIT %d",
-		colCommitLSN, colSeq, colEventID, Table, where, colCommitLSN, colSeq, ReadPage()))
+		colCommitLSN, colSeq, colEventID, Table, where, colCommitLSN, colSeq, readPageRows))
 	if err != nil {
 		return 0, false, last, fmt.Errorf("read written positions: %w", err)
 	}

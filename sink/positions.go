@@ -418,9 +418,6 @@ var maxReadRows, maxReadRuns, readPageRows = 64 << 20, 1 << 20, 2 << 20
 // row past the bound, so that passing it shows.
 func ReadLimit() int { return maxReadRows + 1 }
 
-// ReadPage is the LIMIT of one page of a read in pages.
-func ReadPage() int { return readPageRows }
-
 // TooManyPositions is the error of a read of stored positions that found
 // more than a set may hold. Max is the greatest commit LSN in the range
 // read.
