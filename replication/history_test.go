@@ -1,10 +1,15 @@
 package replication
 
 import (
+	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pglogrepl"
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/sink"
 )
 
 // A stored position past the server's WAL end marks another WAL history,
@@ -81,5 +86,60 @@ func TestForgetPartials(t *testing.T) {
 	r.forgetPartials(0x200)
 	if want := map[uint32]pglogrepl.LSN{1: 0, 5: 0}; fmt.Sprint(r.partial) != fmt.Sprint(want) {
 		t.Errorf("partial after forgetPartials(0/200) = %v, want %v", r.partial, want)
+	}
+}
+
+// readCounter is a sink that records the ranges it is asked about and
+// holds nothing.
+type readCounter struct {
+	Sink
+	reads []string
+}
+
+func (c *readCounter) Written(_ context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
+	c.reads = append(c.reads, fmt.Sprintf("%s-%s", from, to))
+	return &sink.Positions{}, nil
+}
+
+// A transaction sent whole is looked for in the sink, by its first row's
+// LSN, when the process remembers its xid as partly stored and its first
+// row lies before the remembered commit's end, or when the skip set places
+// stored rows at that LSN. A first row at or past the remembered end
+// belongs to another transaction that took the xid after wraparound.
+func TestFindStreamed_WhenTheSinkIsAsked(t *testing.T) {
+	const xid, at = 7, pglogrepl.LSN(0x5000)
+	var placedAt sink.Reader
+	placedAt.Add(sink.Position{CommitLSN: at, Seq: 1}, 1)
+	for _, tc := range []struct {
+		name       string
+		partial    map[uint32]pglogrepl.LSN
+		placed     *sink.Positions
+		wantLookup bool
+	}{
+		{"not remembered, nothing placed", nil, &sink.Positions{}, false},
+		{"another xid remembered", map[uint32]pglogrepl.LSN{8: 0}, &sink.Positions{}, false},
+		{"remembered, commit not received", map[uint32]pglogrepl.LSN{xid: 0}, &sink.Positions{}, true},
+		{"remembered, first row before its commit's end", map[uint32]pglogrepl.LSN{xid: at + 1}, &sink.Positions{}, true},
+		{"remembered, first row at its commit's end: wrapped", map[uint32]pglogrepl.LSN{xid: at}, &sink.Positions{}, false},
+		{"remembered, first row past its commit's end: wrapped", map[uint32]pglogrepl.LSN{xid: at - 0x100}, &sink.Positions{}, false},
+		{"wrapped but placed by the skip set", map[uint32]pglogrepl.LSN{xid: at - 0x100}, placedAt.Set(), true},
+		{"not remembered, placed by the skip set", nil, placedAt.Set(), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &readCounter{}
+			s := &stream{r: &Replicator{sink: c, log: zap.NewNop(), partial: tc.partial}, placed: tc.placed,
+				nextStatus: time.Now().Add(time.Hour)} // no status is due while the read runs
+			s.tx.xid = xid
+			if err := s.findStreamed(context.Background(), at); err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			if tc.wantLookup {
+				want = []string{"0/5000-0/5001"}
+			}
+			if fmt.Sprint(c.reads) != fmt.Sprint(want) {
+				t.Errorf("sink asked about %v, want %v", c.reads, want)
+			}
+		})
 	}
 }
