@@ -1,6 +1,10 @@
 package replication
 
-import "time"
+import (
+	"time"
+
+	"github.com/jackc/pglogrepl"
+)
 
 // SetLookupTimeout sets the bound of a transaction status lookup for a
 // test and returns the function that puts it back.
@@ -17,3 +21,12 @@ func SetSetupTimeout(d time.Duration) (restore func()) {
 	setupTimeout = d
 	return func() { setupTimeout = old }
 }
+
+// SetPartial and Partials reach Replicator.partial for a test, while Run
+// is not running.
+func (r *Replicator) SetPartial(xid uint32, end pglogrepl.LSN) {
+	r.rememberPartial(xid)
+	r.partial[xid] = end
+}
+
+func (r *Replicator) Partials() map[uint32]pglogrepl.LSN { return r.partial }

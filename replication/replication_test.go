@@ -121,6 +121,12 @@ func (h *harness) runWith(s replication.Sink, log *zap.Logger, change func(*repl
 // its metrics too.
 func (h *harness) start(s replication.Sink, dead replication.DeadLetters, log *zap.Logger, change func(*replication.Config)) (*replication.Replicator, *metrics.Metrics, func()) {
 	h.t.Helper()
+	r, m := h.replicator(s, dead, log, change)
+	return r, m, h.runReplicator(r)
+}
+
+// replicator is start without running the replicator.
+func (h *harness) replicator(s replication.Sink, dead replication.DeadLetters, log *zap.Logger, change func(*replication.Config)) (*replication.Replicator, *metrics.Metrics) {
 	reg := prometheus.NewRegistry()
 	cfg := replication.Config{
 		DSN: h.dsn, Slot: "slot", Publication: "pub",
@@ -133,11 +139,15 @@ func (h *harness) start(s replication.Sink, dead replication.DeadLetters, log *z
 	}
 	change(&cfg)
 	m := metrics.New(reg, func() int64 { return time.Now().UnixNano() })
-	r := replication.New(cfg, s, dead, log, m)
+	return replication.New(cfg, s, dead, log, m), m
+}
+
+// runReplicator runs r until the returned stop is called.
+func (h *harness) runReplicator(r *replication.Replicator) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	return r, m, func() {
+	return func() {
 		cancel()
 		if err := <-done; err != nil {
 			h.t.Errorf("Run: %v", err)

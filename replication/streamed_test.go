@@ -720,3 +720,26 @@ func TestReplicator_StreamingResumesBetweenTransactions(t *testing.T) {
 		})
 	}
 }
+
+// A session's start forgets the partly stored streamed transactions whose
+// commit the slot has confirmed past, and keeps those whose commit is
+// unknown or lies ahead.
+func TestReplicator_SessionStartForgetsPartialsPastTheSlot(t *testing.T) {
+	h := setup(t)
+	s := &fakeSink{}
+	r, _ := h.replicator(s, nil, zap.NewNop(), func(*replication.Config) {})
+	confirmed := h.confirmed()
+	// xids a fresh cluster does not reach.
+	r.SetPartial(4_000_000_001, confirmed-1) // committed before the slot's position
+	r.SetPartial(4_000_000_002, confirmed)   // at it exactly
+	r.SetPartial(4_000_000_003, 0)           // commit not received
+	r.SetPartial(4_000_000_004, 0xFFFF_0000_0000_0000)
+	stop := h.runReplicator(r)
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('e', 'test', '{}')`)
+	eventually(t, "the event stored", func() bool { return s.count() == 1 })
+	stop()
+	want := map[uint32]pglogrepl.LSN{4_000_000_003: 0, 4_000_000_004: 0xFFFF_0000_0000_0000}
+	if got := r.Partials(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("partial after a session started at %s: %v, want %v", confirmed, got, want)
+	}
+}
