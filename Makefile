@@ -38,9 +38,12 @@ demo:
 test-short:
 	$(GO) test -short -count=1 ./...
 
+# staticcheck is fetched through the Go module proxy on first use.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 # Throughput, latency and memory against real local PostgreSQL and
 # ClickHouse (under .local/bench, stopped however it ends); prints one
