@@ -17,10 +17,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcdc/cdc/decoder"
+	ddl "github.com/eventcdc/cdc/sql"
 )
 
 // OutboxTable is the table applications insert events into.
-const OutboxTable = "outbox"
+const OutboxTable = ddl.OutboxTable
 
 // OpenPool opens a pool whose sessions print values the way the connector's
 // replication session does (TimeZone=UTC, DateStyle=ISO), so `col::text`

@@ -148,7 +148,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) {
+		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrPublicationTables) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) {
 			return err
 		}
 		if errors.Is(err, errStreamInProgress) || errors.Is(err, errResumeStreaming) {
@@ -202,6 +202,7 @@ func (b *backoff) reset() { b.cur = 0 }
 var (
 	ErrSlotLost           = errors.New("replication slot was invalidated (wal_status=lost): WAL it needed is gone")
 	ErrPublicationMissing = errors.New("publication does not exist: run `cdc migrate`")
+	ErrPublicationTables  = errors.New("it publishes tables other than outbox, whose rows cdc would ship into event_log: drop them from it (ALTER PUBLICATION … DROP TABLE …) or set CDC_PUBLICATION to a publication of outbox alone")
 	ErrWrongPlugin        = errors.New("replication slot does not use the pgoutput plugin")
 	ErrSlotBusy           = errors.New("replication slot is active in another process")
 	ErrSlotElsewhere      = errors.New("replication slot belongs to another database")

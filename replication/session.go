@@ -18,6 +18,7 @@ import (
 	"github.com/eventcdc/cdc/checkpoint"
 	"github.com/eventcdc/cdc/decoder"
 	"github.com/eventcdc/cdc/sink"
+	ddl "github.com/eventcdc/cdc/sql"
 )
 
 // session is one replication connection's life: connect, find the slot,
@@ -214,6 +215,38 @@ func setupStep(ctx context.Context, step func(context.Context) error) error {
 	return err
 }
 
+// checkPublicationTables refuses a publication that publishes tables
+// other than the outbox: every row it sends would be shipped into
+// event_log as an event. Migrate creates one of the outbox alone, but
+// CDC_PUBLICATION may name one made otherwise (FOR ALL TABLES would send
+// even cdc_dead_letter's rows). Rows of other tables that are sent all the
+// same — a table added while cdc runs, or rows from before a fix — are
+// left out (stream.add).
+func (r *Replicator) checkPublicationTables(ctx context.Context, conn *pgconn.PgConn) error {
+	const shown = 5
+	var others [][]string
+	err := setupStep(ctx, func(ctx context.Context) (err error) {
+		others, err = queryRows(ctx, conn, fmt.Sprintf(
+			"SELECT format('%%I.%%I', schemaname, tablename) FROM pg_publication_tables WHERE pubname = '%s' AND tablename <> '%s' ORDER BY 1 LIMIT %d",
+			r.cfg.Publication, ddl.OutboxTable, shown+1))
+		return err
+	})
+	if err != nil {
+		return wrapf(err, "look up the tables of publication %s", r.cfg.Publication)
+	}
+	if len(others) == 0 {
+		return nil
+	}
+	var names []string
+	for _, row := range others[:min(len(others), shown)] {
+		names = append(names, row[0])
+	}
+	if len(others) > shown {
+		names = append(names, "…")
+	}
+	return fmt.Errorf("publication %q publishes %s: %w", r.cfg.Publication, strings.Join(names, ", "), ErrPublicationTables)
+}
+
 func withReplication(dsn string) string {
 	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
 		q := u.Query()
@@ -242,6 +275,9 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 	}
 	if len(pub) == 0 {
 		return 0, fmt.Errorf("%w (publication %q)", ErrPublicationMissing, r.cfg.Publication)
+	}
+	if err := r.checkPublicationTables(ctx, conn); err != nil {
+		return 0, err
 	}
 	for attempt := 0; ; attempt++ {
 		var rows [][]string
@@ -555,6 +591,9 @@ type stream struct {
 	// otherEventSeen is set once a replayed row's position was found
 	// holding another event (storedIn), which is logged once a session.
 	otherEventSeen bool
+	// otherTables holds the relation ids of tables other than the outbox
+	// whose rows arrived this session (notOutbox).
+	otherTables map[uint32]bool
 
 	batch         *sink.Batch
 	batchDeadline time.Time
@@ -992,6 +1031,13 @@ func (s *stream) committed(xid uint32, msg decoder.Message) {
 // first when the row would take it over the byte limit and after when it
 // reached a limit.
 func (s *stream) add(ctx context.Context, msg decoder.Message, pos sink.Position, commitTime time.Time) error {
+	if msg.Relation.Name != ddl.OutboxTable {
+		// Not an event: a table the session's start did not see in the
+		// publication (checkPublicationTables). Its row still took its
+		// ordinal, so the outbox rows' positions do not depend on it.
+		s.notOutbox(msg.Relation)
+		return nil
+	}
 	// A row that would take the batch over the byte limit starts the
 	// next batch instead, so a batch exceeds the limit only when one
 	// row alone does.
@@ -1148,6 +1194,20 @@ func (s *stream) await(ctx context.Context, send chan<- *sink.Batch, b *sink.Bat
 			return false, nil
 		}
 	}
+}
+
+// notOutbox says, once a session for each table, that rows of a table
+// other than the outbox arrived and are not shipped.
+func (s *stream) notOutbox(rel *decoder.Relation) {
+	if s.otherTables[rel.ID] {
+		return
+	}
+	if s.otherTables == nil {
+		s.otherTables = map[uint32]bool{}
+	}
+	s.otherTables[rel.ID] = true
+	s.r.log.Warn("the publication sends rows of a table other than the outbox; they are not events and are not shipped: publish the outbox alone",
+		zap.String("publication", s.r.cfg.Publication), zap.String("table", rel.Namespace+"."+rel.Name))
 }
 
 // reportOldestPending sets the lag metric's commit time: that of the oldest

@@ -23,6 +23,11 @@ var postgresDDL string
 //go:embed clickhouse.sql
 var clickhouseDDL string
 
+// OutboxTable is the table applications insert their events into, found
+// on the search path. The publication migrate creates publishes it alone:
+// cdc ships every row its publication sends into event_log.
+const OutboxTable = "outbox"
+
 var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // ValidIdentifier reports whether name is safe to splice into DDL as a slot
