@@ -118,6 +118,13 @@ func RowData(r sink.Row) ([]byte, *string) {
 	return data, eventID
 }
 
+// writtenQuery reads the letters of a range of positions by the index
+// cdc_dead_letter_position: each session's start asks for the range past
+// the slot, which holds few letters or none, however many older ones the
+// table keeps (nothing deletes them but a replay or an operator).
+const writtenQuery = `SELECT (commit_lsn - '0/0'::pg_lsn)::numeric::bigint, seq, event_id FROM cdc_dead_letter
+	WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn ORDER BY commit_lsn, seq LIMIT $3`
+
 // Written returns the positions of dead letters with a commit LSN in
 // [from, to): on replay they are as settled as rows in the sink. A range
 // holding more than a set may (sink.Reader) gives a
@@ -125,8 +132,7 @@ func RowData(r sink.Row) ([]byte, *string) {
 func (s *Store) Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
 	qctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rows, err := s.pool.Query(qctx, `SELECT (commit_lsn - '0/0'::pg_lsn)::numeric::bigint, seq, event_id FROM cdc_dead_letter
-		WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn ORDER BY commit_lsn, seq LIMIT $3`, from.String(), to.String(), sink.ReadLimit())
+	rows, err := s.pool.Query(qctx, writtenQuery, from.String(), to.String(), sink.ReadLimit())
 	if err != nil {
 		return nil, fmt.Errorf("read dead letter positions: %w", err)
 	}

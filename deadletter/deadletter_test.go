@@ -384,3 +384,36 @@ func TestStore_WrittenKeepsTheEvent(t *testing.T) {
 		}
 	}
 }
+
+// The start of every session reads the letters past the slot's position:
+// that read goes by an index, however many older letters the table keeps.
+func TestStore_WrittenReadsByAnIndex(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	if _, err := pool.Exec(ctx, `INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
+		SELECT gen_random_uuid(), ('0/' || to_hex(1000 + n))::pg_lsn, 1, '{}', 'refused'
+		FROM generate_series(1, 50000) AS n`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE cdc_dead_letter`); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := pool.Query(ctx, "EXPLAIN "+deadletter.WrittenQuery, "1/0", sink.LastLSN.String(), sink.ReadLimit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, line)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if text := strings.Join(plan, "\n"); !strings.Contains(text, "cdc_dead_letter_position") || strings.Contains(text, "Seq Scan") {
+		t.Errorf("the read of positions past the slot is not planned by cdc_dead_letter_position:\n%s", text)
+	}
+}

@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS cdc_dead_letter (
 -- own dead letters, for as long as the build takes.
 CREATE INDEX IF NOT EXISTS cdc_dead_letter_event_id ON cdc_dead_letter (event_id);
 
+-- Each replication session's start reads the letters at positions past the
+-- slot's (deadletter.Store.Written), a range that holds few or none: by
+-- this index, not by a scan of every letter the table keeps, which could
+-- outlast the session's set-up timeout and stop cdc from streaming at all.
+CREATE INDEX IF NOT EXISTS cdc_dead_letter_position ON cdc_dead_letter (commit_lsn, seq);
+
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = '{{.Publication}}') THEN

@@ -1,0 +1,4 @@
+package deadletter
+
+// WrittenQuery is the statement Written reads positions with.
+const WrittenQuery = writtenQuery
