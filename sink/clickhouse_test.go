@@ -256,7 +256,8 @@ func TestClickHouse_EveryConvertedTypeRoundTrips(t *testing.T) {
 		{"c_ns", "Nullable(String)", "x", "x"},
 		{"c_nu32", "Nullable(UInt32)", "7", "7"},
 		{"c_fs", "FixedString(3)", "abc", "616263"},
-		{"c_dec", "Decimal(9, 2)", "1.50", "1.50"}, // not converted: clickhouse-go parses the text; NULL is its zero
+		{"c_dec", "Decimal(9, 2)", "1.50", "1.50"}, // NULL is clickhouse-go's zero
+		{"c_dec18", "Decimal(18, 4)", "-12345678901234.5000", "-12345678901234.5000"},
 	}
 	cols := []decoder.Column{{Name: "id"}, {Name: "event_type"}, {Name: "event_date_time"}, {Name: "environment"},
 		{Name: "event_context"}, {Name: "metadata_version"}, {Name: "traceparent"}}
@@ -305,7 +306,7 @@ func TestClickHouse_EveryConvertedTypeRoundTrips(t *testing.T) {
 		1: {"3f2a1e3c-1f3a-4a8e-9d2c-0a1b2c3d4e5f", "order.created", "1796000523", "prod", `{"a":"é"}`, "18446744073709551615",
 			"4bf92f3577b34da6a3ce929d0e0e4736", "8192", "1"},
 		2: {"00000000-0000-0000-0000-000000000001", "", "0", "", "", "0", "", "8192", "2",
-			"0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "NULL", "NULL", "000000", "0.00"},
+			"0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "NULL", "NULL", "000000", "0.00", "0.0000"},
 	}
 	for _, e := range extra {
 		want[1] = append(want[1], e.want)

@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
 	"github.com/google/uuid"
+	"github.com/shopspring/decimal"
 
 	"github.com/eventcdc/cdc/decoder"
 )
@@ -183,12 +185,19 @@ func newCell(chType string, byValue bool) cell {
 // for an Enum, where that would store 0, which need not be an element and
 // then breaks reading the row; NULL is refused there. The server may still
 // refuse a value; write then bisects the INSERT to the rows it refuses.
+//
+// Where clickhouse-go would alter a value it takes, conv checks it first:
+// a Decimal with more digits than the column keeps (clickhouse-go cuts
+// them), a Date32 outside its range (ClickHouse clamps it). conv also
+// gives clickhouse-go what it takes for a type it cannot parse from text
+// (a *big.Int for Int128 to UInt256).
 type textCell struct {
 	typ    string
-	v      string
+	v      any // what set made of the text: the text itself unless conv says otherwise
 	null   bool
-	noNull bool             // an Enum: NULL has no value
-	probe  column.Interface // nil when clickhouse-go does not know the type: the INSERT will say
+	noNull bool                      // an Enum: NULL has no value
+	conv   func([]byte) (any, error) // nil: the text goes as it is
+	probe  column.Interface          // nil when clickhouse-go does not know the type: the INSERT will say
 }
 
 func newTextCell(chType string) *textCell {
@@ -196,7 +205,7 @@ func newTextCell(chType string) *textCell {
 	if err != nil {
 		probe = nil
 	}
-	return &textCell{typ: chType, probe: probe, noNull: strings.HasPrefix(chType, "Enum")}
+	return &textCell{typ: chType, probe: probe, noNull: strings.HasPrefix(chType, "Enum"), conv: textConv(chType)}
 }
 
 func (c *textCell) set(v decoder.Value) error {
@@ -207,7 +216,16 @@ func (c *textCell) set(v decoder.Value) error {
 		}
 		c.null = true
 	case decoder.ValueText:
-		c.null, c.v = false, string(v.Data)
+		c.null = false
+		if c.conv == nil {
+			c.v = string(v.Data)
+			break
+		}
+		x, err := c.conv(v.Data)
+		if err != nil {
+			return err
+		}
+		c.v = x
 	default:
 		return errNotText
 	}
@@ -229,6 +247,106 @@ func (c *textCell) value() any {
 		return nil
 	}
 	return c.v
+}
+
+// textConv is the check, and the conversion, a type cdc hands over as
+// text needs; nil for none.
+func textConv(chType string) func([]byte) (any, error) {
+	if precision, scale, ok := decimalType(chType); ok {
+		return func(b []byte) (any, error) { return parseDecimal(b, precision, scale, chType) }
+	}
+	switch chType {
+	case "Date32":
+		return parseDate32
+	case "Int128", "Int256":
+		return parseBigInt(chType, true)
+	case "UInt128", "UInt256":
+		return parseBigInt(chType, false)
+	}
+	return nil
+}
+
+// decimalType reads the precision and scale of "Decimal(P, S)", as servers
+// report a Decimal column, or of the aliases Decimal32(S) to Decimal256(S).
+func decimalType(chType string) (precision, scale int, ok bool) {
+	var err error
+	if args, found := unwrap(chType, "Decimal"); found {
+		p, s, two := strings.Cut(args, ",")
+		if !two {
+			return 0, 0, false
+		}
+		if precision, err = strconv.Atoi(strings.TrimSpace(p)); err != nil {
+			return 0, 0, false
+		}
+		if scale, err = strconv.Atoi(strings.TrimSpace(s)); err != nil {
+			return 0, 0, false
+		}
+		return precision, scale, precision > 0 && scale >= 0 && scale <= precision
+	}
+	for _, alias := range []struct {
+		name      string
+		precision int
+	}{{"Decimal32", 9}, {"Decimal64", 18}, {"Decimal128", 38}, {"Decimal256", 76}} {
+		if args, found := unwrap(chType, alias.name); found {
+			if scale, err = strconv.Atoi(strings.TrimSpace(args)); err != nil {
+				return 0, 0, false
+			}
+			return alias.precision, scale, scale >= 0 && scale <= alias.precision
+		}
+	}
+	return 0, 0, false
+}
+
+// parseDecimal refuses what a Decimal(precision, scale) cannot hold
+// exactly: clickhouse-go cuts the digits past the scale (19.999 into
+// Decimal(10, 2) would be 19.99) and checks the integer part only against
+// the type's 32 to 256 bits, not its precision. Trailing zeros past the
+// scale change nothing and pass.
+func parseDecimal(b []byte, precision, scale int, chType string) (any, error) {
+	d, err := decimal.NewFromString(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a %s", clip(b), chType)
+	}
+	if !d.Equal(d.Truncate(int32(scale))) {
+		return nil, fmt.Errorf("%q has more than %d decimal places: %s would cut it", clip(b), scale, chType)
+	}
+	if !d.Abs().LessThan(decimal.New(1, int32(precision-scale))) {
+		return nil, fmt.Errorf("%q has more than %d digits before the point: it does not fit %s", clip(b), precision-scale, chType)
+	}
+	return d, nil
+}
+
+// Date32 holds 1900-01-01 to 2299-12-31; ClickHouse clamps a day outside
+// that range to its ends, and clickhouse-go does not check.
+var (
+	minDate32 = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxDate32 = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC) // exclusive
+)
+
+func parseDate32(b []byte) (any, error) {
+	t, err := time.Parse("2006-01-02", string(b))
+	if err != nil {
+		return string(b), nil // not a plain date: clickhouse-go's parse decides
+	}
+	if t.Before(minDate32) || !t.Before(maxDate32) {
+		return nil, fmt.Errorf("%q is outside Date32's range 1900-01-01 to 2299-12-31", clip(b))
+	}
+	return string(b), nil
+}
+
+// parseBigInt reads a whole number for a 128- or 256-bit column, which
+// clickhouse-go takes as a *big.Int only; it checks the range itself.
+func parseBigInt(chType string, signed bool) func([]byte) (any, error) {
+	return func(b []byte) (any, error) {
+		n, ok := new(big.Int).SetString(string(b), 10)
+		if !ok {
+			return nil, fmt.Errorf("%q is not a whole number for %s", clip(b), chType)
+		}
+		if !signed && n.Sign() < 0 {
+			return nil, fmt.Errorf("%q is negative: it does not fit %s", clip(b), chType)
+		}
+		return n, nil
+	}
 }
 
 func parseString(b []byte) ([]byte, error) { return b, nil }
@@ -436,11 +554,19 @@ func parseInt[T int8 | int16 | int32 | int64](bits int) func([]byte) (T, error) 
 	}
 }
 
+// parseFloat rounds to the column's precision, as ClickHouse's own cast
+// does, but refuses a value the rounding would turn into 0 or infinity:
+// that is not the value rounded, it is lost.
 func parseFloat[T float32 | float64](bits int, name string) func([]byte) (T, error) {
 	return func(b []byte) (T, error) {
 		f, err := strconv.ParseFloat(string(b), bits)
 		if err != nil {
 			return 0, fmt.Errorf("%q is not a %s", clip(b), name)
+		}
+		if f == 0 && bits < 64 {
+			if f64, err := strconv.ParseFloat(string(b), 64); err == nil && f64 != 0 {
+				return 0, fmt.Errorf("%q is too small for a %s: it would be stored as 0", clip(b), name)
+			}
 		}
 		return T(f), nil
 	}
