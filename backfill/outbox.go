@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcdc/cdc/decoder"
+	"github.com/eventcdc/cdc/replication"
 	ddl "github.com/eventcdc/cdc/sql"
 )
 
@@ -24,16 +25,17 @@ import (
 const OutboxTable = ddl.OutboxTable
 
 // OpenPool opens a pool whose sessions print values the way the connector's
-// replication session does (TimeZone=UTC, DateStyle=ISO), so `col::text`
-// here is byte for byte what pgoutput sends.
+// replication session does (replication.TextParams), so `col::text` here is
+// byte for byte what pgoutput sends.
 func OpenPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parse postgres dsn: %w", err)
 	}
 	cfg.MaxConns = 4
-	cfg.ConnConfig.RuntimeParams["TimeZone"] = "UTC"
-	cfg.ConnConfig.RuntimeParams["DateStyle"] = "ISO"
+	for k, v := range replication.TextParams() {
+		cfg.ConnConfig.RuntimeParams[k] = v
+	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "cdc"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -138,8 +138,23 @@ func (r *Replicator) session(ctx context.Context) error {
 	return s.run(ctx)
 }
 
-// Connect opens a logical replication connection. The session's TimeZone and
-// DateStyle fix the text form of timestamps in pgoutput, which the sink parses.
+// TextParams are the session settings that fix the text form of values,
+// which pgoutput sends and the sink parses, whatever the role or database
+// sets: timestamps in UTC and ISO form, floats with every digit
+// (extra_float_digits 0 or less would round a double to 15), intervals and
+// bytea in PostgreSQL's default forms. backfill's sessions use them too, so
+// that a value read there is byte for byte what pgoutput sends.
+func TextParams() map[string]string {
+	return map[string]string{
+		"TimeZone":           "UTC",
+		"DateStyle":          "ISO",
+		"extra_float_digits": "3",
+		"IntervalStyle":      "postgres",
+		"bytea_output":       "hex",
+	}
+}
+
+// Connect opens a logical replication connection, with TextParams.
 func Connect(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
 	conn, _, err := connect(ctx, dsn, 0)
 	return conn, err
@@ -177,8 +192,9 @@ func connect(ctx context.Context, dsn string, receiveBuffer int) (*pgconn.PgConn
 		}
 		return paced, nil
 	}
-	cfg.RuntimeParams["TimeZone"] = "UTC"
-	cfg.RuntimeParams["DateStyle"] = "ISO"
+	for k, v := range TextParams() {
+		cfg.RuntimeParams[k] = v
+	}
 	cfg.RuntimeParams["application_name"] = "cdc"
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 10 * time.Second
