@@ -13,8 +13,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
+	"strings"
 	"syscall"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -123,13 +126,14 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 		return 2
 	}
 	cfg, err := config.Load(getenv)
-	if err != nil && wantsHelp(args[1:]) {
+	switch {
+	case wantsHelp(args[1:]) && err != nil:
 		// Help needs no configuration: the command answers from its
 		// flags before it reads any.
 		cfg, err = config.Config{LogLevel: zapcore.ErrorLevel}, nil
-	}
-	if err == nil && !wantsHelp(args[1:]) {
-		err = checkDSNs(cfg)
+	case !wantsHelp(args[1:]):
+		// Every bad setting in one message, not one per attempt.
+		err = errors.Join(err, checkDSNs(cfg))
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "cdc: invalid configuration: %s\n", oneLine(err))
@@ -167,15 +171,50 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 // sslmode) exits 2 naming its variable before any command connects: migrate
 // would otherwise have created the slot before it opened ClickHouse. The
 // drivers' messages hide the passwords.
+//
+// A DSN that config already refused is empty here and not parsed again.
 func checkDSNs(cfg config.Config) error {
 	var errs []error
-	if _, err := pgxpool.ParseConfig(cfg.PGDSN); err != nil {
-		errs = append(errs, fmt.Errorf("CDC_PG_DSN: %w", err))
+	if cfg.PGDSN != "" {
+		if err := checkPGDSN(cfg.PGDSN); err != nil {
+			errs = append(errs, fmt.Errorf("CDC_PG_DSN: %w", err))
+		}
 	}
-	if err := sink.CheckDSN(cfg.ClickHouseDSN); err != nil {
-		errs = append(errs, fmt.Errorf("CDC_CLICKHOUSE_DSN: %w", err))
+	if cfg.ClickHouseDSN != "" {
+		if err := sink.CheckDSN(cfg.ClickHouseDSN); err != nil {
+			errs = append(errs, fmt.Errorf("CDC_CLICKHOUSE_DSN: %w", err))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkPGDSN parses dsn as the pools do, and refuses the settings of pgx
+// and its pool (pool_max_conns, statement_cache_capacity, …): the pools
+// take them, but the replication connection, parsed by pgconn alone,
+// would send them to PostgreSQL as session settings, which it refuses at
+// every connect, and cdc would never stream. An application's pgx URL is
+// the likely source.
+func checkPGDSN(dsn string) error {
+	pooled, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return err
+	}
+	plain, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return err
+	}
+	var pgxOnly []string
+	for name := range plain.RuntimeParams {
+		if _, ok := pooled.ConnConfig.RuntimeParams[name]; !ok {
+			pgxOnly = append(pgxOnly, name)
+		}
+	}
+	if len(pgxOnly) > 0 {
+		slices.Sort(pgxOnly)
+		return fmt.Errorf("%s: settings of the pgx driver, not of PostgreSQL, which refuses them on cdc's replication connection: remove them (cdc sizes its own connections)",
+			strings.Join(pgxOnly, ", "))
+	}
+	return nil
 }
 
 // oneLine joins errors.Join's lines so a configuration error is one line.

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// A PostgreSQL DSN carrying settings of pgx or its pool is refused: the
+// replication connection would send them to the server, which refuses
+// them at every connect. PostgreSQL's own settings pass.
+func TestCheckPGDSN(t *testing.T) {
+	for _, tc := range []struct {
+		dsn, wantErr string
+	}{
+		{"postgres://u:pw@db:5432/app?sslmode=disable", ""},
+		{"postgres://u:pw@db/app?application_name=x&search_path=app&options=-c%20work_mem%3D4MB", ""},
+		{"host=db user=u dbname=app statement_timeout=5000", ""},
+		{"postgres://u:pw@db/app?pool_max_conns=10", "pool_max_conns: settings of the pgx driver"},
+		{"postgres://u:pw@db/app?statement_cache_capacity=0&default_query_exec_mode=exec", "default_query_exec_mode, statement_cache_capacity: settings of the pgx driver"},
+		{"host=db user=u dbname=app pool_min_conns=1", "pool_min_conns: settings of the pgx driver"},
+		{"postgres://u:pw@db/app?sslmode=bogus", "sslmode is invalid"},
+	} {
+		err := checkPGDSN(tc.dsn)
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("checkPGDSN(%q) = %v, want an error containing %q", tc.dsn, err, tc.wantErr)
+		}
+	}
+}
+
+// Every bad setting is named in one message, the DSNs' options with the
+// rest, and the command exits 2 before it connects anywhere.
+func TestMain_NamesEveryBadSettingAtOnce(t *testing.T) {
+	env := map[string]string{
+		"CDC_BATCH_MAX_ROWS": "abc",
+		"CDC_PG_DSN":         "postgres://u:s3cret@127.0.0.1:1/app?pool_max_conns=4",
+		"CDC_CLICKHOUSE_DSN": "clickhouse://u@127.0.0.1:1/db?read_timeout=10",
+		"CDC_METRICS_ADDR":   "off",
+	}
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), []string{"status"}, func(k string) string { return env[k] }, nil, &stdout, &stderr)
+	msg := stderr.String()
+	if code != 2 || stdout.Len() != 0 || strings.Contains(msg, "s3cret") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want exit 2 and no password", code, stdout.String(), msg)
+	}
+	for _, name := range []string{"CDC_BATCH_MAX_ROWS: ", "CDC_PG_DSN: pool_max_conns", "CDC_CLICKHOUSE_DSN: "} {
+		if !strings.Contains(msg, name) {
+			t.Errorf("stderr %q does not name %q", msg, name)
+		}
+	}
+}
