@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -88,14 +89,36 @@ func usageErr(format string, args ...any) error {
 }
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	// The first signal starts a graceful shutdown, which may wait up to
-	// CDC_SHUTDOWN_TIMEOUT for an INSERT. A second one ends the process at
-	// once, as the signal's default does: whoever sends it means now, and
-	// nothing not stored has been acknowledged.
-	context.AfterFunc(ctx, stop)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	ctx, cancel := context.WithCancel(context.Background())
+	go onSignals(sigs, cancel, os.Getpid() == 1, dieFrom, os.Exit)
 	os.Exit(Main(ctx, os.Args[1:], os.Getenv, os.Environ(), os.Stdout, os.Stderr))
+}
+
+// onSignals cancels the command at the first signal: a graceful shutdown,
+// which may wait up to CDC_SHUTDOWN_TIMEOUT for an INSERT. A second one
+// ends the process at once — whoever sends it means now, and nothing not
+// stored has been acknowledged — by the signal's default action, as if
+// cdc caught neither. Not as a container's PID 1, where the kernel ignores
+// that action and Go would exit 2, which reads as a bad setting: there it
+// exits with the shell's code for a process the signal killed, 128 + its
+// number (143 for SIGTERM).
+func onSignals(sigs <-chan os.Signal, cancel context.CancelFunc, pid1 bool, die func(syscall.Signal), exit func(int)) {
+	<-sigs
+	cancel()
+	sig, _ := (<-sigs).(syscall.Signal)
+	if !pid1 {
+		die(sig)
+	}
+	exit(128 + int(sig))
+}
+
+// dieFrom ends the process by sig's default action.
+func dieFrom(sig syscall.Signal) {
+	signal.Reset(sig)
+	_ = syscall.Kill(os.Getpid(), sig)
+	time.Sleep(time.Second) // the signal may reach another thread a moment later
 }
 
 // Main runs one command and returns the process exit code. environ is

@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // A PostgreSQL DSN carrying settings of pgx or its pool is refused: the
@@ -47,6 +51,41 @@ func TestMain_NamesEveryBadSettingAtOnce(t *testing.T) {
 	for _, name := range []string{"CDC_BATCH_MAX_ROWS: ", "CDC_PG_DSN: pool_max_conns", "CDC_CLICKHOUSE_DSN: "} {
 		if !strings.Contains(msg, name) {
 			t.Errorf("stderr %q does not name %q", msg, name)
+		}
+	}
+}
+
+// The first signal cancels the command; the second ends the process by
+// the signal, or as PID 1, which the signal cannot kill, exits with 128 +
+// its number: never 2, which means a bad setting.
+func TestOnSignals(t *testing.T) {
+	for _, tc := range []struct {
+		second   syscall.Signal
+		pid1     bool
+		wantDie  []syscall.Signal
+		wantExit int
+	}{
+		{syscall.SIGTERM, false, []syscall.Signal{syscall.SIGTERM}, 143},
+		{syscall.SIGINT, false, []syscall.Signal{syscall.SIGINT}, 130},
+		{syscall.SIGTERM, true, nil, 143},
+		{syscall.SIGINT, true, nil, 130},
+	} {
+		sigs := make(chan os.Signal, 2)
+		ctx, cancel := context.WithCancel(context.Background())
+		var died []syscall.Signal
+		exited := make(chan int, 1)
+		go onSignals(sigs, cancel, tc.pid1, func(s syscall.Signal) { died = append(died, s) }, func(code int) { exited <- code })
+		sigs <- syscall.SIGTERM
+		<-ctx.Done()
+		select {
+		case code := <-exited:
+			t.Fatalf("exited %d after one signal", code)
+		case <-time.After(50 * time.Millisecond):
+		}
+		sigs <- tc.second
+		code := <-exited // after die, which did not end this test
+		if code != tc.wantExit || fmt.Sprint(died) != fmt.Sprint(tc.wantDie) {
+			t.Errorf("second signal %v, pid 1 %v: died by %v, exit %d; want %v, %d", tc.second, tc.pid1, died, code, tc.wantDie, tc.wantExit)
 		}
 	}
 }
