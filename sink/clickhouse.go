@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -112,7 +113,64 @@ func parseDSN(dsn string) (*clickhouse.Options, error) {
 	if opts.DialTimeout < 0 {
 		return nil, fmt.Errorf("dial_timeout %s must be positive", opts.DialTimeout)
 	}
+	var typos []string
+	for name := range opts.Settings {
+		if option := nearOption(name); option != "" {
+			typos = append(typos, fmt.Sprintf("%s (%s?)", name, option))
+		}
+	}
+	if len(typos) > 0 {
+		slices.Sort(typos)
+		return nil, fmt.Errorf("%s: not an option of the ClickHouse client, which would send it to the server as a setting, refused by every query: a misspelling", strings.Join(typos, ", "))
+	}
 	return opts, nil
+}
+
+// dsnOptions are the DSN parameters clickhouse-go reads itself; it sends
+// every other one to the server as a setting of each query.
+var dsnOptions = []string{"hosts", "alt_hosts", "debug", "compress", "compress_level", "max_compression_buffer",
+	"dial_timeout", "block_buffer_size", "read_timeout", "secure", "skip_verify", "tls_server_name",
+	"connection_open_strategy", "max_open_conns", "max_idle_conns", "conn_max_lifetime", "username", "password",
+	"database", "client_info_product", "http_proxy", "http_path"}
+
+// nearOption returns the client option a DSN parameter is one edit away
+// from — a letter left out, added, changed, or two swapped — or "":
+// ?read_timout=2m is meant as read_timeout. Two edits would catch real
+// settings (send_timeout is two from read_timeout).
+func nearOption(name string) string {
+	for _, option := range dsnOptions {
+		if editDistance(name, option) == 1 {
+			return option
+		}
+	}
+	return ""
+}
+
+// editDistance is the optimal string alignment distance of a and b:
+// Levenshtein's, with a swap of two neighbours as one edit. For short
+// ASCII names.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
 }
 
 // defaultDialTimeout replaces clickhouse-go's 30 s: a connect that takes
