@@ -20,8 +20,10 @@ type Event struct {
 	// Context is the event's payload: json.RawMessage or []byte holding
 	// JSON (stored byte for byte), or any value encoding/json marshals (with
 	// HTML escaping off). A Go string is marshaled as a JSON string; wrap
-	// pre-encoded JSON text in json.RawMessage instead. Required: nil is
-	// refused.
+	// pre-encoded JSON text in json.RawMessage instead. Required: nil, and
+	// a nil pointer, map or slice (JSON null), are refused, and so is a
+	// string that is not valid UTF-8 (encoding/json would replace its
+	// bytes).
 	Context any
 	// Environment, e.g. "prod"; empty means the Publisher's Environment.
 	Environment string
@@ -39,6 +41,8 @@ type Typer interface {
 	EventType() string
 }
 
+var typerType = reflect.TypeFor[Typer]()
+
 // EventOf returns an event whose Context is v and whose Type is
 // TypeName(v). Set the other fields on the result as needed.
 func EventOf(v any) Event {
@@ -54,16 +58,30 @@ func EventOf(v any) Event {
 //	UserID            → user_id
 //	S3ObjectPut       → s3_object_put
 //
-// Unnamed types (maps, anonymous structs) and nil give "", which Publish
-// rejects. Type arguments of a generic type are dropped.
+// An EventType method with a pointer receiver counts for a value too, so
+// that EventOf(AccountCreated{…}) keeps the name the method gives; a nil
+// pointer's method is not called. Unnamed types (maps, anonymous structs)
+// and nil give "", which Publish rejects. Type arguments of a generic
+// type are dropped.
 func TypeName(v any) string {
 	if v == nil {
 		return ""
 	}
-	if t, ok := v.(Typer); ok {
-		return t.EventType()
+	rv := reflect.ValueOf(v)
+	switch {
+	case rv.Kind() == reflect.Pointer && rv.IsNil():
+		// A value receiver would panic; the event is refused anyway
+		// (nil context), under the type's derived name.
+	case rv.Kind() != reflect.Pointer && reflect.PointerTo(rv.Type()).Implements(typerType):
+		p := reflect.New(rv.Type())
+		p.Elem().Set(rv)
+		return p.Interface().(Typer).EventType()
+	default:
+		if t, ok := v.(Typer); ok {
+			return t.EventType()
+		}
 	}
-	t := reflect.TypeOf(v)
+	t := rv.Type()
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}

@@ -48,6 +48,12 @@ func (Renamed) EventType() string { return "legacy_name" }
 
 type Generic[T any] struct{ V T }
 
+// AccountCreated kept the name of the type it was renamed from, with a
+// pointer receiver.
+type AccountCreated struct{ ID int }
+
+func (*AccountCreated) EventType() string { return "user_created" }
+
 func TestTypeName(t *testing.T) {
 	var nilPtr *UserDeleted
 	for _, tc := range []struct {
@@ -60,6 +66,11 @@ func TestTypeName(t *testing.T) {
 		{"nil pointer", nilPtr, "user_deleted"},
 		{"acronym", HTTPRequestFailed{}, "http_request_failed"},
 		{"Typer", Renamed{}, "legacy_name"},
+		{"Typer through a pointer", &Renamed{}, "legacy_name"},
+		{"nil pointer to a value-receiver Typer", (*Renamed)(nil), "renamed"},
+		{"pointer-receiver Typer", &AccountCreated{}, "user_created"},
+		{"pointer-receiver Typer passed by value", AccountCreated{ID: 1}, "user_created"},
+		{"nil pointer to a pointer-receiver Typer", (*AccountCreated)(nil), "account_created"},
 		{"generic", Generic[int]{}, "generic"},
 		{"map", map[string]any{}, ""},
 		{"anonymous struct", struct{ A int }{}, ""},
@@ -136,6 +147,11 @@ func badEvents() []struct {
 		}), outbox.ErrInvalidContext},
 		{"context not marshalable", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = map[string]any{"f": func() {}} }), outbox.ErrInvalidContext},
 		{"context NaN", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = math.NaN() }), outbox.ErrInvalidContext},
+		{"nil pointer context", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = (*UserDeleted)(nil) }), outbox.ErrInvalidContext},
+		{"nil map context", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = map[string]any(nil) }), outbox.ErrInvalidContext},
+		{"nil slice context", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = []string(nil) }), outbox.ErrInvalidContext},
+		{"string not UTF-8 in a marshaled context", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = map[string]any{"name": "caf\xe9"} }), outbox.ErrInvalidContext},
+		{"key not UTF-8 in a marshaled context", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = map[string]int{"k\xff": 1, "k\xfe": 2} }), outbox.ErrInvalidContext},
 		{"raw context too large", outbox.Publisher{MaxContextBytes: 8}, with(func(e *outbox.Event) { e.Context = json.RawMessage(`"123456789"`) }), outbox.ErrContextTooLarge},
 		{"marshaled context too large", outbox.Publisher{MaxContextBytes: 8}, with(func(e *outbox.Event) { e.Context = "123456789" }), outbox.ErrContextTooLarge},
 		{"bad traceparent", outbox.Publisher{}, with(func(e *outbox.Event) { e.Traceparent = "00-abc-def-01" }), outbox.ErrInvalidTraceparent},
@@ -263,5 +279,25 @@ func TestPublish_ReturnsTxErrors(t *testing.T) {
 	rec := &outboxtest.Recorder{Err: boom}
 	if err := outbox.Publish(context.Background(), rec, good()); !errors.Is(err, boom) || errors.Is(err, outbox.ErrInvalidEvent) {
 		t.Errorf("err = %v, want the Tx's error", err)
+	}
+}
+
+// What encoding/json writes for valid strings passes unchanged: a real
+// U+FFFD, and the text \ufffd (its backslash escaped), are not mistaken for
+// the replacement of invalid UTF-8.
+func TestPublish_KeepsReplacementCharactersThatWereThere(t *testing.T) {
+	var rec outboxtest.Recorder
+	ev := good()
+	ev.Context = map[string]string{"char": "\ufffd", "text": `\ufffd`, "both": `\\` + "\ufffd"}
+	if err := outbox.Publish(context.Background(), &rec, ev); err != nil {
+		t.Fatal(err)
+	}
+	events := rec.Events()
+	if len(events) != 1 {
+		t.Fatalf("%d events recorded, want 1", len(events))
+	}
+	got, _ := json.Marshal(events[0].Context)
+	if want := `{"both":"\\\\` + "\ufffd" + `","char":"` + "\ufffd" + `","text":"\\ufffd"}`; string(got) != want {
+		t.Errorf("context stored as %s, want %s", got, want)
 	}
 }

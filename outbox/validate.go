@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -99,6 +100,23 @@ func (p Publisher) prepareOne(ev Event, limit int) (row, error) {
 	return r, nil
 }
 
+// replacedInvalidUTF8 reports whether encoding/json's output b holds a
+// \ufffd escape: the encoder writes one for each byte of a string that is
+// not valid UTF-8, and writes a real U+FFFD as the character itself. (A
+// nested json.RawMessage written with that escape by hand is refused too.)
+func replacedInvalidUTF8(b []byte) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] != '\\' {
+			continue
+		}
+		if i+5 < len(b) && b[i+1] == 'u' && string(b[i+2:i+6]) == "fffd" {
+			return true
+		}
+		i++ // the escaped character: an escaped backslash starts nothing
+	}
+	return false
+}
+
 // encodeContext returns the JSON text stored in event_context.
 func encodeContext(v any, limit int) ([]byte, error) {
 	var b []byte
@@ -110,6 +128,9 @@ func encodeContext(v any, limit int) ([]byte, error) {
 	case []byte:
 		b = c
 	default:
+		if rv := reflect.ValueOf(v); (rv.Kind() == reflect.Pointer || rv.Kind() == reflect.Map || rv.Kind() == reflect.Slice) && rv.IsNil() {
+			return nil, fmt.Errorf("%w: context is a nil %T, which would be stored as null", ErrInvalidContext, v)
+		}
 		var buf bytes.Buffer
 		enc := json.NewEncoder(&buf)
 		enc.SetEscapeHTML(false)
@@ -119,6 +140,9 @@ func encodeContext(v any, limit int) ([]byte, error) {
 		b = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 		if err := checkSize(b, limit); err != nil {
 			return nil, err
+		}
+		if replacedInvalidUTF8(b) {
+			return nil, fmt.Errorf("%w: context of type %T holds a string or map key that is not valid UTF-8, whose bytes encoding/json would replace (two such keys would become one)", ErrInvalidContext, v)
 		}
 		// encoding/json replaces invalid UTF-8 in strings it encodes, but
 		// copies a json.RawMessage or a MarshalJSON result as it is: the
