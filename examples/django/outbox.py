@@ -89,6 +89,15 @@ def _no_constants(name):
     raise InvalidEvent(f"context is not valid JSON: {name} is not a JSON value")
 
 
+def _syntax_only(text):
+    return 0
+
+
+# Python's json module recurses once per level of nesting, up to the
+# interpreter's recursion limit (about 1,000).
+_TOO_DEEP = "context nests deeper than Python's json module can check (about 1,000 levels)"
+
+
 def _encode_context(context, limit):
     if context is None:
         raise InvalidEvent("context is None (use {} for an empty object)")
@@ -101,9 +110,13 @@ def _encode_context(context, limit):
         except UnicodeDecodeError as e:
             raise InvalidEvent(f"context is not valid UTF-8: {e}") from None
         try:
-            json.loads(text, parse_constant=_no_constants)
+            # Numbers are checked for syntax only, as PostgreSQL does: a
+            # 5,000-digit integer is valid JSON, past Python's int limit.
+            json.loads(text, parse_constant=_no_constants, parse_int=_syntax_only)
         except json.JSONDecodeError as e:
             raise InvalidEvent(f"context is not valid JSON: {e}") from None
+        except RecursionError:
+            raise InvalidEvent(_TOO_DEEP) from None
         if "\x00" in text:
             # PostgreSQL text cannot hold NUL; valid JSON only has it escaped.
             raise InvalidEvent("context contains a NUL byte")
@@ -114,6 +127,8 @@ def _encode_context(context, limit):
         )
     except (TypeError, ValueError) as e:
         raise InvalidEvent(f"context cannot be encoded as JSON: {e}") from None
+    except RecursionError:
+        raise InvalidEvent(_TOO_DEEP) from None
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError as e:  # a lone surrogate, e.g. "\ud800"

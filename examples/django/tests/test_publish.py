@@ -1,6 +1,7 @@
 """publish() writes one outbox row in the current transaction, exactly."""
 
 import datetime
+import functools
 import uuid
 
 import pytest
@@ -58,6 +59,8 @@ BAD_INPUTS = [
     {"context": float("nan")},
     {"context": object()},
     {"context": {"a": "\ud800"}},  # a lone surrogate: not UTF-8
+    {"context": b"[" * 5000 + b"]" * 5000},  # deeper than Python's json module goes
+    {"context": functools.reduce(lambda inner, _: [inner], range(5000), [])},
     {"event_type": "user_\ud800"},
     {"environment": "prod\udfff"},
     {"metadata_version": 0},
@@ -122,3 +125,12 @@ def test_lone_surrogate_in_context_is_reported_as_such(outbox_rows):
         with pytest.raises(InvalidEvent, match=r"^outbox event 'user_created': context is not valid UTF-8"):
             publish("user_created", {"name": "\udc80"})
     assert outbox_rows() == []
+
+
+def test_huge_integer_in_raw_context_is_stored_as_it_is(outbox_rows):
+    # Valid JSON, which PostgreSQL's json stores; past Python's 4,300-digit
+    # int conversion limit, so it is checked for syntax only.
+    raw = b'{"n":' + b"7" * 5000 + b"}"
+    with transaction.atomic():
+        publish("big_number", raw)
+    assert [r["event_context"] for r in outbox_rows()] == [raw.decode()]
