@@ -19,6 +19,7 @@ import (
 	"github.com/eventcdc/cdc/deadletter"
 	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/replication"
+	"github.com/eventcdc/cdc/retention"
 	"github.com/eventcdc/cdc/sink"
 )
 
@@ -255,4 +256,35 @@ func TestState_HorizonFollowsWhatIsStored(t *testing.T) {
 	close(s.gate)
 	eventually(t, "both stored", func() bool { return s.count() == 2 })
 	eventually(t, "the horizon at the last commit", func() bool { hz, ok := rep.State().Horizon(); return ok && near(hz, second) })
+}
+
+// A process that had to create its slot knows no horizon: the events
+// committed before the slot existed were never streamed, and the outbox
+// holds their only copy until `cdc backfill` ships them, so retention
+// deletes none of them, however old, while this process runs.
+func TestState_NoHorizonOnceTheProcessCreatedItsSlot(t *testing.T) {
+	h := setup(t)
+	h.exec(`SELECT pg_drop_replication_slot('slot')`) // lost, as after a failover
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		VALUES ('in_the_gap', 'test', '{}', now() - interval '1 hour')`)
+	s := &fakeSink{}
+	rep, _, stop := h.start(s, nil, zap.NewNop(), func(*replication.Config) {})
+	defer stop()
+	eventually(t, "streaming", rep.State().Streaming)
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('after', 'test', '{}')`)
+	eventually(t, "the new event stored", func() bool { return s.count() == 1 })
+	if !rep.State().SlotCreated() {
+		t.Fatal("SlotCreated is false after the replicator created the missing slot")
+	}
+	if hz, ok := rep.State().Horizon(); ok {
+		t.Fatalf("Horizon %s known after the slot was created by this process", hz)
+	}
+	c := &retention.Cleaner{Pool: h.pool, Keep: time.Minute, BatchSize: 100, Log: zap.NewNop(), Horizon: rep.State().Horizon}
+	if n, err := c.Sweep(context.Background()); err != nil || n != 0 {
+		t.Fatalf("retention deleted %d rows (err %v), want none", n, err)
+	}
+	var left int
+	if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE event_type = 'in_the_gap'`).Scan(&left); err != nil || left != 1 {
+		t.Fatalf("%d rows of the gap left (err %v), want 1", left, err)
+	}
 }

@@ -325,7 +325,10 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 			// `cdc migrate` creates the slot; reaching this means it was never
 			// run, or the slot was dropped (a failover, an operator). Either
 			// way events committed before this moment are not in the slot.
-			r.log.Warn("replication slot did not exist and was created: events committed before now will not be streamed; if this is not the first start, recover them with `cdc backfill --since <time of the loss>`",
+			// Until they are shipped the outbox holds their only copy:
+			// retention waits for the life of this process (Horizon).
+			r.state.slotCreated.Store(true)
+			r.log.Warn("replication slot did not exist and was created: events committed before now will not be streamed; if this is not the first start, recover them with `cdc backfill --since <time of the loss>`. Outbox retention is paused until cdc restarts: keep CDC_OUTBOX_RETENTION=0 until `cdc verify` finds nothing missing",
 				zap.String("slot", r.cfg.Slot), zap.String("consistent_point", res.ConsistentPoint))
 			continue
 		}

@@ -20,7 +20,16 @@ type State struct {
 	// received is the commit time (Unix nanos) of the last transaction
 	// received in full, 0 before the first.
 	received atomic.Int64
+	// slotCreated is set once this process created the slot it streams:
+	// events committed before that are in no slot, and the outbox holds
+	// the only copy of those not yet stored.
+	slotCreated atomic.Bool
 }
+
+// SlotCreated reports whether this process created its replication slot
+// because it was missing: the events committed before it are then known
+// only to the outbox until `cdc backfill` ships them.
+func (s *State) SlotCreated() bool { return s.slotCreated.Load() }
 
 // LastCommit returns the commit time of the last transaction this process
 // received in full; zero before the first. Every event not yet read
@@ -101,9 +110,11 @@ func (a *storeAttempts) done() {
 // the commit time of the oldest event pending, or with none pending that
 // of the last transaction received (every event not read yet committed
 // after it). False while the replicator does not stream, and before it
-// has received a transaction: nothing is known then.
+// has received a transaction: nothing is known then. False for the life
+// of a process that created its slot (SlotCreated): the events from before
+// the slot were lost to it, not stored, whatever it has received since.
 func (s *State) Horizon() (time.Time, bool) {
-	if !s.Streaming() {
+	if !s.Streaming() || s.SlotCreated() {
 		return time.Time{}, false
 	}
 	if p := s.OldestPending(); !p.IsZero() {
