@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcdc/cdc/sink"
@@ -71,18 +72,31 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ch driver.Conn, opts Verify
 		if len(page) == 0 {
 			break
 		}
-		ids := make([]string, len(page))
-		for i, r := range page {
-			ids[i] = r.ID
+		rep.OutboxRows += int64(len(page))
+		// Most events are stored under their own second: look there first,
+		// each chunk within the seconds of its own rows (a bound on the
+		// window's start alone would read the whole window again for each
+		// chunk), then by id alone for the rest.
+		var absent []string
+		for start := 0; start < len(page); start += chChunk {
+			part := page[start:min(start+chChunk, len(page))]
+			ids := make([]string, len(part))
+			for i, r := range part {
+				ids[i] = r.ID
+			}
+			cond, ok := chunkSeconds(part)
+			if !ok { // no row at a finite time: none is in event_log by its time
+				absent = append(absent, ids...)
+				continue
+			}
+			a, err := absentFromEventLog(ctx, ch, ids, cond)
+			if err != nil {
+				return rep, err
+			}
+			absent = append(absent, a...)
 		}
-		rep.OutboxRows += int64(len(ids))
-		// Most events are stored under their own second: look there first
-		// (partition pruning), then by id alone for the rest.
-		absent, err := absentFromEventLog(ctx, ch, ids, fmt.Sprintf("event_date_time >= toDateTime(%d) AND ", lo))
+		absent, err = absentFromEventLog(ctx, ch, absent, "")
 		if err != nil {
-			return rep, err
-		}
-		if absent, err = absentFromEventLog(ctx, ch, absent, ""); err != nil {
 			return rep, err
 		}
 		rep.Missing += int64(len(absent))
@@ -135,6 +149,28 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ch driver.Conn, opts Verify
 		}
 	}
 	return rep, nil
+}
+
+// chunkSeconds is the condition on event_log's seconds that holds the rows
+// of part, which come in event_date_time order: from the second of its
+// first row at a finite time to that of its last. Rows at ±infinity are
+// in no second (they are dead letters); false when part has no other.
+func chunkSeconds(part []Record) (string, bool) {
+	first, last := -1, -1
+	for i, r := range part {
+		if r.Time.Valid && r.Time.InfinityModifier == pgtype.Finite {
+			if first < 0 {
+				first = i
+			}
+			last = i
+		}
+	}
+	if first < 0 {
+		return "", false
+	}
+	lo := max(part[first].Time.Time.Unix(), 0)
+	hi := max(part[last].Time.Time.Unix(), 0)
+	return fmt.Sprintf("event_date_time >= toDateTime(%d) AND event_date_time <= toDateTime(%d) AND ", lo, hi), true
 }
 
 // absentFromEventLog returns the ids, in their order, that event_log does
