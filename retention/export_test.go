@@ -1,5 +1,8 @@
 package retention
 
-// SweepBatch is the statement each batch of a sweep runs, for tests that
-// EXPLAIN it.
-const SweepBatch = sweepBatch
+// SweepFirst and SweepBatch are the statements of a sweep's first batch
+// and of the batches after it, for tests that EXPLAIN them.
+const (
+	SweepFirst = sweepFirst
+	SweepBatch = sweepBatch
+)

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 )
@@ -74,13 +75,33 @@ func (c *Cleaner) Run(ctx context.Context) error {
 	}
 }
 
-// sweepBatch deletes up to $2 rows older than $1. The outbox's index on
-// (event_date_time, id) finds them: event_date_time < $1 is a range on its
-// first column, and the subquery reads the oldest rows, not the table. No FOR
-// UPDATE: it would need UPDATE on outbox, a right the connector's role does
-// not have; two sweepers deleting the same row is harmless.
-const sweepBatch = `DELETE FROM outbox WHERE id IN (
-	SELECT id FROM outbox WHERE event_date_time < $1 LIMIT $2)`
+// sweepBatch deletes up to $2 rows older than $1, the first ones in
+// (event_date_time, id) order past ($3, $4), and returns how many it chose,
+// how many it deleted and the last one's key: the next batch starts past
+// it. The outbox's index on (event_date_time, id) finds them, starting at
+// that key: a batch that started at the index's head would walk past the
+// entries of every row the sweep's earlier batches deleted (vacuum has not
+// removed them yet), which after a long outage is most of a large backlog.
+// The first batch of a sweep starts at the head (sweepFirst). No FOR
+// UPDATE: it would need UPDATE on outbox, a right the connector's role
+// does not have; two sweepers deleting the same row is harmless.
+const (
+	sweepBatch = `WITH batch AS MATERIALIZED (
+	SELECT id, event_date_time FROM outbox
+	WHERE event_date_time < $1 AND (event_date_time, id) > ($3::timestamptz, $4::uuid)
+	ORDER BY event_date_time, id LIMIT $2),
+gone AS (DELETE FROM outbox WHERE id IN (SELECT id FROM batch) RETURNING 1)
+` + sweepResult
+	sweepFirst = `WITH batch AS MATERIALIZED (
+	SELECT id, event_date_time FROM outbox
+	WHERE event_date_time < $1
+	ORDER BY event_date_time, id LIMIT $2),
+gone AS (DELETE FROM outbox WHERE id IN (SELECT id FROM batch) RETURNING 1)
+` + sweepResult
+	sweepResult = `SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM gone),
+	last.event_date_time, last.id::text
+FROM (SELECT NULL) one LEFT JOIN (SELECT event_date_time, id FROM batch ORDER BY event_date_time DESC, id DESC LIMIT 1) last ON true`
+)
 
 // Sweep deletes every row older than Keep (counted back from Horizon's
 // time when that is earlier than now), BatchSize rows per statement, and
@@ -104,13 +125,21 @@ func (c *Cleaner) sweep(ctx context.Context) (total int64, swept bool, err error
 		}
 	}
 	cutoff := from.Add(-c.Keep)
+	var lastTime pgtype.Timestamptz
+	var lastID *string
 	for {
-		tag, err := c.Pool.Exec(ctx, sweepBatch, cutoff, c.BatchSize)
+		var chosen, deleted int64
+		var err error
+		if lastID == nil {
+			err = c.Pool.QueryRow(ctx, sweepFirst, cutoff, c.BatchSize).Scan(&chosen, &deleted, &lastTime, &lastID)
+		} else {
+			err = c.Pool.QueryRow(ctx, sweepBatch, cutoff, c.BatchSize, lastTime, *lastID).Scan(&chosen, &deleted, &lastTime, &lastID)
+		}
 		if err != nil {
 			return total, true, fmt.Errorf("delete old outbox rows: %w", err)
 		}
-		total += tag.RowsAffected()
-		if tag.RowsAffected() < int64(c.BatchSize) {
+		total += deleted
+		if chosen < int64(c.BatchSize) || lastID == nil {
 			return total, true, nil
 		}
 		select {

@@ -5,7 +5,8 @@ import (
 	"testing"
 )
 
-// Plan is one node of a plan printed by EXPLAIN (ANALYZE, FORMAT JSON).
+// Plan is one node of a plan printed by EXPLAIN (ANALYZE, FORMAT JSON),
+// with BUFFERS or without.
 type Plan struct {
 	Type    string  `json:"Node Type"`
 	Index   string  `json:"Index Name"`
@@ -14,6 +15,10 @@ type Plan struct {
 	Loops   float64 `json:"Actual Loops"` // 3 for a parallel scan with two workers
 	Workers float64 `json:"Workers Launched"`
 	Plans   []Plan  `json:"Plans"`
+	// With BUFFERS: the shared buffers the node (and those under it) found
+	// in memory and read.
+	SharedHitBlocks  int64 `json:"Shared Hit Blocks"`
+	SharedReadBlocks int64 `json:"Shared Read Blocks"`
 }
 
 // ParsePlan reads the output of EXPLAIN (ANALYZE, FORMAT JSON) of one
