@@ -26,9 +26,11 @@ type ShipResult struct {
 	Read        int // outbox rows read
 	Shipped     int // rows the sink stored
 	DeadLetters int // rows the sink refused, now in cdc_dead_letter
-	// Resume, when Ship fails, is the event_date_time of the first row
-	// not stored: a backfill from there on ships what is left (and again
-	// the rows stored at that very time, which is harmless).
+	// Resume, when Ship fails, is an event_date_time every row before
+	// which is stored: that of the first row of the batch that failed, or
+	// after a failed read that of the last row stored. A backfill from
+	// there on ships what is left (and again the rows stored at that very
+	// time, which is harmless). Not valid when nothing was stored.
 	Resume pgtype.Timestamptz
 }
 
@@ -54,7 +56,10 @@ var retryWaits = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 
 func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w Writer, dl DeadLetters, maxBytes int, progress func(ShipResult), retry func(err error, wait time.Duration)) (ShipResult, error) {
 	var res ShipResult
 	var seq uint64
-	var first pgtype.Timestamptz // of the batch being filled
+	var first, end pgtype.Timestamptz // of the batch being filled: its first and last rows' times
+	// last is the time of the last row stored: a run that fails reading
+	// the next page goes on from there (the rows at that time again).
+	var last pgtype.Timestamptz
 	flush := func(b *sink.Batch) error {
 		if len(b.Rows) == 0 {
 			return nil
@@ -78,8 +83,10 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w Writer, dl 
 			return fmt.Errorf("store %d rows (%d shipped before): %w", len(b.Rows), res.Shipped, err)
 		}
 		if err := dl.Put(ctx, rejected); err != nil {
+			res.Resume = first // its refused rows are in no table yet
 			return fmt.Errorf("after %d rows shipped: %w", res.Shipped, err)
 		}
+		last = end
 		res.Shipped += len(b.Rows) - len(rejected)
 		res.DeadLetters += len(rejected)
 		if progress != nil {
@@ -90,6 +97,7 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w Writer, dl 
 	for {
 		page, err := sc.Next(ctx)
 		if err != nil {
+			res.Resume = last
 			return res, err
 		}
 		if len(page) == 0 {
@@ -111,6 +119,7 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w Writer, dl 
 			if len(b.Rows) == 0 {
 				first = r.Time
 			}
+			end = r.Time
 			b.Rows = append(b.Rows, sink.Row{Relation: rel, Values: r.Values, Pos: sink.Position{Seq: seq}, CommitTime: r.Time.Time, Size: size})
 			b.Bytes += size
 			res.Read++

@@ -101,3 +101,39 @@ func TestShip_RetriesAFailedWriteThenSaysWhereToResume(t *testing.T) {
 		t.Fatalf("event_log holds %d events after resuming, want 30", n)
 	}
 }
+
+// A run that fails reading the outbox, not writing (here: interrupted
+// after its second batch), says where to resume too: at the last row
+// stored.
+func TestShip_AFailedReadSaysWhereToResume(t *testing.T) {
+	ctx := context.Background()
+	pool := outbox(t)
+	ch, err := sink.Open(testenv.Get(t).NewClickHouse(t), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ch.Close() })
+	if err := ddl.MigrateClickHouse(ctx, ch.Conn()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'e', 'test', '{}', '2026-01-01 00:00:00+00'::timestamptz + i * interval '1 minute' FROM generate_series(0, 29) i`); err != nil {
+		t.Fatal(err)
+	}
+	rel, err := backfill.LoadRelation(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sc := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10, 0, true)
+	res, err := backfill.Ship(rctx, sc, rel, ch, deadletter.New(pool), 1<<20, func(r backfill.ShipResult) {
+		if r.Shipped == 20 {
+			cancel() // the third page's read fails
+		}
+	}, nil)
+	want := time.Date(2026, 1, 1, 0, 19, 0, 0, time.UTC)
+	if err == nil || res.Shipped != 20 || !res.Resume.Valid || !res.Resume.Time.Equal(want) {
+		t.Fatalf("ship interrupted after two batches: %+v, %v; want an error, 20 shipped, resume at %s", res, err, want)
+	}
+}
