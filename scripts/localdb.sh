@@ -9,6 +9,11 @@
 #   scripts/localdb.sh env DIR                       print the DSN env lines again
 #   scripts/localdb.sh stop-ch|start-ch|restart-pg DIR   fault injection for tests
 set -euo pipefail
+# The servers' locale is the project's, not the caller's: an ssh session
+# often forwards a LANG the machine has no locale for (initdb refuses to
+# start then), and a cluster would take the caller's collation.
+export LC_ALL=C.UTF-8 LANG=C.UTF-8
+unset LANGUAGE
 
 cmd=${1:-}
 dir=${2:-}
@@ -76,7 +81,7 @@ start_pg() {
 			echo "localdb: run as a regular user, or from a clone that postgres can enter (e.g. under /srv or /tmp)." >&2
 			exit 1
 		}
-		as_pg "$pgbin/initdb" -D "$dir/pg" -U postgres --auth=trust -E UTF8 --no-sync >"$dir/pg-initdb.log" 2>&1 ||
+		as_pg "$pgbin/initdb" -D "$dir/pg" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 --no-sync >"$dir/pg-initdb.log" 2>&1 ||
 			{ cat "$dir/pg-initdb.log" >&2; exit 1; }
 		cat >>"$dir/pg/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'

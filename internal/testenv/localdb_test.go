@@ -67,3 +67,44 @@ func TestLocalDB_DeepFolderGetsAShortSocketFolder(t *testing.T) {
 		os.RemoveAll(sock)
 	}
 }
+
+// The servers start whatever locale the caller's environment names: an
+// ssh session often forwards a LANG the machine has no locale for, which
+// initdb refused. The cluster takes C.UTF-8, as in CI.
+func TestLocalDB_StartsWhateverTheCallersLocale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a PostgreSQL and a ClickHouse server")
+	}
+	script, err := Script()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "cdc-locale-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil { // as root, PostgreSQL runs as postgres
+		t.Fatal(err)
+	}
+	run := func(args ...string) ([]byte, error) {
+		cmd := exec.Command(script, args...)
+		cmd.Env = append(os.Environ(), "LANG=xx_XX.UTF-8", "LC_ALL=xx_XX.UTF-8", "LC_CTYPE=UTF-8")
+		return cmd.CombinedOutput()
+	}
+	defer func() {
+		if out, err := run("stop", dir); err != nil {
+			t.Errorf("localdb.sh stop: %v: %s", err, out)
+		}
+	}()
+	if out, err := run("start", dir); err != nil {
+		t.Fatalf("localdb.sh start with LANG=xx_XX.UTF-8: %v: %s", err, out)
+	}
+	conf, err := os.ReadFile(filepath.Join(dir, "pg", "postgresql.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(conf), "\nlc_messages = 'C.UTF-8'") {
+		t.Errorf("postgresql.conf does not set lc_messages = 'C.UTF-8':\n%s", conf)
+	}
+}
