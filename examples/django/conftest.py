@@ -11,6 +11,7 @@ import atexit
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import tempfile
 
@@ -33,12 +34,20 @@ def _stop_localdb():
         _localdb_dir = None
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def _start_localdb():
     global _localdb_dir
     _localdb_dir = tempfile.mkdtemp(prefix="cdc-django-")
     # PostgreSQL runs as the postgres user when the tests run as root.
     os.chmod(_localdb_dir, 0o755)
     atexit.register(_stop_localdb)
+    # Python ends on SIGTERM (a timeout, an IDE's stop button, a cancelled
+    # CI job) without running atexit: the servers, which run in sessions of
+    # their own, would be left running. Ending by SystemExit runs it.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     proc = subprocess.run([str(LOCALDB), "start", _localdb_dir], capture_output=True, text=True)
     if proc.returncode != 0:
         _stop_localdb()
