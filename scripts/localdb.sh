@@ -171,9 +171,20 @@ CONF
 	exit 1
 }
 
+# runs PID WORD: process PID is alive and has WORD in its command line. A
+# pid file left by a crash or a reboot may name a process that is not ours
+# any more, which must not be signalled.
+runs() {
+	[ -n "$1" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qxF -- "$2"
+}
+
 stop_pg() {
 	if [ -f "$dir/pg/postmaster.pid" ]; then
-		as_pg "$pgbin/pg_ctl" -D "$dir/pg" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+		if runs "$(head -n 1 "$dir/pg/postmaster.pid")" "$dir/pg"; then
+			as_pg "$pgbin/pg_ctl" -D "$dir/pg" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+		else
+			rm -f "$dir/pg/postmaster.pid" # stale: its server is gone
+		fi
 	fi
 	local sock
 	sock=$(socket_dir)
@@ -183,7 +194,7 @@ stop_pg() {
 stop_ch() {
 	if [ -f "$dir/ch/server.pid" ]; then
 		pid=$(cat "$dir/ch/server.pid" 2>/dev/null || true)
-		if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+		if runs "$pid" "--config-file=$dir/ch/config.xml"; then
 			kill "$pid" 2>/dev/null || true
 			for _ in $(seq 1 80); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
 			kill -9 "$pid" 2>/dev/null || true

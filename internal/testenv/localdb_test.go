@@ -1,12 +1,14 @@
 package testenv
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A clone deep enough that PostgreSQL's socket path (folder +
@@ -106,5 +108,46 @@ func TestLocalDB_StartsWhateverTheCallersLocale(t *testing.T) {
 	}
 	if !strings.Contains(string(conf), "\nlc_messages = 'C.UTF-8'") {
 		t.Errorf("postgresql.conf does not set lc_messages = 'C.UTF-8':\n%s", conf)
+	}
+}
+
+// stop after a crash or a reboot finds pid files naming processes that
+// are not the servers any more: it signals none of them, and forgets the
+// files.
+func TestLocalDB_StopLeavesAProcessOfAStalePidFileAlone(t *testing.T) {
+	script, err := Script()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	other := exec.Command("sleep", "60")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = other.Wait(); close(exited) }()
+	defer func() { _ = other.Process.Kill(); <-exited }()
+	pid := fmt.Sprint(other.Process.Pid)
+	pgPid, chPid := filepath.Join(dir, "pg", "postmaster.pid"), filepath.Join(dir, "ch", "server.pid")
+	for file, text := range map[string]string{pgPid: pid + "\n" + filepath.Join(dir, "pg") + "\n", chPid: pid + "\n"} {
+		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := exec.Command(script, "stop", dir).CombinedOutput(); err != nil {
+		t.Fatalf("localdb.sh stop: %v: %s", err, out)
+	}
+	select {
+	case <-exited:
+		t.Fatalf("the process named by the stale pid files was killed: %v", other.ProcessState)
+	case <-time.After(300 * time.Millisecond):
+	}
+	for _, file := range []string{pgPid, chPid} {
+		if _, err := os.Stat(file); !os.IsNotExist(err) {
+			t.Errorf("stop left %s: %v", file, err)
+		}
 	}
 }
