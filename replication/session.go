@@ -794,7 +794,10 @@ func (s *stream) loop(ctx context.Context) error {
 			if err := s.handoff(ctx, cutInterval); err != nil || s.unsent != nil {
 				return err
 			}
-			now = time.Now() // the writer may have held the handoff up
+			// From the top: an ack that came while the writer held the
+			// handoff up made a status due now (nextStatus zero), which
+			// as a read deadline would mean none at all.
+			continue
 		}
 		deadline := s.nextStatus
 		if len(s.batch.Rows) > 0 && s.batchDeadline.Before(deadline) {
@@ -874,6 +877,11 @@ func (s *stream) absorbAcks() error {
 // is set on the socket rather than through a context: a context per
 // message would cost a goroutine per message on the hot path.
 func (s *stream) receive(deadline time.Time) (pgproto3.BackendMessage, error) {
+	if deadline.IsZero() {
+		// The zero time is no deadline to the socket: a read that waits
+		// for ever on a quiet server, with no status sent meanwhile.
+		deadline = time.Now()
+	}
 	if !deadline.Equal(s.readDeadline) {
 		if err := s.conn.Conn().SetReadDeadline(deadline); err != nil {
 			return nil, err
