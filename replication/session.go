@@ -716,12 +716,7 @@ func (s *stream) run(ctx context.Context) error {
 	if s.unsent == nil && len(s.batch.Rows) > 0 {
 		s.unsent = s.seal(cutShutdown)
 	}
-	if s.unsent != nil {
-		select {
-		case s.batches <- s.unsent:
-		case <-wctx.Done():
-		}
-	}
+	s.handOver(wctx)
 	s.drain()
 	<-writerDone
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -760,6 +755,30 @@ func shutdownCut(ctx context.Context, err error) bool {
 
 // drain closes the batch channel and applies every acknowledgement the
 // writer still sends.
+// handOver gives the writer the last batch, s.unsent if any, until wctx
+// ends. Acks are applied meanwhile: a writer that finished a batch blocks
+// on its ack until it is read, and may hold memory that a larger batch
+// ahead of the last one waits for.
+func (s *stream) handOver(wctx context.Context) {
+	if s.unsent == nil {
+		return
+	}
+	for {
+		select {
+		case s.batches <- s.unsent:
+			s.unsent = nil
+			return
+		case a, ok := <-s.acks:
+			if !ok {
+				return // the writer stopped
+			}
+			s.applyAck(a)
+		case <-wctx.Done():
+			return
+		}
+	}
+}
+
 func (s *stream) drain() {
 	close(s.batches)
 	for a := range s.acks {
