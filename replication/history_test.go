@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
 
+	"github.com/eventcdc/cdc/decoder"
 	"github.com/eventcdc/cdc/sink"
 )
 
@@ -136,6 +137,43 @@ func TestFindStreamed_WhenTheSinkIsAsked(t *testing.T) {
 			var want []string
 			if tc.wantLookup {
 				want = []string{"0/5000-0/5001"}
+			}
+			if fmt.Sprint(c.reads) != fmt.Sprint(want) {
+				t.Errorf("sink asked about %v, want %v", c.reads, want)
+			}
+		})
+	}
+}
+
+// A streamed transaction's first row is looked for in the sink when it
+// lies before the session's start, or when the skip set places stored
+// rows at its LSN: another connector that held the slot while this session
+// set up may have stored part of it, past the WAL position read first.
+func TestStreamedRow_WhenTheSinkIsAsked(t *testing.T) {
+	const start = pglogrepl.LSN(0x5000)
+	var placedAt sink.Reader
+	placedAt.Add(sink.Position{CommitLSN: 0x6000, Seq: 1}, 1)
+	for _, tc := range []struct {
+		name       string
+		at         pglogrepl.LSN
+		placed     *sink.Positions
+		wantLookup bool
+	}{
+		{"before the session's start", 0x4000, &sink.Positions{}, true},
+		{"after it, nothing placed there", 0x6000, &sink.Positions{}, false},
+		{"after it, placed by the skip set", 0x6000, placedAt.Set(), true},
+		{"after it, placed elsewhere", 0x7000, placedAt.Set(), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &readCounter{}
+			s := &stream{r: &Replicator{sink: c, log: zap.NewNop()}, placed: tc.placed, startWAL: start,
+				nextStatus: time.Now().Add(time.Hour)}
+			if _, _, err := s.streamedRow(context.Background(), &streamedTx{xid: 9}, tc.at, decoder.Message{}); err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			if tc.wantLookup {
+				want = []string{fmt.Sprintf("%s-%s", tc.at, tc.at+1)}
 			}
 			if fmt.Sprint(c.reads) != fmt.Sprint(want) {
 				t.Errorf("sink asked about %v, want %v", c.reads, want)

@@ -335,11 +335,13 @@ func (s *stream) pause(ctx context.Context, d time.Duration) error {
 
 // streamedRow returns the position of the next row of the streamed
 // transaction t, first read at WAL position at, and whether an earlier
-// session stored it already.
+// session stored it already: one that began before this session's start,
+// or one the skip set places rows at (another connector streamed it while
+// this session set up, after the server's WAL position it read first).
 func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LSN, msg decoder.Message) (sink.Position, bool, error) {
 	if t.first == 0 {
 		t.first = at
-		if at < s.startWAL {
+		if at < s.startWAL || s.placed.HasLSN(at) {
 			if err := s.loadStored(ctx, t); err != nil {
 				return sink.Position{}, false, err
 			}
