@@ -21,6 +21,7 @@ type Metrics struct {
 	BatchRows      prometheus.Histogram
 	BatchBytes     prometheus.Histogram
 	SinkErrors     prometheus.Counter
+	SinkFailing    prometheus.Gauge
 	DeadLetters    prometheus.Counter
 	BufferBytes    prometheus.Gauge
 	LastFlush      prometheus.Gauge
@@ -56,6 +57,8 @@ func New(reg prometheus.Registerer, now func() int64) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(1024, 4, 10)}),
 		SinkErrors: f.NewCounter(prometheus.CounterOpts{Name: "cdc_sink_errors_total",
 			Help: "Failed attempts to store a batch: its INSERT, or setting aside the rows the sink refused in cdc_dead_letter (each is retried)."}),
+		SinkFailing: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_sink_failing_batches",
+			Help: "Batches whose storing failed and is being retried (their INSERT, or setting aside their refused rows); 0 while storing works. Stays up for as long as a batch keeps failing, however far apart its attempts."}),
 		DeadLetters: f.NewCounter(prometheus.CounterOpts{Name: "cdc_dead_letters_total",
 			Help: "Rows the sink refused, set aside in cdc_dead_letter (a row already there is not added again)."}),
 		BufferBytes: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_buffer_bytes",

@@ -99,6 +99,9 @@ func TestReplicator_StoreErrorWhileABatchIsRetried(t *testing.T) {
 			commitEnd := h.lsn(`SELECT pg_current_wal_lsn()::text`)
 			eventually(t, "a store error", func() bool { return rep.State().StoreError() != nil })
 			eventually(t, "two failed attempts", func() bool { return testutil.ToFloat64(m.SinkErrors) >= 2 })
+			if n := testutil.ToFloat64(m.SinkFailing); n != 1 {
+				t.Errorf("cdc_sink_failing_batches = %v while one batch is retried, want 1", n)
+			}
 			if err := rep.State().StoreError(); !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("StoreError = %q, want it to contain %q", err, tc.wantErr)
 			}
@@ -109,6 +112,9 @@ func TestReplicator_StoreErrorWhileABatchIsRetried(t *testing.T) {
 			mend()
 			eventually(t, "the batch stored", func() bool { return tc.stored(h, s) == 3 })
 			eventually(t, "no store error", func() bool { return rep.State().StoreError() == nil })
+			if n := testutil.ToFloat64(m.SinkFailing); n != 0 {
+				t.Errorf("cdc_sink_failing_batches = %v once the batch is stored, want 0", n)
+			}
 			eventually(t, "acknowledgement", func() bool { return h.confirmed() >= commitEnd })
 			if n := tc.stored(h, s); n != 3 {
 				t.Errorf("stored %d rows, want 3", n)

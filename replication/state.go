@@ -4,6 +4,8 @@ import (
 	"errors"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // State is what other goroutines may read of a running replicator.
@@ -84,8 +86,9 @@ func (s *State) StoreError() error {
 
 // storeAttempts tracks one writer's retries of one batch for StoreError.
 type storeAttempts struct {
-	s      *State
-	failed bool
+	s       *State
+	failing prometheus.Gauge // cdc_sink_failing_batches; nil in tests that need none
+	failed  bool
 }
 
 // fail records a failed attempt; the first one counts the writer as
@@ -95,6 +98,9 @@ func (a *storeAttempts) fail(err error) {
 	if !a.failed {
 		a.failed = true
 		a.s.failing.Add(1)
+		if a.failing != nil {
+			a.failing.Inc()
+		}
 	}
 }
 
@@ -103,6 +109,9 @@ func (a *storeAttempts) done() {
 	if a.failed {
 		a.failed = false
 		a.s.failing.Add(-1)
+		if a.failing != nil {
+			a.failing.Dec()
+		}
 	}
 }
 

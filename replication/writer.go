@@ -135,7 +135,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, b
 	var rejected []sink.Rejected
 	pending := b
 	var insert time.Duration
-	attempts := storeAttempts{s: r.state}
+	attempts := storeAttempts{s: r.state, failing: r.metrics.SinkFailing}
 	defer attempts.done()
 	for {
 		var err error

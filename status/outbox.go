@@ -27,14 +27,18 @@ func CountOutbox(ctx context.Context, q Querier) (Outbox, error) {
 	return o, nil
 }
 
-// OldestPending returns the earliest event_date_time at or after from; nil
-// when there is none. Rows at 'infinity' are left out: they lie after every
-// time, so a single one would be the answer whenever no other row is, and
-// no time.Time holds it; they are dead letters, never stored, not lag.
-// Rows at '-infinity' lie before every from.
+// OldestPending returns the earliest event_date_time at or after from of a
+// row that is not a dead letter; nil when there is none. A dead letter is
+// set aside, not pending: counted as lag, one refused row would read as a
+// lag growing for as long as no later event is stored. Rows at 'infinity'
+// are always left out: they are dead letters (ClickHouse holds no such
+// time), lie after every time, and no time.Time holds them. Rows at
+// '-infinity' lie before every from.
 func OldestPending(ctx context.Context, q Querier, from time.Time) (*time.Time, error) {
 	var oldest *time.Time
-	if err := q.QueryRow(ctx, `SELECT min(event_date_time) FROM outbox WHERE event_date_time >= $1 AND event_date_time < 'infinity'`,
+	if err := q.QueryRow(ctx, `SELECT min(o.event_date_time) FROM outbox o
+		WHERE o.event_date_time >= $1 AND o.event_date_time < 'infinity'
+		AND NOT EXISTS (SELECT 1 FROM cdc_dead_letter d WHERE d.event_id = o.id)`,
 		from).Scan(&oldest); err != nil {
 		return nil, fmt.Errorf("read the oldest outbox row from %s: %w", from.Format(time.RFC3339), err)
 	}

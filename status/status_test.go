@@ -170,3 +170,40 @@ func TestCountOutbox_CountsRowsAtInfinityApart(t *testing.T) {
 		t.Fatalf("CountOutbox = %+v, %v; want 6 rows, 3 at infinity", got, err)
 	}
 }
+
+// A row set aside as a dead letter is not pending: the oldest pending row
+// is the next one, or none.
+func TestOldestPending_LeavesOutDeadLetters(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	t1 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	t2 := t1.Add(time.Hour)
+	var refused string
+	for i, at := range []time.Time{t1, t2} {
+		var id string
+		if err := pool.QueryRow(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+			VALUES ('e', 'test', '{}', $1) RETURNING id::text`, at).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			refused = id
+		}
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
+		VALUES ($1::uuid, '0/100', 1, '{}', 'refused')`, refused); err != nil {
+		t.Fatal(err)
+	}
+	got, err := OldestPending(ctx, pool, t1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got == nil || !got.Equal(t2) {
+		t.Fatalf("OldestPending with the first row a dead letter = %v, want %s", got, t2)
+	}
+	if _, err := pool.Exec(ctx, `DELETE FROM outbox WHERE event_date_time = $1`, t2); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := OldestPending(ctx, pool, t1); err != nil || got != nil {
+		t.Fatalf("OldestPending with only a dead letter left = %v, %v; want none", got, err)
+	}
+}

@@ -101,9 +101,9 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 
 // lagSeconds estimates how late ClickHouse is, from both ends: the age of
 // the oldest outbox row whose event_date_time lies past the newest one in
-// event_log; 0 when the outbox holds none (nil when unknown). Rows at
-// ±infinity never reach event_log (they are dead letters) and are left
-// out, or one at infinity would stand pending for ever. The second
+// event_log; 0 when the outbox holds none (nil when unknown). Dead
+// letters, and rows at ±infinity (always dead letters), never reach
+// event_log and are left out, or one would stand pending for ever. The second
 // after event_log's newest is where it starts looking, since event_log
 // keeps whole seconds: rows of that same second may be missed, stored rows
 // are never counted. WAL of other tables leaves the slot a few KB behind
