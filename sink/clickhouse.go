@@ -51,6 +51,7 @@ type ClickHouse struct {
 	// context has ended (watch).
 	wmu           sync.Mutex
 	writes, ended int
+	endCause      error // why the context of the Write that ended last ended
 
 	mu      sync.Mutex                 // guards what follows; never held during an INSERT
 	columns []chColumn                 // event_log's columns, in table order
@@ -303,8 +304,9 @@ func (c *ClickHouse) watch(ctx context.Context) (done func()) {
 		}
 		w.ended = true
 		c.ended++
+		c.endCause = context.Cause(ctx)
 		if c.ended == c.writes {
-			c.live.abortWrites(context.Cause(ctx))
+			c.live.abortWrites(c.endCause)
 		}
 	})
 	return func() {
@@ -316,6 +318,11 @@ func (c *ClickHouse) watch(ctx context.Context) (done func()) {
 			c.ended--
 		}
 		c.writes--
+		// This Write may have been the last with a live context: the
+		// others, ended already, wait on it no longer.
+		if c.writes > 0 && c.ended == c.writes {
+			c.live.abortWrites(c.endCause)
+		}
 	}
 }
 

@@ -67,3 +67,51 @@ func TestWatch_AbandonsWritesOnceEveryWriteIsCancelled(t *testing.T) {
 		t.Fatalf("after the Writes returned: %d in progress, %d ended; want 0, 0", c.writes, c.ended)
 	}
 }
+
+// The last Write with a live context may return rather than see its
+// context end: the Writes left, whose contexts ended, then wait on it no
+// longer, and their connections are broken as it returns.
+func TestWatch_AbandonsWritesWhenTheLastLiveOneReturns(t *testing.T) {
+	c := &ClickHouse{live: &liveConns{}}
+	a, b := net.Pipe()
+	defer b.Close()
+	conn := &stallConn{Conn: a, limit: time.Minute, live: c.live}
+	c.live.add(conn)
+	defer conn.Close()
+	written := make(chan error, 1)
+	go func() { // nobody reads b: the write waits
+		_, err := conn.Write(make([]byte, 1<<10))
+		written <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		conn.mu.Lock()
+		writing := conn.writing
+		conn.mu.Unlock()
+		if writing == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the write did not start")
+		}
+	}
+	stuck, cancelStuck := context.WithCancel(context.Background())
+	other, cancelOther := context.WithCancel(context.Background())
+	defer cancelOther()
+	doneStuck, doneOther := c.watch(stuck), c.watch(other)
+	cancelStuck() // the stuck Write's context ends while another's is live
+	select {
+	case err := <-written:
+		t.Fatalf("the write ended while a Write's context was still live: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	doneOther() // that other Write returns, its context still live
+	select {
+	case err := <-written:
+		if err == nil || !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "clickhouse write abandoned") {
+			t.Fatalf("write error %v, want it abandoned for the cancel", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the write still waits after the only Write with a live context returned")
+	}
+	doneStuck()
+}
