@@ -140,15 +140,20 @@ func (p *Positions) AddEvent(pos Position, event uint64) {
 	p.addEvent(pos, event)
 }
 
+// follows reports whether seq comes right after hi, without the overflow
+// of hi+1 at the largest sequence number (which cdc never writes, but a
+// table carried over or a hand-edited dead letter may hold).
+func follows(hi, seq uint64) bool { return seq > hi && seq-hi == 1 }
+
 func (p *Positions) addEvent(pos Position, event uint64) {
 	if n := len(p.runs); n > 0 {
 		last := &p.runs[n-1]
 		switch {
-		case last.lsn == pos.CommitLSN && last.hi+1 == pos.Seq:
+		case last.lsn == pos.CommitLSN && follows(last.hi, pos.Seq):
 			last.hi++
 			p.n++
 			return
-		case last.lsn < pos.CommitLSN || last.lsn == pos.CommitLSN && last.hi+1 < pos.Seq:
+		case last.lsn < pos.CommitLSN || last.lsn == pos.CommitLSN && pos.Seq > last.hi && !follows(last.hi, pos.Seq):
 			p.runs = append(p.runs, seqRun{lsn: pos.CommitLSN, lo: pos.Seq, hi: pos.Seq, event: event})
 			p.n++
 			return
@@ -167,8 +172,8 @@ func (p *Positions) addEvent(pos Position, event uint64) {
 	}
 	// pos lies after run i-1 and before run i: join either or both, or
 	// stand alone between them.
-	joinPrev := i > 0 && p.runs[i-1].lsn == pos.CommitLSN && p.runs[i-1].hi+1 == pos.Seq
-	joinNext := i < len(p.runs) && p.runs[i].lsn == pos.CommitLSN && pos.Seq+1 == p.runs[i].lo
+	joinPrev := i > 0 && p.runs[i-1].lsn == pos.CommitLSN && follows(p.runs[i-1].hi, pos.Seq)
+	joinNext := i < len(p.runs) && p.runs[i].lsn == pos.CommitLSN && follows(pos.Seq, p.runs[i].lo)
 	switch {
 	case joinPrev && joinNext:
 		// Run i's first position is no longer one: what was known of it
@@ -315,7 +320,7 @@ func (p *Positions) AddAll(o *Positions) {
 	merged := make([]seqRun, 0, len(p.runs)+len(o.runs))
 	n := 0
 	push := func(r seqRun) {
-		if k := len(merged) - 1; k >= 0 && merged[k].lsn == r.lsn && r.lo <= merged[k].hi+1 {
+		if k := len(merged) - 1; k >= 0 && merged[k].lsn == r.lsn && (r.lo <= merged[k].hi || follows(merged[k].hi, r.lo)) {
 			m := &merged[k]
 			switch {
 			case r.lo == m.lo && r.event != 0:

@@ -3,6 +3,7 @@ package sink_test
 import (
 	"cmp"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -72,12 +73,19 @@ func TestPositions(t *testing.T) {
 // Against a map, the set it replaces: the same members whatever the
 // order of adding, and as few runs as the members allow.
 func TestPositions_AsAMap(t *testing.T) {
+	// Sequence numbers from 0 and up to the largest, where seq+1 would
+	// wrap to 0.
+	var seqs []uint64
+	for seq := range uint64(36) {
+		seqs = append(seqs, seq)
+	}
+	seqs = append(seqs, math.MaxUint64-3, math.MaxUint64-2, math.MaxUint64-1, math.MaxUint64)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := range 200 {
 		var p, q sink.Positions
 		want := map[sink.Position]struct{}{}
 		for range rng.IntN(300) {
-			a := pos(pglogrepl.LSN(rng.IntN(4)), uint64(rng.IntN(40)))
+			a := pos(pglogrepl.LSN(rng.IntN(4)), seqs[rng.IntN(len(seqs))])
 			if rng.IntN(2) == 0 {
 				p.Add(a)
 			} else {
@@ -92,7 +100,7 @@ func TestPositions_AsAMap(t *testing.T) {
 		runs := 0
 		var maxLSN pglogrepl.LSN
 		for lsn := range pglogrepl.LSN(4) {
-			for seq := range uint64(41) {
+			for _, seq := range seqs {
 				_, in := want[pos(lsn, seq)]
 				if p.Has(pos(lsn, seq)) != in {
 					t.Fatalf("round %d: Has(%v) = %v, want %v", round, pos(lsn, seq), !in, in)
