@@ -737,6 +737,24 @@ func TestZeroDecoder(t *testing.T) {
 	}
 }
 
+// A fresh decoder's first row may hold no bytes at all (empty text and
+// NULL): its empty text values are still non-nil, unlike NULL's.
+func TestDecodeEmptyTextOfTheFirstRow(t *testing.T) {
+	var d Decoder
+	if _, err := d.Decode(relationMsg(outboxRelation(16385))); err != nil {
+		t.Fatal(err)
+	}
+	m, err := d.Decode(insertMsg(16385, text(""), text(""), null, text(""), null, null, text("")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range m.Values {
+		if (v.Kind == ValueText) != (v.Data != nil) {
+			t.Errorf("value %d of kind %c: Data nil = %t", i, v.Kind, v.Data == nil)
+		}
+	}
+}
+
 func TestKindString(t *testing.T) {
 	for k, want := range map[Kind]string{
 		0: "Kind(0)", KindBegin: "begin", KindCommit: "commit", KindRelation: "relation",

@@ -53,6 +53,8 @@ const (
 // the caller may then reuse the message buffer. The row's slice and each
 // Data are capped at their length, so appending to one cannot overwrite
 // the next.
+var noBytes = []byte{}
+
 func (d *Decoder) detach(values []Value, size int) []Value {
 	n := len(values)
 	var row []Value
@@ -69,6 +71,11 @@ func (d *Decoder) detach(values []Value, size int) []Value {
 			d.byteChunk = make([]byte, chunkBytes)
 		}
 		buf, d.byteChunk = d.byteChunk[:0:size], d.byteChunk[size:]
+	}
+	if buf == nil {
+		// A row of empty and NULL values before any chunk exists: its
+		// empty text values still get non-nil Data, as Value promises.
+		buf = noBytes[:0:0]
 	}
 	for i, v := range values {
 		if v.Data != nil {
