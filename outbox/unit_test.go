@@ -48,6 +48,8 @@ func (Renamed) EventType() string { return "legacy_name" }
 
 type Generic[T any] struct{ V T }
 
+func ptr[T any](v T) *T { return &v }
+
 // AccountCreated kept the name of the type it was renamed from, with a
 // pointer receiver.
 type AccountCreated struct{ ID int }
@@ -152,6 +154,8 @@ func badEvents() []struct {
 		{"nil slice context", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = []string(nil) }), outbox.ErrInvalidContext},
 		{"string not UTF-8 in a marshaled context", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = map[string]any{"name": "caf\xe9"} }), outbox.ErrInvalidContext},
 		{"key not UTF-8 in a marshaled context", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = map[string]int{"k\xff": 1, "k\xfe": 2} }), outbox.ErrInvalidContext},
+		{"struct field not UTF-8", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = struct{ Name *string }{Name: ptr("caf\xe9")} }), outbox.ErrInvalidContext},
+		{"string not UTF-8 in a slice", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = []any{"ok", []string{"\xff"}} }), outbox.ErrInvalidContext},
 		{"raw context too large", outbox.Publisher{MaxContextBytes: 8}, with(func(e *outbox.Event) { e.Context = json.RawMessage(`"123456789"`) }), outbox.ErrContextTooLarge},
 		{"marshaled context too large", outbox.Publisher{MaxContextBytes: 8}, with(func(e *outbox.Event) { e.Context = "123456789" }), outbox.ErrContextTooLarge},
 		{"bad traceparent", outbox.Publisher{}, with(func(e *outbox.Event) { e.Traceparent = "00-abc-def-01" }), outbox.ErrInvalidTraceparent},
@@ -282,22 +286,37 @@ func TestPublish_ReturnsTxErrors(t *testing.T) {
 	}
 }
 
-// What encoding/json writes for valid strings passes unchanged: a real
-// U+FFFD, and the text \ufffd (its backslash escaped), are not mistaken for
-// the replacement of invalid UTF-8.
+// A context whose strings are valid UTF-8 passes unchanged, U+FFFD in
+// whatever form it was written: as the character, as a \ufffd escape in
+// pre-encoded JSON nested in a map or a struct, or as text.
 func TestPublish_KeepsReplacementCharactersThatWereThere(t *testing.T) {
-	var rec outboxtest.Recorder
-	ev := good()
-	ev.Context = map[string]string{"char": "\ufffd", "text": `\ufffd`, "both": `\\` + "\ufffd"}
-	if err := outbox.Publish(context.Background(), &rec, ev); err != nil {
-		t.Fatal(err)
+	type envelope struct {
+		Payload json.RawMessage
+		Hidden  string `json:"-"`
 	}
-	events := rec.Events()
-	if len(events) != 1 {
-		t.Fatalf("%d events recorded, want 1", len(events))
-	}
-	got, _ := json.Marshal(events[0].Context)
-	if want := `{"both":"\\\\` + "\ufffd" + `","char":"` + "\ufffd" + `","text":"\\ufffd"}`; string(got) != want {
-		t.Errorf("context stored as %s, want %s", got, want)
+	for _, tc := range []struct {
+		name    string
+		context any
+		want    string
+	}{
+		{"the character and text", map[string]string{"char": "\ufffd", "text": `\ufffd`}, `{"char":"` + "\ufffd" + `","text":"\\ufffd"}`},
+		{"an escape in nested raw JSON", map[string]any{"payload": json.RawMessage(`{"name":"Caf\ufffd"}`)}, `{"payload":{"name":"Caf\ufffd"}}`},
+		{"an escape in a struct's raw JSON", envelope{Payload: json.RawMessage(`"\ufffd"`), Hidden: "\xff"}, `{"Payload":"\ufffd"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var rec outboxtest.Recorder
+			ev := good()
+			ev.Context = tc.context
+			if err := outbox.Publish(context.Background(), &rec, ev); err != nil {
+				t.Fatal(err)
+			}
+			events := rec.Events()
+			if len(events) != 1 {
+				t.Fatalf("%d events recorded, want 1", len(events))
+			}
+			if got := string(events[0].Context.(json.RawMessage)); got != tc.want {
+				t.Errorf("context stored as %s, want %s", got, tc.want)
+			}
+		})
 	}
 }

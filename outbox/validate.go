@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,19 +101,66 @@ func (p Publisher) prepareOne(ev Event, limit int) (row, error) {
 	return r, nil
 }
 
-// replacedInvalidUTF8 reports whether encoding/json's output b holds a
-// \ufffd escape: the encoder writes one for each byte of a string that is
-// not valid UTF-8, and writes a real U+FFFD as the character itself. (A
-// nested json.RawMessage written with that escape by hand is refused too.)
-func replacedInvalidUTF8(b []byte) bool {
-	for i := 0; i < len(b); i++ {
-		if b[i] != '\\' {
-			continue
+// Types whose JSON encoding/json takes from the type itself: their output
+// is copied as it is (and checked as bytes), not built from Go strings.
+var (
+	jsonMarshalerType = reflect.TypeFor[json.Marshaler]()
+	textMarshalerType = reflect.TypeFor[encoding.TextMarshaler]()
+)
+
+// maxUTF8Depth bounds the walk of invalidUTF8; encoding/json has already
+// refused a cycle by then.
+const maxUTF8Depth = 1000
+
+// invalidUTF8 reports whether v holds, where encoding/json writes a Go
+// string as a JSON string (a string value, a map key, an exported struct
+// field), a string that is not valid UTF-8: the encoder would replace each
+// bad byte with U+FFFD, altering the event, and two map keys could become
+// one. Values that marshal themselves (json.Marshaler, encoding.
+// TextMarshaler, json.RawMessage) are not looked into: their bytes are
+// copied, and checked as bytes after encoding.
+func invalidUTF8(v reflect.Value, depth int) bool {
+	if !v.IsValid() || depth > maxUTF8Depth {
+		return false
+	}
+	t := v.Type()
+	if t.Implements(jsonMarshalerType) || t.Implements(textMarshalerType) ||
+		v.CanAddr() && (reflect.PointerTo(t).Implements(jsonMarshalerType) || reflect.PointerTo(t).Implements(textMarshalerType)) {
+		return false
+	}
+	switch v.Kind() {
+	case reflect.String:
+		return !utf8.ValidString(v.String())
+	case reflect.Pointer, reflect.Interface:
+		return !v.IsNil() && invalidUTF8(v.Elem(), depth+1)
+	case reflect.Map:
+		for it := v.MapRange(); it.Next(); {
+			if k := it.Key(); k.Kind() == reflect.String && !k.Type().Implements(textMarshalerType) && !utf8.ValidString(k.String()) {
+				return true
+			}
+			if invalidUTF8(it.Value(), depth+1) {
+				return true
+			}
 		}
-		if i+5 < len(b) && b[i+1] == 'u' && string(b[i+2:i+6]) == "fffd" {
-			return true
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return false // []byte is written as base64
 		}
-		i++ // the escaped character: an escaped backslash starts nothing
+		for i := range v.Len() {
+			if invalidUTF8(v.Index(i), depth+1) {
+				return true
+			}
+		}
+	case reflect.Struct:
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() && !f.Anonymous || f.Tag.Get("json") == "-" {
+				continue
+			}
+			if invalidUTF8(v.Field(i), depth+1) {
+				return true
+			}
+		}
 	}
 	return false
 }
@@ -141,7 +189,7 @@ func encodeContext(v any, limit int) ([]byte, error) {
 		if err := checkSize(b, limit); err != nil {
 			return nil, err
 		}
-		if replacedInvalidUTF8(b) {
+		if invalidUTF8(reflect.ValueOf(v), 0) {
 			return nil, fmt.Errorf("%w: context of type %T holds a string or map key that is not valid UTF-8, whose bytes encoding/json would replace (two such keys would become one)", ErrInvalidContext, v)
 		}
 		// encoding/json replaces invalid UTF-8 in strings it encodes, but
