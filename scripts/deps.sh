@@ -15,6 +15,7 @@ test=(
 	"${demo[@]}"
 	make                                 # make test
 	gcc libc6-dev                        # go test -race needs cgo
+	python3-django python3-psycopg2      # e2e's Django use case (skipped without them)
 )
 case "${1:-}" in
 demo) packages=("${demo[@]}") ;;
@@ -22,7 +23,7 @@ test) packages=("${test[@]}") ;;
 ci) packages=(
 	"${test[@]}"
 	prometheus python3-yaml              # promtool and PyYAML: alert rules and dashboard checks
-	python3-django python3-psycopg2 python3-pytest python3-pytest-django  # the Django example's tests
+	python3-pytest python3-pytest-django # the Django example's own tests
 	docker-compose                       # validates docker-compose.yml
 ) ;;
 *) echo "usage: $0 demo|test|ci" >&2; exit 2 ;;

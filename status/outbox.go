@@ -2,8 +2,11 @@ package status
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Outbox counts the rows in the outbox table.
@@ -27,6 +30,11 @@ func CountOutbox(ctx context.Context, q Querier) (Outbox, error) {
 	return o, nil
 }
 
+const oldestPendingQuery = `SELECT o.event_date_time FROM outbox o
+	WHERE o.event_date_time >= $1 AND o.event_date_time < 'infinity'
+	AND NOT EXISTS (SELECT 1 FROM cdc_dead_letter d WHERE d.event_id = o.id)
+	ORDER BY o.event_date_time LIMIT 1`
+
 // OldestPending returns the earliest event_date_time at or after from of a
 // row that is not a dead letter; nil when there is none. A dead letter is
 // set aside, not pending: counted as lag, one refused row would read as a
@@ -36,10 +44,15 @@ func CountOutbox(ctx context.Context, q Querier) (Outbox, error) {
 // '-infinity' lie before every from.
 func OldestPending(ctx context.Context, q Querier, from time.Time) (*time.Time, error) {
 	var oldest *time.Time
-	if err := q.QueryRow(ctx, `SELECT min(o.event_date_time) FROM outbox o
-		WHERE o.event_date_time >= $1 AND o.event_date_time < 'infinity'
-		AND NOT EXISTS (SELECT 1 FROM cdc_dead_letter d WHERE d.event_id = o.id)`,
-		from).Scan(&oldest); err != nil {
+	// ORDER BY … LIMIT 1, not min(): with the anti-join PostgreSQL would
+	// read every row from `from` on (a whole backlog) for min(), where
+	// this walks the index and stops at the first row that is no dead
+	// letter.
+	err := q.QueryRow(ctx, oldestPendingQuery, from).Scan(&oldest)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
 		return nil, fmt.Errorf("read the oldest outbox row from %s: %w", from.Format(time.RFC3339), err)
 	}
 	return oldest, nil

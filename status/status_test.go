@@ -207,3 +207,31 @@ func TestOldestPending_LeavesOutDeadLetters(t *testing.T) {
 		t.Fatalf("OldestPending with only a dead letter left = %v, %v; want none", got, err)
 	}
 }
+
+// The oldest pending row is found by walking the outbox's index from the
+// time asked, not by reading every row after it: after a ClickHouse
+// outage that is the whole backlog, when an operator runs cdc status.
+func TestOldestPending_ReadsFewBlocksOfABacklog(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	for _, stmt := range []string{
+		`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+			SELECT 'e', 'test', '{}', now() - interval '1 hour' + g * interval '1 millisecond' FROM generate_series(1, 100000) g`,
+		`ANALYZE outbox`,
+	} {
+		if _, err := pool.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out string
+	if err := pool.QueryRow(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+oldestPendingQuery, time.Now().Add(-2*time.Hour)).Scan(&out); err != nil {
+		t.Fatal(err)
+	}
+	plan := testenv.ParsePlan(t, out)
+	if blocks := plan.SharedHitBlocks + plan.SharedReadBlocks; blocks > 50 {
+		t.Fatalf("the oldest pending row of 100,000 read %d blocks, want at most 50:\n%+v", blocks, plan.Nodes())
+	}
+	if got, err := OldestPending(ctx, pool, time.Now().Add(-2*time.Hour)); err != nil || got == nil {
+		t.Fatalf("OldestPending = %v, %v; want the first of the backlog", got, err)
+	}
+}

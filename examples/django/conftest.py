@@ -35,7 +35,10 @@ def _stop_localdb():
 
 
 def _exit_on_sigterm(signum, frame):
-    raise SystemExit(128 + signum)
+    # KeyboardInterrupt, as for Ctrl-C: pytest ends the run on it, in a test
+    # or between tests, and pytest_unconfigure stops the servers (a
+    # SystemExit inside a test would only fail that test).
+    raise KeyboardInterrupt
 
 
 def _start_localdb():
@@ -46,7 +49,7 @@ def _start_localdb():
     atexit.register(_stop_localdb)
     # Python ends on SIGTERM (a timeout, an IDE's stop button, a cancelled
     # CI job) without running atexit: the servers, which run in sessions of
-    # their own, would be left running. Ending by SystemExit runs it.
+    # their own, would be left running.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     proc = subprocess.run([str(LOCALDB), "start", _localdb_dir], capture_output=True, text=True)
     if proc.returncode != 0:
