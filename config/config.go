@@ -178,10 +178,12 @@ func (l *loader) dsn(name string, schemes ...string) string {
 		l.fail(name, "required, e.g. %s://user:password@host/db", schemes[0])
 		return ""
 	}
+	// A refused value is returned as "": nothing parses it again to name
+	// the same mistake twice.
 	u, err := url.Parse(v)
 	if err != nil {
 		l.fail(name, "not a URL (value hidden: it may hold a password)")
-		return v
+		return ""
 	}
 	for _, s := range schemes {
 		if u.Scheme == s {
@@ -193,12 +195,13 @@ func (l *loader) dsn(name string, schemes ...string) string {
 			socket := (s == "postgres" || s == "postgresql") && u.Query().Get("host") != ""
 			if u.Host == "" && !socket {
 				l.fail(name, "no host in the URL")
+				return ""
 			}
 			return v
 		}
 	}
 	l.fail(name, "scheme %q not supported, want %s://", u.Scheme, strings.Join(schemes, ":// or "))
-	return v
+	return ""
 }
 
 func (l *loader) ident(name, def string) string {

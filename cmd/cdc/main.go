@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
@@ -156,7 +157,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 		cfg, err = config.Config{LogLevel: zapcore.ErrorLevel}, nil
 	case !wantsHelp(args[1:]):
 		// Every bad setting in one message, not one per attempt.
-		err = errors.Join(err, checkDSNs(cfg))
+		err = errors.Join(err, checkDSNs(cfg, args[0]))
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "cdc: invalid configuration: %s\n", oneLine(err))
@@ -193,13 +194,12 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 // URL check in config cannot judge (a timeout without a unit, an unknown
 // sslmode) exits 2 naming its variable before any command connects: migrate
 // would otherwise have created the slot before it opened ClickHouse. The
-// drivers' messages hide the passwords.
-//
-// A DSN that config already refused is empty here and not parsed again.
-func checkDSNs(cfg config.Config) error {
+// drivers' messages hide the passwords. A DSN that config already refused
+// is empty here and not parsed again.
+func checkDSNs(cfg config.Config, cmd string) error {
 	var errs []error
 	if cfg.PGDSN != "" {
-		if err := checkPGDSN(cfg.PGDSN); err != nil {
+		if err := checkPGDSN(cfg.PGDSN, cmd); err != nil {
 			errs = append(errs, fmt.Errorf("CDC_PG_DSN: %w", err))
 		}
 	}
@@ -211,31 +211,46 @@ func checkDSNs(cfg config.Config) error {
 	return errors.Join(errs...)
 }
 
-// checkPGDSN parses dsn as the pools do, and refuses the settings of pgx
-// and its pool (pool_max_conns, statement_cache_capacity, …): the pools
-// take them, but the replication connection, parsed by pgconn alone,
-// would send them to PostgreSQL as session settings, which it refuses at
-// every connect, and cdc would never stream. An application's pgx URL is
-// the likely source.
-func checkPGDSN(dsn string) error {
+// checkPGDSN parses dsn as the pools do, and, for the commands that open a
+// connection another way, refuses the settings of pgx and its pool that
+// that way would send to PostgreSQL as session settings, which it refuses
+// at every connect. run's replication connection is parsed by pgconn
+// alone: every pgx setting (pool_max_conns, statement_cache_capacity, …)
+// reaches the server, and cdc would never stream. migrate's connection is
+// pgx's own: only the pool's (pool_*) do. The other commands use pools,
+// which take them all. An application's pgx URL is the likely source.
+func checkPGDSN(dsn, cmd string) error {
 	pooled, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return err
 	}
-	plain, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		return err
+	var sent map[string]string
+	switch cmd {
+	case "run":
+		plain, err := pgconn.ParseConfig(dsn)
+		if err != nil {
+			return err
+		}
+		sent = plain.RuntimeParams
+	case "migrate":
+		conn, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			return err
+		}
+		sent = conn.RuntimeParams
+	default:
+		return nil
 	}
 	var pgxOnly []string
-	for name := range plain.RuntimeParams {
+	for name := range sent {
 		if _, ok := pooled.ConnConfig.RuntimeParams[name]; !ok {
 			pgxOnly = append(pgxOnly, name)
 		}
 	}
 	if len(pgxOnly) > 0 {
 		slices.Sort(pgxOnly)
-		return fmt.Errorf("%s: settings of the pgx driver, not of PostgreSQL, which refuses them on cdc's replication connection: remove them (cdc sizes its own connections)",
-			strings.Join(pgxOnly, ", "))
+		return fmt.Errorf("%s: settings of the pgx driver, not of PostgreSQL, which refuses them on cdc %s's connection: remove them (cdc sizes its own connections)",
+			strings.Join(pgxOnly, ", "), cmd)
 	}
 	return nil
 }

@@ -11,24 +11,30 @@ import (
 	"time"
 )
 
-// A PostgreSQL DSN carrying settings of pgx or its pool is refused: the
-// replication connection would send them to the server, which refuses
-// them at every connect. PostgreSQL's own settings pass.
+// A PostgreSQL DSN carrying settings of pgx or its pool is refused for a
+// command whose connection would send them to the server, which refuses
+// them at every connect: run's replication connection (all of them),
+// migrate's pgx connection (the pool's). Commands on pools take them all,
+// and PostgreSQL's own settings pass everywhere.
 func TestCheckPGDSN(t *testing.T) {
 	for _, tc := range []struct {
-		dsn, wantErr string
+		dsn, cmd, wantErr string
 	}{
-		{"postgres://u:pw@db:5432/app?sslmode=disable", ""},
-		{"postgres://u:pw@db/app?application_name=x&search_path=app&options=-c%20work_mem%3D4MB", ""},
-		{"host=db user=u dbname=app statement_timeout=5000", ""},
-		{"postgres://u:pw@db/app?pool_max_conns=10", "pool_max_conns: settings of the pgx driver"},
-		{"postgres://u:pw@db/app?statement_cache_capacity=0&default_query_exec_mode=exec", "default_query_exec_mode, statement_cache_capacity: settings of the pgx driver"},
-		{"host=db user=u dbname=app pool_min_conns=1", "pool_min_conns: settings of the pgx driver"},
-		{"postgres://u:pw@db/app?sslmode=bogus", "sslmode is invalid"},
+		{"postgres://u:pw@db:5432/app?sslmode=disable", "run", ""},
+		{"postgres://u:pw@db/app?application_name=x&search_path=app&options=-c%20work_mem%3D4MB", "run", ""},
+		{"host=db user=u dbname=app statement_timeout=5000", "migrate", ""},
+		{"postgres://u:pw@db/app?pool_max_conns=10", "run", "pool_max_conns: settings of the pgx driver"},
+		{"postgres://u:pw@db/app?statement_cache_capacity=0&default_query_exec_mode=exec", "run", "default_query_exec_mode, statement_cache_capacity: settings of the pgx driver"},
+		{"host=db user=u dbname=app pool_min_conns=1", "run", "pool_min_conns: settings of the pgx driver"},
+		{"postgres://u:pw@db/app?pool_max_conns=10", "migrate", "pool_max_conns: settings of the pgx driver, not of PostgreSQL, which refuses them on cdc migrate's connection"},
+		{"postgres://u:pw@db/app?default_query_exec_mode=simple_protocol", "migrate", ""},
+		{"postgres://u:pw@db/app?pool_max_conns=10&default_query_exec_mode=simple_protocol", "status", ""},
+		{"postgres://u:pw@db/app?statement_cache_capacity=0", "backfill", ""},
+		{"postgres://u:pw@db/app?sslmode=bogus", "status", "sslmode is invalid"},
 	} {
-		err := checkPGDSN(tc.dsn)
+		err := checkPGDSN(tc.dsn, tc.cmd)
 		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
-			t.Errorf("checkPGDSN(%q) = %v, want an error containing %q", tc.dsn, err, tc.wantErr)
+			t.Errorf("checkPGDSN(%q, %s) = %v, want an error containing %q", tc.dsn, tc.cmd, err, tc.wantErr)
 		}
 	}
 }
@@ -43,7 +49,7 @@ func TestMain_NamesEveryBadSettingAtOnce(t *testing.T) {
 		"CDC_METRICS_ADDR":   "off",
 	}
 	var stdout, stderr bytes.Buffer
-	code := Main(context.Background(), []string{"status"}, func(k string) string { return env[k] }, nil, &stdout, &stderr)
+	code := Main(context.Background(), []string{"run"}, func(k string) string { return env[k] }, nil, &stdout, &stderr)
 	msg := stderr.String()
 	if code != 2 || stdout.Len() != 0 || strings.Contains(msg, "s3cret") {
 		t.Fatalf("exit %d, stdout %q, stderr %q; want exit 2 and no password", code, stdout.String(), msg)
@@ -87,5 +93,20 @@ func TestOnSignals(t *testing.T) {
 		if code != tc.wantExit || fmt.Sprint(died) != fmt.Sprint(tc.wantDie) {
 			t.Errorf("second signal %v, pid 1 %v: died by %v, exit %d; want %v, %d", tc.second, tc.pid1, died, code, tc.wantDie, tc.wantExit)
 		}
+	}
+}
+
+// A DSN config refuses is named once: not parsed again by the drivers.
+func TestMain_NamesABadDSNOnce(t *testing.T) {
+	env := map[string]string{
+		"CDC_PG_DSN":         "postgres://u:s3cret@db:port/app",
+		"CDC_CLICKHOUSE_DSN": "clickhouse://u@127.0.0.1:1/db",
+		"CDC_METRICS_ADDR":   "off",
+	}
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), []string{"status"}, func(k string) string { return env[k] }, nil, &stdout, &stderr)
+	msg := stderr.String()
+	if code != 2 || strings.Count(msg, "CDC_PG_DSN") != 1 || strings.Contains(msg, "s3cret") {
+		t.Fatalf("exit %d, stderr %q; want exit 2, CDC_PG_DSN named once, no password", code, msg)
 	}
 }
