@@ -22,16 +22,25 @@ func TestReplicator_PublicationOfOtherTablesIsRefused(t *testing.T) {
 	h.exec(`CREATE TABLE audit_note (id bigint, event_type text)`)
 	h.exec(`CREATE SCHEMA "Billing"`)
 	h.exec(`CREATE TABLE "Billing".invoice (id bigint)`)
-	h.exec(`ALTER PUBLICATION pub ADD TABLE audit_note, "Billing".invoice`)
-	r, _ := h.replicator(&fakeSink{}, nil, zap.NewNop(), func(*replication.Config) {})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	err := r.Run(ctx)
-	if !errors.Is(err, replication.ErrPublicationTables) {
-		t.Fatalf("Run = %v, want ErrPublicationTables", err)
-	}
-	if want := `publication "pub" publishes "Billing".invoice, public.audit_note: `; !strings.HasPrefix(err.Error(), want) {
-		t.Errorf("error %q does not start with %q", err, want)
+	h.exec(`CREATE TABLE "Billing".outbox (LIKE outbox)`)
+	h.exec(`CREATE PUBLICATION no_outbox FOR TABLE audit_note`)
+	h.exec(`CREATE PUBLICATION empty`)
+	h.exec(`ALTER PUBLICATION pub ADD TABLE audit_note, "Billing".invoice, "Billing".outbox`)
+	for _, tc := range []struct{ publication, want string }{
+		{"pub", `publication "pub" publishes "Billing".invoice, "Billing".outbox, public.audit_note besides public.outbox: `},
+		{"no_outbox", `publication "no_outbox" does not publish the outbox table: `},
+		{"empty", `publication "empty" does not publish the outbox table: `},
+	} {
+		r, _ := h.replicator(&fakeSink{}, nil, zap.NewNop(), func(c *replication.Config) { c.Publication = tc.publication })
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := r.Run(ctx)
+		cancel()
+		if !errors.Is(err, replication.ErrPublicationTables) {
+			t.Fatalf("%s: Run = %v, want ErrPublicationTables", tc.publication, err)
+		}
+		if !strings.HasPrefix(err.Error(), tc.want) {
+			t.Errorf("error %q does not start with %q", err, tc.want)
+		}
 	}
 }
 
@@ -42,19 +51,22 @@ func TestReplicator_PublicationOfOtherTablesIsRefused(t *testing.T) {
 func TestReplicator_RowsOfAnotherTableAreNotShipped(t *testing.T) {
 	h := setup(t)
 	h.exec(`CREATE TABLE audit_note (id bigint, event_type text)`)
+	h.exec(`CREATE SCHEMA other`)
+	h.exec(`CREATE TABLE other.outbox (LIKE outbox INCLUDING DEFAULTS)`)
 	core, logs := observer.New(zapcore.WarnLevel)
 	s := &fakeSink{}
 	stop := h.runWith(s, zap.New(core), func(*replication.Config) {})
 	defer stop()
 	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('before', 'test', '{}')`)
 	eventually(t, "the first event stored", func() bool { return s.count() == 1 })
-	h.exec(`ALTER PUBLICATION pub ADD TABLE audit_note`)
+	h.exec(`ALTER PUBLICATION pub ADD TABLE audit_note, other.outbox`)
 	h.exec(`BEGIN;
 		INSERT INTO outbox (event_type, environment, event_context) VALUES ('a', 'test', '{}');
 		INSERT INTO audit_note VALUES (1, 'not an event');
 		INSERT INTO outbox (event_type, environment, event_context) VALUES ('b', 'test', '{}');
 		COMMIT`)
 	h.exec(`INSERT INTO audit_note VALUES (2, 'not an event either')`)
+	h.exec(`INSERT INTO other.outbox (event_type, environment, event_context) VALUES ('another schema''s', 'test', '{}')`)
 	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('after', 'test', '{}')`)
 	eventually(t, "the last event stored", func() bool { return s.count() >= 4 })
 	time.Sleep(200 * time.Millisecond) // room for a row that should not come
@@ -71,7 +83,9 @@ func TestReplicator_RowsOfAnotherTableAreNotShipped(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("stored %q, want %q", got, want)
 	}
-	if n := logs.FilterMessageSnippet("a table other than the outbox").FilterField(zap.String("table", "public.audit_note")).Len(); n != 1 {
-		t.Errorf("%d warnings about public.audit_note, want 1", n)
+	for _, table := range []string{"public.audit_note", "other.outbox"} {
+		if n := logs.FilterMessageSnippet("a table other than the outbox").FilterField(zap.String("table", table)).Len(); n != 1 {
+			t.Errorf("%d warnings about %s, want 1", n, table)
+		}
 	}
 }

@@ -80,6 +80,10 @@ type Replicator struct {
 	// WAL flush (xactLookup.flush): keep waits for the WAL writer from
 	// then on. Only Run's goroutine touches it.
 	flushRefused bool
+	// outboxSchema is the schema of the outbox table the publication
+	// publishes, read at each session's start (checkPublicationTables).
+	// Only Run's goroutine touches it.
+	outboxSchema string
 	// partial holds the xid of each streamed transaction a session stored
 	// rows of before its end was stored (streamed.go), with the end of its
 	// commit once one was received, else 0. Only Run's goroutine touches
@@ -202,7 +206,7 @@ func (b *backoff) reset() { b.cur = 0 }
 var (
 	ErrSlotLost           = errors.New("replication slot was invalidated (wal_status=lost): WAL it needed is gone")
 	ErrPublicationMissing = errors.New("publication does not exist: run `cdc migrate`")
-	ErrPublicationTables  = errors.New("it publishes tables other than outbox, whose rows cdc would ship into event_log: drop them from it (ALTER PUBLICATION … DROP TABLE …) or set CDC_PUBLICATION to a publication of outbox alone")
+	ErrPublicationTables  = errors.New("cdc ships every row its publication sends into event_log, so it must publish one outbox table alone: set CDC_PUBLICATION to such a publication (CREATE PUBLICATION … FOR TABLE outbox WITH (publish = 'insert')), or drop the other tables from this one (ALTER PUBLICATION … DROP TABLE …; not possible FOR ALL TABLES)")
 	ErrWrongPlugin        = errors.New("replication slot does not use the pgoutput plugin")
 	ErrSlotBusy           = errors.New("replication slot is active in another process")
 	ErrSlotElsewhere      = errors.New("replication slot belongs to another database")

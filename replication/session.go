@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -231,36 +232,46 @@ func setupStep(ctx context.Context, step func(context.Context) error) error {
 	return err
 }
 
-// checkPublicationTables refuses a publication that publishes tables
-// other than the outbox: every row it sends would be shipped into
-// event_log as an event. Migrate creates one of the outbox alone, but
+// checkPublicationTables refuses a publication that does not publish one
+// outbox table alone: every row it sends would be shipped into event_log
+// as an event. Migrate creates one of the outbox alone, but
 // CDC_PUBLICATION may name one made otherwise (FOR ALL TABLES would send
-// even cdc_dead_letter's rows). Rows of other tables that are sent all the
-// same — a table added while cdc runs, or rows from before a fix — are
-// left out (stream.add).
+// even cdc_dead_letter's rows, and another schema's outbox). It records
+// the outbox's schema: rows of any other table that are sent all the same
+// — one added while cdc runs, or rows from before a fix — are left out
+// (stream.add).
 func (r *Replicator) checkPublicationTables(ctx context.Context, conn *pgconn.PgConn) error {
 	const shown = 5
-	var others [][]string
+	var tables [][]string
 	err := setupStep(ctx, func(ctx context.Context) (err error) {
-		others, err = queryRows(ctx, conn, fmt.Sprintf(
-			"SELECT format('%%I.%%I', schemaname, tablename) FROM pg_publication_tables WHERE pubname = '%s' AND tablename <> '%s' ORDER BY 1 LIMIT %d",
-			r.cfg.Publication, ddl.OutboxTable, shown+1))
+		// The outbox first — of several schemas', the one the search
+		// path finds, as the application does — then the others in
+		// name order.
+		tables, err = queryRows(ctx, conn, fmt.Sprintf(
+			"SELECT schemaname, format('%%I.%%I', schemaname, tablename), tablename FROM pg_publication_tables WHERE pubname = '%s' ORDER BY tablename <> '%s', array_position(current_schemas(false), schemaname) NULLS LAST, 2 LIMIT %d",
+			r.cfg.Publication, ddl.OutboxTable, shown+2))
 		return err
 	})
 	if err != nil {
 		return wrapf(err, "look up the tables of publication %s", r.cfg.Publication)
 	}
+	if len(tables) == 0 || tables[0][2] != ddl.OutboxTable {
+		return fmt.Errorf("publication %q does not publish the %s table: %w", r.cfg.Publication, ddl.OutboxTable, ErrPublicationTables)
+	}
+	r.outboxSchema = tables[0][0]
+	others := tables[1:]
 	if len(others) == 0 {
 		return nil
 	}
 	var names []string
 	for _, row := range others[:min(len(others), shown)] {
-		names = append(names, row[0])
+		names = append(names, row[1])
 	}
+	slices.Sort(names)
 	if len(others) > shown {
 		names = append(names, "…")
 	}
-	return fmt.Errorf("publication %q publishes %s: %w", r.cfg.Publication, strings.Join(names, ", "), ErrPublicationTables)
+	return fmt.Errorf("publication %q publishes %s besides %s: %w", r.cfg.Publication, strings.Join(names, ", "), tables[0][1], ErrPublicationTables)
 }
 
 func withReplication(dsn string) string {
@@ -753,8 +764,6 @@ func shutdownCut(ctx context.Context, err error) bool {
 	return ctx.Err() != nil && errors.Is(err, context.Canceled)
 }
 
-// drain closes the batch channel and applies every acknowledgement the
-// writer still sends.
 // handOver gives the writer the last batch, s.unsent if any, until wctx
 // ends. Acks are applied meanwhile: a writer that finished a batch blocks
 // on its ack until it is read, and may hold memory that a larger batch
@@ -779,6 +788,8 @@ func (s *stream) handOver(wctx context.Context) {
 	}
 }
 
+// drain closes the batch channel and applies every acknowledgement the
+// writer still sends.
 func (s *stream) drain() {
 	close(s.batches)
 	for a := range s.acks {
@@ -1077,7 +1088,7 @@ func (s *stream) committed(xid uint32, msg decoder.Message) {
 // first when the row would take it over the byte limit and after when it
 // reached a limit.
 func (s *stream) add(ctx context.Context, msg decoder.Message, pos sink.Position, commitTime time.Time) error {
-	if msg.Relation.Name != ddl.OutboxTable {
+	if msg.Relation.Name != ddl.OutboxTable || msg.Relation.Namespace != s.r.outboxSchema {
 		// Not an event: a table the session's start did not see in the
 		// publication (checkPublicationTables). Its row still took its
 		// ordinal, so the outbox rows' positions do not depend on it.
