@@ -49,12 +49,13 @@ const (
 	largeRow    = chunkBytes / 8
 )
 
+// noBytes backs the empty values of a row that holds no bytes at all.
+var noBytes = []byte{}
+
 // detach copies values, which alias the message, into a row of their own:
 // the caller may then reuse the message buffer. The row's slice and each
 // Data are capped at their length, so appending to one cannot overwrite
 // the next.
-var noBytes = []byte{}
-
 func (d *Decoder) detach(values []Value, size int) []Value {
 	n := len(values)
 	var row []Value
