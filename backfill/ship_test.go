@@ -7,10 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/eventcdc/cdc/backfill"
 	"github.com/eventcdc/cdc/deadletter"
+	"github.com/eventcdc/cdc/decoder"
 	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/sink"
 	ddl "github.com/eventcdc/cdc/sql"
@@ -37,11 +39,10 @@ func (f *flakySink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, 
 	return f.ClickHouse.Write(ctx, b)
 }
 
-// A write that fails for another reason than a row's content is tried
-// again after each of the retry waits; when the last try fails too, Ship
-// says where to resume, and a backfill from there stores the rest.
-func TestShip_RetriesAFailedWriteThenSaysWhereToResume(t *testing.T) {
-	defer backfill.SetRetryWaits([]time.Duration{time.Millisecond, 2 * time.Millisecond})()
+// thirtyEvents gives an outbox of 30 events a minute apart from
+// 2026-01-01 00:00 UTC, its relation, and a ClickHouse sink with event_log.
+func thirtyEvents(t *testing.T) (*pgxpool.Pool, *sink.ClickHouse, *decoder.Relation) {
+	t.Helper()
 	ctx := context.Background()
 	pool := outbox(t)
 	ch, err := sink.Open(testenv.Get(t).NewClickHouse(t), zap.NewNop())
@@ -52,7 +53,6 @@ func TestShip_RetriesAFailedWriteThenSaysWhereToResume(t *testing.T) {
 	if err := ddl.MigrateClickHouse(ctx, ch.Conn()); err != nil {
 		t.Fatal(err)
 	}
-	// 30 events a minute apart; 10 rows per page, so a batch per page.
 	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
 		SELECT 'e', 'test', '{}', '2026-01-01 00:00:00+00'::timestamptz + i * interval '1 minute' FROM generate_series(0, 29) i`); err != nil {
 		t.Fatal(err)
@@ -61,6 +61,16 @@ func TestShip_RetriesAFailedWriteThenSaysWhereToResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return pool, ch, rel
+}
+
+// A write that fails for another reason than a row's content is tried
+// again after each of the retry waits; when the last try fails too, Ship
+// says where to resume, and a backfill from there stores the rest.
+func TestShip_RetriesAFailedWriteThenSaysWhereToResume(t *testing.T) {
+	defer backfill.SetRetryWaits([]time.Duration{time.Millisecond, 2 * time.Millisecond})()
+	ctx := context.Background()
+	pool, ch, rel := thirtyEvents(t)
 	stored := func() uint64 {
 		var n uint64
 		if err := ch.Conn().QueryRow(ctx, "SELECT count() FROM event_log FINAL").Scan(&n); err != nil {
@@ -107,23 +117,7 @@ func TestShip_RetriesAFailedWriteThenSaysWhereToResume(t *testing.T) {
 // stored.
 func TestShip_AFailedReadSaysWhereToResume(t *testing.T) {
 	ctx := context.Background()
-	pool := outbox(t)
-	ch, err := sink.Open(testenv.Get(t).NewClickHouse(t), zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ch.Close() })
-	if err := ddl.MigrateClickHouse(ctx, ch.Conn()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
-		SELECT 'e', 'test', '{}', '2026-01-01 00:00:00+00'::timestamptz + i * interval '1 minute' FROM generate_series(0, 29) i`); err != nil {
-		t.Fatal(err)
-	}
-	rel, err := backfill.LoadRelation(ctx, pool)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool, ch, rel := thirtyEvents(t)
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sc := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10, 0, true)

@@ -9,18 +9,17 @@ import (
 	"time"
 )
 
-// A connection in the middle of a write is broken only once the context of
-// every Write in progress has ended, and not by a context that ends after
-// its Write returned.
-func TestWatch_AbandonsWritesOnceEveryWriteIsCancelled(t *testing.T) {
-	c := &ClickHouse{live: &liveConns{}}
+// stuckWrite starts a write on a connection of c that nobody reads, and
+// returns once it waits; the write's result comes on the channel.
+func stuckWrite(t *testing.T, c *ClickHouse) <-chan error {
+	t.Helper()
 	a, b := net.Pipe()
-	defer b.Close()
+	t.Cleanup(func() { b.Close() })
 	conn := &stallConn{Conn: a, limit: time.Minute, live: c.live}
 	c.live.add(conn)
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	written := make(chan error, 1)
-	go func() { // nobody reads b: the write waits
+	go func() {
 		_, err := conn.Write(make([]byte, 1<<10))
 		written <- err
 	}()
@@ -29,12 +28,20 @@ func TestWatch_AbandonsWritesOnceEveryWriteIsCancelled(t *testing.T) {
 		writing := conn.writing
 		conn.mu.Unlock()
 		if writing == 1 {
-			break
+			return written
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the write did not start")
 		}
 	}
+}
+
+// A connection in the middle of a write is broken only once the context of
+// every Write in progress has ended, and not by a context that ends after
+// its Write returned.
+func TestWatch_AbandonsWritesOnceEveryWriteIsCancelled(t *testing.T) {
+	c := &ClickHouse{live: &liveConns{}}
+	written := stuckWrite(t, c)
 
 	// A Write that returned before its context ended counts for nothing.
 	early, cancelEarly := context.WithCancel(context.Background())
@@ -73,27 +80,7 @@ func TestWatch_AbandonsWritesOnceEveryWriteIsCancelled(t *testing.T) {
 // longer, and their connections are broken as it returns.
 func TestWatch_AbandonsWritesWhenTheLastLiveOneReturns(t *testing.T) {
 	c := &ClickHouse{live: &liveConns{}}
-	a, b := net.Pipe()
-	defer b.Close()
-	conn := &stallConn{Conn: a, limit: time.Minute, live: c.live}
-	c.live.add(conn)
-	defer conn.Close()
-	written := make(chan error, 1)
-	go func() { // nobody reads b: the write waits
-		_, err := conn.Write(make([]byte, 1<<10))
-		written <- err
-	}()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		conn.mu.Lock()
-		writing := conn.writing
-		conn.mu.Unlock()
-		if writing == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the write did not start")
-		}
-	}
+	written := stuckWrite(t, c)
 	stuck, cancelStuck := context.WithCancel(context.Background())
 	other, cancelOther := context.WithCancel(context.Background())
 	defer cancelOther()
