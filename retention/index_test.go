@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -132,8 +133,61 @@ func TestSweep_LaterBatchesSkipWhatTheSweepDeleted(t *testing.T) {
 	if next > 20 || fromHead < 5*next {
 		t.Fatalf("the next batch read %d blocks, one from the head %d: want at most 20, and a fifth of the head's", next, fromHead)
 	}
-	c := &retention.Cleaner{Pool: pool, Keep: 24 * time.Hour, BatchSize: 30}
+	// The keys a sweep of batches of 30 must start each later batch past:
+	// the 30th, 60th and 90th of the 100 rows left.
+	var want []string
+	rows, err := pool.Query(ctx, `SELECT id::text FROM outbox ORDER BY event_date_time, id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(ids) != 100 {
+		t.Fatalf("%d rows left, %v; want 100", len(ids), err)
+	}
+	want = append(want, ids[29], ids[59], ids[89])
+
+	// Sweep itself, on a pool that records its statements: the first
+	// batch from the head, each later one past the key the one before
+	// returned.
+	cfg, err := pgxpool.ParseConfig(pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &statements{}
+	cfg.ConnConfig.Tracer = rec
+	traced, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer traced.Close()
+	c := &retention.Cleaner{Pool: traced, Keep: 24 * time.Hour, BatchSize: 30}
 	if deleted, err := c.Sweep(ctx); err != nil || deleted != 100 {
 		t.Fatalf("sweep deleted %d rows, %v; want the 100 left", deleted, err)
 	}
+	if len(rec.sql) != 4 || rec.sql[0] != retention.SweepFirst {
+		t.Fatalf("sweep ran %d statements, the first %.60q; want 4, the first SweepFirst", len(rec.sql), rec.sql)
+	}
+	for i, key := range want {
+		if rec.sql[i+1] != retention.SweepBatch {
+			t.Fatalf("statement %d is %.60q; want SweepBatch", i+1, rec.sql[i+1])
+		}
+		if got := rec.args[i+1][3]; got != key {
+			t.Errorf("batch %d started past %v; want %s", i+1, got, key)
+		}
+	}
 }
+
+// statements records the SQL and arguments of every query run on a
+// connection, in order.
+type statements struct {
+	sql  []string
+	args [][]any
+}
+
+func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	s.sql = append(s.sql, d.SQL)
+	s.args = append(s.args, d.Args)
+	return ctx
+}
+
+func (s *statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
