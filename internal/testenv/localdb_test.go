@@ -41,6 +41,13 @@ func TestLocalDB_DeepFolderGetsAShortSocketFolder(t *testing.T) {
 	if n := len(dir) + len("/.s.PGSQL.65535"); n <= 107 {
 		t.Fatalf("the folder makes a socket path of %d bytes: not deep enough for this test", n)
 	}
+	// A -timeout panic runs no deferred stop; the watchdog stops the
+	// servers however the test binary ends.
+	guard, err := watchdog(script, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer guard.Close()
 	stop := func() {
 		if out, err := exec.Command(script, "stop", dir).CombinedOutput(); err != nil {
 			t.Errorf("localdb.sh stop: %v: %s", err, out)
@@ -89,6 +96,11 @@ func TestLocalDB_StartsWhateverTheCallersLocale(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil { // as root, PostgreSQL runs as postgres
 		t.Fatal(err)
 	}
+	guard, err := watchdog(script, dir) // stops the servers however the test binary ends
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer guard.Close()
 	run := func(args ...string) ([]byte, error) {
 		cmd := exec.Command(script, args...)
 		cmd.Env = append(os.Environ(), "LANG=xx_XX.UTF-8", "LC_ALL=xx_XX.UTF-8", "LC_CTYPE=UTF-8")

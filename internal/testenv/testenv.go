@@ -124,7 +124,7 @@ func start(setStop func(func())) (*Env, error) {
 		_ = exec.Command(script, "stop", dir).Run()
 		_ = os.RemoveAll(dir)
 	})
-	if err := watchdog(script, dir); err != nil {
+	if watchdogPipe, err = watchdog(script, dir); err != nil {
 		return nil, err
 	}
 	// PostgreSQL runs as the postgres user when the tests run as root; it
@@ -162,20 +162,22 @@ var watchdogPipe io.WriteCloser
 // the process ends, and the watchdog then stops what is left. It has a
 // process group of its own, so a Ctrl-C at the terminal does not end it
 // first. After a clean stop it finds nothing to do.
-func watchdog(script, dir string) error {
+// Closing the returned pipe sets it off too: a test that starts servers
+// of its own closes it when done, and a clean stop leaves it nothing to
+// do but remove dir.
+func watchdog(script, dir string) (io.WriteCloser, error) {
 	cmd := exec.Command("/bin/sh", "-c", `cat >/dev/null; "$0" stop "$1" >/dev/null 2>&1; rm -rf "$1"`, script, dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	w, err := cmd.StdinPipe()
 	if err != nil {
-		return fmt.Errorf("start the servers' watchdog: %w", err)
+		return nil, fmt.Errorf("start the servers' watchdog: %w", err)
 	}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start the servers' watchdog: %w", err)
+		return nil, fmt.Errorf("start the servers' watchdog: %w", err)
 	}
-	watchdogPipe = w
 	// Reaped when it ends, so it does not linger as a zombie.
 	go func() { _ = cmd.Wait() }()
-	return nil
+	return w, nil
 }
 
 func parseEnv(out []byte) map[string]string {
