@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/url"
 	"os/exec"
 	"reflect"
@@ -794,6 +795,45 @@ func TestCommands_StatusLagSecondsCountsOnlyEventsNotStored(t *testing.T) {
 	out, stderr, code = w.runOperator(away, "status")
 	if code != 0 || !strings.Contains(out, " bytes, seconds unknown (see the warning)\n") || !strings.Contains(stderr, "lag in seconds unknown") {
 		t.Fatalf("status without ClickHouse exited %d:\n%s\n%s", code, out, stderr)
+	}
+
+	// A signal while ClickHouse does not answer stops status like any
+	// other one-shot command: exit 1, context canceled, no report.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := silent.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	env := w.baseEnv()
+	env["CDC_CLICKHOUSE_DSN"] = "clickhouse://" + silent.Addr().String() + "/default?dial_timeout=5s&read_timeout=60s"
+	cmd := exec.Command(binary, "status")
+	cmd.Env = envList(env)
+	var sigOut, sigErr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &sigOut, &sigErr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-accepted:
+		defer c.Close()
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("status never connected to ClickHouse: %s %s", sigOut.String(), sigErr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err = cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || sigOut.Len() != 0 ||
+		!strings.Contains(sigErr.String(), "ask clickhouse for the lag: context canceled") {
+		t.Fatalf("status stopped by SIGTERM while ClickHouse is silent: %v\nstdout: %s\nstderr: %s", err, sigOut.String(), sigErr.String())
 	}
 
 	// Stray arguments are refused; -h lists the flags.

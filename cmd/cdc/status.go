@@ -40,6 +40,7 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 		return err
 	}
 	defer pool.Close()
+	signalled := ctx
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 
@@ -56,6 +57,11 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 		return err
 	}
 	if r.LagSeconds, err = lagSeconds(ctx, pool, cfg, r.Slot, log); err != nil {
+		// ClickHouse out of reach leaves the seconds unknown; a signal
+		// stops the command, like any other one-shot's.
+		if signalled.Err() != nil {
+			return fmt.Errorf("ask clickhouse for the lag: %w", signalled.Err())
+		}
 		r.LagSecondsError = err.Error()
 		log.Warn("lag in seconds unknown", zap.Error(err))
 	}
