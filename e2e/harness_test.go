@@ -77,12 +77,20 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.ch.Close() })
-	out, code := w.runOnce(nil, "migrate")
-	if code != 0 {
-		t.Fatalf("migrate exited %d: %s", code, out)
+	// A fresh database: migrate says what it built and created, and no
+	// word of older events (the outbox is empty).
+	out, stderr, code := w.runOperator(nil, "migrate")
+	if code != 0 || out != freshMigrate {
+		t.Fatalf("migrate of a fresh database exited %d:\n%s%s\nwant:\n%s", code, out, stderr, freshMigrate)
 	}
 	return w
 }
+
+const freshMigrate = `building index outbox_event_date_time_id_idx on outbox (event_date_time, id) concurrently; inserts into outbox go on meanwhile
+built index outbox_event_date_time_id_idx
+created replication slot cdc_outbox: events published from now on are kept until cdc run ships them
+migrated: postgres outbox, cdc_dead_letter, publication cdc_outbox; clickhouse event_log
+`
 
 func (w *world) baseEnv() map[string]string {
 	return map[string]string{

@@ -64,8 +64,9 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 func noteOlderEvents(ctx context.Context, pg *pgx.Conn, stdout io.Writer) error {
 	var oldest *string
 	// Rows at ±infinity: --since -infinity reads every row, and backfill
-	// reads those at infinity whatever the --since.
-	err := pg.QueryRow(ctx, `SELECT CASE WHEN isfinite(t) THEN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') ELSE '-infinity' END
+	// reads those at infinity whatever the --since. An empty outbox has no
+	// oldest: NULL, not -infinity.
+	err := pg.QueryRow(ctx, `SELECT CASE WHEN t IS NULL THEN NULL WHEN isfinite(t) THEN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') ELSE '-infinity' END
 		FROM (SELECT min(event_date_time) AS t FROM outbox) m`).Scan(&oldest)
 	if err != nil {
 		return fmt.Errorf("read the oldest outbox event: %w", err)
