@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -140,7 +141,7 @@ func newCell(chType string, byValue bool) cell {
 	case chType == "String":
 		return &valueCell[[]byte]{parse: parseString, byValue: byValue}
 	case strings.HasPrefix(chType, "FixedString("):
-		return &valueCell[[]byte]{parse: parseString, byValue: true}
+		return &valueCell[[]byte]{parse: parseFixedString(chType), byValue: true}
 	case chType == "UUID":
 		return &valueCell[uuid.UUID]{parse: parseUUID, byValue: byValue}
 	case strings.HasPrefix(chType, "DateTime64("):
@@ -232,14 +233,27 @@ func (c *textCell) set(v decoder.Value) error {
 	if c.probe == nil {
 		return nil
 	}
-	defer c.probe.Reset()
-	if err := c.probe.AppendRow(c.value()); err != nil {
+	if err := c.tryProbe(); err != nil {
 		if c.null {
 			return fmt.Errorf("NULL has no value in %s: %w", c.typ, err)
 		}
 		return fmt.Errorf("%q is not a %s: %w", clip(v.Data), c.typ, err)
 	}
 	return nil
+}
+
+// tryProbe appends the value to the probe column. A value clickhouse-go
+// cannot take may panic there instead of returning an error (an IPv6
+// address into IPv4 did): that row is refused too, not the process
+// stopped, which would meet the same row again after every restart.
+func (c *textCell) tryProbe() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("clickhouse-go panicked: %v", p)
+		}
+		c.probe.Reset()
+	}()
+	return c.probe.AppendRow(c.value())
 }
 
 func (c *textCell) value() any {
@@ -256,6 +270,8 @@ func textConv(chType string) func([]byte) (any, error) {
 		return func(b []byte) (any, error) { return parseDecimal(b, precision, scale, chType) }
 	}
 	switch chType {
+	case "IPv4":
+		return parseIPv4
 	case "Date32":
 		return parseDate32
 	case "Int128", "Int256":
@@ -351,6 +367,32 @@ func parseBigInt(chType string, signed bool) func([]byte) (any, error) {
 
 func parseString(b []byte) ([]byte, error) { return b, nil }
 
+// parseFixedString refuses a value longer than FixedString(N)'s N bytes,
+// which clickhouse-go would refuse at Append, poisoning the whole INSERT.
+// A shorter one is padded with zero bytes by ClickHouse, as its own
+// INSERT does.
+func parseFixedString(chType string) func([]byte) ([]byte, error) {
+	n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(chType, "FixedString("), ")"))
+	if err != nil || n < 0 {
+		return parseString // a form this reading does not know: the server judges
+	}
+	return func(b []byte) ([]byte, error) {
+		if len(b) > n {
+			return nil, fmt.Errorf("%q is %d bytes: it does not fit %s", clip(b), len(b), chType)
+		}
+		return b, nil
+	}
+}
+
+// parseIPv4 refuses an IPv6 address, which clickhouse-go's IPv4 column
+// parses and then panics on; other text goes to its parse as it is.
+func parseIPv4(b []byte) (any, error) {
+	if a, err := netip.ParseAddr(string(b)); err == nil && !a.Is4() {
+		return nil, fmt.Errorf("%q is an IPv6 address: it does not fit IPv4", clip(b))
+	}
+	return string(b), nil
+}
+
 func parseUUID(b []byte) (uuid.UUID, error) {
 	u, err := uuid.ParseBytes(b)
 	if err != nil {
@@ -391,11 +433,14 @@ var (
 
 // PostgreSQL's ISO output of timestamptz and timestamp; cdc sets
 // TimeZone=UTC and DateStyle=ISO on its replication session.
+// A date alone (an outbox column of type date) is its midnight, in UTC,
+// like a timestamp without a zone.
 var timestampLayouts = []string{
 	"2006-01-02 15:04:05.999999999Z07",
 	"2006-01-02 15:04:05.999999999Z07:00",
 	"2006-01-02 15:04:05.999999999Z07:00:00",
 	"2006-01-02 15:04:05.999999999",
+	"2006-01-02",
 }
 
 func parseDateTime(b []byte) (time.Time, error) {
@@ -504,12 +549,14 @@ func dateTime64Precision(chType string) int {
 	return p
 }
 
+// parseDate takes a date, or a timestamp's day in UTC.
 func parseDate(b []byte) (time.Time, error) {
 	t, err := time.Parse("2006-01-02", string(b))
 	if err != nil {
-		if t, err = parseDateTime(b); err != nil {
+		if t, err = parseTimestamp(b); err != nil {
 			return time.Time{}, fmt.Errorf("%q is not a date", clip(b))
 		}
+		t = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
 	}
 	// ClickHouse would wrap a day outside its range into it, silently.
 	if t.Before(minDateTime) || !t.Before(maxDate) {
@@ -563,13 +610,25 @@ func parseFloat[T float32 | float64](bits int, name string) func([]byte) (T, err
 		if err != nil {
 			return 0, fmt.Errorf("%q is not a %s", clip(b), name)
 		}
-		if f == 0 && bits < 64 {
-			if f64, err := strconv.ParseFloat(string(b), 64); err == nil && f64 != 0 {
-				return 0, fmt.Errorf("%q is too small for a %s: it would be stored as 0", clip(b), name)
-			}
+		if f == 0 && nonZeroMantissa(b) {
+			return 0, fmt.Errorf("%q is too small for a %s: it would be stored as 0", clip(b), name)
 		}
 		return T(f), nil
 	}
+}
+
+// nonZeroMantissa says whether a number's digits before its exponent are
+// not all zeros: a value ParseFloat turned into 0 was not 0 then.
+func nonZeroMantissa(b []byte) bool {
+	for _, c := range b {
+		switch {
+		case c == 'e' || c == 'E':
+			return false
+		case '1' <= c && c <= '9':
+			return true
+		}
+	}
+	return false
 }
 
 // traceID extracts the trace id from a W3C traceparent

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"reflect"
 	"strings"
 	"testing"
@@ -56,6 +57,11 @@ func TestCellFor(t *testing.T) {
 		{typ: "Date", in: text("2149-06-06"), want: time.Date(2149, 6, 6, 0, 0, 0, 0, time.UTC)},
 		{typ: "Date", in: text("2149-06-07"), wantErr: `"2149-06-07" is outside Date's range 1970-01-01 to 2149-06-06`},
 		{typ: "Date", in: text("1969-12-31"), wantErr: `"1969-12-31" is outside Date's range 1970-01-01 to 2149-06-06`},
+		{typ: "Date", in: text("2120-01-01 10:00:00+00"), want: time.Date(2120, 1, 1, 0, 0, 0, 0, time.UTC)},   // past DateTime's range, within Date's
+		{typ: "Date", in: text("2026-11-25 23:30:00-02"), want: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)}, // the day in UTC
+		{typ: "Date", in: text("2200-01-01 00:00:00+00"), wantErr: `"2200-01-01 00:00:00+00" is outside Date's range 1970-01-01 to 2149-06-06`},
+		{typ: "DateTime", in: text("2026-11-25"), want: time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)},
+		{typ: "DateTime64(3)", in: text("1950-06-30"), want: time.Date(1950, 6, 30, 0, 0, 0, 0, time.UTC)},
 		{typ: "UInt64", in: text("18446744073709551615"), want: uint64(18446744073709551615)},
 		{typ: "UInt64", in: text("-1"), wantErr: `"-1" does not fit UInt64`},
 		{typ: "UInt8", in: text("255"), want: uint8(255)},
@@ -70,12 +76,25 @@ func TestCellFor(t *testing.T) {
 		{typ: "Float32", in: text("1e-300"), wantErr: `"1e-300" is too small for a Float32: it would be stored as 0`},
 		{typ: "Float32", in: text("-0"), want: float32(0)},
 		{typ: "Float64", in: text("4.9e-324"), want: 4.9e-324},
+		{typ: "Float64", in: text("1e-400"), wantErr: `"1e-400" is too small for a Float64: it would be stored as 0`},
+		{typ: "Float64", in: text("0.0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001"), wantErr: `"0.00000000000000000000000000000000000000000000000000000000000000…" is too small for a Float64: it would be stored as 0`},
+		{typ: "Float64", in: text("0.000e5"), want: 0.0},
+		{typ: "Float32", in: text("0e-300"), want: float32(0)},
 		{typ: "Bool", in: text("f"), want: false},
 		{typ: "Nullable(String)", in: null, want: nil},
 		{typ: "Nullable(UInt8)", in: text("7"), want: uint8(7)},
 		{typ: "LowCardinality(String)", in: text("prod"), want: "prod"},
 		{typ: "LowCardinality(Nullable(String))", in: null, want: nil},
 		{typ: "FixedString(4)", in: text("abcd"), want: "abcd"},
+		{typ: "FixedString(4)", in: text("ab"), want: "ab"}, // ClickHouse pads it
+		{typ: "FixedString(2)", in: text("USA"), wantErr: `"USA" is 3 bytes: it does not fit FixedString(2)`},
+		{typ: "Nullable(FixedString(2))", in: text("DE"), want: "DE"},
+		{typ: "LowCardinality(FixedString(2))", in: text("USA"), wantErr: `"USA" is 3 bytes: it does not fit FixedString(2)`},
+		{typ: "IPv4", in: text("192.0.2.1"), want: "192.0.2.1"},
+		{typ: "IPv4", in: text("::1"), wantErr: `"::1" is an IPv6 address: it does not fit IPv4`},
+		{typ: "Nullable(IPv4)", in: text("2001:db8::1"), wantErr: `"2001:db8::1" is an IPv6 address: it does not fit IPv4`},
+		{typ: "IPv4", in: text("10.0.0.0/8"), wantErr: `"10.0.0.0/8" is not a IPv4: clickhouse [Append]: converting  to IPv4 is unsupported. invalid IP format`},
+		{typ: "IPv6", in: text("192.0.2.1"), want: "192.0.2.1"},
 		{typ: "Decimal(9, 2)", in: text("1.50"), want: "1.5"},
 		{typ: "Decimal(9, 2)", in: null, want: nil}, // clickhouse-go's zero: 0
 		{typ: "Nullable(Decimal(9, 2))", in: null, want: nil},
@@ -134,7 +153,7 @@ func TestCellFor(t *testing.T) {
 		case *big.Int:
 			got = v.String()
 		}
-		byValue := strings.HasPrefix(tt.typ, "LowCardinality(") || strings.HasPrefix(tt.typ, "FixedString(") ||
+		byValue := strings.HasPrefix(tt.typ, "LowCardinality(") || strings.Contains(tt.typ, "FixedString(") || strings.HasPrefix(tt.typ, "IPv") ||
 			strings.HasPrefix(tt.typ, "Decimal") || strings.HasPrefix(tt.typ, "Enum8(") || tt.typ == "SomeFutureType" ||
 			strings.Contains(tt.typ, "Int128") || strings.Contains(tt.typ, "Int256") || tt.typ == "Date32"
 		if rv := reflect.ValueOf(got); got != nil && (rv.Kind() == reflect.Pointer) == byValue {
@@ -244,6 +263,10 @@ func TestCellsThroughClickHouseGo(t *testing.T) {
 		{"DateTime64(0)", text("1900-01-01 00:00:00.9+00"), time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)},
 		{"String", text("prod"), "prod"},
 		{"FixedString(4)", text("abcd"), "abcd"},
+		{"FixedString(4)", text("ab"), "ab\x00\x00"},
+		{"Date", text("2120-01-01 10:00:00+00"), time.Date(2120, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{"DateTime", text("2026-11-25"), time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)},
+		{"IPv4", text("192.0.2.1"), "192.0.2.1"},
 		{"LowCardinality(String)", text("prod"), "prod"},
 		{"LowCardinality(Nullable(String))", text("prod"), "prod"},
 		{"LowCardinality(Nullable(String))", null, nil},
@@ -281,6 +304,9 @@ func TestCellsThroughClickHouseGo(t *testing.T) {
 				return
 			}
 			got := read.Columns[0].Row(0, false)
+			if ip, ok := got.(net.IP); ok {
+				got = ip.String()
+			}
 			if p, ok := got.(*string); ok {
 				got = nil
 				if p != nil {
@@ -297,6 +323,69 @@ func TestCellsThroughClickHouseGo(t *testing.T) {
 				t.Errorf("%s(%q) reads back %#v, want %#v", tt.typ, tt.in.Data, got, tt.want)
 			}
 		}()
+	}
+}
+
+// What a cell takes, clickhouse-go's column takes too: a value that
+// passed conversion and then failed batch.Append would cost the whole
+// INSERT (clickhouse-go poisons the batch) and a restart without the row.
+// Every type cdc converts or probes, nullable and low-cardinality forms
+// included, against text of many types' shapes, and NULL.
+func TestCells_WhatSetTakesAppendTakes(t *testing.T) {
+	types := []string{
+		"String", "FixedString(2)", "FixedString(3)", "UUID", "Date", "Date32", "DateTime", "DateTime('UTC')",
+		"DateTime64(3)", "DateTime64(9, 'UTC')", "Bool", "UInt8", "UInt16", "UInt32", "UInt64", "Int8", "Int16",
+		"Int32", "Int64", "Int128", "UInt256", "Float32", "Float64", "Decimal(9, 2)", "Decimal(76, 10)",
+		"IPv4", "IPv6", "Enum8('a' = 1)", "Enum16('a' = 1, 'b' = 2)",
+		"Nullable(String)", "Nullable(IPv4)", "Nullable(Date)", "Nullable(UUID)", "Nullable(FixedString(2))",
+		"LowCardinality(String)", "LowCardinality(FixedString(2))", "LowCardinality(Nullable(String))",
+		"LowCardinality(UInt64)", "LowCardinality(Nullable(UUID))",
+	}
+	values := []string{
+		"", "a", "t", "f", "0", "1", "-1", "255", "65536", "1.5", "-0", "1e-400", "1e400", "NaN", "Infinity",
+		"abc", "USA", "2026-11-25", "2026-11-25 12:03:16+00", "2120-01-01 10:00:00+00", "1969-12-31",
+		"3f2a1e3c-1f3a-4a8e-9d2c-0a1b2c3d4e5f", "192.0.2.1", "::1", "2001:db8::1", "::ffff:192.0.2.1",
+		"10.0.0.0/8", "{a,b}", `{"a":1}`, "99999999999999999999999999999999999999999", "é",
+	}
+	for _, typ := range types {
+		for i := 0; i <= len(values); i++ {
+			in, name := null, "NULL"
+			if i < len(values) {
+				in, name = text(values[i]), values[i]
+			}
+			c := cellFor(typ)
+			if err := c.set(in); err != nil {
+				continue // refused: a dead letter, as it should be
+			}
+			block := chproto.NewBlock()
+			if err := block.AddColumn("c", column.Type(typ)); err != nil {
+				t.Fatalf("%s: %v", typ, err)
+			}
+			func() {
+				defer func() {
+					if p := recover(); p != nil {
+						t.Errorf("%s took %s, and Append panicked: %v", typ, name, p)
+					}
+				}()
+				if err := block.Append(c.value()); err != nil {
+					t.Errorf("%s took %s, and Append refused it: %v", typ, name, err)
+				}
+			}()
+		}
+	}
+}
+
+// A value clickhouse-go panics on, instead of returning an error, refuses
+// its row: here an IPv6 address into IPv4 with cdc's own check taken out.
+func TestTextCell_ProbePanicRefusesTheRow(t *testing.T) {
+	c := newTextCell("IPv4")
+	c.conv = nil
+	err := c.set(text("::1"))
+	if err == nil || !strings.HasPrefix(err.Error(), `"::1" is not a IPv4: clickhouse-go panicked: `) {
+		t.Fatalf("set(::1) = %v; want the row refused, saying clickhouse-go panicked", err)
+	}
+	if err := c.set(text("192.0.2.1")); err != nil || c.value() != "192.0.2.1" {
+		t.Fatalf("after the panic, set(192.0.2.1) = %v, %v; want it taken", err, c.value())
 	}
 }
 
