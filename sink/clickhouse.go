@@ -381,7 +381,14 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 		}
 		return nil, fmt.Errorf("prepare insert into %s: %w", Table, err)
 	}
-	defer batch.Close()
+	// Not a method value bound now: an aborted batch is dropped (nil)
+	// before write starts again without a refused row, so its blocks are
+	// not held while the next attempt fills its own.
+	defer func() {
+		if batch != nil {
+			_ = batch.Close()
+		}
+	}()
 
 	cols := batch.Columns()
 	if err := p.presize(cols, rows, c.blockBytes, c.blockRows); err != nil {
@@ -416,6 +423,7 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 			// through, the batch is now unusable: set the row aside and
 			// start again without it.
 			_ = batch.Abort()
+			batch = nil
 			rest := make([]Row, 0, len(rows))
 			rest = append(rest, appended(i)...)
 			rest = append(rest, rows[i+1:]...)
