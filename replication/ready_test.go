@@ -264,6 +264,46 @@ func TestState_HorizonFollowsWhatIsStored(t *testing.T) {
 	eventually(t, "the horizon at the last commit", func() bool { hz, ok := rep.State().Horizon(); return ok && near(hz, second) })
 }
 
+// A streamed transaction that committed long ago (a backlog) is batched
+// with its arrival for a commit time until its commit arrives. While its
+// first rows wait unstored, the horizon stays at the last commit
+// received: the transactions after it in the WAL, not read yet, committed
+// after that, but may be hours before now, and retention must keep them.
+func TestState_HorizonWhileAStreamedTransactionWaits(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	var first time.Time
+	err := h.pool.QueryRow(context.Background(), `WITH i AS (
+		INSERT INTO outbox (event_type, environment, event_context) VALUES ('first', 'test', '{}') RETURNING id)
+		SELECT now() FROM i`).Scan(&first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	// Some 400 kB in one transaction: streamed in blocks past 64 kB.
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context)
+		SELECT 'big', 'test', json_build_object('pad', repeat('x', 200), 'n', g) FROM generate_series(1, 2000) g`)
+
+	// One batch per row; the first (the small transaction's) is stored,
+	// the rest wait.
+	s := &fakeSink{gate: make(chan struct{}, 1)}
+	s.gate <- struct{}{}
+	rep, _, stop := h.start(s, nil, zap.NewNop(), func(c *replication.Config) { c.BatchMaxRows = 1 })
+	defer func() {
+		close(s.gate)
+		stop()
+	}()
+	eventually(t, "the small transaction stored", func() bool { return s.count() == 1 })
+	eventually(t, "a streamed row pending", func() bool {
+		p := rep.State().OldestPending()
+		return p.After(first.Add(time.Second))
+	})
+	hz, ok := rep.State().Horizon()
+	if !ok || hz.Before(first) || hz.After(first.Add(time.Second)) {
+		t.Fatalf("Horizon %v (known %v) while the streamed transaction's rows wait; want the small one's commit, %v", hz, ok, first)
+	}
+}
+
 // A process that had to create its slot knows no horizon: the events
 // committed before the slot existed were never streamed, and the outbox
 // holds their only copy until `cdc backfill` ships them, so retention

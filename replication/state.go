@@ -118,19 +118,24 @@ func (a *storeAttempts) done() {
 // Horizon is the time before which every event committed has been stored:
 // the commit time of the oldest event pending, or with none pending that
 // of the last transaction received (every event not read yet committed
-// after it). False while the replicator does not stream, and before it
-// has received a transaction: nothing is known then. False for the life
-// of a process that created its slot (SlotCreated): the events from before
-// the slot were lost to it, not stored, whatever it has received since.
+// after it). Never later than that last commit: a row of a streamed
+// transaction is pending with its arrival for a commit time until its
+// commit arrives, and the transactions after the last one received may
+// have committed hours before that arrival (a backlog). False while the
+// replicator does not stream, and before it has received a transaction:
+// nothing is known then. False for the life of a process that created its
+// slot (SlotCreated): the events from before the slot were lost to it,
+// not stored, whatever it has received since.
 func (s *State) Horizon() (time.Time, bool) {
 	if !s.Streaming() || s.SlotCreated() {
 		return time.Time{}, false
 	}
-	if p := s.OldestPending(); !p.IsZero() {
+	c := s.LastCommit()
+	if c.IsZero() {
+		return time.Time{}, false
+	}
+	if p := s.OldestPending(); !p.IsZero() && p.Before(c) {
 		return p, true
 	}
-	if c := s.LastCommit(); !c.IsZero() {
-		return c, true
-	}
-	return time.Time{}, false
+	return c, true
 }
