@@ -41,6 +41,7 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 		return nil
 	}
 	b := &pgx.Batch{}
+	b.Queue(durableCommit)
 	// Two transactions setting aside the same event at once (backfill
 	// beside the connector) would both find it missing: each first takes
 	// a lock on its events' ids, held to its commit, all in one statement
@@ -86,6 +87,14 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 	}
 	return nil
 }
+
+// durableCommit makes Put's commit wait for its WAL to be flushed where
+// the role or database sets synchronous_commit = off: the batch is
+// acknowledged once its dead letters are stored, and a crash of
+// PostgreSQL before the WAL writer flushed them would lose letters whose
+// rows the slot no longer sends. A stronger setting (on, remote_apply) is
+// left as it is.
+const durableCommit = `SELECT set_config('synchronous_commit', 'local', true) WHERE current_setting('synchronous_commit') = 'off'`
 
 // lockClass is the first key of the advisory locks Put takes on event
 // ids, keeping them apart from the application's own two-key locks.

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcdc/cdc/deadletter"
 	"github.com/eventcdc/cdc/decoder"
@@ -54,6 +56,73 @@ func TestStore_WrittenReadsARangeOfPositions(t *testing.T) {
 		}
 	}
 }
+
+// Put's commit is durable where the session sets synchronous_commit =
+// off: the batch is acknowledged on its strength. Its transaction starts
+// with DurableCommit, which raises off to local and leaves the stronger
+// settings alone.
+func TestStore_PutCommitsDurablyUnderAsynchronousCommit(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	for _, tt := range []struct{ session, want string }{
+		{"off", "local"}, {"local", "local"}, {"on", "on"}, {"remote_apply", "remote_apply"},
+	} {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		if _, err := tx.Exec(ctx, `SELECT set_config('synchronous_commit', $1, true)`, tt.session); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, deadletter.DurableCommit); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.QueryRow(ctx, `SELECT current_setting('synchronous_commit')`).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		_ = tx.Rollback(ctx)
+		if got != tt.want {
+			t.Errorf("synchronous_commit %s, after DurableCommit: %s; want %s", tt.session, got, tt.want)
+		}
+	}
+
+	cfg, err := pgxpool.ParseConfig(pool.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	rec := &batchStatements{}
+	cfg.ConnConfig.Tracer = rec
+	async, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer async.Close()
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "event_type"}}}
+	row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("x")}}, Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}
+	if err := deadletter.New(async).Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.sql) != 2 || rec.sql[0] != deadletter.DurableCommit || !strings.HasPrefix(rec.sql[1], "INSERT INTO cdc_dead_letter") {
+		t.Fatalf("Put's transaction ran %q; want DurableCommit, then the INSERT", rec.sql)
+	}
+}
+
+// batchStatements records the SQL of the queries of every batch sent.
+type batchStatements struct{ sql []string }
+
+func (b *batchStatements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+func (b *batchStatements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (b *batchStatements) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+func (b *batchStatements) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	b.sql = append(b.sql, d.SQL)
+}
+func (b *batchStatements) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
 // A row already set aside — the same event with the same values — is not
 // added again, whoever sets it aside and at whatever position; the first
