@@ -58,7 +58,11 @@ type ClickHouse struct {
 	warned  map[*decoder.Relation]bool // relation versions seen since columns were loaded
 	// uncarried is set when some outbox column has no event_log column.
 	uncarried bool
-	loadedAt  time.Time
+	// asyncInserts is set when the server knows async_insert (21.11 on;
+	// 18.16 refuses a setting it does not know): each INSERT then turns it
+	// off.
+	asyncInserts bool
+	loadedAt     time.Time
 }
 
 type chColumn struct{ name, typ string }
@@ -247,6 +251,16 @@ func (c *ClickHouse) Write(ctx context.Context, b *Batch) ([]Rejected, error) {
 	if err := c.refresh(ctx, b.Rows); err != nil {
 		return nil, err
 	}
+	c.mu.Lock()
+	if c.asyncInserts {
+		// A user profile or the DSN may turn asynchronous inserts on, and
+		// with wait_for_async_insert = 0 the server answers an INSERT
+		// before its rows are written: the WAL would be acknowledged for
+		// rows a ClickHouse crash can still lose. cdc's INSERTs are large
+		// already; asynchronous ones gain nothing.
+		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"async_insert": 0}))
+	}
+	c.mu.Unlock()
 	defer c.watch(ctx)()
 	var rejected []Rejected
 	for rows := b.Rows; len(rows) > 0; {
@@ -666,6 +680,11 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 	if len(cols) == 0 {
 		return fmt.Errorf("table %s not found in ClickHouse database %q: run `cdc migrate`", Table, c.database)
 	}
+	var known uint64
+	if err := c.conn.QueryRow(ctx, "SELECT count() FROM system.settings WHERE name = 'async_insert'").Scan(&known); err != nil {
+		return fmt.Errorf("read the server's settings: %w", err)
+	}
+	c.asyncInserts = known > 0
 	c.columns = cols
 	c.warned = map[*decoder.Relation]bool{}
 	c.uncarried = false

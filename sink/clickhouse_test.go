@@ -107,6 +107,36 @@ func TestClickHouse_RefusedRowsComeBackAndTheRestIsStored(t *testing.T) {
 	}
 }
 
+// Each INSERT turns asynchronous inserts off on a server that has them
+// (21.11 on), whatever the user's profile says: with them on and
+// wait_for_async_insert = 0 the server would answer before the rows are
+// written. 18.16 knows no async_insert: nothing is sent, and the INSERT
+// works; told it does, 18.16 refuses the setting, which shows it is sent.
+func TestClickHouse_InsertsTurnAsyncInsertsOff(t *testing.T) {
+	ch, _ := newSink(t)
+	ctx := context.Background()
+	var version string
+	if err := ch.Conn().QueryRow(ctx, "SELECT version()").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	var known uint64
+	if err := ch.Conn().QueryRow(ctx, "SELECT count() FROM system.settings WHERE name = 'async_insert'").Scan(&known); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.Write(ctx, &sink.Batch{Rows: []sink.Row{row(1, "1", "")}}); err != nil {
+		t.Fatalf("Write on ClickHouse %s: %v", version, err)
+	}
+	if known > 0 {
+		t.Logf("ClickHouse %s knows async_insert: the INSERT above turned it off", version)
+		return
+	}
+	sink.SetAsyncInserts(ch, true)
+	_, err := ch.Write(ctx, &sink.Batch{Rows: []sink.Row{row(2, "2", "")}})
+	if err == nil || !strings.Contains(err.Error(), "async_insert") {
+		t.Fatalf("Write with async_insert sent to ClickHouse %s: %v; want the setting refused", version, err)
+	}
+}
+
 func TestClickHouse_MissingTableIsARetriableErrorNamingTheFix(t *testing.T) {
 	env := testenv.Get(t)
 	ch, err := sink.Open(env.NewClickHouse(t), zap.NewNop())

@@ -27,3 +27,11 @@ func SetExactLimit(n int) (restore func()) {
 	exactLimit = n
 	return func() { exactLimit = old }
 }
+
+// SetAsyncInserts makes c believe the server knows async_insert or not,
+// until it reads event_log's columns again.
+func SetAsyncInserts(c *ClickHouse, known bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.asyncInserts = known
+}
