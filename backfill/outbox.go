@@ -32,11 +32,10 @@ func OpenPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse postgres dsn: %w", err)
 	}
-	cfg.MaxConns = 4
+	replication.PoolDefaults(dsn, cfg)
 	for k, v := range replication.TextParams() {
 		cfg.ConnConfig.RuntimeParams[k] = v
 	}
-	cfg.ConnConfig.RuntimeParams["application_name"] = "cdc"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres pool: %w", err)

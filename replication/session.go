@@ -196,10 +196,7 @@ func connect(ctx context.Context, dsn string, receiveBuffer int) (*pgconn.PgConn
 	for k, v := range TextParams() {
 		cfg.RuntimeParams[k] = v
 	}
-	cfg.RuntimeParams["application_name"] = "cdc"
-	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = 10 * time.Second
-	}
+	ConnDefaults(cfg)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, nil, wrapf(err, "connect to postgres for replication")

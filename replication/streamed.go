@@ -149,10 +149,7 @@ func (x *xactLookup) statusAt(ctx context.Context, xid uint32) (status string, i
 		if err != nil {
 			return "", 0, 0, wrapf(err, "parse postgres dsn")
 		}
-		cfg.RuntimeParams["application_name"] = "cdc"
-		if cfg.ConnectTimeout == 0 {
-			cfg.ConnectTimeout = 10 * time.Second
-		}
+		ConnDefaults(cfg)
 		if x.conn, err = pgconn.ConnectConfig(ctx, cfg); err != nil {
 			return "", 0, 0, wrapf(err, "connect to postgres for transaction status")
 		}

@@ -224,6 +224,12 @@ func checkPGDSN(dsn, cmd string) error {
 	if err != nil {
 		return err
 	}
+	// Copied from a replication client's example, it would make every
+	// pooled connection a replication one, where PostgreSQL refuses pgx's
+	// queries: no slot polling, retention or dead letters.
+	if _, ok := pooled.ConnConfig.RuntimeParams["replication"]; ok {
+		return errors.New("replication: cdc opens its replication connection itself, and its other connections must not be replication connections (PostgreSQL refuses their queries): remove it")
+	}
 	var sent map[string]string
 	switch cmd {
 	case "run":

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"syscall"
@@ -31,6 +32,9 @@ func TestCheckPGDSN(t *testing.T) {
 		{"postgres://u:pw@db/app?pool_max_conns=10&default_query_exec_mode=simple_protocol", "status", ""},
 		{"postgres://u:pw@db/app?statement_cache_capacity=0", "backfill", ""},
 		{"postgres://u:pw@db/app?sslmode=bogus", "status", "sslmode is invalid"},
+		{"postgres://u:pw@db/app?replication=database", "run", "replication: cdc opens its replication connection itself"},
+		{"postgres://u:pw@db/app?replication=database", "status", "replication: cdc opens its replication connection itself"},
+		{"host=db user=u dbname=app replication=true", "migrate", "replication: cdc opens its replication connection itself"},
 	} {
 		err := checkPGDSN(tc.dsn, tc.cmd)
 		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
@@ -108,5 +112,58 @@ func TestMain_NamesABadDSNOnce(t *testing.T) {
 	msg := stderr.String()
 	if code != 2 || strings.Count(msg, "CDC_PG_DSN") != 1 || strings.Contains(msg, "s3cret") {
 		t.Fatalf("exit %d, stderr %q; want exit 2, CDC_PG_DSN named once, no password", code, msg)
+	}
+}
+
+// A PostgreSQL that accepts connections and never answers (a hung server,
+// a stuck proxy) fails a one-shot command after the connect timeout, 10 s
+// where the DSN sets none, with exit 1, instead of holding it (a migrate
+// Job, an init container) for ever.
+func TestMain_OneShotCommandsGiveUpOnASilentServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the 10 s connect timeout")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	env := map[string]string{
+		"CDC_PG_DSN":         "postgres://u:pw@" + ln.Addr().String() + "/app?sslmode=disable",
+		"CDC_CLICKHOUSE_DSN": "clickhouse://u@127.0.0.1:1/db",
+		"CDC_METRICS_ADDR":   "off",
+	}
+	for _, args := range [][]string{{"migrate"}, {"deadletter", "list"}, {"backfill", "--since", "-infinity"}} {
+		t.Run(args[0], func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			done := make(chan int, 1)
+			go func() {
+				done <- Main(context.Background(), args, func(k string) string { return env[k] }, nil, &stdout, &stderr)
+			}()
+			select {
+			case code := <-done:
+				if code != 1 || !strings.Contains(stderr.String(), "timeout") {
+					t.Fatalf("cdc %v exited %d: %s; want 1 and a connect timeout", args, code, stderr.String())
+				}
+			case <-time.After(time.Minute):
+				t.Fatalf("cdc %v still waits on a server that never answers, a minute on", args)
+			}
+		})
 	}
 }

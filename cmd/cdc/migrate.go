@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/eventcdc/cdc/config"
+	"github.com/eventcdc/cdc/replication"
 	"github.com/eventcdc/cdc/sink"
 	ddl "github.com/eventcdc/cdc/sql"
 )
@@ -25,6 +26,7 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("CDC_PG_DSN: %w", err)}
 	}
+	replication.ConnDefaults(&pcfg.Config)
 	pg, err := pgx.ConnectConfig(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("connect to postgres: %w", err)

@@ -146,8 +146,7 @@ func openPool(dsn string) (*pgxpool.Pool, error) {
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("CDC_PG_DSN: %w", err)}
 	}
-	pcfg.MaxConns = 4
-	pcfg.ConnConfig.RuntimeParams["application_name"] = "cdc"
+	replication.PoolDefaults(dsn, pcfg)
 	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres pool: %w", err)
