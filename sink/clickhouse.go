@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -72,6 +73,25 @@ type chColumn struct{ name, typ string }
 // connect: an unreachable server is a retried runtime condition, not a
 // configuration error.
 func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
+	opts, err := clientOptions(dsn)
+	if err != nil {
+		return nil, err
+	}
+	live := &liveConns{}
+	if opts.DialContext == nil {
+		opts.DialContext = stallDialer(opts.DialTimeout, opts.ReadTimeout, opts.TLS, live)
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open clickhouse: %w", redactErr(err, dsn))
+	}
+	return &ClickHouse{conn: conn, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{}, live: live,
+		blockBytes: blockBytes, blockRows: blockRows}, nil
+}
+
+// clientOptions is the client's options for dsn: what it says, and cdc's
+// own where it says nothing.
+func clientOptions(dsn string) (*clickhouse.Options, error) {
 	opts, err := parseDSN(dsn)
 	if err != nil {
 		return nil, err
@@ -80,22 +100,15 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 	if opts.ReadTimeout == 0 {
 		opts.ReadTimeout = defaultReadTimeout
 	}
-	live := &liveConns{}
-	if opts.DialContext == nil {
-		opts.DialContext = stallDialer(opts.DialTimeout, opts.ReadTimeout, opts.TLS, live)
-	}
 	opts.MaxOpenConns = maxConns
 	opts.MaxIdleConns = 2
-	opts.ConnMaxLifetime = 10 * time.Minute
-	if opts.Compression == nil {
+	if opts.ConnMaxLifetime == 0 { // not in the DSN
+		opts.ConnMaxLifetime = 10 * time.Minute
+	}
+	if opts.Compression == nil { // compress not in the DSN
 		opts.Compression = &clickhouse.Compression{Method: clickhouse.CompressionLZ4}
 	}
-	conn, err := clickhouse.Open(opts)
-	if err != nil {
-		return nil, fmt.Errorf("open clickhouse: %w", redactErr(err, dsn))
-	}
-	return &ClickHouse{conn: conn, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{}, live: live,
-		blockBytes: blockBytes, blockRows: blockRows}, nil
+	return opts, nil
 }
 
 // CheckDSN reports what Open would refuse in dsn, without opening anything:
@@ -117,6 +130,31 @@ func parseDSN(dsn string) (*clickhouse.Options, error) {
 	}
 	if opts.DialTimeout < 0 {
 		return nil, fmt.Errorf("dial_timeout %s must be positive", opts.DialTimeout)
+	}
+	params := url.Values{}
+	if u, err := url.Parse(dsn); err == nil {
+		params = u.Query()
+	}
+	// cdc sizes its pool from CDC_INSERTS_IN_FLIGHT; a size here would be
+	// ignored.
+	for _, name := range []string{"max_open_conns", "max_idle_conns"} {
+		if params.Has(name) {
+			return nil, fmt.Errorf("%s: cdc sizes its own connections (CDC_INSERTS_IN_FLIGHT): remove it", name)
+		}
+	}
+	// clickhouse-go leaves compression unset for compress=false and for a
+	// value it does not know, which cdc would read as "not set" and
+	// compress with LZ4 anyway; and it takes HTTP's methods, which the
+	// native protocol refuses at every connect.
+	if params.Has("compress") {
+		v := params.Get("compress")
+		if on, err := strconv.ParseBool(v); err == nil {
+			if !on {
+				opts.Compression = &clickhouse.Compression{Method: clickhouse.CompressionNone}
+			}
+		} else if !slices.Contains([]string{"none", "lz4", "lz4hc", "zstd"}, v) {
+			return nil, fmt.Errorf("compress: %q is not true, false, none, lz4, lz4hc or zstd (the native protocol's)", v)
+		}
 	}
 	var typos []string
 	for name := range opts.Settings {

@@ -137,6 +137,29 @@ func TestClickHouse_InsertsTurnAsyncInsertsOff(t *testing.T) {
 	}
 }
 
+// compress=false in the DSN sends blocks uncompressed, and the server
+// takes them.
+func TestClickHouse_WritesUncompressedWhenTheDSNSaysSo(t *testing.T) {
+	_, dsn := newSink(t)
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	ch, err := sink.Open(dsn+sep+"compress=false", zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	ctx := context.Background()
+	if _, err := ch.Write(ctx, &sink.Batch{Rows: []sink.Row{row(1, "1", ""), row(2, "2", "")}}); err != nil {
+		t.Fatal(err)
+	}
+	var n uint64
+	if err := ch.Conn().QueryRow(ctx, "SELECT count() FROM event_log").Scan(&n); err != nil || n != 2 {
+		t.Fatalf("%d rows stored (%v), want 2", n, err)
+	}
+}
+
 func TestClickHouse_MissingTableIsARetriableErrorNamingTheFix(t *testing.T) {
 	env := testenv.Get(t)
 	ch, err := sink.Open(env.NewClickHouse(t), zap.NewNop())

@@ -3,6 +3,9 @@ package sink
 import (
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 )
 
 // A DSN parameter one or two edits from one of the client's own options
@@ -21,10 +24,40 @@ func TestCheckDSN(t *testing.T) {
 		{"clickhouse://u:pw@ch:9000/db?sucure=true&dail_timeout=5s", "dail_timeout (dial_timeout?), sucure (secure?): not an option"},
 		{"clickhouse://u:pw@ch:9000/db?skip_verfy=true", "skip_verfy (skip_verify?)"},
 		{"clickhouse://u:pw@ch:9000/db?read_timeout=-1s", "read_timeout -1s must be positive"},
+		{"clickhouse://u:pw@ch:9000/db?compress=off", `compress: "off" is not true, false, none, lz4, lz4hc or zstd`},
+		{"clickhouse://u:pw@ch:9000/db?compress=gzip", `compress: "gzip" is not true, false, none, lz4, lz4hc or zstd (the native protocol's)`},
+		{"clickhouse://u:pw@ch:9000/db?compress=zstd&conn_max_lifetime=1h", ""},
+		{"clickhouse://u:pw@ch:9000/db?max_open_conns=20", "max_open_conns: cdc sizes its own connections (CDC_INSERTS_IN_FLIGHT): remove it"},
+		{"clickhouse://u:pw@ch:9000/db?max_idle_conns=1", "max_idle_conns: cdc sizes its own connections"},
 	} {
 		err := CheckDSN(tc.dsn)
 		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
 			t.Errorf("CheckDSN(%q) = %v, want an error containing %q", tc.dsn, err, tc.wantErr)
+		}
+	}
+}
+
+// What the DSN says of compression and connection lifetime holds; where
+// it says nothing, LZ4 and 10 minutes.
+func TestClientOptions(t *testing.T) {
+	for _, tc := range []struct {
+		dsn      string
+		method   clickhouse.CompressionMethod
+		lifetime time.Duration
+	}{
+		{"clickhouse://u@ch/db", clickhouse.CompressionLZ4, 10 * time.Minute},
+		{"clickhouse://u@ch/db?compress=false", clickhouse.CompressionNone, 10 * time.Minute},
+		{"clickhouse://u@ch/db?compress=0", clickhouse.CompressionNone, 10 * time.Minute},
+		{"clickhouse://u@ch/db?compress=none", clickhouse.CompressionNone, 10 * time.Minute},
+		{"clickhouse://u@ch/db?compress=true", clickhouse.CompressionLZ4, 10 * time.Minute},
+		{"clickhouse://u@ch/db?compress=zstd&conn_max_lifetime=1h", clickhouse.CompressionZSTD, time.Hour},
+	} {
+		opts, err := clientOptions(tc.dsn)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.dsn, err)
+		}
+		if opts.Compression == nil || opts.Compression.Method != tc.method || opts.ConnMaxLifetime != tc.lifetime {
+			t.Errorf("%s: compression %+v, lifetime %v; want %v, %v", tc.dsn, opts.Compression, opts.ConnMaxLifetime, tc.method, tc.lifetime)
 		}
 	}
 }
