@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -138,7 +140,67 @@ func readConfig(getenv func(string) string) (config, bool, error) {
 		u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/traces"
 		cfg.endpoint = u.String()
 	}
+	if err := checkSDKSettings(getenv); err != nil {
+		return config{}, false, err
+	}
 	return cfg, true, nil
+}
+
+// checkSDKSettings checks the variables the OpenTelemetry SDK reads from
+// the environment itself once tracing is on. The SDK skips a bad one with
+// a plain-text line on stderr (not the connector's JSON log) and runs on
+// without it: a header that carries the collector's token, lost so, would
+// fail every export. Here it is a configuration error, like the others.
+func checkSDKSettings(getenv func(string) string) error {
+	for _, sig := range []string{"", "TRACES_"} {
+		prefix := "OTEL_EXPORTER_OTLP_" + sig
+		if v := strings.TrimSpace(getenv(prefix + "TIMEOUT")); v != "" {
+			if n, err := strconv.Atoi(v); err != nil || n < 0 {
+				return &ConfigError{Var: prefix + "TIMEOUT", Err: fmt.Errorf("want whole milliseconds, got %q", v)}
+			}
+		}
+		if v := strings.TrimSpace(getenv(prefix + "HEADERS")); v != "" {
+			for _, h := range strings.Split(v, ",") {
+				k, val, ok := strings.Cut(h, "=")
+				_, kerr := url.PathUnescape(k)
+				_, verr := url.PathUnescape(val)
+				if !ok || strings.TrimSpace(k) == "" || kerr != nil || verr != nil {
+					return &ConfigError{Var: prefix + "HEADERS", Err: errors.New("want key=value pairs separated by commas, values URL-encoded")}
+				}
+			}
+		}
+		if v := strings.TrimSpace(getenv(prefix + "COMPRESSION")); v != "" && v != "gzip" && v != "none" {
+			return &ConfigError{Var: prefix + "COMPRESSION", Err: fmt.Errorf("want gzip or none, got %q", v)}
+		}
+		for _, file := range []string{"CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"} {
+			if v := strings.TrimSpace(getenv(prefix + file)); v != "" {
+				if _, err := os.ReadFile(v); err != nil {
+					return &ConfigError{Var: prefix + file, Err: err}
+				}
+			}
+		}
+	}
+	ratio := false
+	switch v := strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER")); v {
+	case "", "always_on", "always_off", "parentbased_always_on", "parentbased_always_off":
+	case "traceidratio", "parentbased_traceidratio":
+		ratio = true
+	default:
+		return &ConfigError{Var: "OTEL_TRACES_SAMPLER", Err: fmt.Errorf("want always_on, always_off, traceidratio or their parentbased_ forms, got %q", v)}
+	}
+	if v := strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER_ARG")); v != "" && ratio {
+		if f, err := strconv.ParseFloat(v, 64); err != nil || f < 0 || f > 1 {
+			return &ConfigError{Var: "OTEL_TRACES_SAMPLER_ARG", Err: fmt.Errorf("want a ratio from 0 to 1, got %q", v)}
+		}
+	}
+	for _, name := range []string{"OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"} {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			if n, err := strconv.Atoi(v); err != nil || n <= 0 {
+				return &ConfigError{Var: name, Err: fmt.Errorf("want a positive whole number, got %q", v)}
+			}
+		}
+	}
+	return nil
 }
 
 // hideUserinfo is an endpoint as a message may show it: what comes before

@@ -115,6 +115,25 @@ func TestSetup_OffOrBadConfig(t *testing.T) {
 			env: map[string]string{"OTEL_SDK_DISABLED": "yes", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}},
 		{name: "unsupported exporter", wantVar: "OTEL_TRACES_EXPORTER",
 			env: map[string]string{"OTEL_TRACES_EXPORTER": "zipkin", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}},
+		{name: "timeout with a unit", wantVar: "OTEL_EXPORTER_OTLP_TIMEOUT",
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TIMEOUT": "5s"}},
+		{name: "traces timeout negative", wantVar: "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "-1"}},
+		{name: "header without a value", wantVar: "OTEL_EXPORTER_OTLP_HEADERS",
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20s3cr3t,bad"}},
+		{name: "traces header badly encoded", wantVar: "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x=%zz"}},
+		{name: "compression", wantVar: "OTEL_EXPORTER_OTLP_COMPRESSION",
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"}},
+		{name: "certificate missing", wantVar: "OTEL_EXPORTER_OTLP_CERTIFICATE",
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1", "OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent/ca.pem"}},
+		{name: "sampler", wantVar: "OTEL_TRACES_SAMPLER",
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_TRACES_SAMPLER": "bogus"}},
+		{name: "sampler ratio", wantVar: "OTEL_TRACES_SAMPLER_ARG",
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.5"}},
+		{name: "batch delay", wantVar: "OTEL_BSP_SCHEDULE_DELAY",
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_BSP_SCHEDULE_DELAY": "5s"}},
+		{name: "sdk settings unread while off", env: map[string]string{"OTEL_EXPORTER_OTLP_TIMEOUT": "5s", "OTEL_TRACES_SAMPLER": "bogus"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -343,5 +362,26 @@ func TestTraceparents(t *testing.T) {
 	}
 	if got := tracing.Traceparents(nil); got != nil {
 		t.Fatalf("Traceparents(nil) = %q, want nil", got)
+	}
+}
+
+// Well-formed SDK settings pass, and tracing is on.
+func TestSetup_TakesWellFormedSDKSettings(t *testing.T) {
+	env := map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT":    "http://127.0.0.1:1",
+		"OTEL_EXPORTER_OTLP_TIMEOUT":     "5000",
+		"OTEL_EXPORTER_OTLP_HEADERS":     "authorization=Bearer%20abc,x-tenant=7",
+		"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+		"OTEL_TRACES_SAMPLER":            "parentbased_traceidratio",
+		"OTEL_TRACES_SAMPLER_ARG":        "0.25",
+		"OTEL_BSP_MAX_QUEUE_SIZE":        "4096",
+	}
+	tp, shutdown, err := tracing.Setup(context.Background(), envOf(env), "test")
+	if err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	defer shutdown(context.Background()) //nolint:errcheck // nothing was sent
+	if _, ok := tp.(noop.TracerProvider); ok {
+		t.Fatal("tracing is off with an endpoint set")
 	}
 }

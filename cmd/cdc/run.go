@@ -44,11 +44,13 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	}
 
 	// Before any connection: a bad OTEL_* setting is a configuration error.
+	// The handler first: what the SDK reports while it is set up goes to
+	// the connector's log.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("exporting traces failed", zap.Error(err)) }))
 	tp, shutdownTracing, err := tracing.Setup(ctx, os.Getenv, version)
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("exporting traces failed", zap.Error(err)) }))
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
