@@ -160,7 +160,13 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 		err = errors.Join(err, checkDSNs(cfg, args[0]))
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "cdc: invalid configuration: %s\n", oneLine(err))
+		msg := oneLine(err)
+		// A required setting missing and a variable cdc does not read are
+		// often one misspelling: say both.
+		if names := config.Unrecognised(environ); len(names) > 0 {
+			msg += fmt.Sprintf(" (set but not read by cdc: %s)", strings.Join(names, ", "))
+		}
+		fmt.Fprintf(stderr, "cdc: invalid configuration: %s\n", msg)
 		return 2
 	}
 	log := newLogger(cfg, stderr)

@@ -65,6 +65,22 @@ func TestMain_NamesEveryBadSettingAtOnce(t *testing.T) {
 	}
 }
 
+// A configuration refused also names the CDC_* variables set that cdc
+// does not read: CDC_CLICKHOUSE_URL is the CDC_CLICKHOUSE_DSN missing.
+func TestMain_InvalidConfigurationNamesVariablesNotRead(t *testing.T) {
+	env := map[string]string{
+		"CDC_PG_DSN":         "postgres://u@127.0.0.1:1/app",
+		"CDC_CLICKHOUSE_URL": "clickhouse://127.0.0.1:2/db",
+	}
+	environ := []string{"CDC_PG_DSN=postgres://u@127.0.0.1:1/app", "CDC_CLICKHOUSE_URL=clickhouse://127.0.0.1:2/db", "HOME=/root"}
+	var stdout, stderr bytes.Buffer
+	code := Main(context.Background(), []string{"status"}, func(k string) string { return env[k] }, environ, &stdout, &stderr)
+	want := "cdc: invalid configuration: CDC_CLICKHOUSE_DSN: required, e.g. clickhouse://user:password@host/db (set but not read by cdc: CDC_CLICKHOUSE_URL)\n"
+	if code != 2 || stderr.String() != want {
+		t.Fatalf("exit %d, stderr %q; want 2 and %q", code, stderr.String(), want)
+	}
+}
+
 // The first signal cancels the command; the second ends the process by
 // the signal, or as PID 1, which the signal cannot kill, exits with 128 +
 // its number: never 2, which means a bad setting.
