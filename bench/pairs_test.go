@@ -20,8 +20,9 @@ func TestMedianPair(t *testing.T) {
 		// Ratios 0.5, 0.8, 0.6: the median is the third pair's, though
 		// neither its ceiling nor its drain is the median of its kind.
 		{"odd", []drainPair{pair(2, 4), pair(2.4, 3), pair(1.8, 3)}, 2},
-		// Ratios 0.5, 0.9: the upper one of an even count.
-		{"even", []drainPair{pair(1, 2), pair(2.7, 3)}, 1},
+		// Ratios 0.5, 0.9: the lower one of an even count.
+		{"even", []drainPair{pair(1, 2), pair(2.7, 3)}, 0},
+		{"four", []drainPair{pair(2.7, 3), pair(1, 2), pair(2.4, 3), pair(1.2, 2)}, 3},
 		// Equal ratios keep their order.
 		{"ties", []drainPair{pair(1, 2), pair(2, 4), pair(3, 6)}, 1},
 	} {

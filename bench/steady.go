@@ -80,32 +80,32 @@ func (b *bench) steadyTraffic(ctx context.Context) error {
 	if err := c.stop(); err != nil {
 		return err
 	}
-	on, off, cpu, err := b.tpsRuns(ctx, w, script, "nice0", []bool{true, false, false, true, false, true, true, false}, 0)
+	t, err := b.tpsRuns(ctx, w, script, "nice0", []bool{true, false, false, true, false, true, true, false}, 0)
 	if err != nil {
 		return err
 	}
 	b.add("4", fmt.Sprintf("Primary TPS, unthrottled pgbench (4 clients, %s per run; order on off off on off on on off)", b.o.tpsRun),
-		fmt.Sprintf("with cdc %s (mean %.0f); without %s (mean %.0f); ratio **%.2f**; CPU cores busy during runs with cdc: walsender %.2f, cdc %.2f, clickhouse-server %.2f",
-			fmtList(on), mean(on), fmtList(off), mean(off), mean(on)/mean(off), cpu[0], cpu[1], cpu[2]),
-		"≥ 0.9", verdict(mean(on)/mean(off) >= 0.9))
+		fmt.Sprintf("with cdc %s (mean %.0f); without %s (mean %.0f); ratio **%.2f**; CPU cores busy during runs with cdc: walsender %.2f, cdc %.2f, clickhouse-server %.2f%s",
+			fmtList(t.on), mean(t.on), fmtList(t.off), mean(t.off), mean(t.on)/mean(t.off), t.cpu[0], t.cpu[1], t.cpu[2], t.behindNote()),
+		"≥ 0.9", verdict(mean(t.on)/mean(t.off) >= 0.9))
 
 	// In production cdc and ClickHouse run on other hosts than the
 	// primary; here they share its two cores. At nice 19 they get only
 	// what PostgreSQL leaves, which approximates that: what remains is the
 	// walsender's cost, which is the primary's in any deployment.
-	on, off, cpu, err = b.tpsRuns(ctx, w, script, "nice19", []bool{true, false, false, true}, 19)
+	t, err = b.tpsRuns(ctx, w, script, "nice19", []bool{true, false, false, true}, 19)
 	if err != nil {
 		return err
 	}
 	b.add("4", "Diagnostic: the same with cdc and clickhouse-server at nice 19 (order on off off on)",
-		fmt.Sprintf("with cdc %s (mean %.0f); without %s (mean %.0f); ratio **%.2f**; CPU cores busy during runs with cdc: walsender %.2f, cdc %.2f, clickhouse-server %.2f",
-			fmtList(on), mean(on), fmtList(off), mean(off), mean(on)/mean(off), cpu[0], cpu[1], cpu[2]),
-		"≥ 0.9", verdict(mean(on)/mean(off) >= 0.9))
+		fmt.Sprintf("with cdc %s (mean %.0f); without %s (mean %.0f); ratio **%.2f**; CPU cores busy during runs with cdc: walsender %.2f, cdc %.2f, clickhouse-server %.2f%s",
+			fmtList(t.on), mean(t.on), fmtList(t.off), mean(t.off), mean(t.on)/mean(t.off), t.cpu[0], t.cpu[1], t.cpu[2], t.behindNote()),
+		"≥ 0.9", verdict(mean(t.on)/mean(t.off) >= 0.9))
 
 	// The same with no cdc at all: PostgreSQL's own pg_recvlogical reading
 	// its own pgoutput slot into /dev/null. What it costs the primary is
 	// the cost of logical decoding itself, for any consumer.
-	on, off, err = b.recvlogicalRuns(ctx, w, script, "bench_recvlogical", []bool{true, false, false, true})
+	on, off, err := b.recvlogicalRuns(ctx, w, script, "bench_recvlogical", []bool{true, false, false, true})
 	if err != nil {
 		return err
 	}
@@ -133,15 +133,15 @@ func (b *bench) pinnedTPS(ctx context.Context, w *world, script string) (err err
 	// 5,830 without a consumer in one session): eight runs each, as for
 	// the verdict.
 	order := []bool{true, false, false, true, false, true, true, false}
-	on, off, cpu, err := b.tpsRuns(ctx, w, script, "pinned", order, 0)
+	t, err := b.tpsRuns(ctx, w, script, "pinned", order, 0)
 	if err != nil {
 		return err
 	}
 	b.add("4", fmt.Sprintf("Diagnostic: the same with PostgreSQL on CPU %d and pgbench, cdc and clickhouse-server on CPU %d (a stand-in for a primary with a host of its own; order on off off on off on on off)", pgCPU, restCPU),
-		fmt.Sprintf("with cdc %s (mean %.0f); without %s (mean %.0f); ratio **%.2f**; CPU cores busy during runs with cdc: walsender %.2f, cdc %.2f, clickhouse-server %.2f",
-			fmtList(on), mean(on), fmtList(off), mean(off), mean(on)/mean(off), cpu[0], cpu[1], cpu[2]),
-		"≥ 0.9", verdict(mean(on)/mean(off) >= 0.9))
-	on, off, err = b.recvlogicalRuns(ctx, w, script, "bench_recvlogical_pinned", order)
+		fmt.Sprintf("with cdc %s (mean %.0f); without %s (mean %.0f); ratio **%.2f**; CPU cores busy during runs with cdc: walsender %.2f, cdc %.2f, clickhouse-server %.2f%s",
+			fmtList(t.on), mean(t.on), fmtList(t.off), mean(t.off), mean(t.on)/mean(t.off), t.cpu[0], t.cpu[1], t.cpu[2], t.behindNote()),
+		"≥ 0.9", verdict(mean(t.on)/mean(t.off) >= 0.9))
+	on, off, err := b.recvlogicalRuns(ctx, w, script, "bench_recvlogical_pinned", order)
 	if err != nil {
 		return err
 	}
@@ -231,10 +231,11 @@ func (b *bench) recvlogicalRuns(ctx context.Context, w *world, script, slot stri
 // given nice value while they run; label names the connector's logs. It returns the TPS of the runs with and
 // without, and the mean cores busy (walsender, cdc, clickhouse-server)
 // during the runs with.
-func (b *bench) tpsRuns(ctx context.Context, w *world, script, label string, order []bool, nice int) (on, off, cpu []float64, err error) {
+func (b *bench) tpsRuns(ctx context.Context, w *world, script, label string, order []bool, nice int) (res tpsResult, err error) {
+	var on, off, cpu []float64
 	chPID := b.clickhousePID()
 	if err := renice(chPID, nice); err != nil {
-		return nil, nil, nil, err
+		return res, err
 	}
 	defer func() { _ = renice(chPID, 0) }()
 	var c *connector
@@ -244,45 +245,53 @@ func (b *bench) tpsRuns(ctx context.Context, w *world, script, label string, ord
 		switch {
 		case want && c == nil:
 			if c, err = b.startCDC(w, fmt.Sprintf("tps%d-%s", len(on), label), nil); err != nil {
-				return nil, nil, nil, err
+				return res, err
 			}
 			defer func(c *connector) { _ = c.stop() }(c)
 			if err := renice(c.pid(), nice); err != nil {
-				return nil, nil, nil, err
+				return res, err
 			}
 			var total int64
 			if err := w.pg.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&total); err != nil {
-				return nil, nil, nil, fmt.Errorf("count outbox: %w", err)
+				return res, fmt.Errorf("count outbox: %w", err)
 			}
 			if _, err := waitCount(ctx, w.ch, c, uint64(total), 50*time.Millisecond, 5*time.Minute); err != nil {
-				return nil, nil, nil, err
+				return res, err
 			}
 			wsPID, err := waitStreaming(ctx, w, c)
 			if err != nil {
-				return nil, nil, nil, err
+				return res, err
 			}
 			pids = []int{wsPID, c.pid(), chPID}
 		case !want && c != nil:
 			if err := c.stop(); err != nil {
-				return nil, nil, nil, err
+				return res, err
 			}
 			c = nil
 		}
 		cpu0 := cpuTimes(pids)
 		r, err := b.pgbench(ctx, w, script, "-T", strconv.Itoa(int(b.o.tpsRun.Seconds())))
 		if err != nil {
-			return nil, nil, nil, err
+			return res, err
 		}
 		if want {
 			on = append(on, r.tps)
 			onCPU = append(onCPU, cpuDelta(cpu0, cpuTimes(pids), r.elapsed))
+			// Did cdc keep up? A connector behind lets its walsender
+			// wait on a full socket, which flatters the primary's TPS;
+			// and the next run with it starts caught up.
+			behind, took, err := b.catchUp(ctx, w, c)
+			if err != nil {
+				return res, err
+			}
+			res.behind = append(res.behind, fmt.Sprintf("%.1f MiB / %.1f s", float64(behind)/(1<<20), took.Seconds()))
 		} else {
 			off = append(off, r.tps)
 		}
 	}
 	if c != nil {
 		if err := c.stop(); err != nil {
-			return nil, nil, nil, err
+			return res, err
 		}
 	}
 	cpu = make([]float64, 3)
@@ -291,7 +300,40 @@ func (b *bench) tpsRuns(ctx context.Context, w *world, script, label string, ord
 			cpu[i] += v[i] / float64(len(onCPU))
 		}
 	}
-	return on, off, cpu, nil
+	return tpsResult{on: on, off: off, cpu: cpu, behind: res.behind}, nil
+}
+
+// tpsResult is what tpsRuns measured: the TPS of the runs with and
+// without the connector, the cores busy during the runs with it
+// (walsender, cdc, clickhouse-server), and after each run with it the WAL
+// it had not acknowledged and how long it took to catch up.
+type tpsResult struct {
+	on, off, cpu []float64
+	behind       []string
+}
+
+// behindNote is the row text for what the runs with the connector left
+// behind.
+func (r tpsResult) behindNote() string {
+	return "; after each run with cdc, WAL not yet acknowledged / time to store every event: " + strings.Join(r.behind, ", ")
+}
+
+// catchUp reads how much WAL the running connector has not acknowledged,
+// then waits until it has stored every outbox row.
+func (b *bench) catchUp(ctx context.Context, w *world, c *connector) (int64, time.Duration, error) {
+	var behind int64
+	if err := w.pg.QueryRow(ctx, `SELECT pg_current_wal_lsn() - confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1`, w.slot).Scan(&behind); err != nil {
+		return 0, 0, fmt.Errorf("read the slot's lag: %w", err)
+	}
+	start := time.Now()
+	var total int64
+	if err := w.pg.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&total); err != nil {
+		return 0, 0, fmt.Errorf("count outbox: %w", err)
+	}
+	if _, err := waitCount(ctx, w.ch, c, uint64(total), 20*time.Millisecond, 5*time.Minute); err != nil {
+		return 0, 0, err
+	}
+	return behind, time.Since(start), nil
 }
 
 // renice sets the nice value of every thread of pid: threads have their

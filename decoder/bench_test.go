@@ -1,6 +1,10 @@
 package decoder
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/eventcdc/cdc/internal/testenv"
+)
 
 // benchmarkInsert is an outbox insert as pgoutput sends it in text mode,
 // with a 302-byte event_context, like a typical order event.
@@ -24,6 +28,7 @@ func BenchmarkDecodeInsert(b *testing.B) {
 	msg := benchmarkInsert()
 	b.ReportAllocs()
 	b.SetBytes(int64(len(msg)))
+	defer testenv.PerEvent(b, 1)()
 	for b.Loop() {
 		if _, err := d.Decode(msg); err != nil {
 			b.Fatal(err)
@@ -35,6 +40,7 @@ func BenchmarkDecodeBeginCommit(b *testing.B) {
 	d := New()
 	begin, commit := beginMsg(0x16B3748, commitTime, 777), commitMsg(0x16B3748, 0x16B3778, commitTime)
 	b.ReportAllocs()
+	defer testenv.PerEvent(b, 1)()
 	for b.Loop() {
 		if _, err := d.Decode(begin); err != nil {
 			b.Fatal(err)

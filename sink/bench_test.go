@@ -12,12 +12,15 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/eventcdc/cdc/decoder"
+	"github.com/eventcdc/cdc/internal/testenv"
 )
 
 // These benchmarks measure the client-side cost of one event on its way into
 // an INSERT, without a server: converting pgoutput text to Go values, appending
 // them to a clickhouse-go block, and encoding plus LZ4-compressing the block as
-// Send does. One op is one event, so allocs/op is allocations per event.
+// Send does. One op is one event in ConvertRow and ConvertAppendRow, a block
+// of 10,000 in EncodeBlock, an INSERT of 18,436 in Insert; each reports
+// allocs/event and B/event (testenv.PerEvent).
 
 // benchColumns is event_log as ClickHouse 18.16 reports it (sql/clickhouse.sql).
 var benchColumns = []chColumn{
@@ -98,6 +101,7 @@ func BenchmarkConvertRow(b *testing.B) {
 	p, cells := benchPlan(b, row)
 	b.ReportAllocs()
 	b.SetBytes(int64(row.Size))
+	defer testenv.PerEvent(b, 1)()
 	for b.Loop() {
 		if _, err := cells.convert(p, row); err != nil {
 			b.Fatal(err)
@@ -106,16 +110,33 @@ func BenchmarkConvertRow(b *testing.B) {
 }
 
 // BenchmarkConvertAppendRow adds clickhouse-go's Block.Append, what
-// batch.Append does per row. The block is reset every 50,000 rows (the
-// default CDC_BATCH_MAX_ROWS) so it stays the size of one real batch.
+// batch.Append does per row, into blocks as write fills them: a new block
+// for each INSERT of 18,436 rows (the batch size of `make bench`'s drain),
+// presized, and reset when a 2 MiB block is sent. Its columns' allocation
+// is spread over one INSERT's rows, whatever the number of iterations.
 func BenchmarkConvertAppendRow(b *testing.B) {
+	const insertRows = 18436
 	row := benchRow()
-	p, cells := benchPlan(b, row)
-	block := benchBlock(b, p)
+	p, _ := benchPlan(b, row)
+	batch := make([]Row, insertRows)
+	for i := range batch {
+		batch[i] = row
+	}
+	var block *chproto.Block
+	var cells *rowCells
+	inInsert, size, inBlock := insertRows, 0, 0
 	b.ReportAllocs()
 	b.SetBytes(int64(row.Size))
-	n := 0
+	defer testenv.PerEvent(b, 1)()
 	for b.Loop() {
+		if inInsert == insertRows {
+			block = benchBlock(b, p)
+			if err := p.presize(block.Columns, batch, blockBytes, blockRows); err != nil {
+				b.Fatal(err)
+			}
+			cells = p.cells(block.Columns)
+			inInsert, size, inBlock = 0, 0, 0
+		}
 		vals, err := cells.convert(p, row)
 		if err != nil {
 			b.Fatal(err)
@@ -123,9 +144,11 @@ func BenchmarkConvertAppendRow(b *testing.B) {
 		if err := block.Append(vals...); err != nil {
 			b.Fatal(err)
 		}
-		if n++; n == 50000 {
+		inInsert++
+		size += row.Size
+		if inBlock++; size >= blockBytes || inBlock >= blockRows {
 			block.Reset()
-			n = 0
+			size, inBlock = 0, 0
 		}
 	}
 }
@@ -151,6 +174,7 @@ func BenchmarkEncodeBlock(b *testing.B) {
 	zw := compress.NewWriter(compress.LevelZero, compress.LZ4)
 	b.ReportAllocs()
 	b.SetBytes(int64(row.Size) * rows)
+	defer testenv.PerEvent(b, rows)()
 	for b.Loop() {
 		buf.Reset()
 		if err := block.Encode(buf, chproto.DBMS_TCP_PROTOCOL_VERSION); err != nil {
@@ -185,6 +209,7 @@ func BenchmarkInsert(b *testing.B) {
 			zw := compress.NewWriter(compress.LevelZero, compress.LZ4)
 			b.ReportAllocs()
 			b.SetBytes(int64(row.Size) * rows)
+			defer testenv.PerEvent(b, rows)()
 			for b.Loop() {
 				block := benchBlock(b, p)
 				if presized {
