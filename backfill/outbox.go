@@ -33,9 +33,7 @@ func OpenPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("parse postgres dsn: %w", err)
 	}
 	replication.PoolDefaults(dsn, cfg)
-	for k, v := range replication.TextParams() {
-		cfg.ConnConfig.RuntimeParams[k] = v
-	}
+	replication.SetTextParams(cfg.ConnConfig.RuntimeParams)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres pool: %w", err)

@@ -1,9 +1,11 @@
 package replication_test
 
 import (
+	"maps"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcdc/cdc/replication"
@@ -38,5 +40,24 @@ func TestPoolDefaults(t *testing.T) {
 		if cfg.MaxConns != tc.conns {
 			t.Errorf("%s: %d connections, want %d", tc.dsn, cfg.MaxConns, tc.conns)
 		}
+	}
+}
+
+// A DSN's or PGTZ's other spelling of a setting that fixes the text form
+// of values goes: PostgreSQL would apply whichever of two came last.
+func TestSetTextParams_DropsOtherSpellings(t *testing.T) {
+	t.Setenv("PGTZ", "America/New_York")
+	cfg, err := pgconn.ParseConfig("postgres://u@db/app?datestyle=German&INTERVALSTYLE=sql_standard&application_name=x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RuntimeParams["timezone"] != "America/New_York" || cfg.RuntimeParams["datestyle"] != "German" {
+		t.Fatalf("pgconn parsed %v: the test's premise is gone", cfg.RuntimeParams)
+	}
+	replication.SetTextParams(cfg.RuntimeParams)
+	want := replication.TextParams()
+	want["application_name"] = "x"
+	if !maps.Equal(cfg.RuntimeParams, want) {
+		t.Fatalf("parameters %v, want %v", cfg.RuntimeParams, want)
 	}
 }

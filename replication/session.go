@@ -155,6 +155,23 @@ func TextParams() map[string]string {
 	}
 }
 
+// SetTextParams sets TextParams in a connection's startup parameters,
+// first dropping any other spelling of their names: PostgreSQL takes
+// setting names in any case and applies the last of two, and pgconn keeps
+// PGTZ as "timezone" and a DSN's ?datestyle= as written, beside cdc's
+// "TimeZone" and "DateStyle", in a map sent in no fixed order. A session
+// that took DateStyle=German would print timestamps the sink refuses.
+func SetTextParams(params map[string]string) {
+	for name, value := range TextParams() {
+		for k := range params {
+			if strings.EqualFold(k, name) {
+				delete(params, k)
+			}
+		}
+		params[name] = value
+	}
+}
+
 // Connect opens a logical replication connection, with TextParams.
 func Connect(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
 	conn, _, err := connect(ctx, dsn, 0)
@@ -193,9 +210,7 @@ func connect(ctx context.Context, dsn string, receiveBuffer int) (*pgconn.PgConn
 		}
 		return paced, nil
 	}
-	for k, v := range TextParams() {
-		cfg.RuntimeParams[k] = v
-	}
+	SetTextParams(cfg.RuntimeParams)
 	ConnDefaults(cfg)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
