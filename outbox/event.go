@@ -22,8 +22,9 @@ type Event struct {
 	// HTML escaping off). A Go string is marshaled as a JSON string; wrap
 	// pre-encoded JSON text in json.RawMessage instead. Required: nil, and
 	// a nil pointer, map or slice (JSON null), are refused, and so is a
-	// string that is not valid UTF-8 (encoding/json would replace its
-	// bytes).
+	// string, map key or MarshalText result that is not valid UTF-8
+	// (encoding/json would replace its bytes), and a value nested deeper
+	// than 1,000 arrays and objects.
 	Context any
 	// Environment, e.g. "prod"; empty means the Publisher's Environment.
 	Environment string

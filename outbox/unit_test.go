@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -156,6 +157,11 @@ func badEvents() []struct {
 		{"key not UTF-8 in a marshaled context", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = map[string]int{"k\xff": 1, "k\xfe": 2} }), outbox.ErrInvalidContext},
 		{"struct field not UTF-8", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = struct{ Name *string }{Name: ptr("caf\xe9")} }), outbox.ErrInvalidContext},
 		{"string not UTF-8 in a slice", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = []any{"ok", []string{"\xff"}} }), outbox.ErrInvalidContext},
+		{"MarshalText not UTF-8", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = map[string]any{"k": badText("\xffa")} }), outbox.ErrInvalidContext},
+		{"MarshalText not UTF-8 through a pointer", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = &struct{ T ptrText }{ptrText("\xfe")} }), outbox.ErrInvalidContext},
+		{"string key with a MarshalText, not UTF-8", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = map[textKey]int{"a\xff": 1, "a\xfe": 2} }), outbox.ErrInvalidContext},
+		{"non-string key whose MarshalText is not UTF-8", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = map[structKey]int{{"\xff"}: 1} }), outbox.ErrInvalidContext},
+		{"nested too deep", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = nest(1500, "fine") }), outbox.ErrInvalidContext},
 		{"raw context too large", outbox.Publisher{MaxContextBytes: 8}, with(func(e *outbox.Event) { e.Context = json.RawMessage(`"123456789"`) }), outbox.ErrContextTooLarge},
 		{"marshaled context too large", outbox.Publisher{MaxContextBytes: 8}, with(func(e *outbox.Event) { e.Context = "123456789" }), outbox.ErrContextTooLarge},
 		{"bad traceparent", outbox.Publisher{}, with(func(e *outbox.Event) { e.Traceparent = "00-abc-def-01" }), outbox.ErrInvalidTraceparent},
@@ -302,6 +308,8 @@ func TestPublish_KeepsReplacementCharactersThatWereThere(t *testing.T) {
 		{"the character and text", map[string]string{"char": "\ufffd", "text": `\ufffd`}, `{"char":"` + "\ufffd" + `","text":"\\ufffd"}`},
 		{"an escape in nested raw JSON", map[string]any{"payload": json.RawMessage(`{"name":"Caf\ufffd"}`)}, `{"payload":{"name":"Caf\ufffd"}}`},
 		{"an escape in a struct's raw JSON", envelope{Payload: json.RawMessage(`"\ufffd"`), Hidden: "\xff"}, `{"Payload":"\ufffd"}`},
+		{"text marshalers that give UTF-8", map[string]any{"ip": net.ParseIP("192.0.2.1"), "keys": map[structKey]badText{{"é"}: "ü"}}, `{"ip":"192.0.2.1","keys":{"é":"ü"}}`},
+		{"nested deep, not too deep", nest(900, "é"), strings.Repeat("[", 900) + `"é"` + strings.Repeat("]", 900)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var rec outboxtest.Recorder
@@ -319,4 +327,33 @@ func TestPublish_KeepsReplacementCharactersThatWereThere(t *testing.T) {
 			}
 		})
 	}
+}
+
+// badText's MarshalText returns its bytes as they are.
+type badText string
+
+func (t badText) MarshalText() ([]byte, error) { return []byte(t), nil }
+
+// ptrText has MarshalText on its pointer only.
+type ptrText string
+
+func (t *ptrText) MarshalText() ([]byte, error) { return []byte(*t), nil }
+
+// textKey is a string-kind map key with a MarshalText that encoding/json
+// does not call for a key: it writes the string.
+type textKey string
+
+func (k textKey) MarshalText() ([]byte, error) { return []byte("ok"), nil }
+
+// structKey is a map key encoding/json writes through its MarshalText.
+type structKey struct{ s string }
+
+func (k structKey) MarshalText() ([]byte, error) { return []byte(k.s), nil }
+
+// nest wraps v in depth one-element slices.
+func nest(depth int, v any) any {
+	for range depth {
+		v = []any{v}
+	}
+	return v
 }

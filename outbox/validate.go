@@ -101,54 +101,74 @@ func (p Publisher) prepareOne(ev Event, limit int) (row, error) {
 	return r, nil
 }
 
-// Types whose JSON encoding/json takes from the type itself: their output
-// is copied as it is (and checked as bytes), not built from Go strings.
+// Types whose JSON encoding/json takes from the type itself: a
+// json.Marshaler's output is copied as it is (and checked as bytes after
+// encoding); an encoding.TextMarshaler's is written as a JSON string,
+// whose invalid UTF-8 encoding/json would replace.
 var (
 	jsonMarshalerType = reflect.TypeFor[json.Marshaler]()
 	textMarshalerType = reflect.TypeFor[encoding.TextMarshaler]()
 )
 
-// maxUTF8Depth bounds the walk of invalidUTF8; encoding/json has already
-// refused a cycle by then.
+// maxUTF8Depth bounds the walk of checkUTF8, in levels of JSON arrays
+// and objects; encoding/json has already refused a cycle by then. A
+// context nested deeper is refused: the walk could not vouch for it.
 const maxUTF8Depth = 1000
 
-// invalidUTF8 reports whether v holds, where encoding/json writes a Go
-// string as a JSON string (a string value, a map key, an exported struct
-// field), a string that is not valid UTF-8: the encoder would replace each
-// bad byte with U+FFFD, altering the event, and two map keys could become
-// one. Values that marshal themselves (json.Marshaler, encoding.
-// TextMarshaler, json.RawMessage) are not looked into: their bytes are
-// copied, and checked as bytes after encoding.
-func invalidUTF8(v reflect.Value, depth int) bool {
-	if !v.IsValid() || depth > maxUTF8Depth {
-		return false
+var (
+	errBadUTF8  = errors.New("holds a string or map key that is not valid UTF-8, whose bytes encoding/json would replace (two such keys would become one)")
+	errTooDeep  = fmt.Errorf("nests deeper than %d levels", maxUTF8Depth)
+	errBadText  = errors.New("holds a value whose MarshalText returns invalid UTF-8, which encoding/json would replace")
+	errTextFail = errors.New("holds a value whose MarshalText fails")
+)
+
+// checkUTF8 reports whether v holds, where encoding/json writes text as a
+// JSON string (a string value, a map key, an exported struct field, a
+// TextMarshaler's output), text that is not valid UTF-8: the encoder
+// would replace each bad byte with U+FFFD, altering the event, and two
+// map keys could become one. json.Marshalers (json.RawMessage among them)
+// are not looked into: their bytes are copied, and checked after encoding.
+func checkUTF8(v reflect.Value, depth int) error {
+	if !v.IsValid() {
+		return nil
+	}
+	if depth > maxUTF8Depth {
+		return errTooDeep
 	}
 	t := v.Type()
-	if t.Implements(jsonMarshalerType) || t.Implements(textMarshalerType) ||
-		v.CanAddr() && (reflect.PointerTo(t).Implements(jsonMarshalerType) || reflect.PointerTo(t).Implements(textMarshalerType)) {
-		return false
+	if t.Implements(jsonMarshalerType) || v.CanAddr() && reflect.PointerTo(t).Implements(jsonMarshalerType) {
+		return nil
+	}
+	if t.Implements(textMarshalerType) || v.CanAddr() && reflect.PointerTo(t).Implements(textMarshalerType) {
+		return checkMarshaledText(v)
 	}
 	switch v.Kind() {
 	case reflect.String:
-		return !utf8.ValidString(v.String())
+		if !utf8.ValidString(v.String()) {
+			return errBadUTF8
+		}
 	case reflect.Pointer, reflect.Interface:
-		return !v.IsNil() && invalidUTF8(v.Elem(), depth+1)
+		// Not a level of the JSON: depth counts arrays and objects. A
+		// pointer cycle never gets here: encoding/json refused it.
+		if !v.IsNil() {
+			return checkUTF8(v.Elem(), depth)
+		}
 	case reflect.Map:
 		for it := v.MapRange(); it.Next(); {
-			if k := it.Key(); k.Kind() == reflect.String && !k.Type().Implements(textMarshalerType) && !utf8.ValidString(k.String()) {
-				return true
+			if err := checkKey(it.Key()); err != nil {
+				return err
 			}
-			if invalidUTF8(it.Value(), depth+1) {
-				return true
+			if err := checkUTF8(it.Value(), depth+1); err != nil {
+				return err
 			}
 		}
 	case reflect.Slice, reflect.Array:
 		if t.Elem().Kind() == reflect.Uint8 {
-			return false // []byte is written as base64
+			return nil // []byte is written as base64
 		}
 		for i := range v.Len() {
-			if invalidUTF8(v.Index(i), depth+1) {
-				return true
+			if err := checkUTF8(v.Index(i), depth+1); err != nil {
+				return err
 			}
 		}
 	case reflect.Struct:
@@ -157,12 +177,51 @@ func invalidUTF8(v reflect.Value, depth int) bool {
 			if !f.IsExported() && !f.Anonymous || f.Tag.Get("json") == "-" {
 				continue
 			}
-			if invalidUTF8(v.Field(i), depth+1) {
-				return true
+			if err := checkUTF8(v.Field(i), depth+1); err != nil {
+				return err
 			}
 		}
 	}
-	return false
+	return nil
+}
+
+// checkKey checks a map key as encoding/json writes it: a key of a string
+// kind as the string, whatever methods its type has; any other through
+// its MarshalText; integers as digits.
+func checkKey(k reflect.Value) error {
+	if k.Kind() == reflect.String {
+		if !utf8.ValidString(k.String()) {
+			return errBadUTF8
+		}
+		return nil
+	}
+	if k.Type().Implements(textMarshalerType) {
+		return checkMarshaledText(k)
+	}
+	return nil
+}
+
+// checkMarshaledText checks what v's MarshalText returns (through a
+// pointer when only *T has the method); a nil pointer encodes as null.
+func checkMarshaledText(v reflect.Value) error {
+	if v.Kind() == reflect.Pointer && v.IsNil() {
+		return nil
+	}
+	m, ok := v.Interface().(encoding.TextMarshaler)
+	if !ok {
+		m, ok = v.Addr().Interface().(encoding.TextMarshaler)
+	}
+	if !ok {
+		return nil
+	}
+	b, err := m.MarshalText()
+	if err != nil {
+		return errTextFail // encoding/json has refused the context already
+	}
+	if !utf8.Valid(b) {
+		return errBadText
+	}
+	return nil
 }
 
 // encodeContext returns the JSON text stored in event_context.
@@ -189,8 +248,8 @@ func encodeContext(v any, limit int) ([]byte, error) {
 		if err := checkSize(b, limit); err != nil {
 			return nil, err
 		}
-		if invalidUTF8(reflect.ValueOf(v), 0) {
-			return nil, fmt.Errorf("%w: context of type %T holds a string or map key that is not valid UTF-8, whose bytes encoding/json would replace (two such keys would become one)", ErrInvalidContext, v)
+		if err := checkUTF8(reflect.ValueOf(v), 0); err != nil {
+			return nil, fmt.Errorf("%w: context of type %T %w", ErrInvalidContext, v, err)
 		}
 		// encoding/json replaces invalid UTF-8 in strings it encodes, but
 		// copies a json.RawMessage or a MarshalJSON result as it is: the
