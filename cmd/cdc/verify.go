@@ -84,7 +84,10 @@ func parseSince(s string) (time.Time, error) {
 
 // resumeSince is the --since that ships what a failed backfill left, from
 // the first row it did not store; false when that row is dated infinity,
-// which no --since names (docs/operations.md, Rows dated infinity).
+// which no --since names (docs/operations.md, Rows dated infinity). A
+// row past year 9999 or before year 1, which RFC 3339 cannot write, is
+// reached from the last instant it can, or from -infinity: the rows
+// shipped again before it are stored once, by their event ids.
 func resumeSince(t pgtype.Timestamptz) (string, bool) {
 	switch {
 	case !t.Valid || t.InfinityModifier == pgtype.Infinity:
@@ -92,7 +95,14 @@ func resumeSince(t pgtype.Timestamptz) (string, bool) {
 	case t.InfinityModifier == pgtype.NegativeInfinity:
 		return "-infinity", true
 	}
-	return t.Time.UTC().Format(time.RFC3339Nano), true
+	switch u := t.Time.UTC(); {
+	case u.Year() > 9999:
+		return "9999-12-31T23:59:59.999999999Z", true
+	case u.Year() < 1:
+		return "-infinity", true
+	default:
+		return u.Format(time.RFC3339Nano), true
+	}
 }
 
 // formatSince prints a --since as given: the zero time is -infinity.
