@@ -35,7 +35,7 @@ commands:
   run                      stream outbox inserts into ClickHouse until SIGTERM
   status [--json]          slot state, lag, retained WAL, outbox rows, dead letters
   verify --since TIME      compare outbox rows since TIME (RFC 3339 or -infinity) with event_log
-  backfill --since TIME    re-ship outbox rows since TIME (idempotent by event id)
+  backfill --since TIME    re-ship outbox rows since TIME (idempotent by event id; rows must not be updated)
   deadletter list|replay   show or re-ship rows ClickHouse refused
   version                  print the version and exit
 
