@@ -2,6 +2,7 @@ package outbox_test
 
 import (
 	"context"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"math"
@@ -310,6 +311,9 @@ func TestPublish_KeepsReplacementCharactersThatWereThere(t *testing.T) {
 		{"an escape in a struct's raw JSON", envelope{Payload: json.RawMessage(`"\ufffd"`), Hidden: "\xff"}, `{"Payload":"\ufffd"}`},
 		{"text marshalers that give UTF-8", map[string]any{"ip": net.ParseIP("192.0.2.1"), "keys": map[structKey]badText{{"é"}: "ü"}}, `{"ip":"192.0.2.1","keys":{"é":"ü"}}`},
 		{"nested deep, not too deep", nest(900, "é"), strings.Repeat("[", 900) + `"é"` + strings.Repeat("]", 900)},
+		{"nil text marshalers in a struct and a map", map[string]any{"s": struct{ M encoding.TextMarshaler }{}, "m": map[string]encoding.TextMarshaler{"a": nil}}, `{"m":{"a":null},"s":{"M":null}}`},
+		{"an unexported embedded slice of text marshalers", withTags{tags{net.ParseIP("192.0.2.1")}, "x"}, `{"Name":"x"}`},
+		{"an unexported embedded struct's fields", withInner{inner{IP: net.ParseIP("192.0.2.2")}}, `{"IP":"192.0.2.2"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var rec outboxtest.Recorder
@@ -357,3 +361,17 @@ func nest(depth int, v any) any {
 	}
 	return v
 }
+
+// tags is a slice of text marshalers; embedded unexported, encoding/json
+// leaves it out.
+type tags []net.IP
+
+type withTags struct {
+	tags
+	Name string
+}
+
+// inner's exported fields are promoted through an unexported embedding.
+type inner struct{ IP net.IP }
+
+type withInner struct{ inner }

@@ -135,6 +135,17 @@ func checkUTF8(v reflect.Value, depth int) error {
 	if depth > maxUTF8Depth {
 		return errTooDeep
 	}
+	// An interface holds the value encoding/json writes, with its own
+	// type's methods; nil, in an interface or a pointer, is null.
+	switch v.Kind() {
+	case reflect.Interface, reflect.Pointer:
+		if v.IsNil() {
+			return nil
+		}
+		if v.Kind() == reflect.Interface {
+			return checkUTF8(v.Elem(), depth)
+		}
+	}
 	t := v.Type()
 	if t.Implements(jsonMarshalerType) || v.CanAddr() && reflect.PointerTo(t).Implements(jsonMarshalerType) {
 		return nil
@@ -147,12 +158,10 @@ func checkUTF8(v reflect.Value, depth int) error {
 		if !utf8.ValidString(v.String()) {
 			return errBadUTF8
 		}
-	case reflect.Pointer, reflect.Interface:
+	case reflect.Pointer:
 		// Not a level of the JSON: depth counts arrays and objects. A
 		// pointer cycle never gets here: encoding/json refused it.
-		if !v.IsNil() {
-			return checkUTF8(v.Elem(), depth)
-		}
+		return checkUTF8(v.Elem(), depth)
 	case reflect.Map:
 		for it := v.MapRange(); it.Next(); {
 			if err := checkKey(it.Key()); err != nil {
@@ -174,7 +183,9 @@ func checkUTF8(v reflect.Value, depth int) error {
 	case reflect.Struct:
 		for i := range t.NumField() {
 			f := t.Field(i)
-			if !f.IsExported() && !f.Anonymous || f.Tag.Get("json") == "-" {
+			// As encoding/json: an unexported field is skipped, unless it
+			// embeds a struct, whose exported fields are promoted.
+			if !f.IsExported() && (!f.Anonymous || !embedsStruct(f.Type)) || f.Tag.Get("json") == "-" {
 				continue
 			}
 			if err := checkUTF8(v.Field(i), depth+1); err != nil {
@@ -183,6 +194,15 @@ func checkUTF8(v reflect.Value, depth int) error {
 		}
 	}
 	return nil
+}
+
+// embedsStruct says whether an embedded field of type t is a struct, or a
+// pointer to one.
+func embedsStruct(t reflect.Type) bool {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t.Kind() == reflect.Struct
 }
 
 // checkKey checks a map key as encoding/json writes it: a key of a string
@@ -204,11 +224,11 @@ func checkKey(k reflect.Value) error {
 // checkMarshaledText checks what v's MarshalText returns (through a
 // pointer when only *T has the method); a nil pointer encodes as null.
 func checkMarshaledText(v reflect.Value) error {
-	if v.Kind() == reflect.Pointer && v.IsNil() {
+	if (v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface) && v.IsNil() || !v.CanInterface() {
 		return nil
 	}
 	m, ok := v.Interface().(encoding.TextMarshaler)
-	if !ok {
+	if !ok && v.CanAddr() {
 		m, ok = v.Addr().Interface().(encoding.TextMarshaler)
 	}
 	if !ok {
