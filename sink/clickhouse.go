@@ -59,11 +59,11 @@ type ClickHouse struct {
 	warned  map[*decoder.Relation]bool // relation versions seen since columns were loaded
 	// uncarried is set when some outbox column has no event_log column.
 	uncarried bool
-	// asyncInserts is set when the server knows async_insert (21.11 on;
-	// 18.16 refuses a setting it does not know): each INSERT then turns it
-	// off.
-	asyncInserts bool
-	loadedAt     time.Time
+	// insertSettings go with each INSERT: none, unless the user's
+	// settings would have the server answer before the rows are written
+	// (asyncInsertFix).
+	insertSettings clickhouse.Settings
+	loadedAt       time.Time
 }
 
 type chColumn struct{ name, typ string }
@@ -146,8 +146,7 @@ func parseDSN(dsn string) (*clickhouse.Options, error) {
 	// value it does not know, which cdc would read as "not set" and
 	// compress with LZ4 anyway; and it takes HTTP's methods, which the
 	// native protocol refuses at every connect.
-	if params.Has("compress") {
-		v := params.Get("compress")
+	if v := params.Get("compress"); v != "" {
 		if on, err := strconv.ParseBool(v); err == nil {
 			if !on {
 				opts.Compression = &clickhouse.Compression{Method: clickhouse.CompressionNone}
@@ -155,6 +154,11 @@ func parseDSN(dsn string) (*clickhouse.Options, error) {
 		} else if !slices.Contains([]string{"none", "lz4", "lz4hc", "zstd"}, v) {
 			return nil, fmt.Errorf("compress: %q is not true, false, none, lz4, lz4hc or zstd (the native protocol's)", v)
 		}
+	}
+	// 0 or less would expire every connection as it is released: each
+	// INSERT would dial again.
+	if params.Has("conn_max_lifetime") && opts.ConnMaxLifetime <= 0 {
+		return nil, fmt.Errorf("conn_max_lifetime %s must be positive", opts.ConnMaxLifetime)
 	}
 	var typos []string
 	for name := range opts.Settings {
@@ -289,16 +293,6 @@ func (c *ClickHouse) Write(ctx context.Context, b *Batch) ([]Rejected, error) {
 	if err := c.refresh(ctx, b.Rows); err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	if c.asyncInserts {
-		// A user profile or the DSN may turn asynchronous inserts on, and
-		// with wait_for_async_insert = 0 the server answers an INSERT
-		// before its rows are written: the WAL would be acknowledged for
-		// rows a ClickHouse crash can still lose. cdc's INSERTs are large
-		// already; asynchronous ones gain nothing.
-		ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"async_insert": 0}))
-	}
-	c.mu.Unlock()
 	defer c.watch(ctx)()
 	var rejected []Rejected
 	for rows := b.Rows; len(rows) > 0; {
@@ -421,7 +415,7 @@ const (
 // server refuses, so one bad row costs O(log n) extra inserts, not n.
 func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError bool) ([]Rejected, error) {
 	p := c.plan(rows)
-	batch, err := c.conn.PrepareBatch(ctx, p.query)
+	batch, err := c.conn.PrepareBatch(c.insertContext(ctx), p.query)
 	if err != nil {
 		if reloadOnSchemaError && isSchemaError(err) {
 			// event_log changed under us (a column dropped or renamed):
@@ -718,11 +712,11 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 	if len(cols) == 0 {
 		return fmt.Errorf("table %s not found in ClickHouse database %q: run `cdc migrate`", Table, c.database)
 	}
-	var known uint64
-	if err := c.conn.QueryRow(ctx, "SELECT count() FROM system.settings WHERE name = 'async_insert'").Scan(&known); err != nil {
-		return fmt.Errorf("read the server's settings: %w", err)
+	settings, err := c.readInsertSettings(ctx)
+	if err != nil {
+		return err
 	}
-	c.asyncInserts = known > 0
+	c.insertSettings = settings
 	c.columns = cols
 	c.warned = map[*decoder.Relation]bool{}
 	c.uncarried = false
@@ -874,5 +868,87 @@ func IsRowError(err error) bool {
 // longer has.
 func isSchemaError(err error) bool {
 	var ex *clickhouse.Exception
-	return errors.As(err, &ex) && (ex.Code == 16 || ex.Code == 47) // NO_SUCH_COLUMN_IN_TABLE, UNKNOWN_IDENTIFIER
+	// NO_SUCH_COLUMN_IN_TABLE, UNKNOWN_IDENTIFIER; UNKNOWN_SETTING: a
+	// setting learnt from another server of the DSN's hosts (an older one,
+	// in a rolling upgrade) is learnt again.
+	return errors.As(err, &ex) && (ex.Code == 16 || ex.Code == 47 || ex.Code == 115)
+}
+
+// insertContext is ctx with what an INSERT must set (insertSettings); the
+// other queries go without, so that one refused as unknown can still
+// read the settings again.
+func (c *ClickHouse) insertContext(ctx context.Context) context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.insertSettings == nil {
+		return ctx
+	}
+	return clickhouse.Context(ctx, clickhouse.WithSettings(c.insertSettings))
+}
+
+// readInsertSettings asks the server how the user's INSERTs behave and
+// returns what each of cdc's must set (asyncInsertFix). A server without
+// asynchronous inserts (before 21.11) lists neither setting.
+func (c *ClickHouse) readInsertSettings(ctx context.Context) (clickhouse.Settings, error) {
+	values := map[string]string{}
+	rows, err := c.conn.Query(ctx, "SELECT name, value FROM system.settings WHERE name IN ('async_insert', 'wait_for_async_insert')")
+	if err != nil {
+		return nil, fmt.Errorf("read the server's insert settings: %w", err)
+	}
+	for rows.Next() {
+		var name, value string
+		if err := rows.Scan(&name, &value); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read the server's insert settings: %w", err)
+		}
+		values[name] = value
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the server's insert settings: %w", err)
+	}
+	if !unwaitedAsync(values["async_insert"], values["wait_for_async_insert"]) {
+		return nil, nil
+	}
+	// Which of the two the user may change: a server that has them has
+	// system.settings.readonly too.
+	fixed := map[string]bool{}
+	rows, err = c.conn.Query(ctx, "SELECT name, readonly FROM system.settings WHERE name IN ('async_insert', 'wait_for_async_insert')")
+	if err != nil {
+		return nil, fmt.Errorf("read the server's insert settings: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var readonly uint8
+		if err := rows.Scan(&name, &readonly); err != nil {
+			return nil, fmt.Errorf("read the server's insert settings: %w", err)
+		}
+		fixed[name] = readonly != 0
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read the server's insert settings: %w", err)
+	}
+	return asyncInsertFix(fixed["async_insert"], fixed["wait_for_async_insert"])
+}
+
+// unwaitedAsync says whether an INSERT under these values of async_insert
+// and wait_for_async_insert is answered before its rows are written: then
+// cdc would acknowledge WAL for rows a ClickHouse crash can still lose.
+func unwaitedAsync(async, wait string) bool {
+	return async != "" && async != "0" && wait == "0"
+}
+
+// asyncInsertFix is what each INSERT sets where asynchronous inserts are
+// not waited for: asynchronous inserts off (cdc's INSERTs are large
+// already), or where the profile fixes that, waiting for them; an error
+// where it fixes both.
+func asyncInsertFix(asyncFixed, waitFixed bool) (clickhouse.Settings, error) {
+	switch {
+	case !asyncFixed:
+		return clickhouse.Settings{"async_insert": 0}, nil
+	case !waitFixed:
+		return clickhouse.Settings{"wait_for_async_insert": 1}, nil
+	}
+	return nil, errors.New("the ClickHouse user's settings answer an INSERT before its rows are written (async_insert = 1, wait_for_async_insert = 0) and its profile lets cdc change neither: cdc would acknowledge WAL for rows a ClickHouse crash can lose; set wait_for_async_insert = 1 or async_insert = 0 for this user")
 }

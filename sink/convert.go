@@ -385,12 +385,18 @@ func parseFixedString(chType string) func([]byte) ([]byte, error) {
 }
 
 // parseIPv4 refuses an IPv6 address, which clickhouse-go's IPv4 column
-// parses and then panics on; other text goes to its parse as it is.
+// parses and then panics on, and takes an IPv4-mapped one
+// (::ffff:192.0.2.1, as dual-stack servers log clients) as its IPv4
+// address; other text goes to clickhouse-go's parse as it is.
 func parseIPv4(b []byte) (any, error) {
-	if a, err := netip.ParseAddr(string(b)); err == nil && !a.Is4() {
-		return nil, fmt.Errorf("%q is an IPv6 address: it does not fit IPv4", clip(b))
+	a, err := netip.ParseAddr(string(b))
+	switch {
+	case err != nil || a.Is4():
+		return string(b), nil
+	case a.Is4In6():
+		return a.Unmap().String(), nil
 	}
-	return string(b), nil
+	return nil, fmt.Errorf("%q is an IPv6 address: it does not fit IPv4", clip(b))
 }
 
 func parseUUID(b []byte) (uuid.UUID, error) {
@@ -618,17 +624,19 @@ func parseFloat[T float32 | float64](bits int, name string) func([]byte) (T, err
 }
 
 // nonZeroMantissa says whether a number's digits before its exponent are
-// not all zeros: a value ParseFloat turned into 0 was not 0 then.
+// not all zeros: a value ParseFloat turned into 0 was not 0 then. A hex
+// float (0x1.8p-3, which ParseFloat reads too) has hex digits and a p
+// before its exponent.
 func nonZeroMantissa(b []byte) bool {
-	for _, c := range b {
-		switch {
-		case c == 'e' || c == 'E':
-			return false
-		case '1' <= c && c <= '9':
-			return true
-		}
+	s := strings.TrimLeft(string(b), "+-")
+	exp, digits := "eE", "123456789"
+	if len(s) > 1 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X') {
+		s, exp, digits = s[2:], "pP", "123456789abcdefABCDEF"
 	}
-	return false
+	if i := strings.IndexAny(s, exp); i >= 0 {
+		s = s[:i]
+	}
+	return strings.ContainsAny(s, digits)
 }
 
 // traceID extracts the trace id from a W3C traceparent

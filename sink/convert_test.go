@@ -79,8 +79,25 @@ func TestCellFor(t *testing.T) {
 		{typ: "Float64", in: text("1e-400"), wantErr: `"1e-400" is too small for a Float64: it would be stored as 0`},
 		{typ: "Float64", in: text("0.0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001"), wantErr: `"0.00000000000000000000000000000000000000000000000000000000000000…" is too small for a Float64: it would be stored as 0`},
 		{typ: "Float64", in: text("0.000e5"), want: 0.0},
+		{typ: "Float64", in: text("0xEp-2000"), wantErr: `"0xEp-2000" is too small for a Float64: it would be stored as 0`},
+		{typ: "Float32", in: text("-0x1p-200"), wantErr: `"-0x1p-200" is too small for a Float32: it would be stored as 0`},
+		{typ: "Float64", in: text("0x0p+5"), want: 0.0},
+		{typ: "Float64", in: text("0x1.8p1"), want: 3.0},
 		{typ: "Float32", in: text("0e-300"), want: float32(0)},
 		{typ: "Bool", in: text("f"), want: false},
+		{typ: "Bool", in: text("t"), want: true},
+		{typ: "Bool", in: text("true"), want: true},
+		{typ: "Bool", in: text("1"), want: true},
+		{typ: "Bool", in: text("0"), want: false},
+		{typ: "Bool", in: text("yes"), wantErr: `"yes" is not a boolean`},
+		{typ: "UInt8", in: text("f"), want: uint8(0)},
+		{typ: "UInt16", in: text("65535"), want: uint16(65535)},
+		{typ: "UInt16", in: text("65536"), wantErr: `"65536" does not fit UInt16`},
+		{typ: "UInt32", in: text("4294967296"), wantErr: `"4294967296" does not fit UInt32`},
+		{typ: "Int8", in: text("-128"), want: int8(-128)},
+		{typ: "Int8", in: text("128"), wantErr: `"128" does not fit Int8`},
+		{typ: "Int16", in: text("32768"), wantErr: `"32768" does not fit Int16`},
+		{typ: "Int64", in: text("-9223372036854775809"), wantErr: `"-9223372036854775809" does not fit Int64`},
 		{typ: "Nullable(String)", in: null, want: nil},
 		{typ: "Nullable(UInt8)", in: text("7"), want: uint8(7)},
 		{typ: "LowCardinality(String)", in: text("prod"), want: "prod"},
@@ -95,6 +112,7 @@ func TestCellFor(t *testing.T) {
 		{typ: "Nullable(IPv4)", in: text("2001:db8::1"), wantErr: `"2001:db8::1" is an IPv6 address: it does not fit IPv4`},
 		{typ: "IPv4", in: text("10.0.0.0/8"), wantErr: `"10.0.0.0/8" is not a IPv4: clickhouse [Append]: converting  to IPv4 is unsupported. invalid IP format`},
 		{typ: "IPv6", in: text("192.0.2.1"), want: "192.0.2.1"},
+		{typ: "IPv4", in: text("::ffff:192.0.2.1"), want: "192.0.2.1"},
 		{typ: "Decimal(9, 2)", in: text("1.50"), want: "1.5"},
 		{typ: "Decimal(9, 2)", in: null, want: nil}, // clickhouse-go's zero: 0
 		{typ: "Nullable(Decimal(9, 2))", in: null, want: nil},
@@ -372,6 +390,34 @@ func TestCells_WhatSetTakesAppendTakes(t *testing.T) {
 				}
 			}()
 		}
+	}
+}
+
+// One cell serves every row of an INSERT: a NULL leaves no trace on the
+// next value, the probe column keeps no row of any, and a value not in
+// text form is refused.
+func TestTextCell_ReusedAcrossRows(t *testing.T) {
+	c := newTextCell("Decimal(9, 2)")
+	for i, tc := range []struct {
+		in   decoder.Value
+		want any
+	}{{null, nil}, {text("1.50"), "1.5"}, {null, nil}, {text("2"), "2"}, {text("-0.01"), "-0.01"}} {
+		if err := c.set(tc.in); err != nil {
+			t.Fatalf("row %d: %v", i, err)
+		}
+		got := c.value()
+		if d, ok := got.(decimal.Decimal); ok {
+			got = d.String()
+		}
+		if got != tc.want {
+			t.Errorf("row %d: value %v, want %v", i, got, tc.want)
+		}
+	}
+	if n := c.probe.Rows(); n != 0 {
+		t.Errorf("the probe column holds %d rows after five values, want 0", n)
+	}
+	if err := c.set(decoder.Value{Kind: decoder.ValueBinary, Data: []byte{1}}); !errors.Is(err, errNotText) {
+		t.Errorf("a binary value: %v, want errNotText", err)
 	}
 }
 

@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,9 @@ func TestCheckDSN(t *testing.T) {
 		{"clickhouse://u:pw@ch:9000/db?compress=zstd&conn_max_lifetime=1h", ""},
 		{"clickhouse://u:pw@ch:9000/db?max_open_conns=20", "max_open_conns: cdc sizes its own connections (CDC_INSERTS_IN_FLIGHT): remove it"},
 		{"clickhouse://u:pw@ch:9000/db?max_idle_conns=1", "max_idle_conns: cdc sizes its own connections"},
+		{"clickhouse://u:pw@ch:9000/db?conn_max_lifetime=-1s", "conn_max_lifetime -1s must be positive"},
+		{"clickhouse://u:pw@ch:9000/db?conn_max_lifetime=0s", "conn_max_lifetime 0s must be positive"},
+		{"clickhouse://u:pw@ch:9000/db?compress=", ""},
 	} {
 		err := CheckDSN(tc.dsn)
 		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
@@ -50,6 +54,7 @@ func TestClientOptions(t *testing.T) {
 		{"clickhouse://u@ch/db?compress=0", clickhouse.CompressionNone, 10 * time.Minute},
 		{"clickhouse://u@ch/db?compress=none", clickhouse.CompressionNone, 10 * time.Minute},
 		{"clickhouse://u@ch/db?compress=true", clickhouse.CompressionLZ4, 10 * time.Minute},
+		{"clickhouse://u@ch/db?compress=", clickhouse.CompressionLZ4, 10 * time.Minute},
 		{"clickhouse://u@ch/db?compress=zstd&conn_max_lifetime=1h", clickhouse.CompressionZSTD, time.Hour},
 	} {
 		opts, err := clientOptions(tc.dsn)
@@ -58,6 +63,44 @@ func TestClientOptions(t *testing.T) {
 		}
 		if opts.Compression == nil || opts.Compression.Method != tc.method || opts.ConnMaxLifetime != tc.lifetime {
 			t.Errorf("%s: compression %+v, lifetime %v; want %v, %v", tc.dsn, opts.Compression, opts.ConnMaxLifetime, tc.method, tc.lifetime)
+		}
+	}
+}
+
+// An INSERT is answered before its rows are written only with
+// asynchronous inserts on and not waited for; cdc then turns them off,
+// or waits for them where the profile fixes async_insert, and refuses to
+// go on where it fixes both.
+func TestAsyncInsertFix(t *testing.T) {
+	for _, tc := range []struct {
+		async, wait string
+		unwaited    bool
+	}{
+		{"", "", false}, {"0", "0", false}, {"1", "1", false}, {"1", "", false}, {"1", "0", true}, {"2", "0", true},
+	} {
+		if got := unwaitedAsync(tc.async, tc.wait); got != tc.unwaited {
+			t.Errorf("unwaitedAsync(%q, %q) = %v, want %v", tc.async, tc.wait, got, tc.unwaited)
+		}
+	}
+	for _, tc := range []struct {
+		asyncFixed, waitFixed bool
+		want                  string
+	}{
+		{false, false, "map[async_insert:0]"},
+		{false, true, "map[async_insert:0]"},
+		{true, false, "map[wait_for_async_insert:1]"},
+		{true, true, "error"},
+	} {
+		s, err := asyncInsertFix(tc.asyncFixed, tc.waitFixed)
+		got := fmt.Sprint(map[string]any(s))
+		if err != nil {
+			got = "error"
+			if !strings.Contains(err.Error(), "set wait_for_async_insert = 1 or async_insert = 0 for this user") {
+				t.Errorf("error %q does not say what to set", err)
+			}
+		}
+		if got != tc.want {
+			t.Errorf("asyncInsertFix(%v, %v) = %s, want %s", tc.asyncFixed, tc.waitFixed, got, tc.want)
 		}
 	}
 }

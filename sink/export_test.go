@@ -28,10 +28,16 @@ func SetExactLimit(n int) (restore func()) {
 	return func() { exactLimit = old }
 }
 
-// SetAsyncInserts makes c believe the server knows async_insert or not,
-// until it reads event_log's columns again.
-func SetAsyncInserts(c *ClickHouse, known bool) {
+// SetInsertSettings sets what c's INSERTs send, until it reads
+// event_log's columns again; InsertSettings reads it.
+func SetInsertSettings(c *ClickHouse, s map[string]any) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.asyncInserts = known
+	c.insertSettings = s
+}
+
+func InsertSettings(c *ClickHouse) map[string]any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.insertSettings
 }
