@@ -161,11 +161,14 @@ func checkSDKSettings(getenv func(string) string) error {
 		}
 		if v := strings.TrimSpace(getenv(prefix + "HEADERS")); v != "" {
 			for _, h := range strings.Split(v, ",") {
+				if strings.TrimSpace(h) == "" {
+					continue // the SDK skips an empty entry
+				}
 				k, val, ok := strings.Cut(h, "=")
-				_, kerr := url.PathUnescape(k)
+				key, kerr := url.PathUnescape(strings.TrimSpace(k))
 				_, verr := url.PathUnescape(val)
-				if !ok || strings.TrimSpace(k) == "" || kerr != nil || verr != nil {
-					return &ConfigError{Var: prefix + "HEADERS", Err: errors.New("want key=value pairs separated by commas, values URL-encoded")}
+				if !ok || kerr != nil || verr != nil || !headerKey(key) {
+					return &ConfigError{Var: prefix + "HEADERS", Err: errors.New("want key=value pairs separated by commas, keys HTTP tokens, values URL-encoded")}
 				}
 			}
 		}
@@ -181,7 +184,7 @@ func checkSDKSettings(getenv func(string) string) error {
 		}
 	}
 	ratio := false
-	switch v := strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER")); v {
+	switch v := strings.ToLower(strings.TrimSpace(getenv("OTEL_TRACES_SAMPLER"))); v { // the SDK ignores case
 	case "", "always_on", "always_off", "parentbased_always_on", "parentbased_always_off":
 	case "traceidratio", "parentbased_traceidratio":
 		ratio = true
@@ -194,13 +197,31 @@ func checkSDKSettings(getenv func(string) string) error {
 		}
 	}
 	for _, name := range []string{"OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_EXPORT_TIMEOUT", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"} {
+		least := 1
+		if name == "OTEL_BSP_EXPORT_TIMEOUT" {
+			least = 0 // no timeout, to the SDK
+		}
 		if v := strings.TrimSpace(getenv(name)); v != "" {
-			if n, err := strconv.Atoi(v); err != nil || n <= 0 {
-				return &ConfigError{Var: name, Err: fmt.Errorf("want a positive whole number, got %q", v)}
+			if n, err := strconv.Atoi(v); err != nil || n < least {
+				return &ConfigError{Var: name, Err: fmt.Errorf("want a whole number of at least %d, got %q", least, v)}
 			}
 		}
 	}
 	return nil
+}
+
+// headerKey says whether k is an HTTP header name (RFC 9110's token),
+// the only kind the SDK sends; it drops any other with a line on stderr.
+func headerKey(k string) bool {
+	if k == "" {
+		return false
+	}
+	for _, c := range k {
+		if c > 0x7e || c <= ' ' || strings.ContainsRune("\"(),/:;<=>?@[\\]{}", c) {
+			return false
+		}
+	}
+	return true
 }
 
 // hideUserinfo is an endpoint as a message may show it: what comes before

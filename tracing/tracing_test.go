@@ -134,6 +134,10 @@ func TestSetup_OffOrBadConfig(t *testing.T) {
 		{name: "batch delay", wantVar: "OTEL_BSP_SCHEDULE_DELAY",
 			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_BSP_SCHEDULE_DELAY": "5s"}},
 		{name: "sdk settings unread while off", env: map[string]string{"OTEL_EXPORTER_OTLP_TIMEOUT": "5s", "OTEL_TRACES_SAMPLER": "bogus"}},
+		{name: "header key not a token", wantVar: "OTEL_EXPORTER_OTLP_HEADERS",
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_HEADERS": "my key=v"}},
+		{name: "batch export timeout negative", wantVar: "OTEL_BSP_EXPORT_TIMEOUT",
+			env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_BSP_EXPORT_TIMEOUT": "-1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -368,13 +372,15 @@ func TestTraceparents(t *testing.T) {
 // Well-formed SDK settings pass, and tracing is on.
 func TestSetup_TakesWellFormedSDKSettings(t *testing.T) {
 	env := map[string]string{
-		"OTEL_EXPORTER_OTLP_ENDPOINT":    "http://127.0.0.1:1",
-		"OTEL_EXPORTER_OTLP_TIMEOUT":     "5000",
-		"OTEL_EXPORTER_OTLP_HEADERS":     "authorization=Bearer%20abc,x-tenant=7",
-		"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
-		"OTEL_TRACES_SAMPLER":            "parentbased_traceidratio",
-		"OTEL_TRACES_SAMPLER_ARG":        "0.25",
-		"OTEL_BSP_MAX_QUEUE_SIZE":        "4096",
+		"OTEL_EXPORTER_OTLP_ENDPOINT":       "http://127.0.0.1:1",
+		"OTEL_EXPORTER_OTLP_TIMEOUT":        "5000",
+		"OTEL_EXPORTER_OTLP_HEADERS":        "authorization=Bearer%20abc,x-tenant=7",
+		"OTEL_EXPORTER_OTLP_COMPRESSION":    "gzip",
+		"OTEL_TRACES_SAMPLER":               "ParentBased_TraceIdRatio",
+		"OTEL_TRACES_SAMPLER_ARG":           "0.25",
+		"OTEL_BSP_MAX_QUEUE_SIZE":           "4096",
+		"OTEL_BSP_EXPORT_TIMEOUT":           "0",
+		"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-api-key=abc%20def,",
 	}
 	tp, shutdown, err := tracing.Setup(context.Background(), envOf(env), "test")
 	if err != nil {
