@@ -625,8 +625,11 @@ func waitStreaming(ctx context.Context, w *world, c *connector) (int, error) {
 		if err := c.exited(); err != nil {
 			return 0, err
 		}
+		// By the slot, not by application_name, which PGAPPNAME or the
+		// DSN may set to anything.
 		var pid int
-		err := w.pg.QueryRow(ctx, `SELECT pid FROM pg_stat_replication WHERE application_name = 'cdc' AND state = 'streaming'`).Scan(&pid)
+		err := w.pg.QueryRow(ctx, `SELECT r.pid FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid
+			WHERE s.slot_name = $1 AND r.state = 'streaming'`, w.slot).Scan(&pid)
 		if err == nil {
 			return pid, nil
 		}
