@@ -2,6 +2,7 @@ package sink_test
 
 import (
 	"cmp"
+	"hash/fnv"
 	"maps"
 	"math"
 	"math/rand/v2"
@@ -332,5 +333,85 @@ func TestReader_ExactEvents(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// EventHash is 64-bit FNV-1a of the event id's 16 bytes, never 0.
+func TestEventHash_IsFNV1a(t *testing.T) {
+	for _, s := range []string{"4bf92f35-77b3-4da6-a3ce-929d0e0e4736", "00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"} {
+		id := uuid.MustParse(s)
+		h := fnv.New64a()
+		h.Write(id[:])
+		if got, want := sink.EventHash(id), max(h.Sum64(), 1); got != want {
+			t.Errorf("EventHash(%s) = %#x, want %#x", s, got, want)
+		}
+	}
+}
+
+// Two sets read with their events merge them: each position keeps its
+// event, one in both with another event there holds two (and matches
+// neither), and the positions past the end of either list are kept.
+func TestPositions_AddAllMergesExactEvents(t *testing.T) {
+	read := func(entries ...[3]uint64) *sink.Positions {
+		var r sink.Reader
+		for _, e := range entries {
+			if !r.Add(pos(pglogrepl.LSN(e[0]), e[1]), e[2]) {
+				t.Fatal("the reader refused a position")
+			}
+		}
+		return r.Set()
+	}
+	a := read([3]uint64{0x10, 1, 11}, [3]uint64{0x10, 2, 12}, [3]uint64{0x10, 3, 13})
+	b := read([3]uint64{0x10, 2, 12}, [3]uint64{0x10, 3, 99}, [3]uint64{0x10, 5, 15}, [3]uint64{0x20, 1, 21})
+	a.AddAll(b)
+	for _, tc := range []struct {
+		at    sink.Position
+		event uint64
+		want  bool
+	}{
+		{pos(0x10, 1), 11, true}, {pos(0x10, 1), 12, false},
+		{pos(0x10, 2), 12, true},
+		{pos(0x10, 3), 13, false}, {pos(0x10, 3), 99, false}, // two events there
+		{pos(0x10, 5), 15, true}, {pos(0x10, 5), 11, false},
+		{pos(0x20, 1), 21, true},
+		{pos(0x10, 4), 14, false}, {pos(0, 0), 1, false},
+	} {
+		if got := a.Match(tc.at, tc.event); got != tc.want {
+			t.Errorf("Match(%s, %d) = %v, want %v", tc.at, tc.event, got, tc.want)
+		}
+	}
+	if a.Len() != 5 {
+		t.Errorf("%d positions, want 5", a.Len())
+	}
+}
+
+// A run's first position learns its event when it is added again with
+// one, and keeps it when added again without; a run joined to the one
+// before it keeps "two events there".
+func TestPositions_RunEvents(t *testing.T) {
+	var p sink.Positions
+	p.Add(pos(0x10, 1))
+	p.AddEvent(pos(0x10, 1), 7)
+	if p.Match(pos(0x10, 1), 8) || !p.Match(pos(0x10, 1), 7) {
+		t.Errorf("a position added again with its event: Match(8) %v, Match(7) %v; want false, true",
+			p.Match(pos(0x10, 1), 8), p.Match(pos(0x10, 1), 7))
+	}
+	p.Add(pos(0x10, 1))
+	if !p.Match(pos(0x10, 1), 7) {
+		t.Error("a position added again without an event lost the one it had")
+	}
+
+	var q sink.Positions
+	q.Add(pos(0x20, 1))
+	q.AddEvent(pos(0x20, 3), 5)
+	q.AddEvent(pos(0x20, 3), 6) // two events at 3
+	q.Add(pos(0x20, 2))         // joins 1..1 and 3..3
+	if q.Runs() != 1 {
+		t.Fatalf("%d runs, want 1", q.Runs())
+	}
+	for _, e := range []uint64{5, 6, 0} {
+		if q.Match(pos(0x20, 3), e) {
+			t.Errorf("Match(0/20#3, %d) = true in a run that holds two events there", e)
+		}
 	}
 }
