@@ -99,6 +99,23 @@ func TestLoad_Bounds(t *testing.T) {
 	}
 }
 
+// The bounds themselves are taken: 16 INSERTs in flight, every level up
+// to error.
+func TestLoad_LimitsInclusive(t *testing.T) {
+	c, err := Load(env(with("CDC_INSERTS_IN_FLIGHT", "16", "CDC_LOG_LEVEL", "error")))
+	if err != nil || c.InsertsInFlight != 16 || c.LogLevel != zapcore.ErrorLevel {
+		t.Fatalf("got %d, %s, %v; want 16, error", c.InsertsInFlight, c.LogLevel, err)
+	}
+	for _, lvl := range []string{"debug", "info", "warn"} {
+		if c, err := Load(env(with("CDC_LOG_LEVEL", lvl))); err != nil || c.LogLevel.String() != lvl {
+			t.Errorf("CDC_LOG_LEVEL=%s: %s, %v", lvl, c.LogLevel, err)
+		}
+	}
+	if _, err := Load(env(with("CDC_METRICS_ADDR", "127.0.0.1:65536"))); err == nil || !strings.Contains(err.Error(), "CDC_METRICS_ADDR") {
+		t.Errorf("CDC_METRICS_ADDR=127.0.0.1:65536: %v, want refused", err)
+	}
+}
+
 // 0 turns the receive timeout off, as 0 turns off wal_receiver_timeout.
 func TestLoad_ReceiveTimeoutOff(t *testing.T) {
 	c, err := Load(env(with("CDC_PG_RECEIVE_TIMEOUT", "0")))
@@ -118,7 +135,7 @@ func TestLoad_ReceiveBufferOff(t *testing.T) {
 }
 
 func TestLoad_MetricsAddrForms(t *testing.T) {
-	for _, v := range []string{":9187", "127.0.0.1:9999", "[::1]:9187", "localhost:0", "off"} {
+	for _, v := range []string{":9187", "127.0.0.1:9999", "[::1]:9187", "localhost:0", "127.0.0.1:65535", "off"} {
 		c, err := Load(env(with("CDC_METRICS_ADDR", v)))
 		if err != nil || c.MetricsAddr != v {
 			t.Fatalf("CDC_METRICS_ADDR=%q: %q, %v", v, c.MetricsAddr, err)
@@ -236,6 +253,7 @@ func TestParseBytes(t *testing.T) {
 	}{
 		{"1048576", 1 << 20}, {"512KiB", 512 << 10}, {"16MiB", 16 << 20}, {"1GiB", 1 << 30},
 		{"10MB", 10_000_000}, {"3 KB", 3000}, {"100B", 100},
+		{"2GB", 2_000_000_000}, {"1024GiB", 1 << 40}, {"1099511627776", 1 << 40},
 	}
 	for _, tt := range tests {
 		got, err := ParseBytes(tt.in)
@@ -243,7 +261,7 @@ func TestParseBytes(t *testing.T) {
 			t.Errorf("ParseBytes(%q) = %d, %v; want %d", tt.in, got, err, tt.want)
 		}
 	}
-	for _, bad := range []string{"", "MiB", "-1", "0", "1.5MiB", "2TB"} {
+	for _, bad := range []string{"", "MiB", "-1", "0", "1.5MiB", "2TB", "1025GiB", "1099511627777", "1100GB"} {
 		if _, err := ParseBytes(bad); err == nil {
 			t.Errorf("ParseBytes(%q): want error", bad)
 		}

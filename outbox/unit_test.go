@@ -375,3 +375,30 @@ type withTags struct {
 type inner struct{ IP net.IP }
 
 type withInner struct{ inner }
+
+// The context's size limit: DefaultMaxContextBytes for a zero Publisher,
+// a context exactly at MaxContextBytes passes, one byte more does not; a
+// []byte field of a marshaled context is base64, never a UTF-8 question.
+func TestPublish_ContextLimitAndBinaryFields(t *testing.T) {
+	ctx := context.Background()
+	publish := func(pub outbox.Publisher, c any) error {
+		ev := good()
+		ev.Context = c
+		var rec outboxtest.Recorder
+		return pub.Publish(ctx, &rec, ev)
+	}
+	big := json.RawMessage(`"` + strings.Repeat("x", outbox.DefaultMaxContextBytes-2) + `"`)
+	if err := publish(outbox.Publisher{}, big); err != nil {
+		t.Errorf("a context of DefaultMaxContextBytes: %v", err)
+	}
+	bigger := json.RawMessage(`"` + strings.Repeat("x", outbox.DefaultMaxContextBytes-1) + `"`)
+	if err := publish(outbox.Publisher{}, bigger); !errors.Is(err, outbox.ErrContextTooLarge) {
+		t.Errorf("a context one byte over DefaultMaxContextBytes: %v, want ErrContextTooLarge", err)
+	}
+	if err := publish(outbox.Publisher{MaxContextBytes: 9}, json.RawMessage(`"1234567"`)); err != nil {
+		t.Errorf("a context of exactly MaxContextBytes: %v", err)
+	}
+	if err := publish(outbox.Publisher{}, struct{ Blob []byte }{[]byte{0xff, 0xfe, 0}}); err != nil {
+		t.Errorf("a []byte field that is not UTF-8: %v, want it taken (base64)", err)
+	}
+}
