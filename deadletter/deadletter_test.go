@@ -10,8 +10,6 @@ import (
 	"testing"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcdc/cdc/deadletter"
 	"github.com/eventcdc/cdc/decoder"
@@ -87,42 +85,17 @@ func TestStore_PutCommitsDurablyUnderAsynchronousCommit(t *testing.T) {
 		}
 	}
 
-	cfg, err := pgxpool.ParseConfig(pool.Config().ConnString())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
-	rec := &batchStatements{}
-	cfg.ConnConfig.Tracer = rec
-	async, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer async.Close()
+	async, rec := testenv.RecordedPool(t, pool, map[string]string{"synchronous_commit": "off"})
 	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "event_type"}}}
 	row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("x")}}, Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}
 	if err := deadletter.New(async).Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
 		t.Fatal(err)
 	}
-	if len(rec.sql) != 2 || rec.sql[0] != deadletter.DurableCommit || !strings.HasPrefix(rec.sql[1], "INSERT INTO cdc_dead_letter") {
-		t.Fatalf("Put's transaction ran %q; want DurableCommit, then the INSERT", rec.sql)
+	if sql := rec.SQL(); len(sql) != 4 || sql[0] != "begin" || sql[1] != deadletter.DurableCommit ||
+		!strings.HasPrefix(sql[2], "INSERT INTO cdc_dead_letter") || sql[3] != "commit" {
+		t.Fatalf("Put ran %q; want begin, DurableCommit, the INSERT, commit", sql)
 	}
 }
-
-// batchStatements records the SQL of the queries of every batch sent.
-type batchStatements struct{ sql []string }
-
-func (b *batchStatements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	return ctx
-}
-func (b *batchStatements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-func (b *batchStatements) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
-	return ctx
-}
-func (b *batchStatements) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
-	b.sql = append(b.sql, d.SQL)
-}
-func (b *batchStatements) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
 
 // A row already set aside — the same event with the same values — is not
 // added again, whoever sets it aside and at whatever position; the first

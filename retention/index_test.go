@@ -149,45 +149,21 @@ func TestSweep_LaterBatchesSkipWhatTheSweepDeleted(t *testing.T) {
 	// Sweep itself, on a pool that records its statements: the first
 	// batch from the head, each later one past the key the one before
 	// returned.
-	cfg, err := pgxpool.ParseConfig(pool.Config().ConnString())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := &statements{}
-	cfg.ConnConfig.Tracer = rec
-	traced, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer traced.Close()
+	traced, rec := testenv.RecordedPool(t, pool, nil)
 	c := &retention.Cleaner{Pool: traced, Keep: 24 * time.Hour, BatchSize: 30}
 	if deleted, err := c.Sweep(ctx); err != nil || deleted != 100 {
 		t.Fatalf("sweep deleted %d rows, %v; want the 100 left", deleted, err)
 	}
-	if len(rec.sql) != 4 || rec.sql[0] != retention.SweepFirst {
-		t.Fatalf("sweep ran %d statements, the first %.60q; want 4, the first SweepFirst", len(rec.sql), rec.sql)
+	sql, args := rec.SQL(), rec.Args()
+	if len(sql) != 4 || sql[0] != retention.SweepFirst {
+		t.Fatalf("sweep ran %d statements, the first %.60q; want 4, the first SweepFirst", len(sql), sql)
 	}
 	for i, key := range want {
-		if rec.sql[i+1] != retention.SweepBatch {
-			t.Fatalf("statement %d is %.60q; want SweepBatch", i+1, rec.sql[i+1])
+		if sql[i+1] != retention.SweepBatch {
+			t.Fatalf("statement %d is %.60q; want SweepBatch", i+1, sql[i+1])
 		}
-		if got := rec.args[i+1][3]; got != key {
+		if got := args[i+1][3]; got != key {
 			t.Errorf("batch %d started past %v; want %s", i+1, got, key)
 		}
 	}
 }
-
-// statements records the SQL and arguments of every query run on a
-// connection, in order.
-type statements struct {
-	sql  []string
-	args [][]any
-}
-
-func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
-	s.sql = append(s.sql, d.SQL)
-	s.args = append(s.args, d.Args)
-	return ctx
-}
-
-func (s *statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
