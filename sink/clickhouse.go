@@ -890,46 +890,40 @@ func (c *ClickHouse) insertContext(ctx context.Context) context.Context {
 // returns what each of cdc's must set (asyncInsertFix). A server without
 // asynchronous inserts (before 21.11) lists neither setting.
 func (c *ClickHouse) readInsertSettings(ctx context.Context) (clickhouse.Settings, error) {
-	values := map[string]string{}
-	rows, err := c.conn.Query(ctx, "SELECT name, value FROM system.settings WHERE name IN ('async_insert', 'wait_for_async_insert')")
-	if err != nil {
-		return nil, fmt.Errorf("read the server's insert settings: %w", err)
-	}
-	for rows.Next() {
-		var name, value string
-		if err := rows.Scan(&name, &value); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read the server's insert settings: %w", err)
-		}
-		values[name] = value
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read the server's insert settings: %w", err)
-	}
-	if !unwaitedAsync(values["async_insert"], values["wait_for_async_insert"]) {
-		return nil, nil
+	values, err := c.asyncSettings(ctx, "value")
+	if err != nil || !unwaitedAsync(values["async_insert"], values["wait_for_async_insert"]) {
+		return nil, err
 	}
 	// Which of the two the user may change: a server that has them has
 	// system.settings.readonly too.
-	fixed := map[string]bool{}
-	rows, err = c.conn.Query(ctx, "SELECT name, readonly FROM system.settings WHERE name IN ('async_insert', 'wait_for_async_insert')")
+	readonly, err := c.asyncSettings(ctx, "readonly")
+	if err != nil {
+		return nil, err
+	}
+	return asyncInsertFix(readonly["async_insert"] != "0", readonly["wait_for_async_insert"] != "0")
+}
+
+// asyncSettings reads one column of system.settings, as text, for
+// async_insert and wait_for_async_insert: no entry for a setting the
+// server does not have.
+func (c *ClickHouse) asyncSettings(ctx context.Context, column string) (map[string]string, error) {
+	rows, err := c.conn.Query(ctx, "SELECT name, toString("+column+") FROM system.settings WHERE name IN ('async_insert', 'wait_for_async_insert')")
 	if err != nil {
 		return nil, fmt.Errorf("read the server's insert settings: %w", err)
 	}
 	defer rows.Close()
+	out := map[string]string{}
 	for rows.Next() {
-		var name string
-		var readonly uint8
-		if err := rows.Scan(&name, &readonly); err != nil {
+		var name, v string
+		if err := rows.Scan(&name, &v); err != nil {
 			return nil, fmt.Errorf("read the server's insert settings: %w", err)
 		}
-		fixed[name] = readonly != 0
+		out[name] = v
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read the server's insert settings: %w", err)
 	}
-	return asyncInsertFix(fixed["async_insert"], fixed["wait_for_async_insert"])
+	return out, nil
 }
 
 // unwaitedAsync says whether an INSERT under these values of async_insert
