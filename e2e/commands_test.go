@@ -348,15 +348,29 @@ func TestCommands_BackfillSetsInfinityRowsAsideAsTheConnectorDoes(t *testing.T) 
 	}
 
 	settings := map[string]string{"CDC_BATCH_MAX_ROWS": "3"}
-	out, stderr, code := w.runOperator(settings, "backfill", "--since", "2026-01-01T00:00:00Z")
-	wantOut := "backfill since 2026-01-01T00:00:00Z: 13 outbox rows read, 9 shipped to event_log, 4 refused (dead letters)\n"
+	// --until bounds the window, exclusively: the seven rows tied at it
+	// are left out, the row at --since is in.
+	out, stderr, code := w.runOperator(settings, "backfill", "--since", "2026-03-01T10:00:00Z", "--until", "2026-04-04T04:04:04.5Z")
+	wantOut := "backfill since 2026-03-01T10:00:00Z until 2026-04-04T04:04:04.5Z: 1 outbox rows read, 1 shipped to event_log, 0 refused (dead letters)\n"
+	if code != 0 || out != wantOut {
+		t.Fatalf("backfill --until exited %d:\n%q\nwant %q\n%s", code, out, wantOut, stderr)
+	}
+	var stored []string
+	for id := range w.chEvents("") {
+		stored = append(stored, id.String())
+	}
+	sameIDs(t, "event_log after backfill --until", stored, finite[:1])
+
+	out, stderr, code = w.runOperator(settings, "backfill", "--since", "2026-01-01T00:00:00Z")
+	wantOut = "backfill since 2026-01-01T00:00:00Z: 13 outbox rows read, 9 shipped to event_log, 4 refused (dead letters)\n"
 	if code != 1 || out != wantOut || !strings.Contains(stderr, "4 rows refused by ClickHouse and set aside: cdc deadletter list") {
 		t.Fatalf("backfill exited %d:\n%q\nwant exit 1 and %q\n%s", code, out, wantOut, stderr)
 	}
-	if n := w.chCount("SELECT count() FROM event_log"); n != 9 {
-		t.Fatalf("%d rows in event_log after backfill, want 9", n)
+	// The row the bounded run shipped is there twice until a merge.
+	if n := w.chCount("SELECT count() FROM event_log"); n != 10 {
+		t.Fatalf("%d rows in event_log after backfill, want 10", n)
 	}
-	var stored []string
+	stored = stored[:0]
 	for id := range w.chEvents("") {
 		stored = append(stored, id.String())
 	}
@@ -388,6 +402,18 @@ func TestCommands_BackfillSetsInfinityRowsAsideAsTheConnectorDoes(t *testing.T) 
 	}
 	sameIDs(t, "dead letters of backfill --since -infinity", lettered, minusInf)
 	letters = append(letters, again...)
+
+	// -infinity up to a bound: the rows at -infinity (refused again, not
+	// set aside twice), the row before 2026, and the finite rows up to and
+	// including 2026-05-01T10:00:00Z; not those at infinity.
+	out, stderr, code = w.runOperator(settings, "backfill", "--since", "-infinity", "--until", "2026-05-01T10:00:00.000001Z")
+	wantOut = "backfill since -infinity until 2026-05-01T10:00:00.000001Z: 12 outbox rows read, 10 shipped to event_log, 2 refused (dead letters)\n"
+	if code != 1 || out != wantOut {
+		t.Fatalf("backfill --since -infinity --until exited %d:\n%q\nwant exit 1 and %q\n%s", code, out, wantOut, stderr)
+	}
+	if n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`); n != 6 {
+		t.Fatalf("%d dead letters after backfill --since -infinity --until, want the 6 there were", n)
+	}
 
 	// The connector streams the same inserts from the slot `cdc migrate`
 	// created: it stores the finite rows and refuses the rows at ±infinity
@@ -686,6 +712,8 @@ func TestCommands_BadFlagsExitTwo(t *testing.T) {
 		{[]string{"backfill"}, "cdc backfill: --since is required"},
 		{[]string{"backfill", "--since", "2026-13-01T00:00:00Z"}, `cdc backfill: --since "2026-13-01T00:00:00Z" is not an RFC 3339 time`},
 		{[]string{"backfill", "--since", "infinity"}, `cdc backfill: --since "infinity" is not an RFC 3339 time, e.g. 2026-03-01T00:00:00Z, or -infinity`},
+		{[]string{"backfill", "--since", "2026-03-01T00:00:00Z", "--until", "infinity"}, `cdc backfill: --until "infinity" is not an RFC 3339 time`},
+		{[]string{"backfill", "--since", "2026-03-01T00:00:00Z", "--until", "2026-03-01T00:00:00+00:00"}, "cdc backfill: --until 2026-03-01T00:00:00Z is not after --since 2026-03-01T00:00:00Z: no row lies between them"},
 		{[]string{"deadletter"}, "cdc deadletter: want a subcommand: list [--json] [--limit N] or replay [--id N]"},
 		{[]string{"deadletter", "purge"}, `cdc deadletter: unknown subcommand "purge"`},
 		{[]string{"deadletter", "list", "--limit", "0"}, "cdc deadletter: --limit 0 must be positive"},

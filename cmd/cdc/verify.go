@@ -82,6 +82,27 @@ func parseSince(s string) (time.Time, error) {
 	return t, nil
 }
 
+// parseUntil reads backfill's optional --until, an exclusive upper bound:
+// empty is none (the zero time). It must lie after since, or the backfill
+// would read nothing and say it succeeded.
+func parseUntil(s string, since time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, usageErr("--until %q is not an RFC 3339 time, e.g. 2026-03-01T00:00:00Z", s)
+	}
+	if !since.IsZero() && !t.After(since) {
+		return time.Time{}, usageErr("--until %s is not after --since %s: no row lies between them", formatSince(t), formatSince(since))
+	}
+	if t.IsZero() {
+		// The zero time is the scanner's "no upper bound".
+		return time.Time{}, usageErr("--until %s is the earliest time RFC 3339 writes: give a later one", s)
+	}
+	return t, nil
+}
+
 // resumeSince is the --since that ships what a failed backfill left, from
 // the first row it did not store; false when that row is dated infinity,
 // which no --since names (docs/operations.md, Rows dated infinity). A
@@ -103,6 +124,20 @@ func resumeSince(t pgtype.Timestamptz) (string, bool) {
 	default:
 		return u.Format(time.RFC3339Nano), true
 	}
+}
+
+// resumeHint tells the operator how to ship what a failed backfill left:
+// from its resume point, within the same --until.
+func resumeHint(resume pgtype.Timestamptz, until time.Time) (string, bool) {
+	from, ok := resumeSince(resume)
+	if !ok {
+		return "", false
+	}
+	cmd := "cdc backfill --since " + from
+	if !until.IsZero() {
+		cmd += " --until " + formatSince(until)
+	}
+	return fmt.Sprintf("every row before %s is stored; to go on from there: %s", from, cmd), true
 }
 
 // formatSince prints a --since as given: the zero time is -infinity.
@@ -231,10 +266,15 @@ func printIDs(w io.Writer, ids []string, total int64) {
 func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout io.Writer, log *zap.Logger) error {
 	fs := flag.NewFlagSet("backfill", flag.ContinueOnError)
 	sinceFlag := fs.String("since", "", "re-ship outbox rows with event_date_time >= TIME ("+sinceHelp+")")
+	untilFlag := fs.String("until", "", "and event_date_time < TIME (an RFC 3339 time; default: no upper bound, rows inserted while the backfill runs included)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	since, err := parseSince(*sinceFlag)
+	if err != nil {
+		return err
+	}
+	until, err := parseUntil(*untilFlag, since)
 	if err != nil {
 		return err
 	}
@@ -254,17 +294,21 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 	if err != nil {
 		return err
 	}
-	sc := backfill.NewScanner(pool, rel, since, time.Time{}, cfg.BatchMaxRows, cfg.BatchMaxBytes, true)
+	sc := backfill.NewScanner(pool, rel, since, until, cfg.BatchMaxRows, cfg.BatchMaxBytes, true)
 	res, err := backfill.Ship(ctx, sc, rel, ch, deadletter.New(pool), cfg.BatchMaxBytes, func(r backfill.ShipResult) {
 		log.Info("backfill batch stored", zap.Int("shipped", r.Shipped), zap.Int("dead_letters", r.DeadLetters))
 	}, func(err error, wait time.Duration) {
 		log.Warn("storing a backfill batch failed; retrying", zap.Error(err), zap.Duration("retry_in", wait))
 	})
+	window := formatSince(since)
+	if !until.IsZero() {
+		window += " until " + formatSince(until)
+	}
 	fmt.Fprintf(stdout, "backfill since %s: %d outbox rows read, %d shipped to %s, %d refused (dead letters)\n",
-		formatSince(since), res.Read, res.Shipped, sink.Table, res.DeadLetters)
+		window, res.Read, res.Shipped, sink.Table, res.DeadLetters)
 	if err != nil {
-		if from, ok := resumeSince(res.Resume); ok {
-			fmt.Fprintf(stdout, "every row before %s is stored; to go on from there: cdc backfill --since %s\n", from, from)
+		if hint, ok := resumeHint(res.Resume, until); ok {
+			fmt.Fprintln(stdout, hint)
 		}
 		return err
 	}
