@@ -238,7 +238,7 @@ func insertCases() []decodeCase {
 	const id = 16385
 	row := []Value{
 		text("0195a8e2-7c3d-7a10-9b4e-3f2d1c0b0a01"), text("order.created"), text("2025-03-01 12:00:00.123456+00"),
-		text(""), {Kind: ValueBinary, Data: []byte{0, 1, 0xFF}}, unchanged, null,
+		text(""), {Kind: ValueBinary, Data: []byte(`{"a":1}`)}, unchanged, null,
 	}
 	good := insertMsg(id, row...)
 	return []decodeCase{
@@ -246,12 +246,12 @@ func insertCases() []decodeCase {
 			name:   "insert",
 			before: announced(),
 			data:   good,
-			want: Message{Kind: KindInsert, Relation: outboxRelation(id), Size: 36 + 13 + 29 + 0 + 3, Values: []Value{
+			want: Message{Kind: KindInsert, Relation: outboxRelation(id), Size: 36 + 13 + 29 + 0 + 7, Values: []Value{
 				{Kind: ValueText, Data: []byte("0195a8e2-7c3d-7a10-9b4e-3f2d1c0b0a01")},
 				{Kind: ValueText, Data: []byte("order.created")},
 				{Kind: ValueText, Data: []byte("2025-03-01 12:00:00.123456+00")},
 				{Kind: ValueText, Data: []byte{}}, // empty, not NULL
-				{Kind: ValueBinary, Data: []byte{0, 1, 0xFF}},
+				{Kind: ValueText, Data: []byte(`{"a":1}`)}, // json_send sends the text
 				{Kind: ValueUnchanged},
 				{Kind: ValueNull},
 			}},

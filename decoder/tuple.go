@@ -20,18 +20,38 @@ func (d *Decoder) readTuple(r *reader, rel *Relation) ([]Value, int, error) {
 	}
 	scratch := d.scratch[:n]
 	defer clear(scratch) // it aliases the message, which may be megabytes
-	size := 0
+	size, binary := 0, false
 	for i := range scratch {
 		scratch[i] = r.value()
 		if r.err != nil {
 			return nil, 0, fmt.Errorf("column %d %q: %w", i, rel.Columns[i].Name, r.err)
 		}
-		size += len(scratch[i].Data)
+		n := len(scratch[i].Data)
+		if scratch[i].Kind == ValueBinary {
+			col := rel.Columns[i]
+			bound, ok := textBound(col.TypeOID, n)
+			if !ok {
+				return nil, 0, &BinaryError{Column: col.Name, TypeOID: col.TypeOID, Reason: "of a type cdc reads only as text"}
+			}
+			n, binary = bound, true
+		}
+		size += n
 	}
 	if r.end("the tuple"); r.err != nil {
 		return nil, 0, r.err
 	}
-	values := d.detach(scratch, size)
+	values, err := d.detach(scratch, size, rel)
+	if err != nil {
+		return nil, 0, err
+	}
+	if binary {
+		// The text is often shorter than its bound: the row's size is
+		// what it holds.
+		size = 0
+		for _, v := range values {
+			size += len(v.Data)
+		}
+	}
 	return values, size, nil
 }
 
@@ -53,10 +73,11 @@ const (
 var noBytes = []byte{}
 
 // detach copies values, which alias the message, into a row of their own:
-// the caller may then reuse the message buffer. The row's slice and each
-// Data are capped at their length, so appending to one cannot overwrite
-// the next.
-func (d *Decoder) detach(values []Value, size int) []Value {
+// the caller may then reuse the message buffer. A binary value of rel's
+// column becomes its text (binary.go); size must hold that text's bound.
+// The row's slice and each Data are capped at their length, so appending
+// to one cannot overwrite the next.
+func (d *Decoder) detach(values []Value, size int, rel *Relation) ([]Value, error) {
 	n := len(values)
 	var row []Value
 	var buf []byte
@@ -81,12 +102,21 @@ func (d *Decoder) detach(values []Value, size int) []Value {
 	for i, v := range values {
 		if v.Data != nil {
 			start := len(buf)
-			buf = append(buf, v.Data...)
+			if v.Kind == ValueBinary {
+				col := rel.Columns[i]
+				var bad string
+				if buf, bad = appendText(buf, col.TypeOID, v.Data); bad != "" {
+					return nil, &BinaryError{Column: col.Name, TypeOID: col.TypeOID, Reason: bad}
+				}
+				v.Kind = ValueText
+			} else {
+				buf = append(buf, v.Data...)
+			}
 			v.Data = buf[start:len(buf):len(buf)]
 		}
 		row[i] = v
 	}
-	return row
+	return row, nil
 }
 
 // skipTuple checks the TupleData of a message we ignore without keeping it.

@@ -65,15 +65,6 @@ var (
 	unchanged = Value{Kind: ValueUnchanged}
 )
 
-// PostgreSQL type OIDs of the outbox columns.
-const (
-	oidText        = 25
-	oidInt8        = 20
-	oidJSON        = 114
-	oidTimestamptz = 1184
-	oidUUID        = 2950
-)
-
 // outboxRelation returns a fresh copy of the outbox table as pgoutput
 // announces it (see sql/postgres.sql), with the given OID.
 func outboxRelation(id uint32) *Relation {

@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 
+	"github.com/eventcdc/cdc/decoder"
 	"github.com/eventcdc/cdc/metrics"
 	"github.com/eventcdc/cdc/sink"
 )
@@ -76,6 +77,10 @@ type Replicator struct {
 	// touches them.
 	waitOut      uint32
 	streamingOff bool
+	// binaryOff is set once a session met a binary value the decoder
+	// cannot print (decoder.BinaryError): the sessions after it ask for
+	// text (binaryValues). Only Run's goroutine touches it.
+	binaryOff bool
 	// flushRefused is set once PostgreSQL refused the lookup connection's
 	// WAL flush (xactLookup.flush): keep waits for the WAL writer from
 	// then on. Only Run's goroutine touches it.
@@ -154,6 +159,15 @@ func (r *Replicator) Run(ctx context.Context) error {
 		}
 		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrPublicationTables) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) {
 			return err
+		}
+		var binErr *decoder.BinaryError
+		if errors.As(err, &binErr) && !r.binaryOff {
+			// Not a failure either: the outbox gained a column of a
+			// type the decoder reads only as text. What the session
+			// had not stored is streamed again, as text.
+			r.binaryOff = true
+			r.log.Info("reconnecting to read values as text", zap.Error(err))
+			continue
 		}
 		if errors.Is(err, errStreamInProgress) || errors.Is(err, errResumeStreaming) {
 			// Not a failure: the next session reads with or without
