@@ -510,6 +510,10 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 	if len(good) == 1 {
 		return append(rejected, Rejected{Row: good[0], Err: err}), nil
 	}
+	// The sent batch keeps its block's columns until closed: close it
+	// now, or every level of the bisection below holds its own.
+	_ = batch.Close()
+	batch = nil
 	half := len(good) / 2
 	left, err := c.write(ctx, good[:half], reloadOnSchemaError)
 	if err != nil {
