@@ -5,6 +5,7 @@
 package health
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,6 +41,11 @@ type Server struct {
 	// under /debug/pprof/. Off by default: they show the process's
 	// internals to whoever reaches the port, and a CPU profile costs CPU.
 	Profiling bool
+	// IdleTimeout closes a kept-alive connection idle this long, and
+	// WriteTimeout a response not written within it (a client that stops
+	// reading); 0 for the defaults, 2 min and 5 min. A CPU profile or
+	// trace may last up to WriteTimeout.
+	IdleTimeout, WriteTimeout time.Duration
 
 	mu      sync.Mutex
 	results map[string]result
@@ -73,7 +79,10 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("listen on %s (CDC_METRICS_ADDR): %w", s.Addr, err)
 		}
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// Without these a scraper's kept-alive connection, or one that
+	// stopped reading, would hold its goroutine and buffers for ever.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout: cmp.Or(s.IdleTimeout, 2*time.Minute), WriteTimeout: cmp.Or(s.WriteTimeout, 5*time.Minute)}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	go s.probe(ctx)
@@ -84,7 +93,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = srv.Shutdown(sctx)
+	if srv.Shutdown(sctx) != nil {
+		// A response still being written after 2 s: cut it.
+		_ = srv.Close()
+	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

@@ -1,6 +1,7 @@
 package health_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -225,5 +226,34 @@ func TestRun_AddressInUse(t *testing.T) {
 	err = srv.Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "CDC_METRICS_ADDR") {
 		t.Fatalf("Run on a busy address = %v, want an error naming CDC_METRICS_ADDR", err)
+	}
+}
+
+// A kept-alive connection is closed once idle for IdleTimeout, not held
+// open for ever.
+func TestRun_ClosesIdleConnections(t *testing.T) {
+	r := start(t, &health.Server{Gatherer: prometheus.NewRegistry(), Every: time.Second, MaxAge: 2 * time.Second, IdleTimeout: 300 * time.Millisecond})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(r.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.1\r\nHost: cdc\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /healthz: %v, %v", resp, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != "ok\n" || resp.Close {
+		t.Fatalf("body %q, close %v; want ok and the connection kept alive", body, resp.Close)
+	}
+	// The server closes the idle connection: the next read ends with EOF
+	// well before the 10 s deadline.
+	start := time.Now()
+	if n, err := conn.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("read on the idle connection after %s: %d bytes, %v; want EOF", time.Since(start), n, err)
 	}
 }
