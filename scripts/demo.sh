@@ -46,11 +46,30 @@ step "cdc migrate (outbox table, publication and slot in PostgreSQL; event_log i
 step "cdc run (logs in .local/demo/cdc.log, metrics on http://$CDC_METRICS_ADDR/metrics)"
 "$dir/cdc" run >"$dir/cdc.log" 2>&1 &
 cdc_pid=$!
+ready=0 answer=""
 for _ in $(seq 1 100); do
-	curl -fs "http://$CDC_METRICS_ADDR/readyz" >/dev/null 2>&1 && break
+	if answer=$(curl -fs --max-time 2 "http://$CDC_METRICS_ADDR/readyz" 2>/dev/null); then ready=1; break; fi
+	kill -0 "$cdc_pid" 2>/dev/null || break # exited: it will not become ready
 	sleep 0.1
 done
-curl -fs "http://$CDC_METRICS_ADDR/readyz"
+if [ "$ready" != 1 ]; then
+	# The reason is in cdc's log (and /readyz's answer, when cdc still runs);
+	# the cleanup trap stops cdc and the servers.
+	if kill -0 "$cdc_pid" 2>/dev/null; then
+		echo "cdc did not become ready within 10 s: http://$CDC_METRICS_ADDR/readyz did not answer 200" >&2
+		answer=$(curl -s --max-time 2 "http://$CDC_METRICS_ADDR/readyz" 2>/dev/null || true)
+		[ -z "$answer" ] || printf '/readyz: %s\n' "$answer" >&2
+	else
+		rc=0
+		wait "$cdc_pid" || rc=$?
+		cdc_pid=""
+		echo "cdc exited ($rc) before it became ready" >&2
+	fi
+	echo "cdc's log: $dir/cdc.log; its last lines:" >&2
+	tail -n 20 "$dir/cdc.log" >&2 || true
+	exit 1
+fi
+echo "$answer"
 
 step "publishing events: each INSERT INTO outbox commits with its business transaction"
 for round in 1 2 3; do

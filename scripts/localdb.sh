@@ -5,6 +5,7 @@
 # the tests run against is what the demo shows.
 #
 #   scripts/localdb.sh start DIR [PG_PORT CH_PORT]   start both, print DSNs as env lines
+#                                                    (a failed start stops what it started)
 #   scripts/localdb.sh stop DIR                      stop both (safe to call twice)
 #   scripts/localdb.sh env DIR                       print the DSN env lines again
 #   scripts/localdb.sh stop-ch|start-ch|restart-pg DIR   fault injection for tests
@@ -100,8 +101,14 @@ CONF
 	fi
 	# -k as well as the setting: a folder initialised elsewhere, or by an
 	# older script, gets this start's socket folder. pg_ctl hands the
-	# options to a shell, hence the quoting.
-	as_pg "$pgbin/pg_ctl" -D "$dir/pg" -o "-p $port -k $(printf %q "$sock")" -l "$dir/pg.log" -w -t 60 start >/dev/null
+	# options to a shell, hence the quoting. A server of this folder that
+	# already runs is not ours to stop if this start fails.
+	pg_runs || started_pg=1
+	as_pg "$pgbin/pg_ctl" -D "$dir/pg" -o "-p $port -k $(printf %q "$sock")" -l "$dir/pg.log" -w -t 60 start >/dev/null || {
+		echo "localdb: PostgreSQL did not start on port $port; log:" >&2
+		tail -n 30 "$dir/pg.log" >&2 || true
+		exit 1
+	}
 	echo "$port" >"$dir/pg.port"
 }
 
@@ -156,18 +163,30 @@ CONF
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
 </yandex>
 CONF
-	command -v clickhouse-server >/dev/null || { echo "localdb: clickhouse-server not found (apt-get install clickhouse-server clickhouse-client)" >&2; exit 1; }
+	need_ch
 	clickhouse-server --config-file="$dir/ch/config.xml" >"$dir/ch/log/stdout.log" 2>&1 &
-	echo $! >"$dir/ch/server.pid"
+	local pid=$!
+	started_ch=1
+	echo "$pid" >"$dir/ch/server.pid"
 	echo "$port" >"$dir/ch.port"
 	for _ in $(seq 1 120); do
 		if clickhouse-client --host 127.0.0.1 --port "$port" -q "SELECT 1" >/dev/null 2>&1; then
 			return 0
 		fi
+		# A server that exited (bad config, port taken) will not answer:
+		# no need to wait the 30 s out.
+		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.25
 	done
-	echo "localdb: clickhouse-server did not answer on port $port; log:" >&2
-	tail -n 30 "$dir/ch/log/error.log" "$dir/ch/log/stdout.log" >&2 || true
+	if kill -0 "$pid" 2>/dev/null; then
+		echo "localdb: clickhouse-server did not answer on port $port within 30 s; log:" >&2
+	else
+		echo "localdb: clickhouse-server exited before answering on port $port; log:" >&2
+	fi
+	local f
+	for f in "$dir/ch/log/error.log" "$dir/ch/log/stdout.log"; do
+		[ -s "$f" ] && tail -n 30 "$f" >&2
+	done
 	exit 1
 }
 
@@ -208,10 +227,59 @@ stop_all() {
 	stop_ch
 }
 
+# pg_runs: a PostgreSQL server of this folder is running.
+pg_runs() {
+	[ -f "$dir/pg/postmaster.pid" ] && runs "$(head -n 1 "$dir/pg/postmaster.pid")" "$dir/pg"
+}
+
+# need_pg, need_ch: the binaries a start needs, checked before anything is
+# started, so a missing one leaves no server behind.
+need_pg() {
+	local b
+	for b in postgres initdb pg_ctl; do
+		[ -x "$pgbin/$b" ] || { echo "localdb: $pgbin/$b not found (apt-get install postgresql-15)" >&2; exit 1; }
+	done
+	if [ "$(id -u)" = 0 ]; then
+		command -v runuser >/dev/null || { echo "localdb: runuser not found: as root, PostgreSQL runs as postgres through runuser (util-linux)" >&2; exit 1; }
+		id postgres >/dev/null 2>&1 || { echo "localdb: no postgres user: as root, PostgreSQL runs as postgres (apt-get install postgresql-15 creates it)" >&2; exit 1; }
+	fi
+}
+need_ch() {
+	local b
+	for b in clickhouse-server clickhouse-client; do
+		command -v "$b" >/dev/null || { echo "localdb: $b not found (apt-get install clickhouse-server clickhouse-client)" >&2; exit 1; }
+	done
+}
+
+# A start that fails stops the servers it started, so a failed start leaves
+# nothing running: the caller gets no DSNs, and would not stop them.
+started_pg=0
+started_ch=0
+stop_started() {
+	local rc=$? what=""
+	trap - EXIT
+	[ "$rc" = 0 ] && exit 0
+	if [ "$started_ch" = 1 ]; then stop_ch || true; what="ClickHouse"; fi
+	if [ "$started_pg" = 1 ]; then stop_pg || true; what="PostgreSQL${what:+ and $what}"; fi
+	if [ -n "$what" ]; then
+		echo "localdb: start failed; stopped the $what it had started under $dir" >&2
+	else
+		echo "localdb: start failed; no server was started under $dir" >&2
+	fi
+	exit "$rc"
+}
+
 case "$cmd" in
 start)
+	need_pg
+	need_ch
+	trap stop_started EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	trap 'exit 129' HUP
 	start_pg "${3:-$(free_port)}"
 	start_ch "${4:-$(free_port)}"
+	trap - EXIT INT TERM HUP
 	print_env
 	;;
 stop) stop_all ;;
