@@ -3,6 +3,14 @@
 # start their own PostgreSQL and ClickHouse under .local/
 # with scripts/localdb.sh and stop them again.
 SHELL := /bin/bash
+# Go from the go.dev tarball is in /usr/local/go/bin, often not on PATH;
+# scripts/demo.sh and .ci/run add it, and so does this file for every
+# target (test, lint, bench, ...), so they all use the same Go.
+ifneq ($(wildcard /usr/local/go/bin/go),)
+ifeq ($(filter /usr/local/go/bin,$(subst :, ,$(PATH))),)
+export PATH := $(PATH):/usr/local/go/bin
+endif
+endif
 GO ?= go
 LOCAL := $(CURDIR)/.local
 
