@@ -28,6 +28,7 @@ func TestHandOver_AppliesAcksWhileTheWriterIsBusy(t *testing.T) {
 	r := New(Config{BatchMaxRows: 1000, BatchMaxBytes: 1 << 20, InsertsInFlight: 6},
 		storesAll{}, nil, zap.NewNop(), metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
 	s := newStream(r, nil, 0, &sink.Positions{})
+	s.statusFailed = true // no connection to send statuses on
 	batch := func(size int, end pglogrepl.LSN) *sink.Batch {
 		return &sink.Batch{Rows: []sink.Row{{Size: size, Pos: sink.Position{CommitLSN: end, Seq: 1}}}, Bytes: size, End: end}
 	}
@@ -52,7 +53,7 @@ func TestHandOver_AppliesAcksWhileTheWriterIsBusy(t *testing.T) {
 	if s.unsent != nil {
 		t.Fatalf("the writer did not take the last batch within %s", time.Since(start).Round(time.Millisecond))
 	}
-	s.drain()
+	s.drain(true)
 	<-writerDone
 	if got := s.track.FlushedLSN(); got != 7 {
 		t.Errorf("flushed up to %s after the shutdown, want 0/7: every batch stored and acknowledged", got)

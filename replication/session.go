@@ -638,6 +638,10 @@ type stream struct {
 	dec   *decoder.Decoder
 	track *checkpoint.Tracker
 
+	// statusFailed is set when a status sent while the shutdown waits for
+	// the writer failed (shutdownStatus).
+	statusFailed bool
+
 	skip    *sink.Positions // nil once the stream is past them
 	skipMax pglogrepl.LSN
 	// placed is the rows stored past the session's start, skip's set for
@@ -758,7 +762,7 @@ func (s *stream) run(ctx context.Context) error {
 	resume := errors.Is(err, errResumeStreaming)
 	if err != nil && !resume && !shutdownCut(ctx, err) {
 		wcancel()
-		s.drain()
+		s.drain(false)
 		<-writerDone
 		return err
 	}
@@ -776,7 +780,7 @@ func (s *stream) run(ctx context.Context) error {
 		s.unsent = s.seal(cutShutdown)
 	}
 	s.handOver(wctx)
-	s.drain()
+	s.drain(true)
 	<-writerDone
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -815,33 +819,75 @@ func shutdownCut(ctx context.Context, err error) bool {
 // handOver gives the writer the last batch, s.unsent if any, until wctx
 // ends. Acks are applied meanwhile: a writer that finished a batch blocks
 // on its ack until it is read, and may hold memory that a larger batch
-// ahead of the last one waits for.
+// ahead of the last one waits for. Statuses go on as in the stream
+// (shutdownStatus).
 func (s *stream) handOver(wctx context.Context) {
 	if s.unsent == nil {
 		return
 	}
 	for {
+		tick, stop := s.statusTimer(true)
 		select {
 		case s.batches <- s.unsent:
+			stop()
 			s.unsent = nil
 			return
 		case a, ok := <-s.acks:
+			stop()
 			if !ok {
 				return // the writer stopped
 			}
 			s.applyAck(a)
+		case <-tick:
+			s.shutdownStatus()
 		case <-wctx.Done():
+			stop()
 			return
 		}
 	}
 }
 
 // drain closes the batch channel and applies every acknowledgement the
-// writer still sends.
-func (s *stream) drain() {
+// writer still sends; with statuses, sending statuses meanwhile.
+func (s *stream) drain(statuses bool) {
 	close(s.batches)
-	for a := range s.acks {
-		s.applyAck(a)
+	for {
+		tick, stop := s.statusTimer(statuses)
+		select {
+		case a, ok := <-s.acks:
+			stop()
+			if !ok {
+				return
+			}
+			s.applyAck(a)
+		case <-tick:
+			s.shutdownStatus()
+		}
+	}
+}
+
+// statusTimer fires when the next status is due, if on and the statuses
+// of this shutdown have not failed; a nil channel otherwise.
+func (s *stream) statusTimer(on bool) (<-chan time.Time, func()) {
+	if !on || s.statusFailed {
+		return nil, func() {}
+	}
+	t := time.NewTimer(max(time.Until(s.nextStatus), 0))
+	return t.C, func() { t.Stop() }
+}
+
+// shutdownStatus sends a status while the shutdown waits for the writer,
+// which may take up to CDC_SHUTDOWN_TIMEOUT: a walsender that heard
+// nothing for wal_sender_timeout would end the session, and the final
+// acknowledgement would find no one. Acks that arrive meanwhile are
+// acknowledged as they come, as in the stream. A status that fails ends
+// them for this shutdown rather than hold it up again and again.
+func (s *stream) shutdownStatus() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := s.sendStatus(ctx); err != nil {
+		s.statusFailed = true
+		s.r.log.Debug("status during shutdown failed", zap.Error(err))
 	}
 }
 
