@@ -9,10 +9,20 @@ Go package github.com/eventcdc/cdc/outbox:
 * context is any JSON-serialisable value (DjangoJSONEncoder: datetimes,
   UUIDs, Decimals...), or bytes holding JSON text, stored byte for byte.
   A str is a value like any other and becomes a JSON string: pass
-  pre-encoded JSON as bytes;
-* the environment defaults to settings.CDC_ENVIRONMENT;
-* metadata_version defaults to 1, traceparent (W3C) to none, the event time
-  to the transaction's now(), the id to a new UUID;
+  pre-encoded JSON as bytes. A value is refused when something in it is
+  inside more than 1,000 arrays and objects (MAX_CONTEXT_DEPTH), bytes when
+  they open more than 10,000 inside one another (MAX_RAW_CONTEXT_DEPTH):
+  the Go package's limits, whatever Python's recursion limit;
+* the environment defaults to settings.CDC_ENVIRONMENT (None or "" mean
+  the default);
+* metadata_version defaults to 1 (None too; unlike Go, where 0 is the
+  unset value, 0 is refused), traceparent (W3C) to none (None or "" store
+  NULL; a malformed value is refused, so check an untrusted header with
+  valid_traceparent() first), the event time to the transaction's now(),
+  the id to a new UUID (as does the nil UUID);
+* event_time must be timezone-aware when settings.USE_TZ is True; with
+  USE_TZ False a naive one is read in settings.TIME_ZONE, as Django reads
+  naive datetimes then;
 * bad input raises InvalidEvent before anything is sent to the database, so
   it never breaks the surrounding transaction.
 
@@ -27,18 +37,38 @@ would be committed on their own, whatever became of the business change.
 import collections
 import collections.abc
 import datetime
+import itertools
 import json
+import math
 import re
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, transaction
+from django.utils import timezone
 
 DEFAULT_MAX_CONTEXT_BYTES = 64 << 20
 # outbox.metadata_version is a bigint: a larger value would fail the INSERT
 # and abort the caller's transaction.
 _MAX_BIGINT = (1 << 63) - 1
+
+# The Go package's nesting limits, counted here without recursion, so that
+# they hold whatever Python's version and recursion limit.
+#
+# A context given as a value is refused when some value in it (an array, an
+# object, a string, a number, null) is inside more than MAX_CONTEXT_DEPTH
+# arrays and objects: the context itself is inside none, an element or a
+# member one more than its array or object (Go walks the value with this
+# limit, maxUTF8Depth). So 1,000 lists around a number pass, 1,001 do not;
+# 1,001 lists inside one another pass when the innermost is empty.
+#
+# Pre-encoded JSON (bytes) is refused when it opens more than
+# MAX_RAW_CONTEXT_DEPTH arrays and objects inside one another, whatever is
+# in the innermost (Go checks it with encoding/json's json.Valid).
+MAX_CONTEXT_DEPTH = 1000
+MAX_RAW_CONTEXT_DEPTH = 10000
 
 # publish_many() writes one INSERT per chunk of at most MAX_ROWS_PER_INSERT
 # events and MAX_BYTES_PER_INSERT bytes of context (an event larger than that
@@ -78,6 +108,19 @@ class TransactionRequired(RuntimeError):
     """publish() or publish_many() was called outside transaction.atomic()."""
 
 
+def valid_traceparent(value):
+    """Whether value is a W3C trace context traceparent of version 00:
+    00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, lowercase, with
+    neither id all zeros; as Go's outbox.ValidTraceparent.
+
+    publish() refuses a malformed traceparent. An application passing on an
+    incoming header it does not control checks it here first and passes ""
+    (no traceparent) when it is not valid, so that a bad header never blocks
+    the event.
+    """
+    return isinstance(value, str) and _TRACEPARENT.fullmatch(value) is not None
+
+
 def _refused(reason, event_type, index=None):
     where = repr(event_type) if index is None else f"{index} (type {event_type!r})"
     error = InvalidEvent(f"outbox event {where}: {reason}")
@@ -93,9 +136,178 @@ def _syntax_only(text):
     return 0
 
 
-# Python's json module recurses once per level of nesting, up to the
-# interpreter's recursion limit (about 1,000).
-_TOO_DEEP = "context nests deeper than Python's json module can check (about 1,000 levels)"
+# _nests_deeper() reduces JSON text to its shape: its brackets, and an x
+# for each run of anything else (strings, which may hold brackets, numbers,
+# commas...) between two of them.
+_NOT_A_BRACKET = re.compile(r'(?:[^"\[\]{}]+|"[^"\\]*(?:\\.[^"\\]*)*")+', re.DOTALL)
+_DEPTH_CHANGE = {"[": 1, "{": 1, "]": -1, "}": -1, "x": 0}.__getitem__
+
+
+def _nests_deeper(text, limit, values):
+    """Whether JSON text nests deeper than limit, by the Go package's rules.
+
+    values=False, pre-encoded JSON: more than limit arrays and objects are
+    open inside one another somewhere. values=True, the encoding of a
+    value: some value is inside more than limit arrays and objects, that
+    is, more than limit + 1 are open somewhere, or limit + 1 are around
+    something else than another array or object. Counted without recursion
+    (and without a Python loop over the text).
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False  # not that many brackets at all, in strings or not
+    shape = _NOT_A_BRACKET.sub("x", text)
+    if '"' in shape:
+        return False  # an unterminated string: not JSON, refused as such
+    deepest = max(itertools.accumulate(map(_DEPTH_CHANGE, shape)))
+    if not values or deepest != limit + 1:
+        return deepest > (limit + 1 if values else limit)
+    # limit + 1 arrays or objects open: only an empty one may be innermost,
+    # no value may be inside them.
+    depths = itertools.accumulate(map(_DEPTH_CHANGE, shape))
+    return max(itertools.compress(depths, map("x".__eq__, shape)), default=0) > limit
+
+
+# One JSON token after optional whitespace, for _json_error().
+_JSON_TOKEN = re.compile(
+    r"""[ \t\n\r]*(?:
+        (?P<open>[\[{])
+      | (?P<close>[\]}])
+      | (?P<comma>,)
+      | (?P<colon>:)
+      | (?P<string>"[^"\\\x00-\x1f]*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)*")
+      | (?P<scalar>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|true|false|null)
+    )""",
+    re.VERBOSE,
+)
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _json_error(text):
+    """None when text is one JSON value as json.loads() judges it (strict,
+    NaN and Infinity refused), else where it goes wrong: checked without
+    recursion, for JSON nested deeper than json.loads() goes here."""
+    closers = []  # the closing bracket of each array or object open
+    # What may come next: "value"; "first" (a value or "]"); "key"; "first
+    # key" (a key or "}"); "colon"; "next" ("," or the closing bracket); "end".
+    expect = "value"
+    pos = 0
+    while True:
+        m = _JSON_TOKEN.match(text, pos)
+        if m is None:
+            pos = _JSON_SPACE.match(text, pos).end()
+            return None if expect == "end" and pos == len(text) else pos
+        pos, kind, token = m.end(), m.lastgroup, m.group(m.lastgroup)
+        if kind == "open":
+            if expect not in ("value", "first"):
+                return m.start(kind)
+            closers.append("]" if token == "[" else "}")
+            expect = "first" if token == "[" else "first key"
+        elif kind == "close":
+            if expect not in ("first", "first key", "next") or closers[-1] != token:
+                return m.start(kind)
+            closers.pop()
+            expect = "next" if closers else "end"
+        elif kind == "comma":
+            if expect != "next":
+                return m.start(kind)
+            expect = "value" if closers[-1] == "]" else "key"
+        elif kind == "colon":
+            if expect != "colon":
+                return m.start(kind)
+            expect = "value"
+        elif kind == "string" and expect in ("key", "first key"):
+            expect = "colon"
+        elif expect in ("value", "first"):  # a string or a scalar
+            expect = "next" if closers else "end"
+        else:
+            return m.start(kind)
+
+
+def _float_json(f):
+    if not math.isfinite(f):
+        raise ValueError(f"Out of range float values are not JSON compliant: {f!r}")
+    return float.__repr__(f)
+
+
+def _key_json(key):
+    """A dict key as json.dumps() writes it."""
+    if isinstance(key, str):
+        text = key
+    elif isinstance(key, float):
+        text = _float_json(key)
+    elif key is True or key is False or key is None:
+        text = {True: "true", False: "false", None: "null"}[key]
+    elif isinstance(key, int):
+        text = int.__repr__(key)
+    else:
+        raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")
+    return json.encoder.encode_basestring(text)
+
+
+_DONE = object()
+
+
+def _dumps_iteratively(value, encoder):
+    """encoder.encode(value) without recursion, for a value nested deeper
+    than this interpreter lets json.dumps() go: the same text, or the same
+    TypeError or ValueError. Only for an encoder made as _encode_context()
+    makes it (ensure_ascii=False, allow_nan=False, compact separators)."""
+    out = []
+    open_ids = set()  # the lists and dicts being written: meeting one again is a cycle
+    stack = []  # per list or dict being written: [its items, closing bracket, id, is a dict, first item]
+    pending = value
+    while True:
+        if pending is not _DONE:
+            o, pending, defaulted = pending, _DONE, set()
+            while True:
+                if o is None or o is True or o is False:
+                    out.append({None: "null", True: "true", False: "false"}[o])
+                elif isinstance(o, str):
+                    out.append(json.encoder.encode_basestring(o))
+                elif isinstance(o, int):
+                    out.append(int.__repr__(o))
+                elif isinstance(o, float):
+                    out.append(_float_json(o))
+                elif isinstance(o, (list, tuple, dict)):
+                    is_dict = isinstance(o, dict)
+                    if not o:
+                        out.append("{}" if is_dict else "[]")
+                    else:
+                        if id(o) in open_ids:
+                            raise ValueError("Circular reference detected")
+                        open_ids.add(id(o))
+                        out.append("{" if is_dict else "[")
+                        stack.append([iter(o.items() if is_dict else o), "}" if is_dict else "]", id(o), is_dict, True])
+                else:
+                    # What the encoder makes of it (DjangoJSONEncoder: a
+                    # string), or its TypeError.
+                    if id(o) in defaulted:
+                        raise ValueError("Circular reference detected")
+                    defaulted.add(id(o))
+                    o = encoder.default(o)
+                    continue
+                break
+        if not stack:
+            return "".join(out)
+        frame = stack[-1]
+        item = next(frame[0], _DONE)
+        if item is _DONE:
+            out.append(frame[1])
+            open_ids.discard(frame[2])
+            stack.pop()
+            continue
+        if not frame[4]:
+            out.append(",")
+        frame[4] = False
+        if frame[3]:
+            key, item = item
+            out.append(_key_json(key))
+            out.append(":")
+        pending = item
+
+
+def _encoder():
+    return DjangoJSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def _encode_context(context, limit):
@@ -109,6 +321,10 @@ def _encode_context(context, limit):
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise InvalidEvent(f"context is not valid UTF-8: {e}") from None
+        if _nests_deeper(text, MAX_RAW_CONTEXT_DEPTH, values=False):
+            raise InvalidEvent(
+                f"context nests more than {MAX_RAW_CONTEXT_DEPTH:,} arrays and objects inside one another"
+            )
         try:
             # Numbers are checked for syntax only, as PostgreSQL does: a
             # 5,000-digit integer is valid JSON, past Python's int limit.
@@ -116,25 +332,31 @@ def _encode_context(context, limit):
         except json.JSONDecodeError as e:
             raise InvalidEvent(f"context is not valid JSON: {e}") from None
         except RecursionError:
-            raise InvalidEvent(_TOO_DEEP) from None
+            # Deeper than json.loads() goes here, not deeper than the limit.
+            at = _json_error(text)
+            if at is not None:
+                raise InvalidEvent(f"context is not valid JSON (at char {at})") from None
         if "\x00" in text:
             # PostgreSQL text cannot hold NUL; valid JSON only has it escaped.
             raise InvalidEvent("context contains a NUL byte")
         return text, len(raw)
+    encoder = _encoder()
     try:
-        text = json.dumps(
-            context, cls=DjangoJSONEncoder, ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        )
+        try:
+            text = encoder.encode(context)
+        except RecursionError:
+            # Deeper than json.dumps() goes here: the limit is checked below.
+            text = _dumps_iteratively(context, encoder)
     except (TypeError, ValueError) as e:
         raise InvalidEvent(f"context cannot be encoded as JSON: {e}") from None
-    except RecursionError:
-        raise InvalidEvent(_TOO_DEEP) from None
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError as e:  # a lone surrogate, e.g. "\ud800"
         raise InvalidEvent(f"context is not valid UTF-8: {e}") from None
     if limit > 0 and size > limit:
         raise InvalidEvent(f"context too large: {size} bytes, the limit is {limit}")
+    if _nests_deeper(text, MAX_CONTEXT_DEPTH, values=True):
+        raise InvalidEvent(f"context holds a value inside more than {MAX_CONTEXT_DEPTH:,} arrays and objects")
     return text, size
 
 
@@ -150,8 +372,43 @@ def _check_text(what, value):
 
 
 def _context_limit():
-    # 0 (or unset) is the default, as Publisher.MaxContextBytes is in Go.
-    return getattr(settings, "CDC_OUTBOX_MAX_CONTEXT_BYTES", 0) or DEFAULT_MAX_CONTEXT_BYTES
+    """settings.CDC_OUTBOX_MAX_CONTEXT_BYTES, as Publisher.MaxContextBytes in
+    Go: 0 (or unset) means DEFAULT_MAX_CONTEXT_BYTES, a negative value no
+    limit of ours (PostgreSQL still refuses a value over 1 GB)."""
+    limit = getattr(settings, "CDC_OUTBOX_MAX_CONTEXT_BYTES", 0)
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ImproperlyConfigured(
+            f"settings.CDC_OUTBOX_MAX_CONTEXT_BYTES must be an int (a number of bytes; 0 for the default, "
+            f"{DEFAULT_MAX_CONTEXT_BYTES}; negative for no limit), not {type(limit).__name__} {limit!r}"
+        )
+    return limit or DEFAULT_MAX_CONTEXT_BYTES
+
+
+def _event_time(event_time):
+    """event_time, aware, or None for the transaction's now()."""
+    if event_time is None:
+        return None
+    if not isinstance(event_time, datetime.datetime):
+        raise InvalidEvent(f"event_time {event_time!r} must be a datetime")
+    if event_time.utcoffset() is not None:
+        return event_time
+    if settings.USE_TZ:
+        raise InvalidEvent(
+            f"event_time {event_time!r} is naive: with settings.USE_TZ = True it must be timezone-aware, "
+            "e.g. django.utils.timezone.now()"
+        )
+    # As Django reads a naive datetime when USE_TZ is False: in TIME_ZONE.
+    try:
+        return timezone.make_aware(event_time, timezone.get_default_timezone())
+    except Exception as e:  # pytz (Django 3.2): a time DST skips or repeats there
+        raise InvalidEvent(
+            f"event_time {event_time!r} is naive and not one time in settings.TIME_ZONE "
+            f"{settings.TIME_ZONE!r} ({type(e).__name__}): pass a timezone-aware datetime"
+        ) from None
+
+
+def _is_unset(value):
+    return value is None or (isinstance(value, str) and value == "")
 
 
 # A validated event: its id, the parameters of its row in _VALUES order and
@@ -159,36 +416,47 @@ def _context_limit():
 _Row = collections.namedtuple("_Row", "id params size")
 
 
-def _prepare(event_type, context, environment, event_id, event_time, metadata_version, traceparent, limit):
+def _prepare(
+    event_type, context, environment, event_id, event_time, metadata_version, traceparent, limit, default_environment=None
+):
     """Validate one event and fill in its defaults, touching no database.
+
+    None means the default for every optional argument; so does "" for the
+    environment (the next one of environment, default_environment and
+    settings.CDC_ENVIRONMENT) and the traceparent (NULL), as the Go
+    package's empty strings do.
 
     Raises InvalidEvent saying what is wrong, without naming the event: the
     callers do that.
     """
     _check_text("event type", event_type)
-    environment = environment if environment is not None else getattr(settings, "CDC_ENVIRONMENT", "")
+    for environment in (environment, default_environment, getattr(settings, "CDC_ENVIRONMENT", "")):
+        if not _is_unset(environment):
+            break
     _check_text("environment (set settings.CDC_ENVIRONMENT or pass environment=)", environment)
+    if metadata_version is None:
+        metadata_version = 1
     if (
         isinstance(metadata_version, bool)
         or not isinstance(metadata_version, int)
         or not 1 <= metadata_version <= _MAX_BIGINT
     ):
         raise InvalidEvent(f"metadata_version {metadata_version!r} must be an int from 1 to {_MAX_BIGINT}")
-    if traceparent is not None and not (isinstance(traceparent, str) and _TRACEPARENT.fullmatch(traceparent)):
+    if _is_unset(traceparent):
+        traceparent = None
+    elif not valid_traceparent(traceparent):
         raise InvalidEvent(
             f"traceparent {traceparent!r} is not 00-<32 hex>-<16 hex>-<2 hex> in lowercase with non-zero ids"
         )
-    if event_time is not None and (
-        not isinstance(event_time, datetime.datetime) or event_time.utcoffset() is None
-    ):
-        raise InvalidEvent(f"event_time {event_time!r} must be a timezone-aware datetime")
-    if event_id is None:
-        event_id = uuid.uuid4()
-    else:
+    event_time = _event_time(event_time)
+    if event_id is not None:
         try:
             event_id = uuid.UUID(str(event_id))
         except ValueError as e:
             raise InvalidEvent(f"event_id: {e}") from None
+    if event_id is None or event_id.int == 0:
+        # The nil UUID is no id, as uuid.Nil in Go: a new one.
+        event_id = uuid.uuid4()
     text, size = _encode_context(context, limit)
     return _Row(
         event_id, [str(event_id), event_type, event_time, environment, text, metadata_version, traceparent], size
@@ -221,6 +489,9 @@ def publish(
 ):
     """Write one event to the outbox in the current transaction; return its id.
 
+    None means the default for every keyword argument; "" does too for
+    environment (settings.CDC_ENVIRONMENT) and traceparent (none).
+
     Must run inside transaction.atomic() on the `using` database.
     """
     try:
@@ -250,8 +521,9 @@ def publish_many(events, *, environment=None, using=DEFAULT_DB_ALIAS):
     Each event is a mapping of publish()'s arguments: "event_type" and
     "context" are required; "environment", "event_id", "event_time",
     "metadata_version" and "traceparent" are optional, with publish()'s
-    defaults, except that an event without an environment takes this call's
-    `environment`, and without one either settings.CDC_ENVIRONMENT.
+    defaults (a missing key is as None), except that an event without an
+    environment (None or "") takes this call's `environment`, and without
+    one either settings.CDC_ENVIRONMENT.
 
     Every event is validated first, with publish()'s rules, and two events
     may not share an event_id: the first bad event raises InvalidEvent, whose
@@ -284,12 +556,13 @@ def publish_many(events, *, environment=None, using=DEFAULT_DB_ALIAS):
             row = _prepare(
                 event_type,
                 event["context"],
-                event.get("environment") if event.get("environment") is not None else environment,
+                event.get("environment"),
                 event.get("event_id"),
                 event.get("event_time"),
-                event.get("metadata_version", 1),
+                event.get("metadata_version"),
                 event.get("traceparent"),
                 limit,
+                default_environment=environment,
             )
             first = first_of.setdefault(row.id, index)
             if first != index:

@@ -49,3 +49,12 @@ def test_duplicate_user_publishes_nothing_more(outbox_rows):
     with pytest.raises(IntegrityError):
         usecases.create_user("carol@example.com")
     assert [r["event_type"] for r in outbox_rows()] == ["user_created"]
+
+
+@pytest.mark.parametrize("header", ["", None, "garbage", TRACEPARENT.upper(), "00-" + "0" * 32 + "-00f067aa0ba902b7-01"])
+def test_malformed_or_missing_traceparent_header_never_blocks_the_event(outbox_rows, header):
+    user = usecases.create_user("dan@example.com", traceparent=header)
+
+    [row] = outbox_rows()
+    assert json.loads(row["event_context"]) == {"user_id": user.pk, "email": "dan@example.com"}
+    assert row["traceparent"] is None  # stored with an empty trace_id

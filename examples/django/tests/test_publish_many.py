@@ -279,3 +279,67 @@ def test_megabytes_of_context_are_split_at_the_default_bound(outbox_rows, statem
     rows = outbox_rows()
     assert [r["id"] for r in rows] == [str(i) for i in got]
     assert [r["event_context"].encode("utf-8") for r in rows] == contexts
+
+
+def test_none_and_empty_mean_the_defaults(outbox_rows, settings):
+    settings.CDC_ENVIRONMENT = "from-settings"
+    events = [
+        {"event_type": "a", "context": 1, "metadata_version": None, "traceparent": "", "environment": ""},
+        {"event_type": "b", "context": 2, "metadata_version": None, "traceparent": None, "environment": None},
+        {"event_type": "c", "context": 3, "environment": "own", "traceparent": TRACEPARENT},
+    ]
+    with transaction.atomic():
+        from_call = publish_many(events, environment="from-call")
+        from_settings = publish_many(events, environment="")  # "" is no environment here too
+    rows = {r["id"]: (r["environment"], r["metadata_version"], r["traceparent"]) for r in outbox_rows()}
+    assert rows == {
+        str(from_call[0]): ("from-call", 1, None),
+        str(from_call[1]): ("from-call", 1, None),
+        str(from_call[2]): ("own", 1, TRACEPARENT),
+        str(from_settings[0]): ("from-settings", 1, None),
+        str(from_settings[1]): ("from-settings", 1, None),
+        str(from_settings[2]): ("own", 1, TRACEPARENT),
+    }
+
+
+def test_no_environment_anywhere_is_refused(outbox_rows, settings):
+    settings.CDC_ENVIRONMENT = ""
+    with transaction.atomic():
+        with pytest.raises(InvalidEvent) as refused:
+            publish_many([{"event_type": "a", "context": 1, "environment": ""}], environment="")
+    assert str(refused.value) == (
+        "outbox event 0 (type 'a'): environment (set settings.CDC_ENVIRONMENT or pass environment=) is empty"
+    )
+    assert outbox_rows() == []
+
+
+def test_metadata_version_zero_is_refused(outbox_rows):
+    with transaction.atomic():
+        with pytest.raises(InvalidEvent) as refused:
+            publish_many([{"event_type": "a", "context": 1, "metadata_version": 0}])
+    assert str(refused.value) == f"outbox event 0 (type 'a'): metadata_version 0 must be an int from 1 to {2**63 - 1}"
+    assert outbox_rows() == []
+
+
+def test_nil_event_ids_mean_new_ones(outbox_rows):
+    # As uuid.Nil in Go: two nil ids are no ids, not the same id twice.
+    nil = uuid.UUID(int=0)
+    with transaction.atomic():
+        got = publish_many(
+            [
+                {"event_type": "a", "context": 1, "event_id": nil},
+                {"event_type": "b", "context": 2, "event_id": str(nil)},
+            ]
+        )
+    assert len(set(got)) == 2 and all(i.int != 0 and i.version == 4 for i in got)
+    assert [r["id"] for r in outbox_rows()] == [str(i) for i in got]
+
+
+def test_naive_event_time_is_in_time_zone_without_use_tz(outbox_rows, settings):
+    settings.USE_TZ = False
+    settings.TIME_ZONE = "America/New_York"
+    with transaction.atomic():
+        publish_many([{"event_type": "a", "context": 1, "event_time": datetime.datetime(2024, 1, 15, 12, 0)}])
+    assert [r["event_date_time"] for r in outbox_rows()] == [
+        datetime.datetime(2024, 1, 15, 17, 0, tzinfo=datetime.timezone.utc)
+    ]
