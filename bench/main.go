@@ -870,11 +870,11 @@ func (b *bench) drain(ctx context.Context) error {
 		fmt.Sprintf("%d messages in %.2f s → **%.0f events/s** (the median pair's; the %d pairs' ceilings: %s s)",
 			ps[mid].msgs, ceilDur.Seconds(), ceiling, pairs, joinDurs(ps, func(p drainPair) time.Duration { return p.ceil })),
 		"reference", "—")
-	ceil2Dur, msgs2, err := decodeOnSlot(ctx, w, "ceiling2_slot", "'proto_version', '2', 'streaming', 'on'")
+	ceil2Dur, msgs2, err := decodeOnSlot(ctx, w, "ceiling2_slot", "'proto_version', '2', 'streaming', 'on', 'binary', 'true'")
 	if err != nil {
 		return err
 	}
-	b.add("1", "Reference: the same with protocol 2 and `streaming 'on'` (what cdc asks for on PostgreSQL 14+)",
+	b.add("1", "Reference: the same with protocol 2, `streaming 'on'` and `binary 'true'` (what cdc asks for on PostgreSQL 14+)",
 		fmt.Sprintf("%d messages in %.2f s → **%.0f events/s**", msgs2, ceil2Dur.Seconds(), float64(n)/ceil2Dur.Seconds()), "reference", "—")
 
 	// The walsender's streaming path, with nothing of cdc in the way.
@@ -896,8 +896,8 @@ func (b *bench) drain(ctx context.Context) error {
 		fmt.Sprintf("%d events in %.2f s → **%.0f events/s** (the median pair's; the %d pairs' drains: %s s); first batch handed to the writer %.2f s after start",
 			n, d.dur.Seconds(), rate, pairs, joinDurs(ps, func(p drainPair) time.Duration { return p.drain.dur }), d.firstHandoff.Seconds()), "—", "—")
 	b.add("2", "Drain / ceiling", fmt.Sprintf("**%.2f** (median of the pairs: %s)", ratio, joinRatios(ps)), "≥ 0.8", verdict(ratio >= 0.8))
-	b.add("2", "Drain / ceiling with protocol 2 streaming", fmt.Sprintf("%.2f", ceil2Dur.Seconds()/d.dur.Seconds()), "—", "—")
-	b.add("2", "Drain / bare replication stream, protocol 2 streaming (what cdc costs on top of the walsender's streaming path)",
+	b.add("2", "Drain / ceiling with protocol 2 streaming, binary values", fmt.Sprintf("%.2f", ceil2Dur.Seconds()/d.dur.Seconds()), "—", "—")
+	b.add("2", "Drain / bare replication stream, protocol 2 streaming, binary values (what cdc costs on top of the walsender's streaming path)",
 		fmt.Sprintf("%.2f", raw.Seconds()/d.dur.Seconds()), "—", "—")
 	// The three processes share the machine's cores: even run perfectly
 	// in parallel, their CPU time over the core count bounds the drain

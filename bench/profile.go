@@ -322,8 +322,8 @@ func (b *bench) rawStream(ctx context.Context, dsn, slot string, n int, streamin
 	args := []string{"proto_version '1'"}
 	label, note := "pgoutput v1", "PostgreSQL decodes the whole transaction first"
 	if streaming {
-		args = []string{"proto_version '2'", "streaming 'on'"}
-		label, note = "pgoutput v2, streaming on", "blocks are sent as the transaction is decoded"
+		args = []string{"proto_version '2'", "streaming 'on'", "binary 'true'"}
+		label, note = "pgoutput v2, streaming on, binary values", "blocks are sent as the transaction is decoded"
 	}
 	start := time.Now()
 	err = pglogrepl.StartReplication(ctx, conn, slot, 0, pglogrepl.StartReplicationOptions{

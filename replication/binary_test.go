@@ -277,3 +277,35 @@ func TestReplicator_BinaryValuesUntilAColumnOfAnotherType(t *testing.T) {
 		t.Fatalf("binary_values %v on an outbox with a numeric column", b)
 	}
 }
+
+// The switch to text in the middle of a transaction: its rows before the
+// new column are stored by the session that ends, the rest by the next,
+// each once.
+func TestReplicator_BinaryToTextInsideATransaction(t *testing.T) {
+	h := setup(t)
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := &fakeSink{}
+	stop := h.runWith(s, zap.New(core), func(*replication.Config) {})
+	defer stop()
+	eventually(t, "streaming", func() bool { return logs.FilterMessage("streaming").Len() == 1 })
+	h.exec(`DO $$ BEGIN
+		INSERT INTO outbox (event_type, environment, event_context) SELECT 'before', 'test', '{}' FROM generate_series(1, 3);
+		ALTER TABLE outbox ADD COLUMN price numeric;
+		INSERT INTO outbox (event_type, environment, event_context, price) VALUES ('after', 'test', '{}', 2.25);
+	END $$`)
+	eventually(t, "four rows stored", func() bool { return s.count() >= 4 })
+	eventually(t, "a second session", func() bool { return logs.FilterMessage("streaming").Len() == 2 })
+	time.Sleep(200 * time.Millisecond) // a row stored twice would come now
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var got []string
+	for _, r := range s.rows {
+		got = append(got, fmt.Sprintf("%d:%s", r.Pos.Seq, r.Values[r.Relation.Index("event_type")].Data))
+	}
+	if fmt.Sprint(got) != "[1:before 2:before 3:before 4:after]" {
+		t.Fatalf("stored %v; want each of the transaction's four rows once, in order", got)
+	}
+	if n := logs.FilterMessage("reconnecting to read values as text").Len(); n != 1 {
+		t.Fatalf("%d reconnects to read text, want 1", n)
+	}
+}

@@ -759,7 +759,15 @@ func (s *stream) run(ctx context.Context) error {
 	defer stopInterrupt()
 
 	err := s.loop(ctx)
-	resume := errors.Is(err, errResumeStreaming)
+	// Two errors end the session as a shutdown does, storing and
+	// acknowledging what it holds, for the next to go on from there: the
+	// switch back to streaming, and a binary value the decoder cannot
+	// print (the next session reads text). Cancelling the INSERTs in flight
+	// instead could leave ClickHouse committing one after the next session
+	// read what is stored, and that session would store its rows again.
+	var binErr *decoder.BinaryError
+	toText := errors.As(err, &binErr)
+	resume := errors.Is(err, errResumeStreaming) || toText
 	if err != nil && !resume && !shutdownCut(ctx, err) {
 		wcancel()
 		s.drain(false)
@@ -790,6 +798,10 @@ func (s *stream) run(ctx context.Context) error {
 		s.r.log.Warn("final acknowledgement failed; the slot will replay from the previous one", zap.Error(err))
 	}
 	w, f := s.track.Positions()
+	if toText {
+		s.r.log.Debug("session ends to read values as text", zap.Stringer("received", w), zap.Stringer("flushed", f))
+		return err
+	}
 	if resume {
 		// Between transactions: once all it received is stored and
 		// acknowledged, the next session is sent none of it again and
