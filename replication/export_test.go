@@ -30,3 +30,7 @@ func (r *Replicator) SetPartial(xid uint32, end pglogrepl.LSN) {
 }
 
 func (r *Replicator) Partials() map[uint32]pglogrepl.LSN { return r.partial }
+
+// SetLastCommit sets what State.LastCommit returns, as a session that
+// received a transaction committed at t would.
+func (s *State) SetLastCommit(t time.Time) { s.received.Store(t.UnixNano()) }

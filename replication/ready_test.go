@@ -335,3 +335,23 @@ func TestState_NoHorizonOnceTheProcessCreatedItsSlot(t *testing.T) {
 		t.Fatalf("%d rows of the gap left (err %v), want 1", left, err)
 	}
 }
+
+// A session learns the last commit anew: the one an earlier session of the
+// process received may be later than events the new one replays unstored,
+// and retention's horizon must not pass them before they are received
+// again. Here an earlier session's last commit is set, and the outbox is
+// empty: the new session receives no transaction, so no horizon.
+func TestState_NewSessionForgetsTheLastSessionsCommit(t *testing.T) {
+	h := setup(t)
+	rep, _ := h.replicator(&fakeSink{}, nil, zap.NewNop(), func(*replication.Config) {})
+	rep.State().SetLastCommit(time.Now().Add(-time.Hour))
+	stop := h.runReplicator(rep)
+	defer stop()
+	eventually(t, "streaming", rep.State().Streaming)
+	if c := rep.State().LastCommit(); !c.IsZero() {
+		t.Fatalf("LastCommit %s in a session that received no transaction", c)
+	}
+	if hz, ok := rep.State().Horizon(); ok {
+		t.Fatalf("Horizon %s in a session that received no transaction", hz)
+	}
+}

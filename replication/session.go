@@ -130,6 +130,10 @@ func (r *Replicator) session(ctx context.Context) error {
 	r.log.Info("streaming", zap.String("slot", r.cfg.Slot), zap.Stringer("from", confirmed), zap.Int("already_stored", skip.Len()),
 		zap.Bool("large_transactions_streamed", streaming), zap.Bool("binary_values", binaryValues), zap.Int("read_ahead_bytes", len(paced.ahead)),
 		zap.Duration("receive_timeout", limit))
+	// The last commit received is this session's to learn: the one the
+	// last session received may be later than rows this one replays
+	// unstored, and retention's horizon must not pass them (Horizon).
+	r.state.received.Store(0)
 	r.state.setStreaming(true)
 	r.metrics.Streaming.Set(1)
 	r.state.touch(time.Now())
