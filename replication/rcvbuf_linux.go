@@ -54,15 +54,41 @@ func grantedReceiveBuffer(c net.Conn) int {
 }
 
 // receiveBufferMax is net.core.rmem_max, the most SO_RCVBUF may set, or 0
-// when it cannot be read.
-func receiveBufferMax() int {
-	b, err := os.ReadFile("/proc/sys/net/core/rmem_max")
+// when it cannot be told. Where /proc/sys/net/core/rmem_max cannot be read
+// — in a container, on a kernel that does not give each network namespace
+// its own — a throwaway socket asked for asked bytes tells: the kernel
+// grants it at most the maximum, and less than asked only because of it.
+func receiveBufferMax(asked int) int {
+	return receiveBufferMaxFrom("/proc/sys/net/core/rmem_max", asked)
+}
+
+func receiveBufferMaxFrom(path string, asked int) int {
+	if b, err := os.ReadFile(path); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			return n
+		}
+	}
+	return probeReceiveBuffer(asked)
+}
+
+// probeReceiveBuffer asks a socket that is never connected for asked
+// bytes of receive buffer and returns what it was granted, in the unit it
+// was asked in; 0 when that cannot be done.
+func probeReceiveBuffer(asked int) int {
+	if asked <= 0 {
+		return 0
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return 0
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	defer syscall.Close(fd)
+	if syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, asked) != nil {
+		return 0
+	}
+	n, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF)
 	if err != nil {
 		return 0
 	}
-	return n
+	return n / 2
 }

@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"net"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -105,11 +106,20 @@ func TestConnect_ReadAheadIsTheGrantedBuffer(t *testing.T) {
 }
 
 // receiveBufferMax reads what the kernel allows: a socket asking for more
-// than it is granted exactly that.
+// than it is granted exactly that. Where the file cannot be read, a probe
+// of a socket says the same: the maximum when asked for more, what was
+// asked otherwise.
 func TestReceiveBufferMax(t *testing.T) {
-	most := receiveBufferMax()
+	most := receiveBufferMax(64 << 10)
 	if most <= 0 {
 		t.Fatalf("net.core.rmem_max read as %d", most)
+	}
+	missing := filepath.Join(t.TempDir(), "rmem_max")
+	if got := receiveBufferMaxFrom(missing, most+4096); got != most {
+		t.Errorf("without the file, asking for %d: %d; want net.core.rmem_max, %d", most+4096, got, most)
+	}
+	if got := receiveBufferMaxFrom(missing, most/2); got != most/2 {
+		t.Errorf("without the file, asking for %d: %d; want that", most/2, got)
 	}
 	c, err := (&net.Dialer{Control: receiveBufferControl(most + 4096)}).Dial("tcp", listen(t))
 	if err != nil {

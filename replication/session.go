@@ -25,7 +25,7 @@ import (
 // session is one replication connection's life: connect, find the slot,
 // stream until an error or shutdown.
 func (r *Replicator) session(ctx context.Context) error {
-	rcvbuf, most := r.cfg.ReceiveBuffer, receiveBufferMax()
+	rcvbuf, most := r.cfg.ReceiveBuffer, receiveBufferMax(r.cfg.ReceiveBuffer)
 	if receiveBuffer(rcvbuf, most) != rcvbuf {
 		rcvbuf = 0
 	}
@@ -39,7 +39,8 @@ func (r *Replicator) session(ctx context.Context) error {
 			zap.Int("asked", r.cfg.ReceiveBuffer), zap.Int("rmem_max", most))
 		r.rcvbufNoted = true
 	}
-	if got := len(paced.ahead); got > 0 && got < rcvbuf {
+	if got := len(paced.ahead); got > 0 && got < rcvbuf && !r.rcvbufNoted {
+		r.rcvbufNoted = true
 		r.log.Warn("the kernel granted a smaller receive buffer than CDC_PG_RECEIVE_BUFFER asks for; raise net.core.rmem_max",
 			zap.Int("asked", rcvbuf), zap.Int("granted", got))
 	}
