@@ -25,7 +25,7 @@ import (
 const OutboxTable = ddl.OutboxTable
 
 // OpenPool opens a pool whose sessions print values the way the connector's
-// replication session does (replication.TextParams), so `col::text` here is
+// replication session does (replication.TextParams), so a column's text here is
 // byte for byte what pgoutput sends.
 func OpenPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
@@ -134,7 +134,12 @@ func (s *Scanner) query() (string, []any) {
 	sel := []string{"o.event_date_time", "o.id::text"}
 	if s.values {
 		for _, col := range s.rel.Columns {
-			sel = append(sel, "o."+pgx.Identifier{col.Name}.Sanitize()+"::text")
+			// The type's output function, as pgoutput calls it: format's
+			// %s. Not a cast to text, which for some types is a function
+			// of its own: a bool casts to "true" where pgoutput sends
+			// "t", a char(n) drops its padding, an inet adds its /32.
+			c := "o." + pgx.Identifier{col.Name}.Sanitize()
+			sel = append(sel, "CASE WHEN "+c+" IS NULL THEN NULL ELSE format('%s', "+c+") END")
 		}
 	}
 	var args []any
