@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"time"
 )
 
 // pgoutput sends a column in binary (its type's send function) instead of
@@ -141,9 +140,8 @@ func appendText(buf []byte, oid uint32, data []byte) ([]byte, string) {
 		case math.MaxInt32:
 			return append(buf, "infinity"...), ""
 		default:
-			t := time.Unix(pgEpochUnix+int64(days)*secondsDay, 0).UTC()
-			buf = appendDate(buf, t)
-			return appendEra(buf, t), ""
+			y, m, d := civil(int64(days))
+			return appendEra(appendDate(buf, y, m, d), y), ""
 		}
 	case oidTimestamp, oidTimestamptz:
 		if !fixed(8) {
@@ -156,14 +154,15 @@ func appendText(buf []byte, oid uint32, data []byte) ([]byte, string) {
 			return append(buf, "infinity"...), ""
 		default:
 			sec, frac := floorDiv(us, 1e6)
-			t := time.Unix(pgEpochUnix+sec, 0).UTC()
-			buf = appendDate(buf, t)
+			days, clock := floorDiv(sec, secondsDay)
+			y, m, d := civil(days)
+			buf = appendDate(buf, y, m, d)
 			buf = append(buf, ' ')
-			buf = append2(buf, t.Hour())
+			buf = append2(buf, int(clock/3600))
 			buf = append(buf, ':')
-			buf = append2(buf, t.Minute())
+			buf = append2(buf, int(clock/60%60))
 			buf = append(buf, ':')
-			buf = append2(buf, t.Second())
+			buf = append2(buf, int(clock%60))
 			if frac != 0 {
 				// Six digits, trailing zeros dropped, as
 				// AppendSeconds prints them.
@@ -182,7 +181,7 @@ func appendText(buf []byte, oid uint32, data []byte) ([]byte, string) {
 			if oid == oidTimestamptz {
 				buf = append(buf, "+00"...) // the session's TimeZone is UTC
 			}
-			return appendEra(buf, t), ""
+			return appendEra(buf, y), ""
 		}
 	}
 	return buf, "of a type cdc reads only as text"
@@ -200,26 +199,51 @@ func floorDiv(a, b int64) (q, rem int64) {
 	return q, rem
 }
 
+// civil is the proleptic Gregorian date of a day counted from PostgreSQL's
+// epoch, 2000-01-01, as PostgreSQL's j2date computes it: the year
+// astronomical (0 is 1 BC). Howard Hinnant's days_from_civil inverse, in
+// 400-year eras of 146,097 days counted from 0000-03-01.
+func civil(days int64) (year int64, month, day int) {
+	z := days + 10957 + 719468 // to days from 1970-01-01, then from 0000-03-01
+	era := z / 146097
+	if z < 0 && z%146097 != 0 {
+		era--
+	}
+	doe := z - era*146097                                  // [0, 146096]
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365 // [0, 399]
+	doy := doe - (365*yoe + yoe/4 - yoe/100)               // [0, 365]
+	mp := (5*doy + 2) / 153                                // [0, 11], March first
+	day = int(doy - (153*mp+2)/5 + 1)
+	month = int(mp + 3)
+	if month > 12 {
+		month -= 12
+	}
+	year = yoe + era*400
+	if month <= 2 {
+		year++
+	}
+	return year, month, day
+}
+
 // appendDate appends ISO year-month-day as PostgreSQL prints it: the year
 // at least four digits, years before 1 as BC years (astronomical year 0 is
 // 1 BC), the era itself added by appendEra after the time.
-func appendDate(buf []byte, t time.Time) []byte {
-	year := t.Year()
+func appendDate(buf []byte, year int64, month, day int) []byte {
 	if year <= 0 {
 		year = 1 - year
 	}
-	if year < 1000 {
-		buf = append(buf, "000"[:4-len(strconv.Itoa(year))]...)
+	for div := int64(1000); div > 1 && year < div; div /= 10 {
+		buf = append(buf, '0')
 	}
-	buf = strconv.AppendInt(buf, int64(year), 10)
+	buf = strconv.AppendInt(buf, year, 10)
 	buf = append(buf, '-')
-	buf = append2(buf, int(t.Month()))
+	buf = append2(buf, month)
 	buf = append(buf, '-')
-	return append2(buf, t.Day())
+	return append2(buf, day)
 }
 
-func appendEra(buf []byte, t time.Time) []byte {
-	if t.Year() <= 0 {
+func appendEra(buf []byte, year int64) []byte {
+	if year <= 0 {
 		return append(buf, " BC"...)
 	}
 	return buf

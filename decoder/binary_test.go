@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 func be16(v int16) []byte { return binary.BigEndian.AppendUint16(nil, uint16(v)) }
@@ -141,5 +142,26 @@ func TestDecode_BinaryValueOfAnUnknownType(t *testing.T) {
 	m, err := d.Decode(insertMsg(16385, ok...))
 	if err != nil || string(m.Values[2].Data) != "2000-01-01 00:00:00+00" || m.Values[2].Kind != ValueText || m.Size != 36+1+22+4+2+1+3 {
 		t.Fatalf("Decode after the errors = %+v, %v", m, err)
+	}
+}
+
+// civil agrees with Go's proleptic Gregorian calendar on every day from
+// before PostgreSQL's first date to past its last, sampled densely around
+// the era and century boundaries.
+func TestCivil(t *testing.T) {
+	check := func(days int64) {
+		y, m, d := civil(days)
+		want := time.Unix(pgEpochUnix+days*secondsDay, 0).UTC()
+		if y != int64(want.Year()) || m != int(want.Month()) || d != want.Day() {
+			t.Fatalf("civil(%d) = %d-%02d-%02d, want %s", days, y, m, d, want.Format("2006-01-02"))
+		}
+	}
+	for days := int64(-2451545 - 400); days < 2147483494+400; days += 997 {
+		check(days)
+	}
+	for _, centre := range []int64{0, -730120, -730485, 36524, -146097, 146097, 2921940} {
+		for days := centre - 800; days <= centre+800; days++ {
+			check(days)
+		}
 	}
 }

@@ -250,7 +250,7 @@ func insertCases() []decodeCase {
 				{Kind: ValueText, Data: []byte("0195a8e2-7c3d-7a10-9b4e-3f2d1c0b0a01")},
 				{Kind: ValueText, Data: []byte("order.created")},
 				{Kind: ValueText, Data: []byte("2025-03-01 12:00:00.123456+00")},
-				{Kind: ValueText, Data: []byte{}}, // empty, not NULL
+				{Kind: ValueText, Data: []byte{}},          // empty, not NULL
 				{Kind: ValueText, Data: []byte(`{"a":1}`)}, // json_send sends the text
 				{Kind: ValueUnchanged},
 				{Kind: ValueNull},
