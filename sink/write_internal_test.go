@@ -2,6 +2,8 @@ package sink
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -16,10 +18,15 @@ import (
 // liveCount counts the INSERT batches open now and at most.
 type liveCount struct{ live, max int }
 
+// fakeConn opens fakeBatches: Send refuses a batch holding the row at
+// sequence bad, Append refuses the row at appendFails, and sent collects
+// the sequences of the batches sent.
 type fakeConn struct {
 	driver.Conn
-	n   *liveCount
-	bad uint64
+	n           *liveCount
+	bad         uint64
+	appendFails uint64
+	sent        []uint64
 }
 
 func (f *fakeConn) PrepareBatch(ctx context.Context, q string, _ ...driver.PrepareBatchOption) (driver.Batch, error) {
@@ -33,11 +40,13 @@ func (f *fakeConn) PrepareBatch(ctx context.Context, q string, _ ...driver.Prepa
 		}
 		cols = append(cols, col)
 	}
-	return &fakeBatch{n: f.n, cols: cols, bad: f.bad}, nil
+	return &fakeBatch{conn: f, n: f.n, cols: cols, bad: f.bad}, nil
 }
 
 type fakeBatch struct {
 	driver.Batch
+	conn   *fakeConn
+	seqs   []uint64
 	n      *liveCount
 	cols   []column.Interface
 	bad    uint64
@@ -47,9 +56,14 @@ type fakeBatch struct {
 
 func (b *fakeBatch) Columns() []column.Interface { return b.cols }
 func (b *fakeBatch) Append(v ...any) error {
-	if *(v[2].(*uint64)) == b.bad {
+	seq := *(v[2].(*uint64))
+	if seq == b.conn.appendFails {
+		return errors.New("append refused")
+	}
+	if seq == b.bad {
 		b.hasBad = true
 	}
+	b.seqs = append(b.seqs, seq)
 	return nil
 }
 func (b *fakeBatch) Flush() error { return nil }
@@ -57,6 +71,7 @@ func (b *fakeBatch) Send() error {
 	if b.hasBad {
 		return &clickhouse.Exception{Code: 6, Message: "bad"}
 	}
+	b.conn.sent = append(b.conn.sent, b.seqs...)
 	return nil
 }
 func (b *fakeBatch) done() {
@@ -93,5 +108,37 @@ func TestWrite_BisectionHoldsOneBatchPerLevelAtMost(t *testing.T) {
 	}
 	if lc.max > 2 || lc.live != 0 {
 		t.Errorf("%d INSERT batches (each with its last block's columns) held at once, %d left open; want at most 2 and none", lc.max, lc.live)
+	}
+}
+
+// A row Append refuses (conversion should make that impossible) aborts
+// the INSERT, which is released before the rows are written again without
+// it: one batch open at a time, every other row sent once, the refused one
+// set aside with Append's error.
+func TestWrite_AppendRefusalReleasesTheAbortedBatch(t *testing.T) {
+	rel := &decoder.Relation{Name: "outbox", Columns: []decoder.Column{{Name: "id"}}}
+	rows := make([]Row, 100)
+	var want []uint64
+	for i := range rows {
+		rows[i] = Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("x")}},
+			Pos: Position{CommitLSN: pglogrepl.LSN(1), Seq: uint64(i + 1)}, Size: 1}
+		if i+1 != 50 {
+			want = append(want, uint64(i+1))
+		}
+	}
+	lc := &liveCount{}
+	conn := &fakeConn{n: lc, appendFails: 50}
+	c := &ClickHouse{conn: conn, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
+		columns:    []chColumn{{"event_id", "String"}, {"cdc_commit_lsn", "UInt64"}, {"cdc_seq", "UInt64"}},
+		blockBytes: blockBytes, blockRows: blockRows}
+	rej, err := c.write(context.Background(), rows, false)
+	if err != nil || len(rej) != 1 || rej[0].Row.Pos.Seq != 50 || rej[0].Err.Error() != "append: append refused" {
+		t.Fatalf("write = %+v, %v; want row 50 refused by append", rej, err)
+	}
+	if fmt.Sprint(conn.sent) != fmt.Sprint(want) {
+		t.Fatalf("sent %v; want every row but 50 once", conn.sent)
+	}
+	if lc.max != 1 || lc.live != 0 {
+		t.Errorf("%d INSERT batches open at once, %d left open; want 1 and none", lc.max, lc.live)
 	}
 }
