@@ -764,15 +764,17 @@ func (s *stream) run(ctx context.Context) error {
 	defer stopInterrupt()
 
 	err := s.loop(ctx)
-	// Two errors end the session as a shutdown does, storing and
-	// acknowledging what it holds, for the next to go on from there: the
-	// switch back to streaming, and a binary value the decoder cannot
-	// print (the next session reads text). Cancelling the INSERTs in flight
-	// instead could leave ClickHouse committing one after the next session
-	// read what is stored, and that session would store its rows again.
+	// Three errors are no failure, and end the session as a shutdown does,
+	// storing and acknowledging what it holds, for the next to go on from
+	// there: the switches to streaming and away from it (streamed.go), and
+	// a binary value the decoder cannot print (the next session reads
+	// text). Cancelling the INSERTs in flight instead could leave
+	// ClickHouse committing one after the next session read what is
+	// stored, and that session would store its rows again.
 	var binErr *decoder.BinaryError
 	toText := errors.As(err, &binErr)
-	resume := errors.Is(err, errResumeStreaming) || toText
+	toStreaming := errors.Is(err, errResumeStreaming)
+	resume := toStreaming || toText || errors.Is(err, errStreamInProgress)
 	if err != nil && !resume && !shutdownCut(ctx, err) {
 		wcancel()
 		s.drain(false)
@@ -803,11 +805,7 @@ func (s *stream) run(ctx context.Context) error {
 		s.r.log.Warn("final acknowledgement failed; the slot will replay from the previous one", zap.Error(err))
 	}
 	w, f := s.track.Positions()
-	if toText {
-		s.r.log.Debug("session ends to read values as text", zap.Stringer("received", w), zap.Stringer("flushed", f))
-		return err
-	}
-	if resume {
+	if toStreaming {
 		// Between transactions: once all it received is stored and
 		// acknowledged, the next session is sent none of it again and
 		// may stream. Otherwise (the sink too slow for the shutdown
@@ -819,6 +817,10 @@ func (s *stream) run(ctx context.Context) error {
 		}
 		s.r.log.Debug("session ends to stream again", zap.Stringer("received", w), zap.Stringer("flushed", f),
 			zap.Bool("all_stored", s.r.waitOut == 0))
+		return err
+	}
+	if resume {
+		s.r.log.Debug("session ends to read otherwise", zap.Error(err), zap.Stringer("received", w), zap.Stringer("flushed", f))
 		return err
 	}
 	s.r.log.Info("stopped", zap.Stringer("received", w), zap.Stringer("flushed", f))
