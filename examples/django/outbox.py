@@ -321,10 +321,6 @@ def _encode_context(context, limit):
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise InvalidEvent(f"context is not valid UTF-8: {e}") from None
-        if _nests_deeper(text, MAX_RAW_CONTEXT_DEPTH, values=False):
-            raise InvalidEvent(
-                f"context nests more than {MAX_RAW_CONTEXT_DEPTH:,} arrays and objects inside one another"
-            )
         try:
             # Numbers are checked for syntax only, as PostgreSQL does: a
             # 5,000-digit integer is valid JSON, past Python's int limit.
@@ -336,6 +332,13 @@ def _encode_context(context, limit):
             at = _json_error(text)
             if at is not None:
                 raise InvalidEvent(f"context is not valid JSON (at char {at})") from None
+        # Only once the text is known to be JSON: the shape's pattern reads
+        # an unterminated string from each of its quotes to the end, which
+        # on malformed text of many escaped quotes takes quadratic time.
+        if _nests_deeper(text, MAX_RAW_CONTEXT_DEPTH, values=False):
+            raise InvalidEvent(
+                f"context nests more than {MAX_RAW_CONTEXT_DEPTH:,} arrays and objects inside one another"
+            )
         if "\x00" in text:
             # PostgreSQL text cannot hold NUL; valid JSON only has it escaped.
             raise InvalidEvent("context contains a NUL byte")
