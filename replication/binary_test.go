@@ -261,9 +261,9 @@ func TestReplicator_BinaryValuesUntilAColumnOfAnotherType(t *testing.T) {
 		}
 		return "<none>"
 	}
-	got := fmt.Sprint(text(rows[0], "id"), text(rows[0], "event_date_time"), text(rows[0], "event_context"), text(rows[0], "metadata_version"),
-		text(rows[1], "event_type"), text(rows[1], "price"))
-	want := fmt.Sprint("0195a8e2-7c3d-7a10-9b4e-3f2d1c0b0a01", "1999-12-31 23:59:59.5+00", `{"a" : 1}`, "7", "after", "1.50")
+	got := strings.Join([]string{text(rows[0], "id"), text(rows[0], "event_date_time"), text(rows[0], "event_context"), text(rows[0], "metadata_version"),
+		text(rows[1], "event_type"), text(rows[1], "price")}, " | ")
+	want := strings.Join([]string{"0195a8e2-7c3d-7a10-9b4e-3f2d1c0b0a01", "1999-12-31 23:59:59.5+00", `{"a" : 1}`, "7", "after", "1.50"}, " | ")
 	if len(rows) != 2 || got != want {
 		t.Fatalf("stored %d rows: %s; want 2: %s", len(rows), got, want)
 	}
@@ -304,6 +304,13 @@ func TestReplicator_BinaryToTextInsideATransaction(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[1:before 2:before 3:before 4:after]" {
 		t.Fatalf("stored %v; want each of the transaction's four rows once, in order", got)
+	}
+	// The session that met the numeric stored the rows it held before it
+	// ended; the next stored only the last, skipping those as stored.
+	// Ended by cancelling its writer, the first session would have stored
+	// none, and the next all four in one batch.
+	if last := s.seqs[len(s.seqs)-1]; fmt.Sprint(last) != "[4]" {
+		t.Fatalf("batches %v; want the rows before the new column stored by the first session, the last alone by the next", s.seqs)
 	}
 	if n := logs.FilterMessage("reconnecting to read values as text").Len(); n != 1 {
 		t.Fatalf("%d reconnects to read text, want 1", n)

@@ -33,6 +33,7 @@ type fakeSink struct {
 	// closed while later ones go through.
 	holdFirst chan struct{}
 	writes    int
+	seqs      [][]uint64 // each stored batch's row sequence numbers
 }
 
 var _ replication.Sink = (*fakeSink)(nil)
@@ -60,6 +61,11 @@ func (f *fakeSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, e
 	defer f.mu.Unlock()
 	f.rows = append(f.rows, b.Rows...)
 	f.batches++
+	var seqs []uint64
+	for _, r := range b.Rows {
+		seqs = append(seqs, r.Pos.Seq)
+	}
+	f.seqs = append(f.seqs, seqs)
 	return nil, nil
 }
 

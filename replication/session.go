@@ -314,9 +314,14 @@ func (r *Replicator) binaryValues(ctx context.Context, conn *pgconn.PgConn) bool
 			r.cfg.Publication))
 		return err
 	})
-	if err != nil || len(types) == 0 {
-		r.log.Warn("could not read the types of the outbox's columns; asking for their values as text", zap.Error(err))
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("could not read the types of the outbox's columns; asking for their values as text", zap.Error(err))
+		}
 		return false
+	}
+	if len(types) == 0 {
+		return false // no columns read: nothing says binary would do
 	}
 	for _, row := range types {
 		oid, err := strconv.ParseUint(row[0], 10, 32)
