@@ -16,8 +16,9 @@ import (
 // below, and prints each value here exactly as PostgreSQL's output function
 // would under the session's settings (TimeZone UTC, DateStyle ISO:
 // replication.TextParams). Everything after the decoder — conversion for
-// the sink, dead letters, backfill's `::text` — sees the same text as in a
-// session without binary.
+// the sink, dead letters, and backfill, which reads the output functions'
+// text from the table — sees the same text as in a session without
+// binary.
 
 // PostgreSQL type OIDs (pg_type.dat) of the types printed here.
 const (
@@ -83,9 +84,10 @@ func textBound(oid uint32, n int) (int, bool) {
 	return 0, false
 }
 
-// secondsDay turns a binary date, days since PostgreSQL's epoch
-// (pgEpochUnix), into seconds. The infinities are the extreme values of the
-// binary forms (DATE_NOBEGIN, DATE_NOEND, DT_NOBEGIN, DT_NOEND).
+// secondsDay is the seconds of a day. Binary dates count days, and binary
+// timestamps microseconds, from PostgreSQL's epoch, 2000-01-01 (civil);
+// their infinities are the extreme values of each form (DATE_NOBEGIN,
+// DATE_NOEND, DT_NOBEGIN, DT_NOEND).
 const secondsDay = 86400
 
 // appendText appends the text PostgreSQL prints for the binary value data

@@ -88,12 +88,13 @@ func TestTextBound(t *testing.T) {
 		oidInt4: values(1000, func() []byte { return be32(int32(r.Uint32())) }),
 		oidInt8: values(1000, func() []byte { return be64(int64(r.Uint64())) }),
 		// Dates and timestamps over PostgreSQL's whole range: 4714-11-24
-		// BC to 5874897-12-31 and to 294276-12-31.
-		oidDate:        values(1000, func() []byte { return be32(int32(r.Int64N(2147483494+2451545)) - 2451545) }),
+		// BC to 5874897-12-31 (days -2451545 to 2145031948 from 2000-01-01)
+		// and to 294276-12-31.
+		oidDate:        values(1000, func() []byte { return be32(int32(r.Int64N(2145031948+2451545+1) - 2451545)) }),
 		oidTimestamptz: values(1000, func() []byte { return be64(r.Int64N(9223371331200000000) - 211813488000000000) }),
 		oidTimestamp:   values(1000, func() []byte { return be64(r.Int64N(9223371331200000000) - 211813488000000000) }),
 	}
-	cases[oidDate] = append(cases[oidDate], be32(-2451545), be32(2147483493))
+	cases[oidDate] = append(cases[oidDate], be32(-2451545), be32(2145031948))
 	cases[oidTimestamptz] = append(cases[oidTimestamptz], be64(-211813488000000000), be64(9223371331199999999))
 	for oid, vs := range cases {
 		for _, v := range vs {

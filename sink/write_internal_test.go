@@ -106,8 +106,8 @@ func TestWrite_BisectionHoldsOneBatchPerLevelAtMost(t *testing.T) {
 	if rej[0].Row.Pos.Seq != n {
 		t.Fatalf("refused row %d, want %d", rej[0].Row.Pos.Seq, n)
 	}
-	if lc.max > 2 || lc.live != 0 {
-		t.Errorf("%d INSERT batches (each with its last block's columns) held at once, %d left open; want at most 2 and none", lc.max, lc.live)
+	if lc.max > 1 || lc.live != 0 {
+		t.Errorf("%d INSERT batches (each with its last block's columns) held at once, %d left open; want 1 and none", lc.max, lc.live)
 	}
 }
 
