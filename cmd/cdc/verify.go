@@ -93,12 +93,12 @@ func parseUntil(s string, since time.Time) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, usageErr("--until %q is not an RFC 3339 time, e.g. 2026-03-01T00:00:00Z", s)
 	}
-	if !since.IsZero() && !t.After(since) {
-		return time.Time{}, usageErr("--until %s is not after --since %s: no row lies between them", formatSince(t), formatSince(since))
-	}
 	if t.IsZero() {
 		// The zero time is the scanner's "no upper bound".
 		return time.Time{}, usageErr("--until %s is the earliest time RFC 3339 writes: give a later one", s)
+	}
+	if !since.IsZero() && !t.After(since) {
+		return time.Time{}, usageErr("--until %s is not after --since %s: no row lies between them", formatSince(t), formatSince(since))
 	}
 	return t, nil
 }

@@ -68,6 +68,7 @@ func TestParseUntil(t *testing.T) {
 		{"equal to since", "2026-11-25T12:40:00Z", since, time.Time{}, "--until 2026-11-25T12:40:00Z is not after --since 2026-11-25T12:40:00Z: no row lies between them"},
 		{"since -infinity", "1970-01-01T00:00:00Z", time.Time{}, time.Unix(0, 0), ""},
 		{"the zero time", "0001-01-01T00:00:00Z", time.Time{}, time.Time{}, "--until 0001-01-01T00:00:00Z is the earliest time RFC 3339 writes: give a later one"},
+		{"the zero time after a --since", "0001-01-01T00:00:00Z", since, time.Time{}, "--until 0001-01-01T00:00:00Z is the earliest time RFC 3339 writes: give a later one"},
 		{"infinity", "infinity", since, time.Time{}, `--until "infinity" is not an RFC 3339 time, e.g. 2026-03-01T00:00:00Z`},
 		{"a date", "2026-12-01", since, time.Time{}, `--until "2026-12-01" is not an RFC 3339 time`},
 	} {
