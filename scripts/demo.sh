@@ -56,7 +56,7 @@ if [ "$ready" != 1 ]; then
 	# The reason is in cdc's log (and /readyz's answer, when cdc still runs);
 	# the cleanup trap stops cdc and the servers.
 	if kill -0 "$cdc_pid" 2>/dev/null; then
-		echo "cdc did not become ready within 10 s: http://$CDC_METRICS_ADDR/readyz did not answer 200" >&2
+		echo "cdc did not become ready: http://$CDC_METRICS_ADDR/readyz did not answer 200" >&2
 		answer=$(curl -s --max-time 2 "http://$CDC_METRICS_ADDR/readyz" 2>/dev/null || true)
 		[ -z "$answer" ] || printf '/readyz: %s\n' "$answer" >&2
 	else
