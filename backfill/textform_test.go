@@ -18,19 +18,27 @@ import (
 	ddl "github.com/eventcdc/cdc/sql"
 )
 
+// migrated is a new database with cdc's outbox and publication "pub",
+// and a pool on it with the server's own session settings.
+func migrated(t *testing.T) (string, *pgxpool.Pool) {
+	t.Helper()
+	dsn := testenv.Get(t).NewPostgres(t)
+	admin, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	if err := ddl.MigratePostgres(context.Background(), admin, "pub", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	return dsn, admin
+}
+
 // A backfill reads values in the text form pgoutput sends them in
 // (replication.TextParams), whatever the database sets for its sessions.
 func TestScanner_ValuesKeepTheirTextFormWhateverTheDatabaseSets(t *testing.T) {
 	ctx := context.Background()
-	dsn := testenv.Get(t).NewPostgres(t)
-	admin, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	if err := ddl.MigratePostgres(ctx, admin, "pub", io.Discard); err != nil {
-		t.Fatal(err)
-	}
+	dsn, admin := migrated(t)
 	for _, sql := range []string{
 		`DO $$ BEGIN
 			EXECUTE format('ALTER DATABASE %I SET extra_float_digits = 0', current_database());
@@ -76,15 +84,7 @@ func TestScanner_ValuesKeepTheirTextFormWhateverTheDatabaseSets(t *testing.T) {
 // replication session of the same rows sends.
 func TestScanner_ValuesAreWhatPgoutputSends(t *testing.T) {
 	ctx := context.Background()
-	dsn := testenv.Get(t).NewPostgres(t)
-	admin, err := pgxpool.New(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	if err := ddl.MigratePostgres(ctx, admin, "pub", io.Discard); err != nil {
-		t.Fatal(err)
-	}
+	dsn, admin := migrated(t)
 	for _, sql := range []string{
 		`ALTER TABLE outbox ADD COLUMN flag bool, ADD COLUMN code char(5), ADD COLUMN addr inet, ADD COLUMN net cidr,
 			ADD COLUMN tags text[], ADD COLUMN price numeric(10, 2), ADD COLUMN day date, ADD COLUMN who name`,
