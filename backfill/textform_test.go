@@ -34,6 +34,27 @@ func migrated(t *testing.T) (string, *pgxpool.Pool) {
 	return dsn, admin
 }
 
+// scanAll reads the outbox as a backfill does, on sessions of its own,
+// in one page that must hold want rows.
+func scanAll(t *testing.T, dsn string, want int) (*decoder.Relation, []backfill.Record) {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := backfill.OpenPool(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	rel, err := backfill.LoadRelation(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, want+1, 0, true).Next(ctx)
+	if err != nil || len(page) != want {
+		t.Fatalf("scan: %d rows, err %v; want %d", len(page), err, want)
+	}
+	return rel, page
+}
+
 // A backfill reads values in the text form pgoutput sends them in
 // (replication.TextParams), whatever the database sets for its sessions.
 func TestScanner_ValuesKeepTheirTextFormWhateverTheDatabaseSets(t *testing.T) {
@@ -55,19 +76,7 @@ func TestScanner_ValuesKeepTheirTextFormWhateverTheDatabaseSets(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pool, err := backfill.OpenPool(ctx, dsn) // sessions opened after the settings
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	rel, err := backfill.LoadRelation(ctx, pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page, err := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10, 0, true).Next(ctx)
-	if err != nil || len(page) != 1 {
-		t.Fatalf("scan: %d rows, err %v; want 1 row", len(page), err)
-	}
+	rel, page := scanAll(t, dsn, 1) // sessions opened after the settings
 	var got []string
 	for _, col := range []string{"event_date_time", "ratio", "span", "blob"} {
 		got = append(got, string(page[0].Values[rel.Index(col)].Data))
@@ -101,19 +110,7 @@ func TestScanner_ValuesAreWhatPgoutputSends(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
-	pool, err := backfill.OpenPool(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	rel, err := backfill.LoadRelation(ctx, pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	page, err := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 100, 0, true).Next(ctx)
-	if err != nil || len(page) != 13 {
-		t.Fatalf("scan: %d rows, err %v; want 13", len(page), err)
-	}
+	rel, page := scanAll(t, dsn, 13)
 	scanned := map[string][]decoder.Value{}
 	for _, r := range page {
 		scanned[r.ID] = r.Values
