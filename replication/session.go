@@ -299,8 +299,9 @@ func (r *Replicator) checkPublicationTables(ctx context.Context, conn *pgconn.Pg
 // values: on PostgreSQL 14 and later, when the decoder prints every type
 // of the outbox's columns (decoder.ReadsBinary), and until a session met
 // a binary value it could not print (binaryOff). The walsender then skips
-// the types' output functions — timestamptz_out above all — which cost it
-// about a third of its work per outbox row. A column added later of
+// the types' output functions — timestamptz_out above all — for every
+// row (docs/performance-history.md measures what that saves). A column
+// added later of
 // another type ends the session that meets it, and the next asks for
 // text. When the types cannot be read, text it is: it is always right.
 func (r *Replicator) binaryValues(ctx context.Context, conn *pgconn.PgConn) bool {
