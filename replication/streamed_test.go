@@ -761,3 +761,49 @@ func TestReplicator_SessionStartForgetsPartialsPastTheSlot(t *testing.T) {
 		t.Errorf("partial after a session started at %s: %v, want %v", confirmed, got, want)
 	}
 }
+
+// The switch away from streaming, when a streamed transaction stays open,
+// ends the session as a shutdown does: an INSERT in flight is waited for
+// and acknowledged, not cancelled and written again by the next session
+// (ClickHouse may commit a cancelled INSERT, and the next session would
+// then store its rows twice). The sink holds the first write until told.
+func TestReplicator_SwitchAwayFromStreamingWaitsForTheInsertInFlight(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := &fakeSink{holdFirst: make(chan struct{})}
+	stop := h.runWith(s, zap.New(core), func(*replication.Config) {})
+	defer stop()
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('held', 'test', '{}')`)
+	held := h.walLSN()
+	eventually(t, "the held write", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.writes == 1
+	})
+
+	tx := h.begin(ctx)
+	defer func() { _ = tx.Rollback(ctx) }()
+	insertRows(t, ctx, tx, "open", 3000)
+	h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
+	// The wait for the open transaction is over within a second (the
+	// flush interval, at least 1 s); the session then waits for its
+	// writer instead of cancelling it.
+	time.Sleep(2500 * time.Millisecond)
+	if reconnected(logs, false) {
+		t.Fatal("reconnected without streaming while an INSERT was in flight")
+	}
+	close(s.holdFirst)
+	eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
+	eventually(t, "acknowledgement past the held event", func() bool { return uint64(h.confirmed()) >= held })
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "streaming resumed", func() bool { return reconnected(logs, true) })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.writes != 1 || len(s.rows) != 1 || string(s.rows[0].Values[1].Data) != "held" {
+		t.Fatalf("%d writes storing %d rows; want the held event written once", s.writes, len(s.rows))
+	}
+}
