@@ -144,30 +144,19 @@ var lookupTimeout = 30 * time.Second
 func (x *xactLookup) statusAt(ctx context.Context, xid uint32) (status string, insert, flushed pglogrepl.LSN, err error) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	if x.conn == nil {
-		cfg, err := pgconn.ParseConfig(x.dsn)
-		if err != nil {
-			return "", 0, 0, wrapf(err, "parse postgres dsn")
+	var rows [][]string
+	for retried := false; ; retried = true {
+		kept := x.conn != nil
+		if rows, err = x.queryStatus(ctx, xid); err == nil {
+			break
 		}
-		ConnDefaults(cfg)
-		if x.conn, err = pgconn.ConnectConfig(ctx, cfg); err != nil {
-			return "", 0, 0, wrapf(err, "connect to postgres for transaction status")
+		// A connection kept since the last lookup, which may be hours
+		// ago, may have been closed by the server meanwhile
+		// (idle_session_timeout, a pooler, a restart): once more on a
+		// new one before the session gives up.
+		if !kept || retried || ctx.Err() != nil {
+			return "", 0, 0, err
 		}
-	}
-	// n is the snapshot's xmax: the last completed xid + 1, not the next
-	// to be assigned, so an xid in progress — a subtransaction's, or one
-	// assigned after an older transaction that is still open — can lie
-	// ahead of it. The 64-bit xid is the one nearest n: every xid still in
-	// the commit log is within 2^31 of it. The WAL positions come from a
-	// second statement, so they are read after the status.
-	q := fmt.Sprintf(`SELECT coalesce(pg_xact_status((n + ((%d - (n & 4294967295) + 2147483648) %% 4294967296 + 4294967296) %% 4294967296 - 2147483648)::text::xid8), '')
-		FROM (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS n) s;
-		SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text, current_setting('wal_block_size'),
-			(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')`, xid)
-	rows, err := queryRows(ctx, x.conn, q)
-	if err != nil {
-		x.close()
-		return "", 0, 0, wrapf(err, "look up status of transaction %d", xid)
 	}
 	if len(rows) != 2 || len(rows[0]) != 1 || len(rows[1]) != 4 {
 		return "", 0, 0, fmt.Errorf("look up status of transaction %d: unexpected result %q", xid, rows)
@@ -184,6 +173,37 @@ func (x *xactLookup) statusAt(ctx context.Context, xid uint32) (status string, i
 		return "", 0, 0, fmt.Errorf("look up status of transaction %d: %w", xid, err)
 	}
 	return rows[0][0], recordEnd(insert, block, segment), flushed, nil
+}
+
+// queryStatus runs statusAt's query, connecting first if need be; a
+// connection the query failed on is closed.
+func (x *xactLookup) queryStatus(ctx context.Context, xid uint32) ([][]string, error) {
+	if x.conn == nil {
+		cfg, err := pgconn.ParseConfig(x.dsn)
+		if err != nil {
+			return nil, wrapf(err, "parse postgres dsn")
+		}
+		ConnDefaults(cfg)
+		if x.conn, err = pgconn.ConnectConfig(ctx, cfg); err != nil {
+			return nil, wrapf(err, "connect to postgres for transaction status")
+		}
+	}
+	// n is the snapshot's xmax: the last completed xid + 1, not the next
+	// to be assigned, so an xid in progress — a subtransaction's, or one
+	// assigned after an older transaction that is still open — can lie
+	// ahead of it. The 64-bit xid is the one nearest n: every xid still in
+	// the commit log is within 2^31 of it. The WAL positions come from a
+	// second statement, so they are read after the status.
+	q := fmt.Sprintf(`SELECT coalesce(pg_xact_status((n + ((%d - (n & 4294967295) + 2147483648) %% 4294967296 + 4294967296) %% 4294967296 - 2147483648)::text::xid8), '')
+		FROM (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS n) s;
+		SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text, current_setting('wal_block_size'),
+			(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size')`, xid)
+	rows, err := queryRows(ctx, x.conn, q)
+	if err != nil {
+		x.close()
+		return nil, wrapf(err, "look up status of transaction %d", xid)
+	}
+	return rows, nil
 }
 
 // recordEnd is the WAL insert position pos as the end of the record before

@@ -807,3 +807,33 @@ func TestReplicator_SwitchAwayFromStreamingWaitsForTheInsertInFlight(t *testing.
 		t.Fatalf("%d writes storing %d rows; want the held event written once", s.writes, len(s.rows))
 	}
 }
+
+// The connection that looks up how streamed transactions ended is kept
+// between lookups, and the server may close it meanwhile: here
+// idle_session_timeout (1 s, on cdc's connections only) ends it between
+// two large transactions. The second lookup tries once more on a new
+// connection instead of ending the session.
+func TestReplicator_LookupConnectionClosedWhileIdle(t *testing.T) {
+	h := setup(t)
+	dsn, err := testenv.DecodingMemoryDSN(h.dsn, "64kB -c idle_session_timeout=1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.dsn = dsn
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := &fakeSink{}
+	stop := h.runWith(s, zap.New(core), func(*replication.Config) {})
+	defer stop()
+	h.commitBig(3000)
+	eventually(t, "the first transaction stored", func() bool { return s.count() == 3000 })
+	time.Sleep(2500 * time.Millisecond) // the lookup connection is closed by now
+	_, after := h.commitBig(3000)
+	eventually(t, "the second transaction stored", func() bool { return s.count() == 6000 })
+	eventually(t, "acknowledgement past it", func() bool { return uint64(h.confirmed()) >= after })
+	if n := logs.FilterMessageSnippet("replication interrupted").Len(); n != 0 {
+		t.Fatalf("the session ended %d times: %v", n, logs.FilterMessageSnippet("replication interrupted").All()[0].ContextMap())
+	}
+	if n := logs.FilterMessage("streaming").Len(); n != 1 {
+		t.Fatalf("%d sessions, want 1", n)
+	}
+}
