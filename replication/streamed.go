@@ -294,6 +294,14 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 			if !durable && !s.r.flushRefused {
 				s.r.log.Debug("streamed transaction committed, its commit perhaps not flushed yet: flushing the WAL",
 					zap.Uint32("xid", xid), zap.Stringer("flushed", flushed), zap.Stringer("inserted", insert))
+				// The lookup and the flush may each take up to
+				// lookupTimeout, together as long as the default
+				// wal_sender_timeout: a status between them if one is due.
+				if !time.Now().Before(s.nextStatus) {
+					if err := s.sendStatus(ctx); err != nil {
+						return false, err
+					}
+				}
 				err := s.xacts.flush(ctx)
 				var pgErr *pgconn.PgError
 				switch {
