@@ -398,7 +398,7 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 			// Until they are shipped the outbox holds their only copy:
 			// retention waits for the life of this process (Horizon).
 			r.state.slotCreated.Store(true)
-			r.log.Warn("replication slot did not exist and was created: events committed before now will not be streamed; if this is not the first start, recover them with `cdc backfill --since <time of the loss>`. Outbox retention is paused until cdc restarts: keep CDC_OUTBOX_RETENTION=0 until `cdc verify` finds nothing missing",
+			r.log.Warn("replication slot did not exist and was created: events committed before now will not be streamed; if this is not the first start, recover them with `cdc backfill --since <time of the loss>`. Outbox retention is paused until this process restarts, in this process only (a hot standby that takes the slot over is not paused): keep CDC_OUTBOX_RETENTION=0 on every instance until `cdc verify` finds nothing missing",
 				zap.String("slot", r.cfg.Slot), zap.String("consistent_point", res.ConsistentPoint))
 			continue
 		}
