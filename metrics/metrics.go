@@ -45,7 +45,7 @@ func New(reg prometheus.Registerer, now func() int64) *Metrics {
 		EventsWritten: f.NewCounter(prometheus.CounterOpts{Name: "cdc_events_written_total",
 			Help: "Events stored in the sink."}),
 		BatchesWritten: f.NewCounter(prometheus.CounterOpts{Name: "cdc_batches_written_total",
-			Help: "Batches stored in the sink (one INSERT each, more when a batch had to be split to find refused rows)."}),
+			Help: "Batches stored in the sink (one INSERT each; a batch split to set refused rows aside still counts once)."}),
 		FlushDuration: f.NewHistogram(prometheus.HistogramOpts{Name: "cdc_flush_duration_seconds",
 			Help:    "Time to store one batch, retries included.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
