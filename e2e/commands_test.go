@@ -876,6 +876,56 @@ func TestCommands_StatusLagSecondsCountsOnlyEventsNotStored(t *testing.T) {
 	}
 }
 
+// A part of the report that cannot be read in time leaves the others
+// reported: with the outbox locked behind an ALTER TABLE's lock, the
+// outbox count and the lag in seconds are unknown, saying why, while the
+// slot and the dead letters are there, and status exits 0.
+func TestCommands_StatusReportsWhatItCanReadPastALockedOutbox(t *testing.T) {
+	w := newWorld(t)
+	w.insertEvents("pending", 1) // the slot is behind: the lag in seconds is asked for
+	ctx := context.Background()
+	tx, err := w.pg.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, "LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := w.runOperator(nil, "status", "--json")
+	var r struct {
+		Exists          bool     `json:"exists"`
+		LagBytes        int64    `json:"lag_bytes"`
+		LagSeconds      *float64 `json:"lag_seconds"`
+		LagSecondsError string   `json:"lag_seconds_error"`
+		OutboxRows      *int64   `json:"outbox_rows"`
+		OutboxRowsError string   `json:"outbox_rows_error"`
+		DeadLetters     *int64   `json:"dead_letters"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || !r.Exists || r.LagBytes == 0 ||
+		r.OutboxRows != nil || !strings.Contains(r.OutboxRowsError, "lock timeout") ||
+		r.LagSeconds != nil || !strings.Contains(r.LagSecondsError, "lock timeout") ||
+		r.DeadLetters == nil || *r.DeadLetters != 0 {
+		t.Fatalf("status --json with the outbox locked exited %d:\n%s\n%s", code, out, stderr)
+	}
+	out, stderr, code = w.runOperator(nil, "status")
+	if code != 0 || !strings.Contains(out, "outbox rows:       unknown (see the warning)\n") || !strings.Contains(out, "dead letters:      0\n") ||
+		!strings.Contains(stderr, "outbox rows unknown") {
+		t.Fatalf("status with the outbox locked exited %d:\n%s\n%s", code, out, stderr)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code = w.runOperator(nil, "status", "--json")
+	var after struct {
+		OutboxRows      *int64 `json:"outbox_rows"`
+		OutboxRowsError string `json:"outbox_rows_error"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &after) != nil || after.OutboxRows == nil || *after.OutboxRows != 1 || after.OutboxRowsError != "" {
+		t.Fatalf("status --json after the lock exited %d:\n%s\n%s", code, out, stderr)
+	}
+}
+
 // Outbox rows dated 'infinity' or '-infinity' never reach event_log: the
 // connector sets them aside as dead letters. They are not lag: the
 // connector's gauge returns to 0 once they are set aside, and `cdc status`

@@ -143,12 +143,18 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	return err
 }
 
-func openPool(dsn string) (*pgxpool.Pool, error) {
+func openPool(dsn string) (*pgxpool.Pool, error) { return openPoolWith(dsn, nil) }
+
+// openPoolWith is openPool with these settings for its sessions.
+func openPoolWith(dsn string, settings map[string]string) (*pgxpool.Pool, error) {
 	pcfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, &exitError{code: 2, err: fmt.Errorf("CDC_PG_DSN: %w", err)}
 	}
 	replication.PoolDefaults(dsn, pcfg)
+	for k, v := range settings {
+		pcfg.ConnConfig.RuntimeParams[k] = v
+	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres pool: %w", err)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,12 +23,30 @@ type statusReport struct {
 	// LagSecondsError says why LagSeconds is null: ClickHouse could not
 	// be asked.
 	LagSecondsError string `json:"lag_seconds_error,omitempty"`
-	OutboxRows      int64  `json:"outbox_rows"`
-	// OutboxRowsAtInfinity counts the outbox rows dated 'infinity' or
+	// OutboxRows and OutboxRowsAtInfinity are null when the outbox could
+	// not be counted in time (a huge table, a lock): OutboxRowsError says
+	// why. OutboxRowsAtInfinity counts the rows dated 'infinity' or
 	// '-infinity': dead letters, never lag.
-	OutboxRowsAtInfinity int64 `json:"outbox_rows_at_infinity"`
-	DeadLetters          int64 `json:"dead_letters"`
+	OutboxRows           *int64 `json:"outbox_rows"`
+	OutboxRowsAtInfinity *int64 `json:"outbox_rows_at_infinity"`
+	OutboxRowsError      string `json:"outbox_rows_error,omitempty"`
+	// DeadLetters is null when the table could not be counted in time:
+	// DeadLettersError says why.
+	DeadLetters      *int64 `json:"dead_letters"`
+	DeadLettersError string `json:"dead_letters_error,omitempty"`
 }
+
+// Each part of the report has a bound of its own, so that one slow part —
+// an exact count of a huge outbox, a table locked behind an ALTER — leaves
+// the others to be reported (as unknown, saying why) rather than the
+// whole report: status is for incidents. A lock is waited for at most
+// statusLockTimeout, a query at most statusQueryTimeout; ClickHouse has
+// statusLagTimeout for the lag in seconds.
+const (
+	statusQueryTimeout = 10 * time.Second
+	statusLockTimeout  = "2s"
+	statusLagTimeout   = 15 * time.Second
+)
 
 func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.Writer, log *zap.Logger) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
@@ -35,35 +54,60 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	pool, err := openPool(cfg.PGDSN)
+	// A query waits for a table's lock (an ALTER TABLE queued behind a
+	// long transaction) at most statusLockTimeout.
+	pool, err := openPoolWith(cfg.PGDSN, map[string]string{"lock_timeout": statusLockTimeout})
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	signalled := ctx
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
+	// part runs one part of the report within its own bound. A signal
+	// stops the command, like any other one-shot's; any other failure
+	// leaves that part unknown.
+	part := func(timeout time.Duration, what string, read func(context.Context) error) (string, error) {
+		pctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		err := read(pctx)
+		switch {
+		case err == nil:
+			return "", nil
+		case ctx.Err() != nil:
+			return "", fmt.Errorf("%s: %w", what, ctx.Err())
+		}
+		log.Warn(what+" unknown", zap.Error(err))
+		return err.Error(), nil
+	}
 
 	var r statusReport
-	if r.Slot, err = status.ReadSlot(ctx, pool, cfg.SlotName); err != nil {
-		return err
-	}
-	o, err := status.CountOutbox(ctx, pool)
+	sctx, cancel := context.WithTimeout(ctx, statusQueryTimeout)
+	r.Slot, err = status.ReadSlot(sctx, pool, cfg.SlotName)
+	cancel()
 	if err != nil {
-		return err
+		return err // the report's core: nothing to say without it
 	}
-	r.OutboxRows, r.OutboxRowsAtInfinity = o.Rows, o.AtInfinity
-	if r.DeadLetters, err = deadletter.New(pool).Count(ctx); err != nil {
-		return err
-	}
-	if r.LagSeconds, err = lagSeconds(ctx, pool, cfg, r.Slot, log); err != nil {
-		// ClickHouse out of reach leaves the seconds unknown; a signal
-		// stops the command, like any other one-shot's.
-		if signalled.Err() != nil {
-			return fmt.Errorf("ask clickhouse for the lag: %w", signalled.Err())
+	if r.OutboxRowsError, err = part(statusQueryTimeout, "outbox rows", func(ctx context.Context) error {
+		o, err := status.CountOutbox(ctx, pool)
+		if err == nil {
+			r.OutboxRows, r.OutboxRowsAtInfinity = &o.Rows, &o.AtInfinity
 		}
-		r.LagSecondsError = err.Error()
-		log.Warn("lag in seconds unknown", zap.Error(err))
+		return err
+	}); err != nil {
+		return err
+	}
+	if r.DeadLettersError, err = part(statusQueryTimeout, "dead letters", func(ctx context.Context) error {
+		n, err := deadletter.New(pool).Count(ctx)
+		if err == nil {
+			r.DeadLetters = &n
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if r.LagSecondsError, err = part(statusLagTimeout, "lag in seconds", func(ctx context.Context) (err error) {
+		r.LagSeconds, err = lagSeconds(ctx, pool, cfg, r.Slot, log)
+		return err
+	}); err != nil {
+		return fmt.Errorf("ask clickhouse for the lag: %w", errors.Unwrap(err))
 	}
 
 	if *asJSON {
@@ -94,14 +138,22 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 	} else {
 		fmt.Fprintln(stdout, "wal before invalidation: unlimited (max_slot_wal_keep_size = -1)")
 	}
-	fmt.Fprintf(stdout, "outbox rows:       %d", r.OutboxRows)
-	if r.OutboxRowsAtInfinity > 0 {
+	switch {
+	case r.OutboxRows == nil:
+		fmt.Fprint(stdout, "outbox rows:       unknown (see the warning)")
+	case *r.OutboxRowsAtInfinity > 0:
 		// They stay (retention never deletes those at infinity) while the
 		// lag reads 0: say why, or the count looks like a backlog.
-		fmt.Fprintf(stdout, " (%d at infinity or -infinity: dead letters, not lag)", r.OutboxRowsAtInfinity)
+		fmt.Fprintf(stdout, "outbox rows:       %d (%d at infinity or -infinity: dead letters, not lag)", *r.OutboxRows, *r.OutboxRowsAtInfinity)
+	default:
+		fmt.Fprintf(stdout, "outbox rows:       %d", *r.OutboxRows)
 	}
 	fmt.Fprintln(stdout)
-	fmt.Fprintf(stdout, "dead letters:      %d\n", r.DeadLetters)
+	if r.DeadLetters == nil {
+		fmt.Fprintln(stdout, "dead letters:      unknown (see the warning)")
+	} else {
+		fmt.Fprintf(stdout, "dead letters:      %d\n", *r.DeadLetters)
+	}
 	return nil
 }
 
