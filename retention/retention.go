@@ -41,12 +41,18 @@ type Cleaner struct {
 	// must not take with it the rows `cdc backfill` would need if the
 	// slot is lost meanwhile (max_slot_wal_keep_size).
 	Horizon func() (time.Time, bool)
+	// Slot, when set, is the replication slot whose hold (Hold) each
+	// sweep checks first: while it exists nothing is deleted.
+	Slot string
+
+	held bool // the last sweep found the hold; only the sweeping goroutine touches it
 }
 
 // Run sweeps until ctx ends. A failed sweep is logged and tried again on
 // the next tick; retention never stops the connector. While Horizon says
 // the pipeline does not stream (starting, reconnecting, standing by) the
-// sweep waits for it, checking every second.
+// sweep waits for it, checking every second; while the slot's hold exists
+// (Hold) nothing is deleted, and the hold is checked again at each tick.
 func (c *Cleaner) Run(ctx context.Context) error {
 	if c.Keep <= 0 {
 		return nil
@@ -58,8 +64,8 @@ func (c *Cleaner) Run(ctx context.Context) error {
 			return nil
 		case <-time.After(next):
 		}
-		n, swept, err := c.sweep(ctx)
-		if !swept {
+		n, retrySoon, err := c.sweep(ctx)
+		if retrySoon {
 			next = min(time.Second, c.Every)
 			continue
 		}
@@ -105,23 +111,42 @@ FROM (SELECT NULL) one LEFT JOIN (SELECT event_date_time, id FROM batch ORDER BY
 
 // Sweep deletes every row older than Keep (counted back from Horizon's
 // time when that is earlier than now), BatchSize rows per statement, and
-// returns how many it deleted; none while Horizon says not streaming.
+// returns how many it deleted; none while Horizon says not streaming or
+// the slot's hold exists.
 func (c *Cleaner) Sweep(ctx context.Context) (int64, error) {
 	n, _, err := c.sweep(ctx)
 	return n, err
 }
 
-// sweep is Sweep, also saying whether it swept at all (false while
-// Horizon is not known).
-func (c *Cleaner) sweep(ctx context.Context) (total int64, swept bool, err error) {
+// sweep is Sweep, also saying whether to look again within a second
+// rather than at the next tick: while Horizon is not known.
+func (c *Cleaner) sweep(ctx context.Context) (total int64, retrySoon bool, err error) {
 	from := time.Now()
 	if c.Horizon != nil {
 		h, ok := c.Horizon()
 		if !ok {
-			return 0, false, nil
+			return 0, true, nil
 		}
 		if h.Before(from) {
 			from = h
+		}
+	}
+	if c.Slot != "" {
+		held, err := Held(ctx, c.Pool, c.Slot)
+		if err != nil {
+			// Not known to be free: delete nothing this time.
+			return 0, false, err
+		}
+		switch {
+		case held && !c.held:
+			c.Log.Warn("outbox retention is held: the replication slot was created while the outbox held rows it will never stream, so the outbox keeps them until an operator lifts the hold; ship them with `cdc backfill --since <time of the loss>`, and once `cdc verify` finds nothing missing drop the hold (docs/operations.md, Slot recreated)",
+				zap.String("hold", HoldName(c.Slot)), zap.String("lift", fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", HoldName(c.Slot))))
+		case !held && c.held:
+			c.Log.Info("outbox retention hold lifted", zap.String("hold", HoldName(c.Slot)))
+		}
+		c.held = held
+		if held {
+			return 0, false, nil
 		}
 	}
 	cutoff := from.Add(-c.Keep)
@@ -136,15 +161,15 @@ func (c *Cleaner) sweep(ctx context.Context) (total int64, swept bool, err error
 			err = c.Pool.QueryRow(ctx, sweepBatch, cutoff, c.BatchSize, lastTime, *lastID).Scan(&chosen, &deleted, &lastTime, &lastID)
 		}
 		if err != nil {
-			return total, true, fmt.Errorf("delete old outbox rows: %w", err)
+			return total, false, fmt.Errorf("delete old outbox rows: %w", err)
 		}
 		total += deleted
 		if chosen < int64(c.BatchSize) || lastID == nil {
-			return total, true, nil
+			return total, false, nil
 		}
 		select {
 		case <-ctx.Done():
-			return total, true, nil
+			return total, false, nil
 		case <-time.After(c.Pause):
 		}
 	}

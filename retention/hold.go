@@ -1,0 +1,84 @@
+package retention
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// A hold pauses retention on every instance that streams a slot, and it
+// outlives them: it is a marker kept in PostgreSQL, a physical replication
+// slot named HoldName(slot) that reserves no WAL and so holds nothing back.
+// It is made when a logical slot had to be created while the outbox held
+// rows: the events committed before the new slot are not in it, the outbox
+// holds their only copy until `cdc backfill` ships them, and a pause kept
+// in one process's memory would not stop a standby instance that takes
+// the slot over, nor the same instance after a restart. A slot because
+// `cdc run` may create one (its role has REPLICATION) where it has no right
+// to create a table; every role can read pg_replication_slots. An operator
+// lifts the hold by dropping the marker (docs/operations.md, Slot
+// recreated).
+
+// holdSuffix names the marker: HoldName(slot) is slot + holdSuffix,
+// within PostgreSQL's 63 characters.
+const holdSuffix = "_retention_hold"
+
+// HoldName is the name of the marker that holds retention for slot. A
+// slot name too long for the suffix is cut: two slots sharing their first
+// 48 characters share a hold, which pauses more, never less.
+func HoldName(slot string) string {
+	const room = 63 - len(holdSuffix)
+	if len(slot) > room {
+		slot = slot[:room]
+	}
+	return slot + holdSuffix
+}
+
+// Querier is what a hold needs of PostgreSQL: a *pgx.Conn or a
+// *pgxpool.Pool.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Hold makes the marker that pauses retention for slot; created is false
+// when it existed already.
+func Hold(ctx context.Context, q Querier, slot string) (created bool, err error) {
+	// false: reserve no WAL (restart_lsn stays NULL), so the marker never
+	// keeps WAL or holds back the catalog xmin.
+	var name string
+	err = q.QueryRow(ctx, `SELECT slot_name FROM pg_create_physical_replication_slot($1, false)`, HoldName(slot)).Scan(&name)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42710" { // duplicate_object
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("create the retention hold %s (a physical slot reserving no WAL): %w", HoldName(slot), err)
+	}
+	return true, nil
+}
+
+// HoldIfOutboxHasRows makes the hold when the outbox holds any row: those
+// are what a slot created now will never stream. An empty outbox has
+// nothing to lose (a first start), and then no hold is made.
+func HoldIfOutboxHasRows(ctx context.Context, q Querier, slot string) (created bool, err error) {
+	var rows bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM outbox)`).Scan(&rows); err != nil {
+		return false, fmt.Errorf("read whether the outbox holds rows: %w", err)
+	}
+	if !rows {
+		return false, nil
+	}
+	return Hold(ctx, q, slot)
+}
+
+// Held reports whether the marker that holds retention for slot exists.
+func Held(ctx context.Context, q Querier, slot string) (bool, error) {
+	var held bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, HoldName(slot)).Scan(&held); err != nil {
+		return false, fmt.Errorf("read whether the retention hold %s exists: %w", HoldName(slot), err)
+	}
+	return held, nil
+}

@@ -1,0 +1,121 @@
+package retention
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/eventcdc/cdc/internal/testenv"
+)
+
+func TestHoldName(t *testing.T) {
+	long := strings.Repeat("s", 63)
+	for _, tc := range []struct{ slot, want string }{
+		{"cdc_outbox", "cdc_outbox_retention_hold"},
+		{strings.Repeat("s", 48), strings.Repeat("s", 48) + "_retention_hold"},
+		{strings.Repeat("s", 49), strings.Repeat("s", 48) + "_retention_hold"},
+		{long, strings.Repeat("s", 48) + "_retention_hold"},
+	} {
+		got := HoldName(tc.slot)
+		if got != tc.want || len(got) > 63 {
+			t.Errorf("HoldName(%d characters) = %q (%d), want %q", len(tc.slot), got, len(got), tc.want)
+		}
+	}
+}
+
+// A hold is made only over an outbox that holds rows, once; it reserves
+// no WAL and holds back no xmin; and while it exists no sweeper deletes a
+// row, each (as each instance of the connector) finding it for itself.
+// Dropping it, as an operator does, lets the next sweep delete.
+func TestHold_KeepsEverySweeperFromDeletingUntilDropped(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	slot := testenv.Name("h")
+	hold := HoldName(slot)
+	t.Cleanup(func() {
+		// Not in the test's database: physical slots belong to none.
+		_, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, hold)
+	})
+
+	if created, err := HoldIfOutboxHasRows(ctx, pool, slot); err != nil || created {
+		t.Fatalf("hold over an empty outbox: created %v (err %v), want none", created, err)
+	}
+	if held, err := Held(ctx, pool, slot); err != nil || held {
+		t.Fatalf("Held %v (err %v) with no hold made", held, err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'gap', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 5) g`); err != nil {
+		t.Fatal(err)
+	}
+	if created, err := HoldIfOutboxHasRows(ctx, pool, slot); err != nil || !created {
+		t.Fatalf("hold over an outbox with rows: created %v (err %v), want made", created, err)
+	}
+	if created, err := Hold(ctx, pool, slot); err != nil || created {
+		t.Fatalf("a second hold: created %v (err %v), want the first kept", created, err)
+	}
+	var kind string
+	var reserves bool
+	if err := pool.QueryRow(ctx, `SELECT slot_type, restart_lsn IS NOT NULL OR xmin IS NOT NULL OR catalog_xmin IS NOT NULL
+		FROM pg_replication_slots WHERE slot_name = $1`, hold).Scan(&kind, &reserves); err != nil {
+		t.Fatal(err)
+	}
+	if kind != "physical" || reserves {
+		t.Fatalf("the hold is a %s slot reserving WAL or xmin: %v; want a physical slot reserving nothing", kind, reserves)
+	}
+
+	core, logs := observer.New(zapcore.InfoLevel)
+	sweepers := []*Cleaner{
+		{Pool: pool, Keep: time.Hour, BatchSize: 2, Log: zap.New(core), Slot: slot},
+		{Pool: pool, Keep: time.Hour, BatchSize: 2, Log: zap.NewNop(), Slot: slot},
+	}
+	for round := 1; round <= 2; round++ {
+		for i, c := range sweepers {
+			if n, err := c.Sweep(ctx); err != nil || n != 0 {
+				t.Fatalf("round %d: sweeper %d deleted %d rows (err %v) while held, want none", round, i+1, n, err)
+			}
+		}
+	}
+	if n := outboxRows(t, pool); n != 5 {
+		t.Fatalf("%d outbox rows left while held, want 5", n)
+	}
+	if got := logs.FilterMessageSnippet("outbox retention is held").Len(); got != 1 {
+		t.Fatalf("the hold was logged %d times over two sweeps, want once", got)
+	}
+	// A sweeper of another slot is not held by this one's hold.
+	other := &Cleaner{Pool: pool, Keep: time.Hour, BatchSize: 2, Log: zap.NewNop(), Slot: slot + "_other"}
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		VALUES ('other', 'test', '{}', now() - interval '3 hours')`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := other.Sweep(ctx); err != nil || n != 6 {
+		t.Fatalf("another slot's sweeper deleted %d rows (err %v), want 6", n, err)
+	}
+
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'gap', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 3) g`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, hold); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := sweepers[0].Sweep(ctx); err != nil || n != 3 {
+		t.Fatalf("the sweep after the hold was dropped deleted %d rows (err %v), want 3", n, err)
+	}
+	if got := logs.FilterMessage("outbox retention hold lifted").Len(); got != 1 {
+		t.Fatalf("the lift was logged %d times, want once", got)
+	}
+}
+
+func outboxRows(t *testing.T, q Querier) int {
+	t.Helper()
+	var n int
+	if err := q.QueryRow(context.Background(), `SELECT count(*) FROM outbox`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
