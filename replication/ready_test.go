@@ -305,34 +305,73 @@ func TestState_HorizonWhileAStreamedTransactionWaits(t *testing.T) {
 	}
 }
 
-// A process that had to create its slot knows no horizon: the events
-// committed before the slot existed were never streamed, and the outbox
-// holds their only copy until `cdc backfill` ships them, so retention
-// deletes none of them, however old, while this process runs.
-func TestState_NoHorizonOnceTheProcessCreatedItsSlot(t *testing.T) {
-	h := setup(t)
-	h.exec(`SELECT pg_drop_replication_slot('slot')`) // lost, as after a failover
-	h.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
-		VALUES ('in_the_gap', 'test', '{}', now() - interval '1 hour')`)
-	s := &fakeSink{}
-	rep, _, stop := h.start(s, nil, zap.NewNop(), func(*replication.Config) {})
-	defer stop()
-	eventually(t, "streaming", rep.State().Streaming)
-	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('after', 'test', '{}')`)
-	eventually(t, "the new event stored", func() bool { return s.count() == 1 })
-	if !rep.State().SlotCreated() {
-		t.Fatal("SlotCreated is false after the replicator created the missing slot")
-	}
-	if hz, ok := rep.State().Horizon(); ok {
-		t.Fatalf("Horizon %s known after the slot was created by this process", hz)
-	}
-	c := &retention.Cleaner{Pool: h.pool, Keep: time.Minute, BatchSize: 100, Log: zap.NewNop(), Horizon: rep.State().Horizon}
-	if n, err := c.Sweep(context.Background()); err != nil || n != 0 {
-		t.Fatalf("retention deleted %d rows (err %v), want none", n, err)
-	}
-	var left int
-	if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE event_type = 'in_the_gap'`).Scan(&left); err != nil || left != 1 {
-		t.Fatalf("%d rows of the gap left (err %v), want 1", left, err)
+// A process that had to create its slot keeps the outbox rows from before
+// it, which the new slot never streams: the outbox holds their only copy
+// until `cdc backfill` ships them. With Config.OnSlotCreated holding
+// retention in PostgreSQL (as cdc run's does) every sweeper, in any
+// process, finds the hold; without a hook, or when the hook fails, the
+// process knows no horizon for its life, and so deletes none of them.
+func TestState_TheProcessThatCreatedItsSlotKeepsTheGap(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		hook        func(h *harness) func(context.Context) error
+		inProcess   bool // the pause lives in this process (no horizon)
+		heldInPG    bool // the hold exists in PostgreSQL
+		sweepAfterN int  // rows a sweep deletes once the hold, if any, is dropped
+	}{
+		{"no hook", func(*harness) func(context.Context) error { return nil }, true, false, 0},
+		{"the hook fails", func(*harness) func(context.Context) error {
+			return func(context.Context) error { return errors.New("all replication slots are in use") }
+		}, true, false, 0},
+		{"the hook holds retention", func(h *harness) func(context.Context) error {
+			return func(ctx context.Context) error {
+				_, err := retention.HoldIfOutboxHasRows(ctx, h.pool, "slot")
+				return err
+			}
+		}, false, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := setup(t)
+			hold := retention.HoldName("slot")
+			t.Cleanup(func() {
+				_, _ = h.pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, hold)
+			})
+			h.exec(`SELECT pg_drop_replication_slot('slot')`) // lost, as after a failover
+			h.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+				VALUES ('in_the_gap', 'test', '{}', now() - interval '1 hour')`)
+			s := &fakeSink{}
+			hook := tc.hook(h)
+			rep, _, stop := h.start(s, nil, zap.NewNop(), func(c *replication.Config) { c.OnSlotCreated = hook })
+			defer stop()
+			eventually(t, "streaming", rep.State().Streaming)
+			h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('after', 'test', '{}')`)
+			eventually(t, "the new event stored", func() bool { return s.count() == 1 })
+			if got := rep.State().SlotCreated(); got != tc.inProcess {
+				t.Fatalf("SlotCreated %v after the replicator created the missing slot, want %v", got, tc.inProcess)
+			}
+			hz, ok := rep.State().Horizon()
+			if ok == tc.inProcess {
+				t.Fatalf("Horizon %s known %v, want known %v", hz, ok, !tc.inProcess)
+			}
+			held, err := retention.Held(context.Background(), h.pool, "slot")
+			if err != nil || held != tc.heldInPG {
+				t.Fatalf("held in PostgreSQL %v (err %v), want %v", held, err, tc.heldInPG)
+			}
+			c := &retention.Cleaner{Pool: h.pool, Keep: time.Minute, BatchSize: 100, Log: zap.NewNop(), Horizon: rep.State().Horizon, Slot: "slot"}
+			if n, err := c.Sweep(context.Background()); err != nil || n != 0 {
+				t.Fatalf("retention deleted %d rows (err %v), want none", n, err)
+			}
+			var left int
+			if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE event_type = 'in_the_gap'`).Scan(&left); err != nil || left != 1 {
+				t.Fatalf("%d rows of the gap left (err %v), want 1", left, err)
+			}
+			// The operator lifts the hold once the gap is shipped; a
+			// pause in the process stays until it restarts.
+			h.exec(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '` + hold + `'`)
+			if n, err := c.Sweep(context.Background()); err != nil || n != int64(tc.sweepAfterN) {
+				t.Fatalf("retention deleted %d rows (err %v) with no hold, want %d", n, err, tc.sweepAfterN)
+			}
+		})
 	}
 }
 

@@ -55,6 +55,12 @@ type Config struct {
 	ReceiveTimeout  time.Duration        // a session that hears nothing from the server for this long ends; 0: never
 	ShutdownTimeout time.Duration        // budget for the last flush on shutdown
 	Tracer          trace.TracerProvider // a span per batch; nil: no tracing
+	// OnSlotCreated is called when a session had to create the missing
+	// slot, to keep the outbox rows from before it (which the new slot
+	// never streams) from retention on every instance: retention.Hold.
+	// When it is nil or fails, this process keeps them itself, for its
+	// life only (State.Horizon).
+	OnSlotCreated func(ctx context.Context) error
 }
 
 // ErrServerSilent ends a session whose server sent nothing, not even a

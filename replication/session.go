@@ -396,10 +396,18 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 			// run, or the slot was dropped (a failover, an operator). Either
 			// way events committed before this moment are not in the slot.
 			// Until they are shipped the outbox holds their only copy:
-			// retention waits for the life of this process (Horizon).
-			r.state.slotCreated.Store(true)
-			r.log.Warn("replication slot did not exist and was created: events committed before now will not be streamed; if this is not the first start, recover them with `cdc backfill --since <time of the loss>`. Outbox retention is paused until this process restarts, in this process only (a hot standby that takes the slot over is not paused): keep CDC_OUTBOX_RETENTION=0 on every instance until `cdc verify` finds nothing missing",
+			// OnSlotCreated holds retention on every instance, and if it
+			// cannot, retention waits for the life of this process
+			// (Horizon).
+			r.log.Warn("replication slot did not exist and was created: events committed before now will not be streamed; if this is not the first start, recover them with `cdc backfill --since <time of the loss>`",
 				zap.String("slot", r.cfg.Slot), zap.String("consistent_point", res.ConsistentPoint))
+			if r.cfg.OnSlotCreated == nil {
+				r.state.slotCreated.Store(true)
+			} else if err := r.cfg.OnSlotCreated(ctx); err != nil {
+				r.state.slotCreated.Store(true)
+				r.log.Warn("outbox retention is paused until this process restarts, in this process only (a hot standby that takes the slot over is not paused): keep CDC_OUTBOX_RETENTION=0 on every instance until `cdc verify` finds nothing missing",
+					zap.Error(err))
+			}
 			continue
 		}
 		row := rows[0]

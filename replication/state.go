@@ -22,15 +22,17 @@ type State struct {
 	// received is the commit time (Unix nanos) of the last transaction
 	// received in full, 0 before the first.
 	received atomic.Int64
-	// slotCreated is set once this process created the slot it streams:
-	// events committed before that are in no slot, and the outbox holds
-	// the only copy of those not yet stored.
+	// slotCreated is set once this process created the slot it streams
+	// and could not hold retention (Config.OnSlotCreated): events
+	// committed before that are in no slot, and the outbox holds the only
+	// copy of those not yet stored.
 	slotCreated atomic.Bool
 }
 
 // SlotCreated reports whether this process created its replication slot
-// because it was missing: the events committed before it are then known
-// only to the outbox until `cdc backfill` ships them.
+// because it was missing, and could not hold retention in PostgreSQL
+// (Config.OnSlotCreated): the events committed before the slot are then
+// known only to the outbox until `cdc backfill` ships them.
 func (s *State) SlotCreated() bool { return s.slotCreated.Load() }
 
 // LastCommit returns the commit time of the last transaction this process
@@ -124,8 +126,8 @@ func (a *storeAttempts) done() {
 // have committed hours before that arrival (a backlog). False while the
 // replicator does not stream, and before it has received a transaction:
 // nothing is known then. False for the life of a process that created its
-// slot (SlotCreated): the events from before the slot were lost to it,
-// not stored, whatever it has received since.
+// slot and could not hold retention (SlotCreated): the events from before
+// the slot were lost to it, not stored, whatever it has received since.
 func (s *State) Horizon() (time.Time, bool) {
 	if !s.Streaming() || s.SlotCreated() {
 		return time.Time{}, false
