@@ -12,6 +12,9 @@ import (
 // Outbox counts the rows in the outbox table.
 type Outbox struct {
 	Rows int64
+	// Estimated is set when Rows is the planner's estimate: there were
+	// more rows than CountOutbox counts exactly.
+	Estimated bool
 	// AtInfinity counts the rows whose event_date_time is 'infinity' or
 	// '-infinity'. ClickHouse cannot store them: the connector sets them
 	// aside as dead letters, and retention never deletes those at
@@ -19,14 +22,29 @@ type Outbox struct {
 	AtInfinity int64
 }
 
-// CountOutbox counts the outbox's rows, and those at ±infinity among them,
-// in one pass over the table.
-func CountOutbox(ctx context.Context, q Querier) (Outbox, error) {
+// CountOutbox counts the outbox's rows exactly up to exactUpTo; past that
+// Rows is the planner's estimate (at least exactUpTo+1) and Estimated is
+// set. An exact count reads the whole table: on an outbox of hundreds of
+// millions of rows (retention off, or held) that takes minutes, and the
+// number matters only as "about". Those at ±infinity are counted through
+// the index on event_date_time.
+func CountOutbox(ctx context.Context, q Querier, exactUpTo int64) (Outbox, error) {
 	var o Outbox
-	if err := q.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE NOT isfinite(event_date_time)) FROM outbox`).
+	if err := q.QueryRow(ctx, `SELECT (SELECT count(*) FROM (SELECT FROM outbox LIMIT $1) c),
+		(SELECT count(*) FROM outbox WHERE event_date_time IN ('infinity', '-infinity'))`, exactUpTo+1).
 		Scan(&o.Rows, &o.AtInfinity); err != nil {
 		return o, fmt.Errorf("count outbox rows: %w", err)
 	}
+	if o.Rows <= exactUpTo {
+		return o, nil
+	}
+	// reltuples is -1 on a table never vacuumed or analyzed, and may lag
+	// behind: never less than what was counted.
+	var estimate int64
+	if err := q.QueryRow(ctx, `SELECT reltuples::bigint FROM pg_class WHERE oid = 'outbox'::regclass`).Scan(&estimate); err != nil {
+		return o, fmt.Errorf("read the planner's estimate of outbox rows: %w", err)
+	}
+	o.Rows, o.Estimated = max(estimate, o.Rows), true
 	return o, nil
 }
 

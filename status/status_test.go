@@ -158,7 +158,7 @@ func TestOldestPending_LeavesOutRowsAtInfinity(t *testing.T) {
 func TestCountOutbox_CountsRowsAtInfinityApart(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Get(t).MigratedPostgres(t, "pub")
-	if got, err := CountOutbox(ctx, pool); err != nil || got != (Outbox{}) {
+	if got, err := CountOutbox(ctx, pool, 100); err != nil || got != (Outbox{}) {
 		t.Fatalf("CountOutbox of an empty outbox = %+v, %v; want zero", got, err)
 	}
 	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
@@ -166,8 +166,54 @@ func TestCountOutbox_CountsRowsAtInfinityApart(t *testing.T) {
 		FROM unnest(ARRAY['infinity', '-infinity', 'infinity', '2026-03-01 10:00:00+00', '9999-12-31 23:59:59+00', '0001-01-01 00:00:00+00']) at`); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := CountOutbox(ctx, pool); err != nil || got != (Outbox{Rows: 6, AtInfinity: 3}) {
+	if got, err := CountOutbox(ctx, pool, 100); err != nil || got != (Outbox{Rows: 6, AtInfinity: 3}) {
 		t.Fatalf("CountOutbox = %+v, %v; want 6 rows, 3 at infinity", got, err)
+	}
+}
+
+// Past the bound the count is the planner's: exact up to it, then
+// reltuples, never less than what was counted (reltuples is -1 before the
+// first ANALYZE, and lags after).
+func TestCountOutbox_EstimatesPastTheBound(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	// No autoanalyze to move the estimate under the test.
+	if _, err := pool.Exec(ctx, `ALTER TABLE outbox SET (autovacuum_enabled = false)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'e', 'test', '{}', CASE WHEN g <= 2 THEN 'infinity' ELSE now() END FROM generate_series(1, 500) g`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name      string
+		exactUpTo int64
+		analyze   bool
+		want      Outbox
+	}{
+		{"within the bound", 500, false, Outbox{Rows: 500, AtInfinity: 2}},
+		{"past it, never analyzed", 499, false, Outbox{Rows: 500, Estimated: true, AtInfinity: 2}},
+		{"past it, analyzed", 100, true, Outbox{Rows: 500, Estimated: true, AtInfinity: 2}},
+		{"past it, estimate behind", 10, false, Outbox{Rows: 500, Estimated: true, AtInfinity: 2}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.analyze {
+				if _, err := pool.Exec(ctx, `ANALYZE outbox`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got, err := CountOutbox(ctx, pool, tt.exactUpTo); err != nil || got != tt.want {
+				t.Fatalf("CountOutbox(%d) = %+v, %v; want %+v", tt.exactUpTo, got, err, tt.want)
+			}
+		})
+	}
+	// 300 more rows: the estimate still says 500 until the next ANALYZE,
+	// and only the count past the bound says more.
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context) SELECT 'e', 'test', '{}' FROM generate_series(1, 300)`); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := CountOutbox(ctx, pool, 600); err != nil || got != (Outbox{Rows: 601, Estimated: true, AtInfinity: 2}) {
+		t.Fatalf("CountOutbox(600) with an estimate of 500 = %+v, %v; want the 601 counted, estimated", got, err)
 	}
 }
 

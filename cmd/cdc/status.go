@@ -13,6 +13,7 @@ import (
 
 	"github.com/eventcdc/cdc/config"
 	"github.com/eventcdc/cdc/deadletter"
+	"github.com/eventcdc/cdc/retention"
 	"github.com/eventcdc/cdc/sink"
 	"github.com/eventcdc/cdc/status"
 )
@@ -27,13 +28,23 @@ type statusReport struct {
 	// not be counted in time (a huge table, a lock): OutboxRowsError says
 	// why. OutboxRowsAtInfinity counts the rows dated 'infinity' or
 	// '-infinity': dead letters, never lag.
+	// OutboxRowsEstimated is set when OutboxRows is the planner's
+	// estimate: more than statusExactRows rows.
 	OutboxRows           *int64 `json:"outbox_rows"`
+	OutboxRowsEstimated  bool   `json:"outbox_rows_estimated"`
 	OutboxRowsAtInfinity *int64 `json:"outbox_rows_at_infinity"`
 	OutboxRowsError      string `json:"outbox_rows_error,omitempty"`
 	// DeadLetters is null when the table could not be counted in time:
 	// DeadLettersError says why.
 	DeadLetters      *int64 `json:"dead_letters"`
 	DeadLettersError string `json:"dead_letters_error,omitempty"`
+	// RetentionHeld says whether the retention hold (RetentionHold, made
+	// when a slot was created while the outbox held rows) keeps every cdc
+	// run from deleting outbox rows; null when it could not be read:
+	// RetentionHeldError says why.
+	RetentionHeld      *bool  `json:"retention_held"`
+	RetentionHold      string `json:"retention_hold"`
+	RetentionHeldError string `json:"retention_held_error,omitempty"`
 }
 
 // Each part of the report has a bound of its own, so that one slow part —
@@ -46,6 +57,10 @@ const (
 	statusQueryTimeout = 10 * time.Second
 	statusLockTimeout  = "2s"
 	statusLagTimeout   = 15 * time.Second
+	// statusExactRows is as many outbox rows as status counts; past it
+	// the count is the planner's estimate (status.CountOutbox). A million
+	// rows are read in well under statusQueryTimeout.
+	statusExactRows = 1_000_000
 )
 
 func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.Writer, log *zap.Logger) error {
@@ -86,9 +101,9 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 		return err // the report's core: nothing to say without it
 	}
 	if r.OutboxRowsError, err = part(statusQueryTimeout, "outbox rows", func(ctx context.Context) error {
-		o, err := status.CountOutbox(ctx, pool)
+		o, err := status.CountOutbox(ctx, pool, statusExactRows)
 		if err == nil {
-			r.OutboxRows, r.OutboxRowsAtInfinity = &o.Rows, &o.AtInfinity
+			r.OutboxRows, r.OutboxRowsEstimated, r.OutboxRowsAtInfinity = &o.Rows, o.Estimated, &o.AtInfinity
 		}
 		return err
 	}); err != nil {
@@ -103,7 +118,21 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 	}); err != nil {
 		return err
 	}
-	if r.LagSecondsError, err = part(statusLagTimeout, "lag in seconds", func(ctx context.Context) (err error) {
+	r.RetentionHold = retention.HoldName(cfg.SlotName)
+	if r.RetentionHeldError, err = part(statusQueryTimeout, "retention hold", func(ctx context.Context) error {
+		held, err := retention.Held(ctx, pool, cfg.SlotName)
+		if err == nil {
+			r.RetentionHeld = &held
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	if !r.Exists {
+		// Not 0: with no slot nothing streams, and what commits now is
+		// kept by no slot.
+		r.LagSecondsError = "slot " + r.Name + " does not exist"
+	} else if r.LagSecondsError, err = part(statusLagTimeout, "lag in seconds", func(ctx context.Context) (err error) {
 		r.LagSeconds, err = lagSeconds(ctx, pool, cfg, r.Slot, log)
 		return err
 	}); err != nil {
@@ -115,19 +144,27 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 		enc.SetIndent("", "  ")
 		return enc.Encode(r)
 	}
+	printStatus(stdout, r)
+	return nil
+}
+
+// printStatus prints the report as docs/operations.md (cdc status) shows
+// it.
+func printStatus(stdout io.Writer, r statusReport) {
 	fmt.Fprintf(stdout, "slot:              %s (exists: %v, active: %v", r.Name, r.Exists, r.Active)
 	if r.ActivePID != 0 {
 		fmt.Fprintf(stdout, ", pid %d", r.ActivePID)
 	}
 	fmt.Fprintln(stdout, ")")
 	fmt.Fprintf(stdout, "confirmed lsn:     %s (server at %s)\n", orDash(r.ConfirmedLSN), r.CurrentLSN)
-	fmt.Fprintf(stdout, "lag:               %d bytes", r.LagBytes)
-	if r.LagSeconds != nil {
-		fmt.Fprintf(stdout, ", %.1f s", *r.LagSeconds)
-	} else {
-		fmt.Fprint(stdout, ", seconds unknown (see the warning)")
+	switch {
+	case !r.Exists:
+		fmt.Fprintln(stdout, "lag:               - (no slot)")
+	case r.LagSeconds != nil:
+		fmt.Fprintf(stdout, "lag:               %d bytes, %.1f s\n", r.LagBytes, *r.LagSeconds)
+	default:
+		fmt.Fprintf(stdout, "lag:               %d bytes, seconds unknown (see the warning)\n", r.LagBytes)
 	}
-	fmt.Fprintln(stdout)
 	fmt.Fprintf(stdout, "wal retained:      %d bytes (wal_status %s)\n", r.RetainedWAL, orDash(r.WALStatus))
 	if !r.Exists {
 		fmt.Fprintln(stdout, "wal before invalidation: - (no slot)")
@@ -141,6 +178,11 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 	switch {
 	case r.OutboxRows == nil:
 		fmt.Fprint(stdout, "outbox rows:       unknown (see the warning)")
+	case r.OutboxRowsEstimated:
+		fmt.Fprintf(stdout, "outbox rows:       about %d (the planner's estimate: more than %d to count)", *r.OutboxRows, statusExactRows)
+		if *r.OutboxRowsAtInfinity > 0 {
+			fmt.Fprintf(stdout, ", %d at infinity or -infinity", *r.OutboxRowsAtInfinity)
+		}
 	case *r.OutboxRowsAtInfinity > 0:
 		// They stay (retention never deletes those at infinity) while the
 		// lag reads 0: say why, or the count looks like a backlog.
@@ -154,7 +196,14 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 	} else {
 		fmt.Fprintf(stdout, "dead letters:      %d\n", *r.DeadLetters)
 	}
-	return nil
+	switch {
+	case r.RetentionHeld == nil:
+		fmt.Fprintln(stdout, "retention:         unknown (see the warning)")
+	case *r.RetentionHeld:
+		fmt.Fprintf(stdout, "retention:         HELD by %s: no outbox row is deleted; once `cdc verify` finds nothing missing, lift it: SELECT pg_drop_replication_slot('%[1]s');\n", r.RetentionHold)
+	default:
+		fmt.Fprintln(stdout, "retention:         not held")
+	}
 }
 
 // lagSeconds estimates how late ClickHouse is, from both ends: the age of
@@ -169,7 +218,7 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 // connector's metric, cdc_replication_lag_seconds, is exact.
 func lagSeconds(ctx context.Context, pool status.Querier, cfg config.Config, s status.Slot, log *zap.Logger) (*float64, error) {
 	zero := 0.0
-	if !s.Exists || s.LagBytes == 0 {
+	if s.LagBytes == 0 {
 		return &zero, nil
 	}
 	ch, err := sink.Open(cfg.ClickHouseDSN, log)

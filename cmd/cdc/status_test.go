@@ -1,0 +1,80 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/eventcdc/cdc/status"
+)
+
+// The lines of the report that depend on what could be read: a missing
+// slot has no lag, a count past the bound is an estimate, and the
+// retention hold is shown with the SQL that lifts it.
+func TestPrintStatus(t *testing.T) {
+	n := func(v int64) *int64 { return &v }
+	yes, no := true, false
+	lag := 2.5
+	safe := int64(1 << 30)
+	base := func() statusReport {
+		return statusReport{
+			Slot: status.Slot{Name: "cdc_outbox", Exists: true, Active: true, ActivePID: 7, ConfirmedLSN: "0/10", CurrentLSN: "0/20",
+				WALStatus: "reserved", LagBytes: 16, RetainedWAL: 32, SafeWALBytes: &safe},
+			LagSeconds: &lag, OutboxRows: n(12), OutboxRowsAtInfinity: n(0), DeadLetters: n(1),
+			RetentionHeld: &no, RetentionHold: "cdc_outbox_retention_hold",
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*statusReport)
+		want   []string
+	}{
+		{"streaming", func(*statusReport) {}, []string{
+			"slot:              cdc_outbox (exists: true, active: true, pid 7)\n",
+			"lag:               16 bytes, 2.5 s\n",
+			"outbox rows:       12\n",
+			"dead letters:      1\n",
+			"retention:         not held\n",
+		}},
+		{"no slot", func(r *statusReport) {
+			r.Slot = status.Slot{Name: "cdc_outbox", CurrentLSN: "0/20"}
+			r.LagSeconds, r.LagSecondsError = nil, "slot cdc_outbox does not exist"
+		}, []string{
+			"slot:              cdc_outbox (exists: false, active: false)\n",
+			"lag:               - (no slot)\n",
+			"wal before invalidation: - (no slot)\n",
+		}},
+		{"lag seconds unknown", func(r *statusReport) { r.LagSeconds = nil }, []string{
+			"lag:               16 bytes, seconds unknown (see the warning)\n",
+		}},
+		{"estimated rows", func(r *statusReport) { r.OutboxRows, r.OutboxRowsEstimated = n(412_000_000), true }, []string{
+			"outbox rows:       about 412000000 (the planner's estimate: more than 1000000 to count)\n",
+		}},
+		{"estimated rows, some at infinity", func(r *statusReport) {
+			r.OutboxRows, r.OutboxRowsEstimated, r.OutboxRowsAtInfinity = n(2_000_000), true, n(3)
+		}, []string{
+			"outbox rows:       about 2000000 (the planner's estimate: more than 1000000 to count), 3 at infinity or -infinity\n",
+		}},
+		{"rows at infinity", func(r *statusReport) { r.OutboxRowsAtInfinity = n(2) }, []string{
+			"outbox rows:       12 (2 at infinity or -infinity: dead letters, not lag)\n",
+		}},
+		{"held", func(r *statusReport) { r.RetentionHeld = &yes }, []string{
+			"retention:         HELD by cdc_outbox_retention_hold: no outbox row is deleted; once `cdc verify` finds nothing missing, lift it: SELECT pg_drop_replication_slot('cdc_outbox_retention_hold');\n",
+		}},
+		{"hold unknown", func(r *statusReport) { r.RetentionHeld = nil }, []string{
+			"retention:         unknown (see the warning)\n",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := base()
+			tc.change(&r)
+			var b bytes.Buffer
+			printStatus(&b, r)
+			for _, line := range tc.want {
+				if !strings.Contains(b.String(), line) {
+					t.Errorf("no line %q in:\n%s", line, b.String())
+				}
+			}
+		})
+	}
+}
