@@ -69,6 +69,14 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.pg.Close)
+	// The retention hold is a physical slot, in no database: one a test
+	// made (or an earlier run left) would hold every later test's
+	// retention.
+	dropHold := func() {
+		_, _ = w.pg.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'cdc_outbox_retention_hold'`)
+	}
+	dropHold()
+	t.Cleanup(dropHold)
 	opts, err := clickhouse.ParseDSN(w.chDSN)
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -95,22 +96,91 @@ func TestStartup_InvalidatedSlotExitsOneNamingTheCause(t *testing.T) {
 	}
 
 	w.exec(`SELECT pg_drop_replication_slot('cdc_outbox')`)
-	out, code := w.runOnce(nil, "migrate")
-	const oldest = "2026-01-02T03:04:05Z"
-	if code != 0 || !strings.Contains(out, "the outbox already holds events from "+oldest+" on, which this slot will not stream: ship them with `cdc backfill --since "+oldest+"` before starting cdc run") {
-		t.Fatalf("migrate exited %d and did not name the backfill to run:\n%s", code, out)
+	// No slot: no lag to read, rather than none.
+	out, stderr, code := w.runOperator(nil, "status", "--json")
+	var noSlot struct {
+		Exists          bool     `json:"exists"`
+		LagSeconds      *float64 `json:"lag_seconds"`
+		LagSecondsError string   `json:"lag_seconds_error"`
+		OutboxRows      *int64   `json:"outbox_rows"`
+		Estimated       bool     `json:"outbox_rows_estimated"`
+		RetentionHeld   *bool    `json:"retention_held"`
 	}
+	if code != 0 || json.Unmarshal([]byte(out), &noSlot) != nil || noSlot.Exists || noSlot.LagSeconds != nil ||
+		noSlot.LagSecondsError != "slot cdc_outbox does not exist" || noSlot.OutboxRows == nil || *noSlot.OutboxRows != 100 || noSlot.Estimated ||
+		noSlot.RetentionHeld == nil || *noSlot.RetentionHeld {
+		t.Fatalf("status --json without a slot exited %d:\n%s%s", code, out, stderr)
+	}
+	out, code = w.runOnce(nil, "migrate")
+	const oldest = "2026-01-02T03:04:05Z"
+	if code != 0 || !strings.Contains(out, "the outbox already holds events from "+oldest+" on, which this slot will not stream: ship them with `cdc backfill --since "+oldest+"`\n"+
+		"outbox retention is held on every cdc run until `cdc verify --since "+oldest+"` finds none missing; then lift the hold: SELECT pg_drop_replication_slot('cdc_outbox_retention_hold');\n") {
+		t.Fatalf("migrate exited %d and did not name the backfill to run and the hold:\n%s", code, out)
+	}
+	if out, code := w.runOnce(nil, "status"); code != 0 || !strings.Contains(out, "retention:         HELD by cdc_outbox_retention_hold: ") {
+		t.Fatalf("status exited %d and does not show the hold:\n%s", code, out)
+	}
+	// Retention is held, so the backfill needs no word about it.
 	stdout, stderr, code := w.runOperator(nil, "backfill", "--since", oldest)
 	if code != 0 || !strings.Contains(stdout, "100 outbox rows read, 100 shipped") {
 		t.Fatalf("backfill exited %d:\n%s%s", code, stdout, stderr)
 	}
-	if !strings.Contains(stderr, "run cdc run with CDC_OUTBOX_RETENTION=0") {
-		t.Fatalf("backfill of events older than the retention did not warn:\n%s", stderr)
+	if strings.Contains(stderr, "CDC_OUTBOX_RETENTION") {
+		t.Fatalf("backfill warned about retention while it is held:\n%s", stderr)
 	}
+	stdout, stderr, code = w.runOperator(nil, "verify", "--since", oldest)
+	if code != 0 || !strings.Contains(stdout, "missing:           0\n") || !strings.Contains(stderr, "SELECT pg_drop_replication_slot('cdc_outbox_retention_hold')") {
+		t.Fatalf("verify after the backfill exited %d, or did not say how to lift the hold:\n%s%s", code, stdout, stderr)
+	}
+	w.exec(`SELECT pg_drop_replication_slot('cdc_outbox_retention_hold')`)
 	if r := w.verify(oldest, 0); r.OutboxRows != 100 || r.Found != 100 || r.Missing != 0 {
 		t.Fatalf("verify after the backfill: %+v, want 100 found, none missing", r)
 	}
+	if out, code := w.runOnce(nil, "status"); code != 0 || !strings.Contains(out, "retention:         not held\n") {
+		t.Fatalf("status exited %d and does not show the hold lifted:\n%s", code, out)
+	}
+	// Without the hold, a backfill older than the retention warns.
+	if _, stderr, code := w.runOperator(nil, "backfill", "--since", oldest); code != 0 || !strings.Contains(stderr, "run cdc run with CDC_OUTBOX_RETENTION=0") {
+		t.Fatalf("backfill of events older than the retention exited %d and did not warn:\n%s", code, stderr)
+	}
 	if out, code := w.runOnce(nil, "migrate"); code != 0 || strings.Contains(out, "already holds") {
 		t.Fatalf("a migrate that creates no slot exited %d and said:\n%s", code, out)
+	}
+}
+
+// `cdc run` that finds its slot missing creates it and, since the outbox
+// holds rows the new slot will never stream, holds retention in
+// PostgreSQL: a second instance (a standby taking the slot over, or the
+// same one restarted) finds the hold and deletes none of them either.
+func TestStartup_RecreatedSlotHoldsRetentionOnEveryInstance(t *testing.T) {
+	w := newWorld(t)
+	w.exec(`SELECT pg_drop_replication_slot('cdc_outbox')`)
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'gap', 'test', json_build_object('n', g), now() - interval '2 days' FROM generate_series(1, 10) g`)
+	env := map[string]string{"CDC_OUTBOX_RETENTION": "1h"}
+	for i := 0; i < 2; i++ {
+		c := w.start(env)
+		if i == 0 {
+			// The slot exists from here on: what commits next is in it.
+			waitFor(t, 30*time.Second, "the first instance to hold retention", func() (bool, string) {
+				return strings.Contains(c.out.String(), "outbox retention is held on every instance until an operator drops the hold"), ""
+			})
+		}
+		// A transaction received: the horizon is known, and retention
+		// would sweep but for the hold.
+		w.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('after', 'test', '{}')`)
+		w.waitRows(uint64(i+1), 30*time.Second)
+		waitFor(t, 30*time.Second, "a sweep to find the hold", func() (bool, string) {
+			return strings.Contains(c.out.String(), "outbox retention is held: the replication slot was created while the outbox held rows"), ""
+		})
+		if code, _ := c.term(30 * time.Second); code != 0 {
+			t.Fatalf("instance %d exited %d:\n%s", i+1, code, tail(c.out.String(), 10))
+		}
+		if n := w.pgCount(`SELECT count(*) FROM outbox WHERE event_type = 'gap'`); n != 10 {
+			t.Fatalf("instance %d left %d of the gap's 10 rows", i+1, n)
+		}
+		if i == 1 && strings.Contains(c.out.String(), "replication slot did not exist") {
+			t.Fatalf("the second instance created the slot again:\n%s", tail(c.out.String(), 10))
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/eventcdc/cdc/config"
 	"github.com/eventcdc/cdc/replication"
+	"github.com/eventcdc/cdc/retention"
 	"github.com/eventcdc/cdc/sink"
 	ddl "github.com/eventcdc/cdc/sql"
 )
@@ -41,7 +42,7 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	}
 	if created {
 		fmt.Fprintf(stdout, "created replication slot %s: events published from now on are kept until cdc run ships them\n", cfg.SlotName)
-		if err := noteOlderEvents(ctx, pg, stdout); err != nil {
+		if err := noteOlderEvents(ctx, pg, cfg.SlotName, stdout); err != nil {
 			return err
 		}
 	}
@@ -60,10 +61,10 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 // noteOlderEvents says, after a slot was created, whether the outbox holds
 // events from before it: a new slot never streams them (a slot lost and
 // recreated, or history imported before cdc), only `cdc backfill` ships
-// them, and a running `cdc run` deletes those older than
-// CDC_OUTBOX_RETENTION meanwhile. The index on event_date_time answers at
-// once, however large the outbox.
-func noteOlderEvents(ctx context.Context, pg *pgx.Conn, stdout io.Writer) error {
+// them. It holds retention (retention.Hold) so that no `cdc run` deletes
+// them meanwhile, and says how to lift the hold. The index on
+// event_date_time answers at once, however large the outbox.
+func noteOlderEvents(ctx context.Context, pg *pgx.Conn, slot string, stdout io.Writer) error {
 	var oldest *string
 	// Rows at ±infinity: --since -infinity reads every row, and backfill
 	// reads those at infinity whatever the --since. An empty outbox has no
@@ -76,6 +77,13 @@ func noteOlderEvents(ctx context.Context, pg *pgx.Conn, stdout io.Writer) error 
 	if oldest == nil {
 		return nil
 	}
-	fmt.Fprintf(stdout, "the outbox already holds events from %s on, which this slot will not stream: ship them with `cdc backfill --since %s` before starting cdc run, or start it with CDC_OUTBOX_RETENTION=0 until `cdc verify --since %[2]s` finds none missing (its retention deletes outbox rows older than CDC_OUTBOX_RETENTION)\n", *oldest, *oldest)
+	fmt.Fprintf(stdout, "the outbox already holds events from %s on, which this slot will not stream: ship them with `cdc backfill --since %[1]s`\n", *oldest)
+	if _, err := retention.Hold(ctx, pg, slot); err != nil {
+		// The slot is made: a failed hold must not fail the migration,
+		// whose next run would not make the slot, nor the hold, again.
+		fmt.Fprintf(stdout, "could not hold outbox retention (%v): start cdc run with CDC_OUTBOX_RETENTION=0 until `cdc verify --since %s` finds none missing (its retention deletes outbox rows older than CDC_OUTBOX_RETENTION)\n", err, *oldest)
+		return nil
+	}
+	fmt.Fprintf(stdout, "outbox retention is held on every cdc run until `cdc verify --since %s` finds none missing; then lift the hold: SELECT pg_drop_replication_slot('%s');\n", *oldest, retention.HoldName(slot))
 	return nil
 }

@@ -95,6 +95,14 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		ReceiveTimeout:  cfg.PGReceiveTimeout,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Tracer:          tp,
+		OnSlotCreated: func(ctx context.Context) error {
+			created, err := retention.HoldIfOutboxHasRows(ctx, pool, cfg.SlotName)
+			if created {
+				log.Warn("outbox retention is held on every instance until an operator drops the hold: the outbox keeps the rows the new slot will not stream (docs/operations.md, Slot recreated)",
+					zap.String("hold", retention.HoldName(cfg.SlotName)))
+			}
+			return err
+		},
 	}, ch, deadletter.New(pool), log.Named("replication"), m)
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -107,7 +115,7 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	mon := &status.Monitor{Pool: pool, Slot: cfg.SlotName, Every: 5 * time.Second, Metrics: m, Log: log.Named("monitor")}
 	g.Go(func() error { return mon.Run(gctx) })
 	cleaner := &retention.Cleaner{Pool: pool, Keep: cfg.OutboxRetention, Every: time.Minute, BatchSize: 1000, Pause: 20 * time.Millisecond, Log: log.Named("retention"),
-		Horizon: rep.State().Horizon}
+		Horizon: rep.State().Horizon, Slot: cfg.SlotName}
 	g.Go(func() error { return cleaner.Run(gctx) })
 	if cfg.MetricsAddr != "off" {
 		srv := &health.Server{

@@ -20,6 +20,7 @@ import (
 	"github.com/eventcdc/cdc/backfill"
 	"github.com/eventcdc/cdc/config"
 	"github.com/eventcdc/cdc/deadletter"
+	"github.com/eventcdc/cdc/retention"
 	"github.com/eventcdc/cdc/sink"
 )
 
@@ -233,6 +234,12 @@ func runVerify(ctx context.Context, cfg config.Config, args []string, stdout io.
 	if rep.Missing > 0 {
 		return &exitError{code: 1, err: fmt.Errorf("%d of %d outbox rows are missing from %s", rep.Missing, rep.OutboxRows, sink.Table)}
 	}
+	// What the hold waits for may be this: say how to lift it. Whether
+	// --since reaches back to the gap only the operator knows.
+	if held, err := retention.Held(ctx, pool, cfg.SlotName); err == nil && held {
+		log.Info("outbox retention is held: if --since lies before the gap that made the hold, nothing of it is missing and the hold can be lifted",
+			zap.String("hold", retention.HoldName(cfg.SlotName)), zap.String("lift", fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", retention.HoldName(cfg.SlotName))))
+	}
 	return nil
 }
 
@@ -278,17 +285,20 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 	if err != nil {
 		return err
 	}
-	if horizon := time.Now().Add(-cfg.OutboxRetention); cfg.OutboxRetention > 0 && since.Before(horizon) {
-		// The gap a backfill repairs is older than the retention more
-		// often than not (a lost slot's, or history from before cdc).
-		log.Warn("a running cdc run deletes outbox rows older than CDC_OUTBOX_RETENTION, some of those this backfill is to ship among them; until it and `cdc verify` are done, run cdc run with CDC_OUTBOX_RETENTION=0 (docs/operations.md, Slot invalidated)",
-			zap.Duration("retention", cfg.OutboxRetention), zap.Time("older_than", horizon.UTC().Truncate(time.Second)))
-	}
 	pool, ch, closeBoth, err := openBoth(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer closeBoth()
+	if horizon := time.Now().Add(-cfg.OutboxRetention); cfg.OutboxRetention > 0 && since.Before(horizon) {
+		// The gap a backfill repairs is older than the retention more
+		// often than not (a lost slot's, or history from before cdc),
+		// and safe from it only while retention is held.
+		if held, err := retention.Held(ctx, pool, cfg.SlotName); err != nil || !held {
+			log.Warn("a running cdc run deletes outbox rows older than CDC_OUTBOX_RETENTION, some of those this backfill is to ship among them; until it and `cdc verify` are done, run cdc run with CDC_OUTBOX_RETENTION=0 (docs/operations.md, Slot invalidated)",
+				zap.Duration("retention", cfg.OutboxRetention), zap.Time("older_than", horizon.UTC().Truncate(time.Second)), zap.NamedError("hold_unknown", err))
+		}
+	}
 
 	rel, err := backfill.LoadRelation(ctx, pool)
 	if err != nil {
