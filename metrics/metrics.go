@@ -27,6 +27,7 @@ type Metrics struct {
 	LastFlush      prometheus.Gauge
 	SlotActive     prometheus.Gauge
 	SlotPollErrors prometheus.Counter
+	RetentionHeld  prometheus.Gauge
 	Streaming      prometheus.Gauge
 	Interruptions  prometheus.Counter
 
@@ -68,7 +69,9 @@ func New(reg prometheus.Registerer, now func() int64) *Metrics {
 		SlotActive: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_slot_active",
 			Help: "1 while the replication slot is in use by a connector; 0 when it is not, or when cdc cannot read its state."}),
 		SlotPollErrors: f.NewCounter(prometheus.CounterOpts{Name: "cdc_slot_poll_errors_total",
-			Help: "Failed reads of the slot's state from pg_replication_slots; the lag gauges keep their last value meanwhile."}),
+			Help: "Failed reads of the slot's state (or of the retention hold) from pg_replication_slots; the lag gauges keep their last value meanwhile."}),
+		RetentionHeld: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_outbox_retention_held",
+			Help: "1 while the retention hold exists (a physical slot <slot>_retention_hold, made when the replication slot was created over an outbox with rows): no cdc run deletes outbox rows until an operator drops it."}),
 		Streaming: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_replication_streaming",
 			Help: "1 while this process's replication connection is up and streaming (what /readyz's postgres check reads); 0 while it connects, reconnects or stands by."}),
 		Interruptions: f.NewCounter(prometheus.CounterOpts{Name: "cdc_replication_interruptions_total",

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/eventcdc/cdc/metrics"
+	"github.com/eventcdc/cdc/retention"
 )
 
 // Slot is a snapshot of one replication slot.
@@ -101,10 +102,7 @@ func (m *Monitor) poll(ctx context.Context) {
 		// good reading standing, with every slot alert silent.
 		m.Metrics.SlotActive.Set(0)
 		m.Metrics.SlotPollErrors.Inc()
-		if time.Since(m.lastWarn) > time.Minute {
-			m.Log.Warn("polling slot state failed", zap.Error(err))
-			m.lastWarn = time.Now()
-		}
+		m.warn(err)
 		return
 	}
 	m.Metrics.LagBytes.Set(float64(s.LagBytes))
@@ -117,5 +115,28 @@ func (m *Monitor) poll(ctx context.Context) {
 		m.Metrics.SetSafeWALBytes(*s.SafeWALBytes, true)
 	} else {
 		m.Metrics.SetSafeWALBytes(0, false)
+	}
+	// Read here, not by the retention sweeper: it shows with retention
+	// off too, for what it says is a gap not yet known to be shipped.
+	held, err := retention.Held(qctx, m.Pool, m.Slot)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.Metrics.SlotPollErrors.Inc()
+			m.warn(err)
+		}
+		return
+	}
+	if held {
+		m.Metrics.RetentionHeld.Set(1)
+	} else {
+		m.Metrics.RetentionHeld.Set(0)
+	}
+}
+
+// warn logs a failed poll, at most once a minute.
+func (m *Monitor) warn(err error) {
+	if time.Since(m.lastWarn) > time.Minute {
+		m.Log.Warn("polling slot state failed", zap.Error(err))
+		m.lastWarn = time.Now()
 	}
 }

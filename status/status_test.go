@@ -15,6 +15,7 @@ import (
 
 	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/metrics"
+	"github.com/eventcdc/cdc/retention"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -279,5 +280,41 @@ func TestOldestPending_ReadsFewBlocksOfABacklog(t *testing.T) {
 	}
 	if got, err := OldestPending(ctx, pool, time.Now().Add(-2*time.Hour)); err != nil || got == nil {
 		t.Fatalf("OldestPending = %v, %v; want the first of the backlog", got, err)
+	}
+}
+
+// cdc_outbox_retention_held follows the hold: 1 while it exists, 0 once
+// an operator dropped it.
+func TestMonitor_ReportsTheRetentionHold(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	slot := testenv.Name("mon")
+	hold := retention.HoldName(slot)
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, hold)
+	})
+	m := metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() })
+	mon := &Monitor{Pool: pool, Slot: slot, Every: 5 * time.Second, Metrics: m, Log: zap.NewNop()}
+	for _, step := range []struct {
+		sql  string
+		want float64
+	}{
+		{"", 0},
+		{`SELECT pg_create_physical_replication_slot('` + hold + `', false)`, 1},
+		{`SELECT pg_drop_replication_slot('` + hold + `')`, 0},
+	} {
+		if step.sql != "" {
+			if _, err := pool.Exec(ctx, step.sql); err != nil {
+				t.Fatal(err)
+			}
+		}
+		mon.poll(ctx)
+		if got := testutil.ToFloat64(m.RetentionHeld); got != step.want {
+			t.Fatalf("after %q cdc_outbox_retention_held = %v, want %v", step.sql, got, step.want)
+		}
+	}
+	if got := testutil.ToFloat64(m.SlotPollErrors); got != 0 {
+		t.Fatalf("cdc_slot_poll_errors_total = %v, want 0", got)
 	}
 }
