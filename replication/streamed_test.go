@@ -826,7 +826,22 @@ func TestReplicator_LookupConnectionClosedWhileIdle(t *testing.T) {
 	defer stop()
 	h.commitBig(3000)
 	eventually(t, "the first transaction stored", func() bool { return s.count() == 3000 })
-	time.Sleep(2500 * time.Millisecond) // the lookup connection is closed by now
+	// The lookup connection is cdc's one client backend in the test's
+	// database (the walsender is another backend type, the harness's pool
+	// has no application_name): it is kept after the lookup, then the
+	// server closes it.
+	lookups := func() int {
+		var n int
+		if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND backend_type = 'client backend' AND application_name = 'cdc'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := lookups(); n != 1 {
+		t.Fatalf("%d lookup connections after the first transaction, want the one kept", n)
+	}
+	eventually(t, "the server to close the idle lookup connection", func() bool { return lookups() == 0 })
 	_, after := h.commitBig(3000)
 	eventually(t, "the second transaction stored", func() bool { return s.count() == 6000 })
 	eventually(t, "acknowledgement past it", func() bool { return uint64(h.confirmed()) >= after })
