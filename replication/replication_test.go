@@ -32,8 +32,11 @@ type fakeSink struct {
 	// holdFirst, when non-nil, makes the first Write wait until it is
 	// closed while later ones go through.
 	holdFirst chan struct{}
-	writes    int
-	seqs      [][]uint64 // each stored batch's row sequence numbers
+	// heldCancelled is set when the held first Write's context ended
+	// before holdFirst was closed.
+	heldCancelled bool
+	writes        int
+	seqs          [][]uint64 // each stored batch's row sequence numbers
 }
 
 var _ replication.Sink = (*fakeSink)(nil)
@@ -47,6 +50,9 @@ func (f *fakeSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, e
 		select {
 		case <-f.holdFirst:
 		case <-ctx.Done():
+			f.mu.Lock()
+			f.heldCancelled = true
+			f.mu.Unlock()
 			return nil, ctx.Err()
 		}
 	}

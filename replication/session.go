@@ -789,6 +789,9 @@ func (s *stream) run(ctx context.Context) error {
 	toText := errors.As(err, &binErr)
 	toStreaming := errors.Is(err, errResumeStreaming)
 	resume := toStreaming || toText || errors.Is(err, errStreamInProgress)
+	if resume {
+		s.r.log.Debug("session ends to read otherwise; storing what it holds first", zap.Error(err))
+	}
 	if err != nil && !resume && !shutdownCut(ctx, err) {
 		wcancel()
 		s.drain(false)
@@ -834,7 +837,7 @@ func (s *stream) run(ctx context.Context) error {
 		return err
 	}
 	if resume {
-		s.r.log.Debug("session ends to read otherwise", zap.Error(err), zap.Stringer("received", w), zap.Stringer("flushed", f))
+		s.r.log.Debug("session ended to read otherwise", zap.Error(err), zap.Stringer("received", w), zap.Stringer("flushed", f))
 		return err
 	}
 	s.r.log.Info("stopped", zap.Stringer("received", w), zap.Stringer("flushed", f))

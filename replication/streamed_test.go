@@ -771,7 +771,7 @@ func TestReplicator_SwitchAwayFromStreamingWaitsForTheInsertInFlight(t *testing.
 	h := setup(t)
 	smallDecodingMemory(t, h)
 	ctx := context.Background()
-	core, logs := observer.New(zapcore.InfoLevel)
+	core, logs := observer.New(zapcore.DebugLevel)
 	s := &fakeSink{holdFirst: make(chan struct{})}
 	stop := h.runWith(s, zap.New(core), func(*replication.Config) {})
 	defer stop()
@@ -789,10 +789,17 @@ func TestReplicator_SwitchAwayFromStreamingWaitsForTheInsertInFlight(t *testing.
 	h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
 	// The wait for the open transaction is over within a second (the
 	// flush interval, at least 1 s); the session then waits for its
-	// writer instead of cancelling it.
-	time.Sleep(2500 * time.Millisecond)
-	if reconnected(logs, false) {
-		t.Fatal("reconnected without streaming while an INSERT was in flight")
+	// writer instead of cancelling it. Cancelled, the writer would end at
+	// once and the next session start: 500 ms is ample to see either.
+	eventually(t, "the session to decide to switch", func() bool {
+		return logs.FilterMessage("session ends to read otherwise; storing what it holds first").Len() == 1
+	})
+	time.Sleep(500 * time.Millisecond)
+	s.mu.Lock()
+	cancelled := s.heldCancelled
+	s.mu.Unlock()
+	if cancelled || reconnected(logs, false) {
+		t.Fatalf("the INSERT in flight was cancelled (%v), or the session reconnected without streaming while it was in flight (%v)", cancelled, reconnected(logs, false))
 	}
 	close(s.holdFirst)
 	eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
