@@ -890,21 +890,38 @@ func (c *ClickHouse) insertContext(ctx context.Context) context.Context {
 	return clickhouse.Context(ctx, clickhouse.WithSettings(c.insertSettings))
 }
 
-// readInsertSettings asks the server how the user's INSERTs behave and
-// returns what each of cdc's must set (asyncInsertFix). A server without
-// asynchronous inserts (before 21.11) lists neither setting.
+// readInsertSettings asks the server how the user's INSERTs may behave
+// and returns what each of cdc's must set (insertSettingsFor). A server
+// without asynchronous inserts (before 21.11) lists neither setting, nor
+// has system.settings.readonly.
 func (c *ClickHouse) readInsertSettings(ctx context.Context) (clickhouse.Settings, error) {
 	values, err := c.asyncSettings(ctx, "value")
-	if err != nil || !unwaitedAsync(values["async_insert"], values["wait_for_async_insert"]) {
+	if err != nil || values["async_insert"] == "" {
 		return nil, err
 	}
-	// Which of the two the user may change: a server that has them has
-	// system.settings.readonly too.
 	readonly, err := c.asyncSettings(ctx, "readonly")
 	if err != nil {
 		return nil, err
 	}
-	return asyncInsertFix(readonly["async_insert"] != "0", readonly["wait_for_async_insert"] != "0")
+	return insertSettingsFor(values, readonly)
+}
+
+// insertSettingsFor is what each INSERT sets on a server that has
+// asynchronous inserts, given the user's values of async_insert and
+// wait_for_async_insert and whether its profile fixes them (readonly).
+// What the user may change is pinned whatever its value now: the settings
+// are read when the schema is, and a profile changed to unwaited
+// asynchronous inserts meanwhile would otherwise have cdc acknowledge WAL
+// for rows a ClickHouse crash can still lose (asyncInsertFix).
+func insertSettingsFor(values, readonly map[string]string) (clickhouse.Settings, error) {
+	if values["async_insert"] == "" {
+		return nil, nil
+	}
+	asyncFixed, waitFixed := readonly["async_insert"] != "0", readonly["wait_for_async_insert"] != "0"
+	if asyncFixed && waitFixed && !unwaitedAsync(values["async_insert"], values["wait_for_async_insert"]) {
+		return nil, nil // nothing to change, nothing the user can change
+	}
+	return asyncInsertFix(asyncFixed, waitFixed)
 }
 
 // asyncSettings reads one column of system.settings, as text, for

@@ -104,3 +104,40 @@ func TestAsyncInsertFix(t *testing.T) {
 		}
 	}
 }
+
+// What an INSERT sets follows from what the user may change, not from the
+// values now: asynchronous inserts off whenever the user may turn them
+// off, even while they are off (a profile may turn them on while cdc
+// runs), and nothing on a server without them (18.16 refuses unknown
+// settings).
+func TestInsertSettingsFor(t *testing.T) {
+	both := map[string]string{"async_insert": "0", "wait_for_async_insert": "0"}
+	for _, tc := range []struct {
+		name             string
+		values, readonly map[string]string
+		want             string
+	}{
+		{"server without them", map[string]string{}, map[string]string{}, "map[]"},
+		{"off, changeable", map[string]string{"async_insert": "0", "wait_for_async_insert": "1"}, both, "map[async_insert:0]"},
+		{"on unwaited, changeable", map[string]string{"async_insert": "1", "wait_for_async_insert": "0"}, both, "map[async_insert:0]"},
+		{"async fixed off, wait changeable", map[string]string{"async_insert": "0", "wait_for_async_insert": "0"},
+			map[string]string{"async_insert": "1", "wait_for_async_insert": "0"}, "map[wait_for_async_insert:1]"},
+		{"async fixed on, wait changeable", map[string]string{"async_insert": "1", "wait_for_async_insert": "0"},
+			map[string]string{"async_insert": "1", "wait_for_async_insert": "0"}, "map[wait_for_async_insert:1]"},
+		{"both fixed, safe", map[string]string{"async_insert": "1", "wait_for_async_insert": "1"},
+			map[string]string{"async_insert": "1", "wait_for_async_insert": "1"}, "map[]"},
+		{"both fixed off", map[string]string{"async_insert": "0", "wait_for_async_insert": "0"},
+			map[string]string{"async_insert": "1", "wait_for_async_insert": "1"}, "map[]"},
+		{"both fixed, unwaited", map[string]string{"async_insert": "1", "wait_for_async_insert": "0"},
+			map[string]string{"async_insert": "1", "wait_for_async_insert": "1"}, "error"},
+	} {
+		s, err := insertSettingsFor(tc.values, tc.readonly)
+		got := fmt.Sprint(map[string]any(s))
+		if err != nil {
+			got = "error"
+		}
+		if got != tc.want {
+			t.Errorf("%s: insertSettingsFor = %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
