@@ -55,8 +55,11 @@ type ClickHouse struct {
 	endCause      error // why the context of the Write that ended last ended
 
 	mu      sync.Mutex                 // guards what follows; never held during an INSERT
-	columns []chColumn                 // event_log's columns, in table order
+	columns []chColumn                 // event_log's columns an INSERT may name, in table order
 	warned  map[*decoder.Relation]bool // relation versions seen since columns were loaded
+	// computed maps each column ClickHouse computes (MATERIALIZED, ALIAS)
+	// to its kind: never named in an INSERT.
+	computed map[string]string
 	// uncarried is set when some outbox column has no event_log column.
 	uncarried bool
 	// insertSettings go with each INSERT: none, unless the user's
@@ -66,6 +69,8 @@ type ClickHouse struct {
 	loadedAt       time.Time
 }
 
+// chColumn is an event_log column an INSERT may name: computed ones
+// (MATERIALIZED, ALIAS) are kept apart, in ClickHouse.computed.
 type chColumn struct{ name, typ string }
 
 // Open prepares a client for the server at dsn (clickhouse://user:password@
@@ -594,8 +599,19 @@ func (c *ClickHouse) plan(rows []Row) *plan {
 		}
 		p.sources[rel] = src
 	}
-	p.query = "INSERT INTO " + Table + " (" + strings.Join(p.targets, ", ") + ")"
+	quoted := make([]string, len(p.targets))
+	for i, t := range p.targets {
+		quoted[i] = quoteIdent(t)
+	}
+	p.query = "INSERT INTO " + Table + " (" + strings.Join(quoted, ", ") + ")"
 	return p
+}
+
+// quoteIdent quotes a column name for ClickHouse: an outbox column may be
+// named anything PostgreSQL allows ("Tenant Id", "user-id"), and unquoted
+// such a name would make every INSERT a syntax error, retried for ever.
+func quoteIdent(name string) string {
+	return "`" + strings.ReplaceAll(strings.ReplaceAll(name, `\`, `\\`), "`", "\\`") + "`"
 }
 
 func targetName(outboxColumn string) string {
@@ -617,9 +633,13 @@ func (c *ClickHouse) warnUncarried(rel *decoder.Relation) {
 	for _, col := range c.columns {
 		have[col.name] = true
 	}
-	var missing []string
+	var missing, computed []string
 	for _, col := range rel.Columns {
-		if !have[targetName(col.Name)] {
+		switch t := targetName(col.Name); {
+		case have[t]:
+		case c.computed[t] != "":
+			computed = append(computed, col.Name+" ("+c.computed[t]+")")
+		default:
 			missing = append(missing, col.Name)
 		}
 	}
@@ -627,6 +647,11 @@ func (c *ClickHouse) warnUncarried(rel *decoder.Relation) {
 		c.uncarried = true
 		c.log.Warn("outbox columns without an event_log column are not carried",
 			zap.Strings("columns", missing), zap.String("relation", rel.Namespace+"."+rel.Name))
+	}
+	if len(computed) > 0 {
+		// Not uncarried: no reload makes ClickHouse take them.
+		c.log.Warn("outbox columns whose event_log column ClickHouse computes itself (MATERIALIZED or ALIAS) are not carried",
+			zap.Strings("columns", computed), zap.String("relation", rel.Namespace+"."+rel.Name))
 	}
 }
 
@@ -697,16 +722,24 @@ func (c *ClickHouse) reload(ctx context.Context) error {
 
 // loadColumns reads event_log's columns; the caller holds c.mu.
 func (c *ClickHouse) loadColumns(ctx context.Context) error {
-	rows, err := c.conn.Query(ctx, "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = '"+Table+"'")
+	rows, err := c.conn.Query(ctx, "SELECT name, type, default_kind FROM system.columns WHERE database = currentDatabase() AND table = '"+Table+"'")
 	if err != nil {
 		return fmt.Errorf("read %s columns: %w", Table, err)
 	}
 	defer rows.Close()
 	var cols []chColumn
+	computed := map[string]string{}
 	for rows.Next() {
 		var col chColumn
-		if err := rows.Scan(&col.name, &col.typ); err != nil {
+		var kind string
+		if err := rows.Scan(&col.name, &col.typ, &kind); err != nil {
 			return fmt.Errorf("read %s columns: %w", Table, err)
+		}
+		// ClickHouse computes these and refuses an INSERT that names
+		// them (code 44), which no retry would get past.
+		if kind == "MATERIALIZED" || kind == "ALIAS" {
+			computed[col.name] = kind
+			continue
 		}
 		cols = append(cols, col)
 	}
@@ -722,6 +755,7 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 	}
 	c.insertSettings = settings
 	c.columns = cols
+	c.computed = computed
 	c.warned = map[*decoder.Relation]bool{}
 	c.uncarried = false
 	c.loadedAt = time.Now()
@@ -872,10 +906,11 @@ func IsRowError(err error) bool {
 // longer has.
 func isSchemaError(err error) bool {
 	var ex *clickhouse.Exception
-	// NO_SUCH_COLUMN_IN_TABLE, UNKNOWN_IDENTIFIER; UNKNOWN_SETTING: a
-	// setting learnt from another server of the DSN's hosts (an older one,
-	// in a rolling upgrade) is learnt again.
-	return errors.As(err, &ex) && (ex.Code == 16 || ex.Code == 47 || ex.Code == 115)
+	// NO_SUCH_COLUMN_IN_TABLE, UNKNOWN_IDENTIFIER; ILLEGAL_COLUMN: a
+	// column made MATERIALIZED or ALIAS since it was read; UNKNOWN_SETTING:
+	// a setting learnt from another server of the DSN's hosts (an older
+	// one, in a rolling upgrade) is learnt again.
+	return errors.As(err, &ex) && (ex.Code == 16 || ex.Code == 47 || ex.Code == 44 || ex.Code == 115)
 }
 
 // insertContext is ctx with what an INSERT must set (insertSettings); the

@@ -15,6 +15,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/eventcdc/cdc/decoder"
 	"github.com/eventcdc/cdc/internal/testenv"
@@ -450,5 +452,78 @@ func TestClickHouse_BatchAcrossAnOutboxColumnAddedUsesTheDefault(t *testing.T) {
 	}
 	if parts != 3 {
 		t.Fatalf("%d level-0 parts, want 3: one INSERT per run of one outbox shape", parts)
+	}
+}
+
+// Outbox columns meet event_log columns an INSERT cannot name as they are:
+// one ClickHouse computes (MATERIALIZED, ALIAS), which it refuses by
+// name, so it is left out with a warning and computed; one whose name
+// needs quoting ("tenant id"); and an Array, whose value cdc does not
+// convert, so the row is refused for it as a dead letter instead of
+// stored as the bytes of its text. The other rows are stored.
+func TestClickHouse_ComputedQuotedAndArrayColumns(t *testing.T) {
+	ch, dsn := newSink(t)
+	ctx := context.Background()
+	if err := ch.Conn().Exec(ctx, "ALTER TABLE event_log ADD COLUMN tenant String MATERIALIZED concat('t-', environment), ADD COLUMN region String ALIAS upper(environment), ADD COLUMN `tenant id` String, ADD COLUMN ids Array(Int32)"); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.WarnLevel)
+	s, err := sink.Open(dsn, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rel := &decoder.Relation{ID: 1, Namespace: "public", Name: "outbox", Columns: append(slices.Clone(outboxRel.Columns),
+		decoder.Column{Name: "tenant"}, decoder.Column{Name: "region"}, decoder.Column{Name: "tenant id"}, decoder.Column{Name: "ids"})}
+	at := func(seq uint64, ids decoder.Value) sink.Row {
+		r := row(seq, "1", "10.0.0.1")
+		r.Relation, r.Values = rel, append(r.Values, text("mine"), text("mine"), text(fmt.Sprintf("acme %d", seq)), ids)
+		return r
+	}
+	// Rows 1 and 3 are of an outbox version without ids: their INSERT
+	// does not name it, and ClickHouse stores its default.
+	before := &decoder.Relation{ID: 1, Namespace: "public", Name: "outbox", Columns: rel.Columns[:len(rel.Columns)-1]}
+	first, third := at(1, text("")), at(3, text(""))
+	first.Relation, first.Values = before, first.Values[:len(first.Values)-1]
+	third.Relation, third.Values = before, third.Values[:len(third.Values)-1]
+	b := &sink.Batch{Rows: []sink.Row{first, at(2, text("{1,2,3}")), third, at(4, decoder.Value{Kind: decoder.ValueNull})}}
+	rejected, err := s.Write(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused []string
+	for _, r := range rejected {
+		refused = append(refused, fmt.Sprintf("%d: %v", r.Row.Pos.Seq, r.Err))
+	}
+	const why = "column ids: cdc does not convert values into Array(Int32): make the event_log column a String (a PostgreSQL array arrives as its text, e.g. {1,2,3}; json as JSON text)"
+	if want := []string{"2: " + why, "4: " + why}; !slices.Equal(refused, want) {
+		t.Fatalf("refused %q, want %q: the rows that have the ids column", refused, want)
+	}
+	rows, err := ch.Conn().Query(ctx, "SELECT cdc_seq, tenant, region, `tenant id`, length(ids) FROM event_log ORDER BY cdc_seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var got []string
+	for rows.Next() {
+		var seq, n uint64
+		var tenant, region, tid string
+		if err := rows.Scan(&seq, &tenant, &region, &tid, &n); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%d/%s/%s/%s/%d", seq, tenant, region, tid, n))
+	}
+	if want := "1/t-test/TEST/acme 1/0 3/t-test/TEST/acme 3/0"; strings.Join(got, " ") != want {
+		t.Fatalf("rows %q, want %q", strings.Join(got, " "), want)
+	}
+	// Once per outbox version; ip is the one column event_log lacks.
+	for msg, want := range map[string]string{
+		"outbox columns whose event_log column ClickHouse computes itself (MATERIALIZED or ALIAS) are not carried": "[tenant (MATERIALIZED) region (ALIAS)]",
+		"outbox columns without an event_log column are not carried":                                               "[ip]",
+	} {
+		warned := logs.FilterMessage(msg).All()
+		if len(warned) != 2 || fmt.Sprint(warned[0].ContextMap()["columns"]) != want || fmt.Sprint(warned[1].ContextMap()["columns"]) != want {
+			t.Fatalf("warnings %q: %v, want one per outbox version naming %s", msg, warned, want)
+		}
 	}
 }

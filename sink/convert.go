@@ -173,8 +173,22 @@ func newCell(chType string, byValue bool) cell {
 	case chType == "Float64":
 		return &valueCell[float64]{parse: parseFloat[float64](64, chType), byValue: byValue}
 	}
+	for _, composite := range []string{"Array(", "Map(", "Tuple(", "Nested("} {
+		if strings.HasPrefix(chType, composite) {
+			return refusedCell{fmt.Errorf("cdc does not convert values into %s: make the event_log column a String (a PostgreSQL array arrives as its text, e.g. {1,2,3}; json as JSON text)", chType)}
+		}
+	}
 	return newTextCell(chType)
 }
+
+// refusedCell is a column type cdc does not fill: each row that has the
+// column is refused, as a dead letter, rather than stored wrong — given
+// text, clickhouse-go would take '{1,2,3}' for an Array(Int32) of its
+// bytes, [123,49,44,...], without an error.
+type refusedCell struct{ err error }
+
+func (c refusedCell) set(decoder.Value) error { return c.err }
+func (c refusedCell) value() any              { return nil }
 
 // textCell is a column type this connector does not convert (Decimal,
 // Enum8, IPv4, Date32, …): clickhouse-go gets the text and parses it. Each
