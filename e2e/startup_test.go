@@ -96,6 +96,9 @@ func TestStartup_InvalidatedSlotExitsOneNamingTheCause(t *testing.T) {
 	}
 
 	w.exec(`SELECT pg_drop_replication_slot('cdc_outbox')`)
+	// One event dated -infinity, which ClickHouse cannot store: backfill
+	// is to set it aside, verify to check the finite window.
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('lost', 'test', '{}', '-infinity')`)
 	// No slot: no lag to read, rather than none.
 	out, stderr, code := w.runOperator(nil, "status", "--json")
 	var noSlot struct {
@@ -107,13 +110,13 @@ func TestStartup_InvalidatedSlotExitsOneNamingTheCause(t *testing.T) {
 		RetentionHeld   *bool    `json:"retention_held"`
 	}
 	if code != 0 || json.Unmarshal([]byte(out), &noSlot) != nil || noSlot.Exists || noSlot.LagSeconds != nil ||
-		noSlot.LagSecondsError != "slot cdc_outbox does not exist" || noSlot.OutboxRows == nil || *noSlot.OutboxRows != 100 || noSlot.Estimated ||
+		noSlot.LagSecondsError != "slot cdc_outbox does not exist" || noSlot.OutboxRows == nil || *noSlot.OutboxRows != 101 || noSlot.Estimated ||
 		noSlot.RetentionHeld == nil || *noSlot.RetentionHeld {
 		t.Fatalf("status --json without a slot exited %d:\n%s%s", code, out, stderr)
 	}
 	out, code = w.runOnce(nil, "migrate")
 	const oldest = "2026-01-02T03:04:05Z"
-	if code != 0 || !strings.Contains(out, "the outbox already holds events from "+oldest+" on, which this slot will not stream: ship them with `cdc backfill --since "+oldest+"`\n"+
+	if code != 0 || !strings.Contains(out, "the outbox already holds events from "+oldest+" on, which this slot will not stream: ship them with `cdc backfill --since -infinity`\n"+
 		"outbox retention is held on every cdc run until `cdc verify --since "+oldest+"` finds none missing; then lift the hold: SELECT pg_drop_replication_slot('cdc_outbox_retention_hold');\n") {
 		t.Fatalf("migrate exited %d and did not name the backfill to run and the hold:\n%s", code, out)
 	}
@@ -121,8 +124,10 @@ func TestStartup_InvalidatedSlotExitsOneNamingTheCause(t *testing.T) {
 		t.Fatalf("status exited %d and does not show the hold:\n%s", code, out)
 	}
 	// Retention is held, so the backfill needs no word about it.
-	stdout, stderr, code := w.runOperator(nil, "backfill", "--since", oldest)
-	if code != 0 || !strings.Contains(stdout, "100 outbox rows read, 100 shipped") {
+	// Exit 1: the row at -infinity is set aside, as a dead letter.
+	stdout, stderr, code := w.runOperator(nil, "backfill", "--since", "-infinity")
+	if code != 1 || !strings.Contains(stdout, "101 outbox rows read, 100 shipped to event_log, 1 refused (dead letters)") ||
+		!strings.Contains(stderr, "1 rows refused by ClickHouse and set aside") {
 		t.Fatalf("backfill exited %d:\n%s%s", code, stdout, stderr)
 	}
 	if strings.Contains(stderr, "CDC_OUTBOX_RETENTION") {

@@ -3,6 +3,7 @@ package replication_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -307,24 +308,40 @@ func TestState_HorizonWhileAStreamedTransactionWaits(t *testing.T) {
 
 // A process that had to create its slot keeps the outbox rows from before
 // it, which the new slot never streams: the outbox holds their only copy
-// until `cdc backfill` ships them. With Config.OnSlotCreated holding
+// until `cdc backfill` ships them. With Config.HoldRetention holding
 // retention in PostgreSQL (as cdc run's does) every sweeper, in any
-// process, finds the hold; without a hook, or when the hook fails, the
-// process knows no horizon for its life, and so deletes none of them.
+// process, finds the hold; without a hook, or when the hook fails once
+// the slot exists, the process knows no horizon for its life, and so
+// deletes none of them. The hook is called ahead of the slot too, where
+// failing costs nothing.
 func TestState_TheProcessThatCreatedItsSlotKeepsTheGap(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
-		hook        func(h *harness) func(context.Context) error
+		hook        func(h *harness, calls *[]bool) func(context.Context, bool) error
 		inProcess   bool // the pause lives in this process (no horizon)
 		heldInPG    bool // the hold exists in PostgreSQL
 		sweepAfterN int  // rows a sweep deletes once the hold, if any, is dropped
 	}{
-		{"no hook", func(*harness) func(context.Context) error { return nil }, true, false, 0},
-		{"the hook fails", func(*harness) func(context.Context) error {
-			return func(context.Context) error { return errors.New("all replication slots are in use") }
+		{"no hook", func(*harness, *[]bool) func(context.Context, bool) error { return nil }, true, false, 0},
+		{"the hook fails", func(_ *harness, calls *[]bool) func(context.Context, bool) error {
+			return func(_ context.Context, ahead bool) error {
+				*calls = append(*calls, ahead)
+				return errors.New("all replication slots are in use")
+			}
 		}, true, false, 0},
-		{"the hook holds retention", func(h *harness) func(context.Context) error {
-			return func(ctx context.Context) error {
+		{"the hook fails ahead only", func(h *harness, calls *[]bool) func(context.Context, bool) error {
+			return func(ctx context.Context, ahead bool) error {
+				*calls = append(*calls, ahead)
+				if ahead {
+					return errors.New("connection refused")
+				}
+				_, err := retention.HoldIfOutboxHasRows(ctx, h.pool, "slot")
+				return err
+			}
+		}, false, true, 1},
+		{"the hook holds retention", func(h *harness, calls *[]bool) func(context.Context, bool) error {
+			return func(ctx context.Context, ahead bool) error {
+				*calls = append(*calls, ahead)
 				_, err := retention.HoldIfOutboxHasRows(ctx, h.pool, "slot")
 				return err
 			}
@@ -340,12 +357,16 @@ func TestState_TheProcessThatCreatedItsSlotKeepsTheGap(t *testing.T) {
 			h.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
 				VALUES ('in_the_gap', 'test', '{}', now() - interval '1 hour')`)
 			s := &fakeSink{}
-			hook := tc.hook(h)
-			rep, _, stop := h.start(s, nil, zap.NewNop(), func(c *replication.Config) { c.OnSlotCreated = hook })
+			var calls []bool // only the replicator's goroutine appends, before streaming
+			hook := tc.hook(h, &calls)
+			rep, _, stop := h.start(s, nil, zap.NewNop(), func(c *replication.Config) { c.HoldRetention = hook })
 			defer stop()
 			eventually(t, "streaming", rep.State().Streaming)
 			h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('after', 'test', '{}')`)
 			eventually(t, "the new event stored", func() bool { return s.count() == 1 })
+			if hook != nil && fmt.Sprint(calls) != "[true false]" {
+				t.Fatalf("hook called with ahead %v, want before the slot and after", calls)
+			}
 			if got := rep.State().SlotCreated(); got != tc.inProcess {
 				t.Fatalf("SlotCreated %v after the replicator created the missing slot, want %v", got, tc.inProcess)
 			}

@@ -55,12 +55,13 @@ type Config struct {
 	ReceiveTimeout  time.Duration        // a session that hears nothing from the server for this long ends; 0: never
 	ShutdownTimeout time.Duration        // budget for the last flush on shutdown
 	Tracer          trace.TracerProvider // a span per batch; nil: no tracing
-	// OnSlotCreated is called when a session had to create the missing
-	// slot, to keep the outbox rows from before it (which the new slot
-	// never streams) from retention on every instance: retention.Hold.
-	// When it is nil or fails, this process keeps them itself, for its
-	// life only (State.Horizon).
-	OnSlotCreated func(ctx context.Context) error
+	// HoldRetention keeps the outbox rows from before a slot a session
+	// had to create (the new slot never streams them) from retention on
+	// every instance: retention.Hold. It is called with ahead true
+	// before the slot is created, and false once it is; only the second
+	// must succeed. When it is nil or that call fails, this process keeps
+	// the rows itself, for its life only (State.Horizon).
+	HoldRetention func(ctx context.Context, ahead bool) error
 }
 
 // ErrServerSilent ends a session whose server sent nothing, not even a

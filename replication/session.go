@@ -383,6 +383,9 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 			// may rightly take as long as the longest of them.
 			r.log.Info("creating the replication slot: this waits for the transactions in progress on the server to end",
 				zap.String("slot", r.cfg.Slot))
+			if err := r.holdRetention(ctx, true); err != nil {
+				r.log.Warn("could not hold outbox retention before creating the slot; trying again once it exists", zap.Error(err))
+			}
 			res, err := pglogrepl.CreateReplicationSlot(ctx, conn, r.cfg.Slot, "pgoutput",
 				pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
 			if err != nil {
@@ -396,14 +399,14 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 			// run, or the slot was dropped (a failover, an operator). Either
 			// way events committed before this moment are not in the slot.
 			// Until they are shipped the outbox holds their only copy:
-			// OnSlotCreated holds retention on every instance, and if it
+			// HoldRetention holds retention on every instance, and if it
 			// cannot, retention waits for the life of this process
 			// (Horizon).
 			r.log.Warn("replication slot did not exist and was created: events committed before now will not be streamed; if this is not the first start, recover them with `cdc backfill --since <time of the loss>`",
 				zap.String("slot", r.cfg.Slot), zap.String("consistent_point", res.ConsistentPoint))
-			if r.cfg.OnSlotCreated == nil {
+			if r.cfg.HoldRetention == nil {
 				r.state.slotCreated.Store(true)
-			} else if err := r.cfg.OnSlotCreated(ctx); err != nil {
+			} else if err := r.holdRetention(ctx, false); err != nil {
 				r.state.slotCreated.Store(true)
 				r.log.Warn("outbox retention is paused until this process restarts, in this process only (a hot standby that takes the slot over is not paused): keep CDC_OUTBOX_RETENTION=0 on every instance until `cdc verify` finds nothing missing",
 					zap.Error(err))
@@ -432,6 +435,18 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 		}
 		return lsn, nil
 	}
+}
+
+// holdRetention calls Config.HoldRetention, if any, to its end even when
+// ctx ends meanwhile: a shutdown that arrives just after the slot was
+// created must not leave the gap unheld.
+func (r *Replicator) holdRetention(ctx context.Context, ahead bool) error {
+	if r.cfg.HoldRetention == nil {
+		return nil
+	}
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), setupTimeout)
+	defer cancel()
+	return r.cfg.HoldRetention(hctx, ahead)
 }
 
 // receiveTimeout is how long the session waits on a silent server before

@@ -19,8 +19,8 @@ import (
 // the slot over, nor the same instance after a restart. A slot because
 // `cdc run` may create one (its role has REPLICATION) where it has no right
 // to create a table; every role can read pg_replication_slots. An operator
-// lifts the hold by dropping the marker (docs/operations.md, Slot
-// recreated).
+// lifts the hold by dropping the marker (docs/operations.md, Outbox
+// retention).
 
 // holdSuffix names the marker: HoldName(slot) is slot + holdSuffix,
 // within PostgreSQL's 63 characters.
@@ -60,18 +60,37 @@ func Hold(ctx context.Context, q Querier, slot string) (created bool, err error)
 	return true, nil
 }
 
-// HoldIfOutboxHasRows makes the hold when the outbox holds any row: those
-// are what a slot created now will never stream. An empty outbox has
-// nothing to lose (a first start), and then no hold is made.
+// HoldIfOutboxHasRows makes the hold when the outbox holds a row
+// retention would delete: those are what a slot created now will never
+// stream. An empty outbox has nothing to lose (a first start), nor one
+// whose rows are all dated 'infinity' (never deleted): then no hold is
+// made.
 func HoldIfOutboxHasRows(ctx context.Context, q Querier, slot string) (created bool, err error) {
 	var rows bool
-	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM outbox)`).Scan(&rows); err != nil {
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM outbox WHERE event_date_time < 'infinity')`).Scan(&rows); err != nil {
 		return false, fmt.Errorf("read whether the outbox holds rows: %w", err)
 	}
 	if !rows {
 		return false, nil
 	}
 	return Hold(ctx, q, slot)
+}
+
+// HoldAhead is HoldIfOutboxHasRows before slot is created: a process that
+// ends between creating the slot and holding retention (a signal, a
+// crash, a lost connection) would leave the gap unheld, and no later run
+// knows the slot is new. It makes the hold only while two replication
+// slots are free, so as never to take the one the slot needs
+// (max_replication_slots); the creator holds again once the slot exists.
+func HoldAhead(ctx context.Context, q Querier, slot string) (created bool, err error) {
+	var free int
+	if err := q.QueryRow(ctx, `SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)`).Scan(&free); err != nil {
+		return false, fmt.Errorf("read how many replication slots are free: %w", err)
+	}
+	if free < 2 {
+		return false, nil
+	}
+	return HoldIfOutboxHasRows(ctx, q, slot)
 }
 
 // Held reports whether the marker that holds retention for slot exists.

@@ -45,6 +45,14 @@ func TestHold_KeepsEverySweeperFromDeletingUntilDropped(t *testing.T) {
 	if created, err := HoldIfOutboxHasRows(ctx, pool, slot); err != nil || created {
 		t.Fatalf("hold over an empty outbox: created %v (err %v), want none", created, err)
 	}
+	// A row at infinity is never deleted: nothing to hold for.
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		VALUES ('forever', 'test', '{}', 'infinity')`); err != nil {
+		t.Fatal(err)
+	}
+	if created, err := HoldIfOutboxHasRows(ctx, pool, slot); err != nil || created {
+		t.Fatalf("hold over an outbox of a row at infinity: created %v (err %v), want none", created, err)
+	}
 	if held, err := Held(ctx, pool, slot); err != nil || held {
 		t.Fatalf("Held %v (err %v) with no hold made", held, err)
 	}
@@ -52,7 +60,9 @@ func TestHold_KeepsEverySweeperFromDeletingUntilDropped(t *testing.T) {
 		SELECT 'gap', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 5) g`); err != nil {
 		t.Fatal(err)
 	}
-	if created, err := HoldIfOutboxHasRows(ctx, pool, slot); err != nil || !created {
+	// Ahead of a slot, as cdc run and migrate make it: the test server
+	// has replication slots to spare.
+	if created, err := HoldAhead(ctx, pool, slot); err != nil || !created {
 		t.Fatalf("hold over an outbox with rows: created %v (err %v), want made", created, err)
 	}
 	if created, err := Hold(ctx, pool, slot); err != nil || created {
@@ -80,8 +90,8 @@ func TestHold_KeepsEverySweeperFromDeletingUntilDropped(t *testing.T) {
 			}
 		}
 	}
-	if n := outboxRows(t, pool); n != 5 {
-		t.Fatalf("%d outbox rows left while held, want 5", n)
+	if n := outboxRows(t, pool); n != 6 {
+		t.Fatalf("%d outbox rows left while held, want 6", n)
 	}
 	if got := logs.FilterMessageSnippet("outbox retention is held").Len(); got != 1 {
 		t.Fatalf("the hold was logged %d times over two sweeps, want once", got)
@@ -106,8 +116,53 @@ func TestHold_KeepsEverySweeperFromDeletingUntilDropped(t *testing.T) {
 	if n, err := sweepers[0].Sweep(ctx); err != nil || n != 3 {
 		t.Fatalf("the sweep after the hold was dropped deleted %d rows (err %v), want 3", n, err)
 	}
-	if got := logs.FilterMessage("outbox retention hold lifted").Len(); got != 1 {
+	if got := logs.FilterMessageSnippet("outbox retention hold lifted").Len(); got != 1 {
 		t.Fatalf("the lift was logged %d times, want once", got)
+	}
+}
+
+// A hold made while a sweep runs stops it at its next batch: a sweep
+// through a backlog runs for minutes.
+func TestHold_StopsASweepInProgress(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	slot := testenv.Name("h")
+	hold := HoldName(slot)
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, hold)
+	})
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'old', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 10) g`); err != nil {
+		t.Fatal(err)
+	}
+	// The pause between batches leaves ample time to make the hold
+	// once the first batch is seen gone.
+	c := &Cleaner{Pool: pool, Keep: time.Hour, BatchSize: 2, Pause: 2 * time.Second, Log: zap.NewNop(), Slot: slot}
+	type result struct {
+		n   int64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := c.Sweep(ctx)
+		done <- result{n, err}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for outboxRows(t, pool) != 8 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first batch was never deleted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if created, err := Hold(ctx, pool, slot); err != nil || !created {
+		t.Fatalf("Hold: created %v, %v", created, err)
+	}
+	r := <-done
+	if r.err != nil || r.n != 2 {
+		t.Fatalf("the sweep deleted %d rows (err %v), want the first batch's 2", r.n, r.err)
+	}
+	if n := outboxRows(t, pool); n != 8 {
+		t.Fatalf("%d outbox rows left, want 8", n)
 	}
 }
 

@@ -131,28 +131,16 @@ func (c *Cleaner) sweep(ctx context.Context) (total int64, retrySoon bool, err e
 			from = h
 		}
 	}
-	if c.Slot != "" {
-		held, err := Held(ctx, c.Pool, c.Slot)
-		if err != nil {
-			// Not known to be free: delete nothing this time.
-			return 0, false, err
-		}
-		switch {
-		case held && !c.held:
-			c.Log.Warn("outbox retention is held: the replication slot was created while the outbox held rows it will never stream, so the outbox keeps them until an operator lifts the hold; ship them with `cdc backfill --since <time of the loss>`, and once `cdc verify` finds nothing missing drop the hold (docs/operations.md, Slot recreated)",
-				zap.String("hold", HoldName(c.Slot)), zap.String("lift", fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", HoldName(c.Slot))))
-		case !held && c.held:
-			c.Log.Info("outbox retention hold lifted", zap.String("hold", HoldName(c.Slot)))
-		}
-		c.held = held
-		if held {
-			return 0, false, nil
-		}
-	}
 	cutoff := from.Add(-c.Keep)
 	var lastTime pgtype.Timestamptz
 	var lastID *string
 	for {
+		// Before each batch, not only each sweep: a sweep through a
+		// large backlog runs for minutes, and a hold made meanwhile
+		// stops it at the next batch.
+		if held, err := c.checkHold(ctx); err != nil || held {
+			return total, false, err
+		}
 		var chosen, deleted int64
 		var err error
 		if lastID == nil {
@@ -173,4 +161,30 @@ func (c *Cleaner) sweep(ctx context.Context) (total int64, retrySoon bool, err e
 		case <-time.After(c.Pause):
 		}
 	}
+}
+
+// checkHold reports whether the slot's hold exists (false when the
+// Cleaner has no Slot), and logs when that changes. An error means not
+// known to be free: the caller deletes nothing.
+func (c *Cleaner) checkHold(ctx context.Context) (bool, error) {
+	if c.Slot == "" {
+		return false, nil
+	}
+	held, err := Held(ctx, c.Pool, c.Slot)
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case held && !c.held:
+		c.Log.Warn("outbox retention is held: the replication slot was created while the outbox held rows it will never stream, so the outbox keeps them until an operator lifts the hold; ship them with `cdc backfill --since <time of the loss>`, and once `cdc verify` finds nothing missing drop the hold (docs/operations.md, Outbox retention)",
+			zap.String("hold", HoldName(c.Slot)), zap.String("lift", fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", HoldName(c.Slot))))
+	case !held && c.held:
+		// Warn: a hold dropped by something else than the operator who
+		// shipped the gap (a script clearing inactive slots, Patroni)
+		// lets retention delete the gap's rows from now on.
+		c.Log.Warn("outbox retention hold lifted: retention deletes old outbox rows again; if no operator dropped it after `cdc verify`, see docs/operations.md, Outbox retention",
+			zap.String("hold", HoldName(c.Slot)))
+	}
+	c.held = held
+	return held, nil
 }

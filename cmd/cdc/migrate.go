@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
@@ -36,13 +37,30 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	if err := ddl.MigratePostgres(ctx, pg, cfg.Publication, stdout); err != nil {
 		return err
 	}
+	// Hold retention before the slot exists where the outbox has rows:
+	// a migrate interrupted between creating the slot and holding would
+	// leave the gap unheld, and the next one finds the slot and holds
+	// nothing. A hold without a slot only pauses retention.
+	var exists bool
+	if err := pg.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, cfg.SlotName).Scan(&exists); err != nil {
+		return fmt.Errorf("look up slot %s: %w", cfg.SlotName, err)
+	}
+	if !exists {
+		if _, err := retention.HoldAhead(ctx, pg, cfg.SlotName); err != nil {
+			return err
+		}
+	}
 	created, err := ddl.CreateSlot(ctx, pg, cfg.SlotName)
 	if err != nil {
 		return err
 	}
 	if created {
 		fmt.Fprintf(stdout, "created replication slot %s: events published from now on are kept until cdc run ships them\n", cfg.SlotName)
-		if err := noteOlderEvents(ctx, pg, cfg.SlotName, stdout); err != nil {
+		// To its end even on a signal: the slot is made.
+		nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		err := noteOlderEvents(nctx, pg, cfg.SlotName, stdout)
+		cancel()
+		if err != nil {
 			return err
 		}
 	}
@@ -65,25 +83,50 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 // them meanwhile, and says how to lift the hold. The index on
 // event_date_time answers at once, however large the outbox.
 func noteOlderEvents(ctx context.Context, pg *pgx.Conn, slot string, stdout io.Writer) error {
+	// The oldest finite time, through the index on event_date_time; rows
+	// at -infinity apart: `cdc backfill --since -infinity` sets them
+	// aside (ClickHouse cannot store them), but `cdc verify` counts them
+	// missing whatever is done, so its --since must be finite. Backfill
+	// reads the rows at infinity whatever the --since.
+	const oldestQuery = `SELECT
+		(SELECT to_char(event_date_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') FROM outbox
+			WHERE event_date_time > '-infinity' AND event_date_time < 'infinity' ORDER BY event_date_time LIMIT 1),
+		EXISTS (SELECT 1 FROM outbox WHERE event_date_time = '-infinity'),
+		EXISTS (SELECT 1 FROM outbox)`
 	var oldest *string
-	// Rows at ±infinity: --since -infinity reads every row, and backfill
-	// reads those at infinity whatever the --since. An empty outbox has no
-	// oldest: NULL, not -infinity.
-	err := pg.QueryRow(ctx, `SELECT CASE WHEN t IS NULL THEN NULL WHEN isfinite(t) THEN to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') ELSE '-infinity' END
-		FROM (SELECT min(event_date_time) AS t FROM outbox) m`).Scan(&oldest)
-	if err != nil {
+	var minusInfinity, rows bool
+	if err := pg.QueryRow(ctx, oldestQuery).Scan(&oldest, &minusInfinity, &rows); err != nil {
 		return fmt.Errorf("read the oldest outbox event: %w", err)
 	}
-	if oldest == nil {
+	if !rows {
 		return nil
 	}
-	fmt.Fprintf(stdout, "the outbox already holds events from %s on, which this slot will not stream: ship them with `cdc backfill --since %[1]s`\n", *oldest)
-	if _, err := retention.Hold(ctx, pg, slot); err != nil {
+	from, since := "-infinity", "-infinity"
+	if oldest != nil {
+		from = *oldest
+		if !minusInfinity {
+			since = *oldest
+		}
+	}
+	fmt.Fprintf(stdout, "the outbox already holds events from %s on, which this slot will not stream: ship them with `cdc backfill --since %s`\n", from, since)
+	check := "`cdc verify --since " + from + "` finds none missing"
+	if oldest == nil {
+		check = "that backfill has run" // rows at ±infinity only: nothing verify could find
+	}
+	created, err := retention.HoldIfOutboxHasRows(ctx, pg, slot)
+	switch {
+	case err != nil:
 		// The slot is made: a failed hold must not fail the migration,
 		// whose next run would not make the slot, nor the hold, again.
-		fmt.Fprintf(stdout, "could not hold outbox retention (%v): start cdc run with CDC_OUTBOX_RETENTION=0 until `cdc verify --since %s` finds none missing (its retention deletes outbox rows older than CDC_OUTBOX_RETENTION)\n", err, *oldest)
-		return nil
+		fmt.Fprintf(stdout, "could not hold outbox retention (%v): start cdc run with CDC_OUTBOX_RETENTION=0 until %s (its retention deletes outbox rows older than CDC_OUTBOX_RETENTION)\n", err, check)
+	case created || holdExists(ctx, pg, slot):
+		fmt.Fprintf(stdout, "outbox retention is held on every cdc run until %s; then lift the hold: SELECT pg_drop_replication_slot('%s');\n", check, retention.HoldName(slot))
 	}
-	fmt.Fprintf(stdout, "outbox retention is held on every cdc run until `cdc verify --since %s` finds none missing; then lift the hold: SELECT pg_drop_replication_slot('%s');\n", *oldest, retention.HoldName(slot))
 	return nil
+}
+
+// holdExists is retention.Held, false when it cannot be read.
+func holdExists(ctx context.Context, pg *pgx.Conn, slot string) bool {
+	held, err := retention.Held(ctx, pg, slot)
+	return err == nil && held
 }

@@ -95,10 +95,14 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		ReceiveTimeout:  cfg.PGReceiveTimeout,
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Tracer:          tp,
-		OnSlotCreated: func(ctx context.Context) error {
-			created, err := retention.HoldIfOutboxHasRows(ctx, pool, cfg.SlotName)
+		HoldRetention: func(ctx context.Context, ahead bool) error {
+			hold := retention.HoldIfOutboxHasRows
+			if ahead {
+				hold = retention.HoldAhead
+			}
+			created, err := hold(ctx, pool, cfg.SlotName)
 			if created {
-				log.Warn("outbox retention is held on every instance until an operator drops the hold: the outbox keeps the rows the new slot will not stream (docs/operations.md, Slot recreated)",
+				log.Warn("outbox retention is held on every instance until an operator drops the hold: the outbox keeps the rows the new slot will not stream (docs/operations.md, Outbox retention)",
 					zap.String("hold", retention.HoldName(cfg.SlotName)))
 			}
 			return err
