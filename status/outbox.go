@@ -38,10 +38,15 @@ func CountOutbox(ctx context.Context, q Querier, exactUpTo int64) (Outbox, error
 	if o.Rows <= exactUpTo {
 		return o, nil
 	}
-	// reltuples is -1 on a table never vacuumed or analyzed, and may lag
-	// behind: never less than what was counted.
+	// As the planner estimates: the density of the last VACUUM or
+	// ANALYZE (reltuples per relpages) over the table's pages now, which
+	// follows growth since. -1 before the first one; and never less than
+	// what was counted.
 	var estimate int64
-	if err := q.QueryRow(ctx, `SELECT reltuples::bigint FROM pg_class WHERE oid = 'outbox'::regclass`).Scan(&estimate); err != nil {
+	if err := q.QueryRow(ctx, `SELECT CASE WHEN c.reltuples > 0 AND c.relpages > 0
+		THEN (c.reltuples / c.relpages * (pg_relation_size(c.oid) / current_setting('block_size')::int))::bigint
+		ELSE -1 END
+		FROM pg_class c WHERE c.oid = 'outbox'::regclass`).Scan(&estimate); err != nil {
 		return o, fmt.Errorf("read the planner's estimate of outbox rows: %w", err)
 	}
 	o.Rows, o.Estimated = max(estimate, o.Rows), true

@@ -22,10 +22,10 @@ type statusReport struct {
 	status.Slot
 	LagSeconds *float64 `json:"lag_seconds"`
 	// LagSecondsError says why LagSeconds is null: ClickHouse could not
-	// be asked.
+	// be asked, or the slot does not exist.
 	LagSecondsError string `json:"lag_seconds_error,omitempty"`
 	// OutboxRows and OutboxRowsAtInfinity are null when the outbox could
-	// not be counted in time (a huge table, a lock): OutboxRowsError says
+	// not be counted in time (a lock, a slow server): OutboxRowsError says
 	// why. OutboxRowsAtInfinity counts the rows dated 'infinity' or
 	// '-infinity': dead letters, never lag.
 	// OutboxRowsEstimated is set when OutboxRows is the planner's
@@ -48,7 +48,7 @@ type statusReport struct {
 }
 
 // Each part of the report has a bound of its own, so that one slow part —
-// an exact count of a huge outbox, a table locked behind an ALTER — leaves
+// a table locked behind an ALTER, a slow ClickHouse — leaves
 // the others to be reported (as unknown, saying why) rather than the
 // whole report: status is for incidents. A lock is waited for at most
 // statusLockTimeout, a query at most statusQueryTimeout; ClickHouse has
@@ -178,6 +178,12 @@ func printStatus(stdout io.Writer, r statusReport) {
 	switch {
 	case r.OutboxRows == nil:
 		fmt.Fprint(stdout, "outbox rows:       unknown (see the warning)")
+	case r.OutboxRowsEstimated && *r.OutboxRows <= statusExactRows+1:
+		// The planner knows no more than the count (never analyzed).
+		fmt.Fprintf(stdout, "outbox rows:       more than %d", statusExactRows)
+		if *r.OutboxRowsAtInfinity > 0 {
+			fmt.Fprintf(stdout, ", %d at infinity or -infinity", *r.OutboxRowsAtInfinity)
+		}
 	case r.OutboxRowsEstimated:
 		fmt.Fprintf(stdout, "outbox rows:       about %d (the planner's estimate: more than %d to count)", *r.OutboxRows, statusExactRows)
 		if *r.OutboxRowsAtInfinity > 0 {
@@ -229,9 +235,18 @@ func lagSeconds(ctx context.Context, pool status.Querier, cfg config.Config, s s
 	// Up to now: one event dated in the future (an application's clock
 	// ahead, or a date it sets) would otherwise hide every pending one
 	// behind it.
+	// The last day first: event_log is partitioned by month, so that
+	// reads one or two partitions' column, not the whole table's, which
+	// on billions of rows can take longer than statusLagTimeout. Only a
+	// table with nothing that recent is read whole.
 	var newest time.Time
-	if err := ch.Conn().QueryRow(ctx, "SELECT max(event_date_time) FROM "+sink.Table+" WHERE event_date_time <= now()").Scan(&newest); err != nil {
-		return nil, fmt.Errorf("read the newest event in clickhouse: %w", err)
+	for _, from := range []string{"now() - INTERVAL 1 DAY", "toDateTime(0)"} {
+		if err := ch.Conn().QueryRow(ctx, "SELECT max(event_date_time) FROM "+sink.Table+" WHERE event_date_time > "+from+" AND event_date_time <= now()").Scan(&newest); err != nil {
+			return nil, fmt.Errorf("read the newest event in clickhouse: %w", err)
+		}
+		if newest.Unix() > 0 {
+			break
+		}
 	}
 	oldest, err := status.OldestPending(ctx, pool, newest.Truncate(time.Second).Add(time.Second))
 	if err != nil {

@@ -55,6 +55,9 @@ func TestPrintStatus(t *testing.T) {
 		}, []string{
 			"outbox rows:       about 2000000 (the planner's estimate: more than 1000000 to count), 3 at infinity or -infinity\n",
 		}},
+		{"more than the bound, no estimate", func(r *statusReport) { r.OutboxRows, r.OutboxRowsEstimated = n(1_000_001), true }, []string{
+			"outbox rows:       more than 1000000\n",
+		}},
 		{"rows at infinity", func(r *statusReport) { r.OutboxRowsAtInfinity = n(2) }, []string{
 			"outbox rows:       12 (2 at infinity or -infinity: dead letters, not lag)\n",
 		}},
