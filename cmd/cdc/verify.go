@@ -218,7 +218,13 @@ func runVerify(ctx context.Context, cfg config.Config, args []string, stdout io.
 	if err := pool.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
 		return fmt.Errorf("read postgres clock: %w", err)
 	}
-	rep, err := backfill.Verify(ctx, pool, ch.Conn(), backfill.VerifyOptions{Since: since, Until: now.Add(-*grace), Show: *show})
+	until := now.Add(-*grace)
+	if !since.IsZero() && !since.Before(until) {
+		// An empty window would pass, having checked nothing: a --since
+		// in local time written with Z, a script checking too soon.
+		return usageErr("--since %s is not before the server's time minus --grace (%s): no row would be checked", formatSince(since), formatSince(until.Truncate(time.Second)))
+	}
+	rep, err := backfill.Verify(ctx, pool, ch.Conn(), backfill.VerifyOptions{Since: since, Until: until, Show: *show})
 	if err != nil {
 		return err
 	}
@@ -457,7 +463,7 @@ func runDeadLetterReplay(ctx context.Context, cfg config.Config, args []string, 
 		return err
 	}
 	if *id < 0 {
-		return usageErr("--id %d must be positive", *id)
+		return usageErr("--id %d must not be negative (0, the default, replays all)", *id)
 	}
 	pool, ch, closeBoth, err := openBoth(ctx, cfg, log)
 	if err != nil {
