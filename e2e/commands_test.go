@@ -1100,7 +1100,8 @@ func TestCommands_RunsWithLeastPrivilege(t *testing.T) {
 	})
 
 	// The operator's read-only commands work with the same rights.
-	if out, stderr, code := w.runOperator(runner, "status"); code != 0 || !strings.Contains(out, "dead letters:      1\n") {
+	if out, stderr, code := w.runOperator(runner, "status"); code != 0 || !strings.Contains(out, "dead letters:      1\n") ||
+		!strings.Contains(out, "retention:         not held\n") || strings.Contains(out+stderr, "unknown") {
 		t.Fatalf("status as the runner exited %d:\n%s\n%s", code, out, stderr)
 	}
 	r := w.verify(longAgo, 1) // the refused event is missing, and known

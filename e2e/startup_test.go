@@ -156,13 +156,15 @@ func TestStartup_InvalidatedSlotExitsOneNamingTheCause(t *testing.T) {
 // `cdc run` that finds its slot missing creates it and, since the outbox
 // holds rows the new slot will never stream, holds retention in
 // PostgreSQL: a second instance (a standby taking the slot over, or the
-// same one restarted) finds the hold and deletes none of them either.
+// same one restarted) finds the hold and deletes none of them either. As
+// the least-privileged runner role: REPLICATION makes both slots.
 func TestStartup_RecreatedSlotHoldsRetentionOnEveryInstance(t *testing.T) {
 	w := newWorld(t)
 	w.exec(`SELECT pg_drop_replication_slot('cdc_outbox')`)
 	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
 		SELECT 'gap', 'test', json_build_object('n', g), now() - interval '2 days' FROM generate_series(1, 10) g`)
-	env := map[string]string{"CDC_OUTBOX_RETENTION": "1h"}
+	pgDSN, chDSN := w.leastPrivilege("")
+	env := map[string]string{"CDC_PG_DSN": pgDSN, "CDC_CLICKHOUSE_DSN": chDSN, "CDC_OUTBOX_RETENTION": "1h"}
 	for i := 0; i < 2; i++ {
 		c := w.start(env)
 		if i == 0 {
