@@ -60,6 +60,11 @@ type ClickHouse struct {
 	// computed maps each column ClickHouse computes (MATERIALIZED, ALIAS)
 	// to its kind: never named in an INSERT.
 	computed map[string]string
+	// said is what each warning about columns not carried last said, and
+	// when: kept across reloads, which happen every 30 s while a column
+	// is not carried (perhaps on purpose), so that the same list is
+	// warned of once an hour, not at each.
+	said map[string]saidAt
 	// uncarried is set when some outbox column has no event_log column.
 	uncarried bool
 	// insertSettings go with each INSERT: none, unless the user's
@@ -645,14 +650,34 @@ func (c *ClickHouse) warnUncarried(rel *decoder.Relation) {
 	}
 	if len(missing) > 0 {
 		c.uncarried = true
-		c.log.Warn("outbox columns without an event_log column are not carried",
-			zap.Strings("columns", missing), zap.String("relation", rel.Namespace+"."+rel.Name))
+		c.warnColumns("outbox columns without an event_log column are not carried", missing, rel)
 	}
 	if len(computed) > 0 {
 		// Not uncarried: no reload makes ClickHouse take them.
-		c.log.Warn("outbox columns whose event_log column ClickHouse computes itself (MATERIALIZED or ALIAS) are not carried",
-			zap.Strings("columns", computed), zap.String("relation", rel.Namespace+"."+rel.Name))
+		c.warnColumns("outbox columns whose event_log column ClickHouse computes itself (MATERIALIZED or ALIAS) are not carried", computed, rel)
 	}
+}
+
+// saidAt is a warning's list of columns and when it was logged.
+type saidAt struct {
+	columns string
+	at      time.Time
+}
+
+// warnColumns logs msg naming columns, unless the same list was warned of
+// within the hour (then at debug level); the caller holds c.mu.
+func (c *ClickHouse) warnColumns(msg string, columns []string, rel *decoder.Relation) {
+	key := strings.Join(columns, "\x00")
+	fields := []zap.Field{zap.Strings("columns", columns), zap.String("relation", rel.Namespace+"."+rel.Name)}
+	if last, ok := c.said[msg]; ok && last.columns == key && time.Since(last.at) < time.Hour {
+		c.log.Debug(msg, fields...)
+		return
+	}
+	if c.said == nil {
+		c.said = map[string]saidAt{}
+	}
+	c.said[msg] = saidAt{columns: key, at: time.Now()}
+	c.log.Warn(msg, fields...)
 }
 
 // rowCells converts one row at a time into the INSERT's columns. It is
