@@ -60,11 +60,14 @@ type ClickHouse struct {
 	// computed maps each column ClickHouse computes (MATERIALIZED, ALIAS)
 	// to its kind: never named in an INSERT.
 	computed map[string]string
-	// said is what each warning about columns not carried last said, and
-	// when: kept across reloads, which happen every 30 s while a column
-	// is not carried (perhaps on purpose), so that the same list is
-	// warned of once an hour, not at each.
-	said map[string]saidAt
+	// said is when each warning about columns not carried was last
+	// logged, by message and list: kept across reloads, which happen
+	// every 30 s while a column is not carried (perhaps on purpose), so
+	// that the same list is warned of once an hour, not at each.
+	said map[string]time.Time
+	// unquotable holds the event_log columns whose names clickhouse-go
+	// cannot carry in an INSERT: never named in one.
+	unquotable map[string]bool
 	// uncarried is set when some outbox column has no event_log column.
 	uncarried bool
 	// insertSettings go with each INSERT: none, unless the user's
@@ -615,9 +618,8 @@ func (c *ClickHouse) plan(rows []Row) *plan {
 // quoteIdent quotes a column name for ClickHouse: an outbox column may be
 // named anything PostgreSQL allows ("Tenant Id", "user-id"), and unquoted
 // such a name would make every INSERT a syntax error, retried for ever.
-func quoteIdent(name string) string {
-	return "`" + strings.ReplaceAll(strings.ReplaceAll(name, `\`, `\\`), "`", "\\`") + "`"
-}
+// Names that would need escaping are never named (loadColumns).
+func quoteIdent(name string) string { return "`" + name + "`" }
 
 func targetName(outboxColumn string) string {
 	if t, ok := renamed[outboxColumn]; ok {
@@ -638,15 +640,20 @@ func (c *ClickHouse) warnUncarried(rel *decoder.Relation) {
 	for _, col := range c.columns {
 		have[col.name] = true
 	}
-	var missing, computed []string
+	var missing, computed, unquotable []string
 	for _, col := range rel.Columns {
 		switch t := targetName(col.Name); {
 		case have[t]:
 		case c.computed[t] != "":
 			computed = append(computed, col.Name+" ("+c.computed[t]+")")
+		case c.unquotable[t]:
+			unquotable = append(unquotable, col.Name)
 		default:
 			missing = append(missing, col.Name)
 		}
+	}
+	if len(unquotable) > 0 {
+		c.warnColumns("outbox columns named with a backtick, a backslash or a parenthesis are not carried: clickhouse-go cannot name them in an INSERT; rename them on both sides", unquotable, rel)
 	}
 	if len(missing) > 0 {
 		c.uncarried = true
@@ -658,25 +665,19 @@ func (c *ClickHouse) warnUncarried(rel *decoder.Relation) {
 	}
 }
 
-// saidAt is a warning's list of columns and when it was logged.
-type saidAt struct {
-	columns string
-	at      time.Time
-}
-
 // warnColumns logs msg naming columns, unless the same list was warned of
 // within the hour (then at debug level); the caller holds c.mu.
 func (c *ClickHouse) warnColumns(msg string, columns []string, rel *decoder.Relation) {
-	key := strings.Join(columns, "\x00")
+	key := msg + "\x00" + strings.Join(columns, "\x00")
 	fields := []zap.Field{zap.Strings("columns", columns), zap.String("relation", rel.Namespace+"."+rel.Name)}
-	if last, ok := c.said[msg]; ok && last.columns == key && time.Since(last.at) < time.Hour {
+	if at, ok := c.said[key]; ok && time.Since(at) < time.Hour {
 		c.log.Debug(msg, fields...)
 		return
 	}
 	if c.said == nil {
-		c.said = map[string]saidAt{}
+		c.said = map[string]time.Time{}
 	}
-	c.said[msg] = saidAt{columns: key, at: time.Now()}
+	c.said[key] = time.Now()
 	c.log.Warn(msg, fields...)
 }
 
@@ -753,7 +754,7 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 	}
 	defer rows.Close()
 	var cols []chColumn
-	computed := map[string]string{}
+	computed, unquotable := map[string]string{}, map[string]bool{}
 	for rows.Next() {
 		var col chColumn
 		var kind string
@@ -763,7 +764,19 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 		// ClickHouse computes these and refuses an INSERT that names
 		// them (code 44), which no retry would get past.
 		if kind == "MATERIALIZED" || kind == "ALIAS" {
+			if col.name == colEventID || col.name == colCommitLSN || col.name == colSeq {
+				// What deduplication and the skip of rows already
+				// stored rest on: cdc must write it.
+				return fmt.Errorf("%s column %s is %s: cdc writes it, make it an ordinary column", Table, col.name, kind)
+			}
 			computed[col.name] = kind
+			continue
+		}
+		if strings.ContainsAny(col.name, "`\\()") {
+			// clickhouse-go reads the column list back out of the
+			// INSERT's text, and these characters break its reading,
+			// quoted or not: every INSERT naming one would fail.
+			unquotable[col.name] = true
 			continue
 		}
 		cols = append(cols, col)
@@ -780,7 +793,7 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 	}
 	c.insertSettings = settings
 	c.columns = cols
-	c.computed = computed
+	c.computed, c.unquotable = computed, unquotable
 	c.warned = map[*decoder.Relation]bool{}
 	c.uncarried = false
 	c.loadedAt = time.Now()
@@ -972,16 +985,23 @@ func (c *ClickHouse) readInsertSettings(ctx context.Context) (clickhouse.Setting
 // What the user may change is pinned whatever its value now: the settings
 // are read when the schema is, and a profile changed to unwaited
 // asynchronous inserts meanwhile would otherwise have cdc acknowledge WAL
-// for rows a ClickHouse crash can still lose (asyncInsertFix).
+// for rows a ClickHouse crash can still lose. Asynchronous inserts the
+// user turned on are kept, and waited for; off, they are kept off.
 func insertSettingsFor(values, readonly map[string]string) (clickhouse.Settings, error) {
 	if values["async_insert"] == "" {
 		return nil, nil
 	}
 	asyncFixed, waitFixed := readonly["async_insert"] != "0", readonly["wait_for_async_insert"] != "0"
-	if asyncFixed && waitFixed && !unwaitedAsync(values["async_insert"], values["wait_for_async_insert"]) {
-		return nil, nil // nothing to change, nothing the user can change
+	asyncOn, waitOn := values["async_insert"] != "0", values["wait_for_async_insert"] != "0"
+	switch {
+	case !waitFixed && (asyncOn || asyncFixed):
+		return clickhouse.Settings{"wait_for_async_insert": 1}, nil
+	case !asyncFixed && !(waitFixed && waitOn):
+		return clickhouse.Settings{"async_insert": 0}, nil
+	case unwaitedAsync(values["async_insert"], values["wait_for_async_insert"]):
+		return nil, errors.New("the ClickHouse user's settings answer an INSERT before its rows are written (async_insert = 1, wait_for_async_insert = 0) and its profile lets cdc change neither: cdc would acknowledge WAL for rows a ClickHouse crash can lose; set wait_for_async_insert = 1 or async_insert = 0 for this user")
 	}
-	return asyncInsertFix(asyncFixed, waitFixed)
+	return nil, nil // safe, and fixed so
 }
 
 // asyncSettings reads one column of system.settings, as text, for
@@ -1012,18 +1032,4 @@ func (c *ClickHouse) asyncSettings(ctx context.Context, column string) (map[stri
 // cdc would acknowledge WAL for rows a ClickHouse crash can still lose.
 func unwaitedAsync(async, wait string) bool {
 	return async != "" && async != "0" && wait == "0"
-}
-
-// asyncInsertFix is what each INSERT sets where asynchronous inserts are
-// not waited for: asynchronous inserts off (cdc's INSERTs are large
-// already), or where the profile fixes that, waiting for them; an error
-// where it fixes both.
-func asyncInsertFix(asyncFixed, waitFixed bool) (clickhouse.Settings, error) {
-	switch {
-	case !asyncFixed:
-		return clickhouse.Settings{"async_insert": 0}, nil
-	case !waitFixed:
-		return clickhouse.Settings{"wait_for_async_insert": 1}, nil
-	}
-	return nil, errors.New("the ClickHouse user's settings answer an INSERT before its rows are written (async_insert = 1, wait_for_async_insert = 0) and its profile lets cdc change neither: cdc would acknowledge WAL for rows a ClickHouse crash can lose; set wait_for_async_insert = 1 or async_insert = 0 for this user")
 }

@@ -458,13 +458,15 @@ func TestClickHouse_BatchAcrossAnOutboxColumnAddedUsesTheDefault(t *testing.T) {
 // Outbox columns meet event_log columns an INSERT cannot name as they are:
 // one ClickHouse computes (MATERIALIZED, ALIAS), which it refuses by
 // name, so it is left out with a warning and computed; one whose name
-// needs quoting ("tenant id"); and an Array, whose value cdc does not
-// convert, so the row is refused for it as a dead letter instead of
-// stored as the bytes of its text. The other rows are stored.
+// needs quoting ("tenant id"); one whose name clickhouse-go cannot carry
+// ("amount (eur)"), left out with a warning; and an Array, whose value
+// cdc does not convert, so the row is refused for it as a dead letter
+// instead of stored as the bytes of its text. The other rows are stored.
+// event_id made MATERIALIZED stops the sink, naming it.
 func TestClickHouse_ComputedQuotedAndArrayColumns(t *testing.T) {
 	ch, dsn := newSink(t)
 	ctx := context.Background()
-	if err := ch.Conn().Exec(ctx, "ALTER TABLE event_log ADD COLUMN tenant String MATERIALIZED concat('t-', environment), ADD COLUMN region String ALIAS upper(environment), ADD COLUMN `tenant id` String, ADD COLUMN ids Array(Int32)"); err != nil {
+	if err := ch.Conn().Exec(ctx, "ALTER TABLE event_log ADD COLUMN tenant String MATERIALIZED concat('t-', environment), ADD COLUMN region String ALIAS upper(environment), ADD COLUMN `tenant id` String, ADD COLUMN `amount (eur)` String, ADD COLUMN ids Array(Int32)"); err != nil {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zapcore.WarnLevel)
@@ -474,10 +476,10 @@ func TestClickHouse_ComputedQuotedAndArrayColumns(t *testing.T) {
 	}
 	defer s.Close()
 	rel := &decoder.Relation{ID: 1, Namespace: "public", Name: "outbox", Columns: append(slices.Clone(outboxRel.Columns),
-		decoder.Column{Name: "tenant"}, decoder.Column{Name: "region"}, decoder.Column{Name: "tenant id"}, decoder.Column{Name: "ids"})}
+		decoder.Column{Name: "tenant"}, decoder.Column{Name: "region"}, decoder.Column{Name: "tenant id"}, decoder.Column{Name: "amount (eur)"}, decoder.Column{Name: "ids"})}
 	at := func(seq uint64, ids decoder.Value) sink.Row {
 		r := row(seq, "1", "10.0.0.1")
-		r.Relation, r.Values = rel, append(r.Values, text("mine"), text("mine"), text(fmt.Sprintf("acme %d", seq)), ids)
+		r.Relation, r.Values = rel, append(r.Values, text("mine"), text("mine"), text(fmt.Sprintf("acme %d", seq)), text("9.50"), ids)
 		return r
 	}
 	// Rows 1 and 3 are of an outbox version without ids: their INSERT
@@ -499,7 +501,7 @@ func TestClickHouse_ComputedQuotedAndArrayColumns(t *testing.T) {
 	if want := []string{"2: " + why, "4: " + why}; !slices.Equal(refused, want) {
 		t.Fatalf("refused %q, want %q: the rows that have the ids column", refused, want)
 	}
-	rows, err := ch.Conn().Query(ctx, "SELECT cdc_seq, tenant, region, `tenant id`, length(ids) FROM event_log ORDER BY cdc_seq")
+	rows, err := ch.Conn().Query(ctx, "SELECT cdc_seq, tenant, region, `tenant id`, `amount (eur)`, length(ids) FROM event_log ORDER BY cdc_seq")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,24 +509,37 @@ func TestClickHouse_ComputedQuotedAndArrayColumns(t *testing.T) {
 	var got []string
 	for rows.Next() {
 		var seq, n uint64
-		var tenant, region, tid string
-		if err := rows.Scan(&seq, &tenant, &region, &tid, &n); err != nil {
+		var tenant, region, tid, amount string
+		if err := rows.Scan(&seq, &tenant, &region, &tid, &amount, &n); err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, fmt.Sprintf("%d/%s/%s/%s/%d", seq, tenant, region, tid, n))
+		got = append(got, fmt.Sprintf("%d/%s/%s/%s/%q/%d", seq, tenant, region, tid, amount, n))
 	}
-	if want := "1/t-test/TEST/acme 1/0 3/t-test/TEST/acme 3/0"; strings.Join(got, " ") != want {
+	if want := `1/t-test/TEST/acme 1/""/0 3/t-test/TEST/acme 3/""/0`; strings.Join(got, " ") != want {
 		t.Fatalf("rows %q, want %q", strings.Join(got, " "), want)
 	}
 	// Once for both outbox versions, which lack the same; ip is the one
 	// column event_log lacks.
 	for msg, want := range map[string]string{
-		"outbox columns whose event_log column ClickHouse computes itself (MATERIALIZED or ALIAS) are not carried": "[tenant (MATERIALIZED) region (ALIAS)]",
-		"outbox columns without an event_log column are not carried":                                               "[ip]",
+		"outbox columns whose event_log column ClickHouse computes itself (MATERIALIZED or ALIAS) are not carried":                                                   "[tenant (MATERIALIZED) region (ALIAS)]",
+		"outbox columns without an event_log column are not carried":                                                                                                 "[ip]",
+		"outbox columns named with a backtick, a backslash or a parenthesis are not carried: clickhouse-go cannot name them in an INSERT; rename them on both sides": "[amount (eur)]",
 	} {
 		warned := logs.FilterMessage(msg).All()
 		if len(warned) != 1 || fmt.Sprint(warned[0].ContextMap()["columns"]) != want {
 			t.Fatalf("warnings %q: %v, want one naming %s", msg, warned, want)
 		}
+	}
+	if err := ch.Conn().Exec(ctx, "ALTER TABLE event_log MODIFY COLUMN event_id UUID MATERIALIZED generateUUIDv4()"); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := sink.Open(dsn, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if _, err := s2.Write(ctx, &sink.Batch{Rows: []sink.Row{at(5, decoder.Value{Kind: decoder.ValueNull})}}); err == nil ||
+		!strings.Contains(err.Error(), "event_log column event_id is MATERIALIZED: cdc writes it, make it an ordinary column") {
+		t.Fatalf("write with event_id MATERIALIZED: %v, want the sink to refuse, naming it", err)
 	}
 }

@@ -68,10 +68,8 @@ func TestClientOptions(t *testing.T) {
 }
 
 // An INSERT is answered before its rows are written only with
-// asynchronous inserts on and not waited for; cdc then turns them off,
-// or waits for them where the profile fixes async_insert, and refuses to
-// go on where it fixes both.
-func TestAsyncInsertFix(t *testing.T) {
+// asynchronous inserts on and not waited for.
+func TestUnwaitedAsync(t *testing.T) {
 	for _, tc := range []struct {
 		async, wait string
 		unwaited    bool
@@ -82,59 +80,48 @@ func TestAsyncInsertFix(t *testing.T) {
 			t.Errorf("unwaitedAsync(%q, %q) = %v, want %v", tc.async, tc.wait, got, tc.unwaited)
 		}
 	}
-	for _, tc := range []struct {
-		asyncFixed, waitFixed bool
-		want                  string
-	}{
-		{false, false, "map[async_insert:0]"},
-		{false, true, "map[async_insert:0]"},
-		{true, false, "map[wait_for_async_insert:1]"},
-		{true, true, "error"},
-	} {
-		s, err := asyncInsertFix(tc.asyncFixed, tc.waitFixed)
-		got := fmt.Sprint(map[string]any(s))
-		if err != nil {
-			got = "error"
-			if !strings.Contains(err.Error(), "set wait_for_async_insert = 1 or async_insert = 0 for this user") {
-				t.Errorf("error %q does not say what to set", err)
-			}
-		}
-		if got != tc.want {
-			t.Errorf("asyncInsertFix(%v, %v) = %s, want %s", tc.asyncFixed, tc.waitFixed, got, tc.want)
-		}
-	}
 }
 
 // What an INSERT sets follows from what the user may change, not from the
-// values now: asynchronous inserts off whenever the user may turn them
-// off, even while they are off (a profile may turn them on while cdc
-// runs), and nothing on a server without them (18.16 refuses unknown
-// settings).
+// values now (a profile may change while cdc runs): asynchronous inserts
+// the user turned on are waited for, off they are kept off; nothing where
+// the profile fixes both safely, or on a server without them (18.16
+// refuses unknown settings); an error where it fixes them unwaited.
 func TestInsertSettingsFor(t *testing.T) {
-	both := map[string]string{"async_insert": "0", "wait_for_async_insert": "0"}
+	free := map[string]string{"async_insert": "0", "wait_for_async_insert": "0"}
+	fixed := map[string]string{"async_insert": "1", "wait_for_async_insert": "1"}
+	asyncFixed := map[string]string{"async_insert": "1", "wait_for_async_insert": "0"}
+	waitFixed := map[string]string{"async_insert": "0", "wait_for_async_insert": "1"}
+	v := func(async, wait string) map[string]string {
+		return map[string]string{"async_insert": async, "wait_for_async_insert": wait}
+	}
 	for _, tc := range []struct {
 		name             string
 		values, readonly map[string]string
 		want             string
 	}{
 		{"server without them", map[string]string{}, map[string]string{}, "map[]"},
-		{"off, changeable", map[string]string{"async_insert": "0", "wait_for_async_insert": "1"}, both, "map[async_insert:0]"},
-		{"on unwaited, changeable", map[string]string{"async_insert": "1", "wait_for_async_insert": "0"}, both, "map[async_insert:0]"},
-		{"async fixed off, wait changeable", map[string]string{"async_insert": "0", "wait_for_async_insert": "0"},
-			map[string]string{"async_insert": "1", "wait_for_async_insert": "0"}, "map[wait_for_async_insert:1]"},
-		{"async fixed on, wait changeable", map[string]string{"async_insert": "1", "wait_for_async_insert": "0"},
-			map[string]string{"async_insert": "1", "wait_for_async_insert": "0"}, "map[wait_for_async_insert:1]"},
-		{"both fixed, safe", map[string]string{"async_insert": "1", "wait_for_async_insert": "1"},
-			map[string]string{"async_insert": "1", "wait_for_async_insert": "1"}, "map[]"},
-		{"both fixed off", map[string]string{"async_insert": "0", "wait_for_async_insert": "0"},
-			map[string]string{"async_insert": "1", "wait_for_async_insert": "1"}, "map[]"},
-		{"both fixed, unwaited", map[string]string{"async_insert": "1", "wait_for_async_insert": "0"},
-			map[string]string{"async_insert": "1", "wait_for_async_insert": "1"}, "error"},
+		{"off, changeable", v("0", "1"), free, "map[async_insert:0]"},
+		{"off and unwaited, changeable", v("0", "0"), free, "map[async_insert:0]"},
+		{"on unwaited, changeable", v("1", "0"), free, "map[wait_for_async_insert:1]"},
+		{"on waited, changeable: kept, and waited", v("1", "1"), free, "map[wait_for_async_insert:1]"},
+		{"async fixed off, wait changeable", v("0", "0"), asyncFixed, "map[wait_for_async_insert:1]"},
+		{"async fixed on, wait changeable", v("1", "0"), asyncFixed, "map[wait_for_async_insert:1]"},
+		{"wait fixed on, async changeable and on", v("1", "1"), waitFixed, "map[]"},
+		{"wait fixed on, async changeable and off", v("0", "1"), waitFixed, "map[]"},
+		{"wait fixed off, async changeable and off", v("0", "0"), waitFixed, "map[async_insert:0]"},
+		{"wait fixed off, async changeable and on", v("1", "0"), waitFixed, "map[async_insert:0]"},
+		{"both fixed, waited", v("1", "1"), fixed, "map[]"},
+		{"both fixed off", v("0", "0"), fixed, "map[]"},
+		{"both fixed, unwaited", v("1", "0"), fixed, "error"},
 	} {
 		s, err := insertSettingsFor(tc.values, tc.readonly)
 		got := fmt.Sprint(map[string]any(s))
 		if err != nil {
 			got = "error"
+			if !strings.Contains(err.Error(), "set wait_for_async_insert = 1 or async_insert = 0 for this user") {
+				t.Errorf("%s: error %q does not say what to set", tc.name, err)
+			}
 		}
 		if got != tc.want {
 			t.Errorf("%s: insertSettingsFor = %s, want %s", tc.name, got, tc.want)
