@@ -755,7 +755,7 @@ func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip
 		batches: make(chan *sink.Batch),
 		acks:    make(chan ack, 4),
 		streams: map[uint32]*streamedTx{},
-		xacts:   xactLookup{dsn: r.cfg.DSN},
+		xacts:   xactLookup{dsn: r.cfg.DSN, log: r.log},
 	}
 	if skip.Len() > 0 {
 		s.skip, s.placed, s.skipMax = skip, skip, skip.MaxLSN()

@@ -23,7 +23,7 @@ type State struct {
 	// received in full, 0 before the first.
 	received atomic.Int64
 	// slotCreated is set once this process created the slot it streams
-	// and could not hold retention (Config.OnSlotCreated): events
+	// and could not hold retention (Config.HoldRetention): events
 	// committed before that are in no slot, and the outbox holds the only
 	// copy of those not yet stored.
 	slotCreated atomic.Bool
@@ -31,7 +31,7 @@ type State struct {
 
 // SlotCreated reports whether this process created its replication slot
 // because it was missing, and could not hold retention in PostgreSQL
-// (Config.OnSlotCreated): the events committed before the slot are then
+// (Config.HoldRetention): the events committed before the slot are then
 // known only to the outbox until `cdc backfill` ships them.
 func (s *State) SlotCreated() bool { return s.slotCreated.Load() }
 

@@ -127,6 +127,7 @@ var (
 type xactLookup struct {
 	dsn  string
 	conn *pgconn.PgConn
+	log  *zap.Logger
 }
 
 // statusAt returns pg_xact_status of xid — committed, aborted, in
@@ -157,6 +158,7 @@ func (x *xactLookup) statusAt(ctx context.Context, xid uint32) (status string, i
 		if !kept || retried || ctx.Err() != nil {
 			return "", 0, 0, err
 		}
+		x.log.Debug("the kept transaction-status connection failed; trying a new one", zap.Error(err))
 	}
 	if len(rows) != 2 || len(rows[0]) != 1 || len(rows[1]) != 4 {
 		return "", 0, 0, fmt.Errorf("look up status of transaction %d: unexpected result %q", xid, rows)
