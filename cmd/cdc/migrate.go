@@ -46,8 +46,10 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 		return fmt.Errorf("look up slot %s: %w", cfg.SlotName, err)
 	}
 	if !exists {
+		// Tried again once the slot exists (noteOlderEvents), which says
+		// what to do if that fails too.
 		if _, err := retention.HoldAhead(ctx, pg, cfg.SlotName); err != nil {
-			return err
+			log.Warn("could not hold outbox retention before creating the slot; trying again once it exists", zap.Error(err))
 		}
 	}
 	created, err := ddl.CreateSlot(ctx, pg, cfg.SlotName)
@@ -92,13 +94,20 @@ func noteOlderEvents(ctx context.Context, pg *pgx.Conn, slot string, stdout io.W
 		(SELECT to_char(event_date_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') FROM outbox
 			WHERE event_date_time > '-infinity' AND event_date_time < 'infinity' ORDER BY event_date_time LIMIT 1),
 		EXISTS (SELECT 1 FROM outbox WHERE event_date_time = '-infinity'),
-		EXISTS (SELECT 1 FROM outbox)`
+		EXISTS (SELECT 1 FROM outbox WHERE event_date_time = 'infinity'),
+		to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')`
 	var oldest *string
-	var minusInfinity, rows bool
-	if err := pg.QueryRow(ctx, oldestQuery).Scan(&oldest, &minusInfinity, &rows); err != nil {
+	var minusInfinity, infinity bool
+	var now string
+	if err := pg.QueryRow(ctx, oldestQuery).Scan(&oldest, &minusInfinity, &infinity, &now); err != nil {
 		return fmt.Errorf("read the oldest outbox event: %w", err)
 	}
-	if !rows {
+	if oldest == nil && !minusInfinity {
+		if infinity {
+			// Nothing for retention to delete, nothing to hold: backfill
+			// reads those rows whatever its --since, and sets them aside.
+			fmt.Fprintf(stdout, "the outbox already holds events dated infinity, which this slot will not stream and ClickHouse cannot store: set them aside as dead letters with `cdc backfill --since %s`\n", now)
+		}
 		return nil
 	}
 	from, since := "-infinity", "-infinity"

@@ -101,6 +101,13 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 				hold = retention.HoldAhead
 			}
 			created, err := hold(ctx, pool, cfg.SlotName)
+			if err != nil && !ahead {
+				// Made ahead of the slot, the hold stands all the same.
+				if held, herr := retention.Held(ctx, pool, cfg.SlotName); herr == nil && held {
+					log.Warn("could not check the outbox again for the retention hold; the hold made before the slot stands", zap.Error(err))
+					err = nil
+				}
+			}
 			if created {
 				log.Warn("outbox retention is held on every instance until an operator drops the hold: the outbox keeps the rows the new slot will not stream (docs/operations.md, Outbox retention)",
 					zap.String("hold", retention.HoldName(cfg.SlotName)))
