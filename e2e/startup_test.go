@@ -191,3 +191,20 @@ func TestStartup_RecreatedSlotHoldsRetentionOnEveryInstance(t *testing.T) {
 		}
 	}
 }
+
+// A slot created over an outbox whose only rows are dated infinity: those
+// are never deleted, so nothing is held, and backfill is what sets them
+// aside (it reads them whatever its --since).
+func TestStartup_MigrateOverRowsAtInfinityOnlyHoldsNothing(t *testing.T) {
+	w := newWorld(t)
+	w.exec(`SELECT pg_drop_replication_slot('cdc_outbox')`)
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('forever', 'test', '{}', 'infinity')`)
+	out, code := w.runOnce(nil, "migrate")
+	if code != 0 || !strings.Contains(out, "the outbox already holds events dated infinity, which this slot will not stream and ClickHouse cannot store: set them aside as dead letters with `cdc backfill --since ") ||
+		strings.Contains(out, "retention is held") || strings.Contains(out, "events from") {
+		t.Fatalf("migrate exited %d:\n%s", code, out)
+	}
+	if n := w.pgCount(`SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc_outbox_retention_hold'`); n != 0 {
+		t.Fatalf("%d retention holds made for rows retention never deletes", n)
+	}
+}
