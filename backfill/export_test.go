@@ -13,3 +13,11 @@ func SetRetryWaits(w []time.Duration) (restore func()) {
 	retryWaits = w
 	return func() { retryWaits = old }
 }
+
+// SetByIDChunk sets how many ids a lookup by id alone takes, for a test,
+// and returns the function that puts it back.
+func SetByIDChunk(n int) (restore func()) {
+	old := byIDChunk
+	byIDChunk = n
+	return func() { byIDChunk = old }
+}

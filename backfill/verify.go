@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -43,6 +45,13 @@ type VerifyReport struct {
 // IN list of this many UUIDs stays well under it.
 const chChunk = 2000
 
+// byIDChunk is how many ids one lookup by id alone takes. Each such lookup
+// reads event_log's whole event_id column, so they are gathered across
+// pages and sent as an external table (data, not query text, so
+// max_query_size does not bound them): after a large loss, one scan per
+// 100,000 missing events instead of one per chChunk.
+var byIDChunk = 100_000 // a var for tests
+
 // Verify compares the outbox rows in [Since, Until) with event_log, by event
 // id. Missing: an outbox row whose event_log row is absent (looked up by id
 // alone, so an event stored under another time still counts as present).
@@ -63,6 +72,26 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ch driver.Conn, opts Verify
 	}
 	hi := opts.Until.Truncate(time.Second).Unix() + 1
 
+	// byID gathers the ids not found in their own second, for lookups by
+	// id alone; lookUp settles them.
+	var byID []string
+	lookUp := func() error {
+		absent, err := absentByID(ctx, ch, byID)
+		byID = byID[:0]
+		if err != nil {
+			return err
+		}
+		rep.Missing += int64(len(absent))
+		rep.MissingIDs = appendUpTo(rep.MissingIDs, absent, opts.Show)
+		if len(absent) > 0 {
+			var n int64
+			if err := pool.QueryRow(ctx, `SELECT count(DISTINCT event_id) FROM cdc_dead_letter WHERE event_id = ANY($1::uuid[])`, absent).Scan(&n); err != nil {
+				return fmt.Errorf("look up missing events in cdc_dead_letter: %w", err)
+			}
+			rep.MissingDeadLettered += n
+		}
+		return nil
+	}
 	sc := NewScanner(pool, nil, opts.Since, opts.Until, opts.Page, 0, false)
 	for {
 		page, err := sc.Next(ctx)
@@ -76,8 +105,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ch driver.Conn, opts Verify
 		// Most events are stored under their own second: look there first,
 		// each chunk within the seconds of its own rows (a bound on the
 		// window's start alone would read the whole window again for each
-		// chunk), then by id alone for the rest.
-		var absent []string
+		// chunk), then by id alone for the rest (byID).
 		for start := 0; start < len(page); start += chChunk {
 			part := page[start:min(start+chChunk, len(page))]
 			ids := make([]string, len(part))
@@ -86,28 +114,23 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ch driver.Conn, opts Verify
 			}
 			cond, ok := chunkSeconds(part)
 			if !ok { // no row at a finite time: none is in event_log by its time
-				absent = append(absent, ids...)
+				byID = append(byID, ids...)
 				continue
 			}
 			a, err := absentFromEventLog(ctx, ch, ids, cond)
 			if err != nil {
 				return rep, err
 			}
-			absent = append(absent, a...)
+			byID = append(byID, a...)
 		}
-		absent, err = absentFromEventLog(ctx, ch, absent, "")
-		if err != nil {
-			return rep, err
-		}
-		rep.Missing += int64(len(absent))
-		rep.MissingIDs = appendUpTo(rep.MissingIDs, absent, opts.Show)
-		if len(absent) > 0 {
-			var n int64
-			if err := pool.QueryRow(ctx, `SELECT count(DISTINCT event_id) FROM cdc_dead_letter WHERE event_id = ANY($1::uuid[])`, absent).Scan(&n); err != nil {
-				return rep, fmt.Errorf("look up missing events in cdc_dead_letter: %w", err)
+		if len(byID) >= byIDChunk {
+			if err := lookUp(); err != nil {
+				return rep, err
 			}
-			rep.MissingDeadLettered += n
 		}
+	}
+	if err := lookUp(); err != nil {
+		return rep, err
 	}
 	rep.Found = rep.OutboxRows - rep.Missing
 
@@ -173,8 +196,58 @@ func chunkSeconds(part []Record) (string, bool) {
 	return fmt.Sprintf("event_date_time >= toDateTime(%d) AND event_date_time <= toDateTime(%d) AND ", lo, hi), true
 }
 
+// absentByID returns the ids, in their order, that event_log does not
+// hold under any time, byIDChunk at a time.
+func absentByID(ctx context.Context, ch driver.Conn, ids []string) ([]string, error) {
+	var absent []string
+	for start := 0; start < len(ids); start += byIDChunk {
+		part := ids[start:min(start+byIDChunk, len(ids))]
+		t, err := ext.NewTable("cdc_verify_ids", ext.Column("id", "UUID"))
+		if err != nil {
+			return nil, fmt.Errorf("look up %d event ids in %s: %w", len(part), sink.Table, err)
+		}
+		for _, id := range part {
+			if err := t.Append(id); err != nil {
+				return nil, fmt.Errorf("look up event id %s in %s: %w", id, sink.Table, err)
+			}
+		}
+		qctx := clickhouse.Context(ctx, clickhouse.WithExternalTable(t))
+		have, err := eventIDs(qctx, ch, "SELECT DISTINCT toString(event_id) FROM "+sink.Table+" WHERE event_id IN cdc_verify_ids", len(part))
+		if err != nil {
+			return nil, err
+		}
+		for _, id := range part {
+			if !have[id] {
+				absent = append(absent, id)
+			}
+		}
+	}
+	return absent, nil
+}
+
+// eventIDs runs query, which selects event ids as text, and returns them.
+func eventIDs(ctx context.Context, ch driver.Conn, query string, n int) (map[string]bool, error) {
+	rows, err := ch.Query(ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("look up %d event ids in %s: %w", n, sink.Table, err)
+	}
+	defer rows.Close()
+	have := make(map[string]bool, n)
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("look up event ids in %s: %w", sink.Table, err)
+		}
+		have[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look up event ids in %s: %w", sink.Table, err)
+	}
+	return have, nil
+}
+
 // absentFromEventLog returns the ids, in their order, that event_log does
-// not hold (under the extra condition cond, a prefix ending in AND).
+// not hold under the condition cond (a prefix ending in AND).
 func absentFromEventLog(ctx context.Context, ch driver.Conn, ids []string, cond string) ([]string, error) {
 	var absent []string
 	for start := 0; start < len(ids); start += chChunk {
@@ -185,23 +258,9 @@ func absentFromEventLog(ctx context.Context, ch driver.Conn, ids []string, cond 
 			// nothing to escape.
 			quoted[i] = "'" + id + "'"
 		}
-		rows, err := ch.Query(ctx, fmt.Sprintf("SELECT DISTINCT toString(event_id) FROM %s WHERE %sevent_id IN (%s)", sink.Table, cond, strings.Join(quoted, ",")))
+		have, err := eventIDs(ctx, ch, fmt.Sprintf("SELECT DISTINCT toString(event_id) FROM %s WHERE %sevent_id IN (%s)", sink.Table, cond, strings.Join(quoted, ",")), len(part))
 		if err != nil {
-			return nil, fmt.Errorf("look up %d event ids in %s: %w", len(part), sink.Table, err)
-		}
-		have := make(map[string]bool, len(part))
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("look up event ids in %s: %w", sink.Table, err)
-			}
-			have[id] = true
-		}
-		err = rows.Err()
-		rows.Close()
-		if err != nil {
-			return nil, fmt.Errorf("look up event ids in %s: %w", sink.Table, err)
+			return nil, err
 		}
 		for _, id := range part {
 			if !have[id] {

@@ -1,0 +1,81 @@
+package backfill_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/eventcdc/cdc/backfill"
+	"github.com/eventcdc/cdc/deadletter"
+)
+
+// Verify looks for each event in its own second, then by id alone: an
+// event stored under another time is found, one stored nowhere is
+// missing. Lookups by id alone gather ids across pages and go by chunks
+// (here 4 ids, over pages of 7 rows), so every chunk and page boundary
+// is crossed.
+func TestVerify_FindsEventsStoredUnderAnotherTime(t *testing.T) {
+	defer backfill.SetByIDChunk(4)()
+	ctx := context.Background()
+	pool, ch, rel := thirtyEvents(t)
+	if _, err := backfill.Ship(ctx, backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 100, 1<<20, true), rel, ch, deadletter.New(pool), 1<<20, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	all := ids(t, pool, "true")
+	// Ten events moved an hour on in event_log (as a replayed dead letter
+	// whose time was corrected would be), ten deleted from it.
+	var moved, gone []string
+	for i, id := range all[:20] {
+		if i%2 == 0 {
+			moved = append(moved, id)
+		} else {
+			gone = append(gone, id)
+		}
+	}
+	list := func(ids []string) string {
+		q := ""
+		for i, id := range ids {
+			if i > 0 {
+				q += ","
+			}
+			q += "'" + id + "'"
+		}
+		return q
+	}
+	for _, q := range []string{
+		fmt.Sprintf(`INSERT INTO event_log (event_id, event_type, event_date_time, environment, event_context, metadata_version, cdc_commit_lsn, cdc_seq)
+			SELECT event_id, event_type, event_date_time + 3600, environment, event_context, metadata_version, cdc_commit_lsn, cdc_seq FROM event_log WHERE toString(event_id) IN (%s)`, list(moved)),
+		fmt.Sprintf(`ALTER TABLE event_log DELETE WHERE toString(event_id) IN (%s) AND event_date_time < toDateTime('2026-01-01 00:45:00')`, list(append(slices.Clone(moved), gone...))),
+	} {
+		if err := ch.Conn().Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A mutation runs in the background on 18.16: wait for it.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var n uint64
+		if err := ch.Conn().QueryRow(ctx, "SELECT count() FROM event_log").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 20 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("event_log holds %d rows, want 20 once the delete ran", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rep, err := backfill.Verify(ctx, pool, ch.Conn(), backfill.VerifyOptions{Until: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC), Page: 7, Show: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(rep.MissingIDs)
+	want := slices.Sorted(slices.Values(gone))
+	if rep.OutboxRows != 30 || rep.Found != 20 || rep.Missing != 10 || !slices.Equal(rep.MissingIDs, want) {
+		t.Fatalf("verify: %d rows, %d found, %d missing %v; want 30, 20 (the moved ten among them), 10 missing: %v",
+			rep.OutboxRows, rep.Found, rep.Missing, rep.MissingIDs, want)
+	}
+}
