@@ -216,13 +216,20 @@ func absentByID(ctx context.Context, ch driver.Conn, ids []string) ([]string, er
 		if err != nil {
 			return nil, err
 		}
-		for _, id := range part {
-			if !have[id] {
-				absent = append(absent, id)
-			}
-		}
+		absent = appendMissing(absent, part, have)
 	}
 	return absent, nil
+}
+
+// appendMissing appends to absent the ids of part, in their order, that
+// have lacks.
+func appendMissing(absent, part []string, have map[string]bool) []string {
+	for _, id := range part {
+		if !have[id] {
+			absent = append(absent, id)
+		}
+	}
+	return absent
 }
 
 // eventIDs runs query, which selects event ids as text, and returns them.
@@ -262,11 +269,7 @@ func absentFromEventLog(ctx context.Context, ch driver.Conn, ids []string, cond 
 		if err != nil {
 			return nil, err
 		}
-		for _, id := range part {
-			if !have[id] {
-				absent = append(absent, id)
-			}
-		}
+		absent = appendMissing(absent, part, have)
 	}
 	return absent, nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -34,13 +35,8 @@ func TestHoldName(t *testing.T) {
 // Dropping it, as an operator does, lets the next sweep delete.
 func TestHold_KeepsEverySweeperFromDeletingUntilDropped(t *testing.T) {
 	ctx := context.Background()
-	pool := testenv.Get(t).MigratedPostgres(t, "pub")
-	slot := testenv.Name("h")
+	pool, slot := holdWorld(t)
 	hold := HoldName(slot)
-	t.Cleanup(func() {
-		// Not in the test's database: physical slots belong to none.
-		_, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, hold)
-	})
 
 	if created, err := HoldIfOutboxHasRows(ctx, pool, slot); err != nil || created {
 		t.Fatalf("hold over an empty outbox: created %v (err %v), want none", created, err)
@@ -125,12 +121,7 @@ func TestHold_KeepsEverySweeperFromDeletingUntilDropped(t *testing.T) {
 // through a backlog runs for minutes.
 func TestHold_StopsASweepInProgress(t *testing.T) {
 	ctx := context.Background()
-	pool := testenv.Get(t).MigratedPostgres(t, "pub")
-	slot := testenv.Name("h")
-	hold := HoldName(slot)
-	t.Cleanup(func() {
-		_, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, hold)
-	})
+	pool, slot := holdWorld(t)
 	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
 		SELECT 'old', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 10) g`); err != nil {
 		t.Fatal(err)
@@ -164,6 +155,19 @@ func TestHold_StopsASweepInProgress(t *testing.T) {
 	if n := outboxRows(t, pool); n != 8 {
 		t.Fatalf("%d outbox rows left, want 8", n)
 	}
+}
+
+// holdWorld gives a migrated outbox and a slot name of the test's own,
+// whose hold, if made, is dropped when the test ends: a physical slot
+// belongs to no database, so dropping the test's does not.
+func holdWorld(t *testing.T) (*pgxpool.Pool, string) {
+	t.Helper()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	slot := testenv.Name("h")
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, HoldName(slot))
+	})
+	return pool, slot
 }
 
 func outboxRows(t *testing.T, q Querier) int {
