@@ -37,6 +37,6 @@ EXPOSE 9187
 # has no health subcommand. Probe GET /healthz (liveness) on :9187 from the
 # orchestrator (Kubernetes httpGet probes). /readyz is 503 on a standby: as a
 # readiness probe it needs the Recreate strategy (docs/operations.md,
-# "Rollouts"). In docker-compose.yml only Prometheus watches it (up{job="cdc"}).
+# "Deployment", Rollouts). In docker-compose.yml only Prometheus watches it (up{job="cdc"}).
 ENTRYPOINT ["/cdc"]
 CMD ["run"]

@@ -207,7 +207,7 @@ func (l *loader) dsn(name string, schemes ...string) string {
 func (l *loader) ident(name, def string) string {
 	v := l.str(name, def)
 	if !ddl.ValidIdentifier(v) {
-		l.fail(name, "%q is not a valid name: use lowercase letters, digits and _ (at most 63)", v)
+		l.fail(name, "%q is not a valid name: use lowercase letters, digits and _, not starting with a digit (at most 63)", v)
 	}
 	return v
 }

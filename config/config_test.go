@@ -171,7 +171,7 @@ func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 		{"receive timeout too short", with("CDC_PG_RECEIVE_TIMEOUT", "1500ms"), `CDC_PG_RECEIVE_TIMEOUT: 1.5s is too short: use 0 (off) or at least 2s`},
 		{"receive timeout negative", with("CDC_PG_RECEIVE_TIMEOUT", "-5s"), `CDC_PG_RECEIVE_TIMEOUT: "-5s" must not be negative (0 turns it off)`},
 		{"retention negative", with("CDC_OUTBOX_RETENTION", "-1h"), `CDC_OUTBOX_RETENTION: "-1h" must not be negative (0 turns it off)`},
-		{"slot", with("CDC_SLOT_NAME", "My-Slot"), `CDC_SLOT_NAME: "My-Slot" is not a valid name: use lowercase letters, digits and _ (at most 63)`},
+		{"slot", with("CDC_SLOT_NAME", "My-Slot"), `CDC_SLOT_NAME: "My-Slot" is not a valid name: use lowercase letters, digits and _, not starting with a digit (at most 63)`},
 		{"level", with("CDC_LOG_LEVEL", "loud"), `CDC_LOG_LEVEL: "loud" is not a level: debug, info, warn or error`},
 		{"level zap knows but hides failures", with("CDC_LOG_LEVEL", "fatal"), `CDC_LOG_LEVEL: "fatal" is not a level: debug, info, warn or error`},
 		{"metrics address without port", with("CDC_METRICS_ADDR", "abc"), `CDC_METRICS_ADDR: "abc" is not host:port (e.g. :9187 or 127.0.0.1:9187) or off`},

@@ -417,6 +417,9 @@ func printLettersJSON(ctx context.Context, store *deadletter.Store, limit int, c
 	for printed < limit {
 		page, more, err := store.Page(ctx, after, math.MaxInt64, min(limit-printed, cfg.BatchMaxRows), cfg.BatchMaxBytes)
 		if err != nil {
+			// What was printed goes out, the array unclosed: JSON a
+			// script cannot parse, not a shorter list that looks whole.
+			_ = w.Flush()
 			return err
 		}
 		for _, l := range page {
