@@ -170,7 +170,7 @@ func TestReplicator_StandbyStopsReportingItsOldLag(t *testing.T) {
 			direct := h.dsn
 			h.dsn = dsn
 			s := &fakeSink{gate: make(chan struct{})} // nothing is ever stored
-			core, logs := observer.New(zapcore.InfoLevel)
+			core, logs := observer.New(zapcore.DebugLevel)
 			rep, m, stop := h.start(s, nil, zap.New(core), func(c *replication.Config) { c.ReceiveTimeout = 2 * time.Second })
 			defer stop()
 			defer fz.Thaw()
@@ -183,6 +183,9 @@ func TestReplicator_StandbyStopsReportingItsOldLag(t *testing.T) {
 			h.dsn = direct
 			tc.lose(t, h, fz)
 			eventually(t, "three attempts standing by", func() bool { return logs.FilterMessageSnippet("standing by").Len() >= 3 })
+			if n := logs.FilterMessage("slot in use by another connector; standing by").Len(); n != 1 {
+				t.Errorf("standing by logged at info %d times, want once: then at debug", n)
+			}
 			if lag := m.LagSecondsValue(); (lag > 0) != tc.wantLag {
 				t.Errorf("lag %v s while standing by; want reported: %v", lag, tc.wantLag)
 			}

@@ -142,6 +142,7 @@ func (r *Replicator) State() *State { return r.state }
 // operator must fix (a lost slot, a missing publication).
 func (r *Replicator) Run(ctx context.Context) error {
 	delay := backoff{min: 250 * time.Millisecond, max: 30 * time.Second}
+	var standbySaid time.Time // when "standing by" was last logged at info; zero while not standing by
 	for {
 		started := time.Now()
 		err := r.session(ctx)
@@ -187,11 +188,21 @@ func (r *Replicator) Run(ctx context.Context) error {
 			delay.reset()
 		}
 		wait := delay.next()
+		if !errors.Is(err, ErrSlotBusy) {
+			standbySaid = time.Time{}
+		}
 		if errors.Is(err, ErrSlotBusy) {
 			// A hot standby: poll often so takeover is quick, and say so
-			// quietly; this is its normal state.
+			// quietly, this being its normal state: once on entering it,
+			// then every ten minutes, not at each poll (86,400 lines a
+			// day).
 			wait = time.Second
-			r.log.Info("slot in use by another connector; standing by", zap.Error(err), zap.Duration("retry_in", wait))
+			if time.Since(standbySaid) >= 10*time.Minute {
+				standbySaid = time.Now()
+				r.log.Info("slot in use by another connector; standing by", zap.Error(err), zap.Duration("retry_in", wait))
+			} else {
+				r.log.Debug("slot still in use by another connector; standing by", zap.Error(err))
+			}
 		} else {
 			if streamed { // a restart's failed reconnects are one interruption
 				r.metrics.Interruptions.Inc()
