@@ -788,8 +788,14 @@ func (s *stream) run(ctx context.Context) error {
 		defer close(s.acks)
 		s.r.writeLoop(wctx, s.batches, s.acks)
 	}()
-	// Interrupt a blocking read when ctx ends.
-	stopInterrupt := context.AfterFunc(ctx, func() { _ = s.conn.Conn().SetReadDeadline(time.Now()) })
+	// Interrupt a blocking read when ctx ends, and a status write blocked
+	// on a full socket (a link frozen without a reset), which would
+	// otherwise hold the shutdown up to statusWriteTimeout before its
+	// budget starts. The shutdown's own statuses set their deadlines anew.
+	stopInterrupt := context.AfterFunc(ctx, func() {
+		_ = s.conn.Conn().SetReadDeadline(time.Now())
+		_ = s.conn.Conn().SetWriteDeadline(time.Now())
+	})
 	defer stopInterrupt()
 
 	err := s.loop(ctx)
@@ -837,6 +843,13 @@ func (s *stream) run(ctx context.Context) error {
 		s.r.log.Warn("final acknowledgement failed; the slot will replay from the previous one", zap.Error(err))
 	}
 	w, f := s.track.Positions()
+	if !budget.Stop() && (s.track.InFlight() > 0 || s.track.Buffered() > 0) {
+		// Nothing is lost (what was not stored was not acknowledged),
+		// but the next start replays it: say so, rather than only
+		// "stopped".
+		s.r.log.Warn("CDC_SHUTDOWN_TIMEOUT ran out before ClickHouse stored every batch: the next start replays them from the last acknowledged position",
+			zap.Duration("shutdown_timeout", s.r.cfg.ShutdownTimeout), zap.Int("batches_in_flight", s.track.InFlight()), zap.Int("rows_unsent", s.track.Buffered()), zap.Stringer("flushed", f))
+	}
 	if toStreaming {
 		// Between transactions: once all it received is stored and
 		// acknowledged, the next session is sent none of it again and

@@ -69,9 +69,37 @@ func TestReplicator_ShutdownDuringAStatusLookupStoresTheBatch(t *testing.T) {
 	if got := s.types(); len(got) != 1 || got["before"] != 3 {
 		t.Fatalf("stored %v at shutdown, want the 3 rows batched before the lookup", got)
 	}
+	if n := logs.FilterMessageSnippet("CDC_SHUTDOWN_TIMEOUT ran out").Len(); n != 0 {
+		t.Fatalf("a shutdown that stored everything within its budget warned %d times that it ran out", n)
+	}
 	cut := logs.FilterMessage("shutdown interrupted the stream").All()
 	if len(cut) != 1 || !strings.Contains(cut[0].ContextMap()["error"].(string), "look up status of transaction") {
 		t.Fatalf("logged %v, want one interrupted status lookup", cut)
 	}
 	fz.Thaw()
+}
+
+// A shutdown whose budget runs out before the sink stores the batch in
+// flight says so: nothing is lost (it is not acknowledged), but the next
+// start replays it, which an operator should not have to infer from
+// "stopped".
+func TestReplicator_ShutdownPastItsBudgetSaysWhatIsReplayed(t *testing.T) {
+	h := setup(t)
+	s := &fakeSink{holdFirst: make(chan struct{})} // never stores
+	core, logs := observer.New(zapcore.InfoLevel)
+	_, _, stop := h.start(s, nil, zap.New(core), func(c *replication.Config) { c.ShutdownTimeout = 300 * time.Millisecond })
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('held', 'test', '{}')`)
+	eventually(t, "the write in flight", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.writes == 1
+	})
+	stop()
+	warned := logs.FilterMessageSnippet("CDC_SHUTDOWN_TIMEOUT ran out before ClickHouse stored every batch").All()
+	if len(warned) != 1 || warned[0].ContextMap()["batches_in_flight"] != int64(1) {
+		t.Fatalf("logged %v, want one warning naming the batch in flight", warned)
+	}
+	if s.count() != 0 {
+		t.Fatalf("%d rows stored by a sink that stores none", s.count())
+	}
 }
