@@ -32,16 +32,18 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	if err := parseFlags(flag.NewFlagSet("run", flag.ContinueOnError), args); err != nil {
 		return err
 	}
-	summary := []zap.Field{zap.String("version", version)}
-	for k, v := range cfg.Summary() {
-		summary = append(summary, zap.String(k, v))
-	}
-	log.Info("starting", summary...)
-
 	// An explicit GOMEMLIMIT wins.
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit(cfg))
 	}
+	summary := []zap.Field{zap.String("version", version)}
+	for k, v := range cfg.Summary() {
+		summary = append(summary, zap.String(k, v))
+	}
+	// What the collector works to (debug.SetMemoryLimit(-1) reads it):
+	// a container limit below it leaves the process to be killed first.
+	summary = append(summary, zap.Int64("gomemlimit", debug.SetMemoryLimit(-1)))
+	log.Info("starting", summary...)
 
 	// Before any connection: a bad OTEL_* setting is a configuration error.
 	// The handler first: what the SDK reports while it is set up goes to
