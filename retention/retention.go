@@ -41,8 +41,8 @@ type Cleaner struct {
 	// must not take with it the rows `cdc backfill` would need if the
 	// slot is lost meanwhile (max_slot_wal_keep_size).
 	Horizon func() (time.Time, bool)
-	// Slot, when set, is the replication slot whose hold (Hold) each
-	// sweep checks first: while it exists nothing is deleted.
+	// Slot, when set, is the replication slot whose hold (Hold) is
+	// checked before each batch: while it exists nothing is deleted.
 	Slot string
 
 	held bool // the last sweep found the hold; only the sweeping goroutine touches it
