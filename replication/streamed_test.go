@@ -554,16 +554,16 @@ func TestReplicator_StreamedRowsWaitForAnAsynchronousCommitToBeFlushed(t *testin
 				if asyncCommitFlushWaited(t, refused, attempt) {
 					return
 				}
-				t.Logf("attempt %d: the commit was flushed before the connector started; trying again", attempt+1)
+				t.Logf("attempt %d: the commit was flushed before the connector looked at it; trying again", attempt+1)
 			}
-			t.Fatal("the commit was flushed before the connector started in every attempt: the test cannot tell")
+			t.Fatal("the commit was flushed before the connector looked at it in every attempt: the test cannot tell")
 		})
 	}
 }
 
 // asyncCommitFlushWaited runs one attempt of
 // TestReplicator_StreamedRowsWaitForAnAsynchronousCommitToBeFlushed; false
-// when the commit was flushed before the connector started.
+// when the commit was flushed before the connector looked at it.
 func asyncCommitFlushWaited(t *testing.T, refused bool, attempt int) bool {
 	h := setup(t)
 	h.exec(`ALTER TABLE outbox SET (autovacuum_enabled = false)`)
@@ -625,8 +625,16 @@ func asyncCommitFlushWaited(t *testing.T, refused bool, attempt int) bool {
 	if s.firstFlushed < commitEnd {
 		t.Fatalf("rows stored with the WAL flushed to %s, before the commit's end %s", s.firstFlushed, commitEnd)
 	}
-	if n := logs.FilterMessageSnippet("PostgreSQL refused the flush").Len(); (n > 0) != refused {
-		t.Errorf("%d warnings of a refused flush, want them only when refused", n)
+	n := logs.FilterMessageSnippet("PostgreSQL refused the flush").Len()
+	if refused && n == 0 {
+		// A commit elsewhere on the cluster (another package's tests run
+		// beside this one) flushed the WAL after the check above and
+		// before cdc looked: it had nothing to flush, and the attempt
+		// tells nothing of the refusal. Three such in a row fail.
+		return false
+	}
+	if !refused && n != 0 {
+		t.Errorf("%d warnings of a refused flush, want none when the flush is allowed", n)
 	}
 	if errs := logs.FilterMessage("replication interrupted; reconnecting").All(); len(errs) != 0 {
 		t.Errorf("a session failed: %v", errs[0].ContextMap())
