@@ -72,13 +72,14 @@ type ClickHouse struct {
 	uncarried bool
 	// insertSettings go with each INSERT: none, unless the user's
 	// settings would have the server answer before the rows are written
-	// (asyncInsertFix).
+	// (insertSettingsFor).
 	insertSettings clickhouse.Settings
 	loadedAt       time.Time
 }
 
 // chColumn is an event_log column an INSERT may name: computed ones
-// (MATERIALIZED, ALIAS) are kept apart, in ClickHouse.computed.
+// (MATERIALIZED, ALIAS) and those clickhouse-go cannot name are kept
+// apart, in ClickHouse.computed and ClickHouse.unquotable.
 type chColumn struct{ name, typ string }
 
 // Open prepares a client for the server at dsn (clickhouse://user:password@
