@@ -178,27 +178,29 @@ func TestPipeline_ColumnAddedWhileStreamingIsCarried(t *testing.T) {
 	w.insertEvents("before", 2)
 	w.waitRows(2, 30*time.Second)
 
-	if err := w.ch.Exec(context.Background(), "ALTER TABLE event_log ADD COLUMN tenant String DEFAULT ''"); err != nil {
+	// An array column (a Django ArrayField) too: its values arrive as
+	// PostgreSQL's text form, which the session switches to for it.
+	if err := w.ch.Exec(context.Background(), "ALTER TABLE event_log ADD COLUMN tenant String DEFAULT '', ADD COLUMN tags Array(String)"); err != nil {
 		t.Fatal(err)
 	}
-	w.exec(`ALTER TABLE outbox ADD COLUMN tenant text`)
-	w.exec(`INSERT INTO outbox (event_type, environment, event_context, tenant) VALUES ('after', 'test', '{}', 'acme'), ('after', 'test', '{}', NULL)`)
+	w.exec(`ALTER TABLE outbox ADD COLUMN tenant text, ADD COLUMN tags text[]`)
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, tenant, tags) VALUES ('after', 'test', '{}', 'acme', ARRAY['vip', 'b "c", d']), ('after', 'test', '{}', NULL, NULL)`)
 	w.waitRows(4, 30*time.Second)
 
-	rows, err := w.ch.Query(context.Background(), "SELECT event_type, tenant FROM event_log FINAL ORDER BY event_type, tenant")
+	rows, err := w.ch.Query(context.Background(), "SELECT event_type, tenant, toString(tags) FROM event_log FINAL ORDER BY event_type, tenant")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
 	var got []string
 	for rows.Next() {
-		var typ, tenant string
-		if err := rows.Scan(&typ, &tenant); err != nil {
+		var typ, tenant, tags string
+		if err := rows.Scan(&typ, &tenant, &tags); err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, typ+"/"+tenant)
+		got = append(got, typ+"/"+tenant+"/"+tags)
 	}
-	want := []string{"after/", "after/acme", "before/", "before/"}
+	want := []string{"after//[]", `after/acme/['vip','b "c", d']`, "before//[]", "before//[]"}
 	if strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("rows = %v, want %v", got, want)
 	}

@@ -317,6 +317,14 @@ func TestClickHouse_EveryConvertedTypeRoundTrips(t *testing.T) {
 		{"c_fs", "FixedString(3)", "abc", "616263"},
 		{"c_dec", "Decimal(9, 2)", "1.50", "1.50"}, // NULL is clickhouse-go's zero
 		{"c_dec18", "Decimal(18, 4)", "-12345678901234.5000", "-12345678901234.5000"},
+		// PostgreSQL arrays, as array_out writes them; a NULL array is [].
+		{"c_ai32", "Array(Int32)", "{1,-2,NULL}", "[1,-2,0]"},
+		{"c_as", "Array(String)", `{a,"b c","d\"e,f",NULL,"NULL",""}`, `['a','b c','d"e,f','','NULL','']`},
+		{"c_ans", "Array(Nullable(String))", "{x,NULL}", "['x',NULL]"},
+		{"c_aau8", "Array(Array(UInt8))", "{{1,2},{3,4}}", "[[1,2],[3,4]]"},
+		{"c_adt", "Array(DateTime)", `{"2026-11-30 01:02:03.456+00","2026-11-30 03:02:03+02"}`, "[1796000523,1796000523]"},
+		{"c_adec", "Array(Decimal(9, 2))", "{1.50,-2}", "[1.50,-2.00]"},
+		{"c_auuid", "Array(UUID)", "{3f2a1e3c-1f3a-4a8e-9d2c-0a1b2c3d4e5f}", "['3f2a1e3c-1f3a-4a8e-9d2c-0a1b2c3d4e5f']"},
 	}
 	cols := []decoder.Column{{Name: "id"}, {Name: "event_type"}, {Name: "event_date_time"}, {Name: "environment"},
 		{Name: "event_context"}, {Name: "metadata_version"}, {Name: "traceparent"}}
@@ -358,6 +366,8 @@ func TestClickHouse_EveryConvertedTypeRoundTrips(t *testing.T) {
 			n = "toUInt16(" + n + ")"
 		case "c_fs":
 			n = "hex(" + n + ")"
+		case "c_adt":
+			n = "arrayMap(t -> toUInt32(t), " + n + ")"
 		}
 		exprs[i] = "ifNull(toString(" + n + "), 'NULL')"
 	}
@@ -365,7 +375,8 @@ func TestClickHouse_EveryConvertedTypeRoundTrips(t *testing.T) {
 		1: {"3f2a1e3c-1f3a-4a8e-9d2c-0a1b2c3d4e5f", "order.created", "1796000523", "prod", `{"a":"é"}`, "18446744073709551615",
 			"4bf92f3577b34da6a3ce929d0e0e4736", "8192", "1"},
 		2: {"00000000-0000-0000-0000-000000000001", "", "0", "", "", "0", "", "8192", "2",
-			"0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "NULL", "NULL", "000000", "0.00", "0.0000"},
+			"0", "0", "0", "0", "0", "0", "0", "0", "0", "0", "NULL", "NULL", "000000", "0.00", "0.0000",
+			"[]", "[]", "[]", "[]", "[]", "[]", "[]"},
 	}
 	for _, e := range extra {
 		want[1] = append(want[1], e.want)
@@ -459,9 +470,9 @@ func TestClickHouse_BatchAcrossAnOutboxColumnAddedUsesTheDefault(t *testing.T) {
 // one ClickHouse computes (MATERIALIZED, ALIAS), which it refuses by
 // name, so it is left out with a warning and computed; one whose name
 // needs quoting ("tenant id"); one whose name clickhouse-go cannot carry
-// ("amount (eur)"), left out with a warning; and an Array, whose value
-// cdc does not convert, so the row is refused for it as a dead letter
-// instead of stored as the bytes of its text. The other rows are stored.
+// ("amount (eur)"), left out with a warning; and an Array, filled from
+// the PostgreSQL array's text, where a row with an element that is not an
+// Int32 is refused as a dead letter. The other rows are stored.
 // event_id made MATERIALIZED stops the sink, naming it.
 func TestClickHouse_ComputedQuotedAndArrayColumns(t *testing.T) {
 	ch, dsn := newSink(t)
@@ -488,7 +499,7 @@ func TestClickHouse_ComputedQuotedAndArrayColumns(t *testing.T) {
 	first, third := at(1, text("")), at(3, text(""))
 	first.Relation, first.Values = before, first.Values[:len(first.Values)-1]
 	third.Relation, third.Values = before, third.Values[:len(third.Values)-1]
-	b := &sink.Batch{Rows: []sink.Row{first, at(2, text("{1,2,3}")), third, at(4, decoder.Value{Kind: decoder.ValueNull})}}
+	b := &sink.Batch{Rows: []sink.Row{first, at(2, text("{1,2,3}")), third, at(4, decoder.Value{Kind: decoder.ValueNull}), at(5, text("{1,x}"))}}
 	rejected, err := s.Write(ctx, b)
 	if err != nil {
 		t.Fatal(err)
@@ -497,25 +508,24 @@ func TestClickHouse_ComputedQuotedAndArrayColumns(t *testing.T) {
 	for _, r := range rejected {
 		refused = append(refused, fmt.Sprintf("%d: %v", r.Row.Pos.Seq, r.Err))
 	}
-	const why = "column ids: cdc does not convert values into Array(Int32): make the event_log column a String (a PostgreSQL array arrives as its text, e.g. {1,2,3}; json as JSON text)"
-	if want := []string{"2: " + why, "4: " + why}; !slices.Equal(refused, want) {
-		t.Fatalf("refused %q, want %q: the rows that have the ids column", refused, want)
+	if want := []string{`5: column ids: element 2 of "{1,x}": "x" does not fit Int32`}; !slices.Equal(refused, want) {
+		t.Fatalf("refused %q, want %q: the row whose array has a bad element", refused, want)
 	}
-	rows, err := ch.Conn().Query(ctx, "SELECT cdc_seq, tenant, region, `tenant id`, `amount (eur)`, length(ids) FROM event_log ORDER BY cdc_seq")
+	rows, err := ch.Conn().Query(ctx, "SELECT cdc_seq, tenant, region, `tenant id`, `amount (eur)`, toString(ids) FROM event_log ORDER BY cdc_seq")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
 	var got []string
 	for rows.Next() {
-		var seq, n uint64
-		var tenant, region, tid, amount string
-		if err := rows.Scan(&seq, &tenant, &region, &tid, &amount, &n); err != nil {
+		var seq uint64
+		var tenant, region, tid, amount, ids string
+		if err := rows.Scan(&seq, &tenant, &region, &tid, &amount, &ids); err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, fmt.Sprintf("%d/%s/%s/%s/%q/%d", seq, tenant, region, tid, amount, n))
+		got = append(got, fmt.Sprintf("%d/%s/%s/%s/%q/%s", seq, tenant, region, tid, amount, ids))
 	}
-	if want := `1/t-test/TEST/acme 1/""/0 3/t-test/TEST/acme 3/""/0`; strings.Join(got, " ") != want {
+	if want := `1/t-test/TEST/acme 1/""/[] 2/t-test/TEST/acme 2/""/[1,2,3] 3/t-test/TEST/acme 3/""/[] 4/t-test/TEST/acme 4/""/[]`; strings.Join(got, " ") != want {
 		t.Fatalf("rows %q, want %q", strings.Join(got, " "), want)
 	}
 	// Once for both outbox versions, which lack the same; ip is the one

@@ -173,18 +173,30 @@ func newCell(chType string, byValue bool) cell {
 	case chType == "Float64":
 		return &valueCell[float64]{parse: parseFloat[float64](64, chType), byValue: byValue}
 	}
-	for _, composite := range []string{"Array(", "Map(", "Tuple(", "Nested("} {
-		if strings.HasPrefix(chType, composite) {
-			return refusedCell{fmt.Errorf("cdc does not convert values into %s: make the event_log column a String (a PostgreSQL array arrives as its text, e.g. {1,2,3}; json as JSON text)", chType)}
-		}
+	if strings.HasPrefix(chType, "Array(") {
+		return newArrayCell(chType)
+	}
+	if composite(chType) {
+		return refusedCell{fmt.Errorf("cdc does not convert values into %s: make the event_log column a String (json arrives as JSON text)", chType)}
 	}
 	return newTextCell(chType)
 }
 
-// refusedCell is a column type cdc does not fill: each row that has the
-// column is refused, as a dead letter, rather than stored wrong — given
-// text, clickhouse-go would take '{1,2,3}' for an Array(Int32) of its
-// bytes, [123,49,44,...], without an error.
+// composite is a Map, Tuple or Nested type, which cdc does not fill.
+func composite(chType string) bool {
+	for _, prefix := range []string{"Map(", "Tuple(", "Nested("} {
+		if strings.HasPrefix(chType, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// refusedCell is a column type cdc does not fill (Map, Tuple, Nested):
+// each row that has the column is refused, as a dead letter, rather than
+// handed to clickhouse-go as text, which it does not parse for them — an
+// Array given '{1,2,3}' stored the text's bytes, [123,49,44,...], without
+// an error.
 type refusedCell struct{ err error }
 
 func (c refusedCell) set(decoder.Value) error { return c.err }
