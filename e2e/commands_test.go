@@ -1207,3 +1207,55 @@ func firstDiff(a, b string) int {
 	}
 	return min(len(a), len(b))
 }
+
+// A login the server refuses — an unknown user, a wrong password, a
+// database that does not exist — is a setting to fix: every command,
+// run included, exits 2 naming the variable, at once rather than after
+// retrying for ever, and never echoes the password.
+func TestCommands_RefusedLoginExitsTwo(t *testing.T) {
+	w := newWorld(t)
+	with := func(dsn string, change func(*url.URL)) string {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		change(u)
+		return u.String()
+	}
+	user := func(u *url.URL) { u.User = url.UserPassword("cdc_no_such_user", "s3cret") }
+	database := func(u *url.URL) { u.Path = "/cdc_no_such_db" }
+	const (
+		pgRefused = "CDC_PG_DSN: PostgreSQL refused the login (check the DSN's user, password and database, and the server's pg_hba.conf): "
+		chRefused = "CDC_CLICKHOUSE_DSN: ClickHouse refused the login (check the DSN's user, password and database): "
+	)
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		env      map[string]string
+		want     string // the last line starts with it
+		sqlstate string // and ends with it
+	}{
+		{"run_pg_user", []string{"run"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, user)}, "cdc run: " + pgRefused, `role "cdc_no_such_user" does not exist (SQLSTATE 28000)`},
+		{"run_pg_database", []string{"run"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, database)}, "cdc run: " + pgRefused, `database "cdc_no_such_db" does not exist (SQLSTATE 3D000)`},
+		{"run_clickhouse_user", []string{"run"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, user)}, "cdc run: " + chRefused, "Unknown user cdc_no_such_user"},
+		{"run_clickhouse_database", []string{"run"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, database)}, "cdc run: " + chRefused, "Database cdc_no_such_db doesn't exist"},
+		{"migrate_pg_user", []string{"migrate"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, user)}, "cdc migrate: " + pgRefused, "(SQLSTATE 28000)"},
+		{"migrate_clickhouse_user", []string{"migrate"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, user)}, "cdc migrate: " + chRefused, "Unknown user cdc_no_such_user"},
+		{"status_pg_database", []string{"status"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, database)}, "cdc status: " + pgRefused, "(SQLSTATE 3D000)"},
+		{"deadletter_pg_user", []string{"deadletter", "list"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, user)}, "cdc deadletter: " + pgRefused, "(SQLSTATE 28000)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			stdout, stderr, code := w.runOperator(tc.env, tc.args...)
+			lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+			last := lines[len(lines)-1]
+			if code != 2 || stdout != "" || !strings.HasPrefix(last, tc.want) || !strings.HasSuffix(last, tc.sqlstate) || strings.Contains(stderr, "s3cret") {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want exit 2, a last line %q…%q and no password", code, stdout, stderr, tc.want, tc.sqlstate)
+			}
+			if strings.Contains(stderr, "reconnecting") {
+				t.Fatalf("retried a refused login before exiting:\n%s", stderr)
+			}
+			t.Logf("exited 2 in %s", time.Since(start).Round(time.Millisecond))
+		})
+	}
+}

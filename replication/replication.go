@@ -10,10 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
@@ -101,6 +103,11 @@ type Replicator struct {
 	// commit once one was received, else 0. Only Run's goroutine touches
 	// it.
 	partial map[uint32]pglogrepl.LSN
+	// loggedIn is set once a session of this process streamed, or found
+	// the slot in use (a standby): its logins worked, and from then on a
+	// refused one is retried (IsLoginError). Only Run's goroutine touches
+	// it.
+	loggedIn bool
 	// rcvbufNoted is set once the log has said that the receive buffer
 	// is left to the kernel. Only Run's goroutine touches it.
 	rcvbufNoted bool
@@ -166,6 +173,15 @@ func (r *Replicator) Run(ctx context.Context) error {
 			return nil
 		}
 		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrPublicationTables) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) {
+			return err
+		}
+		r.loggedIn = r.loggedIn || streamed || errors.Is(err, ErrSlotBusy)
+		if !r.loggedIn && (IsLoginError(err) || sink.IsLoginError(err)) {
+			// A user, password or database refused before this process
+			// ever logged in is a setting to fix, not an outage to wait
+			// out: said at once, by the exit code, rather than retried
+			// for ever. Once it has logged in, the same refusal (a
+			// password rotated, an LDAP server down) is retried.
 			return err
 		}
 		var binErr *decoder.BinaryError
@@ -243,6 +259,14 @@ var (
 	ErrSlotBusy           = errors.New("replication slot is active in another process")
 	ErrSlotElsewhere      = errors.New("replication slot belongs to another database")
 )
+
+// IsLoginError reports whether PostgreSQL refused the login itself: the
+// user, its password or its pg_hba.conf entry (SQLSTATE class 28), or the
+// database (3D000).
+func IsLoginError(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "28") || pgErr.Code == "3D000")
+}
 
 func wrapf(err error, format string, args ...any) error {
 	return fmt.Errorf(format+": %w", append(args, err)...)

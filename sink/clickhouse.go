@@ -941,6 +941,24 @@ func IsRowError(err error) bool {
 	return rowErrorCodes[ex.Code] || ex.Code == 252 && strings.Contains(ex.Message, "partitions for single INSERT block")
 }
 
+// loginErrorCodes are ClickHouse exception codes that refuse the login:
+// the user, its password, the address it comes from, or the database.
+var loginErrorCodes = map[int32]bool{
+	81:  true, // UNKNOWN_DATABASE
+	192: true, // UNKNOWN_USER
+	193: true, // WRONG_PASSWORD
+	194: true, // REQUIRED_PASSWORD
+	195: true, // IP_ADDRESS_NOT_ALLOWED
+	516: true, // AUTHENTICATION_FAILED (servers since 21.x say this for the four above)
+}
+
+// IsLoginError reports whether ClickHouse refused the DSN's login or
+// database.
+func IsLoginError(err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && loginErrorCodes[ex.Code]
+}
+
 // isSchemaError reports whether the INSERT names a column event_log no
 // longer has.
 func isSchemaError(err error) bool {

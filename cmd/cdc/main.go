@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/eventcdc/cdc/config"
+	"github.com/eventcdc/cdc/replication"
 	"github.com/eventcdc/cdc/sink"
 )
 
@@ -190,10 +191,26 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 	case errors.As(err, &ee):
 		fmt.Fprintf(stderr, "cdc %s: %s\n", args[0], oneLine(ee.err))
 		return ee.code
+	case loginRefused(err) != "":
+		fmt.Fprintf(stderr, "cdc %s: %s: %s\n", args[0], loginRefused(err), oneLine(err))
+		return 2
 	default:
 		log.Error(args[0]+" failed", zap.Error(err))
 		return 1
 	}
+}
+
+// loginRefused names the setting behind a login PostgreSQL or ClickHouse
+// refused, with what to check; "" for any other error. A wrong user,
+// password or database is a setting to fix, so it exits 2 like one.
+func loginRefused(err error) string {
+	switch {
+	case replication.IsLoginError(err):
+		return "CDC_PG_DSN: PostgreSQL refused the login (check the DSN's user, password and database, and the server's pg_hba.conf)"
+	case sink.IsLoginError(err):
+		return "CDC_CLICKHOUSE_DSN: ClickHouse refused the login (check the DSN's user, password and database)"
+	}
+	return ""
 }
 
 // checkDSNs parses both DSNs as the drivers will, so that an option the

@@ -1,0 +1,86 @@
+package replication_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/eventcdc/cdc/replication"
+)
+
+// A login PostgreSQL refuses before the replicator ever logged in ends
+// Run with the error (cdc exits 2 on it, naming CDC_PG_DSN); once it has
+// streamed, the same refusal (a password rotated, an LDAP server down) is
+// an outage like any other: retried until the login works again.
+func TestReplicator_RefusedLoginEndsRunOnlyBeforeItLoggedIn(t *testing.T) {
+	h := setup(t)
+	ctx := context.Background()
+	role := fmt.Sprintf("cdc_login_%d", time.Now().UnixNano()%1e9)
+	h.exec(`CREATE ROLE ` + role + ` LOGIN REPLICATION`)
+	t.Cleanup(func() {
+		eventually(t, "the role's sessions ended", func() bool {
+			var n int
+			_ = h.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename = $1`, role).Scan(&n)
+			return n == 0
+		})
+		h.exec(`DROP ROLE ` + role)
+	})
+	u, err := url.Parse(h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as := func(user string) {
+		u.User = url.User(user)
+		h.dsn = u.String()
+	}
+
+	as(role + "_missing")
+	r, _ := h.replicator(&fakeSink{}, nil, zap.NewNop(), func(*replication.Config) {})
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := r.Run(rctx); !replication.IsLoginError(err) || !strings.HasSuffix(err.Error(), `role "`+role+`_missing" does not exist (SQLSTATE 28000)`) {
+		t.Fatalf("Run with a role that does not exist: %v; want the refused login at once", err)
+	}
+
+	as(role)
+	core, logs := observer.New(zapcore.ErrorLevel)
+	s := &fakeSink{}
+	r, _ = h.replicator(s, nil, zap.New(core), func(*replication.Config) {})
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('first', 'test', '{}')`)
+	eventually(t, "the first row stored", func() bool { return s.count() == 1 })
+
+	h.exec(`ALTER ROLE ` + role + ` NOLOGIN`)
+	h.exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '` + role + `'`)
+	refused := func() int {
+		n := 0
+		for _, e := range logs.FilterMessage("replication interrupted; reconnecting").All() {
+			if strings.Contains(fmt.Sprint(e.ContextMap()["error"]), `role "`+role+`" is not permitted to log in (SQLSTATE 28000)`) {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, "two refused logins retried", func() bool { return refused() >= 2 })
+	select {
+	case err := <-done:
+		t.Fatalf("Run ended on a refused login after it had streamed: %v", err)
+	default:
+	}
+
+	h.exec(`ALTER ROLE ` + role + ` LOGIN`)
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('second', 'test', '{}')`)
+	eventually(t, "the second row stored once the login works again", func() bool { return s.count() == 2 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
