@@ -170,12 +170,14 @@ CONF
 	echo "$pid" >"$dir/ch/server.pid"
 	echo "$port" >"$dir/ch.port"
 	for _ in $(seq 1 120); do
-		if clickhouse-client --host 127.0.0.1 --port "$port" -q "SELECT 1" >/dev/null 2>&1; then
-			return 0
-		fi
 		# A server that exited (bad config, port taken) will not answer:
 		# no need to wait the 30 s out.
 		kill -0 "$pid" 2>/dev/null || break
+		# Bounded: on a port another program holds, the client waits 300 s
+		# for a handshake that never comes, whatever its timeout settings.
+		if timeout 5 clickhouse-client --host 127.0.0.1 --port "$port" -q "SELECT 1" >/dev/null 2>&1; then
+			return 0
+		fi
 		sleep 0.25
 	done
 	if kill -0 "$pid" 2>/dev/null; then

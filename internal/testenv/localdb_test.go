@@ -163,3 +163,64 @@ func TestLocalDB_StopLeavesAProcessOfAStalePidFileAlone(t *testing.T) {
 		}
 	}
 }
+
+// A start whose second server cannot start (ClickHouse's port is taken)
+// stops the first one again and says so: a failed start prints no DSNs,
+// so nobody would stop what it left running.
+func TestLocalDB_FailedStartStopsWhatItStarted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a PostgreSQL server")
+	}
+	script, err := Script()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "cdc-failed-start-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil { // as root, PostgreSQL runs as postgres
+		t.Fatal(err)
+	}
+	guard, err := watchdog(script, dir) // stops the servers however the test binary ends
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer guard.Close()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	pgPort, err := net.Listen("tcp", "127.0.0.1:0") // a free port, given back for PostgreSQL
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := fmt.Sprint(pgPort.Addr().(*net.TCPAddr).Port)
+	pgPort.Close()
+	ch := fmt.Sprint(taken.Addr().(*net.TCPAddr).Port)
+
+	cmd := exec.Command(script, "start", dir, pg, ch)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || stdout.Len() != 0 {
+		t.Fatalf("start with ClickHouse's port %s taken: %v, stdout %q; want exit 1 and no DSNs\n%s", ch, err, stdout.String(), stderr.String())
+	}
+	for _, want := range []string{
+		"localdb: clickhouse-server exited before answering on port " + ch,
+		"localdb: start failed; stopped the PostgreSQL and ClickHouse it had started under " + dir + "\n",
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pg", "postmaster.pid")); !os.IsNotExist(err) {
+		t.Errorf("PostgreSQL's postmaster.pid is still there after the failed start: %v", err)
+	}
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:"+pg, time.Second); err == nil {
+		c.Close()
+		t.Errorf("PostgreSQL still answers on port %s after the failed start", pg)
+	}
+}
