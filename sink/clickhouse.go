@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -75,6 +76,12 @@ type ClickHouse struct {
 	// (insertSettingsFor).
 	insertSettings clickhouse.Settings
 	loadedAt       time.Time
+
+	// settle waits for running INSERTs up to settleFor (the DSN's
+	// read_timeout), looking every settleEvery; settleBlind is set once
+	// system.processes could not be read, said once.
+	settleFor, settleEvery time.Duration
+	settleBlind            atomic.Bool
 }
 
 // chColumn is an event_log column an INSERT may name: computed ones
@@ -100,7 +107,7 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 		return nil, fmt.Errorf("open clickhouse: %w", redactErr(err, dsn))
 	}
 	return &ClickHouse{conn: conn, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{}, live: live,
-		blockBytes: blockBytes, blockRows: blockRows}, nil
+		blockBytes: blockBytes, blockRows: blockRows, settleFor: opts.ReadTimeout, settleEvery: 100 * time.Millisecond}, nil
 }
 
 // clientOptions is the client's options for dsn: what it says, and cdc's
@@ -808,9 +815,17 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 // partitions is not atomic, and a maximum could hide a row that never made
 // it. A range holding more than a set may (Reader) gives a
 // *TooManyPositions.
+//
+// It first waits for cdc's INSERTs that are still running (settle): one
+// whose client gave up — a session that ended, a shutdown past its
+// budget, another instance's — may still commit, and its rows would not
+// be in the set.
 func (c *ClickHouse) Written(ctx context.Context, from, to pglogrepl.LSN) (*Positions, error) {
 	if has, err := c.hasPositions(ctx); err != nil || !has {
 		return &Positions{}, err
+	}
+	if err := c.settle(ctx); err != nil {
+		return nil, err
 	}
 	where := fmt.Sprintf("%s >= %d AND %s < %d", colCommitLSN, uint64(from), colCommitLSN, uint64(to))
 	var r Reader
@@ -973,13 +988,17 @@ func isSchemaError(err error) bool {
 // insertContext is ctx with what an INSERT must set (insertSettings); the
 // other queries go without, so that one refused as unknown can still
 // read the settings again.
+// Each INSERT is named by a query id of its own that starts with
+// insertQueryPrefix, which Written looks for in system.processes (settle).
 func (c *ClickHouse) insertContext(ctx context.Context) context.Context {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.insertSettings == nil {
-		return ctx
+	settings := c.insertSettings
+	c.mu.Unlock()
+	id := clickhouse.WithQueryID(insertQueryPrefix + uuid.NewString())
+	if settings == nil {
+		return clickhouse.Context(ctx, id)
 	}
-	return clickhouse.Context(ctx, clickhouse.WithSettings(c.insertSettings))
+	return clickhouse.Context(ctx, id, clickhouse.WithSettings(settings))
 }
 
 // readInsertSettings asks the server how the user's INSERTs may behave

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
@@ -551,5 +552,80 @@ func TestClickHouse_ComputedQuotedAndArrayColumns(t *testing.T) {
 	if _, err := s2.Write(ctx, &sink.Batch{Rows: []sink.Row{at(5, decoder.Value{Kind: decoder.ValueNull})}}); err == nil ||
 		!strings.Contains(err.Error(), "event_log column event_id is MATERIALIZED: cdc writes it, make it an ordinary column") {
 		t.Fatalf("write with event_id MATERIALIZED: %v, want the sink to refuse, naming it", err)
+	}
+}
+
+// An INSERT of cdc's the server still runs when Written is called — one
+// whose client gave up on it after sending every block — commits after
+// all; Written waits for it, so its rows are among the positions it
+// returns and a replay does not store them again. Past the wait's bound
+// it returns without them, warning with the INSERT's query id.
+func TestClickHouse_WrittenWaitsForInsertsStillRunning(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		wait    time.Duration
+		waitsIt bool
+	}{
+		{"waited for", time.Minute, true},
+		{"past the bound", 300 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, dsn := newSink(t)
+			ctx := context.Background()
+			core, logs := observer.New(zapcore.InfoLevel)
+			s, err := sink.Open(dsn, zap.New(core))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			sink.SetSettle(s, tc.wait, 20*time.Millisecond)
+			id := "cdc-insert-" + uuid.NewString()
+			done := make(chan error, 1)
+			go func() {
+				// sleep(2): the INSERT commits 2 s after it starts.
+				done <- s.Conn().Exec(clickhouse.Context(ctx, clickhouse.WithQueryID(id)),
+					"INSERT INTO event_log (event_id, event_type, cdc_commit_lsn, cdc_seq) SELECT generateUUIDv4(), 'slow', 4096, 7 FROM system.one WHERE sleep(2) = 0")
+			}()
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				var n uint64
+				if err := s.Conn().QueryRow(ctx, "SELECT count() FROM system.processes WHERE query_id = ?", id).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n == 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the slow INSERT never showed in system.processes")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			p, err := s.Written(ctx, 0, 8192)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var finished bool
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+				finished = true
+			default:
+			}
+			got := fmt.Sprintf("INSERT finished %v, position read %v", finished, p.Has(sink.Position{CommitLSN: 4096, Seq: 7}))
+			if want := fmt.Sprintf("INSERT finished %v, position read %v", tc.waitsIt, tc.waitsIt); got != want {
+				t.Fatalf("Written returned with %s; want %s", got, want)
+			}
+			warned := logs.FilterMessage("INSERTs into event_log still run on the server: the replay may write their rows again (FINAL shows each event once)").All()
+			if tc.waitsIt != (len(warned) == 0) || !tc.waitsIt && fmt.Sprint(warned[0].ContextMap()["query_ids"]) != "["+id+"]" {
+				t.Fatalf("warnings %v; want one naming %s only past the bound", warned, id)
+			}
+			if !tc.waitsIt {
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
 	}
 }

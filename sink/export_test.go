@@ -1,5 +1,7 @@
 package sink
 
+import "time"
+
 // SetBlockSize lets tests send an INSERT as many small blocks.
 func SetBlockSize(c *ClickHouse, bytes, rows int) { c.blockBytes, c.blockRows = bytes, rows }
 
@@ -41,3 +43,7 @@ func InsertSettings(c *ClickHouse) map[string]any {
 	defer c.mu.Unlock()
 	return c.insertSettings
 }
+
+// SetSettle sets how long Written waits for INSERTs still running, and how
+// often it looks.
+func SetSettle(c *ClickHouse, wait, every time.Duration) { c.settleFor, c.settleEvery = wait, every }

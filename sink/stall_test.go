@@ -6,11 +6,14 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/eventcdc/cdc/decoder"
 	"github.com/eventcdc/cdc/internal/testenv"
@@ -37,7 +40,7 @@ func TestClickHouse_FrozenLinkFailsTheInsertWithinReadTimeout(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			const readTimeout = 2 * time.Second
-			ch, fz := throughFreezer(t, readTimeout)
+			ch, fz, _ := throughFreezer(t, readTimeout)
 			ctx := context.Background()
 			batch := incompressible(t, tt.rows, tt.context, 0x2000)
 			tt.freeze(fz)
@@ -88,7 +91,7 @@ func TestClickHouse_FrozenLinkFailsTheInsertWithinReadTimeout(t *testing.T) {
 // abandoned one must have been given back.
 func TestClickHouse_CancelledWriteLeavesAFrozenLinkAtOnce(t *testing.T) {
 	defer sink.SetMaxConns(1)()
-	ch, fz := throughFreezer(t, 60*time.Second)
+	ch, fz, direct := throughFreezer(t, 60*time.Second)
 	// 48 rows of 1 MiB: the sink sends a block per 2 MiB of them.
 	batch := incompressible(t, 48, 1<<20, 0x3000)
 	fz.FreezeAfter(4 << 20)
@@ -109,6 +112,26 @@ func TestClickHouse_CancelledWriteLeavesAFrozenLinkAtOnce(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("the INSERT through a frozen link ended before it was cancelled: %v", err)
 	default:
+	}
+	// The server runs the INSERT meanwhile, under a query id of cdc's:
+	// Written, on a link of its own, waits for it (here 300 ms, then it
+	// warns, naming it).
+	core, logs := observer.New(zapcore.WarnLevel)
+	other, oerr := sink.Open(direct, zap.New(core))
+	if oerr != nil {
+		t.Fatal(oerr)
+	}
+	defer other.Close()
+	sink.SetSettle(other, 300*time.Millisecond, 20*time.Millisecond)
+	if _, werr := other.Written(context.Background(), 0, 1<<40); werr != nil {
+		t.Fatal(werr)
+	}
+	warned := logs.FilterMessage("INSERTs into event_log still run on the server: the replay may write their rows again (FINAL shows each event once)").All()
+	if len(warned) != 1 {
+		t.Fatalf("Written during the frozen INSERT warned %v; want one warning naming its query id", warned)
+	}
+	if ids := fmt.Sprint(warned[0].ContextMap()["query_ids"]); !strings.HasPrefix(ids, "[cdc-insert-") || strings.Count(ids, "cdc-insert-") != 1 {
+		t.Fatalf("Written during the frozen INSERT waited for %s; want the INSERT's query id, cdc-insert-…", ids)
 	}
 	cancel()
 	start := time.Now()
@@ -138,10 +161,11 @@ func TestClickHouse_CancelledWriteLeavesAFrozenLinkAtOnce(t *testing.T) {
 }
 
 // throughFreezer opens a sink on the test's ClickHouse through a Freezer,
-// with the DSN's read_timeout, and stores one row through it first.
-func throughFreezer(t *testing.T, readTimeout time.Duration) (*sink.ClickHouse, *testenv.Freezer) {
+// with the DSN's read_timeout, and stores one row through it first; direct
+// is the DSN without the Freezer.
+func throughFreezer(t *testing.T, readTimeout time.Duration) (_ *sink.ClickHouse, _ *testenv.Freezer, direct string) {
 	t.Helper()
-	_, direct := newSink(t)
+	_, direct = newSink(t)
 	u, err := url.Parse(direct)
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +183,7 @@ func throughFreezer(t *testing.T, readTimeout time.Duration) (*sink.ClickHouse, 
 	if _, err := ch.Write(context.Background(), &sink.Batch{Rows: []sink.Row{row(1, "1", "")}}); err != nil {
 		t.Fatalf("write before the freeze: %v", err)
 	}
-	return ch, fz
+	return ch, fz, direct
 }
 
 // incompressible is a batch of n rows at commit LSN lsn whose contexts
