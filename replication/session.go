@@ -792,13 +792,21 @@ func (s *stream) run(ctx context.Context) error {
 	// on a full socket (a link frozen without a reset), which would
 	// otherwise hold the shutdown up to statusWriteTimeout before its
 	// budget starts. The shutdown's own statuses set their deadlines anew.
+	interrupted := make(chan struct{})
 	stopInterrupt := context.AfterFunc(ctx, func() {
+		defer close(interrupted)
 		_ = s.conn.Conn().SetReadDeadline(time.Now())
 		_ = s.conn.Conn().SetWriteDeadline(time.Now())
 	})
 	defer stopInterrupt()
 
 	err := s.loop(ctx)
+	if !stopInterrupt() {
+		// The interrupt ran, or runs still: it must be over before the
+		// shutdown's statuses set their deadlines, or its "now" would
+		// fail the first of them, and with it every later one.
+		<-interrupted
+	}
 	// Three errors are no failure, and end the session as a shutdown does,
 	// storing and acknowledging what it holds, for the next to go on from
 	// there: the switches to streaming and away from it (streamed.go), and
