@@ -79,6 +79,50 @@ func TestTracker(t *testing.T) {
 			},
 		},
 		{
+			// With nothing received since, flush would follow the later,
+			// lower keepalive down if the server end could go back.
+			name:  "a keepalive behind an earlier one does not move the server end back",
+			start: 100,
+			steps: []step{
+				{do: begin, write: 100, flush: 100},
+				{do: keepalive(900), write: 100, flush: 100},
+				{do: keepalive(500), write: 100, flush: 100},
+				{do: commit(200), write: 900, flush: 900, idle: true},
+			},
+		},
+		{
+			name:  "a commit end behind the received one does not move it back",
+			start: 100,
+			steps: []step{
+				{do: begin, write: 100, flush: 100},
+				{do: row, write: 100, flush: 100},
+				{do: commit(300), write: 300, flush: 100},
+				{do: begin, write: 300, flush: 100},
+				{do: commit(200), write: 300, flush: 100},
+				{do: nil, sealEnd: 300, checkSeal: true, write: 300, flush: 100},
+				{do: flushed(300), write: 300, flush: 300, idle: true},
+			},
+		},
+		{
+			name:  "a stored end behind the flushed one does not move it back, and an extra one leaves nothing in flight",
+			start: 0,
+			steps: []step{
+				{do: begin},
+				{do: row},
+				{do: commit(10), write: 10},
+				{do: nil, sealEnd: 10, checkSeal: true, write: 10},
+				{do: begin, write: 10},
+				{do: row, write: 10},
+				{do: commit(20), write: 20},
+				{do: nil, sealEnd: 20, checkSeal: true, write: 20},
+				{do: flushed(20), write: 20, flush: 20},
+				{do: begin, write: 20, flush: 20},
+				{do: flushed(10), write: 20, flush: 20},
+				{do: flushed(10), write: 20, flush: 20},
+				{do: commit(30), write: 30, flush: 30, idle: true},
+			},
+		},
+		{
 			name:  "two batches in flight: flush follows the stored one only",
 			start: 0,
 			steps: []step{
