@@ -29,12 +29,23 @@ func TestPrintStatus(t *testing.T) {
 		change func(*statusReport)
 		want   []string
 	}{
+		// The whole report, in order.
 		{"streaming", func(*statusReport) {}, []string{
-			"slot:              cdc_outbox (exists: true, active: true, pid 7)\n",
-			"lag:               16 bytes, 2.5 s\n",
-			"outbox rows:       12\n",
-			"dead letters:      1\n",
-			"retention:         not held\n",
+			"slot:              cdc_outbox (exists: true, active: true, pid 7)\n" +
+				"confirmed lsn:     0/10 (server at 0/20)\n" +
+				"lag:               16 bytes, 2.5 s\n" +
+				"wal retained:      32 bytes (wal_status reserved)\n" +
+				"wal before invalidation: 1073741824 bytes\n" +
+				"outbox rows:       12\n" +
+				"dead letters:      1\n" +
+				"retention:         not held\n",
+		}},
+		{"slot invalidated", func(r *statusReport) { r.WALStatus, r.SafeWALBytes = "lost", nil }, []string{
+			"wal retained:      32 bytes (wal_status lost)\n",
+			"wal before invalidation: none: the slot IS invalidated (see docs/operations.md, Slot invalidated)\n",
+		}},
+		{"no WAL limit", func(r *statusReport) { r.SafeWALBytes = nil }, []string{
+			"wal before invalidation: unlimited (max_slot_wal_keep_size = -1)\n",
 		}},
 		{"no slot", func(r *statusReport) {
 			r.Slot = status.Slot{Name: "cdc_outbox", CurrentLSN: "0/20"}
