@@ -5,6 +5,7 @@ import (
 	"encoding"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"net"
 	"strings"
@@ -225,7 +226,7 @@ func checkEventError(t *testing.T, err error, index int, want error) {
 	if !errors.As(err, &ee) || ee.Index != index {
 		t.Fatalf("err = %#v, want *EventError with Index %d", err, index)
 	}
-	if !strings.Contains(err.Error(), "event 2") {
+	if !strings.Contains(err.Error(), fmt.Sprintf("event %d", index)) {
 		t.Errorf("message %q does not name the event", err)
 	}
 	t.Log(err)
@@ -279,9 +280,13 @@ func TestPublish_Defaults(t *testing.T) {
 	if err := outbox.Publish(ctx, &rec); err != nil || len(rec.Events()) != 0 {
 		t.Errorf("Publish() = %v, recorded %d", err, len(rec.Events()))
 	}
-	// A negative limit lifts ours.
-	if err := (outbox.Publisher{Environment: "p", MaxContextBytes: -1}).Publish(ctx, &rec, outbox.Event{Type: "a", Context: strings.Repeat("x", 100)}); err != nil {
-		t.Errorf("no limit: %v", err)
+	// A negative limit lifts ours: a context past the default passes.
+	past := json.RawMessage(`"` + strings.Repeat("x", outbox.DefaultMaxContextBytes) + `"`)
+	if err := (outbox.Publisher{Environment: "p"}).Publish(ctx, &rec, outbox.Event{Type: "a", Context: past}); !errors.Is(err, outbox.ErrContextTooLarge) {
+		t.Errorf("a context of %d bytes under the default limit: %v, want it refused", len(past), err)
+	}
+	if err := (outbox.Publisher{Environment: "p", MaxContextBytes: -1}).Publish(ctx, &rec, outbox.Event{Type: "a", Context: past}); err != nil {
+		t.Errorf("a context of %d bytes with no limit: %v", len(past), err)
 	}
 }
 
