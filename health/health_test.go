@@ -20,7 +20,7 @@ import (
 
 // fakeCheck is a readiness check whose outcome the test sets. hang makes
 // the next call block until released, as a driver ignoring its context
-// would: the stored result then ages past MaxAge.
+// would.
 type fakeCheck struct {
 	mu    sync.Mutex
 	err   error
@@ -188,6 +188,45 @@ func TestReadyz(t *testing.T) {
 		undo()
 		waitStatus(t, ready, http.StatusOK, "ready")
 	}
+}
+
+// Before a check's first answer /readyz is not ready, saying so; a result
+// older than MaxAge (the prober stuck elsewhere) does not count either.
+func TestReadyz_UncheckedAndStaleResultsAreNotReady(t *testing.T) {
+	t.Run("not checked yet", func(t *testing.T) {
+		pg, ch := &fakeCheck{}, &fakeCheck{}
+		release := pg.hangNext()
+		// An hour between probes: the hung first one is not reported as
+		// not answering within the test.
+		r := start(t, &health.Server{
+			Gatherer: prometheus.NewRegistry(),
+			Checks:   []health.Check{{Name: "postgres", Fn: pg.fn}, {Name: "clickhouse", Fn: ch.fn}},
+			Every:    time.Hour,
+			MaxAge:   2 * time.Hour,
+		})
+		body := waitStatus(t, r.base+"/readyz", http.StatusServiceUnavailable, "postgres: not checked yet")
+		if body != "postgres: not checked yet\n" {
+			t.Errorf("body %q, want postgres alone: clickhouse answered", body)
+		}
+		release()
+		waitStatus(t, r.base+"/readyz", http.StatusOK, "ready")
+	})
+	t.Run("older than MaxAge", func(t *testing.T) {
+		pg := &fakeCheck{}
+		r := start(t, &health.Server{
+			Gatherer: prometheus.NewRegistry(),
+			Checks:   []health.Check{{Name: "postgres", Fn: pg.fn}},
+			Every:    time.Hour, // one probe, at the start
+			MaxAge:   200 * time.Millisecond,
+		})
+		waitStatus(t, r.base+"/readyz", http.StatusServiceUnavailable, "postgres: last check ", " ago")
+		pg.mu.Lock()
+		calls := pg.calls
+		pg.mu.Unlock()
+		if calls != 1 {
+			t.Errorf("postgres was checked %d times, want 1", calls)
+		}
+	})
 }
 
 func TestMetricsServed(t *testing.T) {
