@@ -415,3 +415,28 @@ func TestPositions_RunEvents(t *testing.T) {
 		}
 	}
 }
+
+// A run whose first position holds two events stays unusable when AddAll
+// joins it to the run before: merged, its positions match no event, not
+// even the earlier run's own at its first position.
+func TestPositions_AddAllKeepsTwoEventsAcrossAJoin(t *testing.T) {
+	var p, o sink.Positions
+	p.AddEvent(pos(0x30, 1), 7)
+	p.Add(pos(0x30, 2))
+	p.Add(pos(0x30, 3))
+	o.AddEvent(pos(0x30, 4), 5)
+	o.Add(pos(0x30, 5))
+	o.AddEvent(pos(0x30, 4), 6) // two events at 4
+	p.AddAll(&o)
+	if p.Runs() != 1 || p.Len() != 5 {
+		t.Fatalf("%d runs of %d positions, want 1 of 5", p.Runs(), p.Len())
+	}
+	for _, c := range []struct {
+		seq   uint64
+		event uint64
+	}{{1, 7}, {4, 5}, {4, 6}, {5, 0}} {
+		if p.Match(pos(0x30, c.seq), c.event) {
+			t.Errorf("Match(0/30#%d, %d) = true in a run joined to one holding two events", c.seq, c.event)
+		}
+	}
+}
