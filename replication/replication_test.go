@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 
 	"github.com/eventcdc/cdc/internal/testenv"
@@ -214,6 +215,11 @@ func TestReplicator_AcknowledgesOnlyWhatTheSinkStored(t *testing.T) {
 
 	// The batch is waiting at the gate: several status intervals pass and
 	// the slot must not move past the unstored transaction.
+	eventually(t, "the batch at the sink's gate", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.writes == 1
+	})
 	time.Sleep(500 * time.Millisecond)
 	if c := h.confirmed(); c >= commitEnd {
 		t.Fatalf("confirmed_flush_lsn %s reached the unstored commit end %s (was %s)", c, commitEnd, before)
@@ -306,7 +312,7 @@ func TestReplicator_LaterBatchStoredFirstWaitsForTheEarlierOne(t *testing.T) {
 func TestReplicator_BatchesOfHugeEventsAreInsertedOneAtATime(t *testing.T) {
 	h := setup(t)
 	s := &fakeSink{holdFirst: make(chan struct{})}
-	stop := h.run(s)
+	_, m, stop := h.start(s, nil, zap.NewNop(), func(*replication.Config) {})
 	defer stop()
 
 	// 5 MB each, over the 1 MiB batch limit: one event per batch.
@@ -318,6 +324,9 @@ func TestReplicator_BatchesOfHugeEventsAreInsertedOneAtATime(t *testing.T) {
 		defer s.mu.Unlock()
 		return s.writes == 1
 	})
+	// The second event received (each is cut into a batch of its own as
+	// it arrives): only its write is left to hold back.
+	eventually(t, "both huge events received", func() bool { return testutil.ToFloat64(m.BufferBytes) >= 2*5000000 })
 	time.Sleep(500 * time.Millisecond)
 	s.mu.Lock()
 	writes := s.writes
