@@ -118,6 +118,12 @@ func TestObservability_MetricsCountExactly(t *testing.T) {
 		return code == http.StatusOK, fmt.Sprint(code, body)
 	})
 
+	// The slot's position before the events: the lag in bytes the
+	// monitor reports lies between it and the server's WAL end.
+	var floor string
+	if err := w.pg.QueryRow(context.Background(), `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'cdc_outbox'`).Scan(&floor); err != nil {
+		t.Fatal(err)
+	}
 	const n = 250
 	for _, size := range []int{100, 100, 50} { // three transactions
 		w.insertEvents("observed", size)
@@ -175,8 +181,12 @@ func TestObservability_MetricsCountExactly(t *testing.T) {
 	if last := metricValue(mfs, "cdc_last_flush_timestamp_seconds"); !(last > now-60 && last <= now+1) {
 		t.Errorf("cdc_last_flush_timestamp_seconds = %v, want within the last minute of %v", last, now)
 	}
-	if lag := metricValue(mfs, "cdc_replication_lag_bytes"); !(lag >= 0) {
-		t.Errorf("cdc_replication_lag_bytes = %v, want a value >= 0", lag)
+	var ceiling float64
+	if err := w.pg.QueryRow(context.Background(), `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::float8`, floor).Scan(&ceiling); err != nil {
+		t.Fatal(err)
+	}
+	if lag := metricValue(mfs, "cdc_replication_lag_bytes"); !(lag >= 0 && lag <= ceiling) {
+		t.Errorf("cdc_replication_lag_bytes = %v, want 0 to %v: the WAL written since the slot's position before the events", lag, ceiling)
 	}
 
 	// Cardinality: cdc's metrics have no labels; only the Go and process

@@ -169,14 +169,19 @@ func TestMain_OneShotCommandsGiveUpOnASilentServer(t *testing.T) {
 			t.Parallel()
 			var stdout, stderr bytes.Buffer
 			done := make(chan int, 1)
+			start := time.Now()
 			go func() {
 				done <- Main(context.Background(), args, func(k string) string { return env[k] }, nil, &stdout, &stderr)
 			}()
 			select {
 			case code := <-done:
-				if code != 1 || !strings.Contains(stderr.String(), "timeout") {
-					t.Fatalf("cdc %v exited %d: %s; want 1 and a connect timeout", args, code, stderr.String())
+				// The 10 s default, not another timeout: a minute's
+				// bound would pass one of 45 s.
+				took := time.Since(start)
+				if code != 1 || !strings.Contains(stderr.String(), "failed to connect to") || !strings.Contains(stderr.String(), "timeout") || took < 9*time.Second || took > 19*time.Second {
+					t.Fatalf("cdc %v exited %d after %s: %s; want 1 after the 10 s connect timeout", args, code, took.Round(time.Millisecond), stderr.String())
 				}
+				t.Logf("exited 1 after %s: %s", took.Round(time.Millisecond), strings.TrimSpace(stderr.String()))
 			case <-time.After(time.Minute):
 				t.Fatalf("cdc %v still waits on a server that never answers, a minute on", args)
 			}
