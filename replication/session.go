@@ -1484,6 +1484,15 @@ func (s *stream) sendStatus(ctx context.Context) error {
 		ReplyRequested:   s.pinged,
 	})
 	if err != nil {
+		if ctx.Err() != nil {
+			// The shutdown's interrupt (run) cut the write short, or
+			// ctx's deadline did: not the session failing. Its caller
+			// sees ctx ended, and the shutdown stores what the session
+			// holds and sends statuses of its own; an error here would
+			// have it cancel the INSERTs in flight, drop the batch being
+			// handed over and acknowledge nothing.
+			return nil
+		}
 		return wrapf(err, "send standby status")
 	}
 	s.nextStatus = time.Now().Add(s.r.cfg.StatusInterval)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -90,5 +91,91 @@ func TestRun_ShutdownSendsStatusesWhileTheWriterStores(t *testing.T) {
 	if n := statuses.Load(); n < 5 || pglogrepl.LSN(lastFlush.Load()) != 120 {
 		t.Fatalf("%d standby statuses during a 1.5 s shutdown with a 100 ms status interval, the last flushed to %s; want at least 5, the last at 0/78",
 			n, pglogrepl.LSN(lastFlush.Load()))
+	}
+}
+
+// countingSink stores every batch at once and counts them.
+type countingSink struct {
+	Sink
+	n *atomic.Int32
+}
+
+func (c countingSink) Write(context.Context, *sink.Batch) ([]sink.Rejected, error) {
+	c.n.Add(1)
+	return nil, nil
+}
+
+// writeStarted is a connection that says when its first Write begins.
+type writeStarted struct {
+	net.Conn
+	once    sync.Once
+	started chan struct{}
+}
+
+func (w *writeStarted) Write(b []byte) (int, error) {
+	w.once.Do(func() { close(w.started) })
+	return w.Conn.Write(b)
+}
+
+// A shutdown that comes while a status write of the stream is blocked (the
+// server not reading) interrupts that write: the shutdown goes on as any
+// other, storing the open batch and acknowledging it, rather than read the
+// interrupted write as the session failing (from the second concurrency
+// review: the batch was not stored, and nothing acknowledged).
+func TestRun_ShutdownDuringABlockedStatusWriteStoresAndAcknowledges(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	reading := make(chan struct{})
+	var lastFlush atomic.Uint64
+	go func() {
+		<-reading
+		be := pgproto3.NewBackend(server, server)
+		for {
+			msg, err := be.Receive()
+			if err != nil {
+				return
+			}
+			if cd, ok := msg.(*pgproto3.CopyData); ok && len(cd.Data) == 34 && cd.Data[0] == 'r' {
+				lastFlush.Store(binary.BigEndian.Uint64(cd.Data[9:]))
+			}
+		}
+	}()
+	wc := &writeStarted{Conn: client, started: make(chan struct{})}
+	cfg, err := pgconn.ParseConfig("postgres://u@localhost/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgconn.Construct(&pgconn.HijackedConn{Conn: wc, Frontend: pgproto3.NewFrontend(wc, wc),
+		Config: cfg, ParameterStatuses: map[string]string{}, TxStatus: 'I'})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored atomic.Int32
+	r := New(Config{BatchMaxRows: 1000, BatchMaxBytes: 1 << 20, FlushInterval: time.Hour, StatusInterval: time.Hour, ShutdownTimeout: 5 * time.Second},
+		countingSink{n: &stored}, nil, zap.NewNop(), metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
+	s := newStream(r, conn, 100, &sink.Positions{})
+	s.batch.Rows = append(s.batch.Rows, sink.Row{Relation: &decoder.Relation{Name: "outbox"}, Pos: sink.Position{CommitLSN: 110, Seq: 1}})
+	s.batchDeadline = time.Now().Add(time.Hour)
+	s.track.Row()
+	s.track.Commit(120)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	<-wc.started // the stream's first status: nobody reads it yet
+	cancel()
+	// The interrupt ends the write; then the server reads again, for the
+	// shutdown's statuses.
+	time.Sleep(100 * time.Millisecond)
+	close(reading)
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for pglogrepl.LSN(lastFlush.Load()) != 120 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if stored.Load() != 1 || pglogrepl.LSN(lastFlush.Load()) != 120 {
+		t.Fatalf("%d batches stored, last flush acknowledged %s; want 1, and 0/78", stored.Load(), pglogrepl.LSN(lastFlush.Load()))
 	}
 }
