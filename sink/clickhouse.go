@@ -355,13 +355,19 @@ func sameShape(a, b *decoder.Relation) bool {
 // does not watch ctx: on a link that froze, a shutdown would wait for
 // read_timeout. So once the context of every Write in progress has ended —
 // the pipeline's writers share one — the connections in the middle of a
-// write are broken (stall.go). A connection cannot be told from another
-// (clickhouse-go picks them), so while any Write still has a live
-// context, none is.
+// write are broken (stall.go), and so is any whose next write starts
+// before those Writes are over (one may be encoding its next block). A
+// connection cannot be told from another (clickhouse-go picks them), so
+// while any Write still has a live context, none is.
 func (c *ClickHouse) watch(ctx context.Context) (done func()) {
 	w := &watchedWrite{}
 	c.wmu.Lock()
 	c.writes++
+	if ctx.Err() == nil {
+		// A Write with a live context: the abort of those that ended
+		// before it ends (stall.go, liveConns.aborted).
+		c.live.clearAbort()
+	}
 	c.wmu.Unlock()
 	stop := context.AfterFunc(ctx, func() {
 		c.wmu.Lock()
@@ -389,6 +395,9 @@ func (c *ClickHouse) watch(ctx context.Context) (done func()) {
 		// others, ended already, wait on it no longer.
 		if c.writes > 0 && c.ended == c.writes {
 			c.live.abortWrites(c.endCause)
+		}
+		if c.writes == 0 {
+			c.live.clearAbort()
 		}
 	}
 }

@@ -47,6 +47,12 @@ type stallConn struct {
 type liveConns struct {
 	mu  sync.Mutex
 	set map[*stallConn]struct{}
+	// aborted, once abortWrites ran and until clearAbort, fails the next
+	// write of any connection too: a Write whose context ended may be
+	// between two writes when the abort comes (clickhouse-go encoding
+	// its next block), and its next write would otherwise wait the whole
+	// stall limit on a frozen link.
+	aborted error
 }
 
 func (l *liveConns) add(c *stallConn) {
@@ -69,6 +75,7 @@ func (l *liveConns) remove(c *stallConn) {
 // bytes fails once and is retried.
 func (l *liveConns) abortWrites(why error) {
 	l.mu.Lock()
+	l.aborted = fmt.Errorf("clickhouse write abandoned: %w", why)
 	conns := make([]*stallConn, 0, len(l.set))
 	for c := range l.set {
 		conns = append(conns, c)
@@ -77,6 +84,21 @@ func (l *liveConns) abortWrites(why error) {
 	for _, c := range conns {
 		c.abortWrite(why)
 	}
+}
+
+// abortedBy is the error of the abort in force, nil if none.
+func (l *liveConns) abortedBy() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.aborted
+}
+
+// clearAbort ends the abort in force: no Write is left whose context
+// ended, or one with a live context began.
+func (l *liveConns) clearAbort() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.aborted = nil
 }
 
 func (c *stallConn) abortWrite(why error) {
@@ -110,6 +132,12 @@ func (c *stallConn) Write(p []byte) (int, error) {
 		// The check and the deadline under one lock: an abort between
 		// them would have its deadline overwritten.
 		c.mu.Lock()
+		if c.broken == nil && c.live != nil {
+			// An abort that came while this connection was between
+			// writes (Write's count 0, so not broken by it): the
+			// connection may be in the middle of a message, broken too.
+			c.broken = c.live.abortedBy()
+		}
 		broken, outer := c.broken, c.outer
 		deadline := time.Now().Add(c.limit)
 		if !outer.IsZero() && outer.Before(deadline) {

@@ -1,10 +1,12 @@
 package sink
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -98,5 +100,45 @@ func TestStallConn_ExposesItsSocket(t *testing.T) {
 	c.broken = ErrStalled
 	if _, err := c.SyscallConn(); !errors.Is(err, ErrStalled) {
 		t.Fatalf("SyscallConn of a broken connection: %v, want %v", err, ErrStalled)
+	}
+}
+
+// The context of the last Write in progress ends while its connection is
+// between two writes (clickhouse-go encoding the next block): the abort
+// finds nothing writing, and the write that starts next on a frozen link
+// still fails at once, not after the stall limit. A Write with a live
+// context that begins after ends the abort.
+func TestWatch_AbortCatchesAWriteThatStartsAfterIt(t *testing.T) {
+	c := &ClickHouse{live: &liveConns{}}
+	frozen, peer := net.Pipe() // nobody reads peer
+	defer peer.Close()
+	conn := &stallConn{Conn: frozen, limit: 5 * time.Second, live: c.live}
+	c.live.add(conn)
+	defer conn.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := c.watch(ctx) // a Write in progress, between its writes
+	cancel()
+	for c.live.abortedBy() == nil { // the abort has run, finding nothing writing
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	_, err := conn.Write(make([]byte, 1<<10))
+	if took := time.Since(start); err == nil || !strings.Contains(err.Error(), "clickhouse write abandoned: context canceled") || took > time.Second {
+		t.Fatalf("the next write after the abort: %v after %s; want it abandoned at once, not after the 5 s stall limit", err, took.Round(time.Millisecond))
+	}
+	done()
+
+	// Over: a later connection's write goes through.
+	ok, okPeer := net.Pipe()
+	defer okPeer.Close()
+	go func() { _, _ = io.Copy(io.Discard, okPeer) }()
+	next := &stallConn{Conn: ok, limit: 5 * time.Second, live: c.live}
+	c.live.add(next)
+	defer next.Close()
+	live := c.watch(context.Background())
+	defer live()
+	if _, err := next.Write(make([]byte, 1<<10)); err != nil {
+		t.Fatalf("a write once the ended Writes are over: %v", err)
 	}
 }
