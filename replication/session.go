@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -675,6 +676,14 @@ type stream struct {
 	// statusFailed is set when a status sent while the shutdown waits for
 	// the writer failed (shutdownStatus).
 	statusFailed bool
+	// intr orders the connection's write deadline between sendStatus and
+	// the shutdown's interrupt (run): interrupted is set by the
+	// interrupt, and no status write starts while it is. statusCut is set
+	// when one under way failed after it: the write may have left part of
+	// a message on the connection, so nothing more is written on it.
+	intr        sync.Mutex
+	interrupted bool
+	statusCut   bool
 
 	skip    *sink.Positions // nil once the stream is past them
 	skipMax pglogrepl.LSN
@@ -792,9 +801,12 @@ func (s *stream) run(ctx context.Context) error {
 	// on a full socket (a link frozen without a reset), which would
 	// otherwise hold the shutdown up to statusWriteTimeout before its
 	// budget starts. The shutdown's own statuses set their deadlines anew.
-	interrupted := make(chan struct{})
+	interruptDone := make(chan struct{})
 	stopInterrupt := context.AfterFunc(ctx, func() {
-		defer close(interrupted)
+		defer close(interruptDone)
+		s.intr.Lock()
+		defer s.intr.Unlock()
+		s.interrupted = true
 		_ = s.conn.Conn().SetReadDeadline(time.Now())
 		_ = s.conn.Conn().SetWriteDeadline(time.Now())
 	})
@@ -805,8 +817,11 @@ func (s *stream) run(ctx context.Context) error {
 		// The interrupt ran, or runs still: it must be over before the
 		// shutdown's statuses set their deadlines, or its "now" would
 		// fail the first of them, and with it every later one.
-		<-interrupted
+		<-interruptDone
 	}
+	s.intr.Lock()
+	s.interrupted = false // the shutdown's statuses may go, unless one was cut
+	s.intr.Unlock()
 	// Three errors are no failure, and end the session as a shutdown does,
 	// storing and acknowledging what it holds, for the next to go on from
 	// there: the switches to streaming and away from it (streamed.go), and
@@ -980,6 +995,9 @@ func (s *stream) loop(ctx context.Context) error {
 		if !now.Before(s.nextStatus) {
 			if err := s.sendStatus(ctx); err != nil {
 				return err
+			}
+			if ctx.Err() != nil {
+				return nil // the shutdown: its status was not sent, or was cut
 			}
 			if err := s.resumeStreaming(ctx); err != nil {
 				return err
@@ -1412,6 +1430,10 @@ func (s *stream) await(ctx context.Context, send chan<- *sink.Batch, b *sink.Bat
 			if err := s.sendStatus(ctx); err != nil {
 				return false, err
 			}
+			if ctx.Err() != nil {
+				// The shutdown: its status was not sent, or was cut.
+				return false, nil
+			}
 		case <-ctx.Done():
 			status.Stop()
 			return false, nil
@@ -1467,16 +1489,38 @@ func (s *stream) applyAck(a ack) {
 // bytes a second from cdc, hours before any buffer fills.
 const statusWriteTimeout = 30 * time.Second
 
+// errStatusCut is a status not sent because the shutdown's interrupt cut
+// an earlier one short.
+var errStatusCut = errors.New("a standby status write was cut short by the shutdown and may have left part of a message on the connection: no status is sent on it again, and the next start replays from the last acknowledged position")
+
+// sendStatus sends a standby status. Once the shutdown's interrupt has
+// run (run), a status of the stream's is not started, and one it cut
+// short is no error: the caller sees ctx ended and returns, and the
+// shutdown stores what the session holds — an error would have it cancel
+// the INSERTs in flight and drop the batch being handed over. Such a cut
+// write may have sent part of its message, after which PostgreSQL would
+// read the next status from the middle of this one: none is sent again
+// (errStatusCut), and nothing is acknowledged.
 func (s *stream) sendStatus(ctx context.Context) error {
+	if s.statusCut {
+		return errStatusCut
+	}
 	w, f := s.track.Positions()
 	deadline := time.Now().Add(statusWriteTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	if err := s.conn.Conn().SetWriteDeadline(deadline); err != nil {
+	s.intr.Lock()
+	if s.interrupted {
+		s.intr.Unlock()
+		return nil
+	}
+	err := s.conn.Conn().SetWriteDeadline(deadline)
+	s.intr.Unlock()
+	if err != nil {
 		return wrapf(err, "send standby status")
 	}
-	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{
+	err = pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{
 		WALWritePosition: w,
 		WALFlushPosition: f,
 		WALApplyPosition: f,
@@ -1484,13 +1528,11 @@ func (s *stream) sendStatus(ctx context.Context) error {
 		ReplyRequested:   s.pinged,
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			// The shutdown's interrupt (run) cut the write short, or
-			// ctx's deadline did: not the session failing. Its caller
-			// sees ctx ended, and the shutdown stores what the session
-			// holds and sends statuses of its own; an error here would
-			// have it cancel the INSERTs in flight, drop the batch being
-			// handed over and acknowledge nothing.
+		s.intr.Lock()
+		cut := s.interrupted
+		s.intr.Unlock()
+		if cut {
+			s.statusCut = true
 			return nil
 		}
 		return wrapf(err, "send standby status")

@@ -303,6 +303,9 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 					if err := s.sendStatus(ctx); err != nil {
 						return false, err
 					}
+					if ctx.Err() != nil {
+						return false, ctx.Err() // the shutdown (run: shutdownCut)
+					}
 				}
 				err := s.xacts.flush(ctx)
 				var pgErr *pgconn.PgError
