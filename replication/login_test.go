@@ -8,11 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/eventcdc/cdc/replication"
+	"github.com/eventcdc/cdc/sink"
 )
 
 // A login PostgreSQL refuses before the replicator ever logged in ends
@@ -82,5 +85,38 @@ func TestReplicator_RefusedLoginEndsRunOnlyBeforeItLoggedIn(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// loginRefusedSink is a ClickHouse that refuses the login: every read of what
+// it holds fails as the server says so.
+type loginRefusedSink struct{ fakeSink }
+
+func (*loginRefusedSink) Written(context.Context, pglogrepl.LSN, pglogrepl.LSN) (*sink.Positions, error) {
+	return nil, fmt.Errorf("read event_log columns: %w", &clickhouse.Exception{Code: 192, Name: "UNKNOWN_USER", Message: "Unknown user cdc"})
+}
+
+// A standby has logged in to PostgreSQL, not to ClickHouse: a session
+// reads what the sink holds only once it has the slot. A ClickHouse login
+// refused when it takes over ends Run, as at a first start.
+func TestReplicator_StandbyTakingOverFromARefusedClickHouseLoginEndsRun(t *testing.T) {
+	h := setup(t)
+	ctx := context.Background()
+	squatter := takeSlot(t, ctx, h.dsn, 5*time.Second)
+	core, logs := observer.New(zapcore.InfoLevel)
+	r, _ := h.replicator(&loginRefusedSink{}, nil, zap.New(core), func(*replication.Config) {})
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	eventually(t, "standing by", func() bool { return logs.FilterMessage("slot in use by another connector; standing by").Len() == 1 })
+	squatter.Close(ctx)
+	select {
+	case err := <-done:
+		if !sink.IsLoginError(err) || !strings.HasSuffix(err.Error(), "Unknown user cdc") {
+			t.Fatalf("Run after taking over with ClickHouse refusing the login: %v; want the refusal", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run still retries a ClickHouse login refused since it took over, 20 s on")
 	}
 }

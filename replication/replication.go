@@ -103,11 +103,12 @@ type Replicator struct {
 	// commit once one was received, else 0. Only Run's goroutine touches
 	// it.
 	partial map[uint32]pglogrepl.LSN
-	// loggedIn is set once a session of this process streamed, or found
-	// the slot in use (a standby): its logins worked, and from then on a
-	// refused one is retried (IsLoginError). Only Run's goroutine touches
-	// it.
-	loggedIn bool
+	// pgLoggedIn is set once a session of this process streamed, or found
+	// the slot in use (a standby), chLoggedIn once one streamed (it read
+	// what the sink holds first): from then on a login that server refuses
+	// is retried (IsLoginError). A standby has not met ClickHouse yet.
+	// Only Run's goroutine touches them.
+	pgLoggedIn, chLoggedIn bool
 	// rcvbufNoted is set once the log has said that the receive buffer
 	// is left to the kernel. Only Run's goroutine touches it.
 	rcvbufNoted bool
@@ -175,13 +176,14 @@ func (r *Replicator) Run(ctx context.Context) error {
 		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrPublicationTables) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) {
 			return err
 		}
-		r.loggedIn = r.loggedIn || streamed || errors.Is(err, ErrSlotBusy)
-		if !r.loggedIn && (IsLoginError(err) || sink.IsLoginError(err)) {
+		r.pgLoggedIn = r.pgLoggedIn || streamed || errors.Is(err, ErrSlotBusy)
+		r.chLoggedIn = r.chLoggedIn || streamed
+		if IsLoginError(err) && !r.pgLoggedIn || sink.IsLoginError(err) && !r.chLoggedIn {
 			// A user, password or database refused before this process
-			// ever logged in is a setting to fix, not an outage to wait
-			// out: said at once, by the exit code, rather than retried
-			// for ever. Once it has logged in, the same refusal (a
-			// password rotated, an LDAP server down) is retried.
+			// ever logged in there is a setting to fix, not an outage to
+			// wait out: said at once, by the exit code, rather than
+			// retried for ever. Once it has logged in, the same refusal
+			// (a password rotated, an LDAP server down) is retried.
 			return err
 		}
 		var binErr *decoder.BinaryError
