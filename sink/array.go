@@ -103,6 +103,13 @@ type elementError struct {
 func (e *elementError) Error() string { return fmt.Sprintf("element %d: %v", e.n, e.err) }
 func (e *elementError) Unwrap() error { return e.err }
 
+// boxArrayOID is PostgreSQL's box[], the one built-in array type whose
+// elements are separated by ';', not ',': an element such as
+// (1,1),(0,0) goes unquoted, and pgArray would split it.
+const boxArrayOID = 1020
+
+var errBoxArray = errors.New("a box[] value is not read into an Array column (its elements are separated by ';'): make the event_log column a String")
+
 // pgArray reads PostgreSQL's array output (array_out): braces around
 // elements separated by commas (the delimiter of every type but box);
 // an element is double-quoted, with \ escaping " and \, when it is empty,

@@ -746,6 +746,10 @@ func (rc *rowCells) convert(p *plan, r Row) ([]any, error) {
 		case srcNone:
 			err = rc.cells[i].set(nullValue)
 		default:
+			if _, array := rc.cells[i].(*arrayCell); array && s < len(r.Relation.Columns) && r.Relation.Columns[s].TypeOID == boxArrayOID {
+				err = errBoxArray
+				break
+			}
 			err = rc.cells[i].set(r.Values[s])
 		}
 		if err != nil {

@@ -500,7 +500,13 @@ func TestClickHouse_ComputedQuotedAndArrayColumns(t *testing.T) {
 	first, third := at(1, text("")), at(3, text(""))
 	first.Relation, first.Values = before, first.Values[:len(first.Values)-1]
 	third.Relation, third.Values = before, third.Values[:len(third.Values)-1]
-	b := &sink.Batch{Rows: []sink.Row{first, at(2, text("{1,2,3}")), third, at(4, decoder.Value{Kind: decoder.ValueNull}), at(5, text("{1,x}"))}}
+	// Row 6's ids is a box[] (its elements are separated by ';'): refused,
+	// not split at the commas.
+	boxes := at(6, text("{(1,1),(0,0);(2,2),(1,1)}"))
+	boxRel := &decoder.Relation{ID: 1, Namespace: "public", Name: "outbox", Columns: slices.Clone(rel.Columns)}
+	boxRel.Columns[len(boxRel.Columns)-1].TypeOID = 1020
+	boxes.Relation = boxRel
+	b := &sink.Batch{Rows: []sink.Row{first, at(2, text("{1,2,3}")), third, at(4, decoder.Value{Kind: decoder.ValueNull}), at(5, text("{1,x}")), boxes}}
 	rejected, err := s.Write(ctx, b)
 	if err != nil {
 		t.Fatal(err)
@@ -509,8 +515,9 @@ func TestClickHouse_ComputedQuotedAndArrayColumns(t *testing.T) {
 	for _, r := range rejected {
 		refused = append(refused, fmt.Sprintf("%d: %v", r.Row.Pos.Seq, r.Err))
 	}
-	if want := []string{`5: column ids: element 2 of "{1,x}": "x" does not fit Int32`}; !slices.Equal(refused, want) {
-		t.Fatalf("refused %q, want %q: the row whose array has a bad element", refused, want)
+	if want := []string{`5: column ids: element 2 of "{1,x}": "x" does not fit Int32`,
+		"6: column ids: a box[] value is not read into an Array column (its elements are separated by ';'): make the event_log column a String"}; !slices.Equal(refused, want) {
+		t.Fatalf("refused %q, want %q: the row whose array has a bad element, and the box[]", refused, want)
 	}
 	rows, err := ch.Conn().Query(ctx, "SELECT cdc_seq, tenant, region, `tenant id`, `amount (eur)`, toString(ids) FROM event_log ORDER BY cdc_seq")
 	if err != nil {
@@ -564,10 +571,14 @@ func TestClickHouse_WrittenWaitsForInsertsStillRunning(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		wait    time.Duration
+		from    string // the INSERT's rows: the time they take is the INSERT's
 		waitsIt bool
 	}{
-		{"waited for", time.Minute, true},
-		{"past the bound", 300 * time.Millisecond, false},
+		// sleep(2): the INSERT commits 2 s after it starts.
+		{"waited for", time.Minute, "system.one WHERE sleep(2) = 0", true},
+		// A second a row, a row a block: 6 s, far past the 300 ms bound
+		// even on a loaded host.
+		{"past the bound", 300 * time.Millisecond, "numbers(6) WHERE sleepEachRow(1) = 0 SETTINGS max_block_size = 1", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, dsn := newSink(t)
@@ -582,9 +593,8 @@ func TestClickHouse_WrittenWaitsForInsertsStillRunning(t *testing.T) {
 			id := "cdc-insert-" + uuid.NewString()
 			done := make(chan error, 1)
 			go func() {
-				// sleep(2): the INSERT commits 2 s after it starts.
 				done <- s.Conn().Exec(clickhouse.Context(ctx, clickhouse.WithQueryID(id)),
-					"INSERT INTO event_log (event_id, event_type, cdc_commit_lsn, cdc_seq) SELECT generateUUIDv4(), 'slow', 4096, 7 FROM system.one WHERE sleep(2) = 0")
+					"INSERT INTO event_log (event_id, event_type, cdc_commit_lsn, cdc_seq) SELECT generateUUIDv4(), 'slow', 4096, 7 FROM "+tc.from)
 			}()
 			deadline := time.Now().Add(10 * time.Second)
 			for {
