@@ -2,12 +2,17 @@ package sink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"go.uber.org/zap"
 )
+
+// accessDenied is ClickHouse's ACCESS_DENIED.
+const accessDenied = 497
 
 // insertQueryPrefix starts the query id of each of cdc's INSERTs into
 // event_log.
@@ -25,18 +30,22 @@ const insertQueryPrefix = "cdc-insert-"
 // started since: the pipeline's other writers go on meanwhile. It gives
 // up after settleFor with a warning (a raw duplicate is possible then;
 // FINAL shows each event once), and so does a server whose
-// system.processes this user cannot read. On a DSN of several servers
-// it sees the one its query goes to.
+// system.processes this user may not read (ACCESS_DENIED; any other
+// error is returned). On a DSN of several servers it sees the one its
+// query goes to.
 func (c *ClickHouse) settle(ctx context.Context) error {
 	running, err := c.runningInserts(ctx, nil)
-	if err != nil {
-		if ctx.Err() != nil {
-			return err
-		}
+	var ex *clickhouse.Exception
+	if errors.As(err, &ex) && ex.Code == accessDenied {
+		// A user whose grants leave system.processes out (any may read
+		// it by default): the wait is given up, said once.
 		if !c.settleBlind.Swap(true) {
-			c.log.Warn("cannot read system.processes: an INSERT abandoned while the server was still storing it may be written again on replay (FINAL shows each event once)", zap.Error(err))
+			c.log.Warn("cannot read system.processes: an INSERT abandoned while the server was still storing it may be written again on replay (FINAL shows each event once); GRANT SELECT ON system.processes to cdc's user", zap.Error(err))
 		}
 		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("look for running inserts into %s: %w", Table, err)
 	}
 	start := time.Now()
 	for len(running) > 0 {
