@@ -84,23 +84,7 @@ func TestLocalDB_StartsWhateverTheCallersLocale(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a PostgreSQL and a ClickHouse server")
 	}
-	script, err := Script()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "cdc-locale-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o755); err != nil { // as root, PostgreSQL runs as postgres
-		t.Fatal(err)
-	}
-	guard, err := watchdog(script, dir) // stops the servers however the test binary ends
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer guard.Close()
+	script, dir := serversFolder(t, "cdc-locale-")
 	run := func(args ...string) ([]byte, error) {
 		cmd := exec.Command(script, args...)
 		cmd.Env = append(os.Environ(), "LANG=xx_XX.UTF-8", "LC_ALL=xx_XX.UTF-8", "LC_CTYPE=UTF-8")
@@ -171,23 +155,7 @@ func TestLocalDB_FailedStartStopsWhatItStarted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a PostgreSQL server")
 	}
-	script, err := Script()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "cdc-failed-start-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o755); err != nil { // as root, PostgreSQL runs as postgres
-		t.Fatal(err)
-	}
-	guard, err := watchdog(script, dir) // stops the servers however the test binary ends
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer guard.Close()
+	script, dir := serversFolder(t, "cdc-failed-start-")
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -223,4 +191,29 @@ func TestLocalDB_FailedStartStopsWhatItStarted(t *testing.T) {
 		c.Close()
 		t.Errorf("PostgreSQL still answers on port %s after the failed start", pg)
 	}
+}
+
+// serversFolder is localdb.sh and a new folder for a test's servers, which
+// postgres can enter; both go when the test ends, with the servers in it
+// stopped however the test binary ends (watchdog).
+func serversFolder(t *testing.T, prefix string) (script, dir string) {
+	t.Helper()
+	script, err := Script()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err = os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil { // as root, PostgreSQL runs as postgres
+		t.Fatal(err)
+	}
+	guard, err := watchdog(script, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { guard.Close() })
+	return script, dir
 }
