@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -46,15 +45,7 @@ func TestLoop_AnAckDuringAnIntervalHandoffLeavesTheReadBounded(t *testing.T) {
 		client, server := net.Pipe()
 		statuses := make(chan struct{}, 1000)
 		go silentServer(server, statuses)
-		cfg, err := pgconn.ParseConfig("postgres://u@localhost/db")
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn, err := pgconn.Construct(&pgconn.HijackedConn{Conn: client, Frontend: pgproto3.NewFrontend(client, client),
-			Config: cfg, ParameterStatuses: map[string]string{}, TxStatus: 'I'})
-		if err != nil {
-			t.Fatal(err)
-		}
+		conn := hijacked(t, client)
 		r := New(Config{BatchMaxRows: 1000, BatchMaxBytes: 1 << 20, FlushInterval: 50 * time.Millisecond, StatusInterval: 100 * time.Millisecond},
 			nil, nil, zap.NewNop(), metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
 		s := newStream(r, conn, 100, &sink.Positions{})

@@ -676,11 +676,12 @@ type stream struct {
 	// statusFailed is set when a status sent while the shutdown waits for
 	// the writer failed (shutdownStatus).
 	statusFailed bool
-	// intr orders the connection's write deadline between sendStatus and
-	// the shutdown's interrupt (run): interrupted is set by the
-	// interrupt, and no status write starts while it is. statusCut is set
-	// when one under way failed after it: the write may have left part of
-	// a message on the connection, so nothing more is written on it.
+	// intr orders the connection's deadlines between sendStatus and
+	// receive and the shutdown's interrupt (run): interrupted is set by
+	// the interrupt, and no status write starts, nor read deadline is
+	// set, while it is. statusCut is set when a status write failed,
+	// whatever cut it: it may have left part of a message on the
+	// connection, so no status is written on it again.
 	intr        sync.Mutex
 	interrupted bool
 	statusCut   bool
@@ -1097,7 +1098,15 @@ func (s *stream) receive(deadline time.Time) (pgproto3.BackendMessage, error) {
 		deadline = time.Now()
 	}
 	if !deadline.Equal(s.readDeadline) {
-		if err := s.conn.Conn().SetReadDeadline(deadline); err != nil {
+		// Under intr: set after the shutdown's interrupt, it would undo
+		// the interrupt's "now" and hold the shutdown up until it.
+		s.intr.Lock()
+		var err error
+		if !s.interrupted {
+			err = s.conn.Conn().SetReadDeadline(deadline)
+		}
+		s.intr.Unlock()
+		if err != nil {
 			return nil, err
 		}
 		s.readDeadline = deadline
@@ -1489,9 +1498,8 @@ func (s *stream) applyAck(a ack) {
 // bytes a second from cdc, hours before any buffer fills.
 const statusWriteTimeout = 30 * time.Second
 
-// errStatusCut is a status not sent because the shutdown's interrupt cut
-// an earlier one short.
-var errStatusCut = errors.New("a standby status write was cut short by the shutdown and may have left part of a message on the connection: no status is sent on it again, and the next start replays from the last acknowledged position")
+// errStatusCut is a status not sent because an earlier one was cut short.
+var errStatusCut = errors.New("a standby status write was cut short and may have left part of a message on the connection: no status is sent on it again, and the next start replays from the last acknowledged position")
 
 // sendStatus sends a standby status. Once the shutdown's interrupt has
 // run (run), a status of the stream's is not started, and one it cut
@@ -1528,11 +1536,17 @@ func (s *stream) sendStatus(ctx context.Context) error {
 		ReplyRequested:   s.pinged,
 	})
 	if err != nil {
+		// Whatever cut it — the interrupt, its own deadline, a broken
+		// link — the write may have sent part of the message, and a
+		// status written after it would be read from that part on: its
+		// flush position made of the next one's bytes, which PostgreSQL
+		// would confirm as it came. None is written on this connection
+		// again.
+		s.statusCut = true
 		s.intr.Lock()
 		cut := s.interrupted
 		s.intr.Unlock()
 		if cut {
-			s.statusCut = true
 			return nil
 		}
 		return wrapf(err, "send standby status")

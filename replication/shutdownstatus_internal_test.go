@@ -3,8 +3,11 @@ package replication
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,30 +54,8 @@ func TestRun_ShutdownSendsStatusesWhileTheWriterStores(t *testing.T) {
 	defer server.Close()
 	var statuses atomic.Int32
 	var lastFlush atomic.Uint64
-	go func() {
-		be := pgproto3.NewBackend(server, server)
-		for {
-			msg, err := be.Receive()
-			if err != nil {
-				return
-			}
-			// 'r', then write, flush and apply positions, the clock and
-			// reply-requested.
-			if cd, ok := msg.(*pgproto3.CopyData); ok && len(cd.Data) == 34 && cd.Data[0] == 'r' {
-				statuses.Add(1)
-				lastFlush.Store(binary.BigEndian.Uint64(cd.Data[9:]))
-			}
-		}
-	}()
-	cfg, err := pgconn.ParseConfig("postgres://u@localhost/db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgconn.Construct(&pgconn.HijackedConn{Conn: client, Frontend: pgproto3.NewFrontend(client, client),
-		Config: cfg, ParameterStatuses: map[string]string{}, TxStatus: 'I'})
-	if err != nil {
-		t.Fatal(err)
-	}
+	go walsender(server, nil, &statuses, &lastFlush)
+	conn := hijacked(t, client)
 	r := New(Config{BatchMaxRows: 1000, BatchMaxBytes: 1 << 20, FlushInterval: time.Second, StatusInterval: 100 * time.Millisecond, ShutdownTimeout: 10 * time.Second},
 		slowSink{d: 1500 * time.Millisecond}, nil, zap.NewNop(), metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
 	s := newStream(r, conn, 100, &sink.Positions{})
@@ -140,29 +121,10 @@ func TestRun_ShutdownDuringABlockedStatusWriteStoresTheBatch(t *testing.T) {
 	defer server.Close()
 	reading := make(chan struct{})
 	var statuses atomic.Int32
-	go func() {
-		<-reading
-		be := pgproto3.NewBackend(server, server)
-		for {
-			msg, err := be.Receive()
-			if err != nil {
-				return
-			}
-			if cd, ok := msg.(*pgproto3.CopyData); ok && len(cd.Data) == 34 && cd.Data[0] == 'r' {
-				statuses.Add(1)
-			}
-		}
-	}()
+	var lastFlush atomic.Uint64
+	go walsender(server, reading, &statuses, &lastFlush)
 	wc := &firstWrite{Conn: client, started: make(chan struct{}), returned: make(chan struct{})}
-	cfg, err := pgconn.ParseConfig("postgres://u@localhost/db")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgconn.Construct(&pgconn.HijackedConn{Conn: wc, Frontend: pgproto3.NewFrontend(wc, wc),
-		Config: cfg, ParameterStatuses: map[string]string{}, TxStatus: 'I'})
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := hijacked(t, wc)
 	var stored atomic.Int32
 	core, logs := observer.New(zapcore.WarnLevel)
 	r := New(Config{BatchMaxRows: 1000, BatchMaxBytes: 1 << 20, FlushInterval: time.Hour, StatusInterval: 100 * time.Millisecond, ShutdownTimeout: 5 * time.Second},
@@ -186,11 +148,96 @@ func TestRun_ShutdownDuringABlockedStatusWriteStoresTheBatch(t *testing.T) {
 		t.Fatalf("%d batches stored, want the open one", stored.Load())
 	}
 	warned := logs.FilterMessage("final acknowledgement failed; the slot will replay from the previous one").All()
-	if len(warned) != 1 || !strings.Contains(fmt.Sprint(warned[0].ContextMap()["error"]), "cut short by the shutdown") {
+	if len(warned) != 1 || !strings.Contains(fmt.Sprint(warned[0].ContextMap()["error"]), "a standby status write was cut short") {
 		t.Fatalf("warnings %v; want the final acknowledgement refused for the cut status", logs.All())
 	}
 	time.Sleep(100 * time.Millisecond) // a status written after all would be read by now
 	if n := statuses.Load(); n != 0 {
 		t.Fatalf("%d statuses written after the cut one, want none", n)
+	}
+}
+
+// walsender is the server end of a replication connection on a pipe: once
+// start is closed (nil: at once) it reads what the client sends, counting
+// standby statuses and keeping the flush position of the last.
+func walsender(server net.Conn, start <-chan struct{}, statuses *atomic.Int32, lastFlush *atomic.Uint64) {
+	if start != nil {
+		<-start
+	}
+	be := pgproto3.NewBackend(server, server)
+	for {
+		msg, err := be.Receive()
+		if err != nil {
+			return
+		}
+		// 'r', then write, flush and apply positions, the clock and
+		// reply-requested.
+		if cd, ok := msg.(*pgproto3.CopyData); ok && len(cd.Data) == 34 && cd.Data[0] == 'r' {
+			statuses.Add(1)
+			lastFlush.Store(binary.BigEndian.Uint64(cd.Data[9:]))
+		}
+	}
+}
+
+// hijacked is a PostgreSQL connection over c, as if past its start-up.
+func hijacked(t *testing.T, c net.Conn) *pgconn.PgConn {
+	t.Helper()
+	cfg, err := pgconn.ParseConfig("postgres://u@localhost/db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgconn.Construct(&pgconn.HijackedConn{Conn: c, Frontend: pgproto3.NewFrontend(c, c),
+		Config: cfg, ParameterStatuses: map[string]string{}, TxStatus: 'I'})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// A status write that its own deadline cut short (no shutdown involved)
+// may have sent part of the message; a status written after it would be
+// read by PostgreSQL from that part on, its flush position made of the
+// next message's bytes. The server end of a pipe takes 14 of a status's
+// 39 bytes, then stops reading; once the write fails, nothing more is
+// written on the connection, and the next status fails with errStatusCut.
+func TestSendStatus_AfterAWriteCutShortNoStatusIsWritten(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	type read struct {
+		n   int
+		err error
+	}
+	first, rest := make(chan read, 1), make(chan read, 1)
+	resume := make(chan struct{})
+	go func() {
+		buf := make([]byte, 14)
+		n, err := io.ReadFull(server, buf)
+		first <- read{n, err}
+		<-resume
+		all, err := io.ReadAll(server)
+		rest <- read{len(all), err}
+	}()
+	conn := hijacked(t, client)
+	r := New(Config{BatchMaxRows: 1000, BatchMaxBytes: 1 << 20, FlushInterval: time.Second, StatusInterval: 100 * time.Millisecond},
+		nil, nil, zap.NewNop(), metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
+	s := newStream(r, conn, 100, &sink.Positions{})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := s.sendStatus(ctx)
+	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("status into a server that stopped reading: %v, want its deadline exceeded", err)
+	}
+	if got := <-first; got.n != 14 || got.err != nil {
+		t.Fatalf("server read %d bytes (%v) of the first status, want 14", got.n, got.err)
+	}
+	close(resume) // the server reads again: anything written now reaches it
+	if err := s.sendStatus(context.Background()); !errors.Is(err, errStatusCut) {
+		t.Fatalf("status after a cut one: %v, want errStatusCut", err)
+	}
+	client.Close()
+	if got := <-rest; got.n != 0 || got.err != nil {
+		t.Fatalf("server read %d more bytes (%v) after the cut status, want 0", got.n, got.err)
 	}
 }
