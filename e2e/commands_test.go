@@ -1225,7 +1225,7 @@ func TestCommands_RefusedLoginExitsTwo(t *testing.T) {
 	user := func(u *url.URL) { u.User = url.UserPassword("cdc_no_such_user", "s3cret") }
 	database := func(u *url.URL) { u.Path = "/cdc_no_such_db" }
 	const (
-		pgRefused = "CDC_PG_DSN: PostgreSQL refused the login (check the DSN's user, password and database, and the server's pg_hba.conf): "
+		pgRefused = "CDC_PG_DSN: PostgreSQL refused the login (check the DSN's user, password and database, the server's pg_hba.conf, and the role's REPLICATION attribute and CONNECT privilege): "
 		chRefused = "CDC_CLICKHOUSE_DSN: ClickHouse refused the login (check the DSN's user, password and database): "
 	)
 	for _, tc := range []struct {

@@ -52,6 +52,16 @@ func TestReplicator_RefusedLoginEndsRunOnlyBeforeItLoggedIn(t *testing.T) {
 		t.Fatalf("Run with a role that does not exist: %v; want the refused login at once", err)
 	}
 
+	// A role that may log in but not replicate is refused at the login
+	// too (42501 while connecting), as is a database it may not connect to.
+	h.exec(`CREATE ROLE ` + role + `_norepl LOGIN`)
+	t.Cleanup(func() { h.exec(`DROP ROLE ` + role + `_norepl`) })
+	as(role + "_norepl")
+	r, _ = h.replicator(&fakeSink{}, nil, zap.NewNop(), func(*replication.Config) {})
+	if err := r.Run(rctx); !replication.IsLoginError(err) || !strings.HasSuffix(err.Error(), "(SQLSTATE 42501)") {
+		t.Fatalf("Run with a role without REPLICATION: %v; want the refused login at once", err)
+	}
+
 	as(role)
 	core, logs := observer.New(zapcore.ErrorLevel)
 	s := &fakeSink{}
@@ -86,6 +96,62 @@ func TestReplicator_RefusedLoginEndsRunOnlyBeforeItLoggedIn(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+}
+
+// A session that logged in to PostgreSQL but never streamed — ClickHouse
+// unreachable since the start — has logged in all the same: a refusal
+// after it (the role changed meanwhile) is retried, not the exit 2 of a
+// DSN that never worked.
+func TestReplicator_RefusedLoginAfterALoginThatNeverStreamedIsRetried(t *testing.T) {
+	h := setup(t)
+	ctx := context.Background()
+	role := fmt.Sprintf("cdc_login_%d", time.Now().UnixNano()%1e9)
+	h.exec(`CREATE ROLE ` + role + ` LOGIN REPLICATION`)
+	t.Cleanup(func() {
+		eventually(t, "the role's sessions ended", func() bool {
+			var n int
+			_ = h.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename = $1`, role).Scan(&n)
+			return n == 0
+		})
+		h.exec(`DROP ROLE ` + role)
+	})
+	u, err := url.Parse(h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	h.dsn = u.String()
+	core, logs := observer.New(zapcore.ErrorLevel)
+	r, _ := h.replicator(&unreachableSink{}, nil, zap.New(core), func(*replication.Config) {})
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	retried := func(cause string) func() bool {
+		return func() bool {
+			for _, e := range logs.FilterMessage("replication interrupted; reconnecting").All() {
+				if strings.Contains(fmt.Sprint(e.ContextMap()["error"]), cause) {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	eventually(t, "the unreachable ClickHouse retried", retried("connection refused"))
+	h.exec(`ALTER ROLE ` + role + ` NOLOGIN`)
+	eventually(t, "the refused login retried", retried(`role "`+role+`" is not permitted to log in (SQLSTATE 28000)`))
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v; want nil at the shutdown, the refused login retried until then", err)
+	}
+}
+
+// unreachableSink is a ClickHouse that cannot be reached: every read of
+// what it holds fails as a dial would.
+type unreachableSink struct{ fakeSink }
+
+func (*unreachableSink) Written(context.Context, pglogrepl.LSN, pglogrepl.LSN) (*sink.Positions, error) {
+	return nil, fmt.Errorf("read event_log columns: dial tcp 127.0.0.1:1: connect: connection refused")
 }
 
 // loginRefusedSink is a ClickHouse that refuses the login: every read of what

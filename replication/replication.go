@@ -103,11 +103,11 @@ type Replicator struct {
 	// commit once one was received, else 0. Only Run's goroutine touches
 	// it.
 	partial map[uint32]pglogrepl.LSN
-	// pgLoggedIn is set once a session of this process streamed, or found
-	// the slot in use (a standby), chLoggedIn once one streamed (it read
-	// what the sink holds first): from then on a login that server refuses
-	// is retried (IsLoginError). A standby has not met ClickHouse yet.
-	// Only Run's goroutine touches them.
+	// pgLoggedIn is set once a session of this process logged in to
+	// PostgreSQL, chLoggedIn once one read what the sink holds: from then
+	// on a login that server refuses is retried (IsLoginError). A standby
+	// has not met ClickHouse yet. Only Run's goroutine (session) touches
+	// them.
 	pgLoggedIn, chLoggedIn bool
 	// rcvbufNoted is set once the log has said that the receive buffer
 	// is left to the kernel. Only Run's goroutine touches it.
@@ -176,8 +176,6 @@ func (r *Replicator) Run(ctx context.Context) error {
 		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrPublicationTables) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) {
 			return err
 		}
-		r.pgLoggedIn = r.pgLoggedIn || streamed || errors.Is(err, ErrSlotBusy)
-		r.chLoggedIn = r.chLoggedIn || streamed
 		if IsLoginError(err) && !r.pgLoggedIn || sink.IsLoginError(err) && !r.chLoggedIn {
 			// A user, password or database refused before this process
 			// ever logged in there is a setting to fix, not an outage to
@@ -263,11 +261,20 @@ var (
 )
 
 // IsLoginError reports whether PostgreSQL refused the login itself: the
-// user, its password or its pg_hba.conf entry (SQLSTATE class 28), or the
-// database (3D000).
+// user, its password or its pg_hba.conf entry (SQLSTATE class 28), the
+// database (3D000), or a privilege the login needs (42501 while
+// connecting: a role without REPLICATION, or without CONNECT on the
+// database; the same code from a query is not a login's).
 func IsLoginError(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "28") || pgErr.Code == "3D000")
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	if strings.HasPrefix(pgErr.Code, "28") || pgErr.Code == "3D000" {
+		return true
+	}
+	var connErr *pgconn.ConnectError
+	return pgErr.Code == "42501" && errors.As(err, &connErr)
 }
 
 func wrapf(err error, format string, args ...any) error {

@@ -34,6 +34,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.pgLoggedIn = true
 	// Said once, and only of TCP: a Unix socket has no buffer to set.
 	if _, tcp := paced.Conn.(*net.TCPConn); tcp && rcvbuf != r.cfg.ReceiveBuffer && !r.rcvbufNoted {
 		r.log.Info("net.core.rmem_max is below CDC_PG_RECEIVE_BUFFER: the replication socket's receive buffer is left to the kernel; raise net.core.rmem_max to use it, or set CDC_PG_RECEIVE_BUFFER=0",
@@ -97,6 +98,7 @@ func (r *Replicator) session(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		r.chLoggedIn = true
 		now, err := r.prepareSlot(ctx, conn)
 		if err != nil {
 			return err

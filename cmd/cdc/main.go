@@ -206,7 +206,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 func loginRefused(err error) string {
 	switch {
 	case replication.IsLoginError(err):
-		return "CDC_PG_DSN: PostgreSQL refused the login (check the DSN's user, password and database, and the server's pg_hba.conf)"
+		return "CDC_PG_DSN: PostgreSQL refused the login (check the DSN's user, password and database, the server's pg_hba.conf, and the role's REPLICATION attribute and CONNECT privilege)"
 	case sink.IsLoginError(err):
 		return "CDC_CLICKHOUSE_DSN: ClickHouse refused the login (check the DSN's user, password and database)"
 	}
