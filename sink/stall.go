@@ -16,9 +16,11 @@ import (
 // as long as the read timeout: the link froze without a reset.
 var ErrStalled = errors.New("clickhouse took nothing written for the whole read_timeout")
 
-// stallChunk is how much of a write must move within the bound: progress,
-// not the whole write, is what is bounded, so a large block over a slow
-// link still goes.
+// stallChunk is how much of a write is given one deadline. Progress, not
+// the whole write, is what is bounded: a chunk whose deadline passes with
+// some of it taken goes on under a new one, so a large block over a slow
+// link still goes, and a write fails only once a whole limit passed with
+// nothing taken — found within twice the limit of the last byte taken.
 const stallChunk = 256 << 10
 
 // stallConn is a connection to ClickHouse whose writes fail once a chunk
@@ -33,7 +35,11 @@ const stallChunk = 256 << 10
 type stallConn struct {
 	net.Conn
 	limit time.Duration
-	live  *liveConns // nil in tests of the conn alone
+	// live, nil in tests of the conn alone, lists the connection while a
+	// Write is under way, and only then: a connection clickhouse-go
+	// dropped without closing it (a failed handshake) is left to the
+	// garbage collector, which closes its socket.
+	live *liveConns
 
 	mu      sync.Mutex
 	outer   time.Time // the write deadline clickhouse-go set, if any
@@ -120,11 +126,15 @@ func (c *stallConn) Close() error {
 
 func (c *stallConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	c.writing++
+	if c.writing++; c.writing == 1 && c.live != nil {
+		c.live.add(c)
+	}
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		c.writing--
+		if c.writing--; c.writing == 0 && c.live != nil {
+			c.live.remove(c)
+		}
 		c.mu.Unlock()
 	}()
 	n := 0
@@ -162,6 +172,9 @@ func (c *stallConn) Write(p []byte) (int, error) {
 			c.mu.Unlock()
 			if broken != nil { // aborted meanwhile
 				return n, broken
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) && deadline != outer && m > 0 {
+				continue // slow, not stalled: some of the chunk was taken
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) && deadline != outer {
 				err = fmt.Errorf("%w (%s): %w", ErrStalled, c.limit, err)
@@ -235,7 +248,6 @@ func stallDialer(timeout, limit time.Duration, tlsConfig *tls.Config, live *live
 			return nil, err
 		}
 		sc := &stallConn{Conn: raw, limit: limit, live: live}
-		live.add(sc)
 		conn := net.Conn(sc)
 		if tlsConfig == nil {
 			return conn, nil

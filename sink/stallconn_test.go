@@ -11,9 +11,9 @@ import (
 	"time"
 )
 
-// What is bounded is progress: a write whose reader takes every chunk in
-// time goes through however long it takes in all; a chunk nobody takes
-// breaks the connection; a deadline of clickhouse-go's own that comes
+// What is bounded is progress: a write whose reader takes some of every
+// chunk in time goes through however long it takes in all, a whole chunk
+// in time or not; a chunk nobody takes breaks the connection; a deadline of clickhouse-go's own that comes
 // first is its error, not a stall.
 func TestStallConn(t *testing.T) {
 	const limit = 500 * time.Millisecond
@@ -36,6 +36,15 @@ func TestStallConn(t *testing.T) {
 				}
 			}
 		}, 0, 3 * stallChunk, false, false},
+		{"taken slowly, no chunk whole in time", 2 * stallChunk, func(c net.Conn) {
+			buf := make([]byte, 4<<10)
+			for {
+				time.Sleep(limit / 50) // 4 KiB per 10 ms: a chunk takes 640 ms
+				if _, err := io.ReadFull(c, buf); err != nil {
+					return
+				}
+			}
+		}, 0, 2 * stallChunk, false, false},
 		{"taken up to a point", 3 * stallChunk, func(c net.Conn) { _, _ = io.CopyN(io.Discard, c, stallChunk) }, 0, stallChunk, true, false},
 		{"never taken, clickhouse-go's deadline first", stallChunk, func(net.Conn) {}, limit / 4, 0, false, true},
 	}
@@ -113,7 +122,6 @@ func TestWatch_AbortCatchesAWriteThatStartsAfterIt(t *testing.T) {
 	frozen, peer := net.Pipe() // nobody reads peer
 	defer peer.Close()
 	conn := &stallConn{Conn: frozen, limit: 5 * time.Second, live: c.live}
-	c.live.add(conn)
 	defer conn.Close()
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -134,11 +142,48 @@ func TestWatch_AbortCatchesAWriteThatStartsAfterIt(t *testing.T) {
 	defer okPeer.Close()
 	go func() { _, _ = io.Copy(io.Discard, okPeer) }()
 	next := &stallConn{Conn: ok, limit: 5 * time.Second, live: c.live}
-	c.live.add(next)
 	defer next.Close()
 	live := c.watch(context.Background())
 	defer live()
 	if _, err := next.Write(make([]byte, 1<<10)); err != nil {
 		t.Fatalf("a write once the ended Writes are over: %v", err)
+	}
+}
+
+// A connection is listed for the abort only while a Write is under way:
+// one clickhouse-go dropped without closing it — a handshake that failed
+// — must not be held by the list, or its socket would never be closed.
+func TestStallConn_ListedOnlyWhileWriting(t *testing.T) {
+	live := &liveConns{}
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	c := &stallConn{Conn: a, limit: time.Minute, live: live}
+	listed := func() int {
+		live.mu.Lock()
+		defer live.mu.Unlock()
+		return len(live.set)
+	}
+	if n := listed(); n != 0 {
+		t.Fatalf("%d connections listed before any write, want 0", n)
+	}
+	taken := make(chan []byte)
+	go func() {
+		buf := make([]byte, 3)
+		_, _ = io.ReadFull(b, buf[:1])
+		if n := listed(); n != 1 {
+			t.Errorf("%d connections listed during a write, want 1", n)
+		}
+		_, _ = io.ReadFull(b, buf[1:])
+		taken <- buf
+	}()
+	if n, err := c.Write([]byte("abc")); n != 3 || err != nil {
+		t.Fatalf("Write: %d, %v", n, err)
+	}
+	if got := string(<-taken); got != "abc" {
+		t.Fatalf("peer took %q, want abc", got)
+	}
+	if n := listed(); n != 0 {
+		t.Fatalf("%d connections listed after the write, want 0", n)
 	}
 }
