@@ -573,12 +573,16 @@ func TestClickHouse_WrittenWaitsForInsertsStillRunning(t *testing.T) {
 		wait    time.Duration
 		from    string // the INSERT's rows: the time they take is the INSERT's
 		waitsIt bool
+		id      string // the INSERT's query id, before a UUID
 	}{
 		// sleep(2): the INSERT commits 2 s after it starts.
-		{"waited for", time.Minute, "system.one WHERE sleep(2) = 0", true},
+		{"waited for", time.Minute, "system.one WHERE sleep(2) = 0", true, "cdc-insert-"},
+		// Another client's query named with cdc's prefix, and a quote:
+		// waited for as well, its id never put into a query.
+		{"an id with a quote", time.Minute, "system.one WHERE sleep(2) = 0", true, "cdc-insert-o'brien-"},
 		// A second a row, a row a block: 6 s, far past the 300 ms bound
 		// even on a loaded host.
-		{"past the bound", 300 * time.Millisecond, "numbers(6) WHERE sleepEachRow(1) = 0 SETTINGS max_block_size = 1", false},
+		{"past the bound", 300 * time.Millisecond, "numbers(6) WHERE sleepEachRow(1) = 0 SETTINGS max_block_size = 1", false, "cdc-insert-"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, dsn := newSink(t)
@@ -590,7 +594,7 @@ func TestClickHouse_WrittenWaitsForInsertsStillRunning(t *testing.T) {
 			}
 			defer s.Close()
 			sink.SetSettle(s, tc.wait, 20*time.Millisecond)
-			id := "cdc-insert-" + uuid.NewString()
+			id := tc.id + uuid.NewString()
 			done := make(chan error, 1)
 			go func() {
 				done <- s.Conn().Exec(clickhouse.Context(ctx, clickhouse.WithQueryID(id)),

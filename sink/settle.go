@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -20,7 +20,10 @@ const insertQueryPrefix = "cdc-insert-"
 
 // settle waits until none of cdc's INSERTs that run on the server now is
 // running any more, so that what Written then reads includes every row
-// they may still commit. A client that gives up on an INSERT — a session
+// they may still commit — of those the server has begun: an INSERT whose
+// bytes still sit in an abandoned socket's buffers is not listed yet,
+// and may commit after the read (a raw duplicate then; FINAL shows each
+// event once). A client that gives up on an INSERT — a session
 // that ended on an error, a shutdown past its budget, a process killed,
 // a retry after read_timeout — does not stop the server from committing
 // it if all its blocks were sent; read before that, the positions lack
@@ -70,14 +73,12 @@ func (c *ClickHouse) settle(ctx context.Context) error {
 }
 
 // runningInserts lists the query ids of cdc's INSERTs the server is
-// running; of those in among alone when it is not nil.
+// running; of those in among alone when it is not nil. among is matched
+// here, not in the query: the ids come from the server, and another
+// client may have named a query of its own with cdc's prefix and
+// anything after it.
 func (c *ClickHouse) runningInserts(ctx context.Context, among []string) ([]string, error) {
-	q := "SELECT query_id FROM system.processes WHERE query_id LIKE '" + insertQueryPrefix + "%'"
-	if among != nil {
-		// Query ids are cdc's own: a prefix and a UUID, nothing to quote.
-		q += " AND query_id IN ('" + strings.Join(among, "', '") + "')"
-	}
-	rows, err := c.conn.Query(ctx, q)
+	rows, err := c.conn.Query(ctx, "SELECT query_id FROM system.processes WHERE query_id LIKE '"+insertQueryPrefix+"%'")
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +89,9 @@ func (c *ClickHouse) runningInserts(ctx context.Context, among []string) ([]stri
 		if err := rows.Scan(&id); err != nil {
 			return nil, err
 		}
-		ids = append(ids, id)
+		if among == nil || slices.Contains(among, id) {
+			ids = append(ids, id)
+		}
 	}
 	return ids, rows.Err()
 }
