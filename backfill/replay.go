@@ -43,8 +43,8 @@ var ErrNoSuchLetter = errors.New("no such dead letter")
 // before (the first page is one letter), and a page ends early once its
 // letters reach maxBytes, so a page holds about maxBytes too, however many
 // letters there are and however their sizes change.
-func Replay(ctx context.Context, store LetterStore, w Writer, onlyID int64, batchRows, maxBytes int) (ReplayResult, error) {
-	r := &replay{store: store, w: w, rels: relations{}}
+func Replay(ctx context.Context, store LetterStore, w Writer, outbox *decoder.Relation, onlyID int64, batchRows, maxBytes int) (ReplayResult, error) {
+	r := &replay{store: store, w: w, rels: relations{outbox: outbox, byKey: map[string]*decoder.Relation{}}}
 	if onlyID != 0 {
 		l, ok, err := store.Get(ctx, onlyID)
 		if err != nil {
@@ -156,7 +156,12 @@ func (r *replay) flush(ctx context.Context) error {
 
 // relations shares one decoder.Relation per set of columns: the sink plans
 // its INSERT per relation, and letters of one outbox shape share a plan.
-type relations map[string]*decoder.Relation
+// A column has the type of the outbox's column of its name (outbox, if
+// not nil), 0 for a column the outbox no longer has.
+type relations struct {
+	outbox *decoder.Relation
+	byKey  map[string]*decoder.Relation
+}
 
 func (rs relations) row(l deadletter.Letter) sink.Row {
 	names := make([]string, 0, len(l.RowData))
@@ -165,13 +170,19 @@ func (rs relations) row(l deadletter.Letter) sink.Row {
 	}
 	sort.Strings(names)
 	key := strings.Join(names, ",")
-	rel, ok := rs[key]
+	rel, ok := rs.byKey[key]
 	if !ok {
 		rel = &decoder.Relation{Namespace: "public", Name: OutboxTable}
 		for _, name := range names {
-			rel.Columns = append(rel.Columns, decoder.Column{Name: name})
+			col := decoder.Column{Name: name}
+			if rs.outbox != nil {
+				if i := rs.outbox.Index(name); i >= 0 {
+					col.TypeOID = rs.outbox.Columns[i].TypeOID
+				}
+			}
+			rel.Columns = append(rel.Columns, col)
 		}
-		rs[key] = rel
+		rs.byKey[key] = rel
 	}
 	row := sink.Row{Relation: rel, Values: make([]decoder.Value, len(names))}
 	for i, name := range names {

@@ -3,10 +3,13 @@ package backfill_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/eventcdc/cdc/backfill"
 	"github.com/eventcdc/cdc/deadletter"
+	"github.com/eventcdc/cdc/decoder"
 	"github.com/eventcdc/cdc/sink"
 )
 
@@ -72,11 +75,43 @@ func TestReplay_EndsWhileLettersKeepArriving(t *testing.T) {
 	store.add(10)
 	w := &refuser{store: store}
 	// Batches of 2 letters: an INSERT every 2 letters read, each adding 3.
-	res, err := backfill.Replay(context.Background(), store, w, 0, 2, 1<<20)
+	res, err := backfill.Replay(context.Background(), store, w, nil, 0, 2, 1<<20)
 	if err != nil {
 		t.Fatalf("Replay: %v (after %d INSERTs)", err, w.writes)
 	}
 	if w.writes != 5 || res.Refused != 10 || res.Replayed != 0 || len(store.all) != 25 {
 		t.Fatalf("%d INSERTs, %+v, %d letters now; want the 10 letters there were refused again in 5 INSERTs, 25 letters now", w.writes, res, len(store.all))
+	}
+}
+
+// columns records the columns, with their types, of each row written.
+type columns struct{ got []string }
+
+func (c *columns) Write(_ context.Context, b *sink.Batch) ([]sink.Rejected, error) {
+	for _, row := range b.Rows {
+		for _, col := range row.Relation.Columns {
+			c.got = append(c.got, fmt.Sprintf("%s:%d", col.Name, col.TypeOID))
+		}
+	}
+	return nil, nil
+}
+
+// A letter keeps its values as text; the sink reads some by the outbox
+// column's type (a box[] is refused from an Array column rather than split
+// at its commas), so each replayed column has the type of the outbox's
+// column of its name, and 0 where the outbox has none any more.
+func TestReplay_ColumnsHaveTheOutboxTypes(t *testing.T) {
+	store := &letters{}
+	v := "{(1,1),(0,0);(3,3),(2,2)}"
+	store.nextID = 1
+	store.all = []deadletter.Letter{{ID: 1, CommitLSN: "0/10", RowData: map[string]*string{"boxes": &v, "event_type": &v, "gone": nil}}}
+	outbox := &decoder.Relation{Name: "outbox", Columns: []decoder.Column{{Name: "id", TypeOID: 2950}, {Name: "event_type", TypeOID: 25}, {Name: "boxes", TypeOID: 1020}}}
+	w := &columns{}
+	res, err := backfill.Replay(context.Background(), store, w, outbox, 0, 10, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(w.got, " "), "boxes:1020 event_type:25 gone:0"; got != want || res.Replayed != 1 {
+		t.Fatalf("columns written %q (%+v), want %q and one replayed", got, res, want)
 	}
 }

@@ -8,6 +8,7 @@ package deadletter
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -74,7 +75,11 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 			WHERE $1::uuid IS NULL OR NOT EXISTS (SELECT 1 FROM cdc_dead_letter WHERE event_id = $1::uuid AND row_data = $4::jsonb)`,
 			eventID, r.Row.Pos.CommitLSN.String(), int64(r.Row.Pos.Seq), data, r.Err.Error())
 	}
-	tx, err := s.pool.Begin(ctx)
+	// Read committed whatever the role's default: the NOT EXISTS must see
+	// a letter committed while this transaction waited for the lock, and
+	// under repeatable read its snapshot, taken by the first statement,
+	// would not.
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return fmt.Errorf("store dead letters: %w", err)
 	}
@@ -99,6 +104,42 @@ const durableCommit = `SELECT set_config('synchronous_commit', 'local', true) WH
 // lockClass is the first key of the advisory locks Put takes on event
 // ids, keeping them apart from the application's own two-key locks.
 const lockClass = 0x0cdcde1
+
+// replayLock is the second key, with lockClass, of the advisory lock a
+// replay holds for as long as it runs: outside Put's buckets.
+const replayLock = lockBuckets
+
+// ErrReplayRunning is a replay refused because another holds the lock.
+var ErrReplayRunning = errors.New("another `cdc deadletter replay` is running: letters replayed by both at once would be stored twice")
+
+// LockReplay takes the lock that lets one replay run at a time, on a
+// connection of its own held until release is called. Two replays at once
+// would each read the same letters and store them twice.
+func (s *Store) LockReplay(ctx context.Context) (release func(), err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lock the dead letters for a replay: %w", err)
+	}
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, lockClass, replayLock).Scan(&got); err != nil {
+		conn.Release()
+		return nil, fmt.Errorf("lock the dead letters for a replay: %w", err)
+	}
+	if !got {
+		conn.Release()
+		return nil, ErrReplayRunning
+	}
+	return func() {
+		// A connection whose unlock failed is closed rather than handed
+		// back to the pool holding the lock.
+		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock($1, $2)`, lockClass, replayLock); err != nil {
+			_ = conn.Conn().Close(uctx)
+		}
+		conn.Release()
+	}, nil
+}
 
 // lockBuckets bounds the advisory locks one Put holds: as many as an
 // ordinary transaction is budgeted (max_locks_per_transaction, 64 by

@@ -91,9 +91,9 @@ func TestStore_PutCommitsDurablyUnderAsynchronousCommit(t *testing.T) {
 	if err := deadletter.New(async).Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
 		t.Fatal(err)
 	}
-	if sql := rec.SQL(); len(sql) != 4 || sql[0] != "begin" || sql[1] != deadletter.DurableCommit ||
+	if sql := rec.SQL(); len(sql) != 4 || sql[0] != "begin isolation level read committed" || sql[1] != deadletter.DurableCommit ||
 		!strings.HasPrefix(sql[2], "INSERT INTO cdc_dead_letter") || sql[3] != "commit" {
-		t.Fatalf("Put ran %q; want begin, DurableCommit, the INSERT, commit", sql)
+		t.Fatalf("Put ran %q; want begin (read committed), DurableCommit, the INSERT, commit", sql)
 	}
 }
 
@@ -161,10 +161,21 @@ func TestStore_PutSetsAnEventAsideOnce(t *testing.T) {
 }
 
 // Two transactions setting aside the same event at the same moment —
-// backfill beside the connector — keep one letter, not two.
+// backfill beside the connector — keep one letter, not two; also where
+// the role's transactions default to repeatable read, whose snapshot would
+// not see the letter the other committed while this one waited.
 func TestStore_PutAtOnceSetsAnEventAsideOnce(t *testing.T) {
+	for _, isolation := range []string{"read committed", "repeatable read"} {
+		t.Run(strings.ReplaceAll(isolation, " ", "_"), func(t *testing.T) {
+			putAtOnce(t, isolation)
+		})
+	}
+}
+
+func putAtOnce(t *testing.T, isolation string) {
 	ctx := context.Background()
-	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	migrated := testenv.Get(t).MigratedPostgres(t, "pub")
+	pool, _ := testenv.RecordedPool(t, migrated, map[string]string{"default_transaction_isolation": isolation})
 	store := deadletter.New(pool)
 	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_date_time"}}}
 	const events = 40
@@ -458,4 +469,25 @@ func TestStore_WrittenReadsByAnIndex(t *testing.T) {
 	if text := strings.Join(plan, "\n"); !strings.Contains(text, "cdc_dead_letter_position") || strings.Contains(text, "Seq Scan") {
 		t.Errorf("the read of positions past the slot is not planned by cdc_dead_letter_position:\n%s", text)
 	}
+}
+
+// One replay at a time: a second, while the first holds the lock, is
+// refused with ErrReplayRunning, and may go once the first released it.
+func TestStore_LockReplayLetsOneReplayRunAtATime(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	store := deadletter.New(pool)
+	release, err := store.LockReplay(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := deadletter.New(pool).LockReplay(ctx); !errors.Is(err, deadletter.ErrReplayRunning) {
+		t.Fatalf("second replay while the first runs: %v, want %v", err, deadletter.ErrReplayRunning)
+	}
+	release()
+	again, err := store.LockReplay(ctx)
+	if err != nil {
+		t.Fatalf("replay after the first released the lock: %v", err)
+	}
+	again()
 }

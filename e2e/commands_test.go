@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/eventcdc/cdc/deadletter"
 	"github.com/eventcdc/cdc/internal/testenv"
 )
 
@@ -562,8 +563,22 @@ func TestCommands_DeadLetterReplayAfterFixingTheColumn(t *testing.T) {
 		t.Fatalf("dead letters after a refused replay: %+v (first error %q)", l, firstError)
 	}
 	// An id that is not there is an error, and nothing changes.
-	if _, stderr, code := w.runOperator(nil, "deadletter", "replay", "--id", fmt.Sprint(letters[0].ID+1000)); code != 1 || !strings.Contains(stderr, "no such dead letter") {
-		t.Fatalf("replay of an unknown id exited %d: %s", code, stderr)
+	if out, stderr, code := w.runOperator(nil, "deadletter", "replay", "--id", fmt.Sprint(letters[0].ID+1000)); code != 1 || !strings.Contains(stderr, "no such dead letter") ||
+		out != "replay failed after 0 dead letters replayed into event_log and 0 refused again\n" {
+		t.Fatalf("replay of an unknown id exited %d: %q %s", code, out, stderr)
+	}
+	// Another replay running holds the lock: this one is refused, and
+	// nothing changes.
+	release, err := deadletter.New(w.pg).LockReplay(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, stderr, code := w.runOperator(nil, "deadletter", "replay"); code != 1 || out != "" || !strings.Contains(stderr, "another `cdc deadletter replay` is running") {
+		t.Fatalf("replay beside another exited %d: %q %s", code, out, stderr)
+	}
+	release()
+	if l := w.deadLetters(); len(l) != 1 || l[0].ID != letters[0].ID {
+		t.Fatalf("dead letters after a replay refused beside another: %+v", l)
 	}
 
 	w.chExec("ALTER TABLE event_log MODIFY COLUMN metadata_version UInt64")

@@ -480,14 +480,33 @@ func runDeadLetterReplay(ctx context.Context, cfg config.Config, args []string, 
 	}
 	defer closeBoth()
 
-	res, err := backfill.Replay(ctx, deadletter.New(pool), ch, *id, cfg.BatchMaxRows, cfg.BatchMaxBytes)
-	fmt.Fprintf(stdout, "replayed %d dead letters into %s; %d refused again\n", res.Replayed, sink.Table, res.Refused)
-	if errors.Is(err, backfill.ErrNoSuchLetter) {
+	store := deadletter.New(pool)
+	release, err := store.LockReplay(ctx)
+	if errors.Is(err, deadletter.ErrReplayRunning) {
 		return &exitError{code: 1, err: err}
 	}
 	if err != nil {
 		return err
 	}
+	defer release()
+	// The outbox's column types, by name: a letter keeps its values as
+	// text, and the sink reads some by type (a box[] is refused from an
+	// Array column, not split at its commas).
+	outbox, err := backfill.LoadRelation(ctx, pool)
+	if err != nil {
+		return fmt.Errorf("read the outbox's column types for the replay: %w", err)
+	}
+	res, err := backfill.Replay(ctx, store, ch, outbox, *id, cfg.BatchMaxRows, cfg.BatchMaxBytes)
+	if err != nil {
+		// What was settled before the failure is said; the failure is
+		// not a summary of a replay done.
+		fmt.Fprintf(stdout, "replay failed after %d dead letters replayed into %s and %d refused again\n", res.Replayed, sink.Table, res.Refused)
+		if errors.Is(err, backfill.ErrNoSuchLetter) {
+			return &exitError{code: 1, err: err}
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "replayed %d dead letters into %s; %d refused again\n", res.Replayed, sink.Table, res.Refused)
 	if res.Refused > 0 {
 		return &exitError{code: 1, err: fmt.Errorf("%d dead letters refused again; they stay with the new error: cdc deadletter list", res.Refused)}
 	}
