@@ -148,6 +148,11 @@ func TestStartup_InvalidatedSlotExitsOneNamingTheCause(t *testing.T) {
 	if _, stderr, code := w.runOperator(nil, "backfill", "--since", oldest); code != 0 || !strings.Contains(stderr, "run cdc run with CDC_OUTBOX_RETENTION=0") {
 		t.Fatalf("backfill of events older than the retention exited %d and did not warn:\n%s", code, stderr)
 	}
+	// Retention off in the operator's shell says nothing of the running
+	// cdc run's: the backfill warns all the same.
+	if _, stderr, code := w.runOperator(map[string]string{"CDC_OUTBOX_RETENTION": "0"}, "backfill", "--since", oldest); code != 0 || !strings.Contains(stderr, "run cdc run with CDC_OUTBOX_RETENTION=0") {
+		t.Fatalf("backfill with CDC_OUTBOX_RETENTION=0 of its own exited %d and did not warn:\n%s", code, stderr)
+	}
 	if out, code := w.runOnce(nil, "migrate"); code != 0 || strings.Contains(out, "already holds") {
 		t.Fatalf("a migrate that creates no slot exited %d and said:\n%s", code, out)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -27,14 +28,25 @@ import (
 const holdSuffix = "_retention_hold"
 
 // HoldName is the name of the marker that holds retention for slot. A
-// slot name too long for the suffix is cut: two slots sharing their first
-// 48 characters share a hold, which pauses more, never less.
+// slot name too long for the suffix keeps its first 39 characters and a
+// hash of the whole: two slots sharing a start do not share a hold, whose
+// drop, after one slot's gap was shipped, would lift the other's too.
 func HoldName(slot string) string {
 	const room = 63 - len(holdSuffix)
 	if len(slot) > room {
-		slot = slot[:room]
+		h := fnv.New32a()
+		h.Write([]byte(slot))
+		slot = fmt.Sprintf("%s_%08x", slot[:room-9], h.Sum32())
 	}
 	return slot + holdSuffix
+}
+
+// legacyHoldName is the name cdc gave a long slot's hold before
+// HoldName hashed it: the slot's first 48 characters. A hold of that name
+// still holds (Held), so that an upgrade keeps a gap held.
+func legacyHoldName(slot string) string {
+	const room = 63 - len(holdSuffix)
+	return slot[:min(len(slot), room)] + holdSuffix
 }
 
 // Querier is what a hold needs of PostgreSQL: a *pgx.Conn or a
@@ -93,10 +105,11 @@ func HoldAhead(ctx context.Context, q Querier, slot string) (created bool, err e
 	return HoldIfOutboxHasRows(ctx, q, slot)
 }
 
-// Held reports whether the marker that holds retention for slot exists.
+// Held reports whether the marker that holds retention for slot exists,
+// by its name or by the name an earlier cdc gave it.
 func Held(ctx context.Context, q Querier, slot string) (bool, error) {
 	var held bool
-	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, HoldName(slot)).Scan(&held); err != nil {
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name IN ($1, $2))`, HoldName(slot), legacyHoldName(slot)).Scan(&held); err != nil {
 		return false, fmt.Errorf("read whether the retention hold %s exists: %w", HoldName(slot), err)
 	}
 	return held, nil

@@ -19,13 +19,38 @@ func TestHoldName(t *testing.T) {
 	for _, tc := range []struct{ slot, want string }{
 		{"cdc_outbox", "cdc_outbox_retention_hold"},
 		{strings.Repeat("s", 48), strings.Repeat("s", 48) + "_retention_hold"},
-		{strings.Repeat("s", 49), strings.Repeat("s", 48) + "_retention_hold"},
-		{long, strings.Repeat("s", 48) + "_retention_hold"},
+		// Longer: the first 39 characters, '_' and FNV-1a of the whole.
+		{strings.Repeat("s", 49), strings.Repeat("s", 39) + "_18231ed2_retention_hold"},
+		{long, strings.Repeat("s", 39) + "_142931f4_retention_hold"},
+		{strings.Repeat("s", 48) + "t", strings.Repeat("s", 39) + "_132316f3_retention_hold"},
 	} {
 		got := HoldName(tc.slot)
 		if got != tc.want || len(got) > 63 {
-			t.Errorf("HoldName(%d characters) = %q (%d), want %q", len(tc.slot), got, len(got), tc.want)
+			t.Errorf("HoldName(%s) = %q (%d), want %q", tc.slot, got, len(got), tc.want)
 		}
+	}
+}
+
+// A slot whose hold an earlier cdc named by its first 48 characters is
+// still held by that marker, so that an upgrade does not lift it.
+func TestHeld_FindsAHoldByItsEarlierName(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	slot := testenv.Name("h") + "_" + strings.Repeat("x", 63)
+	slot = slot[:63]
+	legacy := slot[:48] + "_retention_hold"
+	if legacy == HoldName(slot) {
+		t.Fatalf("the earlier name %q is today's", legacy)
+	}
+	if held, err := Held(ctx, pool, slot); err != nil || held {
+		t.Fatalf("Held %v (%v) with no marker, want false", held, err)
+	}
+	if _, err := pool.Exec(ctx, `SELECT pg_create_physical_replication_slot($1, false)`, legacy); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, legacy) })
+	if held, err := Held(ctx, pool, slot); err != nil || !held {
+		t.Fatalf("Held %v (%v) with the marker of the earlier name, want true", held, err)
 	}
 }
 

@@ -121,23 +121,21 @@ func (c *Cleaner) Sweep(ctx context.Context) (int64, error) {
 // sweep is Sweep, also saying whether to look again within a second
 // rather than at the next tick: while Horizon is not known.
 func (c *Cleaner) sweep(ctx context.Context) (total int64, retrySoon bool, err error) {
-	from := time.Now()
-	if c.Horizon != nil {
-		h, ok := c.Horizon()
-		if !ok {
-			return 0, true, nil
-		}
-		if h.Before(from) {
-			from = h
-		}
-	}
-	cutoff := from.Add(-c.Keep)
+	cutoff := time.Now().Add(-c.Keep)
 	var lastTime pgtype.Timestamptz
 	var lastID *string
 	for {
 		// Before each batch, not only each sweep: a sweep through a
-		// large backlog runs for minutes, and a hold made meanwhile
-		// stops it at the next batch.
+		// large backlog runs for minutes, and a hold made meanwhile, or
+		// the stream ending, stops it at the next batch. The cutoff only
+		// moves back: the keyset paging goes on from where it was.
+		if c.Horizon != nil {
+			h, ok := c.Horizon()
+			if !ok {
+				return total, true, nil
+			}
+			cutoff = minTime(cutoff, h.Add(-c.Keep))
+		}
 		if held, err := c.checkHold(ctx); err != nil || held {
 			return total, false, err
 		}
@@ -187,4 +185,11 @@ func (c *Cleaner) checkHold(ctx context.Context) (bool, error) {
 	}
 	c.held = held
 	return held, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

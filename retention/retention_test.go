@@ -162,6 +162,51 @@ func TestSweep_KeepsRowsThePipelineHasNotCaughtUpWith(t *testing.T) {
 	}
 }
 
+// The horizon is read before each batch, not only each sweep: a sweep
+// through a backlog runs for minutes, and one whose pipeline stops
+// streaming (or falls behind) meanwhile deletes nothing more past what the
+// horizon now allows.
+func TestSweep_ReadsTheHorizonBeforeEachBatch(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'e', 'test', '{}', now() - interval '3 hours' + g * interval '1 minute' FROM generate_series(1, 9) g`); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	c := &Cleaner{Pool: pool, Keep: time.Hour, BatchSize: 2, Log: zap.NewNop(), Horizon: func() (time.Time, bool) {
+		calls++
+		return time.Now(), calls == 1
+	}}
+	n, retry, err := c.sweep(ctx)
+	if err != nil || n != 2 || !retry || calls != 2 {
+		t.Fatalf("sweep deleted %d (retry soon %v, %v) after %d horizon reads; want the first batch's 2, then a stop at the second read", n, retry, err, calls)
+	}
+	if left := len(outboxIDs(t, pool)); left != 7 {
+		t.Fatalf("%d rows left, want 7", left)
+	}
+
+	// The pipeline falls behind during the sweep: events unstored since
+	// 2h30m ago hold every row after 3h30m ago (Keep before them).
+	calls = 0
+	c.Horizon = func() (time.Time, bool) {
+		calls++
+		if calls == 1 {
+			return time.Now(), true
+		}
+		return time.Now().Add(-150 * time.Minute), true
+	}
+	// The rows left are 2h57m to 2h51m old: the first batch (cut at 1h
+	// ago) takes the 2 oldest, and none of the rest is older than 3h30m.
+	n, retry, err = c.sweep(ctx)
+	if err != nil || n != 2 || retry {
+		t.Fatalf("sweep deleted %d (retry soon %v, %v), want the first batch's 2 and no more once the horizon moved back", n, retry, err)
+	}
+	if left := len(outboxIDs(t, pool)); left != 5 {
+		t.Fatalf("%d rows left, want 5", left)
+	}
+}
+
 // Run sweeps as soon as the pipeline streams, not an Every later, and not
 // before.
 func TestRun_WaitsForThePipelineToStream(t *testing.T) {

@@ -296,7 +296,14 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 		return err
 	}
 	defer closeBoth()
-	if horizon := time.Now().Add(-cfg.OutboxRetention); cfg.OutboxRetention > 0 && since.Before(horizon) {
+	// The retention of the cdc run that deletes is in its environment,
+	// not this one's: a 0 here (retention off in an operator's shell)
+	// says nothing of it, and the shortest it may be is taken instead.
+	keep := cfg.OutboxRetention
+	if keep <= 0 {
+		keep = config.MinOutboxRetention
+	}
+	if horizon := time.Now().Add(-keep); since.Before(horizon) {
 		// The gap a backfill repairs is older than the retention more
 		// often than not (a lost slot's, or history from before cdc),
 		// and safe from it only while retention is held.
@@ -308,7 +315,7 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 		}
 		if !held {
 			log.Warn("a running cdc run deletes outbox rows older than CDC_OUTBOX_RETENTION, some of those this backfill is to ship among them; until it and `cdc verify` are done, run cdc run with CDC_OUTBOX_RETENTION=0 (docs/operations.md, Slot invalidated)",
-				zap.Duration("retention", cfg.OutboxRetention), zap.Time("older_than", horizon.UTC().Truncate(time.Second)))
+				zap.Duration("retention", keep), zap.Time("older_than", horizon.UTC().Truncate(time.Second)))
 		}
 	}
 
