@@ -138,8 +138,10 @@ func (s *Scanner) query() (string, []any) {
 			// %s. Not a cast to text, which for some types is a function
 			// of its own: a bool casts to "true" where pgoutput sends
 			// "t", a char(n) drops its padding, an inet adds its /32.
+			// num_nulls, not IS NULL: a composite whose fields are all
+			// NULL IS NULL, yet is a value, "(,)" to pgoutput.
 			c := "o." + pgx.Identifier{col.Name}.Sanitize()
-			sel = append(sel, "CASE WHEN "+c+" IS NULL THEN NULL ELSE format('%s', "+c+") END")
+			sel = append(sel, "CASE WHEN num_nulls("+c+") = 1 THEN NULL ELSE format('%s', "+c+") END")
 		}
 	}
 	var args []any

@@ -101,6 +101,13 @@ func parseUntil(s string, since time.Time) (time.Time, error) {
 	if !since.IsZero() && !t.After(since) {
 		return time.Time{}, usageErr("--until %s is not after --since %s: no row lies between them", formatSince(t), formatSince(since))
 	}
+	// PostgreSQL keeps microseconds, and the driver cuts a bound finer
+	// than that down: a row in the bound's own microsecond, before it,
+	// would be left out. The next microsecond up leaves out none of them
+	// and takes no row at or past the bound.
+	if us := t.Truncate(time.Microsecond); !us.Equal(t) {
+		t = us.Add(time.Microsecond)
+	}
 	return t, nil
 }
 

@@ -64,7 +64,11 @@ func TestParseUntil(t *testing.T) {
 		{"none", "", since, time.Time{}, ""},
 		{"after since", "2026-11-25T13:05:00.5+01:00", since, time.Date(2026, 11, 25, 12, 5, 0, 500000000, time.UTC), "--until 2026-11-25T12:05:00.5Z is not after --since 2026-11-25T12:40:00Z"},
 		{"later", "2026-11-25T13:05:00Z", since, time.Date(2026, 11, 25, 13, 5, 0, 0, time.UTC), ""},
-		{"a nanosecond after", "2026-11-25T12:40:00.000000001Z", since, since.Add(time.Nanosecond), ""},
+		// Finer than PostgreSQL's microseconds: rounded up, so that a
+		// row at 12:40:00 (before the bound) is not cut off with it.
+		{"a nanosecond after", "2026-11-25T12:40:00.000000001Z", since, since.Add(time.Microsecond), ""},
+		{"a microsecond and a half after", "2026-11-25T12:40:00.0000015Z", since, since.Add(2 * time.Microsecond), ""},
+		{"whole microseconds", "2026-11-25T12:40:00.000003Z", since, since.Add(3 * time.Microsecond), ""},
 		{"equal to since", "2026-11-25T12:40:00Z", since, time.Time{}, "--until 2026-11-25T12:40:00Z is not after --since 2026-11-25T12:40:00Z: no row lies between them"},
 		{"since -infinity", "1970-01-01T00:00:00Z", time.Time{}, time.Unix(0, 0), ""},
 		{"the zero time", "0001-01-01T00:00:00Z", time.Time{}, time.Time{}, "--until 0001-01-01T00:00:00Z is the earliest time RFC 3339 writes: give a later one"},
