@@ -375,8 +375,14 @@ func (l *loader) listenAddr(name, def string) string {
 		return v
 	}
 	_, port, err := net.SplitHostPort(v)
-	if _, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil {
+	n, perr := strconv.ParseUint(port, 10, 16)
+	if err != nil || perr != nil {
 		l.fail(name, "%q is not host:port (e.g. :9187 or 127.0.0.1:9187) or off", v)
+		return def
+	}
+	if n == 0 {
+		// The kernel would pick a port no probe or scraper knows.
+		l.fail(name, "%q has port 0, which listens on a port chosen at random: give a port (e.g. :9187) or off", v)
 		return def
 	}
 	return v

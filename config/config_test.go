@@ -135,7 +135,7 @@ func TestLoad_ReceiveBufferOff(t *testing.T) {
 }
 
 func TestLoad_MetricsAddrForms(t *testing.T) {
-	for _, v := range []string{":9187", "127.0.0.1:9999", "[::1]:9187", "localhost:0", "127.0.0.1:65535", "off"} {
+	for _, v := range []string{":9187", "127.0.0.1:9999", "[::1]:9187", "localhost:9187", "127.0.0.1:65535", "off"} {
 		c, err := Load(env(with("CDC_METRICS_ADDR", v)))
 		if err != nil || c.MetricsAddr != v {
 			t.Fatalf("CDC_METRICS_ADDR=%q: %q, %v", v, c.MetricsAddr, err)
@@ -177,6 +177,7 @@ func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 		{"metrics address without port", with("CDC_METRICS_ADDR", "abc"), `CDC_METRICS_ADDR: "abc" is not host:port (e.g. :9187 or 127.0.0.1:9187) or off`},
 		{"metrics address off in capitals", with("CDC_METRICS_ADDR", "OFF"), `CDC_METRICS_ADDR: "OFF" is not host:port (e.g. :9187 or 127.0.0.1:9187) or off`},
 		{"metrics port out of range", with("CDC_METRICS_ADDR", ":70000"), `CDC_METRICS_ADDR: ":70000" is not host:port (e.g. :9187 or 127.0.0.1:9187) or off`},
+		{"metrics port 0", with("CDC_METRICS_ADDR", "127.0.0.1:0"), `CDC_METRICS_ADDR: "127.0.0.1:0" has port 0, which listens on a port chosen at random: give a port (e.g. :9187) or off`},
 		{"format", with("CDC_LOG_FORMAT", "xml"), `CDC_LOG_FORMAT: "xml" is not one of json, console`},
 		{"pprof", with("CDC_PPROF", "yes"), `CDC_PPROF: "yes" is not one of off, on`},
 		{"pprof without its server", with("CDC_PPROF", "on", "CDC_METRICS_ADDR", "off"), `CDC_PPROF: on, but CDC_METRICS_ADDR is off: the profiles are served on that address`},
