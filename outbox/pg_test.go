@@ -225,8 +225,8 @@ func (s *spyTx) CopyFrom(ctx context.Context, table pgx.Identifier, cols []strin
 	return s.Tx.CopyFrom(ctx, table, cols, src)
 }
 
-// COPY cannot default a column row by row: events with and without a time
-// go in separate COPYs, still in order.
+// COPY cannot default a column row by row: forced to COPY, events with and
+// without a time go in separate COPYs, still in order.
 func TestPublish_CopyMixesSetAndDefaultTimesInOrder(t *testing.T) {
 	ctx := context.Background()
 	conn := connect(t)
@@ -244,7 +244,7 @@ func TestPublish_CopyMixesSetAndDefaultTimesInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	spy := &spyTx{Tx: tx}
-	if err := outbox.Publish(ctx, spy, events...); err != nil {
+	if err := (outbox.Publisher{}).ForceCopy().Publish(ctx, spy, events...); err != nil {
 		t.Fatal(err)
 	}
 	var now time.Time
@@ -269,6 +269,39 @@ func TestPublish_CopyMixesSetAndDefaultTimesInOrder(t *testing.T) {
 		if string(e.Context.(json.RawMessage)) != fmt.Sprint(i) || !e.Time.Equal(want) {
 			t.Fatalf("row %d: context %s time %v, want %d %v", i, e.Context, e.Time, i, want)
 		}
+	}
+}
+
+// Left to choose, many events that mix set and default times go in one
+// INSERT, not one COPY per run: on a bare connection, where each statement
+// commits by itself, a failure in a later run would leave the earlier
+// written, and a retry would write them twice.
+func TestPublish_MixedTimesOnABareConnectionAreOneStatement(t *testing.T) {
+	ctx := context.Background()
+	conn := connect(t)
+	taken := uuid.New()
+	if err := outbox.Publish(ctx, conn, outbox.Event{ID: taken, Type: "t", Environment: "test", Context: 0}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	events := make([]outbox.Event, 200)
+	for i := range events {
+		events[i] = outbox.Event{Type: "t", Environment: "test", Context: i}
+		if i < 100 {
+			events[i].Time = at
+		}
+	}
+	events[150].ID = taken // fails the second run
+	spy := &spyTx{Tx: conn}
+	err := outbox.Publish(ctx, spy, events...)
+	if err == nil || !strings.Contains(err.Error(), "outbox_pkey") {
+		t.Fatalf("err = %v, want the unique violation", err)
+	}
+	if spy.execs != 1 || spy.copies != 0 {
+		t.Errorf("%d Execs and %d COPYs, want one Exec", spy.execs, spy.copies)
+	}
+	if c := count(t, conn); c != 1 {
+		t.Fatalf("%d outbox rows after the failed publish, want the 1 there was", c)
 	}
 }
 

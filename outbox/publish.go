@@ -125,6 +125,16 @@ func (p Publisher) useCopy(rows []row) bool {
 	case pathCopy:
 		return true
 	}
+	// COPY cannot ask for a column's default row by row: events that set
+	// Time and events that leave it to now() would go in one COPY each,
+	// and on a pool or a bare connection, where each statement commits
+	// by itself, a failure after the first would leave it written and a
+	// retry would write its events twice. One INSERT is one statement.
+	for _, r := range rows[1:] {
+		if r.time.IsZero() != rows[0].time.IsZero() {
+			return false
+		}
+	}
 	if len(rows) >= copyMinEvents {
 		return true
 	}
@@ -178,7 +188,8 @@ func insertRows(ctx context.Context, tx Tx, rows []row) error {
 // copyRows writes rows with COPY. COPY cannot ask for a column's default
 // row by row, so events that leave Time unset (now()) and events that set
 // it go in separate COPYs, one per run of consecutive events, which keeps
-// their order.
+// their order. useCopy chooses COPY only for events all alike; the runs
+// serve ForceCopy's tests.
 func copyRows(ctx context.Context, tx Tx, rows []row) error {
 	for start := 0; start < len(rows); {
 		withTime := !rows[start].time.IsZero()

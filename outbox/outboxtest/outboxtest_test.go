@@ -36,8 +36,10 @@ func connect(t *testing.T) *pgx.Conn {
 	return conn
 }
 
-func events(n int) []outbox.Event {
-	at := time.Date(2024, 1, 2, 3, 4, 5, 678901234, time.UTC)
+// events makes n events of every shape; where timed, each sets its Time,
+// otherwise some leave it to the database. The times are not in UTC.
+func events(n int, timed bool) []outbox.Event {
+	at := time.Date(2024, 1, 2, 3, 4, 5, 678901234, time.FixedZone("UTC+5", 5*3600))
 	out := make([]outbox.Event, n)
 	for i := range out {
 		e := outbox.Event{ID: uuid.New(), Type: fmt.Sprintf("type_%d", i%3), Context: map[string]any{"i": i, "s": "<é>"}}
@@ -52,19 +54,32 @@ func events(n int) []outbox.Event {
 			e.MetadataVersion = int64(i)
 			e.Time = at
 		}
+		if timed && e.Time.IsZero() {
+			e.Time = at.Add(-time.Duration(i) * time.Second)
+		}
 		out[i] = e
 	}
 	return out
 }
 
-// The Recorder records what the database stores, on both write paths.
+// The Recorder records what the database stores, on both write paths,
+// times in UTC as Published reads them.
 func TestRecorder_RecordsWhatTheDatabaseStores(t *testing.T) {
-	for _, n := range []int{5, 150} { // INSERT, then COPY
-		t.Run(fmt.Sprint(n), func(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		n     int
+		timed bool
+	}{
+		{"insert", 5, false},
+		{"insert_of_many_with_default_times", 150, false},
+		{"copy", 150, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			conn := connect(t)
 			pub := outbox.Publisher{Environment: "test"}
-			evs := events(n)
+			n := tc.n
+			evs := events(n, tc.timed)
 
 			var rec outboxtest.Recorder
 			if err := pub.Publish(ctx, &rec, evs...); err != nil {
@@ -90,10 +105,10 @@ func TestRecorder_RecordsWhatTheDatabaseStores(t *testing.T) {
 			for i := range db {
 				r := recorded[i]
 				if r.Time.IsZero() {
-					r.Time = now // the database's default
+					r.Time = now.UTC() // the database's default
 				}
 				d := db[i]
-				if d.ID != r.ID || d.Type != r.Type || !d.Time.Equal(r.Time) || d.Environment != r.Environment ||
+				if d.ID != r.ID || d.Type != r.Type || d.Time != r.Time || d.Environment != r.Environment ||
 					d.MetadataVersion != r.MetadataVersion || d.Traceparent != r.Traceparent ||
 					!bytes.Equal(d.Context.(json.RawMessage), r.Context.(json.RawMessage)) {
 					t.Fatalf("event %d:\ndatabase %+v %s\nrecorder %+v %s", i, d, d.Context, r, r.Context)

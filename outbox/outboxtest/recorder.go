@@ -23,9 +23,9 @@ import (
 
 // Recorder is an in-memory outbox.Tx: pass it where the code under test
 // takes an outbox.Tx and it records the events published through it,
-// as they would be stored (defaults filled in, Context as the JSON text,
-// Time cut to microseconds; Time stays zero where the database's now() would
-// apply). Statements other than outbox writes are recorded in Statements and
+// as they would be stored and as Published reads them back (defaults
+// filled in, Context as the JSON text, Time in UTC cut to microseconds;
+// Time stays zero where the database's now() would apply). Statements other than outbox writes are recorded in Statements and
 // succeed without effect. There is no transaction: nothing is ever rolled
 // back. The zero value is ready; it is safe for concurrent use.
 type Recorder struct {
@@ -238,10 +238,10 @@ func setField(e *outbox.Event, column string, v any) error {
 		switch t := v.(type) {
 		case *time.Time: // INSERT path: nil means now()
 			if t != nil {
-				e.Time = t.Truncate(time.Microsecond)
+				e.Time = t.UTC().Truncate(time.Microsecond)
 			}
 		case time.Time:
-			e.Time = t.Truncate(time.Microsecond)
+			e.Time = t.UTC().Truncate(time.Microsecond)
 		default:
 			ok = false
 		}
