@@ -19,27 +19,10 @@ LOCAL := $(CURDIR)/.local
 build:
 	$(GO) build -ldflags "-X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o bin/cdc ./cmd/cdc
 
-# One PostgreSQL and one ClickHouse for the whole suite; every test gets its
-# own databases on them. Stopped again however the tests end. e2e runs on its
-# own, after the rest: its fault tests stop and restart the shared servers.
-# (It builds the binary with -race itself.)
+# The whole suite against one PostgreSQL and one ClickHouse under .local/test,
+# started and stopped again by scripts/test.sh however the tests end.
 test:
-	@scripts/deps.sh test
-	@-scripts/localdb.sh stop "$(LOCAL)/test" >/dev/null 2>&1 # left over from an interrupted run
-	@rm -rf "$(LOCAL)/test" && mkdir -p "$(LOCAL)/test" && chmod 755 "$(LOCAL)" "$(LOCAL)/test"
-	@set -euo pipefail; \
-	trap 'scripts/localdb.sh stop "$(LOCAL)/test"' EXIT; \
-	servers=$$(scripts/localdb.sh start "$(LOCAL)/test"); \
-	eval "$$(sed 's/^/export /' <<<"$$servers")"; \
-	export CDC_TEST_PG_DSN="$$CDC_PG_DSN" CDC_TEST_CLICKHOUSE_DSN="$$CDC_CLICKHOUSE_DSN" CDC_TEST_LOCALDB_DIR="$(LOCAL)/test"; \
-	$(GO) vet ./...; \
-	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /e2e$$); \
-	$(GO) test -count=1 -timeout 45m ./e2e/
-
-# The main job end to end: local PostgreSQL and ClickHouse, migrate, run,
-# publish, watch events and lag arrive, stop everything.
-demo:
-	scripts/demo.sh
+	@GO="$(GO)" scripts/test.sh
 
 # Fast checks without databases: the tests that need PostgreSQL and
 # ClickHouse skip (testenv.Main), the rest run.
@@ -64,4 +47,6 @@ clean:
 	rm -rf bin
 	-scripts/localdb.sh stop "$(LOCAL)/test"
 	-scripts/localdb.sh stop "$(LOCAL)/demo"
+	-scripts/localdb.sh stop "$(LOCAL)/bench"
+	-scripts/localdb.sh stop "$(LOCAL)/dev"
 	rm -rf "$(LOCAL)"
