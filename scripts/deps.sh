@@ -10,7 +10,9 @@
 #   scripts/deps.sh ci     + what .ci/run's other checks use
 set -euo pipefail
 
-demo=(postgresql-15 postgresql-client-15 clickhouse-server clickhouse-client curl python3)
+# ca-certificates: go build fetches modules over HTTPS, and a minimal
+# system may lack the CA bundle (curl only recommends it).
+demo=(postgresql-15 postgresql-client-15 clickhouse-server clickhouse-client curl ca-certificates python3)
 test=(
 	"${demo[@]}"
 	make                                 # make test

@@ -15,6 +15,9 @@ set -euo pipefail
 # start then), and a cluster would take the caller's collation.
 export LC_ALL=C.UTF-8 LANG=C.UTF-8
 unset LANGUAGE
+# Debian puts clickhouse-server in /usr/sbin, which a regular user's PATH
+# lacks.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 cmd=${1:-}
 dir=${2:-}
@@ -169,7 +172,10 @@ CONF
 	started_ch=1
 	echo "$pid" >"$dir/ch/server.pid"
 	echo "$port" >"$dir/ch.port"
-	for _ in $(seq 1 120); do
+	# A deadline, not a count of tries: a try whose client hangs takes
+	# its 5 s.
+	local deadline=$((SECONDS + 30))
+	while [ "$SECONDS" -lt "$deadline" ]; do
 		# A server that exited (bad config, port taken) will not answer:
 		# no need to wait the 30 s out.
 		kill -0 "$pid" 2>/dev/null || break
@@ -201,8 +207,22 @@ runs() {
 
 stop_pg() {
 	if [ -f "$dir/pg/postmaster.pid" ]; then
-		if runs "$(head -n 1 "$dir/pg/postmaster.pid")" "$dir/pg"; then
-			as_pg "$pgbin/pg_ctl" -D "$dir/pg" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+		local pid
+		pid=$(head -n 1 "$dir/pg/postmaster.pid")
+		if runs "$pid" "$dir/pg"; then
+			# A fast stop waits for walsenders to send what is left; one
+			# whose client holds it back (a connector that stores nothing
+			# while ClickHouse is down) can hold it past the 60 s. Then
+			# immediate, then SIGKILL: stop means stopped.
+			as_pg "$pgbin/pg_ctl" -D "$dir/pg" -m fast -w -t 60 stop >/dev/null 2>&1 ||
+				as_pg "$pgbin/pg_ctl" -D "$dir/pg" -m immediate -w -t 30 stop >/dev/null 2>&1 || {
+				kill -9 "$pid" 2>/dev/null || true
+				for _ in $(seq 1 40); do runs "$pid" "$dir/pg" || break; sleep 0.25; done
+			}
+			if runs "$pid" "$dir/pg"; then
+				echo "localdb: PostgreSQL (pid $pid) under $dir did not stop" >&2
+				return 1
+			fi
 		else
 			rm -f "$dir/pg/postmaster.pid" # stale: its server is gone
 		fi
@@ -225,8 +245,10 @@ stop_ch() {
 }
 
 stop_all() {
-	stop_pg
-	stop_ch
+	local rc=0
+	stop_pg || rc=1
+	stop_ch || rc=1
+	return "$rc"
 }
 
 # pg_runs: a PostgreSQL server of this folder is running.
