@@ -24,6 +24,11 @@ build:
 test:
 	@GO="$(GO)" scripts/test.sh
 
+# The main job end to end: local PostgreSQL and ClickHouse, migrate, run,
+# publish, watch events and lag arrive, stop everything.
+demo:
+	scripts/demo.sh
+
 # Fast checks without databases: the tests that need PostgreSQL and
 # ClickHouse skip (testenv.Main), the rest run.
 test-short:
