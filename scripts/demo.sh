@@ -17,12 +17,25 @@ scripts/deps.sh demo
 
 # 2. Servers, stopped again however the demo ends.
 cdc_pid=""
+interrupted=0
 cleanup() {
-	if [ -n "$cdc_pid" ] && kill -0 "$cdc_pid" 2>/dev/null; then kill -TERM "$cdc_pid"; wait "$cdc_pid" || true; fi
+	trap '' INT TERM
+	if [ -n "$cdc_pid" ] && kill -0 "$cdc_pid" 2>/dev/null; then
+		# A Ctrl-C reached cdc too (it is in the terminal's process
+		# group), and it is storing what it holds: a second signal would
+		# have it exit at once. It is given its shutdown (10 s) first.
+		if [ "$interrupted" = 1 ]; then
+			for _ in $(seq 1 150); do kill -0 "$cdc_pid" 2>/dev/null || break; sleep 0.1; done
+		fi
+		kill -TERM "$cdc_pid" 2>/dev/null || true
+		wait "$cdc_pid" || true
+	fi
 	scripts/localdb.sh stop "$dir"
 	echo "stopped PostgreSQL and ClickHouse"
 }
 trap cleanup EXIT
+trap 'interrupted=1; exit 130' INT
+trap 'exit 143' TERM
 # A fresh folder each time, so the counts below are this run's.
 scripts/localdb.sh stop "$dir" >/dev/null 2>&1 || true
 rm -rf "$dir"
@@ -34,7 +47,7 @@ servers=$(scripts/localdb.sh start "$dir")
 eval "$(sed 's/^/export /' <<<"$servers")"
 metrics_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export CDC_METRICS_ADDR=127.0.0.1:$metrics_port CDC_FLUSH_INTERVAL=500ms CDC_LOG_FORMAT=console
-psql=(psql -q -X "$CDC_PG_DSN")
+psql=(psql -q -X -v ON_ERROR_STOP=1 "$CDC_PG_DSN")
 ch=(clickhouse-client --host 127.0.0.1 --port "$LOCALDB_CH_PORT")
 
 step "building cdc"
@@ -91,10 +104,17 @@ SQL
 done
 
 step "waiting for the last batch"
+stored=0
 for _ in $(seq 1 100); do
-	[ "$("${ch[@]}" -q 'SELECT count() FROM event_log FINAL')" = 3000 ] && break
+	stored=$("${ch[@]}" -q 'SELECT count() FROM event_log FINAL')
+	[ "$stored" = 3000 ] && break
 	sleep 0.1
 done
+if [ "$stored" != 3000 ]; then
+	echo "event_log holds $stored events 10 s after the last commit, not 3000; cdc's log: $dir/cdc.log, its last lines:" >&2
+	tail -n 20 "$dir/cdc.log" >&2 || true
+	exit 1
+fi
 "${ch[@]}" -q "SELECT event_type, count() AS events, min(event_date_time) AS first, max(event_date_time) AS last FROM event_log FINAL GROUP BY event_type FORMAT PrettyCompactNoEscapes"
 "${ch[@]}" -q "SELECT event_id, event_type, environment, event_context FROM event_log FINAL ORDER BY event_context LIMIT 3 FORMAT PrettyCompactNoEscapes"
 
