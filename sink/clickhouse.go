@@ -520,6 +520,11 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 				return nil, err
 			}
 			if err := batch.Flush(); err != nil {
+				// Abort, not the deferred Close: Close sends the end of
+				// the data, and the server would commit the blocks sent
+				// before this one while the batch is reported unstored.
+				_ = batch.Abort()
+				batch = nil
 				return nil, fmt.Errorf("send block of %d rows to %s: %w", blockLen, Table, err)
 			}
 			blockSize, blockLen = 0, 0

@@ -26,7 +26,12 @@ type fakeConn struct {
 	n           *liveCount
 	bad         uint64
 	appendFails uint64
+	flushFails  bool
 	sent        []uint64
+	// closed and aborted count how batches ended: Close sends the end of
+	// the data, which commits what was flushed; Abort drops the
+	// connection.
+	closed, aborted int
 }
 
 func (f *fakeConn) PrepareBatch(ctx context.Context, q string, _ ...driver.PrepareBatchOption) (driver.Batch, error) {
@@ -66,7 +71,12 @@ func (b *fakeBatch) Append(v ...any) error {
 	b.seqs = append(b.seqs, seq)
 	return nil
 }
-func (b *fakeBatch) Flush() error { return nil }
+func (b *fakeBatch) Flush() error {
+	if b.conn.flushFails {
+		return errors.New("flush failed")
+	}
+	return nil
+}
 func (b *fakeBatch) Send() error {
 	if b.hasBad {
 		return &clickhouse.Exception{Code: 6, Message: "bad"}
@@ -80,8 +90,31 @@ func (b *fakeBatch) done() {
 		b.n.live--
 	}
 }
-func (b *fakeBatch) Abort() error { b.done(); return nil }
-func (b *fakeBatch) Close() error { b.done(); return nil }
+func (b *fakeBatch) Abort() error { b.conn.aborted++; b.done(); return nil }
+func (b *fakeBatch) Close() error { b.conn.closed++; b.done(); return nil }
+
+// A block that fails to go out ends the INSERT by Abort, not Close: Close
+// sends the end of the data, and the server would commit the blocks sent
+// before it while Write reports the batch not stored.
+func TestWrite_AFailedBlockAbortsTheInsert(t *testing.T) {
+	rel := &decoder.Relation{Name: "outbox", Columns: []decoder.Column{{Name: "id"}}}
+	rows := make([]Row, 100)
+	for i := range rows {
+		rows[i] = Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("x")}},
+			Pos: Position{CommitLSN: pglogrepl.LSN(1), Seq: uint64(i + 1)}, Size: 1}
+	}
+	fc := &fakeConn{n: &liveCount{}, flushFails: true}
+	c := &ClickHouse{conn: fc, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
+		columns:    []chColumn{{"event_id", "String"}, {"cdc_commit_lsn", "UInt64"}, {"cdc_seq", "UInt64"}},
+		blockBytes: blockBytes, blockRows: 10}
+	_, err := c.write(context.Background(), rows, false)
+	if err == nil || err.Error() != "send block of 10 rows to event_log: flush failed" {
+		t.Fatalf("write with a failing block: %v", err)
+	}
+	if fc.aborted != 1 || fc.closed != 0 {
+		t.Fatalf("the INSERT ended by %d Aborts and %d Closes, want one Abort", fc.aborted, fc.closed)
+	}
+}
 
 // Setting a refused row aside bisects the batch; each level closes the
 // batch it sent before the next opens its own, so the blocks' columns of
