@@ -643,9 +643,19 @@ func (c *ClickHouse) plan(rows []Row) *plan {
 // Names that would need escaping are never named (loadColumns).
 func quoteIdent(name string) string { return "`" + name + "`" }
 
+// targetName is the event_log column an outbox column goes to; "" for an
+// outbox column named like one a renamed column fills (event_id,
+// trace_id), which is not carried: two sources for one column would have
+// one win unseen, and trace_id would keep only what looks like a
+// traceparent's trace id.
 func targetName(outboxColumn string) string {
 	if t, ok := renamed[outboxColumn]; ok {
 		return t
+	}
+	for _, t := range renamed {
+		if t == outboxColumn {
+			return ""
+		}
 	}
 	return outboxColumn
 }
@@ -662,9 +672,11 @@ func (c *ClickHouse) warnUncarried(rel *decoder.Relation) {
 	for _, col := range c.columns {
 		have[col.name] = true
 	}
-	var missing, computed, unquotable []string
+	var missing, computed, unquotable, shadowed []string
 	for _, col := range rel.Columns {
 		switch t := targetName(col.Name); {
+		case t == "":
+			shadowed = append(shadowed, col.Name)
 		case have[t]:
 		case c.computed[t] != "":
 			computed = append(computed, col.Name+" ("+c.computed[t]+")")
@@ -673,6 +685,9 @@ func (c *ClickHouse) warnUncarried(rel *decoder.Relation) {
 		default:
 			missing = append(missing, col.Name)
 		}
+	}
+	if len(shadowed) > 0 {
+		c.warnColumns("outbox columns named like the event_log column another outbox column fills (id fills event_id, traceparent trace_id) are not carried: rename them", shadowed, rel)
 	}
 	if len(unquotable) > 0 {
 		c.warnColumns("outbox columns named with a backtick, a backslash or a parenthesis are not carried: clickhouse-go cannot name them in an INSERT; rename them on both sides", unquotable, rel)

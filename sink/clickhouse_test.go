@@ -562,6 +562,42 @@ func TestClickHouse_ComputedQuotedAndArrayColumns(t *testing.T) {
 	}
 }
 
+// An outbox column named like the event_log column a renamed one fills —
+// event_id (filled by id), trace_id (by traceparent) — is not carried: the
+// renamed column's value is stored, and a warning names the other.
+func TestClickHouse_OutboxColumnsNamedLikeRenamedTargetsAreNotCarried(t *testing.T) {
+	_, dsn := newSink(t)
+	ctx := context.Background()
+	core, logs := observer.New(zapcore.WarnLevel)
+	s, err := sink.Open(dsn, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rel := &decoder.Relation{ID: 1, Namespace: "public", Name: "outbox", Columns: []decoder.Column{
+		{Name: "trace_id"}, {Name: "id"}, {Name: "event_type"}, {Name: "event_date_time"}, {Name: "environment"},
+		{Name: "event_context"}, {Name: "traceparent"}, {Name: "event_id"}}}
+	id := uuid.NewString()
+	r := sink.Row{Relation: rel, Values: []decoder.Value{
+		text("ffffffffffffffffffffffffffffffff"), text(id), text("t"), text("2026-11-25 12:00:00+00"), text("test"),
+		text(`{}`), text("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), text(uuid.NewString())},
+		Pos: sink.Position{CommitLSN: 0x1000, Seq: 1}}
+	if rejected, err := s.Write(ctx, &sink.Batch{Rows: []sink.Row{r}}); err != nil || len(rejected) != 0 {
+		t.Fatalf("write: %v, %d refused", err, len(rejected))
+	}
+	var gotID, gotTrace string
+	if err := s.Conn().QueryRow(ctx, "SELECT toString(event_id), trace_id FROM event_log").Scan(&gotID, &gotTrace); err != nil {
+		t.Fatal(err)
+	}
+	if gotID != id || gotTrace != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Fatalf("stored event_id %s, trace_id %q; want %s and the traceparent's trace id", gotID, gotTrace, id)
+	}
+	warned := logs.FilterMessage("outbox columns named like the event_log column another outbox column fills (id fills event_id, traceparent trace_id) are not carried: rename them").All()
+	if len(warned) != 1 || fmt.Sprint(warned[0].ContextMap()["columns"]) != "[trace_id event_id]" {
+		t.Fatalf("warnings %v, want one naming [trace_id event_id]", logs.All())
+	}
+}
+
 // An INSERT of cdc's the server still runs when Written is called — one
 // whose client gave up on it after sending every block — commits after
 // all; Written waits for it, so its rows are among the positions it
