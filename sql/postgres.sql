@@ -4,6 +4,13 @@
 -- on every deploy, while the application inserts.
 -- {{.Publication}} is replaced by CDC_PUBLICATION (validated as an identifier).
 
+-- Two migrates at once (two replicas' init containers on a new database)
+-- would each find the table or the publication missing and both create
+-- it, and the second fail on a duplicate key of the catalog: they take
+-- turns. The lock is the script's transaction's, released at its end,
+-- before the outbox's index is built.
+SELECT pg_advisory_xact_lock(hashtext('cdc migrate'));
+
 CREATE TABLE IF NOT EXISTS outbox (
     id               uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
     event_type       text        NOT NULL,

@@ -27,6 +27,35 @@ func connectFresh(t *testing.T, env *testenv.Env) *pgx.Conn {
 	return pg
 }
 
+// Two migrates at once on a new database — two replicas' init containers
+// — both succeed: neither fails on the other's table or publication.
+func TestMigratePostgres_TwoAtOnceOnANewDatabase(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	for round := range 5 {
+		dsn := env.NewPostgres(t)
+		start := make(chan struct{})
+		errs := make(chan error, 2)
+		for range 2 {
+			conn, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { conn.Close(context.Background()) })
+			go func() {
+				<-start
+				errs <- ddl.MigratePostgres(ctx, conn, "pub", io.Discard)
+			}()
+		}
+		close(start)
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: a migrate beside another: %v", round, err)
+			}
+		}
+	}
+}
+
 func TestPostgres_RejectsUnsafePublicationName(t *testing.T) {
 	for _, name := range []string{"", "Pub", "a-b", `x"; DROP TABLE outbox; --`, "1abc"} {
 		if _, err := ddl.Postgres(name); err == nil {
