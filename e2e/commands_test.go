@@ -1257,8 +1257,14 @@ func TestCommands_RefusedLoginExitsTwo(t *testing.T) {
 		{"migrate_pg_user", []string{"migrate"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, user)}, "cdc migrate: " + pgRefused, "(SQLSTATE 28000)"},
 		{"migrate_clickhouse_user", []string{"migrate"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, user)}, "cdc migrate: " + chRefused, "Unknown user cdc_no_such_user"},
 		{"status_pg_database", []string{"status"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, database)}, "cdc status: " + pgRefused, "(SQLSTATE 3D000)"},
+		// The slot lags (an event committed, nothing streams), so status
+		// asks ClickHouse for the lag in seconds.
+		{"status_clickhouse_user", []string{"status"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, user)}, "cdc status: " + chRefused, "Unknown user cdc_no_such_user"},
 		{"deadletter_pg_user", []string{"deadletter", "list"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, user)}, "cdc deadletter: " + pgRefused, "(SQLSTATE 28000)"},
 	} {
+		if tc.name == "status_clickhouse_user" {
+			w.insertEvents("lagging", 1)
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
 			stdout, stderr, code := w.runOperator(tc.env, tc.args...)

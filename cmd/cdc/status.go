@@ -77,8 +77,9 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 	}
 	defer pool.Close()
 	// part runs one part of the report within its own bound. A signal
-	// stops the command, like any other one-shot's; any other failure
-	// leaves that part unknown.
+	// stops the command, like any other one-shot's, and a login refused
+	// (ClickHouse's, asked for the lag) exits 2 as a bad setting does;
+	// any other failure leaves that part unknown.
 	part := func(timeout time.Duration, what string, read func(context.Context) error) (string, error) {
 		pctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -88,6 +89,8 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 			return "", nil
 		case ctx.Err() != nil:
 			return "", fmt.Errorf("%s: %w", what, ctx.Err())
+		case loginRefused(err) != "":
+			return "", fmt.Errorf("%s: %w", what, err)
 		}
 		log.Warn(what+" unknown", zap.Error(err))
 		return err.Error(), nil
