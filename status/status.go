@@ -32,6 +32,10 @@ type Slot struct {
 	RetainedWAL  int64  `json:"retained_wal_bytes"`
 	// SafeWALBytes is nil while max_slot_wal_keep_size is unlimited.
 	SafeWALBytes *int64 `json:"safe_wal_bytes"`
+	// OtherDatabase names the database the slot belongs to when that is
+	// not this one (slot names are the cluster's): then nothing else
+	// here is this database's, and cdc run and migrate refuse the slot.
+	OtherDatabase string `json:"other_database,omitempty"`
 }
 
 // Querier is what ReadSlot needs: a pool or a connection.
@@ -48,9 +52,10 @@ func ReadSlot(ctx context.Context, q Querier, slot string) (Slot, error) {
 		       pg_current_wal_lsn()::text, coalesce(s.wal_status, ''),
 		       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn), 0)::bigint,
 		       coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn), 0)::bigint,
-		       s.safe_wal_size
+		       s.safe_wal_size,
+		       CASE WHEN s.database IS DISTINCT FROM current_database() THEN coalesce(s.database, '(none: a physical slot)') ELSE '' END
 		FROM pg_replication_slots s WHERE s.slot_name = $1`, slot).
-		Scan(&s.Active, &s.ActivePID, &s.ConfirmedLSN, &s.CurrentLSN, &s.WALStatus, &s.LagBytes, &s.RetainedWAL, &s.SafeWALBytes)
+		Scan(&s.Active, &s.ActivePID, &s.ConfirmedLSN, &s.CurrentLSN, &s.WALStatus, &s.LagBytes, &s.RetainedWAL, &s.SafeWALBytes, &s.OtherDatabase)
 	if errors.Is(err, pgx.ErrNoRows) {
 		if err := q.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&s.CurrentLSN); err != nil {
 			return s, fmt.Errorf("read current wal position: %w", err)

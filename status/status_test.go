@@ -321,3 +321,35 @@ func TestMonitor_ReportsTheRetentionHold(t *testing.T) {
 		t.Fatalf("cdc_slot_poll_errors_total = %v, want 0", got)
 	}
 }
+
+// Slot names are the cluster's: a slot of the name in another database is
+// reported as that database's, not read as this one's.
+func TestReadSlot_NamesTheDatabaseOfAnotherDatabasesSlot(t *testing.T) {
+	env := testenv.Get(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pools := make([]*pgxpool.Pool, 2)
+	names := make([]string, 2)
+	for i := range pools {
+		pool, err := pgxpool.New(ctx, env.NewPostgres(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pool.Close()
+		if err := pool.QueryRow(ctx, `SELECT current_database()`).Scan(&names[i]); err != nil {
+			t.Fatal(err)
+		}
+		pools[i] = pool
+	}
+	slot := testenv.Name("elsewhere")
+	if _, err := pools[0].Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
+		t.Fatal(err)
+	}
+	defer pools[0].Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, slot) //nolint:errcheck // best effort
+	for i, want := range []string{"", names[0]} {
+		s, err := ReadSlot(ctx, pools[i], slot)
+		if err != nil || !s.Exists || s.OtherDatabase != want {
+			t.Fatalf("ReadSlot from database %s: exists %v, other database %q (%v); want true, %q", names[i], s.Exists, s.OtherDatabase, err, want)
+		}
+	}
+}

@@ -135,6 +135,8 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 		// Not 0: with no slot nothing streams, and what commits now is
 		// kept by no slot.
 		r.LagSecondsError = "slot " + r.Name + " does not exist"
+	} else if r.OtherDatabase != "" {
+		r.LagSecondsError = "slot " + r.Name + " belongs to database " + r.OtherDatabase + ", not this one"
 	} else if r.LagSecondsError, err = part(statusLagTimeout, "lag in seconds", func(ctx context.Context) (err error) {
 		r.LagSeconds, err = lagSeconds(ctx, pool, cfg, r.Slot, log)
 		return err
@@ -154,6 +156,13 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 // printStatus prints the report as docs/operations.md (cdc status) shows
 // it.
 func printStatus(stdout io.Writer, r statusReport) {
+	if r.OtherDatabase != "" {
+		// Nothing of it is this database's: its lag and WAL would read
+		// as this outbox's.
+		fmt.Fprintf(stdout, "slot:              %s belongs to database %s, not this one: set CDC_SLOT_NAME to a slot of this database's (cdc run and migrate refuse this one)\n", r.Name, r.OtherDatabase)
+		printOutbox(stdout, r)
+		return
+	}
 	fmt.Fprintf(stdout, "slot:              %s (exists: %v, active: %v", r.Name, r.Exists, r.Active)
 	if r.ActivePID != 0 {
 		fmt.Fprintf(stdout, ", pid %d", r.ActivePID)
@@ -178,6 +187,12 @@ func printStatus(stdout io.Writer, r statusReport) {
 	} else {
 		fmt.Fprintln(stdout, "wal before invalidation: unlimited (max_slot_wal_keep_size = -1)")
 	}
+	printOutbox(stdout, r)
+}
+
+// printOutbox prints what the outbox, the dead letters and the retention
+// hold say, whatever the slot.
+func printOutbox(stdout io.Writer, r statusReport) {
 	switch {
 	case r.OutboxRows == nil:
 		fmt.Fprint(stdout, "outbox rows:       unknown (see the warning)")

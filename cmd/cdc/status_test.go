@@ -55,6 +55,17 @@ func TestPrintStatus(t *testing.T) {
 			"lag:               - (no slot)\n",
 			"wal before invalidation: - (no slot)\n",
 		}},
+		// Another database's slot: the whole report, nothing of the slot's
+		// read as this outbox's.
+		{"another database's slot", func(r *statusReport) {
+			r.OtherDatabase = "billing"
+			r.LagSeconds, r.LagSecondsError = nil, "slot cdc_outbox belongs to database billing, not this one"
+		}, []string{
+			"slot:              cdc_outbox belongs to database billing, not this one: set CDC_SLOT_NAME to a slot of this database's (cdc run and migrate refuse this one)\n" +
+				"outbox rows:       12\n" +
+				"dead letters:      1\n" +
+				"retention:         not held\n",
+		}},
 		{"lag seconds unknown", func(r *statusReport) { r.LagSeconds = nil }, []string{
 			"lag:               16 bytes, seconds unknown (see the warning)\n",
 		}},
