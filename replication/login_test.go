@@ -3,7 +3,6 @@ package replication_test
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -25,26 +24,9 @@ import (
 func TestReplicator_RefusedLoginEndsRunOnlyBeforeItLoggedIn(t *testing.T) {
 	h := setup(t)
 	ctx := context.Background()
-	role := fmt.Sprintf("cdc_login_%d", time.Now().UnixNano()%1e9)
-	h.exec(`CREATE ROLE ` + role + ` LOGIN REPLICATION`)
-	t.Cleanup(func() {
-		eventually(t, "the role's sessions ended", func() bool {
-			var n int
-			_ = h.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename = $1`, role).Scan(&n)
-			return n == 0
-		})
-		h.exec(`DROP ROLE ` + role)
-	})
-	u, err := url.Parse(h.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	as := func(user string) {
-		u.User = url.User(user)
-		h.dsn = u.String()
-	}
+	role := h.role(fmt.Sprintf("cdc_login_%d", time.Now().UnixNano()%1e9), "LOGIN REPLICATION")
 
-	as(role + "_missing")
+	h.as(role + "_missing")
 	r, _ := h.replicator(&fakeSink{}, nil, zap.NewNop(), func(*replication.Config) {})
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -54,15 +36,13 @@ func TestReplicator_RefusedLoginEndsRunOnlyBeforeItLoggedIn(t *testing.T) {
 
 	// A role that may log in but not replicate is refused at the login
 	// too (42501 while connecting), as is a database it may not connect to.
-	h.exec(`CREATE ROLE ` + role + `_norepl LOGIN`)
-	t.Cleanup(func() { h.exec(`DROP ROLE ` + role + `_norepl`) })
-	as(role + "_norepl")
+	h.as(h.role(role+"_norepl", "LOGIN"))
 	r, _ = h.replicator(&fakeSink{}, nil, zap.NewNop(), func(*replication.Config) {})
 	if err := r.Run(rctx); !replication.IsLoginError(err) || !strings.HasSuffix(err.Error(), "(SQLSTATE 42501)") {
 		t.Fatalf("Run with a role without REPLICATION: %v; want the refused login at once", err)
 	}
 
-	as(role)
+	h.as(role)
 	core, logs := observer.New(zapcore.ErrorLevel)
 	s := &fakeSink{}
 	r, _ = h.replicator(s, nil, zap.New(core), func(*replication.Config) {})
@@ -105,22 +85,8 @@ func TestReplicator_RefusedLoginEndsRunOnlyBeforeItLoggedIn(t *testing.T) {
 func TestReplicator_RefusedLoginAfterALoginThatNeverStreamedIsRetried(t *testing.T) {
 	h := setup(t)
 	ctx := context.Background()
-	role := fmt.Sprintf("cdc_login_%d", time.Now().UnixNano()%1e9)
-	h.exec(`CREATE ROLE ` + role + ` LOGIN REPLICATION`)
-	t.Cleanup(func() {
-		eventually(t, "the role's sessions ended", func() bool {
-			var n int
-			_ = h.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename = $1`, role).Scan(&n)
-			return n == 0
-		})
-		h.exec(`DROP ROLE ` + role)
-	})
-	u, err := url.Parse(h.dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(role)
-	h.dsn = u.String()
+	role := h.role(fmt.Sprintf("cdc_login_%d", time.Now().UnixNano()%1e9), "LOGIN REPLICATION")
+	h.as(role)
 	core, logs := observer.New(zapcore.ErrorLevel)
 	r, _ := h.replicator(&unreachableSink{}, nil, zap.New(core), func(*replication.Config) {})
 	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)

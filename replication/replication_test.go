@@ -3,6 +3,7 @@ package replication_test
 import (
 	"context"
 	"io"
+	"net/url"
 	"os"
 	"sync"
 	"testing"
@@ -190,6 +191,33 @@ func (h *harness) exec(sql string) {
 	if _, err := h.pool.Exec(context.Background(), sql); err != nil {
 		h.t.Fatal(err)
 	}
+}
+
+// role creates role name with attrs (e.g. "LOGIN REPLICATION"), dropped
+// when the test ends, once its sessions have.
+func (h *harness) role(name, attrs string) string {
+	h.t.Helper()
+	h.exec(`CREATE ROLE ` + name + ` ` + attrs)
+	h.t.Cleanup(func() {
+		eventually(h.t, "the role's sessions ended", func() bool {
+			var n int
+			_ = h.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE usename = $1`, name).Scan(&n)
+			return n == 0
+		})
+		h.exec(`DROP ROLE ` + name)
+	})
+	return name
+}
+
+// as points h.dsn, and the replicators made from now on, at user.
+func (h *harness) as(user string) {
+	h.t.Helper()
+	u, err := url.Parse(h.dsn)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	u.User = url.User(user)
+	h.dsn = u.String()
 }
 
 func eventually(t *testing.T, what string, cond func() bool) {

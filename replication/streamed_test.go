@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -570,25 +569,11 @@ func asyncCommitFlushWaited(t *testing.T, refused bool, attempt int) bool {
 	smallDecodingMemory(t, h)
 	ctx := context.Background()
 	if refused {
-		role := fmt.Sprintf("cdc_noflush%d", attempt)
-		h.exec(`CREATE ROLE ` + role + ` LOGIN REPLICATION`)
+		// Its sessions end with the test's replicator first.
+		role := h.role(fmt.Sprintf("cdc_noflush%d", attempt), "LOGIN REPLICATION")
 		h.exec(`REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) FROM PUBLIC`)
-		t.Cleanup(func() {
-			h.exec(`GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO PUBLIC`)
-			// Its sessions end with the test's replicator first.
-			eventually(t, "the role's sessions ended", func() bool {
-				var n int
-				_ = h.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename = '`+role+`'`).Scan(&n)
-				return n == 0
-			})
-			h.exec(`DROP ROLE ` + role)
-		})
-		u, err := url.Parse(h.dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u.User = url.User(role)
-		h.dsn = u.String()
+		t.Cleanup(func() { h.exec(`GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO PUBLIC`) })
+		h.as(role)
 	}
 	// The WAL writer flushes an asynchronous commit within
 	// wal_writer_delay; here nothing else flushes it for 3 s.
