@@ -69,7 +69,8 @@ type ClickHouse struct {
 	// unquotable holds the event_log columns whose names clickhouse-go
 	// cannot carry in an INSERT: never named in one.
 	unquotable map[string]bool
-	// uncarried is set when some outbox column has no event_log column.
+	// uncarried is set when some outbox column has no event_log column it
+	// may fill (none, or one ClickHouse computes).
 	uncarried bool
 	// insertSettings go with each INSERT: none, unless the user's
 	// settings would have the server answer before the rows are written
@@ -697,7 +698,10 @@ func (c *ClickHouse) warnUncarried(rel *decoder.Relation) {
 		c.warnColumns("outbox columns without an event_log column are not carried", missing, rel)
 	}
 	if len(computed) > 0 {
-		// Not uncarried: no reload makes ClickHouse take them.
+		// Uncarried too: an admin may make the column an ordinary one
+		// again (MODIFY COLUMN … REMOVE MATERIALIZED), and a reload
+		// carries it from then on.
+		c.uncarried = true
 		c.warnColumns("outbox columns whose event_log column ClickHouse computes itself (MATERIALIZED or ALIAS) are not carried", computed, rel)
 	}
 }

@@ -562,6 +562,61 @@ func TestClickHouse_ComputedQuotedAndArrayColumns(t *testing.T) {
 	}
 }
 
+// An outbox column whose event_log column ClickHouse computes is carried
+// once an admin makes that column an ordinary one: the sink looks at
+// event_log's columns again, as it does for a column event_log lacks.
+func TestClickHouse_ComputedColumnMadeOrdinaryIsCarried(t *testing.T) {
+	ch, dsn := newSink(t)
+	ctx := context.Background()
+	if err := ch.Conn().Exec(ctx, "ALTER TABLE event_log ADD COLUMN tenant String MATERIALIZED 'computed'"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := sink.Open(dsn, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Without ip, which event_log lacks: a column with nowhere to go would
+	// have the sink look again anyway.
+	n := len(outboxRel.Columns) - 1
+	rel := &decoder.Relation{ID: 1, Namespace: "public", Name: "outbox", Columns: append(slices.Clone(outboxRel.Columns[:n]), decoder.Column{Name: "tenant"})}
+	at := func(seq uint64) sink.Row {
+		r := row(seq, "1", "10.0.0.1")
+		r.Relation, r.Values = rel, append(r.Values[:n:n], text("acme"))
+		return r
+	}
+	if _, err := s.Write(ctx, &sink.Batch{Rows: []sink.Row{at(1)}}); err != nil {
+		t.Fatal(err)
+	}
+	// 18.16 has no MODIFY COLUMN … REMOVE MATERIALIZED: drop and add.
+	for _, q := range []string{"ALTER TABLE event_log DROP COLUMN tenant", "ALTER TABLE event_log ADD COLUMN tenant String"} {
+		if err := ch.Conn().Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink.AgeColumns(s)
+	if _, err := s.Write(ctx, &sink.Batch{Rows: []sink.Row{at(2)}}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	rows, err := ch.Conn().Query(ctx, "SELECT cdc_seq, tenant FROM event_log ORDER BY cdc_seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq uint64
+		var tenant string
+		if err := rows.Scan(&seq, &tenant); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%d:%q", seq, tenant))
+	}
+	if want := `1:"" 2:"acme"`; strings.Join(got, " ") != want {
+		t.Fatalf("rows %s, want %s: the first written while ClickHouse computed tenant, the second carrying it", strings.Join(got, " "), want)
+	}
+}
+
 // An outbox column named like the event_log column a renamed one fills —
 // event_id (filled by id), trace_id (by traceparent) — is not carried: the
 // renamed column's value is stored, and a warning names the other.

@@ -47,3 +47,11 @@ func InsertSettings(c *ClickHouse) map[string]any {
 // SetSettle sets how long Written waits for INSERTs still running, and how
 // often it looks.
 func SetSettle(c *ClickHouse, wait, every time.Duration) { c.settleFor, c.settleEvery = wait, every }
+
+// AgeColumns makes what c knows of event_log's columns older than the 30 s
+// after which an outbox column left uncarried has it look again.
+func AgeColumns(c *ClickHouse) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.loadedAt = c.loadedAt.Add(-time.Minute)
+}
