@@ -188,8 +188,8 @@ func insertRows(ctx context.Context, tx Tx, rows []row) error {
 // copyRows writes rows with COPY. COPY cannot ask for a column's default
 // row by row, so events that leave Time unset (now()) and events that set
 // it go in separate COPYs, one per run of consecutive events, which keeps
-// their order. useCopy chooses COPY only for events all alike; the runs
-// serve ForceCopy's tests.
+// their order. Left to choose, useCopy takes COPY only for events all
+// alike, one run, so that a call is one statement.
 func copyRows(ctx context.Context, tx Tx, rows []row) error {
 	for start := 0; start < len(rows); {
 		withTime := !rows[start].time.IsZero()

@@ -23,8 +23,8 @@ var ErrStalled = errors.New("clickhouse took nothing written for the whole read_
 // nothing taken — found within twice the limit of the last byte taken.
 const stallChunk = 256 << 10
 
-// stallConn is a connection to ClickHouse whose writes fail once a chunk
-// has waited for limit. clickhouse-go bounds its reads (read_timeout) but
+// stallConn is a connection to ClickHouse whose writes fail once limit
+// has passed with no byte taken. clickhouse-go bounds its reads (read_timeout) but
 // not its writes: an INSERT larger than the sockets' buffers, sent into a
 // link that froze without a reset — a dropped route, a paused VM — would
 // wait until TCP gave up, some 15 minutes, or for ever if the peer's

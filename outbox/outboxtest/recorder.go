@@ -25,8 +25,9 @@ import (
 // takes an outbox.Tx and it records the events published through it,
 // as they would be stored and as Published reads them back (defaults
 // filled in, Context as the JSON text, Time in UTC cut to microseconds;
-// Time stays zero where the database's now() would apply). Statements other than outbox writes are recorded in Statements and
-// succeed without effect. There is no transaction: nothing is ever rolled
+// Time stays zero where the database's now() would apply). Statements
+// other than outbox writes are recorded in Statements and succeed without
+// effect. There is no transaction: nothing is ever rolled
 // back. The zero value is ready; it is safe for concurrent use.
 type Recorder struct {
 	// Err, when set, is returned by every call instead of recording, to
