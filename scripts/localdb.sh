@@ -28,10 +28,29 @@ dir=$(cd "$dir" && pwd)
 pgbin=${PG_BIN:-$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || dirname "$(command -v postgres 2>/dev/null || echo /nonexistent/postgres)")}
 [ -x "$pgbin/postgres" ] || { echo "localdb: PostgreSQL 15 server binaries not found (apt-get install postgresql-15)" >&2; exit 1; }
 
+# A free port below the kernel's ephemeral range: the fault tests stop a
+# server and start it again on its port, and a port from the ephemeral
+# range may meanwhile be the local end of one of the suite's own client
+# connections, which would fail that start (address in use).
 free_port() {
-	python3 - <<'PY' 2>/dev/null || echo $((20000 + RANDOM % 20000))
-import socket
-s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+	python3 - <<'PY' 2>/dev/null || echo $((15000 + RANDOM % 15000))
+import random, socket
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except (OSError, ValueError, IndexError):
+    low = 32768
+candidates = list(range(10000, low)) if low > 11000 else []
+random.shuffle(candidates)
+for port in candidates[:200] or [0]:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(s.getsockname()[1])
+        break
+else:
+    raise SystemExit(1)
 PY
 }
 
