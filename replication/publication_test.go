@@ -89,3 +89,61 @@ func TestReplicator_RowsOfAnotherTableAreNotShipped(t *testing.T) {
 		}
 	}
 }
+
+// An outbox moved to another schema is still the outbox: the publication
+// follows it by oid, so its rows keep coming, those written before the
+// move under the old schema's name. They are all events, whether the move
+// came before the session began (a replay) or while it ran.
+func TestReplicator_OutboxMovedToAnotherSchemaIsStillShipped(t *testing.T) {
+	const insert = `INSERT INTO %s.outbox (event_type, environment, event_context) VALUES ('%s', 'test', '{}')`
+	for _, tc := range []struct {
+		name  string
+		move  string
+		after string // the schema the row after the move comes under
+	}{
+		{"set schema", `CREATE SCHEMA app; ALTER TABLE public.outbox SET SCHEMA app`, "app"},
+		// The table itself did not change: PostgreSQL sends its
+		// Relation message once, with the old name.
+		{"schema renamed", `ALTER SCHEMA public RENAME TO app`, "public"},
+	} {
+		for _, live := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, live %v", tc.name, live), func(t *testing.T) {
+				h := setup(t)
+				core, logs := observer.New(zapcore.WarnLevel)
+				s := &fakeSink{}
+				var stop func()
+				if live {
+					stop = h.runWith(s, zap.New(core), func(*replication.Config) {})
+					defer func() { stop() }()
+				}
+				h.exec(fmt.Sprintf(insert, "public", "before"))
+				if live {
+					eventually(t, "the first event stored", func() bool { return s.count() == 1 })
+				}
+				h.exec(tc.move)
+				h.exec(fmt.Sprintf(insert, "app", "after"))
+				end := h.lsn(`SELECT pg_current_wal_lsn()::text`)
+				if !live {
+					stop = h.runWith(s, zap.New(core), func(*replication.Config) {})
+					defer func() { stop() }()
+				}
+				eventually(t, "the slot confirmed past both events", func() bool { return h.confirmed() >= end })
+
+				s.mu.Lock()
+				var got []string
+				for _, row := range byPosition(s.rows) {
+					got = append(got, fmt.Sprintf("%s.%s %s", row.Relation.Namespace, row.Relation.Name,
+						row.Values[row.Relation.Index("event_type")].Data))
+				}
+				s.mu.Unlock()
+				want := []string{"public.outbox before", tc.after + ".outbox after"}
+				if fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("stored %q, want %q", got, want)
+				}
+				if n := logs.FilterMessageSnippet("a table other than the outbox").Len(); n != 0 {
+					t.Errorf("%d warnings that the outbox is another table", n)
+				}
+			})
+		}
+	}
+}

@@ -94,10 +94,10 @@ type Replicator struct {
 	// WAL flush (xactLookup.flush): keep waits for the WAL writer from
 	// then on. Only Run's goroutine touches it.
 	flushRefused bool
-	// outboxSchema is the schema of the outbox table the publication
-	// publishes, read at each session's start (checkPublicationTables).
-	// Only Run's goroutine touches it.
-	outboxSchema string
+	// outbox is the outbox table the publication publishes, read at each
+	// session's start (checkPublicationTables). Only Run's goroutine
+	// touches it.
+	outbox outboxTable
 	// partial holds the xid of each streamed transaction a session stored
 	// rows of before its end was stored (streamed.go), with the end of its
 	// commit once one was received, else 0. Only Run's goroutine touches

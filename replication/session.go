@@ -272,7 +272,7 @@ func (r *Replicator) checkPublicationTables(ctx context.Context, conn *pgconn.Pg
 		// path finds, as the application does — then the others in
 		// name order.
 		tables, err = queryRows(ctx, conn, fmt.Sprintf(
-			"SELECT schemaname, format('%%I.%%I', schemaname, tablename), tablename FROM pg_publication_tables WHERE pubname = '%s' ORDER BY tablename <> '%s', array_position(current_schemas(false), schemaname) NULLS LAST, 2 LIMIT %d",
+			"SELECT schemaname, format('%%I.%%I', schemaname, tablename), tablename, format('%%I.%%I', schemaname, tablename)::regclass::oid FROM pg_publication_tables WHERE pubname = '%s' ORDER BY tablename <> '%s', array_position(current_schemas(false), schemaname) NULLS LAST, 2 LIMIT %d",
 			r.cfg.Publication, ddl.OutboxTable, shown+2))
 		return err
 	})
@@ -282,7 +282,11 @@ func (r *Replicator) checkPublicationTables(ctx context.Context, conn *pgconn.Pg
 	if len(tables) == 0 || tables[0][2] != ddl.OutboxTable {
 		return fmt.Errorf("publication %q does not publish the %s table: %w", r.cfg.Publication, ddl.OutboxTable, ErrPublicationTables)
 	}
-	r.outboxSchema = tables[0][0]
+	oid, err := strconv.ParseUint(tables[0][3], 10, 32)
+	if err != nil {
+		return fmt.Errorf("read the oid of %s: %w", tables[0][1], err)
+	}
+	r.outbox = outboxTable{oid: uint32(oid), schema: tables[0][0]}
 	others := tables[1:]
 	if len(others) == 0 {
 		return nil
@@ -296,6 +300,25 @@ func (r *Replicator) checkPublicationTables(ctx context.Context, conn *pgconn.Pg
 		names = append(names, "…")
 	}
 	return fmt.Errorf("publication %q publishes %s besides %s: %w", r.cfg.Publication, strings.Join(names, ", "), tables[0][1], ErrPublicationTables)
+}
+
+// outboxTable is the outbox a session ships rows of.
+type outboxTable struct {
+	oid    uint32
+	schema string
+}
+
+// is reports whether rows of rel are events: rel is the outbox by its oid,
+// or by its schema and name. The oid, because the publication follows the
+// table by oid: an outbox moved to another schema (ALTER TABLE … SET
+// SCHEMA, a schema renamed) is still published, its rows from before the
+// move are replayed under the old schema's name, and those after it come
+// under the new one while a session that began before the move runs. The
+// name, because rows written to an outbox that was since dropped and made
+// again carry the old table's oid, and a publication FOR ALL TABLES
+// publishes the new one under a new oid.
+func (o outboxTable) is(rel *decoder.Relation) bool {
+	return rel.ID == o.oid || (rel.Name == ddl.OutboxTable && rel.Namespace == o.schema)
 }
 
 // binaryValues decides whether the session asks pgoutput for binary
@@ -1283,7 +1306,7 @@ func (s *stream) committed(xid uint32, msg decoder.Message) {
 // first when the row would take it over the byte limit and after when it
 // reached a limit.
 func (s *stream) add(ctx context.Context, msg decoder.Message, pos sink.Position, commitTime time.Time) error {
-	if msg.Relation.Name != ddl.OutboxTable || msg.Relation.Namespace != s.r.outboxSchema {
+	if !s.r.outbox.is(msg.Relation) {
 		// Not an event: a table the session's start did not see in the
 		// publication (checkPublicationTables). Its row still took its
 		// ordinal, so the outbox rows' positions do not depend on it.
