@@ -34,3 +34,11 @@ func (r *Replicator) Partials() map[uint32]pglogrepl.LSN { return r.partial }
 // SetLastCommit sets what State.LastCommit returns, as a session that
 // received a transaction committed at t would.
 func (s *State) SetLastCommit(t time.Time) { s.received.Store(t.UnixNano()) }
+
+// SetPublicationCheckEvery sets how often a session looks at its
+// publication for a test and returns the function that puts it back.
+func SetPublicationCheckEvery(d time.Duration) (restore func()) {
+	old := publicationCheckEvery
+	publicationCheckEvery = d
+	return func() { publicationCheckEvery = old }
+}

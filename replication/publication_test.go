@@ -147,3 +147,74 @@ func TestReplicator_OutboxMovedToAnotherSchemaIsStillShipped(t *testing.T) {
 		}
 	}
 }
+
+// A publication that stops publishing the outbox while cdc streams ends
+// the session within a check, after what it holds is stored; the next
+// session's start then refuses the publication, or goes on with an outbox
+// made again and published again. Without the check the session streamed
+// on with nothing to decode, and the lag read zero.
+func TestReplicator_OutboxLeavingThePublicationIsNoticed(t *testing.T) {
+	defer replication.SetPublicationCheckEvery(100 * time.Millisecond)()
+	const insert = `INSERT INTO outbox (event_type, environment, event_context) VALUES ('%s', 'test', '{}')`
+	const remake = `CREATE TABLE outbox_new (LIKE outbox INCLUDING ALL); DROP TABLE outbox; ALTER TABLE outbox_new RENAME TO outbox`
+	for _, tc := range []struct {
+		name    string
+		change  string
+		refused bool // Run ends with ErrPublicationTables; else it goes on
+	}{
+		{"dropped from the publication", `ALTER PUBLICATION pub DROP TABLE outbox`, true},
+		{"made again, not published", remake, true},
+		{"made again and published", remake + `; ALTER PUBLICATION pub ADD TABLE outbox`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := setup(t)
+			core, logs := observer.New(zapcore.InfoLevel)
+			s := &fakeSink{}
+			r, _ := h.replicator(s, nil, zap.New(core), func(*replication.Config) {})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() { done <- r.Run(ctx) }()
+
+			h.exec(fmt.Sprintf(insert, "before"))
+			eventually(t, "the first event stored", func() bool { return s.count() == 1 })
+			h.exec(tc.change)
+			if tc.refused {
+				select {
+				case err := <-done:
+					if !errors.Is(err, replication.ErrPublicationTables) {
+						t.Fatalf("Run = %v, want ErrPublicationTables", err)
+					}
+				case <-time.After(20 * time.Second):
+					t.Fatal("Run still runs 20 s after the outbox left the publication")
+				}
+			} else {
+				eventually(t, "a new session", func() bool {
+					return logs.FilterMessage("reconnecting to look at the publication again").Len() == 1
+				})
+				h.exec(fmt.Sprintf(insert, "after"))
+				eventually(t, "the event in the new outbox stored", func() bool { return s.count() == 2 })
+				cancel()
+				if err := <-done; err != nil {
+					t.Fatalf("Run = %v", err)
+				}
+			}
+			if n := logs.FilterMessageSnippet("no longer publishes the outbox table").Len(); n != 1 {
+				t.Errorf("%d warnings that the publication lost the outbox, want 1", n)
+			}
+			s.mu.Lock()
+			var got []string
+			for _, row := range byPosition(s.rows) {
+				got = append(got, string(row.Values[row.Relation.Index("event_type")].Data))
+			}
+			s.mu.Unlock()
+			want := []string{"before"}
+			if !tc.refused {
+				want = append(want, "after")
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("stored %q, want %q", got, want)
+			}
+		})
+	}
+}

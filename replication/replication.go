@@ -193,6 +193,10 @@ func (r *Replicator) Run(ctx context.Context) error {
 			r.log.Info("reconnecting to read values as text", zap.Error(err))
 			continue
 		}
+		if errors.Is(err, errPublicationChanged) {
+			r.log.Info("reconnecting to look at the publication again", zap.Error(err))
+			continue
+		}
 		if errors.Is(err, errStreamInProgress) || errors.Is(err, errResumeStreaming) {
 			// Not a failure: the next session reads with or without
 			// streaming (streamed.go), from the last acknowledged position.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -261,9 +262,9 @@ func setupStep(ctx context.Context, step func(context.Context) error) error {
 // as an event. Migrate creates one of the outbox alone, but
 // CDC_PUBLICATION may name one made otherwise (FOR ALL TABLES would send
 // even cdc_dead_letter's rows, and another schema's outbox). It records
-// the outbox's schema: rows of any other table that are sent all the same
-// — one added while cdc runs, or rows from before a fix — are left out
-// (stream.add).
+// the outbox (its oid and schema, outboxTable): rows of any other table
+// that are sent all the same — one added while cdc runs, or rows from
+// before a fix — are left out (stream.add).
 func (r *Replicator) checkPublicationTables(ctx context.Context, conn *pgconn.PgConn) error {
 	const shown = 5
 	var tables [][]string
@@ -300,25 +301,6 @@ func (r *Replicator) checkPublicationTables(ctx context.Context, conn *pgconn.Pg
 		names = append(names, "…")
 	}
 	return fmt.Errorf("publication %q publishes %s besides %s: %w", r.cfg.Publication, strings.Join(names, ", "), tables[0][1], ErrPublicationTables)
-}
-
-// outboxTable is the outbox a session ships rows of.
-type outboxTable struct {
-	oid    uint32
-	schema string
-}
-
-// is reports whether rows of rel are events: rel is the outbox by its oid,
-// or by its schema and name. The oid, because the publication follows the
-// table by oid: an outbox moved to another schema (ALTER TABLE … SET
-// SCHEMA, a schema renamed) is still published, its rows from before the
-// move are replayed under the old schema's name, and those after it come
-// under the new one while a session that began before the move runs. The
-// name, because rows written to an outbox that was since dropped and made
-// again carry the old table's oid, and a publication FOR ALL TABLES
-// publishes the new one under a new oid.
-func (o outboxTable) is(rel *decoder.Relation) bool {
-	return rel.ID == o.oid || (rel.Name == ddl.OutboxTable && rel.Namespace == o.schema)
 }
 
 // binaryValues decides whether the session asks pgoutput for binary
@@ -745,6 +727,9 @@ type stream struct {
 	// otherTables holds the relation ids of tables other than the outbox
 	// whose rows arrived this session (notOutbox).
 	otherTables map[uint32]bool
+	// pubChanged is set by watchPublication, the one field of the stream
+	// another goroutine writes.
+	pubChanged atomic.Bool
 
 	batch         *sink.Batch
 	batchDeadline time.Time
@@ -837,6 +822,16 @@ func (s *stream) run(ctx context.Context) error {
 		_ = s.conn.Conn().SetWriteDeadline(time.Now())
 	})
 	defer stopInterrupt()
+	pctx, pcancel := context.WithCancel(ctx)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		s.watchPublication(pctx)
+	}()
+	defer func() {
+		pcancel()
+		<-watchDone
+	}()
 
 	err := s.loop(ctx)
 	if !stopInterrupt() {
@@ -848,17 +843,18 @@ func (s *stream) run(ctx context.Context) error {
 	s.intr.Lock()
 	s.interrupted = false // the shutdown's statuses may go, unless one was cut
 	s.intr.Unlock()
-	// Three errors are no failure, and end the session as a shutdown does,
+	// Four errors are no failure, and end the session as a shutdown does,
 	// storing and acknowledging what it holds, for the next to go on from
-	// there: the switches to streaming and away from it (streamed.go), and
-	// a binary value the decoder cannot print (the next session reads
-	// text). Cancelling the INSERTs in flight instead could leave
+	// there: the switches to streaming and away from it (streamed.go), a
+	// binary value the decoder cannot print (the next session reads text),
+	// and a publication that lost the outbox (the next session looks at
+	// it). Cancelling the INSERTs in flight instead could leave
 	// ClickHouse committing one after the next session read what is
 	// stored, and that session would store its rows again.
 	var binErr *decoder.BinaryError
 	toText := errors.As(err, &binErr)
 	toStreaming := errors.Is(err, errResumeStreaming)
-	resume := toStreaming || toText || errors.Is(err, errStreamInProgress)
+	resume := toStreaming || toText || errors.Is(err, errStreamInProgress) || errors.Is(err, errPublicationChanged)
 	if resume {
 		s.r.log.Debug("session ends to read otherwise; storing what it holds first", zap.Error(err))
 	}
@@ -1010,6 +1006,9 @@ func (s *stream) loop(ctx context.Context) error {
 	for {
 		if ctx.Err() != nil {
 			return nil
+		}
+		if s.resume == nil && s.pubChanged.Load() {
+			s.resume = errPublicationChanged
 		}
 		if s.resume != nil && !s.track.InTx() {
 			return s.resume

@@ -1,0 +1,113 @@
+package replication
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/decoder"
+	ddl "github.com/eventcdc/cdc/sql"
+)
+
+// outboxTable is the outbox a session ships rows of.
+type outboxTable struct {
+	oid    uint32
+	schema string
+}
+
+// is reports whether rows of rel are events: rel is the outbox by its oid,
+// or by its schema and name. The oid, because the publication follows the
+// table by oid: an outbox moved to another schema (ALTER TABLE … SET
+// SCHEMA, a schema renamed) is still published, its rows from before the
+// move are replayed under the old schema's name, and those after it come
+// under the new one while a session that began before the move runs. The
+// name, because rows written to an outbox that was since dropped and made
+// again carry the old table's oid, and a publication FOR ALL TABLES
+// publishes the new one under a new oid.
+func (o outboxTable) is(rel *decoder.Relation) bool {
+	return rel.ID == o.oid || (rel.Name == ddl.OutboxTable && rel.Namespace == o.schema)
+}
+
+// publicationCheckEvery is how often a session looks whether its
+// publication still publishes the outbox it began with (watchPublication).
+var publicationCheckEvery = 30 * time.Second
+
+// errPublicationChanged ends a session whose publication no longer
+// publishes the outbox it began with; the next session's start looks at
+// the publication again (checkPublicationTables).
+var errPublicationChanged = errors.New("the publication no longer publishes the outbox table this session began with")
+
+// watchPublication looks every publicationCheckEvery, on a connection of
+// its own, whether the publication still publishes the session's outbox,
+// until ctx ends. When it does not, it sets s.pubChanged, and the stream
+// ends the session between transactions, storing what it holds.
+//
+// Without it a session streams on in silence after the outbox is dropped
+// (a migration that makes the table again and renames it into place): the
+// publication lost the table, no row is decoded any more, the slot follows
+// the server's WAL and the lag reads zero. Only a restart would say so.
+// Ended, the session's successor either finds the outbox published again
+// (made again and added back: it goes on with the new table) or exits with
+// ErrPublicationTables or ErrPublicationMissing, which an operator sees.
+// A check that fails (the server busy or down) says nothing: the
+// replication connection is the one whose failures count.
+func (s *stream) watchPublication(ctx context.Context) {
+	tick := time.NewTicker(publicationCheckEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		published, err := s.r.outboxPublished(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.r.log.Debug("could not look at the publication's tables", zap.Error(err))
+			}
+			continue
+		}
+		if !published {
+			s.r.log.Warn("the publication no longer publishes the outbox table this session began with (dropped, or removed from the publication); ending the session to look at the publication again",
+				zap.String("publication", s.r.cfg.Publication), zap.Uint32("outbox_oid", s.r.outbox.oid))
+			s.pubChanged.Store(true)
+			return
+		}
+	}
+}
+
+// outboxPublished reports whether the publication publishes the table of
+// the session's outbox oid.
+func (r *Replicator) outboxPublished(ctx context.Context) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	cfg, err := pgconn.ParseConfig(r.cfg.DSN)
+	if err != nil {
+		return false, wrapf(err, "parse postgres dsn")
+	}
+	ConnDefaults(cfg)
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return false, wrapf(err, "connect to postgres to look at the publication")
+	}
+	defer func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer ccancel()
+		_ = conn.Close(cctx)
+	}()
+	// Joined by name: pg_publication_tables names its tables; a table
+	// dropped meanwhile is then no match rather than a failed cast.
+	rows, err := queryRows(ctx, conn, fmt.Sprintf(
+		`SELECT count(*) FROM pg_publication_tables t
+			JOIN pg_namespace n ON n.nspname = t.schemaname
+			JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename
+			WHERE t.pubname = '%s' AND c.oid = %d`, r.cfg.Publication, r.outbox.oid))
+	if err != nil {
+		return false, wrapf(err, "look up the tables of publication %s", r.cfg.Publication)
+	}
+	return len(rows) == 1 && len(rows[0]) == 1 && rows[0][0] != "0", nil
+}
