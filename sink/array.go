@@ -24,6 +24,7 @@ type arrayCell struct {
 	typ   string
 	depth int    // 2 for Array(Array(T))
 	elem  string // T
+	types serverTypes
 	// cells holds one cell per element of the value, reused from row to
 	// row: an element's value() points into its cell, and all of a row's
 	// elements are handed over at once.
@@ -32,7 +33,7 @@ type arrayCell struct {
 	v     []any // what set made: []any nested depth deep, elements as value() gives them
 }
 
-func newArrayCell(chType string) cell {
+func (st serverTypes) newArrayCell(chType string) cell {
 	elem, depth := chType, 0
 	for {
 		inner, ok := unwrap(elem, "Array")
@@ -44,7 +45,7 @@ func newArrayCell(chType string) cell {
 	if composite(elem) {
 		return refusedCell{fmt.Errorf("cdc does not convert values into %s: make the event_log column a String (json arrives as JSON text)", chType)}
 	}
-	return &arrayCell{typ: chType, depth: depth, elem: elem}
+	return &arrayCell{typ: chType, depth: depth, elem: elem, types: st}
 }
 
 func (c *arrayCell) set(v decoder.Value) error {
@@ -79,7 +80,7 @@ func (c *arrayCell) value() any { return c.v }
 // element converts one element through the next free element cell.
 func (c *arrayCell) element(data []byte, null bool) (any, error) {
 	if c.used == len(c.cells) {
-		c.cells = append(c.cells, newCell(c.elem, false))
+		c.cells = append(c.cells, c.types.newCell(c.elem, false))
 	}
 	e := c.cells[c.used]
 	c.used++

@@ -72,6 +72,8 @@ type ClickHouse struct {
 	// misread holds the event_log columns whose types clickhouse-go
 	// misreads (escapedEnum): never named in an INSERT either.
 	misread map[string]bool
+	// types is what the server's version changes in the conversion.
+	types serverTypes
 	// uncarried is set when some outbox column has no event_log column it
 	// may fill (none, or one ClickHouse computes).
 	uncarried bool
@@ -583,6 +585,7 @@ func mergeRejected(a, b []Rejected) []Rejected {
 // rows do not carry is left out of the INSERT, so ClickHouse gives it its
 // DEFAULT.
 type plan struct {
+	types   serverTypes
 	query   string
 	targets []string
 	sources map[*decoder.Relation][]int // per target: index in Relation.Columns, or -1
@@ -597,7 +600,7 @@ const (
 func (c *ClickHouse) plan(rows []Row) *plan {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	p := &plan{sources: map[*decoder.Relation][]int{}}
+	p := &plan{types: c.types, sources: map[*decoder.Relation][]int{}}
 	carried := map[string]bool{}
 	for _, r := range rows {
 		if _, ok := p.sources[r.Relation]; ok {
@@ -754,7 +757,7 @@ func (p *plan) cells(cols []column.Interface) *rowCells {
 		case "trace_id":
 			rc.cells[i] = &traceCell{byValue: typ != "String"}
 		default:
-			rc.cells[i] = cellFor(typ)
+			rc.cells[i] = p.types.cellFor(typ)
 		}
 	}
 	return rc
@@ -791,6 +794,20 @@ func (rc *rowCells) convert(p *plan, r Row) ([]any, error) {
 		rc.vals[i] = rc.cells[i].value()
 	}
 	return rc.vals, nil
+}
+
+// readServerTypes asks the server how it reads the last day of Date's
+// range: 23.8 prints 2149-06-06, 18.16 prints 1970-01-01 for every day
+// after 2106-02-07, so there a Date ends then (serverTypes).
+func (c *ClickHouse) readServerTypes(ctx context.Context) (serverTypes, error) {
+	var last string
+	if err := c.conn.QueryRow(ctx, "SELECT toString(toDate(toUInt16(65535)))").Scan(&last); err != nil {
+		return serverTypes{}, fmt.Errorf("read how the server prints Date: %w", err)
+	}
+	if last == maxDate.AddDate(0, 0, -1).Format("2006-01-02") {
+		return fullDates, nil
+	}
+	return serverTypes{dateEnd: maxDate1816}, nil
 }
 
 // escapedEnum reports whether typ is, or holds, an Enum with an escaped
@@ -860,7 +877,11 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.insertSettings = settings
+	types, err := c.readServerTypes(ctx)
+	if err != nil {
+		return err
+	}
+	c.insertSettings, c.types = settings, types
 	c.columns = cols
 	c.computed, c.unquotable, c.misread = computed, unquotable, misread
 	c.warned = map[*decoder.Relation]bool{}

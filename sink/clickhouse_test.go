@@ -795,3 +795,75 @@ func TestClickHouse_EnumWithAnEscapeInANameIsNotCarried(t *testing.T) {
 		t.Fatalf("rows %q, want %q", strings.Join(got, " "), want)
 	}
 }
+
+// A Date is stored only where the server reads it back as the same day:
+// 18.16 reads every day after 2106-02-07 as 1970-01-01, so there those
+// days are refused (dead letters), in an Array too; a server that reads
+// them (23.8) stores them. Which days a server reads is asked of the
+// server itself, by day number. (Not day 0: 18.16 prints it 0000-00-00.)
+func TestClickHouse_DatesAreStoredOnlyAsTheServerReadsThem(t *testing.T) {
+	ch, dsn := newSink(t)
+	ctx := context.Background()
+	if err := ch.Conn().Exec(ctx, "ALTER TABLE event_log ADD COLUMN due Date, ADD COLUMN dues Array(Date)"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := sink.Open(dsn, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n := len(outboxRel.Columns) - 1 // without ip, which event_log lacks
+	rel := &decoder.Relation{ID: 1, Namespace: "public", Name: "outbox", Columns: append(slices.Clone(outboxRel.Columns[:n]),
+		decoder.Column{Name: "due"}, decoder.Column{Name: "dues"})}
+	days := []string{"1970-01-02", "2106-02-07", "2106-02-08", "2120-01-01", "2149-06-06"}
+	var rows []sink.Row
+	for i, day := range days {
+		for j, vals := range [][]decoder.Value{{text(day), text("{}")}, {text("2000-01-01"), text("{2000-01-01," + day + "}")}} {
+			r := row(uint64(2*i+j+1), "1", "")
+			r.Relation, r.Values = rel, append(r.Values[:n:n], vals...)
+			rows = append(rows, r)
+		}
+	}
+	rejected, err := s.Write(ctx, &sink.Batch{Rows: rows})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := map[uint64]bool{}
+	for _, r := range rejected {
+		refused[r.Row.Pos.Seq] = true
+	}
+	stored := map[uint64]string{}
+	got, err := ch.Conn().Query(ctx, "SELECT cdc_seq, toString(due), toString(dues) FROM event_log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	for got.Next() {
+		var seq uint64
+		var due, dues string
+		if err := got.Scan(&seq, &due, &dues); err != nil {
+			t.Fatal(err)
+		}
+		stored[seq] = due + " " + dues
+	}
+	for i, day := range days {
+		d, _ := time.Parse("2006-01-02", day)
+		var printed string
+		if err := ch.Conn().QueryRow(ctx, fmt.Sprintf("SELECT toString(toDate(toUInt16(%d)))", d.Unix()/86400)).Scan(&printed); err != nil {
+			t.Fatal(err)
+		}
+		readable := printed == day
+		for j, want := range []string{day + " []", "2000-01-01 ['2000-01-01','" + day + "']"} {
+			seq := uint64(2*i + j + 1)
+			switch {
+			case readable && stored[seq] != want:
+				t.Errorf("%s (row %d): stored %q, refused %v; want %q", day, seq, stored[seq], refused[seq], want)
+			case !readable && (!refused[seq] || stored[seq] != ""):
+				t.Errorf("%s (row %d), which the server reads as %s: stored %q, refused %v; want it refused", day, seq, printed, stored[seq], refused[seq])
+			}
+		}
+	}
+	if len(stored)+len(refused) != len(rows) {
+		t.Errorf("%d rows stored and %d refused of %d", len(stored), len(refused), len(rows))
+	}
+}

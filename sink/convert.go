@@ -126,16 +126,33 @@ func (c *lowCardinalityCell) value() any {
 	return v
 }
 
+// serverTypes is what the server's version changes in the conversion of
+// values into its types.
+type serverTypes struct {
+	// dateEnd is the first day a Date column does not hold: 2149-06-07,
+	// or 2106-02-08 on a server (18.16) that reads the days from then on
+	// back as 1970-01-01 (they are stored; every function and format
+	// reads them wrong).
+	dateEnd time.Time
+}
+
+// fullDates is a server whose Date holds every day of its UInt16
+// (23.8 does).
+var fullDates = serverTypes{dateEnd: maxDate}
+
 // cellFor returns the cell for a ClickHouse type name as the server reports
 // it, e.g. "UInt64", "Nullable(String)", "DateTime('UTC')".
-func cellFor(chType string) cell { return newCell(chType, false) }
+func (st serverTypes) cellFor(chType string) cell { return st.newCell(chType, false) }
 
-func newCell(chType string, byValue bool) cell {
+// cellFor is fullDates.cellFor.
+func cellFor(chType string) cell { return fullDates.cellFor(chType) }
+
+func (st serverTypes) newCell(chType string, byValue bool) cell {
 	if inner, ok := unwrap(chType, "Nullable"); ok {
-		return &nullCell{inner: newCell(inner, byValue)}
+		return &nullCell{inner: st.newCell(inner, byValue)}
 	}
 	if inner, ok := unwrap(chType, "LowCardinality"); ok {
-		return &lowCardinalityCell{inner: newCell(inner, true)}
+		return &lowCardinalityCell{inner: st.newCell(inner, true)}
 	}
 	switch {
 	case chType == "String":
@@ -149,7 +166,7 @@ func newCell(chType string, byValue bool) cell {
 	case chType == "DateTime" || strings.HasPrefix(chType, "DateTime("):
 		return &valueCell[time.Time]{zero: epoch, parse: parseDateTime, byValue: byValue}
 	case chType == "Date":
-		return &valueCell[time.Time]{zero: epoch, parse: parseDate, byValue: byValue}
+		return &valueCell[time.Time]{zero: epoch, parse: parseDate(st.dateEnd), byValue: byValue}
 	case chType == "Bool":
 		return &valueCell[bool]{parse: parseBool, byValue: byValue}
 	case chType == "UInt8":
@@ -174,7 +191,7 @@ func newCell(chType string, byValue bool) cell {
 		return &valueCell[float64]{parse: parseFloat[float64](64, chType), byValue: byValue}
 	}
 	if strings.HasPrefix(chType, "Array(") {
-		return newArrayCell(chType)
+		return st.newArrayCell(chType)
 	}
 	if composite(chType) {
 		return refusedCell{fmt.Errorf("cdc does not convert values into %s: make the event_log column a String (json arrives as JSON text)", chType)}
@@ -457,7 +474,8 @@ func clip(b []byte) string {
 var (
 	minDateTime   = time.Unix(0, 0)
 	maxDateTime   = time.Date(2106, 2, 7, 0, 0, 0, 0, time.UTC)
-	maxDate       = time.Unix((math.MaxUint16+1)*86400, 0) // 2149-06-07, exclusive
+	maxDate       = time.Unix((math.MaxUint16+1)*86400, 0).UTC() // 2149-06-07, exclusive
+	maxDate1816   = time.Date(2106, 2, 8, 0, 0, 0, 0, time.UTC)  // exclusive; serverTypes
 	minDateTime64 = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
 	maxDateTime64 = time.Date(2262, 4, 11, 0, 0, 0, 0, time.UTC)
 	epoch         = time.Unix(0, 0).UTC() // a NULL DateTime, DateTime64 or Date
@@ -581,20 +599,23 @@ func dateTime64Precision(chType string) int {
 	return p
 }
 
-// parseDate takes a date, or a timestamp's day in UTC.
-func parseDate(b []byte) (time.Time, error) {
-	t, err := time.Parse("2006-01-02", string(b))
-	if err != nil {
-		if t, err = parseTimestamp(b); err != nil {
-			return time.Time{}, fmt.Errorf("%q is not a date", clip(b))
+// parseDate takes a date, or a timestamp's day in UTC, before the day end.
+func parseDate(end time.Time) func([]byte) (time.Time, error) {
+	last := end.AddDate(0, 0, -1).Format("2006-01-02")
+	return func(b []byte) (time.Time, error) {
+		t, err := time.Parse("2006-01-02", string(b))
+		if err != nil {
+			if t, err = parseTimestamp(b); err != nil {
+				return time.Time{}, fmt.Errorf("%q is not a date", clip(b))
+			}
+			t = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
 		}
-		t = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+		// ClickHouse would wrap a day outside its range into it, silently.
+		if t.Before(minDateTime) || !t.Before(end) {
+			return time.Time{}, fmt.Errorf("%q is outside Date's range 1970-01-01 to %s", clip(b), last)
+		}
+		return t, nil
 	}
-	// ClickHouse would wrap a day outside its range into it, silently.
-	if t.Before(minDateTime) || !t.Before(maxDate) {
-		return time.Time{}, fmt.Errorf("%q is outside Date's range 1970-01-01 to 2149-06-06", clip(b))
-	}
-	return t, nil
 }
 
 func parseBool(b []byte) (bool, error) {
@@ -609,11 +630,13 @@ func parseBool(b []byte) (bool, error) {
 
 func parseUint[T uint8 | uint16 | uint32 | uint64](bits int) func([]byte) (T, error) {
 	return func(b []byte) (T, error) {
-		switch string(b) { // PostgreSQL boolean into a UInt8 flag
-		case "t":
-			return 1, nil
-		case "f":
-			return 0, nil
+		if bits == 8 { // a PostgreSQL boolean into a UInt8 flag
+			switch string(b) {
+			case "t":
+				return 1, nil
+			case "f":
+				return 0, nil
+			}
 		}
 		n, err := strconv.ParseUint(string(b), 10, bits)
 		if err != nil {

@@ -92,6 +92,8 @@ func TestCellFor(t *testing.T) {
 		{typ: "Bool", in: text("0"), want: false},
 		{typ: "Bool", in: text("yes"), wantErr: `"yes" is not a boolean`},
 		{typ: "UInt8", in: text("f"), want: uint8(0)},
+		{typ: "UInt16", in: text("t"), wantErr: `"t" does not fit UInt16`}, // a flag is a UInt8
+		{typ: "UInt64", in: text("f"), wantErr: `"f" does not fit UInt64`},
 		{typ: "UInt16", in: text("65535"), want: uint16(65535)},
 		{typ: "UInt16", in: text("65536"), wantErr: `"65536" does not fit UInt16`},
 		{typ: "UInt32", in: text("4294967296"), wantErr: `"4294967296" does not fit UInt32`},
@@ -455,6 +457,37 @@ func TestIsRowError(t *testing.T) {
 	} {
 		if got := IsRowError(tt.err); got != tt.want {
 			t.Errorf("%s: IsRowError = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// On a server that reads the days after 2106-02-07 back as 1970 (18.16),
+// a Date ends then, in an Array too: such a day is refused as a dead
+// letter rather than stored to read back as 1970-01-01.
+func TestDateRangeOfAServerWithShortDates(t *testing.T) {
+	short := serverTypes{dateEnd: maxDate1816}
+	for _, tt := range []struct {
+		typ, in, want, wantErr string
+	}{
+		{typ: "Date", in: "2106-02-07", want: "2106-02-07 00:00:00 +0000 UTC"},
+		{typ: "Date", in: "2106-02-08", wantErr: `"2106-02-08" is outside Date's range 1970-01-01 to 2106-02-07`},
+		{typ: "Nullable(Date)", in: "2120-01-01 10:00:00+00", wantErr: `"2120-01-01 10:00:00+00" is outside Date's range 1970-01-01 to 2106-02-07`},
+		{typ: "Array(Date)", in: "{2106-02-07,2149-06-06}", wantErr: `element 2 of "{2106-02-07,2149-06-06}": "2149-06-06" is outside Date's range 1970-01-01 to 2106-02-07`},
+	} {
+		c := short.cellFor(tt.typ)
+		err := c.set(text(tt.in))
+		if tt.wantErr != "" {
+			if err == nil || err.Error() != tt.wantErr {
+				t.Errorf("%s(%q): error %v, want %q", tt.typ, tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s(%q): %v", tt.typ, tt.in, err)
+			continue
+		}
+		if got := fmt.Sprint(*c.value().(*time.Time)); got != tt.want {
+			t.Errorf("%s(%q) = %s, want %s", tt.typ, tt.in, got, tt.want)
 		}
 	}
 }
