@@ -213,3 +213,18 @@ func TestStartup_MigrateOverRowsAtInfinityOnlyHoldsNothing(t *testing.T) {
 		t.Fatalf("%d retention holds made for rows retention never deletes", n)
 	}
 }
+
+// A migrate that cannot reach ClickHouse fails before it creates the
+// slot: a slot left behind by a failed deploy job would retain WAL with
+// nothing reading it.
+func TestStartup_MigrateThatFailsOnClickHouseMakesNoSlot(t *testing.T) {
+	w := newWorld(t)
+	w.exec(`SELECT pg_drop_replication_slot('cdc_outbox')`)
+	out, code := w.runOnce(map[string]string{"CDC_CLICKHOUSE_DSN": "clickhouse://default@127.0.0.1:1/default?dial_timeout=1s"}, "migrate")
+	if code != 1 || !strings.Contains(out, "connection refused") || strings.Contains(out, "created replication slot") {
+		t.Fatalf("migrate exited %d:\n%s\nwant exit 1 on the refused ClickHouse connection, no slot made", code, out)
+	}
+	if n := w.pgCount(`SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'cdc_outbox%'`); n != 0 {
+		t.Fatalf("%d slots made by a migrate that failed", n)
+	}
+}

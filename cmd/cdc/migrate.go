@@ -37,6 +37,17 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	if err := ddl.MigratePostgres(ctx, pg, cfg.Publication, stdout); err != nil {
 		return err
 	}
+	// ClickHouse before the slot: a migrate that fails there (ClickHouse
+	// down, a wrong DSN) leaves no slot behind to retain WAL while
+	// nothing reads it.
+	ch, err := sink.Open(cfg.ClickHouseDSN, log)
+	if err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("CDC_CLICKHOUSE_DSN: %w", err)}
+	}
+	defer ch.Close()
+	if err := ddl.MigrateClickHouse(ctx, ch.Conn()); err != nil {
+		return err
+	}
 	// Hold retention before the slot exists where the outbox has rows:
 	// a migrate interrupted between creating the slot and holding would
 	// leave the gap unheld, and the next one finds the slot and holds
@@ -65,14 +76,6 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 		if err != nil {
 			return err
 		}
-	}
-	ch, err := sink.Open(cfg.ClickHouseDSN, log)
-	if err != nil {
-		return &exitError{code: 2, err: fmt.Errorf("CDC_CLICKHOUSE_DSN: %w", err)}
-	}
-	defer ch.Close()
-	if err := ddl.MigrateClickHouse(ctx, ch.Conn()); err != nil {
-		return err
 	}
 	fmt.Fprintf(stdout, "migrated: postgres outbox, cdc_dead_letter, publication %s; clickhouse %s\n", cfg.Publication, sink.Table)
 	return nil
