@@ -156,17 +156,21 @@ func (h *harness) replicator(s replication.Sink, dead replication.DeadLetters, l
 	return replication.New(cfg, s, dead, log, m), m
 }
 
-// runReplicator runs r until the returned stop is called.
+// runReplicator runs r until the returned stop is called, or the test
+// ends: a test that fails before its stop must not leave r reconnecting
+// to a dropped database for the rest of the package's run.
 func (h *harness) runReplicator(r *replication.Replicator) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	return func() {
+	stop = sync.OnceFunc(func() {
 		cancel()
 		if err := <-done; err != nil {
 			h.t.Errorf("Run: %v", err)
 		}
-	}
+	})
+	h.t.Cleanup(stop)
+	return stop
 }
 
 func (h *harness) lsn(sql string) pglogrepl.LSN {
