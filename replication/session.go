@@ -889,6 +889,9 @@ func (s *stream) run(ctx context.Context) error {
 	}
 	w, f := s.track.Positions()
 	if !budget.Stop() && (s.track.InFlight() > 0 || s.track.Buffered() > 0) {
+		if ctx.Err() != nil {
+			s.r.state.unstoredAtStop.Store(true)
+		}
 		// Nothing is lost (what was not stored was not acknowledged),
 		// but the next start replays it: say so, rather than only
 		// "stopped".

@@ -29,7 +29,7 @@ func TestReplicator_ShutdownDuringAStatusLookupStoresTheBatch(t *testing.T) {
 	// A long flush interval: the rows wait in the open batch, and the
 	// savepoint's rows are waited on for streamWait's 10 s at most.
 	core, logs := observer.New(zapcore.DebugLevel)
-	_, m, stop := h.start(s, nil, zap.New(core), func(c *replication.Config) {
+	r, m, stop := h.start(s, nil, zap.New(core), func(c *replication.Config) {
 		c.FlushInterval, c.ShutdownTimeout = time.Minute, 5*time.Second
 	})
 	stopped := false
@@ -69,8 +69,8 @@ func TestReplicator_ShutdownDuringAStatusLookupStoresTheBatch(t *testing.T) {
 	if got := s.types(); len(got) != 1 || got["before"] != 3 {
 		t.Fatalf("stored %v at shutdown, want the 3 rows batched before the lookup", got)
 	}
-	if n := logs.FilterMessageSnippet("CDC_SHUTDOWN_TIMEOUT ran out").Len(); n != 0 {
-		t.Fatalf("a shutdown that stored everything within its budget warned %d times that it ran out", n)
+	if n := logs.FilterMessageSnippet("CDC_SHUTDOWN_TIMEOUT ran out").Len(); n != 0 || r.State().LeftUnstored() {
+		t.Fatalf("a shutdown that stored everything within its budget warned %d times that it ran out (LeftUnstored %v)", n, r.State().LeftUnstored())
 	}
 	cut := logs.FilterMessage("shutdown interrupted the stream").All()
 	if len(cut) != 1 || !strings.Contains(cut[0].ContextMap()["error"].(string), "look up status of transaction") {
@@ -87,7 +87,7 @@ func TestReplicator_ShutdownPastItsBudgetSaysWhatIsReplayed(t *testing.T) {
 	h := setup(t)
 	s := &fakeSink{holdFirst: make(chan struct{})} // never stores
 	core, logs := observer.New(zapcore.InfoLevel)
-	_, _, stop := h.start(s, nil, zap.New(core), func(c *replication.Config) { c.ShutdownTimeout = 300 * time.Millisecond })
+	r, _, stop := h.start(s, nil, zap.New(core), func(c *replication.Config) { c.ShutdownTimeout = 300 * time.Millisecond })
 	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('held', 'test', '{}')`)
 	commitEnd := h.lsn(`SELECT pg_current_wal_lsn()::text`)
 	eventually(t, "the write in flight", func() bool {
@@ -99,6 +99,9 @@ func TestReplicator_ShutdownPastItsBudgetSaysWhatIsReplayed(t *testing.T) {
 	warned := logs.FilterMessageSnippet("CDC_SHUTDOWN_TIMEOUT ran out before ClickHouse stored every batch").All()
 	if len(warned) != 1 || warned[0].ContextMap()["batches_in_flight"] != int64(1) {
 		t.Fatalf("logged %v, want one warning naming the batch in flight", warned)
+	}
+	if !r.State().LeftUnstored() {
+		t.Error("LeftUnstored is false after a shutdown that left a batch unstored: cdc run would say it shut down cleanly")
 	}
 	// Replayed, as it says: nothing past the held event was acknowledged.
 	if c := h.confirmed(); c >= commitEnd {

@@ -27,7 +27,16 @@ type State struct {
 	// committed before that are in no slot, and the outbox holds the only
 	// copy of those not yet stored.
 	slotCreated atomic.Bool
+	// unstoredAtStop is set when the shutdown's budget ran out before
+	// the sink stored what the stream held (LeftUnstored).
+	unstoredAtStop atomic.Bool
 }
+
+// LeftUnstored reports whether Run, once it returned nil, gave up on
+// batches the sink had not stored within Config.ShutdownTimeout: nothing
+// is lost, since nothing unstored was acknowledged, but the next start
+// replays them.
+func (s *State) LeftUnstored() bool { return s.unstoredAtStop.Load() }
 
 // SlotCreated reports whether this process created its replication slot
 // because it was missing, and could not hold retention in PostgreSQL

@@ -158,7 +158,12 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		g.Go(func() error { return srv.Run(gctx) })
 	}
 	err = g.Wait()
-	if err == nil {
+	switch {
+	case err != nil:
+	case rep.State().LeftUnstored():
+		// Exit 0 all the same: nothing unstored was acknowledged.
+		log.Warn("shut down; what ClickHouse had not stored within CDC_SHUTDOWN_TIMEOUT is replayed at the next start")
+	default:
 		log.Info("shut down cleanly")
 	}
 	return err
