@@ -846,42 +846,17 @@ func TestCommands_StatusLagSecondsCountsOnlyEventsNotStored(t *testing.T) {
 	}
 
 	// A signal while ClickHouse does not answer stops status like any
-	// other one-shot command: exit 1, context canceled, no report.
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		if c, err := silent.Accept(); err == nil {
-			accepted <- c
+	// other one-shot command: exit 1, context canceled, no report. So
+	// does it stop migrate, whose ClickHouse dial does not heed the
+	// signal: the error still says that a signal cut it short.
+	for _, tc := range []struct{ cmd, want string }{
+		{"status", "ask clickhouse for the lag: context canceled"},
+		{"migrate", "context canceled; "},
+	} {
+		stdout, stderr, err := w.signalledWhileClickHouseIsSilent(tc.cmd)
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || (tc.cmd == "status" && stdout != "") || !strings.Contains(stderr, tc.want) {
+			t.Fatalf("%s stopped by SIGTERM while ClickHouse is silent: %v\nstdout: %s\nstderr: %s\nwant exit 1 and %q", tc.cmd, err, stdout, stderr, tc.want)
 		}
-	}()
-	env := w.baseEnv()
-	env["CDC_CLICKHOUSE_DSN"] = "clickhouse://" + silent.Addr().String() + "/default?dial_timeout=5s&read_timeout=60s"
-	cmd := exec.Command(binary, "status")
-	cmd.Env = envList(env)
-	var sigOut, sigErr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &sigOut, &sigErr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case c := <-accepted:
-		defer c.Close()
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		t.Fatalf("status never connected to ClickHouse: %s %s", sigOut.String(), sigErr.String())
-	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	err = cmd.Wait()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || sigOut.Len() != 0 ||
-		!strings.Contains(sigErr.String(), "ask clickhouse for the lag: context canceled") {
-		t.Fatalf("status stopped by SIGTERM while ClickHouse is silent: %v\nstdout: %s\nstderr: %s", err, sigOut.String(), sigErr.String())
 	}
 
 	// Stray arguments are refused; -h lists the flags.
@@ -1279,4 +1254,55 @@ func TestCommands_RefusedLoginExitsTwo(t *testing.T) {
 			t.Logf("exited 2 in %s", time.Since(start).Round(time.Millisecond))
 		})
 	}
+}
+
+// signalledWhileClickHouseIsSilent runs cdc cmd against a ClickHouse that
+// accepts the connection and never answers, sends it SIGTERM once it has
+// connected, and returns what it wrote and how it ended; a cdc that does
+// not end within 30 s of the signal is killed, and the test fails.
+func (w *world) signalledWhileClickHouseIsSilent(command string) (stdout, stderr string, err error) {
+	w.t.Helper()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	defer silent.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := silent.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	env := w.baseEnv()
+	env["CDC_CLICKHOUSE_DSN"] = "clickhouse://" + silent.Addr().String() + "/default?dial_timeout=5s&read_timeout=60s"
+	cmd := exec.Command(binary, command)
+	cmd.Env = envList(env)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		w.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case c := <-accepted:
+		defer c.Close()
+	case err := <-done:
+		w.t.Fatalf("%s ended before it connected to ClickHouse (%v): %s %s", command, err, out.String(), errOut.String())
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		w.t.Fatalf("%s never connected to ClickHouse: %s %s", command, out.String(), errOut.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		w.t.Fatal(err)
+	}
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		w.t.Fatalf("%s still runs 30 s after SIGTERM: %s %s", command, out.String(), errOut.String())
+	}
+	return out.String(), errOut.String(), err
 }

@@ -195,6 +195,12 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 		fmt.Fprintf(stderr, "cdc %s: %s: %s\n", args[0], loginRefused(err), oneLine(err))
 		return 2
 	default:
+		if ctx.Err() != nil && !errors.Is(err, context.Canceled) {
+			// A signal cut the command short while it waited on what
+			// does not heed it (clickhouse-go's dial, up to its
+			// dial_timeout): say so first, then what failed meanwhile.
+			err = fmt.Errorf("%w; %w", ctx.Err(), err)
+		}
 		log.Error(args[0]+" failed", zap.Error(err))
 		return 1
 	}
