@@ -130,4 +130,14 @@ func TestShip_AFailedReadSaysWhereToResume(t *testing.T) {
 	if err == nil || res.Shipped != 20 || !res.Resume.Valid || !res.Resume.Time.Equal(want) {
 		t.Fatalf("ship interrupted after two batches: %+v, %v; want an error, 20 shipped, resume at %s", res, err, want)
 	}
+	// Shipped, as it says: the first twenty are in event_log, the rest
+	// are not, so resuming where it says loses none.
+	var n uint64
+	var newest time.Time
+	if err := ch.Conn().QueryRow(ctx, "SELECT count(), max(event_date_time) FROM event_log FINAL").Scan(&n, &newest); err != nil {
+		t.Fatal(err)
+	}
+	if n != 20 || !newest.Equal(want) {
+		t.Fatalf("event_log holds %d events up to %s, want the 20 up to %s", n, newest, want)
+	}
 }

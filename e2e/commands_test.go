@@ -758,7 +758,11 @@ func (w *world) runWithinMemory(bin string, size int, stdout string, args ...str
 	const maxBytes = 8 << 20
 	env := w.baseEnv()
 	env["CDC_BATCH_MAX_BYTES"] = "8MiB"
-	cmd := exec.Command(bin, args...)
+	// Bounded: a command that hangs fails this test, not the package's
+	// 45 minutes.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = envList(env)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut

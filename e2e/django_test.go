@@ -35,7 +35,9 @@ func TestDjango_UseCaseEventsReachClickHouse(t *testing.T) {
 	}
 	manage := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command(py, append([]string{"manage.py"}, args...)...)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, py, append([]string{"manage.py"}, args...)...)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "DATABASE_URL="+w.pgDSN, "APP_ENV=e2e", "PYTHONDONTWRITEBYTECODE=1")
 		out, err := cmd.CombinedOutput()

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pglogrepl"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -381,7 +383,17 @@ func TestObservability_BatchSpansReachOTLP(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The commit record lies between the WAL position before the commit
+	// and the one after: PostgreSQL's word for the position, not the
+	// sink's.
+	var lo, hi string
+	if err := tx.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&lo); err != nil {
+		t.Fatal(err)
+	}
 	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.pg.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&hi); err != nil {
 		t.Fatal(err)
 	}
 	w.waitRows(uint64(len(events)), 30*time.Second)
@@ -392,9 +404,17 @@ func TestObservability_BatchSpansReachOTLP(t *testing.T) {
 			t.Errorf("event %s: trace_id %q (stored %v), want %q", e.id, g.TraceID, ok, e.traceID)
 		}
 	}
-	var commitLSN uint64
-	if err := w.ch.QueryRow(ctx, `SELECT any(cdc_commit_lsn) FROM event_log`).Scan(&commitLSN); err != nil {
+	var commitLSN, lsns uint64
+	if err := w.ch.QueryRow(ctx, `SELECT any(cdc_commit_lsn), uniqExact(cdc_commit_lsn) FROM event_log`).Scan(&commitLSN, &lsns); err != nil {
 		t.Fatal(err)
+	}
+	loLSN, err1 := pglogrepl.ParseLSN(lo)
+	hiLSN, err2 := pglogrepl.ParseLSN(hi)
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	if lsns != 1 || pglogrepl.LSN(commitLSN) < loLSN || pglogrepl.LSN(commitLSN) >= hiLSN {
+		t.Fatalf("event_log holds %d commit LSNs, one %s; want one, the commit's, within [%s, %s)", lsns, pglogrepl.LSN(commitLSN), loLSN, hiLSN)
 	}
 	wantLSN := fmt.Sprintf("%X/%X", commitLSN>>32, uint32(commitLSN))
 

@@ -183,20 +183,42 @@ func TestClickHouse_MissingTableIsARetriableErrorNamingTheFix(t *testing.T) {
 // With as many statements running as INSERTs may be in flight (16), the
 // pool still has a connection for the readiness ping.
 func TestClickHouse_PingAnswersBesideTheMostInsertsInFlight(t *testing.T) {
-	ch, _ := newSink(t)
+	ch, dsn := newSink(t)
 	ctx := context.Background()
+	// Nine seconds each (sleep sleeps at most 3 s a block), so that all
+	// sixteen are still running when the ping goes, however long a loaded
+	// host takes to start them.
+	const statement = "SELECT sleep(3) FROM numbers(3) SETTINGS max_block_size = 1"
 	var running sync.WaitGroup
 	for range 16 {
 		running.Add(1)
 		go func() {
 			defer running.Done()
-			if err := ch.Conn().Exec(ctx, "SELECT sleep(3)"); err != nil {
+			if err := ch.Conn().Exec(ctx, statement); err != nil {
 				t.Error(err)
 			}
 		}()
 	}
 	defer running.Wait()
-	time.Sleep(500 * time.Millisecond) // all sixteen are on the server
+	// Counted on a connection of another sink: one of ch's pool would
+	// take the connection the ping is to find.
+	watch, err := sink.Open(dsn, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var n uint64
+		if err := watch.Conn().QueryRow(ctx, "SELECT count() FROM system.processes WHERE query = '"+statement+"'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 16 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the 16 statements running after 5 s", n)
+		}
+	}
 	pctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if err := ch.Ping(pctx); err != nil {
