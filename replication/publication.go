@@ -19,17 +19,19 @@ type outboxTable struct {
 	schema string
 }
 
-// is reports whether rows of rel are events: rel is the outbox by its oid,
-// or by its schema and name. The oid, because the publication follows the
-// table by oid: an outbox moved to another schema (ALTER TABLE … SET
-// SCHEMA, a schema renamed) is still published, its rows from before the
-// move are replayed under the old schema's name, and those after it come
-// under the new one while a session that began before the move runs. The
-// name, because rows written to an outbox that was since dropped and made
-// again carry the old table's oid, and a publication FOR ALL TABLES
-// publishes the new one under a new oid.
+// is reports whether rows of rel are events: rel is named outbox, and it
+// is the outbox by its oid or by its schema. The oid, because the
+// publication follows the table by oid: an outbox moved to another schema
+// (ALTER TABLE … SET SCHEMA, a schema renamed) is still published, its
+// rows from before the move are replayed under the old schema's name, and
+// those after it come under the new one while a session that began before
+// the move runs. The schema, because rows written to an outbox that was
+// since dropped and made again carry the old table's oid, and a
+// publication FOR ALL TABLES publishes the new one under a new oid. The
+// name always: an outbox renamed aside (kept as outbox_old while a new
+// one takes its name) is no longer the outbox, though still published.
 func (o outboxTable) is(rel *decoder.Relation) bool {
-	return rel.ID == o.oid || (rel.Name == ddl.OutboxTable && rel.Namespace == o.schema)
+	return rel.Name == ddl.OutboxTable && (rel.ID == o.oid || rel.Namespace == o.schema)
 }
 
 // publicationCheckEvery is how often a session looks whether its
@@ -47,9 +49,10 @@ var errPublicationChanged = errors.New("the publication no longer publishes the 
 // ends the session between transactions, storing what it holds.
 //
 // Without it a session streams on in silence after the outbox is dropped
-// (a migration that makes the table again and renames it into place): the
-// publication lost the table, no row is decoded any more, the slot follows
-// the server's WAL and the lag reads zero. Only a restart would say so.
+// (a migration that makes the table again and renames it into place) or
+// renamed aside: the publication lost the outbox, no row of it is decoded
+// any more, the slot follows the server's WAL and the lag reads zero.
+// Only a restart would say so.
 // Ended, the session's successor either finds the outbox published again
 // (made again and added back: it goes on with the new table) or exits with
 // ErrPublicationTables or ErrPublicationMissing, which an operator sees.
@@ -81,7 +84,7 @@ func (s *stream) watchPublication(ctx context.Context) {
 }
 
 // outboxPublished reports whether the publication publishes the table of
-// the session's outbox oid.
+// the session's outbox oid, still named outbox.
 func (r *Replicator) outboxPublished(ctx context.Context) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
@@ -105,7 +108,7 @@ func (r *Replicator) outboxPublished(ctx context.Context) (bool, error) {
 		`SELECT count(*) FROM pg_publication_tables t
 			JOIN pg_namespace n ON n.nspname = t.schemaname
 			JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename
-			WHERE t.pubname = '%s' AND c.oid = %d`, r.cfg.Publication, r.outbox.oid))
+			WHERE t.pubname = '%s' AND c.oid = %d AND c.relname = '%s'`, r.cfg.Publication, r.outbox.oid, ddl.OutboxTable))
 	if err != nil {
 		return false, wrapf(err, "look up the tables of publication %s", r.cfg.Publication)
 	}

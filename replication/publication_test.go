@@ -165,6 +165,9 @@ func TestReplicator_OutboxLeavingThePublicationIsNoticed(t *testing.T) {
 		{"dropped from the publication", `ALTER PUBLICATION pub DROP TABLE outbox`, true},
 		{"made again, not published", remake, true},
 		{"made again and published", remake + `; ALTER PUBLICATION pub ADD TABLE outbox`, false},
+		// The old one kept aside, still published: not the outbox.
+		{"renamed aside", `CREATE TABLE outbox_new (LIKE outbox INCLUDING ALL); ALTER TABLE outbox RENAME TO outbox_old; ALTER TABLE outbox_new RENAME TO outbox;
+			INSERT INTO outbox_old (event_type, environment, event_context) VALUES ('kept aside', 'test', '{}')`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := setup(t)

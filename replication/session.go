@@ -271,9 +271,11 @@ func (r *Replicator) checkPublicationTables(ctx context.Context, conn *pgconn.Pg
 	err := setupStep(ctx, func(ctx context.Context) (err error) {
 		// The outbox first — of several schemas', the one the search
 		// path finds, as the application does — then the others in
-		// name order.
+		// name order. Its oid from the catalogs, not by a cast to
+		// regclass, which needs USAGE on the schema of every table
+		// the publication publishes.
 		tables, err = queryRows(ctx, conn, fmt.Sprintf(
-			"SELECT schemaname, format('%%I.%%I', schemaname, tablename), tablename, format('%%I.%%I', schemaname, tablename)::regclass::oid FROM pg_publication_tables WHERE pubname = '%s' ORDER BY tablename <> '%s', array_position(current_schemas(false), schemaname) NULLS LAST, 2 LIMIT %d",
+			"SELECT schemaname, format('%%I.%%I', schemaname, tablename), tablename, c.oid FROM pg_publication_tables t JOIN pg_namespace n ON n.nspname = t.schemaname JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename WHERE pubname = '%s' ORDER BY tablename <> '%s', array_position(current_schemas(false), schemaname) NULLS LAST, 2 LIMIT %d",
 			r.cfg.Publication, ddl.OutboxTable, shown+2))
 		return err
 	})
