@@ -221,3 +221,29 @@ func TestReplicator_OutboxLeavingThePublicationIsNoticed(t *testing.T) {
 		})
 	}
 }
+
+// A role with no USAGE on the schema of a table the publication publishes
+// still reads the publication's tables (the catalogs need none): another
+// table is refused, and an outbox in such a schema streams.
+func TestReplicator_PublicationCheckNeedsNoUsageOnItsSchemas(t *testing.T) {
+	h := setup(t)
+	h.exec(`CREATE SCHEMA secret`)
+	h.exec(`CREATE TABLE secret.t (id bigint)`)
+	h.exec(`CREATE PUBLICATION with_secret FOR TABLE outbox, secret.t`)
+	h.as(h.role(fmt.Sprintf("cdc_nousage_%d", time.Now().UnixNano()%1e9), "LOGIN REPLICATION"))
+
+	r, _ := h.replicator(&fakeSink{}, nil, zap.NewNop(), func(c *replication.Config) { c.Publication = "with_secret" })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	err := r.Run(ctx)
+	cancel()
+	if !errors.Is(err, replication.ErrPublicationTables) || !strings.HasPrefix(err.Error(), `publication "with_secret" publishes secret.t besides public.outbox: `) {
+		t.Fatalf("Run = %v, want ErrPublicationTables naming secret.t", err)
+	}
+
+	h.exec(`ALTER TABLE outbox SET SCHEMA secret`)
+	h.exec(`INSERT INTO secret.outbox (event_type, environment, event_context) VALUES ('hidden', 'test', '{}')`)
+	s := &fakeSink{}
+	stop := h.run(s)
+	defer stop()
+	eventually(t, "the event stored", func() bool { return s.count() == 1 })
+}
