@@ -10,7 +10,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -41,6 +44,15 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 	if len(rejected) == 0 {
 		return nil
 	}
+	// Read committed whatever the role's default: the NOT EXISTS must see
+	// a letter committed while this transaction waited for the lock, and
+	// under repeatable read its snapshot, taken by the first statement,
+	// would not.
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	if err != nil {
+		return fmt.Errorf("store dead letters: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
 	b := &pgx.Batch{}
 	b.Queue(durableCommit)
 	// Two transactions setting aside the same event at once (backfill
@@ -51,16 +63,9 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 	// shared lock table (64 × max_connections entries) with a batch of
 	// tens of thousands of refused rows, and fail it — and every other
 	// session needing a lock meanwhile — with "out of shared memory".
-	type letter struct {
-		data    []byte
-		eventID *string
-	}
-	letters := make([]letter, len(rejected))
 	var ids []string
-	for i, r := range rejected {
-		data, id := RowData(r.Row) // once: a row may hold tens of MB
-		letters[i] = letter{data, id}
-		if id != nil {
+	for _, r := range rejected {
+		if id := eventID(r.Row); id != nil {
 			ids = append(ids, *id)
 		}
 	}
@@ -68,30 +73,49 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 		b.Queue(`SELECT count(pg_advisory_xact_lock($1, k)) FROM (SELECT DISTINCT hashtext(id) & $3 AS k FROM unnest($2::text[]) AS id ORDER BY k) AS locks`,
 			lockClass, ids, lockBuckets-1)
 	}
-	for i, r := range rejected {
-		data, eventID := letters[i].data, letters[i].eventID
+	// The letters go in batches of about putBatchBytes of row data, in
+	// the one transaction: each row's JSON, and pgx's encoding of the
+	// batch, are then held for one batch at a time rather than for every
+	// refused row of an INSERT at once (a schema change can refuse all
+	// of them).
+	queued, sent := 0, 0
+	send := func() error {
+		if b.Len() == 0 {
+			return nil
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("store %d dead letters (%d stored before in this transaction): %w", queued, sent, err)
+		}
+		sent += queued
+		b, queued = &pgx.Batch{}, 0
+		return nil
+	}
+	bytes := 0
+	for _, r := range rejected {
+		data, id := RowData(r.Row)
 		b.Queue(`INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
 			SELECT $1, $2::pg_lsn, $3, $4, $5
 			WHERE $1::uuid IS NULL OR NOT EXISTS (SELECT 1 FROM cdc_dead_letter WHERE event_id = $1::uuid AND row_data = $4::jsonb)`,
-			eventID, r.Row.Pos.CommitLSN.String(), int64(r.Row.Pos.Seq), data, r.Err.Error())
+			id, r.Row.Pos.CommitLSN.String(), int64(r.Row.Pos.Seq), data, r.Err.Error())
+		queued++
+		if bytes += len(data); bytes >= putBatchBytes {
+			if err := send(); err != nil {
+				return err
+			}
+			bytes = 0
+		}
 	}
-	// Read committed whatever the role's default: the NOT EXISTS must see
-	// a letter committed while this transaction waited for the lock, and
-	// under repeatable read its snapshot, taken by the first statement,
-	// would not.
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
-	if err != nil {
-		return fmt.Errorf("store dead letters: %w", err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("store %d dead letters: %w", len(rejected), err)
+	if err := send(); err != nil {
+		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("store dead letters: %w", err)
 	}
 	return nil
 }
+
+// putBatchBytes is about how much row data Put sends in one pgx batch.
+const putBatchBytes = 4 << 20
 
 // durableCommit makes Put's commit wait for its WAL to be flushed where
 // the role or database sets synchronous_commit = off: the batch is
@@ -149,23 +173,108 @@ const lockBuckets = 64
 
 // RowData renders a row as a JSON object of column name to text value (null
 // for NULL), the form it is kept in, and its event id when it has one.
+// Written straight from the values, without the HTML escapes of
+// encoding/json (a "<" would take six bytes) and without a copy of each
+// value first: a refused row may hold tens of MB. Keys are in name order,
+// as encoding/json writes a map's; invalid UTF-8 (possible only in a
+// SQL_ASCII database) becomes U+FFFD, as there.
 func RowData(r sink.Row) ([]byte, *string) {
-	m := make(map[string]*string, len(r.Values))
-	var eventID *string
+	order := make([]int, len(r.Relation.Columns))
+	size := 2
 	for i, col := range r.Relation.Columns {
-		v := r.Values[i]
-		if v.Kind == decoder.ValueNull || v.Kind == decoder.ValueUnchanged {
-			m[col.Name] = nil
-			continue
+		order[i] = i
+		size += escapedLen(col.Name) + escapedLen(r.Values[i].Data) + 8
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(r.Relation.Columns[a].Name, r.Relation.Columns[b].Name) })
+	out := make([]byte, 0, size)
+	out = append(out, '{')
+	for n, i := range order {
+		if n > 0 {
+			out = append(out, ',')
 		}
-		s := string(v.Data)
-		m[col.Name] = &s
-		if col.Name == "id" {
-			eventID = &s
+		out = appendJSONString(out, r.Relation.Columns[i].Name)
+		out = append(out, ':')
+		if v := r.Values[i]; v.Kind == decoder.ValueNull || v.Kind == decoder.ValueUnchanged {
+			out = append(out, "null"...)
+		} else {
+			out = appendJSONString(out, v.Data)
 		}
 	}
-	data, _ := json.Marshal(m) // a map of strings always marshals
-	return data, eventID
+	return append(out, '}'), eventID(r)
+}
+
+// eventID is the row's id column, nil when it has none or it is NULL.
+func eventID(r sink.Row) *string {
+	for i, col := range r.Relation.Columns {
+		if col.Name == "id" {
+			if v := r.Values[i]; v.Kind != decoder.ValueNull && v.Kind != decoder.ValueUnchanged {
+				id := string(v.Data)
+				return &id
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// escapedLen is about the length of s as a JSON string's content, so that
+// RowData allocates its output once: exact but for invalid UTF-8, which
+// grows by up to five bytes a byte.
+func escapedLen[T string | []byte](s T) int {
+	n := len(s)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t':
+			n++
+		case c < 0x20:
+			n += 5
+		}
+	}
+	return n
+}
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, nothing else.
+func appendJSONString[T string | []byte](out []byte, s T) []byte {
+	const hex = "0123456789abcdef"
+	out = append(out, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			out = append(out, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				out = append(out, '\\', c)
+			case '\n':
+				out = append(out, '\\', 'n')
+			case '\r':
+				out = append(out, '\\', 'r')
+			case '\t':
+				out = append(out, '\\', 't')
+			default:
+				out = append(out, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, n := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
+		if r == utf8.RuneError && n == 1 {
+			out = append(out, s[start:i]...)
+			out = append(out, "\\ufffd"...)
+			i++
+			start = i
+			continue
+		}
+		i += n
+	}
+	out = append(out, s[start:]...)
+	return append(out, '"')
 }
 
 // writtenQuery reads the letters of a range of positions by the index

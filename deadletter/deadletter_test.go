@@ -2,6 +2,7 @@ package deadletter_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -490,4 +491,82 @@ func TestStore_LockReplayLetsOneReplayRunAtATime(t *testing.T) {
 		t.Fatalf("replay after the first released the lock: %v", err)
 	}
 	again()
+}
+
+// A row's JSON is written as encoding/json writes a map of its values
+// (keys in name order), without the HTML escapes: a "<" stays one byte.
+func TestRowData(t *testing.T) {
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_context"}, {Name: "b"}}}
+	text := func(s string) decoder.Value { return decoder.Value{Kind: decoder.ValueText, Data: []byte(s)} }
+	for _, tc := range []struct {
+		name   string
+		values []decoder.Value
+		want   string
+		id     string // "" for none
+	}{
+		{"plain", []decoder.Value{text("e1"), text(`{"a":1}`), text("x")}, `{"b":"x","event_context":"{\"a\":1}","id":"e1"}`, "e1"},
+		{"html and escapes", []decoder.Value{text("e2"), text("<a href=\"x\">&\\</a>"), text("tab\there\nnew\x01\x1f")},
+			`{"b":"tab\there\nnew\u0001\u001f","event_context":"<a href=\"x\">&\\</a>","id":"e2"}`, "e2"},
+		{"not UTF-8, and UTF-8", []decoder.Value{text("e3"), text("caf\xe9 ü \u2028 \xff\xfe"), {Kind: decoder.ValueNull}},
+			`{"b":null,"event_context":"caf\ufffd ü ` + "\u2028" + ` \ufffd\ufffd","id":"e3"}`, "e3"},
+		{"no id", []decoder.Value{{Kind: decoder.ValueNull}, {Kind: decoder.ValueUnchanged}, text("")}, `{"b":"","event_context":null,"id":null}`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data, id := deadletter.RowData(sink.Row{Relation: rel, Values: tc.values})
+			if string(data) != tc.want {
+				t.Errorf("RowData = %s, want %s", data, tc.want)
+			}
+			if !json.Valid(data) {
+				t.Errorf("RowData = %s: not valid JSON", data)
+			}
+			if got := ""; id != nil {
+				if got = *id; got != tc.id {
+					t.Errorf("event id %q, want %q", got, tc.id)
+				}
+			} else if tc.id != "" {
+				t.Errorf("no event id, want %q", tc.id)
+			}
+		})
+	}
+}
+
+// Put sends its letters in batches of a few MB, all in one transaction: a
+// later batch that fails leaves none of the earlier ones stored, and the
+// whole Put can be tried again.
+func TestStore_PutInSeveralBatchesIsOneTransaction(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	store := deadletter.New(pool)
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_context"}}}
+	big := `{"blob":"` + strings.Repeat("<x>", 1<<20) + `"}` // 3 MiB
+	letter := func(i int, id string) sink.Rejected {
+		return sink.Rejected{Row: sink.Row{Relation: rel, Pos: sink.Position{CommitLSN: 0x1000, Seq: uint64(i)},
+			Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte(big)}}},
+			Err: errors.New("refused")}
+	}
+	good := []sink.Rejected{
+		letter(1, "00000000-0000-4000-8000-000000000001"),
+		letter(2, "00000000-0000-4000-8000-000000000002"),
+		letter(3, "00000000-0000-4000-8000-000000000003"),
+	}
+	// Two letters of 3 MiB make a batch: the second batch's last id is
+	// no uuid, and its INSERT fails after the first batch went.
+	bad := append(slices.Clone(good), letter(4, "not-a-uuid"))
+	if err := store.Put(ctx, bad); err == nil || !strings.Contains(err.Error(), "store 2 dead letters (2 stored before in this transaction)") {
+		t.Fatalf("Put with a bad id in its last batch: %v, want it to fail in the second batch", err)
+	}
+	if n, err := store.Count(ctx); err != nil || n != 0 {
+		t.Fatalf("%d dead letters (%v) after a failed Put, want 0", n, err)
+	}
+	if err := store.Put(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var bytes int64
+	if err := pool.QueryRow(ctx, `SELECT count(*), sum(octet_length(row_data->>'event_context')) FROM cdc_dead_letter`).Scan(&n, &bytes); err != nil {
+		t.Fatal(err)
+	}
+	if n != 3 || bytes != 3*int64(len(big)) {
+		t.Fatalf("%d letters holding %d bytes of event_context, want 3 holding %d", n, bytes, 3*len(big))
+	}
 }
