@@ -129,6 +129,12 @@ func clientOptions(dsn string) (*clickhouse.Options, error) {
 	}
 	opts.MaxOpenConns = maxConns
 	opts.MaxIdleConns = 2
+	// A connection keeps the buffers it encoded and compressed its
+	// largest block in, about twice the block, for as long as it lives:
+	// after an event of tens of MB, each idle connection held that much
+	// for up to ConnMaxLifetime, outside the writer's memory budget. Freed
+	// at each release, they grow again within an INSERT's first block.
+	opts.FreeBufOnConnRelease = true
 	if opts.ConnMaxLifetime == 0 { // not in the DSN
 		opts.ConnMaxLifetime = 10 * time.Minute
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -887,5 +888,46 @@ func TestClickHouse_DatesAreStoredOnlyAsTheServerReadsThem(t *testing.T) {
 	}
 	if len(stored)+len(refused) != len(rows) {
 		t.Errorf("%d rows stored and %d refused of %d", len(stored), len(refused), len(rows))
+	}
+}
+
+// An idle connection keeps no buffer of the blocks it sent: after two
+// INSERTs of one 32 MiB event each, on two connections, the heap is back
+// near where it was (it stayed 128 MiB above, two encoded and compressed
+// copies per connection, until the connections' lifetime ended).
+func TestClickHouse_IdleConnectionsKeepNoBlockBuffers(t *testing.T) {
+	ch, _ := newSink(t)
+	ctx := context.Background()
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	base := heap()
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := len(outboxRel.Columns) - 1 // without ip, which event_log lacks
+			r := row(uint64(i+1), "1", "")
+			r.Relation = &decoder.Relation{ID: 1, Namespace: "public", Name: "outbox", Columns: outboxRel.Columns[:n]}
+			r.Values = r.Values[:n]
+			r.Values[4] = text(`{"b":"` + strings.Repeat("x", 32<<20) + `"}`)
+			r.Size = len(r.Values[4].Data)
+			if _, err := ch.Write(ctx, &sink.Batch{Rows: []sink.Row{r}, Bytes: r.Size}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	var stored uint64
+	if err := ch.Conn().QueryRow(ctx, "SELECT count() FROM event_log WHERE length(event_context) > 32000000").Scan(&stored); err != nil || stored != 2 {
+		t.Fatalf("%d large events stored (%v), want 2", stored, err)
+	}
+	if above := int64(heap()) - int64(base); above > 16<<20 {
+		t.Errorf("heap %.1f MiB above its start once both INSERTs are done, want under 16 MiB", float64(above)/(1<<20))
 	}
 }
