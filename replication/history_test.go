@@ -128,7 +128,7 @@ func TestFindStreamed_WhenTheSinkIsAsked(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &readCounter{}
-			s := &stream{r: &Replicator{sink: c, log: zap.NewNop(), partial: tc.partial}, placed: tc.placed,
+			s := &stream{r: &Replicator{sink: c, log: zap.NewNop(), partial: tc.partial}, placed: tc.placed.LSNs(),
 				nextStatus: time.Now().Add(time.Hour)} // no status is due while the read runs
 			s.tx.xid = xid
 			if err := s.findStreamed(context.Background(), at); err != nil {
@@ -166,7 +166,7 @@ func TestStreamedRow_WhenTheSinkIsAsked(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &readCounter{}
-			s := &stream{r: &Replicator{sink: c, log: zap.NewNop()}, placed: tc.placed, startWAL: start,
+			s := &stream{r: &Replicator{sink: c, log: zap.NewNop()}, placed: tc.placed.LSNs(), startWAL: start,
 				nextStatus: time.Now().Add(time.Hour)}
 			if _, _, err := s.streamedRow(context.Background(), &streamedTx{xid: 9}, tc.at, decoder.Message{}); err != nil {
 				t.Fatal(err)

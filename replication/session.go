@@ -697,11 +697,12 @@ type stream struct {
 
 	skip    *sink.Positions // nil once the stream is past them
 	skipMax pglogrepl.LSN
-	// placed is the rows stored past the session's start, skip's set for
-	// the whole session: the LSNs that place them, a whole transaction's
-	// commit LSN or a streamed one's first row's, are looked up in it
-	// (findStreamed).
-	placed *sink.Positions
+	// placed is the LSNs that place the rows stored past the session's
+	// start (skip's), in order, for the whole session: a whole
+	// transaction's commit LSN or a streamed one's first row's, looked up
+	// by placedAt (findStreamed). Only the LSNs: skip's set, with its
+	// runs and the events it keeps, is let go once the stream is past it.
+	placed []pglogrepl.LSN
 
 	tx struct {
 		lsn        pglogrepl.LSN
@@ -780,7 +781,7 @@ func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip
 		xacts:   xactLookup{dsn: r.cfg.DSN, log: r.log},
 	}
 	if skip.Len() > 0 {
-		s.skip, s.placed, s.skipMax = skip, skip, skip.MaxLSN()
+		s.skip, s.placed, s.skipMax = skip, skip.LSNs(), skip.MaxLSN()
 	}
 	s.batch = s.newBatch()
 	return s
@@ -1306,6 +1307,13 @@ func (s *stream) committed(xid uint32, msg decoder.Message) {
 	}
 }
 
+// placedAt reports whether rows stored past the session's start are
+// placed at lsn (placed).
+func (s *stream) placedAt(lsn pglogrepl.LSN) bool {
+	_, found := slices.BinarySearch(s.placed, lsn)
+	return found
+}
+
 // add puts one row into the open batch, handing the batch to the writer
 // first when the row would take it over the byte limit and after when it
 // reached a limit.
@@ -1581,5 +1589,13 @@ func (s *stream) sendStatus(ctx context.Context) error {
 		return wrapf(err, "send standby status")
 	}
 	s.nextStatus = time.Now().Add(s.r.cfg.StatusInterval)
+	// The partly stored streamed transactions whose commit this status
+	// acknowledged need no remembering (streamed.go): without this, a
+	// session that runs for weeks keeps one entry per streamed
+	// transaction it stored. Should the server lose the acknowledgement
+	// (a crash before its next checkpoint) and send one again, the next
+	// session finds its rows in the sink's positions past the slot, read
+	// at its start.
+	s.r.forgetPartials(f)
 	return nil
 }

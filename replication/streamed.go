@@ -371,7 +371,7 @@ func (s *stream) pause(ctx context.Context, d time.Duration) error {
 func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LSN, msg decoder.Message) (sink.Position, bool, error) {
 	if t.first == 0 {
 		t.first = at
-		if at < s.startWAL || s.placed.HasLSN(at) {
+		if at < s.startWAL || s.placedAt(at) {
 			if err := s.loadStored(ctx, t); err != nil {
 				return sink.Position{}, false, err
 			}
@@ -405,7 +405,7 @@ func (s *stream) findStreamed(ctx context.Context, at pglogrepl.LSN) error {
 	// is another that took its xid after wraparound.
 	end, remembered := s.r.partial[s.tx.xid]
 	remembered = remembered && (end == 0 || at < end)
-	if !remembered && !s.placed.HasLSN(at) {
+	if !remembered && !s.placedAt(at) {
 		return nil
 	}
 	stored, err := s.storedOrdinals(ctx, s.tx.xid, at)

@@ -851,3 +851,34 @@ func TestReplicator_LookupConnectionClosedWhileIdle(t *testing.T) {
 		t.Fatalf("%d sessions, want 1", n)
 	}
 }
+
+// The streamed transactions a session stored are forgotten once their
+// commit is acknowledged, while the session runs: a session that streams
+// for weeks does not keep one entry per streamed transaction it ever saw.
+func TestReplicator_StreamedTransactionsAcknowledgedAreForgotten(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	const transactions, rows = 20, 400 // each about 100 kB: streamed
+	for range transactions {
+		tx := h.begin(ctx)
+		insertRows(t, ctx, tx, "big", rows)
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := pglogrepl.LSN(h.walLSN())
+	s := &fakeSink{}
+	core, logs := observer.New(zapcore.InfoLevel)
+	r, _ := h.replicator(s, nil, zap.New(core), func(*replication.Config) {})
+	stop := h.runReplicator(r)
+	eventually(t, "every row stored", func() bool { return s.count() == transactions*rows })
+	eventually(t, "acknowledgement past the transactions", func() bool { return h.confirmed() >= after })
+	stop()
+	if n := logs.FilterMessage("streaming").FilterField(zap.Bool("large_transactions_streamed", true)).Len(); n != 1 {
+		t.Fatalf("%d sessions streamed large transactions, want 1", n)
+	}
+	if got := r.Partials(); len(got) != 0 {
+		t.Errorf("%d streamed transactions remembered after their commits were acknowledged, want none: %v", len(got), got)
+	}
+}

@@ -118,6 +118,21 @@ func (p *Positions) HasLSN(lsn pglogrepl.LSN) bool {
 	return i < len(p.runs) && p.runs[i].lsn == lsn
 }
 
+// LSNs returns the set's distinct commit LSNs, in order: what HasLSN
+// answers from, in 8 bytes each rather than a run's 40 and the events.
+func (p *Positions) LSNs() []pglogrepl.LSN {
+	if p == nil {
+		return nil
+	}
+	var out []pglogrepl.LSN
+	for _, r := range p.runs {
+		if len(out) == 0 || out[len(out)-1] != r.lsn {
+			out = append(out, r.lsn)
+		}
+	}
+	return out
+}
+
 // MaxLSN is the greatest commit LSN in the set, 0 when it is empty.
 func (p *Positions) MaxLSN() pglogrepl.LSN {
 	if p == nil || len(p.runs) == 0 {

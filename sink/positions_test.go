@@ -440,3 +440,31 @@ func TestPositions_AddAllKeepsTwoEventsAcrossAJoin(t *testing.T) {
 		}
 	}
 }
+
+// LSNs lists each commit LSN of the set once, in order, whatever the runs.
+func TestPositions_LSNs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		add  []sink.Position
+		want []pglogrepl.LSN
+	}{
+		{"empty", nil, nil},
+		{"one run", []sink.Position{{CommitLSN: 10, Seq: 1}, {CommitLSN: 10, Seq: 2}}, []pglogrepl.LSN{10}},
+		{"two runs at one LSN", []sink.Position{{CommitLSN: 10, Seq: 1}, {CommitLSN: 10, Seq: 5}, {CommitLSN: 20, Seq: 1}}, []pglogrepl.LSN{10, 20}},
+		{"added out of order", []sink.Position{{CommitLSN: 30, Seq: 1}, {CommitLSN: 10, Seq: 1}, {CommitLSN: 20, Seq: 3}}, []pglogrepl.LSN{10, 20, 30}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var p sink.Positions
+			for _, pos := range tc.add {
+				p.Add(pos)
+			}
+			if got := p.LSNs(); !slices.Equal(got, tc.want) {
+				t.Errorf("LSNs() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	var none *sink.Positions
+	if got := none.LSNs(); got != nil {
+		t.Errorf("nil set: LSNs() = %v", got)
+	}
+}
