@@ -41,7 +41,10 @@ var renamed = map[string]string{"id": colEventID, "traceparent": "trace_id"}
 
 // ClickHouse writes batches to event_log with one INSERT per batch.
 type ClickHouse struct {
-	conn     driver.Conn
+	conn driver.Conn
+	// big is a second pool, for INSERTs of rows larger than a block: its
+	// connections free their buffers when released (Open).
+	big      driver.Conn
 	database string
 	log      *zap.Logger
 
@@ -112,7 +115,22 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse: %w", redactErr(err, dsn))
 	}
-	return &ClickHouse{conn: conn, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{}, live: live,
+	// A connection keeps the buffers it encoded and compressed its
+	// largest block in, about twice the block, for as long as it lives:
+	// after an event of tens of MB each idle connection held that much,
+	// outside the writer's memory budget, for up to ConnMaxLifetime.
+	// INSERTs of such rows go through connections that free their
+	// buffers when released; the others keep theirs, which ordinary
+	// blocks (blockBytes) fill again at every INSERT: freeing them at
+	// each one doubled the client's CPU per INSERT.
+	freeing := *opts
+	freeing.FreeBufOnConnRelease = true
+	big, err := clickhouse.Open(&freeing)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("open clickhouse: %w", redactErr(err, dsn))
+	}
+	return &ClickHouse{conn: conn, big: big, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{}, live: live,
 		blockBytes: blockBytes, blockRows: blockRows, settleFor: opts.ReadTimeout, settleEvery: 100 * time.Millisecond}, nil
 }
 
@@ -129,12 +147,6 @@ func clientOptions(dsn string) (*clickhouse.Options, error) {
 	}
 	opts.MaxOpenConns = maxConns
 	opts.MaxIdleConns = 2
-	// A connection keeps the buffers it encoded and compressed its
-	// largest block in, about twice the block, for as long as it lives:
-	// after an event of tens of MB, each idle connection held that much
-	// for up to ConnMaxLifetime, outside the writer's memory budget. Freed
-	// at each release, they grow again within an INSERT's first block.
-	opts.FreeBufOnConnRelease = true
 	if opts.ConnMaxLifetime == 0 { // not in the DSN
 		opts.ConnMaxLifetime = 10 * time.Minute
 	}
@@ -297,7 +309,7 @@ func redactErr(err error, dsn string) error {
 }
 
 // Close releases the connections.
-func (c *ClickHouse) Close() error { return c.conn.Close() }
+func (c *ClickHouse) Close() error { return errors.Join(c.conn.Close(), c.big.Close()) }
 
 // Ping checks that the server answers.
 func (c *ClickHouse) Ping(ctx context.Context) error {
@@ -457,7 +469,11 @@ const (
 // server refuses, so one bad row costs O(log n) extra inserts, not n.
 func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError bool) ([]Rejected, error) {
 	p := c.plan(rows)
-	batch, err := c.conn.PrepareBatch(c.insertContext(ctx), p.query)
+	conn := c.conn
+	if slices.ContainsFunc(rows, func(r Row) bool { return r.Size >= c.blockBytes }) {
+		conn = c.big
+	}
+	batch, err := conn.PrepareBatch(c.insertContext(ctx), p.query)
 	if err != nil {
 		if reloadOnSchemaError && isSchemaError(err) {
 			// event_log changed under us (a column dropped or renamed):

@@ -891,10 +891,11 @@ func TestClickHouse_DatesAreStoredOnlyAsTheServerReadsThem(t *testing.T) {
 	}
 }
 
-// An idle connection keeps no buffer of the blocks it sent: after two
-// INSERTs of one 32 MiB event each, on two connections, the heap is back
-// near where it was (it stayed 128 MiB above, two encoded and compressed
-// copies per connection, until the connections' lifetime ended).
+// An INSERT of rows larger than a block leaves no buffer of its blocks on
+// its connection once idle: after two INSERTs of one 32 MiB event each, on
+// two connections, the heap is back near where it was (it stayed 128 MiB
+// above, two encoded and compressed copies per connection, until the
+// connections' lifetime ended).
 func TestClickHouse_IdleConnectionsKeepNoBlockBuffers(t *testing.T) {
 	ch, _ := newSink(t)
 	ctx := context.Background()
