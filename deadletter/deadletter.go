@@ -84,7 +84,7 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 			return nil
 		}
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return fmt.Errorf("store %d dead letters (%d stored before in this transaction): %w", queued, sent, err)
+			return fmt.Errorf("store %d dead letters (after %d sent earlier in this transaction, all rolled back): %w", queued, sent, err)
 		}
 		sent += queued
 		b, queued = &pgx.Batch{}, 0

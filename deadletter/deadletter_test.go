@@ -552,7 +552,7 @@ func TestStore_PutInSeveralBatchesIsOneTransaction(t *testing.T) {
 	// Two letters of 3 MiB make a batch: the second batch's last id is
 	// no uuid, and its INSERT fails after the first batch went.
 	bad := append(slices.Clone(good), letter(4, "not-a-uuid"))
-	if err := store.Put(ctx, bad); err == nil || !strings.Contains(err.Error(), "store 2 dead letters (2 stored before in this transaction)") {
+	if err := store.Put(ctx, bad); err == nil || !strings.Contains(err.Error(), "store 2 dead letters (after 2 sent earlier in this transaction, all rolled back)") {
 		t.Fatalf("Put with a bad id in its last batch: %v, want it to fail in the second batch", err)
 	}
 	if n, err := store.Count(ctx); err != nil || n != 0 {
