@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/eventcdc/cdc/decoder"
@@ -14,6 +16,13 @@ import (
 // Writer is the sink: sink.ClickHouse in production.
 type Writer interface {
 	Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, error)
+}
+
+// ShipWriter is the sink Ship writes through; its Conn is asked which
+// refused events event_log already holds.
+type ShipWriter interface {
+	Writer
+	Conn() driver.Conn
 }
 
 // DeadLetters keeps refused rows: deadletter.Store in production.
@@ -26,6 +35,11 @@ type ShipResult struct {
 	Read        int // outbox rows read
 	Shipped     int // rows the sink stored
 	DeadLetters int // rows the sink refused, now in cdc_dead_letter
+	// Repaired is rows the sink refused whose event event_log holds
+	// already: a letter repaired and replayed before. Not set aside
+	// again, or a backfill over the outbox row, which keeps its bad
+	// values, would bring the letter back after every repair.
+	Repaired int
 	// Resume, when Ship fails, is an event_date_time every row before
 	// which is stored: that of the first row of the batch that failed, or
 	// after a failed read that of the last row stored. A backfill from
@@ -53,7 +67,7 @@ var retryWaits = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 
 // aside. progress, if not nil, is called after every stored batch, and
 // retry before each new try of a failed write (retryWaits); when the last
 // try fails too, ShipResult.Resume says where to start again.
-func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w Writer, dl DeadLetters, maxBytes int, progress func(ShipResult), retry func(err error, wait time.Duration)) (ShipResult, error) {
+func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w ShipWriter, dl DeadLetters, maxBytes int, progress func(ShipResult), retry func(err error, wait time.Duration)) (ShipResult, error) {
 	var res ShipResult
 	var seq uint64
 	var first, end pgtype.Timestamptz // of the batch being filled: its first and last rows' times
@@ -82,13 +96,19 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w Writer, dl 
 			res.Resume = first
 			return fmt.Errorf("store %d rows (%d shipped before): %w", len(b.Rows), res.Shipped, err)
 		}
-		if err := dl.Put(ctx, rejected); err != nil {
+		refused, err := notStored(ctx, w.Conn(), rejected)
+		if err != nil {
 			res.Resume = first // its refused rows are in no table yet
+			return fmt.Errorf("after %d rows shipped: %w", res.Shipped, err)
+		}
+		if err := dl.Put(ctx, refused); err != nil {
+			res.Resume = first
 			return fmt.Errorf("after %d rows shipped: %w", res.Shipped, err)
 		}
 		last = end
 		res.Shipped += len(b.Rows) - len(rejected)
-		res.DeadLetters += len(rejected)
+		res.DeadLetters += len(refused)
+		res.Repaired += len(rejected) - len(refused)
 		if progress != nil {
 			progress(res)
 		}
@@ -128,4 +148,46 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w Writer, dl 
 			return res, err
 		}
 	}
+}
+
+// notStored returns the refused rows whose event event_log does not hold:
+// those without an event id (or one that is no uuid) among them.
+func notStored(ctx context.Context, ch driver.Conn, rejected []sink.Rejected) ([]sink.Rejected, error) {
+	var ids []string
+	for _, r := range rejected {
+		if id, ok := rowEventID(r.Row); ok {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return rejected, nil
+	}
+	absent, err := absentByID(ctx, ch, ids)
+	if err != nil {
+		return nil, err
+	}
+	missing := make(map[string]bool, len(absent))
+	for _, id := range absent {
+		missing[id] = true
+	}
+	var out []sink.Rejected
+	for _, r := range rejected {
+		if id, ok := rowEventID(r.Row); !ok || missing[id] {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// rowEventID is the row's id, in event_log's form, when it is a uuid.
+func rowEventID(r sink.Row) (string, bool) {
+	i := r.Relation.Index("id")
+	if i < 0 || r.Values[i].Kind != decoder.ValueText {
+		return "", false
+	}
+	id, err := uuid.ParseBytes(r.Values[i].Data)
+	if err != nil {
+		return "", false
+	}
+	return id.String(), true
 }

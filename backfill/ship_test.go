@@ -141,3 +141,40 @@ func TestShip_AFailedReadSaysWhereToResume(t *testing.T) {
 		t.Fatalf("event_log holds %d events up to %s, want the 20 up to %s", n, newest, want)
 	}
 }
+
+// A refused row whose event event_log holds already — its letter was
+// repaired and replayed, while the outbox row keeps the bad value — is not
+// set aside again: a backfill over it would otherwise bring the letter
+// back after every repair. Refused rows of events not stored are set
+// aside as before.
+func TestShip_ARefusedEventStoredAlreadyIsNotSetAsideAgain(t *testing.T) {
+	ctx := context.Background()
+	pool, ch, rel := thirtyEvents(t)
+	const repaired, refused = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (id, event_type, environment, event_context, event_date_time)
+		VALUES ($1, 'inf', 'test', '{}', 'infinity'), ($2, 'inf', 'test', '{}', 'infinity')`, repaired, refused); err != nil {
+		t.Fatal(err)
+	}
+	// The repaired letter's replay stored the event, with another time.
+	values := make([]decoder.Value, len(rel.Columns))
+	for col, v := range map[string]string{"id": repaired, "event_type": "inf", "event_date_time": "2026-12-01 22:30:00+00",
+		"environment": "test", "event_context": "{}", "metadata_version": "1"} {
+		values[rel.Index(col)] = decoder.Value{Kind: decoder.ValueText, Data: []byte(v)}
+	}
+	if rejected, err := ch.Write(ctx, &sink.Batch{Rows: []sink.Row{{Relation: rel, Values: values, Pos: sink.Position{CommitLSN: 0x1000, Seq: 1}}}}); err != nil || len(rejected) != 0 {
+		t.Fatalf("store the repaired event: %v, %v", rejected, err)
+	}
+	dl := deadletter.New(pool)
+	sc := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 100, 0, true)
+	res, err := backfill.Ship(ctx, sc, rel, ch, dl, 1<<20, nil, nil)
+	if err != nil || res.Read != 32 || res.Shipped != 30 || res.DeadLetters != 1 || res.Repaired != 1 {
+		t.Fatalf("Ship = %+v, %v; want 32 read, 30 shipped, 1 set aside, 1 stored already", res, err)
+	}
+	letters, err := dl.List(ctx, 10, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(letters) != 1 || letters[0].EventID == nil || *letters[0].EventID != refused {
+		t.Fatalf("letters %+v, want one, of %s", letters, refused)
+	}
+}

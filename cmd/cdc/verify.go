@@ -340,8 +340,12 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 	if !until.IsZero() {
 		window += " until " + formatSince(until)
 	}
-	fmt.Fprintf(stdout, "backfill since %s: %d outbox rows read, %d shipped to %s, %d refused (dead letters)\n",
-		window, res.Read, res.Shipped, sink.Table, res.DeadLetters)
+	repaired := ""
+	if res.Repaired > 0 {
+		repaired = fmt.Sprintf(", %d refused but in %s already (set aside and replayed before: not set aside again)", res.Repaired, sink.Table)
+	}
+	fmt.Fprintf(stdout, "backfill since %s: %d outbox rows read, %d shipped to %s, %d refused (dead letters)%s\n",
+		window, res.Read, res.Shipped, sink.Table, res.DeadLetters, repaired)
 	if err != nil {
 		if hint, ok := resumeHint(res.Resume, until); ok {
 			fmt.Fprintln(stdout, hint)
