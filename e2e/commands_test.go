@@ -554,8 +554,14 @@ func TestCommands_DeadLetterReplayAfterFixingTheColumn(t *testing.T) {
 		t.Fatalf("deadletter list exited %d:\n%s", code, out)
 	}
 
-	// Not fixed yet: refused again, kept.
-	out, stderr, code := w.runOperator(nil, "deadletter", "replay")
+	// Not fixed yet: refused again, kept. Run with a DSN of one pooled
+	// connection (an application's pgx URL), which the replay's lock
+	// took, and it then waited for ever for a second.
+	sep := "?"
+	if strings.Contains(w.pgDSN, "?") {
+		sep = "&"
+	}
+	out, stderr, code := w.runOperator(map[string]string{"CDC_PG_DSN": w.pgDSN + sep + "pool_max_conns=1"}, "deadletter", "replay")
 	if code != 1 || out != "replayed 0 dead letters into event_log; 1 refused again\n" {
 		t.Fatalf("replay before the fix exited %d: %q %s", code, out, stderr)
 	}

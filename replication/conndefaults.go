@@ -39,4 +39,9 @@ func PoolDefaults(dsn string, cfg *pgxpool.Config) {
 	if plain, err := pgconn.ParseConfig(dsn); err != nil || plain.RuntimeParams["pool_max_conns"] == "" {
 		cfg.MaxConns = poolConns
 	}
+	// At least two, whatever the DSN says (an application's URL with
+	// pool_max_conns=1): `cdc deadletter replay` holds one connection for
+	// its lock while it reads and deletes letters on another, and waited
+	// for ever on one.
+	cfg.MaxConns = max(cfg.MaxConns, 2)
 }
