@@ -748,6 +748,9 @@ type stream struct {
 
 	nextStatus   time.Time
 	readDeadline time.Time
+	// acked samples the flush positions sent, one a minute at most, for
+	// forgetAcknowledged: an hour's worth.
+	acked []ackedAt
 	// quiet is how long the stream has waited on the server since its
 	// last message, counting only time spent in receive: a loop held up
 	// by the writer must not take a healthy, idle server for a dead one.
@@ -1589,13 +1592,42 @@ func (s *stream) sendStatus(ctx context.Context) error {
 		return wrapf(err, "send standby status")
 	}
 	s.nextStatus = time.Now().Add(s.r.cfg.StatusInterval)
-	// The partly stored streamed transactions whose commit this status
-	// acknowledged need no remembering (streamed.go): without this, a
-	// session that runs for weeks keeps one entry per streamed
-	// transaction it stored. Should the server lose the acknowledgement
-	// (a crash before its next checkpoint) and send one again, the next
-	// session finds its rows in the sink's positions past the slot, read
-	// at its start.
-	s.r.forgetPartials(f)
+	s.forgetAcknowledged(time.Now(), f)
 	return nil
+}
+
+// partialKeep is how long after a status acknowledged a streamed
+// transaction's commit the process forgets it (forgetAcknowledged).
+var partialKeep = time.Hour
+
+// forgetAcknowledged forgets the partly stored streamed transactions
+// whose commit a status of this session acknowledged partialKeep ago or
+// more, f being the flush position of the status sent at now: without
+// it, a session that runs for weeks keeps one entry per streamed
+// transaction it stored (Replicator.partial), pruned only at a session's
+// start. Not at once: an acknowledgement is kept in PostgreSQL's memory
+// and written to disk at its next checkpoint, so a server crash before
+// that sends the transaction again, maybe whole, to a session that must
+// then know it (findStreamed). An hour is twelve default checkpoint
+// intervals; a server that checkpoints less often than that and crashes
+// may have one such transaction stored twice in raw rows (FINAL shows
+// each event once).
+func (s *stream) forgetAcknowledged(now time.Time, f pglogrepl.LSN) {
+	if n := len(s.acked); n == 0 || now.Sub(s.acked[n-1].at) >= time.Minute {
+		s.acked = append(s.acked, ackedAt{at: now, flush: f})
+	}
+	var horizon pglogrepl.LSN
+	for len(s.acked) > 0 && now.Sub(s.acked[0].at) >= partialKeep {
+		horizon = s.acked[0].flush
+		s.acked = s.acked[1:]
+	}
+	if horizon != 0 {
+		s.r.forgetPartials(horizon)
+	}
+}
+
+// ackedAt is a flush position a status sent, and when.
+type ackedAt struct {
+	at    time.Time
+	flush pglogrepl.LSN
 }

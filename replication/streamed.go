@@ -480,12 +480,13 @@ func (s *stream) committedPartial(xid uint32, end pglogrepl.LSN) {
 }
 
 // forgetPartials forgets the transactions of Replicator.partial whose
-// commit was received and lies before durable, the slot's confirmed
-// position at a session's start: PostgreSQL sends none of them again. Not
-// at an acknowledgement: a session may end before PostgreSQL has recorded
-// it, and the next would be sent the transaction again. Each entry is one
-// transaction larger than logical_decoding_work_mem, so a long session
-// keeps few.
+// commit was received and lies before durable: the slot's confirmed
+// position at a session's start, from which PostgreSQL sends none of them
+// again, or a flush position acknowledged long enough ago that the server
+// has written it to disk (forgetAcknowledged). Not at an acknowledgement
+// itself: a session may end before PostgreSQL has read it, or the server
+// crash before it wrote it, and the next session would be sent the
+// transaction again.
 func (r *Replicator) forgetPartials(durable pglogrepl.LSN) {
 	for xid, end := range r.partial {
 		if end != 0 && end <= durable {

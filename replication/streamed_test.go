@@ -852,33 +852,44 @@ func TestReplicator_LookupConnectionClosedWhileIdle(t *testing.T) {
 	}
 }
 
-// The streamed transactions a session stored are forgotten once their
-// commit is acknowledged, while the session runs: a session that streams
-// for weeks does not keep one entry per streamed transaction it ever saw.
+// The streamed transactions a session stored are forgotten, while the
+// session runs, once a status acknowledged their commit partialKeep ago
+// (an hour; none here): a session that streams for weeks does not keep
+// one entry per streamed transaction it ever saw. Within the hour they
+// are kept, for a server that crashes before it writes the
+// acknowledgement to disk.
 func TestReplicator_StreamedTransactionsAcknowledgedAreForgotten(t *testing.T) {
-	h := setup(t)
-	smallDecodingMemory(t, h)
-	ctx := context.Background()
-	const transactions, rows = 20, 400 // each about 100 kB: streamed
-	for range transactions {
-		tx := h.begin(ctx)
-		insertRows(t, ctx, tx, "big", rows)
-		if err := tx.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	after := pglogrepl.LSN(h.walLSN())
-	s := &fakeSink{}
-	core, logs := observer.New(zapcore.InfoLevel)
-	r, _ := h.replicator(s, nil, zap.New(core), func(*replication.Config) {})
-	stop := h.runReplicator(r)
-	eventually(t, "every row stored", func() bool { return s.count() == transactions*rows })
-	eventually(t, "acknowledgement past the transactions", func() bool { return h.confirmed() >= after })
-	stop()
-	if n := logs.FilterMessage("streaming").FilterField(zap.Bool("large_transactions_streamed", true)).Len(); n != 1 {
-		t.Fatalf("%d sessions streamed large transactions, want 1", n)
-	}
-	if got := r.Partials(); len(got) != 0 {
-		t.Errorf("%d streamed transactions remembered after their commits were acknowledged, want none: %v", len(got), got)
+	for _, tc := range []struct {
+		keep time.Duration
+		left int
+	}{{0, 0}, {time.Hour, 20}} {
+		t.Run(tc.keep.String(), func(t *testing.T) {
+			defer replication.SetPartialKeep(tc.keep)()
+			h := setup(t)
+			smallDecodingMemory(t, h)
+			ctx := context.Background()
+			const transactions, rows = 20, 400 // each about 100 kB: streamed
+			for range transactions {
+				tx := h.begin(ctx)
+				insertRows(t, ctx, tx, "big", rows)
+				if err := tx.Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			after := pglogrepl.LSN(h.walLSN())
+			s := &fakeSink{}
+			core, logs := observer.New(zapcore.InfoLevel)
+			r, _ := h.replicator(s, nil, zap.New(core), func(*replication.Config) {})
+			stop := h.runReplicator(r)
+			eventually(t, "every row stored", func() bool { return s.count() == transactions*rows })
+			eventually(t, "acknowledgement past the transactions", func() bool { return h.confirmed() >= after })
+			stop()
+			if n := logs.FilterMessage("streaming").FilterField(zap.Bool("large_transactions_streamed", true)).Len(); n != 1 {
+				t.Fatalf("%d sessions streamed large transactions, want 1", n)
+			}
+			if got := r.Partials(); len(got) != tc.left {
+				t.Errorf("%d streamed transactions remembered after their commits were acknowledged, want %d: %v", len(got), tc.left, got)
+			}
+		})
 	}
 }
