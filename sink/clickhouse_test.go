@@ -61,6 +61,42 @@ func newSink(t *testing.T) (*sink.ClickHouse, string) {
 	return ch, dsn
 }
 
+// sinkWithColumns is newSink with event_log altered by alter first (its
+// columns added), and a second sink opened after, which learns them, for
+// the test to write through, logging to log.
+func sinkWithColumns(t *testing.T, alter string, log *zap.Logger) (admin, s *sink.ClickHouse) {
+	t.Helper()
+	admin, dsn := newSink(t)
+	if err := admin.Conn().Exec(context.Background(), alter); err != nil {
+		t.Fatal(err)
+	}
+	s, err := sink.Open(dsn, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return admin, s
+}
+
+// withColumns is the outbox without ip (which event_log lacks: a column
+// with nowhere to go would have the sink look at event_log again anyway)
+// and with the columns named; rowOf makes its row seq with their values.
+func withColumns(names ...string) *decoder.Relation {
+	n := len(outboxRel.Columns) - 1
+	rel := &decoder.Relation{ID: 1, Namespace: "public", Name: "outbox", Columns: slices.Clone(outboxRel.Columns[:n])}
+	for _, name := range names {
+		rel.Columns = append(rel.Columns, decoder.Column{Name: name})
+	}
+	return rel
+}
+
+func rowOf(rel *decoder.Relation, seq uint64, values ...decoder.Value) sink.Row {
+	r := row(seq, "1", "")
+	n := len(outboxRel.Columns) - 1
+	r.Relation, r.Values = rel, append(r.Values[:n:n], values...)
+	return r
+}
+
 func TestClickHouse_RefusedRowsComeBackAndTheRestIsStored(t *testing.T) {
 	ch, _ := newSink(t)
 	ctx := context.Background()
@@ -589,25 +625,10 @@ func TestClickHouse_ComputedQuotedAndArrayColumns(t *testing.T) {
 // once an admin makes that column an ordinary one: the sink looks at
 // event_log's columns again, as it does for a column event_log lacks.
 func TestClickHouse_ComputedColumnMadeOrdinaryIsCarried(t *testing.T) {
-	ch, dsn := newSink(t)
+	ch, s := sinkWithColumns(t, "ALTER TABLE event_log ADD COLUMN tenant String MATERIALIZED 'computed'", zap.NewNop())
 	ctx := context.Background()
-	if err := ch.Conn().Exec(ctx, "ALTER TABLE event_log ADD COLUMN tenant String MATERIALIZED 'computed'"); err != nil {
-		t.Fatal(err)
-	}
-	s, err := sink.Open(dsn, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	// Without ip, which event_log lacks: a column with nowhere to go would
-	// have the sink look again anyway.
-	n := len(outboxRel.Columns) - 1
-	rel := &decoder.Relation{ID: 1, Namespace: "public", Name: "outbox", Columns: append(slices.Clone(outboxRel.Columns[:n]), decoder.Column{Name: "tenant"})}
-	at := func(seq uint64) sink.Row {
-		r := row(seq, "1", "10.0.0.1")
-		r.Relation, r.Values = rel, append(r.Values[:n:n], text("acme"))
-		return r
-	}
+	rel := withColumns("tenant")
+	at := func(seq uint64) sink.Row { return rowOf(rel, seq, text("acme")) }
 	if _, err := s.Write(ctx, &sink.Batch{Rows: []sink.Row{at(1)}}); err != nil {
 		t.Fatal(err)
 	}
@@ -764,25 +785,11 @@ func TestClickHouse_WrittenWaitsForInsertsStillRunning(t *testing.T) {
 // died at every INSERT that named it). The outbox column is warned of as
 // not carried, and carried once the type is fixed.
 func TestClickHouse_EnumWithAnEscapeInANameIsNotCarried(t *testing.T) {
-	ch, dsn := newSink(t)
-	ctx := context.Background()
-	if err := ch.Conn().Exec(ctx, `ALTER TABLE event_log ADD COLUMN mood Enum8('it\'s' = 1, 'ok' = 2), ADD COLUMN moods Array(Enum8('a\\b' = 1, 'okay' = 2))`); err != nil {
-		t.Fatal(err)
-	}
 	core, logs := observer.New(zapcore.WarnLevel)
-	s, err := sink.Open(dsn, zap.New(core))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	n := len(outboxRel.Columns) - 1 // without ip, which event_log lacks
-	rel := &decoder.Relation{ID: 1, Namespace: "public", Name: "outbox", Columns: append(slices.Clone(outboxRel.Columns[:n]),
-		decoder.Column{Name: "mood"}, decoder.Column{Name: "moods"})}
-	at := func(seq uint64) sink.Row {
-		r := row(seq, "1", "10.0.0.1")
-		r.Relation, r.Values = rel, append(r.Values[:n:n], text("ok"), text("{okay}"))
-		return r
-	}
+	ch, s := sinkWithColumns(t, `ALTER TABLE event_log ADD COLUMN mood Enum8('it\'s' = 1, 'ok' = 2), ADD COLUMN moods Array(Enum8('a\\b' = 1, 'okay' = 2))`, zap.New(core))
+	ctx := context.Background()
+	rel := withColumns("mood", "moods")
+	at := func(seq uint64) sink.Row { return rowOf(rel, seq, text("ok"), text("{okay}")) }
 	if rejected, err := s.Write(ctx, &sink.Batch{Rows: []sink.Row{at(1)}}); err != nil || len(rejected) != 0 {
 		t.Fatalf("Write = %v, %v", rejected, err)
 	}
@@ -825,26 +832,14 @@ func TestClickHouse_EnumWithAnEscapeInANameIsNotCarried(t *testing.T) {
 // them (23.8) stores them. Which days a server reads is asked of the
 // server itself, by day number. (Not day 0: 18.16 prints it 0000-00-00.)
 func TestClickHouse_DatesAreStoredOnlyAsTheServerReadsThem(t *testing.T) {
-	ch, dsn := newSink(t)
+	ch, s := sinkWithColumns(t, "ALTER TABLE event_log ADD COLUMN due Date, ADD COLUMN dues Array(Date)", zap.NewNop())
 	ctx := context.Background()
-	if err := ch.Conn().Exec(ctx, "ALTER TABLE event_log ADD COLUMN due Date, ADD COLUMN dues Array(Date)"); err != nil {
-		t.Fatal(err)
-	}
-	s, err := sink.Open(dsn, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	n := len(outboxRel.Columns) - 1 // without ip, which event_log lacks
-	rel := &decoder.Relation{ID: 1, Namespace: "public", Name: "outbox", Columns: append(slices.Clone(outboxRel.Columns[:n]),
-		decoder.Column{Name: "due"}, decoder.Column{Name: "dues"})}
+	rel := withColumns("due", "dues")
 	days := []string{"1970-01-02", "2106-02-07", "2106-02-08", "2120-01-01", "2149-06-06"}
 	var rows []sink.Row
 	for i, day := range days {
 		for j, vals := range [][]decoder.Value{{text(day), text("{}")}, {text("2000-01-01"), text("{2000-01-01," + day + "}")}} {
-			r := row(uint64(2*i+j+1), "1", "")
-			r.Relation, r.Values = rel, append(r.Values[:n:n], vals...)
-			rows = append(rows, r)
+			rows = append(rows, rowOf(rel, uint64(2*i+j+1), vals...))
 		}
 	}
 	rejected, err := s.Write(ctx, &sink.Batch{Rows: rows})
@@ -912,10 +907,7 @@ func TestClickHouse_IdleConnectionsKeepNoBlockBuffers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n := len(outboxRel.Columns) - 1 // without ip, which event_log lacks
-			r := row(uint64(i+1), "1", "")
-			r.Relation = &decoder.Relation{ID: 1, Namespace: "public", Name: "outbox", Columns: outboxRel.Columns[:n]}
-			r.Values = r.Values[:n]
+			r := rowOf(withColumns(), uint64(i+1))
 			r.Values[4] = text(`{"b":"` + strings.Repeat("x", 32<<20) + `"}`)
 			r.Size = len(r.Values[4].Data)
 			if _, err := ch.Write(ctx, &sink.Batch{Rows: []sink.Row{r}, Bytes: r.Size}); err != nil {
