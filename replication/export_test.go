@@ -42,12 +42,3 @@ func SetPublicationCheckEvery(d time.Duration) (restore func()) {
 	publicationCheckEvery = d
 	return func() { publicationCheckEvery = old }
 }
-
-// SetPartialKeep sets how long after its acknowledgement a streamed
-// transaction is forgotten, for a test, and returns the function that
-// puts it back.
-func SetPartialKeep(d time.Duration) (restore func()) {
-	old := partialKeep
-	partialKeep = d
-	return func() { partialKeep = old }
-}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
@@ -34,8 +35,8 @@ func (o outboxTable) is(rel *decoder.Relation) bool {
 	return rel.Name == ddl.OutboxTable && (rel.ID == o.oid || rel.Namespace == o.schema)
 }
 
-// publicationCheckEvery is how often a session looks whether its
-// publication still publishes the outbox it began with (watchPublication).
+// publicationCheckEvery is how often a session looks at what its stream
+// does not say (watch).
 var publicationCheckEvery = 30 * time.Second
 
 // errPublicationChanged ends a session whose publication no longer
@@ -43,22 +44,24 @@ var publicationCheckEvery = 30 * time.Second
 // the publication again (checkPublicationTables).
 var errPublicationChanged = errors.New("the publication no longer publishes the outbox table this session began with")
 
-// watchPublication looks every publicationCheckEvery, on a connection of
-// its own, whether the publication still publishes the session's outbox,
-// until ctx ends. When it does not, it sets s.pubChanged, and the stream
-// ends the session between transactions, storing what it holds.
+// watch looks every publicationCheckEvery, on a connection of its own,
+// until ctx ends, at two things the stream does not say:
 //
-// Without it a session streams on in silence after the outbox is dropped
-// (a migration that makes the table again and renames it into place) or
-// renamed aside: the publication lost the outbox, no row of it is decoded
-// any more, the slot follows the server's WAL and the lag reads zero.
-// Only a restart would say so.
-// Ended, the session's successor either finds the outbox published again
-// (made again and added back: it goes on with the new table) or exits with
-// ErrPublicationTables or ErrPublicationMissing, which an operator sees.
-// A check that fails (the server busy or down) says nothing: the
+//   - Whether the publication still publishes the session's outbox. When
+//     it does not, it sets s.pubChanged, and the stream ends the session
+//     between transactions, storing what it holds. Without it a session
+//     streams on in silence after the outbox is dropped (a migration that
+//     makes the table again and renames it into place) or renamed aside:
+//     no row of it is decoded any more, the slot follows the server's WAL
+//     and the lag reads zero. Ended, the session's successor either finds
+//     the outbox published again (it goes on with the new table) or exits
+//     with ErrPublicationTables or ErrPublicationMissing.
+//   - The slot's restart_lsn, into s.restart, up to which the stream
+//     forgets the streamed transactions it remembers (forgetPartials).
+//
+// A look that fails (the server busy or down) says nothing: the
 // replication connection is the one whose failures count.
-func (s *stream) watchPublication(ctx context.Context) {
+func (s *stream) watch(ctx context.Context) {
 	tick := time.NewTicker(publicationCheckEvery)
 	defer tick.Stop()
 	for {
@@ -67,15 +70,16 @@ func (s *stream) watchPublication(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		published, err := s.r.outboxPublished(ctx)
+		published, restart, err := s.r.look(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
-				s.r.log.Debug("could not look at the publication's tables", zap.Error(err))
+				s.r.log.Debug("could not look at the publication's tables and the slot", zap.Error(err))
 			}
 			continue
 		}
+		s.restart.Store(uint64(restart))
 		if !published {
-			s.r.log.Warn("the publication no longer publishes the outbox table this session began with (dropped, or removed from the publication); ending the session to look at the publication again",
+			s.r.log.Warn("the publication no longer publishes the outbox table this session began with (dropped, renamed, or removed from the publication); ending the session to look at the publication again",
 				zap.String("publication", s.r.cfg.Publication), zap.Uint32("outbox_oid", s.r.outbox.oid))
 			s.pubChanged.Store(true)
 			return
@@ -83,19 +87,20 @@ func (s *stream) watchPublication(ctx context.Context) {
 	}
 }
 
-// outboxPublished reports whether the publication publishes the table of
-// the session's outbox oid, still named outbox.
-func (r *Replicator) outboxPublished(ctx context.Context) (bool, error) {
+// look reports whether the publication publishes the table of the
+// session's outbox oid, still named outbox, and the slot's restart_lsn
+// (0 when the slot is gone).
+func (r *Replicator) look(ctx context.Context) (bool, pglogrepl.LSN, error) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	cfg, err := pgconn.ParseConfig(r.cfg.DSN)
 	if err != nil {
-		return false, wrapf(err, "parse postgres dsn")
+		return false, 0, wrapf(err, "parse postgres dsn")
 	}
 	ConnDefaults(cfg)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		return false, wrapf(err, "connect to postgres to look at the publication")
+		return false, 0, wrapf(err, "connect to postgres to look at the publication")
 	}
 	defer func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -105,12 +110,23 @@ func (r *Replicator) outboxPublished(ctx context.Context) (bool, error) {
 	// Joined by name: pg_publication_tables names its tables; a table
 	// dropped meanwhile is then no match rather than a failed cast.
 	rows, err := queryRows(ctx, conn, fmt.Sprintf(
-		`SELECT count(*) FROM pg_publication_tables t
+		`SELECT (SELECT count(*) FROM pg_publication_tables t
 			JOIN pg_namespace n ON n.nspname = t.schemaname
 			JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename
-			WHERE t.pubname = '%s' AND c.oid = %d AND c.relname = '%s'`, r.cfg.Publication, r.outbox.oid, ddl.OutboxTable))
+			WHERE t.pubname = '%s' AND c.oid = %d AND c.relname = '%s'),
+			(SELECT coalesce(restart_lsn, '0/0') FROM pg_replication_slots WHERE slot_name = '%s')`,
+		r.cfg.Publication, r.outbox.oid, ddl.OutboxTable, r.cfg.Slot))
 	if err != nil {
-		return false, wrapf(err, "look up the tables of publication %s", r.cfg.Publication)
+		return false, 0, wrapf(err, "look up the tables of publication %s", r.cfg.Publication)
 	}
-	return len(rows) == 1 && len(rows[0]) == 1 && rows[0][0] != "0", nil
+	if len(rows) != 1 || len(rows[0]) != 2 {
+		return false, 0, fmt.Errorf("look up the tables of publication %s: %d rows", r.cfg.Publication, len(rows))
+	}
+	var restart pglogrepl.LSN
+	if rows[0][1] != "" { // NULL: the slot is gone
+		if restart, err = pglogrepl.ParseLSN(rows[0][1]); err != nil {
+			return false, 0, wrapf(err, "parse restart_lsn of slot %s", r.cfg.Slot)
+		}
+	}
+	return rows[0][0] != "0", restart, nil
 }

@@ -98,6 +98,10 @@ type Replicator struct {
 	// session's start (checkPublicationTables). Only Run's goroutine
 	// touches it.
 	outbox outboxTable
+	// restartLSN is the slot's restart_lsn, read with its confirmed
+	// position at each session's start (prepareSlot). Only Run's
+	// goroutine touches it.
+	restartLSN pglogrepl.LSN
 	// partial holds the xid of each streamed transaction a session stored
 	// rows of before its end was stored (streamed.go), with the end of its
 	// commit once one was received, else 0. Only Run's goroutine touches

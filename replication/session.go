@@ -111,7 +111,7 @@ func (r *Replicator) session(ctx context.Context) error {
 			zap.Stringer("was", confirmed), zap.Stringer("now", now))
 		confirmed = now
 	}
-	r.forgetPartials(confirmed)
+	r.forgetPartials(r.restartLSN)
 	if err := r.checkHistory(ctx, conn, confirmed, skip.MaxLSN(), tooMany); err != nil {
 		return err
 	}
@@ -378,7 +378,7 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 	for attempt := 0; ; attempt++ {
 		var rows [][]string
 		err := setupStep(ctx, func(ctx context.Context) (err error) {
-			rows, err = queryRows(ctx, conn, "SELECT confirmed_flush_lsn, active, coalesce(active_pid, 0), coalesce(wal_status, ''), plugin, coalesce(database, ''), current_database() FROM pg_replication_slots WHERE slot_name = '"+r.cfg.Slot+"'")
+			rows, err = queryRows(ctx, conn, "SELECT confirmed_flush_lsn, active, coalesce(active_pid, 0), coalesce(wal_status, ''), plugin, coalesce(database, ''), current_database(), coalesce(restart_lsn, '0/0') FROM pg_replication_slots WHERE slot_name = '"+r.cfg.Slot+"'")
 			return err
 		})
 		if err != nil {
@@ -442,6 +442,9 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 		lsn, err := pglogrepl.ParseLSN(row[0])
 		if err != nil {
 			return 0, wrapf(err, "parse confirmed_flush_lsn of slot %s", r.cfg.Slot)
+		}
+		if r.restartLSN, err = pglogrepl.ParseLSN(row[7]); err != nil {
+			return 0, wrapf(err, "parse restart_lsn of slot %s", r.cfg.Slot)
 		}
 		return lsn, nil
 	}
@@ -748,9 +751,11 @@ type stream struct {
 
 	nextStatus   time.Time
 	readDeadline time.Time
-	// acked samples the flush positions sent, one a minute at most, for
-	// forgetAcknowledged: an hour's worth.
-	acked []ackedAt
+	// restart is the slot's restart_lsn as the watcher last read it
+	// (watch), the one field besides pubChanged another goroutine writes;
+	// forgotTo is what sendStatus last forgot partials up to.
+	restart  atomic.Uint64
+	forgotTo pglogrepl.LSN
 	// quiet is how long the stream has waited on the server since its
 	// last message, counting only time spent in receive: a loop held up
 	// by the writer must not take a healthy, idle server for a dead one.
@@ -832,7 +837,7 @@ func (s *stream) run(ctx context.Context) error {
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
-		s.watchPublication(pctx)
+		s.watch(pctx)
 	}()
 	defer func() {
 		pcancel()
@@ -1592,42 +1597,13 @@ func (s *stream) sendStatus(ctx context.Context) error {
 		return wrapf(err, "send standby status")
 	}
 	s.nextStatus = time.Now().Add(s.r.cfg.StatusInterval)
-	s.forgetAcknowledged(time.Now(), f)
+	if d := pglogrepl.LSN(s.restart.Load()); d > s.forgotTo {
+		// The slot's restart_lsn moved (watch): a long session forgets
+		// the streamed transactions no server can send again.
+		s.forgotTo = d
+		if n := s.r.forgetPartials(d); n > 0 {
+			s.r.log.Debug("forgot the streamed transactions before the slot's restart_lsn", zap.Int("transactions", n), zap.Stringer("restart_lsn", d))
+		}
+	}
 	return nil
-}
-
-// partialKeep is how long after a status acknowledged a streamed
-// transaction's commit the process forgets it (forgetAcknowledged).
-var partialKeep = time.Hour
-
-// forgetAcknowledged forgets the partly stored streamed transactions
-// whose commit a status of this session acknowledged partialKeep ago or
-// more, f being the flush position of the status sent at now: without
-// it, a session that runs for weeks keeps one entry per streamed
-// transaction it stored (Replicator.partial), pruned only at a session's
-// start. Not at once: an acknowledgement is kept in PostgreSQL's memory
-// and written to disk at its next checkpoint, so a server crash before
-// that sends the transaction again, maybe whole, to a session that must
-// then know it (findStreamed). An hour is twelve default checkpoint
-// intervals; a server that checkpoints less often than that and crashes
-// may have one such transaction stored twice in raw rows (FINAL shows
-// each event once).
-func (s *stream) forgetAcknowledged(now time.Time, f pglogrepl.LSN) {
-	if n := len(s.acked); n == 0 || now.Sub(s.acked[n-1].at) >= time.Minute {
-		s.acked = append(s.acked, ackedAt{at: now, flush: f})
-	}
-	var horizon pglogrepl.LSN
-	for len(s.acked) > 0 && now.Sub(s.acked[0].at) >= partialKeep {
-		horizon = s.acked[0].flush
-		s.acked = s.acked[1:]
-	}
-	if horizon != 0 {
-		s.r.forgetPartials(horizon)
-	}
-}
-
-// ackedAt is a flush position a status sent, and when.
-type ackedAt struct {
-	at    time.Time
-	flush pglogrepl.LSN
 }

@@ -480,19 +480,22 @@ func (s *stream) committedPartial(xid uint32, end pglogrepl.LSN) {
 }
 
 // forgetPartials forgets the transactions of Replicator.partial whose
-// commit was received and lies before durable: the slot's confirmed
-// position at a session's start, from which PostgreSQL sends none of them
-// again, or a flush position acknowledged long enough ago that the server
-// has written it to disk (forgetAcknowledged). Not at an acknowledgement
-// itself: a session may end before PostgreSQL has read it, or the server
-// crash before it wrote it, and the next session would be sent the
-// transaction again.
-func (r *Replicator) forgetPartials(durable pglogrepl.LSN) {
+// commit was received and lies before durable, the slot's restart_lsn:
+// PostgreSQL decodes nothing before it again, and writes it to disk as it
+// moves, so not even a server crash sends them again. Not the confirmed
+// position: PostgreSQL 15 keeps that in memory until the slot is next
+// written, which a long transaction holding restart_lsn back may put off
+// for hours, and a crash meanwhile sends again what it passed. It returns
+// how many it forgot.
+func (r *Replicator) forgetPartials(durable pglogrepl.LSN) int {
+	n := 0
 	for xid, end := range r.partial {
 		if end != 0 && end <= durable {
 			delete(r.partial, xid)
+			n++
 		}
 	}
+	return n
 }
 
 // rememberPartials records, when a session ends, the streamed transactions

@@ -733,25 +733,32 @@ func TestReplicator_StreamingResumesBetweenTransactions(t *testing.T) {
 }
 
 // A session's start forgets the partly stored streamed transactions whose
-// commit the slot has confirmed past, and keeps those whose commit is
-// unknown or lies ahead.
+// commit lies before the slot's restart_lsn, and keeps those whose commit
+// is unknown or lies past it: between restart_lsn and the confirmed
+// position too, which a server crash may send again.
 func TestReplicator_SessionStartForgetsPartialsPastTheSlot(t *testing.T) {
 	h := setup(t)
 	s := &fakeSink{}
 	r, _ := h.replicator(s, nil, zap.NewNop(), func(*replication.Config) {})
+	restart := h.lsn(`SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'slot'`)
 	confirmed := h.confirmed()
+	if confirmed <= restart {
+		t.Fatalf("confirmed %s not past restart_lsn %s: the case is not there", confirmed, restart)
+	}
 	// xids a fresh cluster does not reach.
-	r.SetPartial(4_000_000_001, confirmed-1) // committed before the slot's position
-	r.SetPartial(4_000_000_002, confirmed)   // at it exactly
-	r.SetPartial(4_000_000_003, 0)           // commit not received
+	r.SetPartial(4_000_000_001, restart-1) // committed before the slot's restart_lsn
+	r.SetPartial(4_000_000_002, restart)   // at it exactly
+	r.SetPartial(4_000_000_003, 0)         // commit not received
 	r.SetPartial(4_000_000_004, 0xFFFF_0000_0000_0000)
+	r.SetPartial(4_000_000_005, confirmed) // confirmed, but before the restart_lsn moved
+
 	stop := h.runReplicator(r)
 	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('e', 'test', '{}')`)
 	eventually(t, "the event stored", func() bool { return s.count() == 1 })
 	stop()
-	want := map[uint32]pglogrepl.LSN{4_000_000_003: 0, 4_000_000_004: 0xFFFF_0000_0000_0000}
+	want := map[uint32]pglogrepl.LSN{4_000_000_003: 0, 4_000_000_004: 0xFFFF_0000_0000_0000, 4_000_000_005: confirmed}
 	if got := r.Partials(); fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("partial after a session started at %s: %v, want %v", confirmed, got, want)
+		t.Errorf("partial after a session started with restart_lsn %s: %v, want %v", restart, got, want)
 	}
 }
 
@@ -853,43 +860,53 @@ func TestReplicator_LookupConnectionClosedWhileIdle(t *testing.T) {
 }
 
 // The streamed transactions a session stored are forgotten, while the
-// session runs, once a status acknowledged their commit partialKeep ago
-// (an hour; none here): a session that streams for weeks does not keep
-// one entry per streamed transaction it ever saw. Within the hour they
-// are kept, for a server that crashes before it writes the
-// acknowledgement to disk.
-func TestReplicator_StreamedTransactionsAcknowledgedAreForgotten(t *testing.T) {
-	for _, tc := range []struct {
-		keep time.Duration
-		left int
-	}{{0, 0}, {time.Hour, 20}} {
-		t.Run(tc.keep.String(), func(t *testing.T) {
-			defer replication.SetPartialKeep(tc.keep)()
-			h := setup(t)
-			smallDecodingMemory(t, h)
-			ctx := context.Background()
-			const transactions, rows = 20, 400 // each about 100 kB: streamed
-			for range transactions {
-				tx := h.begin(ctx)
-				insertRows(t, ctx, tx, "big", rows)
-				if err := tx.Commit(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
-			after := pglogrepl.LSN(h.walLSN())
-			s := &fakeSink{}
-			core, logs := observer.New(zapcore.InfoLevel)
-			r, _ := h.replicator(s, nil, zap.New(core), func(*replication.Config) {})
-			stop := h.runReplicator(r)
-			eventually(t, "every row stored", func() bool { return s.count() == transactions*rows })
-			eventually(t, "acknowledgement past the transactions", func() bool { return h.confirmed() >= after })
-			stop()
-			if n := logs.FilterMessage("streaming").FilterField(zap.Bool("large_transactions_streamed", true)).Len(); n != 1 {
-				t.Fatalf("%d sessions streamed large transactions, want 1", n)
-			}
-			if got := r.Partials(); len(got) != tc.left {
-				t.Errorf("%d streamed transactions remembered after their commits were acknowledged, want %d: %v", len(got), tc.left, got)
-			}
-		})
+// session runs, once the slot's restart_lsn passed their commit (which a
+// checkpoint's snapshot of running transactions lets it do): a session
+// that streams for weeks does not keep one entry per streamed transaction
+// it ever saw, and none is forgotten that a server crash could send again.
+func TestReplicator_StreamedTransactionsPastTheRestartLSNAreForgotten(t *testing.T) {
+	defer replication.SetPublicationCheckEvery(100 * time.Millisecond)()
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	const transactions, rows = 20, 400 // each about 100 kB: streamed
+	for range transactions {
+		tx := h.begin(ctx)
+		insertRows(t, ctx, tx, "big", rows)
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := pglogrepl.LSN(h.walLSN())
+	s := &fakeSink{}
+	core, logs := observer.New(zapcore.DebugLevel)
+	r, _ := h.replicator(s, nil, zap.New(core), func(*replication.Config) {})
+	stop := h.runReplicator(r)
+	eventually(t, "every row stored", func() bool { return s.count() == transactions*rows })
+	eventually(t, "acknowledgement past the transactions", func() bool { return h.confirmed() >= after })
+	if n := logs.FilterMessage("streaming").FilterField(zap.Bool("large_transactions_streamed", true)).Len(); n != 1 {
+		t.Fatalf("%d sessions streamed large transactions, want 1", n)
+	}
+	forgot := func() int {
+		n := 0
+		for _, e := range logs.FilterMessage("forgot the streamed transactions before the slot's restart_lsn").All() {
+			n += int(e.ContextMap()["transactions"].(int64))
+		}
+		return n
+	}
+	if n := forgot(); n != 0 {
+		t.Fatalf("%d streamed transactions forgotten before the slot's restart_lsn passed them", n)
+	}
+	// A checkpoint logs the running transactions, none: decoding it lets
+	// the restart_lsn move past the twenty once the client confirms it.
+	eventually(t, "the slot's restart_lsn past the transactions", func() bool {
+		h.exec(`CHECKPOINT`)
+		h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('nudge', 'test', '{}')`)
+		return h.lsn(`SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name = 'slot'`) >= after
+	})
+	eventually(t, "the twenty forgotten", func() bool { return forgot() == transactions })
+	stop()
+	if got := r.Partials(); len(got) != 0 {
+		t.Errorf("%d streamed transactions remembered past the restart_lsn, want none: %v", len(got), got)
 	}
 }
