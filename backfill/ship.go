@@ -36,9 +36,10 @@ type ShipResult struct {
 	Shipped     int // rows the sink stored
 	DeadLetters int // rows the sink refused, now in cdc_dead_letter
 	// Repaired is rows the sink refused whose event event_log holds
-	// already: a letter repaired and replayed before. Not set aside
-	// again, or a backfill over the outbox row, which keeps its bad
-	// values, would bring the letter back after every repair.
+	// already: most often a letter repaired and replayed before. Not set
+	// aside again, or a backfill over the outbox row, which keeps its bad
+	// values, would bring the letter back after every repair. Refused
+	// rows are counted once set aside, every few batches.
 	Repaired int
 	// Resume, when Ship fails, is an event_date_time every row before
 	// which is stored: that of the first row of the batch that failed, or
@@ -74,6 +75,38 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w ShipWriter,
 	// last is the time of the last row stored: a run that fails reading
 	// the next page goes on from there (the rows at that time again).
 	var last pgtype.Timestamptz
+	// Refused rows wait in pending, up to byIDChunk of them or maxBytes
+	// of values, before they are set aside: asking event_log which of
+	// their events it holds reads its whole event_id column, once for many
+	// batches rather than once for each batch with a refused row (a
+	// column type that refuses a whole event type). A run that fails
+	// resumes at the oldest batch with rows pending: they are in no table.
+	var pending []sink.Rejected
+	var pendingBytes int
+	var pendingFrom pgtype.Timestamptz
+	resumeAt := func(t pgtype.Timestamptz) pgtype.Timestamptz {
+		if len(pending) > 0 {
+			return pendingFrom
+		}
+		return t
+	}
+	setAside := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		refused, err := notStored(ctx, w.Conn(), pending)
+		if err == nil {
+			err = dl.Put(ctx, refused)
+		}
+		if err != nil {
+			res.Resume = pendingFrom
+			return fmt.Errorf("set aside %d refused rows (%d rows shipped): %w", len(pending), res.Shipped, err)
+		}
+		res.DeadLetters += len(refused)
+		res.Repaired += len(pending) - len(refused)
+		pending, pendingBytes = nil, 0
+		return nil
+	}
 	flush := func(b *sink.Batch) error {
 		if len(b.Rows) == 0 {
 			return nil
@@ -93,22 +126,25 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w ShipWriter,
 			}
 		}
 		if err != nil {
-			res.Resume = first
+			res.Resume = resumeAt(first)
 			return fmt.Errorf("store %d rows (%d shipped before): %w", len(b.Rows), res.Shipped, err)
 		}
-		refused, err := notStored(ctx, w.Conn(), rejected)
-		if err != nil {
-			res.Resume = first // its refused rows are in no table yet
-			return fmt.Errorf("after %d rows shipped: %w", res.Shipped, err)
-		}
-		if err := dl.Put(ctx, refused); err != nil {
-			res.Resume = first
-			return fmt.Errorf("after %d rows shipped: %w", res.Shipped, err)
+		if len(rejected) > 0 {
+			if len(pending) == 0 {
+				pendingFrom = first
+			}
+			pending = append(pending, rejected...)
+			for _, r := range rejected {
+				pendingBytes += r.Row.Size
+			}
 		}
 		last = end
 		res.Shipped += len(b.Rows) - len(rejected)
-		res.DeadLetters += len(refused)
-		res.Repaired += len(rejected) - len(refused)
+		if len(pending) >= byIDChunk || pendingBytes >= maxBytes {
+			if err := setAside(); err != nil {
+				return err
+			}
+		}
 		if progress != nil {
 			progress(res)
 		}
@@ -117,11 +153,11 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w ShipWriter,
 	for {
 		page, err := sc.Next(ctx)
 		if err != nil {
-			res.Resume = last
+			res.Resume = resumeAt(last)
 			return res, err
 		}
 		if len(page) == 0 {
-			return res, nil
+			return res, setAside()
 		}
 		b := &sink.Batch{}
 		for _, r := range page {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -176,5 +177,42 @@ func TestShip_ARefusedEventStoredAlreadyIsNotSetAsideAgain(t *testing.T) {
 	}
 	if len(letters) != 1 || letters[0].EventID == nil || *letters[0].EventID != refused {
 		t.Fatalf("letters %+v, want one, of %s", letters, refused)
+	}
+}
+
+// countingConn counts how often Ship asks which refused events event_log
+// holds: each ask reads event_log's whole event_id column.
+type countingConn struct {
+	*sink.ClickHouse
+	asked int
+}
+
+func (c *countingConn) Conn() driver.Conn {
+	c.asked++
+	return c.ClickHouse.Conn()
+}
+
+// Refused rows of many batches are set aside together, after one look in
+// event_log for their events, not one look per batch.
+func TestShip_RefusedRowsOfManyBatchesAreLookedUpOnce(t *testing.T) {
+	ctx := context.Background()
+	pool, ch, rel := thirtyEvents(t)
+	// Five rows ClickHouse refuses (a negative UInt64), one in each of
+	// five batches of ten.
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, metadata_version, event_date_time)
+		SELECT 'bad', 'test', '{}', -1, '2026-01-01 00:00:30+00'::timestamptz + i * interval '10 minutes' FROM generate_series(0, 4) i`); err != nil {
+		t.Fatal(err)
+	}
+	w := &countingConn{ClickHouse: ch}
+	sc := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10, 0, true)
+	res, err := backfill.Ship(ctx, sc, rel, w, deadletter.New(pool), 1<<20, nil, nil)
+	if err != nil || res.Read != 35 || res.Shipped != 30 || res.DeadLetters != 5 || res.Repaired != 0 {
+		t.Fatalf("Ship = %+v, %v; want 35 read, 30 shipped, 5 set aside", res, err)
+	}
+	if w.asked != 1 {
+		t.Errorf("event_log asked %d times about refused events, want once", w.asked)
+	}
+	if n, err := deadletter.New(pool).Count(ctx); err != nil || n != 5 {
+		t.Errorf("%d dead letters (%v), want 5", n, err)
 	}
 }

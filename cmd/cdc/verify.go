@@ -342,7 +342,7 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 	}
 	repaired := ""
 	if res.Repaired > 0 {
-		repaired = fmt.Sprintf(", %d refused but in %s already (set aside and replayed before: not set aside again)", res.Repaired, sink.Table)
+		repaired = fmt.Sprintf(", %d refused but in %s already (not set aside)", res.Repaired, sink.Table)
 	}
 	fmt.Fprintf(stdout, "backfill since %s: %d outbox rows read, %d shipped to %s, %d refused (dead letters)%s\n",
 		window, res.Read, res.Shipped, sink.Table, res.DeadLetters, repaired)
