@@ -733,8 +733,8 @@ type stream struct {
 	// otherTables holds the relation ids of tables other than the outbox
 	// whose rows arrived this session (notOutbox).
 	otherTables map[uint32]bool
-	// pubChanged is set by watchPublication, the one field of the stream
-	// another goroutine writes.
+	// pubChanged is set by watch, like restart below: the stream's only
+	// fields another goroutine writes.
 	pubChanged atomic.Bool
 
 	batch         *sink.Batch
@@ -751,9 +751,8 @@ type stream struct {
 
 	nextStatus   time.Time
 	readDeadline time.Time
-	// restart is the slot's restart_lsn as the watcher last read it
-	// (watch), the one field besides pubChanged another goroutine writes;
-	// forgotTo is what sendStatus last forgot partials up to.
+	// restart is the slot's restart_lsn as watch last read it; forgotTo
+	// is what sendStatus last forgot partials up to.
 	restart  atomic.Uint64
 	forgotTo pglogrepl.LSN
 	// quiet is how long the stream has waited on the server since its
