@@ -144,9 +144,6 @@ var fullDates = serverTypes{dateEnd: maxDate}
 // it, e.g. "UInt64", "Nullable(String)", "DateTime('UTC')".
 func (st serverTypes) cellFor(chType string) cell { return st.newCell(chType, false) }
 
-// cellFor is fullDates.cellFor.
-func cellFor(chType string) cell { return fullDates.cellFor(chType) }
-
 func (st serverTypes) newCell(chType string, byValue bool) cell {
 	if inner, ok := unwrap(chType, "Nullable"); ok {
 		return &nullCell{inner: st.newCell(inner, byValue)}
