@@ -51,6 +51,35 @@ func (w *world) auditInserts() {
 	}
 }
 
+// slowInserts makes every INSERT into event_log take d longer after its
+// rows are stored: a view whose query sleeps d for each block ClickHouse
+// pushes to it (at most 3 s). ClickHouse writes the INSERT's part of
+// event_log before it pushes the block to the views, so for d the rows are
+// in event_log while the connector still waits for the INSERT to return,
+// and has not acknowledged them: a kill then lands between the two.
+func (w *world) slowInserts(d time.Duration) {
+	w.t.Helper()
+	q := fmt.Sprintf(`CREATE MATERIALIZED VIEW cdc_test_slow ENGINE = Null AS SELECT sleep(%g) AS slept FROM event_log`, d.Seconds())
+	if err := w.ch.Exec(context.Background(), q); err != nil {
+		w.t.Fatalf("create slow-insert view: %v", err)
+	}
+}
+
+// waitStoredUnreturned waits up to timeout for an INSERT into event_log
+// that has written its rows and not yet returned (see slowInserts), and
+// reports whether it saw one. system.processes is the whole server's: an
+// INSERT of another package's test can be mistaken for the connector's,
+// which only makes the kill that follows land somewhere else.
+func (w *world) waitStoredUnreturned(timeout time.Duration) bool {
+	w.t.Helper()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if w.chCount(`SELECT count() FROM system.processes WHERE query LIKE 'INSERT INTO event_log%' AND written_rows > 0`) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // assertExactlyOnce checks that event_log holds want events under FINAL, as
 // raw rows, and that exactly want rows were ever inserted into it.
 func (w *world) assertExactlyOnce(want uint64) {
@@ -395,18 +424,26 @@ func TestFaults_Kill9UnderConcurrentLoad(t *testing.T) {
 	// A short flush interval and a small row limit: many batches, so the
 	// kills land between a batch's INSERT and its acknowledgement and in the
 	// middle of transactions cut across batches.
+	// Every other kill waits for an INSERT whose rows are stored and not
+	// yet acknowledged (slowInserts keeps each one so for 200 ms): the
+	// restart must find those rows in ClickHouse and skip them.
+	w.slowInserts(200 * time.Millisecond)
 	env := map[string]string{"CDC_FLUSH_INTERVAL": "100ms", "CDC_BATCH_MAX_ROWS": "500"}
 	c := w.start(env)
 	all := []*connector{c}
 	l := w.startLoad(loadOptions{writers: 4, pause: 2 * time.Millisecond, pad: 64, rollbackIn: 6})
 
 	end := time.Now().Add(12 * time.Second)
-	kills := 0
+	kills, aimed := 0, 0
 	for time.Now().Before(end) {
 		time.Sleep(1500*time.Millisecond + rand.N(time.Second))
+		midInsert := kills%2 == 1 && w.waitStoredUnreturned(3*time.Second)
 		c.kill()
 		kills++
-		t.Logf("SIGKILL %d: %d committed so far, %d raw rows in event_log", kills, l.count(), w.chCount("SELECT count() FROM event_log"))
+		if midInsert {
+			aimed++
+		}
+		t.Logf("SIGKILL %d (during an INSERT: %v): %d committed so far, %d raw rows in event_log", kills, midInsert, l.count(), w.chCount("SELECT count() FROM event_log"))
 		c = w.start(env)
 		all = append(all, c)
 	}
@@ -424,7 +461,12 @@ func TestFaults_Kill9UnderConcurrentLoad(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d kills; %d restarts found %d rows already stored past the slot's position and skipped them", kills, replays, skipped)
+	t.Logf("%d kills, %d of them during an INSERT; %d restarts found %d rows already stored past the slot's position and skipped them", kills, aimed, replays, skipped)
+	if aimed == 0 {
+		t.Errorf("no kill landed while an INSERT into event_log had stored its rows and not returned")
+	} else if replays == 0 {
+		t.Errorf("%d kills landed between an INSERT's rows being stored and its return, and no restart found rows already stored", aimed)
+	}
 	w.assertExactlyOnce(uint64(len(committed)))
 	w.assertSameIDs(committed, rolledBack)
 	var outbox int

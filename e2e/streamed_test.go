@@ -30,6 +30,10 @@ func withDecodingMemory(t *testing.T, dsn, mem string) string {
 func TestFaults_Kill9DuringStreamedTransaction(t *testing.T) {
 	w := newWorld(t)
 	w.auditInserts()
+	// Twenty INSERTs of 1,000 rows, each 300 ms longer: the kill below,
+	// once the first rows are in ClickHouse, lands with most of the
+	// transaction still to store, however fast the host.
+	w.slowInserts(300 * time.Millisecond)
 	ctx := context.Background()
 	tx, err := w.pg.Begin(ctx)
 	if err != nil {
