@@ -21,8 +21,8 @@ Go package github.com/eventcdc/cdc/outbox:
   valid_traceparent() first), the event time to the transaction's now(),
   the id to a new UUID (as does the nil UUID);
 * event_time must be timezone-aware when settings.USE_TZ is True; with
-  USE_TZ False a naive one is read in settings.TIME_ZONE, as Django reads
-  naive datetimes then;
+  USE_TZ False a naive one is read by PostgreSQL in settings.TIME_ZONE,
+  exactly as a DateTimeField holding it is (at a DST change too);
 * bad input raises InvalidEvent before anything is sent to the database, so
   it never breaks the surrounding transaction.
 
@@ -47,7 +47,6 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, transaction
-from django.utils import timezone
 
 DEFAULT_MAX_CONTEXT_BYTES = 64 << 20
 # outbox.metadata_version is a bigint: a larger value would fail the INSERT
@@ -388,7 +387,10 @@ def _context_limit():
 
 
 def _event_time(event_time):
-    """event_time, aware, or None for the transaction's now()."""
+    """event_time as it goes to the database, or None for the transaction's
+    now(). A naive one (USE_TZ = False) goes as it is: PostgreSQL reads it
+    in the connection's time zone, which Django sets to TIME_ZONE then,
+    exactly as it reads the same value in a DateTimeField."""
     if event_time is None:
         return None
     if not isinstance(event_time, datetime.datetime):
@@ -400,14 +402,11 @@ def _event_time(event_time):
             f"event_time {event_time!r} is naive: with settings.USE_TZ = True it must be timezone-aware, "
             "e.g. django.utils.timezone.now()"
         )
-    # As Django reads a naive datetime when USE_TZ is False: in TIME_ZONE.
-    try:
-        return timezone.make_aware(event_time, timezone.get_default_timezone())
-    except Exception as e:  # pytz (Django 3.2): a time DST skips or repeats there
-        raise InvalidEvent(
-            f"event_time {event_time!r} is naive and not one time in settings.TIME_ZONE "
-            f"{settings.TIME_ZONE!r} ({type(e).__name__}): pass a timezone-aware datetime"
-        ) from None
+    # Not made aware here: zoneinfo (Django 4+) takes the earlier of a
+    # repeated time, PostgreSQL the later one, and pytz (Django 3.2)
+    # refuses both a repeated and a skipped time; a business row's
+    # DateTimeField and its event would then disagree by an hour.
+    return event_time
 
 
 def _is_unset(value):

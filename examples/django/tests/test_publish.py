@@ -6,12 +6,10 @@ import functools
 import json
 import uuid
 
-import django
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
-from django.utils import timezone
+from django.db import connection, models, transaction
 
 import outbox
 from outbox import InvalidEvent, TransactionRequired, publish, valid_traceparent
@@ -404,26 +402,29 @@ def test_naive_event_time_is_in_time_zone_without_use_tz(outbox_rows, settings):
     }
 
 
-def test_naive_event_time_in_a_dst_gap_without_use_tz(outbox_rows, settings):
+@pytest.mark.parametrize(
+    "local",
+    [
+        datetime.datetime(2024, 3, 31, 2, 30),  # skipped: clocks went from 02:00 to 03:00
+        datetime.datetime(2024, 10, 27, 2, 30),  # repeated: 02:30 summer time, then 02:30 winter time
+    ],
+)
+def test_naive_event_time_at_a_dst_change_is_read_as_a_datetimefield(outbox_rows, settings, local):
     settings.USE_TZ = False
     settings.TIME_ZONE = "Europe/Paris"
-    skipped = datetime.datetime(2024, 3, 31, 2, 30)  # clocks went from 02:00 to 03:00
-    try:
-        expected = timezone.make_aware(skipped, timezone.get_default_timezone())
-    except Exception:  # pytz time zones (Django 3.2) refuse it
-        expected = None
     with transaction.atomic():
-        if expected is None:
-            assert django.VERSION < (4,)
-            with pytest.raises(InvalidEvent) as refused:
-                publish("timed", {}, event_time=skipped)
-            assert refused.value.reason == (
-                "event_time datetime.datetime(2024, 3, 31, 2, 30) is naive and not one time in "
-                "settings.TIME_ZONE 'Europe/Paris' (NonExistentTimeError): pass a timezone-aware datetime"
-            )
-        else:
-            publish("timed", {}, event_time=skipped)
-    assert [r["event_date_time"] for r in outbox_rows()] == ([] if expected is None else [expected])
+        publish("timed", {}, event_time=local)
+        # The business row beside it: what Django sends for a
+        # DateTimeField holding the same value, read by the same connection.
+        sent = models.DateTimeField().get_db_prep_save(local, connection)
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE TEMPORARY TABLE business (at timestamptz) ON COMMIT DROP")
+            cursor.execute("INSERT INTO business VALUES (%s) RETURNING at AT TIME ZONE 'UTC'", [sent])
+            business = cursor.fetchone()[0]
+    # PostgreSQL reads both as winter time, UTC+1: 01:30 UTC.
+    want = local.replace(hour=1)
+    assert business == want
+    assert [r["event_date_time"] for r in outbox_rows()] == [want.replace(tzinfo=datetime.timezone.utc)]
 
 
 @pytest.mark.parametrize("nil", [uuid.UUID(int=0), "00000000-0000-0000-0000-000000000000"])
