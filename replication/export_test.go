@@ -42,3 +42,11 @@ func SetPublicationCheckEvery(d time.Duration) (restore func()) {
 	publicationCheckEvery = d
 	return func() { publicationCheckEvery = old }
 }
+
+// SetDeadLetterTimeout sets how long one attempt to set refused rows
+// aside may take.
+func SetDeadLetterTimeout(d time.Duration) (restore func()) {
+	old := deadLetterTimeout
+	deadLetterTimeout = d
+	return func() { deadLetterTimeout = old }
+}

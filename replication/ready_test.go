@@ -84,8 +84,38 @@ func TestReplicator_StoreErrorWhileABatchIsRetried(t *testing.T) {
 				return n
 			},
 		},
+		{
+			// An ALTER of cdc_dead_letter queued behind a long reader
+			// blocks every Put; an attempt gives up after
+			// deadLetterTimeout and counts as failed.
+			name: "dead letters waiting on a lock",
+			breakStore: func(h *harness, s *refusingSink) func() {
+				s.rejectAll = true
+				tx, err := h.pool.Begin(context.Background())
+				if err != nil {
+					h.t.Fatal(err)
+				}
+				if _, err := tx.Exec(context.Background(), `LOCK TABLE cdc_dead_letter IN ACCESS EXCLUSIVE MODE`); err != nil {
+					h.t.Fatal(err)
+				}
+				return func() {
+					if err := tx.Rollback(context.Background()); err != nil {
+						h.t.Fatal(err)
+					}
+				}
+			},
+			wantErr: `set aside 3 refused rows in cdc_dead_letter: no answer from PostgreSQL in 300ms (waiting on a lock on cdc_dead_letter`,
+			stored: func(h *harness, _ *refusingSink) int {
+				var n int
+				if err := h.pool.QueryRow(context.Background(), `SELECT count(*) FROM cdc_dead_letter`).Scan(&n); err != nil {
+					h.t.Fatal(err)
+				}
+				return n
+			},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			defer replication.SetDeadLetterTimeout(300 * time.Millisecond)()
 			h := setup(t)
 			s := &refusingSink{}
 			rep, m, stop := h.start(s, deadletter.New(h.pool), zap.NewNop(), func(*replication.Config) {})

@@ -3,6 +3,7 @@ package replication
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -269,7 +270,12 @@ func (r *Replicator) setAside(ctx context.Context, rejected []sink.Rejected, att
 			r.log.Error("no dead-letter store configured; refused rows are lost", zap.Int("rows", len(rejected)))
 			return true
 		}
-		err := r.dead.Put(ctx, rejected)
+		pctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
+		err := r.dead.Put(pctx, rejected)
+		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(pctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer from PostgreSQL in %s (waiting on a lock on cdc_dead_letter, or a commit waiting on a synchronous standby?): %w", deadLetterTimeout, err)
+		}
 		if err == nil {
 			r.metrics.DeadLetters.Add(float64(len(rejected)))
 			return true
@@ -286,6 +292,13 @@ func (r *Replicator) setAside(ctx context.Context, rejected []sink.Rejected, att
 		}
 	}
 }
+
+// deadLetterTimeout bounds one attempt to set refused rows aside. Without
+// it a Put waiting on a lock (an ALTER of cdc_dead_letter queued behind a
+// long reader) would hold the pipeline for as long as the lock is held,
+// with nothing failed to count: readiness and the sink alerts would stay
+// green. It is far above what a Put takes, a few 4 MiB batches.
+var deadLetterTimeout = time.Minute
 
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
