@@ -155,6 +155,7 @@ func TestObservability_MetricsCountExactly(t *testing.T) {
 	}{
 		{"cdc_events_written_total", metricValue(mfs, "cdc_events_written_total"), n},
 		{"cdc_dead_letters_total", metricValue(mfs, "cdc_dead_letters_total"), 0},
+		{"cdc_dead_letters_waiting", metricValue(mfs, "cdc_dead_letters_waiting"), 0},
 		{"cdc_sink_errors_total", metricValue(mfs, "cdc_sink_errors_total"), 0},
 		{"cdc_buffer_bytes", metricValue(mfs, "cdc_buffer_bytes"), 0},
 		{"cdc_replication_lag_seconds", metricValue(mfs, "cdc_replication_lag_seconds"), 0},

@@ -23,6 +23,7 @@ type Metrics struct {
 	SinkErrors     prometheus.Counter
 	SinkFailing    prometheus.Gauge
 	DeadLetters    prometheus.Counter
+	LettersWaiting prometheus.Gauge
 	BufferBytes    prometheus.Gauge
 	LastFlush      prometheus.Gauge
 	SlotActive     prometheus.Gauge
@@ -62,6 +63,8 @@ func New(reg prometheus.Registerer, now func() int64) *Metrics {
 			Help: "Batches whose storing failed and is being retried (their INSERT, or setting aside their refused rows); 0 while storing works. Stays up for as long as a batch keeps failing, however far apart its attempts."}),
 		DeadLetters: f.NewCounter(prometheus.CounterOpts{Name: "cdc_dead_letters_total",
 			Help: "Rows the sink refused, set aside in cdc_dead_letter (a row already there is not added again)."}),
+		LettersWaiting: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_dead_letters_waiting",
+			Help: "Dead letters in cdc_dead_letter, waiting for a replay or a delete, counted up to 10,000 and read once a minute; kept at its last reading while the read fails."}),
 		BufferBytes: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_buffer_bytes",
 			Help: "Payload bytes held in memory: the open batch plus batches waiting for or in the sink."}),
 		LastFlush: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_last_flush_timestamp_seconds",
@@ -69,7 +72,7 @@ func New(reg prometheus.Registerer, now func() int64) *Metrics {
 		SlotActive: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_slot_active",
 			Help: "1 while the replication slot is in use by a connector; 0 when it is not, or when cdc cannot read its state."}),
 		SlotPollErrors: f.NewCounter(prometheus.CounterOpts{Name: "cdc_slot_poll_errors_total",
-			Help: "Failed reads of the slot's state (or of the retention hold) from pg_replication_slots; the lag gauges keep their last value meanwhile."}),
+			Help: "Failed reads of the slot's state from pg_replication_slots (or of the retention hold, or of the dead letters waiting); the lag gauges keep their last value meanwhile."}),
 		RetentionHeld: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_outbox_retention_held",
 			Help: "1 while the retention hold exists (a physical slot <slot>_retention_hold, made when the replication slot was created over an outbox with rows): no cdc run deletes outbox rows until an operator drops it."}),
 		Streaming: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_replication_streaming",
@@ -80,7 +83,7 @@ func New(reg prometheus.Registerer, now func() int64) *Metrics {
 	}
 	m.safeWALBytes.Store(math.MinInt64)
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "cdc_replication_lag_seconds",
-		Help: "Age of the oldest committed event not yet stored in the sink; 0 when caught up."},
+		Help: "Age of the oldest committed event this process received and has not stored in the sink yet; 0 when caught up, and while it does not stream (a standby, a reconnect before its first event)."},
 		m.lagSeconds)
 	reg.MustRegister(&safeWAL{m: m, desc: prometheus.NewDesc("cdc_slot_safe_wal_bytes",
 		"WAL the slot may still retain before PostgreSQL invalidates it (pg_replication_slots.safe_wal_size); absent while max_slot_wal_keep_size is unlimited.", nil, nil)})

@@ -69,7 +69,8 @@ func ReadSlot(ctx context.Context, q Querier, slot string) (Slot, error) {
 	return s, nil
 }
 
-// Monitor polls the slot into metrics.
+// Monitor polls the slot, the retention hold and the dead letters waiting
+// into metrics.
 type Monitor struct {
 	Pool     *pgxpool.Pool
 	Slot     string
@@ -77,7 +78,19 @@ type Monitor struct {
 	Metrics  *metrics.Metrics
 	Log      *zap.Logger
 	lastWarn time.Time
+	// lettersRead is when the dead letters were last counted: once a
+	// minute, not at every poll.
+	lettersRead time.Time
 }
+
+// lettersEvery is how often Monitor counts the dead letters, and
+// lettersCap where it stops counting: a table of many letters (a schema
+// change can refuse every row for a while) is not scanned whole every
+// minute, and an alert needs to know only that letters wait.
+const (
+	lettersEvery = time.Minute
+	lettersCap   = 10000
+)
 
 // Run polls until ctx ends. Failures are logged (rate-limited) and retried
 // on the next tick; the replication loop reports connectivity on its own.
@@ -136,6 +149,19 @@ func (m *Monitor) poll(ctx context.Context) {
 	} else {
 		m.Metrics.RetentionHeld.Set(0)
 	}
+	if time.Since(m.lettersRead) < lettersEvery {
+		return
+	}
+	var waiting int64
+	if err := m.Pool.QueryRow(qctx, `SELECT count(*) FROM (SELECT FROM cdc_dead_letter LIMIT $1) AS waiting`, lettersCap).Scan(&waiting); err != nil {
+		if ctx.Err() == nil {
+			m.Metrics.SlotPollErrors.Inc()
+			m.warn(fmt.Errorf("count dead letters: %w", err))
+		}
+		return
+	}
+	m.lettersRead = time.Now()
+	m.Metrics.LettersWaiting.Set(float64(waiting))
 }
 
 // warn logs a failed poll, at most once a minute.

@@ -37,6 +37,8 @@ func TestMonitor_FailedPollMarksSlotNotActive(t *testing.T) {
 	for _, q := range []string{
 		`CREATE TABLE t (v int)`,
 		`CREATE PUBLICATION p FOR TABLE t`,
+		// Counted by each good poll, once a minute.
+		`CREATE TABLE cdc_dead_letter (id int)`,
 		`SELECT pg_create_logical_replication_slot('` + slot + `', 'pgoutput')`,
 		`INSERT INTO t SELECT generate_series(1, 1000)`,
 	} {
@@ -315,6 +317,46 @@ func TestMonitor_ReportsTheRetentionHold(t *testing.T) {
 		mon.poll(ctx)
 		if got := testutil.ToFloat64(m.RetentionHeld); got != step.want {
 			t.Fatalf("after %q cdc_outbox_retention_held = %v, want %v", step.sql, got, step.want)
+		}
+	}
+	if got := testutil.ToFloat64(m.SlotPollErrors); got != 0 {
+		t.Fatalf("cdc_slot_poll_errors_total = %v, want 0", got)
+	}
+}
+
+// cdc_dead_letters_waiting counts the letters in cdc_dead_letter, once a
+// minute and up to lettersCap.
+func TestMonitor_CountsDeadLettersWaiting(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	m := metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() })
+	mon := &Monitor{Pool: pool, Slot: testenv.Name("mon"), Every: 5 * time.Second, Metrics: m, Log: zap.NewNop()}
+	letters := func(n int) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, `INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
+			SELECT gen_random_uuid(), '0/10'::pg_lsn, g, '{}', 'refused for the test' FROM generate_series(1, $1) g`, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, step := range []struct {
+		name   string
+		add    int
+		recent bool // counted less than a minute ago
+		want   float64
+	}{
+		{"none", 0, false, 0},
+		{"three added, read within the minute", 3, true, 0},
+		{"read a minute later", 0, false, 3},
+		{"past the cap", lettersCap, false, lettersCap},
+	} {
+		letters(step.add)
+		if !step.recent {
+			mon.lettersRead = time.Time{}
+		}
+		mon.poll(ctx)
+		if got := testutil.ToFloat64(m.LettersWaiting); got != step.want {
+			t.Fatalf("%s: cdc_dead_letters_waiting = %v, want %v", step.name, got, step.want)
 		}
 	}
 	if got := testutil.ToFloat64(m.SlotPollErrors); got != 0 {
