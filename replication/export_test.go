@@ -50,3 +50,11 @@ func SetDeadLetterTimeout(d time.Duration) (restore func()) {
 	deadLetterTimeout = d
 	return func() { deadLetterTimeout = old }
 }
+
+// SetSinkRetryMax sets the longest wait between two attempts to reach
+// the sink.
+func SetSinkRetryMax(d time.Duration) (restore func()) {
+	old := sinkRetryMax
+	sinkRetryMax = d
+	return func() { sinkRetryMax = old }
+}

@@ -47,6 +47,64 @@ func (f *refusingSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejecte
 	return out, nil
 }
 
+// unreadableSink cannot say what it holds while down is set, as a
+// ClickHouse that is down.
+type unreadableSink struct {
+	fakeSink
+	down atomic.Bool
+}
+
+func (f *unreadableSink) Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
+	if f.down.Load() {
+		return nil, errors.New("clickhouse is down for the test")
+	}
+	return f.fakeSink.Written(ctx, from, to)
+}
+
+// A ClickHouse that is down while no batch is held (a reconnect to
+// PostgreSQL during its outage ended the session that held them) keeps
+// every session from starting: that is a failing store all the same — the
+// gauge, the error counter and readiness say so — and sessions are tried
+// again as often as a batch would be, not on the replication backoff.
+func TestReplicator_SinkDownAtSessionStartIsAFailingStore(t *testing.T) {
+	defer replication.SetSinkRetryMax(50 * time.Millisecond)()
+	h := setup(t)
+	s := &unreadableSink{}
+	s.down.Store(true)
+	core, logs := observer.New(zapcore.InfoLevel)
+	rep, m, stop := h.start(s, deadletter.New(h.pool), zap.New(core), func(*replication.Config) {})
+	defer stop()
+
+	eventually(t, "four failed starts", func() bool { return testutil.ToFloat64(m.SinkErrors) >= 4 })
+	if n := testutil.ToFloat64(m.SinkFailing); n != 1 {
+		t.Errorf("cdc_sink_failing_batches = %v while no session can start, want 1", n)
+	}
+	if err := rep.State().StoreError(); err == nil || !strings.Contains(err.Error(), "read what the sink already stored: clickhouse is down for the test") {
+		t.Errorf("StoreError = %v, want the sink's failure", err)
+	}
+	// The replication backoff's first wait alone is 125 ms or more.
+	retries := logs.FilterMessage("replication interrupted; reconnecting").All()
+	if len(retries) < 3 {
+		t.Fatalf("%d reconnects logged, want at least 3", len(retries))
+	}
+	for _, e := range retries {
+		if d, _ := e.ContextMap()["retry_in"].(time.Duration); d <= 0 || d > 50*time.Millisecond {
+			t.Errorf("reconnect after the sink's failure in %v, want at most the sink's retry cap, 50ms", e.ContextMap()["retry_in"])
+		}
+	}
+
+	s.down.Store(false)
+	eventually(t, "streaming", rep.State().Streaming)
+	if n := testutil.ToFloat64(m.SinkFailing); n != 0 {
+		t.Errorf("cdc_sink_failing_batches = %v once a session started, want 0", n)
+	}
+	if err := rep.State().StoreError(); err != nil {
+		t.Errorf("StoreError = %v once a session started, want nil", err)
+	}
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) SELECT 'e', 'test', '{}' FROM generate_series(1, 3)`)
+	eventually(t, "the rows stored", func() bool { return s.count() == 3 })
+}
+
 // A batch that cannot be stored — its INSERT refused, or its refused rows
 // not set aside — fails readiness and counts as a sink error until it is
 // stored; nothing is acknowledged meanwhile.

@@ -129,6 +129,10 @@ type Replicator struct {
 	// streaming; slotHolder the pid prepareSlot found holding the slot,
 	// 0 when it was free or unknown. Only Run's goroutine touches them.
 	walsender, slotHolder uint32
+	// startAttempts counts a session that could not start because the
+	// sink could not say what it holds as a failing store, until a
+	// session gets past that read. Only Run's goroutine touches it.
+	startAttempts storeAttempts
 }
 
 // New builds a replicator; Run starts it.
@@ -142,7 +146,9 @@ func New(cfg Config, s Sink, dead DeadLetters, log *zap.Logger, m *metrics.Metri
 	if cfg.Tracer == nil {
 		cfg.Tracer = noop.NewTracerProvider()
 	}
-	return &Replicator{cfg: cfg, sink: s, dead: dead, log: log, metrics: m, state: &State{}}
+	r := &Replicator{cfg: cfg, sink: s, dead: dead, log: log, metrics: m, state: &State{}}
+	r.startAttempts = storeAttempts{s: r.state, failing: m.SinkFailing}
+	return r
 }
 
 // State reports what the replicator is doing, for health checks.
@@ -208,10 +214,25 @@ func (r *Replicator) Run(ctx context.Context) error {
 				zap.Bool("streaming", r.streams()))
 			continue
 		}
+		var unavailable *sinkUnavailable
+		sinkDown := errors.As(err, &unavailable)
+		if sinkDown {
+			// ClickHouse is down while no batch is held (a reconnect to
+			// PostgreSQL during its outage ended the session that held
+			// them): still a sink failure, for the metrics, the alert
+			// and readiness, and retried as often as a batch would be.
+			r.metrics.SinkErrors.Inc()
+			r.startAttempts.fail(err)
+		} else {
+			r.startAttempts.done()
+		}
 		if time.Since(started) > time.Minute {
 			delay.reset()
 		}
 		wait := delay.next()
+		if sinkDown {
+			wait = min(wait, sinkRetryMax)
+		}
 		if !errors.Is(err, ErrSlotBusy) {
 			standbySaid = time.Time{}
 		}

@@ -100,6 +100,7 @@ func (r *Replicator) session(ctx context.Context) error {
 			return err
 		}
 		r.chLoggedIn = true
+		r.startAttempts.done()
 		now, err := r.prepareSlot(ctx, conn)
 		if err != nil {
 			return err
@@ -593,11 +594,23 @@ func (r *Replicator) written(ctx context.Context, from, to pglogrepl.LSN) (*sink
 	return stored, err
 }
 
+// sinkUnavailable is a failure of the sink to say what it holds: a
+// session cannot start without it, and Run retries it as the writers
+// retry a batch (sinkRetryMax), counted as a sink failure.
+type sinkUnavailable struct{ err error }
+
+func (e *sinkUnavailable) Error() string { return e.err.Error() }
+func (e *sinkUnavailable) Unwrap() error { return e.err }
+
 // readWritten is written whatever checkHistory found.
 func (r *Replicator) readWritten(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
 	stored, err := r.sink.Written(ctx, from, to)
 	if err != nil {
-		return nil, wrapf(err, "read what the sink already stored")
+		err = wrapf(err, "read what the sink already stored")
+		if tooMany := (*sink.TooManyPositions)(nil); !errors.As(err, &tooMany) {
+			err = &sinkUnavailable{err}
+		}
+		return nil, err
 	}
 	if stored == nil {
 		stored = &sink.Positions{}

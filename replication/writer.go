@@ -132,7 +132,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, b
 	start := time.Now()
 	// Capped at 5 s: polling a down ClickHouse that often costs nothing,
 	// and the backlog starts draining within seconds of its return.
-	delay := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	delay := backoff{min: 100 * time.Millisecond, max: sinkRetryMax}
 	var rejected []sink.Rejected
 	pending := b
 	var insert time.Duration
@@ -292,6 +292,10 @@ func (r *Replicator) setAside(ctx context.Context, rejected []sink.Rejected, att
 		}
 	}
 }
+
+// sinkRetryMax is the longest wait between two attempts to reach the
+// sink: a ClickHouse back from an outage is used again within it.
+var sinkRetryMax = 5 * time.Second
 
 // deadLetterTimeout bounds one attempt to set refused rows aside. Without
 // it a Put waiting on a lock (an ALTER of cdc_dead_letter queued behind a
