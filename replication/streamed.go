@@ -400,7 +400,18 @@ func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LS
 // remembered by a new process is not looked for: every transaction open
 // at a restart would cost a scan of the sink's positions, and the part
 // stored is then stored again (FINAL shows each event once).
+//
+// The transaction this session waits out (Replicator.waitOut) is placed by
+// its first row's LSN too, stored or not: a later session streams it
+// again if PostgreSQL sends it once more — the slot's confirmed position
+// not yet on disk at a server crash, or this process killed before it
+// acknowledged — and a streamed transaction's rows are found only there.
+// Placed by its commit, as before, every row of it was stored twice then.
 func (s *stream) findStreamed(ctx context.Context, at pglogrepl.LSN) error {
+	if s.tx.waited {
+		s.tx.first = at
+		s.r.rememberPartial(s.tx.xid)
+	}
 	// A transaction whose first row lies past the remembered one's commit
 	// is another that took its xid after wraparound.
 	end, remembered := s.r.partial[s.tx.xid]

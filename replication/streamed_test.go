@@ -439,6 +439,52 @@ func TestReplicator_StreamedTransactionResumesWithoutDuplicates(t *testing.T) {
 	checkStreamedPositions(t, second.rows, before, after)
 }
 
+// The transaction a session waits out arrives whole, at its commit, in the
+// session without streaming. When that session ends with part of it
+// stored and not acknowledged (the process killed, or PostgreSQL crashing
+// before the slot's position reached its disk), the next session may
+// stream it again — a new process streams from its start — and finds the
+// stored rows by the first row's LSN, where the session without streaming
+// placed them: every row once.
+func TestReplicator_WaitedOutTransactionStreamedAgainStoresEachRowOnce(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	core, logs := observer.New(zapcore.InfoLevel)
+	first := &failingSink{n: 1000}
+	stop := h.runWith(first, zap.New(core), func(c *replication.Config) {
+		c.ShutdownTimeout, c.FlushInterval = 500*time.Millisecond, 3*time.Second
+	})
+	defer stop()
+	before := h.walLSN()
+	tx := h.begin(ctx)
+	defer func() { _ = tx.Rollback(ctx) }()
+	insertRows(t, ctx, tx, "big", 3000)
+	h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
+	eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := h.walLSN()
+	eventually(t, "the first 1000 rows stored", func() bool { return first.count() == 1000 })
+	time.Sleep(300 * time.Millisecond) // a few failed writes of the next batch
+	stop()
+	if c := uint64(h.confirmed()); c >= after {
+		t.Fatalf("slot confirmed %X, past the half-stored transaction ending at %X", c, after)
+	}
+
+	second := &fakeSink{rows: append([]sink.Row(nil), first.rows...)}
+	stop = h.run(second)
+	defer stop()
+	eventually(t, "acknowledgement past the commit", func() bool { return uint64(h.confirmed()) >= after })
+	second.mu.Lock()
+	defer second.mu.Unlock()
+	if n := len(second.rows); n != 3000 {
+		t.Fatalf("%d rows stored, want the transaction's 3000 once", n)
+	}
+	checkStreamedPositions(t, second.rows, before, after)
+}
+
 // Two large transactions interleaved in the WAL: the first committed, the
 // second still open. The first is streamed and stored; a block of the
 // second makes cdc reconnect without streaming before the first's commit
