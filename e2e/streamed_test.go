@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -87,4 +89,90 @@ func TestFaults_Kill9DuringStreamedTransaction(t *testing.T) {
 	if atKill > 0 && !strings.Contains(c.out.String(), "streamed transaction partly stored by an earlier session") {
 		t.Errorf("the restart did not report skipping the stored part:\n%s", tail(c.out.String(), 20))
 	}
+}
+
+// The transaction cdc waits out — a large one still open when it was
+// streamed, read again without streaming until it ends — is stored whole at
+// its commit. A PostgreSQL crash soon after sends it once more, now
+// streamed: the slot's position reaches disk only at a checkpoint or when
+// its restart_lsn moves, which an older open transaction holds back here
+// (a checkpoint first: none comes for the next 5 minutes). The replay finds
+// the stored rows where cdc placed them, by the first row: every row once.
+func TestFaults_PostgresCrashResendsAWaitedOutTransaction(t *testing.T) {
+	w := newWorld(t)
+	if !w.env.Local() {
+		t.Skip("servers come from the environment; cannot crash PostgreSQL")
+	}
+	w.auditInserts()
+	ctx := context.Background()
+	w.exec(`CREATE TABLE hold_restart (x int)`)
+	w.exec(`CHECKPOINT`)
+	// Open, with a change of its own in the WAL: decoding keeps the slot's
+	// restart_lsn before its first change (a transaction that only took
+	// an xid would not hold it).
+	older, err := w.pg.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = older.Rollback(ctx) }()
+	if _, err := older.Exec(ctx, `INSERT INTO hold_restart VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+
+	c := w.start(map[string]string{"CDC_PG_DSN": withDecodingMemory(t, w.pgDSN, "64kB")})
+	waitStreaming(t, c, 1)
+	switched := func(streaming bool) func() (bool, string) {
+		want := fmt.Sprintf(`"streaming": %v`, streaming)
+		return func() (bool, string) {
+			for _, line := range strings.Split(c.out.String(), "\n") {
+				if strings.Contains(line, "reconnecting to switch streaming of large transactions") && strings.Contains(line, want) {
+					return true, ""
+				}
+			}
+			return false, tail(c.out.String(), 3)
+		}
+	}
+	tx, err := w.pg.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context)
+		SELECT 'waited', 'test', json_build_object('n', g, 'pad', repeat('x', 200)) FROM generate_series(1, 600) g`); err != nil {
+		t.Fatal(err)
+	}
+	w.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
+	waitFor(t, 60*time.Second, "a reconnect without streaming", switched(false))
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.waitRows(600, 60*time.Second)
+	waitFor(t, 60*time.Second, "a reconnect to stream again", switched(true))
+	waitFor(t, 60*time.Second, "streaming again", func() (bool, string) {
+		out := c.out.String()
+		i := strings.LastIndex(out, "reconnecting to switch streaming of large transactions")
+		return strings.Contains(out[i:], "\tstreaming\t"), tail(out, 3)
+	})
+	sessions, logged := c.streamingCount(), len(c.out.String())
+
+	w.env.CrashPostgres(t)
+	w.pg.Reset() // every pooled connection died with the server
+	waitFor(t, 60*time.Second, "postgres to accept connections", func() (bool, string) {
+		err := w.pg.Ping(context.Background())
+		return err == nil, fmt.Sprint(err)
+	})
+	waitStreaming(t, c, sessions+1)
+	replayed := -1 // as the first session after the crash found
+	if m := alreadyStored.FindStringSubmatch(c.out.String()[logged:]); m != nil {
+		replayed, _ = strconv.Atoi(m[1])
+	}
+	if replayed < 600 {
+		t.Fatalf("the first session after the crash found %d rows already stored past the slot's position, want the waited transaction's 600: it was not sent again\n%s", replayed, tail(c.out.String(), 20))
+	}
+	w.insertEvents("after", 1)
+	w.waitRows(601, 60*time.Second)
+	if !c.alive() {
+		t.Fatalf("connector exited: %v", c.err)
+	}
+	w.assertExactlyOnce(601)
 }

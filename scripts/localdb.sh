@@ -8,7 +8,9 @@
 #                                                    (a failed start stops what it started)
 #   scripts/localdb.sh stop DIR                      stop both (safe to call twice)
 #   scripts/localdb.sh env DIR                       print the DSN env lines again
-#   scripts/localdb.sh stop-ch|start-ch|restart-pg DIR   fault injection for tests
+#   scripts/localdb.sh stop-ch|start-ch|restart-pg|crash-pg DIR   fault injection for tests
+#                                                    (crash-pg: an immediate stop, as a crash:
+#                                                    no checkpoint, WAL replayed at the start)
 set -euo pipefail
 # The servers' locale is the project's, not the caller's: an ssh session
 # often forwards a LANG the machine has no locale for (initdb refuses to
@@ -329,6 +331,10 @@ stop) stop_all ;;
 stop-ch) stop_ch ;;
 start-ch) start_ch "$(cat "$dir/ch.port")" ;;
 restart-pg) stop_pg; start_pg "$(cat "$dir/pg.port")" ;;
+crash-pg)
+	as_pg "$pgbin/pg_ctl" -D "$dir/pg" -m immediate -w -t 30 stop >/dev/null
+	start_pg "$(cat "$dir/pg.port")"
+	;;
 env) print_env ;;
 *) echo "usage: $0 start|stop|env DIR [PG_PORT CH_PORT]" >&2; exit 2 ;;
 esac

@@ -325,6 +325,11 @@ func (e *Env) EnableClickHouseTLS(t testing.TB, certPEM, keyPEM []byte) int {
 // drops every connection, replication ones included.
 func (e *Env) RestartPostgres(t testing.TB) { e.localdb(t, "restart-pg") }
 
+// CrashPostgres stops the local PostgreSQL server as a crash would (an
+// immediate shutdown: no checkpoint, so a replication slot's position not
+// yet on disk is lost) and starts it again.
+func (e *Env) CrashPostgres(t testing.TB) { e.localdb(t, "crash-pg") }
+
 func (e *Env) localdb(t testing.TB, cmd string) {
 	t.Helper()
 	if !e.Local() {
