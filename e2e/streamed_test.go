@@ -97,7 +97,8 @@ func TestFaults_Kill9DuringStreamedTransaction(t *testing.T) {
 // streamed: the slot's position reaches disk only at a checkpoint or when
 // its restart_lsn moves, which an older open transaction holds back here
 // (a checkpoint first: none comes for the next 5 minutes). The replay finds
-// the stored rows where cdc placed them, by the first row: every row once.
+// the stored rows where cdc placed them, by the commit, in the replay
+// window: every row once.
 func TestFaults_PostgresCrashResendsAWaitedOutTransaction(t *testing.T) {
 	w := newWorld(t)
 	if !w.env.Local() {

@@ -81,17 +81,18 @@ func (f *fakeSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, e
 	return nil, nil
 }
 
-// Written answers from what the fake stored, as ClickHouse would.
+// Written answers from what the fake stored, as ClickHouse would: each
+// position with its event, in order.
 func (f *fakeSink) Written(_ context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := &sink.Positions{}
-	for _, r := range f.rows {
+	var out sink.Reader
+	for _, r := range byPosition(f.rows) {
 		if r.Pos.CommitLSN >= from && r.Pos.CommitLSN < to {
-			out.Add(r.Pos)
+			out.Add(r.Pos, r.Event())
 		}
 	}
-	return out, nil
+	return out.Set(), nil
 }
 
 func (f *fakeSink) count() int {

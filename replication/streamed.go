@@ -371,7 +371,11 @@ func (s *stream) pause(ctx context.Context, d time.Duration) error {
 func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LSN, msg decoder.Message) (sink.Position, bool, error) {
 	if t.first == 0 {
 		t.first = at
-		if at < s.startWAL || s.placedAt(at) {
+		if lsn, ok := s.storedWhole(at, msg); ok {
+			t.first, t.stored = lsn, s.skip.At(lsn)
+			s.r.log.Info("streamed transaction stored, in part or whole, by an earlier session that was sent it at its commit; skipping those rows",
+				zap.Uint32("xid", t.xid), zap.Stringer("commit", lsn), zap.Int("stored", t.stored.Len()))
+		} else if at < s.startWAL || s.placedAt(at) {
 			if err := s.loadStored(ctx, t); err != nil {
 				return sink.Position{}, false, err
 			}
@@ -380,6 +384,27 @@ func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LS
 	t.seq++
 	pos := sink.Position{CommitLSN: t.first, Seq: t.seq}
 	return pos, s.storedIn(t.stored, pos, msg), nil
+}
+
+// storedWhole finds whether an earlier session stored, sent whole at its
+// commit, the transaction whose first row, msg at WAL position at, is
+// streamed now, and returns the commit LSN that placed its rows. Sent
+// whole and stored in part or all, then sent again streamed: after cdc
+// waited out an open transaction and read it without streaming, a kill
+// before the acknowledgement, or a server crash before the slot's position
+// reached disk, sends it once more, and the session streaming it would
+// place its rows by their first row and store them all again. Such a
+// transaction committed before this session began, and its commit lies in
+// the replay window the skip set covers: a run there that begins at the
+// first ordinal, past at, with this row's event is its stored part. The
+// rest of it is then placed by that commit LSN too, as a session sent it
+// whole would.
+func (s *stream) storedWhole(at pglogrepl.LSN, msg decoder.Message) (pglogrepl.LSN, bool) {
+	if at >= s.startWAL || s.skip.Len() == 0 {
+		return 0, false
+	}
+	row := sink.Row{Relation: msg.Relation, Values: msg.Values}
+	return s.skip.FirstRunOf(at, row.Event())
 }
 
 // findStreamed is called at the first row, at WAL position at, of a
@@ -400,18 +425,7 @@ func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LS
 // remembered by a new process is not looked for: every transaction open
 // at a restart would cost a scan of the sink's positions, and the part
 // stored is then stored again (FINAL shows each event once).
-//
-// The transaction this session waits out (Replicator.waitOut) is placed by
-// its first row's LSN too, stored or not: a later session streams it
-// again if PostgreSQL sends it once more — the slot's confirmed position
-// not yet on disk at a server crash, or this process killed before it
-// acknowledged — and a streamed transaction's rows are found only there.
-// Placed by its commit, as before, every row of it was stored twice then.
 func (s *stream) findStreamed(ctx context.Context, at pglogrepl.LSN) error {
-	if s.tx.waited {
-		s.tx.first = at
-		s.r.rememberPartial(s.tx.xid)
-	}
 	// A transaction whose first row lies past the remembered one's commit
 	// is another that took its xid after wraparound.
 	end, remembered := s.r.partial[s.tx.xid]

@@ -440,49 +440,88 @@ func TestReplicator_StreamedTransactionResumesWithoutDuplicates(t *testing.T) {
 }
 
 // The transaction a session waits out arrives whole, at its commit, in the
-// session without streaming. When that session ends with part of it
-// stored and not acknowledged (the process killed, or PostgreSQL crashing
-// before the slot's position reached its disk), the next session may
-// stream it again — a new process streams from its start — and finds the
-// stored rows by the first row's LSN, where the session without streaming
-// placed them: every row once.
-func TestReplicator_WaitedOutTransactionStreamedAgainStoresEachRowOnce(t *testing.T) {
-	h := setup(t)
-	smallDecodingMemory(t, h)
-	ctx := context.Background()
-	core, logs := observer.New(zapcore.InfoLevel)
-	first := &failingSink{n: 1000}
-	stop := h.runWith(first, zap.New(core), func(c *replication.Config) {
-		c.ShutdownTimeout, c.FlushInterval = 500*time.Millisecond, 3*time.Second
-	})
-	defer stop()
-	before := h.walLSN()
-	tx := h.begin(ctx)
-	defer func() { _ = tx.Rollback(ctx) }()
-	insertRows(t, ctx, tx, "big", 3000)
-	h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
-	eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	after := h.walLSN()
-	eventually(t, "the first 1000 rows stored", func() bool { return first.count() == 1000 })
-	time.Sleep(300 * time.Millisecond) // a few failed writes of the next batch
-	stop()
-	if c := uint64(h.confirmed()); c >= after {
-		t.Fatalf("slot confirmed %X, past the half-stored transaction ending at %X", c, after)
-	}
+// session without streaming, which places its rows by the commit. When
+// that session ends with part of it stored and not acknowledged (the
+// process killed, or PostgreSQL crashing before the slot's position
+// reached its disk), PostgreSQL sends it again to a new process: streamed
+// when nothing was acknowledged since its first row, whole when something
+// was (decoding does not stream a transaction begun before the slot's
+// position). Either way the new session finds the stored rows — in the
+// replay window, by the commit — and places the rest the same way: every
+// row once.
+func TestReplicator_WaitedOutTransactionSentAgainStoresEachRowOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		otherAcked   bool // a transaction acknowledged between its first row and its commit
+		wantStreamed bool
+	}{
+		{"streamed again", false, true},
+		{"sent whole again", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := setup(t)
+			smallDecodingMemory(t, h)
+			ctx := context.Background()
+			core, logs := observer.New(zapcore.InfoLevel)
+			first := &failingSink{n: 1000}
+			if tc.otherAcked {
+				first.n++
+			}
+			stop := h.runWith(first, zap.New(core), func(c *replication.Config) {
+				c.ShutdownTimeout, c.FlushInterval = 500*time.Millisecond, 3*time.Second
+			})
+			defer stop()
+			tx := h.begin(ctx)
+			defer func() { _ = tx.Rollback(ctx) }()
+			insertRows(t, ctx, tx, "big", 3000)
+			h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
+			eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
+			want := map[string]int{"big": 3000}
+			if tc.otherAcked {
+				h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('other', 'test', '{}')`)
+				otherEnd := h.walLSN()
+				eventually(t, "the other transaction acknowledged", func() bool { return uint64(h.confirmed()) >= otherEnd })
+				want["other"] = 1
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			after := h.walLSN()
+			eventually(t, "the first 1000 rows stored", func() bool { return first.types()["big"] == 1000 })
+			time.Sleep(300 * time.Millisecond) // a few failed writes of the next batch
+			stop()
+			if c := uint64(h.confirmed()); c >= after {
+				t.Fatalf("slot confirmed %X, past the half-stored transaction ending at %X", c, after)
+			}
+			placed := byPosition(first.rows)[len(first.rows)-1].Pos.CommitLSN
 
-	second := &fakeSink{rows: append([]sink.Row(nil), first.rows...)}
-	stop = h.run(second)
-	defer stop()
-	eventually(t, "acknowledgement past the commit", func() bool { return uint64(h.confirmed()) >= after })
-	second.mu.Lock()
-	defer second.mu.Unlock()
-	if n := len(second.rows); n != 3000 {
-		t.Fatalf("%d rows stored, want the transaction's 3000 once", n)
+			second := &fakeSink{rows: append([]sink.Row(nil), first.rows...)}
+			core2, logs2 := observer.New(zapcore.InfoLevel)
+			stop = h.runWith(second, zap.New(core2), func(*replication.Config) {})
+			defer stop()
+			eventually(t, "acknowledgement past the commit", func() bool { return uint64(h.confirmed()) >= after })
+			if got := second.types(); !maps.Equal(got, want) {
+				t.Fatalf("stored %v, want %v: every row once", got, want)
+			}
+			second.mu.Lock()
+			defer second.mu.Unlock()
+			var big []sink.Row
+			for _, r := range byPosition(second.rows) {
+				if string(r.Values[1].Data) == "big" {
+					big = append(big, r)
+				}
+			}
+			for i, r := range big {
+				if r.Pos.CommitLSN != placed || r.Pos.Seq != uint64(i+1) {
+					t.Fatalf("row %d at %s, want %s#%d: placed by the commit, as the first session placed the rows it stored", i, r.Pos, placed, i+1)
+				}
+			}
+			found := logs2.FilterMessage("streamed transaction stored, in part or whole, by an earlier session that was sent it at its commit; skipping those rows").Len() == 1
+			if found != tc.wantStreamed {
+				t.Errorf("the second session streamed the transaction and found it stored by its commit: %v, want %v", found, tc.wantStreamed)
+			}
+		})
 	}
-	checkStreamedPositions(t, second.rows, before, after)
 }
 
 // Two large transactions interleaved in the WAL: the first committed, the

@@ -295,6 +295,55 @@ func (r *Row) Event() uint64 {
 	return 0
 }
 
+// FirstRunOf returns the LSN of the first run past after that begins at
+// ordinal 1 with event: where a transaction whose first row holds event
+// was stored, placed by its commit. An unknown event (0) is never found,
+// nor a run whose positions' events the set does not all keep (exact): a
+// replayed row is then matched against its own stored event, never a
+// run's first, so that an event id an application used again as the
+// first row of another transaction cannot make that one's other rows look
+// stored.
+func (p *Positions) FirstRunOf(after pglogrepl.LSN, event uint64) (pglogrepl.LSN, bool) {
+	if p == nil || event == 0 || len(p.exact) == 0 {
+		return 0, false
+	}
+	for _, r := range p.runs {
+		if r.lsn > after && r.lo == 1 && r.event == event && r.check != twoEvents {
+			if p.exactPart && comparePos(p.exact[0].pos, Position{CommitLSN: r.lsn, Seq: 1}) > 0 {
+				return 0, false
+			}
+			return r.lsn, true
+		}
+	}
+	return 0, false
+}
+
+// At returns a new set of the positions placed at lsn, with their events.
+func (p *Positions) At(lsn pglogrepl.LSN) *Positions {
+	out := &Positions{}
+	if p == nil {
+		return out
+	}
+	i := p.find(Position{CommitLSN: lsn})
+	for ; i < len(p.runs) && p.runs[i].lsn == lsn; i++ {
+		r := p.runs[i]
+		r.check = unchecked
+		out.runs = append(out.runs, r)
+		out.n += int(r.hi - r.lo + 1)
+	}
+	for _, e := range p.exact {
+		if e.pos.CommitLSN == lsn {
+			out.exact = append(out.exact, e)
+		}
+	}
+	// Of a partly kept exact list, the positions at lsn before its first
+	// are not there: then none is, and Match falls back on the runs.
+	if p.exactPart && len(out.exact) > 0 && comparePos(p.exact[0].pos, Position{CommitLSN: lsn, Seq: out.runs[0].lo}) > 0 {
+		out.exact = nil
+	}
+	return out
+}
+
 // All yields the set's positions in order.
 func (p *Positions) All() iter.Seq[Position] {
 	return func(yield func(Position) bool) {

@@ -468,3 +468,121 @@ func TestPositions_LSNs(t *testing.T) {
 		t.Errorf("nil set: LSNs() = %v", got)
 	}
 }
+
+// FirstRunOf finds where a transaction, known by the event of its first
+// row, was placed by its commit: a run past the given LSN starting at
+// ordinal 1 with that event, and not one holding two events.
+func TestPositions_FirstRunOf(t *testing.T) {
+	const a, b, c = 11, 22, 33
+	var r sink.Reader
+	for _, x := range []struct {
+		p sink.Position
+		e uint64
+	}{
+		{pos(5, 1), a},  // before the first row: another transaction's
+		{pos(9, 2), a},  // not at ordinal 1
+		{pos(10, 1), b}, // another event
+		{pos(12, 1), a}, // this one, rows 1 to 3
+		{pos(12, 2), b},
+		{pos(12, 3), c},
+		{pos(14, 1), c}, // two events at ordinal 1
+		{pos(14, 1), b},
+		{pos(15, 1), 0}, // event not known
+	} {
+		r.Add(x.p, x.e)
+	}
+	p := r.Set()
+	for _, tc := range []struct {
+		after pglogrepl.LSN
+		event uint64
+		want  pglogrepl.LSN
+		found bool
+	}{
+		{6, a, 12, true},
+		{4, a, 5, true},
+		{12, a, 0, false},
+		{6, b, 10, true},
+		{11, c, 0, false},
+		{11, 0, 0, false},
+	} {
+		if got, found := p.FirstRunOf(tc.after, tc.event); got != tc.want || found != tc.found {
+			t.Errorf("FirstRunOf(%d, %d) = %d, %v; want %d, %v", tc.after, tc.event, got, found, tc.want, tc.found)
+		}
+	}
+	var none *sink.Positions
+	if _, found := none.FirstRunOf(0, a); found {
+		t.Error("nil set found a run")
+	}
+	// A set without every event of the run (positions added by hand, or
+	// a read past its limit) finds none: only each run's first event is
+	// known there.
+	var byHand sink.Positions
+	byHand.AddEvent(pos(12, 1), a)
+	byHand.AddEvent(pos(12, 2), b)
+	if _, found := byHand.FirstRunOf(6, a); found {
+		t.Error("a set without exact events found a run")
+	}
+	defer sink.SetExactLimit(2)() // the last 2 to 4 positions keep their events
+	var long sink.Reader
+	for _, x := range []sink.Position{pos(12, 1), pos(12, 2), pos(12, 3), pos(12, 4), pos(13, 1), pos(13, 2)} {
+		long.Add(x, uint64(x.CommitLSN)*100+x.Seq)
+	}
+	if _, found := long.Set().FirstRunOf(6, 1201); found {
+		t.Error("found a run whose events the set no longer all keeps")
+	}
+	if got, found := long.Set().FirstRunOf(6, 1301); !found || got != 13 {
+		t.Errorf("FirstRunOf(6, 1301) = %d, %v; want 13, true: its events are all kept", got, found)
+	}
+}
+
+// At is the positions placed at one LSN, with their events: a row there
+// matches as it does in the whole set, and no other position is in it.
+func TestPositions_At(t *testing.T) {
+	const a, b, c = 11, 22, 33
+	type pe = struct {
+		p sink.Position
+		e uint64
+	}
+	read := func(adds ...pe) *sink.Positions {
+		var r sink.Reader
+		for _, x := range adds {
+			r.Add(x.p, x.e)
+		}
+		return r.Set()
+	}
+	all := []pe{{pos(9, 1), a}, {pos(10, 1), a}, {pos(10, 2), b}, {pos(10, 4), c}, {pos(11, 1), c}}
+	t.Run("every event kept", func(t *testing.T) {
+		at := read(all...).At(10)
+		if got := slices.Collect(at.All()); !slices.Equal(got, []sink.Position{pos(10, 1), pos(10, 2), pos(10, 4)}) {
+			t.Fatalf("At(10) holds %v", got)
+		}
+		if at.Len() != 3 {
+			t.Fatalf("Len = %d, want 3", at.Len())
+		}
+		for _, tr := range []struct {
+			p     sink.Position
+			event uint64
+			want  bool
+		}{{pos(10, 2), b, true}, {pos(10, 2), a, false}, {pos(10, 4), c, true}, {pos(9, 1), a, false}, {pos(10, 3), b, false}} {
+			if got := at.Match(tr.p, tr.event); got != tr.want {
+				t.Errorf("Match(%v, %d) = %v, want %v", tr.p, tr.event, got, tr.want)
+			}
+		}
+	})
+	t.Run("events kept from the middle of its runs: the runs' first events", func(t *testing.T) {
+		defer sink.SetExactLimit(2)() // the last 2 to 4 positions keep their events
+		at := read(append(all, pe{pos(12, 1), a}, pe{pos(12, 2), b})...).At(10)
+		for _, tr := range []struct {
+			p     sink.Position
+			event uint64
+			want  bool
+		}{{pos(10, 1), a, true}, {pos(10, 2), c, true}, {pos(10, 4), b, false}, {pos(10, 4), c, true}} {
+			if got := at.Match(tr.p, tr.event); got != tr.want {
+				t.Errorf("Match(%v, %d) = %v, want %v", tr.p, tr.event, got, tr.want)
+			}
+		}
+	})
+	if n := (*sink.Positions)(nil).At(10).Len(); n != 0 {
+		t.Errorf("nil set: At(10).Len() = %d", n)
+	}
+}
