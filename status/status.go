@@ -110,10 +110,17 @@ func (m *Monitor) Run(ctx context.Context) error {
 func (m *Monitor) poll(ctx context.Context) {
 	qctx, cancel := context.WithTimeout(ctx, m.Every)
 	defer cancel()
+	failed := m.pollSlot(ctx, qctx)
+	m.pollLetters(ctx, qctx, failed)
+}
+
+// pollSlot reads the slot and the retention hold into the metrics, and
+// reports whether that failed (counted and logged).
+func (m *Monitor) pollSlot(ctx, qctx context.Context) (failed bool) {
 	s, err := ReadSlot(qctx, m.Pool, m.Slot)
 	if err != nil {
 		if ctx.Err() != nil {
-			return // shutting down
+			return false // shutting down
 		}
 		// Not known to be active is not active: a role that lost its
 		// login, a pg_hba change or an outage must not leave the last
@@ -121,7 +128,7 @@ func (m *Monitor) poll(ctx context.Context) {
 		m.Metrics.SlotActive.Set(0)
 		m.Metrics.SlotPollErrors.Inc()
 		m.warn(err)
-		return
+		return true
 	}
 	m.Metrics.LagBytes.Set(float64(s.LagBytes))
 	if s.Active {
@@ -138,23 +145,32 @@ func (m *Monitor) poll(ctx context.Context) {
 	// off too, for what it says is a gap not yet known to be shipped.
 	held, err := retention.Held(qctx, m.Pool, m.Slot)
 	if err != nil {
-		if ctx.Err() == nil {
-			m.Metrics.SlotPollErrors.Inc()
-			m.warn(err)
+		if ctx.Err() != nil {
+			return false
 		}
-		return
+		m.Metrics.SlotPollErrors.Inc()
+		m.warn(err)
+		return true
 	}
 	if held {
 		m.Metrics.RetentionHeld.Set(1)
 	} else {
 		m.Metrics.RetentionHeld.Set(0)
 	}
+	return false
+}
+
+// pollLetters counts the dead letters waiting, once a minute, whatever
+// became of the slot's reading: a role that may not read
+// pg_replication_slots still sees its letters. A failure is counted unless
+// the slot's reading in the same poll already was.
+func (m *Monitor) pollLetters(ctx, qctx context.Context, failed bool) {
 	if time.Since(m.lettersRead) < lettersEvery {
 		return
 	}
 	var waiting int64
 	if err := m.Pool.QueryRow(qctx, `SELECT count(*) FROM (SELECT FROM cdc_dead_letter LIMIT $1) AS waiting`, lettersCap).Scan(&waiting); err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil && !failed {
 			m.Metrics.SlotPollErrors.Inc()
 			m.warn(fmt.Errorf("count dead letters: %w", err))
 		}

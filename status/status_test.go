@@ -362,6 +362,7 @@ func TestMonitor_CountsDeadLettersWaiting(t *testing.T) {
 	if got := testutil.ToFloat64(m.SlotPollErrors); got != 0 {
 		t.Fatalf("cdc_slot_poll_errors_total = %v, want 0", got)
 	}
+
 }
 
 // Slot names are the cluster's: a slot of the name in another database is
