@@ -265,16 +265,21 @@ func (r *Replicator) setAside(ctx context.Context, rejected []sink.Rejected, att
 			zap.Stringer("position", rj.Row.Pos), zap.Error(rj.Err))
 	}
 	delay := backoff{min: 100 * time.Millisecond, max: 30 * time.Second}
+	size := 0
+	for _, rj := range rejected {
+		size += rj.Row.Size
+	}
+	timeout := putTimeout(size)
 	for {
 		if r.dead == nil {
 			r.log.Error("no dead-letter store configured; refused rows are lost", zap.Int("rows", len(rejected)))
 			return true
 		}
-		pctx, cancel := context.WithTimeout(ctx, deadLetterTimeout)
+		pctx, cancel := context.WithTimeout(ctx, timeout)
 		err := r.dead.Put(pctx, rejected)
 		cancel()
 		if err != nil && ctx.Err() == nil && errors.Is(pctx.Err(), context.DeadlineExceeded) {
-			err = fmt.Errorf("no answer from PostgreSQL in %s (waiting on a lock on cdc_dead_letter, or a commit waiting on a synchronous standby?): %w", deadLetterTimeout, err)
+			err = fmt.Errorf("no answer from PostgreSQL in %s (waiting on a lock on cdc_dead_letter, or a commit waiting on a synchronous standby?): %w", timeout, err)
 		}
 		if err == nil {
 			r.metrics.DeadLetters.Add(float64(len(rejected)))
@@ -297,12 +302,18 @@ func (r *Replicator) setAside(ctx context.Context, rejected []sink.Rejected, att
 // sink: a ClickHouse back from an outage is used again within it.
 var sinkRetryMax = 5 * time.Second
 
-// deadLetterTimeout bounds one attempt to set refused rows aside. Without
-// it a Put waiting on a lock (an ALTER of cdc_dead_letter queued behind a
-// long reader) would hold the pipeline for as long as the lock is held,
-// with nothing failed to count: readiness and the sink alerts would stay
-// green. It is far above what a Put takes, a few 4 MiB batches.
+// deadLetterTimeout bounds one attempt to set refused rows aside, plus a
+// second per MiB of their values (putTimeout). Without it a Put waiting on
+// a lock (an ALTER of cdc_dead_letter queued behind a long reader) would
+// hold the pipeline for as long as the lock is held, with nothing failed
+// to count: readiness and the sink alerts would stay green. It is far
+// above what a Put takes, a few 4 MiB batches; the per-MiB part lets
+// refused events of hundreds of MB through a link of 1 MiB/s.
 var deadLetterTimeout = time.Minute
+
+func putTimeout(size int) time.Duration {
+	return deadLetterTimeout + time.Duration(size>>20)*time.Second
+}
 
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
