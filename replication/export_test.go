@@ -6,21 +6,20 @@ import (
 	"github.com/jackc/pglogrepl"
 )
 
+// set sets *v to d for a test and returns the function that puts it back.
+func set(v *time.Duration, d time.Duration) (restore func()) {
+	old := *v
+	*v = d
+	return func() { *v = old }
+}
+
 // SetLookupTimeout sets the bound of a transaction status lookup for a
 // test and returns the function that puts it back.
-func SetLookupTimeout(d time.Duration) (restore func()) {
-	old := lookupTimeout
-	lookupTimeout = d
-	return func() { lookupTimeout = old }
-}
+func SetLookupTimeout(d time.Duration) (restore func()) { return set(&lookupTimeout, d) }
 
 // SetSetupTimeout sets the bound of each session set-up step for a test
 // and returns the function that puts it back.
-func SetSetupTimeout(d time.Duration) (restore func()) {
-	old := setupTimeout
-	setupTimeout = d
-	return func() { setupTimeout = old }
-}
+func SetSetupTimeout(d time.Duration) (restore func()) { return set(&setupTimeout, d) }
 
 // SetPartial and Partials reach Replicator.partial for a test, while Run
 // is not running.
@@ -38,23 +37,13 @@ func (s *State) SetLastCommit(t time.Time) { s.received.Store(t.UnixNano()) }
 // SetPublicationCheckEvery sets how often a session looks at its
 // publication for a test and returns the function that puts it back.
 func SetPublicationCheckEvery(d time.Duration) (restore func()) {
-	old := publicationCheckEvery
-	publicationCheckEvery = d
-	return func() { publicationCheckEvery = old }
+	return set(&publicationCheckEvery, d)
 }
 
 // SetDeadLetterTimeout sets how long one attempt to set refused rows
 // aside may take.
-func SetDeadLetterTimeout(d time.Duration) (restore func()) {
-	old := deadLetterTimeout
-	deadLetterTimeout = d
-	return func() { deadLetterTimeout = old }
-}
+func SetDeadLetterTimeout(d time.Duration) (restore func()) { return set(&deadLetterTimeout, d) }
 
 // SetSinkRetryMax sets the longest wait between two attempts to reach
 // the sink.
-func SetSinkRetryMax(d time.Duration) (restore func()) {
-	old := sinkRetryMax
-	sinkRetryMax = d
-	return func() { sinkRetryMax = old }
-}
+func SetSinkRetryMax(d time.Duration) (restore func()) { return set(&sinkRetryMax, d) }
