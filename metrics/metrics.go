@@ -74,7 +74,7 @@ func New(reg prometheus.Registerer, now func() int64) *Metrics {
 		SlotPollErrors: f.NewCounter(prometheus.CounterOpts{Name: "cdc_slot_poll_errors_total",
 			Help: "Failed reads of the slot's state from pg_replication_slots (or of the retention hold, or of the dead letters waiting); the lag gauges keep their last value meanwhile."}),
 		RetentionHeld: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_outbox_retention_held",
-			Help: "1 while the retention hold exists (a physical slot <slot>_retention_hold, made when the replication slot was created over an outbox with rows): no cdc run deletes outbox rows until an operator drops it."}),
+			Help: "1 while the retention hold exists (a physical slot <slot>_retention_hold, made when the replication slot was created over an outbox with rows): no cdc run deletes outbox rows until an operator drops it. Also 1 while this process created its slot and could not make the hold: it pauses its own retention until it restarts."}),
 		Streaming: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_replication_streaming",
 			Help: "1 while this process's replication connection is up and streaming (what /readyz's postgres check reads); 0 while it connects, reconnects or stands by."}),
 		Interruptions: f.NewCounter(prometheus.CounterOpts{Name: "cdc_replication_interruptions_total",

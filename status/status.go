@@ -72,11 +72,16 @@ func ReadSlot(ctx context.Context, q Querier, slot string) (Slot, error) {
 // Monitor polls the slot, the retention hold and the dead letters waiting
 // into metrics.
 type Monitor struct {
-	Pool     *pgxpool.Pool
-	Slot     string
-	Every    time.Duration
-	Metrics  *metrics.Metrics
-	Log      *zap.Logger
+	Pool    *pgxpool.Pool
+	Slot    string
+	Every   time.Duration
+	Metrics *metrics.Metrics
+	Log     *zap.Logger
+	// Paused, when set, reports whether this process pauses retention
+	// because it created its slot over the outbox's rows and could not make
+	// the hold (replication.State.SlotCreated): a gap as much as a hold's,
+	// reported the same way.
+	Paused   func() bool
 	lastWarn time.Time
 	// lettersRead is when the dead letters were last counted: once a
 	// minute, not at every poll.
@@ -152,7 +157,7 @@ func (m *Monitor) pollSlot(ctx, qctx context.Context) (failed bool) {
 		m.warn(err)
 		return true
 	}
-	if held {
+	if held || m.Paused != nil && m.Paused() {
 		m.Metrics.RetentionHeld.Set(1)
 	} else {
 		m.Metrics.RetentionHeld.Set(0)

@@ -322,6 +322,13 @@ func TestMonitor_ReportsTheRetentionHold(t *testing.T) {
 	if got := testutil.ToFloat64(m.SlotPollErrors); got != 0 {
 		t.Fatalf("cdc_slot_poll_errors_total = %v, want 0", got)
 	}
+	// No hold, but this process created its slot and could not make one:
+	// it pauses its own retention, and says so the same way.
+	mon.Paused = func() bool { return true }
+	mon.poll(ctx)
+	if got := testutil.ToFloat64(m.RetentionHeld); got != 1 {
+		t.Fatalf("cdc_outbox_retention_held = %v while this process pauses retention without a hold, want 1", got)
+	}
 }
 
 // cdc_dead_letters_waiting counts the letters in cdc_dead_letter, once a

@@ -125,7 +125,8 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		}
 		return nil
 	})
-	mon := &status.Monitor{Pool: pool, Slot: cfg.SlotName, Every: 5 * time.Second, Metrics: m, Log: log.Named("monitor")}
+	mon := &status.Monitor{Pool: pool, Slot: cfg.SlotName, Every: 5 * time.Second, Metrics: m, Log: log.Named("monitor"),
+		Paused: rep.State().SlotCreated}
 	g.Go(func() error { return mon.Run(gctx) })
 	cleaner := &retention.Cleaner{Pool: pool, Keep: cfg.OutboxRetention, Every: time.Minute, BatchSize: 1000, Pause: 20 * time.Millisecond, Log: log.Named("retention"),
 		Horizon: rep.State().Horizon, Slot: cfg.SlotName}
