@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
@@ -28,6 +30,7 @@ import (
 // WAL meanwhile, and the stream stops reading once the writer is full, so
 // memory stays bounded however long the outage.
 func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out chan<- ack) {
+	walsender := r.walsender // this session's: set before the writer starts
 	n := max(r.cfg.InsertsInFlight, 1)
 	slots := make(chan struct{}, n) // one per batch taken and not yet reported
 	// A batch of events of many MB holds them several times over while it
@@ -83,7 +86,7 @@ func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out c
 		go func() {
 			defer stores.Done()
 			defer close(w.done)
-			w.insert, w.stored = r.storeTraced(ctx, b)
+			w.insert, w.stored = r.storeTraced(ctx, b, walsender)
 		}()
 	}
 }
@@ -119,16 +122,17 @@ func (r *Replicator) report(ctx context.Context, order <-chan *pendingWrite, out
 
 // storeTraced stores a batch inside one span, linked to the requests that
 // published its events.
-func (r *Replicator) storeTraced(ctx context.Context, b *sink.Batch) (time.Duration, bool) {
+func (r *Replicator) storeTraced(ctx context.Context, b *sink.Batch, walsender uint32) (time.Duration, bool) {
 	sctx, span := tracing.BatchSpan(ctx, r.cfg.Tracer, len(b.Rows), b.Bytes,
 		b.Rows[0].Pos.CommitLSN.String(), b.Rows[len(b.Rows)-1].Pos.CommitLSN.String(), func() [][]byte { return tracing.Traceparents(b.Rows) })
 	defer span.End()
-	return r.store(sctx, b)
+	return r.store(sctx, b, walsender)
 }
 
 // store writes one batch and its dead letters and says how long the
-// INSERT that succeeded took; false when ctx ended first.
-func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, bool) {
+// INSERT that succeeded took; false when ctx ended first. A retry goes
+// only while the session's walsender still holds the slot (holdsSlot).
+func (r *Replicator) store(ctx context.Context, b *sink.Batch, walsender uint32) (time.Duration, bool) {
 	start := time.Now()
 	// Capped at 5 s: polling a down ClickHouse that often costs nothing,
 	// and the backlog starts draining within seconds of its return.
@@ -158,6 +162,15 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, b
 		if !sleep(ctx, wait) {
 			return 0, false
 		}
+		for !r.holdsSlot(ctx, walsender) {
+			// Another process may stream the slot now and store these
+			// rows; it waited for the INSERTs running when it started,
+			// not for one sent later. The session ends soon (its
+			// connection is gone) and cancels ctx; until then, wait.
+			if !sleep(ctx, wait) {
+				return 0, false
+			}
+		}
 		// A failed INSERT may still have been stored (the error can come
 		// after the server committed the rows): ask the sink and retry only
 		// what it lacks, so a retry writes no raw duplicate either.
@@ -181,6 +194,47 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch) (time.Duration, b
 		zap.Stringer("first", b.Rows[0].Pos), zap.Stringer("last", b.Rows[len(b.Rows)-1].Pos),
 		zap.Stringer("durable_to", b.End), zap.Duration("duration", dur), zap.Int("dead_letters", len(rejected)))
 	return insert, true
+}
+
+// holdsSlot reports whether the walsender of pid still holds the slot,
+// read on a connection of its own; false when that cannot be read. A
+// process frozen while its batch was failing (SIGSTOP, a paused VM) wakes
+// with its retry due, before its stream finds the replication connection
+// dead: meanwhile a standby may have taken the slot, read what ClickHouse
+// holds and streamed the same rows, and a retry would store them twice.
+// pid 0 (no session streamed) is not checked.
+func (r *Replicator) holdsSlot(ctx context.Context, pid uint32) bool {
+	if pid == 0 {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	cfg, err := pgconn.ParseConfig(r.cfg.DSN)
+	if err != nil {
+		return false
+	}
+	ConnDefaults(cfg)
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		r.log.Debug("could not look at who holds the slot before a retry; waiting", zap.Error(err))
+		return false
+	}
+	defer func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer ccancel()
+		_ = conn.Close(cctx)
+	}()
+	rows, err := queryRows(ctx, conn, "SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = '"+r.cfg.Slot+"'")
+	if err != nil || len(rows) != 1 {
+		r.log.Debug("could not look at who holds the slot before a retry; waiting", zap.Error(err))
+		return false
+	}
+	held := rows[0][0] == strconv.FormatUint(uint64(pid), 10)
+	if !held {
+		r.log.Info("this session's walsender no longer holds the slot; its batches are not retried, the next session replays them",
+			zap.Uint32("walsender", pid), zap.String("active_pid", rows[0][0]))
+	}
+	return held
 }
 
 // unstored returns b without the rows the sink already holds; when the
