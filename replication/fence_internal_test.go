@@ -91,15 +91,26 @@ func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
 	// before its context ends.
 	s := &failOnceSink{}
 	sctx, scancel := context.WithTimeout(ctx, time.Second)
-	_, stored := newReplicator(s).store(sctx, batch, other)
+	_, stored := newReplicator(s).store(sctx, batch, fence{walsender: other, handed: time.Now()})
 	scancel()
 	if stored || s.count() != 1 {
 		t.Fatalf("store with the slot held by another walsender: stored %v after %d writes, want false after 1", stored, s.count())
 	}
 
+	// A first attempt that starts late (a process frozen after it handed
+	// the batch over) looks first: with another walsender holding the slot
+	// it sends nothing.
+	s = &failOnceSink{}
+	sctx, scancel = context.WithTimeout(ctx, time.Second)
+	_, stored = newReplicator(s).store(sctx, batch, fence{walsender: other, handed: time.Now().Add(-time.Minute)})
+	scancel()
+	if stored || s.count() != 0 {
+		t.Fatalf("late first attempt with the slot held by another walsender: stored %v after %d writes, want false after 0", stored, s.count())
+	}
+
 	// This session's walsender holds it: retried and stored.
 	s = &failOnceSink{}
-	if _, stored := newReplicator(s).store(ctx, batch, holder); !stored || s.count() != 2 {
+	if _, stored := newReplicator(s).store(ctx, batch, fence{walsender: holder, handed: time.Now()}); !stored || s.count() != 2 {
 		t.Fatalf("store with the slot held by the session's walsender: stored %v after %d writes, want true after 2", stored, s.count())
 	}
 }

@@ -83,10 +83,11 @@ func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out c
 		}
 		order <- w
 		stores.Add(1)
+		handed := time.Now()
 		go func() {
 			defer stores.Done()
 			defer close(w.done)
-			w.insert, w.stored = r.storeTraced(ctx, b, walsender)
+			w.insert, w.stored = r.storeTraced(ctx, b, fence{walsender: walsender, handed: handed})
 		}()
 	}
 }
@@ -122,17 +123,31 @@ func (r *Replicator) report(ctx context.Context, order <-chan *pendingWrite, out
 
 // storeTraced stores a batch inside one span, linked to the requests that
 // published its events.
-func (r *Replicator) storeTraced(ctx context.Context, b *sink.Batch, walsender uint32) (time.Duration, bool) {
+func (r *Replicator) storeTraced(ctx context.Context, b *sink.Batch, f fence) (time.Duration, bool) {
 	sctx, span := tracing.BatchSpan(ctx, r.cfg.Tracer, len(b.Rows), b.Bytes,
 		b.Rows[0].Pos.CommitLSN.String(), b.Rows[len(b.Rows)-1].Pos.CommitLSN.String(), func() [][]byte { return tracing.Traceparents(b.Rows) })
 	defer span.End()
-	return r.store(sctx, b, walsender)
+	return r.store(sctx, b, f)
 }
 
+// fence says when a batch's INSERT may go: while the session's walsender
+// holds the slot (holdsSlot), checked before every retry and before a
+// first attempt that starts late — a process frozen between handing the
+// batch to the writer and sending it.
+type fence struct {
+	walsender uint32
+	handed    time.Time // when the batch was handed to the writer
+}
+
+// lateStart is how long after its hand-over a batch's first INSERT may
+// start without a look at who holds the slot: the writer starts it at
+// once, so only a frozen process starts it later.
+const lateStart = 5 * time.Second
+
 // store writes one batch and its dead letters and says how long the
-// INSERT that succeeded took; false when ctx ended first. A retry goes
-// only while the session's walsender still holds the slot (holdsSlot).
-func (r *Replicator) store(ctx context.Context, b *sink.Batch, walsender uint32) (time.Duration, bool) {
+// INSERT that succeeded took; false when ctx ended first. An INSERT goes
+// only as the fence says.
+func (r *Replicator) store(ctx context.Context, b *sink.Batch, f fence) (time.Duration, bool) {
 	start := time.Now()
 	// Capped at 5 s: polling a down ClickHouse that often costs nothing,
 	// and the backlog starts draining within seconds of its return.
@@ -142,6 +157,9 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, walsender uint32)
 	var insert time.Duration
 	attempts := storeAttempts{s: r.state, failing: r.metrics.SinkFailing}
 	defer attempts.done()
+	if time.Since(f.handed) > lateStart && !r.awaitSlot(ctx, f.walsender, time.Second) {
+		return 0, false
+	}
 	for {
 		var err error
 		attempt := time.Now()
@@ -162,14 +180,8 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, walsender uint32)
 		if !sleep(ctx, wait) {
 			return 0, false
 		}
-		for !r.holdsSlot(ctx, walsender) {
-			// Another process may stream the slot now and store these
-			// rows; it waited for the INSERTs running when it started,
-			// not for one sent later. The session ends soon (its
-			// connection is gone) and cancels ctx; until then, wait.
-			if !sleep(ctx, wait) {
-				return 0, false
-			}
+		if !r.awaitSlot(ctx, f.walsender, wait) {
+			return 0, false
 		}
 		// A failed INSERT may still have been stored (the error can come
 		// after the server committed the rows): ask the sink and retry only
@@ -194,6 +206,20 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, walsender uint32)
 		zap.Stringer("first", b.Rows[0].Pos), zap.Stringer("last", b.Rows[len(b.Rows)-1].Pos),
 		zap.Stringer("durable_to", b.End), zap.Duration("duration", dur), zap.Int("dead_letters", len(rejected)))
 	return insert, true
+}
+
+// awaitSlot returns once the walsender of pid holds the slot, looking
+// every wait; false when ctx ends first. Another process may stream the
+// slot now and store the batch's rows: it waited for the INSERTs running
+// when it started, not for one sent later. The session ends soon (its
+// connection is gone) and cancels ctx.
+func (r *Replicator) awaitSlot(ctx context.Context, pid uint32, wait time.Duration) bool {
+	for !r.holdsSlot(ctx, pid) {
+		if !sleep(ctx, wait) {
+			return false
+		}
+	}
+	return true
 }
 
 // holdsSlot reports whether the walsender of pid still holds the slot,
