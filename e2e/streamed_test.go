@@ -93,8 +93,8 @@ func TestFaults_Kill9DuringStreamedTransaction(t *testing.T) {
 
 // The transaction cdc waits out — a large one still open when it was
 // streamed, read again without streaming until it ends — is stored whole at
-// its commit. A PostgreSQL crash soon after sends it once more, now
-// streamed: the slot's position reaches disk only at a checkpoint or when
+// its commit, and so is any other large one committed meanwhile. A
+// PostgreSQL crash soon after sends them once more, now streamed: the slot's position reaches disk only at a checkpoint or when
 // its restart_lsn moves, which an older open transaction holds back here
 // (a checkpoint first: none comes for the next 5 minutes). The replay finds
 // the stored rows where cdc placed them, by the commit, in the replay
@@ -144,10 +144,14 @@ func TestFaults_PostgresCrashResendsAWaitedOutTransaction(t *testing.T) {
 	}
 	w.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
 	waitFor(t, 60*time.Second, "a reconnect without streaming", switched(false))
+	// Another large transaction, committed while the session without
+	// streaming runs: sent whole too, and streamed after the crash.
+	w.insertEvents("during", 600)
+	w.waitRows(600, 60*time.Second)
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w.waitRows(600, 60*time.Second)
+	w.waitRows(1200, 60*time.Second)
 	waitFor(t, 60*time.Second, "a reconnect to stream again", switched(true))
 	waitFor(t, 60*time.Second, "streaming again", func() (bool, string) {
 		out := c.out.String()
@@ -167,13 +171,13 @@ func TestFaults_PostgresCrashResendsAWaitedOutTransaction(t *testing.T) {
 	if m := alreadyStored.FindStringSubmatch(c.out.String()[logged:]); m != nil {
 		replayed, _ = strconv.Atoi(m[1])
 	}
-	if replayed < 600 {
-		t.Fatalf("the first session after the crash found %d rows already stored past the slot's position, want the waited transaction's 600: it was not sent again\n%s", replayed, tail(c.out.String(), 20))
+	if replayed < 1200 {
+		t.Fatalf("the first session after the crash found %d rows already stored past the slot's position, want the two transactions' 1200: they were not sent again\n%s", replayed, tail(c.out.String(), 20))
 	}
 	w.insertEvents("after", 1)
-	w.waitRows(601, 60*time.Second)
+	w.waitRows(1201, 60*time.Second)
 	if !c.alive() {
 		t.Fatalf("connector exited: %v", c.err)
 	}
-	w.assertExactlyOnce(601)
+	w.assertExactlyOnce(1201)
 }
