@@ -79,38 +79,79 @@ func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
 	holder, other := repl.PID(), repl.PID()+1
 	defer SetSinkRetryMax(20 * time.Millisecond)()
 	batch := &sink.Batch{Rows: []sink.Row{{Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}}}
-	newReplicator := func(s Sink) *Replicator {
+	newReplicator := func(s Sink, dsn string) *Replicator {
 		return New(Config{DSN: dsn, Slot: "fence"}, s, nil, zap.NewNop(), metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
 	}
-
-	if r := newReplicator(&failOnceSink{}); !r.holdsSlot(ctx, holder) || r.holdsSlot(ctx, other) {
-		t.Fatalf("holdsSlot(walsender %d) = %v, holdsSlot(%d) = %v; want true, false", holder, r.holdsSlot(ctx, holder), other, r.holdsSlot(ctx, other))
+	running := func(walsender uint32) *fence {
+		f := &fence{walsender: walsender}
+		f.clock.run(ctx)
+		return f
+	}
+	if pid, known := newReplicator(&failOnceSink{}, dsn).activePID(ctx); !known || pid != holder {
+		t.Fatalf("activePID = %d, %v; want the walsender %d, true", pid, known, holder)
 	}
 
-	// Another walsender holds the slot: the failed batch is not sent again
-	// before its context ends.
-	s := &failOnceSink{}
-	sctx, scancel := context.WithTimeout(ctx, time.Second)
-	_, stored := newReplicator(s).store(sctx, batch, fence{walsender: other, handed: time.Now()})
-	scancel()
-	if stored || s.count() != 1 {
-		t.Fatalf("store with the slot held by another walsender: stored %v after %d writes, want false after 1", stored, s.count())
+	for _, tc := range []struct {
+		name       string
+		dsn        string
+		fence      *fence
+		wantStored bool
+		wantWrites int
+	}{
+		// Another walsender holds the slot: the failed batch is not sent
+		// again before its context ends.
+		{"retry, slot held by another walsender", dsn, running(other), false, 1},
+		// A process that may just have woken from a freeze looks before
+		// its first INSERT too.
+		{"first INSERT after a freeze, slot held by another walsender", dsn, func() *fence {
+			f := running(other)
+			f.clock.gap.Store(time.Now().UnixNano())
+			return f
+		}(), false, 0},
+		{"retry, slot held by the session's walsender", dsn, running(holder), true, 2},
+		{"first INSERT after a freeze, slot held by the session's walsender", dsn, func() *fence {
+			f := running(holder)
+			f.clock.gap.Store(time.Now().UnixNano())
+			return f
+		}(), true, 2},
+		// Nobody can tell who holds it: the retry goes, as it did before
+		// anyone looked; a PostgreSQL that refuses ordinary connections
+		// must not stop the pipeline.
+		{"retry, holder unknown", "postgres://nobody@127.0.0.1:1/none?connect_timeout=1", running(other), true, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &failOnceSink{}
+			sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+			defer scancel()
+			_, stored := newReplicator(s, tc.dsn).store(sctx, batch, tc.fence)
+			if stored != tc.wantStored || s.count() != tc.wantWrites {
+				t.Fatalf("stored %v after %d writes, want %v after %d", stored, s.count(), tc.wantStored, tc.wantWrites)
+			}
+		})
 	}
+}
 
-	// A first attempt that starts late (a process frozen after it handed
-	// the batch over) looks first: with another walsender holding the slot
-	// it sends nothing.
-	s = &failOnceSink{}
-	sctx, scancel = context.WithTimeout(ctx, time.Second)
-	_, stored = newReplicator(s).store(sctx, batch, fence{walsender: other, handed: time.Now().Add(-time.Minute)})
-	scancel()
-	if stored || s.count() != 0 {
-		t.Fatalf("late first attempt with the slot held by another walsender: stored %v after %d writes, want false after 0", stored, s.count())
+// The freeze clock says "frozen lately" when its ticks stopped — now, or
+// within freezeRecent — and not while they come on time.
+func TestFreezeClock(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var c freezeClock
+	c.run(ctx)
+	time.Sleep(3 * freezeTick)
+	if c.frozenLately() {
+		t.Fatal("frozen lately while ticking")
 	}
-
-	// This session's walsender holds it: retried and stored.
-	s = &failOnceSink{}
-	if _, stored := newReplicator(s).store(ctx, batch, fence{walsender: holder, handed: time.Now()}); !stored || s.count() != 2 {
-		t.Fatalf("store with the slot held by the session's walsender: stored %v after %d writes, want true after 2", stored, s.count())
+	c.last.Store(time.Now().Add(-2 * freezeGap).UnixNano()) // no tick for 2 s: as on waking
+	if !c.frozenLately() {
+		t.Fatal("not frozen lately with the last tick 2 s old")
+	}
+	time.Sleep(3 * freezeTick) // the next tick sees the gap
+	if !c.frozenLately() {
+		t.Fatal("not frozen lately right after a gap was seen")
+	}
+	c.gap.Store(time.Now().Add(-freezeRecent - time.Second).UnixNano())
+	if c.frozenLately() {
+		t.Fatal("frozen lately with the last gap older than freezeRecent")
 	}
 }

@@ -119,6 +119,28 @@ func (r *Replicator) session(ctx context.Context) error {
 	if r.noSkip.Load() {
 		skip = &sink.Positions{}
 	}
+	// The walsender's pid as the server knows it, which pg_replication_slots
+	// shows as the slot's active_pid: a pooler in between may give the
+	// client another (conn.PID()).
+	walsender := conn.PID()
+	err = setupStep(ctx, func(ctx context.Context) error {
+		rows, err := queryRows(ctx, conn, "SELECT pg_backend_pid()")
+		if err != nil {
+			return wrapf(err, "read the replication connection's backend pid")
+		}
+		if len(rows) != 1 || len(rows[0]) != 1 {
+			return fmt.Errorf("read the replication connection's backend pid: unexpected result %q", rows)
+		}
+		pid, err := strconv.ParseUint(rows[0][0], 10, 32)
+		if err != nil {
+			return wrapf(err, "read the replication connection's backend pid")
+		}
+		walsender = uint32(pid)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	err = setupStep(ctx, func(ctx context.Context) error {
 		return pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, confirmed, pglogrepl.StartReplicationOptions{
 			PluginArgs: append(args, "publication_names '"+r.cfg.Publication+"'"),
@@ -132,7 +154,7 @@ func (r *Replicator) session(ctx context.Context) error {
 		return wrapf(err, "start replication on slot %s", r.cfg.Slot)
 	}
 
-	r.walsender = conn.PID()
+	r.walsender = walsender
 	r.log.Info("streaming", zap.String("slot", r.cfg.Slot), zap.Stringer("from", confirmed), zap.Int("already_stored", skip.Len()),
 		zap.Bool("large_transactions_streamed", streaming), zap.Bool("binary_values", binaryValues), zap.Int("read_ahead_bytes", len(paced.ahead)),
 		zap.Duration("receive_timeout", limit))

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -30,7 +31,8 @@ import (
 // WAL meanwhile, and the stream stops reading once the writer is full, so
 // memory stays bounded however long the outage.
 func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out chan<- ack) {
-	walsender := r.walsender // this session's: set before the writer starts
+	f := fence{walsender: r.walsender} // this session's: set before the writer starts
+	f.clock.run(ctx)
 	n := max(r.cfg.InsertsInFlight, 1)
 	slots := make(chan struct{}, n) // one per batch taken and not yet reported
 	// A batch of events of many MB holds them several times over while it
@@ -83,11 +85,10 @@ func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out c
 		}
 		order <- w
 		stores.Add(1)
-		handed := time.Now()
 		go func() {
 			defer stores.Done()
 			defer close(w.done)
-			w.insert, w.stored = r.storeTraced(ctx, b, fence{walsender: walsender, handed: handed})
+			w.insert, w.stored = r.storeTraced(ctx, b, &f)
 		}()
 	}
 }
@@ -123,7 +124,7 @@ func (r *Replicator) report(ctx context.Context, order <-chan *pendingWrite, out
 
 // storeTraced stores a batch inside one span, linked to the requests that
 // published its events.
-func (r *Replicator) storeTraced(ctx context.Context, b *sink.Batch, f fence) (time.Duration, bool) {
+func (r *Replicator) storeTraced(ctx context.Context, b *sink.Batch, f *fence) (time.Duration, bool) {
 	sctx, span := tracing.BatchSpan(ctx, r.cfg.Tracer, len(b.Rows), b.Bytes,
 		b.Rows[0].Pos.CommitLSN.String(), b.Rows[len(b.Rows)-1].Pos.CommitLSN.String(), func() [][]byte { return tracing.Traceparents(b.Rows) })
 	defer span.End()
@@ -131,23 +132,64 @@ func (r *Replicator) storeTraced(ctx context.Context, b *sink.Batch, f fence) (t
 }
 
 // fence says when a batch's INSERT may go: while the session's walsender
-// holds the slot (holdsSlot), checked before every retry and before a
-// first attempt that starts late — a process frozen between handing the
-// batch to the writer and sending it.
+// holds the slot (holdsSlot), checked right before every retry, and
+// before any INSERT while the process may just have been frozen
+// (freezeClock): a process frozen (SIGSTOP, a paused VM) wakes with
+// INSERTs due — a retry, the batch it was filling, rows still in its
+// receive buffer — before its stream finds the replication connection
+// dead, while a standby may have taken the slot over and stored the same
+// rows; the standby waited for the INSERTs running when it started, not
+// for one sent later.
 type fence struct {
 	walsender uint32
-	handed    time.Time // when the batch was handed to the writer
+	clock     freezeClock
 }
 
-// lateStart is how long after its hand-over a batch's first INSERT may
-// start without a look at who holds the slot: the writer starts it at
-// once, so only a frozen process starts it later.
-const lateStart = 5 * time.Second
+// freezeClock tells whether the process may have been frozen lately: a
+// goroutine notes the time every tick, and a gap far longer than a tick
+// (or a note that is stale now) says the process did not run meanwhile.
+// Wall-clock times: a paused VM's monotonic clock may not count the pause.
+// A busy host can delay a tick too; that costs only a look at the slot.
+type freezeClock struct {
+	last, gap atomic.Int64 // Unix nanos of the last tick and of the last gap seen
+}
+
+const (
+	freezeTick   = 100 * time.Millisecond
+	freezeGap    = time.Second      // a tick this late is a freeze
+	freezeRecent = 30 * time.Second // INSERTs look at the slot this long after one
+)
+
+func (c *freezeClock) run(ctx context.Context) {
+	c.last.Store(time.Now().UnixNano())
+	go func() {
+		t := time.NewTicker(freezeTick)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			now := time.Now().UnixNano()
+			if time.Duration(now-c.last.Swap(now)) > freezeGap {
+				c.gap.Store(now)
+			}
+		}
+	}()
+}
+
+// frozenLately reports whether the process may have been frozen within
+// freezeRecent, or is waking from a freeze now.
+func (c *freezeClock) frozenLately() bool {
+	now := time.Now().UnixNano()
+	return time.Duration(now-c.last.Load()) > freezeGap || time.Duration(now-c.gap.Load()) < freezeRecent
+}
 
 // store writes one batch and its dead letters and says how long the
 // INSERT that succeeded took; false when ctx ended first. An INSERT goes
 // only as the fence says.
-func (r *Replicator) store(ctx context.Context, b *sink.Batch, f fence) (time.Duration, bool) {
+func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.Duration, bool) {
 	start := time.Now()
 	// Capped at 5 s: polling a down ClickHouse that often costs nothing,
 	// and the backlog starts draining within seconds of its return.
@@ -157,10 +199,10 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f fence) (time.Du
 	var insert time.Duration
 	attempts := storeAttempts{s: r.state, failing: r.metrics.SinkFailing}
 	defer attempts.done()
-	if time.Since(f.handed) > lateStart && !r.awaitSlot(ctx, f.walsender, time.Second) {
-		return 0, false
-	}
-	for {
+	for retry := false; ; retry = true {
+		if (retry || f.clock.frozenLately()) && !r.awaitSlot(ctx, f.walsender) {
+			return 0, false
+		}
 		var err error
 		attempt := time.Now()
 		rejected, err = r.sink.Write(ctx, pending)
@@ -178,9 +220,6 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f fence) (time.Du
 		r.log.Warn("storing batch failed; will retry", zap.Error(err), zap.Int("rows", len(pending.Rows)),
 			zap.Stringer("first", pending.Rows[0].Pos), zap.Duration("retry_in", wait))
 		if !sleep(ctx, wait) {
-			return 0, false
-		}
-		if !r.awaitSlot(ctx, f.walsender, wait) {
 			return 0, false
 		}
 		// A failed INSERT may still have been stored (the error can come
@@ -208,42 +247,42 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f fence) (time.Du
 	return insert, true
 }
 
-// awaitSlot returns once the walsender of pid holds the slot, looking
-// every wait; false when ctx ends first. Another process may stream the
-// slot now and store the batch's rows: it waited for the INSERTs running
-// when it started, not for one sent later. The session ends soon (its
-// connection is gone) and cancels ctx.
-func (r *Replicator) awaitSlot(ctx context.Context, pid uint32, wait time.Duration) bool {
-	for !r.holdsSlot(ctx, pid) {
-		if !sleep(ctx, wait) {
+// awaitSlot returns once the walsender of pid holds the slot, or nobody
+// can tell (PostgreSQL unreachable on an ordinary connection, which must
+// not stop the pipeline: a retry is what it did before it looked); false
+// when ctx ends first. It waits only when another walsender holds the
+// slot, or none: then this session's connection is gone, the session ends
+// soon and cancels ctx, and whoever streams next replays the batch.
+func (r *Replicator) awaitSlot(ctx context.Context, pid uint32) bool {
+	for said := false; ; said = true {
+		holder, known := r.activePID(ctx)
+		if !known || pid == 0 || holder == pid {
+			return true
+		}
+		if !said {
+			r.log.Info("this session's walsender no longer holds the slot; its batches wait for the session to end, and the next replays them",
+				zap.Uint32("walsender", pid), zap.Uint32("active_pid", holder))
+		}
+		if !sleep(ctx, time.Second) {
 			return false
 		}
 	}
-	return true
 }
 
-// holdsSlot reports whether the walsender of pid still holds the slot,
-// read on a connection of its own; false when that cannot be read. A
-// process frozen while its batch was failing (SIGSTOP, a paused VM) wakes
-// with its retry due, before its stream finds the replication connection
-// dead: meanwhile a standby may have taken the slot, read what ClickHouse
-// holds and streamed the same rows, and a retry would store them twice.
-// pid 0 (no session streamed) is not checked.
-func (r *Replicator) holdsSlot(ctx context.Context, pid uint32) bool {
-	if pid == 0 {
-		return true
-	}
+// activePID reads the slot's active_pid (0: no walsender holds it) on a
+// connection of its own; known is false when it cannot be read.
+func (r *Replicator) activePID(ctx context.Context) (pid uint32, known bool) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
 	cfg, err := pgconn.ParseConfig(r.cfg.DSN)
 	if err != nil {
-		return false
+		return 0, false
 	}
 	ConnDefaults(cfg)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		r.log.Debug("could not look at who holds the slot before a retry; waiting", zap.Error(err))
-		return false
+		r.log.Debug("could not look at who holds the slot before an INSERT", zap.Error(err))
+		return 0, false
 	}
 	defer func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -251,16 +290,15 @@ func (r *Replicator) holdsSlot(ctx context.Context, pid uint32) bool {
 		_ = conn.Close(cctx)
 	}()
 	rows, err := queryRows(ctx, conn, "SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = '"+r.cfg.Slot+"'")
-	if err != nil || len(rows) != 1 {
-		r.log.Debug("could not look at who holds the slot before a retry; waiting", zap.Error(err))
-		return false
+	if err != nil || len(rows) != 1 || len(rows[0]) != 1 {
+		r.log.Debug("could not look at who holds the slot before an INSERT", zap.Error(err))
+		return 0, false
 	}
-	held := rows[0][0] == strconv.FormatUint(uint64(pid), 10)
-	if !held {
-		r.log.Info("this session's walsender no longer holds the slot; its batches are not retried, the next session replays them",
-			zap.Uint32("walsender", pid), zap.String("active_pid", rows[0][0]))
+	n, err := strconv.ParseUint(rows[0][0], 10, 32)
+	if err != nil {
+		return 0, false
 	}
-	return held
+	return uint32(n), true
 }
 
 // unstored returns b without the rows the sink already holds; when the
