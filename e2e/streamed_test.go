@@ -179,5 +179,9 @@ func TestFaults_PostgresCrashResendsAWaitedOutTransaction(t *testing.T) {
 	if !c.alive() {
 		t.Fatalf("connector exited: %v", c.err)
 	}
+	// Both were streamed this time, and found stored by their commits.
+	if n := strings.Count(c.out.String()[logged:], "streamed transaction stored, in part or whole, by an earlier session that was sent it at its commit"); n != 2 {
+		t.Errorf("%d streamed transactions found stored by their commit after the crash, want 2\n%s", n, tail(c.out.String(), 20))
+	}
 	w.assertExactlyOnce(1201)
 }

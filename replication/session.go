@@ -1280,7 +1280,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 	case decoder.KindStreamStop:
 		s.cur = nil
 	case decoder.KindStreamCommit:
-		if t := s.streams[msg.Xid]; t != nil && t.first != 0 {
+		if t := s.streams[msg.Xid]; t != nil && t.first != 0 && !t.byCommit {
 			// Until its end is stored, a next session may be sent it
 			// whole; the rows batched so far are found by xid there
 			// (findStreamed), as for one whose commit never came.

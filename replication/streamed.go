@@ -53,6 +53,10 @@ type streamedTx struct {
 	// with the commit flushed: they all commit by the same commit record.
 	durable bool
 	stored  *sink.Positions // its rows an earlier session stored, all at first
+	// byCommit is set when its rows are placed by its commit LSN, found
+	// stored that way (storedWhole): a session sent it whole places them
+	// the same, with nothing to look up by xid.
+	byCommit bool
 }
 
 // endedXacts remembers how the (sub)transactions of one streamed
@@ -372,7 +376,7 @@ func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LS
 	if t.first == 0 {
 		t.first = at
 		if lsn, ok := s.storedWhole(at, msg); ok {
-			t.first, t.stored = lsn, s.skip.At(lsn)
+			t.first, t.stored, t.byCommit = lsn, s.skip.At(lsn), true
 			s.r.log.Info("streamed transaction stored, in part or whole, by an earlier session that was sent it at its commit; skipping those rows",
 				zap.Uint32("xid", t.xid), zap.Stringer("commit", lsn), zap.Int("stored", t.stored.Len()))
 		} else if at < s.startWAL || s.placedAt(at) {
@@ -531,7 +535,7 @@ func (r *Replicator) forgetPartials(durable pglogrepl.LSN) int {
 // rows by commit LSN and would not recognise them otherwise.
 func (s *stream) rememberPartials() {
 	for xid, t := range s.streams {
-		if t.first != 0 {
+		if t.first != 0 && !t.byCommit {
 			s.r.rememberPartial(xid)
 		}
 	}

@@ -295,30 +295,32 @@ func (r *Row) Event() uint64 {
 	return 0
 }
 
-// FirstRunOf returns the LSN of the first run past after that begins at
+// FirstRunOf returns the LSN of the run past after that begins at
 // ordinal 1 with event: where a transaction whose first row holds event
 // was stored, placed by its commit. An unknown event (0) is never found,
-// nor a run whose positions' events the set does not all keep (exact): a
-// replayed row is then matched against its own stored event, never a
-// run's first, so that an event id an application used again as the
-// first row of another transaction cannot make that one's other rows look
-// stored.
+// nor one that begins two such runs (an event id an application used
+// again), nor a run holding two events at a position.
 func (p *Positions) FirstRunOf(after pglogrepl.LSN, event uint64) (pglogrepl.LSN, bool) {
-	if p == nil || event == 0 || len(p.exact) == 0 {
+	if p == nil || event == 0 {
 		return 0, false
 	}
+	var lsn pglogrepl.LSN
+	found := false
 	for _, r := range p.runs {
-		if r.lsn > after && r.lo == 1 && r.event == event && r.check != twoEvents {
-			if p.exactPart && comparePos(p.exact[0].pos, Position{CommitLSN: r.lsn, Seq: 1}) > 0 {
+		if r.lsn > after && r.lo == 1 && r.event == event {
+			if found || r.check == twoEvents {
 				return 0, false
 			}
-			return r.lsn, true
+			lsn, found = r.lsn, true
 		}
 	}
-	return 0, false
+	return lsn, found
 }
 
-// At returns a new set of the positions placed at lsn, with their events.
+// At returns a new set of the positions placed at lsn, with their events,
+// for a replayed row to match only by its own event: a position whose
+// event is not known (a dead letter without an event id) matches none
+// there, unlike in the set it comes from.
 func (p *Positions) At(lsn pglogrepl.LSN) *Positions {
 	out := &Positions{}
 	if p == nil {
@@ -327,12 +329,20 @@ func (p *Positions) At(lsn pglogrepl.LSN) *Positions {
 	i := p.find(Position{CommitLSN: lsn})
 	for ; i < len(p.runs) && p.runs[i].lsn == lsn; i++ {
 		r := p.runs[i]
-		r.check = unchecked
+		switch {
+		case r.event == 0:
+			r.check = twoEvents // matches nothing
+		case r.check != twoEvents:
+			r.check = unchecked
+		}
 		out.runs = append(out.runs, r)
 		out.n += int(r.hi - r.lo + 1)
 	}
 	for _, e := range p.exact {
 		if e.pos.CommitLSN == lsn {
+			if e.event == 0 {
+				e.two = true // matches nothing
+			}
 			out.exact = append(out.exact, e)
 		}
 	}

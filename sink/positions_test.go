@@ -488,6 +488,8 @@ func TestPositions_FirstRunOf(t *testing.T) {
 		{pos(14, 1), c}, // two events at ordinal 1
 		{pos(14, 1), b},
 		{pos(15, 1), 0}, // event not known
+		{pos(16, 1), 44},
+		{pos(16, 1), 55}, // two events at ordinal 1, the first known
 	} {
 		r.Add(x.p, x.e)
 	}
@@ -499,11 +501,12 @@ func TestPositions_FirstRunOf(t *testing.T) {
 		found bool
 	}{
 		{6, a, 12, true},
-		{4, a, 5, true},
+		{4, a, 0, false}, // two runs begin with a past 4
 		{12, a, 0, false},
 		{6, b, 10, true},
 		{11, c, 0, false},
 		{11, 0, 0, false},
+		{11, 44, 0, false},
 	} {
 		if got, found := p.FirstRunOf(tc.after, tc.event); got != tc.want || found != tc.found {
 			t.Errorf("FirstRunOf(%d, %d) = %d, %v; want %d, %v", tc.after, tc.event, got, found, tc.want, tc.found)
@@ -513,25 +516,15 @@ func TestPositions_FirstRunOf(t *testing.T) {
 	if _, found := none.FirstRunOf(0, a); found {
 		t.Error("nil set found a run")
 	}
-	// A set without every event of the run (positions added by hand, or
-	// a read past its limit) finds none: only each run's first event is
-	// known there.
-	var byHand sink.Positions
-	byHand.AddEvent(pos(12, 1), a)
-	byHand.AddEvent(pos(12, 2), b)
-	if _, found := byHand.FirstRunOf(6, a); found {
-		t.Error("a set without exact events found a run")
+	// An event that begins two runs (an id used again) finds neither.
+	var again sink.Positions
+	again.AddEvent(pos(12, 1), a)
+	again.AddEvent(pos(20, 1), a)
+	if _, found := again.FirstRunOf(6, a); found {
+		t.Error("an event beginning two runs found one")
 	}
-	defer sink.SetExactLimit(2)() // the last 2 to 4 positions keep their events
-	var long sink.Reader
-	for _, x := range []sink.Position{pos(12, 1), pos(12, 2), pos(12, 3), pos(12, 4), pos(13, 1), pos(13, 2)} {
-		long.Add(x, uint64(x.CommitLSN)*100+x.Seq)
-	}
-	if _, found := long.Set().FirstRunOf(6, 1201); found {
-		t.Error("found a run whose events the set no longer all keeps")
-	}
-	if got, found := long.Set().FirstRunOf(6, 1301); !found || got != 13 {
-		t.Errorf("FirstRunOf(6, 1301) = %d, %v; want 13, true: its events are all kept", got, found)
+	if got, found := again.FirstRunOf(15, a); !found || got != 20 {
+		t.Errorf("FirstRunOf(15, a) = %d, %v; want 20, true: one run past 15", got, found)
 	}
 }
 
@@ -580,6 +573,24 @@ func TestPositions_At(t *testing.T) {
 			if got := at.Match(tr.p, tr.event); got != tr.want {
 				t.Errorf("Match(%v, %d) = %v, want %v", tr.p, tr.event, got, tr.want)
 			}
+		}
+	})
+	t.Run("a position of two events, or of an unknown one, matches nothing", func(t *testing.T) {
+		at := read(pe{pos(10, 1), a}, pe{pos(10, 2), b}, pe{pos(10, 2), c}, pe{pos(10, 3), 0}, pe{pos(11, 1), 0}).At(10)
+		for _, tr := range []struct {
+			p     sink.Position
+			event uint64
+			want  bool
+		}{{pos(10, 1), a, true}, {pos(10, 2), b, false}, {pos(10, 2), c, false}, {pos(10, 3), a, false}} {
+			if got := at.Match(tr.p, tr.event); got != tr.want {
+				t.Errorf("Match(%v, %d) = %v, want %v", tr.p, tr.event, got, tr.want)
+			}
+		}
+		var byHand sink.Positions // runs only: an unknown first event
+		byHand.AddEvent(pos(10, 1), 0)
+		byHand.AddEvent(pos(10, 2), 0)
+		if at := byHand.At(10); at.Match(pos(10, 1), a) || at.Match(pos(10, 2), a) {
+			t.Error("a run of unknown events matched")
 		}
 	})
 	if n := (*sink.Positions)(nil).At(10).Len(); n != 0 {
