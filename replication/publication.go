@@ -87,26 +87,35 @@ func (s *stream) watch(ctx context.Context) {
 	}
 }
 
+// connect opens an ordinary connection to PostgreSQL, for a look beside
+// the stream; closeConn closes it, waiting at most 2 s.
+func (r *Replicator) connect(ctx context.Context) (conn *pgconn.PgConn, closeConn func(), err error) {
+	cfg, err := pgconn.ParseConfig(r.cfg.DSN)
+	if err != nil {
+		return nil, nil, wrapf(err, "parse postgres dsn")
+	}
+	ConnDefaults(cfg)
+	if conn, err = pgconn.ConnectConfig(ctx, cfg); err != nil {
+		return nil, nil, err
+	}
+	return conn, func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer ccancel()
+		_ = conn.Close(cctx)
+	}, nil
+}
+
 // look reports whether the publication publishes the table of the
 // session's outbox oid, still named outbox, and the slot's restart_lsn
 // (0 when the slot is gone).
 func (r *Replicator) look(ctx context.Context) (bool, pglogrepl.LSN, error) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	cfg, err := pgconn.ParseConfig(r.cfg.DSN)
-	if err != nil {
-		return false, 0, wrapf(err, "parse postgres dsn")
-	}
-	ConnDefaults(cfg)
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	conn, closeConn, err := r.connect(ctx)
 	if err != nil {
 		return false, 0, wrapf(err, "connect to postgres to look at the publication")
 	}
-	defer func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer ccancel()
-		_ = conn.Close(cctx)
-	}()
+	defer closeConn()
 	// Joined by name: pg_publication_tables names its tables; a table
 	// dropped meanwhile is then no match rather than a failed cast.
 	rows, err := queryRows(ctx, conn, fmt.Sprintf(

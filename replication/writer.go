@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
@@ -274,21 +273,12 @@ func (r *Replicator) awaitSlot(ctx context.Context, pid uint32) bool {
 func (r *Replicator) activePID(ctx context.Context) (pid uint32, known bool) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
-	cfg, err := pgconn.ParseConfig(r.cfg.DSN)
-	if err != nil {
-		return 0, false
-	}
-	ConnDefaults(cfg)
-	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	conn, closeConn, err := r.connect(ctx)
 	if err != nil {
 		r.log.Debug("could not look at who holds the slot before an INSERT", zap.Error(err))
 		return 0, false
 	}
-	defer func() {
-		cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer ccancel()
-		_ = conn.Close(cctx)
-	}()
+	defer closeConn()
 	rows, err := queryRows(ctx, conn, "SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = '"+r.cfg.Slot+"'")
 	if err != nil || len(rows) != 1 || len(rows[0]) != 1 {
 		r.log.Debug("could not look at who holds the slot before an INSERT", zap.Error(err))
