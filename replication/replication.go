@@ -127,7 +127,8 @@ type Replicator struct {
 	noSkipUpTo pglogrepl.LSN
 	// walsender is the backend pid of the last session that started
 	// streaming; slotHolder the pid prepareSlot found holding the slot,
-	// 0 when it was free or unknown. Only Run's goroutine touches them.
+	// 0 when it was free or unknown. Only Run's goroutine touches them,
+	// but for the session's writer, which copies walsender as it starts.
 	walsender, slotHolder uint32
 	// startAttempts counts a session that could not start because the
 	// sink could not say what it holds as a failing store, until a
