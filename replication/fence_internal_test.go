@@ -61,21 +61,7 @@ func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	rcfg, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rcfg.RuntimeParams["replication"] = "database"
-	repl, err := pgconn.ConnectConfig(ctx, rcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer repl.Close(context.Background())
-	if err := pglogrepl.StartReplication(ctx, repl, "fence", 0, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names 'p'"},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	repl := testenv.StreamSlot(ctx, t, dsn, "fence", "p")
 	holder, other := repl.PID(), repl.PID()+1
 	defer SetSinkRetryMax(20 * time.Millisecond)()
 	batch := &sink.Batch{Rows: []sink.Row{{Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}}}

@@ -122,7 +122,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	// The walsender's pid as the server knows it, which pg_replication_slots
 	// shows as the slot's active_pid: a pooler in between may give the
 	// client another (conn.PID()).
-	walsender := conn.PID()
+	var walsender uint32
 	err = setupStep(ctx, func(ctx context.Context) error {
 		rows, err := queryRows(ctx, conn, "SELECT pg_backend_pid()")
 		if err != nil {

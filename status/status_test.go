@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -70,21 +68,7 @@ func TestMonitor_FailedPollMarksSlotNotActive(t *testing.T) {
 	}
 
 	// A walsender streams it.
-	rcfg, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rcfg.RuntimeParams["replication"] = "database"
-	repl, err := pgconn.ConnectConfig(ctx, rcfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer repl.Close(context.Background())
-	if err := pglogrepl.StartReplication(ctx, repl, slot, 0, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names 'p'"},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	testenv.StreamSlot(ctx, t, dsn, slot, "p")
 	mon.poll(ctx)
 	if got := testutil.ToFloat64(m.SlotActive); got != 1 {
 		t.Fatalf("cdc_slot_active = %v while streaming, want 1", got)
