@@ -50,8 +50,8 @@ type ShipResult struct {
 }
 
 // retryWaits are the pauses before each new try of a write that failed for
-// another reason than a row's content: a network error, a restart, too many
-// parts. A backfill may run for hours; one such error should not end it.
+// another reason than a row's content or the login: a network error, a
+// restart, too many parts. A backfill may run for hours; one such error should not end it.
 var retryWaits = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}
 
 // Ship re-sends every row the scanner yields through w, in batches of at
@@ -113,7 +113,9 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w ShipWriter,
 		}
 		rejected, err := w.Write(ctx, b)
 		for _, wait := range retryWaits {
-			if err == nil || ctx.Err() != nil {
+			// A refused login is not a blip: retrying it only delays the
+			// exit (2, naming the DSN's variable) by the waits.
+			if err == nil || ctx.Err() != nil || sink.IsLoginError(err) {
 				break
 			}
 			if retry != nil {

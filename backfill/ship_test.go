@@ -3,6 +3,7 @@ package backfill_test
 import (
 	"context"
 	"errors"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -110,6 +111,32 @@ func TestShip_RetriesAFailedWriteThenSaysWhereToResume(t *testing.T) {
 	}
 	if n := stored(); n != 30 {
 		t.Fatalf("event_log holds %d events after resuming, want 30", n)
+	}
+}
+
+// A write ClickHouse refuses at login (here: a database that does not
+// exist) is not retried: the waits would only delay the exit that names
+// the DSN's variable.
+func TestShip_ARefusedLoginIsNotRetried(t *testing.T) {
+	defer backfill.SetRetryWaits([]time.Duration{time.Hour})()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pool, _, rel := thirtyEvents(t)
+	u, err := url.Parse(testenv.Get(t).CHDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/no_such_database"
+	noDB, err := sink.Open(u.String(), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { noDB.Close() })
+	counted := &flakySink{ClickHouse: noDB, fail: func(int) bool { return false }}
+	sc := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10, 0, true)
+	res, err := backfill.Ship(ctx, sc, rel, counted, deadletter.New(pool), 1<<20, nil, nil)
+	if !sink.IsLoginError(err) || counted.writes != 1 || res.Shipped != 0 || ctx.Err() != nil {
+		t.Fatalf("ship into a database that does not exist: %+v, %v, %d writes, context %v; want a login error after 1 write, nothing shipped, long before the retry's hour", res, err, counted.writes, ctx.Err())
 	}
 }
 
