@@ -575,7 +575,7 @@ func TestCommands_DeadLetterReplayAfterFixingTheColumn(t *testing.T) {
 	}
 	// Another replay running holds the lock: this one is refused, and
 	// nothing changes.
-	release, err := deadletter.New(w.pg).LockReplay(context.Background())
+	_, release, err := deadletter.New(w.pg).LockReplay(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1234,18 +1234,23 @@ func TestCommands_RefusedLoginExitsTwo(t *testing.T) {
 		env      map[string]string
 		want     string // the last line starts with it
 		sqlstate string // and ends with it
+		stdout   string // what stdout starts with ("": nothing on it)
 	}{
-		{"run_pg_user", []string{"run"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, user)}, "cdc run: " + pgRefused, `role "cdc_no_such_user" does not exist (SQLSTATE 28000)`},
-		{"run_pg_database", []string{"run"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, database)}, "cdc run: " + pgRefused, `database "cdc_no_such_db" does not exist (SQLSTATE 3D000)`},
-		{"run_clickhouse_user", []string{"run"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, user)}, "cdc run: " + chRefused, "Unknown user cdc_no_such_user"},
-		{"run_clickhouse_database", []string{"run"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, database)}, "cdc run: " + chRefused, "Database cdc_no_such_db doesn't exist"},
-		{"migrate_pg_user", []string{"migrate"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, user)}, "cdc migrate: " + pgRefused, "(SQLSTATE 28000)"},
-		{"migrate_clickhouse_user", []string{"migrate"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, user)}, "cdc migrate: " + chRefused, "Unknown user cdc_no_such_user"},
-		{"status_pg_database", []string{"status"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, database)}, "cdc status: " + pgRefused, "(SQLSTATE 3D000)"},
+		{"run_pg_user", []string{"run"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, user)}, "cdc run: " + pgRefused, `role "cdc_no_such_user" does not exist (SQLSTATE 28000)`, ""},
+		{"run_pg_database", []string{"run"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, database)}, "cdc run: " + pgRefused, `database "cdc_no_such_db" does not exist (SQLSTATE 3D000)`, ""},
+		{"run_clickhouse_user", []string{"run"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, user)}, "cdc run: " + chRefused, "Unknown user cdc_no_such_user", ""},
+		{"run_clickhouse_database", []string{"run"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, database)}, "cdc run: " + chRefused, "Database cdc_no_such_db doesn't exist", ""},
+		{"migrate_pg_user", []string{"migrate"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, user)}, "cdc migrate: " + pgRefused, "(SQLSTATE 28000)", ""},
+		{"migrate_clickhouse_user", []string{"migrate"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, user)}, "cdc migrate: " + chRefused, "Unknown user cdc_no_such_user", ""},
+		{"status_pg_database", []string{"status"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, database)}, "cdc status: " + pgRefused, "(SQLSTATE 3D000)", ""},
 		// The slot lags (an event committed, nothing streams), so status
 		// asks ClickHouse for the lag in seconds.
-		{"status_clickhouse_user", []string{"status"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, user)}, "cdc status: " + chRefused, "Unknown user cdc_no_such_user"},
-		{"deadletter_pg_user", []string{"deadletter", "list"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, user)}, "cdc deadletter: " + pgRefused, "(SQLSTATE 28000)"},
+		{"status_clickhouse_user", []string{"status"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, user)}, "cdc status: " + chRefused, "Unknown user cdc_no_such_user", ""},
+		{"deadletter_pg_user", []string{"deadletter", "list"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, user)}, "cdc deadletter: " + pgRefused, "(SQLSTATE 28000)", ""},
+		// The outbox holds the lagging event: backfill reads it, and its
+		// first INSERT meets the refusal, which is not retried.
+		{"backfill_clickhouse_user", []string{"backfill", "--since", "2000-01-01T00:00:00Z"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, user)}, "cdc backfill: " + chRefused, "Unknown user cdc_no_such_user",
+			"backfill since 2000-01-01T00:00:00Z: 1 outbox rows read, 0 shipped to event_log, 0 refused (dead letters)\n"},
 	} {
 		if tc.name == "status_clickhouse_user" {
 			w.insertEvents("lagging", 1)
@@ -1255,10 +1260,10 @@ func TestCommands_RefusedLoginExitsTwo(t *testing.T) {
 			stdout, stderr, code := w.runOperator(tc.env, tc.args...)
 			lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
 			last := lines[len(lines)-1]
-			if code != 2 || stdout != "" || !strings.HasPrefix(last, tc.want) || !strings.HasSuffix(last, tc.sqlstate) || strings.Contains(stderr, "s3cret") {
+			if code != 2 || !strings.HasPrefix(stdout, tc.stdout) || tc.stdout == "" && stdout != "" || !strings.HasPrefix(last, tc.want) || !strings.HasSuffix(last, tc.sqlstate) || strings.Contains(stderr, "s3cret") {
 				t.Fatalf("exit %d, stdout %q, stderr %q; want exit 2, a last line %q…%q and no password", code, stdout, stderr, tc.want, tc.sqlstate)
 			}
-			if strings.Contains(stderr, "reconnecting") {
+			if strings.Contains(stderr, "reconnecting") || strings.Contains(stderr, "retrying") {
 				t.Fatalf("retried a refused login before exiting:\n%s", stderr)
 			}
 			t.Logf("exited 2 in %s", time.Since(start).Round(time.Millisecond))
