@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 
@@ -146,13 +147,23 @@ func (r *replay) flush(ctx context.Context) error {
 			stored = append(stored, id)
 		}
 	}
-	if err := r.store.Settle(ctx, stored, refused); err != nil {
+	// The rows are stored: their letters are settled even when ctx ends
+	// meanwhile (a signal, a lost lock), or the next replay would store
+	// them again.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	if err := r.store.Settle(sctx, stored, refused); err != nil {
 		return err
 	}
 	r.res.Replayed += len(stored)
 	r.res.Refused += len(refused)
 	return nil
 }
+
+// settleTimeout bounds settling a stored batch's letters after the
+// replay was told to stop: a DELETE behind a lock on cdc_dead_letter
+// must not hold the process for ever.
+const settleTimeout = time.Minute
 
 // relations shares one decoder.Relation per set of columns: the sink plans
 // its INSERT per relation, and letters of one outbox shape share a plan.

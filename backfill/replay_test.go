@@ -115,3 +115,49 @@ func TestReplay_ColumnsHaveTheOutboxTypes(t *testing.T) {
 		t.Fatalf("columns written %q (%+v), want %q and one replayed", got, res, want)
 	}
 }
+
+// settles records what Settle was given, and whether its context had
+// ended by then.
+type settles struct {
+	letters
+	stored   []int64
+	ctxEnded bool
+}
+
+func (s *settles) Settle(ctx context.Context, stored []int64, _ map[int64]string) error {
+	s.stored = append(s.stored, stored...)
+	s.ctxEnded = s.ctxEnded || ctx.Err() != nil
+	return nil
+}
+
+// stopAfterStore stores the first batch, and the replay is told to stop
+// (a signal, a lost lock) as that INSERT returns; later writes see the
+// context ended, as the sink does.
+type stopAfterStore struct {
+	stop   context.CancelFunc
+	writes int
+}
+
+func (w *stopAfterStore) Write(ctx context.Context, _ *sink.Batch) ([]sink.Rejected, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	w.writes++
+	w.stop()
+	return nil, nil
+}
+
+// A replay told to stop while an INSERT runs still settles the letters
+// that INSERT stored: left, the next replay would store them again.
+func TestReplay_StoppedWhileStoringSettlesWhatWasStored(t *testing.T) {
+	store := &settles{}
+	store.add(4)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &stopAfterStore{stop: cancel}
+	res, err := backfill.Replay(ctx, store, w, nil, 0, 2, 1<<20)
+	if !errors.Is(err, context.Canceled) || w.writes != 1 || res.Replayed != 2 || fmt.Sprint(store.stored) != "[1 2]" || store.ctxEnded {
+		t.Fatalf("replay stopped during its first INSERT: %+v, %v, %d INSERTs, settled %v (context ended: %v); want letters 1 and 2 settled on a live context, then context canceled",
+			res, err, w.writes, store.stored, store.ctxEnded)
+	}
+}

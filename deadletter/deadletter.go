@@ -136,24 +136,64 @@ const replayLock = lockBuckets
 // ErrReplayRunning is a replay refused because another holds the lock.
 var ErrReplayRunning = errors.New("another `cdc deadletter replay` is running: letters replayed by both at once would be stored twice")
 
+// ErrReplayLockLost ends a replay whose lock went with its connection.
+var ErrReplayLockLost = errors.New("the replay lost its lock, which keeps a second `cdc deadletter replay` out: PostgreSQL ended the lock's connection (idle_session_timeout, pg_terminate_backend, a dropped link); it stopped so that another replay cannot store the same letters: run it again")
+
+// lockCheck is how often a replay makes sure its lock's connection lives.
+// The lock is the session's, and a session idle for the whole replay may
+// be ended by idle_session_timeout or a firewall, taking the lock with it
+// while the replay goes on; the check also keeps it from being idle.
+const lockCheck = 500 * time.Millisecond
+
 // LockReplay takes the lock that lets one replay run at a time, on a
 // connection of its own held until release is called. Two replays at once
-// would each read the same letters and store them twice.
-func (s *Store) LockReplay(ctx context.Context) (release func(), err error) {
+// would each read the same letters and store them twice. The replay runs
+// on held: it ends, with ErrReplayLockLost as its cause, once the lock's
+// connection is found ended. An INSERT in flight then is abandoned, and
+// may still be stored: its letters stay and are stored again by the next
+// replay, as after a crash (FINAL shows each event once).
+func (s *Store) LockReplay(ctx context.Context) (held context.Context, release func(), err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("lock the dead letters for a replay: %w", err)
+		return nil, nil, fmt.Errorf("lock the dead letters for a replay: %w", err)
 	}
 	var got bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, lockClass, replayLock).Scan(&got); err != nil {
 		conn.Release()
-		return nil, fmt.Errorf("lock the dead letters for a replay: %w", err)
+		return nil, nil, fmt.Errorf("lock the dead letters for a replay: %w", err)
 	}
 	if !got {
 		conn.Release()
-		return nil, ErrReplayRunning
+		return nil, nil, ErrReplayRunning
 	}
-	return func() {
+	held, lost := context.WithCancelCause(ctx)
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	// The watch owns conn until release stops it.
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(lockCheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-held.Done():
+				return
+			case <-t.C:
+			}
+			cctx, cancel := context.WithTimeout(held, 10*time.Second)
+			_, err := conn.Exec(cctx, `SELECT 1`)
+			cancel()
+			if err != nil && held.Err() == nil {
+				lost(fmt.Errorf("%w (%v)", ErrReplayLockLost, err))
+				return
+			}
+		}
+	}()
+	return held, func() {
+		close(stop)
+		<-stopped
+		lost(nil)
 		// A connection whose unlock failed is closed rather than handed
 		// back to the pool holding the lock.
 		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -9,8 +9,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcdc/cdc/deadletter"
 	"github.com/eventcdc/cdc/decoder"
@@ -478,19 +480,73 @@ func TestStore_LockReplayLetsOneReplayRunAtATime(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Get(t).MigratedPostgres(t, "pub")
 	store := deadletter.New(pool)
-	release, err := store.LockReplay(ctx)
+	held, release, err := store.LockReplay(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := deadletter.New(pool).LockReplay(ctx); !errors.Is(err, deadletter.ErrReplayRunning) {
+	if _, second, err := deadletter.New(pool).LockReplay(ctx); !errors.Is(err, deadletter.ErrReplayRunning) {
+		if err == nil {
+			second()
+		}
 		t.Fatalf("second replay while the first runs: %v, want %v", err, deadletter.ErrReplayRunning)
 	}
 	release()
-	again, err := store.LockReplay(ctx)
+	if held.Err() == nil || context.Cause(held) != context.Canceled {
+		t.Fatalf("the released replay's context: %v (cause %v), want canceled", held.Err(), context.Cause(held))
+	}
+	_, again, err := store.LockReplay(ctx)
 	if err != nil {
 		t.Fatalf("replay after the first released the lock: %v", err)
 	}
 	again()
+}
+
+// The lock is its connection's: when PostgreSQL ends that connection, the
+// replay holding it is told to stop (a second could start and store the
+// same letters), and while the replay runs the connection is never idle
+// long enough for idle_session_timeout to end it.
+func TestStore_ReplayStopsWhenItsLockIsLost(t *testing.T) {
+	ctx := context.Background()
+	base := testenv.Get(t).MigratedPostgres(t, "pub")
+	cfg := base.Config()
+	cfg.ConnConfig.RuntimeParams["idle_session_timeout"] = "1500"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	held, release, err := deadletter.New(pool).LockReplay(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+
+	// Twice idle_session_timeout: the lock is still held.
+	time.Sleep(3 * time.Second)
+	if held.Err() != nil {
+		t.Fatalf("replay stopped with its connection idle for twice idle_session_timeout: %v", context.Cause(held))
+	}
+	if _, second, err := deadletter.New(base).LockReplay(ctx); !errors.Is(err, deadletter.ErrReplayRunning) {
+		if err == nil {
+			second()
+		}
+		t.Fatalf("second replay after the first's connection sat through idle_session_timeout: %v, want %v", err, deadletter.ErrReplayRunning)
+	}
+
+	// Its backend terminated, the lock is gone, and so is the replay.
+	var n int
+	if err := base.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = $1 AND objid::bigint = $2`,
+		deadletter.ReplayLockKeys[0], deadletter.ReplayLockKeys[1]).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("terminate the backend holding the replay lock: %d terminated, %v", n, err)
+	}
+	select {
+	case <-held.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("replay still running 10 s after its lock's backend was terminated")
+	}
+	if cause := context.Cause(held); !errors.Is(cause, deadletter.ErrReplayLockLost) {
+		t.Fatalf("replay stopped by %v, want %v", cause, deadletter.ErrReplayLockLost)
+	}
 }
 
 // A row's JSON is written as encoding/json writes a map of its values

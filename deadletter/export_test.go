@@ -5,3 +5,6 @@ const WrittenQuery = writtenQuery
 
 // DurableCommit is the statement Put starts its transaction with.
 const DurableCommit = durableCommit
+
+// ReplayLockKeys are the two keys of the advisory lock a replay holds.
+var ReplayLockKeys = [2]int64{lockClass, replayLock}

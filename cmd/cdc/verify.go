@@ -499,7 +499,7 @@ func runDeadLetterReplay(ctx context.Context, cfg config.Config, args []string, 
 	defer closeBoth()
 
 	store := deadletter.New(pool)
-	release, err := store.LockReplay(ctx)
+	held, release, err := store.LockReplay(ctx)
 	if errors.Is(err, deadletter.ErrReplayRunning) {
 		return &exitError{code: 1, err: err}
 	}
@@ -507,6 +507,7 @@ func runDeadLetterReplay(ctx context.Context, cfg config.Config, args []string, 
 		return err
 	}
 	defer release()
+	ctx = held
 	// The outbox's column types, by name: a letter keeps its values as
 	// text, and the sink reads some by type (a box[] is refused from an
 	// Array column, not split at its commas).
@@ -521,6 +522,9 @@ func runDeadLetterReplay(ctx context.Context, cfg config.Config, args []string, 
 		fmt.Fprintf(stdout, "replay failed after %d dead letters replayed into %s and %d refused again\n", res.Replayed, sink.Table, res.Refused)
 		if errors.Is(err, backfill.ErrNoSuchLetter) {
 			return &exitError{code: 1, err: err}
+		}
+		if cause := context.Cause(held); errors.Is(cause, deadletter.ErrReplayLockLost) {
+			return &exitError{code: 1, err: cause}
 		}
 		return err
 	}
