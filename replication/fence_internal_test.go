@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
 
 	"github.com/eventcdc/cdc/internal/testenv"
@@ -18,9 +19,11 @@ import (
 )
 
 // failOnceSink fails its first Write and stores the rest; it counts them.
+// Written says it holds the positions in stored, whoever wrote them.
 type failOnceSink struct {
 	mu     sync.Mutex
 	writes int
+	stored []sink.Position // what Written says it holds
 }
 
 func (f *failOnceSink) Write(context.Context, *sink.Batch) ([]sink.Rejected, error) {
@@ -34,7 +37,11 @@ func (f *failOnceSink) Write(context.Context, *sink.Batch) ([]sink.Rejected, err
 }
 
 func (f *failOnceSink) Written(context.Context, pglogrepl.LSN, pglogrepl.LSN) (*sink.Positions, error) {
-	return &sink.Positions{}, nil
+	stored := &sink.Positions{}
+	for _, pos := range f.stored {
+		stored.Add(pos)
+	}
+	return stored, nil
 }
 
 func (f *failOnceSink) count() int {
@@ -43,14 +50,11 @@ func (f *failOnceSink) count() int {
 	return f.writes
 }
 
-// A failed batch is retried only while the session's walsender holds the
-// slot. One whose walsender no longer does — a process frozen while its
-// batch failed, woken after another took the slot over and stored the same
-// rows — waits instead, until its session ends; the next replays them.
-func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
-	dsn := testenv.Get(t).NewPostgres(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+// streamedSlot gives a database with slot "fence" (publication "p")
+// streamed by a walsender of pid holder.
+func streamedSlot(ctx context.Context, t *testing.T) (dsn string, holder uint32) {
+	t.Helper()
+	dsn = testenv.Get(t).NewPostgres(t)
 	conn, err := pgconn.Connect(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -61,8 +65,18 @@ func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	repl := testenv.StreamSlot(ctx, t, dsn, "fence", "p")
-	holder, other := repl.PID(), repl.PID()+1
+	return dsn, testenv.StreamSlot(ctx, t, dsn, "fence", "p").PID()
+}
+
+// A failed batch is retried only while the session's walsender holds the
+// slot. One whose walsender no longer does — a process frozen while its
+// batch failed, woken after another took the slot over and stored the same
+// rows — waits instead, until its session ends; the next replays them.
+func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn, holder := streamedSlot(ctx, t)
+	other := holder + 1
 	defer SetSinkRetryMax(20 * time.Millisecond)()
 	batch := &sink.Batch{Rows: []sink.Row{{Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}}}
 	newReplicator := func(s Sink, dsn string) *Replicator {
@@ -112,6 +126,42 @@ func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
 			_, stored := newReplicator(s, tc.dsn).store(sctx, batch, tc.fence)
 			if stored != tc.wantStored || s.count() != tc.wantWrites {
 				t.Fatalf("stored %v after %d writes, want %v after %d", stored, s.count(), tc.wantStored, tc.wantWrites)
+			}
+		})
+	}
+}
+
+// A failed batch whose rows are all found stored before its retry was
+// stored by its own INSERT, or by a standby that took the slot over while
+// this process was frozen: it counts as this session's only while the
+// session's walsender holds the slot, and otherwise waits, as a retry
+// does, until the session ends.
+func TestStore_RowsFoundStoredCountOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn, holder := streamedSlot(ctx, t)
+	defer SetSinkRetryMax(20 * time.Millisecond)()
+	pos := sink.Position{CommitLSN: 0x100, Seq: 1}
+	for _, tc := range []struct {
+		name       string
+		walsender  uint32
+		wantStored bool
+		wantEvents float64
+	}{
+		{"slot held by another walsender", holder + 1, false, 0},
+		{"slot held by the session's walsender", holder, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &failOnceSink{stored: []sink.Position{pos}}
+			m := metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() })
+			r := New(Config{DSN: dsn, Slot: "fence"}, s, nil, zap.NewNop(), m)
+			f := &fence{walsender: tc.walsender}
+			f.clock.run(ctx)
+			sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+			defer scancel()
+			_, stored := r.store(sctx, &sink.Batch{Rows: []sink.Row{{Pos: pos}}}, f)
+			if events := testutil.ToFloat64(m.EventsWritten); stored != tc.wantStored || s.count() != 1 || events != tc.wantEvents {
+				t.Fatalf("stored %v after %d writes, %v events counted; want %v after 1, %v counted", stored, s.count(), events, tc.wantStored, tc.wantEvents)
 			}
 		})
 	}

@@ -940,7 +940,7 @@ func (s *stream) run(ctx context.Context) error {
 		// Nothing is lost (what was not stored was not acknowledged),
 		// but the next start replays it: say so, rather than only
 		// "stopped".
-		s.r.log.Warn("CDC_SHUTDOWN_TIMEOUT ran out before ClickHouse stored every batch: the next start replays them from the last acknowledged position",
+		s.r.log.Warn("CDC_SHUTDOWN_TIMEOUT ran out before every batch was stored (its rows in ClickHouse, its refused rows' dead letters in PostgreSQL): the next start replays them from the last acknowledged position",
 			zap.Duration("shutdown_timeout", s.r.cfg.ShutdownTimeout), zap.Int("batches_in_flight", s.track.InFlight()), zap.Int("rows_unsent", s.track.Buffered()), zap.Stringer("flushed", f))
 	}
 	if toStreaming {

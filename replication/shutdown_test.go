@@ -96,7 +96,7 @@ func TestReplicator_ShutdownPastItsBudgetSaysWhatIsReplayed(t *testing.T) {
 		return s.writes == 1
 	})
 	stop()
-	warned := logs.FilterMessageSnippet("CDC_SHUTDOWN_TIMEOUT ran out before ClickHouse stored every batch").All()
+	warned := logs.FilterMessageSnippet("CDC_SHUTDOWN_TIMEOUT ran out before every batch was stored").All()
 	if len(warned) != 1 || warned[0].ContextMap()["batches_in_flight"] != int64(1) {
 		t.Fatalf("logged %v, want one warning naming the batch in flight", warned)
 	}

@@ -226,6 +226,12 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 		// what it lacks, so a retry writes no raw duplicate either.
 		pending = r.unstored(ctx, pending)
 		if len(pending.Rows) == 0 {
+			// Stored after all: by the failed INSERT, or by a standby
+			// that took the slot over meanwhile, whose rows these are
+			// not to count or acknowledge.
+			if !r.awaitSlot(ctx, f.walsender) {
+				return 0, false
+			}
 			break
 		}
 	}
@@ -331,7 +337,7 @@ func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
 		}
 	}
 	if skipped := len(b.Rows) - len(rest.Rows); skipped > 0 {
-		r.log.Info("a failed insert had stored rows after all; retrying only the rest", zap.Int("stored", skipped), zap.Int("rest", len(rest.Rows)))
+		r.log.Info("rows of a failed insert are stored after all (by that INSERT, or by an instance that took the slot over); retrying only the rest", zap.Int("stored", skipped), zap.Int("rest", len(rest.Rows)))
 	}
 	return rest
 }
