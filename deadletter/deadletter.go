@@ -137,7 +137,7 @@ const replayLock = lockBuckets
 var ErrReplayRunning = errors.New("another `cdc deadletter replay` is running: letters replayed by both at once would be stored twice")
 
 // ErrReplayLockLost ends a replay whose lock went with its connection.
-var ErrReplayLockLost = errors.New("the replay lost its lock, which keeps a second `cdc deadletter replay` out: PostgreSQL ended the lock's connection (idle_session_timeout, pg_terminate_backend, a dropped link); it stopped so that another replay cannot store the same letters: run it again")
+var ErrReplayLockLost = errors.New("the replay lost its lock, which keeps a second `cdc deadletter replay` out: its PostgreSQL connection ended or stopped answering (idle_session_timeout, pg_terminate_backend, a dropped link); it stopped so that another replay cannot store the same letters: run it again")
 
 // lockCheck is how often a replay makes sure its lock's connection lives.
 // The lock is the session's, and a session idle for the whole replay may
@@ -145,11 +145,15 @@ var ErrReplayLockLost = errors.New("the replay lost its lock, which keeps a seco
 // while the replay goes on; the check also keeps it from being idle.
 const lockCheck = 500 * time.Millisecond
 
+// lockPingTimeout is how long a check waits for PostgreSQL: past it the
+// connection is taken for lost (a link dropped without a reset).
+const lockPingTimeout = 10 * time.Second
+
 // LockReplay takes the lock that lets one replay run at a time, on a
 // connection of its own held until release is called. Two replays at once
 // would each read the same letters and store them twice. The replay runs
 // on held: it ends, with ErrReplayLockLost as its cause, once the lock's
-// connection is found ended. An INSERT in flight then is abandoned, and
+// connection is found ended or silent for lockPingTimeout. An INSERT in flight then is abandoned, and
 // may still be stored: its letters stay and are stored again by the next
 // replay, as after a crash (FINAL shows each event once).
 func (s *Store) LockReplay(ctx context.Context) (held context.Context, release func(), err error) {
@@ -168,7 +172,12 @@ func (s *Store) LockReplay(ctx context.Context) (held context.Context, release f
 	}
 	held, lost := context.WithCancelCause(ctx)
 	stop, stopped := make(chan struct{}), make(chan struct{})
-	// The watch owns conn until release stops it.
+	gone := false // conn is out of the pool, lock and all; set before stopped closes
+	// The watch owns conn until release stops it, and pings until then,
+	// even once ctx ended: a replay told to stop still settles what it
+	// stored, under the lock. Hence pings on a context of their own; one
+	// cut short by the signal would close the connection, and free the
+	// lock, mid-settle.
 	go func() {
 		defer close(stopped)
 		t := time.NewTicker(lockCheck)
@@ -177,15 +186,23 @@ func (s *Store) LockReplay(ctx context.Context) (held context.Context, release f
 			select {
 			case <-stop:
 				return
-			case <-held.Done():
-				return
 			case <-t.C:
 			}
-			cctx, cancel := context.WithTimeout(held, 10*time.Second)
-			_, err := conn.Exec(cctx, `SELECT 1`)
+			pctx, cancel := context.WithTimeout(context.Background(), lockPingTimeout)
+			_, err := conn.Exec(pctx, `SELECT 1`)
 			cancel()
-			if err != nil && held.Err() == nil {
+			if err != nil {
 				lost(fmt.Errorf("%w (%v)", ErrReplayLockLost, err))
+				// Taken out of the pool, whose Close would wait for a
+				// dead connection to drain (up to 15 s), and closed
+				// meanwhile.
+				c := conn.Hijack()
+				gone = true
+				go func() {
+					cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+					defer cancel()
+					_ = c.Close(cctx)
+				}()
 				return
 			}
 		}
@@ -194,6 +211,9 @@ func (s *Store) LockReplay(ctx context.Context) (held context.Context, release f
 		close(stop)
 		<-stopped
 		lost(nil)
+		if gone {
+			return
+		}
 		// A connection whose unlock failed is closed rather than handed
 		// back to the pool holding the lock.
 		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -535,7 +535,8 @@ func TestStore_ReplayStopsWhenItsLockIsLost(t *testing.T) {
 
 	// Its backend terminated, the lock is gone, and so is the replay.
 	var n int
-	if err := base.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = $1 AND objid::bigint = $2`,
+	if err := base.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid::bigint = $1 AND objid::bigint = $2
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
 		deadletter.ReplayLockKeys[0], deadletter.ReplayLockKeys[1]).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("terminate the backend holding the replay lock: %d terminated, %v", n, err)
 	}
@@ -546,6 +547,37 @@ func TestStore_ReplayStopsWhenItsLockIsLost(t *testing.T) {
 	}
 	if cause := context.Cause(held); !errors.Is(cause, deadletter.ErrReplayLockLost) {
 		t.Fatalf("replay stopped by %v, want %v", cause, deadletter.ErrReplayLockLost)
+	}
+}
+
+// A replay told to stop (a signal ends its context) still settles what it
+// stored: its lock stays held, and its connection kept from idling, until
+// it is released.
+func TestStore_ReplayLockOutlivesAStopUntilReleased(t *testing.T) {
+	base := testenv.Get(t).MigratedPostgres(t, "pub")
+	cfg := base.Config()
+	cfg.ConnConfig.RuntimeParams["idle_session_timeout"] = "1500"
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	ctx, signal := context.WithCancel(context.Background())
+	held, release, err := deadletter.New(pool).LockReplay(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	signal()
+	time.Sleep(3 * time.Second) // twice idle_session_timeout
+	if cause := context.Cause(held); cause != context.Canceled {
+		t.Fatalf("stopped replay's cause: %v, want %v", cause, context.Canceled)
+	}
+	if _, second, err := deadletter.New(base).LockReplay(context.Background()); !errors.Is(err, deadletter.ErrReplayRunning) {
+		if err == nil {
+			second()
+		}
+		t.Fatalf("second replay while a stopped one settles: %v, want %v", err, deadletter.ErrReplayRunning)
 	}
 }
 

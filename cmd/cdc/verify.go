@@ -508,12 +508,19 @@ func runDeadLetterReplay(ctx context.Context, cfg config.Config, args []string, 
 	}
 	defer release()
 	ctx = held
+	// A step that failed because the lock was lost says so.
+	lockLost := func(err error) error {
+		if cause := context.Cause(held); errors.Is(cause, deadletter.ErrReplayLockLost) {
+			return &exitError{code: 1, err: cause}
+		}
+		return err
+	}
 	// The outbox's column types, by name: a letter keeps its values as
 	// text, and the sink reads some by type (a box[] is refused from an
 	// Array column, not split at its commas).
 	outbox, err := backfill.LoadRelation(ctx, pool)
 	if err != nil {
-		return fmt.Errorf("read the outbox's column types for the replay: %w", err)
+		return lockLost(fmt.Errorf("read the outbox's column types for the replay: %w", err))
 	}
 	res, err := backfill.Replay(ctx, store, ch, outbox, *id, cfg.BatchMaxRows, cfg.BatchMaxBytes)
 	if err != nil {
@@ -523,10 +530,7 @@ func runDeadLetterReplay(ctx context.Context, cfg config.Config, args []string, 
 		if errors.Is(err, backfill.ErrNoSuchLetter) {
 			return &exitError{code: 1, err: err}
 		}
-		if cause := context.Cause(held); errors.Is(cause, deadletter.ErrReplayLockLost) {
-			return &exitError{code: 1, err: cause}
-		}
-		return err
+		return lockLost(err)
 	}
 	fmt.Fprintf(stdout, "replayed %d dead letters into %s; %d refused again\n", res.Replayed, sink.Table, res.Refused)
 	if res.Refused > 0 {
