@@ -108,9 +108,18 @@ func HoldAhead(ctx context.Context, q Querier, slot string) (created bool, err e
 // Held reports whether the marker that holds retention for slot exists,
 // by its name or by the name an earlier cdc gave it.
 func Held(ctx context.Context, q Querier, slot string) (bool, error) {
-	var held bool
-	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name IN ($1, $2))`, HoldName(slot), legacyHoldName(slot)).Scan(&held); err != nil {
-		return false, fmt.Errorf("read whether the retention hold %s exists: %w", HoldName(slot), err)
+	name, err := HeldAs(ctx, q, slot)
+	return name != "", err
+}
+
+// HeldAs returns the name of the marker that holds retention for slot,
+// "" when there is none: HoldName(slot), or the name an earlier cdc gave
+// a long slot's hold, which is the one to drop to lift it.
+func HeldAs(ctx context.Context, q Querier, slot string) (string, error) {
+	var name string
+	if err := q.QueryRow(ctx, `SELECT coalesce((SELECT slot_name::text FROM pg_replication_slots
+		WHERE slot_name IN ($1, $2) ORDER BY slot_name = $1 DESC LIMIT 1), '')`, HoldName(slot), legacyHoldName(slot)).Scan(&name); err != nil {
+		return "", fmt.Errorf("read whether the retention hold %s exists: %w", HoldName(slot), err)
 	}
-	return held, nil
+	return name, nil
 }

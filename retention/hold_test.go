@@ -52,6 +52,27 @@ func TestHeld_FindsAHoldByItsEarlierName(t *testing.T) {
 	if held, err := Held(ctx, pool, slot); err != nil || !held {
 		t.Fatalf("Held %v (%v) with the marker of the earlier name, want true", held, err)
 	}
+	// Its name is the one to drop, and the one a sweeper names.
+	if name, err := HeldAs(ctx, pool, slot); err != nil || name != legacy {
+		t.Fatalf("HeldAs %q (%v), want the earlier name %q", name, err, legacy)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	c := &Cleaner{Pool: pool, Slot: slot, Log: zap.New(core)}
+	if held, err := c.checkHold(ctx); err != nil || !held {
+		t.Fatalf("checkHold %v (%v), want held", held, err)
+	}
+	if warned := logs.FilterMessageSnippet("outbox retention is held").All(); len(warned) != 1 || warned[0].ContextMap()["hold"] != legacy ||
+		warned[0].ContextMap()["lift"] != "SELECT pg_drop_replication_slot('"+legacy+"')" {
+		t.Fatalf("the sweeper's warning: %+v, want one naming %s", warned, legacy)
+	}
+	// With both, today's name comes first.
+	if _, err := pool.Exec(ctx, `SELECT pg_create_physical_replication_slot($1, false)`, HoldName(slot)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, HoldName(slot)) })
+	if name, err := HeldAs(ctx, pool, slot); err != nil || name != HoldName(slot) {
+		t.Fatalf("HeldAs %q (%v) with both markers, want %q", name, err, HoldName(slot))
+	}
 }
 
 // A hold is made only over an outbox that holds rows, once; it reserves

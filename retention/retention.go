@@ -45,7 +45,7 @@ type Cleaner struct {
 	// checked before each batch: while it exists nothing is deleted.
 	Slot string
 
-	held bool // the last sweep found the hold; only the sweeping goroutine touches it
+	held string // the hold the last sweep found ("" none); only the sweeping goroutine touches it
 }
 
 // Run sweeps until ctx ends. A failed sweep is logged and tried again on
@@ -168,23 +168,23 @@ func (c *Cleaner) checkHold(ctx context.Context) (bool, error) {
 	if c.Slot == "" {
 		return false, nil
 	}
-	held, err := Held(ctx, c.Pool, c.Slot)
+	name, err := HeldAs(ctx, c.Pool, c.Slot)
 	if err != nil {
 		return false, err
 	}
 	switch {
-	case held && !c.held:
+	case name != "" && name != c.held:
 		c.Log.Warn("outbox retention is held: the replication slot was created while the outbox held rows it will never stream, so the outbox keeps them until an operator lifts the hold; ship them with `cdc backfill --since <time of the loss>`, and once `cdc verify` finds nothing missing drop the hold (docs/operations.md, Outbox retention)",
-			zap.String("hold", HoldName(c.Slot)), zap.String("lift", fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", HoldName(c.Slot))))
-	case !held && c.held:
+			zap.String("hold", name), zap.String("lift", fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", name)))
+	case name == "" && c.held != "":
 		// Warn: a hold dropped by something else than the operator who
 		// shipped the gap (a script clearing inactive slots, Patroni)
 		// lets retention delete the gap's rows from now on.
 		c.Log.Warn("outbox retention hold lifted: retention deletes old outbox rows again; if no operator dropped it after `cdc verify`, see docs/operations.md, Outbox retention",
-			zap.String("hold", HoldName(c.Slot)))
+			zap.String("hold", c.held))
 	}
-	c.held = held
-	return held, nil
+	c.held = name
+	return name != "", nil
 }
 
 func minTime(a, b time.Time) time.Time {

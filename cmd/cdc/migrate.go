@@ -131,14 +131,21 @@ func noteOlderEvents(ctx context.Context, pg *pgx.Conn, slot string, stdout io.W
 		// The slot is made: a failed hold must not fail the migration,
 		// whose next run would not make the slot, nor the hold, again.
 		fmt.Fprintf(stdout, "could not hold outbox retention (%v): start cdc run with CDC_OUTBOX_RETENTION=0 until %s (its retention deletes outbox rows older than CDC_OUTBOX_RETENTION)\n", err, check)
-	case created || holdExists(ctx, pg, slot):
+	case created:
 		fmt.Fprintf(stdout, "outbox retention is held on every cdc run until %s; then lift the hold: SELECT pg_drop_replication_slot('%s');\n", check, retention.HoldName(slot))
+	default:
+		if name := holdName(ctx, pg, slot); name != "" {
+			fmt.Fprintf(stdout, "outbox retention is held on every cdc run until %s; then lift the hold: SELECT pg_drop_replication_slot('%s');\n", check, name)
+		}
 	}
 	return nil
 }
 
-// holdExists is retention.Held, false when it cannot be read.
-func holdExists(ctx context.Context, pg *pgx.Conn, slot string) bool {
-	held, err := retention.Held(ctx, pg, slot)
-	return err == nil && held
+// holdName is retention.HeldAs, "" when it cannot be read.
+func holdName(ctx context.Context, pg *pgx.Conn, slot string) string {
+	name, err := retention.HeldAs(ctx, pg, slot)
+	if err != nil {
+		return ""
+	}
+	return name
 }

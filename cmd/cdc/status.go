@@ -123,9 +123,13 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 	}
 	r.RetentionHold = retention.HoldName(cfg.SlotName)
 	if r.RetentionHeldError, err = part(statusQueryTimeout, "retention hold", func(ctx context.Context) error {
-		held, err := retention.Held(ctx, pool, cfg.SlotName)
+		name, err := retention.HeldAs(ctx, pool, cfg.SlotName)
 		if err == nil {
+			held := name != ""
 			r.RetentionHeld = &held
+			if held {
+				r.RetentionHold = name // an earlier cdc's name for it, perhaps
+			}
 		}
 		return err
 	}); err != nil {

@@ -249,9 +249,9 @@ func runVerify(ctx context.Context, cfg config.Config, args []string, stdout io.
 	}
 	// What the hold waits for may be this: say how to lift it. Whether
 	// --since reaches back to the gap only the operator knows.
-	if held, err := retention.Held(ctx, pool, cfg.SlotName); err == nil && held {
+	if name, err := retention.HeldAs(ctx, pool, cfg.SlotName); err == nil && name != "" {
 		log.Info("outbox retention is held: if --since lies before the gap that made the hold, nothing of it is missing and the hold can be lifted",
-			zap.String("hold", retention.HoldName(cfg.SlotName)), zap.String("lift", fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", retention.HoldName(cfg.SlotName))))
+			zap.String("hold", name), zap.String("lift", fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", name)))
 	}
 	return nil
 }
