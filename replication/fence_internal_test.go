@@ -108,6 +108,18 @@ func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
 			f.clock.gap.Store(time.Now().UnixNano())
 			return f
 		}(), false, 0},
+		// So does every INSERT of a session that is ending (a resume, a
+		// shutdown): its walsender may be gone, a standby streaming.
+		{"INSERT of an ending session, slot held by another walsender", dsn, func() *fence {
+			f := running(other)
+			f.ending.Store(true)
+			return f
+		}(), false, 0},
+		{"INSERT of an ending session, slot held by the session's walsender", dsn, func() *fence {
+			f := running(holder)
+			f.ending.Store(true)
+			return f
+		}(), true, 2},
 		{"retry, slot held by the session's walsender", dsn, running(holder), true, 2},
 		{"first INSERT after a freeze, slot held by the session's walsender", dsn, func() *fence {
 			f := running(holder)

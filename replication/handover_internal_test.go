@@ -38,7 +38,7 @@ func TestHandOver_AppliesAcksWhileTheWriterIsBusy(t *testing.T) {
 	go func() {
 		defer close(writerDone)
 		defer close(s.acks)
-		r.writeLoop(wctx, s.batches, s.acks)
+		r.writeLoop(wctx, s.batches, s.acks, &s.fence)
 	}()
 	for i := 1; i <= 5; i++ {
 		s.batches <- batch(1000, pglogrepl.LSN(i))

@@ -719,6 +719,8 @@ type stream struct {
 	conn  *pgconn.PgConn
 	dec   *decoder.Decoder
 	track *checkpoint.Tracker
+	// fence is the writer's (writeLoop); run marks it ending.
+	fence fence
 
 	// statusFailed is set when a status sent while the shutdown waits for
 	// the writer failed (shutdownStatus).
@@ -851,7 +853,7 @@ func (s *stream) run(ctx context.Context) error {
 	go func() {
 		defer close(writerDone)
 		defer close(s.acks)
-		s.r.writeLoop(wctx, s.batches, s.acks)
+		s.r.writeLoop(wctx, s.batches, s.acks, &s.fence)
 	}()
 	// Interrupt a blocking read when ctx ends, and a status write blocked
 	// on a full socket (a link frozen without a reset), which would
@@ -916,7 +918,11 @@ func (s *stream) run(ctx context.Context) error {
 	}
 
 	// Shutdown: hand over what is buffered, wait for the writer within the
-	// budget, and acknowledge what it stored.
+	// budget, and acknowledge what it stored. The session's walsender may
+	// be gone by now (terminated as the session decided to end, its link
+	// dead), and a standby streaming what it had not acknowledged: every
+	// INSERT from here on looks at the slot first.
+	s.fence.ending.Store(true)
 	budget := time.AfterFunc(s.r.cfg.ShutdownTimeout, wcancel)
 	defer budget.Stop()
 	if s.unsent == nil && len(s.batch.Rows) > 0 {

@@ -29,8 +29,8 @@ import (
 // not stored. Each store retries a failing sink forever: the slot keeps the
 // WAL meanwhile, and the stream stops reading once the writer is full, so
 // memory stays bounded however long the outage.
-func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out chan<- ack) {
-	f := fence{walsender: r.walsender} // this session's: set before the writer starts
+func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out chan<- ack, f *fence) {
+	f.walsender = r.walsender // this session's: set before the writer starts
 	f.clock.run(ctx)
 	n := max(r.cfg.InsertsInFlight, 1)
 	slots := make(chan struct{}, n) // one per batch taken and not yet reported
@@ -87,7 +87,7 @@ func (r *Replicator) writeLoop(ctx context.Context, in <-chan *sink.Batch, out c
 		go func() {
 			defer stores.Done()
 			defer close(w.done)
-			w.insert, w.stored = r.storeTraced(ctx, b, &f)
+			w.insert, w.stored = r.storeTraced(ctx, b, f)
 		}()
 	}
 }
@@ -131,9 +131,10 @@ func (r *Replicator) storeTraced(ctx context.Context, b *sink.Batch, f *fence) (
 }
 
 // fence says when a batch's INSERT may go: while the session's walsender
-// holds the slot (awaitSlot), checked right before every retry, and
-// before any INSERT while the process may just have been frozen
-// (freezeClock): a process frozen (SIGSTOP, a paused VM) wakes with
+// holds the slot (awaitSlot), checked right before every retry, before
+// every INSERT once the session is ending (its walsender may be gone, and
+// a standby streaming), and before any INSERT while the process may just
+// have been frozen (freezeClock): a process frozen (SIGSTOP, a paused VM) wakes with
 // INSERTs due — a retry, the batch it was filling, rows still in its
 // receive buffer — before its stream finds the replication connection
 // dead, while a standby may have taken the slot over and stored the same
@@ -142,6 +143,7 @@ func (r *Replicator) storeTraced(ctx context.Context, b *sink.Batch, f *fence) (
 type fence struct {
 	walsender uint32
 	clock     freezeClock
+	ending    atomic.Bool // the session stores what it holds, and ends
 }
 
 // freezeClock tells whether the process may have been frozen lately: a
@@ -199,7 +201,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 	attempts := storeAttempts{s: r.state, failing: r.metrics.SinkFailing}
 	defer attempts.done()
 	for retry := false; ; retry = true {
-		if (retry || f.clock.frozenLately()) && !r.awaitSlot(ctx, f.walsender) {
+		if (retry || f.ending.Load() || f.clock.frozenLately()) && !r.awaitSlot(ctx, f.walsender) {
 			return 0, false
 		}
 		var err error
@@ -277,10 +279,17 @@ func (r *Replicator) awaitSlot(ctx context.Context, pid uint32) bool {
 	}
 }
 
+// fenceLookTimeout bounds a look at the slot's holder, connecting
+// included. A PostgreSQL that does not answer in it is one nobody can
+// tell the holder of: the INSERT goes, as it did before anyone looked,
+// rather than a shutdown's last INSERTs waiting out its budget behind a
+// frozen link.
+const fenceLookTimeout = 3 * time.Second
+
 // activePID reads the slot's active_pid (0: no walsender holds it) on a
 // connection of its own; known is false when it cannot be read.
 func (r *Replicator) activePID(ctx context.Context) (pid uint32, known bool) {
-	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	ctx, cancel := context.WithTimeout(ctx, fenceLookTimeout)
 	defer cancel()
 	conn, closeConn, err := r.connect(ctx)
 	if err != nil {
