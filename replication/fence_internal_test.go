@@ -3,6 +3,7 @@ package replication
 import (
 	"context"
 	"errors"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -87,7 +88,7 @@ func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
 		f.clock.run(ctx)
 		return f
 	}
-	if pid, known := newReplicator(&failOnceSink{}, dsn).activePID(ctx); !known || pid != holder {
+	if pid, known := newReplicator(&failOnceSink{}, dsn).activePID(ctx, lookupTimeout); !known || pid != holder {
 		t.Fatalf("activePID = %d, %v; want the walsender %d, true", pid, known, holder)
 	}
 
@@ -176,6 +177,47 @@ func TestStore_RowsFoundStoredCountOnlyWhileItsWalsenderHoldsTheSlot(t *testing.
 				t.Fatalf("stored %v after %d writes, %v events counted; want %v after 1, %v counted", stored, s.count(), events, tc.wantStored, tc.wantEvents)
 			}
 		})
+	}
+}
+
+// An ending session's look at a PostgreSQL that takes the connection and
+// never answers gives up within a quarter of the shutdown's budget, and
+// the INSERT goes (a retry too): the last batches are stored within the
+// budget, not left behind a frozen link.
+func TestStore_EndingSessionLooksWithinTheShutdownBudget(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	defer SetSinkRetryMax(20 * time.Millisecond)()
+	s := &failOnceSink{}
+	r := New(Config{DSN: "postgres://cdc@" + silent.Addr().String() + "/db?sslmode=disable", Slot: "fence", ShutdownTimeout: time.Second},
+		s, nil, zap.NewNop(), metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second) // the budget, and some
+	defer cancel()
+	f := &fence{walsender: 4242}
+	f.clock.run(ctx)
+	f.ending.Store(true)
+	began := time.Now()
+	_, stored := r.store(ctx, &sink.Batch{Rows: []sink.Row{{Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}}}, f)
+	if took := time.Since(began); !stored || s.count() != 2 || took > 1500*time.Millisecond {
+		t.Fatalf("stored %v after %d writes in %s; want stored after 2 (a failure, a retry), two looks of 250 ms each", stored, s.count(), took)
 	}
 }
 

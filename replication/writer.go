@@ -201,7 +201,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 	attempts := storeAttempts{s: r.state, failing: r.metrics.SinkFailing}
 	defer attempts.done()
 	for retry := false; ; retry = true {
-		if (retry || f.ending.Load() || f.clock.frozenLately()) && !r.awaitSlot(ctx, f.walsender) {
+		if (retry || f.ending.Load() || f.clock.frozenLately()) && !r.awaitSlot(ctx, f) {
 			return 0, false
 		}
 		var err error
@@ -231,7 +231,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 			// Stored after all: by the failed INSERT, or by a standby
 			// that took the slot over meanwhile, whose rows these are
 			// not to count or acknowledge.
-			if !r.awaitSlot(ctx, f.walsender) {
+			if !r.awaitSlot(ctx, f) {
 				return 0, false
 			}
 			break
@@ -260,13 +260,21 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 // when ctx ends first. It waits only when another walsender holds the
 // slot, or none: then this session's connection is gone, the session ends
 // soon and cancels ctx, and whoever streams next replays the batch.
-func (r *Replicator) awaitSlot(ctx context.Context, pid uint32) bool {
+func (r *Replicator) awaitSlot(ctx context.Context, f *fence) bool {
+	pid := f.walsender
 	if pid == 0 {
 		return true // no session streamed (a test's writer)
 	}
+	bound := lookupTimeout
+	if f.ending.Load() {
+		bound = endingLookTimeout(r.cfg.ShutdownTimeout)
+	}
 	for said := false; ; said = true {
-		holder, known := r.activePID(ctx)
-		if !known || holder == pid {
+		holder, known := r.activePID(ctx, bound)
+		if !known {
+			return ctx.Err() == nil
+		}
+		if holder == pid {
 			return true
 		}
 		if !said {
@@ -279,17 +287,25 @@ func (r *Replicator) awaitSlot(ctx context.Context, pid uint32) bool {
 	}
 }
 
-// fenceLookTimeout bounds a look at the slot's holder, connecting
-// included. A PostgreSQL that does not answer in it is one nobody can
-// tell the holder of: the INSERT goes, as it did before anyone looked,
-// rather than a shutdown's last INSERTs waiting out its budget behind a
-// frozen link.
-const fenceLookTimeout = 3 * time.Second
+// endingLookTimeout bounds a look at the slot's holder, connecting
+// included, by an ending session: 3 s, and at most a quarter of the
+// shutdown's budget. A PostgreSQL that does not answer in it is one
+// nobody can tell the holder of: the INSERT goes, as it did before
+// anyone looked, rather than a shutdown's last INSERTs waiting out the
+// budget behind a frozen link. Other looks have lookupTimeout: a retry
+// may wait, and a DSN of several hosts tries each for connect_timeout.
+func endingLookTimeout(shutdown time.Duration) time.Duration {
+	if shutdown <= 0 {
+		return 3 * time.Second
+	}
+	return min(3*time.Second, shutdown/4)
+}
 
 // activePID reads the slot's active_pid (0: no walsender holds it) on a
-// connection of its own; known is false when it cannot be read.
-func (r *Replicator) activePID(ctx context.Context) (pid uint32, known bool) {
-	ctx, cancel := context.WithTimeout(ctx, fenceLookTimeout)
+// connection of its own, within bound; known is false when it cannot be
+// read.
+func (r *Replicator) activePID(ctx context.Context, bound time.Duration) (pid uint32, known bool) {
+	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	conn, closeConn, err := r.connect(ctx)
 	if err != nil {
