@@ -56,8 +56,15 @@ type Querier interface {
 }
 
 // Hold makes the marker that pauses retention for slot; created is false
-// when it existed already.
+// when it existed already, under its name or an earlier cdc's: a second
+// marker would leave retention held once the operator dropped the one
+// every message names.
 func Hold(ctx context.Context, q Querier, slot string) (created bool, err error) {
+	if legacy := legacyHoldName(slot); legacy != HoldName(slot) {
+		if name, err := HeldAs(ctx, q, slot); err == nil && name == legacy {
+			return false, nil
+		}
+	}
 	// false: reserve no WAL (restart_lsn stays NULL), so the marker never
 	// keeps WAL or holds back the catalog xmin.
 	var name string

@@ -65,6 +65,13 @@ func TestHeld_FindsAHoldByItsEarlierName(t *testing.T) {
 		warned[0].ContextMap()["lift"] != "SELECT pg_drop_replication_slot('"+legacy+"')" {
 		t.Fatalf("the sweeper's warning: %+v, want one naming %s", warned, legacy)
 	}
+	// No second marker is made beside it.
+	if created, err := Hold(ctx, pool, slot); err != nil || created {
+		t.Fatalf("Hold beside the earlier marker: created %v (%v), want none", created, err)
+	}
+	if name, err := HeldAs(ctx, pool, slot); err != nil || name != legacy {
+		t.Fatalf("HeldAs %q (%v) after Hold, want still only %q", name, err, legacy)
+	}
 	// With both, today's name comes first.
 	if _, err := pool.Exec(ctx, `SELECT pg_create_physical_replication_slot($1, false)`, HoldName(slot)); err != nil {
 		t.Fatal(err)
