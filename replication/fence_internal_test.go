@@ -3,7 +3,6 @@ package replication
 import (
 	"context"
 	"errors"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -185,29 +184,10 @@ func TestStore_RowsFoundStoredCountOnlyWhileItsWalsenderHoldsTheSlot(t *testing.
 // the INSERT goes (a retry too): the last batches are stored within the
 // budget, not left behind a frozen link.
 func TestStore_EndingSessionLooksWithinTheShutdownBudget(t *testing.T) {
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	go func() {
-		var held []net.Conn
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
+	silent := testenv.SilentAddr(t)
 	defer SetSinkRetryMax(20 * time.Millisecond)()
 	s := &failOnceSink{}
-	r := New(Config{DSN: "postgres://cdc@" + silent.Addr().String() + "/db?sslmode=disable", Slot: "fence", ShutdownTimeout: time.Second},
+	r := New(Config{DSN: "postgres://cdc@" + silent + "/db?sslmode=disable", Slot: "fence", ShutdownTimeout: time.Second},
 		s, nil, zap.NewNop(), metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second) // the budget, and some
 	defer cancel()

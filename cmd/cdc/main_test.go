@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eventcdc/cdc/internal/testenv"
 )
 
 // A PostgreSQL DSN carrying settings of pgx or its pool is refused for a
@@ -139,28 +140,9 @@ func TestMain_OneShotCommandsGiveUpOnASilentServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out the 10 s connect timeout")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		var held []net.Conn
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
+	silent := testenv.SilentAddr(t)
 	env := map[string]string{
-		"CDC_PG_DSN":         "postgres://u:pw@" + ln.Addr().String() + "/app?sslmode=disable",
+		"CDC_PG_DSN":         "postgres://u:pw@" + silent + "/app?sslmode=disable",
 		"CDC_CLICKHOUSE_DSN": "clickhouse://u@127.0.0.1:1/db",
 		"CDC_METRICS_ADDR":   "off",
 	}

@@ -444,6 +444,34 @@ func withDatabase(t testing.TB, dsn, db string) string {
 	return u.String()
 }
 
+// SilentAddr returns the loopback address of a server that takes every
+// connection and never answers (a frozen link, a wedged pooler), until
+// the test ends.
+func SilentAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	return ln.Addr().String()
+}
+
 // FreeAddr returns a loopback address with a port nobody listens on now,
 // for a server a test is about to start.
 func FreeAddr(t *testing.T) string {
