@@ -51,7 +51,8 @@ type ShipResult struct {
 
 // retryWaits are the pauses before each new try of a write that failed for
 // another reason than a row's content or the login: a network error, a
-// restart, too many parts. A backfill may run for hours; one such error should not end it.
+// restart, too many parts. A backfill may run for hours; one such error
+// should not end it.
 var retryWaits = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second}
 
 // Ship re-sends every row the scanner yields through w, in batches of at

@@ -153,9 +153,10 @@ const lockPingTimeout = 10 * time.Second
 // connection of its own held until release is called. Two replays at once
 // would each read the same letters and store them twice. The replay runs
 // on held: it ends, with ErrReplayLockLost as its cause, once the lock's
-// connection is found ended or silent for lockPingTimeout. An INSERT in flight then is abandoned, and
-// may still be stored: its letters stay and are stored again by the next
-// replay, as after a crash (FINAL shows each event once).
+// connection is found ended or silent for lockPingTimeout. An INSERT in
+// flight then is abandoned, and may still be stored: its letters stay and
+// are stored again by the next replay, as after a crash (FINAL shows each
+// event once).
 func (s *Store) LockReplay(ctx context.Context) (held context.Context, release func(), err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {

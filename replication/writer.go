@@ -134,8 +134,8 @@ func (r *Replicator) storeTraced(ctx context.Context, b *sink.Batch, f *fence) (
 // holds the slot (awaitSlot), checked right before every retry, before
 // every INSERT once the session is ending (its walsender may be gone, and
 // a standby streaming), and before any INSERT while the process may just
-// have been frozen (freezeClock): a process frozen (SIGSTOP, a paused VM) wakes with
-// INSERTs due — a retry, the batch it was filling, rows still in its
+// have been frozen (freezeClock): a process frozen (SIGSTOP, a paused VM)
+// wakes with INSERTs due — a retry, the batch it was filling, rows still in its
 // receive buffer — before its stream finds the replication connection
 // dead, while a standby may have taken the slot over and stored the same
 // rows; the standby waited for the INSERTs running when it started, not
