@@ -87,6 +87,16 @@ func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
 		f.clock.run(ctx)
 		return f
 	}
+	frozen := func(walsender uint32) *fence { // woken from a freeze just now
+		f := running(walsender)
+		f.clock.gap.Store(time.Now().UnixNano())
+		return f
+	}
+	ending := func(walsender uint32) *fence {
+		f := running(walsender)
+		f.ending.Store(true)
+		return f
+	}
 	if pid, known := newReplicator(&failOnceSink{}, dsn).activePID(ctx, lookupTimeout); !known || pid != holder {
 		t.Fatalf("activePID = %d, %v; want the walsender %d, true", pid, known, holder)
 	}
@@ -103,29 +113,13 @@ func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
 		{"retry, slot held by another walsender", dsn, running(other), false, 1},
 		// A process that may just have woken from a freeze looks before
 		// its first INSERT too.
-		{"first INSERT after a freeze, slot held by another walsender", dsn, func() *fence {
-			f := running(other)
-			f.clock.gap.Store(time.Now().UnixNano())
-			return f
-		}(), false, 0},
+		{"first INSERT after a freeze, slot held by another walsender", dsn, frozen(other), false, 0},
 		// So does every INSERT of a session that is ending (a resume, a
 		// shutdown): its walsender may be gone, a standby streaming.
-		{"INSERT of an ending session, slot held by another walsender", dsn, func() *fence {
-			f := running(other)
-			f.ending.Store(true)
-			return f
-		}(), false, 0},
-		{"INSERT of an ending session, slot held by the session's walsender", dsn, func() *fence {
-			f := running(holder)
-			f.ending.Store(true)
-			return f
-		}(), true, 2},
+		{"INSERT of an ending session, slot held by another walsender", dsn, ending(other), false, 0},
+		{"INSERT of an ending session, slot held by the session's walsender", dsn, ending(holder), true, 2},
 		{"retry, slot held by the session's walsender", dsn, running(holder), true, 2},
-		{"first INSERT after a freeze, slot held by the session's walsender", dsn, func() *fence {
-			f := running(holder)
-			f.clock.gap.Store(time.Now().UnixNano())
-			return f
-		}(), true, 2},
+		{"first INSERT after a freeze, slot held by the session's walsender", dsn, frozen(holder), true, 2},
 		// Nobody can tell who holds it: the retry goes, as it did before
 		// anyone looked; a PostgreSQL that refuses ordinary connections
 		// must not stop the pipeline.
