@@ -130,6 +130,11 @@ type Replicator struct {
 	// 0 when it was free or unknown. Only Run's goroutine touches them,
 	// but for the session's writer, which copies walsender as it starts.
 	walsender, slotHolder uint32
+	// acked is the greatest flush position a standby status of this
+	// process sent: a session that moved it was healthy, whatever ended
+	// it, and the next connects after the shortest wait. Only Run's
+	// goroutine (stream.sendStatus) touches it.
+	acked pglogrepl.LSN
 	// startAttempts counts a session that could not start because the
 	// sink could not say what it holds as a failing store, until a
 	// session gets past that read. Only Run's goroutine touches it.
@@ -163,7 +168,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 	delay := backoff{min: 250 * time.Millisecond, max: 30 * time.Second}
 	var standbySaid time.Time // when "standing by" was last logged at info; zero while not standing by
 	for {
-		started := time.Now()
+		started, acked := time.Now(), r.acked
 		err := r.session(ctx)
 		streamed := r.state.Streaming() // the session got as far as streaming
 		r.state.setStreaming(false)
@@ -227,7 +232,12 @@ func (r *Replicator) Run(ctx context.Context) error {
 		} else {
 			r.startAttempts.done()
 		}
-		if time.Since(started) > time.Minute {
+		if time.Since(started) > time.Minute || r.acked > acked {
+			// A session that lasted, or that acknowledged what it
+			// stored, was no failure to back off from: a walsender
+			// terminated over and over (an idle-session killer, a
+			// failover drill) would otherwise leave cdc waiting up to
+			// 30 s after each, while the slot was fine.
 			delay.reset()
 		}
 		wait := delay.next()

@@ -1637,6 +1637,7 @@ func (s *stream) sendStatus(ctx context.Context) error {
 		return wrapf(err, "send standby status")
 	}
 	s.nextStatus = time.Now().Add(s.r.cfg.StatusInterval)
+	s.r.acked = max(s.r.acked, f)
 	if d := pglogrepl.LSN(s.restart.Load()); d > s.forgotTo {
 		// The slot's restart_lsn moved (watch): a long session forgets
 		// the streamed transactions no server can send again.
