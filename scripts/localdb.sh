@@ -11,6 +11,10 @@
 #   scripts/localdb.sh stop-ch|start-ch|restart-pg|crash-pg DIR   fault injection for tests
 #                                                    (crash-pg: an immediate stop, as a crash:
 #                                                    no checkpoint, WAL replayed at the start)
+#
+# LOCALDB_CH_TIMEZONE (default UTC) is the ClickHouse server's timezone, the
+# zone of a plain DateTime column, for the tests that check a value lands as
+# the same instant whatever that zone is. A restart keeps the folder's zone.
 set -euo pipefail
 # The servers' locale is the project's, not the caller's: an ssh session
 # often forwards a LANG the machine has no locale for (initdb refuses to
@@ -137,8 +141,11 @@ CONF
 }
 
 start_ch() {
-	local port=$1 http tls="" secure
+	local port=$1 http tls="" secure tz
 	http=$(free_port)
+	tz=${LOCALDB_CH_TIMEZONE:-$(cat "$dir/ch.timezone" 2>/dev/null || echo UTC)}
+	case "$tz" in *[!A-Za-z0-9/_+-]*|"") echo "localdb: LOCALDB_CH_TIMEZONE=$tz is not a timezone name" >&2; exit 2 ;; esac
+	echo "$tz" >"$dir/ch.timezone"
 	mkdir -p "$dir/ch/data" "$dir/ch/tmp" "$dir/ch/log" "$dir/ch/user_files" "$dir/ch/format_schemas"
 	# A certificate in ch/tls (a test puts one there) adds the native
 	# protocol over TLS on a port of its own, kept in ch.secure_port.
@@ -166,7 +173,7 @@ start_ch() {
   <mark_cache_size>268435456</mark_cache_size>
   <uncompressed_cache_size>268435456</uncompressed_cache_size>
   <max_concurrent_queries>200</max_concurrent_queries>
-  <timezone>UTC</timezone>
+  <timezone>$tz</timezone>
   <mlock_executable>false</mlock_executable>
 </yandex>
 CONF

@@ -483,3 +483,43 @@ func FreeAddr(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// ClickHouseInZone starts a ClickHouse server of the test's own whose
+// timezone, the zone a plain DateTime column is read in, is zone
+// (scripts/localdb.sh's LOCALDB_CH_TIMEZONE), and returns the DSN of its
+// default database; it is stopped when the test ends. The package's own
+// server runs in UTC, where a value sent as its wall clock and one sent as
+// an instant land alike.
+func (e *Env) ClickHouseInZone(t *testing.T, zone string) string {
+	t.Helper()
+	script, err := Script()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	_, port, err := net.SplitHostPort(FreeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// start-ch starts ClickHouse alone, on the port the folder records.
+	if err := os.WriteFile(filepath.Join(dir, "ch.port"), []byte(port+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A -timeout panic runs no cleanup; the watchdog stops the server then.
+	guard, err := watchdog(script, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command(script, "stop", dir).CombinedOutput(); err != nil {
+			t.Errorf("localdb.sh stop: %v: %s", err, out)
+		}
+		guard.Close()
+	})
+	cmd := exec.Command(script, "start-ch", dir)
+	cmd.Env = append(os.Environ(), "LOCALDB_CH_TIMEZONE="+zone)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("start a ClickHouse in %s: %v: %s", zone, err, out)
+	}
+	return "clickhouse://default@127.0.0.1:" + port + "/default"
+}
