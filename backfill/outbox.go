@@ -121,6 +121,11 @@ type Scanner struct {
 // first page is one row), and it ends early, after the row that takes it to
 // maxBytes, when the rows grow larger than those before.
 func NewScanner(pool *pgxpool.Pool, rel *decoder.Relation, since, until time.Time, pageSize, maxBytes int, values bool) *Scanner {
+	// In UTC: pgx sends a time.Time for a timestamp parameter (an outbox
+	// whose event_date_time has no zone) as its wall clock in its own
+	// zone, which for 03:15+02:00 compared 03:15 with the column's UTC
+	// wall clocks. A timestamptz parameter takes the instant either way.
+	since, until = since.UTC(), until.UTC()
 	limit := pageSize
 	if values && maxBytes > 0 {
 		limit = 1

@@ -171,3 +171,77 @@ func TestScanner_ValuesAreWhatPgoutputSends(t *testing.T) {
 		t.Fatalf("compared %d values of %d columns", compared, len(rel.Columns))
 	}
 }
+
+// The bounds of a scan are instants, whatever zone they are written in,
+// and an outbox whose event_date_time is a timestamp without a zone holds
+// UTC wall clocks (the live stream reads them so), whatever the database
+// sets for its sessions: --since 2026-06-02T03:15:00+02:00 is 01:15 UTC
+// there too. pgx sends a time.Time for a timestamp parameter as its wall
+// clock in its own zone, which read 03:15 instead.
+func TestScanner_BoundsAreInstantsOverAZonelessEventTime(t *testing.T) {
+	ctx := context.Background()
+	dsn, admin := migrated(t)
+	for _, sql := range []string{
+		`DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L', current_database(), 'Asia/Kolkata'); END $$`,
+		`ALTER TABLE outbox ALTER COLUMN event_date_time TYPE timestamp`,
+		`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES
+			('a', 'test', '{}', '2026-06-02 01:00:00'), ('b', 'test', '{}', '2026-06-02 01:30:00'), ('c', 'test', '{}', '2026-06-02 02:00:00')`,
+	} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	pool, err := backfill.OpenPool(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	rel, err := backfill.LoadRelation(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, tc := range []struct {
+		name         string
+		since, until string
+		want         string
+	}{
+		{"since in UTC", "2026-06-02T01:15:00Z", "", "[b c]"},
+		{"since east of UTC", "2026-06-02T03:15:00+02:00", "", "[b c]"},
+		{"since west of UTC", "2026-06-01T21:15:00-04:00", "", "[b c]"},
+		{"until east of UTC", "", "2026-06-02T03:45:00+02:00", "[a b]"},
+		{"both, apart", "2026-06-01T21:15:00-04:00", "2026-06-02T07:15:00+05:30", "[b]"},
+	} {
+		var since, until time.Time
+		if tc.since != "" {
+			since = at(tc.since)
+		}
+		if tc.until != "" {
+			until = at(tc.until)
+		}
+		// One row a page: the keyset goes on from a zoneless time too.
+		sc := backfill.NewScanner(pool, rel, since, until, 1, 0, true)
+		var got []string
+		for {
+			page, err := sc.Next(ctx)
+			if err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, r := range page {
+				got = append(got, string(r.Values[rel.Index("event_type")].Data))
+			}
+		}
+		if fmt.Sprint(got) != tc.want {
+			t.Errorf("%s: rows %v, want %s", tc.name, got, tc.want)
+		}
+	}
+}
