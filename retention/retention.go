@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 )
@@ -84,8 +83,10 @@ func (c *Cleaner) Run(ctx context.Context) error {
 // sweepBatch deletes up to $2 rows older than $1, the first ones in
 // (event_date_time, id) order past ($3, $4), and returns how many it chose,
 // how many it deleted and the last one's key: the next batch starts past
-// it. The outbox's index on (event_date_time, id) finds them, starting at
-// that key: a batch that started at the index's head would walk past the
+// it, as text, which PostgreSQL reads back as the column's own type (a
+// timestamptz key would compare a zoneless event_date_time in the
+// session's TimeZone, hours off). The outbox's index on (event_date_time,
+// id) finds them, starting at that key: a batch that started at the index's head would walk past the
 // entries of every row the sweep's earlier batches deleted (vacuum has not
 // removed them yet), which after a long outage is most of a large backlog.
 // The first batch of a sweep starts at the head (sweepFirst). No FOR
@@ -94,7 +95,7 @@ func (c *Cleaner) Run(ctx context.Context) error {
 const (
 	sweepBatch = `WITH batch AS MATERIALIZED (
 	SELECT id, event_date_time FROM outbox
-	WHERE event_date_time < $1 AND (event_date_time, id) > ($3::timestamptz, $4::uuid)
+	WHERE event_date_time < $1 AND (event_date_time, id) > ($3, $4::uuid)
 	ORDER BY event_date_time, id LIMIT $2),
 gone AS (DELETE FROM outbox WHERE id IN (SELECT id FROM batch) RETURNING 1)
 ` + sweepResult
@@ -105,7 +106,7 @@ gone AS (DELETE FROM outbox WHERE id IN (SELECT id FROM batch) RETURNING 1)
 gone AS (DELETE FROM outbox WHERE id IN (SELECT id FROM batch) RETURNING 1)
 ` + sweepResult
 	sweepResult = `SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM gone),
-	last.event_date_time, last.id::text
+	last.event_date_time::text, last.id::text
 FROM (SELECT NULL) one LEFT JOIN (SELECT event_date_time, id FROM batch ORDER BY event_date_time DESC, id DESC LIMIT 1) last ON true`
 )
 
@@ -122,7 +123,7 @@ func (c *Cleaner) Sweep(ctx context.Context) (int64, error) {
 // rather than at the next tick: while Horizon is not known.
 func (c *Cleaner) sweep(ctx context.Context) (total int64, retrySoon bool, err error) {
 	cutoff := time.Now().Add(-c.Keep)
-	var lastTime pgtype.Timestamptz
+	var lastTime *string
 	var lastID *string
 	for {
 		// Before each batch, not only each sweep: a sweep through a
@@ -141,10 +142,14 @@ func (c *Cleaner) sweep(ctx context.Context) (total int64, retrySoon bool, err e
 		}
 		var chosen, deleted int64
 		var err error
+		// In UTC: pgx sends a time.Time for a timestamp parameter (an
+		// outbox whose event_date_time has no zone, holding UTC wall
+		// clocks) as its wall clock in its own zone, hours off under a
+		// TZ other than UTC.
 		if lastID == nil {
-			err = c.Pool.QueryRow(ctx, sweepFirst, cutoff, c.BatchSize).Scan(&chosen, &deleted, &lastTime, &lastID)
+			err = c.Pool.QueryRow(ctx, sweepFirst, cutoff.UTC(), c.BatchSize).Scan(&chosen, &deleted, &lastTime, &lastID)
 		} else {
-			err = c.Pool.QueryRow(ctx, sweepBatch, cutoff, c.BatchSize, lastTime, *lastID).Scan(&chosen, &deleted, &lastTime, &lastID)
+			err = c.Pool.QueryRow(ctx, sweepBatch, cutoff.UTC(), c.BatchSize, *lastTime, *lastID).Scan(&chosen, &deleted, &lastTime, &lastID)
 		}
 		if err != nil {
 			return total, false, fmt.Errorf("delete old outbox rows: %w", err)
