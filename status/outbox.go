@@ -71,7 +71,11 @@ func OldestPending(ctx context.Context, q Querier, from time.Time) (*time.Time, 
 	// read every row from `from` on (a whole backlog) for min(), where
 	// this walks the index and stops at the first row that is no dead
 	// letter.
-	err := q.QueryRow(ctx, oldestPendingQuery, from).Scan(&oldest)
+	// from in UTC: pgx sends a time.Time for a timestamp parameter (an
+	// outbox whose event_date_time has no zone, holding UTC wall clocks)
+	// as its wall clock in its own zone, and `cdc status` passes the time
+	// ClickHouse returned, in the server's zone.
+	err := q.QueryRow(ctx, oldestPendingQuery, from.UTC()).Scan(&oldest)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

@@ -387,3 +387,34 @@ func TestReadSlot_NamesTheDatabaseOfAnotherDatabasesSlot(t *testing.T) {
 		}
 	}
 }
+
+// An outbox whose event_date_time has no zone holds UTC wall clocks:
+// OldestPending reads from an instant, in whatever zone it comes (`cdc
+// status` passes ClickHouse's newest time, in the server's zone).
+func TestOldestPending_ZonelessTimesAreUTC(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	if _, err := pool.Exec(ctx, `ALTER TABLE outbox ALTER COLUMN event_date_time TYPE timestamp`); err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	t2 := t1.Add(2 * time.Hour)
+	for _, at := range []time.Time{t1, t2} {
+		if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+			VALUES ('e', 'test', '{}', $1::text::timestamp)`, at.Format("2006-01-02 15:04:05")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, zone := range []*time.Location{time.UTC, time.FixedZone("west", -5*3600), time.FixedZone("east", 9*3600)} {
+		t.Run(zone.String(), func(t *testing.T) {
+			from := t1.Add(time.Second).In(zone)
+			got, err := OldestPending(ctx, pool, from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got == nil || !got.Equal(t2) {
+				t.Fatalf("OldestPending(%s) = %v, want %v", from.Format(time.RFC3339), got, t2)
+			}
+		})
+	}
+}
