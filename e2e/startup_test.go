@@ -228,3 +228,78 @@ func TestStartup_MigrateThatFailsOnClickHouseMakesNoSlot(t *testing.T) {
 		t.Fatalf("%d slots made by a migrate that failed", n)
 	}
 }
+
+// A new build started on the schema an earlier build's `cdc migrate` left
+// (here that of builds before cbfce64: no index on cdc_dead_letter, the
+// outbox's on event_date_time alone) streams, and names at its start,
+// once each, what it lacks and what that costs. After `cdc migrate` a
+// start names nothing.
+func TestStartup_SchemaOfAnEarlierBuildIsNamedOnceAndStreams(t *testing.T) {
+	w := newWorld(t)
+	w.exec(`DROP INDEX cdc_dead_letter_position`)
+	w.exec(`DROP INDEX cdc_dead_letter_event_id`)
+	w.exec(`DROP INDEX outbox_event_date_time_id_idx`)
+	w.exec(`CREATE INDEX outbox_event_date_time_idx ON outbox (event_date_time)`)
+	const lacks = "the schema lacks what `cdc migrate` makes; run it as the admin"
+	missing := []string{
+		`"missing": "cdc_dead_letter has no index on (commit_lsn, seq) (cdc_dead_letter_position)"`,
+		`"missing": "cdc_dead_letter has no index on event_id (cdc_dead_letter_event_id)"`,
+		`"missing": "outbox has the index an earlier migrate made, on event_date_time alone, not outbox_event_date_time_id_idx on (event_date_time, id)"`,
+	}
+	for round, want := range [][]string{missing, nil} {
+		c := w.start(nil) // retention on, by default
+		w.insertEvents("upgrade", 3)
+		w.waitRows(uint64(3*(round+1)), 30*time.Second)
+		out := c.out.String()
+		if n := strings.Count(out, lacks); n != len(want) {
+			t.Fatalf("round %d: %d warnings %q, want %d:\n%s", round, n, lacks, len(want), tail(out, 20))
+		}
+		for _, m := range want {
+			if strings.Count(out, m) != 1 {
+				t.Fatalf("round %d: the log does not name %s once:\n%s", round, m, tail(out, 20))
+			}
+		}
+		if code, _ := c.term(30 * time.Second); code != 0 {
+			t.Fatalf("round %d: exit %d:\n%s", round, code, tail(c.out.String(), 10))
+		}
+		if round == 0 {
+			if out, code := w.runOnce(nil, "migrate"); code != 0 {
+				t.Fatalf("migrate exited %d:\n%s", code, out)
+			}
+		}
+	}
+}
+
+// What cdc run cannot work without — cdc_dead_letter, which each
+// session's start reads, and event_log — stops it at start with exit 1
+// naming `cdc migrate`, as a missing publication does, instead of a
+// retry for ever.
+func TestStartup_MissingTableExitsOneNamingMigrate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		drop func(w *world)
+		want string
+	}{
+		{"cdc_dead_letter", func(w *world) { w.exec(`DROP TABLE cdc_dead_letter`) },
+			"schema: table cdc_dead_letter does not exist: every replication session's start reads it, and the rows ClickHouse refuses are set aside in it, so cdc would never stream: run `cdc migrate` as the admin"},
+		{"event_log", func(w *world) { w.chExec(`DROP TABLE event_log`) },
+			"schema: table event_log does not exist in ClickHouse's database: cdc has nowhere to store events and would retry its first batch for ever: run `cdc migrate` as the admin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			tc.drop(w)
+			c := w.start(nil)
+			select {
+			case <-c.done:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("connector still running without %s:\n%s", tc.name, tail(c.out.String(), 10))
+			}
+			if code := c.cmd.ProcessState.ExitCode(); code != 1 {
+				t.Fatalf("exit code %d, want 1:\n%s", code, tail(c.out.String(), 10))
+			}
+			if out := c.out.String(); !strings.Contains(out, `"error": "`+tc.want+`"`) {
+				t.Fatalf("log does not say %q:\n%s", tc.want, tail(out, 10))
+			}
+		})
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/eventcdc/cdc/replication"
 	"github.com/eventcdc/cdc/retention"
 	"github.com/eventcdc/cdc/sink"
+	ddl "github.com/eventcdc/cdc/sql"
 	"github.com/eventcdc/cdc/status"
 	"github.com/eventcdc/cdc/tracing"
 )
@@ -82,6 +83,10 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		return &exitError{code: 2, err: fmt.Errorf("CDC_CLICKHOUSE_DSN: %w", err)}
 	}
 	defer ch.Close()
+
+	if err := checkSchema(ctx, pool, ch, cfg.OutboxRetention > 0, log); err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, func() int64 { return time.Now().UnixNano() })
@@ -168,6 +173,47 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		log.Info("shut down cleanly")
 	}
 	return err
+}
+
+// schemaCheckTimeout bounds run's look at the schema at start.
+const schemaCheckTimeout = 15 * time.Second
+
+// checkSchema looks once, at start, at what `cdc migrate` makes (sql.Lack):
+// an earlier build's migrate made less, and a new build started before its
+// own migrate ran (or without one) finds the schema as that left it. What
+// run cannot work without stops it, naming `cdc migrate`; what it works
+// without, slower, it names in one warning each, with what that costs. A
+// look that cannot be made (a server down at start) stops nothing: the
+// pipeline waits for that server as it would without the look.
+func checkSchema(ctx context.Context, pool *pgxpool.Pool, ch *sink.ClickHouse, retention bool, log *zap.Logger) error {
+	cctx, cancel := context.WithTimeout(ctx, schemaCheckTimeout)
+	defer cancel()
+	var lacks []ddl.Lack
+	pg, err := ddl.CheckPostgres(cctx, pool, retention)
+	switch {
+	case err == nil:
+		lacks = append(lacks, pg...)
+	case replication.IsLoginError(err):
+		return err // exit 2, as the replication connection's first login would
+	case ctx.Err() == nil:
+		log.Warn("could not look at the PostgreSQL schema at start; going on without", zap.Error(err))
+	}
+	chl, err := ddl.CheckClickHouse(cctx, ch.Conn())
+	switch {
+	case err == nil:
+		lacks = append(lacks, chl...)
+	case sink.IsLoginError(err):
+		return err
+	case ctx.Err() == nil:
+		log.Warn("could not look at the ClickHouse schema at start; going on without", zap.Error(err))
+	}
+	if err := ddl.Fatal(lacks); err != nil {
+		return fmt.Errorf("schema: %w", err)
+	}
+	for _, l := range lacks {
+		log.Warn("the schema lacks what `cdc migrate` makes; run it as the admin", zap.String("missing", l.What), zap.String("effect", l.Effect))
+	}
+	return nil
 }
 
 func openPool(dsn string) (*pgxpool.Pool, error) { return openPoolWith(dsn, nil) }

@@ -1,0 +1,152 @@
+package sql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// ErrNotMigrated is a schema that lacks what `cdc run` cannot work
+// without: `cdc migrate` makes it.
+var ErrNotMigrated = errors.New("run `cdc migrate` as the admin")
+
+// Lack is something `cdc migrate` makes that a schema lacks: never
+// migrated, or migrated by an earlier build and not since. `cdc run` looks
+// once at its start (CheckPostgres, CheckClickHouse): a Fatal lack stops
+// it, the others it names in a warning and works without.
+type Lack struct {
+	What   string // what is missing, as migrate would make it
+	Effect string // what cdc run does without it
+	Fatal  bool   // cdc run cannot work without it
+}
+
+// Error is the message of a fatal lack.
+func (l Lack) Error() string { return l.What + ": " + l.Effect }
+
+// Fatal is the error for the fatal lacks among lacks, wrapping
+// ErrNotMigrated; nil when there are none.
+func Fatal(lacks []Lack) error {
+	var msgs []string
+	for _, l := range lacks {
+		if l.Fatal {
+			msgs = append(msgs, l.Error())
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", strings.Join(msgs, "; "), ErrNotMigrated)
+}
+
+// checkPostgresQuery reads, from the catalogs alone, what of migrate's
+// PostgreSQL schema there is. An index counts by its leading columns and
+// not by its name (one an operator made under another name serves the
+// same queries), and only when valid and not partial: PostgreSQL reads no
+// invalid index, a CONCURRENTLY build's leftover. The tables are found as
+// every other query of cdc finds them, through the search path.
+const checkPostgresQuery = `
+WITH t AS (SELECT to_regclass('cdc_dead_letter') AS dead, to_regclass('outbox') AS outbox),
+ix AS (
+	SELECT i.indrelid, a0.attname AS first, a1.attname AS second
+	FROM pg_index i
+	JOIN t ON i.indrelid IN (t.dead, t.outbox)
+	JOIN pg_attribute a0 ON a0.attrelid = i.indrelid AND a0.attnum = i.indkey[0]
+	LEFT JOIN pg_attribute a1 ON a1.attrelid = i.indrelid AND a1.attnum = i.indkey[1]
+	WHERE i.indisvalid AND i.indpred IS NULL)
+SELECT t.dead IS NOT NULL,
+	EXISTS (SELECT 1 FROM ix WHERE ix.indrelid = t.dead AND ix.first = 'event_id'),
+	EXISTS (SELECT 1 FROM ix WHERE ix.indrelid = t.dead AND ix.first = 'commit_lsn'),
+	t.outbox IS NOT NULL,
+	EXISTS (SELECT 1 FROM ix WHERE ix.indrelid = t.outbox AND ix.first = 'event_date_time'),
+	EXISTS (SELECT 1 FROM ix WHERE ix.indrelid = t.outbox AND ix.first = 'event_date_time' AND ix.second = 'id')
+FROM t`
+
+// CheckPostgres reports what `cdc run` would lack of migrate's PostgreSQL
+// schema: cdc_dead_letter (fatal: each replication session's start reads
+// it), its indexes, and, when retention deletes (retention), the
+// outbox's index. The publication and the slot are looked at by each
+// session (package replication), and the outbox's absence there too (its
+// publication cannot publish it). One query of the catalogs: cheap on any
+// database.
+func CheckPostgres(ctx context.Context, conn pgQuerier, retention bool) ([]Lack, error) {
+	var dead, deadByEvent, deadByPosition, outbox, outboxByTime, outboxByTimeID bool
+	if err := conn.QueryRow(ctx, checkPostgresQuery).Scan(&dead, &deadByEvent, &deadByPosition, &outbox, &outboxByTime, &outboxByTimeID); err != nil {
+		return nil, fmt.Errorf("look up cdc's tables and indexes in postgres: %w", err)
+	}
+	var lacks []Lack
+	if !dead {
+		return append(lacks, Lack{
+			What:   "table cdc_dead_letter does not exist",
+			Effect: "every replication session's start reads it, and the rows ClickHouse refuses are set aside in it, so cdc would never stream",
+			Fatal:  true,
+		}), nil
+	}
+	if !deadByPosition {
+		lacks = append(lacks, Lack{
+			What:   "cdc_dead_letter has no index on (commit_lsn, seq) (cdc_dead_letter_position)",
+			Effect: "each replication session's start reads every dead letter the table keeps to find those past the slot; with many letters that outlasts the session's 30 s set-up and cdc stops streaming",
+		})
+	}
+	if !deadByEvent {
+		lacks = append(lacks, Lack{
+			What:   "cdc_dead_letter has no index on event_id (cdc_dead_letter_event_id)",
+			Effect: "each row ClickHouse refuses reads every dead letter the table keeps to find an earlier letter of its event, while its batch waits to be acknowledged",
+		})
+	}
+	switch {
+	case !retention || !outbox || outboxByTimeID:
+	case outboxByTime:
+		lacks = append(lacks, Lack{
+			What:   "outbox has the index an earlier migrate made, on event_date_time alone, not outbox_event_date_time_id_idx on (event_date_time, id)",
+			Effect: "each retention batch inside a group of rows sharing one event_date_time (a bulk insert) reads and sorts the rest of the group",
+		})
+	default:
+		lacks = append(lacks, Lack{
+			What:   "outbox has no index on event_date_time (outbox_event_date_time_id_idx)",
+			Effect: "each retention batch (CDC_OUTBOX_RETENTION) reads and sorts the whole outbox",
+		})
+	}
+	return lacks, nil
+}
+
+// CheckClickHouse reports what `cdc run` would lack of migrate's
+// ClickHouse schema: event_log (fatal: nothing can be stored), and its
+// engine. Its columns are the sink's to read (a missing
+// cdc_commit_lsn/cdc_seq is warned of by each session's start).
+func CheckClickHouse(ctx context.Context, conn driver.Conn) ([]Lack, error) {
+	rows, err := conn.Query(ctx, "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = 'event_log'")
+	if err != nil {
+		return nil, fmt.Errorf("look up event_log in clickhouse: %w", err)
+	}
+	defer rows.Close()
+	var engine string
+	found := rows.Next()
+	if found {
+		if err := rows.Scan(&engine); err != nil {
+			return nil, fmt.Errorf("look up event_log in clickhouse: %w", err)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("look up event_log in clickhouse: %w", err)
+	}
+	switch {
+	case !found:
+		return []Lack{{
+			What:   "table event_log does not exist in ClickHouse's database",
+			Effect: "cdc has nowhere to store events and would retry its first batch for ever",
+			Fatal:  true,
+		}}, nil
+	// ReplicatedReplacingMergeTree too. A Distributed table's engine says
+	// nothing of the tables under it, which a look at start cannot judge.
+	case strings.HasSuffix(engine, "ReplacingMergeTree") || engine == "Distributed":
+		return nil, nil
+	default:
+		return []Lack{{
+			What:   "event_log's engine is " + engine + ", not ReplacingMergeTree",
+			Effect: "an event stored twice (a replay after a crash, cdc backfill or cdc deadletter replay over stored events) stays twice: SELECT … FINAL does not collapse it",
+		}}, nil
+	}
+}

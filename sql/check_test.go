@@ -1,0 +1,171 @@
+package sql_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/eventcdc/cdc/internal/testenv"
+	ddl "github.com/eventcdc/cdc/sql"
+)
+
+// What CheckPostgres names of each thing migrate makes.
+const (
+	lackDeadLetters    = "table cdc_dead_letter does not exist"
+	lackByPosition     = "cdc_dead_letter has no index on (commit_lsn, seq) (cdc_dead_letter_position)"
+	lackByEvent        = "cdc_dead_letter has no index on event_id (cdc_dead_letter_event_id)"
+	lackOldOutboxIndex = "outbox has the index an earlier migrate made, on event_date_time alone, not outbox_event_date_time_id_idx on (event_date_time, id)"
+	lackOutboxIndex    = "outbox has no index on event_date_time (outbox_event_date_time_id_idx)"
+)
+
+// Each schema an earlier `cdc migrate` left — its history in sql/ — and
+// each way an index can be there and not serve, gives exactly the lacks
+// cdc run must name; one migrated today, none. Fatal only without
+// cdc_dead_letter. An index counts by its columns, not its name.
+func TestCheckPostgres_NamesWhatAnEarlierMigrateDidNotMake(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	dropNewOutboxIndex := `DROP INDEX outbox_event_date_time_id_idx`
+	for _, tc := range []struct {
+		name      string
+		stmts     []string // after today's migrate
+		retention bool
+		want      []string // What of each lack, in order
+		fatal     bool
+	}{
+		{"migrated today", nil, true, nil, false},
+		{"before 1148f4b: no index by position", []string{`DROP INDEX cdc_dead_letter_position`}, true,
+			[]string{lackByPosition}, false},
+		{"before 258535c: no index on cdc_dead_letter", []string{`DROP INDEX cdc_dead_letter_position`, `DROP INDEX cdc_dead_letter_event_id`}, true,
+			[]string{lackByPosition, lackByEvent}, false},
+		{"before cbfce64: the outbox index on event_date_time alone, and no dead-letter index", []string{
+			`DROP INDEX cdc_dead_letter_position`, `DROP INDEX cdc_dead_letter_event_id`, dropNewOutboxIndex, oldIndex,
+		}, true, []string{lackByPosition, lackByEvent, lackOldOutboxIndex}, false},
+		{"the old outbox index, retention off", []string{dropNewOutboxIndex, oldIndex}, false, nil, false},
+		{"no outbox index", []string{dropNewOutboxIndex}, true, []string{lackOutboxIndex}, false},
+		{"no outbox index, retention off", []string{dropNewOutboxIndex}, false, nil, false},
+		{"an invalid index by position: PostgreSQL reads none", []string{
+			`UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'cdc_dead_letter_position'::regclass`,
+		}, true, []string{lackByPosition}, false},
+		{"a partial index by event id", []string{
+			`DROP INDEX cdc_dead_letter_event_id`, `CREATE INDEX some_letters ON cdc_dead_letter (event_id) WHERE seq > 0`,
+		}, true, []string{lackByEvent}, false},
+		{"indexes an operator made under other names", []string{
+			`DROP INDEX cdc_dead_letter_position`, `DROP INDEX cdc_dead_letter_event_id`, dropNewOutboxIndex,
+			`CREATE INDEX letters_by_lsn ON cdc_dead_letter (commit_lsn)`,
+			`CREATE INDEX letters_by_event ON cdc_dead_letter (event_id, created_at)`,
+			`CREATE INDEX outbox_by_time ON outbox (event_date_time, id)`,
+		}, true, nil, false},
+		{"an index with event_id second serves no lookup by it", []string{
+			`DROP INDEX cdc_dead_letter_event_id`, `CREATE INDEX letters_by_time ON cdc_dead_letter (created_at, event_id)`,
+		}, true, []string{lackByEvent}, false},
+		{"no cdc_dead_letter", []string{`DROP TABLE cdc_dead_letter`}, true, []string{lackDeadLetters}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := connect(t, env.NewPostgres(t))
+			if err := ddl.MigratePostgres(ctx, conn, "cdc_outbox", io.Discard); err != nil {
+				t.Fatal(err)
+			}
+			exec(t, conn, tc.stmts...)
+			lacks, err := ddl.CheckPostgres(ctx, conn, tc.retention)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, l := range lacks {
+				got = append(got, l.What)
+				if l.Effect == "" {
+					t.Errorf("%q says nothing of what it costs", l.What)
+				}
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Fatalf("lacks:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+			err = ddl.Fatal(lacks)
+			if tc.fatal != (err != nil) || tc.fatal && !errors.Is(err, ddl.ErrNotMigrated) {
+				t.Fatalf("Fatal = %v, want fatal %v wrapping ErrNotMigrated", err, tc.fatal)
+			}
+			if tc.fatal && !strings.HasPrefix(err.Error(), tc.want[0]+": ") || tc.fatal && !strings.HasSuffix(err.Error(), ": run `cdc migrate` as the admin") {
+				t.Fatalf("Fatal = %q, want it to name %q and `cdc migrate`", err, tc.want[0])
+			}
+		})
+	}
+}
+
+// The tables are found as cdc's other queries find them, through the
+// search path: an outbox and dead letters in another schema on it count.
+func TestCheckPostgres_FindsTheTablesOnTheSearchPath(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	conn := connect(t, env.NewPostgres(t))
+	exec(t, conn, `CREATE SCHEMA app`, `SET search_path = app`)
+	if err := ddl.MigratePostgres(ctx, conn, "cdc_outbox", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if lacks, err := ddl.CheckPostgres(ctx, conn, true); err != nil || len(lacks) != 0 {
+		t.Fatalf("CheckPostgres = %+v, %v; want nothing lacking", lacks, err)
+	}
+	exec(t, conn, `DROP INDEX app.cdc_dead_letter_position`)
+	if lacks, err := ddl.CheckPostgres(ctx, conn, true); err != nil || len(lacks) != 1 || lacks[0].What != lackByPosition {
+		t.Fatalf("CheckPostgres = %+v, %v; want %q", lacks, err, lackByPosition)
+	}
+}
+
+// event_log missing is fatal; another engine than ReplacingMergeTree is
+// named; migrate's table passes.
+func TestCheckClickHouse(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	const mergeTree = `CREATE TABLE event_log (event_id UUID, event_type String, event_date_time DateTime, cdc_commit_lsn UInt64, cdc_seq UInt64)
+		ENGINE = MergeTree() PARTITION BY toYYYYMM(event_date_time) ORDER BY (event_type, event_date_time, event_id)`
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, ch clickhouse.Conn, dsn string)
+		want  string
+		fatal bool
+	}{
+		{"migrated", func(t *testing.T, ch clickhouse.Conn, _ string) {
+			if err := ddl.MigrateClickHouse(ctx, ch); err != nil {
+				t.Fatal(err)
+			}
+		}, "", false},
+		{"no event_log", func(*testing.T, clickhouse.Conn, string) {}, "table event_log does not exist in ClickHouse's database", true},
+		{"a MergeTree", func(t *testing.T, _ clickhouse.Conn, dsn string) { env.ClickHouseExec(t, dsn, mergeTree) },
+			"event_log's engine is MergeTree, not ReplacingMergeTree", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dsn := env.NewClickHouse(t)
+			opts, err := clickhouse.ParseDSN(dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch, err := clickhouse.Open(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ch.Close()
+			tc.setup(t, ch, dsn)
+			lacks, err := ddl.CheckClickHouse(ctx, ch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := ""
+			if len(lacks) > 1 {
+				t.Fatalf("lacks %+v, want one at most", lacks)
+			}
+			if len(lacks) == 1 {
+				got = lacks[0].What
+				if lacks[0].Fatal != tc.fatal {
+					t.Fatalf("%q fatal %v, want %v", got, lacks[0].Fatal, tc.fatal)
+				}
+			}
+			if got != tc.want {
+				t.Fatalf("lack %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
