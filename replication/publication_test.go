@@ -44,6 +44,25 @@ func TestReplicator_PublicationOfOtherTablesIsRefused(t *testing.T) {
 	}
 }
 
+// A publication of the outbox that does not publish inserts (made with
+// publish = 'update', or altered since migrate made it) is refused at the
+// start: the slot would pass every event unseen, and confirm past them.
+func TestReplicator_PublicationWithoutInsertsIsRefused(t *testing.T) {
+	h := setup(t)
+	h.exec(`CREATE PUBLICATION updates_only FOR TABLE outbox WITH (publish = 'update, delete')`)
+	h.exec(`ALTER PUBLICATION pub SET (publish = 'truncate')`)
+	for _, publication := range []string{"updates_only", "pub"} {
+		r, _ := h.replicator(&fakeSink{}, nil, zap.NewNop(), func(c *replication.Config) { c.Publication = publication })
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := r.Run(ctx)
+		cancel()
+		want := "publication does not publish inserts, the only changes cdc ships: the outbox's events would pass the slot unseen; make it publish them (ALTER PUBLICATION … SET (publish = 'insert')) (publication \"" + publication + "\")"
+		if !errors.Is(err, replication.ErrPublicationInserts) || err.Error() != want {
+			t.Fatalf("%s: Run = %v, want %q", publication, err, want)
+		}
+	}
+}
+
 // Rows of a table added to the publication while cdc runs are not
 // shipped, and the outbox rows around them keep the positions they would
 // have with that table's rows counted: a replay from before the table

@@ -189,7 +189,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrPublicationTables) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) {
+		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrPublicationInserts) || errors.Is(err, ErrPublicationTables) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) {
 			return err
 		}
 		if IsLoginError(err) && !r.pgLoggedIn || sink.IsLoginError(err) && !r.chLoggedIn {
@@ -294,6 +294,7 @@ func (b *backoff) reset() { b.cur = 0 }
 var (
 	ErrSlotLost           = errors.New("replication slot was invalidated (wal_status=lost): WAL it needed is gone")
 	ErrPublicationMissing = errors.New("publication does not exist: run `cdc migrate`")
+	ErrPublicationInserts = errors.New("publication does not publish inserts, the only changes cdc ships: the outbox's events would pass the slot unseen; make it publish them (ALTER PUBLICATION … SET (publish = 'insert'))")
 	ErrPublicationTables  = errors.New("cdc ships every row its publication sends into event_log, so it must publish one outbox table alone: set CDC_PUBLICATION to such a publication (CREATE PUBLICATION … FOR TABLE outbox WITH (publish = 'insert')), or drop the other tables from this one (ALTER PUBLICATION … DROP TABLE …; not possible FOR ALL TABLES)")
 	ErrWrongPlugin        = errors.New("replication slot does not use the pgoutput plugin")
 	ErrSlotBusy           = errors.New("replication slot is active in another process")

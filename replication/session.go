@@ -386,7 +386,7 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 	r.slotHolder = 0
 	var pub [][]string
 	err := setupStep(ctx, func(ctx context.Context) (err error) {
-		pub, err = queryRows(ctx, conn, "SELECT 1 FROM pg_publication WHERE pubname = '"+r.cfg.Publication+"'")
+		pub, err = queryRows(ctx, conn, "SELECT pubinsert FROM pg_publication WHERE pubname = '"+r.cfg.Publication+"'")
 		return err
 	})
 	if err != nil {
@@ -394,6 +394,11 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 	}
 	if len(pub) == 0 {
 		return 0, fmt.Errorf("%w (publication %q)", ErrPublicationMissing, r.cfg.Publication)
+	}
+	// Without inserts (publish = 'update', or altered since migrate made
+	// it) the slot would pass every event unseen, and confirm past them.
+	if pub[0][0] != "t" {
+		return 0, fmt.Errorf("%w (publication %q)", ErrPublicationInserts, r.cfg.Publication)
 	}
 	if err := r.checkPublicationTables(ctx, conn); err != nil {
 		return 0, err
