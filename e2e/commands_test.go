@@ -1124,6 +1124,10 @@ func TestCommands_RunsWithLeastPrivilege(t *testing.T) {
 	if strings.Contains(logs, "permission denied") {
 		t.Fatalf("connector hit a missing grant:\n%s", tail(logs, 40))
 	}
+	// The look at the schema at start reads only what these rights show.
+	if strings.Contains(logs, "could not look at the") || strings.Contains(logs, "the schema lacks") {
+		t.Fatalf("the runner's look at the schema failed or found a lack on a migrated schema:\n%s", tail(logs, 40))
+	}
 }
 
 // TestCommands_RetentionRunsWithLeastPrivilege checks that the runner role
