@@ -23,16 +23,13 @@ type Lack struct {
 	Fatal  bool   // cdc run cannot work without it
 }
 
-// Error is the message of a fatal lack.
-func (l Lack) Error() string { return l.What + ": " + l.Effect }
-
 // Fatal is the error for the fatal lacks among lacks, wrapping
 // ErrNotMigrated; nil when there are none.
 func Fatal(lacks []Lack) error {
 	var msgs []string
 	for _, l := range lacks {
 		if l.Fatal {
-			msgs = append(msgs, l.Error())
+			msgs = append(msgs, l.What+": "+l.Effect)
 		}
 	}
 	if len(msgs) == 0 {
