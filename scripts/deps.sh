@@ -17,6 +17,7 @@ test=(
 	"${demo[@]}"
 	make                                 # make test
 	gcc libc6-dev                        # go test -race needs cgo
+	tzdata                               # the unit tests run in a zone other than UTC
 	python3-django python3-psycopg2      # e2e's Django use case (skipped without them)
 )
 case "${1:-}" in
