@@ -47,9 +47,9 @@ servers=$(scripts/localdb.sh start "$local/test")
 eval "$(sed 's/^/export /' <<<"$servers")"
 export CDC_TEST_PG_DSN="$CDC_PG_DSN" CDC_TEST_CLICKHOUSE_DSN="$CDC_CLICKHOUSE_DSN" CDC_TEST_LOCALDB_DIR="$local/test"
 step "$go" vet ./...
-# shellcheck disable=SC2046 # one argument per package
 # In a zone far from UTC (+14:00): a time sent or read in cdc's own zone
 # (TZ) instead of as an instant lands hours off there, and a test sees it;
 # the servers and the e2e suite's binary keep the machine's zone.
+# shellcheck disable=SC2046 # one argument per package
 step env TZ=Pacific/Kiritimati "$go" test -race -count=1 -timeout 20m $("$go" list ./... | grep -v /e2e$)
 step "$go" test -count=1 -timeout 45m ./e2e/
