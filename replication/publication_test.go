@@ -266,3 +266,86 @@ func TestReplicator_PublicationCheckNeedsNoUsageOnItsSchemas(t *testing.T) {
 	defer stop()
 	eventually(t, "the event stored", func() bool { return s.count() == 1 })
 }
+
+// A publication that sends the outbox only in part (PostgreSQL 15's
+// column lists and row filters) is streamed as it is, and said once in a
+// warning, not at every session: a column left out lands as its default,
+// a row filtered out never lands, and either may be meant.
+func TestReplicator_PublicationOfPartOfTheOutboxIsSaidOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// set changes the publication; it returns the fields the
+		// warnings want, "" for none.
+		set    func(h *harness) (left, filter string)
+		stored int // of the first two events, one in environment 'prod'
+	}{
+		{
+			name:   "the whole outbox",
+			set:    func(*harness) (string, string) { return "", "" },
+			stored: 2,
+		},
+		{
+			name: "a column list without metadata_version",
+			set: func(h *harness) (string, string) {
+				var cols string
+				if err := h.pool.QueryRow(context.Background(), `SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+					WHERE attrelid = 'outbox'::regclass AND attnum > 0 AND NOT attisdropped AND attname <> 'metadata_version'`).Scan(&cols); err != nil {
+					h.t.Fatal(err)
+				}
+				h.exec(`ALTER PUBLICATION pub SET TABLE outbox (` + cols + `)`)
+				return "metadata_version", ""
+			},
+			stored: 2,
+		},
+		{
+			name: "a row filter",
+			set: func(h *harness) (string, string) {
+				h.exec(`ALTER PUBLICATION pub SET TABLE outbox WHERE (environment = 'prod')`)
+				return "", "(environment = 'prod'::text)"
+			},
+			stored: 1,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := setup(t)
+			left, filter := tc.set(h)
+			core, logs := observer.New(zapcore.WarnLevel)
+			s := &fakeSink{}
+			rep, _, stop := h.start(s, nil, zap.New(core), func(*replication.Config) {})
+			defer stop()
+			h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('a', 'prod', '{}'), ('b', 'test', '{}')`)
+			h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('c', 'prod', '{}')`)
+			eventually(t, "the last event stored", func() bool { return s.count() == tc.stored+1 })
+			// A second session looks again, and says nothing new.
+			h.exec(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'slot' AND active_pid IS NOT NULL`)
+			eventually(t, "a second session", func() bool {
+				return logs.FilterMessage("replication interrupted; reconnecting").Len() == 1 && rep.State().Streaming()
+			})
+			h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('d', 'prod', '{}')`)
+			eventually(t, "the event after it stored", func() bool { return s.count() == tc.stored+2 })
+
+			var got []string
+			for _, e := range logs.All() {
+				switch e.Message {
+				case "replication interrupted; reconnecting":
+				case "the publication leaves columns of the outbox out (a column list): event_log gets their columns' defaults":
+					got = append(got, fmt.Sprintf("left out %v", e.ContextMap()["columns_left_out"]))
+				case "the publication sends only the outbox rows its row filter passes: the others never reach event_log, and cdc verify counts them missing":
+					got = append(got, fmt.Sprintf("filter %v", e.ContextMap()["row_filter"]))
+				default:
+					t.Errorf("unexpected warning %q %v", e.Message, e.ContextMap())
+				}
+			}
+			var want []string
+			if left != "" {
+				want = append(want, "left out "+left)
+			}
+			if filter != "" {
+				want = append(want, "filter "+filter)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("warnings %q, want %q", got, want)
+			}
+		})
+	}
+}

@@ -98,6 +98,10 @@ type Replicator struct {
 	// session's start (checkPublicationTables). Only Run's goroutine
 	// touches it.
 	outbox outboxTable
+	// subsetNoted is the publication's column list and row filter last
+	// warned of (notePublicationSubset), "" while neither. Only Run's
+	// goroutine touches it.
+	subsetNoted string
 	// restartLSN is the slot's restart_lsn, read with its confirmed
 	// position at each session's start (prepareSlot). Only Run's
 	// goroutine touches it.

@@ -315,7 +315,7 @@ func (r *Replicator) checkPublicationTables(ctx context.Context, conn *pgconn.Pg
 	r.outbox = outboxTable{oid: uint32(oid), schema: tables[0][0]}
 	others := tables[1:]
 	if len(others) == 0 {
-		return nil
+		return r.notePublicationSubset(ctx, conn, uint32(oid))
 	}
 	var names []string
 	for _, row := range others[:min(len(others), shown)] {
@@ -326,6 +326,45 @@ func (r *Replicator) checkPublicationTables(ctx context.Context, conn *pgconn.Pg
 		names = append(names, "…")
 	}
 	return fmt.Errorf("publication %q publishes %s besides %s: %w", r.cfg.Publication, strings.Join(names, ", "), tables[0][1], ErrPublicationTables)
+}
+
+// notePublicationSubset warns, once for each new finding, when the
+// publication sends the outbox only in part (PostgreSQL 15 and later): a
+// column list leaves columns out, whose event_log columns then get their
+// defaults, and a row filter leaves rows out, which never reach
+// event_log. Either may be meant (a column kept from ClickHouse, events
+// of one environment), so neither is refused; unsaid, either would look
+// like a loss. A failed look says nothing: the session goes on.
+func (r *Replicator) notePublicationSubset(ctx context.Context, conn *pgconn.PgConn, outbox uint32) error {
+	if serverMajor(conn) < 15 {
+		return nil
+	}
+	var rows [][]string
+	err := setupStep(ctx, func(ctx context.Context) (err error) {
+		rows, err = queryRows(ctx, conn, fmt.Sprintf(
+			"SELECT array_to_string(ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = %d AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> ALL (t.attnames) ORDER BY a.attnum), ', '), coalesce(t.rowfilter, '') FROM pg_publication_tables t JOIN pg_namespace n ON n.nspname = t.schemaname JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename WHERE t.pubname = '%s' AND c.oid = %d",
+			outbox, r.cfg.Publication, outbox))
+		return err
+	})
+	if err != nil || len(rows) != 1 {
+		if err != nil && ctx.Err() == nil {
+			r.log.Debug("could not look at the publication's column list and row filter", zap.Error(err))
+		}
+		return nil
+	}
+	left, filter := rows[0][0], rows[0][1]
+	if seen := left + "\x00" + filter; seen != r.subsetNoted {
+		r.subsetNoted = seen
+		if left != "" {
+			r.log.Warn("the publication leaves columns of the outbox out (a column list): event_log gets their columns' defaults",
+				zap.String("publication", r.cfg.Publication), zap.String("columns_left_out", left))
+		}
+		if filter != "" {
+			r.log.Warn("the publication sends only the outbox rows its row filter passes: the others never reach event_log, and cdc verify counts them missing",
+				zap.String("publication", r.cfg.Publication), zap.String("row_filter", filter))
+		}
+	}
+	return nil
 }
 
 // binaryValues decides whether the session asks pgoutput for binary
