@@ -28,12 +28,27 @@ const OutboxTable = ddl.OutboxTable
 // replication session does (replication.TextParams), so a column's text here is
 // byte for byte what pgoutput sends.
 func OpenPool(ctx context.Context, dsn string) (*pgxpool.Pool, error) {
+	cfg, err := PoolConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return OpenPoolConfig(ctx, cfg)
+}
+
+// PoolConfig is the configuration OpenPool opens, for a caller to add
+// settings of its own (OpenPoolConfig).
+func PoolConfig(dsn string) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("parse postgres dsn: %w", err)
 	}
 	replication.PoolDefaults(dsn, cfg)
 	replication.SetTextParams(cfg.ConnConfig.RuntimeParams)
+	return cfg, nil
+}
+
+// OpenPoolConfig opens a pool of cfg, made by PoolConfig.
+func OpenPoolConfig(ctx context.Context, cfg *pgxpool.Config) (*pgxpool.Pool, error) {
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open postgres pool: %w", err)

@@ -1,6 +1,13 @@
 package replication
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -44,4 +51,98 @@ func PoolDefaults(dsn string, cfg *pgxpool.Config) {
 	// its lock while it reads and deletes letters on another, and waited
 	// for ever on one.
 	cfg.MaxConns = max(cfg.MaxConns, 2)
+}
+
+// ErrSilent is a read that got nothing from PostgreSQL for a whole
+// silence bound (BoundSilence): a server or link that froze without a
+// reset.
+var ErrSilent = errors.New("postgres sent nothing")
+
+// BoundSilence makes every read on cfg's connections fail with ErrSilent
+// once PostgreSQL has sent nothing for limit while one waits. statement_timeout
+// and lock_timeout are the server's bounds and need the server to answer;
+// a frozen one (a SIGSTOPped backend, a paused VM, a pooler that stopped
+// forwarding) keeps a client waiting for ever, since a live kernel still
+// acknowledges TCP and keepalives never fail. Set limit above the
+// session's statement_timeout so that a slow statement ends with the
+// server's own error first. A read is only under way while an answer is
+// awaited: an idle pooled connection is not cut. pgx's own deadlines (a
+// context ended) are kept when earlier.
+//
+// Once one read was cut, the server is taken as frozen and no new
+// connection is made: pgx sends a cancel request on a new connection
+// before it closes the one cut, and would wait 15 s more for it.
+func BoundSilence(cfg *pgconn.Config, limit time.Duration) {
+	dial := cfg.DialFunc
+	frozen := new(atomic.Bool)
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if frozen.Load() {
+			return nil, fmt.Errorf("%w for %s on another connection: not connecting again", ErrSilent, limit)
+		}
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &silenceConn{Conn: c, limit: limit, frozen: frozen}, nil
+	}
+}
+
+// silenceConn is a connection whose reads fail after limit without a
+// byte; see BoundSilence.
+type silenceConn struct {
+	net.Conn
+	limit  time.Duration
+	frozen *atomic.Bool // shared by the connections of one BoundSilence
+
+	mu     sync.Mutex
+	outer  time.Time // the read deadline pgconn set, if any
+	broken error     // set once a read was cut: every later one fails with it
+}
+
+func (c *silenceConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	outer, broken := c.outer, c.broken
+	c.mu.Unlock()
+	if broken != nil {
+		// pgx drains a connection it closes, up to 15 s: from a frozen
+		// server nothing more will come.
+		return 0, broken
+	}
+	own := time.Now().Add(c.limit)
+	deadline := own
+	if !outer.IsZero() && outer.Before(own) {
+		deadline = outer
+	}
+	if err := c.Conn.SetReadDeadline(deadline); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && deadline.Equal(own) {
+		c.mu.Lock()
+		ours := c.outer.Equal(outer) // not moved meanwhile by a context ending
+		c.mu.Unlock()
+		if ours {
+			c.frozen.Store(true)
+			err = fmt.Errorf("%w for %s while cdc waited for an answer: %w", ErrSilent, c.limit, err)
+			c.mu.Lock()
+			c.broken = err
+			c.mu.Unlock()
+			return n, err
+		}
+	}
+	return n, err
+}
+
+func (c *silenceConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.outer = t
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *silenceConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.outer = t
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
 }

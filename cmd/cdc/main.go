@@ -195,6 +195,7 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 		fmt.Fprintf(stderr, "cdc %s: %s: %s\n", args[0], loginRefused(err), oneLine(err))
 		return 2
 	default:
+		err = explainWait(ctx, cfg.PGDSN, err)
 		if ctx.Err() != nil && !errors.Is(err, context.Canceled) {
 			// A signal cut the command short while it waited on what
 			// does not heed it (clickhouse-go's dial, up to its

@@ -156,15 +156,6 @@ func formatSince(t time.Time) string {
 	return t.UTC().Format(time.RFC3339Nano)
 }
 
-// openOperatorPool opens PostgreSQL for verify, backfill and deadletter:
-// sessions that print values as the replication stream does.
-func openOperatorPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
-	if _, err := pgxpool.ParseConfig(cfg.PGDSN); err != nil {
-		return nil, &exitError{code: 2, err: fmt.Errorf("CDC_PG_DSN: %w", err)}
-	}
-	return backfill.OpenPool(ctx, cfg.PGDSN)
-}
-
 // openBoth opens PostgreSQL and ClickHouse for a command that needs both.
 func openBoth(ctx context.Context, cfg config.Config, log *zap.Logger) (*pgxpool.Pool, *sink.ClickHouse, func(), error) {
 	pool, err := openOperatorPool(ctx, cfg)

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/eventcdc/cdc/internal/testenv"
+	"github.com/eventcdc/cdc/sink"
+	ddl "github.com/eventcdc/cdc/sql"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// operatorEnv is a migrated PostgreSQL database and ClickHouse database for
+// the operator commands, with one outbox row old enough for verify and one
+// dead letter; pool is a superuser pool on the database.
+func operatorEnv(t *testing.T) (pool *pgxpool.Pool, env map[string]string) {
+	t.Helper()
+	e := testenv.Get(t)
+	pool = e.MigratedPostgres(t, "cdc_outbox")
+	chDSN := e.NewClickHouse(t)
+	ch, err := sink.Open(chDSN, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	ctx := context.Background()
+	if err := ddl.MigrateClickHouse(ctx, ch.Conn()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, event_date_time, environment, event_context) VALUES ('a', now() - interval '1 hour', 'e', '{}')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO cdc_dead_letter (commit_lsn, seq, row_data, error) VALUES ('0/1', 1, '{"id": "x"}', 'refused')`); err != nil {
+		t.Fatal(err)
+	}
+	return pool, map[string]string{
+		"CDC_PG_DSN":         pool.Config().ConnString(),
+		"CDC_CLICKHOUSE_DSN": chDSN,
+		"CDC_METRICS_ADDR":   "off",
+	}
+}
+
+// holdLock takes lock in a transaction on a connection of its own, left
+// open until the test ends, and returns that session's pid.
+func holdLock(t *testing.T, pool *pgxpool.Pool, lock string) uint32 {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, lock); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()); conn.Release() })
+	return conn.Conn().PgConn().PID()
+}
+
+// runWithin runs the command, failing the test if it has not ended within
+// limit; it returns the exit code, stdout, stderr and how long it took.
+func runWithin(t *testing.T, limit time.Duration, env map[string]string, args ...string) (int, string, string, time.Duration) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	done := make(chan int, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	go func() { done <- Main(ctx, args, func(k string) string { return env[k] }, nil, &stdout, &stderr) }()
+	select {
+	case code := <-done:
+		return code, stdout.String(), stderr.String(), time.Since(start)
+	case <-time.After(limit):
+		cancel()
+		<-done
+		t.Fatalf("cdc %v still waits after %s; stderr: %s", args, limit, stderr.String())
+		return 0, "", "", 0
+	}
+}
+
+// An operator command whose table another session holds locked (LOCK
+// TABLE in a transaction left open, an ALTER TABLE queued behind one)
+// gives up after lock_timeout, 15 s, and exits 1 saying what it was doing,
+// that it waited for a lock and whose. It waited for ever.
+func TestOperatorCommands_GiveUpOnALockedTable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the 15 s lock_timeout")
+	}
+	for _, tc := range []struct {
+		args  []string
+		table string
+		doing string
+	}{
+		{[]string{"deadletter", "list"}, "cdc_dead_letter", "read dead letters"},
+		{[]string{"deadletter", "list", "--json"}, "cdc_dead_letter", "read dead letters"},
+		{[]string{"deadletter", "replay"}, "cdc_dead_letter", "read the newest dead letter"},
+		{[]string{"verify", "--since", "-infinity"}, "outbox", "read outbox rows"},
+		{[]string{"backfill", "--since", "-infinity"}, "outbox", "read outbox rows"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Parallel()
+			pool, env := operatorEnv(t)
+			pid := holdLock(t, pool, "LOCK TABLE "+tc.table+" IN ACCESS EXCLUSIVE MODE")
+			code, _, stderr, took := runWithin(t, time.Minute, env, tc.args...)
+			want := regexp.MustCompile(regexp.QuoteMeta(tc.doing+": ERROR: canceling statement due to lock timeout (SQLSTATE 55P03) (waited 15s, lock_timeout, for a lock: AccessExclusiveLock on "+tc.table+" held by pid "+fmt.Sprint(pid)+" (idle in transaction, its transaction open ") + `\d+s\)\)"`)
+			if code != 1 || !want.MatchString(stderr) || took < 14*time.Second || took > 30*time.Second {
+				t.Fatalf("cdc %v exited %d after %s: %s; want 1 after 15 s, matching %s", tc.args, code, took.Round(time.Millisecond), stderr, want)
+			}
+		})
+	}
+}
+
+// A PostgreSQL that stops answering once the command is connected (a
+// SIGSTOPped backend, a paused VM, a link gone without a reset) fails the
+// command once it has sent nothing for statement_timeout + 15 s, here 1 s
+// + 15 s, exit 1 saying so. It waited for ever: statement_timeout needs a
+// server that answers.
+func TestOperatorCommands_GiveUpOnAFrozenServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the 16 s silence bound")
+	}
+	for _, tc := range []struct {
+		args  []string
+		table string
+		doing string
+	}{
+		{[]string{"deadletter", "list"}, "cdc_dead_letter", "read dead letters"},
+		{[]string{"deadletter", "list", "--json"}, "cdc_dead_letter", "read dead letters"},
+		{[]string{"verify", "--since", "-infinity"}, "outbox", "read outbox rows"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Parallel()
+			pool, env := operatorEnv(t)
+			// The lock keeps the command's query waiting in the server;
+			// the link freezes meanwhile, before the server's
+			// statement_timeout answer can pass it.
+			holdLock(t, pool, "LOCK TABLE "+tc.table+" IN ACCESS EXCLUSIVE MODE")
+			u, err := url.Parse(env["CDC_PG_DSN"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			freezer := testenv.NewFreezer(t, u.Host)
+			u.Host = freezer.Addr()
+			q := u.Query()
+			q.Set("statement_timeout", "1000")
+			u.RawQuery = q.Encode()
+			env["CDC_PG_DSN"] = u.String()
+			go func() {
+				for !freezer.Frozen() {
+					var waiting bool
+					if err := pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
+						return
+					}
+					if waiting {
+						freezer.Freeze()
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}()
+			code, _, stderr, took := runWithin(t, time.Minute, env, tc.args...)
+			want := tc.doing + ": "
+			if code != 1 || !freezer.Frozen() || !strings.Contains(stderr, want) || !strings.Contains(stderr, "postgres sent nothing for 16s while cdc waited for an answer") || took < 15*time.Second || took > 30*time.Second {
+				t.Fatalf("cdc %v exited %d after %s (link frozen: %v): %s; want 1 after 16 s, naming %q", tc.args, code, took.Round(time.Millisecond), freezer.Frozen(), stderr, want)
+			}
+			freezer.Thaw()
+		})
+	}
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eventcdc/cdc/backfill"
+	"github.com/eventcdc/cdc/config"
+	"github.com/eventcdc/cdc/replication"
+)
+
+// The bounds of the PostgreSQL sessions of verify, backfill and deadletter
+// list and replay: commands an operator runs by hand, and waits for. A
+// table locked by another session (an ALTER TABLE, a LOCK TABLE in a
+// transaction left open) held each of them for ever, and so did a server
+// that stopped answering once connected. Each page they read or write is
+// one short statement, so that a whole backfill may take hours while no
+// statement comes near these. A DSN that sets lock_timeout or
+// statement_timeout itself keeps its own (docs/operations.md, Bounds of
+// the operator commands).
+const (
+	operatorLockTimeout      = 15 * time.Second
+	operatorStatementTimeout = 45 * time.Second
+	// operatorSilenceMargin is how long past statement_timeout a
+	// statement may go without a byte from PostgreSQL before cdc gives
+	// the server up as frozen: the server's own cancel comes first.
+	operatorSilenceMargin = 15 * time.Second
+)
+
+// operatorBounds sets the operator commands' bounds on pcfg, parsed from
+// dsn: lock_timeout and statement_timeout for each session, unless dsn
+// sets them, and a bound on PostgreSQL's silence past the statement
+// timeout in force. A DSN's statement_timeout of 0 (none) leaves silence
+// unbounded too: a statement may then take as long as it does.
+func operatorBounds(dsn string, pcfg *pgxpool.Config) error {
+	params := pcfg.ConnConfig.RuntimeParams
+	if setting(params, "lock_timeout") == "" {
+		params["lock_timeout"] = strconv.FormatInt(operatorLockTimeout.Milliseconds(), 10)
+	}
+	stmt := operatorStatementTimeout
+	if v := setting(params, "statement_timeout"); v != "" {
+		d, err := pgDuration(v)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("CDC_PG_DSN: statement_timeout %q: %w", v, err)}
+		}
+		if d == 0 {
+			return nil
+		}
+		stmt = d
+	} else {
+		params["statement_timeout"] = strconv.FormatInt(operatorStatementTimeout.Milliseconds(), 10)
+	}
+	replication.BoundSilence(&pcfg.ConnConfig.Config, stmt+operatorSilenceMargin)
+	return nil
+}
+
+// setting is params' value of a PostgreSQL setting, whose names are not
+// case-sensitive.
+func setting(params map[string]string, name string) string {
+	for k, v := range params {
+		if strings.EqualFold(k, name) {
+			return v
+		}
+	}
+	return ""
+}
+
+// pgDuration reads a time setting as PostgreSQL does: a number of
+// milliseconds, or a number with one of its units.
+func pgDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	i := strings.IndexFunc(s, func(r rune) bool { return !unicode.IsDigit(r) && r != '.' })
+	num, unit := s, ""
+	if i >= 0 {
+		num, unit = s[:i], strings.TrimSpace(s[i:])
+	}
+	n, err := strconv.ParseFloat(num, 64)
+	if err != nil || n < 0 {
+		return 0, errors.New("not a time PostgreSQL reads (e.g. 30000 or 30s)")
+	}
+	per := map[string]time.Duration{"": time.Millisecond, "us": time.Microsecond, "ms": time.Millisecond, "s": time.Second, "min": time.Minute, "h": time.Hour, "d": 24 * time.Hour}[unit]
+	if per == 0 {
+		return 0, fmt.Errorf("unit %q is none of PostgreSQL's (us, ms, s, min, h, d)", unit)
+	}
+	return time.Duration(n * float64(per)), nil
+}
+
+// openOperatorPool opens PostgreSQL for verify, backfill and deadletter:
+// sessions that print values as the replication stream does, within the
+// operator commands' bounds.
+func openOperatorPool(ctx context.Context, cfg config.Config) (*pgxpool.Pool, error) {
+	if _, err := pgxpool.ParseConfig(cfg.PGDSN); err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("CDC_PG_DSN: %w", err)}
+	}
+	pcfg, err := backfill.PoolConfig(cfg.PGDSN)
+	if err != nil {
+		return nil, err
+	}
+	if err := operatorBounds(cfg.PGDSN, pcfg); err != nil {
+		return nil, err
+	}
+	return backfill.OpenPoolConfig(ctx, pcfg)
+}
+
+// explainWait adds to a command's error what it waited for, where
+// PostgreSQL gave up waiting for a lock: which sessions hold, or queue
+// for, a lock on cdc's tables that the command's would wait behind. It
+// asks on a connection of its own, within a few seconds; what it cannot
+// find out is left unsaid.
+func explainWait(ctx context.Context, dsn string, err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "55P03" { // lock_not_available: lock_timeout
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	pcfg, perr := pgx.ParseConfig(dsn)
+	if perr != nil {
+		return err
+	}
+	replication.ConnDefaults(&pcfg.Config)
+	pcfg.ConnectTimeout = 5 * time.Second
+	conn, cerr := pgx.ConnectConfig(ctx, pcfg)
+	if cerr != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	waited := operatorLockTimeout.String()
+	if v := setting(pcfg.RuntimeParams, "lock_timeout"); v != "" {
+		waited = v
+	}
+	// The modes that keep a reader (ACCESS SHARE) or a writer (ROW
+	// EXCLUSIVE) of a table waiting; a session that waits for one of them
+	// keeps later ones waiting behind it, so those not yet granted count.
+	rows, qerr := conn.Query(ctx, `
+		SELECT l.relation::regclass::text, l.pid, l.mode, l.granted, coalesce(a.state, ''),
+		       coalesce(extract(epoch FROM now() - a.xact_start)::bigint, 0)
+		FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'relation'
+		  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		  AND l.relation IN (SELECT c FROM unnest(ARRAY[to_regclass('outbox'), to_regclass('cdc_dead_letter')]) AS c WHERE c IS NOT NULL)
+		  AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+		  AND l.pid <> pg_backend_pid()
+		ORDER BY l.granted DESC, l.pid`)
+	if qerr != nil {
+		return err
+	}
+	defer rows.Close()
+	var held []string
+	for rows.Next() {
+		var table, mode, state string
+		var pid int32
+		var granted bool
+		var xactAge int64
+		if rows.Scan(&table, &pid, &mode, &granted, &state, &xactAge) != nil {
+			return err
+		}
+		how := "held by"
+		if !granted {
+			how = "queued for by"
+		}
+		s := fmt.Sprintf("%s on %s %s pid %d", mode, table, how, pid)
+		if state != "" {
+			s += fmt.Sprintf(" (%s, its transaction open %s)", state, time.Duration(xactAge)*time.Second)
+		}
+		held = append(held, s)
+	}
+	if rows.Err() != nil || len(held) == 0 {
+		return fmt.Errorf("%w (waited %s, lock_timeout, for a lock another session holds)", err, waited)
+	}
+	return fmt.Errorf("%w (waited %s, lock_timeout, for a lock: %s)", err, waited, strings.Join(held, "; "))
+}
