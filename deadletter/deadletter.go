@@ -410,6 +410,35 @@ func (s *Store) List(ctx context.Context, limit int, withData bool) ([]Letter, e
 	return out, err
 }
 
+// Listing returns up to limit dead letters, oldest first and without their
+// RowData (List), and how many there are, both as one statement saw them:
+// a count read apart, before or after, may miss letters set aside or
+// replayed in between, and the listing would say "100 of 40 shown".
+func (s *Store) Listing(ctx context.Context, limit int) (letters []Letter, total int64, err error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, error, created_at, (SELECT count(*) FROM cdc_dead_letter)
+		FROM cdc_dead_letter ORDER BY id LIMIT $1`, limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read dead letters: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var l Letter
+		if err := rows.Scan(&l.ID, &l.EventID, &l.CommitLSN, &l.Seq, &l.Error, &l.CreatedAt, &total); err != nil {
+			return nil, 0, fmt.Errorf("read dead letters: %w", err)
+		}
+		letters = append(letters, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("read dead letters: %w", err)
+	}
+	if len(letters) == 0 {
+		// No row to carry the count: there is none, in this statement's
+		// view too.
+		return nil, 0, nil
+	}
+	return letters, total, nil
+}
+
 // Count returns how many dead letters wait for an operator.
 func (s *Store) Count(ctx context.Context) (int64, error) {
 	var n int64

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"github.com/eventcdc/cdc/deadletter"
 	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/sink"
 	ddl "github.com/eventcdc/cdc/sql"
@@ -177,6 +178,35 @@ func TestOperatorCommands_GiveUpOnAFrozenServer(t *testing.T) {
 				t.Fatalf("cdc %v exited %d after %s (link frozen: %v): %s; want 1 after 16 s, naming %q", tc.args, code, took.Round(time.Millisecond), freezer.Frozen(), stderr, want)
 			}
 			freezer.Thaw()
+		})
+	}
+}
+
+// The listing's rows keep their columns whatever an error holds: a tab
+// (tabwriter's column break) or a carriage return printed as is shifted
+// or overwrote the row's cells.
+func TestPrintLetters(t *testing.T) {
+	at := time.Date(2026, 11, 25, 12, 43, 30, 0, time.UTC)
+	id := "e4231b8c-5a09-4af8-8adb-e3578428d7f0"
+	for _, tc := range []struct {
+		name  string
+		error string
+		want  string
+	}{
+		{"plain", `column metadata_version: "300" does not fit UInt8`,
+			"1   e4231b8c-5a09-4af8-8adb-e3578428d7f0  0/5CA7898#1  2026-11-25T12:43:30Z  column metadata_version: \"300\" does not fit UInt8\n"},
+		{"a tab", "code: 53\tType mismatch",
+			"1   e4231b8c-5a09-4af8-8adb-e3578428d7f0  0/5CA7898#1  2026-11-25T12:43:30Z  code: 53 Type mismatch\n"},
+		{"lines", "first\r\nsecond",
+			"1   e4231b8c-5a09-4af8-8adb-e3578428d7f0  0/5CA7898#1  2026-11-25T12:43:30Z  first  second\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			printLetters(&b, []deadletter.Letter{{ID: 1, EventID: &id, CommitLSN: "0/5CA7898", Seq: 1, Error: tc.error, CreatedAt: at}}, 3)
+			want := "ID  EVENT ID                              POSITION     CREATED               ERROR\n" + tc.want + "1 of 3 dead letters shown\n"
+			if b.String() != want {
+				t.Errorf("printed\n%q\nwant\n%q", b.String(), want)
+			}
 		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -395,14 +396,19 @@ func runDeadLetterList(ctx context.Context, cfg config.Config, args []string, st
 	if *asJSON {
 		return printLettersJSON(ctx, store, *limit, cfg, stdout)
 	}
-	letters, err := store.List(ctx, *limit, false)
+	letters, total, err := store.Listing(ctx, *limit)
 	if err != nil {
 		return err
 	}
-	total, err := store.Count(ctx)
-	if err != nil {
-		return err
-	}
+	printLetters(stdout, letters, total)
+	return nil
+}
+
+// printLetters prints the letters as a table, and how many of total they
+// are. An error's control characters (a tab, a newline, a carriage return)
+// print as spaces: a tab is tabwriter's column break, and would shift the
+// row's cells; a carriage return would print over the row.
+func printLetters(stdout io.Writer, letters []deadletter.Letter, total int64) {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tEVENT ID\tPOSITION\tCREATED\tERROR")
 	for _, l := range letters {
@@ -411,13 +417,15 @@ func runDeadLetterList(ctx context.Context, cfg config.Config, args []string, st
 			eventID = *l.EventID
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s#%d\t%s\t%s\n", l.ID, eventID, l.CommitLSN, l.Seq,
-			l.CreatedAt.UTC().Format(time.RFC3339), strings.ReplaceAll(l.Error, "\n", " "))
+			l.CreatedAt.UTC().Format(time.RFC3339), strings.Map(func(r rune) rune {
+				if unicode.IsControl(r) {
+					return ' '
+				}
+				return r
+			}, l.Error))
 	}
-	if err := tw.Flush(); err != nil {
-		return fmt.Errorf("print dead letters: %w", err)
-	}
+	_ = tw.Flush() // its errors are stdout's, and the line below meets them too
 	fmt.Fprintf(stdout, "%d of %d dead letters shown\n", len(letters), total)
-	return nil
 }
 
 // printLettersJSON prints up to limit letters with their values as one
