@@ -8,6 +8,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -49,6 +50,9 @@ func operatorEnv(t *testing.T) (pool *pgxpool.Pool, env map[string]string) {
 		"CDC_PG_DSN":         pool.Config().ConnString(),
 		"CDC_CLICKHOUSE_DSN": chDSN,
 		"CDC_METRICS_ADDR":   "off",
+		// Slot names are the cluster's: migrate would refuse another
+		// test's.
+		"CDC_SLOT_NAME": testenv.Name("slot"),
 	}
 }
 
@@ -209,4 +213,102 @@ func TestPrintLetters(t *testing.T) {
 			}
 		})
 	}
+}
+
+// syncBuffer is a bytes.Buffer a command writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// migrate may wait for a lock as long as it takes (a deploy's migration
+// behind a long transaction), but says what it waits for, and whose; it
+// said nothing. Here: the outbox locked by another session, then let go.
+func TestMigrate_SaysWhatItWaitsFor(t *testing.T) {
+	defer func(every time.Duration) { migrateWatchEvery = every }(migrateWatchEvery)
+	migrateWatchEvery = 100 * time.Millisecond
+	pool, env := operatorEnv(t)
+	ctx := context.Background()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // rolled back below; a second time does nothing
+	if _, err := tx.Exec(ctx, "LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, []string{"migrate"}, func(k string) string { return env[k] }, nil, &stdout, &stderr)
+	}()
+	want := fmt.Sprintf("waiting for a lock on outbox (AccessShareLock) held by pid %d (idle in transaction, its transaction open ", conn.Conn().PgConn().PID())
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(stdout.String(), want); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("migrate has not said %q in 20 s; stdout: %q", want, stdout.String())
+		}
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 || !strings.HasSuffix(stdout.String(), "migrated: postgres outbox, cdc_dead_letter, publication cdc_outbox; clickhouse event_log\n") {
+			t.Fatalf("migrate exited %d once the lock was let go; stdout %q, stderr %q; want 0 and the migrated line last", code, stdout.String(), stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("migrate still waits 30 s after the lock was let go")
+	}
+}
+
+// A PostgreSQL that stops answering while migrate waits in it stops
+// migrate once neither its session nor a second one asking after it gets
+// an answer for migrateSilence (a minute; 2 s here): exit 1 saying so. It
+// waited for ever.
+func TestMigrate_GivesUpOnAFrozenServer(t *testing.T) {
+	defer func(every, silence time.Duration) { migrateWatchEvery, migrateSilence = every, silence }(migrateWatchEvery, migrateSilence)
+	migrateWatchEvery, migrateSilence = 100*time.Millisecond, 2*time.Second
+	pool, env := operatorEnv(t)
+	holdLock(t, pool, "LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+	u, err := url.Parse(env["CDC_PG_DSN"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	freezer := testenv.NewFreezer(t, u.Host)
+	u.Host = freezer.Addr()
+	env["CDC_PG_DSN"] = u.String()
+	go func() {
+		for !freezer.Frozen() {
+			var waiting bool
+			if err := pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
+				return
+			}
+			if waiting {
+				freezer.Freeze()
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	code, _, stderr, took := runWithin(t, time.Minute, env, "migrate")
+	if code != 1 || !freezer.Frozen() || !strings.Contains(stderr, "postgres answered nothing for 2s to migrate's session or to a second one asking what it waits for") || took > 15*time.Second {
+		t.Fatalf("migrate exited %d after %s (link frozen: %v): %s; want 1 within a few seconds, saying postgres answered nothing", code, took.Round(time.Millisecond), freezer.Frozen(), stderr)
+	}
+	freezer.Thaw()
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -34,8 +35,13 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 		return fmt.Errorf("connect to postgres: %w", err)
 	}
 	defer pg.Close(context.Background())
+	// migrate may wait long, and rightly (a lock, a long transaction its
+	// index build waits out, a build of an hour): it says what it waits
+	// for, and gives up on a server that stops answering.
+	ctx, stopWatch := watchMigrate(ctx, cfg.PGDSN, pg.PgConn().PID(), stdout)
+	defer stopWatch()
 	if err := ddl.MigratePostgres(ctx, pg, cfg.Publication, stdout); err != nil {
-		return err
+		return frozenCause(ctx, err)
 	}
 	// ClickHouse before the slot: a migrate that fails there (ClickHouse
 	// down, a wrong DSN) leaves no slot behind to retain WAL while
@@ -46,7 +52,7 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	}
 	defer ch.Close()
 	if err := ddl.MigrateClickHouse(ctx, ch.Conn()); err != nil {
-		return err
+		return frozenCause(ctx, err)
 	}
 	// Hold retention before the slot exists where the outbox has rows:
 	// a migrate interrupted between creating the slot and holding would
@@ -54,7 +60,7 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	// nothing. A hold without a slot only pauses retention.
 	var exists bool
 	if err := pg.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, cfg.SlotName).Scan(&exists); err != nil {
-		return fmt.Errorf("look up slot %s: %w", cfg.SlotName, err)
+		return frozenCause(ctx, fmt.Errorf("look up slot %s: %w", cfg.SlotName, err))
 	}
 	if !exists {
 		// Tried again once the slot exists (noteOlderEvents), which says
@@ -65,7 +71,7 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	}
 	created, err := ddl.CreateSlot(ctx, pg, cfg.SlotName)
 	if err != nil {
-		return err
+		return frozenCause(ctx, err)
 	}
 	if created {
 		fmt.Fprintf(stdout, "created replication slot %s: events published from now on are kept until cdc run ships them\n", cfg.SlotName)
@@ -148,4 +154,114 @@ func holdName(ctx context.Context, pg *pgx.Conn, slot string) string {
 		return ""
 	}
 	return name
+}
+
+// How migrate watches its session: every migrateWatchEvery it asks, on a
+// connection of its own, what that session waits for, and prints it when
+// it changes. A server that answers neither within migrateSilence is taken
+// as frozen, and migrate stops. Variables for the tests.
+var (
+	migrateWatchEvery = 5 * time.Second
+	migrateSilence    = time.Minute
+)
+
+// errFrozen is migrate stopped by its watch.
+var errFrozen = errors.New("postgres answered nothing")
+
+// watchMigrate watches the session pid (see migrateWatchEvery) until stop
+// is called; the context it returns ends with errFrozen as its cause when
+// the server stopped answering.
+func watchMigrate(ctx context.Context, dsn string, pid uint32, stdout io.Writer) (context.Context, func()) {
+	wctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var conn *pgx.Conn
+		defer func() {
+			if conn != nil {
+				conn.Close(context.Background())
+			}
+		}()
+		answered := time.Now()
+		said, saidAt := "", time.Time{}
+		t := time.NewTicker(migrateWatchEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-t.C:
+			}
+			waits, withAges, err := sessionWaits(wctx, dsn, &conn, pid)
+			switch {
+			case wctx.Err() != nil:
+				return
+			case err == nil:
+				answered = time.Now()
+				// Said when it changes, and again each minute it lasts.
+				if waits != "" && (waits != said || time.Since(saidAt) >= time.Minute) {
+					fmt.Fprintf(stdout, "waiting for %s\n", withAges)
+					saidAt = time.Now()
+				}
+				said = waits
+			case time.Since(answered) >= migrateSilence:
+				cancel(fmt.Errorf("%w for %s to migrate's session or to a second one asking what it waits for (%v): stopped", errFrozen, migrateSilence, err))
+				return
+			}
+		}
+	}()
+	return wctx, func() { cancel(nil); <-done }
+}
+
+// sessionWaits says what the session pid waits for, "" when nothing, and
+// the same with how long the sessions it waits behind have been in their
+// transactions; asking on *conn (connected first when nil, and closed and set to nil on
+// a failure).
+func sessionWaits(ctx context.Context, dsn string, conn **pgx.Conn, pid uint32) (what, withAges string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, min(migrateSilence, 10*time.Second))
+	defer cancel()
+	if *conn == nil {
+		pcfg, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			return "", "", err
+		}
+		replication.ConnDefaults(&pcfg.Config)
+		c, err := pgx.ConnectConfig(ctx, pcfg)
+		if err != nil {
+			return "", "", err
+		}
+		*conn = c
+	}
+	// A lock not granted, and the sessions it waits behind: holders, or
+	// others queued ahead for a lock that conflicts. CREATE INDEX
+	// CONCURRENTLY waits on the transactions (virtualxid) of sessions
+	// that were running when it started.
+	err = (*conn).QueryRow(ctx, `
+		SELECT coalesce(string_agg(w.what, '; ' ORDER BY w.pid), ''),
+		       coalesce(string_agg(w.what || w.age, '; ' ORDER BY w.pid), '')
+		FROM (SELECT b.pid,
+			CASE WHEN l.locktype = 'relation' THEN 'a lock on ' || l.relation::regclass::text || ' (' || l.mode || ')'
+			     WHEN l.locktype IN ('virtualxid', 'transactionid') THEN 'a transaction to end'
+			     ELSE 'a ' || l.locktype || ' lock (' || l.mode || ')' END
+			|| ' held by pid ' || b.pid AS what,
+			coalesce(' (' || a.state || ', its transaction open ' || extract(epoch FROM date_trunc('second', now() - a.xact_start))::bigint || 's)', '') AS age
+			FROM pg_locks l
+			CROSS JOIN LATERAL unnest(pg_blocking_pids(l.pid)) AS b(pid)
+			LEFT JOIN pg_stat_activity a ON a.pid = b.pid
+			WHERE l.pid = $1 AND NOT l.granted) AS w`, int32(pid)).Scan(&what, &withAges)
+	if err != nil {
+		(*conn).Close(context.Background())
+		*conn = nil
+		return "", "", err
+	}
+	return what, withAges, nil
+}
+
+// frozenCause is err, or err after why ctx ended when its watch stopped
+// migrate.
+func frozenCause(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errFrozen) {
+		return fmt.Errorf("%w: %w", cause, err)
+	}
+	return err
 }
