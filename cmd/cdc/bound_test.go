@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -311,4 +312,53 @@ func TestMigrate_GivesUpOnAFrozenServer(t *testing.T) {
 		t.Fatalf("migrate exited %d after %s (link frozen: %v): %s; want 1 within a few seconds, saying postgres answered nothing", code, took.Round(time.Millisecond), freezer.Frozen(), stderr)
 	}
 	freezer.Thaw()
+}
+
+// The operator sessions' bounds: cdc's own unless the DSN sets them; a
+// statement_timeout PostgreSQL would not read is a bad CDC_PG_DSN (exit 2).
+func TestOperatorBounds(t *testing.T) {
+	for _, tc := range []struct {
+		query           string
+		lock, statement string
+		err             string
+	}{
+		{"", "15000", "45000", ""},
+		{"lock_timeout=60s", "60s", "45000", ""},
+		{"statement_timeout=2min", "15000", "2min", ""},
+		{"statement_timeout=90000", "15000", "90000", ""},
+		{"statement_timeout=0", "15000", "0", ""},
+		{"statement_timeout=1.5h", "15000", "1.5h", ""},
+		{"statement_timeout=10parsecs", "", "", `CDC_PG_DSN: statement_timeout "10parsecs": unit "parsecs" is none of PostgreSQL's (us, ms, s, min, h, d)`},
+		{"statement_timeout=soon", "", "", `CDC_PG_DSN: statement_timeout "soon": not a time PostgreSQL reads (e.g. 30000 or 30s)`},
+	} {
+		dsn := "postgres://u@127.0.0.1:1/app?" + tc.query
+		pcfg, err := pgxpool.ParseConfig(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = operatorBounds(dsn, pcfg)
+		if tc.err != "" {
+			var ee *exitError
+			if err == nil || err.Error() != tc.err || !errors.As(err, &ee) || ee.code != 2 {
+				t.Errorf("%s: operatorBounds = %v; want exit 2 with %q", tc.query, err, tc.err)
+			}
+			continue
+		}
+		p := pcfg.ConnConfig.RuntimeParams
+		if err != nil || p["lock_timeout"] != tc.lock || p["statement_timeout"] != tc.statement {
+			t.Errorf("%s: operatorBounds = %v, lock_timeout %q, statement_timeout %q; want %q, %q", tc.query, err, p["lock_timeout"], p["statement_timeout"], tc.lock, tc.statement)
+		}
+	}
+}
+
+// The silence bound follows the statement timeout in force, 15 s past it.
+func TestPGDuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"45000": 45 * time.Second, "45s": 45 * time.Second, "2min": 2 * time.Minute, "1.5h": 90 * time.Minute,
+		"250ms": 250 * time.Millisecond, "1 d": 24 * time.Hour, "0": 0, "500us": 500 * time.Microsecond,
+	} {
+		if got, err := pgDuration(in); err != nil || got != want {
+			t.Errorf("pgDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
 }
