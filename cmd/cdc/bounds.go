@@ -166,7 +166,7 @@ func explainWait(ctx context.Context, dsn string, err error) error {
 		}
 		how := "held by"
 		if !granted {
-			how = "queued for by"
+			how = "wanted (not granted yet) by"
 		}
 		s := fmt.Sprintf("%s on %s %s pid %d", mode, table, how, pid)
 		if state != "" {
