@@ -100,10 +100,14 @@ type silenceConn struct {
 }
 
 func (c *silenceConn) Read(p []byte) (int, error) {
+	// The deadline is set under the lock that SetDeadline and
+	// SetReadDeadline take too: pgx interrupts a read by setting a
+	// deadline in the past (a context ended), which a deadline of this
+	// read's, set just after, would otherwise undo for a whole limit.
 	c.mu.Lock()
 	outer, broken := c.outer, c.broken
-	c.mu.Unlock()
 	if broken != nil {
+		c.mu.Unlock()
 		// pgx drains a connection it closes, up to 15 s: from a frozen
 		// server nothing more will come.
 		return 0, broken
@@ -113,7 +117,9 @@ func (c *silenceConn) Read(p []byte) (int, error) {
 	if !outer.IsZero() && outer.Before(own) {
 		deadline = outer
 	}
-	if err := c.Conn.SetReadDeadline(deadline); err != nil {
+	err := c.Conn.SetReadDeadline(deadline)
+	c.mu.Unlock()
+	if err != nil {
 		return 0, err
 	}
 	n, err := c.Conn.Read(p)
@@ -135,14 +141,14 @@ func (c *silenceConn) Read(p []byte) (int, error) {
 
 func (c *silenceConn) SetDeadline(t time.Time) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.outer = t
-	c.mu.Unlock()
 	return c.Conn.SetDeadline(t)
 }
 
 func (c *silenceConn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.outer = t
-	c.mu.Unlock()
 	return c.Conn.SetReadDeadline(t)
 }

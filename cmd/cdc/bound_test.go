@@ -207,7 +207,9 @@ func TestPrintLetters(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer
-			printLetters(&b, []deadletter.Letter{{ID: 1, EventID: &id, CommitLSN: "0/5CA7898", Seq: 1, Error: tc.error, CreatedAt: at}}, 3)
+			if err := printLetters(&b, []deadletter.Letter{{ID: 1, EventID: &id, CommitLSN: "0/5CA7898", Seq: 1, Error: tc.error, CreatedAt: at}}, 3); err != nil {
+				t.Fatal(err)
+			}
 			want := "ID  EVENT ID                              POSITION     CREATED               ERROR\n" + tc.want + "1 of 3 dead letters shown\n"
 			if b.String() != want {
 				t.Errorf("printed\n%q\nwant\n%q", b.String(), want)

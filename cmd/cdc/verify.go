@@ -400,15 +400,14 @@ func runDeadLetterList(ctx context.Context, cfg config.Config, args []string, st
 	if err != nil {
 		return err
 	}
-	printLetters(stdout, letters, total)
-	return nil
+	return printLetters(stdout, letters, total)
 }
 
 // printLetters prints the letters as a table, and how many of total they
 // are. An error's control characters (a tab, a newline, a carriage return)
 // print as spaces: a tab is tabwriter's column break, and would shift the
 // row's cells; a carriage return would print over the row.
-func printLetters(stdout io.Writer, letters []deadletter.Letter, total int64) {
+func printLetters(stdout io.Writer, letters []deadletter.Letter, total int64) error {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tEVENT ID\tPOSITION\tCREATED\tERROR")
 	for _, l := range letters {
@@ -424,8 +423,13 @@ func printLetters(stdout io.Writer, letters []deadletter.Letter, total int64) {
 				return r
 			}, l.Error))
 	}
-	_ = tw.Flush() // its errors are stdout's, and the line below meets them too
-	fmt.Fprintf(stdout, "%d of %d dead letters shown\n", len(letters), total)
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("print dead letters: %w", err)
+	}
+	if _, err := fmt.Fprintf(stdout, "%d of %d dead letters shown\n", len(letters), total); err != nil {
+		return fmt.Errorf("print dead letters: %w", err)
+	}
+	return nil
 }
 
 // printLettersJSON prints up to limit letters with their values as one
