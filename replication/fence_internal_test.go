@@ -3,6 +3,10 @@ package replication
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -217,5 +221,95 @@ func TestFreezeClock(t *testing.T) {
 	c.gap.Store(time.Now().Add(-freezeRecent - time.Second).UnixNano())
 	if c.frozenLately() {
 		t.Fatal("frozen lately with the last gap older than freezeRecent")
+	}
+}
+
+// heldFirstAddr listens on a loopback address whose first connection is
+// taken and never answered; every later one is passed to target.
+func heldFirstAddr(t *testing.T, target string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for first := true; ; first = false {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+			if first {
+				continue
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			held = append(held, up)
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() { _, _ = io.Copy(c, up); c.Close() }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// A look at the slot's holder whose deadline ran out while the process was
+// frozen says nothing of PostgreSQL: the process looks again rather than
+// send the INSERT, since a process waking from a freeze is the one whose
+// slot a standby may have taken over and whose rows it may have stored.
+// (A soak met it: a retry's look begun just before a SIGSTOP failed on
+// waking, and the batch a standby had stored went again.)
+func TestStore_LookCutShortByAFreezeIsMadeAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn, holder := streamedSlot(ctx, t)
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgAddr := net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+	defer SetSinkRetryMax(20 * time.Millisecond)()
+	for _, tc := range []struct {
+		name       string
+		freeze     bool // a freeze seen during the first look
+		wantStored bool
+		wantWrites int
+	}{
+		// The first look fails on its own: PostgreSQL silent, the
+		// INSERT goes as before anyone looked.
+		{"first look silent, no freeze", false, true, 1},
+		// The first look failed because the process was frozen: the
+		// second finds another walsender holding the slot, and the
+		// INSERT waits until the session's context ends.
+		{"first look cut short by a freeze", true, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			proxied := strings.Replace(dsn, pgAddr, heldFirstAddr(t, pgAddr), 1)
+			s := &failOnceSink{writes: 1} // every Write succeeds
+			r := New(Config{DSN: proxied, Slot: "fence", ShutdownTimeout: 2 * time.Second},
+				s, nil, zap.NewNop(), metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
+			sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+			defer scancel()
+			f := &fence{walsender: holder + 1} // the slot is another walsender's
+			f.clock.run(sctx)
+			f.ending.Store(true) // every INSERT looks; each look is bounded to 500 ms
+			if tc.freeze {
+				// What the ticker notes when the process wakes within the look.
+				time.AfterFunc(200*time.Millisecond, func() { f.clock.gap.Store(time.Now().UnixNano()) })
+			}
+			_, stored := r.store(sctx, &sink.Batch{Rows: []sink.Row{{Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}}}, f)
+			if stored != tc.wantStored || s.count()-1 != tc.wantWrites {
+				t.Fatalf("stored %v after %d writes, want %v after %d", stored, s.count()-1, tc.wantStored, tc.wantWrites)
+			}
+		})
 	}
 }

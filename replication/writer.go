@@ -180,6 +180,14 @@ func (c *freezeClock) run(ctx context.Context) {
 	}()
 }
 
+// frozenSince reports whether the process may have been frozen since t
+// (Unix nanos): a gap seen since, or a tick stale now (the ticker has not
+// run yet after a wake). False for a clock that does not run.
+func (c *freezeClock) frozenSince(t int64) bool {
+	last := c.last.Load()
+	return last != 0 && (c.gap.Load() >= t || time.Duration(time.Now().UnixNano()-last) > freezeGap)
+}
+
 // frozenLately reports whether the process may have been frozen within
 // freezeRecent, or is waking from a freeze now.
 func (c *freezeClock) frozenLately() bool {
@@ -269,15 +277,25 @@ func (r *Replicator) awaitSlot(ctx context.Context, f *fence) bool {
 	if f.ending.Load() {
 		bound = endingLookTimeout(r.cfg.ShutdownTimeout)
 	}
-	for said := false; ; said = true {
+	said := false
+	for {
+		began := time.Now().UnixNano()
 		holder, known := r.activePID(ctx, bound)
 		if !known {
+			if ctx.Err() == nil && f.clock.frozenSince(began) {
+				// The look's deadline ran out while this process did
+				// not run: that says nothing of PostgreSQL, and a
+				// process waking from a freeze is the one whose slot a
+				// standby may hold. Look again.
+				continue
+			}
 			return ctx.Err() == nil
 		}
 		if holder == pid {
 			return true
 		}
 		if !said {
+			said = true
 			r.log.Info("this session's walsender no longer holds the slot; its batches wait for the session to end, and the next replays them",
 				zap.Uint32("walsender", pid), zap.Uint32("active_pid", holder))
 		}
