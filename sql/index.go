@@ -121,6 +121,15 @@ func migrateOutboxIndex(ctx context.Context, conn pgQuerier, w io.Writer) error 
 			if errors.As(err, &pgErr) && pgErr.Code == "42P07" { // another session created it meanwhile
 				continue
 			}
+			if errors.As(err, &pgErr) && pgErr.Code == "40P01" && ctx.Err() == nil {
+				// Another migrate started its build at the same moment
+				// (both found the index missing): the build holding the
+				// table's lock waited for this one's transaction, which
+				// waited for that lock, and PostgreSQL ended this one.
+				// Look again: the other build is under way, or done.
+				fmt.Fprintf(w, "another session's build of index %s started at the same moment; looking again\n", OutboxIndex)
+				continue
+			}
 			return fmt.Errorf("build index %s concurrently (a failed build leaves it invalid; the next migrate drops and builds it again): %w", OutboxIndex, err)
 		}
 		fmt.Fprintf(w, "built index %s\n", OutboxIndex)

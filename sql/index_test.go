@@ -372,6 +372,50 @@ func TestMigratePostgres_WaitsForAnotherSessionsBuild(t *testing.T) {
 	}
 }
 
+// Two migrates that both found the index missing start their builds at
+// once: the one that gets the table's lock waits for the other's
+// transaction, which waits for that lock, and PostgreSQL ends one build as
+// a deadlock. That one looks again, waits for the other's build, and both
+// succeed. Seen in CI under load; here a third session's lock on the
+// table holds both builds at its door until both are there.
+func TestMigratePostgres_TwoBuildsStartedAtOnceBothSucceed(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	dsn := env.NewPostgres(t)
+	admin := connect(t, dsn)
+	oldSchema(t, admin)
+
+	door, err := admin.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = door.Rollback(ctx) }() // committed below
+	if _, err := door.Exec(ctx, `LOCK TABLE outbox IN SHARE UPDATE EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	first, second := connect(t, dsn), connect(t, dsn)
+	firstOut, secondOut := &lockedBuffer{}, &lockedBuffer{}
+	firstDone, secondDone := migrateAsync(first, firstOut), migrateAsync(second, secondOut)
+	watch := connect(t, dsn)
+	waitFor(t, "both builds to wait at the lock", func() bool {
+		return waitingOnLock(t, watch, first.PgConn().PID()) && waitingOnLock(t, watch, second.PgConn().PID())
+	})
+	if err := door.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for name, done := range map[string]<-chan error{"first": firstDone, "second": secondDone} {
+		if err := <-done; err != nil {
+			t.Fatalf("%s migrate: %v", name, err)
+		}
+	}
+	if got := outboxIndexes(t, watch); fmt.Sprint(got) != fmt.Sprint(wantIndexes) {
+		t.Fatalf("outbox indexes:\n%s", strings.Join(got, "\n"))
+	}
+	if out := firstOut.String() + secondOut.String(); strings.Count(out, built) != 1 {
+		t.Errorf("the two migrates printed\n%s\nwant one %q", out, built)
+	}
+}
+
 // A concurrent build that fails leaves its index behind, invalid. Here it
 // fails for real: the build waits for an open insert transaction longer
 // than lock_timeout. migrate says the next run rebuilds it, keeps the old

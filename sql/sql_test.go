@@ -48,8 +48,11 @@ func TestMigratePostgres_TwoAtOnceOnANewDatabase(t *testing.T) {
 			}()
 		}
 		close(start)
-		for range 2 {
-			if err := <-errs; err != nil {
+		// Both ended before a failure ends the test: its cleanup closes
+		// the connections they use.
+		first, second := <-errs, <-errs
+		for _, err := range []error{first, second} {
+			if err != nil {
 				t.Fatalf("round %d: a migrate beside another: %v", round, err)
 			}
 		}
