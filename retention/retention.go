@@ -85,7 +85,12 @@ func (c *Cleaner) Run(ctx context.Context) error {
 // how many it deleted and the last one's key: the next batch starts past
 // it, as text, which PostgreSQL reads back as the column's own type (a
 // timestamptz key would compare a zoneless event_date_time in the
-// session's TimeZone, hours off). The outbox's index on (event_date_time,
+// session's TimeZone, hours off). The text is to_json's, ISO 8601 with a
+// numeric offset whatever the session's DateStyle: the pool's sessions
+// take DateStyle and TimeZone from the DSN, the role or the database, and
+// ::text in DateStyle SQL, Postgres or German prints a zone's abbreviation,
+// which reads back as another zone (Asia/Kolkata's IST as Israel's) or not
+// at all (LMT, before a zone's standard time). The outbox's index on (event_date_time,
 // id) finds them, starting at that key: a batch that started at the index's head would walk past the
 // entries of every row the sweep's earlier batches deleted (vacuum has not
 // removed them yet), which after a long outage is most of a large backlog.
@@ -106,7 +111,7 @@ gone AS (DELETE FROM outbox WHERE id IN (SELECT id FROM batch) RETURNING 1)
 gone AS (DELETE FROM outbox WHERE id IN (SELECT id FROM batch) RETURNING 1)
 ` + sweepResult
 	sweepResult = `SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM gone),
-	last.event_date_time::text, last.id::text
+	to_json(last.event_date_time) #>> '{}', last.id::text
 FROM (SELECT NULL) one LEFT JOIN (SELECT event_date_time, id FROM batch ORDER BY event_date_time DESC, id DESC LIMIT 1) last ON true`
 )
 
