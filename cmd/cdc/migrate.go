@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 
 	"github.com/eventcdc/cdc/config"
@@ -193,9 +194,18 @@ func watchMigrate(ctx context.Context, dsn string, pid uint32, stdout io.Writer)
 			case <-t.C:
 			}
 			waits, withAges, err := sessionWaits(wctx, dsn, &conn, pid)
+			// An error the server sent is an answer all the same: a
+			// second connection refused (the role's or the database's
+			// CONNECTION LIMIT, max_connections reached while the
+			// application is busy) says nothing of migrate's session, and
+			// stopping migrate then would cancel what it does (a
+			// CREATE INDEX CONCURRENTLY cancelled leaves an invalid index).
+			var pgErr *pgconn.PgError
 			switch {
 			case wctx.Err() != nil:
 				return
+			case err != nil && errors.As(err, &pgErr):
+				answered = time.Now()
 			case err == nil:
 				answered = time.Now()
 				// Said when it changes, and again each minute it lasts.
