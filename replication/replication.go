@@ -135,9 +135,10 @@ type Replicator struct {
 	// but for the session's writer, which copies walsender as it starts.
 	walsender, slotHolder uint32
 	// acked is the greatest flush position a standby status of this
-	// process sent: a session that moved it was healthy, whatever ended
-	// it, and the next connects after the shortest wait. Only Run's
-	// goroutine (stream.sendStatus) touches it.
+	// process sent that covered a batch the sink stored (not one moved
+	// only by the server's WAL end): a session that moved it was
+	// healthy, whatever ended it, and the next connects after the
+	// shortest wait. Only Run's goroutine (stream.sendStatus) touches it.
 	acked pglogrepl.LSN
 	// startAttempts counts a session that could not start because the
 	// sink could not say what it holds as a failing store, until a
@@ -238,7 +239,8 @@ func (r *Replicator) Run(ctx context.Context) error {
 		}
 		if time.Since(started) > time.Minute || r.acked > acked {
 			// A session that lasted, or that acknowledged what it
-			// stored, was no failure to back off from: a walsender
+			// stored (not merely the WAL other tables wrote), was no
+			// failure to back off from: a walsender
 			// terminated over and over (an idle-session killer, a
 			// failover drill) would otherwise leave cdc waiting up to
 			// 30 s after each, while the slot was fine.

@@ -832,6 +832,12 @@ type stream struct {
 
 	nextStatus   time.Time
 	readDeadline time.Time
+	// stored is the end of the last batch the writer stored this
+	// session (applyAck): what of a status's flush position the session
+	// acknowledged of its own work (Replicator.acked). Past it, an idle
+	// stream's flush follows the server's WAL end, which moves with any
+	// other table's writes.
+	stored pglogrepl.LSN
 	// restart is the slot's restart_lsn as watch last read it; forgotTo
 	// is what sendStatus last forgot partials up to.
 	restart  atomic.Uint64
@@ -1608,6 +1614,7 @@ func (s *stream) reportOldestPending() {
 
 func (s *stream) applyAck(a ack) {
 	s.track.Flushed(a.end)
+	s.stored = max(s.stored, a.end)
 	s.insertTime = (3*s.insertTime + a.insert) / 4
 	s.bufferBytes -= a.bytes
 	s.r.metrics.BufferBytes.Set(float64(s.bufferBytes))
@@ -1681,7 +1688,10 @@ func (s *stream) sendStatus(ctx context.Context) error {
 		return wrapf(err, "send standby status")
 	}
 	s.nextStatus = time.Now().Add(s.r.cfg.StatusInterval)
-	s.r.acked = max(s.r.acked, f)
+	// Only what the sink stored: a flush moved by a keepalive alone (the
+	// server's WAL end, on a database whose other tables write) says
+	// nothing of the session's health.
+	s.r.acked = max(s.r.acked, min(f, s.stored))
 	if d := pglogrepl.LSN(s.restart.Load()); d > s.forgotTo {
 		// The slot's restart_lsn moved (watch): a long session forgets
 		// the streamed transactions no server can send again.
