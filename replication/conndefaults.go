@@ -69,6 +69,11 @@ var ErrSilent = errors.New("postgres sent nothing")
 // awaited: an idle pooled connection is not cut. pgx's own deadlines (a
 // context ended) are kept when earlier.
 //
+// While cdc's own message still leaves the host (a write hands the kernel
+// more, or on Linux the socket's unacknowledged bytes drain) the server
+// is not silent but receiving: the bound starts again. A read cut fails
+// a write blocked on the frozen link too.
+//
 // Once one read was cut, the server is taken as frozen and no new
 // connection is made: pgx sends a cancel request on a new connection
 // before it closes the one cut, and would wait 15 s more for it.
@@ -83,7 +88,7 @@ func BoundSilence(cfg *pgconn.Config, limit time.Duration) {
 		if err != nil {
 			return nil, err
 		}
-		return &silenceConn{Conn: c, limit: limit, frozen: frozen}, nil
+		return &silenceConn{Conn: c, limit: limit, frozen: frozen, queued: queuedFunc(c)}, nil
 	}
 }
 
@@ -93,50 +98,120 @@ type silenceConn struct {
 	net.Conn
 	limit  time.Duration
 	frozen *atomic.Bool // shared by the connections of one BoundSilence
+	// sent counts the bytes Write handed the kernel, and queued (nil where
+	// it cannot be asked) reads how many of them the peer has not
+	// acknowledged: while either moves, cdc's own message still travels
+	// to the server, which has nothing to say until it has it all.
+	sent   atomic.Int64
+	queued func() int
 
 	mu     sync.Mutex
 	outer  time.Time // the read deadline pgconn set, if any
 	broken error     // set once a read was cut: every later one fails with it
 }
 
+// writeChunk is how much of a write goes to the kernel at once, so that
+// sent moves while a large message crawls over a thin link.
+const writeChunk = 64 << 10
+
 func (c *silenceConn) Read(p []byte) (int, error) {
-	// The deadline is set under the lock that SetDeadline and
-	// SetReadDeadline take too: pgx interrupts a read by setting a
-	// deadline in the past (a context ended), which a deadline of this
-	// read's, set just after, would otherwise undo for a whole limit.
-	c.mu.Lock()
-	outer, broken := c.outer, c.broken
-	if broken != nil {
+	// The silence counts from the read's start, or from the last time
+	// cdc's own bytes were seen leaving, looked at every eighth of the
+	// limit: a cut comes within limit and an eighth of the last sign of
+	// life.
+	quietSince := time.Now()
+	sent, queued := c.sent.Load(), c.queuedNow()
+	for {
+		// The deadline is set under the lock that SetDeadline and
+		// SetReadDeadline take too: pgx interrupts a read by setting a
+		// deadline in the past (a context ended), which a deadline of
+		// this read's, set just after, would otherwise undo for a whole
+		// limit.
+		c.mu.Lock()
+		outer, broken := c.outer, c.broken
+		if broken != nil {
+			c.mu.Unlock()
+			// pgx drains a connection it closes, up to 15 s: from a
+			// frozen server nothing more will come.
+			return 0, broken
+		}
+		own := minTime(quietSince.Add(c.limit), time.Now().Add(c.limit/8))
+		deadline := own
+		if !outer.IsZero() && outer.Before(own) {
+			deadline = outer
+		}
+		err := c.Conn.SetReadDeadline(deadline)
 		c.mu.Unlock()
-		// pgx drains a connection it closes, up to 15 s: from a frozen
-		// server nothing more will come.
-		return 0, broken
-	}
-	own := time.Now().Add(c.limit)
-	deadline := own
-	if !outer.IsZero() && outer.Before(own) {
-		deadline = outer
-	}
-	err := c.Conn.SetReadDeadline(deadline)
-	c.mu.Unlock()
-	if err != nil {
-		return 0, err
-	}
-	n, err := c.Conn.Read(p)
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && deadline.Equal(own) {
+		if err != nil {
+			return 0, err
+		}
+		n, err := c.Conn.Read(p)
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || !deadline.Equal(own) {
+			return n, err
+		}
 		c.mu.Lock()
 		ours := c.outer.Equal(outer) // not moved meanwhile by a context ending
 		c.mu.Unlock()
-		if ours {
-			c.frozen.Store(true)
-			err = fmt.Errorf("%w for %s while cdc waited for an answer: %w", ErrSilent, c.limit, err)
-			c.mu.Lock()
-			c.broken = err
-			c.mu.Unlock()
+		if !ours || n > 0 {
 			return n, err
 		}
+		if s, q := c.sent.Load(), c.queuedNow(); s != sent || q < queued {
+			// A message of cdc's (dead letters of many MB over a thin
+			// link) still leaves: the server is silent because it is
+			// still receiving it.
+			quietSince, sent, queued = time.Now(), s, q
+		}
+		if time.Since(quietSince) < c.limit {
+			continue
+		}
+		c.frozen.Store(true)
+		err = fmt.Errorf("%w for %s while cdc waited for an answer: %w", ErrSilent, c.limit, err)
+		c.mu.Lock()
+		c.broken = err
+		// A write blocked on the frozen link would wait for ever.
+		_ = c.Conn.SetWriteDeadline(time.Now())
+		c.mu.Unlock()
+		return n, err
 	}
-	return n, err
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// queuedNow is queued's reading, 0 where it cannot be asked.
+func (c *silenceConn) queuedNow() int {
+	if c.queued == nil {
+		return 0
+	}
+	return max(c.queued(), 0)
+}
+
+func (c *silenceConn) Write(p []byte) (int, error) {
+	written := 0
+	for written < len(p) {
+		c.mu.Lock()
+		broken := c.broken
+		c.mu.Unlock()
+		if broken != nil {
+			return written, broken
+		}
+		n, err := c.Conn.Write(p[written:min(len(p), written+writeChunk)])
+		written += n
+		c.sent.Add(int64(n))
+		if err != nil {
+			c.mu.Lock()
+			if c.broken != nil {
+				err = c.broken // the read's cut failed it: say why
+			}
+			c.mu.Unlock()
+			return written, err
+		}
+	}
+	return written, nil
 }
 
 func (c *silenceConn) SetDeadline(t time.Time) error {
