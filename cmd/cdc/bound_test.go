@@ -364,3 +364,48 @@ func TestPGDuration(t *testing.T) {
 		}
 	}
 }
+
+// A backfill or dead letter command cancelled at statement_timeout while
+// it read an event of many MB says how to let it run longer: that page
+// takes as long on every try, so the command could never get past it.
+// Here statement_timeout is 100 ms and the event 100 MB that PostgreSQL
+// stores uncompressed (32 KB of hex repeated: pglz finds no repeat
+// within its 4 KB window), which takes seconds to read here (23 ms a MB
+// measured) and no less than 200 ms at 500 MB/s. A value of repeated
+// characters is compressed, and read in a few ms. It said only
+// "canceling statement due to statement timeout".
+func TestOperatorCommands_SayHowToOutlastStatementTimeout(t *testing.T) {
+	const hint = " (statement_timeout 100: a page holding an event of hundreds of MB can take longer, and fails again at the same event; set a longer one in CDC_PG_DSN, e.g. ?statement_timeout=10min, or 0 for none)"
+	for _, tc := range []struct {
+		args  []string
+		big   string // puts the event of 100 MB first in the command's reading order
+		doing string
+	}{
+		{[]string{"backfill", "--since", "-infinity"},
+			`INSERT INTO outbox (event_type, event_date_time, environment, event_context) VALUES ('big', now() - interval '2 hours', 'e', json_build_object('blob', repeat((SELECT string_agg(md5(i::text), '') FROM generate_series(1, 1000) i), 3125)))`,
+			"read outbox rows"},
+		{[]string{"deadletter", "list", "--json"},
+			`INSERT INTO cdc_dead_letter (commit_lsn, seq, row_data, error) VALUES ('0/2', 2, jsonb_build_object('event_context', repeat((SELECT string_agg(md5(i::text), '') FROM generate_series(1, 1000) i), 3125)), 'refused')`,
+			"read dead letters"},
+		{[]string{"deadletter", "replay"},
+			`INSERT INTO cdc_dead_letter (commit_lsn, seq, row_data, error) VALUES ('0/2', 2, jsonb_build_object('event_context', repeat((SELECT string_agg(md5(i::text), '') FROM generate_series(1, 1000) i), 3125)), 'refused')`,
+			"read dead letters"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			pool, env := operatorEnv(t)
+			if _, err := pool.Exec(context.Background(), tc.big); err != nil {
+				t.Fatal(err)
+			}
+			sep := "?"
+			if strings.Contains(env["CDC_PG_DSN"], "?") {
+				sep = "&"
+			}
+			env["CDC_PG_DSN"] += sep + "statement_timeout=100"
+			code, _, stderr, _ := runWithin(t, time.Minute, env, tc.args...)
+			want := tc.doing + ": ERROR: canceling statement due to statement timeout (SQLSTATE 57014)" + hint
+			if code != 1 || !strings.Contains(stderr, want) {
+				t.Fatalf("cdc %v exited %d: %s; want 1 with %q", tc.args, code, stderr, want)
+			}
+		})
+	}
+}

@@ -24,7 +24,9 @@ import (
 // transaction left open) held each of them for ever, and so did a server
 // that stopped answering once connected. Each page they read or write is
 // one short statement, so that a whole backfill may take hours while no
-// statement comes near these. A DSN that sets lock_timeout or
+// statement comes near these, as long as its events are not of hundreds
+// of MB: a page's time grows with its largest event
+// (explainStatementTimeout). A DSN that sets lock_timeout or
 // statement_timeout itself keeps its own (docs/operations.md, Bounds of
 // the operator commands).
 const (
@@ -178,4 +180,29 @@ func explainWait(ctx context.Context, dsn string, err error) error {
 		return fmt.Errorf("%w (waited %s, lock_timeout, for a lock another session holds)", err, waited)
 	}
 	return fmt.Errorf("%w (waited %s, lock_timeout, for a lock: %s)", err, waited, strings.Join(held, "; "))
+}
+
+// explainStatementTimeout adds to a backfill's or a dead letter command's
+// error, where PostgreSQL cancelled a statement at statement_timeout, how
+// to let it run longer. Those statements read events whole, and a page's
+// time grows with its largest event, not its row count: measured on 2
+// shared cores beside a streaming cdc run, PostgreSQL took 30 ms a MB to
+// print an outbox row and 40-50 ms a MB a dead letter (jsonb), and replay's
+// read of one 200 MB letter took 12.4 s. A letter of jsonb's 256 MB most,
+// or an outbox row of several hundred MB, on a slower or busier server,
+// can take the whole 45 s, and the same page then fails the same way on
+// every try. A bound a DSN sets is said as the DSN spells it.
+func explainStatementTimeout(dsn string, err error) error {
+	var pgErr *pgconn.PgError
+	// 57014 is any cancel; only statement_timeout's says so.
+	if !errors.As(err, &pgErr) || pgErr.Code != "57014" || !strings.Contains(pgErr.Message, "statement timeout") {
+		return err
+	}
+	bound := operatorStatementTimeout.String()
+	if pcfg, perr := pgconn.ParseConfig(dsn); perr == nil {
+		if v := setting(pcfg.RuntimeParams, "statement_timeout"); v != "" {
+			bound = v
+		}
+	}
+	return fmt.Errorf("%w (statement_timeout %s: a page holding an event of hundreds of MB can take longer, and fails again at the same event; set a longer one in CDC_PG_DSN, e.g. ?statement_timeout=10min, or 0 for none)", err, bound)
 }

@@ -196,6 +196,9 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 		return 2
 	default:
 		err = explainWait(ctx, cfg.PGDSN, err)
+		if args[0] == "backfill" || args[0] == "deadletter" {
+			err = explainStatementTimeout(cfg.PGDSN, err)
+		}
 		if ctx.Err() != nil && !errors.Is(err, context.Canceled) {
 			// A signal cut the command short while it waited on what
 			// does not heed it (clickhouse-go's dial, up to its
