@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -407,5 +408,31 @@ func TestOperatorCommands_SayHowToOutlastStatementTimeout(t *testing.T) {
 				t.Fatalf("cdc %v exited %d: %s; want 1 with %q", tc.args, code, stderr, want)
 			}
 		})
+	}
+}
+
+// Only statement_timeout's cancel gets the hint, with the bound in force:
+// a lock timeout, a cancel on a signal (also 57014) and other errors are
+// left as they are.
+func TestExplainStatementTimeout(t *testing.T) {
+	timeout := &pgconn.PgError{Severity: "ERROR", Code: "57014", Message: "canceling statement due to statement timeout"}
+	for _, tc := range []struct {
+		dsn  string
+		err  error
+		want string
+	}{
+		{"postgres://u@h/db", fmt.Errorf("read outbox rows: %w", timeout),
+			"read outbox rows: ERROR: canceling statement due to statement timeout (SQLSTATE 57014) (statement_timeout 45s: a page holding an event of hundreds of MB can take longer, and fails again at the same event; set a longer one in CDC_PG_DSN, e.g. ?statement_timeout=10min, or 0 for none)"},
+		{"postgres://u@h/db?Statement_Timeout=2min", fmt.Errorf("read dead letters: %w", timeout),
+			"read dead letters: ERROR: canceling statement due to statement timeout (SQLSTATE 57014) (statement_timeout 2min: a page holding an event of hundreds of MB can take longer, and fails again at the same event; set a longer one in CDC_PG_DSN, e.g. ?statement_timeout=10min, or 0 for none)"},
+		{"postgres://u@h/db", fmt.Errorf("read dead letters: %w", &pgconn.PgError{Severity: "ERROR", Code: "57014", Message: "canceling statement due to user request"}),
+			"read dead letters: ERROR: canceling statement due to user request (SQLSTATE 57014)"},
+		{"postgres://u@h/db", fmt.Errorf("read dead letters: %w", &pgconn.PgError{Severity: "ERROR", Code: "55P03", Message: "canceling statement due to lock timeout"}),
+			"read dead letters: ERROR: canceling statement due to lock timeout (SQLSTATE 55P03)"},
+		{"postgres://u@h/db", errors.New("read dead letters: EOF"), "read dead letters: EOF"},
+	} {
+		if got := explainStatementTimeout(tc.dsn, tc.err).Error(); got != tc.want {
+			t.Errorf("explainStatementTimeout(%s, %v) = %q; want %q", tc.dsn, tc.err, got, tc.want)
+		}
 	}
 }
