@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -285,36 +287,95 @@ func TestMigrate_SaysWhatItWaitsFor(t *testing.T) {
 // A PostgreSQL that stops answering while migrate waits in it stops
 // migrate once neither its session nor a second one asking after it gets
 // an answer for migrateSilence (a minute; 2 s here): exit 1 saying so. It
-// waited for ever.
+// waited for ever. So too behind a DSN of several hosts whose first
+// refuses every connection (a standby starting up: SQLSTATE 57P03) and
+// whose next is migrate's, frozen: pgx joins both attempts' errors, and
+// the refusal, a server's answer, but another server's, kept the watch
+// from ever stopping migrate.
 func TestMigrate_GivesUpOnAFrozenServer(t *testing.T) {
 	defer func(every, silence time.Duration) { migrateWatchEvery, migrateSilence = every, silence }(migrateWatchEvery, migrateSilence)
 	migrateWatchEvery, migrateSilence = 100*time.Millisecond, 2*time.Second
-	pool, env := operatorEnv(t)
-	holdLock(t, pool, "LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
-	u, err := url.Parse(env["CDC_PG_DSN"])
+	for _, tc := range []struct {
+		name string
+		// refusingFirst lists a host that refuses every connection
+		// before the server's.
+		refusingFirst bool
+	}{
+		{name: "one host"},
+		{name: "a refusing host listed first", refusingFirst: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pool, env := operatorEnv(t)
+			holdLock(t, pool, "LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+			u, err := url.Parse(env["CDC_PG_DSN"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			freezer := testenv.NewFreezer(t, u.Host)
+			u.Host = freezer.Addr()
+			if tc.refusingFirst {
+				u.Host = refusingServer(t) + "," + u.Host
+			}
+			env["CDC_PG_DSN"] = u.String()
+			go func() {
+				for !freezer.Frozen() {
+					var waiting bool
+					if err := pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
+						return
+					}
+					if waiting {
+						freezer.Freeze()
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}()
+			code, _, stderr, took := runWithin(t, time.Minute, env, "migrate")
+			if code != 1 || !freezer.Frozen() || !strings.Contains(stderr, "postgres answered nothing for 2s to migrate's session or to a second one asking what it waits for") || took > 15*time.Second {
+				t.Fatalf("migrate exited %d after %s (link frozen: %v): %s; want 1 within a few seconds, saying postgres answered nothing", code, took.Round(time.Millisecond), freezer.Frozen(), stderr)
+			}
+			freezer.Thaw()
+		})
+	}
+}
+
+// refusingServer listens on a free port of 127.0.0.1 until the test ends,
+// and answers every connection's startup (after declining TLS) with the
+// FATAL error of a server starting up, as PostgreSQL does then.
+func refusingServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	freezer := testenv.NewFreezer(t, u.Host)
-	u.Host = freezer.Addr()
-	env["CDC_PG_DSN"] = u.String()
+	t.Cleanup(func() { _ = ln.Close() })
 	go func() {
-		for !freezer.Frozen() {
-			var waiting bool
-			if err := pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')`).Scan(&waiting); err != nil {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
 				return
 			}
-			if waiting {
-				freezer.Freeze()
-			}
-			time.Sleep(10 * time.Millisecond)
+			go func() {
+				defer c.Close()
+				be := pgproto3.NewBackend(c, c)
+				for {
+					msg, err := be.ReceiveStartupMessage()
+					if err != nil {
+						return
+					}
+					if _, ok := msg.(*pgproto3.SSLRequest); ok {
+						if _, err := c.Write([]byte("N")); err != nil {
+							return
+						}
+						continue
+					}
+					be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P03", Message: "the database system is starting up"})
+					_ = be.Flush()
+					return
+				}
+			}()
 		}
 	}()
-	code, _, stderr, took := runWithin(t, time.Minute, env, "migrate")
-	if code != 1 || !freezer.Frozen() || !strings.Contains(stderr, "postgres answered nothing for 2s to migrate's session or to a second one asking what it waits for") || took > 15*time.Second {
-		t.Fatalf("migrate exited %d after %s (link frozen: %v): %s; want 1 within a few seconds, saying postgres answered nothing", code, took.Round(time.Millisecond), freezer.Frozen(), stderr)
-	}
-	freezer.Thaw()
+	return ln.Addr().String()
 }
 
 // The operator sessions' bounds: cdc's own unless the DSN sets them; a

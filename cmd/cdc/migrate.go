@@ -200,11 +200,10 @@ func watchMigrate(ctx context.Context, dsn string, pid uint32, stdout io.Writer)
 			// application is busy) says nothing of migrate's session, and
 			// stopping migrate then would cancel what it does (a
 			// CREATE INDEX CONCURRENTLY cancelled leaves an invalid index).
-			var pgErr *pgconn.PgError
 			switch {
 			case wctx.Err() != nil:
 				return
-			case err != nil && errors.As(err, &pgErr):
+			case err != nil && lastAttemptAnswered(err):
 				answered = time.Now()
 			case err == nil:
 				answered = time.Now()
@@ -221,6 +220,33 @@ func watchMigrate(ctx context.Context, dsn string, pid uint32, stdout io.Writer)
 		}
 	}()
 	return wctx, func() { cancel(nil); <-done }
+}
+
+// lastAttemptAnswered reports whether err ends in an error a server sent
+// (a *pgconn.PgError), following the last of the errors pgx joins when it
+// tried several hosts or TLS and then plain text: only the last attempt
+// says whether the server it reached answers. A DSN's first host refusing
+// (a standby starting up) says nothing of migrate's server, listed after
+// it, which may be frozen.
+func lastAttemptAnswered(err error) bool {
+	for err != nil {
+		if _, ok := err.(*pgconn.PgError); ok {
+			return true
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			errs := u.Unwrap()
+			if len(errs) == 0 {
+				return false
+			}
+			err = errs[len(errs)-1]
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // sessionWaits says what the session pid waits for, "" when nothing, and
