@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -146,28 +144,11 @@ func (w *world) runOnce(extra map[string]string, args ...string) (string, int) {
 type connector struct {
 	t    *testing.T
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *testenv.Buffer
 	done chan struct{}
 	err  error
 	// MetricsAddr is set when the connector serves metrics.
 	MetricsAddr string
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start launches `cdc run` with the world's settings plus extra.
@@ -184,7 +165,7 @@ func (w *world) startBinary(bin string, extra map[string]string) *connector {
 	for k, v := range extra {
 		env[k] = v
 	}
-	c := &connector{t: w.t, out: &syncBuffer{}, done: make(chan struct{})}
+	c := &connector{t: w.t, out: &testenv.Buffer{}, done: make(chan struct{})}
 	if env["CDC_METRICS_ADDR"] == "auto" {
 		env["CDC_METRICS_ADDR"] = testenv.FreeAddr(w.t)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -186,25 +185,7 @@ func TestMigratePostgres_RefusesAnotherIndexUnderTheName(t *testing.T) {
 	}
 }
 
-// lockedBuffer is a bytes.Buffer that MigratePostgres writes to in one
-// goroutine while the test reads it in another.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
+// testenv.Buffer is a bytes.Buffer that MigratePostgres writes to in one
 // migrateAsync runs MigratePostgres on conn; the channel gets its error.
 func migrateAsync(conn *pgx.Conn, w io.Writer) <-chan error {
 	done := make(chan error, 1)
@@ -270,7 +251,7 @@ func TestMigratePostgres_DoesNotHoldUpInserts(t *testing.T) {
 	open := openInsert(t, dsn)
 
 	migrating := connect(t, dsn)
-	out := &lockedBuffer{}
+	out := &testenv.Buffer{}
 	done := migrateAsync(migrating, out)
 	waitFor(t, "migrate to wait for the open insert transaction", func() bool {
 		return waitingOnLock(t, admin, migrating.PgConn().PID())
@@ -329,7 +310,7 @@ func TestMigratePostgres_WaitsForAnotherSessionsBuild(t *testing.T) {
 	open := openInsert(t, dsn)
 
 	first := connect(t, dsn)
-	firstOut := &lockedBuffer{}
+	firstOut := &testenv.Buffer{}
 	firstDone := migrateAsync(first, firstOut)
 	var buildOID uint32
 	waitFor(t, "the first migrate's build to start", func() bool {
@@ -341,7 +322,7 @@ func TestMigratePostgres_WaitsForAnotherSessionsBuild(t *testing.T) {
 	})
 
 	second := connect(t, dsn)
-	secondOut := &lockedBuffer{}
+	secondOut := &testenv.Buffer{}
 	secondDone := migrateAsync(second, secondOut)
 	waiting := fmt.Sprintf("waiting for session %d to finish building index outbox_event_date_time_id_idx\n", first.PgConn().PID())
 	waitFor(t, "the second migrate to wait", func() bool { return secondOut.String() == waiting })
@@ -394,7 +375,7 @@ func TestMigratePostgres_TwoBuildsStartedAtOnceBothSucceed(t *testing.T) {
 		t.Fatal(err)
 	}
 	first, second := connect(t, dsn), connect(t, dsn)
-	firstOut, secondOut := &lockedBuffer{}, &lockedBuffer{}
+	firstOut, secondOut := &testenv.Buffer{}, &testenv.Buffer{}
 	firstDone, secondDone := migrateAsync(first, firstOut), migrateAsync(second, secondOut)
 	watch := connect(t, dsn)
 	waitFor(t, "both builds to wait at the lock", func() bool {

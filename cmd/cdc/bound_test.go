@@ -10,10 +10,10 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -62,7 +62,7 @@ func operatorEnv(t *testing.T) (pool *pgxpool.Pool, env map[string]string) {
 
 // holdLock takes lock in a transaction on a connection of its own, left
 // open until the test ends, and returns that session's pid.
-func holdLock(t *testing.T, pool *pgxpool.Pool, lock string) uint32 {
+func holdLock(t *testing.T, pool *pgxpool.Pool, lock string) (pid uint32, release func()) {
 	t.Helper()
 	ctx := context.Background()
 	conn, err := pool.Acquire(ctx)
@@ -76,8 +76,38 @@ func holdLock(t *testing.T, pool *pgxpool.Pool, lock string) uint32 {
 	if _, err := tx.Exec(ctx, lock); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = tx.Rollback(context.Background()); conn.Release() })
-	return conn.Conn().PgConn().PID()
+	release = func() {
+		if err := tx.Rollback(context.Background()); err != nil && !errors.Is(err, pgx.ErrTxClosed) {
+			t.Errorf("let the lock go: %v", err)
+		}
+	}
+	t.Cleanup(func() { release(); conn.Release() })
+	return conn.Conn().PgConn().PID(), release
+}
+
+// startMigrate runs `cdc migrate` with env until it exits, which the
+// returned channel then says with its code.
+func startMigrate(env map[string]string) (done <-chan int, stdout, stderr *testenv.Buffer) {
+	stdout, stderr = &testenv.Buffer{}, &testenv.Buffer{}
+	exited := make(chan int, 1)
+	go func() {
+		exited <- Main(context.Background(), []string{"migrate"}, func(k string) string { return env[k] }, nil, stdout, stderr)
+	}()
+	return exited, stdout, stderr
+}
+
+// awaitMigrated fails the test unless migrate, started by startMigrate,
+// exits 0 within 30 s, its last line saying what it migrated.
+func awaitMigrated(t *testing.T, done <-chan int, stdout, stderr *testenv.Buffer) {
+	t.Helper()
+	select {
+	case code := <-done:
+		if code != 0 || !strings.HasSuffix(stdout.String(), "migrated: postgres outbox, cdc_dead_letter, publication cdc_outbox; clickhouse event_log\n") {
+			t.Fatalf("migrate exited %d once the lock was let go; stdout %q, stderr %q; want 0 and the migrated line last", code, stdout.String(), stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("migrate still waits 30 s after the lock was let go")
+	}
 }
 
 // runWithin runs the command, failing the test if it has not ended within
@@ -123,7 +153,7 @@ func TestOperatorCommands_GiveUpOnALockedTable(t *testing.T) {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			t.Parallel()
 			pool, env := operatorEnv(t)
-			pid := holdLock(t, pool, "LOCK TABLE "+tc.table+" IN ACCESS EXCLUSIVE MODE")
+			pid, _ := holdLock(t, pool, "LOCK TABLE "+tc.table+" IN ACCESS EXCLUSIVE MODE")
 			code, _, stderr, took := runWithin(t, time.Minute, env, tc.args...)
 			want := regexp.MustCompile(regexp.QuoteMeta(tc.doing+": ERROR: canceling statement due to lock timeout (SQLSTATE 55P03) (waited 15s, lock_timeout, for a lock: AccessExclusiveLock on "+tc.table+" held by pid "+fmt.Sprint(pid)+" (idle in transaction, its transaction open ") + `\d+s\)\)"`)
 			if code != 1 || !want.MatchString(stderr) || took < 14*time.Second || took > 30*time.Second {
@@ -221,24 +251,6 @@ func TestPrintLetters(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer a command writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // migrate may wait for a lock as long as it takes (a deploy's migration
 // behind a long transaction), but says what it waits for, and whose; it
 // said nothing. Here: the outbox locked by another session, then let go.
@@ -246,42 +258,16 @@ func TestMigrate_SaysWhatItWaitsFor(t *testing.T) {
 	defer func(every time.Duration) { migrateWatchEvery = every }(migrateWatchEvery)
 	migrateWatchEvery = 100 * time.Millisecond
 	pool, env := operatorEnv(t)
-	ctx := context.Background()
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // rolled back below; a second time does nothing
-	if _, err := tx.Exec(ctx, "LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
-	var stdout, stderr syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- Main(ctx, []string{"migrate"}, func(k string) string { return env[k] }, nil, &stdout, &stderr)
-	}()
-	want := fmt.Sprintf("waiting for a lock on outbox (AccessShareLock) held by pid %d (idle in transaction, its transaction open ", conn.Conn().PgConn().PID())
+	pid, release := holdLock(t, pool, "LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+	done, stdout, stderr := startMigrate(env)
+	want := fmt.Sprintf("waiting for a lock on outbox (AccessShareLock) held by pid %d (idle in transaction, its transaction open ", pid)
 	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(stdout.String(), want); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("migrate has not said %q in 20 s; stdout: %q", want, stdout.String())
 		}
 	}
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case code := <-done:
-		if code != 0 || !strings.HasSuffix(stdout.String(), "migrated: postgres outbox, cdc_dead_letter, publication cdc_outbox; clickhouse event_log\n") {
-			t.Fatalf("migrate exited %d once the lock was let go; stdout %q, stderr %q; want 0 and the migrated line last", code, stdout.String(), stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("migrate still waits 30 s after the lock was let go")
-	}
+	release()
+	awaitMigrated(t, done, stdout, stderr)
 }
 
 // A PostgreSQL that stops answering while migrate waits in it stops

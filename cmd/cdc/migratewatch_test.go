@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"net/url"
-	"strings"
 	"testing"
 	"time"
 
@@ -48,38 +47,13 @@ func TestMigrate_WatchRefusedAConnectionIsNoSilence(t *testing.T) {
 	u.User = url.User(role)
 	env["CDC_PG_DSN"] = u.String()
 
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // rolled back below; a second time does nothing
-	if _, err := tx.Exec(ctx, "LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE"); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan int, 1)
-	var stdout, stderr syncBuffer
-	go func() {
-		done <- Main(ctx, []string{"migrate"}, func(k string) string { return env[k] }, nil, &stdout, &stderr)
-	}()
+	_, release := holdLock(t, pool, "LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE")
+	done, stdout, stderr := startMigrate(env)
 	select {
 	case code := <-done:
 		t.Fatalf("migrate exited %d while it waited for the lock; stdout %q, stderr %q", code, stdout.String(), stderr.String())
 	case <-time.After(3 * migrateSilence):
 	}
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case code := <-done:
-		if code != 0 || !strings.HasSuffix(stdout.String(), "migrated: postgres outbox, cdc_dead_letter, publication cdc_outbox; clickhouse event_log\n") {
-			t.Fatalf("migrate exited %d once the lock was let go; stdout %q, stderr %q; want 0 and the migrated line last", code, stdout.String(), stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("migrate still waits 30 s after the lock was let go")
-	}
+	release()
+	awaitMigrated(t, done, stdout, stderr)
 }
