@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -309,6 +310,82 @@ func TestStore_LookCutShortByAFreezeIsMadeAgain(t *testing.T) {
 			_, stored := r.store(sctx, &sink.Batch{Rows: []sink.Row{{Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}}}, f)
 			if stored != tc.wantStored || s.count()-1 != tc.wantWrites {
 				t.Fatalf("stored %v after %d writes, want %v after %d", stored, s.count()-1, tc.wantStored, tc.wantWrites)
+			}
+		})
+	}
+}
+
+// slowFirstAddr listens on a loopback address that passes every
+// connection to target, the first only after delay; accepted counts them.
+func slowFirstAddr(t *testing.T, target string, delay time.Duration, accepted *atomic.Int32) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if accepted.Add(1) == 1 {
+				time.Sleep(delay)
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); up.Close() })
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() { _, _ = io.Copy(c, up); c.Close() }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// A look whose answer came across a freeze of this process may name a
+// walsender ended meanwhile, whose slot a standby holds now: the process
+// looks again before its INSERT goes. (A soak met it: a retry's look
+// answered just before a SIGSTOP, the walsender was terminated and a
+// standby stored the rows, and on waking the INSERT stored them again.)
+func TestAwaitSlot_AnAnswerAcrossAFreezeIsAskedAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn, holder := streamedSlot(ctx, t)
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgAddr := net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+	for _, tc := range []struct {
+		name      string
+		freeze    bool // a freeze seen while the first look waits
+		wantLooks int32
+	}{
+		{"no freeze", false, 1},
+		{"a freeze during the look", true, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var looks atomic.Int32
+			proxied := strings.Replace(dsn, pgAddr, slowFirstAddr(t, pgAddr, 400*time.Millisecond, &looks), 1)
+			r := New(Config{DSN: proxied, Slot: "fence"}, &failOnceSink{writes: 1}, nil, zap.NewNop(),
+				metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
+			sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+			defer scancel()
+			f := &fence{walsender: holder} // the slot is this session's
+			f.clock.run(sctx)
+			if tc.freeze {
+				// What the ticker notes when the process wakes within the look.
+				time.AfterFunc(200*time.Millisecond, func() { f.clock.gap.Store(time.Now().UnixNano()) })
+			}
+			if !r.awaitSlot(sctx, f) {
+				t.Fatal("awaitSlot = false while this session's walsender holds the slot")
+			}
+			if got := looks.Load(); got != tc.wantLooks {
+				t.Fatalf("%d looks at the slot's holder, want %d", got, tc.wantLooks)
 			}
 		})
 	}

@@ -292,6 +292,14 @@ func (r *Replicator) awaitSlot(ctx context.Context, f *fence) bool {
 			return ctx.Err() == nil
 		}
 		if holder == pid {
+			if ctx.Err() == nil && f.clock.frozenSince(began) {
+				// The answer may have waited out a freeze of this
+				// process, read on waking: the walsender it names may
+				// have been ended meanwhile and a standby may hold the
+				// slot now (a soak met it: 55 rows a standby had stored
+				// went again). Look again.
+				continue
+			}
 			return true
 		}
 		if !said {
