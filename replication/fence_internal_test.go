@@ -225,42 +225,65 @@ func TestFreezeClock(t *testing.T) {
 	}
 }
 
-// heldFirstAddr listens on a loopback address whose first connection is
-// taken and never answered; every later one is passed to target.
-func heldFirstAddr(t *testing.T, target string) string {
+// proxyAddr listens on a loopback address that passes each connection
+// to target until the test ends; wait, given the connection's number (1
+// for the first), says how long to hold it first, or a negative time to
+// hold it unanswered for good.
+func proxyAddr(t *testing.T, target string, wait func(n int) time.Duration) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	var mu sync.Mutex
+	var held []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	keep := func(c net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		held = append(held, c)
+	}
 	go func() {
-		var held []net.Conn
-		defer func() {
-			for _, c := range held {
-				c.Close()
-			}
-		}()
-		for first := true; ; first = false {
+		for n := 1; ; n++ {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			held = append(held, c)
-			if first {
+			keep(c)
+			d := wait(n)
+			if d < 0 {
 				continue
 			}
+			time.Sleep(d)
 			up, err := net.Dial("tcp", target)
 			if err != nil {
 				c.Close()
 				continue
 			}
-			held = append(held, up)
+			keep(up)
 			go func() { _, _ = io.Copy(up, c); up.Close() }()
 			go func() { _, _ = io.Copy(c, up); c.Close() }()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// heldFirstAddr is a proxy to target whose first connection is taken and
+// never answered.
+func heldFirstAddr(t *testing.T, target string) string {
+	return proxyAddr(t, target, func(n int) time.Duration {
+		if n == 1 {
+			return -1
+		}
+		return 0
+	})
 }
 
 // A look at the slot's holder whose deadline ran out while the process was
@@ -315,37 +338,6 @@ func TestStore_LookCutShortByAFreezeIsMadeAgain(t *testing.T) {
 	}
 }
 
-// slowFirstAddr listens on a loopback address that passes every
-// connection to target, the first only after delay; accepted counts them.
-func slowFirstAddr(t *testing.T, target string, delay time.Duration, accepted *atomic.Int32) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			if accepted.Add(1) == 1 {
-				time.Sleep(delay)
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			t.Cleanup(func() { c.Close(); up.Close() })
-			go func() { _, _ = io.Copy(up, c); up.Close() }()
-			go func() { _, _ = io.Copy(c, up); c.Close() }()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // A look whose answer came across a freeze of this process may name a
 // walsender ended meanwhile, whose slot a standby holds now: the process
 // looks again before its INSERT goes. (A soak met it: a retry's look
@@ -369,8 +361,15 @@ func TestAwaitSlot_AnAnswerAcrossAFreezeIsAskedAgain(t *testing.T) {
 		{"a freeze during the look", true, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// The first look's connection waits 400 ms at the door.
 			var looks atomic.Int32
-			proxied := strings.Replace(dsn, pgAddr, slowFirstAddr(t, pgAddr, 400*time.Millisecond, &looks), 1)
+			proxied := strings.Replace(dsn, pgAddr, proxyAddr(t, pgAddr, func(n int) time.Duration {
+				looks.Add(1)
+				if n == 1 {
+					return 400 * time.Millisecond
+				}
+				return 0
+			}), 1)
 			r := New(Config{DSN: proxied, Slot: "fence"}, &failOnceSink{writes: 1}, nil, zap.NewNop(),
 				metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
 			sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
