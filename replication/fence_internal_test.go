@@ -225,12 +225,17 @@ func TestFreezeClock(t *testing.T) {
 	}
 }
 
-// proxyAddr listens on a loopback address that passes each connection
-// to target until the test ends; wait, given the connection's number (1
+// throughProxy is dsn with its server's address replaced by a loopback
+// proxy to it, until the test ends; wait, given a connection's number (1
 // for the first), says how long to hold it first, or a negative time to
 // hold it unanswered for good.
-func proxyAddr(t *testing.T, target string, wait func(n int) time.Duration) string {
+func throughProxy(t *testing.T, dsn string, wait func(n int) time.Duration) string {
 	t.Helper()
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -272,18 +277,7 @@ func proxyAddr(t *testing.T, target string, wait func(n int) time.Duration) stri
 			go func() { _, _ = io.Copy(c, up); c.Close() }()
 		}
 	}()
-	return ln.Addr().String()
-}
-
-// heldFirstAddr is a proxy to target whose first connection is taken and
-// never answered.
-func heldFirstAddr(t *testing.T, target string) string {
-	return proxyAddr(t, target, func(n int) time.Duration {
-		if n == 1 {
-			return -1
-		}
-		return 0
-	})
+	return strings.Replace(dsn, target, ln.Addr().String(), 1)
 }
 
 // A look at the slot's holder whose deadline ran out while the process was
@@ -296,11 +290,6 @@ func TestStore_LookCutShortByAFreezeIsMadeAgain(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dsn, holder := streamedSlot(ctx, t)
-	cfg, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pgAddr := net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
 	defer SetSinkRetryMax(20 * time.Millisecond)()
 	for _, tc := range []struct {
 		name       string
@@ -317,7 +306,13 @@ func TestStore_LookCutShortByAFreezeIsMadeAgain(t *testing.T) {
 		{"first look cut short by a freeze", true, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			proxied := strings.Replace(dsn, pgAddr, heldFirstAddr(t, pgAddr), 1)
+			// The first look's connection is taken and never answered.
+			proxied := throughProxy(t, dsn, func(n int) time.Duration {
+				if n == 1 {
+					return -1
+				}
+				return 0
+			})
 			s := &failOnceSink{writes: 1} // every Write succeeds
 			r := New(Config{DSN: proxied, Slot: "fence", ShutdownTimeout: 2 * time.Second},
 				s, nil, zap.NewNop(), metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
@@ -347,11 +342,6 @@ func TestAwaitSlot_AnAnswerAcrossAFreezeIsAskedAgain(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dsn, holder := streamedSlot(ctx, t)
-	cfg, err := pgconn.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pgAddr := net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
 	for _, tc := range []struct {
 		name      string
 		freeze    bool // a freeze seen while the first look waits
@@ -363,13 +353,13 @@ func TestAwaitSlot_AnAnswerAcrossAFreezeIsAskedAgain(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			// The first look's connection waits 400 ms at the door.
 			var looks atomic.Int32
-			proxied := strings.Replace(dsn, pgAddr, proxyAddr(t, pgAddr, func(n int) time.Duration {
+			proxied := throughProxy(t, dsn, func(n int) time.Duration {
 				looks.Add(1)
 				if n == 1 {
 					return 400 * time.Millisecond
 				}
 				return 0
-			}), 1)
+			})
 			r := New(Config{DSN: proxied, Slot: "fence"}, &failOnceSink{writes: 1}, nil, zap.NewNop(),
 				metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
 			sctx, scancel := context.WithTimeout(ctx, 10*time.Second)

@@ -131,6 +131,14 @@ func runWithin(t *testing.T, limit time.Duration, env map[string]string, args ..
 	}
 }
 
+// operatorCase is an operator command, the table it reads, and what its
+// error says it was doing.
+type operatorCase struct {
+	args  []string
+	table string
+	doing string
+}
+
 // An operator command whose table another session holds locked (LOCK
 // TABLE in a transaction left open, an ALTER TABLE queued behind one)
 // gives up after lock_timeout, 15 s, and exits 1 saying what it was doing,
@@ -139,11 +147,7 @@ func TestOperatorCommands_GiveUpOnALockedTable(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out the 15 s lock_timeout")
 	}
-	for _, tc := range []struct {
-		args  []string
-		table string
-		doing string
-	}{
+	for _, tc := range []operatorCase{
 		{[]string{"deadletter", "list"}, "cdc_dead_letter", "read dead letters"},
 		{[]string{"deadletter", "list", "--json"}, "cdc_dead_letter", "read dead letters"},
 		{[]string{"deadletter", "replay"}, "cdc_dead_letter", "read the newest dead letter"},
@@ -172,11 +176,7 @@ func TestOperatorCommands_GiveUpOnAFrozenServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out the 16 s silence bound")
 	}
-	for _, tc := range []struct {
-		args  []string
-		table string
-		doing string
-	}{
+	for _, tc := range []operatorCase{
 		{[]string{"deadletter", "list"}, "cdc_dead_letter", "read dead letters"},
 		{[]string{"deadletter", "list", "--json"}, "cdc_dead_letter", "read dead letters"},
 		{[]string{"verify", "--since", "-infinity"}, "outbox", "read outbox rows"},
