@@ -874,6 +874,7 @@ func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip
 		streams: map[uint32]*streamedTx{},
 		xacts:   xactLookup{dsn: r.cfg.DSN, log: r.log},
 	}
+	s.fence.gone = make(chan struct{})
 	if skip.Len() > 0 {
 		s.skip, s.placed, s.skipMax = skip, skip.LSNs(), skip.MaxLSN()
 	}
@@ -1106,6 +1107,22 @@ func (s *stream) shutdownStatus() {
 
 var errWriterStopped = errors.New("batch writer stopped")
 
+// errNotHolder ends a session whose walsender a writer found no longer
+// holding the slot (awaitSlot): its stream is over, whether or not its
+// connection says so.
+var errNotHolder = errors.New("this session's walsender no longer holds the slot (its START_REPLICATION was cancelled or failed, or it ended)")
+
+// notHolder reports whether a writer found the slot no longer held by
+// this session's walsender.
+func (s *stream) notHolder() bool {
+	select {
+	case <-s.fence.gone:
+		return true
+	default:
+		return false
+	}
+}
+
 func (s *stream) loop(ctx context.Context) error {
 	for {
 		if ctx.Err() != nil {
@@ -1116,6 +1133,9 @@ func (s *stream) loop(ctx context.Context) error {
 		}
 		if s.resume != nil && !s.track.InTx() {
 			return s.resume
+		}
+		if s.notHolder() {
+			return errNotHolder
 		}
 		if err := s.absorbAcks(); err != nil {
 			return err
@@ -1581,6 +1601,9 @@ func (s *stream) await(ctx context.Context, send chan<- *sink.Batch, b *sink.Bat
 		case <-ctx.Done():
 			status.Stop()
 			return false, nil
+		case <-s.fence.gone:
+			status.Stop()
+			return false, errNotHolder
 		}
 	}
 }

@@ -144,6 +144,20 @@ type fence struct {
 	walsender uint32
 	clock     freezeClock
 	ending    atomic.Bool // the session stores what it holds, and ends
+	// gone is closed (once, by lose) when a look found the slot not held
+	// by walsender: the session must end, which the stream learns from
+	// it. Nil in tests that build a fence alone.
+	gone     chan struct{}
+	goneOnce sync.Once
+}
+
+// lose says the session's walsender no longer holds the slot.
+func (f *fence) lose() {
+	f.goneOnce.Do(func() {
+		if f.gone != nil {
+			close(f.gone)
+		}
+	})
 }
 
 // freezeClock tells whether the process may have been frozen lately: a
@@ -266,8 +280,12 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 // can tell (PostgreSQL unreachable on an ordinary connection, which must
 // not stop the pipeline: a retry is what it did before it looked); false
 // when ctx ends first. It waits only when another walsender holds the
-// slot, or none: then this session's connection is gone, the session ends
-// soon and cancels ctx, and whoever streams next replays the batch.
+// slot, or none: then this session's stream is over, and whoever streams
+// next replays the batch. It tells the stream so (fence.lose), which ends
+// the session and with it ctx: the stream may not learn it otherwise. A
+// walsender cancelled or failing with an ERROR lets go of the slot and
+// lives on, waiting for commands and ignoring the statuses cdc sends, and
+// a stream held up by full writers reads nothing that would tell it.
 func (r *Replicator) awaitSlot(ctx context.Context, f *fence) bool {
 	pid := f.walsender
 	if pid == 0 {
@@ -304,8 +322,9 @@ func (r *Replicator) awaitSlot(ctx context.Context, f *fence) bool {
 		}
 		if !said {
 			said = true
-			r.log.Info("this session's walsender no longer holds the slot; its batches wait for the session to end, and the next replays them",
+			r.log.Info("this session's walsender no longer holds the slot; the session ends, and the next replays its batches",
 				zap.Uint32("walsender", pid), zap.Uint32("active_pid", holder))
+			f.lose()
 		}
 		if !sleep(ctx, time.Second) {
 			return false

@@ -1,0 +1,135 @@
+package replication_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pglogrepl"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/eventcdc/cdc/replication"
+	"github.com/eventcdc/cdc/sink"
+)
+
+// downSink is ClickHouse going away and coming back: while down, Write
+// and Written fail as a refused connection does; up, it stores as
+// fakeSink does.
+type downSink struct {
+	fakeSink
+	mu   sync.Mutex
+	down bool
+}
+
+func (d *downSink) setDown(down bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.down = down
+}
+
+func (d *downSink) isDown() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.down
+}
+
+var errRefused = errors.New("dial tcp 127.0.0.1:9000: connect: connection refused")
+
+func (d *downSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, error) {
+	if d.isDown() {
+		d.fakeSink.mu.Lock()
+		d.fakeSink.writes++
+		d.fakeSink.mu.Unlock()
+		return nil, errRefused
+	}
+	return d.fakeSink.Write(ctx, b)
+}
+
+func (d *downSink) Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
+	if d.isDown() {
+		return nil, errRefused
+	}
+	return d.fakeSink.Written(ctx, from, to)
+}
+
+// A walsender can let go of the slot and live on: a cancel (here
+// pg_cancel_backend; an ERROR while decoding does the same) ends
+// START_REPLICATION, and the walsender goes back to waiting for commands
+// on the same connection, ignoring the standby statuses cdc still sends.
+// A session held up by a down ClickHouse reads nothing meanwhile, so it
+// would not see the end of the stream; its writers, which find the slot
+// no longer theirs, must end it, or the pipeline waits for ever. Once
+// ClickHouse is back the next session stores every event.
+func TestReplicator_SessionWhoseWalsenderLetGoOfTheSlotEnds(t *testing.T) {
+	h := setup(t)
+	s := &downSink{}
+	core, logs := observer.New(zapcore.InfoLevel)
+	h.runWith(s, zap.New(core), func(c *replication.Config) { c.BatchMaxRows = 10 })
+	insert := func(i int) {
+		h.exec(fmt.Sprintf(`INSERT INTO outbox (event_type, event_date_time, environment, event_context, metadata_version)
+			VALUES ('t', now(), 'test', '{"i":%d}', 1)`, i))
+	}
+	// The session streams (it reads what ClickHouse holds as it begins)
+	// before ClickHouse goes.
+	insert(0)
+	eventually(t, "the first event stored", func() bool { return s.count() == 1 })
+	s.setDown(true)
+
+	const events = 100
+	for i := 1; i < events; i++ {
+		insert(i)
+	}
+	end := h.lsn("SELECT pg_current_wal_lsn()")
+	// Two writers retry and a third batch waits: the stream reads no more.
+	eventually(t, "both writers to fail at least twice", func() bool {
+		s.fakeSink.mu.Lock()
+		defer s.fakeSink.mu.Unlock()
+		return s.fakeSink.writes >= 5
+	})
+	var walsender uint32
+	if err := h.pool.QueryRow(context.Background(), "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'slot'").Scan(&walsender); err != nil {
+		t.Fatal(err)
+	}
+	h.exec(fmt.Sprintf("SELECT pg_cancel_backend(%d)", walsender))
+	eventually(t, "the cancelled walsender to let go of the slot", func() bool {
+		var active bool
+		if err := h.pool.QueryRow(context.Background(), "SELECT active FROM pg_replication_slots WHERE slot_name = 'slot'").Scan(&active); err != nil {
+			t.Fatal(err)
+		}
+		return !active
+	})
+	var alive int
+	if err := h.pool.QueryRow(context.Background(), "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", walsender).Scan(&alive); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("walsender %d let go of the slot; still connected: %v", walsender, alive == 1)
+
+	s.setDown(false)
+	eventually(t, "every event stored and acknowledged after ClickHouse came back", func() bool {
+		return s.count() >= events && h.confirmed() >= end
+	})
+	seen := map[sink.Position]int{}
+	for _, r := range s.rows {
+		seen[r.Pos]++
+	}
+	if len(seen) != events {
+		t.Fatalf("%d distinct positions stored, want %d", len(seen), events)
+	}
+	if n := logs.FilterMessage("this session's walsender no longer holds the slot; the session ends, and the next replays its batches").Len(); n == 0 {
+		t.Errorf("no writer said its walsender had let go of the slot")
+	}
+	ended := 0
+	for _, e := range logs.FilterMessage("replication interrupted; reconnecting").All() {
+		if strings.Contains(fmt.Sprint(e.ContextMap()["error"]), "no longer holds the slot") {
+			ended++
+		}
+	}
+	if ended != 1 {
+		t.Errorf("%d sessions ended because their walsender let go of the slot, want 1", ended)
+	}
+}
