@@ -976,6 +976,15 @@ func (s *stream) run(ctx context.Context) error {
 	s.fence.ending.Store(true)
 	budget := time.AfterFunc(s.r.cfg.ShutdownTimeout, wcancel)
 	defer budget.Stop()
+	// A writer that finds the slot no longer this session's stores
+	// nothing more: the wait for the writer ends then, not at the budget.
+	go func() {
+		select {
+		case <-s.fence.gone:
+			wcancel()
+		case <-writerDone:
+		}
+	}()
 	if s.unsent == nil && len(s.batch.Rows) > 0 {
 		s.unsent = s.seal(cutShutdown)
 	}
@@ -990,13 +999,14 @@ func (s *stream) run(ctx context.Context) error {
 		s.r.log.Warn("final acknowledgement failed; the slot will replay from the previous one", zap.Error(err))
 	}
 	w, f := s.track.Positions()
-	if !budget.Stop() && (s.track.InFlight() > 0 || s.track.Buffered() > 0) {
-		if ctx.Err() != nil {
-			s.r.state.unstoredAtStop.Store(true)
-		}
+	ranOut := !budget.Stop()
+	if (ranOut || s.notHolder()) && (s.track.InFlight() > 0 || s.track.Buffered() > 0) && ctx.Err() != nil {
+		s.r.state.unstoredAtStop.Store(true)
+	}
+	if ranOut && (s.track.InFlight() > 0 || s.track.Buffered() > 0) {
 		// Nothing is lost (what was not stored was not acknowledged),
 		// but the next start replays it: say so, rather than only
-		// "stopped".
+		// "stopped". (A slot found not this session's said so itself.)
 		s.r.log.Warn("CDC_SHUTDOWN_TIMEOUT ran out before every batch was stored (its rows in ClickHouse, its refused rows' dead letters in PostgreSQL): the next start replays them from the last acknowledged position",
 			zap.Duration("shutdown_timeout", s.r.cfg.ShutdownTimeout), zap.Int("batches_in_flight", s.track.InFlight()), zap.Int("rows_unsent", s.track.Buffered()), zap.Stringer("flushed", f))
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
@@ -131,5 +132,61 @@ func TestReplicator_SessionWhoseWalsenderLetGoOfTheSlotEnds(t *testing.T) {
 	}
 	if ended != 1 {
 		t.Errorf("%d sessions ended because their walsender let go of the slot, want 1", ended)
+	}
+}
+
+// A shutdown waits for its writers within CDC_SHUTDOWN_TIMEOUT; once one
+// finds the slot no longer the session's, nothing more may be stored, and
+// the wait ends there rather than at the budget. What was not stored is
+// said to be left for the next start.
+func TestReplicator_ShutdownEndsOnceTheSlotIsNoLongerTheSessions(t *testing.T) {
+	h := setup(t)
+	s := &downSink{}
+	const budget = time.Minute
+	r, _, stop := h.start(s, nil, zap.NewNop(), func(c *replication.Config) {
+		c.BatchMaxRows = 10
+		c.ShutdownTimeout = budget
+	})
+	insert := func(i int) {
+		h.exec(fmt.Sprintf(`INSERT INTO outbox (event_type, event_date_time, environment, event_context, metadata_version)
+			VALUES ('t', now(), 'test', '{"i":%d}', 1)`, i))
+	}
+	insert(0)
+	eventually(t, "the first event stored", func() bool { return s.count() == 1 })
+	s.setDown(true)
+	for i := 1; i < 100; i++ {
+		insert(i)
+	}
+	eventually(t, "both writers to fail at least twice", func() bool {
+		s.fakeSink.mu.Lock()
+		defer s.fakeSink.mu.Unlock()
+		return s.fakeSink.writes >= 5
+	})
+	var walsender uint32
+	if err := h.pool.QueryRow(context.Background(), "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'slot'").Scan(&walsender); err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	time.Sleep(500 * time.Millisecond) // the shutdown waits for its writers
+	select {
+	case <-stopped:
+		t.Fatal("the shutdown ended before the slot was lost, with ClickHouse down")
+	default:
+	}
+	h.exec(fmt.Sprintf("SELECT pg_cancel_backend(%d)", walsender))
+	select {
+	case <-stopped:
+	case <-time.After(budget / 2):
+		t.Fatalf("the shutdown still waits %s after its walsender let go of the slot (budget %s)", time.Since(start).Round(time.Second), budget)
+	}
+	t.Logf("stopped %s after the shutdown began", time.Since(start).Round(time.Millisecond))
+	if !r.State().LeftUnstored() {
+		t.Error("the shutdown left batches unstored and did not say so")
+	}
+	if n := s.count(); n != 1 {
+		t.Errorf("%d events stored with ClickHouse down; want the 1 stored before", n)
 	}
 }

@@ -27,15 +27,16 @@ type State struct {
 	// committed before that are in no slot, and the outbox holds the only
 	// copy of those not yet stored.
 	slotCreated atomic.Bool
-	// unstoredAtStop is set when the shutdown's budget ran out before
-	// the sink stored what the stream held (LeftUnstored).
+	// unstoredAtStop is set when the shutdown's budget ran out, or a
+	// writer found the slot no longer the session's, before the sink
+	// stored what the stream held (LeftUnstored).
 	unstoredAtStop atomic.Bool
 }
 
 // LeftUnstored reports whether Run, once it returned nil, gave up on
-// batches the sink had not stored within Config.ShutdownTimeout: nothing
-// is lost, since nothing unstored was acknowledged, but the next start
-// replays them.
+// batches the sink had not stored within Config.ShutdownTimeout, or
+// before the slot stopped being its session's: nothing is lost, since
+// nothing unstored was acknowledged, but the next start replays them.
 func (s *State) LeftUnstored() bool { return s.unstoredAtStop.Load() }
 
 // SlotCreated reports whether this process created its replication slot

@@ -168,7 +168,7 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	case err != nil:
 	case rep.State().LeftUnstored():
 		// Exit 0 all the same: nothing unstored was acknowledged.
-		log.Warn("shut down; what ClickHouse had not stored within CDC_SHUTDOWN_TIMEOUT is replayed at the next start")
+		log.Warn("shut down; what ClickHouse had not stored within CDC_SHUTDOWN_TIMEOUT, or before the slot stopped being this session's, is replayed at the next start")
 	default:
 		log.Info("shut down cleanly")
 	}
