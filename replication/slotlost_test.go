@@ -51,6 +51,36 @@ func (d *downSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, e
 	return d.fakeSink.Write(ctx, b)
 }
 
+// holdUp has the session stream one event into s, takes s down, commits
+// 99 more, and returns once the writers have failed five times: both
+// retry, and the stream, with a third batch waiting, reads nothing. It
+// returns the walsender holding the slot and the WAL's end.
+func holdUp(t *testing.T, h *harness, s *downSink) (walsender uint32, end pglogrepl.LSN) {
+	t.Helper()
+	insert := func(i int) {
+		h.exec(fmt.Sprintf(`INSERT INTO outbox (event_type, event_date_time, environment, event_context, metadata_version)
+			VALUES ('t', now(), 'test', '{"i":%d}', 1)`, i))
+	}
+	// The session streams (it reads what ClickHouse holds as it begins)
+	// before ClickHouse goes.
+	insert(0)
+	eventually(t, "the first event stored", func() bool { return s.count() == 1 })
+	s.setDown(true)
+	for i := 1; i < 100; i++ {
+		insert(i)
+	}
+	end = h.lsn("SELECT pg_current_wal_lsn()")
+	eventually(t, "the writers to fail five times", func() bool {
+		s.fakeSink.mu.Lock()
+		defer s.fakeSink.mu.Unlock()
+		return s.fakeSink.writes >= 5
+	})
+	if err := h.pool.QueryRow(context.Background(), "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'slot'").Scan(&walsender); err != nil {
+		t.Fatal(err)
+	}
+	return walsender, end
+}
+
 func (d *downSink) Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
 	if d.isDown() {
 		return nil, errRefused
@@ -71,31 +101,8 @@ func TestReplicator_SessionWhoseWalsenderLetGoOfTheSlotEnds(t *testing.T) {
 	s := &downSink{}
 	core, logs := observer.New(zapcore.InfoLevel)
 	h.runWith(s, zap.New(core), func(c *replication.Config) { c.BatchMaxRows = 10 })
-	insert := func(i int) {
-		h.exec(fmt.Sprintf(`INSERT INTO outbox (event_type, event_date_time, environment, event_context, metadata_version)
-			VALUES ('t', now(), 'test', '{"i":%d}', 1)`, i))
-	}
-	// The session streams (it reads what ClickHouse holds as it begins)
-	// before ClickHouse goes.
-	insert(0)
-	eventually(t, "the first event stored", func() bool { return s.count() == 1 })
-	s.setDown(true)
-
 	const events = 100
-	for i := 1; i < events; i++ {
-		insert(i)
-	}
-	end := h.lsn("SELECT pg_current_wal_lsn()")
-	// Two writers retry and a third batch waits: the stream reads no more.
-	eventually(t, "both writers to fail at least twice", func() bool {
-		s.fakeSink.mu.Lock()
-		defer s.fakeSink.mu.Unlock()
-		return s.fakeSink.writes >= 5
-	})
-	var walsender uint32
-	if err := h.pool.QueryRow(context.Background(), "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'slot'").Scan(&walsender); err != nil {
-		t.Fatal(err)
-	}
+	walsender, end := holdUp(t, h, s)
 	h.exec(fmt.Sprintf("SELECT pg_cancel_backend(%d)", walsender))
 	eventually(t, "the cancelled walsender to let go of the slot", func() bool {
 		var active bool
@@ -115,9 +122,11 @@ func TestReplicator_SessionWhoseWalsenderLetGoOfTheSlotEnds(t *testing.T) {
 		return s.count() >= events && h.confirmed() >= end
 	})
 	seen := map[sink.Position]int{}
+	s.fakeSink.mu.Lock()
 	for _, r := range s.rows {
 		seen[r.Pos]++
 	}
+	s.fakeSink.mu.Unlock()
 	if len(seen) != events {
 		t.Fatalf("%d distinct positions stored, want %d", len(seen), events)
 	}
@@ -147,25 +156,7 @@ func TestReplicator_ShutdownEndsOnceTheSlotIsNoLongerTheSessions(t *testing.T) {
 		c.BatchMaxRows = 10
 		c.ShutdownTimeout = budget
 	})
-	insert := func(i int) {
-		h.exec(fmt.Sprintf(`INSERT INTO outbox (event_type, event_date_time, environment, event_context, metadata_version)
-			VALUES ('t', now(), 'test', '{"i":%d}', 1)`, i))
-	}
-	insert(0)
-	eventually(t, "the first event stored", func() bool { return s.count() == 1 })
-	s.setDown(true)
-	for i := 1; i < 100; i++ {
-		insert(i)
-	}
-	eventually(t, "both writers to fail at least twice", func() bool {
-		s.fakeSink.mu.Lock()
-		defer s.fakeSink.mu.Unlock()
-		return s.fakeSink.writes >= 5
-	})
-	var walsender uint32
-	if err := h.pool.QueryRow(context.Background(), "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'slot'").Scan(&walsender); err != nil {
-		t.Fatal(err)
-	}
+	walsender, _ := holdUp(t, h, s)
 
 	start := time.Now()
 	stopped := make(chan struct{})
