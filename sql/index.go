@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -45,20 +46,32 @@ func readIndex(ctx context.Context, conn pgQuerier, name string) (indexState, er
 	// of this role (or to pg_read_all_stats), which a migrate run as the
 	// same admin is.
 	st := indexState{exists: true}
+	var def *string
 	err := conn.QueryRow(ctx, `
 		SELECT i.indisvalid,
 		       substring(pg_get_indexdef(i.indexrelid) from ' USING (.*)$'),
 		       coalesce((SELECT p.pid FROM pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid LIMIT 1), 0)
 		FROM pg_index i
 		JOIN pg_class c ON c.oid = i.indexrelid
-		WHERE i.indrelid = to_regclass('outbox') AND c.relname = $1`, name).Scan(&st.valid, &st.def, &st.builder)
-	if errors.Is(err, pgx.ErrNoRows) {
+		WHERE i.indrelid = to_regclass('outbox') AND c.relname = $1`, name).Scan(&st.valid, &def, &st.builder)
+	if errors.Is(err, pgx.ErrNoRows) || err == nil && def == nil || droppedMeanwhile(err) {
+		// None; or one another session (a second migrate) dropped after
+		// this look's snapshot was taken: pg_get_indexdef reads the
+		// catalog as it is now, and finds nothing (NULL) or half of it.
 		return indexState{}, nil
 	}
 	if err != nil {
 		return indexState{}, fmt.Errorf("look up index %s: %w", name, err)
 	}
+	st.def = *def
 	return st, nil
+}
+
+// droppedMeanwhile reports whether err is pg_get_indexdef failing on an
+// index dropped as it read it: "cache lookup failed for …" (XX000).
+func droppedMeanwhile(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "XX000" && strings.HasPrefix(pgErr.Message, "cache lookup failed")
 }
 
 // migrateOutboxIndex makes OutboxIndex exist and be valid, then drops

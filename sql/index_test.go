@@ -451,3 +451,28 @@ func TestMigratePostgres_RebuildsAfterAFailedBuild(t *testing.T) {
 		t.Fatalf("outbox indexes:\n%s", strings.Join(got, "\n"))
 	}
 }
+
+// An index another session drops while migrate looks it up: the catalog
+// row the look's snapshot still sees has no definition any more
+// (pg_get_indexdef reads the catalog as it is now, and gives NULL). It is
+// gone, not an error: a second migrate met it in make test while the
+// first dropped the old index.
+func TestMigratePostgres_IndexDroppedDuringTheLookIsGone(t *testing.T) {
+	ctx := context.Background()
+	dsn := testenv.Get(t).NewPostgres(t)
+	admin := connect(t, dsn)
+	oldSchema(t, admin)
+	tx, err := connect(t, dsn).BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	// The first look takes the snapshot the second reads the catalog by.
+	if exists, err := ddl.IndexExists(ctx, tx, ddl.OldOutboxIndex); err != nil || !exists {
+		t.Fatalf("before the drop: exists %v, %v; want true", exists, err)
+	}
+	exec(t, admin, `DROP INDEX `+ddl.OldOutboxIndex)
+	if exists, err := ddl.IndexExists(ctx, tx, ddl.OldOutboxIndex); err != nil || exists {
+		t.Fatalf("after the drop: exists %v, %v; want false and no error", exists, err)
+	}
+}
