@@ -327,7 +327,13 @@ func appendJSONString[T string | []byte](out []byte, s T) []byte {
 		r, n := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
 		if r == utf8.RuneError && n == 1 {
 			out = append(out, s[start:i]...)
-			out = append(out, "\\ufffd"...)
+			// The character itself, not its escape: a SQL_ASCII
+			// database (the one place such bytes come from) takes its
+			// bytes into jsonb as they are, and refuses to convert an
+			// escape above U+007F ("conversion between UTF8 and
+			// SQL_ASCII is not supported"): the letter could not be
+			// stored, and the stream would stall on it.
+			out = append(out, "\uFFFD"...)
 			i++
 			start = i
 			continue

@@ -356,6 +356,13 @@ func Name(prefix string) string {
 // database and any replication slot in it are dropped when the test ends.
 func (e *Env) NewPostgres(t testing.TB) string {
 	t.Helper()
+	return e.NewPostgresWith(t, "")
+}
+
+// NewPostgresWith is NewPostgres with options added to CREATE DATABASE
+// (e.g. "ENCODING 'SQL_ASCII' TEMPLATE template0 LOCALE 'C'").
+func (e *Env) NewPostgresWith(t testing.TB, options string) string {
+	t.Helper()
 	name := Name("t")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -364,7 +371,7 @@ func (e *Env) NewPostgres(t testing.TB) string {
 		t.Fatalf("connect to postgres: %v", err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+	if _, err := conn.Exec(ctx, strings.TrimSpace("CREATE DATABASE "+name+" "+options)); err != nil {
 		t.Fatalf("create database: %v", err)
 	}
 	t.Cleanup(func() {
