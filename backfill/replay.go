@@ -180,7 +180,10 @@ func (rs relations) row(l deadletter.Letter) sink.Row {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	key := strings.Join(names, ",")
+	// NUL, which neither a PostgreSQL identifier nor a jsonb key holds:
+	// joined by a comma, the columns {"a,b"} and {"a", "b"} were one key,
+	// and a letter of one shape was sent with the other's relation.
+	key := strings.Join(names, "\x00")
 	rel, ok := rs.byKey[key]
 	if !ok {
 		rel = &decoder.Relation{Namespace: "public", Name: OutboxTable}
