@@ -379,6 +379,12 @@ var (
 	maxDate32 = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC) // exclusive
 )
 
+// parseDate32 hands a plain date over as its midnight in UTC, which
+// clickhouse-go turns into the day number as it is. Handed the text,
+// clickhouse-go read it as midnight in the server's time zone, and where
+// that midnight does not exist (a DST change at 00:00: Santiago, São
+// Paulo, Havana, the Azores) Go moves it to 23:00 the day before, which
+// was the day stored.
 func parseDate32(b []byte) (any, error) {
 	t, err := time.Parse("2006-01-02", string(b))
 	if err != nil {
@@ -387,7 +393,7 @@ func parseDate32(b []byte) (any, error) {
 	if t.Before(minDate32) || !t.Before(maxDate32) {
 		return nil, fmt.Errorf("%q is outside Date32's range 1900-01-01 to 2299-12-31", clip(b))
 	}
-	return string(b), nil
+	return t, nil
 }
 
 // parseBigInt reads a whole number for a 128- or 256-bit column, which

@@ -139,8 +139,8 @@ func TestCellFor(t *testing.T) {
 		{typ: "Decimal(3, 0)", in: text("-999"), want: "-999"},
 		{typ: "Decimal32(2)", in: text("1.234"), wantErr: `"1.234" has more than 2 decimal places: Decimal32(2) would cut it`},
 		{typ: "Decimal64(3)", in: text("123456789012345.678"), want: "123456789012345.678"},
-		{typ: "Date32", in: text("1900-01-01"), want: "1900-01-01"},
-		{typ: "Date32", in: text("2299-12-31"), want: "2299-12-31"},
+		{typ: "Date32", in: text("1900-01-01"), want: time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{typ: "Date32", in: text("2299-12-31"), want: time.Date(2299, 12, 31, 0, 0, 0, 0, time.UTC)},
 		{typ: "Date32", in: text("1899-12-31"), wantErr: `"1899-12-31" is outside Date32's range 1900-01-01 to 2299-12-31`},
 		{typ: "Date32", in: text("2300-01-01"), wantErr: `"2300-01-01" is outside Date32's range 1900-01-01 to 2299-12-31`},
 		{typ: "Int128", in: text("-170141183460469231731687303715884105728"), want: "-170141183460469231731687303715884105728"},
@@ -351,6 +351,64 @@ func TestCellsThroughClickHouseGo(t *testing.T) {
 				t.Errorf("%s(%q) reads back %#v, want %#v", tt.typ, tt.in.Data, got, tt.want)
 			}
 		}()
+	}
+}
+
+// The day a Date or Date32 column is sent is the day the text names, in
+// whatever time zone the server runs (clickhouse-go builds the INSERT's
+// columns with the server's zone). A Date32 went as text, which
+// clickhouse-go read as midnight in that zone: where a DST change skips
+// midnight, the day before was sent.
+func TestDatesAreTheDayTheTextNamesInEveryServerZone(t *testing.T) {
+	for _, tc := range []struct{ zone, day string }{
+		{"UTC", "2024-09-08"},
+		{"America/Santiago", "2024-09-08"}, // clocks go from 00:00 to 01:00
+		{"America/Sao_Paulo", "2018-11-04"},
+		{"America/Havana", "2024-03-10"},
+		{"Atlantic/Azores", "2024-03-31"},
+		{"America/Santiago", "1969-08-10"},
+		{"Pacific/Kiritimati", "1995-01-01"}, // a whole day skipped: 1994-12-31 never was there
+	} {
+		loc, err := time.LoadLocation(tc.zone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, typ := range []string{"Date", "Date32"} {
+			if typ == "Date" && tc.day < "1970" {
+				continue // before Date's range
+			}
+			c := cellFor(typ)
+			if err := c.set(text(tc.day)); err != nil {
+				t.Fatalf("%s(%s): %v", typ, tc.day, err)
+			}
+			col, err := column.Type(typ).Column("c", &column.ServerContext{Timezone: loc})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := col.AppendRow(c.value()); err != nil {
+				t.Fatalf("%s(%s) with the server in %s: %v", typ, tc.day, tc.zone, err)
+			}
+			buf := &chgo.Buffer{}
+			col.Encode(buf)
+			r := chgo.NewReader(bytes.NewReader(buf.Buf))
+			var days int64
+			if typ == "Date" {
+				var d chgo.ColDate
+				if err := d.DecodeColumn(r, 1); err != nil {
+					t.Fatal(err)
+				}
+				days = int64(d[0])
+			} else {
+				var d chgo.ColDate32
+				if err := d.DecodeColumn(r, 1); err != nil {
+					t.Fatal(err)
+				}
+				days = int64(d[0])
+			}
+			if got := time.Unix(days*86400, 0).UTC().Format(time.DateOnly); got != tc.day {
+				t.Errorf("%s %s with the server in %s is sent as %s", typ, tc.day, tc.zone, got)
+			}
+		}
 	}
 }
 
