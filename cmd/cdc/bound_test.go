@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"github.com/eventcdc/cdc/config"
 	"github.com/eventcdc/cdc/deadletter"
 	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/sink"
@@ -380,6 +381,13 @@ func TestOperatorBounds(t *testing.T) {
 		{"statement_timeout=1.5h", "15000", "1.5h", ""},
 		{"statement_timeout=10parsecs", "", "", `CDC_PG_DSN: statement_timeout "10parsecs": unit "parsecs" is none of PostgreSQL's (us, ms, s, min, h, d)`},
 		{"statement_timeout=soon", "", "", `CDC_PG_DSN: statement_timeout "soon": not a time PostgreSQL reads (e.g. 30000 or 30s)`},
+		// Set through libpq's options: cdc adds nothing, or its own
+		// parameter would override them.
+		{"options=-c%20lock_timeout%3D1s%20-c%20statement_timeout%3D0", "", "", ""},
+		{"options=-clock_timeout%3D1s", "", "45000", ""},
+		{"options=--statement-timeout%3D2min", "15000", "", ""},
+		{"options=-c%20work_mem%3D8MB", "15000", "45000", ""},
+		{"options=-c%20statement_timeout%3D10parsecs", "", "", `CDC_PG_DSN: statement_timeout "10parsecs": unit "parsecs" is none of PostgreSQL's (us, ms, s, min, h, d)`},
 	} {
 		dsn := "postgres://u@127.0.0.1:1/app?" + tc.query
 		pcfg, err := pgxpool.ParseConfig(dsn)
@@ -405,11 +413,76 @@ func TestOperatorBounds(t *testing.T) {
 func TestPGDuration(t *testing.T) {
 	for in, want := range map[string]time.Duration{
 		"45000": 45 * time.Second, "45s": 45 * time.Second, "2min": 2 * time.Minute, "1.5h": 90 * time.Minute,
-		"250ms": 250 * time.Millisecond, "1 d": 24 * time.Hour, "0": 0, "500us": 500 * time.Microsecond,
+		"250ms": 250 * time.Millisecond, "1 d": 24 * time.Hour, "0": 0,
+		// What PostgreSQL 15 shows after SET statement_timeout to each:
+		// rounded to a whole millisecond, half to even (0 is none), with
+		// strtol's hex and octal and strtod's exponents.
+		"400us": 0, "0.4": 0, "500us": 0, "1500us": 2 * time.Millisecond, "1.5": 2 * time.Millisecond,
+		"2.5": 2 * time.Millisecond, "010": 8 * time.Millisecond, "0x10": 16 * time.Millisecond,
+		"1e3": time.Second, "1e-1s": 100 * time.Millisecond, " 30 s": 30 * time.Second, ".5s": 500 * time.Millisecond,
 	} {
 		if got, err := pgDuration(in); err != nil || got != want {
 			t.Errorf("pgDuration(%q) = %v, %v; want %v", in, got, err, want)
 		}
+	}
+	for in, want := range map[string]string{
+		"-1":         "not a time PostgreSQL reads (e.g. 30000 or 30s)",
+		"1e":         `unit "e" is none of PostgreSQL's (us, ms, s, min, h, d)`,
+		"08":         "not a time PostgreSQL reads (e.g. 30000 or 30s)",
+		"2147483648": "more than PostgreSQL's largest statement_timeout, 2147483647 ms",
+		"1 parsec":   `unit "parsec" is none of PostgreSQL's (us, ms, s, min, h, d)`,
+	} {
+		if got, err := pgDuration(in); err == nil || err.Error() != want {
+			t.Errorf("pgDuration(%q) = %v, %v; want the error %q", in, got, err, want)
+		}
+	}
+}
+
+// The setting a session gets: a connection parameter, else the last one
+// options sets, as PostgreSQL reads options.
+func TestSetting(t *testing.T) {
+	for _, tc := range []struct {
+		params map[string]string
+		want   string
+	}{
+		{map[string]string{}, ""},
+		{map[string]string{"Statement_Timeout": "5s"}, "5s"},
+		{map[string]string{"options": "-c statement_timeout=1s"}, "1s"},
+		{map[string]string{"options": "-cstatement_timeout=1s"}, "1s"},
+		{map[string]string{"options": "--statement-timeout=1s"}, "1s"},
+		{map[string]string{"options": "-c STATEMENT_TIMEOUT=1s -c statement_timeout=2s"}, "2s"},
+		{map[string]string{"options": "-c statement_timeout=1s", "statement_timeout": "3s"}, "3s"},
+		{map[string]string{"options": `-c search_path=a\ b -c statement_timeout=4s`}, "4s"},
+		{map[string]string{"options": "-c work_mem=8MB"}, ""},
+		{map[string]string{"options": "-c"}, ""},
+	} {
+		if got := setting(tc.params, "statement_timeout"); got != tc.want {
+			t.Errorf("setting(%v) = %q; want %q", tc.params, got, tc.want)
+		}
+	}
+}
+
+// The bounds a DSN sets through options are the ones its sessions run
+// with: before, cdc added its own as parameters, which PostgreSQL applies
+// after options, and a DSN's statement_timeout=0 ran at 45 s.
+func TestOperatorPool_KeepsTheBoundsTheDSNsOptionsSet(t *testing.T) {
+	env := testenv.Get(t)
+	dsn := env.NewPostgres(t)
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	pool, err := openOperatorPool(context.Background(), config.Config{PGDSN: dsn + sep + "options=-c%20lock_timeout%3D1s%20-c%20statement_timeout%3D0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var lock, stmt string
+	if err := pool.QueryRow(context.Background(), "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')").Scan(&lock, &stmt); err != nil {
+		t.Fatal(err)
+	}
+	if lock != "1s" || stmt != "0" {
+		t.Errorf("lock_timeout %q, statement_timeout %q; want the DSN's 1s and 0", lock, stmt)
 	}
 }
 

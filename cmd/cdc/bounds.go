@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -65,35 +67,122 @@ func operatorBounds(dsn string, pcfg *pgxpool.Config) error {
 	return nil
 }
 
-// setting is params' value of a PostgreSQL setting, whose names are not
-// case-sensitive.
+// setting is the value a session opened with params gets for a
+// PostgreSQL setting, whose names are not case-sensitive: the setting
+// named as a connection parameter, else the last -c name=value or
+// --name=value in options (libpq's options, or PGOPTIONS, which pgx reads
+// into it). PostgreSQL applies options first and the parameters after, so
+// a parameter wins; cdc adding its own as a parameter would override what
+// options said.
 func setting(params map[string]string, name string) string {
+	options := ""
 	for k, v := range params {
 		if strings.EqualFold(k, name) {
 			return v
 		}
+		if strings.EqualFold(k, "options") {
+			options = v
+		}
 	}
-	return ""
+	value := ""
+	words := splitOptions(options)
+	for i := 0; i < len(words); i++ {
+		w, ok := "", false
+		switch {
+		case words[i] == "-c" && i+1 < len(words):
+			i++
+			w, ok = words[i], true
+		case strings.HasPrefix(words[i], "-c"):
+			w, ok = words[i][2:], true
+		case strings.HasPrefix(words[i], "--"):
+			w, ok = words[i][2:], true
+		}
+		if !ok {
+			continue
+		}
+		// PostgreSQL reads a dash in an option's name as an underscore.
+		k, v, found := strings.Cut(w, "=")
+		if found && strings.EqualFold(strings.ReplaceAll(k, "-", "_"), name) {
+			value = v
+		}
+	}
+	return value
 }
 
-// pgDuration reads a time setting as PostgreSQL does: a number of
-// milliseconds, or a number with one of its units.
+// splitOptions splits options into words as PostgreSQL does
+// (pg_split_opts): at whitespace, where a backslash makes the next
+// character, a space included, part of the word.
+func splitOptions(options string) []string {
+	var words []string
+	var w strings.Builder
+	in, escaped := false, false
+	for _, r := range options {
+		switch {
+		case escaped:
+			w.WriteRune(r)
+			escaped = false
+		case r == '\\':
+			escaped, in = true, true
+		case unicode.IsSpace(r):
+			if in {
+				words = append(words, w.String())
+				w.Reset()
+				in = false
+			}
+		default:
+			w.WriteRune(r)
+			in = true
+		}
+	}
+	if in {
+		words = append(words, w.String())
+	}
+	return words
+}
+
+// An integer time setting's number as PostgreSQL reads it (parse_int):
+// strtol's with base 0 (0x… hex, 0… octal), or strtod's where a '.' or an
+// exponent follows.
+var (
+	pgInt   = regexp.MustCompile(`^[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)`)
+	pgFloat = regexp.MustCompile(`^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?`)
+)
+
+// pgDuration reads a time setting in milliseconds (statement_timeout) as
+// PostgreSQL does: a number of milliseconds, or a number with one of its
+// units, rounded to a whole millisecond, half to even. Under half a
+// millisecond is 0, which PostgreSQL takes for no timeout.
 func pgDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
-	i := strings.IndexFunc(s, func(r rune) bool { return !unicode.IsDigit(r) && r != '.' })
-	num, unit := s, ""
-	if i >= 0 {
-		num, unit = s[:i], strings.TrimSpace(s[i:])
+	var n float64
+	num := pgInt.FindString(s)
+	if rest := s[len(num):]; num == "" || strings.HasPrefix(rest, ".") || strings.HasPrefix(rest, "e") || strings.HasPrefix(rest, "E") {
+		num = pgFloat.FindString(s)
+		f, err := strconv.ParseFloat(num, 64)
+		if err != nil {
+			return 0, errors.New("not a time PostgreSQL reads (e.g. 30000 or 30s)")
+		}
+		n = f
+	} else {
+		i, err := strconv.ParseInt(num, 0, 64)
+		if err != nil {
+			return 0, errors.New("not a time PostgreSQL reads (e.g. 30000 or 30s)")
+		}
+		n = float64(i)
 	}
-	n, err := strconv.ParseFloat(num, 64)
-	if err != nil || n < 0 {
+	if n < 0 {
 		return 0, errors.New("not a time PostgreSQL reads (e.g. 30000 or 30s)")
 	}
-	per := map[string]time.Duration{"": time.Millisecond, "us": time.Microsecond, "ms": time.Millisecond, "s": time.Second, "min": time.Minute, "h": time.Hour, "d": 24 * time.Hour}[unit]
-	if per == 0 {
+	unit := strings.TrimSpace(s[len(num):])
+	per, ok := map[string]float64{"": 1, "us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}[unit]
+	if !ok {
 		return 0, fmt.Errorf("unit %q is none of PostgreSQL's (us, ms, s, min, h, d)", unit)
 	}
-	return time.Duration(n * float64(per)), nil
+	ms := math.RoundToEven(n * per)
+	if ms > float64(math.MaxInt32) {
+		return 0, errors.New("more than PostgreSQL's largest statement_timeout, 2147483647 ms")
+	}
+	return time.Duration(ms) * time.Millisecond, nil
 }
 
 // openOperatorPool opens PostgreSQL for verify, backfill and deadletter:
