@@ -55,16 +55,14 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// Hold makes the marker that pauses retention for slot; created is false
-// when it existed already, under its name or an earlier cdc's: a second
-// marker would leave retention held once the operator dropped the one
-// every message names.
+// Hold makes the marker that pauses retention for slot, HoldName(slot);
+// created is false when it existed already. It is made beside a marker of
+// an earlier cdc's name: that name is also the hold of another slot, the
+// one named by this slot's first 48 characters, and taken for this slot's
+// it was dropped when that slot's gap was shipped, lifting this one's. Two
+// markers hold until both are dropped; every message names the one left
+// (HeldAs).
 func Hold(ctx context.Context, q Querier, slot string) (created bool, err error) {
-	if legacy := legacyHoldName(slot); legacy != HoldName(slot) {
-		if name, err := HeldAs(ctx, q, slot); err == nil && name == legacy {
-			return false, nil
-		}
-	}
 	// false: reserve no WAL (restart_lsn stays NULL), so the marker never
 	// keeps WAL or holds back the catalog xmin.
 	var name string

@@ -65,20 +65,59 @@ func TestHeld_FindsAHoldByItsEarlierName(t *testing.T) {
 		warned[0].ContextMap()["lift"] != "SELECT pg_drop_replication_slot('"+legacy+"')" {
 		t.Fatalf("the sweeper's warning: %+v, want one naming %s", warned, legacy)
 	}
-	// No second marker is made beside it.
-	if created, err := Hold(ctx, pool, slot); err != nil || created {
-		t.Fatalf("Hold beside the earlier marker: created %v (%v), want none", created, err)
-	}
-	if name, err := HeldAs(ctx, pool, slot); err != nil || name != legacy {
-		t.Fatalf("HeldAs %q (%v) after Hold, want still only %q", name, err, legacy)
-	}
-	// With both, today's name comes first.
-	if _, err := pool.Exec(ctx, `SELECT pg_create_physical_replication_slot($1, false)`, HoldName(slot)); err != nil {
-		t.Fatal(err)
-	}
+	// Hold makes today's beside it (the earlier name may be another
+	// slot's hold), and today's name comes first; once it is dropped the
+	// earlier one is named.
 	t.Cleanup(func() { _, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, HoldName(slot)) })
+	if created, err := Hold(ctx, pool, slot); err != nil || !created {
+		t.Fatalf("Hold beside the earlier marker: created %v (%v), want today's made", created, err)
+	}
 	if name, err := HeldAs(ctx, pool, slot); err != nil || name != HoldName(slot) {
 		t.Fatalf("HeldAs %q (%v) with both markers, want %q", name, err, HoldName(slot))
+	}
+	if _, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, HoldName(slot)); err != nil {
+		t.Fatal(err)
+	}
+	if name, err := HeldAs(ctx, pool, slot); err != nil || name != legacy {
+		t.Fatalf("HeldAs %q (%v) with today's dropped, want the earlier %q", name, err, legacy)
+	}
+}
+
+// Two connectors' slots, one of 48 characters and one that starts with
+// it: the long one's hold is its own, and lifting the short one's, once
+// its gap is shipped, leaves the long one's gap held. Hold took the short
+// slot's marker, whose name an earlier cdc gave the long slot's hold, for
+// the long slot's, made none, and the long slot's sweeper then deleted
+// its unshipped gap.
+func TestHold_ALongSlotsHoldIsNotTheHoldOfTheSlotNamedByItsStart(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	short := testenv.Name("h")
+	short += strings.Repeat("y", 48-len(short))
+	long := short + "_second_connector"
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name IN ($1, $2)`,
+			HoldName(short), HoldName(long))
+	})
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'gap', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 5) g`); err != nil {
+		t.Fatal(err)
+	}
+	if created, err := Hold(ctx, pool, short); err != nil || !created {
+		t.Fatalf("Hold(%s): created %v (%v), want made", short, created, err)
+	}
+	if created, err := Hold(ctx, pool, long); err != nil || !created {
+		t.Fatalf("Hold(%s): created %v (%v), want made", long, created, err)
+	}
+	if _, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, HoldName(short)); err != nil {
+		t.Fatal(err)
+	}
+	c := &Cleaner{Pool: pool, Keep: time.Hour, BatchSize: 100, Log: zap.NewNop(), Slot: long}
+	if n, err := c.Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("the long slot's sweeper deleted %d rows (%v) with its hold standing, want 0", n, err)
+	}
+	if got := outboxRows(t, pool); got != 5 {
+		t.Fatalf("%d outbox rows left, want 5", got)
 	}
 }
 
