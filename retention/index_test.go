@@ -2,6 +2,7 @@ package retention_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -154,16 +155,23 @@ func TestSweep_LaterBatchesSkipWhatTheSweepDeleted(t *testing.T) {
 	if deleted, err := c.Sweep(ctx); err != nil || deleted != 100 {
 		t.Fatalf("sweep deleted %d rows, %v; want the 100 left", deleted, err)
 	}
+	// Each batch in a transaction of its own, its lock wait bounded.
 	sql, args := rec.SQL(), rec.Args()
-	if len(sql) != 4 || sql[0] != retention.SweepFirst {
-		t.Fatalf("sweep ran %d statements, the first %.60q; want 4, the first SweepFirst", len(sql), sql)
+	if len(sql) != 16 {
+		t.Fatalf("sweep ran %d statements %.60q; want 4 batches of 4", len(sql), sql)
 	}
-	for i, key := range want {
-		if sql[i+1] != retention.SweepBatch {
-			t.Fatalf("statement %d is %.60q; want SweepBatch", i+1, sql[i+1])
+	for i := 0; i < 4; i++ {
+		stmt := retention.SweepBatch
+		if i == 0 {
+			stmt = retention.SweepFirst
 		}
-		if got := args[i+1][3]; got != key {
-			t.Errorf("batch %d started past %v; want %s", i+1, got, key)
+		if got := sql[4*i : 4*i+4]; !slices.Equal(got, []string{"begin", "SET LOCAL lock_timeout = '10s'", stmt, "commit"}) {
+			t.Fatalf("batch %d ran %.60q; want begin, SET LOCAL lock_timeout, its DELETE, commit", i, got)
+		}
+		if i > 0 {
+			if got := args[4*i+2][3]; got != want[i-1] {
+				t.Errorf("batch %d started past %v; want %s", i, got, want[i-1])
+			}
 		}
 	}
 }

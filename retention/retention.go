@@ -64,6 +64,11 @@ func (c *Cleaner) Run(ctx context.Context) error {
 		case <-time.After(next):
 		}
 		n, retrySoon, err := c.sweep(ctx)
+		// What a sweep deleted is logged however it ended: one cut
+		// short (the stream stopped, an error) deleted rows too.
+		if n > 0 {
+			c.Log.Info("outbox retention", zap.Int64("deleted", n), zap.Duration("older_than", c.Keep))
+		}
 		if retrySoon {
 			next = min(time.Second, c.Every)
 			continue
@@ -74,8 +79,6 @@ func (c *Cleaner) Run(ctx context.Context) error {
 				return nil
 			}
 			c.Log.Warn("outbox retention sweep failed; will retry", zap.Error(err), zap.Duration("retry_in", c.Every))
-		} else if n > 0 {
-			c.Log.Info("outbox retention", zap.Int64("deleted", n), zap.Duration("older_than", c.Keep))
 		}
 	}
 }
@@ -152,9 +155,9 @@ func (c *Cleaner) sweep(ctx context.Context) (total int64, retrySoon bool, err e
 		// clocks) as its wall clock in its own zone, hours off under a
 		// TZ other than UTC.
 		if lastID == nil {
-			err = c.Pool.QueryRow(ctx, sweepFirst, cutoff.UTC(), c.BatchSize).Scan(&chosen, &deleted, &lastTime, &lastID)
+			err = c.deleteBatch(ctx, []any{&chosen, &deleted, &lastTime, &lastID}, sweepFirst, cutoff.UTC(), c.BatchSize)
 		} else {
-			err = c.Pool.QueryRow(ctx, sweepBatch, cutoff.UTC(), c.BatchSize, *lastTime, *lastID).Scan(&chosen, &deleted, &lastTime, &lastID)
+			err = c.deleteBatch(ctx, []any{&chosen, &deleted, &lastTime, &lastID}, sweepBatch, cutoff.UTC(), c.BatchSize, *lastTime, *lastID)
 		}
 		if err != nil {
 			return total, false, fmt.Errorf("delete old outbox rows: %w", err)
@@ -195,6 +198,32 @@ func (c *Cleaner) checkHold(ctx context.Context) (bool, error) {
 	}
 	c.held = name
 	return name != "", nil
+}
+
+// sweepLockTimeout bounds how long a batch's DELETE waits for a row lock.
+// An application transaction that locks an old outbox row (SELECT … FOR
+// UPDATE, an UPDATE) held the DELETE for as long as it lived, unseen: no
+// log line, no rows deleted, and the DELETE's own lock on the outbox
+// queued every ALTER TABLE outbox behind it, and the application's INSERTs
+// behind that. Past it the sweep fails, says so, and is tried again at
+// the next tick.
+var sweepLockTimeout = "10s" // a var: tests wait less
+
+// deleteBatch runs one batch's statement in a transaction of its own,
+// within sweepLockTimeout, scanning its row into dest.
+func (c *Cleaner) deleteBatch(ctx context.Context, dest []any, query string, args ...any) error {
+	tx, err := c.Pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '"+sweepLockTimeout+"'"); err != nil {
+		return err
+	}
+	if err := tx.QueryRow(ctx, query, args...).Scan(dest...); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
 }
 
 func minTime(a, b time.Time) time.Time {

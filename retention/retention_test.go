@@ -2,6 +2,7 @@ package retention
 
 import (
 	"context"
+	"errors"
 	"os"
 	"slices"
 	"sync/atomic"
@@ -10,8 +11,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/eventcdc/cdc/decoder"
 	"github.com/eventcdc/cdc/internal/testenv"
@@ -240,6 +244,74 @@ func TestRun_WaitsForThePipelineToStream(t *testing.T) {
 			t.Fatalf("%d rows left 5 s after the pipeline streams, want 0", len(outboxIDs(t, pool)))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A sweep cut short logs what it deleted: here the stream stops after the
+// first batch of two. The rows were deleted and never logged.
+func TestRun_LogsWhatASweepCutShortDeleted(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'e', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 4) g`); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	core, logs := observer.New(zapcore.InfoLevel)
+	c := &Cleaner{Pool: pool, Keep: time.Hour, Every: time.Hour, BatchSize: 2, Log: zap.New(core),
+		Horizon: func() (time.Time, bool) { return time.Now(), calls.Add(1) == 1 }}
+	rctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	if err := c.Run(rctx); err != nil {
+		t.Fatal(err)
+	}
+	var reported []int64
+	for _, e := range logs.FilterMessage("outbox retention").All() {
+		reported = append(reported, e.ContextMap()["deleted"].(int64))
+	}
+	if left := len(outboxIDs(t, pool)); left != 2 || !slices.Equal(reported, []int64{2}) {
+		t.Fatalf("%d rows left, deletions logged %v; want 2 left and [2] logged", left, reported)
+	}
+}
+
+// An application transaction holding a lock on an old outbox row holds a
+// sweep's DELETE sweepLockTimeout at most: the sweep then fails, naming
+// the lock timeout, and deletes nothing of that batch; the next one, once
+// the lock is gone, deletes it all. It waited as long as the transaction
+// lived, unseen.
+func TestSweep_WaitsForARowLockABoundedTime(t *testing.T) {
+	defer func(was string) { sweepLockTimeout = was }(sweepLockTimeout)
+	sweepLockTimeout = "200ms"
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'e', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 10) g`); err != nil {
+		t.Fatal(err)
+	}
+	app, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = app.Rollback(ctx) }()
+	if _, err := app.Exec(ctx, `SELECT id FROM outbox ORDER BY event_date_time DESC, id LIMIT 1 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	c := &Cleaner{Pool: pool, Keep: time.Hour, BatchSize: 1000, Log: zap.NewNop()}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n, err := c.Sweep(sctx)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "55P03" || n != 0 || sctx.Err() != nil {
+		t.Fatalf("Sweep behind a row lock = %d, %v; want 0 and a lock timeout (55P03) well within 10 s", n, err)
+	}
+	if left := len(outboxIDs(t, pool)); left != 10 {
+		t.Fatalf("%d rows left after the timed-out batch, want 10", left)
+	}
+	if err := app.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Sweep(ctx); err != nil || n != 10 {
+		t.Fatalf("Sweep after the lock went = %d, %v; want 10", n, err)
 	}
 }
 
