@@ -131,7 +131,14 @@ func migrateOutboxIndex(ctx context.Context, conn pgQuerier, w io.Writer) error 
 		fmt.Fprintf(w, "building index %s on outbox (event_date_time, id) concurrently; inserts into outbox go on meanwhile\n", OutboxIndex)
 		if _, err := conn.Exec(ctx, `CREATE INDEX CONCURRENTLY `+OutboxIndex+` ON outbox (event_date_time, id)`); err != nil {
 			var pgErr *pgconn.PgError
-			if errors.As(err, &pgErr) && pgErr.Code == "42P07" { // another session created it meanwhile
+			if errors.As(err, &pgErr) && pgErr.Code == "42P07" {
+				// Another session created it meanwhile, or the name is
+				// another relation's in the outbox's schema: the index of
+				// an outbox renamed aside for a new one. Looking again
+				// would find nothing on outbox and build again, for ever.
+				if again, err := readIndex(ctx, conn, OutboxIndex); err == nil && !again.exists {
+					return fmt.Errorf("build index %s: the name is another relation's in the outbox's schema (the index of an outbox renamed aside?): rename that one and run migrate again", OutboxIndex)
+				}
 				continue
 			}
 			if errors.As(err, &pgErr) && pgErr.Code == "40P01" && ctx.Err() == nil {

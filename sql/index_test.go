@@ -476,3 +476,28 @@ func TestMigratePostgres_IndexDroppedDuringTheLookIsGone(t *testing.T) {
 		t.Fatalf("after the drop: exists %v, %v; want false and no error", exists, err)
 	}
 }
+
+// The outbox replaced by a new table, the old renamed aside with its
+// indexes' names: the composite index's name is taken in the schema by
+// another table's index. Migrate says so, once; it built again and again,
+// tens of thousands of times a second, and never ended.
+func TestMigratePostgres_IndexNameTakenByAnotherTablesIndexIsAnError(t *testing.T) {
+	env := testenv.Get(t)
+	conn := connect(t, env.NewPostgres(t))
+	if err := ddl.MigratePostgres(context.Background(), conn, "cdc_outbox", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	exec(t, conn, `ALTER TABLE outbox RENAME TO outbox_old`,
+		`CREATE TABLE outbox (LIKE outbox_old INCLUDING DEFAULTS INCLUDING CONSTRAINTS)`)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	err := ddl.MigratePostgres(ctx, conn, "cdc_outbox", &out)
+	want := "build index outbox_event_date_time_id_idx: the name is another relation's in the outbox's schema (the index of an outbox renamed aside?): rename that one and run migrate again"
+	if err == nil || !strings.HasSuffix(err.Error(), want) || ctx.Err() != nil {
+		t.Fatalf("MigratePostgres = %v; want an error ending %q", err, want)
+	}
+	if n := strings.Count(out.String(), "building index"); n != 1 {
+		t.Fatalf("%d builds started, want 1:\n%s", n, out.String())
+	}
+}
