@@ -112,9 +112,13 @@ func CreateSlot(ctx context.Context, conn pgQuerier, slot string) (created bool,
 	}
 	// Slot names are cluster-wide: a slot of that name in another database
 	// is not ours and cannot stream this one.
-	var db, ours string
-	err = conn.QueryRow(ctx, `SELECT coalesce(s.database, ''), current_database() FROM pg_replication_slots s WHERE s.slot_name = $1`, slot).Scan(&db, &ours)
+	// One of another plugin (test_decoding, wal2json) is not cdc's either:
+	// cdc run refuses it at every start.
+	var db, ours, plugin string
+	err = conn.QueryRow(ctx, `SELECT coalesce(s.database, ''), current_database(), coalesce(s.plugin, '') FROM pg_replication_slots s WHERE s.slot_name = $1`, slot).Scan(&db, &ours, &plugin)
 	switch {
+	case err == nil && db == ours && plugin != "pgoutput":
+		return false, fmt.Errorf("replication slot %s exists with the plugin %q, and cdc reads pgoutput: drop it if nothing else reads it, or set another CDC_SLOT_NAME", slot, plugin)
 	case err == nil && db == ours:
 		return false, nil
 	case err == nil:

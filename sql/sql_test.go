@@ -173,3 +173,19 @@ func TestCreateSlot_RefusesASlotOfAnotherDatabase(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// A slot of the name in this database read by another plugin is not cdc's:
+// migrate said nothing of it, and cdc run then refused it at every start.
+func TestCreateSlot_RefusesASlotOfAnotherPlugin(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	pg := connectFresh(t, env)
+	if _, err := pg.Exec(ctx, `SELECT pg_create_logical_replication_slot('other_plugin', 'test_decoding')`); err != nil {
+		t.Fatal(err)
+	}
+	created, err := ddl.CreateSlot(ctx, pg, "other_plugin")
+	want := `replication slot other_plugin exists with the plugin "test_decoding", and cdc reads pgoutput: drop it if nothing else reads it, or set another CDC_SLOT_NAME`
+	if err == nil || err.Error() != want || created {
+		t.Fatalf("CreateSlot = %v, %v; want the error %q", created, err, want)
+	}
+}
