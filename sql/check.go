@@ -42,7 +42,9 @@ func Fatal(lacks []Lack) error {
 // PostgreSQL schema there is. An index counts by its leading columns and
 // not by its name (one an operator made under another name serves the
 // same queries), and only when valid and not partial: PostgreSQL reads no
-// invalid index, a CONCURRENTLY build's leftover. The tables are found as
+// invalid index, a CONCURRENTLY build's leftover; only a btree's key
+// columns count: a hash or BRIN index serves no keyset page nor range,
+// and a column an index only INCLUDEs orders nothing. The tables are found as
 // every other query of cdc finds them, through the search path.
 const checkPostgresQuery = `
 WITH t AS (SELECT to_regclass('cdc_dead_letter') AS dead, to_regclass('outbox') AS outbox),
@@ -51,7 +53,9 @@ ix AS (
 	FROM pg_index i
 	JOIN t ON i.indrelid IN (t.dead, t.outbox)
 	JOIN pg_attribute a0 ON a0.attrelid = i.indrelid AND a0.attnum = i.indkey[0]
-	LEFT JOIN pg_attribute a1 ON a1.attrelid = i.indrelid AND a1.attnum = i.indkey[1]
+	LEFT JOIN pg_attribute a1 ON a1.attrelid = i.indrelid AND a1.attnum = i.indkey[1] AND i.indnkeyatts >= 2
+	JOIN pg_class ic ON ic.oid = i.indexrelid
+	JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
 	WHERE i.indisvalid AND i.indpred IS NULL)
 SELECT t.dead IS NOT NULL,
 	EXISTS (SELECT 1 FROM ix WHERE ix.indrelid = t.dead AND ix.first = 'event_id'),

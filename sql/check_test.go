@@ -63,6 +63,15 @@ func TestCheckPostgres_NamesWhatAnEarlierMigrateDidNotMake(t *testing.T) {
 		{"an index with event_id second serves no lookup by it", []string{
 			`DROP INDEX cdc_dead_letter_event_id`, `CREATE INDEX letters_by_time ON cdc_dead_letter (created_at, event_id)`,
 		}, true, []string{lackByEvent}, false},
+		{"id only included: the index orders by event_date_time alone", []string{
+			dropNewOutboxIndex, `CREATE INDEX outbox_by_time ON outbox (event_date_time) INCLUDE (id)`,
+		}, true, []string{lackOldOutboxIndex}, false},
+		{"a hash index serves no range", []string{
+			dropNewOutboxIndex, `CREATE INDEX outbox_by_time ON outbox USING hash (event_date_time)`,
+		}, true, []string{lackOutboxIndex}, false},
+		{"a BRIN index serves no keyset page", []string{
+			dropNewOutboxIndex, `CREATE INDEX outbox_by_time ON outbox USING brin (event_date_time, id)`,
+		}, true, []string{lackOutboxIndex}, false},
 		{"no cdc_dead_letter", []string{`DROP TABLE cdc_dead_letter`}, true, []string{lackDeadLetters}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
