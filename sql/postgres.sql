@@ -11,16 +11,28 @@
 -- before the outbox's index is built.
 SELECT pg_advisory_xact_lock(hashtext('cdc migrate'));
 
-CREATE TABLE IF NOT EXISTS outbox (
-    id               uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
-    event_type       text        NOT NULL,
-    event_date_time  timestamptz NOT NULL DEFAULT now(),
-    environment      text        NOT NULL,
-    event_context    json        NOT NULL,
-    metadata_version bigint      NOT NULL DEFAULT 1,
-    -- W3C trace context of the request that produced the event (optional).
-    traceparent      text
-);
+-- Created only where the search path finds no outbox, as every other
+-- query of cdc (and the application's INSERT) finds it: IF NOT EXISTS
+-- looks in the one schema it would create in, and with another schema put
+-- first on the path since (ALTER DATABASE … SET search_path) it made a
+-- second, empty outbox there, which the application then wrote to and no
+-- publication sent.
+DO $outbox$
+BEGIN
+    IF to_regclass('outbox') IS NULL THEN
+        CREATE TABLE outbox (
+            id               uuid        PRIMARY KEY DEFAULT gen_random_uuid(),
+            event_type       text        NOT NULL,
+            event_date_time  timestamptz NOT NULL DEFAULT now(),
+            environment      text        NOT NULL,
+            event_context    json        NOT NULL,
+            metadata_version bigint      NOT NULL DEFAULT 1,
+            -- W3C trace context of the request that produced the event (optional).
+            traceparent      text
+        );
+    END IF;
+END
+$outbox$;
 
 -- The outbox's index, outbox_event_date_time_id_idx ON outbox
 -- (event_date_time, id), is not here: `cdc migrate` builds it after this file,
@@ -30,15 +42,22 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 -- Rows ClickHouse refused, set aside with the reason so an operator can see,
 -- fix and replay them (`cdc deadletter replay`). Never written by applications.
-CREATE TABLE IF NOT EXISTS cdc_dead_letter (
-    id          bigserial   PRIMARY KEY,
-    event_id    uuid,
-    commit_lsn  pg_lsn      NOT NULL,
-    seq         bigint      NOT NULL,
-    row_data    jsonb       NOT NULL,
-    error       text        NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
-);
+-- Found, like the outbox, through the search path.
+DO $dead$
+BEGIN
+    IF to_regclass('cdc_dead_letter') IS NULL THEN
+        CREATE TABLE cdc_dead_letter (
+            id          bigserial   PRIMARY KEY,
+            event_id    uuid,
+            commit_lsn  pg_lsn      NOT NULL,
+            seq         bigint      NOT NULL,
+            row_data    jsonb       NOT NULL,
+            error       text        NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now()
+        );
+    END IF;
+END
+$dead$;
 
 -- A refused row is set aside once: the connector and `cdc backfill` look
 -- an event up here before they add it again (deadletter.Put). Only cdc

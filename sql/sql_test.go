@@ -189,3 +189,40 @@ func TestCreateSlot_RefusesASlotOfAnotherPlugin(t *testing.T) {
 		t.Fatalf("CreateSlot = %v, %v; want the error %q", created, err, want)
 	}
 }
+
+// The outbox migrated into public, and another schema put first on the
+// search path since: migrate creates no second outbox or cdc_dead_letter
+// there. CREATE TABLE IF NOT EXISTS looked only in app, made empty tables
+// there, and the application's INSERTs, resolved by the same path, went
+// to an outbox no publication sent.
+func TestMigratePostgres_MakesNoSecondOutboxWhereTheSearchPathLooksFirst(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	pg := connectFresh(t, env)
+	if err := ddl.MigratePostgres(ctx, pg, "cdc_outbox", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{
+		`INSERT INTO outbox (event_type, environment, event_context) VALUES ('e', 'test', '{}')`,
+		`CREATE SCHEMA app`, `SET search_path = app, public`,
+	} {
+		if _, err := pg.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := ddl.MigratePostgres(ctx, pg, "cdc_outbox", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var tables string
+	var rows int
+	if err := pg.QueryRow(ctx, `SELECT string_agg(relnamespace::regnamespace::text || '.' || relname, ',' ORDER BY relnamespace::regnamespace::text, relname)
+		FROM pg_class WHERE relname IN ('outbox', 'cdc_dead_letter') AND relkind = 'r'`).Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if err := pg.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if tables != "public.cdc_dead_letter,public.outbox" || rows != 1 {
+		t.Fatalf("tables %s, %d rows in the outbox the path finds; want public's alone, with its 1 row", tables, rows)
+	}
+}
