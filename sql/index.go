@@ -67,6 +67,25 @@ func readIndex(ctx context.Context, conn pgQuerier, name string) (indexState, er
 	return st, nil
 }
 
+// servingIndex names a valid, non-partial index on the outbox, under a
+// name other than OutboxIndex, defined as OutboxIndex is; "" if none.
+func servingIndex(ctx context.Context, conn pgQuerier) (string, error) {
+	var name string
+	err := conn.QueryRow(ctx, `
+		SELECT c.relname FROM pg_index i
+		JOIN pg_class c ON c.oid = i.indexrelid
+		WHERE i.indrelid = to_regclass('outbox') AND c.relname <> $1 AND i.indisvalid AND i.indpred IS NULL
+		  AND substring(pg_get_indexdef(i.indexrelid) from ' USING (.*)$') = $2
+		ORDER BY c.relname LIMIT 1`, OutboxIndex, outboxIndexDef).Scan(&name)
+	if errors.Is(err, pgx.ErrNoRows) || droppedMeanwhile(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("look up an index on outbox (event_date_time, id): %w", err)
+	}
+	return name, nil
+}
+
 // droppedMeanwhile reports whether err is pg_get_indexdef failing on an
 // index dropped as it read it: "cache lookup failed for …" (XX000).
 func droppedMeanwhile(err error) bool {
@@ -110,6 +129,18 @@ func migrateOutboxIndex(ctx context.Context, conn pgQuerier, w io.Writer) error 
 			case <-time.After(buildPoll):
 			}
 			continue
+		case !st.exists && !built:
+			// An operator's rename, or an index made by hand: it serves
+			// every query OutboxIndex would (the start's check counts it
+			// so), and a second would double the outbox's index upkeep.
+			other, err := servingIndex(ctx, conn)
+			if err != nil {
+				return err
+			}
+			if other != "" {
+				fmt.Fprintf(w, "index %s on outbox (event_date_time, id) serves as %s: not building another\n", other, OutboxIndex)
+				return dropOldOutboxIndex(ctx, conn, w)
+			}
 		case built:
 			return fmt.Errorf("index %s is missing or invalid right after building it", OutboxIndex)
 		case st.exists:
