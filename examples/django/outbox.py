@@ -395,7 +395,15 @@ def _event_time(event_time):
         return None
     if not isinstance(event_time, datetime.datetime):
         raise InvalidEvent(f"event_time {event_time!r} must be a datetime")
-    if event_time.utcoffset() is not None:
+    offset = event_time.utcoffset()
+    if offset is not None:
+        # datetime.timezone takes an offset with microseconds (Python
+        # 3.7+); psycopg2 writes it as it is, and PostgreSQL refuses that
+        # literal, aborting the caller's transaction.
+        if offset.microseconds:
+            raise InvalidEvent(
+                f"event_time {event_time!r} has a UTC offset with a fraction of a second, which PostgreSQL cannot read"
+            )
         return event_time
     if settings.USE_TZ:
         raise InvalidEvent(

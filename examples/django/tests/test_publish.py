@@ -386,6 +386,25 @@ def test_naive_event_time_is_refused_under_use_tz(outbox_rows, settings):
     assert outbox_rows() == []
 
 
+def test_event_time_offsets_postgresql_reads_are_kept_and_a_fractional_second_one_refused(outbox_rows):
+    # An offset of whole seconds (a zone's local mean time, +00:19:32)
+    # PostgreSQL reads; one with microseconds, which datetime.timezone
+    # allows, it refused with a DataError that aborted the transaction.
+    lmt = datetime.timezone(datetime.timedelta(minutes=19, seconds=32))
+    odd = datetime.timezone(datetime.timedelta(hours=1, microseconds=5))
+    with transaction.atomic():
+        kept = publish("timed", {}, event_time=datetime.datetime(1900, 1, 1, 12, 0, tzinfo=lmt))
+        with pytest.raises(InvalidEvent) as refused:
+            publish("timed", {}, event_time=datetime.datetime(2024, 1, 1, 12, 0, tzinfo=odd))
+        after = publish("timed", {}, event_time=datetime.datetime(2024, 1, 1, 12, 0, tzinfo=datetime.timezone.utc))
+    assert refused.value.reason.endswith("has a UTC offset with a fraction of a second, which PostgreSQL cannot read")
+    utc = datetime.timezone.utc
+    assert {r["id"]: r["event_date_time"] for r in outbox_rows()} == {
+        str(kept): datetime.datetime(1900, 1, 1, 11, 40, 28, tzinfo=utc),
+        str(after): datetime.datetime(2024, 1, 1, 12, 0, tzinfo=utc),
+    }
+
+
 def test_naive_event_time_is_in_time_zone_without_use_tz(outbox_rows, settings):
     settings.USE_TZ = False
     settings.TIME_ZONE = "Europe/Paris"
