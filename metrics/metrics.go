@@ -83,7 +83,7 @@ func New(reg prometheus.Registerer, now func() int64) *Metrics {
 	}
 	m.safeWALBytes.Store(math.MinInt64)
 	f.NewGaugeFunc(prometheus.GaugeOpts{Name: "cdc_replication_lag_seconds",
-		Help: "Age of the oldest committed event this process received and has not stored in the sink yet; 0 when caught up, and while it does not stream (a standby, a reconnect before its first event)."},
+		Help: "Age of the oldest committed event this process received and has not stored in the sink yet; 0 when caught up, and on a standby that has not streamed. A process whose session ended with events unstored keeps their age, growing, until it streams again or finds another process holding the slot."},
 		m.lagSeconds)
 	reg.MustRegister(&safeWAL{m: m, desc: prometheus.NewDesc("cdc_slot_safe_wal_bytes",
 		"WAL the slot may still retain before PostgreSQL invalidates it (pg_replication_slots.safe_wal_size); absent while max_slot_wal_keep_size is unlimited.", nil, nil)})
