@@ -444,19 +444,21 @@ func TestReplicator_StreamedTransactionResumesWithoutDuplicates(t *testing.T) {
 // that session ends with part of it stored and not acknowledged (the
 // process killed, or PostgreSQL crashing before the slot's position
 // reached its disk), PostgreSQL sends it again to a new process: streamed
-// when nothing was acknowledged since its first row, whole when something
-// was (decoding does not stream a transaction begun before the slot's
-// position). Either way the new session finds the stored rows — in the
-// replay window, by the commit — and places the rest the same way: every
-// row once.
+// when nothing was acknowledged since its first row; when something was,
+// whole, unless a change of the database queued after the slot's position
+// (an autoanalyze's pg_statistic row, say) finds it over
+// logical_decoding_work_mem: PostgreSQL 15 decides to stream by the record
+// it is at, not by where the transaction began (ReorderBufferCanStartStreaming),
+// and CI met that once. Either way the new session finds the stored rows
+// — in the replay window, by the commit — and places the rest the same
+// way: every row once.
 func TestReplicator_WaitedOutTransactionSentAgainStoresEachRowOnce(t *testing.T) {
 	for _, tc := range []struct {
-		name         string
-		otherAcked   bool // a transaction acknowledged between its first row and its commit
-		wantStreamed bool
+		name       string
+		otherAcked bool // a transaction acknowledged between its first row and its commit
 	}{
-		{"streamed again", false, true},
-		{"sent whole again", true, false},
+		{"streamed again", false},
+		{"sent whole again, or streamed", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := setup(t)
@@ -517,9 +519,10 @@ func TestReplicator_WaitedOutTransactionSentAgainStoresEachRowOnce(t *testing.T)
 				}
 			}
 			found := logs2.FilterMessage("streamed transaction stored, in part or whole, by an earlier session that was sent it at its commit; skipping those rows").Len() == 1
-			if found != tc.wantStreamed {
-				t.Errorf("the second session streamed the transaction and found it stored by its commit: %v, want %v", found, tc.wantStreamed)
+			if !tc.otherAcked && !found {
+				t.Errorf("the second session did not stream the transaction and find it stored by its commit")
 			}
+			t.Logf("the second session streamed the transaction: %v", found)
 		})
 	}
 }
