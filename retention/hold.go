@@ -56,12 +56,12 @@ type Querier interface {
 }
 
 // Hold makes the marker that pauses retention for slot, HoldName(slot);
-// created is false when it existed already. It is made beside a marker of
-// an earlier cdc's name: that name is also the hold of another slot, the
-// one named by this slot's first 48 characters, and taken for this slot's
-// it was dropped when that slot's gap was shipped, lifting this one's. Two
-// markers hold until both are dropped; every message names the one left
-// (HeldAs).
+// created is false when it existed already. It is made even beside a
+// marker of the name earlier builds gave a long slot's hold: that name is
+// also the hold of the slot named by this one's first 48 characters, and
+// dropping that slot's hold once its gap is shipped must not lift this
+// one's. Two markers hold until both are dropped; every message names the
+// one left (HeldAs).
 func Hold(ctx context.Context, q Querier, slot string) (created bool, err error) {
 	// false: reserve no WAL (restart_lsn stays NULL), so the marker never
 	// keeps WAL or holds back the catalog xmin.
