@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # first-insert.sh [SESSIONS [BURSTS [EVENTS]]]: how long each INSERT of a
-# cdc session takes to store, the first against the later ones. On
+# `cdc run` process takes to store, the first against the later ones. On
 # throwaway servers under .local/first-insert, SESSIONS times (3): start
 # `cdc run`, commit BURSTS (4) transactions of EVENTS (5000) bench events
 # 2 s apart (each becomes one batch, cut when cdc has caught up), stop it;

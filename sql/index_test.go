@@ -486,7 +486,8 @@ func TestMigratePostgres_IndexDroppedDuringTheLookIsGone(t *testing.T) {
 // The outbox replaced by a new table, the old renamed aside with its
 // indexes' names: the composite index's name is taken in the schema by
 // another table's index. Migrate says so, once; it built again and again,
-// tens of thousands of times a second, and never ended.
+// some 4,000 times a second (20,593 builds started in 5 s), and never
+// ended.
 func TestMigratePostgres_IndexNameTakenByAnotherTablesIndexIsAnError(t *testing.T) {
 	env := testenv.Get(t)
 	conn := connect(t, env.NewPostgres(t))
