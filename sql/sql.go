@@ -86,8 +86,49 @@ func MigratePostgres(ctx context.Context, conn pgQuerier, publication string, w 
 	if _, err := conn.Exec(ctx, ddl); err != nil {
 		return fmt.Errorf("migrate postgres: %w", err)
 	}
+	if err := checkPublication(ctx, conn, publication); err != nil {
+		return fmt.Errorf("migrate postgres: %w", err)
+	}
 	if err := migrateOutboxIndex(ctx, conn, w); err != nil {
 		return fmt.Errorf("migrate postgres: %w", err)
+	}
+	return nil
+}
+
+// checkPublication refuses a publication that already existed in a shape
+// `cdc run` refuses at every start, so that migrate does not say
+// "migrated" and create a slot for it: one that does not publish inserts,
+// or does not publish one table named outbox alone (FOR ALL TABLES, or
+// tables added since). The rules are run's (replication's
+// prepareSlot and checkPublicationTables); migrate leaves the publication
+// as it is, since another may have made it so on purpose.
+func checkPublication(ctx context.Context, conn pgQuerier, publication string) error {
+	var inserts bool
+	var tables []string
+	var outbox int
+	err := conn.QueryRow(ctx, `SELECT p.pubinsert,
+			ARRAY(SELECT format('%I.%I', t.schemaname, t.tablename) FROM pg_publication_tables t
+				WHERE t.pubname = p.pubname
+				ORDER BY t.tablename <> $2, array_position(current_schemas(false), t.schemaname::text) NULLS LAST, 1 LIMIT 6),
+			(SELECT count(*) FROM pg_publication_tables t WHERE t.pubname = p.pubname AND t.tablename = $2)
+		FROM pg_publication p WHERE p.pubname = $1`, publication, OutboxTable).Scan(&inserts, &tables, &outbox)
+	if err != nil {
+		return fmt.Errorf("look up publication %s: %w", publication, err)
+	}
+	if !inserts {
+		return fmt.Errorf("publication %s exists and does not publish inserts, the only changes cdc ships: make it publish them (ALTER PUBLICATION %s SET (publish = 'insert')), or set CDC_PUBLICATION to another name", publication, publication)
+	}
+	switch {
+	case outbox == 0:
+		return fmt.Errorf("publication %s exists and does not publish the %s table: set CDC_PUBLICATION to a publication of the outbox alone, or to a new name for migrate to create one", publication, OutboxTable)
+	case len(tables) > 1:
+		// The outbox first, of several the one the search path finds,
+		// as run names them.
+		others := tables[1:]
+		if len(others) > 4 {
+			others = append(others[:4:4], "…")
+		}
+		return fmt.Errorf("publication %s exists and publishes %s besides %s, and cdc ships every row its publication sends into event_log: drop them from it (ALTER PUBLICATION %s DROP TABLE …; not possible FOR ALL TABLES), or set CDC_PUBLICATION to a new name for migrate to create a publication of the outbox alone", publication, strings.Join(others, ", "), tables[0], publication)
 	}
 	return nil
 }

@@ -226,3 +226,67 @@ func TestMigratePostgres_MakesNoSecondOutboxWhereTheSearchPathLooksFirst(t *test
 		t.Fatalf("tables %s, %d rows in the outbox the path finds; want public's alone, with its 1 row", tables, rows)
 	}
 }
+
+// A publication of CDC_PUBLICATION's name that exists in a shape cdc run
+// refuses at every start fails migrate, naming what to do, and creates
+// nothing for it to ship: before, migrate said "migrated", created the
+// slot, and cdc run then refused the publication at each start.
+func TestMigratePostgres_RefusesAPublicationRunWouldRefuse(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		setup []string
+		want  string // "" for accepted
+	}{
+		{"made by migrate", nil, ""},
+		{"of the outbox alone, made by hand", []string{
+			`CREATE TABLE outbox (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), event_type text NOT NULL, event_date_time timestamptz NOT NULL DEFAULT now(), environment text NOT NULL, event_context json NOT NULL, metadata_version bigint NOT NULL DEFAULT 1, traceparent text)`,
+			`CREATE PUBLICATION pub FOR TABLE outbox`,
+		}, ""},
+		{"of inserts no more", []string{
+			`CREATE TABLE outbox (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), event_type text NOT NULL, event_date_time timestamptz NOT NULL DEFAULT now(), environment text NOT NULL, event_context json NOT NULL, metadata_version bigint NOT NULL DEFAULT 1, traceparent text)`,
+			`CREATE PUBLICATION pub FOR TABLE outbox WITH (publish = 'update, delete')`,
+		}, `migrate postgres: publication pub exists and does not publish inserts, the only changes cdc ships: make it publish them (ALTER PUBLICATION pub SET (publish = 'insert')), or set CDC_PUBLICATION to another name`},
+		{"of another table", []string{
+			`CREATE TABLE audit (v int)`, `CREATE PUBLICATION pub FOR TABLE audit`,
+		}, `migrate postgres: publication pub exists and does not publish the outbox table: set CDC_PUBLICATION to a publication of the outbox alone, or to a new name for migrate to create one`},
+		{"with nothing in it", []string{`CREATE PUBLICATION pub`},
+			`migrate postgres: publication pub exists and does not publish the outbox table: set CDC_PUBLICATION to a publication of the outbox alone, or to a new name for migrate to create one`},
+		{"of the outbox and others", []string{
+			`CREATE SCHEMA "Billing"`, `CREATE TABLE "Billing".outbox (v int)`, `CREATE TABLE audit (v int)`,
+			`CREATE TABLE outbox (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), event_type text NOT NULL, event_date_time timestamptz NOT NULL DEFAULT now(), environment text NOT NULL, event_context json NOT NULL, metadata_version bigint NOT NULL DEFAULT 1, traceparent text)`,
+			`CREATE PUBLICATION pub FOR TABLE "Billing".outbox, outbox, audit`,
+		}, `migrate postgres: publication pub exists and publishes "Billing".outbox, public.audit besides public.outbox, and cdc ships every row its publication sends into event_log: drop them from it (ALTER PUBLICATION pub DROP TABLE …; not possible FOR ALL TABLES), or set CDC_PUBLICATION to a new name for migrate to create a publication of the outbox alone`},
+		{"of all tables", []string{`CREATE PUBLICATION pub FOR ALL TABLES`},
+			`migrate postgres: publication pub exists and publishes public.cdc_dead_letter besides public.outbox, and cdc ships every row its publication sends into event_log: drop them from it (ALTER PUBLICATION pub DROP TABLE …; not possible FOR ALL TABLES), or set CDC_PUBLICATION to a new name for migrate to create a publication of the outbox alone`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pg := connectFresh(t, env)
+			for _, stmt := range tc.setup {
+				if _, err := pg.Exec(ctx, stmt); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := ddl.MigratePostgres(ctx, pg, "pub", io.Discard)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("MigratePostgres: %v; want it accepted", err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("MigratePostgres = %v;\nwant %s", err, tc.want)
+			}
+			// The publication is left as it was.
+			var tables int
+			if err := pg.QueryRow(ctx, `SELECT count(*) FROM pg_publication_tables WHERE pubname = 'pub'`).Scan(&tables); err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]int{"of inserts no more": 1, "of another table": 1, "with nothing in it": 0, "of the outbox and others": 3, "of all tables": 2}[tc.name]
+			if tables != want {
+				t.Fatalf("publication pub publishes %d tables after the refusal; want %d, as before", tables, want)
+			}
+		})
+	}
+}
