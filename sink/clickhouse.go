@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -513,6 +515,7 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 		return good
 	}
 	blockSize, blockLen := 0, 0
+	flushed := false // a block went out before the one being sent
 	for i, r := range rows {
 		vals, err := cells.convert(p, r)
 		if err != nil {
@@ -553,9 +556,21 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 				// before this one while the batch is reported unstored.
 				_ = batch.Abort()
 				batch = nil
-				return nil, fmt.Errorf("send block of %d rows to %s: %w", blockLen, Table, err)
+				err = fmt.Errorf("send block of %d rows to %s: %w", blockLen, Table, err)
+				if flushed && ctx.Err() == nil && closedByServer(err) {
+					// Perhaps a block sent before was refused (closedByServer):
+					// the rows are written in halves, as for a refused INSERT.
+					rest := make([]Row, 0, len(rows))
+					rest = append(rest, appended(i+1)...)
+					rest = append(rest, rows[i+1:]...)
+					if len(rest) > 1 {
+						return c.bisect(ctx, rest, rejected, reloadOnSchemaError)
+					}
+				}
+				return nil, err
 			}
 			blockSize, blockLen = 0, 0
+			flushed = true
 		}
 	}
 	good = appended(len(rows))
@@ -567,7 +582,8 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 	if err == nil {
 		return rejected, nil
 	}
-	if !IsRowError(err) {
+	refused := IsRowError(err)
+	if !refused && !(flushed && len(good) > 1 && ctx.Err() == nil && closedByServer(err)) {
 		return nil, fmt.Errorf("insert %d rows into %s: %w", len(good), Table, err)
 	}
 	if len(good) == 1 {
@@ -577,6 +593,12 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 	// now, or every level of the bisection below holds its own.
 	_ = batch.Close()
 	batch = nil
+	return c.bisect(ctx, good, rejected, reloadOnSchemaError)
+}
+
+// bisect writes good in two halves, each bisected in turn where the
+// server refuses it, and returns what was refused with rejected.
+func (c *ClickHouse) bisect(ctx context.Context, good []Row, rejected []Rejected, reloadOnSchemaError bool) ([]Rejected, error) {
 	half := len(good) / 2
 	left, err := c.write(ctx, good[:half], reloadOnSchemaError)
 	if err != nil {
@@ -587,6 +609,19 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 		return nil, err
 	}
 	return mergeRejected(rejected, append(left, right...)), nil
+}
+
+// closedByServer reports whether err is the connection closed by the
+// server while an INSERT of several blocks was being sent or answered.
+// That is how ClickHouse 18.16 refuses the content of a block when more
+// follow: it sends its exception, then closes the connection at the next
+// block, and the client, still writing, meets a reset and never reads the
+// exception. So such an INSERT is written again in halves, as a refused
+// one is: down to single blocks, whose refusal the client does read. A
+// server that went away fails the halves too, with the error to retry.
+func closedByServer(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // mergeRejected keeps rejected rows in WAL order, the order they are set

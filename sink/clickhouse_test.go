@@ -147,6 +147,42 @@ func TestClickHouse_RefusedRowsComeBackAndTheRestIsStored(t *testing.T) {
 	}
 }
 
+// A row the server refuses in an early block of an INSERT of many blocks
+// is set aside like any other. 18.16 answers such a block with its
+// exception and closes the connection when the next block arrives: the
+// client sees a reset while sending, not the exception. Taken for a network
+// error, the batch was retried whole, refused the same way each time, for
+// ever. Here the server refuses the row through a DEFAULT it computes.
+func TestClickHouse_RowRefusedInAnEarlyBlockIsSetAside(t *testing.T) {
+	ch, _ := newSink(t)
+	ctx := context.Background()
+	if err := ch.Conn().Exec(ctx, "ALTER TABLE event_log ADD COLUMN chk UInt8 DEFAULT toUInt8(if(metadata_version = 7, 'x', '1'))"); err != nil {
+		t.Fatal(err)
+	}
+	sink.SetBlockSize(ch, 1<<30, 1000)
+	const n = 60000
+	b := &sink.Batch{}
+	for seq := uint64(1); seq <= n; seq++ {
+		b.Rows = append(b.Rows, row(seq, strconv.FormatUint(seq, 10), ""))
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	rejected, err := ch.Write(wctx, b)
+	if err != nil {
+		t.Fatalf("Write: %v; want row 7 refused and the rest stored", err)
+	}
+	if len(rejected) != 1 || rejected[0].Row.Pos.Seq != 7 || !sink.IsRowError(rejected[0].Err) {
+		t.Fatalf("rejected %v; want row 7 with the server's error", rejected)
+	}
+	var rows, positions uint64
+	if err := ch.Conn().QueryRow(ctx, "SELECT count(), uniqExact(cdc_seq) FROM event_log WHERE cdc_seq != 7").Scan(&rows, &positions); err != nil {
+		t.Fatal(err)
+	}
+	if rows != n-1 || positions != n-1 {
+		t.Fatalf("stored %d rows at %d positions; want %d once each", rows, positions, n-1)
+	}
+}
+
 // On a server without asynchronous inserts (18.16 here) an INSERT sends
 // no setting. One learnt from another server (a DSN's hosts in a rolling
 // upgrade) is refused as unknown; the sink reads the settings again and
