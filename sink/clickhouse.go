@@ -148,7 +148,12 @@ func clientOptions(dsn string) (*clickhouse.Options, error) {
 		opts.ReadTimeout = defaultReadTimeout
 	}
 	opts.MaxOpenConns = maxConns
-	opts.MaxIdleConns = 2
+	// Every connection released is kept, however many INSERTs are in
+	// flight (CDC_INSERTS_IN_FLIGHT): a full idle pool closes the one
+	// released, and with 2 kept each INSERT past the second opened a new
+	// connection. Idle ones hold no more than the same ones did in use,
+	// and only as many exist as were ever in use at once.
+	opts.MaxIdleConns = maxConns
 	if opts.ConnMaxLifetime == 0 { // not in the DSN
 		opts.ConnMaxLifetime = 10 * time.Minute
 	}

@@ -960,3 +960,46 @@ func TestClickHouse_IdleConnectionsKeepNoBlockBuffers(t *testing.T) {
 		t.Errorf("heap %.1f MiB above its start once both INSERTs are done, want under 16 MiB", float64(above)/(1<<20))
 	}
 }
+
+// INSERTs in flight at once keep their connections for the next ones:
+// with CDC_INSERTS_IN_FLIGHT above 2, the pool kept 2 idle and closed the
+// others as they were released, so each round of INSERTs past the second
+// opened new connections.
+func TestClickHouse_ConcurrentInsertsReuseTheirConnections(t *testing.T) {
+	ch, _ := newSink(t)
+	ctx := context.Background()
+	const inFlight, rounds = 4, 6
+	seq := uint64(0)
+	for range rounds {
+		var wg sync.WaitGroup
+		errs := make(chan error, inFlight)
+		for range inFlight {
+			b := &sink.Batch{}
+			for range 100 {
+				seq++
+				b.Rows = append(b.Rows, row(seq, "1", ""))
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if rejected, err := ch.Write(ctx, b); err != nil || len(rejected) > 0 {
+					errs <- fmt.Errorf("Write: %d rejected, %v", len(rejected), err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	var stored uint64
+	if err := ch.Conn().QueryRow(ctx, "SELECT count() FROM event_log").Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	// One connection for each INSERT in flight, and one that read
+	// event_log's columns (reused by an INSERT, or not).
+	if dials := sink.Dials(ch); stored != seq || dials > inFlight+1 {
+		t.Fatalf("%d rows stored of %d; %d connections opened for %d rounds of %d INSERTs at once, want at most %d", stored, seq, dials, rounds, inFlight, inFlight+1)
+	}
+}

@@ -5,6 +5,9 @@ import "time"
 // SetBlockSize lets tests send an INSERT as many small blocks.
 func SetBlockSize(c *ClickHouse, bytes, rows int) { c.blockBytes, c.blockRows = bytes, rows }
 
+// Dials is how many connections c has opened.
+func Dials(c *ClickHouse) int64 { return c.live.dials.Load() }
+
 // SetMaxConns sets the pool size of sinks opened from now on, for a test,
 // and returns the function that puts it back.
 func SetMaxConns(n int) (restore func()) {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -59,6 +60,8 @@ type liveConns struct {
 	// its next block), and its next write would otherwise wait the whole
 	// stall limit on a frozen link.
 	aborted error
+	// dials counts the connections opened, for tests.
+	dials atomic.Int64
 }
 
 func (l *liveConns) add(c *stallConn) {
@@ -247,6 +250,7 @@ func stallDialer(timeout, limit time.Duration, tlsConfig *tls.Config, live *live
 		if err != nil {
 			return nil, err
 		}
+		live.dials.Add(1)
 		sc := &stallConn{Conn: raw, limit: limit, live: live}
 		conn := net.Conn(sc)
 		if tlsConfig == nil {
