@@ -713,6 +713,23 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
+// minorFaults is the minor page faults a process has taken (field 10 of
+// /proc/<pid>/stat): mostly first touches of anonymous memory, each a
+// trap to the kernel that takes a page and zeroes it.
+func minorFaults(pid int) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read page faults: %w", err)
+	}
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	n, err := strconv.ParseInt(fields[7], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
+	}
+	return n, nil
+}
+
 // runQueueWait is the time the threads of a process have spent runnable
 // but waiting for a core, from /proc/<pid>/task/*/schedstat (second field,
 // nanoseconds). Threads that have exited are not counted.
@@ -771,6 +788,32 @@ func numCPU() int {
 	}
 	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 	return n
+}
+
+// firstTouchCost is what one minor page fault costs this machine: the
+// median of three times mapping 32 MiB of anonymous memory and writing
+// one byte in each 4 KiB page, per page. A virtual machine may make it
+// far dearer than bare metal's well under a microsecond, and then every
+// process that grows its memory pays it (cdc, the walsender, ClickHouse).
+func firstTouchCost() (time.Duration, error) {
+	const size, page = 32 << 20, 4096
+	var runs []time.Duration
+	for range 3 {
+		mem, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+		if err != nil {
+			return 0, fmt.Errorf("map memory to time page faults: %w", err)
+		}
+		t := time.Now()
+		for i := 0; i < size; i += page {
+			mem[i] = 1
+		}
+		runs = append(runs, time.Since(t)/(size/page))
+		if err := syscall.Munmap(mem); err != nil {
+			return 0, fmt.Errorf("unmap: %w", err)
+		}
+	}
+	slices.Sort(runs)
+	return runs[1], nil
 }
 
 func memTotal() string {
@@ -870,7 +913,7 @@ func (b *bench) drain(ctx context.Context) error {
 		fmt.Sprintf("%d messages in %.2f s → **%.0f events/s** (the median pair's; the %d pairs' ceilings: %s s)",
 			ps[mid].msgs, ceilDur.Seconds(), ceiling, pairs, joinDurs(ps, func(p drainPair) time.Duration { return p.ceil })),
 		"reference", "—")
-	ceil2Dur, msgs2, err := decodeOnSlot(ctx, w, "ceiling2_slot", "'proto_version', '2', 'streaming', 'on', 'binary', 'true'")
+	ceil2Dur, msgs2, _, err := decodeOnSlot(ctx, w, "ceiling2_slot", "'proto_version', '2', 'streaming', 'on', 'binary', 'true'")
 	if err != nil {
 		return err
 	}
@@ -909,6 +952,15 @@ func (b *bench) drain(ctx context.Context) error {
 			d.cdcCPU.Seconds(), d.cdcCPU.Seconds()*1e6/float64(n), d.wsCPU.Seconds(), d.chCPU.Seconds(), d.dur.Seconds(), numCPU(),
 			numCPU(), bound, ceilDur.Seconds()/bound),
 		"—", "—")
+	if cost, err := firstTouchCost(); err == nil {
+		faults := d.cdcFaults + d.wsFaults + d.chFaults
+		b.add("2", "Minor page faults while draining (first touches of memory; /proc/…/stat), and what they cost here",
+			fmt.Sprintf("cdc %d, walsender %d, clickhouse-server %d; one costs %.1f µs on this machine (32 MiB mapped and touched, per 4 KiB page), so about %.2f s of the three processes' CPU above (cdc's share %.2f s). The ceiling's backend took %d (about %.2f s of its %.2f s)",
+				d.cdcFaults, d.wsFaults, d.chFaults, float64(cost)/float64(time.Microsecond),
+				(time.Duration(faults)*cost).Seconds(), (time.Duration(d.cdcFaults)*cost).Seconds(),
+				ps[mid].ceilFaults, (time.Duration(ps[mid].ceilFaults)*cost).Seconds(), ceilDur.Seconds()),
+			"—", "—")
+	}
 	b.add("2", "Waiting for a core while draining (runnable, not running; /proc/…/schedstat)",
 		fmt.Sprintf("walsender %.2f s (so on a core %.0f %% and idle — blocked on a full socket, or done — %.0f %% of the drain); cdc's threads %.2f s in all",
 			d.wsWait.Seconds(), 100*d.wsCPU.Seconds()/d.dur.Seconds(), 100*max(0, d.dur-d.wsCPU-d.wsWait).Seconds()/d.dur.Seconds(), d.cdcWait.Seconds()),
@@ -977,9 +1029,10 @@ const smallWorkMem = "4MB"
 
 // drainPair is one ceiling measured just before one drain of the same WAL.
 type drainPair struct {
-	ceil  time.Duration
-	msgs  int64
-	drain drained
+	ceil       time.Duration
+	msgs       int64
+	ceilFaults int64 // minor page faults of the decoding backend
+	drain      drained
 }
 
 func (p drainPair) ratio() float64 { return p.ceil.Seconds() / p.drain.dur.Seconds() }
@@ -1028,7 +1081,7 @@ func (b *bench) alternate(ctx context.Context, w *world, ceilSlots []string, wor
 		if err := settle(); err != nil {
 			return nil, nil, err
 		}
-		cd, msgs, err := decodeOnSlot(ctx, w, ceilSlots[i], "'proto_version', '1'")
+		cd, msgs, faults, err := decodeOnSlot(ctx, w, ceilSlots[i], "'proto_version', '1'")
 		if err != nil {
 			return nil, nil, err
 		}
@@ -1046,7 +1099,7 @@ func (b *bench) alternate(ctx context.Context, w *world, ceilSlots []string, wor
 		if err != nil {
 			return nil, nil, err
 		}
-		ps[i] = drainPair{ceil: cd, msgs: msgs, drain: d}
+		ps[i] = drainPair{ceil: cd, msgs: msgs, ceilFaults: faults, drain: d}
 	}
 	if err := settle(); err != nil {
 		return nil, nil, err
@@ -1095,20 +1148,26 @@ func smallestFull(batches []int) int {
 }
 
 // decodeOnSlot times pg_logical_slot_get_binary_changes over the backlog
-// on slot with the given protocol options, then drops the slot.
-func decodeOnSlot(ctx context.Context, w *world, slot, protocol string) (time.Duration, int64, error) {
+// on slot with the given protocol options, then drops the slot. It also
+// counts the minor page faults the decoding backend took meanwhile.
+func decodeOnSlot(ctx context.Context, w *world, slot, protocol string) (d time.Duration, msgs, faults int64, err error) {
+	var pid int
+	if err := w.pg.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		return 0, 0, 0, fmt.Errorf("backend pid: %w", err)
+	}
+	faults0, _ := minorFaults(pid)
 	t := time.Now()
-	var msgs int64
-	err := w.pg.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_get_binary_changes('`+slot+`', NULL, NULL,
+	err = w.pg.QueryRow(ctx, `SELECT count(*) FROM pg_logical_slot_get_binary_changes('`+slot+`', NULL, NULL,
 		`+protocol+`, 'publication_names', 'cdc_outbox')`).Scan(&msgs)
 	if err != nil {
-		return 0, 0, fmt.Errorf("decode on %s: %w", slot, err)
+		return 0, 0, 0, fmt.Errorf("decode on %s: %w", slot, err)
 	}
-	d := time.Since(t)
+	d = time.Since(t)
+	faults1, _ := minorFaults(pid)
 	if _, err := w.pg.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot); err != nil {
-		return 0, 0, fmt.Errorf("drop %s: %w", slot, err)
+		return 0, 0, 0, fmt.Errorf("drop %s: %w", slot, err)
 	}
-	return d, msgs, nil
+	return d, msgs, faults1 - faults0, nil
 }
 
 // drained is what one drain measured.
@@ -1120,11 +1179,14 @@ type drained struct {
 	// cdc's threads and of its walsender: how much of the drain two
 	// shared cores cost each of them.
 	cdcWait, wsWait time.Duration
-	peak            int64
-	inserts         float64 // cdc_batches_written_total
-	rowsPerInsert   float64 // cdc_batch_rows mean
-	batches         []int   // rows of each stored batch, from the debug log
-	storeSecs       []float64
+	// Minor page faults over the drain (cdc's and its walsender's over
+	// their lives, clickhouse-server's as a difference).
+	cdcFaults, wsFaults, chFaults int64
+	peak                          int64
+	inserts                       float64 // cdc_batches_written_total
+	rowsPerInsert                 float64 // cdc_batch_rows mean
+	batches                       []int   // rows of each stored batch, from the debug log
+	storeSecs                     []float64
 }
 
 // drainOnce starts `cdc run` on w, waits until event_log holds n rows, reads
@@ -1133,6 +1195,7 @@ func (b *bench) drainOnce(ctx context.Context, w *world, n int, tag string, env 
 	var d drained
 	chPID := b.clickhousePID()
 	chCPU0, _ := cpuTime(chPID)
+	chFaults0, _ := minorFaults(chPID)
 	c, err := b.startCDC(w, tag, env)
 	if err != nil {
 		return d, err
@@ -1145,12 +1208,16 @@ func (b *bench) drainOnce(ctx context.Context, w *world, n int, tag string, env 
 	d.dur = seen.Sub(c.start)
 	chCPU1, _ := cpuTime(chPID)
 	d.chCPU = chCPU1 - chCPU0
+	chFaults1, _ := minorFaults(chPID)
+	d.chFaults = chFaults1 - chFaults0
 	if d.cdcCPU, err = cpuTime(c.pid()); err != nil {
 		return d, err
 	}
+	d.cdcFaults, _ = minorFaults(c.pid())
 	var wsPID int
 	if err := w.pg.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, w.slot).Scan(&wsPID); err == nil {
 		d.wsCPU, _ = cpuTime(wsPID)
+		d.wsFaults, _ = minorFaults(wsPID)
 		d.wsWait, _ = runQueueWait(wsPID)
 	}
 	d.cdcWait, _ = runQueueWait(c.pid())
