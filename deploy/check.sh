@@ -8,7 +8,9 @@
 #      (every panel and variable on the datasource uid "prometheus", unique ids)
 #   5. every cdc_* metric used in alerts.yml, alerts_test.yml and cdc.json is in
 #      deploy/metrics.txt (histogram _bucket/_sum/_count suffixes stripped)
-#   6. docker-compose.yml validates, when docker-compose or `docker compose`
+#   6. every docs/operations.md section named in alerts.yml and cdc.json
+#      ("section \"Lag\"") is a heading there
+#   7. docker-compose.yml validates, when docker-compose or `docker compose`
 #      is installed (skipped otherwise)
 #
 # Needs bash, promtool (Debian: prometheus) and python3 with PyYAML
@@ -150,6 +152,47 @@ if bad:
     sys.exit(1)
 unused = sorted(known - {re.sub(r"_(bucket|sum|count)$", "", u) for u in used} - used)
 print(f"  {len(used)} cdc_* names used, all exported" + (f"; unused: {', '.join(unused)}" if unused else ""))
+PY
+
+step "runbook sections named in alerts.yml and cdc.json"
+"$py" - "$root/docs/operations.md" "$prom/alerts.yml" "$dash" <<'PY' || fail "runbook sections"
+import json, re, sys
+
+ops, alerts, dash = sys.argv[1:4]
+headings = {m.group(1).strip() for m in re.finditer(r"^#+ (.+)$", open(ops).read(), re.M)}
+texts = [(alerts, open(alerts).read())]
+def walk(o):
+    if isinstance(o, dict):
+        for v in o.values():
+            walk(v)
+    elif isinstance(o, list):
+        for v in o:
+            walk(v)
+    elif isinstance(o, str):
+        texts.append((dash, o))
+walk(json.load(open(dash)))
+named, bad = set(), []
+for f, text in texts:
+    text = re.sub(r"\s+", " ", text)
+    # operations.md, section "X"; sections "X" and "Y"; operations.md, "X"
+    for m in re.finditer(r'operations\.md[,:]? (?:sections? )?((?:"[^"]+"(?:,? (?:and |or )?(?:section )?)?)+)', text):
+        for name in re.findall(r'"([^"]+)"', m.group(1)):
+            named.add(name)
+            if name not in headings:
+                bad.append(f"{f}: {name!r}")
+    for m in re.finditer(r'(?:otherwise|and) sections? "([^"]+)"(?: and "([^"]+)")?', text):
+        for name in filter(None, m.groups()):
+            named.add(name)
+            if name not in headings:
+                bad.append(f"{f}: {name!r}")
+for b in sorted(set(bad)):
+    print(f"  no such heading in docs/operations.md: {b}", file=sys.stderr)
+if not named:
+    print("  no runbook section found in the rules or dashboard: extraction broken?", file=sys.stderr)
+    sys.exit(1)
+if bad:
+    sys.exit(1)
+print(f"  {len(named)} sections named, all headings of docs/operations.md: {', '.join(sorted(named))}")
 PY
 
 step "docker-compose.yml"
