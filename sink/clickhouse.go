@@ -187,11 +187,12 @@ func parseDSN(dsn string) (*clickhouse.Options, error) {
 	if u, err := url.Parse(dsn); err == nil {
 		params = u.Query()
 	}
-	// cdc sizes its pool from CDC_INSERTS_IN_FLIGHT; a size here would be
-	// ignored.
+	// cdc sizes its pools itself (maxConns, room for the most
+	// CDC_INSERTS_IN_FLIGHT allows, whatever it is set to); a size here
+	// would be ignored.
 	for _, name := range []string{"max_open_conns", "max_idle_conns"} {
 		if params.Has(name) {
-			return nil, fmt.Errorf("%s: cdc sizes its own connections (CDC_INSERTS_IN_FLIGHT): remove it", name)
+			return nil, fmt.Errorf("%s: cdc sizes its own connections (at most %d a pool, whatever CDC_INSERTS_IN_FLIGHT is): remove it", name, maxConns)
 		}
 	}
 	// clickhouse-go leaves compression unset for compress=false and for a

@@ -28,7 +28,7 @@ func TestCheckDSN(t *testing.T) {
 		{"clickhouse://u:pw@ch:9000/db?compress=off", `compress: "off" is not true, false, none, lz4, lz4hc or zstd`},
 		{"clickhouse://u:pw@ch:9000/db?compress=gzip", `compress: "gzip" is not true, false, none, lz4, lz4hc or zstd (the native protocol's)`},
 		{"clickhouse://u:pw@ch:9000/db?compress=zstd&conn_max_lifetime=1h", ""},
-		{"clickhouse://u:pw@ch:9000/db?max_open_conns=20", "max_open_conns: cdc sizes its own connections (CDC_INSERTS_IN_FLIGHT): remove it"},
+		{"clickhouse://u:pw@ch:9000/db?max_open_conns=20", "max_open_conns: cdc sizes its own connections (at most 20 a pool, whatever CDC_INSERTS_IN_FLIGHT is): remove it"},
 		{"clickhouse://u:pw@ch:9000/db?max_idle_conns=1", "max_idle_conns: cdc sizes its own connections"},
 		{"clickhouse://u:pw@ch:9000/db?conn_max_lifetime=-1s", "conn_max_lifetime -1s must be positive"},
 		{"clickhouse://u:pw@ch:9000/db?conn_max_lifetime=0s", "conn_max_lifetime 0s must be positive"},
