@@ -50,7 +50,10 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	// The handler first: what the SDK reports while it is set up goes to
 	// the connector's log.
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("exporting traces failed", zap.Error(err)) }))
-	tp, shutdownTracing, err := tracing.Setup(ctx, os.Getenv, version)
+	// Setup connects nothing; a signal already come (ctx cancelled) would
+	// make the OTLP/HTTP exporter refuse to start, which is no setting to
+	// fix: the pipeline below stops on that signal as on any other.
+	tp, shutdownTracing, err := tracing.Setup(context.WithoutCancel(ctx), os.Getenv, version)
 	if err != nil {
 		return &exitError{code: 2, err: err}
 	}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"testing"
+	"time"
 
 	"github.com/eventcdc/cdc/config"
 )
@@ -32,5 +35,33 @@ func TestMemoryLimit(t *testing.T) {
 		if got < live+32*mib {
 			t.Errorf("memoryLimit %d leaves under 32 MiB above the %d bytes the pipeline may hold", got, live)
 		}
+	}
+}
+
+// A SIGTERM or SIGINT that comes before cdc run has set up tracing (a pod
+// deleted as it starts) is a stop like any other: exit 0, not 2, which
+// reads as a bad setting. The OTLP/HTTP exporter refuses to start under a
+// cancelled context, and that refusal is no configuration error.
+func TestRun_SignalBeforeTracingSetupExitsZero(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+	env := map[string]string{
+		"CDC_PG_DSN":         "postgres://u:pw@127.0.0.1:1/app?sslmode=disable",
+		"CDC_CLICKHOUSE_DSN": "clickhouse://u@127.0.0.1:1/db",
+		"CDC_METRICS_ADDR":   "off",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the signal, before the command starts
+	var stdout, stderr bytes.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, []string{"run"}, func(k string) string { return env[k] }, nil, &stdout, &stderr)
+	}()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d after a signal at start, want 0:\n%s", code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("cdc run still runs 30 s after a signal at start:\n%s", stderr.String())
 	}
 }
