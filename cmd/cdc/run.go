@@ -87,10 +87,6 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	}
 	defer ch.Close()
 
-	if err := checkSchema(ctx, pool, ch, cfg.OutboxRetention > 0, log); err != nil {
-		return err
-	}
-
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, func() int64 { return time.Now().UnixNano() })
 	rep := replication.New(replication.Config{
@@ -126,19 +122,13 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		},
 	}, ch, deadletter.New(pool), log.Named("replication"), m)
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := rep.Run(gctx); err != nil {
-			return fmt.Errorf("replication: %w", err)
-		}
-		return nil
-	})
-	mon := &status.Monitor{Pool: pool, Slot: cfg.SlotName, Every: 5 * time.Second, Metrics: m, Log: log.Named("monitor"),
-		Paused: rep.State().SlotCreated}
-	g.Go(func() error { return mon.Run(gctx) })
-	cleaner := &retention.Cleaner{Pool: pool, Keep: cfg.OutboxRetention, Every: time.Minute, BatchSize: 1000, Pause: 20 * time.Millisecond, Log: log.Named("retention"),
-		Horizon: rep.State().Horizon, Slot: cfg.SlotName}
-	g.Go(func() error { return cleaner.Run(gctx) })
+	// stop ends the probe server when the schema check stops the start.
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	g, gctx := errgroup.WithContext(sctx)
+	// The probes first: /healthz answers while the schema check below
+	// waits (up to schemaCheckTimeout on a server that does not answer),
+	// or a liveness probe would restart a process that is only starting.
 	if cfg.MetricsAddr != "off" {
 		srv := &health.Server{
 			Addr:      cfg.MetricsAddr,
@@ -166,6 +156,23 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		}
 		g.Go(func() error { return srv.Run(gctx) })
 	}
+	if err := checkSchema(gctx, pool, ch, cfg.OutboxRetention > 0, log); err != nil {
+		stop()
+		_ = g.Wait()
+		return err
+	}
+	g.Go(func() error {
+		if err := rep.Run(gctx); err != nil {
+			return fmt.Errorf("replication: %w", err)
+		}
+		return nil
+	})
+	mon := &status.Monitor{Pool: pool, Slot: cfg.SlotName, Every: 5 * time.Second, Metrics: m, Log: log.Named("monitor"),
+		Paused: rep.State().SlotCreated}
+	g.Go(func() error { return mon.Run(gctx) })
+	cleaner := &retention.Cleaner{Pool: pool, Keep: cfg.OutboxRetention, Every: time.Minute, BatchSize: 1000, Pause: 20 * time.Millisecond, Log: log.Named("retention"),
+		Horizon: rep.State().Horizon, Slot: cfg.SlotName}
+	g.Go(func() error { return cleaner.Run(gctx) })
 	err = g.Wait()
 	switch {
 	case err != nil:

@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"testing"
 	"time"
 
 	"github.com/eventcdc/cdc/config"
+	"github.com/eventcdc/cdc/internal/testenv"
 )
 
 // The soft memory limit stays above what the pipeline may hold live, for
@@ -63,5 +67,68 @@ func TestRun_SignalBeforeTracingSetupExitsZero(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("cdc run still runs 30 s after a signal at start:\n%s", stderr.String())
+	}
+}
+
+// /healthz answers while the start-up schema check waits on servers that
+// accept connections and never answer (up to schemaCheckTimeout, 15 s):
+// liveness is "the process runs". The server started only after
+// the check, so a liveness probe timed out meanwhile, and one strict
+// enough restarted cdc at every start for as long as ClickHouse hung.
+// /readyz says not ready; a signal then stops cdc with exit 0.
+func TestRun_ProbesAnswerWhileTheSchemaCheckWaits(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	env := map[string]string{
+		"CDC_PG_DSN":         "postgres://u:pw@" + testenv.SilentAddr(t) + "/app?sslmode=disable",
+		"CDC_CLICKHOUSE_DSN": "clickhouse://u@" + testenv.SilentAddr(t) + "/db",
+		"CDC_METRICS_ADDR":   addr,
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	done := make(chan int, 1)
+	start := time.Now()
+	go func() {
+		done <- Main(ctx, []string{"run"}, func(k string) string { return env[k] }, nil, &stdout, &stderr)
+	}()
+	client := &http.Client{Timeout: time.Second}
+	get := func(path string) (int, string) {
+		resp, err := client.Get("http://" + addr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	var code int
+	var body string
+	// Both servers silent, the check waits out its 15 s: the probes
+	// must answer long before.
+	for time.Since(start) < 3*time.Second {
+		if code, body = get("/healthz"); code == http.StatusOK {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code != http.StatusOK {
+		t.Fatalf("/healthz 3 s after start: %d %s; want 200 while the schema check waits", code, body)
+	}
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz while starting: %d %s; want 503", code, body)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d after the signal, want 0:\n%s", code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("cdc run still runs 30 s after the signal:\n%s", stderr.String())
 	}
 }
