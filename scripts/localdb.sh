@@ -37,17 +37,20 @@ pgbin=${PG_BIN:-$(ls -d /usr/lib/postgresql/15/bin 2>/dev/null || dirname "$(com
 # A free port below the kernel's ephemeral range: the fault tests stop a
 # server and start it again on its port, and a port from the ephemeral
 # range may meanwhile be the local end of one of the suite's own client
-# connections, which would fail that start (address in use).
+# connections, which would fail that start (address in use). Ports given
+# as arguments are skipped: ones already chosen for a server that is not
+# listening yet (ClickHouse's native port when its HTTP port is chosen).
 free_port() {
-	python3 - <<'PY' 2>/dev/null || echo $((15000 + RANDOM % 15000))
-import random, socket
+	python3 - "$@" <<'PY' 2>/dev/null || echo $((15000 + RANDOM % 15000))
+import random, socket, sys
+taken = {int(p) for p in sys.argv[1:] if p.isdigit()}
 try:
     low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 except (OSError, ValueError, IndexError):
     low = 32768
 candidates = list(range(10000, low)) if low > 11000 else []
 random.shuffle(candidates)
-for port in candidates[:200] or [0]:
+for port in [p for p in candidates if p not in taken][:200] or [0]:
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -141,8 +144,7 @@ CONF
 }
 
 start_ch() {
-	local port=$1 http tls="" secure tz
-	http=$(free_port)
+	local port=$1 http tls="" secure="" tz
 	tz=${LOCALDB_CH_TIMEZONE:-$(cat "$dir/ch.timezone" 2>/dev/null || echo UTC)}
 	case "$tz" in *[!A-Za-z0-9/_+-]*|"") echo "localdb: LOCALDB_CH_TIMEZONE=$tz is not a timezone name" >&2; exit 2 ;; esac
 	echo "$tz" >"$dir/ch.timezone"
@@ -150,11 +152,15 @@ start_ch() {
 	# A certificate in ch/tls (a test puts one there) adds the native
 	# protocol over TLS on a port of its own, kept in ch.secure_port.
 	if [ -f "$dir/ch/tls/server.crt" ] && [ -f "$dir/ch/tls/server.key" ]; then
-		secure=$(cat "$dir/ch.secure_port" 2>/dev/null || free_port)
+		secure=$(cat "$dir/ch.secure_port" 2>/dev/null || free_port "$port")
 		echo "$secure" >"$dir/ch.secure_port"
 		tls="<tcp_port_secure>$secure</tcp_port_secure>
   <openSSL><server><certificateFile>$dir/ch/tls/server.crt</certificateFile><privateKeyFile>$dir/ch/tls/server.key</privateKeyFile><verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile><cacheSessions>true</cacheSessions><disableProtocols>sslv2,sslv3</disableProtocols><preferServerCiphers>true</preferServerCiphers></server></openSSL>"
 	fi
+	# Not the native or TLS port: neither listens yet, so a bind test alone
+	# would not rule them out, and a server given one port twice exits.
+	# shellcheck disable=SC2086 # $secure: none or one port
+	http=$(free_port "$port" $secure)
 	cat >"$dir/ch/config.xml" <<CONF
 <?xml version="1.0"?>
 <yandex>

@@ -1,7 +1,14 @@
 package testenv
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -216,4 +223,89 @@ func serversFolder(t *testing.T, prefix string) (script, dir string) {
 	}
 	t.Cleanup(func() { guard.Close() })
 	return script, dir
+}
+
+// ClickHouse's HTTP (and TLS) port is chosen while its native port, chosen
+// just before, is not listening yet: a bind test alone would not rule it
+// out, and a server given one port twice exits ("Address already in use").
+// With the candidates in order (random.shuffle a no-op) every unguarded
+// pick is the same port, which makes the rare collision certain.
+func TestLocalDB_ClickHousePortsDiffer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a PostgreSQL and a ClickHouse server")
+	}
+	script, dir := serversFolder(t, "cdc-ports-")
+	site := t.TempDir()
+	if err := os.WriteFile(filepath.Join(site, "sitecustomize.py"), []byte("import random\nrandom.shuffle = lambda x, *a, **k: None\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command(script, args...)
+		cmd.Env = append(os.Environ(), "PYTHONPATH="+site)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("localdb.sh %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	defer func() {
+		if out, err := exec.Command(script, "stop", dir).CombinedOutput(); err != nil {
+			t.Errorf("localdb.sh stop: %v: %s", err, out)
+		}
+	}()
+	run("start", dir)
+	// A certificate adds the TLS port at the next start.
+	certPEM, keyPEM := testCert(t)
+	tlsDir := filepath.Join(dir, "ch", "tls")
+	if err := os.MkdirAll(tlsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"server.crt": certPEM, "server.key": keyPEM} {
+		if err := os.WriteFile(filepath.Join(tlsDir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run("stop-ch", dir)
+	run("start-ch", dir)
+	conf, err := os.ReadFile(filepath.Join(dir, "ch", "config.xml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := map[string]bool{}
+	for _, tag := range []string{"tcp_port", "http_port", "tcp_port_secure"} {
+		_, rest, ok := strings.Cut(string(conf), "<"+tag+">")
+		port, _, _ := strings.Cut(rest, "<")
+		if !ok || port == "" {
+			t.Fatalf("config.xml has no <%s>:\n%s", tag, conf)
+		}
+		if ports[port] {
+			t.Errorf("port %s given twice in config.xml:\n%s", port, conf)
+		}
+		ports[port] = true
+	}
+}
+
+// testCert is a self-signed certificate and key (PEM) for localhost.
+func testCert(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 }
