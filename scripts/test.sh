@@ -25,7 +25,10 @@ finish() {
 	# not cut the cleanup short.
 	trap - EXIT
 	trap '' INT TERM HUP
-	if [ -n "$child" ] && kill -0 "$child" 2>/dev/null; then
+	# The group, even when its leader (go) is gone: a test binary that
+	# died without its cleanups (a -timeout panic, a crash) leaves the cdc
+	# processes it started running in it.
+	if [ -n "$child" ]; then
 		kill -TERM -- "-$child" 2>/dev/null || true
 		wait "$child" 2>/dev/null || true
 	fi
