@@ -22,7 +22,7 @@ fresh_servers() {
 
 migrated_servers() {
 	fresh_servers "$1"
-	go build -o "$1/cdc" ./cmd/cdc
+	go build -buildvcs=false -o "$1/cdc" ./cmd/cdc
 	"$1/cdc" migrate >"$1/migrate.log" 2>&1
 }
 

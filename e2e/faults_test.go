@@ -696,7 +696,7 @@ func TestFaults_EventsCommittedWhileDown(t *testing.T) {
 func buildPlain(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "cdc")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/cdc")
+	build := exec.Command("go", "build", "-buildvcs=false", "-o", bin, "../cmd/cdc")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build cdc without -race: %v\n%s", err, out)
 	}
