@@ -102,7 +102,7 @@ SQL
 	echo "round $round: committed 1000 user_created events (and rolled one back)"
 	sleep 0.7
 	"${ch[@]}" -q "SELECT count() AS events_in_clickhouse FROM event_log FINAL FORMAT PrettyCompactNoEscapes"
-	curl -fs "http://$CDC_METRICS_ADDR/metrics" | grep -E '^cdc_replication_lag_(bytes|seconds) ' | sed 's/^/  /'
+	curl -fs --max-time 5 "http://$CDC_METRICS_ADDR/metrics" | grep -E '^cdc_replication_lag_(bytes|seconds) ' | sed 's/^/  /'
 done
 
 step "waiting for the last batch"
@@ -124,7 +124,7 @@ step "cdc status"
 "$dir/cdc" status
 
 step "metrics"
-curl -fs "http://$CDC_METRICS_ADDR/metrics" | grep -E '^cdc_(events_written_total|batches_written_total|replication_lag_bytes|replication_lag_seconds|dead_letters_total|buffer_bytes) '
+curl -fs --max-time 5 "http://$CDC_METRICS_ADDR/metrics" | grep -E '^cdc_(events_written_total|batches_written_total|replication_lag_bytes|replication_lag_seconds|dead_letters_total|buffer_bytes) '
 
 step "SIGTERM: cdc flushes, acknowledges and exits"
 kill -TERM "$cdc_pid"
