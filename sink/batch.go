@@ -53,8 +53,9 @@ type Batch struct {
 // Footprint estimates the memory a batch holds while ClickHouse.Write
 // inserts it: the decoded values, plus the client's three copies of the
 // block being sent (column buffers, encoded and compressed block). Rows are
-// sent in blocks of about blockBytes, but a row larger than that is a block
-// of its own, so a batch of one 10 MiB event holds it about four times.
+// sent in blocks of at most blockBytes, and a row larger than that is a
+// block of its own (write), so a batch of one 10 MiB event holds it about
+// four times.
 func (b *Batch) Footprint() int {
 	largest := 0
 	for i := range b.Rows {

@@ -522,6 +522,39 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 	}
 	blockSize, blockLen := 0, 0
 	flushed := false // a block went out before the one being sent
+	// sendBlock sends the block built so far, whose rows are those before
+	// rows[next]. On a failure it returns write's result (stop): an
+	// error, or what a bisection of the rows found.
+	sendBlock := func(next int) (stop bool, rej []Rejected, err error) {
+		if err := ctx.Err(); err != nil {
+			_ = batch.Abort()
+			batch = nil
+			return true, nil, err
+		}
+		if err := batch.Flush(); err != nil {
+			// Abort, not the deferred Close: Close sends the end of
+			// the data, and the server would commit the blocks sent
+			// before this one while the batch is reported unstored.
+			_ = batch.Abort()
+			batch = nil
+			err = fmt.Errorf("send block of %d rows to %s: %w", blockLen, Table, err)
+			if flushed && ctx.Err() == nil && closedByServer(err) {
+				// Perhaps a block sent before was refused (closedByServer):
+				// the rows are written in halves, as for a refused INSERT.
+				rest := make([]Row, 0, len(rows))
+				rest = append(rest, appended(next)...)
+				rest = append(rest, rows[next:]...)
+				if len(rest) > 1 {
+					rej, err := c.bisect(ctx, rest, rejected, reloadOnSchemaError)
+					return true, rej, err
+				}
+			}
+			return true, nil, err
+		}
+		blockSize, blockLen = 0, 0
+		flushed = true
+		return false, nil, nil
+	}
 	for i, r := range rows {
 		vals, err := cells.convert(p, r)
 		if err != nil {
@@ -530,6 +563,14 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 			}
 			rejected = append(rejected, Rejected{Row: r, Err: err})
 			continue
+		}
+		// A block is at most blockBytes, or one row larger than that
+		// alone: the memory the writer budgets for an INSERT
+		// (Batch.Footprint) counts three copies of the larger of the two.
+		if blockLen > 0 && blockSize+r.Size > c.blockBytes {
+			if stop, rej, err := sendBlock(i); stop {
+				return rej, err
+			}
 		}
 		if err := batch.Append(vals...); err != nil {
 			// Conversion should make this impossible; if a type slipped
@@ -552,31 +593,9 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 		blockSize += r.Size
 		blockLen++
 		if blockSize >= c.blockBytes || blockLen >= c.blockRows {
-			if err := ctx.Err(); err != nil {
-				_ = batch.Abort()
-				return nil, err
+			if stop, rej, err := sendBlock(i + 1); stop {
+				return rej, err
 			}
-			if err := batch.Flush(); err != nil {
-				// Abort, not the deferred Close: Close sends the end of
-				// the data, and the server would commit the blocks sent
-				// before this one while the batch is reported unstored.
-				_ = batch.Abort()
-				batch = nil
-				err = fmt.Errorf("send block of %d rows to %s: %w", blockLen, Table, err)
-				if flushed && ctx.Err() == nil && closedByServer(err) {
-					// Perhaps a block sent before was refused (closedByServer):
-					// the rows are written in halves, as for a refused INSERT.
-					rest := make([]Row, 0, len(rows))
-					rest = append(rest, appended(i+1)...)
-					rest = append(rest, rows[i+1:]...)
-					if len(rest) > 1 {
-						return c.bisect(ctx, rest, rejected, reloadOnSchemaError)
-					}
-				}
-				return nil, err
-			}
-			blockSize, blockLen = 0, 0
-			flushed = true
 		}
 	}
 	good = appended(len(rows))

@@ -41,6 +41,9 @@ func (p *plan) presize(cols []column.Interface, rows []Row, maxBytes, maxRows in
 	}
 	size, n := 0, 0
 	for _, r := range rows {
+		if n > 0 && size+r.Size > maxBytes {
+			break // the row starts the next block (write)
+		}
 		for i, s := range p.sources[r.Relation] {
 			if need[i] >= 0 && s >= 0 && s < len(r.Values) && r.Values[s].Kind == decoder.ValueText {
 				need[i] += len(r.Values[s].Data)

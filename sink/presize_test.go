@@ -111,7 +111,9 @@ func TestPresize_LeavesFewLargeValuesAlone(t *testing.T) {
 	}{
 		{"one small event", []Row{small}, uint64(len(small.Values[4].Data)), 2 << 10},
 		{"one event larger than a block", []Row{large(5 << 20)}, 0, 1 << 10},
-		{"two events whose context outgrows presizeFrom", []Row{large(1500 << 10), large(1500 << 10)}, 0, 1 << 10},
+		// The second starts the next block (write): the first block is
+		// the first event's alone, and its column is given that size.
+		{"two events, each a block", []Row{large(1500 << 10), large(1500 << 10)}, 1500 << 10, 1500<<10 + 8<<10},
 		{"two small events", []Row{small, small}, 2 * uint64(len(small.Values[4].Data)), 4 << 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -28,6 +28,9 @@ type fakeConn struct {
 	appendFails uint64
 	flushFails  bool
 	sent        []uint64
+	// flushedAt is how many rows the batch held at each Flush: where
+	// its blocks end.
+	flushedAt []int
 	// closed and aborted count how batches ended: Close sends the end of
 	// the data, which commits what was flushed; Abort drops the
 	// connection.
@@ -75,6 +78,7 @@ func (b *fakeBatch) Flush() error {
 	if b.conn.flushFails {
 		return errors.New("flush failed")
 	}
+	b.conn.flushedAt = append(b.conn.flushedAt, len(b.seqs))
 	return nil
 }
 func (b *fakeBatch) Send() error {
@@ -173,5 +177,38 @@ func TestWrite_AppendRefusalReleasesTheAbortedBatch(t *testing.T) {
 	}
 	if lc.max != 1 || lc.live != 0 {
 		t.Errorf("%d INSERT batches open at once, %d left open; want 1 and none", lc.max, lc.live)
+	}
+}
+
+// A block is at most blockBytes, or one row larger than that alone: the
+// writer budgets three copies of the larger of the two for an INSERT
+// (Batch.Footprint). A large row that came after smaller ones joined
+// their block, which then held it and them: 11.5 MiB where 10 were
+// counted.
+func TestWrite_ALargeRowIsABlockOfItsOwn(t *testing.T) {
+	rel := &decoder.Relation{Name: "outbox", Columns: []decoder.Column{{Name: "id"}}}
+	const mib = 1 << 20
+	sizes := []int{mib, mib / 2, 10 * mib, mib / 5, 3 * mib, mib, mib}
+	rows := make([]Row, len(sizes))
+	for i, size := range sizes {
+		rows[i] = Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("x")}},
+			Pos: Position{CommitLSN: pglogrepl.LSN(1), Seq: uint64(i + 1)}, Size: size}
+	}
+	fc := &fakeConn{n: &liveCount{}}
+	c := &ClickHouse{conn: fc, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
+		columns:    []chColumn{{"event_id", "String"}, {"cdc_commit_lsn", "UInt64"}, {"cdc_seq", "UInt64"}},
+		blockBytes: 2 * mib, blockRows: blockRows}
+	c.big = fc
+	rej, err := c.write(context.Background(), rows, false)
+	if err != nil || len(rej) != 0 {
+		t.Fatalf("write: %d rejected, %v", len(rej), err)
+	}
+	// Blocks: 1 + 0.5 MiB; 10 MiB; 0.2 MiB; 3 MiB; then 1 + 1 MiB, sent
+	// by Flush as it reaches 2 MiB.
+	if want := []int{2, 3, 4, 5, 7}; fmt.Sprint(fc.flushedAt) != fmt.Sprint(want) {
+		t.Fatalf("blocks ended after rows %v, want %v", fc.flushedAt, want)
+	}
+	if fmt.Sprint(fc.sent) != "[1 2 3 4 5 6 7]" {
+		t.Fatalf("sent %v, want each row once in order", fc.sent)
 	}
 }
