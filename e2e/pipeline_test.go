@@ -213,7 +213,9 @@ func TestPipeline_ColumnAddedWhileStreamingIsCarried(t *testing.T) {
 // A second SIGTERM ends the process at once: the first one's shutdown waits
 // up to CDC_SHUTDOWN_TIMEOUT for an INSERT into a ClickHouse that does not
 // answer, and a second signal means now. Nothing unstored was acknowledged,
-// so the next start stores the events.
+// so the next start stores the events. Meanwhile /metrics still answers:
+// the probe server outlives the first signal until the pipeline stops (it
+// closed at once, and a shutdown of minutes looked like cdc gone).
 func TestPipeline_SecondSignalEndsTheShutdownAtOnce(t *testing.T) {
 	w := newWorld(t)
 	w.auditInserts()
@@ -226,9 +228,13 @@ func TestPipeline_SecondSignalEndsTheShutdownAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := w.start(map[string]string{"CDC_CLICKHOUSE_DSN": dsn, "CDC_FLUSH_INTERVAL": "50ms", "CDC_SHUTDOWN_TIMEOUT": "5m"})
+	c := w.start(map[string]string{"CDC_CLICKHOUSE_DSN": dsn, "CDC_FLUSH_INTERVAL": "50ms", "CDC_SHUTDOWN_TIMEOUT": "5m", "CDC_METRICS_ADDR": "auto"})
 	w.insertEvents("before", 5)
 	w.waitRows(5, 30*time.Second)
+	waitFor(t, 10*time.Second, "the 5 events counted written", func() (bool, string) {
+		v, err := readMetric(c.MetricsAddr, "cdc_events_written_total")
+		return err == nil && v == 5, fmt.Sprint(v, err)
+	})
 	fz.Freeze()
 	w.insertEvents("stuck", 10)
 	w.waitReceived(10 * time.Second)
@@ -237,7 +243,15 @@ func TestPipeline_SecondSignalEndsTheShutdownAtOnce(t *testing.T) {
 	select {
 	case <-c.done:
 		t.Fatalf("exited on the first SIGTERM while its INSERT hangs: %v\n%s", c.err, tail(c.out.String(), 20))
-	case <-time.After(3 * time.Second):
+	case <-time.After(time.Second):
+	}
+	if v, err := readMetric(c.MetricsAddr, "cdc_events_written_total"); err != nil || v != 5 {
+		t.Fatalf("/metrics during the shutdown: cdc_events_written_total %v, %v; want 5, served until the pipeline stops", v, err)
+	}
+	select {
+	case <-c.done:
+		t.Fatalf("exited on the first SIGTERM while its INSERT hangs: %v\n%s", c.err, tail(c.out.String(), 20))
+	case <-time.After(2 * time.Second):
 	}
 	start := time.Now()
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)

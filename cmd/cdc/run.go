@@ -129,6 +129,12 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	// The probes first: /healthz answers while the schema check below
 	// waits (up to schemaCheckTimeout on a server that does not answer),
 	// or a liveness probe would restart a process that is only starting.
+	// And last: the server outlives a signal until the pipeline has
+	// stopped, so /metrics shows a shutdown that waits on ClickHouse (up
+	// to CDC_SHUTDOWN_TIMEOUT) instead of the scrape failing as if cdc
+	// were gone.
+	probeCtx, stopProbes := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopProbes()
 	if cfg.MetricsAddr != "off" {
 		srv := &health.Server{
 			Addr:      cfg.MetricsAddr,
@@ -154,14 +160,17 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 				}},
 			},
 		}
-		g.Go(func() error { return srv.Run(gctx) })
+		// Stopped once replication has (below), however it ended.
+		g.Go(func() error { return srv.Run(probeCtx) })
 	}
 	if err := checkSchema(gctx, pool, ch, cfg.OutboxRetention > 0, log); err != nil {
 		stop()
+		stopProbes()
 		_ = g.Wait()
 		return err
 	}
 	g.Go(func() error {
+		defer stopProbes()
 		if err := rep.Run(gctx); err != nil {
 			return fmt.Errorf("replication: %w", err)
 		}
