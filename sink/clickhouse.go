@@ -77,6 +77,9 @@ type ClickHouse struct {
 	// misread holds the event_log columns whose types clickhouse-go
 	// misreads (escapedEnum): never named in an INSERT either.
 	misread map[string]bool
+	// unwritable holds the event_log columns of a type clickhouse-go
+	// cannot build a column of (unwritableType): never named either.
+	unwritable map[string]bool
 	// types is what the server's version changes in the conversion.
 	types serverTypes
 	// uncarried is set when some outbox column has no event_log column it
@@ -97,7 +100,7 @@ type ClickHouse struct {
 
 // chColumn is an event_log column an INSERT may name: computed ones
 // (MATERIALIZED, ALIAS) and those clickhouse-go cannot name or read are
-// kept apart, in ClickHouse.computed, unquotable and misread.
+// kept apart, in ClickHouse.computed, unquotable, misread and unwritable.
 type chColumn struct{ name, typ string }
 
 // Open prepares a client for the server at dsn (clickhouse://user:password@
@@ -761,7 +764,7 @@ func (c *ClickHouse) warnUncarried(rel *decoder.Relation) {
 	for _, col := range c.columns {
 		have[col.name] = true
 	}
-	var missing, computed, unquotable, misread, shadowed []string
+	var missing, computed, unquotable, misread, unwritable, shadowed []string
 	for _, col := range rel.Columns {
 		switch t := targetName(col.Name); {
 		case t == "":
@@ -773,6 +776,8 @@ func (c *ClickHouse) warnUncarried(rel *decoder.Relation) {
 			unquotable = append(unquotable, col.Name)
 		case c.misread[t]:
 			misread = append(misread, col.Name)
+		case c.unwritable[t]:
+			unwritable = append(unwritable, col.Name)
 		default:
 			missing = append(missing, col.Name)
 		}
@@ -786,6 +791,10 @@ func (c *ClickHouse) warnUncarried(rel *decoder.Relation) {
 	if len(misread) > 0 {
 		c.uncarried = true // the type fixed, a reload carries it
 		c.warnColumns("outbox columns whose event_log column is an Enum with an escaped character in an element's name are not carried: clickhouse-go misreads such a type; rename the elements or make the column a String", misread, rel)
+	}
+	if len(unwritable) > 0 {
+		c.uncarried = true // the type fixed, a reload carries it
+		c.warnColumns("outbox columns whose event_log column is of a type clickhouse-go cannot write (Object('json'), AggregateFunction) are not carried: make the event_log column a String", unwritable, rel)
 	}
 	if len(missing) > 0 {
 		c.uncarried = true
@@ -892,6 +901,18 @@ func (c *ClickHouse) readServerTypes(ctx context.Context) (serverTypes, error) {
 	return serverTypes{dateEnd: maxDate1816}, nil
 }
 
+// unwritableType reports whether clickhouse-go cannot build a column of
+// type typ, as it must for each column an INSERT names when it reads the
+// server's header block: Object('json'), the experimental JSON of 22.3 to
+// 24.x that clickhouse-go no longer supports, or AggregateFunction(…).
+// PrepareBatch then fails with "unsupported column type" at every try,
+// not a server exception: each INSERT naming such a column failed, and
+// was retried, for ever, and no row of the outbox was stored.
+func unwritableType(typ string) bool {
+	_, err := column.Type(typ).Column("probe", &column.ServerContext{Timezone: time.UTC})
+	return err != nil
+}
+
 // escapedEnum reports whether typ is, or holds, an Enum with an escaped
 // character (\', \\) in an element's name. clickhouse-go (v2.50 and
 // v2.51) reads such a type wrongly: it keeps the escapes of one element
@@ -918,7 +939,7 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 	}
 	defer rows.Close()
 	var cols []chColumn
-	computed, unquotable, misread := map[string]string{}, map[string]bool{}, map[string]bool{}
+	computed, unquotable, misread, unwritable := map[string]string{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for rows.Next() {
 		var col chColumn
 		var kind string
@@ -947,6 +968,13 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 			misread[col.name] = true
 			continue
 		}
+		if unwritableType(col.typ) {
+			if col.name == colEventID || col.name == colCommitLSN || col.name == colSeq {
+				return fmt.Errorf("%s column %s is %s, a type clickhouse-go cannot write: cdc writes it, give it its type from `cdc migrate`", Table, col.name, col.typ)
+			}
+			unwritable[col.name] = true
+			continue
+		}
 		cols = append(cols, col)
 	}
 	if err := rows.Err(); err != nil {
@@ -965,7 +993,7 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 	}
 	c.insertSettings, c.types = settings, types
 	c.columns = cols
-	c.computed, c.unquotable, c.misread = computed, unquotable, misread
+	c.computed, c.unquotable, c.misread, c.unwritable = computed, unquotable, misread, unwritable
 	c.warned = map[*decoder.Relation]bool{}
 	c.uncarried = false
 	c.loadedAt = time.Now()
