@@ -862,6 +862,29 @@ func TestClickHouse_EnumWithAnEscapeInANameIsNotCarried(t *testing.T) {
 	}
 }
 
+// An event_log column of a type clickhouse-go cannot build is not named
+// in an INSERT: it refused the header block of every INSERT that named
+// it, so each batch failed and was retried for ever. AggregateFunction is
+// one on every server; Object('json') (23.8 to 24.x) is another, which
+// TestWrite_ColumnOfATypeClickHouseGoCannotBuildIsNotCarried covers.
+func TestClickHouse_ColumnOfATypeClickHouseGoCannotBuildIsNotCarried(t *testing.T) {
+	core, logs := observer.New(zapcore.WarnLevel)
+	ch, s := sinkWithColumns(t, "ALTER TABLE event_log ADD COLUMN agg AggregateFunction(uniq, UInt64)", zap.New(core))
+	ctx := context.Background()
+	rel := withColumns("agg")
+	if rejected, err := s.Write(ctx, &sink.Batch{Rows: []sink.Row{rowOf(rel, 1, text("7"))}}); err != nil || len(rejected) != 0 {
+		t.Fatalf("Write = %v, %v; want the row stored without agg", rejected, err)
+	}
+	const msg = "outbox columns whose event_log column is of a type clickhouse-go cannot write (Object('json'), AggregateFunction) are not carried: make the event_log column a String"
+	if warned := logs.FilterMessage(msg).All(); len(warned) != 1 || fmt.Sprint(warned[0].ContextMap()["columns"]) != "[agg]" {
+		t.Fatalf("warnings: %v, want one naming agg", logs.All())
+	}
+	var n uint64
+	if err := ch.Conn().QueryRow(ctx, "SELECT count() FROM event_log").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("event_log holds %d rows (%v), want 1", n, err)
+	}
+}
+
 // A Date is stored only where the server reads it back as the same day:
 // 18.16 reads every day after 2106-02-07 as 1970-01-01, so there those
 // days are refused (dead letters), in an Array too; a server that reads
