@@ -52,7 +52,12 @@ type streamedTx struct {
 	// durable is set once one of its (sub)transactions was seen committed
 	// with the commit flushed: they all commit by the same commit record.
 	durable bool
-	stored  *sink.Positions // its rows an earlier session stored, all at first
+	// committedBy is the WAL insert position read just after one of its
+	// (sub)transactions was first seen committed: its commit record ends
+	// at or before it, so the commit is flushed once the WAL is flushed
+	// that far. 0 until then.
+	committedBy pglogrepl.LSN
+	stored      *sink.Positions // its rows an earlier session stored, all at first
 	// byCommit is set when its rows are placed by its commit LSN, found
 	// stored that way (storedWhole): a session sent it whole places them
 	// the same, with nothing to look up by xid.
@@ -296,7 +301,15 @@ func (s *stream) keep(ctx context.Context, t *streamedTx, xid uint32) (bool, err
 		}
 		switch st {
 		case xactCommitted:
-			durable := t.durable || flushed >= insert
+			// Against where the WAL was when the commit was first seen,
+			// not where it is now: on a busy server the flush position
+			// trails the insert position at every look, and a wait for
+			// it to catch up (the flush refused) would last the whole
+			// stream wait and end the session.
+			if t.committedBy == 0 {
+				t.committedBy = insert
+			}
+			durable := t.durable || flushed >= t.committedBy
 			if !durable && !s.r.flushRefused {
 				s.r.log.Debug("streamed transaction committed, its commit perhaps not flushed yet: flushing the WAL",
 					zap.Uint32("xid", xid), zap.Stringer("flushed", flushed), zap.Stringer("inserted", insert))

@@ -998,3 +998,63 @@ func TestReplicator_StreamedTransactionsPastTheRestartLSNAreForgotten(t *testing
 		t.Errorf("%d streamed transactions remembered past the restart_lsn, want none: %v", len(got), got)
 	}
 }
+
+// On a busy server the WAL's flush position trails its insert position at
+// every look. Where cdc may not flush the WAL itself (a role without
+// EXECUTE on pg_logical_emit_message), an asynchronously committed streamed
+// transaction is kept once the WAL writer has flushed past where the WAL
+// was when its commit was first seen. Compared with the insert position of
+// each new look instead, it never caught up while the server stayed busy:
+// each such transaction waited out the stream wait and ended the session,
+// to be read again without streaming.
+func TestReplicator_RefusedFlushOnABusyServerKeepsStreaming(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	role := h.role("cdc_noflush_busy", "LOGIN REPLICATION")
+	h.exec(`REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) FROM PUBLIC`)
+	t.Cleanup(func() { h.exec(`GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO PUBLIC`) })
+	h.as(role)
+	h.exec(`CREATE TABLE busy (v int)`)
+
+	// Asynchronous commits of another table, without pause, until the
+	// test ends: the WAL writer flushes them every wal_writer_delay while
+	// more are inserted.
+	busyCtx, stopBusy := context.WithCancel(ctx)
+	busyDone := make(chan struct{})
+	conn, err := h.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(busyDone)
+		defer conn.Release()
+		if _, err := conn.Exec(busyCtx, `SET synchronous_commit = off`); err != nil {
+			return
+		}
+		for busyCtx.Err() == nil {
+			_, _ = conn.Exec(busyCtx, `INSERT INTO busy VALUES (1)`)
+		}
+	}()
+	defer func() { stopBusy(); <-busyDone }()
+
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := &fakeSink{}
+	stop := h.runWith(s, zap.New(core), func(c *replication.Config) { c.FlushInterval = time.Second })
+	defer stop()
+	tx := h.begin(ctx)
+	insertRows(t, ctx, tx, "async", 3000)
+	if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "3000 rows stored", func() bool { return s.count() == 3000 })
+	if n := logs.FilterMessageSnippet("PostgreSQL refused the flush").Len(); n != 1 {
+		t.Fatalf("%d warnings of a refused flush, want 1: the test needs cdc to wait for the WAL writer", n)
+	}
+	if ends := logs.FilterMessage("reconnecting to switch streaming of large transactions").Len(); ends != 0 {
+		t.Fatalf("the session ended %d times to read the transaction again without streaming; want it kept as streamed, once the WAL writer flushed its commit", ends)
+	}
+}
