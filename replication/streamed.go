@@ -461,11 +461,22 @@ func (s *stream) findStreamed(ctx context.Context, at pglogrepl.LSN) error {
 }
 
 // loadStored reads which of t's rows the sink and the dead letters hold.
+// The set lives until t's commit, beside those of every other streamed
+// transaction open at the session's start, whose blocks PostgreSQL sends
+// interleaved: it keeps the events of its last streamedEvents positions
+// only, not of up to 512 Ki (16 MiB), so that their number does not
+// multiply that.
 func (s *stream) loadStored(ctx context.Context, t *streamedTx) error {
 	stored, err := s.storedOrdinals(ctx, t.xid, t.first)
+	stored.TrimEvents(streamedEvents)
 	t.stored = stored
 	return err
 }
+
+// streamedEvents is how many of a streamed transaction's stored positions
+// keep their events (128 KiB): rows before them are told by their run's
+// first event (sink.Positions.Match).
+const streamedEvents = 4 << 10
 
 // storedOrdinals returns the positions of the rows of streamed transaction
 // xid, first row at first, that the sink and the dead letters hold. Only

@@ -354,6 +354,23 @@ func (p *Positions) At(lsn pglogrepl.LSN) *Positions {
 	return out
 }
 
+// TrimEvents keeps the events of at most the last n positions the set
+// keeps them of (exact), in an array of their own, and lets the rest go:
+// Match checks a row before those by its run's first event, as it does
+// in a set whose read kept only its last exactLimit. A set kept for long
+// beside others of its kind, one per transaction, costs then about its
+// runs rather than up to 16 MiB.
+func (p *Positions) TrimEvents(n int) {
+	if p == nil || len(p.exact) <= n {
+		return
+	}
+	if n <= 0 {
+		p.exact, p.exactPart = nil, false
+		return
+	}
+	p.exact, p.exactPart = slices.Clone(p.exact[len(p.exact)-n:]), true
+}
+
 // All yields the set's positions in order.
 func (p *Positions) All() iter.Seq[Position] {
 	return func(yield func(Position) bool) {
