@@ -115,3 +115,40 @@ func TestStreamedRow_StoredSetsOfOpenTransactionsAreSmall(t *testing.T) {
 	}
 	runtime.KeepAlive(st)
 }
+
+// A batch whose INSERT failed is checked against what the sink holds, one
+// read per span of its commit LSNs. Rows of several large streamed
+// transactions open at once, placed by their first rows far apart in the
+// WAL, make as many spans, each read holding the events of up to 512 Ki
+// positions (16 MiB): they must be let go one by one, not all kept until
+// the last is read, or a retry during a ClickHouse outage holds 16 MiB a
+// transaction, in each writer.
+func TestUnstored_SpansReadOneAtATime(t *testing.T) {
+	const spans, rows = 6, 600_000
+	s := &countSink{stored: map[pglogrepl.LSN]uint64{}}
+	r := &Replicator{sink: s, log: zap.NewNop()}
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}}}
+	row := func(lsn pglogrepl.LSN, seq uint64) sink.Row {
+		return sink.Row{Relation: rel, Pos: sink.Position{CommitLSN: lsn, Seq: seq},
+			Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(cheapEvent(lsn, seq).String())}}}
+	}
+	b := &sink.Batch{}
+	for i := range spans {
+		lsn := pglogrepl.LSN(0x1000_0000 + i*2*spanGap)
+		s.stored[lsn] = rows
+		b.Rows = append(b.Rows, row(lsn, rows), row(lsn, rows+1))
+	}
+	before := heapInUse()
+	rest := r.unstored(context.Background(), b)
+	if held := int64(s.peak) - int64(before); held > 8<<20 {
+		t.Errorf("checking a retried batch of %d spans held %d MiB of earlier spans' positions at the last read, want at most 8 MiB", spans, held>>20)
+	}
+	if len(rest.Rows) != spans {
+		t.Fatalf("%d rows left to write, want %d", len(rest.Rows), spans)
+	}
+	for _, row := range rest.Rows {
+		if row.Pos.Seq != rows+1 {
+			t.Errorf("row %s left to write; it is stored", row.Pos)
+		}
+	}
+}

@@ -379,29 +379,41 @@ func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
 	}
 	// A set per span, not one merged: each keeps the events of the last
 	// positions it read, where the batch's rows lie, and a merge of such
-	// sets could not (sink.Positions.AddAll).
+	// sets could not (sink.Positions.AddAll). Each is let go before the
+	// next is read: one may hold 16 MiB of events, and rows of several
+	// large streamed transactions, placed far apart, make as many spans.
 	spans := lsnSpans(b)
-	sets := make([]*sink.Positions, len(spans))
-	n := 0
-	for i, span := range spans {
+	// The rows in LSN order (stable: a transaction's rows stay in
+	// order), so that each span's rows are checked while its set lives.
+	order := make([]int, len(b.Rows))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(i, j int) int {
+		return cmp.Compare(b.Rows[i].Pos.CommitLSN, b.Rows[j].Pos.CommitLSN)
+	})
+	stored := make([]bool, len(b.Rows))
+	n, k := 0, 0
+	for _, span := range spans {
 		w, err := r.sink.Written(ctx, span[0], span[1])
 		if err != nil {
 			return b
 		}
-		sets[i], n = w, n+w.Len()
+		for ; k < len(order) && b.Rows[order[k]].Pos.CommitLSN < span[1]; k++ {
+			row := &b.Rows[order[k]]
+			// By position and event (sink.Positions.Match).
+			if w.Has(row.Pos) && w.Match(row.Pos, row.Event()) {
+				stored[order[k]] = true
+				n++
+			}
+		}
 	}
 	if n == 0 {
 		return b
 	}
-	rest := &sink.Batch{End: b.End, Rows: make([]sink.Row, 0, len(b.Rows))}
-	for _, row := range b.Rows {
-		// The span holding the row: the first ending past its LSN.
-		i, _ := slices.BinarySearchFunc(spans, row.Pos.CommitLSN, func(s [2]pglogrepl.LSN, lsn pglogrepl.LSN) int {
-			return cmp.Compare(s[1], lsn+1)
-		})
-		stored := sets[min(i, len(sets)-1)]
-		// By position and event (sink.Positions.Match).
-		if !stored.Has(row.Pos) || !stored.Match(row.Pos, row.Event()) {
+	rest := &sink.Batch{End: b.End, Rows: make([]sink.Row, 0, len(b.Rows)-n)}
+	for i, row := range b.Rows {
+		if !stored[i] {
 			rest.Rows = append(rest.Rows, row)
 			rest.Bytes += row.Size
 		}
