@@ -207,6 +207,40 @@ func streamCases() []decodeCase {
 				text("0195a8e2-7c3d-7a10-9b4e-3f2d1c0b0a01"), text("order.created"), null, text("prod"), text("{}"), text("1"), null,
 			}},
 		},
+		// Every data message pgoutput streams carries the xid, not only
+		// Relation and Insert: an update, delete or truncate of the outbox,
+		// a type a column uses and a transactional logical message in a
+		// large transaction come inside the stream too.
+		{
+			name:   "update inside a stream carries the xid",
+			before: [][]byte{start, inStreamRel},
+			data:   append(wire{'U'}.u32(sub).u32(id).u8('N'), wire{}.tuple(row...)...),
+			want:   Message{Kind: KindIgnored, Relation: rel, Xid: sub},
+		},
+		{
+			name:   "delete inside a stream carries the xid",
+			before: [][]byte{start, inStreamRel},
+			data:   append(wire{'D'}.u32(sub).u32(id).u8('K'), wire{}.tuple(text("k"), null, null, null, null, null, null)...),
+			want:   Message{Kind: KindIgnored, Relation: rel, Xid: sub},
+		},
+		{
+			name:   "truncate inside a stream carries the xid",
+			before: [][]byte{start, inStreamRel},
+			data:   wire{'T'}.u32(sub).i32(1).u8(0).u32(id),
+			want:   Message{Kind: KindIgnored, Relation: rel, Xid: sub},
+		},
+		{
+			name:   "type inside a stream carries the xid",
+			before: [][]byte{start},
+			data:   wire{'Y'}.u32(sub).u32(16400).str("public").str("mood"),
+			want:   Message{Kind: KindIgnored, Xid: sub},
+		},
+		{
+			name:   "logical message inside a stream carries the xid",
+			before: [][]byte{start},
+			data:   wire{'M'}.u32(sub).u8(1).u64(0x16B_3748).str("cdc").i32(5).raw("hello"),
+			want:   Message{Kind: KindIgnored, Xid: sub},
+		},
 		{
 			name:   "insert after the stream stopped has no xid",
 			before: [][]byte{start, inStreamRel, wire{'E'}},
@@ -489,15 +523,30 @@ func ignoredCases() []decodeCase {
 
 // Every strict prefix of a well-formed message must be rejected, however it
 // is cut: pgoutput messages carry their own lengths and counts.
+// A hand-built case is cut where its own messages before it put the
+// decoder: inside a stream, a data message's first 4 bytes are the xid.
 func TestDecodeTruncated(t *testing.T) {
-	msgs := readRecorded(t)
+	type cut struct {
+		before [][]byte
+		msg    []byte
+	}
+	var msgs []cut
+	for _, msg := range readRecorded(t) {
+		msgs = append(msgs, cut{msg: msg})
+	}
 	for _, tc := range allCases() {
 		if tc.wantErr == "" {
-			msgs = append(msgs, tc.data)
+			msgs = append(msgs, cut{before: tc.before, msg: tc.data})
 		}
 	}
-	d := primedDecoder(t)
-	for i, msg := range msgs {
+	for i, c := range msgs {
+		d := primedDecoder(t)
+		for _, b := range c.before {
+			if _, err := d.Decode(b); err != nil {
+				t.Fatalf("message %d: setup: %v", i, err)
+			}
+		}
+		msg := c.msg
 		for n := range len(msg) {
 			if _, err := d.Decode(msg[:n]); err == nil {
 				t.Errorf("message %d (%q) cut to %d of %d bytes: no error", i, msg[0], n, len(msg))
