@@ -165,13 +165,26 @@ func TestTracker(t *testing.T) {
 
 func TestTracker_MidTransactionBatchesHoldTheCommit(t *testing.T) {
 	tr := New(500)
+	// counts checks the rows buffered and the batches in flight, which
+	// a shutdown reports (rows_unsent, batches_in_flight) and decides by.
+	counts := func(when string, buffered, inFlight int) {
+		t.Helper()
+		if b, f := tr.Buffered(), tr.InFlight(); b != buffered || f != inFlight {
+			t.Fatalf("%s: Buffered() = %d, InFlight() = %d; want %d, %d", when, b, f, buffered, inFlight)
+		}
+	}
 	tr.Begin()
 	tr.Row()
+	tr.Row()
+	counts("two rows", 2, 0)
 	if end := tr.Seal(); end != 500 {
 		t.Fatalf("Seal() mid-transaction = %d, want the previous commit 500", end)
 	}
+	counts("sealed", 0, 1)
 	tr.Row()
+	counts("a row after the seal", 1, 1)
 	tr.Flushed(500)
+	counts("the batch stored", 1, 0)
 	tr.ServerEnd(9000)
 	if _, f := tr.Positions(); f != 500 {
 		t.Fatalf("flush = %d while the transaction is open, want 500", f)
@@ -183,7 +196,9 @@ func TestTracker_MidTransactionBatchesHoldTheCommit(t *testing.T) {
 	if end := tr.Seal(); end != 600 {
 		t.Fatalf("Seal() = %d, want 600", end)
 	}
+	counts("the last row sealed", 0, 1)
 	tr.Flushed(600)
+	counts("all stored", 0, 0)
 	if _, f := tr.Positions(); f != 9000 {
 		t.Fatalf("flush = %d once idle, want the server end 9000", f)
 	}
