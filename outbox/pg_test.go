@@ -389,6 +389,46 @@ func TestPublish_BadInputWritesNothing(t *testing.T) {
 	}
 }
 
+// The times at the edges of what Publish takes, and an explicit metadata
+// version of 1, are stored as given: Publish refuses only what the INSERT
+// would fail on (a time outside PostgreSQL's timestamptz range, a version
+// below 1), and a time just past its lower or upper edge is refused before
+// anything is written.
+func TestPublish_EdgesOfTheTimeRangeAndVersionOneAreStored(t *testing.T) {
+	paths(t, func(t *testing.T, p outbox.Publisher) {
+		ctx := context.Background()
+		conn := connect(t)
+		p.Environment = "e"
+		events := []outbox.Event{
+			{Type: "earliest", Context: json.RawMessage(`1`), Time: time.Date(-4712, 1, 1, 0, 0, 0, 0, time.UTC), MetadataVersion: 1},
+			{Type: "latest", Context: json.RawMessage(`2`), Time: time.Date(294275, 12, 31, 23, 59, 59, 999999000, time.UTC), MetadataVersion: 1},
+		}
+		ids, err := p.PublishIDs(ctx, conn, events...)
+		if err != nil {
+			t.Fatalf("publish at the edges of the range with version 1: %v", err)
+		}
+		got := stored(t, conn)
+		if len(got) != len(events) {
+			t.Fatalf("%d rows, want %d", len(got), len(events))
+		}
+		for i, want := range events {
+			want.ID, want.Environment = ids[i], "e"
+			same(t, want.Type, got[i], want)
+		}
+		// Julian day 0 (24 November 4714 BC) is PostgreSQL's first
+		// timestamptz, 294277 its first year past the last.
+		for _, at := range []time.Time{time.Date(-4713, 11, 23, 23, 59, 59, 0, time.UTC), time.Date(294277, 1, 1, 0, 0, 0, 0, time.UTC)} {
+			err := p.Publish(ctx, conn, outbox.Event{Type: "past", Context: json.RawMessage(`3`), Time: at})
+			if !errors.Is(err, outbox.ErrInvalidTime) {
+				t.Errorf("publish at %s: %v, want ErrInvalidTime", at, err)
+			}
+		}
+		if n := count(t, conn); n != len(events) {
+			t.Fatalf("%d rows after the refused times, want %d", n, len(events))
+		}
+	})
+}
+
 // pgbouncer-style setups use the simple protocol; both paths must work.
 func TestPublish_SimpleProtocol(t *testing.T) {
 	ctx := context.Background()
