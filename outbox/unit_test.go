@@ -163,7 +163,7 @@ func badEvents() []struct {
 		{"MarshalText not UTF-8 through a pointer", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = &struct{ T ptrText }{ptrText("\xfe")} }), outbox.ErrInvalidContext},
 		{"string key with a MarshalText, not UTF-8", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = map[textKey]int{"a\xff": 1, "a\xfe": 2} }), outbox.ErrInvalidContext},
 		{"non-string key whose MarshalText is not UTF-8", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = map[structKey]int{{"\xff"}: 1} }), outbox.ErrInvalidContext},
-		{"nested too deep", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = nest(1500, "fine") }), outbox.ErrInvalidContext},
+		{"nested too deep", outbox.Publisher{}, with(func(e *outbox.Event) { e.Context = nest(1001, "fine") }), outbox.ErrInvalidContext},
 		{"raw context too large", outbox.Publisher{MaxContextBytes: 8}, with(func(e *outbox.Event) { e.Context = json.RawMessage(`"123456789"`) }), outbox.ErrContextTooLarge},
 		{"marshaled context too large", outbox.Publisher{MaxContextBytes: 8}, with(func(e *outbox.Event) { e.Context = "123456789" }), outbox.ErrContextTooLarge},
 		{"bad traceparent", outbox.Publisher{}, with(func(e *outbox.Event) { e.Traceparent = "00-abc-def-01" }), outbox.ErrInvalidTraceparent},
@@ -315,7 +315,8 @@ func TestPublish_KeepsReplacementCharactersThatWereThere(t *testing.T) {
 		{"an escape in nested raw JSON", map[string]any{"payload": json.RawMessage(`{"name":"Caf\ufffd"}`)}, `{"payload":{"name":"Caf\ufffd"}}`},
 		{"an escape in a struct's raw JSON", envelope{Payload: json.RawMessage(`"\ufffd"`), Hidden: "\xff"}, `{"Payload":"\ufffd"}`},
 		{"text marshalers that give UTF-8", map[string]any{"ip": net.ParseIP("192.0.2.1"), "keys": map[structKey]badText{{"é"}: "ü"}}, `{"ip":"192.0.2.1","keys":{"é":"ü"}}`},
-		{"nested deep, not too deep", nest(900, "é"), strings.Repeat("[", 900) + `"é"` + strings.Repeat("]", 900)},
+		{"nested as deep as may be", nest(1000, "é"), strings.Repeat("[", 1000) + `"é"` + strings.Repeat("]", 1000)},
+		{"marshalers that give UTF-8 from values that are not", map[string]any{"j": okJSON{S: "\xff"}, "t": okText("\xff")}, `{"j":"ok","t":"ok"}`},
 		{"nil text marshalers in a struct and a map", map[string]any{"s": struct{ M encoding.TextMarshaler }{}, "m": map[string]encoding.TextMarshaler{"a": nil}}, `{"m":{"a":null},"s":{"M":null}}`},
 		{"an unexported embedded slice of text marshalers", withTags{tags{net.ParseIP("192.0.2.1")}, "x"}, `{"Name":"x"}`},
 		{"an unexported embedded struct's fields", withInner{inner{IP: net.ParseIP("192.0.2.2")}}, `{"IP":"192.0.2.2"}`},
@@ -342,6 +343,16 @@ func TestPublish_KeepsReplacementCharactersThatWereThere(t *testing.T) {
 type badText string
 
 func (t badText) MarshalText() ([]byte, error) { return []byte(t), nil }
+
+// okJSON and okText write "ok" whatever they hold: encoding/json writes
+// their output, not their bytes, so invalid UTF-8 in them alters nothing.
+type okJSON struct{ S string }
+
+func (okJSON) MarshalJSON() ([]byte, error) { return []byte(`"ok"`), nil }
+
+type okText string
+
+func (okText) MarshalText() ([]byte, error) { return []byte("ok"), nil }
 
 // ptrText has MarshalText on its pointer only.
 type ptrText string
