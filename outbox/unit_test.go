@@ -320,6 +320,7 @@ func TestPublish_KeepsReplacementCharactersThatWereThere(t *testing.T) {
 		{"nil text marshalers in a struct and a map", map[string]any{"s": struct{ M encoding.TextMarshaler }{}, "m": map[string]encoding.TextMarshaler{"a": nil}}, `{"m":{"a":null},"s":{"M":null}}`},
 		{"an unexported embedded slice of text marshalers", withTags{tags{net.ParseIP("192.0.2.1")}, "x"}, `{"Name":"x"}`},
 		{"an unexported embedded struct's fields", withInner{inner{IP: net.ParseIP("192.0.2.2")}}, `{"IP":"192.0.2.2"}`},
+		{"unexported fields that are not UTF-8", withWords{words{"\xff"}, "x", struct{ S string }{"\xfe"}}, `{"Name":"x"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var rec outboxtest.Recorder
@@ -391,6 +392,16 @@ type withTags struct {
 type inner struct{ IP net.IP }
 
 type withInner struct{ inner }
+
+// words, embedded unexported, and secret are left out by encoding/json:
+// what they hold is never written.
+type words []string
+
+type withWords struct {
+	words
+	Name   string
+	secret struct{ S string }
+}
 
 // The context's size limit: DefaultMaxContextBytes for a zero Publisher,
 // a context exactly at MaxContextBytes passes, one byte more does not; a
