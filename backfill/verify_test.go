@@ -79,3 +79,27 @@ func TestVerify_FindsEventsStoredUnderAnotherTime(t *testing.T) {
 			rep.OutboxRows, rep.Found, rep.Missing, rep.MissingIDs, want)
 	}
 }
+
+// event_log keeps whole seconds, so its side of the window runs to the end
+// of the second --until falls in: an event at 00:29:00, before an until of
+// 00:29:00.5, is stored at 00:29:00 and counted there, and once its outbox
+// row is deleted it is reported as not in the outbox.
+func TestVerify_EventLogWindowEndsWithTheSecondOfUntil(t *testing.T) {
+	ctx := context.Background()
+	pool, ch, rel := thirtyEvents(t)
+	if _, err := backfill.Ship(ctx, backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 100, 1<<20, true), rel, ch, deadletter.New(pool), 1<<20, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	if err := pool.QueryRow(ctx, `DELETE FROM outbox WHERE event_date_time = '2026-01-01 00:29:00+00' RETURNING id::text`).Scan(&last); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := backfill.Verify(ctx, pool, ch.Conn(), backfill.VerifyOptions{Until: time.Date(2026, 1, 1, 0, 29, 0, 500000000, time.UTC), Page: 7, Show: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OutboxRows != 29 || rep.Found != 29 || rep.Missing != 0 || rep.EventLogRows != 30 || rep.NotInOutbox != 1 ||
+		!slices.Equal(rep.NotInOutboxIDs, []string{last}) || rep.MissingDeadLettered != 0 {
+		t.Fatalf("verify: %+v; want 29 outbox rows all found, 30 event_log rows, %s alone not in the outbox", rep, last)
+	}
+}
