@@ -609,12 +609,13 @@ func TestRowData(t *testing.T) {
 			if !json.Valid(data) {
 				t.Errorf("RowData = %s: not valid JSON", data)
 			}
-			if got := ""; id != nil {
-				if got = *id; got != tc.id {
-					t.Errorf("event id %q, want %q", got, tc.id)
-				}
-			} else if tc.id != "" {
+			switch {
+			case tc.id == "" && id != nil:
+				t.Errorf("event id %q, want none", *id)
+			case tc.id != "" && id == nil:
 				t.Errorf("no event id, want %q", tc.id)
+			case id != nil && *id != tc.id:
+				t.Errorf("event id %q, want %q", *id, tc.id)
 			}
 		})
 	}
