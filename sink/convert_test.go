@@ -137,6 +137,10 @@ func TestCellFor(t *testing.T) {
 		{typ: "Decimal(5, 2)", in: text("-999.9900"), want: "-999.99"}, // zeros past the scale change nothing
 		{typ: "Decimal(3, 0)", in: text("99999"), wantErr: `"99999" has more than 3 digits before the point: it does not fit Decimal(3, 0)`},
 		{typ: "Decimal(3, 0)", in: text("-999"), want: "-999"},
+		// A scale equal to the precision: all digits after the point.
+		{typ: "Decimal(3, 3)", in: text("-0.999"), want: "-0.999"},
+		{typ: "Decimal(3, 3)", in: text("0.1234"), wantErr: `"0.1234" has more than 3 decimal places: Decimal(3, 3) would cut it`},
+		{typ: "Decimal32(9)", in: text("1"), wantErr: `"1" has more than 0 digits before the point: it does not fit Decimal32(9)`},
 		{typ: "Decimal32(2)", in: text("1.234"), wantErr: `"1.234" has more than 2 decimal places: Decimal32(2) would cut it`},
 		{typ: "Decimal64(3)", in: text("123456789012345.678"), want: "123456789012345.678"},
 		{typ: "Date32", in: text("1900-01-01"), want: time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)},
