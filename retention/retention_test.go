@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -427,5 +428,72 @@ func TestSweep_PausesBetweenDeletes(t *testing.T) {
 	}
 	if left := len(outboxIDs(t, pool)); left != 15 {
 		t.Fatalf("%d outbox rows left, want the 15 the next sweep deletes", left)
+	}
+}
+
+// A sweep that fails is logged and tried again at the next tick: Run goes
+// on, since its error would stop the connector. Here an application holds
+// a lock on an old row past sweepLockTimeout; once it lets go, a later
+// tick deletes every old row.
+func TestRun_AFailedSweepIsTriedAgainAtTheNextTick(t *testing.T) {
+	defer func(was string) { sweepLockTimeout = was }(sweepLockTimeout)
+	sweepLockTimeout = "100ms"
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'e', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 10) g`); err != nil {
+		t.Fatal(err)
+	}
+	app, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = app.Rollback(ctx) }()
+	if _, err := app.Exec(ctx, `SELECT id FROM outbox ORDER BY event_date_time LIMIT 1 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.InfoLevel)
+	const every = 300 * time.Millisecond
+	c := &Cleaner{Pool: pool, Keep: time.Hour, Every: every, BatchSize: 100, Log: zap.New(core)}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+
+	failed := func() []observer.LoggedEntry {
+		return logs.FilterMessage("outbox retention sweep failed; will retry").All()
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(failed()) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed sweep logged within 10 s of Run's start behind a row lock")
+		}
+	}
+	warn := failed()[0]
+	if err, _ := warn.ContextMap()["error"].(string); !strings.Contains(err, "55P03") || warn.ContextMap()["retry_in"] != every {
+		t.Fatalf("failed sweep logged with %v; want the lock timeout (55P03) and retry_in %s", warn.ContextMap(), every)
+	}
+	if err := app.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); len(outboxIDs(t, pool)) != 0; time.Sleep(20 * time.Millisecond) {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned %v after a failed sweep, with %d rows left; want it to go on", err, len(outboxIDs(t, pool)))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d old rows left 10 s after the lock went, want 0", len(outboxIDs(t, pool)))
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v, want nil once cancelled", err)
+	}
+	var reported []int64
+	for _, e := range logs.FilterMessage("outbox retention").All() {
+		reported = append(reported, e.ContextMap()["deleted"].(int64))
+	}
+	if !slices.Equal(reported, []int64{10}) {
+		t.Fatalf("deletions logged %v, want [10]", reported)
 	}
 }
