@@ -62,6 +62,14 @@ func TestPositions(t *testing.T) {
 				if p.Has(n) {
 					t.Errorf("Has(%v) true", n)
 				}
+				// HasLSN is true only for a commit LSN some position has.
+				sameLSN := false
+				for _, a := range tt.add {
+					sameLSN = sameLSN || a.CommitLSN == n.CommitLSN
+				}
+				if p.HasLSN(n.CommitLSN) != sameLSN {
+					t.Errorf("HasLSN(%v) %v, want %v", n.CommitLSN, p.HasLSN(n.CommitLSN), sameLSN)
+				}
 			}
 		})
 	}
