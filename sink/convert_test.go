@@ -150,6 +150,8 @@ func TestCellFor(t *testing.T) {
 		{typ: "Int128", in: text("-170141183460469231731687303715884105728"), want: "-170141183460469231731687303715884105728"},
 		{typ: "Int128", in: text("170141183460469231731687303715884105728"), wantErr: `"170141183460469231731687303715884105728" is not a Int128: value 170141183460469231731687303715884105728 overflows Int128: value overflows 16-byte signed buffer`},
 		{typ: "UInt128", in: text("-1"), wantErr: `"-1" is negative: it does not fit UInt128`},
+		{typ: "UInt128", in: text("0"), want: "0"},
+		{typ: "UInt256", in: text("-0"), want: "0"},
 		{typ: "UInt256", in: text("115792089237316195423570985008687907853269984665640564039457584007913129639935"), want: "115792089237316195423570985008687907853269984665640564039457584007913129639935"},
 		{typ: "Int256", in: text("1.5"), wantErr: `"1.5" is not a whole number for Int256`},
 		{typ: "Int128", in: null, want: nil}, // clickhouse-go's zero: 0
