@@ -497,3 +497,25 @@ func TestRun_AFailedSweepIsTriedAgainAtTheNextTick(t *testing.T) {
 		t.Fatalf("deletions logged %v, want [10]", reported)
 	}
 }
+
+// Keep 0 is retention off (CDC_OUTBOX_RETENTION=0): Run returns at once
+// and deletes nothing, not even rows at -infinity, which a sweep with a
+// Keep of 0 would delete with every row older than the horizon.
+func TestRun_KeepZeroDeletesNothing(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		VALUES ('e', 'test', '{}', '-infinity'), ('e', 'test', '{}', now() - interval '30 days')`); err != nil {
+		t.Fatal(err)
+	}
+	c := &Cleaner{Pool: pool, Keep: 0, Every: time.Hour, BatchSize: 10, Log: zap.NewNop(),
+		Horizon: func() (time.Time, bool) { return time.Now(), true }}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Run(rctx); err != nil || rctx.Err() != nil {
+		t.Fatalf("Run with Keep 0 = %v (context %v); want nil at once, not at the context's end", err, rctx.Err())
+	}
+	if n := len(outboxIDs(t, pool)); n != 2 {
+		t.Fatalf("%d outbox rows left with retention off, want 2", n)
+	}
+}
