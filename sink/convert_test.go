@@ -58,6 +58,11 @@ func TestCellFor(t *testing.T) {
 		{typ: "DateTime64(3)", in: null, want: time.Unix(0, 0)},
 		{typ: "DateTime", in: text("2026-11-25 12:03:16.5+00"), want: time.Date(2026, 11, 25, 12, 3, 16, 0, time.UTC)},
 		{typ: "DateTime", in: text("2026-11-25 12:03:16.+00"), wantErr: `"2026-11-25 12:03:16.+00" is not a timestamp`},
+		{typ: "DateTime", in: text("2026/11-25 12:03:16+00"), wantErr: `"2026/11-25 12:03:16+00" is not a timestamp`}, // one separator wrong
+		{typ: "DateTime", in: text("2026-11/25 12:03:16+00"), wantErr: `"2026-11/25 12:03:16+00" is not a timestamp`}, // one separator wrong
+		{typ: "DateTime", in: text("2026-11-25T12:03:16+00"), wantErr: `"2026-11-25T12:03:16+00" is not a timestamp`}, // one separator wrong
+		{typ: "DateTime", in: text("2026-11-25 12.03:16+00"), wantErr: `"2026-11-25 12.03:16+00" is not a timestamp`}, // one separator wrong
+		{typ: "DateTime", in: text("2026-11-25 12:03.16+00"), wantErr: `"2026-11-25 12:03.16+00" is not a timestamp`}, // one separator wrong
 		{typ: "Date", in: text("2026-11-25"), want: time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)},
 		{typ: "Date", in: text("2149-06-06"), want: time.Date(2149, 6, 6, 0, 0, 0, 0, time.UTC)},
 		{typ: "Date", in: text("2149-06-07"), wantErr: `"2149-06-07" is outside Date's range 1970-01-01 to 2149-06-06`},
