@@ -44,6 +44,8 @@ func TestCellFor(t *testing.T) {
 		{typ: "DateTime", in: text("2026-11-25 12:03:16.123456+00"), want: time.Date(2026, 11, 25, 12, 3, 16, 0, time.UTC)},
 		{typ: "DateTime", in: text("2026-11-25 14:03:16+02"), want: time.Date(2026, 11, 25, 12, 3, 16, 0, time.UTC)},
 		{typ: "DateTime", in: text("2026-11-25 12:03:16+05:30"), want: time.Date(2026, 11, 25, 6, 33, 16, 0, time.UTC)},
+		{typ: "DateTime", in: text("2026-11-25 22:03:16+10"), want: time.Date(2026, 11, 25, 12, 3, 16, 0, time.UTC)}, // not +00: not UTC
+		{typ: "DateTime", in: text("2026-11-25 02:03:16-10"), want: time.Date(2026, 11, 25, 12, 3, 16, 0, time.UTC)},
 		{typ: "DateTime('UTC')", in: text("2026-11-25 12:03:16"), want: time.Date(2026, 11, 25, 12, 3, 16, 0, time.UTC)},
 		{typ: "DateTime", in: text("1969-12-31 23:59:59+00"), wantErr: `"1969-12-31 23:59:59+00" is outside DateTime's range 1970-01-01 to 2106-02-06`},
 		{typ: "DateTime", in: text("infinity"), wantErr: `"infinity" is not a timestamp`},
