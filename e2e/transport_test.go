@@ -5,14 +5,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/url"
 	"os"
 	"os/user"
@@ -102,7 +94,7 @@ func TestSocket_ConnectorStreamsOverAUnixSocket(t *testing.T) {
 // as an operator with a private CA would do.
 func TestTLS_ConnectorWritesOverTLSToClickHouse(t *testing.T) {
 	w := newWorld(t)
-	certPEM, keyPEM := selfSignedCert(t)
+	certPEM, keyPEM := testenv.SelfSignedCert(t)
 	port := w.env.EnableClickHouseTLS(t, certPEM, keyPEM)
 	w.chReconnect()
 	u, err := url.Parse(w.chDSN)
@@ -147,44 +139,12 @@ func TestTLS_ConnectorWritesOverTLSToClickHouse(t *testing.T) {
 	}
 }
 
-// selfSignedCert is a throwaway server certificate for 127.0.0.1 (in its
-// subject and as an IP SAN, which TLS clients check), signing itself: its
-// own CA.
-func selfSignedCert(t *testing.T) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
-}
-
 // writeServerCert writes a self-signed server.crt/server.key where
 // PostgreSQL looks for them, owned by the server's user with the key
 // private, as PostgreSQL insists.
 func writeServerCert(t *testing.T, dir string) {
 	t.Helper()
-	certPEM, keyPEM := selfSignedCert(t)
+	certPEM, keyPEM := testenv.SelfSignedCert(t)
 	files := map[string][]byte{"server.crt": certPEM, "server.key": keyPEM}
 	owner := -1
 	if os.Geteuid() == 0 { // localdb.sh runs PostgreSQL as postgres when we are root

@@ -284,19 +284,7 @@ func TestSweep_WaitsForARowLockABoundedTime(t *testing.T) {
 	defer func(was string) { sweepLockTimeout = was }(sweepLockTimeout)
 	sweepLockTimeout = "200ms"
 	ctx := context.Background()
-	pool := testenv.Get(t).MigratedPostgres(t, "pub")
-	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
-		SELECT 'e', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 10) g`); err != nil {
-		t.Fatal(err)
-	}
-	app, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = app.Rollback(ctx) }()
-	if _, err := app.Exec(ctx, `SELECT id FROM outbox ORDER BY event_date_time DESC, id LIMIT 1 FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	pool, app := tenOldRowsOneLocked(t, ctx, "event_date_time DESC, id")
 	c := &Cleaner{Pool: pool, Keep: time.Hour, BatchSize: 1000, Log: zap.NewNop()}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -439,19 +427,7 @@ func TestRun_AFailedSweepIsTriedAgainAtTheNextTick(t *testing.T) {
 	defer func(was string) { sweepLockTimeout = was }(sweepLockTimeout)
 	sweepLockTimeout = "100ms"
 	ctx := context.Background()
-	pool := testenv.Get(t).MigratedPostgres(t, "pub")
-	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
-		SELECT 'e', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 10) g`); err != nil {
-		t.Fatal(err)
-	}
-	app, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = app.Rollback(ctx) }()
-	if _, err := app.Exec(ctx, `SELECT id FROM outbox ORDER BY event_date_time LIMIT 1 FOR UPDATE`); err != nil {
-		t.Fatal(err)
-	}
+	pool, app := tenOldRowsOneLocked(t, ctx, "event_date_time")
 	core, logs := observer.New(zapcore.InfoLevel)
 	const every = 300 * time.Millisecond
 	c := &Cleaner{Pool: pool, Keep: time.Hour, Every: every, BatchSize: 100, Log: zap.New(core)}
@@ -518,4 +494,25 @@ func TestRun_KeepZeroDeletesNothing(t *testing.T) {
 	if n := len(outboxIDs(t, pool)); n != 2 {
 		t.Fatalf("%d outbox rows left with retention off, want 2", n)
 	}
+}
+
+// tenOldRowsOneLocked inserts ten outbox rows two hours old, then locks
+// one of them, the first by order, in an application's transaction
+// rolled back when the test ends.
+func tenOldRowsOneLocked(t *testing.T, ctx context.Context, order string) (*pgxpool.Pool, pgx.Tx) {
+	t.Helper()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		SELECT 'e', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 10) g`); err != nil {
+		t.Fatal(err)
+	}
+	app, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = app.Rollback(context.Background()) })
+	if _, err := app.Exec(ctx, `SELECT id FROM outbox ORDER BY `+order+` LIMIT 1 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	return pool, app
 }

@@ -1,14 +1,7 @@
 package testenv
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -254,7 +247,7 @@ func TestLocalDB_ClickHousePortsDiffer(t *testing.T) {
 	}()
 	run("start", dir)
 	// A certificate adds the TLS port at the next start.
-	certPEM, keyPEM := testCert(t)
+	certPEM, keyPEM := SelfSignedCert(t)
 	tlsDir := filepath.Join(dir, "ch", "tls")
 	if err := os.MkdirAll(tlsDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -282,30 +275,4 @@ func TestLocalDB_ClickHousePortsDiffer(t *testing.T) {
 		}
 		ports[port] = true
 	}
-}
-
-// testCert is a self-signed certificate and key (PEM) for localhost.
-func testCert(t *testing.T) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 }
