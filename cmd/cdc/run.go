@@ -122,10 +122,7 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		},
 	}, ch, deadletter.New(pool), log.Named("replication"), m)
 
-	// stop ends the probe server when the schema check stops the start.
-	sctx, stop := context.WithCancel(ctx)
-	defer stop()
-	g, gctx := errgroup.WithContext(sctx)
+	g, gctx := errgroup.WithContext(ctx)
 	// The probes first: /healthz answers while the schema check below
 	// waits (up to schemaCheckTimeout on a server that does not answer),
 	// or a liveness probe would restart a process that is only starting.
@@ -164,7 +161,6 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		g.Go(func() error { return srv.Run(probeCtx) })
 	}
 	if err := checkSchema(gctx, pool, ch, cfg.OutboxRetention > 0, log); err != nil {
-		stop()
 		stopProbes()
 		_ = g.Wait()
 		return err
