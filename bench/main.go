@@ -696,39 +696,41 @@ func vmHWM(pid int) (int64, error) {
 	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
 }
 
-// cpuTime is a process's user+system CPU time so far (USER_HZ is 100 on
-// Linux for every architecture this runs on).
-func cpuTime(pid int) (time.Duration, error) {
+// statField reads field n (1-based, as proc(5) numbers them) of
+// /proc/<pid>/stat as an integer; the command name, field 2, may hold
+// spaces, so fields are counted after its closing parenthesis.
+func statField(pid, n int) (int64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, fmt.Errorf("read cpu time: %w", err)
+		return 0, fmt.Errorf("read /proc/%d/stat: %w", pid, err)
 	}
 	s := string(data)
 	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
-	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	v, err := strconv.ParseInt(fields[n-3], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
+	}
+	return v, nil
+}
+
+// cpuTime is a process's user+system CPU time so far (fields 14 and 15;
+// USER_HZ is 100 on Linux for every architecture this runs on).
+func cpuTime(pid int) (time.Duration, error) {
+	utime, err := statField(pid, 14)
+	if err != nil {
+		return 0, err
+	}
+	stime, err := statField(pid, 15)
+	if err != nil {
+		return 0, err
 	}
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
-// minorFaults is the minor page faults a process has taken (field 10 of
-// /proc/<pid>/stat): mostly first touches of anonymous memory, each a
-// trap to the kernel that takes a page and zeroes it.
-func minorFaults(pid int) (int64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("read page faults: %w", err)
-	}
-	s := string(data)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	n, err := strconv.ParseInt(fields[7], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
-	}
-	return n, nil
-}
+// minorFaults is the minor page faults a process has taken (field 10):
+// mostly first touches of anonymous memory, each a trap to the kernel
+// that takes a page and zeroes it.
+func minorFaults(pid int) (int64, error) { return statField(pid, 10) }
 
 // runQueueWait is the time the threads of a process have spent runnable
 // but waiting for a core, from /proc/<pid>/task/*/schedstat (second field,

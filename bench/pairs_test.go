@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -90,5 +91,14 @@ func TestReadBatchLogInWALOrder(t *testing.T) {
 	}
 	if _, err := readBatchLog(strings.NewReader(`{"msg":"batch stored","rows":1,"last":"nope"}`)); err == nil {
 		t.Fatal("a position that is not LSN#seq was accepted")
+	}
+}
+
+// statField counts fields after the command name, which may hold spaces:
+// field 4 of this process is its parent's pid.
+func TestStatField_ReadsTheParentPID(t *testing.T) {
+	ppid, err := statField(os.Getpid(), 4)
+	if err != nil || ppid != int64(os.Getppid()) {
+		t.Fatalf("statField(self, 4) = %d, %v; want the parent pid %d", ppid, err, os.Getppid())
 	}
 }
