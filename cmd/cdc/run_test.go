@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -55,18 +54,28 @@ func TestRun_SignalBeforeTracingSetupExitsZero(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // the signal, before the command starts
+	startRun(ctx, env)(t, "a signal at start")
+}
+
+// startRun runs `cdc run` with env in the background until ctx ends. The
+// function it returns waits up to 30 s for the exit and fails t unless
+// the code is 0 (after names what ended it).
+func startRun(ctx context.Context, env map[string]string) (exitsZero func(t *testing.T, after string)) {
 	var stdout, stderr bytes.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(ctx, []string{"run"}, func(k string) string { return env[k] }, nil, &stdout, &stderr)
 	}()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("exit %d after a signal at start, want 0:\n%s", code, stderr.String())
+	return func(t *testing.T, after string) {
+		t.Helper()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Fatalf("exit %d after %s, want 0:\n%s", code, after, stderr.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("cdc run still runs 30 s after %s", after)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("cdc run still runs 30 s after a signal at start:\n%s", stderr.String())
 	}
 }
 
@@ -77,12 +86,7 @@ func TestRun_SignalBeforeTracingSetupExitsZero(t *testing.T) {
 // enough restarted cdc at every start for as long as ClickHouse hung.
 // /readyz says not ready; a signal then stops cdc with exit 0.
 func TestRun_ProbesAnswerWhileTheSchemaCheckWaits(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testenv.FreeAddr(t)
 	env := map[string]string{
 		"CDC_PG_DSN":         "postgres://u:pw@" + testenv.SilentAddr(t) + "/app?sslmode=disable",
 		"CDC_CLICKHOUSE_DSN": "clickhouse://u@" + testenv.SilentAddr(t) + "/db",
@@ -90,12 +94,8 @@ func TestRun_ProbesAnswerWhileTheSchemaCheckWaits(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr bytes.Buffer
-	done := make(chan int, 1)
 	start := time.Now()
-	go func() {
-		done <- Main(ctx, []string{"run"}, func(k string) string { return env[k] }, nil, &stdout, &stderr)
-	}()
+	exitsZero := startRun(ctx, env)
 	client := &http.Client{Timeout: time.Second}
 	get := func(path string) (int, string) {
 		resp, err := client.Get("http://" + addr + path)
@@ -123,12 +123,5 @@ func TestRun_ProbesAnswerWhileTheSchemaCheckWaits(t *testing.T) {
 		t.Fatalf("/readyz while starting: %d %s; want 503", code, body)
 	}
 	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("exit %d after the signal, want 0:\n%s", code, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("cdc run still runs 30 s after the signal:\n%s", stderr.String())
-	}
+	exitsZero(t, "the signal")
 }
