@@ -996,6 +996,9 @@ func (s *stream) run(ctx context.Context) error {
 	acked := true
 	if err := s.sendStatus(sctx); err != nil {
 		acked = false
+		if ctx.Err() != nil {
+			s.r.state.unackedAtStop.Store(true)
+		}
 		s.r.log.Warn("final acknowledgement failed; the slot will replay from the previous one", zap.Error(err))
 	}
 	w, f := s.track.Positions()

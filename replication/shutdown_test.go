@@ -112,3 +112,58 @@ func TestReplicator_ShutdownPastItsBudgetSaysWhatIsReplayed(t *testing.T) {
 		t.Fatalf("confirmed_flush_lsn %s passed the unstored event's commit at %s", c, commit)
 	}
 }
+
+// A shutdown whose final acknowledgement cannot reach PostgreSQL (here its
+// walsender was ended while the sink stored the last batch) says so: the
+// rows are stored, but the slot was not told, and the next start is sent
+// them again. cdc run must not call that shutdown clean.
+func TestReplicator_ShutdownWhoseFinalAckFailsSaysSo(t *testing.T) {
+	h := setup(t)
+	s := &fakeSink{holdFirst: make(chan struct{})}
+	core, logs := observer.New(zapcore.InfoLevel)
+	r, _, stop := h.start(s, nil, zap.New(core), func(c *replication.Config) { c.ShutdownTimeout = 10 * time.Second })
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('held', 'test', '{}')`)
+	eventually(t, "the write in flight", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.writes == 1
+	})
+	before := h.confirmed()
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	time.Sleep(300 * time.Millisecond) // the shutdown waits on the writer
+	h.exec(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'slot' AND active_pid IS NOT NULL`)
+	time.Sleep(500 * time.Millisecond) // the shutdown's statuses find the link closed
+	close(s.holdFirst)
+	<-stopped
+
+	if got := s.types(); len(got) != 1 || got["held"] != 1 {
+		t.Fatalf("stored %v, want the held row", got)
+	}
+	if n := logs.FilterMessageSnippet("final acknowledgement failed").Len(); n != 1 {
+		t.Fatalf("warned %d times that the final acknowledgement failed, want 1", n)
+	}
+	if !r.State().LeftUnacknowledged() {
+		t.Error("LeftUnacknowledged is false after a failed final acknowledgement: cdc run would say it shut down cleanly")
+	}
+	if r.State().LeftUnstored() {
+		t.Error("LeftUnstored is true, but the sink stored every row")
+	}
+	if c := h.confirmed(); c != before {
+		t.Errorf("confirmed_flush_lsn moved from %s to %s without an acknowledgement", before, c)
+	}
+}
+
+// A shutdown that stores and acknowledges everything is clean.
+func TestReplicator_ShutdownThatAcknowledgesIsClean(t *testing.T) {
+	h := setup(t)
+	s := &fakeSink{}
+	r, _, stop := h.start(s, nil, zap.NewNop(), func(*replication.Config) {})
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('one', 'test', '{}')`)
+	eventually(t, "the row stored", func() bool { return s.types()["one"] == 1 })
+	stop()
+	if r.State().LeftUnacknowledged() || r.State().LeftUnstored() {
+		t.Errorf("LeftUnacknowledged %v, LeftUnstored %v after a shutdown that stored and acknowledged everything",
+			r.State().LeftUnacknowledged(), r.State().LeftUnstored())
+	}
+}

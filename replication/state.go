@@ -31,6 +31,9 @@ type State struct {
 	// writer found the slot no longer the session's, before the sink
 	// stored what the stream held (LeftUnstored).
 	unstoredAtStop atomic.Bool
+	// unackedAtStop is set when the shutdown's final acknowledgement
+	// failed (LeftUnacknowledged).
+	unackedAtStop atomic.Bool
 }
 
 // LeftUnstored reports whether Run, once it returned nil, gave up on
@@ -38,6 +41,12 @@ type State struct {
 // before the slot stopped being its session's: nothing is lost, since
 // nothing unstored was acknowledged, but the next start replays them.
 func (s *State) LeftUnstored() bool { return s.unstoredAtStop.Load() }
+
+// LeftUnacknowledged reports whether Run, once it returned nil, could not
+// send its final acknowledgement: what the sink stored since the last one
+// that reached PostgreSQL is sent again at the next start, and skipped
+// there as already stored.
+func (s *State) LeftUnacknowledged() bool { return s.unackedAtStop.Load() }
 
 // SlotCreated reports whether this process created its replication slot
 // because it was missing, and could not hold retention in PostgreSQL

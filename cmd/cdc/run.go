@@ -184,6 +184,10 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	case rep.State().LeftUnstored():
 		// Exit 0 all the same: nothing unstored was acknowledged.
 		log.Warn("shut down; what ClickHouse had not stored within CDC_SHUTDOWN_TIMEOUT, or before the slot stopped being this session's, is replayed at the next start")
+	case rep.State().LeftUnacknowledged():
+		// Not "cleanly" after the warning that the acknowledgement
+		// failed: the next start is sent those rows again.
+		log.Warn("shut down; the final acknowledgement did not reach PostgreSQL: the next start is sent again what ClickHouse stored since the last one, and skips it as stored")
 	default:
 		log.Info("shut down cleanly")
 	}
