@@ -1386,6 +1386,8 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 			}
 			delete(s.streams, msg.Xid)
 			delete(s.r.partial, msg.Xid)
+		} else if t := s.streams[msg.Xid]; t != nil {
+			t.ended.forget(msg.SubXid)
 		}
 	}
 	return nil

@@ -71,9 +71,10 @@ type streamedTx struct {
 // remembering every one would grow with the transaction, past the memory
 // bound. So the committed ones are forgotten every maxCommittedXacts: one
 // seen again after that is looked up again, which a subtransaction whose
-// rows span that many others rarely is. The aborted ones are kept (their
-// rows are dropped, and a transaction that rolls back savepoints that
-// often is rare).
+// rows span that many others rarely is. An aborted one is kept until
+// PostgreSQL streams its abort (its rows come before that, and are
+// dropped), so a transaction that rolls back a savepoint per row holds
+// none of them for long.
 type endedXacts struct {
 	m         map[uint32]bool // xid → committed
 	committed int             // committed entries in m
@@ -106,6 +107,17 @@ func (e *endedXacts) put(xid uint32, committed bool) {
 	e.m[xid] = committed
 	if committed {
 		e.committed++
+	}
+}
+
+// forget drops xid, a subtransaction whose abort was streamed: no row of
+// it comes after that.
+func (e *endedXacts) forget(xid uint32) {
+	if c, had := e.m[xid]; had {
+		if c {
+			e.committed--
+		}
+		delete(e.m, xid)
 	}
 }
 
