@@ -52,6 +52,9 @@ DEFAULT_MAX_CONTEXT_BYTES = 64 << 20
 # outbox.metadata_version is a bigint: a larger value would fail the INSERT
 # and abort the caller's transaction.
 _MAX_BIGINT = (1 << 63) - 1
+# PostgreSQL reads a UTC offset of at most 15:59:59 either way in a
+# timestamptz literal; datetime.timezone takes one up to 23:59:59.
+_MAX_UTC_OFFSET = datetime.timedelta(hours=15, minutes=59, seconds=59)
 
 # The Go package's nesting limits, counted here without recursion, so that
 # they hold whatever Python's version and recursion limit.
@@ -403,6 +406,12 @@ def _event_time(event_time):
         if offset.microseconds:
             raise InvalidEvent(
                 f"event_time {event_time!r} has a UTC offset with a fraction of a second, which PostgreSQL cannot read"
+            )
+        # Likewise an offset of 16 hours or more, which no zone has but
+        # datetime.fromisoformat() reads from a client's "+18:00".
+        if abs(offset) > _MAX_UTC_OFFSET:
+            raise InvalidEvent(
+                f"event_time {event_time!r} has a UTC offset of 16 hours or more, which PostgreSQL cannot read"
             )
         return event_time
     if settings.USE_TZ:

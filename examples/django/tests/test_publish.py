@@ -79,6 +79,7 @@ BAD_INPUTS = [
     {"traceparent": " "},
     {"event_time": datetime.datetime(2024, 1, 1)},  # naive, with USE_TZ = True
     {"event_time": datetime.date(2024, 1, 1)},
+    {"event_time": datetime.datetime.fromisoformat("2024-01-01T12:00:00+18:00")},  # an offset PostgreSQL refuses
     {"event_id": "not-a-uuid"},
 ]
 
@@ -403,6 +404,55 @@ def test_event_time_offsets_postgresql_reads_are_kept_and_a_fractional_second_on
         str(kept): datetime.datetime(1900, 1, 1, 11, 40, 28, tzinfo=utc),
         str(after): datetime.datetime(2024, 1, 1, 12, 0, tzinfo=utc),
     }
+
+
+UTC = datetime.timezone.utc
+NOON = datetime.datetime(2024, 1, 1, 12, 0)
+
+
+# PostgreSQL reads a UTC offset of up to 15:59:59 either way; datetime
+# takes one up to 23:59:59, and datetime.fromisoformat() or Django's
+# parse_datetime() makes one from a client's "+18:00". Such a literal was a
+# DataError that aborted the caller's transaction.
+@pytest.mark.parametrize(
+    "event_time, stored",
+    [
+        pytest.param(
+            NOON.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=15, minutes=59, seconds=59))),
+            datetime.datetime(2023, 12, 31, 20, 0, 1, tzinfo=UTC),
+            id="+15:59:59",
+        ),
+        pytest.param(
+            NOON.replace(tzinfo=datetime.timezone(-datetime.timedelta(hours=15, minutes=59, seconds=59))),
+            datetime.datetime(2024, 1, 2, 3, 59, 59, tzinfo=UTC),
+            id="-15:59:59",
+        ),
+        pytest.param(NOON.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=16))), None, id="+16:00"),
+        pytest.param(NOON.replace(tzinfo=datetime.timezone(-datetime.timedelta(hours=16))), None, id="-16:00"),
+        pytest.param(datetime.datetime.fromisoformat("2024-01-01T12:00:00+18:00"), None, id="+18:00 parsed"),
+        pytest.param(
+            NOON.replace(tzinfo=datetime.timezone(datetime.timedelta(hours=23, minutes=59, seconds=59))),
+            None,
+            id="+23:59:59",
+        ),
+    ],
+)
+def test_event_time_offset_of_16_hours_or_more_is_refused(outbox_rows, event_time, stored):
+    with transaction.atomic():
+        if stored is None:
+            with pytest.raises(InvalidEvent) as refused:
+                publish("timed", {}, event_time=event_time)
+            assert refused.value.reason == (
+                f"event_time {event_time!r} has a UTC offset of 16 hours or more, which PostgreSQL cannot read"
+            )
+            kept = None
+        else:
+            kept = publish("timed", {}, event_time=event_time)
+        after = publish("after", {}, event_time=NOON.replace(tzinfo=UTC))  # the transaction is still usable
+    want = {str(after): NOON.replace(tzinfo=UTC)}
+    if kept is not None:
+        want[str(kept)] = stored
+    assert {r["id"]: r["event_date_time"] for r in outbox_rows()} == want
 
 
 def test_naive_event_time_is_in_time_zone_without_use_tz(outbox_rows, settings):
