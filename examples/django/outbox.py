@@ -366,8 +366,11 @@ def _encode_context(context, limit):
 
 
 def _check_text(what, value):
-    if not isinstance(value, str) or not value.strip():
+    if value is None or isinstance(value, str) and not value.strip():
         raise InvalidEvent(f"{what} is empty")
+    if not isinstance(value, str):
+        # An Enum member or bytes is not empty: say what it is.
+        raise InvalidEvent(f"{what} {value!r} must be a str")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate, e.g. "\ud800"

@@ -2,6 +2,7 @@
 
 import datetime
 import decimal
+import enum
 import functools
 import json
 import uuid
@@ -516,6 +517,38 @@ def test_none_and_empty_mean_the_defaults(outbox_rows, settings):
         1,
         None,
     )
+
+
+class Kind(enum.Enum):
+    USER_CREATED = "user_created"
+
+
+# An event type or environment that is not a str (an Enum member, bytes) is
+# refused saying so: it was reported as empty.
+@pytest.mark.parametrize(
+    "kwargs, reason",
+    [
+        ({"event_type": Kind.USER_CREATED}, "event type <Kind.USER_CREATED: 'user_created'> must be a str"),
+        ({"event_type": b"user_created"}, "event type b'user_created' must be a str"),
+        ({"event_type": 7}, "event type 7 must be a str"),
+        (
+            {"environment": Kind.USER_CREATED},
+            "environment (set settings.CDC_ENVIRONMENT or pass environment=) <Kind.USER_CREATED: 'user_created'> "
+            "must be a str",
+        ),
+    ],
+    ids=["Enum event type", "bytes event type", "int event type", "Enum environment"],
+)
+def test_text_that_is_not_a_str_is_refused_as_such(outbox_rows, kwargs, reason):
+    args = {"event_type": "user_created", "context": {}, **kwargs}
+    with transaction.atomic():
+        with pytest.raises(InvalidEvent) as refused:
+            publish(**args)
+        with pytest.raises(InvalidEvent) as many:
+            outbox.publish_many([args])
+    assert refused.value.reason == reason
+    assert many.value.reason == reason
+    assert outbox_rows() == []
 
 
 @pytest.mark.parametrize("environment", [None, ""])
