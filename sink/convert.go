@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -387,6 +388,9 @@ var (
 // was the day stored.
 func parseDate32(b []byte) (any, error) {
 	t, err := time.Parse("2006-01-02", string(b))
+	if err != nil && farYear(b) {
+		return nil, fmt.Errorf("%q is outside Date32's range 1900-01-01 to 2299-12-31", clip(b))
+	}
 	if err != nil {
 		return string(b), nil // not a plain date: clickhouse-go's parse decides
 	}
@@ -503,10 +507,10 @@ func parseDateTime(b []byte) (time.Time, error) {
 		return t, nil
 	}
 	t, err := parseTimestamp(b)
-	if err != nil {
+	if err != nil && !farYear(b) {
 		return time.Time{}, err
 	}
-	if t.Before(minDateTime) || !t.Before(maxDateTime) {
+	if err != nil || t.Before(minDateTime) || !t.Before(maxDateTime) {
 		return time.Time{}, fmt.Errorf("%q is outside DateTime's range 1970-01-01 to 2106-02-06", b)
 	}
 	return t.Truncate(time.Second), nil
@@ -521,6 +525,21 @@ func parseTimestamp(b []byte) (time.Time, error) {
 		}
 	}
 	return time.Time{}, fmt.Errorf("%q is not a timestamp", clip(b))
+}
+
+// farYear reports whether b is a date or timestamp PostgreSQL prints
+// with a year Go's layouts cannot read: one before year 1 ("… BC") or
+// after 9999 (five or six digits). Every ClickHouse date type ends long
+// before either, so such a value is outside its range, not malformed.
+func farYear(b []byte) bool {
+	if bytes.HasSuffix(b, []byte(" BC")) {
+		return true
+	}
+	digits := 0
+	for digits < len(b) && b[digits] >= '0' && b[digits] <= '9' {
+		digits++
+	}
+	return digits > 4 && digits < len(b) && b[digits] == '-'
 }
 
 // parseUTCTimestamp reads "YYYY-MM-DD hh:mm:ss[.f…]+00", dropping the
@@ -581,10 +600,10 @@ func parseDateTime64(precision int) func([]byte) (time.Time, error) {
 	}
 	return func(b []byte) (time.Time, error) {
 		t, err := parseTimestamp(b)
-		if err != nil {
+		if err != nil && !farYear(b) {
 			return time.Time{}, err
 		}
-		if t.Before(minDateTime64) || !t.Before(maxDateTime64) {
+		if err != nil || t.Before(minDateTime64) || !t.Before(maxDateTime64) {
 			return time.Time{}, fmt.Errorf("%q is outside DateTime64's range 1900-01-01 to 2262-04-10", b)
 		}
 		return t.Truncate(tick), nil
@@ -608,13 +627,13 @@ func parseDate(end time.Time) func([]byte) (time.Time, error) {
 	return func(b []byte) (time.Time, error) {
 		t, err := time.Parse("2006-01-02", string(b))
 		if err != nil {
-			if t, err = parseTimestamp(b); err != nil {
+			if t, err = parseTimestamp(b); err != nil && !farYear(b) {
 				return time.Time{}, fmt.Errorf("%q is not a date", clip(b))
 			}
 			t = time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
 		}
 		// ClickHouse would wrap a day outside its range into it, silently.
-		if t.Before(minDateTime) || !t.Before(end) {
+		if err != nil || t.Before(minDateTime) || !t.Before(end) {
 			return time.Time{}, fmt.Errorf("%q is outside Date's range 1970-01-01 to %s", clip(b), last)
 		}
 		return t, nil

@@ -71,6 +71,18 @@ func TestCellFor(t *testing.T) {
 		{typ: "Date", in: text("1969-12-31"), wantErr: `"1969-12-31" is outside Date's range 1970-01-01 to 2149-06-06`},
 		{typ: "Date", in: text("2120-01-01 10:00:00+00"), want: time.Date(2120, 1, 1, 0, 0, 0, 0, time.UTC)},   // past DateTime's range, within Date's
 		{typ: "Date", in: text("2026-11-25 23:30:00-02"), want: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)}, // the day in UTC
+		// Years PostgreSQL prints that Go's layouts cannot read: outside
+		// every range, not malformed.
+		{typ: "DateTime", in: text("4714-11-24 00:00:00+00 BC"), wantErr: `"4714-11-24 00:00:00+00 BC" is outside DateTime's range 1970-01-01 to 2106-02-06`},
+		{typ: "DateTime", in: text("294276-12-31 23:59:59.999999+00"), wantErr: `"294276-12-31 23:59:59.999999+00" is outside DateTime's range 1970-01-01 to 2106-02-06`},
+		{typ: "DateTime", in: text("10000-01-01 00:00:00"), wantErr: `"10000-01-01 00:00:00" is outside DateTime's range 1970-01-01 to 2106-02-06`},
+		{typ: "DateTime", in: text("10000"), wantErr: `"10000" is not a timestamp`},
+		{typ: "DateTime", in: text("BC"), wantErr: `"BC" is not a timestamp`},
+		{typ: "DateTime64(3)", in: text("0001-01-01 00:00:00+00 BC"), wantErr: `"0001-01-01 00:00:00+00 BC" is outside DateTime64's range 1900-01-01 to 2262-04-10`},
+		{typ: "Date", in: text("0044-03-15 BC"), wantErr: `"0044-03-15 BC" is outside Date's range 1970-01-01 to 2149-06-06`},
+		{typ: "Date", in: text("12026-11-25 10:00:00+00"), wantErr: `"12026-11-25 10:00:00+00" is outside Date's range 1970-01-01 to 2149-06-06`},
+		{typ: "Date32", in: text("0044-03-15 BC"), wantErr: `"0044-03-15 BC" is outside Date32's range 1900-01-01 to 2299-12-31`},
+		{typ: "Date32", in: text("12026-11-25"), wantErr: `"12026-11-25" is outside Date32's range 1900-01-01 to 2299-12-31`},
 		{typ: "Date", in: text("2200-01-01 00:00:00+00"), wantErr: `"2200-01-01 00:00:00+00" is outside Date's range 1970-01-01 to 2149-06-06`},
 		{typ: "DateTime", in: text("2026-11-25"), want: time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)},
 		{typ: "DateTime64(3)", in: text("1950-06-30"), want: time.Date(1950, 6, 30, 0, 0, 0, 0, time.UTC)},
