@@ -400,8 +400,8 @@ func TestPublish_EdgesOfTheTimeRangeAndVersionOneAreStored(t *testing.T) {
 		conn := connect(t)
 		p.Environment = "e"
 		events := []outbox.Event{
-			{Type: "earliest", Context: json.RawMessage(`1`), Time: time.Date(-4712, 1, 1, 0, 0, 0, 0, time.UTC), MetadataVersion: 1},
-			{Type: "latest", Context: json.RawMessage(`2`), Time: time.Date(294275, 12, 31, 23, 59, 59, 999999000, time.UTC), MetadataVersion: 1},
+			{Type: "earliest", Context: json.RawMessage(`1`), Time: time.Date(-4713, 11, 24, 0, 0, 0, 0, time.UTC), MetadataVersion: 1},
+			{Type: "latest", Context: json.RawMessage(`2`), Time: time.Date(294276, 12, 31, 23, 59, 59, 999999000, time.UTC), MetadataVersion: 1},
 		}
 		ids, err := p.PublishIDs(ctx, conn, events...)
 		if err != nil {
@@ -417,7 +417,7 @@ func TestPublish_EdgesOfTheTimeRangeAndVersionOneAreStored(t *testing.T) {
 		}
 		// Julian day 0 (24 November 4714 BC) is PostgreSQL's first
 		// timestamptz, 294277 its first year past the last.
-		for _, at := range []time.Time{time.Date(-4713, 11, 23, 23, 59, 59, 0, time.UTC), time.Date(294277, 1, 1, 0, 0, 0, 0, time.UTC)} {
+		for _, at := range []time.Time{time.Date(-4713, 11, 23, 23, 59, 59, 999999999, time.UTC), time.Date(294277, 1, 1, 0, 0, 0, 0, time.UTC)} {
 			err := p.Publish(ctx, conn, outbox.Event{Type: "past", Context: json.RawMessage(`3`), Time: at})
 			if !errors.Is(err, outbox.ErrInvalidTime) {
 				t.Errorf("publish at %s: %v, want ErrInvalidTime", at, err)

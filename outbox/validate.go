@@ -27,6 +27,14 @@ type row struct {
 
 // prepare validates every event and fills in the defaults. It touches no
 // database, so a bad event is reported before anything is written.
+
+// PostgreSQL's timestamptz range: from Julian day 0, 24 November 4714 BC
+// (year -4713 in Go's numbering), up to the year 294277.
+var (
+	minTimestamptz = time.Date(-4713, 11, 24, 0, 0, 0, 0, time.UTC)
+	endTimestamptz = time.Date(294277, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
 func (p Publisher) prepare(events []Event) ([]row, error) {
 	limit := p.MaxContextBytes
 	if limit == 0 {
@@ -82,7 +90,7 @@ func (p Publisher) prepareOne(ev Event, limit int) (row, error) {
 	if !r.time.IsZero() {
 		// PostgreSQL's timestamptz range; outside it the INSERT would fail
 		// and abort the caller's transaction.
-		if y := r.time.UTC().Year(); y < -4712 || y > 294275 {
+		if r.time.Before(minTimestamptz) || !r.time.Before(endTimestamptz) {
 			return row{}, fmt.Errorf("%w: %s is outside PostgreSQL's timestamptz range", ErrInvalidTime, r.time)
 		}
 	}
