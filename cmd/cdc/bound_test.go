@@ -22,6 +22,7 @@ import (
 	"github.com/eventcdc/cdc/config"
 	"github.com/eventcdc/cdc/deadletter"
 	"github.com/eventcdc/cdc/internal/testenv"
+	"github.com/eventcdc/cdc/retention"
 	"github.com/eventcdc/cdc/sink"
 	ddl "github.com/eventcdc/cdc/sql"
 )
@@ -51,13 +52,20 @@ func operatorEnv(t *testing.T) (pool *pgxpool.Pool, env map[string]string) {
 	if _, err := pool.Exec(ctx, `INSERT INTO cdc_dead_letter (commit_lsn, seq, row_data, error) VALUES ('0/1', 1, '{"id": "x"}', 'refused')`); err != nil {
 		t.Fatal(err)
 	}
+	// Slot names are the cluster's: migrate would refuse another test's.
+	slot := testenv.Name("slot")
+	// A migrate here holds retention (the outbox has a row): a physical
+	// slot, in no database, which dropping the test's database leaves
+	// behind, taking one of the cluster's max_replication_slots for good
+	// at every run until migrate fails for want of one.
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, retention.HoldName(slot))
+	})
 	return pool, map[string]string{
 		"CDC_PG_DSN":         pool.Config().ConnString(),
 		"CDC_CLICKHOUSE_DSN": chDSN,
 		"CDC_METRICS_ADDR":   "off",
-		// Slot names are the cluster's: migrate would refuse another
-		// test's.
-		"CDC_SLOT_NAME": testenv.Name("slot"),
+		"CDC_SLOT_NAME":      slot,
 	}
 }
 
