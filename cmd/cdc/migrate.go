@@ -100,18 +100,33 @@ func noteOlderEvents(ctx context.Context, pg *pgx.Conn, slot string, stdout io.W
 	// aside (ClickHouse cannot store them), but `cdc verify` counts them
 	// missing whatever is done, so its --since must be finite. Backfill
 	// reads the rows at infinity whatever the --since.
+	//
+	// The time itself, printed here, not text PostgreSQL prints: a
+	// zoneless event_date_time AT TIME ZONE 'UTC' is a timestamptz, which
+	// to_char printed in the session's TimeZone, and the database's
+	// Asia/Kolkata named a --since 5h30 after the oldest row. pgx reads a
+	// timestamptz as its instant and a timestamp as its wall clock in UTC,
+	// as cdc reads it everywhere.
 	const oldestQuery = `SELECT
-		(SELECT to_char(event_date_time AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') FROM outbox
+		(SELECT event_date_time FROM outbox
 			WHERE event_date_time > '-infinity' AND event_date_time < 'infinity' ORDER BY event_date_time LIMIT 1),
 		EXISTS (SELECT 1 FROM outbox WHERE event_date_time = '-infinity'),
 		EXISTS (SELECT 1 FROM outbox WHERE event_date_time = 'infinity'),
-		to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')`
-	var oldest *string
+		now()`
+	var oldestAt *time.Time
 	var minusInfinity, infinity bool
-	var now string
-	if err := pg.QueryRow(ctx, oldestQuery).Scan(&oldest, &minusInfinity, &infinity, &now); err != nil {
+	var nowAt time.Time
+	if err := pg.QueryRow(ctx, oldestQuery).Scan(&oldestAt, &minusInfinity, &infinity, &nowAt); err != nil {
 		return fmt.Errorf("read the oldest outbox event: %w", err)
 	}
+	// Whole seconds, cut down: a --since at or before the oldest row.
+	second := func(t time.Time) string { return t.UTC().Truncate(time.Second).Format("2006-01-02T15:04:05Z") }
+	var oldest *string
+	if oldestAt != nil {
+		s := second(*oldestAt)
+		oldest = &s
+	}
+	now := second(nowAt)
 	if oldest == nil && !minusInfinity {
 		if infinity {
 			// Nothing for retention to delete, nothing to hold: backfill
