@@ -284,6 +284,74 @@ func TestReplicator_StandbyStopsReportingItsOldLag(t *testing.T) {
 	}
 }
 
+// A process that had events pending when its session ended, and could not
+// stream again until the slot had moved past them — another connector
+// took the slot over, stored and acknowledged them, and let it go while
+// this process's sessions could not start — streams again with nothing of
+// theirs to replay: their age is no longer its lag, however idle the
+// outbox. Had the slot not moved, they come again, and their age stands
+// until they are stored.
+func TestReplicator_OldLagEndsWhenTheSlotIsPastIt(t *testing.T) {
+	defer replication.SetSinkRetryMax(50 * time.Millisecond)()
+	for _, tc := range []struct {
+		name string
+		// meanwhile runs while no session of the replicator can start.
+		meanwhile func(h *harness)
+		wantLag   bool
+	}{
+		{
+			name: "another connector stored and acknowledged them",
+			meanwhile: func(h *harness) {
+				h.exec(`SELECT pg_replication_slot_advance('slot', pg_current_wal_lsn())`)
+			},
+			wantLag: false,
+		},
+		{
+			name:      "the slot did not move",
+			meanwhile: func(*harness) {},
+			wantLag:   true,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := setup(t)
+			s := &unreadableSink{fakeSink: fakeSink{gate: make(chan struct{})}} // nothing is stored
+			rep, m, stop := h.start(s, nil, zap.NewNop(), func(*replication.Config) {})
+			defer stop()
+			eventually(t, "streaming", rep.State().Streaming)
+			h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('e', 'test', '{}')`)
+			eventually(t, "lag reported", func() bool { return m.LagSecondsValue() > 0 })
+
+			// ClickHouse cannot say what it holds: the sessions after
+			// this one end before they take the slot.
+			s.down.Store(true)
+			h.exec(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'slot' AND active_pid IS NOT NULL`)
+			eventually(t, "a session that could not start", func() bool { return testutil.ToFloat64(m.SinkErrors) >= 2 })
+			eventually(t, "the slot let go", func() bool {
+				var active bool
+				err := h.pool.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = 'slot'`).Scan(&active)
+				return err == nil && !active
+			})
+			tc.meanwhile(h)
+
+			before := m.LagSecondsValue()
+			s.down.Store(false)
+			eventually(t, "streaming again", rep.State().Streaming)
+			// Several status intervals and keepalives of an idle stream.
+			time.Sleep(time.Second)
+			switch lag := m.LagSecondsValue(); {
+			case tc.wantLag && lag <= before:
+				t.Errorf("lag %v s once streaming again, %v s before; want the event's age, growing", lag, before)
+			case !tc.wantLag && lag != 0:
+				t.Errorf("lag %v s once streaming again (%v s before) with the slot past the event; want 0", lag, before)
+			}
+			if tc.wantLag {
+				close(s.gate)
+				eventually(t, "the event stored and the lag 0", func() bool { return s.count() == 1 && m.LagSecondsValue() == 0 })
+			}
+		})
+	}
+}
+
 // takeSlot streams from the slot on a connection of its own, trying for
 // up to within; nil if the slot stayed busy.
 func takeSlot(t *testing.T, ctx context.Context, dsn string, within time.Duration) *pgconn.PgConn {

@@ -140,6 +140,12 @@ type Replicator struct {
 	// healthy, whatever ended it, and the next connects after the
 	// shortest wait. Only Run's goroutine (stream.sendStatus) touches it.
 	acked pglogrepl.LSN
+	// pendingEnd is where in the WAL the events reported pending
+	// (State.OldestPending) end, as the session that left them unstored
+	// recorded it (stream.notePendingEnd); 0 when unknown. A session
+	// whose slot starts past it has none of them to replay. Only Run's
+	// goroutine touches it.
+	pendingEnd pglogrepl.LSN
 	// startAttempts counts a session that could not start because the
 	// sink could not say what it holds as a failing store, until a
 	// session gets past that read. Only Run's goroutine touches it.

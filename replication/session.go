@@ -155,6 +155,15 @@ func (r *Replicator) session(ctx context.Context) error {
 	}
 
 	r.walsender = walsender
+	if r.pendingEnd != 0 && confirmed >= r.pendingEnd && !r.state.OldestPending().IsZero() {
+		// The events an earlier session left unstored lie before where
+		// the slot now starts: another connector stored and
+		// acknowledged them while this process could not stream (or
+		// the slot was made anew). None of them comes again to end the
+		// age it kept reporting, which on an idle outbox would grow
+		// for ever and page as CDCReplicationLagHigh.
+		r.setOldestPending(0)
+	}
 	r.log.Info("streaming", zap.String("slot", r.cfg.Slot), zap.Stringer("from", confirmed), zap.Int("already_stored", skip.Len()),
 		zap.Bool("large_transactions_streamed", streaming), zap.Bool("binary_values", binaryValues), zap.Int("read_ahead_bytes", len(paced.ahead)),
 		zap.Duration("receive_timeout", limit))
@@ -172,6 +181,7 @@ func (r *Replicator) session(ctx context.Context) error {
 	s.receiveTimeout, s.paced = limit, paced
 	defer s.xacts.close()
 	defer s.rememberPartials()
+	defer s.notePendingEnd()
 	return s.run(ctx)
 }
 
@@ -826,6 +836,9 @@ type stream struct {
 	unsent        *sink.Batch
 	bufferBytes   int
 	insertTime    time.Duration // recent INSERTs' duration, smoothed
+	// reported is set once the session set the oldest pending commit
+	// time (setPending): from then on what is pending is this session's.
+	reported bool
 
 	batches chan *sink.Batch
 	acks    chan ack
@@ -1471,7 +1484,7 @@ func (s *stream) add(ctx context.Context, msg decoder.Message, pos sink.Position
 		s.batchDeadline = flushDeadline(time.Now(), commitTime, s.r.cfg.FlushInterval, s.insertTime)
 		s.batchFirst = commitTime.UnixNano()
 		if len(s.inFlight) == 0 {
-			s.r.setOldestPending(s.batchFirst)
+			s.setPending(s.batchFirst)
 		}
 	}
 	s.batch.Rows = append(s.batch.Rows, sink.Row{
@@ -1642,11 +1655,38 @@ func (s *stream) notOutbox(rel *decoder.Relation) {
 func (s *stream) reportOldestPending() {
 	switch {
 	case len(s.inFlight) > 0:
-		s.r.setOldestPending(s.inFlight[0])
+		s.setPending(s.inFlight[0])
 	case len(s.batch.Rows) > 0:
-		s.r.setOldestPending(s.batchFirst)
+		s.setPending(s.batchFirst)
 	default:
-		s.r.setOldestPending(0)
+		s.setPending(0)
+	}
+}
+
+// setPending sets the oldest pending commit time as this session's.
+func (s *stream) setPending(nanos int64) {
+	s.reported = true
+	s.r.setOldestPending(nanos)
+}
+
+// notePendingEnd records, as the session ends, where in the WAL the
+// events it leaves unstored end (Replicator.pendingEnd): the end of the
+// last transaction it received in full, when every row it holds is of
+// such a transaction. Unknown (0) while it holds rows of one whose commit
+// has not come (sent whole, or streamed before its commit). A session
+// that set no pending time leaves what an earlier one recorded.
+func (s *stream) notePendingEnd() {
+	if !s.reported {
+		return
+	}
+	s.r.pendingEnd = s.track.Received()
+	if s.track.InTx() {
+		s.r.pendingEnd = 0
+	}
+	for _, t := range s.streams {
+		if t.seq > 0 {
+			s.r.pendingEnd = 0
+		}
 	}
 }
 
