@@ -191,3 +191,73 @@ func TestReplicationLagSeconds(t *testing.T) {
 		}
 	}
 }
+
+// quantile is what the dashboard's histogram_quantile(q, …) reads from an
+// unlabelled histogram: linear interpolation inside the bucket the rank
+// falls in, the highest finite bound when it falls in +Inf.
+func quantile(t *testing.T, reg prometheus.Gatherer, name string, q float64) float64 {
+	t.Helper()
+	mf, ok := gather(t, reg)[name]
+	if !ok || len(mf.GetMetric()) != 1 {
+		t.Fatalf("%s: not one histogram", name)
+	}
+	h := mf.GetMetric()[0].GetHistogram()
+	rank := q * float64(h.GetSampleCount())
+	var lower, below float64
+	for _, b := range h.GetBucket() {
+		if float64(b.GetCumulativeCount()) >= rank {
+			return lower + (b.GetUpperBound()-lower)*(rank-below)/(float64(b.GetCumulativeCount())-below)
+		}
+		lower, below = b.GetUpperBound(), float64(b.GetCumulativeCount())
+	}
+	return lower // in +Inf
+}
+
+// The dashboard's batch size panels read p50 and p99 from cdc_batch_rows
+// and cdc_batch_bytes, "capped by" the batch limits, to tell batches cut
+// small from batches at a limit (docs/operations.md, Lag). The p99 must
+// not read above the limit no batch reached, nor far above the largest
+// batch stored.
+func TestBatchHistograms_ResolveTheBatchLimits(t *testing.T) {
+	const mib = 1 << 20
+	// The batches of a real drain of 200,000 events at the defaults,
+	// cut by CDC_FLUSH_INTERVAL (rows, payload bytes).
+	drain := [][2]float64{{19256, 5669414}, {15092, 4452140}, {19039, 5616505}, {7437, 2193915}, {10521, 3103695},
+		{6929, 2044055}, {6273, 1850535}, {15752, 4647140}, {22075, 6534200}, {20851, 6171896},
+		{22075, 6534200}, {22075, 6534200}, {12625, 3737000}}
+	for _, tc := range []struct {
+		name             string
+		maxRows, maxByte int
+		batches          [][2]float64
+	}{
+		{"a drain at the defaults", 50000, 16 * mib, drain},
+		{"batches at the default row limit", 50000, 16 * mib, [][2]float64{{50000, 9 * mib}, {50000, 9 * mib}, {50000, 9 * mib}}},
+		{"batches at the default byte limit", 50000, 16 * mib, [][2]float64{{30000, 16*mib - 1}, {30000, 16*mib - 1}}},
+		{"batches at a raised row limit", 100000, 64 * mib, [][2]float64{{100000, 20 * mib}, {100000, 20 * mib}}},
+		{"batches at a lowered byte limit", 50000, 5 * mib, [][2]float64{{9000, 5*mib - 10}, {9000, 5*mib - 10}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewPedanticRegistry()
+			m := metrics.New(reg, func() int64 { return 0 }, metrics.BatchLimits(tc.maxRows, tc.maxByte))
+			var largestRows, largestBytes float64
+			for _, b := range tc.batches {
+				m.BatchRows.Observe(b[0])
+				m.BatchBytes.Observe(b[1])
+				largestRows, largestBytes = max(largestRows, b[0]), max(largestBytes, b[1])
+			}
+			for _, h := range []struct {
+				name           string
+				largest, limit float64
+			}{
+				{"cdc_batch_rows", largestRows, float64(tc.maxRows)},
+				{"cdc_batch_bytes", largestBytes, float64(tc.maxByte)},
+			} {
+				p99 := quantile(t, reg, h.name, 0.99)
+				if p99 > h.limit || p99 > 2*h.largest {
+					t.Errorf("%s p99 reads %.0f with every batch at most %.0f and the limit %.0f; want at most the limit and twice the largest batch",
+						h.name, p99, h.largest, h.limit)
+				}
+			}
+		})
+	}
+}

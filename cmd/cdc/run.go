@@ -88,7 +88,7 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	defer ch.Close()
 
 	reg := prometheus.NewRegistry()
-	m := metrics.New(reg, func() int64 { return time.Now().UnixNano() })
+	m := metrics.New(reg, func() int64 { return time.Now().UnixNano() }, metrics.BatchLimits(cfg.BatchMaxRows, cfg.BatchMaxBytes))
 	rep := replication.New(replication.Config{
 		DSN:             cfg.PGDSN,
 		Slot:            cfg.SlotName,
