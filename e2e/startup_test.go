@@ -95,12 +95,28 @@ func TestStartup_InvalidatedSlotExitsOneNamingTheCause(t *testing.T) {
 		t.Fatalf("log does not name the cause:\n%s", tail(out, 10))
 	}
 
+	// The lag in seconds cannot be told: the events the slot lost may
+	// be older than event_log's newest, which the estimate starts from.
+	out, stderr, code := w.runOperator(nil, "status", "--json")
+	var lost struct {
+		WALStatus       string   `json:"wal_status"`
+		LagSeconds      *float64 `json:"lag_seconds"`
+		LagSecondsError string   `json:"lag_seconds_error"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &lost) != nil || lost.WALStatus != "lost" || lost.LagSeconds != nil ||
+		lost.LagSecondsError != "slot cdc_outbox is invalidated: the events it had not delivered are in the outbox only, for cdc backfill" {
+		t.Fatalf("status --json on an invalidated slot exited %d:\n%s%s", code, out, stderr)
+	}
+	if out, code := w.runOnce(nil, "status"); code != 0 || !strings.Contains(out, " bytes, seconds unknown (the slot is invalidated)\n") {
+		t.Fatalf("status on an invalidated slot exited %d:\n%s", code, out)
+	}
+
 	w.exec(`SELECT pg_drop_replication_slot('cdc_outbox')`)
 	// One event dated -infinity, which ClickHouse cannot store: backfill
 	// is to set it aside, verify to check the finite window.
 	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('lost', 'test', '{}', '-infinity')`)
 	// No slot: no lag to read, rather than none.
-	out, stderr, code := w.runOperator(nil, "status", "--json")
+	out, stderr, code = w.runOperator(nil, "status", "--json")
 	var noSlot struct {
 		Exists          bool     `json:"exists"`
 		LagSeconds      *float64 `json:"lag_seconds"`

@@ -22,7 +22,7 @@ type statusReport struct {
 	status.Slot
 	LagSeconds *float64 `json:"lag_seconds"`
 	// LagSecondsError says why LagSeconds is null: ClickHouse could not
-	// be asked, or the slot does not exist.
+	// be asked, or the slot does not exist or is invalidated.
 	LagSecondsError string `json:"lag_seconds_error,omitempty"`
 	// OutboxRows and OutboxRowsAtInfinity are null when the outbox could
 	// not be counted in time (a lock, a slow server): OutboxRowsError says
@@ -141,6 +141,11 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 		r.LagSecondsError = "slot " + r.Name + " does not exist"
 	} else if r.OtherDatabase != "" {
 		r.LagSecondsError = "slot " + r.Name + " belongs to database " + r.OtherDatabase + ", not this one"
+	} else if r.WALStatus == "lost" {
+		// Not the age of the outbox rows past event_log's newest: the
+		// events the slot lost may be older than that, and nothing
+		// streams them now.
+		r.LagSecondsError = "slot " + r.Name + " is invalidated: the events it had not delivered are in the outbox only, for cdc backfill"
 	} else if r.LagSecondsError, err = part(statusLagTimeout, "lag in seconds", func(ctx context.Context) (err error) {
 		r.LagSeconds, err = lagSeconds(ctx, pool, cfg, r.Slot, log)
 		return err
@@ -176,6 +181,8 @@ func printStatus(stdout io.Writer, r statusReport) {
 	switch {
 	case !r.Exists:
 		fmt.Fprintln(stdout, "lag:               - (no slot)")
+	case r.WALStatus == "lost":
+		fmt.Fprintf(stdout, "lag:               %d bytes, seconds unknown (the slot is invalidated)\n", r.LagBytes)
 	case r.LagSeconds != nil:
 		fmt.Fprintf(stdout, "lag:               %d bytes, %.1f s\n", r.LagBytes, *r.LagSeconds)
 	default:

@@ -40,7 +40,11 @@ func TestPrintStatus(t *testing.T) {
 				"dead letters:      1\n" +
 				"retention:         not held\n",
 		}},
-		{"slot invalidated", func(r *statusReport) { r.WALStatus, r.SafeWALBytes = "lost", nil }, []string{
+		{"slot invalidated", func(r *statusReport) {
+			r.WALStatus, r.SafeWALBytes = "lost", nil
+			r.LagSeconds, r.LagSecondsError = nil, "slot cdc_outbox is invalidated: the events it had not delivered are in the outbox only, for cdc backfill"
+		}, []string{
+			"lag:               16 bytes, seconds unknown (the slot is invalidated)\n",
 			"wal retained:      32 bytes (wal_status lost)\n",
 			"wal before invalidation: none: the slot IS invalidated (see docs/operations.md, Slot invalidated)\n",
 		}},
