@@ -187,6 +187,16 @@ func (l *loader) dsn(name string, schemes ...string) string {
 	}
 	for _, s := range schemes {
 		if u.Scheme == s {
+			// url.Parse takes Postgres:// or postgres:/ for postgres,
+			// pgx only postgres:// and postgresql:// as written: it
+			// reads anything else as keyword=value settings, so the
+			// host is ignored (libpq's PGHOST or socket is dialled) and
+			// the whole URL, password and all, goes to that server as a
+			// setting's name, which it refuses, quoting it in the error.
+			if (s == "postgres" || s == "postgresql") && !strings.HasPrefix(v, s+"://") {
+				l.fail(name, "does not start with postgres:// or postgresql:// as written (lowercase, two slashes), the only forms the driver reads as a URL: it would read this one as keyword=value settings, the host ignored and the whole URL, password and all, sent to the server as a setting's name")
+				return ""
+			}
 			// PostgreSQL names a Unix socket's directory in a host
 			// parameter (postgres://user@/db?host=/var/run/postgresql),
 			// which is how a connector next to its database connects.

@@ -143,6 +143,9 @@ func TestLoad_MetricsAddrForms(t *testing.T) {
 	}
 }
 
+// pgNotAURL is the refusal of a PostgreSQL URL pgx would not read as one.
+const pgNotAURL = "CDC_PG_DSN: does not start with postgres:// or postgresql:// as written (lowercase, two slashes), the only forms the driver reads as a URL: it would read this one as keyword=value settings, the host ignored and the whole URL, password and all, sent to the server as a setting's name"
+
 func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 	tests := []struct {
 		name string
@@ -154,6 +157,11 @@ func TestLoad_BadValuesNameTheirVariable(t *testing.T) {
 		{"wrong scheme", with("CDC_CLICKHOUSE_DSN", "http://ch:8123"), `CDC_CLICKHOUSE_DSN: scheme "http" not supported, want clickhouse://`},
 		{"no host", with("CDC_PG_DSN", "postgres:///db"), "CDC_PG_DSN: no host in the URL"},
 		{"socket parameter is only postgres's", with("CDC_CLICKHOUSE_DSN", "clickhouse:///db?host=/tmp"), "CDC_CLICKHOUSE_DSN: no host in the URL"},
+		// pgx reads a URL only from these exact prefixes; anything else
+		// as keyword=value settings, the whole URL one setting's name.
+		{"scheme in capitals", with("CDC_PG_DSN", "Postgres://cdc:s3cret@db/app"), pgNotAURL},
+		{"scheme all capitals", with("CDC_PG_DSN", "POSTGRESQL://cdc:s3cret@db/app"), pgNotAURL},
+		{"scheme with one slash", with("CDC_PG_DSN", "postgres:/app?host=/var/run/postgresql&password=s3cret"), pgNotAURL},
 		{"rows not a number", with("CDC_BATCH_MAX_ROWS", "lots"), `CDC_BATCH_MAX_ROWS: "lots" is not a positive whole number`},
 		{"rows zero", with("CDC_BATCH_MAX_ROWS", "0"), `CDC_BATCH_MAX_ROWS: "0" is not a positive whole number`},
 		{"bytes", with("CDC_BATCH_MAX_BYTES", "16 potatoes"), `CDC_BATCH_MAX_BYTES: "16 potatoes" is not a size, e.g. 16MiB, 512KiB or 1048576`},

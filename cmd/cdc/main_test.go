@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"syscall"
@@ -166,6 +167,44 @@ func TestMain_OneShotCommandsGiveUpOnASilentServer(t *testing.T) {
 				t.Logf("exited 1 after %s: %s", took.Round(time.Millisecond), strings.TrimSpace(stderr.String()))
 			case <-time.After(time.Minute):
 				t.Fatalf("cdc %v still waits on a server that never answers, a minute on", args)
+			}
+		})
+	}
+}
+
+// pgx reads a URL only when it starts with postgres:// or postgresql:// as
+// written; any other spelling (Postgres://, POSTGRESQL://, postgres:/…)
+// it reads as keyword=value settings, the whole URL one setting's name.
+// Such a DSN connected to the server libpq's variables (PGHOST, PGPORT)
+// name instead of its own host, which refused the URL as a setting and
+// put it, password and all, in the error cdc logged. It is a setting to
+// fix: exit 2 naming CDC_PG_DSN, before any connection, nothing echoed.
+func TestMain_PostgresURLTheDriverWouldNotReadIsRefused(t *testing.T) {
+	u, err := url.Parse(testenv.Get(t).PGDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Where libpq's variables lead: the test's server, not db.invalid.
+	t.Setenv("PGHOST", u.Hostname())
+	t.Setenv("PGPORT", u.Port())
+	t.Setenv("PGUSER", u.User.Username())
+	t.Setenv("PGSSLMODE", "disable")
+	for _, dsn := range []string{
+		"Postgres://cdc:s3cret@db.invalid:5432/app?sslmode=disable",
+		"POSTGRESQL://cdc:s3cret@db.invalid/app",
+		"postgres:/app?host=/nonexistent&password=s3cret",
+	} {
+		t.Run(dsn, func(t *testing.T) {
+			env := map[string]string{
+				"CDC_PG_DSN":         dsn,
+				"CDC_CLICKHOUSE_DSN": "clickhouse://u@127.0.0.1:1/db",
+				"CDC_METRICS_ADDR":   "off",
+			}
+			var stdout, stderr bytes.Buffer
+			code := Main(context.Background(), []string{"status"}, func(k string) string { return env[k] }, nil, &stdout, &stderr)
+			want := "cdc: invalid configuration: CDC_PG_DSN: does not start with postgres:// or postgresql:// as written (lowercase, two slashes), the only forms the driver reads as a URL: it would read this one as keyword=value settings, the host ignored and the whole URL, password and all, sent to the server as a setting's name\n"
+			if code != 2 || stdout.Len() != 0 || stderr.String() != want {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want exit 2 and %q", code, stdout.String(), stderr.String(), want)
 			}
 		})
 	}
