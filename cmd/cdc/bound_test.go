@@ -176,6 +176,32 @@ func TestOperatorCommands_GiveUpOnALockedTable(t *testing.T) {
 	}
 }
 
+// The sessions holding the lock are named whatever pgxpool settings the
+// DSN carries, which the operator commands' pools take (an application's
+// pgx URL): the connection that asks for them is made from the same
+// settings. It sent pool_max_conns to PostgreSQL as a session setting,
+// was refused, and the error said nothing of what it waited for.
+func TestOperatorCommands_NameTheLockHolderWhateverThePoolSettings(t *testing.T) {
+	for _, params := range []string{"pool_max_conns=3", "pool_max_conns=3&pool_min_conns=1&pool_max_conn_lifetime=1h"} {
+		t.Run(params, func(t *testing.T) {
+			t.Parallel()
+			pool, env := operatorEnv(t)
+			// A lock_timeout of the DSN's own keeps the test short.
+			sep := "?"
+			if strings.Contains(env["CDC_PG_DSN"], "?") {
+				sep = "&"
+			}
+			env["CDC_PG_DSN"] += sep + "lock_timeout=1000&" + params
+			pid, _ := holdLock(t, pool, "LOCK TABLE cdc_dead_letter IN ACCESS EXCLUSIVE MODE")
+			code, _, stderr, _ := runWithin(t, time.Minute, env, "deadletter", "list")
+			want := regexp.MustCompile(regexp.QuoteMeta("read dead letters: ERROR: canceling statement due to lock timeout (SQLSTATE 55P03) (waited 1000, lock_timeout, for a lock: AccessExclusiveLock on cdc_dead_letter held by pid "+fmt.Sprint(pid)+" (idle in transaction, its transaction open ") + `\d+s\)\)"`)
+			if code != 1 || !want.MatchString(stderr) {
+				t.Fatalf("exit %d: %s; want 1, matching %s", code, stderr, want)
+			}
+		})
+	}
+}
+
 // A PostgreSQL that stops answering once the command is connected (a
 // SIGSTOPped backend, a paused VM, a link gone without a reset) fails the
 // command once it has sent nothing for statement_timeout + 15 s, here 1 s

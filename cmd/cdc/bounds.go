@@ -214,10 +214,14 @@ func explainWait(ctx context.Context, dsn string, err error) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	pcfg, perr := pgx.ParseConfig(dsn)
+	// Parsed as the command's pool was: pgx alone would keep the pool's
+	// settings (pool_max_conns, …), which the operator commands take, and
+	// send them to PostgreSQL, which refuses the connection.
+	pooled, perr := pgxpool.ParseConfig(dsn)
 	if perr != nil {
 		return err
 	}
+	pcfg := pooled.ConnConfig
 	replication.ConnDefaults(&pcfg.Config)
 	pcfg.ConnectTimeout = 5 * time.Second
 	conn, cerr := pgx.ConnectConfig(ctx, pcfg)
