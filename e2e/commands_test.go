@@ -1230,7 +1230,18 @@ func TestCommands_RefusedLoginExitsTwo(t *testing.T) {
 	}
 	user := func(u *url.URL) { u.User = url.UserPassword("cdc_no_such_user", "s3cret") }
 	database := func(u *url.URL) { u.Path = "/cdc_no_such_db" }
+	// A parameter pgx does not know it sends as a session setting, which
+	// PostgreSQL refuses at the login: a misspelling (sslmod), or a value
+	// a setting does not take.
+	setting := func(name, value string) func(*url.URL) {
+		return func(u *url.URL) {
+			q := u.Query()
+			q.Set(name, value)
+			u.RawQuery = q.Encode()
+		}
+	}
 	const (
+		pgSetting = "CDC_PG_DSN: PostgreSQL refused a setting the DSN sends when connecting (a parameter it does not know, often a misspelling, or a value it does not take): "
 		pgRefused = "CDC_PG_DSN: PostgreSQL refused the login (check the DSN's user, password and database, the server's pg_hba.conf, and the role's REPLICATION attribute and CONNECT privilege): "
 		chRefused = "CDC_CLICKHOUSE_DSN: ClickHouse refused the login (check the DSN's user, password and database): "
 	)
@@ -1249,6 +1260,11 @@ func TestCommands_RefusedLoginExitsTwo(t *testing.T) {
 		{"migrate_pg_user", []string{"migrate"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, user)}, "cdc migrate: " + pgRefused, "(SQLSTATE 28000)", ""},
 		{"migrate_clickhouse_user", []string{"migrate"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, user)}, "cdc migrate: " + chRefused, "Unknown user cdc_no_such_user", ""},
 		{"status_pg_database", []string{"status"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, database)}, "cdc status: " + pgRefused, "(SQLSTATE 3D000)", ""},
+		{"run_pg_unknown_setting", []string{"run"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, setting("sslmod", "require"))}, "cdc run: " + pgSetting, `unrecognized configuration parameter "sslmod" (SQLSTATE 42704)`, ""},
+		{"run_pg_setting_value", []string{"run"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, setting("statement_timeout", "soon"))}, "cdc run: " + pgSetting, "(SQLSTATE 22023)", ""},
+		{"migrate_pg_unknown_setting", []string{"migrate"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, setting("sslmod", "require"))}, "cdc migrate: " + pgSetting, "(SQLSTATE 42704)", ""},
+		{"status_pg_unknown_setting", []string{"status"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, setting("sslmod", "require"))}, "cdc status: " + pgSetting, "(SQLSTATE 42704)", ""},
+		{"deadletter_pg_setting_value", []string{"deadletter", "list"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, setting("default_transaction_isolation", "sometimes"))}, "cdc deadletter: " + pgSetting, "(SQLSTATE 22023)", ""},
 		// The slot lags (an event committed, nothing streams), so status
 		// asks ClickHouse for the lag in seconds.
 		{"status_clickhouse_user", []string{"status"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, user)}, "cdc status: " + chRefused, "Unknown user cdc_no_such_user", ""},

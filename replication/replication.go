@@ -315,9 +315,10 @@ var (
 
 // IsLoginError reports whether PostgreSQL refused the login itself: the
 // user, its password or its pg_hba.conf entry (SQLSTATE class 28), the
-// database (3D000), or a privilege the login needs (42501 while
+// database (3D000), a privilege the login needs (42501 while
 // connecting: a role without REPLICATION, or without CONNECT on the
-// database; the same code from a query is not a login's).
+// database; the same code from a query is not a login's), or a setting
+// the DSN sends with the login (IsSettingRefused).
 func IsLoginError(err error) bool {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
@@ -327,7 +328,26 @@ func IsLoginError(err error) bool {
 		return true
 	}
 	var connErr *pgconn.ConnectError
-	return pgErr.Code == "42501" && errors.As(err, &connErr)
+	return (pgErr.Code == "42501" || IsSettingRefused(err)) && errors.As(err, &connErr)
+}
+
+// IsSettingRefused reports whether PostgreSQL refused, while connecting, a
+// session setting the DSN sends: pgx passes every parameter it does not
+// know on to the server, which refuses one it does not know either
+// (42704: a misspelling, ?sslmod=require), a name it cannot take (42602)
+// or a value the setting does not (22023, ?statement_timeout=soon). Every
+// connection fails alike, so it is a setting to fix, not an outage.
+func IsSettingRefused(err error) bool {
+	var pgErr *pgconn.PgError
+	var connErr *pgconn.ConnectError
+	if !errors.As(err, &pgErr) || !errors.As(err, &connErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "42704", "42602", "22023":
+		return true
+	}
+	return false
 }
 
 func wrapf(err error, format string, args ...any) error {

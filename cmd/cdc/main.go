@@ -215,6 +215,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 // password or database is a setting to fix, so it exits 2 like one.
 func loginRefused(err error) string {
 	switch {
+	case replication.IsSettingRefused(err):
+		return "CDC_PG_DSN: PostgreSQL refused a setting the DSN sends when connecting (a parameter it does not know, often a misspelling, or a value it does not take)"
 	case replication.IsLoginError(err):
 		return "CDC_PG_DSN: PostgreSQL refused the login (check the DSN's user, password and database, the server's pg_hba.conf, and the role's REPLICATION attribute and CONNECT privilege)"
 	case sink.IsLoginError(err):
