@@ -1243,6 +1243,7 @@ func TestCommands_RefusedLoginExitsTwo(t *testing.T) {
 	const (
 		pgSetting = "CDC_PG_DSN: PostgreSQL refused a setting the DSN sends when connecting (a parameter it does not know, often a misspelling, or a value it does not take): "
 		pgRefused = "CDC_PG_DSN: PostgreSQL refused the login (check the DSN's user, password and database, the server's pg_hba.conf, and the role's REPLICATION attribute and CONNECT privilege): "
+		chSetting = "CDC_CLICKHOUSE_DSN: ClickHouse refused a setting the DSN sends with every query (a parameter that is not an option of the client goes to the server as a setting: a misspelling, or one this server does not have): "
 		chRefused = "CDC_CLICKHOUSE_DSN: ClickHouse refused the login (check the DSN's user, password and database): "
 	)
 	for _, tc := range []struct {
@@ -1263,6 +1264,9 @@ func TestCommands_RefusedLoginExitsTwo(t *testing.T) {
 		{"run_pg_unknown_setting", []string{"run"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, setting("sslmod", "require"))}, "cdc run: " + pgSetting, `unrecognized configuration parameter "sslmod" (SQLSTATE 42704)`, ""},
 		{"run_pg_setting_value", []string{"run"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, setting("statement_timeout", "soon"))}, "cdc run: " + pgSetting, "(SQLSTATE 22023)", ""},
 		{"migrate_pg_unknown_setting", []string{"migrate"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, setting("sslmod", "require"))}, "cdc migrate: " + pgSetting, "(SQLSTATE 42704)", ""},
+		// The server's message differs between versions: no suffix.
+		{"run_clickhouse_unknown_setting", []string{"run"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, setting("cdc_no_such_setting", "1"))}, "cdc run: " + chSetting, "", ""},
+		{"migrate_clickhouse_unknown_setting", []string{"migrate"}, map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, setting("cdc_no_such_setting", "1"))}, "cdc migrate: " + chSetting, "", ""},
 		{"status_pg_unknown_setting", []string{"status"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, setting("sslmod", "require"))}, "cdc status: " + pgSetting, "(SQLSTATE 42704)", ""},
 		{"deadletter_pg_setting_value", []string{"deadletter", "list"}, map[string]string{"CDC_PG_DSN": with(w.pgDSN, setting("default_transaction_isolation", "sometimes"))}, "cdc deadletter: " + pgSetting, "(SQLSTATE 22023)", ""},
 		// The slot lags (an event committed, nothing streams), so status

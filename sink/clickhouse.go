@@ -1160,10 +1160,25 @@ var loginErrorCodes = map[int32]bool{
 }
 
 // IsLoginError reports whether ClickHouse refused the DSN's login or
-// database.
+// database, or a setting the DSN sends with every query
+// (IsSettingRefused).
 func IsLoginError(err error) bool {
 	var ex *clickhouse.Exception
-	return errors.As(err, &ex) && loginErrorCodes[ex.Code]
+	return errors.As(err, &ex) && loginErrorCodes[ex.Code] || IsSettingRefused(err)
+}
+
+// IsSettingRefused reports whether ClickHouse refused a setting of the
+// query: one it does not have (UNKNOWN_SETTING, 115) or one the user's
+// profile does not allow to be set so (SETTING_CONSTRAINT_VIOLATION, 452).
+// clickhouse-go sends every DSN parameter that is not one of its options
+// as a setting of every query, so one such parameter (?insert_quorom=2)
+// fails them all: a setting to fix, not an outage to wait out. A refusal
+// of the settings cdc adds to an INSERT itself (insertSettings, learnt
+// from the server) is first met by learning them again and writing once
+// more (isSchemaError).
+func IsSettingRefused(err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && (ex.Code == 115 || ex.Code == 452)
 }
 
 // isSchemaError reports whether the INSERT names a column event_log no

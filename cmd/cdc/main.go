@@ -219,6 +219,8 @@ func loginRefused(err error) string {
 		return "CDC_PG_DSN: PostgreSQL refused a setting the DSN sends when connecting (a parameter it does not know, often a misspelling, or a value it does not take)"
 	case replication.IsLoginError(err):
 		return "CDC_PG_DSN: PostgreSQL refused the login (check the DSN's user, password and database, the server's pg_hba.conf, and the role's REPLICATION attribute and CONNECT privilege)"
+	case sink.IsSettingRefused(err):
+		return "CDC_CLICKHOUSE_DSN: ClickHouse refused a setting the DSN sends with every query (a parameter that is not an option of the client goes to the server as a setting: a misspelling, or one this server does not have)"
 	case sink.IsLoginError(err):
 		return "CDC_CLICKHOUSE_DSN: ClickHouse refused the login (check the DSN's user, password and database)"
 	}
