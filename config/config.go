@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -134,7 +135,9 @@ func Load(getenv func(string) string) (Config, error) {
 // misspelling, whose value would silently not apply. The test harness's
 // and the demo's own variables (CDC_TEST_*, CDC_DEMO_*) are not cdc's
 // settings and are left out, and so are those Kubernetes gives every
-// container for a Service named cdc (CDC_SERVICE_HOST, CDC_PORT_9187_TCP…).
+// container for a Service named cdc (CDC_SERVICE_HOST, CDC_PORT_9187_TCP…)
+// and, by the form of their values, for one named cdc-something
+// (CDC_METRICS_SERVICE_HOST=10.0.0.2, CDC_METRICS_PORT=tcp://…).
 func Unrecognised(environ []string) []string {
 	read := map[string]bool{}
 	_, _ = Load(func(name string) string {
@@ -143,15 +146,52 @@ func Unrecognised(environ []string) []string {
 	})
 	var out []string
 	for _, kv := range environ {
-		name, _, _ := strings.Cut(kv, "=")
+		name, value, _ := strings.Cut(kv, "=")
 		if !strings.HasPrefix(name, "CDC_") || read[name] ||
 			strings.HasPrefix(name, "CDC_TEST_") || strings.HasPrefix(name, "CDC_DEMO_") ||
-			strings.HasPrefix(name, "CDC_SERVICE_") || name == "CDC_PORT" || strings.HasPrefix(name, "CDC_PORT_") {
+			strings.HasPrefix(name, "CDC_SERVICE_") || name == "CDC_PORT" || strings.HasPrefix(name, "CDC_PORT_") ||
+			serviceLink(name, value) {
 			continue
 		}
 		out = append(out, name)
 	}
 	return out
+}
+
+// Kubernetes' variables for a Service (docker links' form): its address,
+// its ports, and each port's URL, protocol, number and address.
+var (
+	serviceHostVar = regexp.MustCompile(`^[A-Z0-9_]+_SERVICE_HOST$`)
+	servicePortVar = regexp.MustCompile(`^[A-Z0-9_]+_SERVICE_PORT(_[A-Z0-9_]+)?$`)
+	linkURLVar     = regexp.MustCompile(`^[A-Z0-9_]+_PORT(_[0-9]+_(TCP|UDP|SCTP))?$`)
+	linkPartVar    = regexp.MustCompile(`^[A-Z0-9_]+_PORT_[0-9]+_(TCP|UDP|SCTP)_(PROTO|PORT|ADDR)$`)
+	linkURL        = regexp.MustCompile(`^(tcp|udp|sctp)://[^/]+:[0-9]+$`)
+	digits         = regexp.MustCompile(`^[0-9]+$`)
+)
+
+// serviceLink reports whether name=value is one of the variables
+// Kubernetes sets for a Service: a name of that form with a value of the
+// form Kubernetes gives it, so that CDC_METRICS_PORT=9187, a guess at a
+// setting, is still named.
+func serviceLink(name, value string) bool {
+	switch {
+	case serviceHostVar.MatchString(name):
+		return net.ParseIP(value) != nil
+	case servicePortVar.MatchString(name):
+		return digits.MatchString(value)
+	case linkPartVar.MatchString(name): // before linkURLVar: …_TCP_PORT matches both
+		switch name[strings.LastIndexByte(name, '_')+1:] {
+		case "PROTO":
+			return value == "tcp" || value == "udp" || value == "sctp"
+		case "PORT":
+			return digits.MatchString(value)
+		default: // ADDR
+			return net.ParseIP(value) != nil
+		}
+	case linkURLVar.MatchString(name):
+		return linkURL.MatchString(value)
+	}
+	return false
 }
 
 type loader struct {

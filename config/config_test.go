@@ -300,8 +300,16 @@ func TestUnrecognised(t *testing.T) {
 		// Kubernetes' links to a Service named cdc.
 		"CDC_SERVICE_HOST=10.0.0.1", "CDC_SERVICE_PORT=9187", "CDC_PORT=tcp://10.0.0.1:9187",
 		"CDC_PORT_9187_TCP_ADDR=10.0.0.1", "CDC_PORTS=x",
+		// And to one named cdc-metrics (or cdc-pg, …), by the form of
+		// their values: a guess at a setting is still named.
+		"CDC_METRICS_SERVICE_HOST=10.0.0.2", "CDC_METRICS_SERVICE_PORT=9187", "CDC_METRICS_SERVICE_PORT_HTTP_METRICS=9187",
+		"CDC_METRICS_PORT=tcp://10.0.0.2:9187", "CDC_METRICS_PORT_9187_TCP=tcp://10.0.0.2:9187",
+		"CDC_METRICS_PORT_9187_TCP_PROTO=tcp", "CDC_METRICS_PORT_9187_TCP_PORT=9187", "CDC_METRICS_PORT_9187_TCP_ADDR=10.0.0.2",
+		"CDC_PG_SERVICE_HOST=fd00::5", "CDC_PG_PORT_5432_TCP_ADDR=fd00::5",
+		"CDC_METRICS_PORT=9187", "CDC_PG_SERVICE_HOST=db.internal", "CDC_PG_PORT_5432_TCP_PROTO=https",
 	})
-	want := []string{"CDC_OUTBOX_RETENTON", "CDC_FLUSH_INTERVALL", "CDC_", "CDC_PORTS"}
+	want := []string{"CDC_OUTBOX_RETENTON", "CDC_FLUSH_INTERVALL", "CDC_", "CDC_PORTS",
+		"CDC_METRICS_PORT", "CDC_PG_SERVICE_HOST", "CDC_PG_PORT_5432_TCP_PROTO"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("Unrecognised = %q, want %q", got, want)
 	}
