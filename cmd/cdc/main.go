@@ -220,7 +220,7 @@ func loginRefused(err error) string {
 	case replication.IsLoginError(err):
 		return "CDC_PG_DSN: PostgreSQL refused the login (check the DSN's user, password and database, the server's pg_hba.conf, and the role's REPLICATION attribute and CONNECT privilege)"
 	case sink.IsSettingRefused(err):
-		return "CDC_CLICKHOUSE_DSN: ClickHouse refused a setting the DSN sends with every query (a parameter that is not an option of the client goes to the server as a setting: a misspelling, or one this server does not have)"
+		return "CDC_CLICKHOUSE_DSN: ClickHouse refused a setting the DSN sends with every query (a parameter that is not an option of the client goes to the server as a setting: a misspelling, or one this server does not have), or one the user's profile forbids (the error names it)"
 	case sink.IsLoginError(err):
 		return "CDC_CLICKHOUSE_DSN: ClickHouse refused the login (check the DSN's user, password and database)"
 	}
