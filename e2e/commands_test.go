@@ -744,6 +744,8 @@ func TestCommands_BadFlagsExitTwo(t *testing.T) {
 		{[]string{"deadletter", "purge"}, `cdc deadletter: unknown subcommand "purge"`},
 		{[]string{"deadletter", "list", "--limit", "0"}, "cdc deadletter: --limit 0 must be positive"},
 		{[]string{"deadletter", "replay", "--id", "seven"}, `cdc deadletter: invalid value "seven" for flag -id`},
+		{[]string{"version", "--bogus"}, "cdc version: flag provided but not defined: -bogus"},
+		{[]string{"version", "extra"}, `cdc version: unexpected argument "extra"`},
 	} {
 		t.Run(strings.Join(tc.args, "_"), func(t *testing.T) {
 			stdout, stderr, code := runBinary(t, env, tc.args...)

@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -134,6 +135,17 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 		return 0
 	}
 	if args[0] == "version" {
+		// Checked like every command's: a stray argument is a mistake to
+		// report, not something to ignore.
+		var help *helpRequest
+		switch err := parseFlags(flag.NewFlagSet("version", flag.ContinueOnError), args[1:]); {
+		case errors.As(err, &help):
+			fmt.Fprintln(stderr, "usage: cdc version\n  prints this build's version (no flags, no settings read)")
+			return 0
+		case err != nil:
+			fmt.Fprintf(stderr, "cdc version: %s\n", oneLine(err))
+			return 2
+		}
 		fmt.Fprintln(stdout, version)
 		return 0
 	}
