@@ -19,12 +19,13 @@ import (
 )
 
 // downSink is ClickHouse going away and coming back: while down, Write
-// and Written fail as a refused connection does; up, it stores as
-// fakeSink does.
+// and Written fail as a refused connection does (each counted in
+// failed); up, it stores as fakeSink does.
 type downSink struct {
 	fakeSink
-	mu   sync.Mutex
-	down bool
+	mu     sync.Mutex
+	down   bool
+	failed int
 }
 
 func (d *downSink) setDown(down bool) {
@@ -33,10 +34,20 @@ func (d *downSink) setDown(down bool) {
 	d.down = down
 }
 
+// isDown reports whether the sink is down, counting a failure if so.
 func (d *downSink) isDown() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.down {
+		d.failed++
+	}
 	return d.down
+}
+
+func (d *downSink) failures() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.failed
 }
 
 var errRefused = errors.New("dial tcp 127.0.0.1:9000: connect: connection refused")
@@ -52,8 +63,9 @@ func (d *downSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, e
 }
 
 // holdUp has the session stream one event into s, takes s down, commits
-// 99 more, and returns once the writers have failed five times: both
-// retry, and the stream, with a third batch waiting, reads nothing. It
+// 99 more, and returns once the writers have failed five times (an
+// INSERT, or the read of what a failed one stored, before its retry):
+// both retry, and the stream, with a third batch waiting, reads nothing. It
 // returns the walsender holding the slot and the WAL's end.
 func holdUp(t *testing.T, h *harness, s *downSink) (walsender uint32, end pglogrepl.LSN) {
 	t.Helper()
@@ -70,11 +82,7 @@ func holdUp(t *testing.T, h *harness, s *downSink) (walsender uint32, end pglogr
 		insert(i)
 	}
 	end = h.lsn("SELECT pg_current_wal_lsn()")
-	eventually(t, "the writers to fail five times", func() bool {
-		s.fakeSink.mu.Lock()
-		defer s.fakeSink.mu.Unlock()
-		return s.fakeSink.writes >= 5
-	})
+	eventually(t, "the writers to fail five times", func() bool { return s.failures() >= 5 })
 	if err := h.pool.QueryRow(context.Background(), "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'slot'").Scan(&walsender); err != nil {
 		t.Fatal(err)
 	}

@@ -139,7 +139,10 @@ func TestUnstored_SpansReadOneAtATime(t *testing.T) {
 		b.Rows = append(b.Rows, row(lsn, rows), row(lsn, rows+1))
 	}
 	before := heapInUse()
-	rest := r.unstored(context.Background(), b)
+	rest, err := r.unstored(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if held := int64(s.peak) - int64(before); held > 8<<20 {
 		t.Errorf("checking a retried batch of %d spans held %d MiB of earlier spans' positions at the last read, want at most 8 MiB", spans, held>>20)
 	}

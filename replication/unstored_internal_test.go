@@ -52,8 +52,12 @@ func TestUnstored_RetriedBatchOfALargeTransaction(t *testing.T) {
 		b.Rows = append(b.Rows, row(big, seq))
 	}
 	b.Rows = append(b.Rows, row(other, 1), row(other, 2))
+	rest, err := r.unstored(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var got []string
-	for _, row := range r.unstored(context.Background(), b).Rows {
+	for _, row := range rest.Rows {
 		got = append(got, row.Pos.String())
 	}
 	if want := fmt.Sprint([]string{"0/1000#600008", "0/1000#600009", "0/1000#600010", fmt.Sprintf("%s#2", other)}); fmt.Sprint(got) != want {

@@ -247,8 +247,34 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 		}
 		// A failed INSERT may still have been stored (the error can come
 		// after the server committed the rows): ask the sink and retry only
-		// what it lacks, so a retry writes no raw duplicate either.
-		pending = r.unstored(ctx, pending)
+		// what it lacks, so a retry writes no raw duplicate either. Until
+		// the sink can say, nothing is written: a read that fails while
+		// an INSERT would go through (ClickHouse back from a restart
+		// between the two, a read of event_log timing out) would
+		// otherwise store again every row the failed INSERT stored.
+		for {
+			rest, err := r.unstored(ctx, pending)
+			if err == nil {
+				pending = rest
+				break
+			}
+			if ctx.Err() != nil {
+				return 0, false
+			}
+			err = fmt.Errorf("read what its failed INSERT stored: %w", err)
+			r.metrics.SinkErrors.Inc()
+			attempts.fail(fmt.Errorf("store a batch of %d rows: %w", len(pending.Rows), err))
+			trace.SpanFromContext(ctx).RecordError(err)
+			wait := delay.next()
+			r.log.Warn("storing batch failed; will retry", zap.Error(err), zap.Int("rows", len(pending.Rows)),
+				zap.Stringer("first", pending.Rows[0].Pos), zap.Duration("retry_in", wait))
+			// Each attempt looks at the slot first, as each INSERT
+			// retried does: a session whose walsender let go of it
+			// must end, whether ClickHouse answers or not.
+			if !sleep(ctx, wait) || !r.awaitSlot(ctx, f) {
+				return 0, false
+			}
+		}
 		if len(pending.Rows) == 0 {
 			// Stored after all: by the failed INSERT, or by a standby
 			// that took the slot over meanwhile, whose rows these are
@@ -370,12 +396,13 @@ func (r *Replicator) activePID(ctx context.Context, bound time.Duration) (pid ui
 	return uint32(n), true
 }
 
-// unstored returns b without the rows the sink already holds; when the
-// sink cannot say (it is still down, holds another WAL history's
-// positions or more than a set may hold), b unchanged.
-func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
+// unstored returns b without the rows the sink already holds; b unchanged
+// when the sink's positions cannot be used (another WAL history's, or
+// more than a set may hold: the rows are stored again, which FINAL shows
+// once), and an error when the sink cannot be read.
+func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) (*sink.Batch, error) {
 	if r.noSkip.Load() {
-		return b // positions of another WAL history may match (checkHistory)
+		return b, nil // positions of another WAL history may match (checkHistory)
 	}
 	// A set per span, not one merged: each keeps the events of the last
 	// positions it read, where the batch's rows lie, and a merge of such
@@ -396,8 +423,11 @@ func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
 	n, k := 0, 0
 	for _, span := range spans {
 		w, err := r.sink.Written(ctx, span[0], span[1])
+		if tooMany := (*sink.TooManyPositions)(nil); errors.As(err, &tooMany) {
+			return b, nil
+		}
 		if err != nil {
-			return b
+			return nil, err
 		}
 		for ; k < len(order) && b.Rows[order[k]].Pos.CommitLSN < span[1]; k++ {
 			row := &b.Rows[order[k]]
@@ -409,7 +439,7 @@ func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
 		}
 	}
 	if n == 0 {
-		return b
+		return b, nil
 	}
 	rest := &sink.Batch{End: b.End, Rows: make([]sink.Row, 0, len(b.Rows)-n)}
 	for i, row := range b.Rows {
@@ -421,7 +451,7 @@ func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) *sink.Batch {
 	if skipped := len(b.Rows) - len(rest.Rows); skipped > 0 {
 		r.log.Info("rows of a failed insert are stored after all (by that INSERT, or by an instance that took the slot over); retrying only the rest", zap.Int("stored", skipped), zap.Int("rest", len(rest.Rows)))
 	}
-	return rest
+	return rest, nil
 }
 
 // spanGap is the WAL distance between two of a batch's LSNs past which
