@@ -8,9 +8,10 @@
 #                                                    (a failed start stops what it started)
 #   scripts/localdb.sh stop DIR                      stop both (safe to call twice)
 #   scripts/localdb.sh env DIR                       print the DSN env lines again
-#   scripts/localdb.sh stop-ch|start-ch|restart-pg|crash-pg DIR   fault injection for tests
+#   scripts/localdb.sh stop-ch|start-ch|crash-ch|restart-pg|crash-pg DIR   fault injection for tests
 #                                                    (crash-pg: an immediate stop, as a crash:
-#                                                    no checkpoint, WAL replayed at the start)
+#                                                    no checkpoint, WAL replayed at the start;
+#                                                    crash-ch: SIGKILL, then a start)
 #
 # LOCALDB_CH_TIMEZONE (default UTC) is the ClickHouse server's timezone, the
 # zone of a plain DateTime column, for the tests that check a value lands as
@@ -342,6 +343,17 @@ start)
 	;;
 stop) stop_all ;;
 stop-ch) stop_ch ;;
+crash-ch)
+	# SIGKILL, as a crash or the OOM killer: no query is finished, no
+	# part written after the signal.
+	pid=$(cat "$dir/ch/server.pid" 2>/dev/null || true)
+	if runs "$pid" "--config-file=$dir/ch/config.xml"; then
+		kill -9 "$pid" 2>/dev/null || true
+		for _ in $(seq 1 40); do runs "$pid" "--config-file=$dir/ch/config.xml" || break; sleep 0.25; done
+	fi
+	rm -f "$dir/ch/server.pid"
+	start_ch "$(cat "$dir/ch.port")"
+	;;
 start-ch) start_ch "$(cat "$dir/ch.port")" ;;
 restart-pg) stop_pg; start_pg "$(cat "$dir/pg.port")" ;;
 crash-pg)

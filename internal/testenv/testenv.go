@@ -287,6 +287,10 @@ func (e *Env) StopClickHouse(t testing.TB) { e.localdb(t, "stop-ch") }
 // StartClickHouse starts the local ClickHouse server again.
 func (e *Env) StartClickHouse(t testing.TB) { e.localdb(t, "start-ch") }
 
+// CrashClickHouse kills the local ClickHouse server (SIGKILL: no query
+// finished, nothing written after the signal) and starts it again.
+func (e *Env) CrashClickHouse(t testing.TB) { e.localdb(t, "crash-ch") }
+
 // EnableClickHouseTLS gives the local ClickHouse server a certificate and
 // key (PEM) and restarts it, so that it also speaks the native protocol over
 // TLS on a port of its own, which it returns (scripts/localdb.sh). The server
