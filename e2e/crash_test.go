@@ -612,6 +612,11 @@ func TestFaults_SIGTERMWhileDeadLettersWait(t *testing.T) {
 	if code != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", code)
 	}
+	// Not "cleanly": the dead letters were not stored, and the next start
+	// replays their batch.
+	if last := lastLine(c.out.String()); !strings.Contains(last, "shut down; what was not stored within CDC_SHUTDOWN_TIMEOUT (rows in ClickHouse, refused rows' dead letters in PostgreSQL)") {
+		t.Errorf("last line %q, want the shutdown that left a batch unstored", last)
+	}
 	if now := w.slotConfirmed(); w.lsnLE(committed, now) {
 		t.Fatalf("slot confirmed %s, past the transaction (%s), before its dead letters were stored", now, committed)
 	}

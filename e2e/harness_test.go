@@ -202,6 +202,11 @@ func tail(s string, lines int) string {
 	return strings.Join(parts, "\n")
 }
 
+// lastLine is the last line the process wrote, without its newline.
+func lastLine(out string) string {
+	return tail(strings.TrimRight(out, "\n"), 1)
+}
+
 // kill sends SIGKILL and waits for the process to be gone.
 func (c *connector) kill() {
 	select {

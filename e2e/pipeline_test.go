@@ -289,6 +289,9 @@ func TestPipeline_SIGTERMFlushesAcknowledgesAndExitsZero(t *testing.T) {
 		t.Fatalf("exit code %d after SIGTERM, want 0", code)
 	}
 	t.Logf("exited %s after SIGTERM", took)
+	if last := lastLine(c.out.String()); !strings.Contains(last, "shut down cleanly") {
+		t.Errorf("last line %q after a shutdown that stored and acknowledged everything, want shut down cleanly", last)
+	}
 	if n := w.chCount("SELECT count() FROM event_log"); n != 500 {
 		t.Fatalf("event_log holds %d rows after SIGTERM, want the 500 buffered", n)
 	}

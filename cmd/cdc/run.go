@@ -183,7 +183,7 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	case err != nil:
 	case rep.State().LeftUnstored():
 		// Exit 0 all the same: nothing unstored was acknowledged.
-		log.Warn("shut down; what ClickHouse had not stored within CDC_SHUTDOWN_TIMEOUT, or before the slot stopped being this session's, is replayed at the next start")
+		log.Warn("shut down; what was not stored within CDC_SHUTDOWN_TIMEOUT (rows in ClickHouse, refused rows' dead letters in PostgreSQL), or before the slot stopped being this session's, is replayed at the next start")
 	case rep.State().LeftUnacknowledged():
 		// Not "cleanly" after the warning that the acknowledgement
 		// failed: the next start is sent those rows again.
