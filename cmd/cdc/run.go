@@ -80,7 +80,11 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer func() {
+		if !closeWithin(pool.Close, poolCloseWait) {
+			log.Warn("PostgreSQL did not answer while cdc closed its connections; exiting without waiting for them", zap.Duration("waited", poolCloseWait))
+		}
+	}()
 	ch, err := sink.Open(cfg.ClickHouseDSN, log.Named("sink"))
 	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("CDC_CLICKHOUSE_DSN: %w", err)}
@@ -233,6 +237,35 @@ func checkSchema(ctx context.Context, pool *pgxpool.Pool, ch *sink.ClickHouse, r
 		log.Warn("the schema lacks what `cdc migrate` makes; run it as the admin", zap.String("missing", l.What), zap.String("effect", l.Effect))
 	}
 	return nil
+}
+
+// poolCloseWait bounds how long cdc run waits, once the pipeline has
+// stopped, for the pool's connections to PostgreSQL to close. A query the
+// shutdown cut short (the monitor's, retention's) leaves pgx sending a
+// cancel request and waiting up to 15 s for the server to end that
+// connection, and pgxpool.Close waits for it: on a server that stopped
+// answering (a dropped route, a paused VM) the process sat that long
+// after "shut down", past the bounds docs/operations.md gives (Shutdown
+// timeout). A healthy server's connections close in milliseconds; the
+// others go with the process.
+const poolCloseWait = time.Second
+
+// closeWithin runs shut, and reports whether it returned within wait.
+// One that has not is left to finish, or to end with the process.
+func closeWithin(shut func(), wait time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		shut()
+	}()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 func openPool(dsn string) (*pgxpool.Pool, error) { return openPoolWith(dsn, nil) }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,4 +126,62 @@ func TestRun_ProbesAnswerWhileTheSchemaCheckWaits(t *testing.T) {
 	}
 	cancel()
 	exitsZero(t, "the signal")
+}
+
+// A PostgreSQL that stops answering (a dropped route, a paused VM: no
+// reset) holds cdc run's exit no longer than its shutdown's bounds say. The
+// shutdown cuts short the monitor's query on that server, and pgx then
+// sends a cancel request and waits up to 15 s for the server to end the
+// connection; closing the pool waited for that: the process exited 15 s
+// or more after "shut down cleanly" (19 s here), with nothing said, past
+// the worst case docs/operations.md gives, and an orchestrator's grace
+// period could run out on it (SIGKILL, exit 137).
+func TestRun_FrozenPostgresDoesNotHoldTheExit(t *testing.T) {
+	_, env := operatorEnv(t)
+	if code, _, stderr, _ := runWithin(t, time.Minute, env, "migrate"); code != 0 {
+		t.Fatalf("migrate exited %d: %s", code, stderr)
+	}
+	u, err := url.Parse(env["CDC_PG_DSN"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fz := testenv.NewFreezer(t, u.Host)
+	if env["CDC_PG_DSN"], err = fz.DSN(env["CDC_PG_DSN"], ""); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stderr := &testenv.Buffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- Main(ctx, []string{"run"}, func(k string) string { return env[k] }, nil, io.Discard, stderr)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(stderr.String(), `"msg":"streaming"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("cdc run not streaming after 30 s: %s", stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fz.Freeze()
+	defer fz.Thaw()
+	// The monitor polls every 5 s, each poll given 5 s: one started
+	// after the freeze waits on the frozen server when the signal comes.
+	time.Sleep(5500 * time.Millisecond)
+	began := time.Now()
+	cancel()
+	select {
+	case code := <-done:
+		took := time.Since(began)
+		// Nothing held, ClickHouse answering: the budget is not used, and
+		// every close left is bounded by a second or two.
+		if code != 0 || took > 8*time.Second {
+			t.Fatalf("exit %d %s after the signal; want 0 within 8 s:\n%s", code, took.Round(time.Millisecond), stderr)
+		}
+		if !strings.Contains(stderr.String(), `"msg":"PostgreSQL did not answer while cdc closed its connections; exiting without waiting for them"`) {
+			t.Fatalf("exited without saying it left connections to a silent PostgreSQL:\n%s", stderr)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("cdc run still runs 60 s after the signal:\n%s", stderr)
+	}
 }
