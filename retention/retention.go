@@ -209,6 +209,9 @@ func (c *Cleaner) checkHold(ctx context.Context) (bool, error) {
 // the next tick.
 var sweepLockTimeout = "10s" // a var: tests wait less
 
+// rollbackWait bounds a sweep's rollback.
+const rollbackWait = 5 * time.Second
+
 // deleteBatch runs one batch's statement in a transaction of its own,
 // within sweepLockTimeout, scanning its row into dest.
 func (c *Cleaner) deleteBatch(ctx context.Context, dest []any, query string, args ...any) error {
@@ -216,7 +219,13 @@ func (c *Cleaner) deleteBatch(ctx context.Context, dest []any, query string, arg
 	if err != nil {
 		return err
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	defer func() {
+		// Even after a shutdown, but bounded: a server that stopped
+		// answering would otherwise hold the sweep, and the exit, for ever.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackWait)
+		defer cancel()
+		_ = tx.Rollback(rctx)
+	}()
 	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '"+sweepLockTimeout+"'"); err != nil {
 		return err
 	}
