@@ -1186,6 +1186,7 @@ func TestCommands_DeadLetterListJSONIsPrintedPageByPage(t *testing.T) {
 			if err := rows.Scan(&l.ID, &l.EventID, &l.CommitLSN, &l.Seq, &l.RowData, &l.Error, &l.CreatedAt); err != nil {
 				t.Fatal(err)
 			}
+			l.CreatedAt = l.CreatedAt.UTC()
 			all = append(all, l)
 		}
 		var b bytes.Buffer
@@ -1197,7 +1198,8 @@ func TestCommands_DeadLetterListJSONIsPrintedPageByPage(t *testing.T) {
 		return b.String()
 	}
 	for _, limit := range []int{7, 5, 1, 100} {
-		stdout, stderr, code := w.runOperator(map[string]string{"CDC_BATCH_MAX_BYTES": "64KiB"}, "deadletter", "list", "--json", "--limit", strconv.Itoa(limit))
+		// A zone far from UTC: created_at is printed in UTC whatever it is.
+		stdout, stderr, code := w.runOperator(map[string]string{"CDC_BATCH_MAX_BYTES": "64KiB", "TZ": "Pacific/Kiritimati"}, "deadletter", "list", "--json", "--limit", strconv.Itoa(limit))
 		if code != 0 {
 			t.Fatalf("list --json --limit %d: exit %d: %s", limit, code, stderr)
 		}

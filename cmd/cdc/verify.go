@@ -452,6 +452,9 @@ func printLettersJSON(ctx context.Context, store *deadletter.Store, limit int, c
 		for _, l := range page {
 			// The array's elements as json.Encoder with SetIndent("",
 			// "  ") prints them.
+			// In UTC, as the text listing prints it: not in the zone of
+			// whatever host or container runs the command.
+			l.CreatedAt = l.CreatedAt.UTC()
 			b, err := json.MarshalIndent(letterJSON(l), "  ", "  ")
 			if err != nil {
 				return fmt.Errorf("print dead letter %d: %w", l.ID, err)
