@@ -261,3 +261,32 @@ func TestBatchHistograms_ResolveTheBatchLimits(t *testing.T) {
 		})
 	}
 }
+
+// cdc_flush_duration_seconds counts a batch's retries, so a ClickHouse
+// outage shows as batches stored minutes after their first attempt. The
+// dashboard's p99 must say minutes then, not the top bucket's bound: a
+// quantile in +Inf reads as the highest finite bound.
+func TestFlushDuration_ResolvesAnOutage(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		seconds []float64
+	}{
+		{"batches of a healthy sink", []float64{0.012, 0.03, 0.05, 0.2, 0.4}},
+		{"a batch retried through a 5-minute outage", []float64{0.03, 0.04, 300}},
+		{"a batch retried through a 30-minute outage", []float64{0.03, 1800}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewPedanticRegistry()
+			m := metrics.New(reg, func() int64 { return 0 })
+			var longest float64
+			for _, s := range tc.seconds {
+				m.FlushDuration.Observe(s)
+				longest = max(longest, s)
+			}
+			p99 := quantile(t, reg, "cdc_flush_duration_seconds", 0.99)
+			if p99 < longest/2 || p99 > 2*longest {
+				t.Errorf("p99 reads %.3f s with the longest batch at %.3f s; want within a factor of two of it", p99, longest)
+			}
+		})
+	}
+}
