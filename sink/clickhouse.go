@@ -116,6 +116,7 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 	if opts.DialContext == nil {
 		opts.DialContext = stallDialer(opts.DialTimeout, opts.ReadTimeout, opts.TLS, live)
 	}
+	opts.DialStrategy = closeFailedDials
 	conn, err := clickhouse.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open clickhouse: %w", redactErr(err, dsn))

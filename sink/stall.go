@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
 )
 
 // ErrStalled is a connection to ClickHouse that took no byte of a write for
@@ -37,9 +39,8 @@ type stallConn struct {
 	net.Conn
 	limit time.Duration
 	// live, nil in tests of the conn alone, lists the connection while a
-	// Write is under way, and only then: a connection clickhouse-go
-	// dropped without closing it (a failed handshake) is left to the
-	// garbage collector, which closes its socket.
+	// Write is under way, and only then, so that it holds no connection
+	// clickhouse-go is done with.
 	live *liveConns
 
 	mu      sync.Mutex
@@ -273,4 +274,36 @@ func stallDialer(timeout, limit time.Duration, tlsConfig *tls.Config, live *live
 		}
 		return tc, nil
 	}
+}
+
+// closeFailedDials is clickhouse-go's dial strategy (the DSN's hosts in
+// the order connection_open_strategy gives), which also closes the socket of a connection that failed
+// after it was dialed: clickhouse-go drops a connection whose handshake
+// failed — a login refused, a server that never answered the hello —
+// without closing it, and its socket stayed open until the garbage
+// collector found it. cdc retries such a failure (a password rotated
+// while it ran, a server wedged): each attempt held one more descriptor,
+// and a process that only retries makes little garbage. The socket is
+// the one opts.DialContext returned for this attempt alone: the wrapper
+// is made for each, in the copy of the options that connection keeps.
+func closeFailedDials(ctx context.Context, connID int, opts *clickhouse.Options, dial clickhouse.Dial) (clickhouse.DialResult, error) {
+	if opts.Protocol != clickhouse.Native || opts.DialContext == nil {
+		// HTTP's transport keeps DialContext for its own connections,
+		// and closes them itself.
+		return clickhouse.DefaultDialStrategy(ctx, connID, opts, dial)
+	}
+	return clickhouse.DefaultDialStrategy(ctx, connID, opts, func(ctx context.Context, addr string, opts *clickhouse.Options) (clickhouse.DialResult, error) {
+		var conn net.Conn
+		own := *opts
+		own.DialContext = func(ctx context.Context, addr string) (net.Conn, error) {
+			c, err := opts.DialContext(ctx, addr)
+			conn = c
+			return c, err
+		}
+		r, err := dial(ctx, addr, &own)
+		if err != nil && conn != nil {
+			_ = conn.Close()
+		}
+		return r, err
+	})
 }
