@@ -2,17 +2,21 @@ package replication_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/replication"
 	"github.com/eventcdc/cdc/sink"
 )
@@ -150,5 +154,37 @@ func TestReplicator_StandbyTakingOverFromARefusedClickHouseLoginEndsRun(t *testi
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("Run still retries a ClickHouse login refused since it took over, 20 s on")
+	}
+}
+
+// PgBouncer (before 1.23) cannot carry a replication connection: it
+// refuses the login, "unsupported startup parameter: replication"
+// (SQLSTATE 08P01), or first one of the session settings cdc sends, as
+// every time after. A CDC_PG_DSN pointed at it ends Run with that refusal
+// at once (cdc exits 2 on it, saying to point the DSN at PostgreSQL
+// itself), instead of reconnecting for ever. A role without REPLICATION
+// is told apart: 42501, a refused login (above).
+func TestReplicator_PoolerRefusingTheReplicationConnectionEndsRun(t *testing.T) {
+	h := setup(t)
+	u, err := url.Parse(h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = testenv.PoolerAddr(t)
+	h.dsn = u.String()
+	core, logs := observer.New(zapcore.ErrorLevel)
+	r, _ := h.replicator(&fakeSink{}, nil, zap.New(core), func(*replication.Config) {})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = r.Run(ctx)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "08P01" || !strings.HasPrefix(pgErr.Message, "unsupported startup parameter: ") {
+		t.Fatalf("Run against PgBouncer: %v; want its refusal at once", err)
+	}
+	if !replication.IsPoolerRefusal(err) || replication.IsLoginError(err) {
+		t.Fatalf("IsPoolerRefusal %t, IsLoginError %t for %v; want a pooler's refusal, not a login's", replication.IsPoolerRefusal(err), replication.IsLoginError(err), err)
+	}
+	if n := logs.FilterMessage("replication interrupted; reconnecting").Len(); n != 0 {
+		t.Fatalf("reconnected %d times before giving up", n)
 	}
 }

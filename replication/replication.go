@@ -203,12 +203,14 @@ func (r *Replicator) Run(ctx context.Context) error {
 		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrPublicationInserts) || errors.Is(err, ErrPublicationTables) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) {
 			return err
 		}
-		if IsLoginError(err) && !r.pgLoggedIn || sink.IsLoginError(err) && !r.chLoggedIn {
+		if (IsLoginError(err) || IsPoolerRefusal(err)) && !r.pgLoggedIn || sink.IsLoginError(err) && !r.chLoggedIn {
 			// A user, password or database refused before this process
 			// ever logged in there is a setting to fix, not an outage to
 			// wait out: said at once, by the exit code, rather than
-			// retried for ever. Once it has logged in, the same refusal
-			// (a password rotated, an LDAP server down) is retried.
+			// retried for ever. So is a DSN that leads to a pooler,
+			// which refuses every replication connection alike. Once it
+			// has logged in, the same refusal (a password rotated, an
+			// LDAP server down) is retried.
 			return err
 		}
 		var binErr *decoder.BinaryError
@@ -329,6 +331,21 @@ func IsLoginError(err error) bool {
 	}
 	var connErr *pgconn.ConnectError
 	return (pgErr.Code == "42501" || IsSettingRefused(err)) && errors.As(err, &connErr)
+}
+
+// IsPoolerRefusal reports whether the server refused cdc's startup message
+// itself while connecting (SQLSTATE 08P01, protocol_violation). PostgreSQL
+// takes what pgx sends; a pooler in front of it does not: PgBouncer
+// answers "unsupported startup parameter: replication" to a replication
+// connection (before 1.23 it carries none), and names any other parameter
+// it is not set to ignore (ignore_startup_parameters), such as the
+// session settings cdc sends (TextParams, lock_timeout). Every connection
+// is refused alike: the DSN must lead to PostgreSQL itself. A role
+// without REPLICATION is a refused login instead (IsLoginError: 42501).
+func IsPoolerRefusal(err error) bool {
+	var pgErr *pgconn.PgError
+	var connErr *pgconn.ConnectError
+	return errors.As(err, &pgErr) && pgErr.Code == "08P01" && errors.As(err, &connErr)
 }
 
 // IsSettingRefused reports whether PostgreSQL refused, while connecting, a

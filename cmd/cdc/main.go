@@ -224,9 +224,12 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 
 // loginRefused names the setting behind a login PostgreSQL or ClickHouse
 // refused, with what to check; "" for any other error. A wrong user,
-// password or database is a setting to fix, so it exits 2 like one.
+// password or database is a setting to fix, so it exits 2 like one; so
+// is a DSN that leads to a pooler (replication.IsPoolerRefusal).
 func loginRefused(err error) string {
 	switch {
+	case replication.IsPoolerRefusal(err):
+		return "CDC_PG_DSN: the server refused a parameter cdc sends when connecting, as a pooler in front of PostgreSQL does (PgBouncer refuses replication connections before 1.23, and the session settings cdc relies on): point the DSN at PostgreSQL itself, not at a pooler"
 	case replication.IsSettingRefused(err):
 		return "CDC_PG_DSN: PostgreSQL refused a setting the DSN sends when connecting (a parameter it does not know, often a misspelling, or a value it does not take)"
 	case replication.IsLoginError(err):

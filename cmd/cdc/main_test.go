@@ -209,3 +209,46 @@ func TestMain_PostgresURLTheDriverWouldNotReadIsRefused(t *testing.T) {
 		})
 	}
 }
+
+// A CDC_PG_DSN that leads to PgBouncer, not PostgreSQL: it refuses the
+// replication connection ("unsupported startup parameter: replication",
+// SQLSTATE 08P01) and the session settings the operator commands send
+// (lock_timeout, bytea_output…) alike. It is a setting to fix: every
+// command exits 2 at once, naming the variable and saying where it must
+// lead. cdc run reconnected for ever, never ready; status and deadletter
+// exited 1 with the bare refusal.
+func TestMain_PoolerInsteadOfPostgresExitsTwo(t *testing.T) {
+	env := map[string]string{
+		"CDC_PG_DSN":         "postgres://u:s3cret@" + testenv.PoolerAddr(t) + "/app?sslmode=disable",
+		"CDC_CLICKHOUSE_DSN": "clickhouse://u@127.0.0.1:1/db",
+		"CDC_METRICS_ADDR":   "off",
+	}
+	const want = "CDC_PG_DSN: the server refused a parameter cdc sends when connecting, as a pooler in front of PostgreSQL does (PgBouncer refuses replication connections before 1.23, and the session settings cdc relies on): point the DSN at PostgreSQL itself, not at a pooler: "
+	for _, tc := range []struct {
+		args []string
+		// What was connecting; the pooler names whichever parameter
+		// pgx sent first of those it refuses, in no fixed order.
+		what string
+	}{
+		{[]string{"run"}, "replication: connect to postgres for replication: "},
+		{[]string{"status"}, "read slot cdc_outbox: "},
+		{[]string{"deadletter", "list"}, "read dead letters: "},
+	} {
+		t.Run(tc.args[0], func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var stdout, stderr bytes.Buffer
+			code := Main(ctx, tc.args, func(k string) string { return env[k] }, nil, &stdout, &stderr)
+			lines := strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n")
+			last := lines[len(lines)-1]
+			prefix := "cdc " + tc.args[0] + ": " + want + tc.what
+			if code != 2 || ctx.Err() != nil || !strings.HasPrefix(last, prefix) || !strings.Contains(last, "server error: FATAL: unsupported startup parameter: ") ||
+				!strings.HasSuffix(last, " (SQLSTATE 08P01)") || strings.Contains(stderr.String(), "s3cret") {
+				t.Fatalf("exit %d (context: %v), stderr %q; want exit 2 at once, a last line %q…(SQLSTATE 08P01), no password", code, ctx.Err(), stderr.String(), prefix)
+			}
+			if strings.Contains(stderr.String(), "reconnecting") {
+				t.Fatalf("reconnected before exiting:\n%s", stderr.String())
+			}
+		})
+	}
+}
