@@ -111,6 +111,12 @@ type Replicator struct {
 	// commit once one was received, else 0. Only Run's goroutine touches
 	// it.
 	partial map[uint32]pglogrepl.LSN
+	// sentWhole holds the xid of each transaction waited out (waitOut)
+	// that a session without streaming received whole, with the end of
+	// its commit, until the slot's restart_lsn passes it: a session
+	// with streaming may be sent it again (streamed.go, sentBefore).
+	// Only Run's goroutine touches it.
+	sentWhole map[uint32]pglogrepl.LSN
 	// pgLoggedIn is set once a session of this process logged in to
 	// PostgreSQL, chLoggedIn once one read what the sink holds: from then
 	// on a login that server refuses is retried (IsLoginError). A standby

@@ -811,6 +811,7 @@ type stream struct {
 	// Transactions sent before their commit (streamed.go).
 	streaming bool                   // this session asked for them
 	startWAL  pglogrepl.LSN          // the server's WAL position when the session began
+	start     pglogrepl.LSN          // where the session began: the slot's confirmed position
 	streams   map[uint32]*streamedTx // by xid, until their StreamCommit or StreamAbort
 	cur       *streamedTx            // the one between StreamStart and StreamStop
 	xacts     xactLookup
@@ -891,6 +892,7 @@ func newStream(r *Replicator, conn *pgconn.PgConn, confirmed pglogrepl.LSN, skip
 	if skip.Len() > 0 {
 		s.skip, s.placed, s.skipMax = skip, skip.LSNs(), skip.MaxLSN()
 	}
+	s.start = confirmed
 	s.batch = s.newBatch()
 	return s
 }
@@ -1029,7 +1031,8 @@ func (s *stream) run(ctx context.Context) error {
 	if toStreaming {
 		// Between transactions: once all it received is stored and
 		// acknowledged, the next session is sent none of it again and
-		// may stream. Otherwise (the sink too slow for the shutdown
+		// may stream (but for what PostgreSQL streams again and
+		// forgets at its commit: sentBefore). Otherwise (the sink too slow for the shutdown
 		// budget, the acknowledgement lost) it would be sent some of it
 		// again, perhaps in blocks, and place rows this one stored by
 		// commit differently: it reads without streaming and decides anew.
@@ -1336,6 +1339,9 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		s.tx.xid, s.tx.stored, s.tx.first = msg.Xid, nil, 0
 	case decoder.KindInsert:
 		if t := s.cur; t != nil {
+			if s.sentBefore(t, at) {
+				return nil
+			}
 			keep, err := s.keep(ctx, t, msg.Xid)
 			if err != nil || !keep {
 				return err
@@ -1371,6 +1377,7 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 		s.committed(s.tx.xid, msg)
 		if s.tx.waited {
 			s.waitedEnd = msg.EndLSN
+			s.r.rememberSentWhole(s.tx.xid, msg.EndLSN)
 		}
 	case decoder.KindStreamStart:
 		t := s.streams[msg.Xid]
@@ -1393,9 +1400,17 @@ func (s *stream) handleWAL(ctx context.Context, at pglogrepl.LSN, data []byte) e
 	case decoder.KindStreamAbort:
 		if msg.SubXid == msg.Xid {
 			if t := s.streams[msg.Xid]; t != nil && t.seq > 0 {
-				// keep batched them because PostgreSQL said the
-				// transaction committed: the two cannot both be true.
-				return fmt.Errorf("streamed transaction %d rolled back after pg_xact_status reported it committed", msg.Xid)
+				if at != 0 && at < s.start {
+					// Not a rollback: PostgreSQL forgets a transaction
+					// whose commit lies before where the session began
+					// (sentBefore), which an earlier session stored.
+					s.r.log.Info("PostgreSQL streamed again a transaction committed before the session's start, and forgot it at its commit; its rows were stored before",
+						zap.Uint32("xid", msg.Xid), zap.Stringer("commit", at), zap.Stringer("start", s.start))
+				} else {
+					// keep batched them because PostgreSQL said the
+					// transaction committed: the two cannot both be true.
+					return fmt.Errorf("streamed transaction %d rolled back after pg_xact_status reported it committed", msg.Xid)
+				}
 			}
 			delete(s.streams, msg.Xid)
 			delete(s.r.partial, msg.Xid)

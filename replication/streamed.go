@@ -62,6 +62,9 @@ type streamedTx struct {
 	// stored that way (storedWhole): a session sent it whole places them
 	// the same, with nothing to look up by xid.
 	byCommit bool
+	// sentBefore is set once its rows are known stored before the
+	// session began (stream.sentBefore): none is kept.
+	sentBefore bool
 }
 
 // endedXacts remembers how the (sub)transactions of one streamed
@@ -544,8 +547,9 @@ func (s *stream) committedPartial(xid uint32, end pglogrepl.LSN) {
 	}
 }
 
-// forgetPartials forgets the transactions of Replicator.partial whose
-// commit was received and lies before durable, the slot's restart_lsn:
+// forgetPartials forgets the transactions of Replicator.partial, and of
+// Replicator.sentWhole, whose commit was received and lies before durable,
+// the slot's restart_lsn:
 // PostgreSQL decodes nothing before it again, and writes it to disk as it
 // moves, so not even a server crash sends them again. Not the confirmed
 // position: PostgreSQL 15 keeps that in memory until the slot is next
@@ -557,6 +561,12 @@ func (r *Replicator) forgetPartials(durable pglogrepl.LSN) int {
 	for xid, end := range r.partial {
 		if end != 0 && end <= durable {
 			delete(r.partial, xid)
+			n++
+		}
+	}
+	for xid, end := range r.sentWhole {
+		if end <= durable {
+			delete(r.sentWhole, xid)
 			n++
 		}
 	}
@@ -586,6 +596,41 @@ func (r *Replicator) rememberPartial(xid uint32) {
 	if _, ok := r.partial[xid]; !ok {
 		r.partial[xid] = 0
 	}
+}
+
+// rememberSentWhole records that a session without streaming received
+// whole the transaction xid it waited out, its commit ending at end.
+func (r *Replicator) rememberSentWhole(xid uint32, end pglogrepl.LSN) {
+	if r.sentWhole == nil {
+		r.sentWhole = map[uint32]pglogrepl.LSN{}
+	}
+	r.sentWhole[xid] = end
+}
+
+// sentBefore reports whether t, whose row at WAL position at is being
+// streamed, is a transaction waited out that an earlier session received
+// whole and stored, its commit before where this session began: its rows
+// are then dropped. Once cdc has stored such a transaction it streams
+// again (resumeStreaming), and while the slot's restart_lsn still lies
+// before the transaction (another transaction open since before it holds
+// it back), PostgreSQL decodes it again. PostgreSQL 14 and 15 may then
+// stream it — they did with an ALTER TABLE in it — and forget it at its
+// commit with a Stream Abort. Its rows, placed by their first row, would
+// be stored a second time beside those placed by its commit.
+func (s *stream) sentBefore(t *streamedTx, at pglogrepl.LSN) bool {
+	if t.sentBefore {
+		return true
+	}
+	end, ok := s.r.sentWhole[t.xid]
+	// A row past its commit is of another transaction that took its xid
+	// after wraparound.
+	if !ok || at >= end || end > s.start {
+		return false
+	}
+	t.sentBefore = true
+	s.r.log.Info("PostgreSQL streams again a transaction an earlier session received whole and stored; its rows are not stored again",
+		zap.Uint32("xid", t.xid), zap.Stringer("end", end), zap.Stringer("start", s.start))
+	return true
 }
 
 // streams reports whether the next session asks for large transactions to

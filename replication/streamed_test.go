@@ -1058,3 +1058,105 @@ func TestReplicator_RefusedFlushOnABusyServerKeepsStreaming(t *testing.T) {
 		t.Fatalf("the session ended %d times to read the transaction again without streaming; want it kept as streamed, once the WAL writer flushed its commit", ends)
 	}
 }
+
+// holdRestartLSN keeps the slot's restart_lsn where it is: a transaction
+// that wrote to a table the publication leaves out stays open until the
+// test ends, and PostgreSQL decodes from before it at every session's
+// start.
+func (h *harness) holdRestartLSN(ctx context.Context) {
+	h.t.Helper()
+	h.exec(`CREATE TABLE hold (i int)`)
+	holder := h.begin(ctx)
+	h.t.Cleanup(func() { _ = holder.Rollback(ctx) })
+	if _, err := holder.Exec(ctx, `INSERT INTO hold VALUES (1)`); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// insertAcrossAnAlter inserts 3000 rows of event type "big" in tx, with an
+// ALTER TABLE outbox ADD COLUMN (a Django migration that publishes) halfway.
+func insertAcrossAnAlter(t *testing.T, ctx context.Context, tx pgx.Tx) {
+	t.Helper()
+	insertRows(t, ctx, tx, "big", 1500)
+	if _, err := tx.Exec(ctx, `ALTER TABLE outbox ADD COLUMN tenant text`); err != nil {
+		t.Fatal(err)
+	}
+	insertRows(t, ctx, tx, "big", 1500)
+}
+
+// checkOnceAndNoFailure asserts that s stored want, and that no session
+// failed.
+func checkOnceAndNoFailure(t *testing.T, s *fakeSink, logs *observer.ObservedLogs, want map[string]int) {
+	t.Helper()
+	if got := s.types(); !maps.Equal(got, want) {
+		t.Errorf("stored %v, want %v: every row once", got, want)
+	}
+	if errs := logs.FilterMessage("replication interrupted; reconnecting").All(); len(errs) != 0 {
+		t.Errorf("%d sessions failed, the first with %v", len(errs), errs[0].ContextMap())
+	}
+}
+
+// A transaction waited out is sent whole at its commit and stored; the
+// session ends and the next one streams. When the slot's restart_lsn still
+// lies before that transaction, PostgreSQL decodes it again; with an ALTER
+// TABLE in it, PostgreSQL 15 streams it, and only at its commit, which
+// lies before the session's start, forgets it with a Stream Abort. Its
+// rows were stored: none is stored again (all were, placed by their first
+// row), and the abort is not a failure (it ended every session, "rolled
+// back after pg_xact_status reported it committed", until the restart_lsn
+// moved: the outbox stood still).
+func TestReplicator_WaitedOutTransactionStreamedAgainIsNotStoredTwice(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	h.holdRestartLSN(ctx)
+	core, logs := observer.New(zapcore.InfoLevel)
+	s := &fakeSink{}
+	defer h.runWith(s, zap.New(core), func(*replication.Config) {})()
+	tx := h.begin(ctx)
+	defer func() { _ = tx.Rollback(ctx) }()
+	insertAcrossAnAlter(t, ctx, tx)
+	h.exec(`SELECT pg_switch_wal()`) // the walsender reads only flushed WAL
+	eventually(t, "a reconnect without streaming", func() bool { return reconnected(logs, false) })
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a reconnect with streaming", func() bool { return reconnected(logs, true) })
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('last', 'test', '{}')`)
+	after := h.walLSN()
+	eventually(t, "acknowledgement past the last commit", func() bool { return uint64(h.confirmed()) >= after })
+	checkOnceAndNoFailure(t, s, logs, map[string]int{"big": 3000, "last": 1})
+}
+
+// A streamed transaction stored and acknowledged, then a new process (a
+// restart) while the slot's restart_lsn lies before it: PostgreSQL 15
+// streams it again, with an ALTER TABLE in it, and forgets it at its
+// commit, before the session's start, with a Stream Abort. Its rows are
+// found stored; the abort is not a failure.
+func TestReplicator_StreamedTransactionForgottenAtItsCommitIsNotAFailure(t *testing.T) {
+	h := setup(t)
+	smallDecodingMemory(t, h)
+	ctx := context.Background()
+	h.holdRestartLSN(ctx)
+	s := &fakeSink{}
+	stop := h.run(s)
+	tx := h.begin(ctx)
+	defer func() { _ = tx.Rollback(ctx) }()
+	insertAcrossAnAlter(t, ctx, tx)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := h.walLSN()
+	eventually(t, "acknowledgement past the commit", func() bool { return uint64(h.confirmed()) >= after })
+	stop()
+
+	core, logs := observer.New(zapcore.InfoLevel)
+	defer h.runWith(s, zap.New(core), func(*replication.Config) {})()
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('last', 'test', '{}')`)
+	after = h.walLSN()
+	eventually(t, "acknowledgement past the last commit", func() bool { return uint64(h.confirmed()) >= after })
+	checkOnceAndNoFailure(t, s, logs, map[string]int{"big": 3000, "last": 1})
+	if logs.FilterMessage("PostgreSQL streamed again a transaction committed before the session's start, and forgot it at its commit; its rows were stored before").Len() != 1 {
+		t.Errorf("the second process was not streamed the transaction again: the case is not there")
+	}
+}
