@@ -45,7 +45,7 @@ var publicationCheckEvery = 30 * time.Second
 var errPublicationChanged = errors.New("the publication no longer publishes the outbox table this session began with")
 
 // watch looks every publicationCheckEvery, on a connection of its own,
-// until ctx ends, at two things the stream does not say:
+// until ctx ends, at three things the stream does not say:
 //
 //   - Whether the publication still publishes the session's outbox. When
 //     it does not, it sets s.pubChanged, and the stream ends the session
@@ -58,6 +58,9 @@ var errPublicationChanged = errors.New("the publication no longer publishes the 
 //     with ErrPublicationTables or ErrPublicationMissing.
 //   - The slot's restart_lsn, into s.restart, up to which the stream
 //     forgets the streamed transactions it remembers (forgetPartials).
+//   - The outbox columns the publication's column list leaves out, and
+//     its row filter (notePublicationSubset): a column added to the
+//     outbox while a session streams is left out of its rows unsaid.
 //
 // A look that fails (the server busy or down) says nothing: the
 // replication connection is the one whose failures count.
@@ -107,7 +110,8 @@ func (r *Replicator) connect(ctx context.Context) (conn *pgconn.PgConn, closeCon
 
 // look reports whether the publication publishes the table of the
 // session's outbox oid, still named outbox, and the slot's restart_lsn
-// (0 when the slot is gone).
+// (0 when the slot is gone); when it does, it says what the publication
+// leaves out of the outbox if that changed (notePublicationSubset).
 func (r *Replicator) look(ctx context.Context) (bool, pglogrepl.LSN, error) {
 	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 	defer cancel()
@@ -137,5 +141,13 @@ func (r *Replicator) look(ctx context.Context) (bool, pglogrepl.LSN, error) {
 			return false, 0, wrapf(err, "parse restart_lsn of slot %s", r.cfg.Slot)
 		}
 	}
-	return rows[0][0] != "0", restart, nil
+	published := rows[0][0] != "0"
+	if published {
+		// A column added to the outbox (ALTER TABLE outbox ADD COLUMN,
+		// a Django migration) is left out by a column list, and the
+		// stream, which sends only the listed columns, cannot tell:
+		// said here, not at the next session's start.
+		_ = r.notePublicationSubset(ctx, conn, r.outbox.oid)
+	}
+	return published, restart, nil
 }

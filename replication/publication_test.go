@@ -349,3 +349,43 @@ func TestReplicator_PublicationOfPartOfTheOutboxIsSaidOnce(t *testing.T) {
 		})
 	}
 }
+
+// A column added to the outbox while a session streams, through a
+// publication with a column list, is left out of every row: PostgreSQL
+// sends only the listed columns, so nothing in the stream tells it from
+// a column that does not exist, and its event_log column (added first, as
+// publishing.md says) gets its default. The look every
+// publicationCheckEvery says so within that time, as a session's start
+// would, rather than at the next restart.
+func TestReplicator_ColumnLeftOutByTheColumnListIsSaidWhileStreaming(t *testing.T) {
+	defer replication.SetPublicationCheckEvery(100 * time.Millisecond)()
+	h := setup(t)
+	h.exec(`ALTER PUBLICATION pub SET TABLE outbox (id, event_type, event_date_time, environment, event_context, metadata_version, traceparent)`)
+	core, logs := observer.New(zapcore.WarnLevel)
+	s := &fakeSink{}
+	defer h.runWith(s, zap.New(core), func(*replication.Config) {})()
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('a', 'test', '{}')`)
+	eventually(t, "the first event stored", func() bool { return s.count() == 1 })
+	h.exec(`ALTER TABLE outbox ADD COLUMN tenant text`)
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context, tenant) VALUES ('b', 'test', '{}', 'acme')`)
+	eventually(t, "the second event stored", func() bool { return s.count() == 2 })
+	leftOut := func() []any {
+		var got []any
+		for _, e := range logs.FilterMessage("the publication leaves columns of the outbox out (a column list): event_log gets their columns' defaults").All() {
+			got = append(got, e.ContextMap()["columns_left_out"])
+		}
+		return got
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for len(leftOut()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := leftOut(); fmt.Sprint(got) != "[tenant]" {
+		t.Errorf("column list warnings %v, want [tenant]: the column added while streaming named", got)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := len(s.rows[1].Relation.Columns); n != 7 {
+		t.Errorf("the second event came with %d columns, want the 7 listed", n)
+	}
+}
