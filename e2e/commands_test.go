@@ -1351,3 +1351,47 @@ func (w *world) signalledWhileClickHouseIsSilent(command string) (stdout, stderr
 	}
 	return out.String(), errOut.String(), err
 }
+
+// A runner role without a dead-letter grant cannot work: without SELECT
+// every replication session's start fails, without INSERT (or the
+// sequence) the first refused row stops acknowledging. cdc run says so at
+// its start, naming the role, the privilege and the GRANT, and exits 1,
+// rather than reconnecting for ever or stalling at a refused row.
+func TestCommands_RunWithoutADeadLetterGrantExitsOneNamingIt(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		revoke string // from the documented cdc_runner grants; %s is the role
+		want   string // %s is the role
+	}{
+		{"select", `REVOKE SELECT ON cdc_dead_letter FROM %s`,
+			"schema: role %[1]s has no SELECT on cdc_dead_letter: every replication session's start reads the rows set aside in it, so cdc would never stream: GRANT SELECT ON cdc_dead_letter TO %[1]s: grant, as the admin, what the role cdc connects as lacks (docs/operations.md, Grants)"},
+		{"insert", `REVOKE INSERT ON cdc_dead_letter FROM %s`,
+			"schema: role %[1]s has no INSERT on cdc_dead_letter: the rows ClickHouse refuses are set aside in it, so at the first one cdc would stop acknowledging and retry for ever: GRANT INSERT ON cdc_dead_letter TO %[1]s: grant, as the admin, what the role cdc connects as lacks (docs/operations.md, Grants)"},
+		{"sequence", `REVOKE USAGE ON SEQUENCE cdc_dead_letter_id_seq FROM %s`,
+			"schema: role %[1]s has no USAGE on sequence public.cdc_dead_letter_id_seq: the rows ClickHouse refuses are set aside in cdc_dead_letter, whose ids it numbers, so at the first one cdc would stop acknowledging and retry for ever: GRANT USAGE ON SEQUENCE public.cdc_dead_letter_id_seq TO %[1]s: grant, as the admin, what the role cdc connects as lacks (docs/operations.md, Grants)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			pgDSN, chDSN := w.leastPrivilege("pg-runner-secret")
+			u, err := url.Parse(pgDSN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			role := u.User.Username()
+			w.exec(fmt.Sprintf(tc.revoke, role))
+			c := w.start(map[string]string{"CDC_PG_DSN": pgDSN, "CDC_CLICKHOUSE_DSN": chDSN})
+			select {
+			case <-c.done:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("connector still running without the grant:\n%s", tail(c.out.String(), 10))
+			}
+			if code := c.cmd.ProcessState.ExitCode(); code != 1 {
+				t.Fatalf("exit code %d, want 1:\n%s", code, tail(c.out.String(), 10))
+			}
+			want := fmt.Sprintf(tc.want, role)
+			if out := c.out.String(); !strings.Contains(out, `"error": "`+want+`"`) || strings.Contains(out, "pg-runner-secret") {
+				t.Fatalf("log does not say %q, or names the password:\n%s", want, tail(out, 10))
+			}
+		})
+	}
+}

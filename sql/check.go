@@ -13,6 +13,10 @@ import (
 // without: `cdc migrate` makes it.
 var ErrNotMigrated = errors.New("run `cdc migrate` as the admin")
 
+// ErrNotGranted is a role that lacks a privilege `cdc run` cannot work
+// without: an admin grants it (migrate does not: it runs as another role).
+var ErrNotGranted = errors.New("grant, as the admin, what the role cdc connects as lacks (docs/operations.md, Grants)")
+
 // Lack is something `cdc migrate` makes that a schema lacks: never
 // migrated, or migrated by an earlier build and not since. `cdc run` looks
 // once at its start (CheckPostgres, CheckClickHouse): a Fatal lack stops
@@ -21,21 +25,40 @@ type Lack struct {
 	What   string // what is missing, as migrate would make it
 	Effect string // what cdc run does without it
 	Fatal  bool   // cdc run cannot work without it
+	// Grant is, for a privilege the role cdc connects as lacks, the
+	// statement an admin runs to give it; "" for what migrate makes.
+	Grant string
 }
 
 // Fatal is the error for the fatal lacks among lacks, wrapping
-// ErrNotMigrated; nil when there are none.
+// ErrNotMigrated for what migrate makes and ErrNotGranted for a missing
+// privilege; nil when there are none.
 func Fatal(lacks []Lack) error {
-	var msgs []string
+	var migrate, grant []string
 	for _, l := range lacks {
-		if l.Fatal {
-			msgs = append(msgs, l.What+": "+l.Effect)
+		switch {
+		case !l.Fatal:
+		case l.Grant != "":
+			grant = append(grant, l.What+": "+l.Effect+": "+l.Grant)
+		default:
+			migrate = append(migrate, l.What+": "+l.Effect)
 		}
 	}
-	if len(msgs) == 0 {
-		return nil
+	var errMigrate, errGrant error
+	if len(migrate) > 0 {
+		errMigrate = fmt.Errorf("%s: %w", strings.Join(migrate, "; "), ErrNotMigrated)
 	}
-	return fmt.Errorf("%s: %w", strings.Join(msgs, "; "), ErrNotMigrated)
+	if len(grant) > 0 {
+		errGrant = fmt.Errorf("%s: %w", strings.Join(grant, "; "), ErrNotGranted)
+	}
+	switch {
+	case errMigrate != nil && errGrant != nil:
+		// One line, as every other error cdc run logs.
+		return fmt.Errorf("%w; %w", errMigrate, errGrant)
+	case errMigrate != nil:
+		return errMigrate
+	}
+	return errGrant
 }
 
 // checkPostgresQuery reads, from the catalogs alone, what of migrate's
@@ -62,8 +85,22 @@ SELECT t.dead IS NOT NULL,
 	EXISTS (SELECT 1 FROM ix WHERE ix.indrelid = t.dead AND ix.first = 'commit_lsn'),
 	t.outbox IS NOT NULL,
 	EXISTS (SELECT 1 FROM ix WHERE ix.indrelid = t.outbox AND ix.first = 'event_date_time'),
-	EXISTS (SELECT 1 FROM ix WHERE ix.indrelid = t.outbox AND ix.first = 'event_date_time' AND ix.second = 'id')
-FROM t`
+	EXISTS (SELECT 1 FROM ix WHERE ix.indrelid = t.outbox AND ix.first = 'event_date_time' AND ix.second = 'id'),
+	quote_ident(current_user),
+	coalesce(has_table_privilege(t.dead, 'SELECT'), true),
+	coalesce(has_table_privilege(t.dead, 'INSERT'), true),
+	coalesce(seq.name, ''),
+	coalesce(has_sequence_privilege(seq.name, 'USAGE, UPDATE'), true),
+	coalesce(has_table_privilege(t.outbox, 'SELECT'), true),
+	coalesce(has_table_privilege(t.outbox, 'DELETE'), true)
+FROM t
+LEFT JOIN LATERAL (
+	-- nextval() for the id's default needs USAGE (or UPDATE) on its
+	-- sequence; an identity column's INSERT needs none.
+	SELECT pg_get_serial_sequence(t.dead::text, 'id') AS name
+	FROM pg_attribute a
+	WHERE a.attrelid = t.dead AND a.attname = 'id' AND a.attidentity = ''
+) seq ON true`
 
 // CheckPostgres reports what `cdc run` would lack of migrate's PostgreSQL
 // schema: cdc_dead_letter (fatal: each replication session's start reads
@@ -72,9 +109,18 @@ FROM t`
 // session (package replication), and the outbox's absence there too (its
 // publication cannot publish it). One query of the catalogs: cheap on any
 // database.
+//
+// It also names the privileges on those tables that the role it connects
+// as lacks of what docs/operations.md grants the runner: those on
+// cdc_dead_letter are fatal (without them cdc would reconnect for ever, or
+// stall at the first refused row, a permission error away from saying
+// why), those retention needs on the outbox are not.
 func CheckPostgres(ctx context.Context, conn pgQuerier, retention bool) ([]Lack, error) {
 	var dead, deadByEvent, deadByPosition, outbox, outboxByTime, outboxByTimeID bool
-	if err := conn.QueryRow(ctx, checkPostgresQuery).Scan(&dead, &deadByEvent, &deadByPosition, &outbox, &outboxByTime, &outboxByTimeID); err != nil {
+	var role, seq string
+	var deadSelect, deadInsert, seqUsage, outboxSelect, outboxDelete bool
+	if err := conn.QueryRow(ctx, checkPostgresQuery).Scan(&dead, &deadByEvent, &deadByPosition, &outbox, &outboxByTime, &outboxByTimeID,
+		&role, &deadSelect, &deadInsert, &seq, &seqUsage, &outboxSelect, &outboxDelete); err != nil {
 		return nil, fmt.Errorf("look up cdc's tables and indexes in postgres: %w", err)
 	}
 	var lacks []Lack
@@ -85,6 +131,7 @@ func CheckPostgres(ctx context.Context, conn pgQuerier, retention bool) ([]Lack,
 			Fatal:  true,
 		}), nil
 	}
+	lacks = append(lacks, grantLacks(role, seq, deadSelect, deadInsert, seqUsage, retention && outbox, outboxSelect, outboxDelete)...)
 	if !deadByPosition {
 		lacks = append(lacks, Lack{
 			What:   "cdc_dead_letter has no index on (commit_lsn, seq) (cdc_dead_letter_position)",
@@ -111,6 +158,52 @@ func CheckPostgres(ctx context.Context, conn pgQuerier, retention bool) ([]Lack,
 		})
 	}
 	return lacks, nil
+}
+
+// grantLacks names the privileges role lacks of those cdc run uses.
+// Retention needs both SELECT and DELETE on the outbox (one statement
+// selects a batch and deletes it), so they are named together.
+func grantLacks(role, seq string, deadSelect, deadInsert, seqUsage, retention, outboxSelect, outboxDelete bool) []Lack {
+	var lacks []Lack
+	if !deadSelect {
+		lacks = append(lacks, Lack{
+			What:   "role " + role + " has no SELECT on cdc_dead_letter",
+			Effect: "every replication session's start reads the rows set aside in it, so cdc would never stream",
+			Fatal:  true,
+			Grant:  "GRANT SELECT ON cdc_dead_letter TO " + role,
+		})
+	}
+	if !deadInsert {
+		lacks = append(lacks, Lack{
+			What:   "role " + role + " has no INSERT on cdc_dead_letter",
+			Effect: "the rows ClickHouse refuses are set aside in it, so at the first one cdc would stop acknowledging and retry for ever",
+			Fatal:  true,
+			Grant:  "GRANT INSERT ON cdc_dead_letter TO " + role,
+		})
+	}
+	if seq != "" && !seqUsage {
+		lacks = append(lacks, Lack{
+			What:   "role " + role + " has no USAGE on sequence " + seq,
+			Effect: "the rows ClickHouse refuses are set aside in cdc_dead_letter, whose ids it numbers, so at the first one cdc would stop acknowledging and retry for ever",
+			Fatal:  true,
+			Grant:  "GRANT USAGE ON SEQUENCE " + seq + " TO " + role,
+		})
+	}
+	if retention && (!outboxSelect || !outboxDelete) {
+		var missing []string
+		if !outboxSelect {
+			missing = append(missing, "SELECT")
+		}
+		if !outboxDelete {
+			missing = append(missing, "DELETE")
+		}
+		lacks = append(lacks, Lack{
+			What:   "role " + role + " has no " + strings.Join(missing, ", ") + " on outbox",
+			Effect: "retention (CDC_OUTBOX_RETENTION) needs both to delete old outbox rows: each sweep fails, and the outbox keeps every row",
+			Grant:  "GRANT SELECT, DELETE ON outbox TO " + role,
+		})
+	}
+	return lacks
 }
 
 // CheckClickHouse reports what `cdc run` would lack of migrate's

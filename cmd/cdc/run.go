@@ -205,9 +205,11 @@ const schemaCheckTimeout = 15 * time.Second
 // an earlier build's migrate made less, and a new build started before its
 // own migrate ran (or without one) finds the schema as that left it. What
 // run cannot work without stops it, naming `cdc migrate`; what it works
-// without, slower, it names in one warning each, with what that costs. A
-// look that cannot be made (a server down at start) stops nothing: the
-// pipeline waits for that server as it would without the look.
+// without, slower, it names in one warning each, with what that costs. So
+// too the privileges on cdc's tables that its role lacks, each named with
+// the GRANT that gives it. A look that cannot be made (a server down at
+// start) stops nothing: the pipeline waits for that server as it would
+// without the look.
 func checkSchema(ctx context.Context, pool *pgxpool.Pool, ch *sink.ClickHouse, retention bool, log *zap.Logger) error {
 	cctx, cancel := context.WithTimeout(ctx, schemaCheckTimeout)
 	defer cancel()
@@ -234,6 +236,10 @@ func checkSchema(ctx context.Context, pool *pgxpool.Pool, ch *sink.ClickHouse, r
 		return fmt.Errorf("schema: %w", err)
 	}
 	for _, l := range lacks {
+		if l.Grant != "" {
+			log.Warn("the role cdc connects as lacks a privilege; grant it as the admin", zap.String("missing", l.What), zap.String("effect", l.Effect), zap.String("grant", l.Grant))
+			continue
+		}
 		log.Warn("the schema lacks what `cdc migrate` makes; run it as the admin", zap.String("missing", l.What), zap.String("effect", l.Effect))
 	}
 	return nil
