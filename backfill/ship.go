@@ -114,9 +114,10 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w ShipWriter,
 		}
 		rejected, err := w.Write(ctx, b)
 		for _, wait := range retryWaits {
-			// A refused login is not a blip: retrying it only delays the
-			// exit (2, naming the DSN's variable) by the waits.
-			if err == nil || ctx.Err() != nil || sink.IsLoginError(err) {
+			// A refused login, or TLS that cannot be set up, is not a
+			// blip: retrying it only delays the exit (2, naming the
+			// DSN's variable) by the waits.
+			if err == nil || ctx.Err() != nil || sink.IsLoginError(err) || sink.IsTLSError(err) {
 				break
 			}
 			if retry != nil {

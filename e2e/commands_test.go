@@ -1395,3 +1395,71 @@ func TestCommands_RunWithoutADeadLetterGrantExitsOneNamingIt(t *testing.T) {
 		})
 	}
 }
+
+// TLS the DSN asks for and the server does not speak (sslmode=require to
+// a PostgreSQL without ssl, secure=true to ClickHouse's plain port) is a
+// setting to fix, as a refused login is: every command, run included,
+// exits 2 naming the variable, at once rather than after retrying for
+// ever, and never echoes the password. (TestTLS_* check a certificate
+// cdc does not trust, against servers with TLS on.)
+func TestCommands_TLSTheServerDoesNotSpeakExitsTwo(t *testing.T) {
+	w := newWorld(t)
+	with := func(dsn, name, value string) string {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.User = url.UserPassword(u.User.Username(), "s3cret")
+		q := u.Query()
+		q.Set(name, value)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	const (
+		pgTLS = "CDC_PG_DSN: TLS with PostgreSQL failed (the server refused TLS, or its certificate failed the check sslmode asks for: check sslmode and sslrootcert against the server's ssl settings; docs/operations.md, TLS): "
+		chTLS = "CDC_CLICKHOUSE_DSN: TLS with ClickHouse failed (secure=true to a port that does not speak TLS, or a certificate the system's CAs, or SSL_CERT_FILE, do not trust or that names another host; docs/operations.md, TLS): "
+	)
+	pg := map[string]string{"CDC_PG_DSN": with(w.pgDSN, "sslmode", "require")}
+	ch := map[string]string{"CDC_CLICKHOUSE_DSN": with(w.chDSN, "secure", "true")}
+	w.insertEvents("lagging", 1) // status asks ClickHouse for the lag in seconds
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		env    map[string]string
+		want   string // the last line starts with it
+		suffix string // and ends with it
+	}{
+		{"run_pg", []string{"run"}, pg, "cdc run: " + pgTLS, "tls error: server refused TLS connection"},
+		{"run_clickhouse", []string{"run"}, ch, "cdc run: " + chTLS, "tls: first record does not look like a TLS handshake"},
+		{"status_pg", []string{"status"}, pg, "cdc status: " + pgTLS, "tls error: server refused TLS connection"},
+		{"status_clickhouse", []string{"status"}, ch, "cdc status: " + chTLS, "tls: first record does not look like a TLS handshake"},
+		{"verify_clickhouse", []string{"verify", "--since", longAgo}, ch, "cdc verify: " + chTLS, "tls: first record does not look like a TLS handshake"},
+		{"migrate_pg", []string{"migrate"}, pg, "cdc migrate: " + pgTLS, "tls error: server refused TLS connection"},
+		// Its first INSERT meets the failure, which is not retried.
+		{"backfill_clickhouse", []string{"backfill", "--since", longAgo}, ch, "cdc backfill: " + chTLS, "tls: first record does not look like a TLS handshake"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr string
+			var code int
+			if tc.args[0] == "run" {
+				c := w.start(tc.env)
+				select {
+				case <-c.done:
+				case <-time.After(30 * time.Second):
+					t.Fatalf("cdc run still running:\n%s", tail(c.out.String(), 10))
+				}
+				stderr, code = c.out.String(), c.cmd.ProcessState.ExitCode()
+			} else {
+				_, stderr, code = w.runOperator(tc.env, tc.args...)
+			}
+			lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+			last := lines[len(lines)-1]
+			if code != 2 || !strings.HasPrefix(last, tc.want) || !strings.HasSuffix(last, tc.suffix) || strings.Contains(stderr, "s3cret") {
+				t.Fatalf("exit %d, stderr %q; want exit 2, a last line %q…%q and no password", code, tail(stderr, 6), tc.want, tc.suffix)
+			}
+			if strings.Contains(stderr, "reconnecting") {
+				t.Fatalf("retried before exiting:\n%s", tail(stderr, 6))
+			}
+		})
+	}
+}

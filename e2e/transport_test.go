@@ -59,6 +59,24 @@ func TestTLS_ConnectorStreamsOverTLSToPostgres(t *testing.T) {
 		t.Fatal("the replication connection is not encrypted")
 	}
 	t.Logf("replication connection uses %s", version)
+
+	// A server certificate sslrootcert does not trust is a setting to
+	// fix: cdc run exits 2 naming CDC_PG_DSN, at once rather than
+	// retrying for ever.
+	otherCA, _ := testenv.SelfSignedCert(t)
+	rootCert := filepath.Join(t.TempDir(), "root.crt")
+	if err := os.WriteFile(rootCert, otherCA, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	untrusted := w.start(map[string]string{"CDC_PG_DSN": tlsDSN[:len(tlsDSN)-len("require")] + "verify-full&sslrootcert=" + url.QueryEscape(rootCert)})
+	select {
+	case <-untrusted.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("cdc run still running with a certificate it does not trust:\n%s", tail(untrusted.out.String(), 10))
+	}
+	if code, out := untrusted.cmd.ProcessState.ExitCode(), untrusted.out.String(); code != 2 || !strings.Contains(out, "cdc run: CDC_PG_DSN: TLS with PostgreSQL failed") || !strings.Contains(out, "x509: certificate signed by unknown authority") {
+		t.Fatalf("cdc run with a certificate it does not trust exited %d, want 2 naming CDC_PG_DSN:\n%s", code, tail(out, 10))
+	}
 }
 
 // TestSocket_ConnectorStreamsOverAUnixSocket runs the connector with a DSN
@@ -112,20 +130,34 @@ func TestTLS_ConnectorWritesOverTLSToClickHouse(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A certificate not trusted is a setting to fix (exit 2, naming the
+	// variable); the plain protocol's failure at a TLS port cannot be
+	// told from a broken link (exit 1).
 	for _, tc := range []struct {
 		name, dsn, certFile, want string
+		code                      int
 	}{
-		{"plain protocol to the TLS port", plainDSN, ca, "read event_log ids: handshake"},
-		{"certificate of an unknown CA", secureDSN, "", "certificate signed by unknown authority"},
+		{"plain protocol to the TLS port", plainDSN, ca, "read event_log ids: handshake", 1},
+		{"certificate of an unknown CA", secureDSN, "", "cdc verify: CDC_CLICKHOUSE_DSN: TLS with ClickHouse failed", 2},
 	} {
 		env := map[string]string{"CDC_CLICKHOUSE_DSN": tc.dsn}
 		if tc.certFile != "" {
 			env["SSL_CERT_FILE"] = tc.certFile
 		}
 		_, stderr, code := w.runOperator(env, "verify", "--since", longAgo)
-		if code != 1 || !strings.Contains(stderr, tc.want) {
-			t.Fatalf("%s: verify exited %d, want 1 with %q in:\n%s", tc.name, code, tc.want, stderr)
+		if code != tc.code || !strings.Contains(stderr, tc.want) || code == 2 && !strings.Contains(stderr, "certificate signed by unknown authority") {
+			t.Fatalf("%s: verify exited %d, want %d with %q in:\n%s", tc.name, code, tc.code, tc.want, stderr)
 		}
+	}
+	// cdc run too, at once rather than retrying for ever.
+	untrusted := w.start(map[string]string{"CDC_CLICKHOUSE_DSN": secureDSN})
+	select {
+	case <-untrusted.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("cdc run still running with a certificate it does not trust:\n%s", tail(untrusted.out.String(), 10))
+	}
+	if code, out := untrusted.cmd.ProcessState.ExitCode(), untrusted.out.String(); code != 2 || !strings.Contains(out, "cdc run: CDC_CLICKHOUSE_DSN: TLS with ClickHouse failed") || !strings.Contains(out, "certificate signed by unknown authority") {
+		t.Fatalf("cdc run with a certificate it does not trust exited %d, want 2 naming CDC_CLICKHOUSE_DSN:\n%s", code, tail(out, 10))
 	}
 
 	c := w.start(map[string]string{"CDC_CLICKHOUSE_DSN": secureDSN, "SSL_CERT_FILE": ca})

@@ -209,14 +209,20 @@ func (r *Replicator) Run(ctx context.Context) error {
 		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrPublicationInserts) || errors.Is(err, ErrPublicationTables) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) {
 			return err
 		}
-		if (IsLoginError(err) || IsPoolerRefusal(err)) && !r.pgLoggedIn || sink.IsLoginError(err) && !r.chLoggedIn {
+		// PostgreSQL's certificate errors are crypto/tls's too, which
+		// sink.IsTLSError knows: they are PostgreSQL's to judge.
+		pgRefused := IsLoginError(err) || IsPoolerRefusal(err) || IsTLSError(err)
+		chRefused := !pgRefused && (sink.IsLoginError(err) || sink.IsTLSError(err))
+		if pgRefused && !r.pgLoggedIn || chRefused && !r.chLoggedIn {
 			// A user, password or database refused before this process
 			// ever logged in there is a setting to fix, not an outage to
-			// wait out: said at once, by the exit code, rather than
-			// retried for ever. So is a DSN that leads to a pooler,
-			// which refuses every replication connection alike. Once it
-			// has logged in, the same refusal (a password rotated, an
-			// LDAP server down) is retried.
+			// wait out, and so is TLS that cannot be set up (a server
+			// without it, a certificate not trusted) and a DSN that
+			// leads to a pooler, which refuses every replication
+			// connection alike: said at once, by the exit code, rather
+			// than retried for ever. Once it has logged in, the same
+			// refusal (a password rotated, an LDAP server down, a
+			// certificate renewed by another CA) is retried.
 			return err
 		}
 		var binErr *decoder.BinaryError
@@ -352,6 +358,22 @@ func IsPoolerRefusal(err error) bool {
 	var pgErr *pgconn.PgError
 	var connErr *pgconn.ConnectError
 	return errors.As(err, &pgErr) && pgErr.Code == "08P01" && errors.As(err, &connErr)
+}
+
+// IsTLSError reports whether the TLS that the DSN's sslmode asks for could
+// not be set up with PostgreSQL while connecting: the server refused TLS
+// (ssl = off, with sslmode=require or verify-*), or the handshake failed
+// (a certificate sslrootcert or the system's CAs do not trust, or of
+// another host: sink.IsTLSError). Every connection fails alike until the
+// DSN or the server changes: a setting to fix, not an outage.
+func IsTLSError(err error) bool {
+	var connErr *pgconn.ConnectError
+	if !errors.As(err, &connErr) {
+		return false
+	}
+	// pgconn gives the server's refusal no type of its own: its message,
+	// under the "tls error" of the dial, is all there is to know it by.
+	return sink.IsTLSError(err) || strings.Contains(connErr.Error(), "tls error: server refused TLS connection")
 }
 
 // IsSettingRefused reports whether PostgreSQL refused, while connecting, a

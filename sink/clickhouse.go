@@ -2,6 +2,8 @@ package sink
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -1166,6 +1168,26 @@ var loginErrorCodes = map[int32]bool{
 func IsLoginError(err error) bool {
 	var ex *clickhouse.Exception
 	return errors.As(err, &ex) && loginErrorCodes[ex.Code] || IsSettingRefused(err)
+}
+
+// IsTLSError reports whether the TLS handshake failed: the server does not
+// speak TLS on that port (secure=true to the plain native port), its
+// certificate is not trusted or names another host, or the server
+// refused the client's. Until the DSN, the CA bundle or the server
+// changes, every connection fails alike: a setting to fix, not an outage.
+// It knows crypto/tls's and crypto/x509's errors, whichever driver
+// returned them (pgx's too: replication.IsTLSError).
+func IsTLSError(err error) bool {
+	var (
+		header   tls.RecordHeaderError
+		verify   *tls.CertificateVerificationError
+		alert    tls.AlertError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	return errors.As(err, &header) || errors.As(err, &verify) || errors.As(err, &alert) ||
+		errors.As(err, &unknown) || errors.As(err, &hostname) || errors.As(err, &invalid)
 }
 
 // IsSettingRefused reports whether ClickHouse refused a setting of the

@@ -223,13 +223,21 @@ func Main(ctx context.Context, args []string, getenv func(string) string, enviro
 }
 
 // loginRefused names the setting behind a login PostgreSQL or ClickHouse
-// refused, with what to check; "" for any other error. A wrong user,
-// password or database is a setting to fix, so it exits 2 like one; so
-// is a DSN that leads to a pooler (replication.IsPoolerRefusal).
+// refused, or TLS that could not be set up, with what to check; "" for any
+// other error. A wrong user, password or database, or TLS the server does
+// not speak or a certificate not trusted, is a setting to fix, so it
+// exits 2 like one; so is a DSN that leads to a pooler
+// (replication.IsPoolerRefusal).
 func loginRefused(err error) string {
 	switch {
 	case replication.IsPoolerRefusal(err):
 		return "CDC_PG_DSN: the server refused a parameter cdc sends when connecting, as a pooler in front of PostgreSQL does (PgBouncer refuses replication connections before 1.23, and the session settings cdc relies on): point the DSN at PostgreSQL itself, not at a pooler"
+	// Before the login cases: a certificate error of PostgreSQL's is
+	// crypto/tls's, which sink.IsTLSError knows too.
+	case replication.IsTLSError(err):
+		return "CDC_PG_DSN: TLS with PostgreSQL failed (the server refused TLS, or its certificate failed the check sslmode asks for: check sslmode and sslrootcert against the server's ssl settings; docs/operations.md, TLS)"
+	case sink.IsTLSError(err):
+		return "CDC_CLICKHOUSE_DSN: TLS with ClickHouse failed (secure=true to a port that does not speak TLS, or a certificate the system's CAs, or SSL_CERT_FILE, do not trust or that names another host; docs/operations.md, TLS)"
 	case replication.IsSettingRefused(err):
 		return "CDC_PG_DSN: PostgreSQL refused a setting the DSN sends when connecting (a parameter it does not know, often a misspelling, or a value it does not take)"
 	case replication.IsLoginError(err):

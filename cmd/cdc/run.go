@@ -218,7 +218,7 @@ func checkSchema(ctx context.Context, pool *pgxpool.Pool, ch *sink.ClickHouse, r
 	switch {
 	case err == nil:
 		lacks = append(lacks, pg...)
-	case replication.IsLoginError(err) || replication.IsPoolerRefusal(err):
+	case replication.IsLoginError(err), replication.IsPoolerRefusal(err), replication.IsTLSError(err):
 		return err // exit 2, as the replication connection's first login would
 	case ctx.Err() == nil:
 		log.Warn("could not look at the PostgreSQL schema at start; going on without", zap.Error(err))
@@ -227,7 +227,7 @@ func checkSchema(ctx context.Context, pool *pgxpool.Pool, ch *sink.ClickHouse, r
 	switch {
 	case err == nil:
 		lacks = append(lacks, chl...)
-	case sink.IsLoginError(err):
+	case sink.IsLoginError(err), sink.IsTLSError(err):
 		return err
 	case ctx.Err() == nil:
 		log.Warn("could not look at the ClickHouse schema at start; going on without", zap.Error(err))
