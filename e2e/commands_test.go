@@ -1463,3 +1463,60 @@ func TestCommands_TLSTheServerDoesNotSpeakExitsTwo(t *testing.T) {
 		})
 	}
 }
+
+// cdc migrate needs no superuser: the rights docs/operations.md (Grants)
+// lists — the outbox's owner, CREATE on its schema (cdc_dead_letter) and
+// on the database (the publication), REPLICATION (the slot) — serve, and
+// without each one it exits 1 with PostgreSQL's word for what is missing.
+func TestCommands_MigrateRunsWithTheDocumentedAdminRights(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		revoke string // one of the rights, taken back; %s is the role, %[2]s the database
+		code   int
+		want   string // in the last line
+	}{
+		{"all of them", "", 0, "migrated: postgres outbox, cdc_dead_letter, publication cdc_outbox; clickhouse event_log"},
+		{"no REPLICATION", `ALTER ROLE %[1]s NOREPLICATION`, 1, "create slot cdc_outbox: ERROR: must be superuser or replication role to use replication slots (SQLSTATE 42501)"},
+		{"no CREATE on the database", `REVOKE CREATE ON DATABASE %[2]s FROM %[1]s`, 1, "migrate postgres: ERROR: permission denied for database"},
+		{"no CREATE on the schema", `REVOKE CREATE ON SCHEMA public FROM %[1]s`, 1, "migrate postgres: ERROR: permission denied for schema public (SQLSTATE 42501)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t) // migrated as the superuser: take back what migrate makes but the outbox
+			w.exec(`SELECT pg_drop_replication_slot('cdc_outbox')`)
+			w.exec(`DROP PUBLICATION cdc_outbox`)
+			w.exec(`DROP TABLE cdc_dead_letter`)
+			var db string
+			if err := w.pg.QueryRow(context.Background(), `SELECT current_database()`).Scan(&db); err != nil {
+				t.Fatal(err)
+			}
+			role := testenv.Name("cdc_admin")
+			w.exec(`CREATE ROLE ` + role + ` WITH LOGIN REPLICATION`)
+			t.Cleanup(func() {
+				ctx := context.Background()
+				_, _ = w.pg.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'cdc_outbox' AND database = current_database()`)
+				_, _ = w.pg.Exec(ctx, `REASSIGN OWNED BY `+role+` TO current_user`)
+				_, _ = w.pg.Exec(ctx, `DROP OWNED BY `+role)
+				if _, err := w.pg.Exec(ctx, `DROP ROLE `+role); err != nil {
+					t.Logf("drop role %s: %v", role, err)
+				}
+			})
+			w.exec(`ALTER TABLE outbox OWNER TO ` + role)
+			w.exec(`GRANT CREATE ON SCHEMA public TO ` + role)
+			w.exec(`GRANT CREATE ON DATABASE "` + db + `" TO ` + role)
+			if tc.revoke != "" {
+				w.exec(fmt.Sprintf(tc.revoke, role, `"`+db+`"`))
+			}
+			u, err := url.Parse(w.pgDSN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u.User = url.UserPassword(role, "s3cret")
+			stdout, stderr, code := w.runOperator(map[string]string{"CDC_PG_DSN": u.String()}, "migrate")
+			out := strings.TrimSuffix(stdout+stderr, "\n")
+			last := out[strings.LastIndex(out, "\n")+1:]
+			if code != tc.code || !strings.Contains(last, tc.want) || strings.Contains(out, "s3cret") {
+				t.Fatalf("migrate exited %d, last line %q; want %d and %q, no password", code, last, tc.code, tc.want)
+			}
+		})
+	}
+}
