@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"slices"
 	"strconv"
@@ -165,6 +166,19 @@ func clientOptions(dsn string) (*clickhouse.Options, error) {
 	}
 	if opts.Compression == nil { // compress not in the DSN
 		opts.Compression = &clickhouse.Compression{Method: clickhouse.CompressionLZ4}
+	}
+	// clickhouse-go dials a host without a port as it is, which fails
+	// every connection ("missing port in address"): cdc run would retry
+	// for ever. The native protocol's ports, as clickhouse-client takes
+	// them.
+	port := "9000"
+	if opts.TLS != nil {
+		port = "9440"
+	}
+	for i, addr := range opts.Addr {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			opts.Addr[i] = net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]"), port)
+		}
 	}
 	return opts, nil
 }

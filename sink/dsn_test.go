@@ -41,6 +41,31 @@ func TestCheckDSN(t *testing.T) {
 	}
 }
 
+// A host without a port is dialled at the native protocol's: 9000, or
+// 9440 with secure=true, as clickhouse-client does; a port given stays.
+func TestClientOptions_DefaultPort(t *testing.T) {
+	for _, tc := range []struct {
+		dsn  string
+		want []string
+	}{
+		{"clickhouse://u@ch/db", []string{"ch:9000"}},
+		{"clickhouse://u@ch/db?secure=true", []string{"ch:9440"}},
+		{"clickhouse://u@ch:19000/db?secure=true", []string{"ch:19000"}},
+		{"clickhouse://u@[::1]/db", []string{"[::1]:9000"}},
+		{"clickhouse://u@[::1]:9001/db", []string{"[::1]:9001"}},
+		{"clickhouse://u@ch1,ch2:9001/db", []string{"ch1:9000", "ch2:9001"}},
+		{"clickhouse://u@ch/db?alt_hosts=ch2,ch3:9002", []string{"ch:9000", "ch2:9000", "ch3:9002"}},
+	} {
+		opts, err := clientOptions(tc.dsn)
+		if err != nil {
+			t.Fatalf("clientOptions(%q): %v", tc.dsn, err)
+		}
+		if fmt.Sprint(opts.Addr) != fmt.Sprint(tc.want) {
+			t.Errorf("clientOptions(%q).Addr = %v, want %v", tc.dsn, opts.Addr, tc.want)
+		}
+	}
+}
+
 // What the DSN says of compression and connection lifetime holds; where
 // it says nothing, LZ4 and 10 minutes.
 func TestClientOptions(t *testing.T) {
