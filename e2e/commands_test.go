@@ -1520,3 +1520,66 @@ func TestCommands_MigrateRunsWithTheDocumentedAdminRights(t *testing.T) {
 		})
 	}
 }
+
+// The operator's commands run with exactly the cdc_operator grants of
+// docs/operations.md (Grants): no REPLICATION, SELECT on outbox, and the
+// dead letters' table and sequence.
+func TestCommands_OperatorCommandsRunWithTheOperatorGrants(t *testing.T) {
+	w := newWorld(t)
+	w.insertEvents("operator", 5)
+	c := w.start(nil)
+	w.waitRows(5, 30*time.Second)
+	if code, _ := c.term(20 * time.Second); code != 0 {
+		t.Fatalf("connector exited %d:\n%s", code, tail(c.out.String(), 20))
+	}
+	// A letter ClickHouse takes on replay.
+	w.exec(`INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
+		SELECT id, '0/1', 1, jsonb_build_object('id', id::text, 'event_type', 'operator_replayed', 'environment', 'prod',
+			'event_context', '{}', 'event_date_time', now()::text, 'metadata_version', '1'), 'refused once'
+		FROM (SELECT gen_random_uuid() AS id) AS l`)
+
+	role := testenv.Name("cdc_operator")
+	w.exec(`CREATE ROLE ` + role + ` WITH LOGIN`)
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_, _ = w.pg.Exec(ctx, `DROP OWNED BY `+role)
+		if _, err := w.pg.Exec(ctx, `DROP ROLE `+role); err != nil {
+			t.Logf("drop role %s: %v", role, err)
+		}
+	})
+	for _, grant := range []string{
+		`GRANT SELECT ON outbox TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON cdc_dead_letter TO ` + role,
+		`GRANT USAGE ON SEQUENCE cdc_dead_letter_id_seq TO ` + role,
+	} {
+		w.exec(grant)
+	}
+	u, err := url.Parse(w.pgDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(role, "pg-operator-secret")
+	operator := map[string]string{"CDC_PG_DSN": u.String()}
+	for _, tc := range []struct {
+		args []string
+		want string // in stdout
+	}{
+		{[]string{"status"}, "dead letters:      1\n"},
+		{[]string{"verify", "--since", longAgo}, "missing:           0\n"},
+		{[]string{"backfill", "--since", longAgo}, "5 outbox rows read, 5 shipped to event_log, 0 refused (dead letters)\n"},
+		{[]string{"deadletter", "list"}, "1 of 1 dead letters shown\n"},
+		{[]string{"deadletter", "replay"}, "replayed 1 dead letters into event_log; 0 refused again\n"},
+	} {
+		stdout, stderr, code := w.runOperator(operator, tc.args...)
+		if code != 0 || !strings.Contains(stdout, tc.want) || strings.Contains(stdout+stderr, "unknown") ||
+			strings.Contains(stderr, "permission denied") || strings.Contains(stderr, "pg-operator-secret") {
+			t.Fatalf("%v as the operator exited %d, want 0 and %q:\n%s%s", tc.args, code, tc.want, stdout, stderr)
+		}
+	}
+	if n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`); n != 0 {
+		t.Fatalf("%d dead letters left after the replay, want 0", n)
+	}
+	if n := w.chCount(`SELECT count() FROM event_log FINAL WHERE event_type = 'operator_replayed'`); n != 1 {
+		t.Fatalf("event_log holds %d replayed events, want 1", n)
+	}
+}
