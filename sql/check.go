@@ -92,7 +92,12 @@ SELECT t.dead IS NOT NULL,
 	coalesce(seq.name, ''),
 	coalesce(has_sequence_privilege(seq.name, 'USAGE, UPDATE'), true),
 	coalesce(has_table_privilege(t.outbox, 'SELECT'), true),
-	coalesce(has_table_privilege(t.outbox, 'DELETE'), true)
+	coalesce(has_table_privilege(t.outbox, 'DELETE'), true),
+	-- The search path skips a schema the role may not use: its tables
+	-- look missing.
+	coalesce((SELECT string_agg(quote_ident(n.nspname), ', ' ORDER BY n.nspname)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relname = 'cdc_dead_letter' AND c.relkind IN ('r', 'p') AND NOT has_schema_privilege(n.oid, 'USAGE')), '')
 FROM t
 LEFT JOIN LATERAL (
 	-- nextval() for the id's default needs USAGE (or UPDATE) on its
@@ -119,11 +124,21 @@ func CheckPostgres(ctx context.Context, conn pgQuerier, retention bool) ([]Lack,
 	var dead, deadByEvent, deadByPosition, outbox, outboxByTime, outboxByTimeID bool
 	var role, seq string
 	var deadSelect, deadInsert, seqUsage, outboxSelect, outboxDelete bool
+	var unusable string // schemas holding a cdc_dead_letter the role may not use
 	if err := conn.QueryRow(ctx, checkPostgresQuery).Scan(&dead, &deadByEvent, &deadByPosition, &outbox, &outboxByTime, &outboxByTimeID,
-		&role, &deadSelect, &deadInsert, &seq, &seqUsage, &outboxSelect, &outboxDelete); err != nil {
+		&role, &deadSelect, &deadInsert, &seq, &seqUsage, &outboxSelect, &outboxDelete, &unusable); err != nil {
 		return nil, fmt.Errorf("look up cdc's tables and indexes in postgres: %w", err)
 	}
 	var lacks []Lack
+	if !dead && unusable != "" {
+		// Not a migrate to run: migrate, as the admin, finds the table.
+		return append(lacks, Lack{
+			What:   "role " + role + " has no USAGE on schema " + unusable + ", which holds cdc_dead_letter (and, likely, outbox)",
+			Effect: "its search path skips that schema, so cdc finds none of its tables: every replication session's start reads cdc_dead_letter, so cdc would never stream",
+			Fatal:  true,
+			Grant:  "GRANT USAGE ON SCHEMA " + unusable + " TO " + role,
+		}), nil
+	}
 	if !dead {
 		return append(lacks, Lack{
 			What:   "table cdc_dead_letter does not exist",

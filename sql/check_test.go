@@ -198,6 +198,44 @@ func TestCheckPostgres_NamesTheGrantsTheRoleLacks(t *testing.T) {
 	}
 }
 
+// A role that may not use the schema holding cdc's tables finds none of
+// them through its search path: told the USAGE it lacks, not to run
+// migrate (which, as the admin, finds them).
+func TestCheckPostgres_NamesTheSchemaTheRoleMayNotUse(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	conn := connect(t, env.NewPostgres(t))
+	exec(t, conn, `CREATE SCHEMA app`, `SET search_path = app`)
+	if err := ddl.MigratePostgres(ctx, conn, "cdc_outbox", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	role := testenv.Name("cdc_runner")
+	t.Cleanup(func() {
+		for _, stmt := range []string{`RESET ROLE`, `DROP OWNED BY ` + role, `DROP ROLE ` + role} {
+			if _, err := conn.Exec(ctx, stmt); err != nil {
+				t.Logf("%s: %v", stmt, err)
+			}
+		}
+	})
+	exec(t, conn, `CREATE ROLE `+role+` WITH LOGIN REPLICATION`,
+		`GRANT SELECT, DELETE ON outbox TO `+role,
+		`GRANT SELECT, INSERT ON cdc_dead_letter TO `+role,
+		`GRANT USAGE ON SEQUENCE cdc_dead_letter_id_seq TO `+role,
+		`SET ROLE `+role)
+	lacks, err := ddl.CheckPostgres(ctx, conn, true)
+	want := "role " + role + " has no USAGE on schema app, which holds cdc_dead_letter (and, likely, outbox)"
+	if err != nil || len(lacks) != 1 || lacks[0].What != want || lacks[0].Grant != "GRANT USAGE ON SCHEMA app TO "+role || !lacks[0].Fatal {
+		t.Fatalf("CheckPostgres = %+v, %v; want the fatal lack %q", lacks, err, want)
+	}
+	if err := ddl.Fatal(lacks); !errors.Is(err, ddl.ErrNotGranted) || errors.Is(err, ddl.ErrNotMigrated) {
+		t.Fatalf("Fatal = %v, want ErrNotGranted alone", err)
+	}
+	exec(t, conn, `RESET ROLE`, `GRANT USAGE ON SCHEMA app TO `+role, `SET ROLE `+role)
+	if lacks, err := ddl.CheckPostgres(ctx, conn, true); err != nil || len(lacks) != 0 {
+		t.Fatalf("with USAGE: CheckPostgres = %+v, %v; want nothing lacking", lacks, err)
+	}
+}
+
 // A schema that lacks a table and a role that lacks a grant are named in
 // one line, each with its remedy.
 func TestFatal_NamesMigrateAndGrantsTogether(t *testing.T) {
