@@ -86,6 +86,15 @@ func Replay(ctx context.Context, store LetterStore, w Writer, outbox *decoder.Re
 		if !more {
 			return r.res, r.flush(ctx)
 		}
+		// A full batch goes before the next page is read, as a backfill's
+		// does: kept until a letter of the next page would not fit, it was
+		// held beside that page, two large letters at once where the
+		// connector holds one.
+		if len(r.b.Rows) >= batchRows || r.b.Bytes >= maxBytes {
+			if err := r.flush(ctx); err != nil {
+				return r.res, err
+			}
+		}
 		after = letters[len(letters)-1].ID
 		limit = pageRows(batchRows, maxBytes, largest)
 	}

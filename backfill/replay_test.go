@@ -200,3 +200,63 @@ func TestReplay_StoppedWhileStoringSettlesWhatWasStored(t *testing.T) {
 			res, err, w.writes, store.stored, store.ctxEnded)
 	}
 }
+
+// heldLetters is a letter store and a writer in one: it records, at each
+// page read, how many letters were read and not yet written.
+type heldLetters struct {
+	letters
+	read, written int
+	heldAtPage    []int
+}
+
+func (h *heldLetters) Page(ctx context.Context, after, upTo int64, limit, maxBytes int) ([]deadletter.Letter, bool, error) {
+	h.heldAtPage = append(h.heldAtPage, h.read-h.written)
+	out, more, err := h.letters.Page(ctx, after, upTo, limit, maxBytes)
+	h.read += len(out)
+	return out, more, err
+}
+
+func (h *heldLetters) Write(_ context.Context, b *sink.Batch) ([]sink.Rejected, error) {
+	h.written += len(b.Rows)
+	return nil, nil
+}
+
+// A full batch is written before the next page is read: held until a
+// letter of that page would not fit, it sat beside the page, so that a
+// replay of letters of tens of MB held two at once where the connector
+// holds one (a replay of three 32 MiB letters peaked at 290 MiB, 226 MiB
+// once it held one).
+func TestReplay_FullBatchIsWrittenBeforeTheNextPage(t *testing.T) {
+	big := strings.Repeat("x", 100)
+	cases := []struct {
+		name      string
+		value     string
+		batchRows int
+		maxBytes  int
+		full      int // letters that fill a batch
+	}{
+		{"letters over the byte bound", big, 10, 64, 1},
+		{"letters at the byte bound", big, 10, 100, 1},
+		{"batches full of rows", "x", 2, 1 << 20, 2},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &heldLetters{}
+			h.add(5)
+			for i := range h.all {
+				v := tc.value
+				h.all[i].RowData["event_context"] = &v
+			}
+			res, err := backfill.Replay(context.Background(), h, h, nil, 0, tc.batchRows, tc.maxBytes)
+			if err != nil || res.Replayed != 5 {
+				t.Fatalf("Replay: %+v, %v; want 5 replayed", res, err)
+			}
+			for i, held := range h.heldAtPage {
+				if held >= tc.full {
+					t.Errorf("page %d read with %d letters of a full batch not written yet (held at each page: %v)", i+1, held, h.heldAtPage)
+					break
+				}
+			}
+		})
+	}
+}
