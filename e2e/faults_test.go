@@ -825,6 +825,97 @@ func TestFaults_MillionRowTransactionAndHugeEvents(t *testing.T) {
 	})
 }
 
+// The operator commands that move events' values — backfill, deadletter
+// replay, deadletter list --json — handle one huge event at a time, as the
+// connector does, and must not need more memory than it: an operator runs
+// them in the connector's image, often in its container, sized by
+// docs/operations.md#memory.
+func TestFaults_OperatorCommandsHoldHugeEventsLikeTheConnector(t *testing.T) {
+	plain := buildPlain(t)
+	const size, events, slack = 32 << 20, 3, 100 << 20
+	w := newWorld(t)
+	for i := range events {
+		w.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('huge', 'test', $1::json)`, hugeJSON(size, uint64(i)))
+	}
+	// The letters refused rows leave: every outbox column as text.
+	w.exec(`INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
+		SELECT id, '0/0', row_number() OVER (ORDER BY id), jsonb_build_object('id', id::text, 'event_type', event_type,
+			'event_date_time', format('%s', event_date_time), 'environment', environment,
+			'event_context', event_context::text, 'metadata_version', metadata_version::text, 'traceparent', traceparent),
+			'refused for the test'
+		FROM outbox`)
+	// In this order, on one world: list reads the letters replay deletes.
+	// Each holds one event at a time, as the connector holds one larger
+	// than CDC_BATCH_MAX_BYTES: about six times over.
+	cases := []struct {
+		name string
+		args []string
+		want string // the start of stdout
+	}{
+		{"backfill", []string{"backfill", "--since", "-infinity"}, "backfill since -infinity: 3 outbox rows read, 3 shipped to event_log, 0 refused"},
+		{"deadletter_list_json", []string{"deadletter", "list", "--json"}, "["},
+		{"deadletter_replay", []string{"deadletter", "replay"}, "replayed 3 dead letters into event_log; 0 refused again"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, plain, tc.args...)
+			cmd.Env = envList(w.baseEnv())
+			var out, errOut strings.Builder
+			cmd.Stdout, cmd.Stderr = &out, &errOut
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// VmHWM, read until the process ends: not the rusage's
+			// maxrss, which counts the test process's own peak (os/exec
+			// forks with the parent's memory, and Linux carries its high
+			// water mark across the exec).
+			var peak int64
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			var err error
+			for waiting := true; waiting; {
+				select {
+				case err = <-done:
+					waiting = false
+				case <-time.After(5 * time.Millisecond):
+					if hwm, ok := vmHWM(cmd.Process.Pid); ok {
+						peak = max(peak, hwm)
+					}
+				}
+			}
+			if err != nil {
+				t.Fatalf("cdc %v: %v\n%s", tc.args, err, errOut.String())
+			}
+			if !strings.HasPrefix(out.String(), tc.want) {
+				t.Errorf("cdc %v printed %.200q, want it to start with %q", tc.args, out.String(), tc.want)
+			}
+			bound := int64(6*size + slack)
+			t.Logf("cdc %v peak RSS %.1f MiB (bound %.1f MiB = 6 x the event + 100 MiB)", tc.args, float64(peak)/(1<<20), float64(bound)/(1<<20))
+			if peak > bound {
+				t.Errorf("cdc %v peak RSS %d bytes, want <= %d", tc.args, peak, bound)
+			}
+		})
+	}
+}
+
+// vmHWM is the peak RSS of a running process, in bytes; ok is false once
+// it has ended (or its status cannot be read).
+func vmHWM(pid int) (int64, bool) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, found := strings.CutPrefix(line, "VmHWM:"); found {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err == nil
+		}
+	}
+	return 0, false
+}
+
 // assertPeakRSS fails t when the connector's peak RSS is over bound bytes;
 // formula says how the bound was made, for the log.
 func assertPeakRSS(t *testing.T, pid, bound int, formula string) {

@@ -290,6 +290,7 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 	if err != nil {
 		return err
 	}
+	setMemoryLimit(cfg)
 	pool, ch, closeBoth, err := openBoth(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -394,6 +395,7 @@ func runDeadLetterList(ctx context.Context, cfg config.Config, args []string, st
 	defer pool.Close()
 	store := deadletter.New(pool)
 	if *asJSON {
+		setMemoryLimit(cfg)
 		return printLettersJSON(ctx, store, *limit, cfg, stdout)
 	}
 	letters, total, err := store.Listing(ctx, *limit)
@@ -498,6 +500,7 @@ func runDeadLetterReplay(ctx context.Context, cfg config.Config, args []string, 
 	if *id < 0 {
 		return usageErr("--id %d must not be negative (0, the default, replays all)", *id)
 	}
+	setMemoryLimit(cfg)
 	pool, ch, closeBoth, err := openBoth(ctx, cfg, log)
 	if err != nil {
 		return err
