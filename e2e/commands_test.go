@@ -774,10 +774,10 @@ func (w *world) runWithinMemory(bin string, size int, stdout string, args ...str
 	cmd.Env = envList(env)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil || out.String() != stdout {
+	peak, err := runPeakRSS(cmd)
+	if err != nil || out.String() != stdout {
 		w.t.Fatalf("cdc %s: %v: %q %s", strings.Join(args, " "), err, out.String(), errOut.String())
 	}
-	peak := int64(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss) << 10
 	bound := max(3*maxBytes, 6*size) + 100<<20
 	w.t.Logf("cdc %s: peak RSS %.1f MiB (bound %.1f MiB)", args[0], float64(peak)/(1<<20), float64(bound)/(1<<20))
 	if peak > int64(bound) {

@@ -31,6 +31,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -864,27 +865,7 @@ func TestFaults_OperatorCommandsHoldHugeEventsLikeTheConnector(t *testing.T) {
 			cmd.Env = envList(w.baseEnv())
 			var out, errOut strings.Builder
 			cmd.Stdout, cmd.Stderr = &out, &errOut
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			// VmHWM, read until the process ends: not the rusage's
-			// maxrss, which counts the test process's own peak (os/exec
-			// forks with the parent's memory, and Linux carries its high
-			// water mark across the exec).
-			var peak int64
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			var err error
-			for waiting := true; waiting; {
-				select {
-				case err = <-done:
-					waiting = false
-				case <-time.After(5 * time.Millisecond):
-					if hwm, ok := vmHWM(cmd.Process.Pid); ok {
-						peak = max(peak, hwm)
-					}
-				}
-			}
+			peak, err := runPeakRSS(cmd)
 			if err != nil {
 				t.Fatalf("cdc %v: %v\n%s", tc.args, err, errOut.String())
 			}
@@ -897,6 +878,35 @@ func TestFaults_OperatorCommandsHoldHugeEventsLikeTheConnector(t *testing.T) {
 				t.Errorf("cdc %v peak RSS %d bytes, want <= %d", tc.args, peak, bound)
 			}
 		})
+	}
+}
+
+// runPeakRSS runs cmd and returns its peak RSS, in bytes, with Wait's
+// error. It reads the process's VmHWM until it ends, not the rusage's
+// maxrss, which counts the test process's own peak: os/exec starts the
+// child in the parent's memory (vfork), and Linux carries that memory's
+// high water mark across the exec. A command's peak comes while it holds
+// events, long before it exits, so reading every 5 ms misses none.
+func runPeakRSS(cmd *exec.Cmd) (int64, error) {
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// Start returns once the exec is done: this first read is the
+	// command's.
+	peak, _ := vmHWM(cmd.Process.Pid)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return peak, err
+		case <-tick.C:
+			if hwm, ok := vmHWM(cmd.Process.Pid); ok {
+				peak = max(peak, hwm)
+			}
+		}
 	}
 }
 
@@ -914,6 +924,26 @@ func vmHWM(pid int) (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// runPeakRSS measures the command, not the test: a test process that grew
+// large (the huge events it generated, a race build) must not make a small
+// command look large, or every memory bound above would fail for the test's
+// own memory.
+func TestPeakRSSIsTheCommandsOwn(t *testing.T) {
+	ballast := make([]byte, 256<<20)
+	for i := range ballast {
+		ballast[i] = byte(i) // touched, so resident
+	}
+	peak, err := runPeakRSS(exec.Command(binary, "version"))
+	runtime.KeepAlive(ballast)
+	if err != nil {
+		t.Fatalf("cdc version: %v", err)
+	}
+	t.Logf("cdc version: peak RSS %.1f MiB, beside a test holding 256 MiB", float64(peak)/(1<<20))
+	if peak <= 0 || peak >= 128<<20 {
+		t.Errorf("cdc version measured at %d bytes of peak RSS, want its own few MiB (above 0, under 128 MiB)", peak)
+	}
 }
 
 // assertPeakRSS fails t when the connector's peak RSS is over bound bytes;
