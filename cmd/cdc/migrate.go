@@ -66,11 +66,21 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	if !exists {
 		// Tried again once the slot exists (noteOlderEvents), which says
 		// what to do if that fails too.
-		if _, err := retention.HoldAhead(ctx, pg, cfg.SlotName); err != nil {
+		// A role that may not make replication slots makes neither: the
+		// slot's failure below says what to change, and a warning that
+		// the hold is tried again once the slot exists would be untrue.
+		if _, err := retention.HoldAhead(ctx, pg, cfg.SlotName); err != nil && !slotsRefused(err) {
 			log.Warn("could not hold outbox retention before creating the slot; trying again once it exists", zap.Error(err))
 		}
 	}
 	created, err := ddl.CreateSlot(ctx, pg, cfg.SlotName)
+	if slotsRefused(err) {
+		// The admin of an application's database owns the outbox, as
+		// migrate needs, but seldom has REPLICATION: a DSN for the wrong
+		// role, as a refused login is (exit 2).
+		return &exitError{code: 2, err: fmt.Errorf("CDC_PG_DSN: %w: creating the replication slot takes a role with REPLICATION, or a superuser: as a superuser, ALTER ROLE %s REPLICATION, or run cdc migrate as one; the rest is migrated, and the next cdc migrate creates the slot",
+			err, pgx.Identifier{pg.Config().User}.Sanitize())}
+	}
 	if err != nil {
 		return frozenCause(ctx, err)
 	}
@@ -86,6 +96,13 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	}
 	fmt.Fprintf(stdout, "migrated: postgres outbox, cdc_dead_letter, publication %s; clickhouse %s\n", cfg.Publication, sink.Table)
 	return nil
+}
+
+// slotsRefused reports whether err is PostgreSQL refusing the role any
+// replication slot ("must be superuser or replication role").
+func slotsRefused(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42501"
 }
 
 // noteOlderEvents says, after a slot was created, whether the outbox holds

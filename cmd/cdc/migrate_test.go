@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eventcdc/cdc/internal/testenv"
 )
 
 // The backfill migrate asks for after creating a slot over an outbox with
@@ -39,6 +42,97 @@ func TestMigrate_NamesTheOldestEventInUTCWhateverTheZones(t *testing.T) {
 			const want = "the outbox already holds events from 2026-01-02T03:04:05Z on, which this slot will not stream: ship them with `cdc backfill --since 2026-01-02T03:04:05Z`\n"
 			if code != 0 || !strings.Contains(stdout, want) {
 				t.Fatalf("migrate exited %d, stdout %q, stderr %q; want 0 and %q", code, stdout, stderr, want)
+			}
+		})
+	}
+}
+
+// The admin of an application's database owns the outbox, which migrate
+// needs, but seldom has REPLICATION, which creating the slot needs. Such a
+// migrate warned that it would hold retention "once the slot exists", then
+// failed (exit 1) with PostgreSQL's bare "must be superuser or replication
+// role" and no word of what to change. It exits 2 naming CDC_PG_DSN, the
+// role and the statement that lets it, and the next migrate, once the role
+// has REPLICATION, creates the slot and holds retention.
+func TestMigrate_AdminWithoutReplicationIsToldHowToCreateTheSlot(t *testing.T) {
+	pool, env := operatorEnv(t)
+	ctx := context.Background()
+	role := testenv.Name("owner")
+	for _, sql := range []string{
+		`CREATE ROLE ` + role + ` LOGIN NOREPLICATION`,
+		`DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO ` + role + `', current_database()); END $$`,
+		`GRANT CREATE, USAGE ON SCHEMA public TO ` + role,
+		`ALTER TABLE outbox OWNER TO ` + role,
+		`ALTER TABLE cdc_dead_letter OWNER TO ` + role,
+		`ALTER PUBLICATION cdc_outbox OWNER TO ` + role,
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, sql := range []string{`REASSIGN OWNED BY ` + role + ` TO current_user`, `DROP OWNED BY ` + role, `DROP ROLE ` + role} {
+			_, _ = pool.Exec(context.Background(), sql)
+		}
+	})
+	u, err := url.Parse(env["CDC_PG_DSN"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	env["CDC_PG_DSN"] = u.String()
+	slot := env["CDC_SLOT_NAME"]
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+	})
+
+	for _, tc := range []struct {
+		name       string
+		before     string
+		code       int
+		want       []string
+		wantAbsent []string
+	}{
+		{
+			name: "without REPLICATION",
+			code: 2,
+			want: []string{
+				"cdc migrate: CDC_PG_DSN: create slot " + slot + ": ERROR: must be superuser or replication role to use replication slots (SQLSTATE 42501): " +
+					"creating the replication slot takes a role with REPLICATION, or a superuser: as a superuser, ALTER ROLE \"" + role + "\" REPLICATION, or run cdc migrate as one; " +
+					"the rest is migrated, and the next cdc migrate creates the slot\n",
+			},
+			wantAbsent: []string{"trying again once it exists"},
+		},
+		{
+			name:   "given REPLICATION",
+			before: `ALTER ROLE ` + role + ` REPLICATION`,
+			code:   0,
+			want: []string{
+				"created replication slot " + slot + ": ",
+				"outbox retention is held on every cdc run until ",
+			},
+		},
+	} {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			if tc.before != "" {
+				if _, err := pool.Exec(ctx, tc.before); err != nil {
+					t.Fatalf("%s: %v", tc.before, err)
+				}
+			}
+			code, stdout, stderr, _ := runWithin(t, time.Minute, env, "migrate")
+			out := stdout + stderr
+			if code != tc.code {
+				t.Fatalf("migrate exited %d, want %d; stdout %q, stderr %q", code, tc.code, stdout, stderr)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("migrate's output lacks %q; stdout %q, stderr %q", w, stdout, stderr)
+				}
+			}
+			for _, w := range tc.wantAbsent {
+				if strings.Contains(out, w) {
+					t.Errorf("migrate's output says %q; stdout %q, stderr %q", w, stdout, stderr)
+				}
 			}
 		})
 	}
