@@ -55,7 +55,8 @@ func TestStartup_MissingPublicationExitsOneNamingTheFix(t *testing.T) {
 
 // A slot PostgreSQL invalidated (max_slot_wal_keep_size exceeded while the
 // connector was down) cannot be resumed: exit 1 naming the cause, so the
-// operator follows docs/operations.md "Slot invalidated". Its recovery, as
+// operator follows docs/operations.md "Slot invalidated"; so does a migrate
+// before the slot is dropped. Its recovery, as
 // written there, ships the events the lost slot never streamed: migrate
 // recreates the slot and names the oldest of them and the backfill to run,
 // and after that backfill verify finds none missing.
@@ -109,6 +110,15 @@ func TestStartup_InvalidatedSlotExitsOneNamingTheCause(t *testing.T) {
 	}
 	if out, code := w.runOnce(nil, "status"); code != 0 || !strings.Contains(out, " bytes, seconds unknown (the slot is invalidated)\n") {
 		t.Fatalf("status on an invalidated slot exited %d:\n%s", code, out)
+	}
+
+	// A migrate before the slot is dropped (a deploy's migrate job, a
+	// removed deployment's slot left behind) said `migrated` over a slot
+	// cdc run exits 1 on at every start: it names the drop.
+	if out, code := w.runOnce(nil, "migrate"); code != 1 || !strings.Contains(out,
+		"replication slot cdc_outbox was invalidated (wal_status lost): PostgreSQL removed WAL it had not streamed, and cdc run cannot stream from it: "+
+			"stop every cdc run for it, drop it (SELECT pg_drop_replication_slot('cdc_outbox')) and run cdc migrate again, which makes it anew and names the events to ship with cdc backfill (docs/operations.md, Slot invalidated)") {
+		t.Fatalf("migrate over the invalidated slot exited %d, want 1 naming the drop:\n%s", code, out)
 	}
 
 	w.exec(`SELECT pg_drop_replication_slot('cdc_outbox')`)

@@ -155,11 +155,17 @@ func CreateSlot(ctx context.Context, conn pgQuerier, slot string) (created bool,
 	// is not ours and cannot stream this one.
 	// One of another plugin (test_decoding, wal2json) is not cdc's either:
 	// cdc run refuses it at every start.
-	var db, ours, plugin string
-	err = conn.QueryRow(ctx, `SELECT coalesce(s.database, ''), current_database(), coalesce(s.plugin, '') FROM pg_replication_slots s WHERE s.slot_name = $1`, slot).Scan(&db, &ours, &plugin)
+	// One PostgreSQL invalidated (max_slot_wal_keep_size exceeded while
+	// nothing read it: a deployment removed and its slot left, an outage)
+	// cannot be streamed from either: cdc run exits 1 at every start.
+	var db, ours, plugin, walStatus string
+	err = conn.QueryRow(ctx, `SELECT coalesce(s.database, ''), current_database(), coalesce(s.plugin, ''), coalesce(s.wal_status, '') FROM pg_replication_slots s WHERE s.slot_name = $1`, slot).Scan(&db, &ours, &plugin, &walStatus)
 	switch {
 	case err == nil && db == ours && plugin != "pgoutput":
 		return false, fmt.Errorf("replication slot %s exists with the plugin %q, and cdc reads pgoutput: drop it if nothing else reads it, or set another CDC_SLOT_NAME", slot, plugin)
+	case err == nil && db == ours && walStatus == "lost":
+		return false, fmt.Errorf("replication slot %s was invalidated (wal_status lost): PostgreSQL removed WAL it had not streamed, and cdc run cannot stream from it: "+
+			"stop every cdc run for it, drop it (SELECT pg_drop_replication_slot('%s')) and run cdc migrate again, which makes it anew and names the events to ship with cdc backfill (docs/operations.md, Slot invalidated)", slot, slot)
 	case err == nil && db == ours:
 		return false, nil
 	case err == nil:
