@@ -81,6 +81,9 @@ func MigratePostgres(ctx context.Context, conn pgQuerier, publication string, w 
 	if err != nil {
 		return err
 	}
+	if err := checkOutbox(ctx, conn); err != nil {
+		return fmt.Errorf("migrate postgres: %w", err)
+	}
 	// One multi-statement query, so one implicit transaction: it creates
 	// what is missing and takes no lock on an existing outbox.
 	if _, err := conn.Exec(ctx, ddl); err != nil {
@@ -91,6 +94,39 @@ func MigratePostgres(ctx context.Context, conn pgQuerier, publication string, w 
 	}
 	if err := migrateOutboxIndex(ctx, conn, w); err != nil {
 		return fmt.Errorf("migrate postgres: %w", err)
+	}
+	return nil
+}
+
+// outboxColumns are the outbox columns cdc's own statements name: its
+// index, the keyset pages of backfill and verify, retention's deletes.
+var outboxColumns = []string{"id", "event_date_time"}
+
+// checkOutbox refuses an outbox the search path finds that lacks
+// outboxColumns: not cdc's, but an application's table of that name from
+// before cdc (another outbox pattern's). Before anything is made: the
+// publication would publish that table, and the index build failed on it,
+// saying the next migrate would build it again. Columns added to cdc's
+// outbox (docs/publishing.md) are no matter.
+func checkOutbox(ctx context.Context, conn pgQuerier) error {
+	var table string
+	var missing []string
+	err := conn.QueryRow(ctx, `SELECT format('%I.%I', n.nspname, c.relname),
+			array(SELECT w FROM unnest($1::text[]) WITH ORDINALITY AS u(w, i)
+				WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
+					WHERE a.attrelid = c.oid AND a.attname = w AND a.attnum > 0 AND NOT a.attisdropped)
+				ORDER BY i)
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.oid = to_regclass($2)`, outboxColumns, OutboxTable).Scan(&table, &missing)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil // migrate creates it
+	case err != nil:
+		return fmt.Errorf("look up the columns of %s: %w", OutboxTable, err)
+	case len(missing) > 0:
+		return fmt.Errorf("table %s has no column %s: it is not the outbox cdc reads (docs/publishing.md, The outbox row), but a table of that name from before cdc: "+
+			"rename it, or give cdc's outbox a schema of its own, first on the search_path of cdc's roles and of the application's inserts; then run cdc migrate again",
+			table, strings.Join(missing, ", "))
 	}
 	return nil
 }

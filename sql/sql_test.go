@@ -290,3 +290,56 @@ func TestMigratePostgres_RefusesAPublicationRunWouldRefuse(t *testing.T) {
 		})
 	}
 }
+
+// An application's database may have a table named outbox of its own
+// (another outbox pattern's, with other columns). migrate made the
+// publication on it and cdc_dead_letter beside it, then failed building
+// the index, saying the failed build left it invalid and the next migrate
+// would build it again: each did the same. It refuses such a table before
+// making anything, naming the columns it lacks; an outbox with cdc's
+// columns and more (one added end to end, docs/publishing.md) passes.
+func TestMigratePostgres_RefusesAnOutboxThatIsNotCdcs(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		table string
+		want  string // "" for accepted
+	}{
+		{"another pattern's", `CREATE TABLE outbox (id bigserial PRIMARY KEY, topic text, payload jsonb, created_at timestamptz DEFAULT now())`,
+			`migrate postgres: table public.outbox has no column event_date_time: it is not the outbox cdc reads (docs/publishing.md, The outbox row), but a table of that name from before cdc: rename it, or give cdc's outbox a schema of its own, first on the search_path of cdc's roles and of the application's inserts; then run cdc migrate again`},
+		{"without id nor event_date_time", `CREATE TABLE outbox (event_id uuid, event_type text, created timestamptz, environment text, event_context json)`,
+			`migrate postgres: table public.outbox has no column id, event_date_time: it is not the outbox cdc reads (docs/publishing.md, The outbox row), but a table of that name from before cdc: rename it, or give cdc's outbox a schema of its own, first on the search_path of cdc's roles and of the application's inserts; then run cdc migrate again`},
+		{"with event_date_time dropped", `CREATE TABLE outbox (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), event_type text NOT NULL, event_date_time timestamptz, environment text NOT NULL, event_context json NOT NULL); ALTER TABLE outbox DROP COLUMN event_date_time`,
+			`migrate postgres: table public.outbox has no column event_date_time: it is not the outbox cdc reads (docs/publishing.md, The outbox row), but a table of that name from before cdc: rename it, or give cdc's outbox a schema of its own, first on the search_path of cdc's roles and of the application's inserts; then run cdc migrate again`},
+		{"cdc's with a column added", `CREATE TABLE outbox (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), event_type text NOT NULL, event_date_time timestamptz NOT NULL DEFAULT now(), environment text NOT NULL, event_context json NOT NULL, metadata_version bigint NOT NULL DEFAULT 1, traceparent text, tenant text)`, ""},
+	} {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			pg := connectFresh(t, env)
+			if _, err := pg.Exec(ctx, tc.table); err != nil {
+				t.Fatal(err)
+			}
+			err := ddl.MigratePostgres(ctx, pg, "cdc_outbox", io.Discard)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("MigratePostgres: %v; want it accepted", err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("MigratePostgres = %v;\nwant %s", err, tc.want)
+			}
+			// Nothing made on or beside the table.
+			var made []string
+			if err := pg.QueryRow(ctx, `SELECT array_remove(ARRAY[
+				CASE WHEN EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'cdc_outbox') THEN 'publication cdc_outbox' END,
+				CASE WHEN to_regclass('cdc_dead_letter') IS NOT NULL THEN 'cdc_dead_letter' END,
+				CASE WHEN to_regclass('outbox_event_date_time_id_idx') IS NOT NULL THEN 'outbox_event_date_time_id_idx' END], NULL)`).Scan(&made); err != nil {
+				t.Fatal(err)
+			}
+			if len(made) != 0 {
+				t.Fatalf("the refused migrate made %v", made)
+			}
+		})
+	}
+}
