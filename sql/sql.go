@@ -11,6 +11,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5"
@@ -195,7 +196,22 @@ func CreateSlot(ctx context.Context, conn pgQuerier, slot string) (created bool,
 	// nothing read it: a deployment removed and its slot left, an outage)
 	// cannot be streamed from either: cdc run exits 1 at every start.
 	var db, ours, plugin, walStatus string
-	err = conn.QueryRow(ctx, `SELECT coalesce(s.database, ''), current_database(), coalesce(s.plugin, ''), coalesce(s.wal_status, '') FROM pg_replication_slots s WHERE s.slot_name = $1`, slot).Scan(&db, &ours, &plugin, &walStatus)
+	for deadline := time.Now().Add(slotMadeWithin); ; {
+		err = conn.QueryRow(ctx, `SELECT coalesce(s.database, ''), current_database(), coalesce(s.plugin, ''), coalesce(s.wal_status, '') FROM pg_replication_slots s WHERE s.slot_name = $1`, slot).Scan(&db, &ours, &plugin, &walStatus)
+		// A logical slot of this database whose plugin is not named yet
+		// is being made by another session (a second migrate, an init
+		// container per replica; a cdc run): PostgreSQL names it a moment
+		// after the slot appears. Taken for another plugin's slot, it
+		// failed the second of two migrates at once.
+		if err != nil || db != ours || plugin != "" || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return false, fmt.Errorf("look up slot %s: %w", slot, ctx.Err())
+		case <-time.After(slotMadeEvery):
+		}
+	}
 	switch {
 	case err == nil && db == ours && plugin != "pgoutput":
 		return false, fmt.Errorf("replication slot %s exists with the plugin %q, and cdc reads pgoutput: drop it if nothing else reads it, or set another CDC_SLOT_NAME", slot, plugin)
@@ -218,6 +234,14 @@ func CreateSlot(ctx context.Context, conn pgQuerier, slot string) (created bool,
 	}
 	return true, nil
 }
+
+// How long CreateSlot waits, and how often it looks, for another
+// session's slot to be made: the plugin is named within a moment, not
+// after the transactions in progress end.
+const (
+	slotMadeWithin = 10 * time.Second
+	slotMadeEvery  = 50 * time.Millisecond
+)
 
 // pgQuerier is what CreateSlot needs of a PostgreSQL connection.
 type pgQuerier interface {

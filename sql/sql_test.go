@@ -343,3 +343,63 @@ func TestMigratePostgres_RefusesAnOutboxThatIsNotCdcs(t *testing.T) {
 		})
 	}
 }
+
+// makingConn is a real connection whose first look at the slot finds it
+// as PostgreSQL shows a slot another session is making, for a moment after
+// it appears: in this database, its plugin not named yet. That session
+// (another connection here) has made it by the time the look returns.
+type makingConn struct {
+	*pgx.Conn
+	t      *testing.T
+	other  *pgx.Conn
+	slot   string
+	looked bool
+}
+
+type madeRow struct{ db string }
+
+func (r madeRow) Scan(dest ...any) error {
+	for i, v := range []string{r.db, r.db, "", ""} {
+		*dest[i].(*string) = v
+	}
+	return nil
+}
+
+func (c *makingConn) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if c.looked || !strings.Contains(sql, "FROM pg_replication_slots") {
+		return c.Conn.QueryRow(ctx, sql, args...)
+	}
+	c.looked = true
+	if _, err := c.other.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, c.slot); err != nil {
+		c.t.Fatalf("the other session's slot: %v", err)
+	}
+	return madeRow{db: c.Conn.Config().Database}
+}
+
+// Two migrates at once (an init container per replica): the second to
+// look at the slot may find it being made by the first, listed before
+// PostgreSQL names its plugin. CreateSlot took it for another plugin's
+// slot, `exists with the plugin "", and cdc reads pgoutput: drop it`, and
+// that migrate exited 1 (seen on PostgreSQL 15 with two `cdc migrate`
+// over a 50,000-row outbox). It waits for the plugin to be named.
+func TestCreateSlot_ASlotBeingMadeIsWaitedFor(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	pg := connectFresh(t, env)
+	if err := ddl.MigratePostgres(ctx, pg, "cdc_outbox", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	other, err := pgx.Connect(ctx, pg.Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+	const slot = "slot_being_made"
+	t.Cleanup(func() {
+		_, _ = pg.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+	})
+	created, err := ddl.CreateSlot(ctx, &makingConn{Conn: pg, t: t, other: other, slot: slot}, slot)
+	if err != nil || created {
+		t.Fatalf("CreateSlot = %v, %v; want the other session's slot taken as made (false, nil)", created, err)
+	}
+}
