@@ -63,6 +63,53 @@ func TestReplicator_PublicationWithoutInsertsIsRefused(t *testing.T) {
 	}
 }
 
+// A slot whose WAL holds a stretch where its publication did not exist
+// (dropped, then made again: an earlier attempt's clean-up, a "reset", or
+// `cdc migrate` after cdc run exited for want of it) cannot pass that
+// stretch: pgoutput looks the publication up as the catalog was at each
+// change, and fails `publication "pub" does not exist` for ever. cdc run
+// reconnected every fraction of a second, streaming nothing, while the
+// publication plainly existed. It exits naming the way out: a new slot,
+// and a backfill of what the gap held.
+func TestReplicator_PublicationMissingInTheSlotsWALIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		streaming bool // dropped while cdc streams, rather than while it is stopped
+	}{
+		{"dropped and made again while cdc was stopped", false},
+		{"dropped while cdc streamed, made again by migrate", true},
+	} {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			h := setup(t)
+			s := &fakeSink{}
+			r, _ := h.replicator(s, nil, zap.NewNop(), func(*replication.Config) {})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			done := make(chan error, 1)
+			if tc.streaming {
+				go func() { done <- r.Run(ctx) }()
+				h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('before', 'test', '{}')`)
+				eventually(t, "the first event stored", func() bool { return s.count() == 1 })
+			}
+			h.exec(`DROP PUBLICATION pub`)
+			h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('in the gap', 'test', '{}')`)
+			h.exec(`CREATE PUBLICATION pub FOR TABLE outbox WITH (publish = 'insert')`)
+			h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('after', 'test', '{}')`)
+			if !tc.streaming {
+				go func() { done <- r.Run(ctx) }()
+			}
+			err := <-done
+			want := "the slot's WAL holds changes made while its publication did not exist (dropped, or dropped and made again, after the slot was made), which PostgreSQL cannot decode: " +
+				"cdc cannot stream from this slot again; stop every cdc run for it, drop it (SELECT pg_drop_replication_slot('slot')) and run `cdc migrate`, " +
+				"then ship what was committed since the publication was dropped with `cdc backfill` (docs/operations.md, Slot invalidated, steps 2 to 7) (publication \"pub\"): " +
+				"ERROR: publication \"pub\" does not exist (SQLSTATE 42704)"
+			if !errors.Is(err, replication.ErrPublicationGap) || err.Error() != want {
+				t.Fatalf("Run = %v, want %q", err, want)
+			}
+		})
+	}
+}
+
 // Rows of a table added to the publication while cdc runs are not
 // shipped, and the outbox rows around them keep the positions they would
 // have with that table's rows counted: a replay from before the table

@@ -206,7 +206,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrPublicationInserts) || errors.Is(err, ErrPublicationTables) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) {
+		if errors.Is(err, ErrSlotLost) || errors.Is(err, ErrPublicationMissing) || errors.Is(err, ErrPublicationInserts) || errors.Is(err, ErrPublicationTables) || errors.Is(err, ErrWrongPlugin) || errors.Is(err, ErrSlotElsewhere) || errors.Is(err, ErrPublicationGap) {
 			return err
 		}
 		// PostgreSQL's certificate errors are crypto/tls's too, which
@@ -325,6 +325,9 @@ var (
 	ErrWrongPlugin        = errors.New("replication slot does not use the pgoutput plugin")
 	ErrSlotBusy           = errors.New("replication slot is active in another process")
 	ErrSlotElsewhere      = errors.New("replication slot belongs to another database")
+	// The slot cannot pass the stretch of WAL where its publication did
+	// not exist: pgoutput looks it up as the catalog was at each change.
+	ErrPublicationGap = errors.New("the slot's WAL holds changes made while its publication did not exist (dropped, or dropped and made again, after the slot was made), which PostgreSQL cannot decode")
 )
 
 // IsLoginError reports whether PostgreSQL refused the login itself: the

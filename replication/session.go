@@ -1319,7 +1319,17 @@ func (s *stream) handle(ctx context.Context, msg pgproto3.BackendMessage) error 
 			return s.handleWAL(ctx, xld.WALStart, xld.WALData)
 		}
 	case *pgproto3.ErrorResponse:
-		return wrapf(pgconn.ErrorResponseToPgError(m), "replication stream")
+		pgErr := pgconn.ErrorResponseToPgError(m)
+		// pgoutput looks the publication up as the catalog was at each
+		// change: one dropped after the slot was made, even if made
+		// again since, fails the change there at every session, and
+		// only a new slot goes past it.
+		if pgErr.Code == "42704" && pgErr.Message == fmt.Sprintf("publication %q does not exist", s.r.cfg.Publication) {
+			return fmt.Errorf("%w: cdc cannot stream from this slot again; stop every cdc run for it, drop it (SELECT pg_drop_replication_slot('%s')) and run `cdc migrate`, "+
+				"then ship what was committed since the publication was dropped with `cdc backfill` (docs/operations.md, Slot invalidated, steps 2 to 7) (publication %q): %w",
+				ErrPublicationGap, s.r.cfg.Slot, s.r.cfg.Publication, pgErr)
+		}
+		return wrapf(pgErr, "replication stream")
 	case *pgproto3.CopyDone:
 		return errors.New("server ended the replication stream")
 	}
