@@ -47,3 +47,11 @@ func SetDeadLetterTimeout(d time.Duration) (restore func()) { return set(&deadLe
 // SetSinkRetryMax sets the longest wait between two attempts to reach
 // the sink.
 func SetSinkRetryMax(d time.Duration) (restore func()) { return set(&sinkRetryMax, d) }
+
+// SetSlotPluginColumn sets the expression a session reads its slot's
+// plugin with, for a test, and returns the function that puts it back.
+func SetSlotPluginColumn(expr string) (restore func()) {
+	old := slotPluginColumn
+	slotPluginColumn = expr
+	return func() { slotPluginColumn = old }
+}

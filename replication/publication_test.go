@@ -110,6 +110,27 @@ func TestReplicator_PublicationMissingInTheSlotsWALIsRefused(t *testing.T) {
 	}
 }
 
+// Two replicas started at once over a missing slot, or one started while
+// a migrate makes it: the look at the slot may find it being made,
+// listed before PostgreSQL names its plugin. cdc run took it for another
+// plugin's slot and exited 1 (a restart in a crash loop's count). It
+// stands by, looks again, and streams. Here the first look is shown the
+// slot as PostgreSQL lists it in that moment.
+func TestReplicator_ASlotBeingMadeIsWaitedFor(t *testing.T) {
+	h := setup(t)
+	h.exec(`CREATE SEQUENCE slot_looks`)
+	defer replication.SetSlotPluginColumn(`CASE WHEN nextval('slot_looks') = 1 THEN ''::name ELSE plugin END`)()
+	s := &fakeSink{}
+	stop := h.run(s)
+	defer stop()
+	h.exec(`INSERT INTO outbox (event_type, environment, event_context) VALUES ('after the wait', 'test', '{}')`)
+	eventually(t, "the event stored", func() bool { return s.count() == 1 })
+	var looks int64
+	if err := h.pool.QueryRow(context.Background(), `SELECT last_value FROM slot_looks`).Scan(&looks); err != nil || looks < 2 {
+		t.Fatalf("the slot was looked at %d times (%v); want the look that found it being made, and another", looks, err)
+	}
+}
+
 // Rows of a table added to the publication while cdc runs are not
 // shipped, and the outbox rows around them keep the positions they would
 // have with that table's rows counted: a replay from before the table

@@ -455,7 +455,7 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 	for attempt := 0; ; attempt++ {
 		var rows [][]string
 		err := setupStep(ctx, func(ctx context.Context) (err error) {
-			rows, err = queryRows(ctx, conn, "SELECT confirmed_flush_lsn, active, coalesce(active_pid, 0), coalesce(wal_status, ''), plugin, coalesce(database, ''), current_database(), coalesce(restart_lsn, '0/0') FROM pg_replication_slots WHERE slot_name = '"+r.cfg.Slot+"'")
+			rows, err = queryRows(ctx, conn, "SELECT confirmed_flush_lsn, active, coalesce(active_pid, 0), coalesce(wal_status, ''), "+slotPluginColumn+", coalesce(database, ''), current_database(), coalesce(restart_lsn, '0/0') FROM pg_replication_slots WHERE slot_name = '"+r.cfg.Slot+"'")
 			return err
 		})
 		if err != nil {
@@ -503,6 +503,14 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 		row := rows[0]
 		if row[5] != row[6] {
 			return 0, fmt.Errorf("%w (slot %s belongs to database %q, this is %q: choose another CDC_SLOT_NAME)", ErrSlotElsewhere, r.cfg.Slot, row[5], row[6])
+		}
+		if row[4] == "" {
+			// Being made by another session (a replica started beside
+			// this one, a migrate): PostgreSQL lists a logical slot a
+			// moment before it names its plugin. Taken for another
+			// plugin's slot, it ended cdc run (exit 1). Stand by and look
+			// again.
+			return 0, fmt.Errorf("%w (slot %s being made, pid %s)", ErrSlotBusy, r.cfg.Slot, row[2])
 		}
 		if row[4] != "pgoutput" {
 			return 0, fmt.Errorf("%w (slot %s uses %q)", ErrWrongPlugin, r.cfg.Slot, row[4])
@@ -633,6 +641,10 @@ func parseServerDuration(v string) (time.Duration, bool) {
 	}
 	return time.Duration(n) * unit, true
 }
+
+// slotPluginColumn is the slot's plugin in the session's look at its
+// slot; a test shows it as it is while another session makes the slot.
+var slotPluginColumn = "plugin"
 
 func queryRows(ctx context.Context, conn *pgconn.PgConn, sql string) ([][]string, error) {
 	results, err := conn.Exec(ctx, sql).ReadAll()
