@@ -1467,7 +1467,8 @@ func TestCommands_TLSTheServerDoesNotSpeakExitsTwo(t *testing.T) {
 // cdc migrate needs no superuser: the rights docs/operations.md (Grants)
 // lists — the outbox's owner, CREATE on its schema (cdc_dead_letter) and
 // on the database (the publication), REPLICATION (the slot) — serve, and
-// without each one it exits 1 with PostgreSQL's word for what is missing.
+// without each one it exits with PostgreSQL's word for what is missing: 1,
+// or 2 without REPLICATION, whose message names the ALTER ROLE.
 func TestCommands_MigrateRunsWithTheDocumentedAdminRights(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -1476,7 +1477,7 @@ func TestCommands_MigrateRunsWithTheDocumentedAdminRights(t *testing.T) {
 		want   string // in the last line
 	}{
 		{"all of them", "", 0, "migrated: postgres outbox, cdc_dead_letter, publication cdc_outbox; clickhouse event_log"},
-		{"no REPLICATION", `ALTER ROLE %[1]s NOREPLICATION`, 1, "create slot cdc_outbox: ERROR: must be superuser or replication role to use replication slots (SQLSTATE 42501)"},
+		{"no REPLICATION", `ALTER ROLE %[1]s NOREPLICATION`, 2, "create slot cdc_outbox: ERROR: must be superuser or replication role to use replication slots (SQLSTATE 42501)"},
 		{"no CREATE on the database", `REVOKE CREATE ON DATABASE %[2]s FROM %[1]s`, 1, "migrate postgres: ERROR: permission denied for database"},
 		{"no CREATE on the schema", `REVOKE CREATE ON SCHEMA public FROM %[1]s`, 1, "migrate postgres: ERROR: permission denied for schema public (SQLSTATE 42501)"},
 	} {
