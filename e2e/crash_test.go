@@ -488,7 +488,15 @@ func TestFaults_FrozenConnectorAndAStandby(t *testing.T) {
 	// The walsender of a frozen connector ends 2 s after it heard from it
 	// last, PostgreSQL's default being a minute.
 	dsn := w.pgDSN + "&options=-c%20wal_sender_timeout%3D2s"
-	env := map[string]string{"CDC_PG_DSN": dsn, "CDC_FLUSH_INTERVAL": "100ms", "CDC_BATCH_MAX_ROWS": "300"}
+	// A connector frozen while it sent an INSERT leaves it running on
+	// ClickHouse, and the standby waits for it to end before it reads
+	// what is stored (settle): ClickHouse ends it after its
+	// receive_timeout without a byte, 300 s by default, 3 s here.
+	chDSN := w.chDSN + "?receive_timeout=3"
+	if strings.Contains(w.chDSN, "?") {
+		chDSN = w.chDSN + "&receive_timeout=3"
+	}
+	env := map[string]string{"CDC_PG_DSN": dsn, "CDC_CLICKHOUSE_DSN": chDSN, "CDC_FLUSH_INTERVAL": "100ms", "CDC_BATCH_MAX_ROWS": "300"}
 	a, b := w.start(env), w.start(env)
 	t.Cleanup(func() {
 		for _, c := range []*connector{a, b} {
