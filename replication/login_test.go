@@ -188,3 +188,58 @@ func TestReplicator_PoolerRefusingTheReplicationConnectionEndsRun(t *testing.T) 
 		t.Fatalf("reconnected %d times before giving up", n)
 	}
 }
+
+// With sslmode=prefer, pgx's default, a server without TLS refuses it and
+// pgx logs in again without: what fails then is that login, not TLS. Its
+// refusal is joined to the TLS one in the ConnectError, and IsTLSError
+// must not take it for TLS that cannot be set up: a database that does not
+// exist is a refused login (said as one), and too many connections is an
+// outage to retry, not exit 2 over.
+func TestIsTLSError_PreferFallingBackWithoutTLS(t *testing.T) {
+	h := setup(t)
+	ctx := context.Background()
+	admin, err := pgconn.Connect(ctx, h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "DROP ROLE IF EXISTS cdc_tls_nolimit; CREATE ROLE cdc_tls_nolimit LOGIN CONNECTION LIMIT 0").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP ROLE IF EXISTS cdc_tls_nolimit").ReadAll() })
+	for _, tc := range []struct {
+		name, sslmode, user, database string
+		tls, login                    bool
+	}{
+		{"prefer, database missing", "prefer", "", "cdc_no_such_db", false, true},
+		{"prefer, too many connections", "prefer", "cdc_tls_nolimit", "", false, false},
+		{"require, refused", "require", "", "", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, err := url.Parse(h.dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := u.Query()
+			q.Set("sslmode", tc.sslmode)
+			u.RawQuery = q.Encode()
+			if tc.user != "" {
+				u.User = url.User(tc.user)
+			}
+			if tc.database != "" {
+				u.Path = "/" + tc.database
+			}
+			conn, err := pgconn.Connect(ctx, u.String())
+			if err == nil {
+				conn.Close(ctx)
+				t.Fatal("connected; want a refusal")
+			}
+			if got := replication.IsTLSError(err); got != tc.tls {
+				t.Fatalf("IsTLSError = %t for %v; want %t", got, err, tc.tls)
+			}
+			if got := replication.IsLoginError(err); got != tc.login {
+				t.Fatalf("IsLoginError = %t for %v; want %t", got, err, tc.login)
+			}
+		})
+	}
+}

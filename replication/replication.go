@@ -374,9 +374,25 @@ func IsTLSError(err error) bool {
 	if !errors.As(err, &connErr) {
 		return false
 	}
-	// pgconn gives the server's refusal no type of its own: its message,
-	// under the "tls error" of the dial, is all there is to know it by.
-	return sink.IsTLSError(err) || strings.Contains(connErr.Error(), "tls error: server refused TLS connection")
+	// pgconn joins the error of each attempt: with sslmode=prefer (pgx's
+	// default) or allow, a server that refused TLS is logged in to again
+	// without it, and what failed then (a database missing, too many
+	// connections, a server starting up) is not TLS. Taken for it, it
+	// exited 2 saying to check sslmode, even for an outage a retry
+	// would have outlasted. TLS only when every attempt failed on it.
+	attempts := []error{connErr.Unwrap()}
+	if joined, ok := attempts[0].(interface{ Unwrap() []error }); ok {
+		attempts = joined.Unwrap()
+	}
+	for _, a := range attempts {
+		// pgconn gives the server's refusal no type of its own: its
+		// message, under the "tls error" of the dial, is all there is
+		// to know it by.
+		if a == nil || !sink.IsTLSError(a) && !strings.Contains(a.Error(), "tls error: server refused TLS connection") {
+			return false
+		}
+	}
+	return len(attempts) > 0
 }
 
 // IsSettingRefused reports whether PostgreSQL refused, while connecting, a
