@@ -243,3 +243,31 @@ func TestIsTLSError_PreferFallingBackWithoutTLS(t *testing.T) {
 		})
 	}
 }
+
+// PgBouncer sends SQLSTATE 08P01 for a startup parameter it does not take,
+// a DSN that can never work, and for its own outages, such as a full
+// pool: only the first is a pooler's refusal (exit 2); the second is
+// retried like any connection failure.
+func TestIsPoolerRefusal_TellsAFullPoolerApart(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		addr func(*testing.T) string
+		want bool
+	}{
+		{"a startup parameter refused", testenv.PoolerAddr, true},
+		{"max_client_conn reached", testenv.BusyPoolerAddr, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			conn, err := pgconn.Connect(ctx, "postgres://cdc@"+tc.addr(t)+"/app?sslmode=disable&replication=database")
+			if err == nil {
+				conn.Close(ctx)
+				t.Fatal("the fake pooler let a login in")
+			}
+			if got := replication.IsPoolerRefusal(err); got != tc.want {
+				t.Fatalf("IsPoolerRefusal = %t for %v; want %t", got, err, tc.want)
+			}
+		})
+	}
+}

@@ -357,10 +357,13 @@ func IsLoginError(err error) bool {
 // session settings cdc sends (TextParams, lock_timeout). Every connection
 // is refused alike: the DSN must lead to PostgreSQL itself. A role
 // without REPLICATION is a refused login instead (IsLoginError: 42501).
+// The message is matched too: PgBouncer sends 08P01 for its outages as
+// well ("no more connections allowed (max_client_conn)"), which are
+// retried.
 func IsPoolerRefusal(err error) bool {
 	var pgErr *pgconn.PgError
 	var connErr *pgconn.ConnectError
-	return errors.As(err, &pgErr) && pgErr.Code == "08P01" && errors.As(err, &connErr)
+	return errors.As(err, &pgErr) && pgErr.Code == "08P01" && strings.HasPrefix(pgErr.Message, "unsupported startup parameter") && errors.As(err, &connErr)
 }
 
 // IsTLSError reports whether the TLS that the DSN's sslmode asks for could

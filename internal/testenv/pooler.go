@@ -27,6 +27,20 @@ var poolerParams = []string{"user", "database", "application_name", "client_enco
 // declined, as by a PgBouncer without it.
 func PoolerAddr(t *testing.T) string {
 	t.Helper()
+	return fakePooler(t, false)
+}
+
+// BusyPoolerAddr returns the loopback address of a server that refuses
+// every login as PgBouncer does when it is full, with the SQLSTATE of its
+// refusals of a startup parameter (08P01) and "no more connections
+// allowed (max_client_conn)": an outage, not a DSN that cannot work.
+func BusyPoolerAddr(t *testing.T) string {
+	t.Helper()
+	return fakePooler(t, true)
+}
+
+func fakePooler(t *testing.T, full bool) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,15 +52,16 @@ func PoolerAddr(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			go refuseLogin(c)
+			go refuseLogin(c, full)
 		}
 	}()
 	return ln.Addr().String()
 }
 
 // refuseLogin reads c's startup message, answering 'N' to a request for
-// TLS or GSS encryption first, and refuses it as PoolerAddr says.
-func refuseLogin(c net.Conn) {
+// TLS or GSS encryption first, and refuses it as PoolerAddr says, or as
+// BusyPoolerAddr does when full.
+func refuseLogin(c net.Conn, full bool) {
 	defer c.Close()
 	for {
 		var head [8]byte // length, then protocol version or request code
@@ -85,7 +100,10 @@ func refuseLogin(c net.Conn) {
 			}
 		}
 		e := &pgproto3.ErrorResponse{Severity: "FATAL", Code: "08P01", Message: "unsupported startup parameter: " + refused}
-		if refused == "" {
+		switch {
+		case full:
+			e = &pgproto3.ErrorResponse{Severity: "FATAL", Code: "08P01", Message: "no more connections allowed (max_client_conn)"}
+		case refused == "":
 			e = &pgproto3.ErrorResponse{Severity: "FATAL", Code: "08006", Message: "no server behind this test's pooler"}
 		}
 		msg, err := e.Encode(nil)
