@@ -1129,11 +1129,35 @@ func TestReplicator_WaitedOutTransactionStreamedAgainIsNotStoredTwice(t *testing
 }
 
 // A streamed transaction stored and acknowledged, then a new process (a
-// restart) while the slot's restart_lsn lies before it: PostgreSQL 15
-// streams it again, with an ALTER TABLE in it, and forgets it at its
+// restart) while the slot's restart_lsn lies before it: PostgreSQL 15 may
+// stream it again, with an ALTER TABLE in it, and forget it at its
 // commit, before the session's start, with a Stream Abort. Its rows are
 // found stored; the abort is not a failure.
+//
+// Whether PostgreSQL streams it again or spills it to disk and drops it
+// at its commit (no Stream Abort) depends on where its memory limit falls,
+// which other databases' WAL moves: with other packages' tests writing
+// to the same server it spilled in about half the runs. Every attempt
+// checks the rows stored once and no session failed; the scenario is
+// tried again until PostgreSQL streams, and the test skips, saying so,
+// if it never did.
 func TestReplicator_StreamedTransactionForgottenAtItsCommitIsNotAFailure(t *testing.T) {
+	const attempts = 4
+	for i := 1; i <= attempts; i++ {
+		var streamed bool
+		t.Run(fmt.Sprintf("attempt %d", i), func(t *testing.T) {
+			streamed = forgottenAtItsCommit(t)
+		})
+		if t.Failed() || streamed {
+			return
+		}
+	}
+	t.Skipf("PostgreSQL spilled the transaction rather than stream it again in %d attempts: the rows were stored once each time, and the Stream Abort case was not there", attempts)
+}
+
+// forgottenAtItsCommit runs one attempt of the test above, and reports
+// whether the second process was streamed the transaction again.
+func forgottenAtItsCommit(t *testing.T) bool {
 	h := setup(t)
 	smallDecodingMemory(t, h)
 	ctx := context.Background()
@@ -1156,7 +1180,14 @@ func TestReplicator_StreamedTransactionForgottenAtItsCommitIsNotAFailure(t *test
 	after = h.walLSN()
 	eventually(t, "acknowledgement past the last commit", func() bool { return uint64(h.confirmed()) >= after })
 	checkOnceAndNoFailure(t, s, logs, map[string]int{"big": 3000, "last": 1})
-	if logs.FilterMessage("PostgreSQL streamed again a transaction committed before the session's start, and forgot it at its commit; its rows were stored before").Len() != 1 {
-		t.Errorf("the second process was not streamed the transaction again: the case is not there")
+	switch n := logs.FilterMessage("PostgreSQL streamed again a transaction committed before the session's start, and forgot it at its commit; its rows were stored before").Len(); n {
+	case 0:
+		t.Log("PostgreSQL spilled the transaction rather than stream it again")
+		return false
+	case 1:
+		return true
+	default:
+		t.Errorf("the forgotten transaction was logged %d times; want once", n)
+		return true
 	}
 }
