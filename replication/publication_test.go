@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/replication"
 )
 
@@ -455,5 +456,22 @@ func TestReplicator_ColumnLeftOutByTheColumnListIsSaidWhileStreaming(t *testing.
 	defer s.mu.Unlock()
 	if n := len(s.rows[1].Relation.Columns); n != 7 {
 		t.Errorf("the second event came with %d columns, want the 7 listed", n)
+	}
+}
+
+// cdc run over a physical slot of its CDC_SLOT_NAME (a standby's, a base
+// backup's) exits naming it as such, not as a slot "of database \"\"".
+func TestReplicator_PhysicalSlotOfTheNameIsNamedAsSuch(t *testing.T) {
+	h := setup(t)
+	slot := testenv.Name("physical")
+	h.exec(`SELECT pg_create_physical_replication_slot('` + slot + `')`)
+	t.Cleanup(func() { h.exec(`SELECT pg_drop_replication_slot('` + slot + `')`) })
+	r, _ := h.replicator(&fakeSink{}, nil, zap.NewNop(), func(c *replication.Config) { c.Slot = slot })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := r.Run(ctx)
+	want := "replication slot belongs to another database (slot " + slot + " is a physical replication slot, a standby's or a base backup's: choose another CDC_SLOT_NAME)"
+	if !errors.Is(err, replication.ErrSlotElsewhere) || err.Error() != want {
+		t.Fatalf("Run = %v; want %q", err, want)
 	}
 }

@@ -501,6 +501,10 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 			continue
 		}
 		row := rows[0]
+		if row[5] == "" {
+			// A physical slot has no database: a standby's or a backup's.
+			return 0, fmt.Errorf("%w (slot %s is a physical replication slot, a standby's or a base backup's: choose another CDC_SLOT_NAME)", ErrSlotElsewhere, r.cfg.Slot)
+		}
 		if row[5] != row[6] {
 			return 0, fmt.Errorf("%w (slot %s belongs to database %q, this is %q: choose another CDC_SLOT_NAME)", ErrSlotElsewhere, r.cfg.Slot, row[5], row[6])
 		}

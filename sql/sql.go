@@ -220,6 +220,9 @@ func CreateSlot(ctx context.Context, conn pgQuerier, slot string) (created bool,
 			"stop every cdc run for it, drop it (SELECT pg_drop_replication_slot('%s')) and run cdc migrate again, which makes it anew and names the events to ship with cdc backfill (docs/operations.md, Slot invalidated)", slot, slot)
 	case err == nil && db == ours:
 		return false, nil
+	case err == nil && db == "":
+		// A physical slot has no database: a standby's or a backup's.
+		return false, fmt.Errorf("slot %s already exists as a physical replication slot (a standby's or a base backup's), not a logical one of this database: choose another CDC_SLOT_NAME", slot)
 	case err == nil:
 		return false, fmt.Errorf("slot %s already exists for database %q, not this one (%q): choose another CDC_SLOT_NAME", slot, db, ours)
 	case !errors.Is(err, pgx.ErrNoRows):

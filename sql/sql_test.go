@@ -403,3 +403,21 @@ func TestCreateSlot_ASlotBeingMadeIsWaitedFor(t *testing.T) {
 		t.Fatalf("CreateSlot = %v, %v; want the other session's slot taken as made (false, nil)", created, err)
 	}
 }
+
+// A physical slot of the name (a standby's, a base backup's) has no
+// database: it was reported as "already exists for database \"\"".
+func TestCreateSlot_NamesAPhysicalSlotAsSuch(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	pg := connectFresh(t, env)
+	slot := testenv.Name("physical")
+	if _, err := pg.Exec(ctx, `SELECT pg_create_physical_replication_slot($1)`, slot); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = pg.Exec(context.Background(), `SELECT pg_drop_replication_slot($1)`, slot) })
+	created, err := ddl.CreateSlot(ctx, pg, slot)
+	want := "slot " + slot + " already exists as a physical replication slot (a standby's or a base backup's), not a logical one of this database: choose another CDC_SLOT_NAME"
+	if err == nil || err.Error() != want || created {
+		t.Fatalf("CreateSlot = %v, %v; want the error %q", created, err, want)
+	}
+}
