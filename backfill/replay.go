@@ -27,6 +27,11 @@ type LetterStore interface {
 type ReplayResult struct {
 	Replayed int // stored in the sink and deleted from cdc_dead_letter
 	Refused  int // refused again; kept with the new reason
+	// Unsettled counts letters whose rows the sink stored when settling
+	// them failed (a role without DELETE on cdc_dead_letter, a lost
+	// link): still in cdc_dead_letter, and stored again by the next
+	// replay.
+	Unsettled int
 }
 
 // ErrNoSuchLetter is returned when Replay is asked for an id that is not there.
@@ -162,6 +167,7 @@ func (r *replay) flush(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	if err := r.store.Settle(sctx, stored, refused); err != nil {
+		r.res.Unsettled += len(stored)
 		return err
 	}
 	r.res.Replayed += len(stored)

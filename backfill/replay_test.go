@@ -260,3 +260,25 @@ func TestReplay_FullBatchIsWrittenBeforeTheNextPage(t *testing.T) {
 		})
 	}
 }
+
+// unsettling is a letter store whose Settle fails, as for a role without
+// DELETE on cdc_dead_letter, and a writer that stores every row.
+type unsettling struct{ letters }
+
+func (u *unsettling) Settle(context.Context, []int64, map[int64]string) error {
+	return errors.New("permission denied for table cdc_dead_letter")
+}
+
+func (u *unsettling) Write(context.Context, *sink.Batch) ([]sink.Rejected, error) { return nil, nil }
+
+// Letters whose rows were stored when settling them failed are counted:
+// the summary said "0 dead letters replayed" of rows that were in
+// event_log, and the next replay stores them again.
+func TestReplay_CountsStoredLettersItCouldNotSettle(t *testing.T) {
+	store := &unsettling{}
+	store.add(7)
+	res, err := backfill.Replay(context.Background(), store, store, nil, 0, 100, 1<<20)
+	if err == nil || !strings.Contains(err.Error(), "permission denied") || res != (backfill.ReplayResult{Unsettled: 7}) {
+		t.Fatalf("Replay = %+v, %v; want 7 unsettled and the refusal", res, err)
+	}
+}

@@ -536,6 +536,11 @@ func runDeadLetterReplay(ctx context.Context, cfg config.Config, args []string, 
 		// What was settled before the failure is said; the failure is
 		// not a summary of a replay done.
 		fmt.Fprintf(stdout, "replay failed after %d dead letters replayed into %s and %d refused again\n", res.Replayed, sink.Table, res.Refused)
+		if res.Unsettled > 0 {
+			// Their rows are in event_log: said, lest the operator
+			// think them lost, or take the next replay's for new ones.
+			fmt.Fprintf(stdout, "%d more were stored in %s but are still in cdc_dead_letter: the next replay stores them again (SELECT … FINAL shows each once)\n", res.Unsettled, sink.Table)
+		}
 		if errors.Is(err, backfill.ErrNoSuchLetter) {
 			return &exitError{code: 1, err: err}
 		}
