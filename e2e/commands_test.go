@@ -1480,6 +1480,7 @@ func TestCommands_MigrateRunsWithTheDocumentedAdminRights(t *testing.T) {
 		{"no REPLICATION", `ALTER ROLE %[1]s NOREPLICATION`, 2, "create slot cdc_outbox: ERROR: must be superuser or replication role to use replication slots (SQLSTATE 42501)"},
 		{"no CREATE on the database", `REVOKE CREATE ON DATABASE %[2]s FROM %[1]s`, 1, "migrate postgres: ERROR: permission denied for database"},
 		{"no CREATE on the schema", `REVOKE CREATE ON SCHEMA public FROM %[1]s`, 1, "migrate postgres: ERROR: permission denied for schema public (SQLSTATE 42501)"},
+		{"not the outbox's owner", `REASSIGN OWNED BY %[1]s TO current_user`, 1, "must be owner of table outbox (SQLSTATE 42501): cdc migrate builds indexes and a publication of cdc's tables, which only their owner may: run it as the owner of the table named (or a superuser), or, as that owner, ALTER TABLE … OWNER TO "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t) // migrated as the superuser: take back what migrate makes but the outbox

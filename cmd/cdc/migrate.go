@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -42,7 +43,7 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	ctx, stopWatch := watchMigrate(ctx, cfg.PGDSN, pg.PgConn().PID(), stdout)
 	defer stopWatch()
 	if err := ddl.MigratePostgres(ctx, pg, cfg.Publication, stdout); err != nil {
-		return frozenCause(ctx, err)
+		return frozenCause(ctx, ownerHint(err, pg.Config().User))
 	}
 	// ClickHouse before the slot: a migrate that fails there (ClickHouse
 	// down, a wrong DSN) leaves no slot behind to retain WAL while
@@ -96,6 +97,18 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	}
 	fmt.Fprintf(stdout, "migrated: postgres outbox, cdc_dead_letter, publication %s; clickhouse %s\n", cfg.Publication, sink.Table)
 	return nil
+}
+
+// ownerHint names the way out of PostgreSQL's "must be owner of table …":
+// migrate builds the outbox's indexes and its publication, which only the
+// table's owner may, and the bare refusal did not say whom to run it as.
+func ownerHint(err error, user string) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "42501" || !strings.HasPrefix(pgErr.Message, "must be owner of ") {
+		return err
+	}
+	return fmt.Errorf("%w: cdc migrate builds indexes and a publication of cdc's tables, which only their owner may: run it as the owner of the table named (or a superuser), or, as that owner, ALTER TABLE … OWNER TO %s (docs/operations.md, Grants)",
+		err, pgx.Identifier{user}.Sanitize())
 }
 
 // slotsRefused reports whether err is PostgreSQL refusing the role any
