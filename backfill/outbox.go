@@ -8,7 +8,9 @@ package backfill
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -90,6 +92,44 @@ func LoadRelation(ctx context.Context, pool *pgxpool.Pool) (*decoder.Relation, e
 		return nil, fmt.Errorf("table %s has no id or event_date_time column: run `cdc migrate`", OutboxTable)
 	}
 	return rel, nil
+}
+
+// Published narrows rel to the columns publication sends of the outbox,
+// and returns the names it left out. A column list (PostgreSQL 15+,
+// CREATE PUBLICATION … FOR TABLE outbox (id, …)) keeps columns from cdc
+// run, which never sees them and lets event_log give them its defaults;
+// a backfill shipped them all, a column kept out of ClickHouse on purpose
+// among them. id and event_date_time stay: the scan pages on them. A
+// publication that does not publish the outbox (or an older server)
+// leaves rel as it is.
+func Published(ctx context.Context, pool *pgxpool.Pool, rel *decoder.Relation, publication string) (*decoder.Relation, []string, error) {
+	var lists bool
+	if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int >= 150000`).Scan(&lists); err != nil {
+		return nil, nil, fmt.Errorf("read the server version: %w", err)
+	}
+	if !lists {
+		return rel, nil, nil
+	}
+	var names []string
+	err := pool.QueryRow(ctx, `SELECT attnames FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3`,
+		publication, rel.Namespace, rel.Name).Scan(&names)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return rel, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the columns publication %s sends of %s: %w", publication, rel.Name, err)
+	}
+	out := *rel
+	out.Columns = nil
+	var left []string
+	for _, col := range rel.Columns {
+		if slices.Contains(names, col.Name) || col.Name == "id" || col.Name == "event_date_time" {
+			out.Columns = append(out.Columns, col)
+		} else {
+			left = append(left, col.Name)
+		}
+	}
+	return &out, left, nil
 }
 
 // Record is one outbox row: its key, and with Values the text of every

@@ -1585,3 +1585,36 @@ func TestCommands_OperatorCommandsRunWithTheOperatorGrants(t *testing.T) {
 		t.Fatalf("event_log holds %d replayed events, want 1", n)
 	}
 }
+
+// A publication with a column list keeps columns out of ClickHouse, on
+// purpose more often than not: cdc run is never sent them, and event_log
+// gives them their defaults. A backfill ships what cdc run would have
+// been sent; it shipped every column.
+func TestCommands_BackfillShipsOnlyThePublishedColumns(t *testing.T) {
+	w := newWorld(t)
+	var lists bool
+	if err := w.pg.QueryRow(context.Background(), `SELECT current_setting('server_version_num')::int >= 150000`).Scan(&lists); err != nil {
+		t.Fatal(err)
+	}
+	if !lists {
+		t.Skip("column lists need PostgreSQL 15")
+	}
+	w.exec(`ALTER PUBLICATION cdc_outbox SET TABLE outbox (id, event_type, event_date_time, event_context, metadata_version)`)
+	id := uuid.New()
+	w.exec(`INSERT INTO outbox (id, event_type, event_date_time, environment, event_context, traceparent)
+		VALUES ($1, 'kept_out', '2026-06-01T00:00:00Z', 'secret-env', '{}', '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01')`, id)
+	out, stderr, code := w.runOperator(nil, "backfill", "--since", "2026-01-01T00:00:00Z")
+	if code != 0 || out != "backfill since 2026-01-01T00:00:00Z: 1 outbox rows read, 1 shipped to event_log, 0 refused (dead letters)\n" {
+		t.Fatalf("backfill exited %d: %q\n%s", code, out, stderr)
+	}
+	if !strings.Contains(stderr, `"columns_left_out": ["environment", "traceparent"]`) {
+		t.Errorf("backfill did not name the columns left out:\n%s", stderr)
+	}
+	var env, trace, typ string
+	if err := w.ch.QueryRow(context.Background(), `SELECT environment, trace_id, event_type FROM event_log FINAL WHERE event_id = ?`, id).Scan(&env, &trace, &typ); err != nil {
+		t.Fatal(err)
+	}
+	if env != "" || trace != "" || typ != "kept_out" {
+		t.Fatalf("event_log has environment %q, trace_id %q, event_type %q; want the defaults for the columns left out and kept_out", env, trace, typ)
+	}
+}

@@ -323,6 +323,16 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 	if err != nil {
 		return err
 	}
+	// What cdc run would have been sent: a column list keeps columns out
+	// of ClickHouse, on purpose more often than not.
+	rel, left, err := backfill.Published(ctx, pool, rel, cfg.Publication)
+	if err != nil {
+		return err
+	}
+	if len(left) > 0 {
+		log.Info("the publication leaves columns of the outbox out (a column list): the backfill ships the others, as cdc run does, and event_log gives these their defaults",
+			zap.Strings("columns_left_out", left), zap.String("publication", cfg.Publication))
+	}
 	sc := backfill.NewScanner(pool, rel, since, until, cfg.BatchMaxRows, cfg.BatchMaxBytes, true)
 	res, err := backfill.Ship(ctx, sc, rel, ch, deadletter.New(pool), cfg.BatchMaxBytes, func(r backfill.ShipResult) {
 		log.Info("backfill batch stored", zap.Int("shipped", r.Shipped), zap.Int("dead_letters", r.DeadLetters))
