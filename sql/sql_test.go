@@ -347,12 +347,12 @@ func TestMigratePostgres_RefusesAnOutboxThatIsNotCdcs(t *testing.T) {
 // makingConn is a real connection whose first look at the slot finds it
 // as PostgreSQL shows a slot another session is making, for a moment after
 // it appears: in this database, its plugin not named yet. That session
-// (another connection here) has made it by the time the look returns.
+// (another connection here) has made it before the look: made during
+// the look, as it once was, it waits for the server's open transactions
+// — other packages' tests, under make test — and took longer than
+// CreateSlot waits, counted from before its first look.
 type makingConn struct {
 	*pgx.Conn
-	t      *testing.T
-	other  *pgx.Conn
-	slot   string
 	looked bool
 }
 
@@ -370,9 +370,6 @@ func (c *makingConn) QueryRow(ctx context.Context, sql string, args ...any) pgx.
 		return c.Conn.QueryRow(ctx, sql, args...)
 	}
 	c.looked = true
-	if _, err := c.other.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, c.slot); err != nil {
-		c.t.Fatalf("the other session's slot: %v", err)
-	}
 	return madeRow{db: c.Conn.Config().Database}
 }
 
@@ -398,7 +395,10 @@ func TestCreateSlot_ASlotBeingMadeIsWaitedFor(t *testing.T) {
 	t.Cleanup(func() {
 		_, _ = pg.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
 	})
-	created, err := ddl.CreateSlot(ctx, &makingConn{Conn: pg, t: t, other: other, slot: slot}, slot)
+	if _, err := other.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, slot); err != nil {
+		t.Fatalf("the other session's slot: %v", err)
+	}
+	created, err := ddl.CreateSlot(ctx, &makingConn{Conn: pg}, slot)
 	if err != nil || created {
 		t.Fatalf("CreateSlot = %v, %v; want the other session's slot taken as made (false, nil)", created, err)
 	}
