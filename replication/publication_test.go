@@ -470,7 +470,7 @@ func TestReplicator_PhysicalSlotOfTheNameIsNamedAsSuch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := r.Run(ctx)
-	want := "replication slot belongs to another database (slot " + slot + " is a physical replication slot, a standby's or a base backup's: choose another CDC_SLOT_NAME)"
+	want := "replication slot is not a logical slot of this database (slot " + slot + " is a physical replication slot, a standby's or a base backup's: choose another CDC_SLOT_NAME)"
 	if !errors.Is(err, replication.ErrSlotElsewhere) || err.Error() != want {
 		t.Fatalf("Run = %v; want %q", err, want)
 	}

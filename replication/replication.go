@@ -324,7 +324,7 @@ var (
 	ErrPublicationTables  = errors.New("cdc ships every row its publication sends into event_log, so it must publish one outbox table alone: set CDC_PUBLICATION to such a publication (CREATE PUBLICATION … FOR TABLE outbox WITH (publish = 'insert')), or drop the other tables from this one (ALTER PUBLICATION … DROP TABLE …; not possible FOR ALL TABLES)")
 	ErrWrongPlugin        = errors.New("replication slot does not use the pgoutput plugin")
 	ErrSlotBusy           = errors.New("replication slot is active in another process")
-	ErrSlotElsewhere      = errors.New("replication slot belongs to another database")
+	ErrSlotElsewhere      = errors.New("replication slot is not a logical slot of this database")
 	// The slot cannot pass the stretch of WAL where its publication did
 	// not exist: pgoutput looks it up as the catalog was at each change.
 	ErrPublicationGap = errors.New("the slot's WAL holds changes made while its publication did not exist (dropped, or dropped and made again, after the slot was made), which PostgreSQL cannot decode")
