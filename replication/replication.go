@@ -102,6 +102,10 @@ type Replicator struct {
 	// warned of (notePublicationSubset), "" while neither. Only Run's
 	// goroutine touches it.
 	subsetNoted string
+	// opsNoted is the changes besides inserts the publication publishes,
+	// as last warned of (prepareSlot), "" while none. Only Run's
+	// goroutine touches it.
+	opsNoted string
 	// restartLSN is the slot's restart_lsn, read with its confirmed
 	// position at each session's start (prepareSlot). Only Run's
 	// goroutine touches it.

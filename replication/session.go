@@ -435,7 +435,8 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 	r.slotHolder = 0
 	var pub [][]string
 	err := setupStep(ctx, func(ctx context.Context) (err error) {
-		pub, err = queryRows(ctx, conn, "SELECT pubinsert FROM pg_publication WHERE pubname = '"+r.cfg.Publication+"'")
+		// pubtruncate from to_jsonb: PostgreSQL 10 has no such column.
+		pub, err = queryRows(ctx, conn, "SELECT pubinsert, concat_ws(', ', CASE WHEN pubupdate THEN 'update' END, CASE WHEN pubdelete THEN 'delete' END, CASE WHEN (to_jsonb(p)->>'pubtruncate')::boolean THEN 'truncate' END) FROM pg_publication p WHERE pubname = '"+r.cfg.Publication+"'")
 		return err
 	})
 	if err != nil {
@@ -448,6 +449,17 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 	// it) the slot would pass every event unseen, and confirm past them.
 	if pub[0][0] != "t" {
 		return 0, fmt.Errorf("%w (publication %q)", ErrPublicationInserts, r.cfg.Publication)
+	}
+	// Other changes are not wrong, only wasted: each is decoded by the
+	// walsender, sent, and dropped here (stream.handleWAL) — retention's
+	// DELETEs as many as the events themselves. Said once for each new
+	// finding, as a publication made by hand is said to be meant.
+	if also := pub[0][1]; also != r.opsNoted {
+		r.opsNoted = also
+		if also != "" {
+			r.log.Warn("the publication publishes other changes of the outbox besides inserts: cdc ships only inserts, so PostgreSQL decodes and sends these for nothing (outbox retention's DELETEs among them); publish inserts alone (ALTER PUBLICATION … SET (publish = 'insert'))",
+				zap.String("publication", r.cfg.Publication), zap.String("also_published", also))
+		}
 	}
 	if err := r.checkPublicationTables(ctx, conn); err != nil {
 		return 0, err
