@@ -1356,7 +1356,9 @@ func (w *world) signalledWhileClickHouseIsSilent(command string) (stdout, stderr
 // every replication session's start fails, without INSERT (or the
 // sequence) the first refused row stops acknowledging. cdc run says so at
 // its start, naming the role, the privilege and the GRANT, and exits 1,
-// rather than reconnecting for ever or stalling at a refused row.
+// rather than reconnecting for ever or stalling at a refused row. So too
+// a role whose transactions are read-only by default, which holds every
+// grant and stalled at the first refused row all the same.
 func TestCommands_RunWithoutADeadLetterGrantExitsOneNamingIt(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -1369,6 +1371,8 @@ func TestCommands_RunWithoutADeadLetterGrantExitsOneNamingIt(t *testing.T) {
 			"schema: role %[1]s has no INSERT on cdc_dead_letter: the rows ClickHouse refuses are set aside in it, so at the first one cdc would stop acknowledging and retry for ever: GRANT INSERT ON cdc_dead_letter TO %[1]s: grant, as the admin, what the role cdc connects as lacks (docs/operations.md, Grants)"},
 		{"sequence", `REVOKE USAGE ON SEQUENCE cdc_dead_letter_id_seq FROM %s`,
 			"schema: role %[1]s has no USAGE on sequence public.cdc_dead_letter_id_seq: the rows ClickHouse refuses are set aside in cdc_dead_letter, whose ids it numbers, so at the first one cdc would stop acknowledging and retry for ever: GRANT USAGE ON SEQUENCE public.cdc_dead_letter_id_seq TO %[1]s: grant, as the admin, what the role cdc connects as lacks (docs/operations.md, Grants)"},
+		{"read-only", `ALTER ROLE %s SET default_transaction_read_only = on`,
+			"schema: role %[1]s's transactions are read-only (default_transaction_read_only = on, set for the role): PostgreSQL refuses every write of cdc's: the rows ClickHouse refuses are set aside in cdc_dead_letter, so at the first one cdc would stop acknowledging and retry for ever, and each retention sweep (CDC_OUTBOX_RETENTION) fails: ALTER ROLE %[1]s SET default_transaction_read_only = off: grant, as the admin, what the role cdc connects as lacks (docs/operations.md, Grants)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)

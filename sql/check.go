@@ -97,7 +97,12 @@ SELECT t.dead IS NOT NULL,
 	-- look missing.
 	coalesce((SELECT string_agg(quote_ident(n.nspname), ', ' ORDER BY n.nspname)
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relname = 'cdc_dead_letter' AND c.relkind IN ('r', 'p') AND NOT has_schema_privilege(n.oid, 'USAGE')), '')
+		WHERE c.relname = 'cdc_dead_letter' AND c.relkind IN ('r', 'p') AND NOT has_schema_privilege(n.oid, 'USAGE')), ''),
+	-- A role, database or DSN that makes transactions read-only by
+	-- default: no grant is missing, yet every write of cdc's fails.
+	current_setting('default_transaction_read_only')::bool,
+	(SELECT source FROM pg_settings WHERE name = 'default_transaction_read_only'),
+	quote_ident(current_database())
 FROM t
 LEFT JOIN LATERAL (
 	-- nextval() for the id's default needs USAGE (or UPDATE) on its
@@ -119,14 +124,18 @@ LEFT JOIN LATERAL (
 // as lacks of what docs/operations.md grants the runner: those on
 // cdc_dead_letter are fatal (without them cdc would reconnect for ever, or
 // stall at the first refused row, a permission error away from saying
-// why), those retention needs on the outbox are not.
+// why), those retention needs on the outbox are not. A role whose
+// transactions are read-only by default is as fatal (readOnlyLack).
 func CheckPostgres(ctx context.Context, conn pgQuerier, retention bool) ([]Lack, error) {
 	var dead, deadByEvent, deadByPosition, outbox, outboxByTime, outboxByTimeID bool
 	var role, seq string
 	var deadSelect, deadInsert, seqUsage, outboxSelect, outboxDelete bool
 	var unusable string // schemas holding a cdc_dead_letter the role may not use
+	var readOnly bool
+	var readOnlySource, database string
 	if err := conn.QueryRow(ctx, checkPostgresQuery).Scan(&dead, &deadByEvent, &deadByPosition, &outbox, &outboxByTime, &outboxByTimeID,
-		&role, &deadSelect, &deadInsert, &seq, &seqUsage, &outboxSelect, &outboxDelete, &unusable); err != nil {
+		&role, &deadSelect, &deadInsert, &seq, &seqUsage, &outboxSelect, &outboxDelete, &unusable,
+		&readOnly, &readOnlySource, &database); err != nil {
 		return nil, fmt.Errorf("look up cdc's tables and indexes in postgres: %w", err)
 	}
 	var lacks []Lack
@@ -145,6 +154,9 @@ func CheckPostgres(ctx context.Context, conn pgQuerier, retention bool) ([]Lack,
 			Effect: "every replication session's start reads it, and the rows ClickHouse refuses are set aside in it, so cdc would never stream",
 			Fatal:  true,
 		}), nil
+	}
+	if readOnly {
+		lacks = append(lacks, readOnlyLack(role, database, readOnlySource, retention && outbox))
 	}
 	lacks = append(lacks, grantLacks(role, seq, deadSelect, deadInsert, seqUsage, retention && outbox, outboxSelect, outboxDelete)...)
 	if !deadByPosition {
@@ -219,6 +231,46 @@ func grantLacks(role, seq string, deadSelect, deadInsert, seqUsage, retention, o
 		})
 	}
 	return lacks
+}
+
+// readOnlyLack is the lack of a role whose transactions are read-only by
+// default (default_transaction_read_only = on): it holds every grant, and
+// PostgreSQL still refuses each INSERT into cdc_dead_letter (SQLSTATE
+// 25006), so at the first row ClickHouse refuses cdc retried for ever,
+// acknowledging nothing more, and each retention sweep failed. The
+// statement that lifts it depends on where it is set (source, as
+// pg_settings says): a role's setting for one database outranks the
+// role's own, which outranks the database's and the server's; one the
+// DSN sends (options, PGOPTIONS) outranks them all.
+func readOnlyLack(role, database, source string, retention bool) Lack {
+	effect := "PostgreSQL refuses every write of cdc's: the rows ClickHouse refuses are set aside in cdc_dead_letter, so at the first one cdc would stop acknowledging and retry for ever"
+	if retention {
+		effect += ", and each retention sweep (CDC_OUTBOX_RETENTION) fails"
+	}
+	var where, fix string
+	switch source {
+	case "client":
+		where = "by CDC_PG_DSN's options or PGOPTIONS"
+		fix = "take default_transaction_read_only out of CDC_PG_DSN's options and PGOPTIONS"
+	case "database user":
+		where = "for the role in database " + database
+		fix = "ALTER ROLE " + role + " IN DATABASE " + database + " SET default_transaction_read_only = off"
+	case "user":
+		where = "for the role"
+		fix = "ALTER ROLE " + role + " SET default_transaction_read_only = off"
+	case "database":
+		where = "for database " + database
+		fix = "ALTER ROLE " + role + " SET default_transaction_read_only = off"
+	default:
+		where = "in the server's configuration (" + source + ")"
+		fix = "ALTER ROLE " + role + " SET default_transaction_read_only = off"
+	}
+	return Lack{
+		What:   "role " + role + "'s transactions are read-only (default_transaction_read_only = on, set " + where + ")",
+		Effect: effect,
+		Fatal:  true,
+		Grant:  fix,
+	}
 }
 
 // CheckClickHouse reports what `cdc run` would lack of migrate's

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/eventcdc/cdc/internal/testenv"
 	ddl "github.com/eventcdc/cdc/sql"
@@ -320,6 +321,99 @@ func TestCheckClickHouse(t *testing.T) {
 			}
 			if got != tc.want {
 				t.Fatalf("lack %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// A role whose transactions are read-only by default holds every grant,
+// and PostgreSQL refuses each of cdc's writes all the same: cdc run
+// stalled at the first refused row, retrying its dead letter for ever
+// ("cannot execute INSERT in a read-only transaction"). It is fatal, named
+// with the statement that lifts it wherever it is set: for the role, for
+// the role in one database, for the database, or by the DSN.
+func TestCheckPostgres_NamesARoleWhoseTransactionsAreReadOnly(t *testing.T) {
+	env := testenv.Get(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		set     string // {role} is the role, {db} the database
+		options string // of the role's connection
+		what    string // {role} is the role, {db} the database
+		fix     string
+	}{
+		{"for the role", `ALTER ROLE {role} SET default_transaction_read_only = on`, "",
+			"role {role}'s transactions are read-only (default_transaction_read_only = on, set for the role)",
+			"ALTER ROLE {role} SET default_transaction_read_only = off"},
+		{"for the role in the database", `ALTER ROLE {role} IN DATABASE {db} SET default_transaction_read_only = on`, "",
+			"role {role}'s transactions are read-only (default_transaction_read_only = on, set for the role in database {db})",
+			"ALTER ROLE {role} IN DATABASE {db} SET default_transaction_read_only = off"},
+		{"for the database", `ALTER DATABASE {db} SET default_transaction_read_only = on`, "",
+			"role {role}'s transactions are read-only (default_transaction_read_only = on, set for database {db})",
+			"ALTER ROLE {role} SET default_transaction_read_only = off"},
+		{"by the DSN", "", "-c default_transaction_read_only=on",
+			"role {role}'s transactions are read-only (default_transaction_read_only = on, set by CDC_PG_DSN's options or PGOPTIONS)",
+			"take default_transaction_read_only out of CDC_PG_DSN's options and PGOPTIONS"},
+		{"read-write", "", "", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dsn := env.NewPostgres(t)
+			conn := connect(t, dsn)
+			if err := ddl.MigratePostgres(ctx, conn, "cdc_outbox", io.Discard); err != nil {
+				t.Fatal(err)
+			}
+			role := testenv.Name("cdc_runner")
+			t.Cleanup(func() {
+				for _, stmt := range []string{`DROP OWNED BY ` + role, `DROP ROLE ` + role} {
+					if _, err := conn.Exec(ctx, stmt); err != nil {
+						t.Logf("%s: %v", stmt, err)
+					}
+				}
+			})
+			exec(t, conn, `CREATE ROLE `+role+` WITH LOGIN REPLICATION`,
+				`GRANT SELECT, DELETE ON outbox TO `+role,
+				`GRANT SELECT, INSERT ON cdc_dead_letter TO `+role,
+				`GRANT USAGE ON SEQUENCE cdc_dead_letter_id_seq TO `+role)
+			db := conn.Config().Database
+			replacer := strings.NewReplacer("{role}", role, "{db}", db)
+			if tc.set != "" {
+				exec(t, conn, replacer.Replace(tc.set))
+			}
+			cfg, err := pgx.ParseConfig(dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.User = role
+			if tc.options != "" {
+				cfg.RuntimeParams["options"] = tc.options
+			}
+			runner, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer runner.Close(ctx)
+			lacks, err := ddl.CheckPostgres(ctx, runner, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.what == "" {
+				if len(lacks) != 0 {
+					t.Fatalf("CheckPostgres = %+v; want nothing lacking", lacks)
+				}
+				return
+			}
+			what, fix := replacer.Replace(tc.what), replacer.Replace(tc.fix)
+			if len(lacks) != 1 || lacks[0].What != what || lacks[0].Grant != fix || !lacks[0].Fatal || lacks[0].Effect == "" {
+				t.Fatalf("CheckPostgres = %+v; want the fatal lack %q, lifted by %q", lacks, what, fix)
+			}
+			// What the lack says of cdc's writes is what PostgreSQL does
+			// to them.
+			_, err = runner.Exec(ctx, `INSERT INTO cdc_dead_letter (commit_lsn, seq, row_data, error) VALUES ('0/0', 0, '{}', 'test')`)
+			if err == nil || !strings.Contains(err.Error(), "read-only transaction") {
+				t.Fatalf("INSERT as the role: %v; want it refused as read-only", err)
+			}
+			if err := ddl.Fatal(lacks); err == nil || !strings.HasPrefix(err.Error(), what+": ") || !strings.Contains(err.Error(), ": "+fix+": ") {
+				t.Fatalf("Fatal = %v; want it to name %q and %q", err, what, fix)
 			}
 		})
 	}
