@@ -1400,6 +1400,32 @@ func TestCommands_RunWithoutADeadLetterGrantExitsOneNamingIt(t *testing.T) {
 	}
 }
 
+// A ClickHouse user that may not insert (readonly = 1, or 2, in its
+// profile or sent by the DSN) reads event_log and has every INSERT
+// refused ("Cannot insert into table in readonly mode", code 164): cdc
+// run retried its first batch for ever, never ready. It says so at its
+// start and exits 1.
+func TestCommands_RunAsAReadOnlyClickHouseUserExitsOneNamingIt(t *testing.T) {
+	w := newWorld(t)
+	sep := "?"
+	if strings.Contains(w.chDSN, "?") {
+		sep = "&"
+	}
+	c := w.start(map[string]string{"CDC_CLICKHOUSE_DSN": w.chDSN + sep + "readonly=1"})
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("connector still running as a read-only ClickHouse user:\n%s", tail(c.out.String(), 10))
+	}
+	if code := c.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("exit code %d, want 1:\n%s", code, tail(c.out.String(), 10))
+	}
+	const want = `"error": "schema: the ClickHouse user of CDC_CLICKHOUSE_DSN is read-only (readonly = 1): ClickHouse refuses every INSERT into event_log, so cdc would retry its first batch for ever: set readonly = 0 for that user`
+	if out := c.out.String(); !strings.Contains(out, want) {
+		t.Fatalf("log does not say %q:\n%s", want, tail(out, 10))
+	}
+}
+
 // TLS the DSN asks for and the server does not speak (sslmode=require to
 // a PostgreSQL without ssl, secure=true to ClickHouse's plain port) is a
 // setting to fix, as a refused login is: every command, run included,

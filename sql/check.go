@@ -276,8 +276,46 @@ func readOnlyLack(role, database, source string, retention bool) Lack {
 // CheckClickHouse reports what `cdc run` would lack of migrate's
 // ClickHouse schema: event_log (fatal: nothing can be stored), and its
 // engine. Its columns are the sink's to read (a missing
-// cdc_commit_lsn/cdc_seq is warned of by each session's start).
+// cdc_commit_lsn/cdc_seq is warned of by each session's start). It also
+// names a user that may not insert at all (checkReadonly, fatal).
 func CheckClickHouse(ctx context.Context, conn driver.Conn) ([]Lack, error) {
+	lacks, err := checkReadonly(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	table, err := checkEventLog(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	return append(lacks, table...), nil
+}
+
+// checkReadonly names a ClickHouse user that may not insert at all: its
+// profile, or the DSN, sets readonly (1, or 2: settings may change, data
+// may not). It holds every other right, reads event_log at start, and
+// then has every INSERT refused ("Cannot insert into table in readonly
+// mode", code 164): cdc run retried its first batch for ever, never
+// ready. The least-privilege user of docs/operations.md (Grants) forbids
+// DDL with allow_ddl = 0 instead.
+func checkReadonly(ctx context.Context, conn driver.Conn) ([]Lack, error) {
+	var readonly string
+	if err := conn.QueryRow(ctx, "SELECT toString(value) FROM system.settings WHERE name = 'readonly'").Scan(&readonly); err != nil {
+		return nil, fmt.Errorf("read the clickhouse user's readonly setting: %w", err)
+	}
+	if readonly == "0" {
+		return nil, nil
+	}
+	return []Lack{{
+		What:   "the ClickHouse user of CDC_CLICKHOUSE_DSN is read-only (readonly = " + readonly + ")",
+		Effect: "ClickHouse refuses every INSERT into event_log, so cdc would retry its first batch for ever",
+		Fatal:  true,
+		Grant:  "set readonly = 0 for that user (its profile in users.xml, or ALTER USER … SETTINGS readonly = 0 where SQL access control is on; allow_ddl = 0 still keeps it from DDL) and take readonly out of CDC_CLICKHOUSE_DSN",
+	}}, nil
+}
+
+// checkEventLog names an event_log that is missing or of an engine that
+// does not collapse an event stored twice.
+func checkEventLog(ctx context.Context, conn driver.Conn) ([]Lack, error) {
 	rows, err := conn.Query(ctx, "SELECT engine FROM system.tables WHERE database = currentDatabase() AND name = 'event_log'")
 	if err != nil {
 		return nil, fmt.Errorf("look up event_log in clickhouse: %w", err)

@@ -278,20 +278,28 @@ func TestCheckClickHouse(t *testing.T) {
 	ctx := context.Background()
 	const mergeTree = `CREATE TABLE event_log (event_id UUID, event_type String, event_date_time DateTime, cdc_commit_lsn UInt64, cdc_seq UInt64)
 		ENGINE = MergeTree() PARTITION BY toYYYYMM(event_date_time) ORDER BY (event_type, event_date_time, event_id)`
+	migrate := func(t *testing.T, ch clickhouse.Conn, _ string) {
+		if err := ddl.MigrateClickHouse(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A user that may not insert, as its profile or the DSN makes it:
+	// every INSERT is refused (code 164), and cdc run retried for ever.
+	const readonly = "the ClickHouse user of CDC_CLICKHOUSE_DSN is read-only (readonly = "
 	for _, tc := range []struct {
-		name  string
-		setup func(t *testing.T, ch clickhouse.Conn, dsn string)
-		want  string
-		fatal bool
+		name   string
+		setup  func(t *testing.T, ch clickhouse.Conn, dsn string)
+		params string // of the DSN CheckClickHouse connects with
+		want   string
+		fatal  bool
 	}{
-		{"migrated", func(t *testing.T, ch clickhouse.Conn, _ string) {
-			if err := ddl.MigrateClickHouse(ctx, ch); err != nil {
-				t.Fatal(err)
-			}
-		}, "", false},
-		{"no event_log", func(*testing.T, clickhouse.Conn, string) {}, "table event_log does not exist in ClickHouse's database", true},
-		{"a MergeTree", func(t *testing.T, _ clickhouse.Conn, dsn string) { env.ClickHouseExec(t, dsn, mergeTree) },
+		{"migrated", migrate, "", "", false},
+		{"no event_log", func(*testing.T, clickhouse.Conn, string) {}, "", "table event_log does not exist in ClickHouse's database", true},
+		{"a MergeTree", func(t *testing.T, _ clickhouse.Conn, dsn string) { env.ClickHouseExec(t, dsn, mergeTree) }, "",
 			"event_log's engine is MergeTree, not ReplacingMergeTree", false},
+		{"a read-only user", migrate, "readonly=1", readonly + "1)", true},
+		{"a user that may change settings and no data", migrate, "readonly=2", readonly + "2)", true},
+		{"readonly=0", migrate, "readonly=0", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dsn := env.NewClickHouse(t)
@@ -305,7 +313,17 @@ func TestCheckClickHouse(t *testing.T) {
 			}
 			defer ch.Close()
 			tc.setup(t, ch, dsn)
-			lacks, err := ddl.CheckClickHouse(ctx, ch)
+			check := ch
+			if tc.params != "" {
+				if opts, err = clickhouse.ParseDSN(dsn + "?" + tc.params); err != nil {
+					t.Fatal(err)
+				}
+				if check, err = clickhouse.Open(opts); err != nil {
+					t.Fatal(err)
+				}
+				defer check.Close()
+			}
+			lacks, err := ddl.CheckClickHouse(ctx, check)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -321,6 +339,14 @@ func TestCheckClickHouse(t *testing.T) {
 			}
 			if got != tc.want {
 				t.Fatalf("lack %q, want %q", got, tc.want)
+			}
+			if tc.params == "readonly=1" {
+				// What the lack says is what ClickHouse does to an INSERT.
+				err := check.Exec(ctx, "INSERT INTO event_log (event_type) VALUES ('x')")
+				var ex *clickhouse.Exception
+				if !errors.As(err, &ex) || ex.Code != 164 {
+					t.Fatalf("INSERT as the read-only user: %v; want code 164", err)
+				}
 			}
 		})
 	}
