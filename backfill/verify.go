@@ -3,7 +3,6 @@ package backfill
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -41,8 +40,11 @@ type VerifyReport struct {
 	NotInOutboxIDs []string `json:"not_in_outbox_ids"`
 }
 
-// ClickHouse caps a query's text (max_query_size, 256 KiB by default): an
-// IN list of this many UUIDs stays well under it.
+// chChunk is how many ids one lookup within their own seconds takes. They
+// go as an external table, not an IN list in the query's text: ClickHouse
+// caps that text (max_query_size, 256 KiB by default), and 2000 quoted
+// UUIDs, 80 KB, failed every verify of a user whose profile sets it lower
+// (64 KiB: "Max query size exceeded").
 const chChunk = 2000
 
 // byIDChunk is how many ids one lookup by id alone takes. Each such lookup
@@ -202,23 +204,30 @@ func absentByID(ctx context.Context, ch driver.Conn, ids []string) ([]string, er
 	var absent []string
 	for start := 0; start < len(ids); start += byIDChunk {
 		part := ids[start:min(start+byIDChunk, len(ids))]
-		t, err := ext.NewTable("cdc_verify_ids", ext.Column("id", "UUID"))
-		if err != nil {
-			return nil, fmt.Errorf("look up %d event ids in %s: %w", len(part), sink.Table, err)
-		}
-		for _, id := range part {
-			if err := t.Append(id); err != nil {
-				return nil, fmt.Errorf("look up event id %s in %s: %w", id, sink.Table, err)
-			}
-		}
-		qctx := clickhouse.Context(ctx, clickhouse.WithExternalTable(t))
-		have, err := eventIDs(qctx, ch, "SELECT DISTINCT toString(event_id) FROM "+sink.Table+" WHERE event_id IN cdc_verify_ids", len(part))
+		have, err := idsIn(ctx, ch, part, "")
 		if err != nil {
 			return nil, err
 		}
 		absent = appendMissing(absent, part, have)
 	}
 	return absent, nil
+}
+
+// idsIn returns which of ids event_log holds under the condition cond (a
+// prefix ending in AND, or ""). The ids go as an external table: data,
+// not query text, so max_query_size does not bound them.
+func idsIn(ctx context.Context, ch driver.Conn, ids []string, cond string) (map[string]bool, error) {
+	t, err := ext.NewTable("cdc_verify_ids", ext.Column("id", "UUID"))
+	if err != nil {
+		return nil, fmt.Errorf("look up %d event ids in %s: %w", len(ids), sink.Table, err)
+	}
+	for _, id := range ids {
+		if err := t.Append(id); err != nil {
+			return nil, fmt.Errorf("look up event id %s in %s: %w", id, sink.Table, err)
+		}
+	}
+	qctx := clickhouse.Context(ctx, clickhouse.WithExternalTable(t))
+	return eventIDs(qctx, ch, "SELECT DISTINCT toString(event_id) FROM "+sink.Table+" WHERE "+cond+"event_id IN cdc_verify_ids", len(ids))
 }
 
 // appendMissing appends to absent the ids of part, in their order, that
@@ -259,13 +268,7 @@ func absentFromEventLog(ctx context.Context, ch driver.Conn, ids []string, cond 
 	var absent []string
 	for start := 0; start < len(ids); start += chChunk {
 		part := ids[start:min(start+chChunk, len(ids))]
-		quoted := make([]string, len(part))
-		for i, id := range part {
-			// ids come from PostgreSQL's uuid output: hex and dashes only,
-			// nothing to escape.
-			quoted[i] = "'" + id + "'"
-		}
-		have, err := eventIDs(ctx, ch, fmt.Sprintf("SELECT DISTINCT toString(event_id) FROM %s WHERE %sevent_id IN (%s)", sink.Table, cond, strings.Join(quoted, ",")), len(part))
+		have, err := idsIn(ctx, ch, part, cond)
 		if err != nil {
 			return nil, err
 		}

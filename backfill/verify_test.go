@@ -7,8 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/eventcdc/cdc/backfill"
 	"github.com/eventcdc/cdc/deadletter"
+	"github.com/eventcdc/cdc/internal/testenv"
+	"github.com/eventcdc/cdc/sink"
+	ddl "github.com/eventcdc/cdc/sql"
 )
 
 // Verify looks for each event in its own second, then by id alone: an
@@ -101,5 +106,59 @@ func TestVerify_EventLogWindowEndsWithTheSecondOfUntil(t *testing.T) {
 	if rep.OutboxRows != 29 || rep.Found != 29 || rep.Missing != 0 || rep.EventLogRows != 30 || rep.NotInOutbox != 1 ||
 		!slices.Equal(rep.NotInOutboxIDs, []string{last}) || rep.MissingDeadLettered != 0 {
 		t.Fatalf("verify: %+v; want 29 outbox rows all found, 30 event_log rows, %s alone not in the outbox", rep, last)
+	}
+}
+
+// A chunk of 2000 ids looked up in their own seconds went as an IN list
+// in the query's text, 80 KB of it: a ClickHouse user whose profile sets
+// max_query_size below that (64 KiB here) had every verify fail with
+// "Max query size exceeded". Whatever the setting, every event is found
+// and the one never shipped is missing.
+func TestVerify_IDsAreNotBoundByMaxQuerySize(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ name, params string }{
+		{"the server's max_query_size", ""},
+		{"max_query_size 64 KiB", "?max_query_size=65536"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pool := outbox(t)
+			dsn := testenv.Get(t).NewClickHouse(t)
+			ch, err := sink.Open(dsn, zap.NewNop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ch.Close()
+			if err := ddl.MigrateClickHouse(ctx, ch.Conn()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+				SELECT 'e', 'test', '{}', '2026-01-01 00:00:00+00'::timestamptz + i * interval '1 second' FROM generate_series(0, 2499) i`); err != nil {
+				t.Fatal(err)
+			}
+			rel, err := backfill.LoadRelation(ctx, pool)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := backfill.Ship(ctx, backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10000, 1<<24, true), rel, ch, deadletter.New(pool), 1<<24, nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			var unshipped string
+			if err := pool.QueryRow(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+				VALUES ('e', 'test', '{}', '2026-01-01 00:10:00.5+00') RETURNING id::text`).Scan(&unshipped); err != nil {
+				t.Fatal(err)
+			}
+			limited, err := sink.Open(dsn+tc.params, zap.NewNop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer limited.Close()
+			rep, err := backfill.Verify(ctx, pool, limited.Conn(), backfill.VerifyOptions{Until: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC), Page: 10000, Show: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.OutboxRows != 2501 || rep.Found != 2500 || rep.Missing != 1 || !slices.Equal(rep.MissingIDs, []string{unshipped}) || rep.EventLogRows != 2500 || rep.NotInOutbox != 0 {
+				t.Fatalf("verify: %+v; want 2501 outbox rows, 2500 found, %s alone missing, 2500 event_log rows all in the outbox", rep, unshipped)
+			}
+		})
 	}
 }
