@@ -237,8 +237,11 @@ const lockBuckets = 64
 // Written straight from the values, without the HTML escapes of
 // encoding/json (a "<" would take six bytes) and without a copy of each
 // value first: a refused row may hold tens of MB. Keys are in name order,
-// as encoding/json writes a map's; invalid UTF-8 (possible only in a
-// SQL_ASCII database) becomes U+FFFD, as there.
+// as encoding/json writes a map's. Bytes that are not UTF-8 are kept as
+// they are, as the connector and backfill store them (decodeRowData reads
+// them back): cdc's sessions take the database's encoding as theirs, so
+// a database whose encoding is not UTF8 (SQL_ASCII, LATIN1, …) sends its
+// own bytes, which its jsonb takes as they are.
 func RowData(r sink.Row) ([]byte, *string) {
 	order := make([]int, len(r.Relation.Columns))
 	size := 2
@@ -278,9 +281,8 @@ func eventID(r sink.Row) *string {
 	return nil
 }
 
-// escapedLen is about the length of s as a JSON string's content, so that
-// RowData allocates its output once: exact but for invalid UTF-8, which
-// grows by up to five bytes a byte.
+// escapedLen is the length of s as a JSON string's content, so that
+// RowData allocates its output once.
 func escapedLen[T string | []byte](s T) int {
 	n := len(s)
 	for i := 0; i < len(s); i++ {
@@ -295,50 +297,40 @@ func escapedLen[T string | []byte](s T) int {
 }
 
 // appendJSONString appends s as a JSON string: quotes, backslashes and
-// control characters escaped, nothing else.
+// control characters escaped, nothing else; bytes that are not UTF-8 are
+// appended as they are.
 func appendJSONString[T string | []byte](out []byte, s T) []byte {
 	const hex = "0123456789abcdef"
 	out = append(out, '"')
 	start := 0
-	for i := 0; i < len(s); {
+	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			out = append(out, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				out = append(out, '\\', c)
-			case '\n':
-				out = append(out, '\\', 'n')
-			case '\r':
-				out = append(out, '\\', 'r')
-			case '\t':
-				out = append(out, '\\', 't')
-			default:
-				out = append(out, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			start = i
+		if c >= 0x20 && c != '"' && c != '\\' {
+			// UTF-8, or bytes of a database whose encoding is not
+			// UTF8, which its jsonb takes as they are: the replay must
+			// store what the connector would have. Not U+FFFD, which a
+			// replay then stored in the byte's place (an event_type so
+			// changed is another key of event_log: a second row under
+			// FINAL), nor an escape, which a SQL_ASCII database refuses
+			// to convert ("conversion between UTF8 and SQL_ASCII is not
+			// supported"): the letter could not be stored, and the
+			// stream would stall on it.
 			continue
 		}
-		r, n := utf8.DecodeRuneInString(string(s[i:min(i+utf8.UTFMax, len(s))]))
-		if r == utf8.RuneError && n == 1 {
-			out = append(out, s[start:i]...)
-			// The character itself, not its escape: a SQL_ASCII
-			// database (the one place such bytes come from) takes its
-			// bytes into jsonb as they are, and refuses to convert an
-			// escape above U+007F ("conversion between UTF8 and
-			// SQL_ASCII is not supported"): the letter could not be
-			// stored, and the stream would stall on it.
-			out = append(out, "\uFFFD"...)
-			i++
-			start = i
-			continue
+		out = append(out, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			out = append(out, '\\', c)
+		case '\n':
+			out = append(out, '\\', 'n')
+		case '\r':
+			out = append(out, '\\', 'r')
+		case '\t':
+			out = append(out, '\\', 't')
+		default:
+			out = append(out, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
 		}
-		i += n
+		start = i + 1
 	}
 	out = append(out, s[start:]...)
 	return append(out, '"')
@@ -539,6 +531,9 @@ func decodeRowData(data []byte) (map[string]*string, error) {
 		switch {
 		case string(v) == "null":
 			out[name] = nil
+		case v[0] == '"' && !utf8.Valid(v):
+			s := unquoteBytes(v)
+			out[name] = &s
 		case v[0] == '"':
 			var s string
 			if err := json.Unmarshal(v, &s); err != nil {
@@ -551,6 +546,59 @@ func decodeRowData(data []byte) (map[string]*string, error) {
 		}
 	}
 	return out, nil
+}
+
+// unquoteBytes reads a JSON string that holds bytes that are not UTF-8 (a
+// letter of a database whose encoding is not UTF8, RowData), keeping those
+// bytes as they are: encoding/json would read each as U+FFFD. v is valid JSON, checked by
+// the json.Unmarshal of the whole object.
+func unquoteBytes(v []byte) string {
+	out := make([]byte, 0, len(v))
+	for i := 1; i < len(v)-1; i++ {
+		c := v[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		i++
+		switch v[i] {
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			// A control character: jsonb prints every other character
+			// as itself (so no surrogate pairs either).
+			out = utf8.AppendRune(out, hexRune(v[i+1:i+5]))
+			i += 4
+		default: // '"', '\\', '/'
+			out = append(out, v[i])
+		}
+	}
+	return string(out)
+}
+
+// hexRune is the value of four hex digits, valid JSON's.
+func hexRune(h []byte) rune {
+	var r rune
+	for _, c := range h {
+		r <<= 4
+		switch {
+		case c >= '0' && c <= '9':
+			r |= rune(c - '0')
+		case c >= 'a' && c <= 'f':
+			r |= rune(c - 'a' + 10)
+		default:
+			r |= rune(c - 'A' + 10)
+		}
+	}
+	return r
 }
 
 // Settle records a replay in one transaction: the dead letters in stored

@@ -598,7 +598,7 @@ func TestRowData(t *testing.T) {
 		{"html and escapes", []decoder.Value{text("e2"), text("<a href=\"x\">&\\</a>"), text("tab\there\nnew\x01\x1f")},
 			`{"b":"tab\there\nnew\u0001\u001f","event_context":"<a href=\"x\">&\\</a>","id":"e2"}`, "e2"},
 		{"not UTF-8, and UTF-8", []decoder.Value{text("e3"), text("caf\xe9 ü \u2028 \xff\xfe"), {Kind: decoder.ValueNull}},
-			`{"b":null,"event_context":"caf` + "\uFFFD" + ` ü ` + "\u2028" + ` ` + "\uFFFD\uFFFD" + `","id":"e3"}`, "e3"},
+			`{"b":null,"event_context":"caf` + "\xe9" + ` ü ` + "\u2028" + ` ` + "\xff\xfe" + `","id":"e3"}`, "e3"},
 		{"no id", []decoder.Value{{Kind: decoder.ValueNull}, {Kind: decoder.ValueUnchanged}, text("")}, `{"b":"","event_context":null,"id":null}`, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -664,11 +664,13 @@ func TestStore_PutInSeveralBatchesIsOneTransaction(t *testing.T) {
 
 // In a SQL_ASCII database — the one encoding whose bytes reach cdc
 // unconverted, valid UTF-8 or not — a refused row with a byte that is not
-// UTF-8 is stored, with U+FFFD in its place. Written as the escape
-// \ufffd, jsonb refused it there ("conversion between UTF8 and SQL_ASCII
-// is not supported"), and the writer retried the Put for ever: one
-// Latin-1 byte in a refused row stalled the stream.
-func TestStore_PutInASQLASCIIDatabaseKeepsWhatIsNotUTF8AsUFFFD(t *testing.T) {
+// UTF-8 is stored with that byte, and read back with it: a replay stores
+// what the connector and backfill store. Written as the escape \u00e9,
+// jsonb refused it there ("conversion between UTF8 and SQL_ASCII is not
+// supported"), and the writer retried the Put for ever: one Latin-1 byte
+// in a refused row stalled the stream. Written as U+FFFD, the replay
+// stored U+FFFD in its place.
+func TestStore_PutInASQLASCIIDatabaseKeepsWhatIsNotUTF8(t *testing.T) {
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, testenv.Get(t).NewPostgresWith(t, "ENCODING 'SQL_ASCII' TEMPLATE template0 LOCALE 'C'"))
 	if err != nil {
@@ -678,12 +680,14 @@ func TestStore_PutInASQLASCIIDatabaseKeepsWhatIsNotUTF8AsUFFFD(t *testing.T) {
 	if err := ddl.MigratePostgres(ctx, pool, "pub", io.Discard); err != nil {
 		t.Fatal(err)
 	}
+	store := deadletter.New(pool)
 	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_type"}}}
-	for i, tc := range []struct{ name, value, want string }{
-		{"ASCII", "plain", "plain"},
-		{"UTF-8", "caf\u00e9", "caf\u00e9"},
-		{"a Latin-1 byte", "caf\xe9", "caf\uFFFD"},
-		{"bytes of no encoding", "\xff\xfe!", "\uFFFD\uFFFD!"},
+	for i, tc := range []struct{ name, value string }{
+		{"ASCII", "plain"},
+		{"UTF-8", "caf\u00e9 \U0001F600"},
+		{"a Latin-1 byte", "caf\xe9"},
+		{"bytes of no encoding", "\xff\xfe!\x80"},
+		{"escapes beside them", "\xe9\"\\\n\t\x01\x7f\xed\xa0\x80"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := fmt.Sprintf("6f1c1b52-3c4e-4d1a-9f7e-0a1b2c3d4e%02d", i)
@@ -691,15 +695,27 @@ func TestStore_PutInASQLASCIIDatabaseKeepsWhatIsNotUTF8AsUFFFD(t *testing.T) {
 				{Kind: decoder.ValueText, Data: []byte(id)},
 				{Kind: decoder.ValueText, Data: []byte(tc.value)},
 			}, Pos: sink.Position{CommitLSN: 0x100, Seq: uint64(i + 1)}}
-			if err := deadletter.New(pool).Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
+			if err := store.Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
 				t.Fatalf("Put: %v", err)
 			}
+			var letterID int64
 			var got string
-			if err := pool.QueryRow(ctx, `SELECT row_data->>'event_type' FROM cdc_dead_letter WHERE event_id = $1`, id).Scan(&got); err != nil {
+			if err := pool.QueryRow(ctx, `SELECT id, row_data->>'event_type' FROM cdc_dead_letter WHERE event_id = $1`, id).Scan(&letterID, &got); err != nil {
 				t.Fatal(err)
 			}
-			if got != tc.want {
-				t.Errorf("stored %q, want %q", got, tc.want)
+			if got != tc.value {
+				t.Errorf("stored %q, want %q", got, tc.value)
+			}
+			l, ok, err := store.Get(ctx, letterID)
+			if err != nil || !ok {
+				t.Fatalf("Get: %v, %v", ok, err)
+			}
+			v := l.RowData["event_type"]
+			if v == nil {
+				t.Fatalf("read back NULL, want %q", tc.value)
+			}
+			if *v != tc.value {
+				t.Errorf("read back %q, want %q", *v, tc.value)
 			}
 		})
 	}
