@@ -64,7 +64,15 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	env := testenv.Get(t)
-	w := &world{t: t, env: env, pgDSN: env.NewPostgres(t), chDSN: env.NewClickHouse(t)}
+	return newWorldOn(t, env.NewPostgres(t), env.NewClickHouse(t))
+}
+
+// newWorldOn is newWorld on databases the test made itself (another
+// encoding, a ClickHouse server in another timezone).
+func newWorldOn(t *testing.T, pgDSN, chDSN string) *world {
+	t.Helper()
+	env := testenv.Get(t)
+	w := &world{t: t, env: env, pgDSN: pgDSN, chDSN: chDSN}
 	var err error
 	if w.pg, err = pgxpool.New(context.Background(), w.pgDSN); err != nil {
 		t.Fatal(err)
