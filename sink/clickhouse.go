@@ -83,6 +83,9 @@ type ClickHouse struct {
 	// unwritable holds the event_log columns of a type clickhouse-go
 	// cannot build a column of (unwritableType): never named either.
 	unwritable map[string]bool
+	// read is event_log's columns as loadColumns last read them, every
+	// one: refresh compares them with the columns before each Write.
+	read []columnRead
 	// types is what the server's version changes in the conversion.
 	types serverTypes
 	// uncarried is set when some outbox column has no event_log column it
@@ -462,6 +465,14 @@ type watchedWrite struct{ ended, done bool }
 // column just before. So does an outbox column event_log lacked at the last
 // look: the operator may have added it since (in the wrong order), and it
 // should start flowing without a restart.
+//
+// Otherwise it reads event_log's columns and their types, and learns them
+// again if they changed since: an event_log column given a type
+// clickhouse-go panics on (escapedEnum) while cdc ran was named in the
+// next INSERT, and clickhouse-go read the type from the server's header
+// block in a goroutine of its own, where no recover reaches: the process
+// died at every INSERT. A look costs one small query per batch; an ALTER
+// in the moment between it and the INSERT still gets through.
 func (c *ClickHouse) refresh(ctx context.Context, rows []Row) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -477,7 +488,13 @@ func (c *ClickHouse) refresh(ctx context.Context, rows []Row) error {
 		}
 	}
 	if !stale {
-		return nil
+		read, err := c.readColumns(ctx)
+		if err != nil {
+			return err
+		}
+		if slices.Equal(read, c.read) {
+			return nil
+		}
 	}
 	return c.loadColumns(ctx)
 }
@@ -950,19 +967,14 @@ func (c *ClickHouse) reload(ctx context.Context) error {
 
 // loadColumns reads event_log's columns; the caller holds c.mu.
 func (c *ClickHouse) loadColumns(ctx context.Context) error {
-	rows, err := c.conn.Query(ctx, "SELECT name, type, default_kind FROM system.columns WHERE database = currentDatabase() AND table = '"+Table+"'")
+	read, err := c.readColumns(ctx)
 	if err != nil {
-		return fmt.Errorf("read %s columns: %w", Table, err)
+		return err
 	}
-	defer rows.Close()
 	var cols []chColumn
 	computed, unquotable, misread, unwritable := map[string]string{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
-	for rows.Next() {
-		var col chColumn
-		var kind string
-		if err := rows.Scan(&col.name, &col.typ, &kind); err != nil {
-			return fmt.Errorf("read %s columns: %w", Table, err)
-		}
+	for _, r := range read {
+		col, kind := chColumn{name: r.name, typ: r.typ}, r.kind
 		// ClickHouse computes these and refuses an INSERT that names
 		// them (code 44), which no retry would get past.
 		if kind == "MATERIALIZED" || kind == "ALIAS" {
@@ -994,9 +1006,6 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 		}
 		cols = append(cols, col)
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read %s columns: %w", Table, err)
-	}
 	if len(cols) == 0 {
 		return fmt.Errorf("table %s not found in ClickHouse database %q: run `cdc migrate`", Table, c.database)
 	}
@@ -1009,13 +1018,38 @@ func (c *ClickHouse) loadColumns(ctx context.Context) error {
 		return err
 	}
 	c.insertSettings, c.types = settings, types
-	c.columns = cols
+	c.columns, c.read = cols, read
 	c.computed, c.unquotable, c.misread, c.unwritable = computed, unquotable, misread, unwritable
 	c.warned = map[*decoder.Relation]bool{}
 	c.uncarried = false
 	c.loadedAt = time.Now()
 	return nil
 }
+
+// readColumns reads event_log's columns as system.columns has them, in
+// table order.
+func (c *ClickHouse) readColumns(ctx context.Context) ([]columnRead, error) {
+	rows, err := c.conn.Query(ctx, "SELECT name, type, default_kind FROM system.columns WHERE database = currentDatabase() AND table = '"+Table+"'")
+	if err != nil {
+		return nil, fmt.Errorf("read %s columns: %w", Table, err)
+	}
+	defer rows.Close()
+	var read []columnRead
+	for rows.Next() {
+		var r columnRead
+		if err := rows.Scan(&r.name, &r.typ, &r.kind); err != nil {
+			return nil, fmt.Errorf("read %s columns: %w", Table, err)
+		}
+		read = append(read, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read %s columns: %w", Table, err)
+	}
+	return read, nil
+}
+
+// columnRead is an event_log column as system.columns has it.
+type columnRead struct{ name, typ, kind string }
 
 // Written returns the positions of the rows stored with a commit LSN in
 // [from, to). After a crash PostgreSQL replays everything after the slot's
