@@ -645,10 +645,20 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 		return rejected, nil
 	}
 	refused := IsRowError(err)
-	if !refused && !(flushed && len(good) > 1 && ctx.Err() == nil && closedByServer(err)) {
+	// Written in halves: rows the server refuses, a block it may have
+	// refused (closedByServer), and an INSERT over a memory limit, which
+	// smaller ones may pass.
+	smaller := refused || isMemoryLimit(err) || flushed && ctx.Err() == nil && closedByServer(err)
+	if !smaller || len(good) == 1 && !refused {
+		if isMemoryLimit(err) {
+			return nil, fmt.Errorf("insert %d rows into %s: ClickHouse's memory for cdc's user or for all queries ran short (max_memory_usage_for_user, max_memory_usage_for_all_queries or max_server_memory_usage); retried: %w", len(good), Table, err)
+		}
 		return nil, fmt.Errorf("insert %d rows into %s: %w", len(good), Table, err)
 	}
 	if len(good) == 1 {
+		if isMemoryLimit(err) {
+			err = fmt.Errorf("the row alone needs more memory than ClickHouse lets one INSERT use: raise max_memory_usage for cdc's ClickHouse user, then replay it: %w", err)
+		}
 		return append(rejected, Rejected{Row: good[0], Err: err}), nil
 	}
 	// The sent batch keeps its block's columns until closed: close it
@@ -1191,12 +1201,28 @@ var rowErrorCodes = map[int32]bool{
 // max_partitions_per_insert_block (100 by default on 23.8; 18.16 has no
 // such limit), which only smaller INSERTs get past. Bisecting gets there,
 // and a single row is in one partition, so it is never set aside for it.
+//
+// MEMORY_LIMIT_EXCEEDED (241) for the query — max_memory_usage, which
+// bounds each query alone — is one too: an INSERT of many rows is written
+// in halves until they fit, and a single row that needs more than the
+// limit never passes while it stays, so it is set aside (write). Over the
+// limit of the user or of the server (isMemoryLimit), which other queries
+// share, a row is retried instead: it may pass once they end.
 func IsRowError(err error) bool {
 	var ex *clickhouse.Exception
 	if !errors.As(err, &ex) {
 		return false
 	}
-	return rowErrorCodes[ex.Code] || ex.Code == 252 && strings.Contains(ex.Message, "partitions for single INSERT block")
+	return rowErrorCodes[ex.Code] || ex.Code == 252 && strings.Contains(ex.Message, "partitions for single INSERT block") ||
+		ex.Code == 241 && (strings.Contains(ex.Message, "(for query)") || strings.Contains(ex.Message, "Query memory limit"))
+}
+
+// isMemoryLimit reports whether err is ClickHouse refusing a query for
+// memory (MEMORY_LIMIT_EXCEEDED): the query's own limit, the user's, or
+// the server's.
+func isMemoryLimit(err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && ex.Code == 241
 }
 
 // loginErrorCodes are ClickHouse exception codes that refuse the login:

@@ -183,6 +183,82 @@ func TestClickHouse_RowRefusedInAnEarlyBlockIsSetAside(t *testing.T) {
 	}
 }
 
+// ClickHouse refuses an INSERT that needs more memory than it may use
+// (MEMORY_LIMIT_EXCEEDED, code 241). It was retried whole, refused the
+// same way each time, for ever: the stream stopped. A batch is now written
+// in halves, as for a refused row, so the rows that fit are stored. A row
+// over the query's limit (max_memory_usage) alone never passes while the
+// limit stays: it is set aside with a reason that names the setting. Over
+// the user's limit, which other queries share, it is retried, with an
+// error that names what to raise.
+func TestClickHouse_RowOverAMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name, setting string
+		wantErr       string // Write's error; "" for row 2 set aside
+		wantStored    []uint64
+	}{
+		{name: "query", setting: "max_memory_usage", wantStored: []uint64{1, 3, 4}},
+		{name: "user", setting: "max_memory_usage_for_user", wantErr: "insert 1 rows into event_log: ClickHouse's memory for cdc's user or for all queries ran short", wantStored: []uint64{1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			admin, dsn := newSink(t)
+			ctx := context.Background()
+			sep := "?"
+			if strings.Contains(dsn, "?") {
+				sep = "&"
+			}
+			// 40 MB: the small rows fit, the 24 MiB one does not (the
+			// server holds its value more than once while it writes it).
+			ch, err := sink.Open(dsn+sep+tc.setting+"=40000000", zap.NewNop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ch.Close() })
+			b := &sink.Batch{}
+			for seq := uint64(1); seq <= 4; seq++ {
+				r := row(seq, strconv.FormatUint(seq, 10), "")
+				if seq == 2 {
+					r.Values[4] = text(`{"blob":"` + strings.Repeat("x", 24<<20) + `"}`)
+					r.Size = 24 << 20
+				}
+				b.Rows = append(b.Rows, r)
+			}
+			wctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			rejected, err := ch.Write(wctx, b)
+			if tc.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "code: 241") {
+					t.Fatalf("Write = %v, %v; want the error %q…", rejected, err, tc.wantErr)
+				}
+			} else {
+				const reason = "the row alone needs more memory than ClickHouse lets one INSERT use: raise max_memory_usage for cdc's ClickHouse user, then replay it: code: 241"
+				if err != nil {
+					t.Fatalf("Write: %v; want row 2 set aside and the rest stored", err)
+				}
+				if len(rejected) != 1 || rejected[0].Row.Pos.Seq != 2 || !sink.IsRowError(rejected[0].Err) || !strings.HasPrefix(rejected[0].Err.Error(), reason) {
+					t.Fatalf("rejected %v; want row 2: %s…", rejected, reason)
+				}
+			}
+			var got []uint64
+			rows, err := admin.Conn().Query(ctx, "SELECT cdc_seq FROM event_log ORDER BY cdc_seq")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var seq uint64
+				if err := rows.Scan(&seq); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, seq)
+			}
+			if !slices.Equal(got, tc.wantStored) {
+				t.Fatalf("stored %v; want %v", got, tc.wantStored)
+			}
+		})
+	}
+}
+
 // On a server without asynchronous inserts (18.16 here) an INSERT sends
 // no setting. One learnt from another server (a DSN's hosts in a rolling
 // upgrade) is refused as unknown; the sink reads the settings again and

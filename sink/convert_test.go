@@ -539,6 +539,10 @@ func TestIsRowError(t *testing.T) {
 		{"constraint", &clickhouse.Exception{Code: 469, Message: "Constraint `positive` for table default.event_log is violated"}, true},
 		{"a block over too many months", &clickhouse.Exception{Code: 252, Message: "Too many partitions for single INSERT block (more than 100). The limit is controlled by 'max_partitions_per_insert_block' setting."}, true},
 		{"merges behind", &clickhouse.Exception{Code: 252, Message: "Too many parts (300). Merges are processing significantly slower than inserts"}, false},
+		{"over the query's memory (18.16, 23.8)", &clickhouse.Exception{Code: 241, Message: "Memory limit (for query) exceeded: would use 57.13 MiB (attempt to allocate chunk of 33554416 bytes), maximum: 38.15 MiB"}, true},
+		{"over the query's memory (newer servers)", &clickhouse.Exception{Code: 241, Message: "Query memory limit exceeded: would use 57.13 MiB (attempt to allocate chunk of 33554416 bytes), maximum: 38.15 MiB"}, true},
+		{"over the user's memory", &clickhouse.Exception{Code: 241, Message: "Memory limit (for user) exceeded: would use 9.32 GiB (attempt to allocate chunk of 4194304 bytes), maximum: 9.31 GiB"}, false},
+		{"over the server's memory", &clickhouse.Exception{Code: 241, Message: "Memory limit (total) exceeded: would use 28.00 GiB (attempt to allocate chunk of 4194304 bytes), maximum: 27.94 GiB"}, false},
 		{"memory limit", &clickhouse.Exception{Code: 241, Message: "Memory limit (total) exceeded"}, false},
 		{"network", errors.New("read: connection reset by peer"), false},
 	} {
