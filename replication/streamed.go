@@ -411,6 +411,17 @@ func (s *stream) streamedRow(ctx context.Context, t *streamedTx, at pglogrepl.LS
 			if err := s.loadStored(ctx, t); err != nil {
 				return sink.Position{}, false, err
 			}
+			if t.stored.Len() == 0 && at < s.start {
+				lsn, stored, err := s.storedBefore(ctx, at, msg)
+				if err != nil {
+					return sink.Position{}, false, err
+				}
+				if stored != nil {
+					t.first, t.stored, t.byCommit = lsn, stored, true
+					s.r.log.Info("streamed transaction stored by an earlier process that was sent it at its commit, before this session's start; skipping those rows",
+						zap.Uint32("xid", t.xid), zap.Stringer("commit", lsn), zap.Int("stored", stored.Len()))
+				}
+			}
 		}
 	}
 	t.seq++
@@ -437,6 +448,44 @@ func (s *stream) storedWhole(at pglogrepl.LSN, msg decoder.Message) (pglogrepl.L
 	}
 	row := sink.Row{Relation: msg.Relation, Values: msg.Values}
 	return s.skip.FirstRunOf(at, row.Event())
+}
+
+// storedBefore is storedWhole for a transaction whose commit lies before
+// the session's start, outside the skip set: one cdc waited out and
+// stored whole, placed by its commit, which PostgreSQL streams again while
+// the slot's restart_lsn lies before it, with a catalog change in it
+// (sentBefore), and forgets at its commit. The process that stored it
+// drops those rows (sentBefore); a new one (a restart, a standby taking
+// over) remembers nothing of it, and stored them all again, placed by
+// their first row. It reads the positions stored from the row up to the
+// session's start, a scan of the sink's like the session's first read,
+// for a streamed transaction whose first row lies before the session's
+// start and that has no row placed by it: PostgreSQL streams such a
+// transaction again only with a catalog change in it. More positions
+// than a set may hold are read as none (written): its rows are stored
+// again, which FINAL shows once. It returns the commit LSN that placed
+// the rows and those stored, or a nil set.
+func (s *stream) storedBefore(ctx context.Context, at pglogrepl.LSN, msg decoder.Message) (pglogrepl.LSN, *sink.Positions, error) {
+	row := sink.Row{Relation: msg.Relation, Values: msg.Values}
+	event := row.Event()
+	if event == 0 {
+		return 0, nil, nil
+	}
+	var stored *sink.Positions
+	err := s.statusFlowing(ctx, func(ctx context.Context) (err error) {
+		stored, err = s.r.written(ctx, at+1, s.start)
+		return err
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	lsn, ok := stored.FirstRunOf(at, event)
+	if !ok {
+		return 0, nil, nil
+	}
+	placed := stored.At(lsn)
+	placed.TrimEvents(streamedEvents)
+	return lsn, placed, nil
 }
 
 // findStreamed is called at the first row, at WAL position at, of a
