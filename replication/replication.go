@@ -187,7 +187,8 @@ func (r *Replicator) State() *State { return r.state }
 // operator must fix (a lost slot, a missing publication).
 func (r *Replicator) Run(ctx context.Context) error {
 	delay := backoff{min: 250 * time.Millisecond, max: 30 * time.Second}
-	var standbySaid time.Time // when "standing by" was last logged at info; zero while not standing by
+	var standbySaid time.Time  // when "standing by" was last logged at info; zero while not standing by
+	var recoverySaid time.Time // when the server was last said to be a standby in recovery; zero while it is not
 	for {
 		started, acked := time.Now(), r.acked
 		err := r.session(ctx)
@@ -277,7 +278,25 @@ func (r *Replicator) Run(ctx context.Context) error {
 		if !errors.Is(err, ErrSlotBusy) {
 			standbySaid = time.Time{}
 		}
-		if errors.Is(err, ErrSlotBusy) {
+		if !errors.Is(err, ErrInRecovery) {
+			recoverySaid = time.Time{}
+		}
+		switch {
+		case errors.Is(err, ErrInRecovery):
+			// Polled every few seconds, not with the backoff's 30 s,
+			// so that a promotion is taken up at once; said at warn
+			// once on finding it, then every ten minutes: the retried
+			// PostgreSQL error alone read as an outage of its own and
+			// said nothing of what to do.
+			wait = recoveryPoll
+			if time.Since(recoverySaid) >= 10*time.Minute {
+				recoverySaid = time.Now()
+				r.log.Warn("CDC_PG_DSN leads to a standby in recovery, where PostgreSQL before 16 cannot decode logically: waiting for it to be promoted (then cdc makes the slot; backfill the events the old primary's slot had not shipped: docs/operations.md, Failures); if it is not to be promoted, point CDC_PG_DSN at the primary (a DSN that lists several hosts: add target_session_attrs=primary)",
+					zap.Error(err), zap.Duration("retry_in", wait))
+			} else {
+				r.log.Debug("the server is still a standby in recovery; waiting for its promotion", zap.Error(err))
+			}
+		case errors.Is(err, ErrSlotBusy):
 			// A hot standby: poll often so takeover is quick, and say so
 			// quietly, this being its normal state: once on entering it,
 			// then every ten minutes, not at each poll (86,400 lines a
@@ -289,7 +308,7 @@ func (r *Replicator) Run(ctx context.Context) error {
 			} else {
 				r.log.Debug("slot still in use by another connector; standing by", zap.Error(err))
 			}
-		} else {
+		default:
 			if streamed { // a restart's failed reconnects are one interruption
 				r.metrics.Interruptions.Inc()
 			}
@@ -302,6 +321,10 @@ func (r *Replicator) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// recoveryPoll is how often Run looks again at a server that is a standby
+// in recovery (ErrInRecovery).
+const recoveryPoll = 2 * time.Second
 
 // backoff is capped exponential with jitter, so a fleet of sidecars does
 // not reconnect in lockstep after an outage.
@@ -329,6 +352,11 @@ var (
 	ErrWrongPlugin        = errors.New("replication slot does not use the pgoutput plugin")
 	ErrSlotBusy           = errors.New("replication slot is active in another process")
 	ErrSlotElsewhere      = errors.New("replication slot is not a logical slot of this database")
+	// Not the end of the process: a standby found after a failover
+	// (a DSN's name moved to it early) may be promoted in a moment, and
+	// Run waits for that. Before PostgreSQL 16 a standby can neither
+	// make nor decode a logical slot, and carries none from its primary.
+	ErrInRecovery = errors.New("the server is a standby in recovery, where PostgreSQL before 16 can neither create nor decode a logical replication slot")
 	// The slot cannot pass the stretch of WAL where its publication did
 	// not exist: pgoutput looks it up as the catalog was at each change.
 	ErrPublicationGap = errors.New("the slot's WAL holds changes made while its publication did not exist (dropped, or dropped and made again, after the slot was made), which PostgreSQL cannot decode")

@@ -477,6 +477,13 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 			if attempt > 0 {
 				return 0, fmt.Errorf("slot %s vanished right after it was created", r.cfg.Slot)
 			}
+			// Before the retention hold: a physical slot can be made on
+			// a standby, and one made there held retention for a gap
+			// that does not exist yet, said so at warn, while the
+			// slot's creation failed at each retry.
+			if err := r.checkNotInRecovery(ctx, conn); err != nil {
+				return 0, err
+			}
 			// Not bounded by setupTimeout: a logical slot is consistent
 			// only once every transaction in progress has ended, which
 			// may rightly take as long as the longest of them.
@@ -549,6 +556,28 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 		}
 		return lsn, nil
 	}
+}
+
+// checkNotInRecovery returns ErrInRecovery when the server is a standby in
+// recovery and older than PostgreSQL 16, where CREATE_REPLICATION_SLOT
+// fails ("logical decoding cannot be used while in recovery"). From 16 on a
+// standby may make and decode a logical slot, and is left to try.
+func (r *Replicator) checkNotInRecovery(ctx context.Context, conn *pgconn.PgConn) error {
+	if serverMajor(conn) >= 16 {
+		return nil
+	}
+	var rows [][]string
+	err := setupStep(ctx, func(ctx context.Context) (err error) {
+		rows, err = queryRows(ctx, conn, "SELECT pg_is_in_recovery()")
+		return err
+	})
+	if err != nil {
+		return wrapf(err, "ask whether the server is in recovery")
+	}
+	if len(rows) == 1 && rows[0][0] == "t" {
+		return fmt.Errorf("%w (slot %s does not exist on it)", ErrInRecovery, r.cfg.Slot)
+	}
+	return nil
 }
 
 // holdRetention calls Config.HoldRetention, if any, to its end even when
