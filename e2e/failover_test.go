@@ -154,9 +154,9 @@ func slotNames(t *testing.T, pool *pgxpool.Pool) string {
 // standby but in no slot there. Pointed at the standby while it is still in
 // recovery, where PostgreSQL 15 cannot decode logically, cdc run says so
 // and waits, making nothing there; once it is promoted it makes the slot
-// and the retention hold and streams, and backfill --since a time before
-// the loss ships the gap: verify finds nothing missing, and FINAL shows
-// every event once.
+// and the retention hold and streams, and names the --since that ships
+// the gap: backfill from then, and verify finds nothing missing, and FINAL
+// shows every event once.
 func TestFailover_PromotedStandby(t *testing.T) {
 	w := newWorld(t)
 	w.env.PostgresDataDir(t) // a local server: the test takes a base backup of it
@@ -168,8 +168,6 @@ func TestFailover_PromotedStandby(t *testing.T) {
 	}
 	t.Cleanup(sbPool.Close)
 
-	// Every event of this test's database comes after it.
-	since := time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
 	c := w.start(nil)
 	w.insertEvents("before", 100)
 	w.waitRows(100, 30*time.Second)
@@ -204,6 +202,22 @@ func TestFailover_PromotedStandby(t *testing.T) {
 	waitFor(t, 20*time.Second, "the slot made on the promoted standby", func() (bool, string) {
 		return strings.Contains(s.out.String(), "replication slot did not exist and was created"), lastLine(s.out.String())
 	})
+	// The --since to backfill from is the oldest event the outbox holds,
+	// named in the log: the gap began where cdc last acknowledged, before
+	// the promotion, and a --since at the time of the loss (all the log
+	// said) left the 50 out, and verify from then found none missing.
+	var oldest time.Time
+	if err := sbPool.QueryRow(context.Background(), `SELECT min(event_date_time) FROM outbox`).Scan(&oldest); err != nil {
+		t.Fatal(err)
+	}
+	sinceArg := oldest.UTC().Truncate(time.Second).Format(time.RFC3339)
+	advice := "ship them with `cdc backfill --since " + sinceArg + "`, then `cdc verify --since " + sinceArg + "`"
+	waitFor(t, 10*time.Second, "cdc run to name the backfill's --since", func() (bool, string) {
+		return strings.Contains(s.out.String(), advice), lastLine(s.out.String())
+	})
+	if strings.Contains(s.out.String(), "<time of the loss>") {
+		t.Errorf("cdc run says to backfill from the time of the loss, which misses what it had not shipped before it:\n%s", tail(s.out.String(), 20))
+	}
 	if names := slotNames(t, sbPool); names != "cdc_outbox,cdc_outbox_retention_hold" {
 		t.Errorf("slots on the promoted standby: %q; want the slot and the retention hold", names)
 	}
@@ -214,7 +228,6 @@ func TestFailover_PromotedStandby(t *testing.T) {
 	w.waitRows(130, 30*time.Second)
 
 	op := map[string]string{"CDC_PG_DSN": sbDSN}
-	sinceArg := since.Format(time.RFC3339)
 	// --grace 0s: every event is committed and stored or missing by now.
 	out, stderr, code := w.runOperator(op, "verify", "--since", sinceArg, "--grace", "0s")
 	if code != 1 || !strings.Contains(out, "missing:           50\n") {

@@ -508,7 +508,7 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 			// HoldRetention holds retention on every instance, and if it
 			// cannot, retention waits for the life of this process
 			// (Horizon).
-			r.log.Warn("replication slot did not exist and was created: events committed before now will not be streamed; if this is not the first start, recover them with `cdc backfill --since <time of the loss>`",
+			r.log.Warn("replication slot did not exist and was created: events committed before now will not be streamed; if this is not the first start, recover them with `cdc backfill --since` the oldest event the outbox holds (cdc run names it next), not the time of the loss: events cdc had not acknowledged before it are in the gap too",
 				zap.String("slot", r.cfg.Slot), zap.String("consistent_point", res.ConsistentPoint))
 			if r.cfg.HoldRetention == nil {
 				r.state.slotCreated.Store(true)

@@ -187,7 +187,7 @@ func (c *Cleaner) checkHold(ctx context.Context) (bool, error) {
 	}
 	switch {
 	case name != "" && name != c.held:
-		c.Log.Warn("outbox retention is held: the replication slot was created while the outbox held rows it will never stream, so the outbox keeps them until an operator lifts the hold; ship them with `cdc backfill --since <time of the loss>`, and once `cdc verify` finds nothing missing drop the hold (docs/operations.md, Outbox retention)",
+		c.Log.Warn("outbox retention is held: the replication slot was created while the outbox held rows it will never stream, so the outbox keeps them until an operator lifts the hold; ship them with `cdc backfill --since` the oldest event the outbox holds (not the time of the loss: the gap begins where cdc last acknowledged, before it), and once `cdc verify` from then finds nothing missing drop the hold (docs/operations.md, Outbox retention)",
 			zap.String("hold", name), zap.String("lift", fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", name)))
 	case name == "" && c.held != "":
 		// Warn: a hold dropped by something else than the operator who

@@ -118,13 +118,25 @@ func slotsRefused(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "42501"
 }
 
-// noteOlderEvents says, after a slot was created, whether the outbox holds
-// events from before it: a new slot never streams them (a slot lost and
-// recreated, or history imported before cdc), only `cdc backfill` ships
-// them. It holds retention (retention.Hold) so that no `cdc run` deletes
-// them meanwhile, and says how to lift the hold. The index on
-// event_date_time answers at once, however large the outbox.
-func noteOlderEvents(ctx context.Context, pg *pgx.Conn, slot string, stdout io.Writer) error {
+// outboxSpan is what a new slot's gap holds, as noteOlderEvents and cdc
+// run (noteGap) read it: the oldest finite event_date_time in the outbox
+// in whole seconds cut down (a --since at or before it; nil when there is
+// none), whether rows at -infinity or infinity are there, and the
+// server's time.
+type outboxSpan struct {
+	oldest                  *string
+	minusInfinity, infinity bool
+	now                     string
+}
+
+// rowQuerier is a *pgx.Conn or a *pgxpool.Pool.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// readOutboxSpan reads outboxSpan. The index on event_date_time answers at
+// once, however large the outbox.
+func readOutboxSpan(ctx context.Context, pg rowQuerier) (outboxSpan, error) {
 	// The oldest finite time, through the index on event_date_time; rows
 	// at -infinity apart: `cdc backfill --since -infinity` sets them
 	// aside (ClickHouse cannot store them), but `cdc verify` counts them
@@ -144,19 +156,33 @@ func noteOlderEvents(ctx context.Context, pg *pgx.Conn, slot string, stdout io.W
 		EXISTS (SELECT 1 FROM outbox WHERE event_date_time = 'infinity'),
 		now()`
 	var oldestAt *time.Time
-	var minusInfinity, infinity bool
+	var span outboxSpan
 	var nowAt time.Time
-	if err := pg.QueryRow(ctx, oldestQuery).Scan(&oldestAt, &minusInfinity, &infinity, &nowAt); err != nil {
-		return fmt.Errorf("read the oldest outbox event: %w", err)
+	if err := pg.QueryRow(ctx, oldestQuery).Scan(&oldestAt, &span.minusInfinity, &span.infinity, &nowAt); err != nil {
+		return outboxSpan{}, fmt.Errorf("read the oldest outbox event: %w", err)
 	}
 	// Whole seconds, cut down: a --since at or before the oldest row.
 	second := func(t time.Time) string { return t.UTC().Truncate(time.Second).Format("2006-01-02T15:04:05Z") }
-	var oldest *string
 	if oldestAt != nil {
 		s := second(*oldestAt)
-		oldest = &s
+		span.oldest = &s
 	}
-	now := second(nowAt)
+	span.now = second(nowAt)
+	return span, nil
+}
+
+// noteOlderEvents says, after a slot was created, whether the outbox holds
+// events from before it: a new slot never streams them (a slot lost and
+// recreated, or history imported before cdc), only `cdc backfill` ships
+// them. It holds retention (retention.Hold) so that no `cdc run` deletes
+// them meanwhile, and says how to lift the hold. The index on
+// event_date_time answers at once, however large the outbox.
+func noteOlderEvents(ctx context.Context, pg *pgx.Conn, slot string, stdout io.Writer) error {
+	span, err := readOutboxSpan(ctx, pg)
+	if err != nil {
+		return err
+	}
+	oldest, minusInfinity, infinity, now := span.oldest, span.minusInfinity, span.infinity, span.now
 	if oldest == nil && !minusInfinity {
 		if infinity {
 			// Nothing for retention to delete, nothing to hold: backfill

@@ -108,6 +108,10 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 				hold = retention.HoldAhead
 			}
 			created, err := hold(ctx, pool, cfg.SlotName)
+			if !ahead {
+				// The slot was just made: say from when to backfill.
+				noteGap(ctx, pool, log)
+			}
 			if err != nil && !ahead {
 				// Made ahead of the slot, the hold stands all the same.
 				if held, herr := retention.Held(ctx, pool, cfg.SlotName); herr == nil && held {
@@ -193,6 +197,33 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 		log.Info("shut down cleanly")
 	}
 	return err
+}
+
+// noteGap says, once cdc run has made a missing slot, from which time to
+// backfill, as migrate does when it makes one (noteOlderEvents): the
+// oldest event the outbox holds. The gap begins where cdc last
+// acknowledged, before the loss (a failover to a standby, a dropped slot),
+// by as much as cdc was behind; a --since at "the time of the loss", all
+// the old warning said, left out the events cdc had not shipped by then,
+// and a verify from that time found nothing missing.
+func noteGap(ctx context.Context, pool *pgxpool.Pool, log *zap.Logger) {
+	span, err := readOutboxSpan(ctx, pool)
+	switch {
+	case err != nil:
+		log.Warn("could not read the oldest outbox event: backfill the new slot's gap with `cdc backfill --since` the oldest event_date_time the outbox holds", zap.Error(err))
+	case span.oldest != nil && !span.minusInfinity:
+		log.Warn("the outbox holds events from "+*span.oldest+" on, which the new slot will not stream: ship them with `cdc backfill --since "+*span.oldest+"`, then `cdc verify --since "+*span.oldest+"` (the gap begins where cdc last acknowledged, before the loss: a --since at the time of the loss misses the events cdc had not shipped by then)",
+			zap.String("since", *span.oldest))
+	case span.oldest != nil || span.minusInfinity:
+		verify := ""
+		if span.oldest != nil {
+			verify = ", then `cdc verify --since " + *span.oldest + "`"
+		}
+		log.Warn("the outbox holds events from -infinity on, which the new slot will not stream: ship them with `cdc backfill --since -infinity`"+verify+" (the gap begins where cdc last acknowledged, before the loss: a --since at the time of the loss misses the events cdc had not shipped by then)",
+			zap.String("since", "-infinity"))
+	case span.infinity:
+		log.Warn("the outbox holds events dated infinity, which the new slot will not stream and ClickHouse cannot store: set them aside as dead letters with `cdc backfill --since " + span.now + "`")
+	}
 }
 
 // schemaCheckTimeout bounds run's look at the schema at start.
