@@ -251,3 +251,72 @@ func TestFailover_PromotedStandby(t *testing.T) {
 		t.Errorf("cdc run exited %d on SIGTERM, want 0", code)
 	}
 }
+
+// TestFailover_LaggingStandby promotes a standby that had not received the
+// last events cdc stored from the old primary (docs/operations.md,
+// Failures: failed over to a standby that lagged): event_log holds
+// positions of the old WAL past the promoted server's end, where the new
+// timeline's events land. cdc run says so, and skips none of the new
+// events as stored.
+func TestFailover_LaggingStandby(t *testing.T) {
+	w := newWorld(t)
+	w.env.PostgresDataDir(t) // a local server: the test takes a base backup of it
+	sb := newStandby(t, w.env.PGDSN)
+	sbDSN := sb.DSN(w.pgDSN)
+	sbPool, err := pgxpool.New(context.Background(), sbDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sbPool.Close)
+
+	c := w.start(nil)
+	w.insertEvents("early", 100)
+	w.waitRows(100, 30*time.Second)
+	sb.waitReplayed(w.pg, sbPool)
+	sbPool.Reset()
+	sb.run("pg_ctl", "-D", sb.data, "-m", "fast", "-w", "-t", "60", "stop")
+	// Stored from the old primary, never on the standby.
+	for i := 0; i < 10; i++ {
+		w.insertEvents("lost", 10)
+	}
+	w.waitRows(200, 30*time.Second)
+	c.kill()
+
+	// The standby starts without its primary, as after the old one died.
+	auto := filepath.Join(sb.data, "postgresql.auto.conf")
+	if err := os.WriteFile(auto, []byte("# primary_conninfo removed: the primary is gone\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if sb.asPG {
+		if out, err := exec.Command("chown", "postgres", auto).CombinedOutput(); err != nil {
+			t.Fatalf("chown %s: %v\n%s", auto, err, out)
+		}
+	}
+	dir := filepath.Dir(sb.data)
+	s := sb.command("pg_ctl", "-D", sb.data, "-o", fmt.Sprintf("-p %d -k %s", sb.port, dir), "-l", filepath.Join(dir, "pg.log"), "-w", "-t", "60", "start")
+	if out, err := s.CombinedOutput(); err != nil {
+		t.Fatalf("start the standby again: %v\n%s", err, out)
+	}
+	sb.run("pg_ctl", "-D", sb.data, "-w", "-t", "60", "promote")
+
+	r := w.start(map[string]string{"CDC_PG_DSN": sbDSN})
+	waitFor(t, 20*time.Second, "the slot made on the promoted standby", func() (bool, string) {
+		return strings.Contains(r.out.String(), "replication slot did not exist and was created"), lastLine(r.out.String())
+	})
+	for i := 0; i < 10; i++ {
+		if _, err := sbPool.Exec(context.Background(), `INSERT INTO outbox (event_type, environment, event_context)
+			SELECT 'new', 'test', json_build_object('n', g, 'pad', repeat('x', 200)) FROM generate_series(1, 10) g`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.waitRows(300, 30*time.Second)
+	if n := w.chCount("SELECT count() FROM event_log FINAL WHERE event_type = 'new'"); n != 100 {
+		t.Errorf("event_log FINAL holds %d of the 100 events committed after the promotion", n)
+	}
+	if code, _ := r.term(30 * time.Second); code != 0 {
+		t.Errorf("cdc run exited %d on SIGTERM, want 0", code)
+	}
+	if !strings.Contains(r.out.String(), "the sink holds positions past this server's WAL, from another WAL history") {
+		t.Errorf("cdc run did not say that event_log holds positions of another WAL history:\n%s", tail(r.out.String(), 20))
+	}
+}
