@@ -320,3 +320,18 @@ func TestFailover_LaggingStandby(t *testing.T) {
 		t.Errorf("cdc run did not say that event_log holds positions of another WAL history:\n%s", tail(r.out.String(), 20))
 	}
 }
+
+// cdc migrate run against a standby still in recovery (step 3 of Slot
+// invalidated, before the promotion has ended; a replica's address) can
+// change nothing there: it exits 2 naming the DSN and what to do, at
+// once, not with PostgreSQL's refusal of its first DDL.
+func TestFailover_MigrateOnAStandbyInRecoveryExitsTwo(t *testing.T) {
+	w := newWorld(t)
+	w.env.PostgresDataDir(t) // a local server: the test takes a base backup of it
+	sb := newStandby(t, w.env.PGDSN)
+	out, stderr, code := w.runOperator(map[string]string{"CDC_PG_DSN": sb.DSN(w.pgDSN)}, "migrate")
+	const want = "cdc migrate: CDC_PG_DSN leads to a standby in recovery, which takes no DDL and no replication slot: run cdc migrate against the primary (after a failover, once the standby is promoted; a DSN that lists several hosts: add target_session_attrs=primary)\n"
+	if code != 2 || out != "" || stderr != want {
+		t.Fatalf("migrate on a standby in recovery exited %d:\n%s%s\nwant 2 and:\n%s", code, out, stderr, want)
+	}
+}

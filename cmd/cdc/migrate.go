@@ -42,6 +42,18 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	// for, and gives up on a server that stops answering.
 	ctx, stopWatch := watchMigrate(ctx, cfg.PGDSN, pg.PgConn().PID(), stdout)
 	defer stopWatch()
+	// Under the watch, as every statement. A standby takes no DDL: its
+	// first statement failed with "cannot execute CREATE INDEX in a
+	// read-only transaction", which read as a privilege to grant. Like a
+	// DSN that leads to a pooler, one that leads to a standby is a
+	// setting to fix (or a promotion to wait for).
+	var inRecovery bool
+	if err := pg.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err != nil {
+		return frozenCause(ctx, fmt.Errorf("ask whether the server is in recovery: %w", err))
+	}
+	if inRecovery {
+		return &exitError{code: 2, err: errors.New("CDC_PG_DSN leads to a standby in recovery, which takes no DDL and no replication slot: run cdc migrate against the primary (after a failover, once the standby is promoted; a DSN that lists several hosts: add target_session_attrs=primary)")}
+	}
 	if err := ddl.MigratePostgres(ctx, pg, cfg.Publication, stdout); err != nil {
 		return frozenCause(ctx, ownerHint(err, pg.Config().User))
 	}
