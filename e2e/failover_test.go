@@ -178,7 +178,9 @@ func TestFailover_PromotedStandby(t *testing.T) {
 	sb.waitReplayed(w.pg, sbPool)
 
 	s := w.start(map[string]string{"CDC_PG_DSN": sbDSN})
-	const inRecovery = "CDC_PG_DSN leads to a standby in recovery"
+	// The replication's warning; the monitor's says the server is a
+	// standby too, once a minute.
+	const inRecovery = "CDC_PG_DSN leads to a standby in recovery, where PostgreSQL before 16 cannot decode logically: waiting for it to be promoted"
 	waitFor(t, 20*time.Second, "cdc run to say the server is a standby", func() (bool, string) {
 		return strings.Contains(s.out.String(), inRecovery), lastLine(s.out.String())
 	})
@@ -324,14 +326,21 @@ func TestFailover_LaggingStandby(t *testing.T) {
 // cdc migrate run against a standby still in recovery (step 3 of Slot
 // invalidated, before the promotion has ended; a replica's address) can
 // change nothing there: it exits 2 naming the DSN and what to do, at
-// once, not with PostgreSQL's refusal of its first DDL.
-func TestFailover_MigrateOnAStandbyInRecoveryExitsTwo(t *testing.T) {
+// once, not with PostgreSQL's refusal of its first DDL. cdc status, which
+// an operator runs in a failover, exits 1 saying the same of the server.
+func TestFailover_MigrateAndStatusOnAStandbyInRecovery(t *testing.T) {
 	w := newWorld(t)
 	w.env.PostgresDataDir(t) // a local server: the test takes a base backup of it
 	sb := newStandby(t, w.env.PGDSN)
-	out, stderr, code := w.runOperator(map[string]string{"CDC_PG_DSN": sb.DSN(w.pgDSN)}, "migrate")
+	env := map[string]string{"CDC_PG_DSN": sb.DSN(w.pgDSN)}
+	out, stderr, code := w.runOperator(env, "migrate")
 	const want = "cdc migrate: CDC_PG_DSN leads to a standby in recovery, which takes no DDL and no replication slot: run cdc migrate against the primary (after a failover, once the standby is promoted; a DSN that lists several hosts: add target_session_attrs=primary)\n"
 	if code != 2 || out != "" || stderr != want {
 		t.Fatalf("migrate on a standby in recovery exited %d:\n%s%s\nwant 2 and:\n%s", code, out, stderr, want)
+	}
+	out, stderr, code = w.runOperator(env, "status")
+	const wantStatus = "read current wal position: ERROR: recovery is in progress (SQLSTATE 55000): CDC_PG_DSN leads to a standby in recovery, which has no WAL position of its own nor, before PostgreSQL 16, a logical slot: point it at the primary, or wait for the standby's promotion"
+	if code != 1 || out != "" || !strings.Contains(stderr, wantStatus) {
+		t.Fatalf("status on a standby in recovery exited %d:\n%s%s\nwant 1 and: %s", code, out, stderr, wantStatus)
 	}
 }

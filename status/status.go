@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -58,15 +59,28 @@ func ReadSlot(ctx context.Context, q Querier, slot string) (Slot, error) {
 		Scan(&s.Active, &s.ActivePID, &s.ConfirmedLSN, &s.CurrentLSN, &s.WALStatus, &s.LagBytes, &s.RetainedWAL, &s.SafeWALBytes, &s.OtherDatabase)
 	if errors.Is(err, pgx.ErrNoRows) {
 		if err := q.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&s.CurrentLSN); err != nil {
-			return s, fmt.Errorf("read current wal position: %w", err)
+			return s, inRecovery(fmt.Errorf("read current wal position: %w", err))
 		}
 		return s, nil
 	}
 	if err != nil {
-		return s, fmt.Errorf("read slot %s: %w", slot, err)
+		return s, inRecovery(fmt.Errorf("read slot %s: %w", slot, err))
 	}
 	s.Exists = true
 	return s, nil
+}
+
+// inRecovery says what PostgreSQL's "recovery is in progress" (SQLSTATE
+// 55000, from pg_current_wal_lsn) means here: in a failover an operator
+// runs cdc status against a standby not promoted yet, or the monitor of a
+// cdc run waiting for the promotion polls it, and the bare error named
+// neither the DSN nor what to do.
+func inRecovery(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55000" && pgErr.Message == "recovery is in progress" {
+		return fmt.Errorf("%w: CDC_PG_DSN leads to a standby in recovery, which has no WAL position of its own nor, before PostgreSQL 16, a logical slot: point it at the primary, or wait for the standby's promotion", err)
+	}
+	return err
 }
 
 // Monitor polls the slot, the retention hold and the dead letters waiting
