@@ -318,7 +318,11 @@ func TestMigratePostgres_WaitsForAnotherSessionsBuild(t *testing.T) {
 		if err != nil && err != pgx.ErrNoRows {
 			t.Fatal(err)
 		}
-		return err == nil && waitingOnLock(t, admin, first.PgConn().PID())
+		// index_relid reads 0 until the build has made its index (its
+		// first phase), and the lock is looked at in a query of its own
+		// after: a 0 read just before the build made it was taken for
+		// its oid under load.
+		return err == nil && buildOID != 0 && waitingOnLock(t, admin, first.PgConn().PID())
 	})
 
 	second := connect(t, dsn)
