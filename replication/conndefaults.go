@@ -26,7 +26,8 @@ const poolConns = 4
 // ConnDefaults fills in what the DSN left out of a connection's settings:
 // application_name "cdc" (a DSN's own name is kept, so that connectors
 // sharing a server tell apart in pg_stat_replication and
-// pg_stat_activity), and connectTimeout.
+// pg_stat_activity), and connectTimeout. Every connection also asks for
+// its text in UTF-8 (clientUTF8).
 func ConnDefaults(cfg *pgconn.Config) {
 	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
 		cfg.RuntimeParams["application_name"] = "cdc"
@@ -34,6 +35,35 @@ func ConnDefaults(cfg *pgconn.Config) {
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = connectTimeout
 	}
+	after := cfg.AfterConnect
+	cfg.AfterConnect = func(ctx context.Context, conn *pgconn.PgConn) error {
+		if after != nil {
+			if err := after(ctx, conn); err != nil {
+				return err
+			}
+		}
+		return clientUTF8(ctx, conn)
+	}
+}
+
+// clientUTF8 makes the session send its text in UTF-8, which is all
+// ClickHouse's Strings and event_context's JSON hold. A session takes
+// the database's encoding unless it asks for another, so a LATIN1
+// database sent its text as LATIN1 bytes, stored as they came: "café"
+// reached event_log as "caf\xe9". PostgreSQL converts from any encoding
+// but SQL_ASCII, which is no encoding: its bytes go as they are (an
+// application's own, UTF-8 or not), and a session asking for UTF-8 there
+// would be refused every byte that is not. Not a startup parameter: the
+// database's encoding is known only once connected (server_encoding).
+func clientUTF8(ctx context.Context, conn *pgconn.PgConn) error {
+	server := conn.ParameterStatus("server_encoding")
+	if server == "" || server == "SQL_ASCII" || conn.ParameterStatus("client_encoding") == "UTF8" {
+		return nil
+	}
+	if _, err := conn.Exec(ctx, "SET client_encoding TO 'UTF8'").ReadAll(); err != nil {
+		return fmt.Errorf("ask for text in UTF-8 (SET client_encoding; the database's encoding is %s): %w", server, err)
+	}
+	return nil
 }
 
 // PoolDefaults is ConnDefaults for a pool parsed from dsn, and sizes the

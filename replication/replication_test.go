@@ -109,7 +109,12 @@ type harness struct {
 
 func setup(t *testing.T) *harness {
 	t.Helper()
-	dsn := testenv.Get(t).NewPostgres(t)
+	return setupOn(t, testenv.Get(t).NewPostgres(t))
+}
+
+// setupOn is setup in the database of dsn.
+func setupOn(t *testing.T, dsn string) *harness {
+	t.Helper()
 	pool, err := pgxpool.New(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
