@@ -657,6 +657,16 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 	}
 	if len(good) == 1 {
 		if isMemoryLimit(err) {
+			// An INSERT needs memory of its own whatever its rows (a
+			// buffer of a MiB or so for each event_log column), and a
+			// batch's rows are sent in blocks of blockBytes: a row
+			// smaller than that refused alone says that the limit is
+			// below what every INSERT needs, not that the row is too
+			// large. Set aside, it made every event of the stream a
+			// dead letter.
+			if good[0].Size < c.blockBytes {
+				return nil, fmt.Errorf("insert 1 rows into %s: ClickHouse's max_memory_usage for cdc's user is below what an INSERT into %s needs, however small its rows: raise it; retried: %w", Table, Table, err)
+			}
 			err = fmt.Errorf("the row alone needs more memory than ClickHouse lets one INSERT use: raise max_memory_usage for cdc's ClickHouse user, then replay it: %w", err)
 		}
 		return append(rejected, Rejected{Row: good[0], Err: err}), nil
@@ -1205,7 +1215,9 @@ var rowErrorCodes = map[int32]bool{
 // MEMORY_LIMIT_EXCEEDED (241) for the query — max_memory_usage, which
 // bounds each query alone — is one too: an INSERT of many rows is written
 // in halves until they fit, and a single row that needs more than the
-// limit never passes while it stays, so it is set aside (write). Over the
+// limit never passes while it stays, so it is set aside (write), unless
+// it is smaller than a block: then the limit is short for any INSERT, and
+// the batch is retried. Over the
 // limit of the user or of the server (isMemoryLimit), which other queries
 // share, a row is retried instead: it may pass once they end.
 func IsRowError(err error) bool {
