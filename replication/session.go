@@ -561,7 +561,10 @@ func (r *Replicator) prepareSlot(ctx context.Context, conn *pgconn.PgConn) (pglo
 // checkNotInRecovery returns ErrInRecovery when the server is a standby in
 // recovery and older than PostgreSQL 16, where CREATE_REPLICATION_SLOT
 // fails ("logical decoding cannot be used while in recovery"). From 16 on a
-// standby may make and decode a logical slot, and is left to try.
+// standby may make and decode a logical slot, and is left to try. So is a
+// server whose pg_is_in_recovery() the role may not execute (REVOKE …
+// FROM PUBLIC): the refusal failed every session, and the slot was never
+// made; a standby refuses the slot with its own error.
 func (r *Replicator) checkNotInRecovery(ctx context.Context, conn *pgconn.PgConn) error {
 	if serverMajor(conn) >= 16 {
 		return nil
@@ -571,6 +574,9 @@ func (r *Replicator) checkNotInRecovery(ctx context.Context, conn *pgconn.PgConn
 		rows, err = queryRows(ctx, conn, "SELECT pg_is_in_recovery()")
 		return err
 	})
+	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "42501" {
+		return nil
+	}
 	if err != nil {
 		return wrapf(err, "ask whether the server is in recovery")
 	}
