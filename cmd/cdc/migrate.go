@@ -46,10 +46,14 @@ func runMigrate(ctx context.Context, cfg config.Config, args []string, stdout io
 	// first statement failed with "cannot execute CREATE INDEX in a
 	// read-only transaction", which read as a privilege to grant. Like a
 	// DSN that leads to a pooler, one that leads to a standby is a
-	// setting to fix (or a promotion to wait for).
+	// setting to fix (or a promotion to wait for). A role that may not
+	// execute pg_is_in_recovery() (REVOKE … FROM PUBLIC) gets no answer,
+	// and migrates as before the question: a standby refuses the DDL.
 	var inRecovery bool
 	if err := pg.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&inRecovery); err != nil {
-		return frozenCause(ctx, fmt.Errorf("ask whether the server is in recovery: %w", err))
+		if pgErr := (*pgconn.PgError)(nil); !errors.As(err, &pgErr) || pgErr.Code != "42501" {
+			return frozenCause(ctx, fmt.Errorf("ask whether the server is in recovery: %w", err))
+		}
 	}
 	if inRecovery {
 		return &exitError{code: 2, err: errors.New("CDC_PG_DSN leads to a standby in recovery, which takes no DDL and no replication slot: run cdc migrate against the primary (after a failover, once the standby is promoted; a DSN that lists several hosts: add target_session_attrs=primary)")}

@@ -137,3 +137,48 @@ func TestMigrate_AdminWithoutReplicationIsToldHowToCreateTheSlot(t *testing.T) {
 		})
 	}
 }
+
+// migrate asks first whether the server is a standby in recovery, which
+// takes no DDL. A database whose roles may not execute pg_is_in_recovery()
+// (a hardened catalog: REVOKE EXECUTE … FROM PUBLIC) refused the question,
+// and every migrate exited 1 with "ask whether the server is in recovery:
+// permission denied", where it migrated before the question was asked. A
+// refused question is no answer: migrate goes on, and a standby refuses
+// its first DDL itself.
+func TestMigrate_RunsWhereRecoveryMayNotBeAsked(t *testing.T) {
+	pool, env := operatorEnv(t)
+	ctx := context.Background()
+	role := testenv.Name("owner")
+	for _, sql := range []string{
+		`CREATE ROLE ` + role + ` LOGIN REPLICATION`,
+		`DO $$ BEGIN EXECUTE format('GRANT CREATE ON DATABASE %I TO ` + role + `', current_database()); END $$`,
+		`GRANT CREATE, USAGE ON SCHEMA public TO ` + role,
+		`ALTER TABLE outbox OWNER TO ` + role,
+		`ALTER TABLE cdc_dead_letter OWNER TO ` + role,
+		`ALTER PUBLICATION cdc_outbox OWNER TO ` + role,
+		`REVOKE EXECUTE ON FUNCTION pg_is_in_recovery() FROM PUBLIC`,
+	} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, sql := range []string{`REASSIGN OWNED BY ` + role + ` TO current_user`, `DROP OWNED BY ` + role, `DROP ROLE ` + role} {
+			_, _ = pool.Exec(context.Background(), sql)
+		}
+	})
+	u, err := url.Parse(env["CDC_PG_DSN"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	env["CDC_PG_DSN"] = u.String()
+	slot := env["CDC_SLOT_NAME"]
+	t.Cleanup(func() {
+		_, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+	})
+	code, stdout, stderr, _ := runWithin(t, time.Minute, env, "migrate")
+	if want := "created replication slot " + slot + ": "; code != 0 || !strings.Contains(stdout, want) {
+		t.Fatalf("migrate exited %d, stdout %q, stderr %q; want 0 and %q", code, stdout, stderr, want)
+	}
+}
