@@ -51,13 +51,17 @@ func ConnDefaults(cfg *pgconn.Config) {
 // the database's encoding unless it asks for another, so a LATIN1
 // database sent its text as LATIN1 bytes, stored as they came: "café"
 // reached event_log as "caf\xe9". PostgreSQL converts from any encoding
-// but SQL_ASCII, which is no encoding: its bytes go as they are (an
-// application's own, UTF-8 or not), and a session asking for UTF-8 there
-// would be refused every byte that is not. Not a startup parameter: the
-// database's encoding is known only once connected (server_encoding).
+// but two, whose bytes go as they are, as before: SQL_ASCII, which is no
+// encoding (an application's own bytes, UTF-8 or not; a session asking
+// for UTF-8 there would be refused every byte that is not), and
+// MULE_INTERNAL, which has no conversion to UTF-8: the SET is refused
+// ("Conversion between UTF8 and MULE_INTERNAL is not supported"), and
+// asked there it failed every connection of every command. Not a startup
+// parameter: the database's encoding is known only once connected
+// (server_encoding).
 func clientUTF8(ctx context.Context, conn *pgconn.PgConn) error {
 	server := conn.ParameterStatus("server_encoding")
-	if server == "" || server == "SQL_ASCII" || conn.ParameterStatus("client_encoding") == "UTF8" {
+	if server == "" || server == "SQL_ASCII" || server == "MULE_INTERNAL" || conn.ParameterStatus("client_encoding") == "UTF8" {
 		return nil
 	}
 	if _, err := conn.Exec(ctx, "SET client_encoding TO 'UTF8'").ReadAll(); err != nil {

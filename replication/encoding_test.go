@@ -57,24 +57,36 @@ func TestReplicator_TextOfALatin1DatabaseArrivesInUTF8(t *testing.T) {
 
 // The pools of the other commands ask for UTF-8 too: a LATIN1 database's
 // text read by cdc backfill, verify and the dead letters is what the
-// stream sends.
+// stream sends. A MULE_INTERNAL database, which PostgreSQL cannot convert
+// to UTF-8 ("Conversion between UTF8 and MULE_INTERNAL is not
+// supported"), refused the question, and every connection of every
+// command failed; it keeps its own encoding, as SQL_ASCII does.
 func TestPoolDefaults_AskForUTF8(t *testing.T) {
-	dsn := testenv.Get(t).NewPostgresWith(t, "ENCODING 'LATIN1' TEMPLATE template0 LOCALE 'C'")
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	replication.PoolDefaults(dsn, cfg)
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	var enc, word string
-	if err := pool.QueryRow(context.Background(), `SELECT current_setting('client_encoding'), U&'caf\00E9'`).Scan(&enc, &word); err != nil {
-		t.Fatal(err)
-	}
-	if enc != "UTF8" || word != "café" {
-		t.Fatalf("client_encoding %s, text %q; want UTF8, \"café\"", enc, word)
+	for _, tc := range []struct {
+		encoding, wantEncoding, query, want string
+	}{
+		{"LATIN1", "UTF8", `SELECT U&'caf\00E9'`, "café"},
+		{"MULE_INTERNAL", "MULE_INTERNAL", `SELECT 'cafe'`, "cafe"},
+	} {
+		t.Run(tc.encoding, func(t *testing.T) {
+			dsn := testenv.Get(t).NewPostgresWith(t, "ENCODING '"+tc.encoding+"' TEMPLATE template0 LOCALE 'C'")
+			cfg, err := pgxpool.ParseConfig(dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			replication.PoolDefaults(dsn, cfg)
+			pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			var enc, word string
+			if err := pool.QueryRow(context.Background(), `SELECT current_setting('client_encoding'), (`+tc.query+`)`).Scan(&enc, &word); err != nil {
+				t.Fatal(err)
+			}
+			if enc != tc.wantEncoding || word != tc.want {
+				t.Fatalf("client_encoding %s, text %q; want %s, %q", enc, word, tc.wantEncoding, tc.want)
+			}
+		})
 	}
 }
