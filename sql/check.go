@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
@@ -280,8 +281,10 @@ func readOnlyLack(role, database, source string, retention bool) Lack {
 // names a user that may not insert at all (checkReadonly, fatal).
 func CheckClickHouse(ctx context.Context, conn driver.Conn) ([]Lack, error) {
 	lacks, err := checkReadonly(ctx, conn)
-	if err != nil {
-		return nil, err
+	if err != nil || len(lacks) > 0 {
+		// Read-only, nothing else matters, and a user refused its
+		// settings is refused the next look too.
+		return lacks, err
 	}
 	table, err := checkEventLog(ctx, conn)
 	if err != nil {
@@ -300,7 +303,16 @@ func CheckClickHouse(ctx context.Context, conn driver.Conn) ([]Lack, error) {
 func checkReadonly(ctx context.Context, conn driver.Conn) ([]Lack, error) {
 	var readonly string
 	if err := conn.QueryRow(ctx, "SELECT toString(value) FROM system.settings WHERE name = 'readonly'").Scan(&readonly); err != nil {
-		return nil, fmt.Errorf("read the clickhouse user's readonly setting: %w", err)
+		// A user whose profile sets readonly = 1 is refused every query
+		// that sends a setting (code 164, READONLY: "Cannot modify '…'
+		// setting in readonly mode"), as clickhouse-go sends the DSN's
+		// with each one on newer servers: this look too, and every
+		// INSERT after it.
+		var ex *clickhouse.Exception
+		if !errors.As(err, &ex) || ex.Code != 164 {
+			return nil, fmt.Errorf("read the clickhouse user's readonly setting: %w", err)
+		}
+		readonly = "1, refusing the settings CDC_CLICKHOUSE_DSN sends: " + ex.Message
 	}
 	if readonly == "0" {
 		return nil, nil

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/eventcdc/cdc/internal/testenv"
@@ -442,5 +443,36 @@ func TestCheckPostgres_NamesARoleWhoseTransactionsAreReadOnly(t *testing.T) {
 				t.Fatalf("Fatal = %v; want it to name %q and %q", err, what, fix)
 			}
 		})
+	}
+}
+
+// readonlyProfileConn answers every query as newer ClickHouse servers
+// answer a user whose profile sets readonly = 1 when the query carries
+// settings, as clickhouse-go sends the DSN's: refused, code 164. 18.16
+// here takes them, so the answer is made up; the message is 23.8's.
+type readonlyProfileConn struct{ driver.Conn }
+
+func (readonlyProfileConn) QueryRow(context.Context, string, ...any) driver.Row {
+	return errRow{&clickhouse.Exception{Code: 164, Name: "DB::Exception", Message: "Cannot modify 'receive_timeout' setting in readonly mode"}}
+}
+
+type errRow struct{ err error }
+
+func (r errRow) Err() error           { return r.err }
+func (r errRow) Scan(...any) error    { return r.err }
+func (r errRow) ScanStruct(any) error { return r.err }
+
+// A user refused the settings its DSN sends for being read-only is named
+// read-only at start, not taken for a schema that could not be looked at
+// (cdc run went on, and retried its first INSERT, refused alike, for
+// ever).
+func TestCheckClickHouse_AUserRefusedItsSettingsIsReadOnly(t *testing.T) {
+	lacks, err := ddl.CheckClickHouse(context.Background(), readonlyProfileConn{})
+	if err != nil {
+		t.Fatalf("CheckClickHouse: %v", err)
+	}
+	const want = "the ClickHouse user of CDC_CLICKHOUSE_DSN is read-only (readonly = 1, refusing the settings CDC_CLICKHOUSE_DSN sends: Cannot modify 'receive_timeout' setting in readonly mode)"
+	if len(lacks) != 1 || lacks[0].What != want || !lacks[0].Fatal {
+		t.Fatalf("lacks %+v, want one fatal: %s", lacks, want)
 	}
 }
