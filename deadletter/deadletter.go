@@ -239,9 +239,9 @@ const lockBuckets = 64
 // value first: a refused row may hold tens of MB. Keys are in name order,
 // as encoding/json writes a map's. Bytes that are not UTF-8 are kept as
 // they are, as the connector and backfill store them (decodeRowData reads
-// them back): cdc's sessions take the database's encoding as theirs, so
-// a database whose encoding is not UTF8 (SQL_ASCII, LATIN1, …) sends its
-// own bytes, which its jsonb takes as they are.
+// them back): cdc's sessions ask for UTF-8 in every database but a
+// SQL_ASCII (or MULE_INTERNAL) one, which sends its own bytes, and its
+// jsonb takes them as they are.
 func RowData(r sink.Row) ([]byte, *string) {
 	order := make([]int, len(r.Relation.Columns))
 	size := 2
