@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -575,30 +576,14 @@ func unquoteBytes(v []byte) string {
 		case 'u':
 			// A control character: jsonb prints every other character
 			// as itself (so no surrogate pairs either).
-			out = utf8.AppendRune(out, hexRune(v[i+1:i+5]))
+			r, _ := strconv.ParseUint(string(v[i+1:i+5]), 16, 32) // four hex digits: valid JSON
+			out = utf8.AppendRune(out, rune(r))
 			i += 4
 		default: // '"', '\\', '/'
 			out = append(out, v[i])
 		}
 	}
 	return string(out)
-}
-
-// hexRune is the value of four hex digits, valid JSON's.
-func hexRune(h []byte) rune {
-	var r rune
-	for _, c := range h {
-		r <<= 4
-		switch {
-		case c >= '0' && c <= '9':
-			r |= rune(c - '0')
-		case c >= 'a' && c <= 'f':
-			r |= rune(c - 'a' + 10)
-		default:
-			r |= rune(c - 'A' + 10)
-		}
-	}
-	return r
 }
 
 // Settle records a replay in one transaction: the dead letters in stored
