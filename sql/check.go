@@ -286,11 +286,7 @@ func CheckClickHouse(ctx context.Context, conn driver.Conn) ([]Lack, error) {
 		// settings is refused the next look too.
 		return lacks, err
 	}
-	table, err := checkEventLog(ctx, conn)
-	if err != nil {
-		return nil, err
-	}
-	return append(lacks, table...), nil
+	return checkEventLog(ctx, conn)
 }
 
 // checkReadonly names a ClickHouse user that may not insert at all: its
