@@ -148,6 +148,21 @@ func slotNames(t *testing.T, pool *pgxpool.Pool) string {
 	return names
 }
 
+// worldStandby makes a standby of w's server (newStandby), with the DSN
+// of w's database on it and a pool of that DSN.
+func worldStandby(t *testing.T, w *world) (*standby, string, *pgxpool.Pool) {
+	t.Helper()
+	w.env.PostgresDataDir(t) // a local server: the test takes a base backup of it
+	sb := newStandby(t, w.env.PGDSN)
+	dsn := sb.DSN(w.pgDSN)
+	pool, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return sb, dsn, pool
+}
+
 // TestFailover_PromotedStandby follows docs/operations.md (Failures: the
 // slot is missing; Slot invalidated) through a physical failover: events
 // the old primary's slot had not acknowledged when cdc stopped are on the
@@ -159,14 +174,7 @@ func slotNames(t *testing.T, pool *pgxpool.Pool) string {
 // shows every event once.
 func TestFailover_PromotedStandby(t *testing.T) {
 	w := newWorld(t)
-	w.env.PostgresDataDir(t) // a local server: the test takes a base backup of it
-	sb := newStandby(t, w.env.PGDSN)
-	sbDSN := sb.DSN(w.pgDSN)
-	sbPool, err := pgxpool.New(context.Background(), sbDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sbPool.Close)
+	sb, sbDSN, sbPool := worldStandby(t, w)
 
 	c := w.start(nil)
 	w.insertEvents("before", 100)
@@ -262,14 +270,7 @@ func TestFailover_PromotedStandby(t *testing.T) {
 // events as stored.
 func TestFailover_LaggingStandby(t *testing.T) {
 	w := newWorld(t)
-	w.env.PostgresDataDir(t) // a local server: the test takes a base backup of it
-	sb := newStandby(t, w.env.PGDSN)
-	sbDSN := sb.DSN(w.pgDSN)
-	sbPool, err := pgxpool.New(context.Background(), sbDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sbPool.Close)
+	sb, sbDSN, sbPool := worldStandby(t, w)
 
 	c := w.start(nil)
 	w.insertEvents("early", 100)
