@@ -132,6 +132,36 @@ func Published(ctx context.Context, pool *pgxpool.Pool, rel *decoder.Relation, p
 	return &out, left, nil
 }
 
+// RowFilter returns the row filter publication applies to the outbox
+// (PostgreSQL 15+, CREATE PUBLICATION … FOR TABLE outbox WHERE (…)) as
+// PostgreSQL prints it, or "" for none (an older server, or a publication
+// that does not publish the outbox). cdc run is sent only the rows it
+// passes, on purpose more often than not (one environment's events): a
+// backfill that shipped the others would put them in event_log, and a
+// verify that counted them would call them missing for ever.
+func RowFilter(ctx context.Context, pool *pgxpool.Pool, publication string) (string, error) {
+	var filters bool
+	if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int >= 150000`).Scan(&filters); err != nil {
+		return "", fmt.Errorf("read the server version: %w", err)
+	}
+	if !filters {
+		return "", nil
+	}
+	var filter *string
+	err := pool.QueryRow(ctx, `
+		SELECT t.rowfilter FROM pg_publication_tables t
+		JOIN pg_namespace n ON n.nspname = t.schemaname
+		JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename
+		WHERE t.pubname = $1 AND c.oid = $2::regclass`, publication, OutboxTable).Scan(&filter)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && filter == nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the row filter publication %s applies to %s: %w", publication, OutboxTable, err)
+	}
+	return *filter, nil
+}
+
 // Record is one outbox row: its key, and with Values the text of every
 // column of the relation (NULL as decoder.ValueNull). Time is a
 // pgtype.Timestamptz because event_date_time may be 'infinity' or
@@ -161,6 +191,7 @@ type Scanner struct {
 	pageSize int
 	maxBytes int // with values: about how many bytes of text a page may hold; 0 for no bound
 	values   bool
+	filter   string // a publication's row filter (RowFilter), "" for none
 
 	limit    int // rows the next page may hold
 	started  bool
@@ -214,6 +245,9 @@ func (s *Scanner) query() (string, []any) {
 		args = append(args, s.until)
 		where = append(where, fmt.Sprintf("o.event_date_time < $%d", len(args)))
 	}
+	if s.filter != "" {
+		where = append(where, "("+s.filter+")")
+	}
 	if s.started {
 		// The rows after the last one read: (event_date_time, id) >= its
 		// key, but not it. Not "> its key", which PostgreSQL estimates by
@@ -233,6 +267,15 @@ func (s *Scanner) query() (string, []any) {
 	args = append(args, s.limit)
 	return fmt.Sprintf("SELECT %s FROM %s o%s ORDER BY o.event_date_time, o.id LIMIT $%d",
 		strings.Join(sel, ", "), pgx.Identifier{OutboxTable}.Sanitize(), filter, len(args)), args
+}
+
+// Filter makes the scan read only the rows expr passes: a publication's
+// row filter, as RowFilter returns it (its columns unqualified, which in
+// the scan's query name the outbox's). A row the filter makes NULL is left
+// out, as pgoutput leaves it out. Call it before the first Next.
+func (s *Scanner) Filter(expr string) *Scanner {
+	s.filter = expr
+	return s
 }
 
 // Next returns the next page; an empty page means the scan is over.

@@ -164,6 +164,78 @@ func TestScanner_VisitsEveryRowOnceIncludingInfinity(t *testing.T) {
 	}
 }
 
+// A scan with a publication's row filter reads the rows pgoutput would
+// send: those the filter passes, not those it makes false or NULL. A
+// publication without a filter, or one that does not publish the outbox,
+// has none.
+func TestRowFilter_ScansOnlyTheRowsThePublicationSends(t *testing.T) {
+	ctx := context.Background()
+	pool := outbox(t)
+	var v15 bool
+	if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int >= 150000`).Scan(&v15); err != nil {
+		t.Fatal(err)
+	}
+	if !v15 {
+		t.Skip("row filters need PostgreSQL 15")
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+		VALUES ('kept', 'test', '{"keep": "yes"}', '2026-01-01T00:00:00Z'),
+		       ('false', 'test', '{"keep": "no"}', '2026-01-01T00:00:01Z'),
+		       ('null', 'test', '{}', '2026-01-01T00:00:02Z'),
+		       ('kept-2', 'test', '{"keep": "yes"}', '2026-01-01T00:00:03Z')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `CREATE PUBLICATION other FOR TABLE outbox`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		publication string
+		want        string
+	}{
+		{"pub", ""},
+		{"other", ""},
+		{"absent", ""},
+	} {
+		if got, err := backfill.RowFilter(ctx, pool, tt.publication); err != nil || got != tt.want {
+			t.Fatalf("RowFilter(%s) = %q, %v; want %q", tt.publication, got, err, tt.want)
+		}
+	}
+	if _, err := pool.Exec(ctx, `ALTER PUBLICATION pub SET TABLE outbox WHERE (event_context ->> 'keep' = 'yes')`); err != nil {
+		t.Fatal(err)
+	}
+	filter, err := backfill.RowFilter(ctx, pool, "pub")
+	if want := "((event_context ->> 'keep'::text) = 'yes'::text)"; err != nil || filter != want {
+		t.Fatalf("RowFilter(pub) = %q, %v; want %q", filter, err, want)
+	}
+	rel, err := backfill.LoadRelation(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	typ := rel.Index("event_type")
+	for _, values := range []bool{false, true} {
+		var got []string
+		sc := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 1, 0, values).Filter(filter)
+		for {
+			page, err := sc.Next(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, r := range page {
+				got = append(got, r.ID)
+				if values && string(r.Values[typ].Data) != "kept" && string(r.Values[typ].Data) != "kept-2" {
+					t.Errorf("scanned event_type %q, which the filter keeps out", r.Values[typ].Data)
+				}
+			}
+		}
+		if want := ids(t, pool, "event_type LIKE 'kept%'"); fmt.Sprint(got) != fmt.Sprint(want) || len(got) != 2 {
+			t.Fatalf("values %t: scanned %v; want the 2 rows the filter passes, %v", values, got, want)
+		}
+	}
+}
+
 // explainPage runs EXPLAIN ANALYZE of the page query q with args: with the
 // plan PostgreSQL makes for these values, or with the generic plan of the
 // prepared statement, which it may use from a statement's sixth run on a

@@ -20,6 +20,9 @@ type VerifyOptions struct {
 	Until time.Time // ... and < Until: rows newer may still be on their way
 	Page  int       // outbox ids per page; 0 means 10000
 	Show  int       // ids listed per kind; the counts are always complete
+	// RowFilter, a publication's (RowFilter), leaves the outbox rows it
+	// does not pass out of the comparison: cdc run is never sent them.
+	RowFilter string
 }
 
 // VerifyReport is the outcome of a comparison.
@@ -94,7 +97,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ch driver.Conn, opts Verify
 		}
 		return nil
 	}
-	sc := NewScanner(pool, nil, opts.Since, opts.Until, opts.Page, 0, false)
+	sc := NewScanner(pool, nil, opts.Since, opts.Until, opts.Page, 0, false).Filter(opts.RowFilter)
 	for {
 		page, err := sc.Next(ctx)
 		if err != nil {

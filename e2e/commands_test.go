@@ -1648,3 +1648,65 @@ func TestCommands_BackfillShipsOnlyThePublishedColumns(t *testing.T) {
 		t.Fatalf("event_log has environment %q, trace_id %q, event_type %q; want the defaults for the columns left out and kept_out", env, trace, typ)
 	}
 }
+
+// A publication's row filter keeps rows from cdc run, one environment's
+// events say: a backfill shipped them all the same, and a verify called
+// them missing, exit 1, for ever.
+func TestCommands_BackfillAndVerifyApplyThePublicationsRowFilter(t *testing.T) {
+	w := newWorld(t)
+	var filters bool
+	if err := w.pg.QueryRow(context.Background(), `SELECT current_setting('server_version_num')::int >= 150000`).Scan(&filters); err != nil {
+		t.Fatal(err)
+	}
+	if !filters {
+		t.Skip("row filters need PostgreSQL 15")
+	}
+	w.exec(`ALTER PUBLICATION cdc_outbox SET TABLE outbox WHERE (environment = 'prod')`)
+	ids := map[string]uuid.UUID{"prod": uuid.New(), "staging": uuid.New(), "prod-2": uuid.New()}
+	for name, id := range ids {
+		env := strings.TrimSuffix(name, "-2")
+		w.exec(`INSERT INTO outbox (id, event_type, event_date_time, environment, event_context)
+			VALUES ($1, $2, '2026-06-01T00:00:00Z', $3, '{}')`, id, name, env)
+	}
+	out, stderr, code := w.runOperator(nil, "backfill", "--since", "2026-01-01T00:00:00Z")
+	if code != 0 || out != "backfill since 2026-01-01T00:00:00Z: 2 outbox rows read, 2 shipped to event_log, 0 refused (dead letters)\n" {
+		t.Fatalf("backfill exited %d: %q\n%s", code, out, stderr)
+	}
+	if !strings.Contains(stderr, `"row_filter": "(environment = 'prod'::text)"`) {
+		t.Errorf("backfill did not name the row filter:\n%s", stderr)
+	}
+	rows, err := w.ch.Query(context.Background(), `SELECT event_type FROM event_log FINAL ORDER BY event_type`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var typ string
+		if err := rows.Scan(&typ); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, typ)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "prod,prod-2" {
+		t.Fatalf("event_log holds %q; want prod,prod-2 (staging is kept out by the row filter)", got)
+	}
+	out, stderr, code = w.runOperator(nil, "verify", "--since", "2026-01-01T00:00:00Z", "--json")
+	if code != 0 {
+		t.Fatalf("verify exited %d: %s\n%s", code, out, stderr)
+	}
+	var rep struct {
+		OutboxRows  int64 `json:"outbox_rows"`
+		Found       int64 `json:"found"`
+		Missing     int64 `json:"missing"`
+		NotInOutbox int64 `json:"not_in_outbox"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("verify printed %q: %v", out, err)
+	}
+	if rep.OutboxRows != 2 || rep.Found != 2 || rep.Missing != 0 || rep.NotInOutbox != 0 {
+		t.Fatalf("verify reported %+v; want 2 outbox rows, 2 found, none missing, none not in outbox", rep)
+	}
+}

@@ -370,7 +370,7 @@ func (r *Replicator) notePublicationSubset(ctx context.Context, conn *pgconn.PgC
 				zap.String("publication", r.cfg.Publication), zap.String("columns_left_out", left))
 		}
 		if filter != "" {
-			r.log.Warn("the publication sends only the outbox rows its row filter passes: the others never reach event_log, and cdc verify counts them missing",
+			r.log.Warn("the publication sends only the outbox rows its row filter passes: the others never reach event_log, and cdc backfill and cdc verify leave them out too",
 				zap.String("publication", r.cfg.Publication), zap.String("row_filter", filter))
 		}
 	}

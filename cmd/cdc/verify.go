@@ -223,7 +223,15 @@ func runVerify(ctx context.Context, cfg config.Config, args []string, stdout io.
 		// in local time written with Z, a script checking too soon.
 		return usageErr("--since %s is not before the server's time minus --grace (%s): no row would be checked", formatSince(since), formatSince(until.Truncate(time.Second)))
 	}
-	rep, err := backfill.Verify(ctx, pool, ch.Conn(), backfill.VerifyOptions{Since: since, Until: until, Show: *show})
+	filter, err := backfill.RowFilter(ctx, pool, cfg.Publication)
+	if err != nil {
+		return err
+	}
+	if filter != "" {
+		log.Info("the publication sends cdc run only the outbox rows its row filter passes: verify compares only those",
+			zap.String("row_filter", filter), zap.String("publication", cfg.Publication))
+	}
+	rep, err := backfill.Verify(ctx, pool, ch.Conn(), backfill.VerifyOptions{Since: since, Until: until, Show: *show, RowFilter: filter})
 	if err != nil {
 		return err
 	}
@@ -333,7 +341,16 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 		log.Info("the publication leaves columns of the outbox out (a column list): the backfill ships the others, as cdc run does, and event_log gives these their defaults",
 			zap.Strings("columns_left_out", left), zap.String("publication", cfg.Publication))
 	}
-	sc := backfill.NewScanner(pool, rel, since, until, cfg.BatchMaxRows, cfg.BatchMaxBytes, true)
+	// Nor rows a row filter keeps from it: one environment's events, say.
+	filter, err := backfill.RowFilter(ctx, pool, cfg.Publication)
+	if err != nil {
+		return err
+	}
+	if filter != "" {
+		log.Info("the publication sends cdc run only the outbox rows its row filter passes: the backfill ships only those",
+			zap.String("row_filter", filter), zap.String("publication", cfg.Publication))
+	}
+	sc := backfill.NewScanner(pool, rel, since, until, cfg.BatchMaxRows, cfg.BatchMaxBytes, true).Filter(filter)
 	res, err := backfill.Ship(ctx, sc, rel, ch, deadletter.New(pool), cfg.BatchMaxBytes, func(r backfill.ShipResult) {
 		log.Info("backfill batch stored", zap.Int("shipped", r.Shipped), zap.Int("dead_letters", r.DeadLetters))
 	}, func(err error, wait time.Duration) {
