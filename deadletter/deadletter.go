@@ -56,6 +56,7 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
 	b := &pgx.Batch{}
 	b.Queue(durableCommit)
+	b.Queue(unboundedStatements)
 	// Two transactions setting aside the same event at once (backfill
 	// beside the connector) would both find it missing: each first takes
 	// a lock on its events' ids, held to its commit, all in one statement
@@ -125,6 +126,15 @@ const putBatchBytes = 4 << 20
 // rows the slot no longer sends. A stronger setting (on, remote_apply) is
 // left as it is.
 const durableCommit = `SELECT set_config('synchronous_commit', 'local', true) WHERE current_setting('synchronous_commit') = 'off'`
+
+// unboundedStatements lifts, for Put's transaction, a statement_timeout
+// the role or the database sets for the application's queries. A letter
+// costs time with its size (PostgreSQL reads jsonb at tens of ms a MB,
+// and each INSERT compares it with the letters of its event), which cdc
+// does not choose: a refused event of tens of MB over the timeout failed
+// every try, and the pipeline, which acknowledges nothing past a letter
+// not stored, stalled behind it for ever.
+const unboundedStatements = `SELECT set_config('statement_timeout', '0', true)`
 
 // lockClass is the first key of the advisory locks Put takes on event
 // ids, keeping them apart from the application's own two-key locks.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcdc/cdc/deadletter"
@@ -96,9 +97,9 @@ func TestStore_PutCommitsDurablyUnderAsynchronousCommit(t *testing.T) {
 	if err := deadletter.New(async).Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
 		t.Fatal(err)
 	}
-	if sql := rec.SQL(); len(sql) != 4 || sql[0] != "begin isolation level read committed" || sql[1] != deadletter.DurableCommit ||
-		!strings.HasPrefix(sql[2], "INSERT INTO cdc_dead_letter") || sql[3] != "commit" {
-		t.Fatalf("Put ran %q; want begin (read committed), DurableCommit, the INSERT, commit", sql)
+	if sql := rec.SQL(); len(sql) != 5 || sql[0] != "begin isolation level read committed" || sql[1] != deadletter.DurableCommit ||
+		sql[2] != deadletter.UnboundedStatements || !strings.HasPrefix(sql[3], "INSERT INTO cdc_dead_letter") || sql[4] != "commit" {
+		t.Fatalf("Put ran %q; want begin (read committed), DurableCommit, UnboundedStatements, the INSERT, commit", sql)
 	}
 }
 
@@ -718,5 +719,42 @@ func TestStore_PutInASQLASCIIDatabaseKeepsWhatIsNotUTF8(t *testing.T) {
 				t.Errorf("read back %q, want %q", *v, tc.value)
 			}
 		})
+	}
+}
+
+// A statement_timeout the role or the database sets for the application is
+// not Put's: storing a letter costs time with its size (PostgreSQL reads
+// jsonb at tens of ms a MB), and a refused event of tens of MB over that
+// timeout failed every try, the pipeline stalled behind it for ever.
+func TestStore_PutOutlastsTheDatabasesStatementTimeout(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	if _, err := pool.Exec(ctx, `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = %L', current_database(), '50ms'); END $$`); err != nil {
+		t.Fatal(err)
+	}
+	pool.Reset() // new sessions take the database's setting
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_context"}}}
+	id := "00000000-0000-4000-8000-000000000001"
+	big := `{"pad": "` + strings.Repeat("x", 24<<20) + `"}`
+	row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte(big)}}}
+	if err := deadletter.New(pool).Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
+		t.Fatalf("Put of a 24 MiB letter under a 50ms statement_timeout: %v", err)
+	}
+	var n, size int64
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0`); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT count(*), sum(length(row_data->>'event_context')) FROM cdc_dead_letter WHERE event_id = $1`, id).Scan(&n, &size)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || size != int64(len(big)) {
+		t.Fatalf("%d letters holding %d bytes of event_context; want 1 of %d", n, size, len(big))
+	}
+	var timeout string
+	if err := pool.QueryRow(ctx, `SHOW statement_timeout`).Scan(&timeout); err != nil || timeout != "50ms" {
+		t.Fatalf("after Put, statement_timeout %q, %v; want the session's own 50ms back", timeout, err)
 	}
 }

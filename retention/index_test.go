@@ -155,7 +155,8 @@ func TestSweep_LaterBatchesSkipWhatTheSweepDeleted(t *testing.T) {
 	if deleted, err := c.Sweep(ctx); err != nil || deleted != 100 {
 		t.Fatalf("sweep deleted %d rows, %v; want the 100 left", deleted, err)
 	}
-	// Each batch in a transaction of its own, its lock wait bounded.
+	// Each batch in a transaction of its own, its lock wait and its
+	// statement bounded.
 	sql, args := rec.SQL(), rec.Args()
 	if len(sql) != 16 {
 		t.Fatalf("sweep ran %d statements %.60q; want 4 batches of 4", len(sql), sql)
@@ -165,8 +166,8 @@ func TestSweep_LaterBatchesSkipWhatTheSweepDeleted(t *testing.T) {
 		if i == 0 {
 			stmt = retention.SweepFirst
 		}
-		if got := sql[4*i : 4*i+4]; !slices.Equal(got, []string{"begin", "SET LOCAL lock_timeout = '10s'", stmt, "commit"}) {
-			t.Fatalf("batch %d ran %.60q; want begin, SET LOCAL lock_timeout, its DELETE, commit", i, got)
+		if got := sql[4*i : 4*i+4]; !slices.Equal(got, []string{"begin", "SET LOCAL lock_timeout = '10s'; SET LOCAL statement_timeout = '60s'", stmt, "commit"}) {
+			t.Fatalf("batch %d ran %.70q; want begin, SET LOCAL lock_timeout and statement_timeout, its DELETE, commit", i, got)
 		}
 		if i > 0 {
 			if got := args[4*i+2][3]; got != want[i-1] {

@@ -209,11 +209,20 @@ func (c *Cleaner) checkHold(ctx context.Context) (bool, error) {
 // the next tick.
 var sweepLockTimeout = "10s" // a var: tests wait less
 
+// sweepStatementTimeout bounds a batch's statement, in place of the
+// session's statement_timeout. A role's or database's statement_timeout
+// guards the application's queries; one shorter than a batch (a database
+// set to 1s, a busy server) failed every sweep, each minute, deleting
+// nothing while the outbox grew. A batch is BatchSize rows found by the
+// outbox's index, well within this however busy the server.
+const sweepStatementTimeout = "60s"
+
 // rollbackWait bounds a sweep's rollback.
 const rollbackWait = 5 * time.Second
 
 // deleteBatch runs one batch's statement in a transaction of its own,
-// within sweepLockTimeout, scanning its row into dest.
+// within sweepLockTimeout and sweepStatementTimeout, scanning its row into
+// dest.
 func (c *Cleaner) deleteBatch(ctx context.Context, dest []any, query string, args ...any) error {
 	tx, err := c.Pool.Begin(ctx)
 	if err != nil {
@@ -226,7 +235,7 @@ func (c *Cleaner) deleteBatch(ctx context.Context, dest []any, query string, arg
 		defer cancel()
 		_ = tx.Rollback(rctx)
 	}()
-	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '"+sweepLockTimeout+"'"); err != nil {
+	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '"+sweepLockTimeout+"'; SET LOCAL statement_timeout = '"+sweepStatementTimeout+"'"); err != nil {
 		return err
 	}
 	if err := tx.QueryRow(ctx, query, args...).Scan(dest...); err != nil {

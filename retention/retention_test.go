@@ -516,3 +516,39 @@ func tenOldRowsOneLocked(t *testing.T, ctx context.Context, order string) (*pgxp
 	}
 	return pool, app
 }
+
+// A statement_timeout the role or the database sets for the application
+// (a Django shop's guard against runaway queries) is not the sweep's: a
+// batch that took longer failed every sweep, each minute, deleting
+// nothing while the outbox grew. The sweep bounds its own statements.
+func TestSweep_OutlastsTheDatabasesStatementTimeout(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	for _, stmt := range []string{
+		`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+			SELECT 'e', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 30) g`,
+		// Each row's delete takes 20 ms: a batch of 30, 600 ms.
+		`CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.02); RETURN OLD; END $$`,
+		`CREATE TRIGGER slow_delete BEFORE DELETE ON outbox FOR EACH ROW EXECUTE FUNCTION slow_delete()`,
+		`DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = %L', current_database(), '200ms'); END $$`,
+	} {
+		if _, err := pool.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool.Reset() // new sessions take the database's setting
+	var timeout string
+	if err := pool.QueryRow(ctx, `SHOW statement_timeout`).Scan(&timeout); err != nil || timeout != "200ms" {
+		t.Fatalf("statement_timeout %q, %v; want the database's 200ms", timeout, err)
+	}
+	c := &Cleaner{Pool: pool, Keep: time.Hour, BatchSize: 1000, Log: zap.NewNop()}
+	if n, err := c.Sweep(ctx); err != nil || n != 30 {
+		t.Fatalf("Sweep = %d, %v; want 30 deleted", n, err)
+	}
+	if left := len(outboxIDs(t, pool)); left != 0 {
+		t.Fatalf("%d rows left, want 0", left)
+	}
+	if err := pool.QueryRow(ctx, `SHOW statement_timeout`).Scan(&timeout); err != nil || timeout != "200ms" {
+		t.Fatalf("after the sweep, statement_timeout %q, %v; want the session's own 200ms back", timeout, err)
+	}
+}
