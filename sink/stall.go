@@ -128,7 +128,26 @@ func (c *stallConn) Close() error {
 	return c.Conn.Close()
 }
 
+// Write writes p, and closes the socket when it fails: clickhouse-go
+// gives up a connection whose block failed to go out — an INSERT
+// abandoned as its context ended (abortWrite), stalled, or cut by the
+// network — by marking it closed without closing it, and its Close then
+// does nothing. The socket stayed open until the garbage collector found
+// it, and ClickHouse, waiting for the rest of the block, kept the INSERT
+// running meanwhile: a new session's read of what is stored waits for
+// it (settle), up to read_timeout. A write that failed has left the
+// connection in the middle of a message: nothing more can go over it.
+// Closed, the server reads to the end of what the sockets hold and ends
+// the INSERT within moments.
 func (c *stallConn) Write(p []byte) (int, error) {
+	n, err := c.write(p)
+	if err != nil {
+		_ = c.Conn.Close()
+	}
+	return n, err
+}
+
+func (c *stallConn) write(p []byte) (int, error) {
 	c.mu.Lock()
 	if c.writing++; c.writing == 1 && c.live != nil {
 		c.live.add(c)

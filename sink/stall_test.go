@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/url"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -146,6 +149,132 @@ func TestClickHouse_CancelledWriteLeavesAFrozenLinkAtOnce(t *testing.T) {
 		t.Fatalf("the same INSERT once the link is back: %v", err)
 	}
 	storedOnce(t, ch, batch)
+}
+
+// An INSERT cdc gives up on in the middle of a block — its context ended
+// (a session ended on an error: PostgreSQL crashed) or the server took
+// nothing for read_timeout — ends on the server at once. The next
+// session's read of what is stored first waits for cdc's INSERTs the
+// server still runs (settle), up to read_timeout: clickhouse-go leaves
+// the socket of a block it failed to send open (marked closed, and its
+// close then does nothing) until the garbage collector finds it, and
+// ClickHouse waited for the rest of the block meanwhile — a new session
+// after a PostgreSQL crash waited 59.9 s in CI, and a process making
+// little garbage waits for the collector's forced run (two minutes) or
+// the server's receive_timeout (five). Here the server stores each block
+// as it comes (min_insert_block_size_rows=1) and a view sleeps 1 s at
+// each: the next blocks wait in the sockets' buffers, and the write is
+// in the middle of one when it is given up. The collector is off while
+// the test looks, so that it cannot close a forgotten socket and hide
+// the leak.
+func TestClickHouse_AbandonedInsertEndsOnTheServerAtOnce(t *testing.T) {
+	tests := []struct {
+		name        string
+		readTimeout time.Duration
+		cancel      bool // the Write's context ends; else the stall fails it
+		want        error
+	}{
+		{"context ended mid-block", time.Minute, true, context.Canceled},
+		{"stalled mid-block", 500 * time.Millisecond, false, sink.ErrStalled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			admin, dsn := newSink(t)
+			ctx := context.Background()
+			if err := admin.Conn().Exec(ctx, "CREATE MATERIALIZED VIEW slow ENGINE = Null AS SELECT sleep(1) AS slept FROM event_log"); err != nil {
+				t.Fatal(err)
+			}
+			// The client's name tells this INSERT from those of tests
+			// of other packages on the same server.
+			name := "abandon" + strings.ReplaceAll(uuid.NewString(), "-", "")
+			u, err := url.Parse(dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := u.Query()
+			q.Set("read_timeout", tt.readTimeout.String())
+			q.Set("min_insert_block_size_rows", "1")
+			q.Set("min_insert_block_size_bytes", "1")
+			q.Set("client_info_product", name+"/1")
+			u.RawQuery = q.Encode()
+			ch, err := sink.Open(u.String(), zap.NewNop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = ch.Close() })
+			// Whether the server still runs the INSERT (1, else 0), and
+			// how many of its rows it stored.
+			progress := func() (running, written uint64) {
+				t.Helper()
+				if err := admin.Conn().QueryRow(ctx, "SELECT count(), sum(written_rows) FROM system.processes WHERE query_id LIKE 'cdc-insert-%' AND client_name LIKE ?", "%"+name+"%").Scan(&running, &written); err != nil {
+					t.Fatal(err)
+				}
+				return running, written
+			}
+
+			defer debug.SetGCPercent(debug.SetGCPercent(-1))
+			// 64 rows of a little over 1 MiB: a block each, each slept
+			// on for 1 s.
+			batch := incompressible(t, 64, 1<<20, 0x4000)
+			wctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := ch.Write(wctx, batch)
+				done <- err
+			}()
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if _, written := progress(); written > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the INSERT stored no block within 30 s")
+				}
+			}
+			if tt.cancel {
+				time.Sleep(500 * time.Millisecond) // the writes wait on the server
+				cancel()
+			}
+			var werr error
+			select {
+			case werr = <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the INSERT was not given up within 30 s")
+			}
+			if !errors.Is(werr, tt.want) || !strings.Contains(werr.Error(), "send block of") {
+				t.Fatalf("the INSERT failed with %v; want %v while a block was sent", werr, tt.want)
+			}
+			// The server ends it once it has read what the sockets hold
+			// (up to tens of MiB: a block stored a second, until then).
+			// Still listed with nothing stored for 3 s, it waits for the
+			// rest of a block that is not coming.
+			left, moved := time.Now(), time.Now()
+			var stored uint64
+			for {
+				running, written := progress()
+				if running == 0 {
+					break
+				}
+				if written != stored {
+					stored, moved = written, time.Now()
+				}
+				if time.Since(moved) > 3*time.Second || time.Since(left) > 2*time.Minute {
+					t.Fatalf("ClickHouse still runs the INSERT %s after cdc gave it up, %d rows stored, none in the last %s (%v)",
+						time.Since(left).Round(time.Second), stored, time.Since(moved).Round(time.Second), werr)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			t.Logf("ClickHouse ended the INSERT %s after cdc gave it up: %v", time.Since(left).Round(time.Millisecond), werr)
+
+			if err := admin.Conn().Exec(ctx, "DROP TABLE slow"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ch.Write(ctx, batch); err != nil {
+				t.Fatalf("the same INSERT again: %v", err)
+			}
+			storedOnce(t, ch, batch)
+		})
+	}
 }
 
 // storedOnce checks that every row of batch, all at one commit LSN, is in

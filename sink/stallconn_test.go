@@ -74,11 +74,19 @@ func TestStallConn(t *testing.T) {
 			if tt.stalled && time.Since(start) < limit {
 				t.Fatalf("stalled after %s, before the limit %s", time.Since(start), limit)
 			}
+			// A write that failed closed the socket, whatever failed it
+			// (clickhouse-go would leave it open: Write); one that went
+			// through did not.
+			aerr := a.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+			if aerr == nil {
+				_, aerr = a.Read(make([]byte, 1))
+			}
+			if closed := errors.Is(aerr, io.ErrClosedPipe); closed != (err != nil) {
+				t.Fatalf("after the write (%v) the socket reads %v; want it closed only if the write failed", err, aerr)
+			}
 			// A stalled connection is broken for good; an expired
 			// deadline of clickhouse-go's is not a stall.
-			if err := c.SetReadDeadline(time.Now().Add(10 * time.Millisecond)); err != nil {
-				t.Fatal(err)
-			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
 			_, rerr := c.Read(make([]byte, 1))
 			if _, werr := c.Write([]byte{1}); tt.stalled != (errors.Is(rerr, ErrStalled) && errors.Is(werr, ErrStalled)) {
 				t.Fatalf("after the write: read %v, write %v; want both %v only when stalled", rerr, werr, ErrStalled)
