@@ -172,6 +172,13 @@ func (w *world) start(extra map[string]string) *connector {
 // without the race detector).
 func (w *world) startBinary(bin string, extra map[string]string) *connector {
 	w.t.Helper()
+	return w.startCommand(bin, []string{"run"}, extra)
+}
+
+// startCommand is start with cdc run launched as name args (a wrapper such
+// as nohup, given the binary and "run").
+func (w *world) startCommand(name string, args []string, extra map[string]string) *connector {
+	w.t.Helper()
 	env := w.baseEnv()
 	for k, v := range extra {
 		env[k] = v
@@ -183,7 +190,7 @@ func (w *world) startBinary(bin string, extra map[string]string) *connector {
 	if env["CDC_METRICS_ADDR"] != "off" {
 		c.MetricsAddr = env["CDC_METRICS_ADDR"]
 	}
-	c.cmd = exec.Command(bin, "run")
+	c.cmd = exec.Command(name, args...)
 	c.cmd.Env = envList(env)
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
 	if err := c.cmd.Start(); err != nil {
@@ -229,13 +236,20 @@ func (c *connector) kill() {
 // term sends SIGTERM and returns the exit code and how long the exit took.
 func (c *connector) term(limit time.Duration) (int, time.Duration) {
 	c.t.Helper()
+	return c.stop(syscall.SIGTERM, limit)
+}
+
+// stop sends sig and returns the exit code (-1 for a process the signal
+// killed) and how long the exit took.
+func (c *connector) stop(sig syscall.Signal, limit time.Duration) (int, time.Duration) {
+	c.t.Helper()
 	start := time.Now()
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	_ = c.cmd.Process.Signal(sig)
 	select {
 	case <-c.done:
 	case <-time.After(limit):
 		c.kill()
-		c.t.Fatalf("connector did not exit within %s of SIGTERM", limit)
+		c.t.Fatalf("connector did not exit within %s of %v", limit, sig)
 	}
 	return c.cmd.ProcessState.ExitCode(), time.Since(start)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/url"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -270,38 +271,89 @@ func TestPipeline_SecondSignalEndsTheShutdownAtOnce(t *testing.T) {
 	w.assertExactlyOnce(15)
 }
 
+// SIGTERM, SIGINT (Ctrl-C) and SIGHUP (`docker kill -s HUP`; a terminal's
+// hangup, an ssh session gone with cdc run in the foreground, which sends
+// two: the shell passes its own on to its foreground job, and the kernel
+// sends one) each store and acknowledge what is buffered and exit 0.
+// SIGHUP ended the process by Go's default, with nothing stored, and as a
+// container's PID 1 exited 2, which reads as a bad setting. Under nohup,
+// which starts cdc with SIGHUP ignored, a hangup changes nothing: cdc
+// streams on until SIGTERM.
 func TestPipeline_SIGTERMFlushesAcknowledgesAndExitsZero(t *testing.T) {
-	w := newWorld(t)
-	// A long flush interval: the events are still buffered when SIGTERM comes.
-	c := w.start(map[string]string{"CDC_FLUSH_INTERVAL": "1h"})
-	waitFor(t, 30*time.Second, "slot active", func() (bool, string) {
-		var active bool
-		_ = w.pg.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = 'cdc_outbox'`).Scan(&active)
-		return active && strings.Contains(c.out.String(), "streaming"), ""
-	})
-	w.insertEvents("buffered", 500)
-	w.waitReceived(10 * time.Second)
-	if n := w.chCount("SELECT count() FROM event_log"); n != 0 {
-		t.Fatalf("%d rows stored before SIGTERM; the test wants them buffered", n)
-	}
-	code, took := c.term(15 * time.Second)
-	if code != 0 {
-		t.Fatalf("exit code %d after SIGTERM, want 0", code)
-	}
-	t.Logf("exited %s after SIGTERM", took)
-	if last := lastLine(c.out.String()); !strings.Contains(last, "shut down cleanly") {
-		t.Errorf("last line %q after a shutdown that stored and acknowledged everything, want shut down cleanly", last)
-	}
-	if n := w.chCount("SELECT count() FROM event_log"); n != 500 {
-		t.Fatalf("event_log holds %d rows after SIGTERM, want the 500 buffered", n)
-	}
-	// The flush was acknowledged: the slot has nothing left to replay.
-	var pending int64
-	if err := w.pg.QueryRow(context.Background(), `SELECT count(*) FROM pg_logical_slot_peek_binary_changes('cdc_outbox', NULL, NULL, 'proto_version', '1', 'publication_names', 'cdc_outbox')`).Scan(&pending); err != nil {
-		t.Fatal(err)
-	}
-	if pending != 0 {
-		t.Fatalf("slot still holds %d changes after a clean shutdown", pending)
+	for _, tc := range []struct {
+		name   string
+		nohup  bool
+		signal syscall.Signal
+		twice  bool // the signal comes again at once
+	}{
+		{"SIGTERM", false, syscall.SIGTERM, false},
+		{"SIGINT", false, syscall.SIGINT, false},
+		{"SIGHUP", false, syscall.SIGHUP, false},
+		{"SIGHUP twice, as a terminal's hangup", false, syscall.SIGHUP, true},
+		{"SIGHUP under nohup", true, syscall.SIGHUP, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t)
+			// A long flush interval: the events are still buffered when the signal comes.
+			env := map[string]string{"CDC_FLUSH_INTERVAL": "1h"}
+			var c *connector
+			if tc.nohup {
+				nohup, err := exec.LookPath("nohup")
+				if err != nil {
+					t.Skip("no nohup:", err)
+				}
+				c = w.startCommand(nohup, []string{binary, "run"}, env)
+			} else {
+				c = w.start(env)
+			}
+			waitFor(t, 30*time.Second, "slot active", func() (bool, string) {
+				var active bool
+				_ = w.pg.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = 'cdc_outbox'`).Scan(&active)
+				return active && strings.Contains(c.out.String(), "streaming"), ""
+			})
+			w.insertEvents("buffered", 500)
+			w.waitReceived(10 * time.Second)
+			if n := w.chCount("SELECT count() FROM event_log"); n != 0 {
+				t.Fatalf("%d rows stored before %s; the test wants them buffered", n, tc.name)
+			}
+			if tc.nohup {
+				_ = c.cmd.Process.Signal(tc.signal)
+				select {
+				case <-c.done:
+					t.Fatalf("exited on SIGHUP under nohup (%v):\n%s", c.cmd.ProcessState, tail(c.out.String(), 10))
+				case <-time.After(2 * time.Second):
+				}
+				if n := w.chCount("SELECT count() FROM event_log"); n != 0 {
+					t.Fatalf("%d rows stored after SIGHUP under nohup, want 0: the batch waits for its interval", n)
+				}
+				tc.signal, tc.name = syscall.SIGTERM, "SIGTERM"
+			}
+			if tc.twice {
+				// Apart, as the shell's and the kernel's are: two
+				// pending at once are delivered as one.
+				_ = c.cmd.Process.Signal(tc.signal)
+				time.Sleep(20 * time.Millisecond)
+			}
+			code, took := c.stop(tc.signal, 15*time.Second)
+			if code != 0 {
+				t.Fatalf("process state %v after %s, want exit code 0", c.cmd.ProcessState, tc.name)
+			}
+			t.Logf("exited %s after %s", took, tc.name)
+			if last := lastLine(c.out.String()); !strings.Contains(last, "shut down cleanly") {
+				t.Errorf("last line %q after a shutdown that stored and acknowledged everything, want shut down cleanly", last)
+			}
+			if n := w.chCount("SELECT count() FROM event_log"); n != 500 {
+				t.Fatalf("event_log holds %d rows after %s, want the 500 buffered", n, tc.name)
+			}
+			// The flush was acknowledged: the slot has nothing left to replay.
+			var pending int64
+			if err := w.pg.QueryRow(context.Background(), `SELECT count(*) FROM pg_logical_slot_peek_binary_changes('cdc_outbox', NULL, NULL, 'proto_version', '1', 'publication_names', 'cdc_outbox')`).Scan(&pending); err != nil {
+				t.Fatal(err)
+			}
+			if pending != 0 {
+				t.Fatalf("slot still holds %d changes after a clean shutdown", pending)
+			}
+		})
 	}
 }
 

@@ -93,10 +93,25 @@ func usageErr(format string, args ...any) error {
 
 func main() {
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, stopSignals()...)
 	ctx, cancel := context.WithCancel(context.Background())
 	go onSignals(sigs, cancel, os.Getpid() == 1, dieFrom, os.Exit)
 	os.Exit(Main(ctx, os.Args[1:], os.Getenv, os.Environ(), os.Stdout, os.Stderr))
+}
+
+// stopSignals are the signals that stop cdc as SIGTERM does: SIGINT
+// (Ctrl-C), and SIGHUP, a terminal's hangup (an ssh session gone with cdc
+// run in the foreground, or `docker kill -s HUP`), which by Go's default
+// ended the process with what it held unstored and, as a container's
+// PID 1, exited 2, which reads as a bad setting. Not SIGHUP when the
+// process started with it ignored (nohup): Notify would undo that, and a
+// hangup would stop what nohup was asked to keep running.
+func stopSignals() []os.Signal {
+	sigs := []os.Signal{syscall.SIGTERM, syscall.SIGINT}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	return sigs
 }
 
 // onSignals cancels the command at the first signal: a graceful shutdown,
@@ -106,11 +121,17 @@ func main() {
 // cdc caught neither. Not as a container's PID 1, where the kernel ignores
 // that action and Go would exit 2, which reads as a bad setting: there it
 // exits with the shell's code for a process the signal killed, 128 + its
-// number (143 for SIGTERM).
+// number (143 for SIGTERM). A SIGHUP is never that second signal: a
+// terminal's hangup comes twice, from the shell, which passes it on to its
+// foreground job, and from the kernel, and the second would end at once
+// the shutdown the first began.
 func onSignals(sigs <-chan os.Signal, cancel context.CancelFunc, pid1 bool, die func(syscall.Signal), exit func(int)) {
 	<-sigs
 	cancel()
 	sig, _ := (<-sigs).(syscall.Signal)
+	for sig == syscall.SIGHUP {
+		sig, _ = (<-sigs).(syscall.Signal)
+	}
 	if !pid1 {
 		die(sig)
 	}

@@ -85,35 +85,46 @@ func TestMain_InvalidConfigurationNamesVariablesNotRead(t *testing.T) {
 
 // The first signal cancels the command; the second ends the process by
 // the signal, or as PID 1, which the signal cannot kill, exits with 128 +
-// its number: never 2, which means a bad setting.
+// its number: never 2, which means a bad setting. A SIGHUP after the first
+// signal is not that second one: a terminal's hangup comes twice (from the
+// shell and from the kernel), and the shutdown it began goes on.
 func TestOnSignals(t *testing.T) {
 	for _, tc := range []struct {
-		second   syscall.Signal
+		first    syscall.Signal
+		then     []syscall.Signal // the last one ends the process
 		pid1     bool
 		wantDie  []syscall.Signal
 		wantExit int
 	}{
-		{syscall.SIGTERM, false, []syscall.Signal{syscall.SIGTERM}, 143},
-		{syscall.SIGINT, false, []syscall.Signal{syscall.SIGINT}, 130},
-		{syscall.SIGTERM, true, nil, 143},
-		{syscall.SIGINT, true, nil, 130},
+		{syscall.SIGTERM, []syscall.Signal{syscall.SIGTERM}, false, []syscall.Signal{syscall.SIGTERM}, 143},
+		{syscall.SIGTERM, []syscall.Signal{syscall.SIGINT}, false, []syscall.Signal{syscall.SIGINT}, 130},
+		{syscall.SIGTERM, []syscall.Signal{syscall.SIGTERM}, true, nil, 143},
+		{syscall.SIGTERM, []syscall.Signal{syscall.SIGINT}, true, nil, 130},
+		{syscall.SIGHUP, []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM}, false, []syscall.Signal{syscall.SIGTERM}, 143},
+		{syscall.SIGHUP, []syscall.Signal{syscall.SIGHUP, syscall.SIGHUP, syscall.SIGINT}, true, nil, 130},
+		{syscall.SIGTERM, []syscall.Signal{syscall.SIGHUP, syscall.SIGTERM}, false, []syscall.Signal{syscall.SIGTERM}, 143},
 	} {
 		sigs := make(chan os.Signal, 2)
 		ctx, cancel := context.WithCancel(context.Background())
 		var died []syscall.Signal
 		exited := make(chan int, 1)
 		go onSignals(sigs, cancel, tc.pid1, func(s syscall.Signal) { died = append(died, s) }, func(code int) { exited <- code })
-		sigs <- syscall.SIGTERM
-		<-ctx.Done()
-		select {
-		case code := <-exited:
-			t.Fatalf("exited %d after one signal", code)
-		case <-time.After(50 * time.Millisecond):
+		last := len(tc.then) - 1
+		for i, sig := range append([]syscall.Signal{tc.first}, tc.then[:last]...) {
+			sigs <- sig
+			if i == 0 {
+				<-ctx.Done()
+			}
+			select {
+			case code := <-exited:
+				t.Fatalf("%v then %v: exited %d after %d signals, before the last", tc.first, tc.then, code, i+1)
+			case <-time.After(50 * time.Millisecond):
+			}
 		}
-		sigs <- tc.second
+		sigs <- tc.then[last]
 		code := <-exited // after die, which did not end this test
 		if code != tc.wantExit || fmt.Sprint(died) != fmt.Sprint(tc.wantDie) {
-			t.Errorf("second signal %v, pid 1 %v: died by %v, exit %d; want %v, %d", tc.second, tc.pid1, died, code, tc.wantDie, tc.wantExit)
+			t.Errorf("%v then %v, pid 1 %v: died by %v, exit %d; want %v, %d", tc.first, tc.then, tc.pid1, died, code, tc.wantDie, tc.wantExit)
 		}
 	}
 }
