@@ -51,7 +51,10 @@ type ClickHouse struct {
 	// connections free their buffers when released (Open).
 	big      driver.Conn
 	database string
-	log      *zap.Logger
+	// insertPrefix starts the query id of each of this sink's INSERTs:
+	// insertQueryPrefix and a tag of the DSN's database (settle).
+	insertPrefix string
+	log          *zap.Logger
 
 	// Block size of an INSERT; see blockBytes.
 	blockBytes, blockRows int
@@ -142,7 +145,7 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 		_ = conn.Close()
 		return nil, fmt.Errorf("open clickhouse: %w", redactErr(err, dsn))
 	}
-	return &ClickHouse{conn: conn, big: big, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{}, live: live,
+	return &ClickHouse{conn: conn, big: big, database: opts.Auth.Database, insertPrefix: insertIDPrefix(opts.Auth.Database), log: log, warned: map[*decoder.Relation]bool{}, live: live,
 		blockBytes: blockBytes, blockRows: blockRows, settleFor: opts.ReadTimeout, settleEvery: 100 * time.Millisecond}, nil
 }
 
@@ -1305,12 +1308,12 @@ func isSchemaError(err error) bool {
 // other queries go without, so that one refused as unknown can still
 // read the settings again.
 // Each INSERT is named by a query id of its own that starts with
-// insertQueryPrefix, which Written looks for in system.processes (settle).
+// c.insertPrefix, which Written looks for in system.processes (settle).
 func (c *ClickHouse) insertContext(ctx context.Context) context.Context {
 	c.mu.Lock()
 	settings := c.insertSettings
 	c.mu.Unlock()
-	id := clickhouse.WithQueryID(insertQueryPrefix + uuid.NewString())
+	id := clickhouse.WithQueryID(c.insertPrefix + uuid.NewString())
 	if settings == nil {
 		return clickhouse.Context(ctx, id)
 	}

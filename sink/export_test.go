@@ -51,6 +51,9 @@ func InsertSettings(c *ClickHouse) map[string]any {
 // often it looks.
 func SetSettle(c *ClickHouse, wait, every time.Duration) { c.settleFor, c.settleEvery = wait, every }
 
+// InsertIDPrefix is how the query ids of INSERTs into database start.
+var InsertIDPrefix = insertIDPrefix
+
 // AgeColumns makes what c knows of event_log's columns older than the 30 s
 // after which an outbox column left uncarried has it look again.
 func AgeColumns(c *ClickHouse) {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 )
 
@@ -15,8 +18,38 @@ import (
 const accessDenied = 497
 
 // insertQueryPrefix starts the query id of each of cdc's INSERTs into
-// event_log.
+// event_log. A tag of the database follows (insertIDPrefix), then a UUID.
 const insertQueryPrefix = "cdc-insert-"
+
+// insertIDPrefix is the start of the query ids of INSERTs into database's
+// event_log: insertQueryPrefix, a hash of the database's name, a dash.
+// system.processes on 18.16 does not say which database a query runs in,
+// and pipelines writing to other databases of one server (one for each
+// environment or service) waited on each other's INSERTs at every session
+// start, up to read_timeout, with a warning naming INSERTs that were not
+// theirs. A hash, not the name: any name is a valid database, quotes and
+// all.
+func insertIDPrefix(database string) string {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(database))
+	return fmt.Sprintf("%s%08x-", insertQueryPrefix, h.Sum32())
+}
+
+// ours reports whether the query id is of an INSERT this sink settles
+// for: one into its own database, or one of an older build, which named
+// its INSERTs insertQueryPrefix and a bare UUID (the process a rolling
+// upgrade replaced may have left one running).
+func (c *ClickHouse) ours(id string) bool {
+	if strings.HasPrefix(id, c.insertPrefix) {
+		return true
+	}
+	rest, ok := strings.CutPrefix(id, insertQueryPrefix)
+	if !ok || len(rest) != 36 {
+		return false
+	}
+	_, err := uuid.Parse(rest)
+	return err == nil
+}
 
 // settle waits until none of cdc's INSERTs that run on the server now is
 // running any more, so that what Written then reads includes every row
@@ -72,11 +105,11 @@ func (c *ClickHouse) settle(ctx context.Context) error {
 	return nil
 }
 
-// runningInserts lists the query ids of cdc's INSERTs the server is
-// running; of those in among alone when it is not nil. among is matched
-// here, not in the query: the ids come from the server, and another
-// client may have named a query of its own with cdc's prefix and
-// anything after it.
+// runningInserts lists the query ids of cdc's INSERTs into this sink's
+// database the server is running (ours); of those in among alone when it
+// is not nil. They are matched here, not in the query: the ids come from
+// the server, and another client may have named a query of its own with
+// cdc's prefix and anything after it.
 func (c *ClickHouse) runningInserts(ctx context.Context, among []string) ([]string, error) {
 	rows, err := c.conn.Query(ctx, "SELECT query_id FROM system.processes WHERE query_id LIKE '"+insertQueryPrefix+"%'")
 	if err != nil {
@@ -89,7 +122,7 @@ func (c *ClickHouse) runningInserts(ctx context.Context, among []string) ([]stri
 		if err := rows.Scan(&id); err != nil {
 			return nil, err
 		}
-		if among == nil || slices.Contains(among, id) {
+		if c.ours(id) && (among == nil || slices.Contains(among, id)) {
 			ids = append(ids, id)
 		}
 	}
