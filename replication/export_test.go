@@ -21,6 +21,10 @@ func SetLookupTimeout(d time.Duration) (restore func()) { return set(&lookupTime
 // and returns the function that puts it back.
 func SetSetupTimeout(d time.Duration) (restore func()) { return set(&setupTimeout, d) }
 
+// SetSlowInsert sets how long an INSERT runs before it is logged as slow,
+// for a test, and returns the function that puts it back.
+func SetSlowInsert(d time.Duration) (restore func()) { return set(&slowInsert, d) }
+
 // SetPartial and Partials reach Replicator.partial for a test, while Run
 // is not running.
 func (r *Replicator) SetPartial(xid uint32, end pglogrepl.LSN) {

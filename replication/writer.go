@@ -169,6 +169,13 @@ type freezeClock struct {
 	last, gap atomic.Int64 // Unix nanos of the last tick and of the last gap seen
 }
 
+// slowInsert is how long an INSERT runs before cdc says so. A frozen
+// ClickHouse (a paused VM, a link gone without a reset) holds an INSERT
+// until read_timeout, minutes, and the log said nothing meanwhile: the
+// lag grew with no line to say why. A batch of CDC_BATCH_MAX_BYTES takes
+// well under a second, an event of tens of MB a few seconds.
+var slowInsert = 30 * time.Second // a var: tests wait less
+
 const (
 	freezeTick   = 100 * time.Millisecond
 	freezeGap    = time.Second      // a tick this late is a freeze
@@ -228,7 +235,13 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 		}
 		var err error
 		attempt := time.Now()
+		rows, bytes := len(pending.Rows), pending.Bytes
+		slow := time.AfterFunc(slowInsert, func() {
+			r.log.Warn("an INSERT into event_log has run this long and goes on: ClickHouse is slow, or stopped answering (it fails after the DSN's read_timeout, 5 min by default, without progress, and is retried)",
+				zap.Duration("running", slowInsert), zap.Int("rows", rows), zap.Int("bytes", bytes))
+		})
 		rejected, err = r.sink.Write(ctx, pending)
+		slow.Stop()
 		if err == nil {
 			insert = time.Since(attempt)
 			break
