@@ -103,15 +103,15 @@ func LoadRelation(ctx context.Context, pool *pgxpool.Pool) (*decoder.Relation, e
 // publication that does not publish the outbox (or an older server)
 // leaves rel as it is.
 func Published(ctx context.Context, pool *pgxpool.Pool, rel *decoder.Relation, publication string) (*decoder.Relation, []string, error) {
-	var lists bool
-	if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int >= 150000`).Scan(&lists); err != nil {
-		return nil, nil, fmt.Errorf("read the server version: %w", err)
+	lists, err := atLeast15(ctx, pool)
+	if err != nil {
+		return nil, nil, err
 	}
 	if !lists {
 		return rel, nil, nil
 	}
 	var names []string
-	err := pool.QueryRow(ctx, `SELECT attnames FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3`,
+	err = pool.QueryRow(ctx, `SELECT attnames FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3`,
 		publication, rel.Namespace, rel.Name).Scan(&names)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return rel, nil, nil
@@ -140,15 +140,12 @@ func Published(ctx context.Context, pool *pgxpool.Pool, rel *decoder.Relation, p
 // backfill that shipped the others would put them in event_log, and a
 // verify that counted them would call them missing for ever.
 func RowFilter(ctx context.Context, pool *pgxpool.Pool, publication string) (string, error) {
-	var filters bool
-	if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int >= 150000`).Scan(&filters); err != nil {
-		return "", fmt.Errorf("read the server version: %w", err)
-	}
-	if !filters {
-		return "", nil
+	filters, err := atLeast15(ctx, pool)
+	if err != nil || !filters {
+		return "", err
 	}
 	var filter *string
-	err := pool.QueryRow(ctx, `
+	err = pool.QueryRow(ctx, `
 		SELECT t.rowfilter FROM pg_publication_tables t
 		JOIN pg_namespace n ON n.nspname = t.schemaname
 		JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename
@@ -160,6 +157,16 @@ func RowFilter(ctx context.Context, pool *pgxpool.Pool, publication string) (str
 		return "", fmt.Errorf("read the row filter publication %s applies to %s: %w", publication, OutboxTable, err)
 	}
 	return *filter, nil
+}
+
+// atLeast15 reports whether the server is PostgreSQL 15 or later, whose
+// publications may have column lists and row filters.
+func atLeast15(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
+	var v15 bool
+	if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int >= 150000`).Scan(&v15); err != nil {
+		return false, fmt.Errorf("read the server version: %w", err)
+	}
+	return v15, nil
 }
 
 // Record is one outbox row: its key, and with Values the text of every
