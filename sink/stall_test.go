@@ -269,10 +269,12 @@ func TestClickHouse_AbandonedInsertEndsOnTheServerAtOnce(t *testing.T) {
 			if err := admin.Conn().Exec(ctx, "DROP TABLE slow"); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := ch.Write(ctx, batch); err != nil {
+			// Through a sink of the default read_timeout: 500 ms, the
+			// stall's, failed this 64 MiB INSERT on a loaded host.
+			if _, err := admin.Write(ctx, batch); err != nil {
 				t.Fatalf("the same INSERT again: %v", err)
 			}
-			storedOnce(t, ch, batch)
+			storedOnce(t, admin, batch)
 		})
 	}
 }
