@@ -5,4 +5,6 @@ package retention
 const (
 	SweepFirst = sweepFirst
 	SweepBatch = sweepBatch
+	// SweepTimeouts sets a batch's lock_timeout and statement_timeout.
+	SweepTimeouts = sweepTimeouts
 )

@@ -166,8 +166,11 @@ func TestSweep_LaterBatchesSkipWhatTheSweepDeleted(t *testing.T) {
 		if i == 0 {
 			stmt = retention.SweepFirst
 		}
-		if got := sql[4*i : 4*i+4]; !slices.Equal(got, []string{"begin", "SET LOCAL lock_timeout = '10s'; SET LOCAL statement_timeout = '60s'", stmt, "commit"}) {
-			t.Fatalf("batch %d ran %.70q; want begin, SET LOCAL lock_timeout and statement_timeout, its DELETE, commit", i, got)
+		if got := sql[4*i : 4*i+4]; !slices.Equal(got, []string{"begin", retention.SweepTimeouts, stmt, "commit"}) {
+			t.Fatalf("batch %d ran %.70q; want begin, its lock_timeout and statement_timeout, its DELETE, commit", i, got)
+		}
+		if got := args[4*i+1]; !slices.Equal(got, []any{"10s", int64(60000)}) {
+			t.Fatalf("batch %d's timeouts %v; want lock_timeout 10s and statement_timeout at least 60000 ms", i, got)
 		}
 		if i > 0 {
 			if got := args[4*i+2][3]; got != want[i-1] {

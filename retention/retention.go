@@ -209,20 +209,33 @@ func (c *Cleaner) checkHold(ctx context.Context) (bool, error) {
 // the next tick.
 var sweepLockTimeout = "10s" // a var: tests wait less
 
-// sweepStatementTimeout bounds a batch's statement, in place of the
-// session's statement_timeout. A role's or database's statement_timeout
-// guards the application's queries; one shorter than a batch (a database
-// set to 1s, a busy server) failed every sweep, each minute, deleting
-// nothing while the outbox grew. A batch is BatchSize rows found by the
-// outbox's index, well within this however busy the server.
-const sweepStatementTimeout = "60s"
+// sweepStatementTimeout is the least statement_timeout a batch runs with
+// when the role, the database or the server's configuration sets a shorter
+// one (sweepTimeouts). Such a timeout guards the application's queries;
+// one shorter than a batch (a database set to 1s, a busy server) failed
+// every sweep, each minute, deleting nothing while the outbox grew. A
+// batch is BatchSize rows found by the outbox's index, well within this
+// however busy the server. Only a shorter one is lifted: none, or a longer
+// one, stays, and so does the one CDC_PG_DSN sets, cdc's own, as the
+// operator commands keep theirs. A bound where there was none failed every
+// batch of an outbox without its index on (event_date_time, id), which
+// reads the whole outbox, once that took longer, with no setting to lift it.
+var sweepStatementTimeout = 60 * time.Second // a var: tests wait less
+
+// sweepTimeouts sets a batch's lock_timeout ($1) and raises a
+// statement_timeout shorter than $2 ms to it, unless the session's came
+// from the client (the DSN, its options or PGOPTIONS: pg_settings says
+// "client"). pg_settings gives the setting in ms, 0 for none.
+const sweepTimeouts = `SELECT set_config('lock_timeout', $1, true),
+	(SELECT set_config('statement_timeout', $2::bigint::text, true) FROM pg_settings
+	WHERE name = 'statement_timeout' AND source <> 'client' AND setting::bigint BETWEEN 1 AND $2::bigint - 1)`
 
 // rollbackWait bounds a sweep's rollback.
 const rollbackWait = 5 * time.Second
 
 // deleteBatch runs one batch's statement in a transaction of its own,
-// within sweepLockTimeout and sweepStatementTimeout, scanning its row into
-// dest.
+// within sweepLockTimeout and at least sweepStatementTimeout
+// (sweepTimeouts), scanning its row into dest.
 func (c *Cleaner) deleteBatch(ctx context.Context, dest []any, query string, args ...any) error {
 	tx, err := c.Pool.Begin(ctx)
 	if err != nil {
@@ -235,7 +248,7 @@ func (c *Cleaner) deleteBatch(ctx context.Context, dest []any, query string, arg
 		defer cancel()
 		_ = tx.Rollback(rctx)
 	}()
-	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '"+sweepLockTimeout+"'; SET LOCAL statement_timeout = '"+sweepStatementTimeout+"'"); err != nil {
+	if _, err := tx.Exec(ctx, sweepTimeouts, sweepLockTimeout, sweepStatementTimeout.Milliseconds()); err != nil {
 		return err
 	}
 	if err := tx.QueryRow(ctx, query, args...).Scan(dest...); err != nil {

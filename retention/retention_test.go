@@ -552,3 +552,69 @@ func TestSweep_OutlastsTheDatabasesStatementTimeout(t *testing.T) {
 		t.Fatalf("after the sweep, statement_timeout %q, %v; want the session's own 200ms back", timeout, err)
 	}
 }
+
+// Retention's own statement_timeout only lifts one the role, the database
+// or the server's configuration sets shorter than a batch may take. It
+// sets none where there was none, shortens none that is longer, and keeps
+// the one CDC_PG_DSN sets: an outbox without its index on
+// (event_date_time, id), which streams with a warning, has batches that
+// read the whole outbox, and a bound of retention's own where the
+// operator set none (or a longer one, or 0 in the DSN to lift it) failed
+// every sweep of a large one, deleting nothing while it grew.
+func TestSweep_StatementTimeoutOnlyLiftsAShorterOne(t *testing.T) {
+	defer func(d time.Duration) { sweepStatementTimeout = d }(sweepStatementTimeout)
+	sweepStatementTimeout = 300 * time.Millisecond // a batch below takes 600 ms
+	for _, tc := range []struct {
+		name          string
+		database, dsn string // statement_timeout set by ALTER DATABASE, by the DSN; "" none
+		want          int64  // rows deleted; -1: 57014, the DSN's own bound
+	}{
+		{name: "none set", want: 30},
+		{name: "the database's, longer than retention's", database: "5s", want: 30},
+		{name: "the database's 0 (none)", database: "0", want: 30},
+		{name: "the DSN's, longer than retention's, over the database's", database: "100ms", dsn: "5s", want: 30},
+		{name: "the DSN's 0 (none), over the database's", database: "100ms", dsn: "0", want: 30},
+		{name: "the DSN's, shorter than a batch", dsn: "100ms", want: -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			pool := testenv.Get(t).MigratedPostgres(t, "pub")
+			stmts := []string{
+				`INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+					SELECT 'e', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 30) g`,
+				// Each row's delete takes 20 ms: a batch of 30, 600 ms.
+				`CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.02); RETURN OLD; END $$`,
+				`CREATE TRIGGER slow_delete BEFORE DELETE ON outbox FOR EACH ROW EXECUTE FUNCTION slow_delete()`,
+			}
+			if tc.database != "" {
+				stmts = append(stmts, `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = %L', current_database(), '`+tc.database+`'); END $$`)
+			}
+			for _, stmt := range stmts {
+				if _, err := pool.Exec(ctx, stmt); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := pool.Config()
+			if tc.dsn != "" {
+				cfg.ConnConfig.RuntimeParams["statement_timeout"] = tc.dsn
+			}
+			own, err := pgxpool.NewWithConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer own.Close()
+			c := &Cleaner{Pool: own, Keep: time.Hour, BatchSize: 1000, Log: zap.NewNop()}
+			n, err := c.Sweep(ctx)
+			if tc.want < 0 {
+				var pgErr *pgconn.PgError
+				if !errors.As(err, &pgErr) || pgErr.Code != "57014" || n != 0 {
+					t.Fatalf("Sweep = %d, %v; want 0 and the DSN's own statement_timeout (57014)", n, err)
+				}
+				return
+			}
+			if err != nil || n != tc.want {
+				t.Fatalf("Sweep = %d, %v; want %d deleted", n, err, tc.want)
+			}
+		})
+	}
+}
