@@ -128,13 +128,21 @@ const putBatchBytes = 4 << 20
 const durableCommit = `SELECT set_config('synchronous_commit', 'local', true) WHERE current_setting('synchronous_commit') = 'off'`
 
 // unboundedStatements lifts, for Put's transaction, a statement_timeout
-// the role or the database sets for the application's queries. A letter
-// costs time with its size (PostgreSQL reads jsonb at tens of ms a MB,
-// and each INSERT compares it with the letters of its event), which cdc
-// does not choose: a refused event of tens of MB over the timeout failed
-// every try, and the pipeline, which acknowledges nothing past a letter
-// not stored, stalled behind it for ever.
-const unboundedStatements = `SELECT set_config('statement_timeout', '0', true)`
+// the role, the database or the server's configuration sets for the
+// application's queries. A letter costs time with its size (PostgreSQL
+// reads jsonb at tens of ms a MB, and each INSERT compares it with the
+// letters of its event), which cdc does not choose: a refused event of
+// tens of MB over the timeout failed every try, and the pipeline, which
+// acknowledges nothing past a letter not stored, stalled behind it for
+// ever. Not the one the DSN sets (its options and PGOPTIONS too:
+// pg_settings says "client"): that one is cdc's own, chosen by the
+// operator, and the operator commands bound PostgreSQL's silence by it
+// (statement_timeout + 15 s). Lifted there, a letter still being stored
+// past that bound was cut as a frozen server ("postgres sent nothing"),
+// and the command connected no more, in place of the statement_timeout
+// error that says to set a longer one in CDC_PG_DSN.
+const unboundedStatements = `SELECT set_config('statement_timeout', '0', true) FROM pg_settings
+	WHERE name = 'statement_timeout' AND source <> 'client'`
 
 // lockClass is the first key of the advisory locks Put takes on event
 // ids, keeping them apart from the application's own two-key locks.

@@ -14,11 +14,13 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eventcdc/cdc/deadletter"
 	"github.com/eventcdc/cdc/decoder"
 	"github.com/eventcdc/cdc/internal/testenv"
+	"github.com/eventcdc/cdc/replication"
 	"github.com/eventcdc/cdc/sink"
 	ddl "github.com/eventcdc/cdc/sql"
 )
@@ -756,5 +758,75 @@ func TestStore_PutOutlastsTheDatabasesStatementTimeout(t *testing.T) {
 	var timeout string
 	if err := pool.QueryRow(ctx, `SHOW statement_timeout`).Scan(&timeout); err != nil || timeout != "50ms" {
 		t.Fatalf("after Put, statement_timeout %q, %v; want the session's own 50ms back", timeout, err)
+	}
+}
+
+// Put lifts a statement_timeout the role or the database sets, not the
+// one the DSN sets: that one is cdc's own, chosen by the operator, and
+// the operator commands' bound on PostgreSQL's silence is counted from it
+// (statement_timeout + 15 s; `cdc backfill` stores dead letters too). A
+// Put that lifted it ran on past that bound, and a letter PostgreSQL was
+// still storing was cut as a frozen server ("postgres sent nothing"),
+// after which the command opened no connection at all, in place of the
+// statement_timeout error that says to set a longer one in CDC_PG_DSN.
+func TestStore_PutKeepsTheDSNsStatementTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		database, dsn string        // statement_timeout set by ALTER DATABASE, by the DSN; "" none
+		silence       time.Duration // replication.BoundSilence's limit, as the operator commands set it; 0 none
+		want          string        // "" stored, else the SQLSTATE
+	}{
+		{name: "the DSN's, shorter than the letter", dsn: "200ms", want: "57014"},
+		{name: "an operator command's, under its silence bound", dsn: "200ms", silence: 700 * time.Millisecond, want: "57014"},
+		{name: "the DSN's 0 (none), over the database's", database: "50ms", dsn: "0"},
+		{name: "the database's alone", database: "50ms"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			pool := testenv.Get(t).MigratedPostgres(t, "pub")
+			stmts := []string{
+				// Each letter takes a second to store.
+				`CREATE FUNCTION slow_letter() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$`,
+				`CREATE TRIGGER slow_letter BEFORE INSERT ON cdc_dead_letter FOR EACH ROW EXECUTE FUNCTION slow_letter()`,
+			}
+			if tc.database != "" {
+				stmts = append(stmts, `DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = %L', current_database(), '`+tc.database+`'); END $$`)
+			}
+			for _, stmt := range stmts {
+				if _, err := pool.Exec(ctx, stmt); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg := pool.Config()
+			if tc.dsn != "" {
+				cfg.ConnConfig.RuntimeParams["statement_timeout"] = tc.dsn
+			}
+			if tc.silence > 0 {
+				replication.BoundSilence(&cfg.ConnConfig.Config, tc.silence)
+			}
+			own, err := pgxpool.NewWithConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer own.Close()
+			rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_context"}}}
+			id := "00000000-0000-4000-8000-000000000001"
+			row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte(`{}`)}}}
+			err = deadletter.New(own).Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}})
+			var n int
+			if qerr := pool.QueryRow(ctx, `SELECT count(*) FROM cdc_dead_letter WHERE event_id = $1`, id).Scan(&n); qerr != nil {
+				t.Fatal(qerr)
+			}
+			if tc.want == "" {
+				if err != nil || n != 1 {
+					t.Fatalf("Put: %v, %d letters; want it stored", err, n)
+				}
+				return
+			}
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != tc.want || n != 0 {
+				t.Fatalf("Put: %v, %d letters; want SQLSTATE %s (the DSN's statement_timeout) and none stored", err, n, tc.want)
+			}
+		})
 	}
 }
