@@ -132,14 +132,20 @@ func Published(ctx context.Context, pool *pgxpool.Pool, rel *decoder.Relation, p
 	return &out, left, nil
 }
 
+// Querier runs a query of one row: a pool or a connection.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // RowFilter returns the row filter publication applies to the outbox
 // (PostgreSQL 15+, CREATE PUBLICATION … FOR TABLE outbox WHERE (…)) as
 // PostgreSQL prints it, or "" for none (an older server, or a publication
 // that does not publish the outbox). cdc run is sent only the rows it
 // passes, on purpose more often than not (one environment's events): a
-// backfill that shipped the others would put them in event_log, and a
-// verify that counted them would call them missing for ever.
-func RowFilter(ctx context.Context, pool *pgxpool.Pool, publication string) (string, error) {
+// backfill that shipped the others would put them in event_log, a
+// verify that counted them would call them missing for ever, and cdc
+// status that counted them would call them lag.
+func RowFilter(ctx context.Context, pool Querier, publication string) (string, error) {
 	filters, err := atLeast15(ctx, pool)
 	if err != nil || !filters {
 		return "", err
@@ -161,7 +167,7 @@ func RowFilter(ctx context.Context, pool *pgxpool.Pool, publication string) (str
 
 // atLeast15 reports whether the server is PostgreSQL 15 or later, whose
 // publications may have column lists and row filters.
-func atLeast15(ctx context.Context, pool *pgxpool.Pool) (bool, error) {
+func atLeast15(ctx context.Context, pool Querier) (bool, error) {
 	var v15 bool
 	if err := pool.QueryRow(ctx, `SELECT current_setting('server_version_num')::int >= 150000`).Scan(&v15); err != nil {
 		return false, fmt.Errorf("read the server version: %w", err)

@@ -1710,3 +1710,46 @@ func TestCommands_BackfillAndVerifyApplyThePublicationsRowFilter(t *testing.T) {
 		t.Fatalf("verify reported %+v; want 2 outbox rows, 2 found, none missing, none not in outbox", rep)
 	}
 }
+
+// The rows a publication's row filter keeps from cdc run never reach
+// event_log, so they are not lag: `cdc status` computes the seconds from
+// the rows the filter passes. It counted the others too, and an hour of
+// another environment's events past event_log's newest read as an hour
+// of lag, growing until the filter's own next event was stored.
+func TestCommands_StatusLagSecondsAppliesThePublicationsRowFilter(t *testing.T) {
+	w := newWorld(t)
+	var filters bool
+	if err := w.pg.QueryRow(context.Background(), `SELECT current_setting('server_version_num')::int >= 150000`).Scan(&filters); err != nil {
+		t.Fatal(err)
+	}
+	if !filters {
+		t.Skip("row filters need PostgreSQL 15")
+	}
+	w.exec(`ALTER PUBLICATION cdc_outbox SET TABLE outbox WHERE (environment = 'prod')`)
+	c := w.start(nil)
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('stored', 'prod', '{}', now() - interval '300 seconds')`)
+	w.waitRows(1, 30*time.Second)
+	if code, _ := c.term(15 * time.Second); code != 0 {
+		t.Fatalf("cdc run exited %d", code)
+	}
+	lag := func() (int64, float64) {
+		t.Helper()
+		out, stderr, code := w.runOperator(nil, "status", "--json")
+		var r struct {
+			LagBytes   int64    `json:"lag_bytes"`
+			LagSeconds *float64 `json:"lag_seconds"`
+		}
+		if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.LagSeconds == nil {
+			t.Fatalf("status --json exited %d: %s %s", code, out, stderr)
+		}
+		return r.LagBytes, *r.LagSeconds
+	}
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('kept_out', 'staging', '{}', now() - interval '200 seconds')`)
+	if bytes, secs := lag(); bytes == 0 || secs != 0 {
+		t.Fatalf("only an event the row filter keeps from cdc run past event_log's newest: lag %d bytes, %.1f s; want some bytes and 0 s", bytes, secs)
+	}
+	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('pending', 'prod', '{}', now() - interval '100 seconds')`)
+	if bytes, secs := lag(); bytes == 0 || secs < 100 || secs > 130 {
+		t.Fatalf("one event the filter passes pending since 100 s: lag %d bytes, %.1f s; want 100-130 s", bytes, secs)
+	}
+}

@@ -53,10 +53,14 @@ func CountOutbox(ctx context.Context, q Querier, exactUpTo int64) (Outbox, error
 	return o, nil
 }
 
-const oldestPendingQuery = `SELECT o.event_date_time FROM outbox o
+const (
+	oldestPendingQuery = oldestPendingRows + oldestPendingOrder
+	oldestPendingRows  = `SELECT o.event_date_time FROM outbox o
 	WHERE o.event_date_time >= $1 AND o.event_date_time < 'infinity'
-	AND NOT EXISTS (SELECT 1 FROM cdc_dead_letter d WHERE d.event_id = o.id)
+	AND NOT EXISTS (SELECT 1 FROM cdc_dead_letter d WHERE d.event_id = o.id)`
+	oldestPendingOrder = `
 	ORDER BY o.event_date_time LIMIT 1`
+)
 
 // OldestPending returns the earliest event_date_time at or after from of a
 // row that is not a dead letter; nil when there is none. A dead letter is
@@ -64,8 +68,11 @@ const oldestPendingQuery = `SELECT o.event_date_time FROM outbox o
 // lag growing for as long as no later event is stored. Rows at 'infinity'
 // are always left out: they are dead letters (ClickHouse holds no such
 // time), lie after every time, and no time.Time holds them. Rows at
-// '-infinity' lie before every from.
-func OldestPending(ctx context.Context, q Querier, from time.Time) (*time.Time, error) {
+// '-infinity' lie before every from. rowFilter, the publication's row
+// filter (backfill.RowFilter, "" for none), leaves out the rows it does
+// not pass: cdc run is never sent them, and counted, an hour of another
+// environment's events past event_log's newest read as an hour of lag.
+func OldestPending(ctx context.Context, q Querier, from time.Time, rowFilter string) (*time.Time, error) {
 	var oldest *time.Time
 	// ORDER BY … LIMIT 1, not min(): with the anti-join PostgreSQL would
 	// read every row from `from` on (a whole backlog) for min(), where
@@ -75,7 +82,13 @@ func OldestPending(ctx context.Context, q Querier, from time.Time) (*time.Time, 
 	// outbox whose event_date_time has no zone, holding UTC wall clocks)
 	// as its wall clock in its own zone, and `cdc status` passes the time
 	// ClickHouse returned, in the server's zone.
-	err := q.QueryRow(ctx, oldestPendingQuery, from.UTC()).Scan(&oldest)
+	query := oldestPendingQuery
+	if rowFilter != "" {
+		// Its columns are unqualified, which here name the outbox's: the
+		// dead letters are only in the subquery.
+		query = oldestPendingRows + "\n\tAND (" + rowFilter + ")" + oldestPendingOrder
+	}
+	err := q.QueryRow(ctx, query, from.UTC()).Scan(&oldest)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

@@ -131,7 +131,7 @@ func TestOldestPending_LeavesOutRowsAtInfinity(t *testing.T) {
 		{"after every finite row", t2.Add(time.Second), nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := OldestPending(ctx, pool, tt.from)
+			got, err := OldestPending(ctx, pool, tt.from, "")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -229,7 +229,7 @@ func TestOldestPending_LeavesOutDeadLetters(t *testing.T) {
 		VALUES ($1::uuid, '0/100', 1, '{}', 'refused')`, refused); err != nil {
 		t.Fatal(err)
 	}
-	got, err := OldestPending(ctx, pool, t1)
+	got, err := OldestPending(ctx, pool, t1, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestOldestPending_LeavesOutDeadLetters(t *testing.T) {
 	if _, err := pool.Exec(ctx, `DELETE FROM outbox WHERE event_date_time = $1`, t2); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := OldestPending(ctx, pool, t1); err != nil || got != nil {
+	if got, err := OldestPending(ctx, pool, t1, ""); err != nil || got != nil {
 		t.Fatalf("OldestPending with only a dead letter left = %v, %v; want none", got, err)
 	}
 }
@@ -267,7 +267,7 @@ func TestOldestPending_ReadsFewBlocksOfABacklog(t *testing.T) {
 	if blocks := plan.SharedHitBlocks + plan.SharedReadBlocks; blocks > 50 {
 		t.Fatalf("the oldest pending row of 100,000 read %d blocks, want at most 50:\n%+v", blocks, plan.Nodes())
 	}
-	if got, err := OldestPending(ctx, pool, time.Now().Add(-2*time.Hour)); err != nil || got == nil {
+	if got, err := OldestPending(ctx, pool, time.Now().Add(-2*time.Hour), ""); err != nil || got == nil {
 		t.Fatalf("OldestPending = %v, %v; want the first of the backlog", got, err)
 	}
 }
@@ -408,7 +408,7 @@ func TestOldestPending_ZonelessTimesAreUTC(t *testing.T) {
 	for _, zone := range []*time.Location{time.UTC, time.FixedZone("west", -5*3600), time.FixedZone("east", 9*3600)} {
 		t.Run(zone.String(), func(t *testing.T) {
 			from := t1.Add(time.Second).In(zone)
-			got, err := OldestPending(ctx, pool, from)
+			got, err := OldestPending(ctx, pool, from, "")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/eventcdc/cdc/backfill"
 	"github.com/eventcdc/cdc/config"
 	"github.com/eventcdc/cdc/deadletter"
 	"github.com/eventcdc/cdc/retention"
@@ -277,7 +278,13 @@ func lagSeconds(ctx context.Context, pool status.Querier, cfg config.Config, s s
 			break
 		}
 	}
-	oldest, err := status.OldestPending(ctx, pool, newest.Truncate(time.Second).Add(time.Second))
+	// Not the rows the publication's row filter keeps from cdc run: they
+	// never reach event_log.
+	filter, err := backfill.RowFilter(ctx, pool, cfg.Publication)
+	if err != nil {
+		return nil, err
+	}
+	oldest, err := status.OldestPending(ctx, pool, newest.Truncate(time.Second).Add(time.Second), filter)
 	if err != nil {
 		return nil, fmt.Errorf("read the oldest pending outbox row: %w", err)
 	}
