@@ -17,7 +17,7 @@ import (
 // grew. One that returns in time is not.
 func TestReplicator_LogsAnInsertThatRunsLong(t *testing.T) {
 	defer replication.SetSlowInsert(300 * time.Millisecond)()
-	const slow = "an INSERT into event_log has run this long and goes on: ClickHouse is slow, or stopped answering (it fails after the DSN's read_timeout, 5 min by default, without progress, and is retried)"
+	const slow = "an INSERT into event_log has run this long and goes on: ClickHouse is slow, or stopped answering (it fails after the DSN's read_timeout, 5 min by default, without progress, and is retried unless cdc is shutting down)"
 	h := setup(t)
 	s := &fakeSink{holdFirst: make(chan struct{})}
 	core, logs := observer.New(zapcore.WarnLevel)

@@ -237,7 +237,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 		attempt := time.Now()
 		rows, bytes := len(pending.Rows), pending.Bytes
 		slow := time.AfterFunc(slowInsert, func() {
-			r.log.Warn("an INSERT into event_log has run this long and goes on: ClickHouse is slow, or stopped answering (it fails after the DSN's read_timeout, 5 min by default, without progress, and is retried)",
+			r.log.Warn("an INSERT into event_log has run this long and goes on: ClickHouse is slow, or stopped answering (it fails after the DSN's read_timeout, 5 min by default, without progress, and is retried unless cdc is shutting down)",
 				zap.Duration("running", slowInsert), zap.Int("rows", rows), zap.Int("bytes", bytes))
 		})
 		rejected, err = r.sink.Write(ctx, pending)
