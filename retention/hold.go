@@ -128,3 +128,41 @@ func HeldAs(ctx context.Context, q Querier, slot string) (string, error) {
 	}
 	return name, nil
 }
+
+// heldForOutbox returns the name of the marker that holds retention of
+// this database's outbox, "" when there is none, and the slot it holds
+// for: slot's own (HeldAs), else that of another logical slot of this
+// database. The outbox is the database's, not a slot's: a second pipeline
+// of it (its own slot and publication, another ClickHouse) whose slot was
+// made anew needs the rows of its gap kept as much, and a sweeper that
+// looked at its own slot's hold alone deleted them. A hold whose slot
+// belongs to another database of the cluster holds another outbox: not
+// this one.
+func heldForOutbox(ctx context.Context, q Querier, slot string) (name, heldFor string, err error) {
+	if name, err := HeldAs(ctx, q, slot); err != nil || name != "" {
+		return name, slot, err
+	}
+	var slots []string
+	if err := q.QueryRow(ctx, `SELECT coalesce(array_agg(slot_name::text ORDER BY slot_name), '{}') FROM pg_replication_slots
+		WHERE database = current_database() AND slot_type = 'logical' AND slot_name <> $1`, slot).Scan(&slots); err != nil {
+		return "", "", fmt.Errorf("read the other replication slots of this database, whose retention holds hold its outbox too: %w", err)
+	}
+	if len(slots) == 0 {
+		return "", "", nil
+	}
+	holds := make(map[string]string, 2*len(slots)) // hold name -> its slot
+	names := make([]string, 0, 2*len(slots))
+	for _, s := range slots {
+		for _, h := range []string{HoldName(s), legacyHoldName(s)} {
+			if _, ok := holds[h]; !ok {
+				holds[h] = s
+				names = append(names, h)
+			}
+		}
+	}
+	if err := q.QueryRow(ctx, `SELECT coalesce((SELECT slot_name::text FROM pg_replication_slots
+		WHERE slot_type = 'physical' AND slot_name = ANY($1) ORDER BY slot_name LIMIT 1), '')`, names).Scan(&name); err != nil {
+		return "", "", fmt.Errorf("read whether a retention hold of another replication slot of this database exists: %w", err)
+	}
+	return name, holds[name], nil
+}

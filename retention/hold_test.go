@@ -270,3 +270,62 @@ func outboxRows(t *testing.T, q Querier) int {
 	}
 	return n
 }
+
+// The outbox is the database's, not a slot's: a second pipeline on the
+// same database (its own slot and publication, another ClickHouse) whose
+// slot was made anew holds the rows of its gap, and a sweeper of the
+// first pipeline deleted them, though the hold is said to hold retention
+// on every cdc run. A hold of a slot of another database, one of the same
+// cluster, holds nothing here: that outbox is another.
+func TestHold_HoldsTheSweepersOfEverySlotOfItsDatabase(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name      string
+		sameDB    bool // the held slot is a logical slot of the sweeper's database
+		wantRows  int  // outbox rows left after the sweep
+		wantHeld  bool // whether the sweep logged the hold
+		wantSweep int64
+	}{
+		{name: "a slot of the same database", sameDB: true, wantRows: 5, wantHeld: true},
+		{name: "a slot of another database", sameDB: false, wantRows: 0, wantSweep: 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pool, slot := holdWorld(t)
+			other := pool
+			if !tc.sameDB {
+				other = testenv.Get(t).MigratedPostgres(t, "pub")
+			}
+			held := slot + "_b"
+			t.Cleanup(func() {
+				_, _ = pool.Exec(context.Background(), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, HoldName(held))
+			})
+			for _, s := range []struct {
+				q    *pgxpool.Pool
+				name string
+			}{{pool, slot}, {other, held}} {
+				if _, err := s.q.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, s.name); err != nil {
+					t.Fatalf("create slot %s: %v", s.name, err)
+				}
+			}
+			if _, err := pool.Exec(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+				SELECT 'gap', 'test', '{}', now() - interval '2 hours' - g * interval '1 second' FROM generate_series(1, 5) g`); err != nil {
+				t.Fatal(err)
+			}
+			if created, err := Hold(ctx, other, held); err != nil || !created {
+				t.Fatalf("Hold(%s): created %v, %v", held, created, err)
+			}
+			core, logs := observer.New(zapcore.InfoLevel)
+			c := &Cleaner{Pool: pool, Keep: time.Hour, BatchSize: 2, Log: zap.New(core), Slot: slot}
+			n, err := c.Sweep(ctx)
+			if err != nil || n != tc.wantSweep {
+				t.Fatalf("the sweep of slot %s deleted %d rows (err %v), want %d", slot, n, err, tc.wantSweep)
+			}
+			if got := outboxRows(t, pool); got != tc.wantRows {
+				t.Fatalf("%d outbox rows left, want %d", got, tc.wantRows)
+			}
+			if got := logs.FilterMessageSnippet("outbox retention is held").FilterField(zap.String("hold", HoldName(held))).Len() == 1; got != tc.wantHeld {
+				t.Fatalf("the sweep logged the hold %s: %v, want %v (logs: %v)", HoldName(held), got, tc.wantHeld, logs.All())
+			}
+		})
+	}
+}

@@ -41,7 +41,8 @@ type Cleaner struct {
 	// slot is lost meanwhile (max_slot_wal_keep_size).
 	Horizon func() (time.Time, bool)
 	// Slot, when set, is the replication slot whose hold (Hold) is
-	// checked before each batch: while it exists nothing is deleted.
+	// checked before each batch, with the holds of the database's other
+	// logical slots: while one exists nothing is deleted.
 	Slot string
 
 	held string // the hold the last sweep found ("" none); only the sweeping goroutine touches it
@@ -181,11 +182,14 @@ func (c *Cleaner) checkHold(ctx context.Context) (bool, error) {
 	if c.Slot == "" {
 		return false, nil
 	}
-	name, err := HeldAs(ctx, c.Pool, c.Slot)
+	name, heldFor, err := heldForOutbox(ctx, c.Pool, c.Slot)
 	if err != nil {
 		return false, err
 	}
 	switch {
+	case name != "" && name != c.held && heldFor != c.Slot:
+		c.Log.Warn("outbox retention is held for another replication slot of this database, another pipeline's: its slot was created while the outbox held rows it will never stream, so the outbox keeps them for it until an operator lifts the hold, once that pipeline's `cdc backfill` has shipped them and its `cdc verify` finds nothing missing (docs/operations.md, Outbox retention)",
+			zap.String("hold", name), zap.String("held_for", heldFor), zap.String("lift", fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", name)))
 	case name != "" && name != c.held:
 		c.Log.Warn("outbox retention is held: the replication slot was created while the outbox held rows it will never stream, so the outbox keeps them until an operator lifts the hold; ship them with `cdc backfill --since` the oldest event the outbox holds (not the time of the loss: the gap begins where cdc last acknowledged, before it), and once `cdc verify` from then finds nothing missing drop the hold (docs/operations.md, Outbox retention)",
 			zap.String("hold", name), zap.String("lift", fmt.Sprintf("SELECT pg_drop_replication_slot('%s')", name)))
