@@ -129,7 +129,7 @@ func HeldAs(ctx context.Context, q Querier, slot string) (string, error) {
 	return name, nil
 }
 
-// heldForOutbox returns the name of the marker that holds retention of
+// HeldForOutbox returns the name of the marker that holds retention of
 // this database's outbox, "" when there is none, and the slot it holds
 // for: slot's own (HeldAs), else that of another logical slot of this
 // database. The outbox is the database's, not a slot's: a second pipeline
@@ -138,7 +138,7 @@ func HeldAs(ctx context.Context, q Querier, slot string) (string, error) {
 // looked at its own slot's hold alone deleted them. A hold whose slot
 // belongs to another database of the cluster holds another outbox: not
 // this one.
-func heldForOutbox(ctx context.Context, q Querier, slot string) (name, heldFor string, err error) {
+func HeldForOutbox(ctx context.Context, q Querier, slot string) (name, heldFor string, err error) {
 	if name, err := HeldAs(ctx, q, slot); err != nil || name != "" {
 		return name, slot, err
 	}

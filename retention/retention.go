@@ -182,7 +182,7 @@ func (c *Cleaner) checkHold(ctx context.Context) (bool, error) {
 	if c.Slot == "" {
 		return false, nil
 	}
-	name, heldFor, err := heldForOutbox(ctx, c.Pool, c.Slot)
+	name, heldFor, err := HeldForOutbox(ctx, c.Pool, c.Slot)
 	if err != nil {
 		return false, err
 	}

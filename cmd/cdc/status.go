@@ -46,6 +46,11 @@ type statusReport struct {
 	RetentionHeld      *bool  `json:"retention_held"`
 	RetentionHold      string `json:"retention_hold"`
 	RetentionHeldError string `json:"retention_held_error,omitempty"`
+	// RetentionHeldFor is the other slot of this database whose hold
+	// (RetentionHold) keeps retention from deleting, when this slot's own
+	// does not: a second pipeline of the same outbox whose slot was made
+	// anew (retention.HeldForOutbox).
+	RetentionHeldFor string `json:"retention_held_for,omitempty"`
 }
 
 // Each part of the report has a bound of its own, so that one slow part —
@@ -124,12 +129,15 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 	}
 	r.RetentionHold = retention.HoldName(cfg.SlotName)
 	if r.RetentionHeldError, err = part(statusQueryTimeout, "retention hold", func(ctx context.Context) error {
-		name, err := retention.HeldAs(ctx, pool, cfg.SlotName)
+		name, heldFor, err := retention.HeldForOutbox(ctx, pool, cfg.SlotName)
 		if err == nil {
 			held := name != ""
 			r.RetentionHeld = &held
 			if held {
 				r.RetentionHold = name // an earlier cdc's name for it, perhaps
+			}
+			if held && heldFor != cfg.SlotName {
+				r.RetentionHeldFor = heldFor
 			}
 		}
 		return err
@@ -235,6 +243,8 @@ func printOutbox(stdout io.Writer, r statusReport) {
 	switch {
 	case r.RetentionHeld == nil:
 		fmt.Fprintln(stdout, "retention:         unknown (see the warning)")
+	case *r.RetentionHeld && r.RetentionHeldFor != "":
+		fmt.Fprintf(stdout, "retention:         HELD by %s, the hold of slot %s of this database, another pipeline's: no outbox row is deleted; once that pipeline's `cdc verify` finds nothing missing, lift it: SELECT pg_drop_replication_slot('%[1]s');\n", r.RetentionHold, r.RetentionHeldFor)
 	case *r.RetentionHeld:
 		fmt.Fprintf(stdout, "retention:         HELD by %s: no outbox row is deleted; once `cdc verify` finds nothing missing, lift it: SELECT pg_drop_replication_slot('%[1]s');\n", r.RetentionHold)
 	default:
