@@ -52,7 +52,8 @@ type ClickHouse struct {
 	big      driver.Conn
 	database string
 	// insertPrefix starts the query id of each of this sink's INSERTs:
-	// insertQueryPrefix and a tag of the DSN's database (settle).
+	// insertQueryPrefix and a tag of the database its INSERTs go to
+	// (settle); "" until idPrefix has asked the server. Guarded by mu.
 	insertPrefix string
 	log          *zap.Logger
 
@@ -145,7 +146,7 @@ func Open(dsn string, log *zap.Logger) (*ClickHouse, error) {
 		_ = conn.Close()
 		return nil, fmt.Errorf("open clickhouse: %w", redactErr(err, dsn))
 	}
-	return &ClickHouse{conn: conn, big: big, database: opts.Auth.Database, insertPrefix: insertIDPrefix(opts.Auth.Database), log: log, warned: map[*decoder.Relation]bool{}, live: live,
+	return &ClickHouse{conn: conn, big: big, database: opts.Auth.Database, log: log, warned: map[*decoder.Relation]bool{}, live: live,
 		blockBytes: blockBytes, blockRows: blockRows, settleFor: opts.ReadTimeout, settleEvery: 100 * time.Millisecond}, nil
 }
 
@@ -521,7 +522,11 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 	if slices.ContainsFunc(rows, func(r Row) bool { return r.Size >= c.blockBytes }) {
 		conn = c.big
 	}
-	batch, err := conn.PrepareBatch(c.insertContext(ctx), p.query)
+	prefix, err := c.idPrefix(ctx)
+	if err != nil {
+		return nil, err
+	}
+	batch, err := conn.PrepareBatch(c.insertContext(ctx, prefix), p.query)
 	if err != nil {
 		if reloadOnSchemaError && isSchemaError(err) {
 			// event_log changed under us (a column dropped or renamed):
@@ -1308,12 +1313,12 @@ func isSchemaError(err error) bool {
 // other queries go without, so that one refused as unknown can still
 // read the settings again.
 // Each INSERT is named by a query id of its own that starts with
-// c.insertPrefix, which Written looks for in system.processes (settle).
-func (c *ClickHouse) insertContext(ctx context.Context) context.Context {
+// prefix (idPrefix), which Written looks for in system.processes (settle).
+func (c *ClickHouse) insertContext(ctx context.Context, prefix string) context.Context {
 	c.mu.Lock()
 	settings := c.insertSettings
 	c.mu.Unlock()
-	id := clickhouse.WithQueryID(c.insertPrefix + uuid.NewString())
+	id := clickhouse.WithQueryID(prefix + uuid.NewString())
 	if settings == nil {
 		return clickhouse.Context(ctx, id)
 	}

@@ -3,6 +3,7 @@ package sink_test
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -1182,5 +1183,32 @@ func TestClickHouse_ConcurrentInsertsReuseTheirConnections(t *testing.T) {
 	// event_log's columns (reused by an INSERT, or not).
 	if dials := sink.Dials(ch); stored != seq || dials > inFlight+1 {
 		t.Fatalf("%d rows stored of %d; %d connections opened for %d rounds of %d INSERTs at once, want at most %d", stored, seq, dials, rounds, inFlight, inFlight+1)
+	}
+}
+
+// The tag in an INSERT's query id is of the database the server puts the
+// INSERT in, not of the DSN's text: a DSN that leaves the database to the
+// user's default and one that names it reach one event_log, and their
+// sinks (a standby's and the old streamer's) must settle for each other's
+// INSERTs.
+func TestClickHouse_InsertIDsTagTheDatabaseTheServerUses(t *testing.T) {
+	_, dsn := newSink(t)
+	ctx := context.Background()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"": sink.InsertIDPrefix("default"), "/default": sink.InsertIDPrefix("default"), u.Path: sink.InsertIDPrefix(strings.TrimPrefix(u.Path, "/"))}
+	for path, prefix := range want {
+		u.Path = path
+		s, err := sink.Open(u.String(), zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := sink.IDPrefix(ctx, s)
+		s.Close()
+		if err != nil || got != prefix {
+			t.Errorf("database path %q: query ids start %q, %v; want %q", path, got, err, prefix)
+		}
 	}
 }

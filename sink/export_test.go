@@ -1,6 +1,9 @@
 package sink
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // SetBlockSize lets tests send an INSERT as many small blocks.
 func SetBlockSize(c *ClickHouse, bytes, rows int) { c.blockBytes, c.blockRows = bytes, rows }
@@ -53,6 +56,9 @@ func SetSettle(c *ClickHouse, wait, every time.Duration) { c.settleFor, c.settle
 
 // InsertIDPrefix is how the query ids of INSERTs into database start.
 var InsertIDPrefix = insertIDPrefix
+
+// IDPrefix is how c's INSERTs' query ids start.
+func IDPrefix(ctx context.Context, c *ClickHouse) (string, error) { return c.idPrefix(ctx) }
 
 // AgeColumns makes what c knows of event_log's columns older than the 30 s
 // after which an outbox column left uncarried has it look again.

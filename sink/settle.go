@@ -21,6 +21,29 @@ const accessDenied = 497
 // event_log. A tag of the database follows (insertIDPrefix), then a UUID.
 const insertQueryPrefix = "cdc-insert-"
 
+// idPrefix is insertIDPrefix of the database the sink's INSERTs go to,
+// asked of the server once: the DSN may name it, or leave it to the
+// user's default database, and two DSNs that reach one event_log either
+// way (a standby's and the old streamer's) must settle for each other's
+// INSERTs.
+func (c *ClickHouse) idPrefix(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	prefix := c.insertPrefix
+	c.mu.Unlock()
+	if prefix != "" {
+		return prefix, nil
+	}
+	var database string
+	if err := c.conn.QueryRow(ctx, "SELECT currentDatabase()").Scan(&database); err != nil {
+		return "", fmt.Errorf("read the current database: %w", err)
+	}
+	prefix = insertIDPrefix(database)
+	c.mu.Lock()
+	c.insertPrefix = prefix
+	c.mu.Unlock()
+	return prefix, nil
+}
+
 // insertIDPrefix is the start of the query ids of INSERTs into database's
 // event_log: insertQueryPrefix, a hash of the database's name, a dash.
 // system.processes on 18.16 does not say which database a query runs in,
@@ -35,12 +58,13 @@ func insertIDPrefix(database string) string {
 	return fmt.Sprintf("%s%08x-", insertQueryPrefix, h.Sum32())
 }
 
-// ours reports whether the query id is of an INSERT this sink settles
-// for: one into its own database, or one of an older build, which named
-// its INSERTs insertQueryPrefix and a bare UUID (the process a rolling
-// upgrade replaced may have left one running).
-func (c *ClickHouse) ours(id string) bool {
-	if strings.HasPrefix(id, c.insertPrefix) {
+// ownInsert reports whether the query id is of an INSERT a sink whose
+// ids start with prefix (idPrefix) settles for: one into its own
+// database, or one of an older build, which named its INSERTs
+// insertQueryPrefix and a bare UUID (the process a rolling upgrade
+// replaced may have left one running).
+func ownInsert(prefix, id string) bool {
+	if strings.HasPrefix(id, prefix) {
 		return true
 	}
 	rest, ok := strings.CutPrefix(id, insertQueryPrefix)
@@ -106,11 +130,15 @@ func (c *ClickHouse) settle(ctx context.Context) error {
 }
 
 // runningInserts lists the query ids of cdc's INSERTs into this sink's
-// database the server is running (ours); of those in among alone when it
+// database the server is running (ownInsert); of those in among alone when it
 // is not nil. They are matched here, not in the query: the ids come from
 // the server, and another client may have named a query of its own with
 // cdc's prefix and anything after it.
 func (c *ClickHouse) runningInserts(ctx context.Context, among []string) ([]string, error) {
+	prefix, err := c.idPrefix(ctx)
+	if err != nil {
+		return nil, err
+	}
 	rows, err := c.conn.Query(ctx, "SELECT query_id FROM system.processes WHERE query_id LIKE '"+insertQueryPrefix+"%'")
 	if err != nil {
 		return nil, err
@@ -122,7 +150,7 @@ func (c *ClickHouse) runningInserts(ctx context.Context, among []string) ([]stri
 		if err := rows.Scan(&id); err != nil {
 			return nil, err
 		}
-		if c.ours(id) && (among == nil || slices.Contains(among, id)) {
+		if ownInsert(prefix, id) && (among == nil || slices.Contains(among, id)) {
 			ids = append(ids, id)
 		}
 	}

@@ -137,7 +137,7 @@ func TestWrite_ColumnOfATypeClickHouseGoCannotBuildIsNotCarried(t *testing.T) {
 	conn := &schemaConn{cols: [][2]string{
 		{"event_id", "UUID"}, {"payload", "Object('json')"}, {"cdc_commit_lsn", "UInt64"}, {"cdc_seq", "UInt64"},
 	}}
-	c := &ClickHouse{conn: conn, big: conn, log: zap.New(core), warned: map[*decoder.Relation]bool{}, live: &liveConns{},
+	c := &ClickHouse{insertPrefix: "cdc-insert-test-", conn: conn, big: conn, log: zap.New(core), warned: map[*decoder.Relation]bool{}, live: &liveConns{},
 		blockBytes: blockBytes, blockRows: blockRows}
 	rel := &decoder.Relation{Namespace: "public", Name: "outbox", Columns: []decoder.Column{{Name: "id"}, {Name: "payload"}}}
 	row := Row{Relation: rel, Values: []decoder.Value{text("0b6a2f4e-8f5c-4a8e-9d1e-3c2b1a0f9e8d"), text(`{"a":1}`)},

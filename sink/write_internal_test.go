@@ -108,7 +108,7 @@ func TestWrite_AFailedBlockAbortsTheInsert(t *testing.T) {
 			Pos: Position{CommitLSN: pglogrepl.LSN(1), Seq: uint64(i + 1)}, Size: 1}
 	}
 	fc := &fakeConn{n: &liveCount{}, flushFails: true}
-	c := &ClickHouse{conn: fc, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
+	c := &ClickHouse{insertPrefix: "cdc-insert-test-", conn: fc, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
 		columns:    []chColumn{{"event_id", "String"}, {"cdc_commit_lsn", "UInt64"}, {"cdc_seq", "UInt64"}},
 		blockBytes: blockBytes, blockRows: 10}
 	_, err := c.write(context.Background(), rows, false)
@@ -133,7 +133,7 @@ func TestWrite_BisectionHoldsOneBatchPerLevelAtMost(t *testing.T) {
 			Pos: Position{CommitLSN: pglogrepl.LSN(1), Seq: uint64(i + 1)}, Size: 1}
 	}
 	lc := &liveCount{}
-	c := &ClickHouse{conn: &fakeConn{n: lc, bad: n}, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
+	c := &ClickHouse{insertPrefix: "cdc-insert-test-", conn: &fakeConn{n: lc, bad: n}, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
 		columns:    []chColumn{{"event_id", "String"}, {"cdc_commit_lsn", "UInt64"}, {"cdc_seq", "UInt64"}},
 		blockBytes: blockBytes, blockRows: blockRows}
 	rej, err := c.write(context.Background(), rows, false)
@@ -165,7 +165,7 @@ func TestWrite_AppendRefusalReleasesTheAbortedBatch(t *testing.T) {
 	}
 	lc := &liveCount{}
 	conn := &fakeConn{n: lc, appendFails: 50}
-	c := &ClickHouse{conn: conn, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
+	c := &ClickHouse{insertPrefix: "cdc-insert-test-", conn: conn, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
 		columns:    []chColumn{{"event_id", "String"}, {"cdc_commit_lsn", "UInt64"}, {"cdc_seq", "UInt64"}},
 		blockBytes: blockBytes, blockRows: blockRows}
 	rej, err := c.write(context.Background(), rows, false)
@@ -195,7 +195,7 @@ func TestWrite_ALargeRowIsABlockOfItsOwn(t *testing.T) {
 			Pos: Position{CommitLSN: pglogrepl.LSN(1), Seq: uint64(i + 1)}, Size: size}
 	}
 	fc := &fakeConn{n: &liveCount{}}
-	c := &ClickHouse{conn: fc, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
+	c := &ClickHouse{insertPrefix: "cdc-insert-test-", conn: fc, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
 		columns:    []chColumn{{"event_id", "String"}, {"cdc_commit_lsn", "UInt64"}, {"cdc_seq", "UInt64"}},
 		blockBytes: 2 * mib, blockRows: blockRows}
 	c.big = fc
