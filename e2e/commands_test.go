@@ -1622,13 +1622,7 @@ func TestCommands_OperatorCommandsRunWithTheOperatorGrants(t *testing.T) {
 // been sent; it shipped every column.
 func TestCommands_BackfillShipsOnlyThePublishedColumns(t *testing.T) {
 	w := newWorld(t)
-	var lists bool
-	if err := w.pg.QueryRow(context.Background(), `SELECT current_setting('server_version_num')::int >= 150000`).Scan(&lists); err != nil {
-		t.Fatal(err)
-	}
-	if !lists {
-		t.Skip("column lists need PostgreSQL 15")
-	}
+	w.needPostgres15(t, "column lists")
 	w.exec(`ALTER PUBLICATION cdc_outbox SET TABLE outbox (id, event_type, event_date_time, event_context, metadata_version)`)
 	id := uuid.New()
 	w.exec(`INSERT INTO outbox (id, event_type, event_date_time, environment, event_context, traceparent)
@@ -1654,13 +1648,7 @@ func TestCommands_BackfillShipsOnlyThePublishedColumns(t *testing.T) {
 // them missing, exit 1, for ever.
 func TestCommands_BackfillAndVerifyApplyThePublicationsRowFilter(t *testing.T) {
 	w := newWorld(t)
-	var filters bool
-	if err := w.pg.QueryRow(context.Background(), `SELECT current_setting('server_version_num')::int >= 150000`).Scan(&filters); err != nil {
-		t.Fatal(err)
-	}
-	if !filters {
-		t.Skip("row filters need PostgreSQL 15")
-	}
+	w.needPostgres15(t, "row filters")
 	w.exec(`ALTER PUBLICATION cdc_outbox SET TABLE outbox WHERE (environment = 'prod')`)
 	ids := map[string]uuid.UUID{"prod": uuid.New(), "staging": uuid.New(), "prod-2": uuid.New()}
 	for name, id := range ids {
@@ -1718,13 +1706,7 @@ func TestCommands_BackfillAndVerifyApplyThePublicationsRowFilter(t *testing.T) {
 // of lag, growing until the filter's own next event was stored.
 func TestCommands_StatusLagSecondsAppliesThePublicationsRowFilter(t *testing.T) {
 	w := newWorld(t)
-	var filters bool
-	if err := w.pg.QueryRow(context.Background(), `SELECT current_setting('server_version_num')::int >= 150000`).Scan(&filters); err != nil {
-		t.Fatal(err)
-	}
-	if !filters {
-		t.Skip("row filters need PostgreSQL 15")
-	}
+	w.needPostgres15(t, "row filters")
 	w.exec(`ALTER PUBLICATION cdc_outbox SET TABLE outbox WHERE (environment = 'prod')`)
 	c := w.start(nil)
 	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('stored', 'prod', '{}', now() - interval '300 seconds')`)
@@ -1751,5 +1733,18 @@ func TestCommands_StatusLagSecondsAppliesThePublicationsRowFilter(t *testing.T) 
 	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('pending', 'prod', '{}', now() - interval '100 seconds')`)
 	if bytes, secs := lag(); bytes == 0 || secs < 100 || secs > 130 {
 		t.Fatalf("one event the filter passes pending since 100 s: lag %d bytes, %.1f s; want 100-130 s", bytes, secs)
+	}
+}
+
+// needPostgres15 skips the test, saying what needs it, on a PostgreSQL
+// older than 15: publications' column lists and row filters.
+func (w *world) needPostgres15(t *testing.T, what string) {
+	t.Helper()
+	var v15 bool
+	if err := w.pg.QueryRow(context.Background(), `SELECT current_setting('server_version_num')::int >= 150000`).Scan(&v15); err != nil {
+		t.Fatal(err)
+	}
+	if !v15 {
+		t.Skip(what + " need PostgreSQL 15")
 	}
 }
