@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/url"
+	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
 	"syscall"
 	"testing"
@@ -280,6 +282,16 @@ func TestPipeline_SecondSignalEndsTheShutdownAtOnce(t *testing.T) {
 // which starts cdc with SIGHUP ignored, a hangup changes nothing: cdc
 // streams on until SIGTERM.
 func TestPipeline_SIGTERMFlushesAcknowledgesAndExitsZero(t *testing.T) {
+	if signal.Ignored(syscall.SIGHUP) {
+		// The tests run under a nohup of their own (a CI job started
+		// so): cdc would inherit SIGHUP ignored and, as it should,
+		// leave it so. Caught here, it is back to its default in the
+		// children. Once for all the cases: after signal.Stop it is
+		// ignored again, and signal.Ignored no longer says so.
+		caught := make(chan os.Signal, 1)
+		signal.Notify(caught, syscall.SIGHUP)
+		defer signal.Stop(caught)
+	}
 	for _, tc := range []struct {
 		name   string
 		nohup  bool
