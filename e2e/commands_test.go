@@ -816,26 +816,14 @@ func TestCommands_StatusLagSecondsCountsOnlyEventsNotStored(t *testing.T) {
 	if code, _ := c.term(15 * time.Second); code != 0 {
 		t.Fatalf("cdc run exited %d", code)
 	}
-	lag := func() (int64, float64) {
-		t.Helper()
-		out, stderr, code := w.runOperator(nil, "status", "--json")
-		var r struct {
-			LagBytes   int64    `json:"lag_bytes"`
-			LagSeconds *float64 `json:"lag_seconds"`
-		}
-		if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.LagSeconds == nil {
-			t.Fatalf("status --json exited %d: %s %s", code, out, stderr)
-		}
-		return r.LagBytes, *r.LagSeconds
-	}
 
 	w.exec(`CREATE TABLE other (v int)`)
 	w.exec(`INSERT INTO other SELECT generate_series(1, 1000)`)
-	if bytes, secs := lag(); bytes == 0 || secs != 0 {
+	if bytes, secs := w.statusLag(t); bytes == 0 || secs != 0 {
 		t.Fatalf("other tables' WAL only: lag %d bytes, %.1f s; want some bytes and 0 s", bytes, secs)
 	}
 	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('pending', 'test', '{}', now() - interval '100 seconds')`)
-	if bytes, secs := lag(); bytes == 0 || secs < 100 || secs > 130 {
+	if bytes, secs := w.statusLag(t); bytes == 0 || secs < 100 || secs > 130 {
 		t.Fatalf("one event pending since 100 s: lag %d bytes, %.1f s; want 100-130 s", bytes, secs)
 	}
 
@@ -1714,24 +1702,12 @@ func TestCommands_StatusLagSecondsAppliesThePublicationsRowFilter(t *testing.T) 
 	if code, _ := c.term(15 * time.Second); code != 0 {
 		t.Fatalf("cdc run exited %d", code)
 	}
-	lag := func() (int64, float64) {
-		t.Helper()
-		out, stderr, code := w.runOperator(nil, "status", "--json")
-		var r struct {
-			LagBytes   int64    `json:"lag_bytes"`
-			LagSeconds *float64 `json:"lag_seconds"`
-		}
-		if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.LagSeconds == nil {
-			t.Fatalf("status --json exited %d: %s %s", code, out, stderr)
-		}
-		return r.LagBytes, *r.LagSeconds
-	}
 	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('kept_out', 'staging', '{}', now() - interval '200 seconds')`)
-	if bytes, secs := lag(); bytes == 0 || secs != 0 {
+	if bytes, secs := w.statusLag(t); bytes == 0 || secs != 0 {
 		t.Fatalf("only an event the row filter keeps from cdc run past event_log's newest: lag %d bytes, %.1f s; want some bytes and 0 s", bytes, secs)
 	}
 	w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('pending', 'prod', '{}', now() - interval '100 seconds')`)
-	if bytes, secs := lag(); bytes == 0 || secs < 100 || secs > 130 {
+	if bytes, secs := w.statusLag(t); bytes == 0 || secs < 100 || secs > 130 {
 		t.Fatalf("one event the filter passes pending since 100 s: lag %d bytes, %.1f s; want 100-130 s", bytes, secs)
 	}
 }
@@ -1747,4 +1723,19 @@ func (w *world) needPostgres15(t *testing.T, what string) {
 	if !v15 {
 		t.Skip(what + " need PostgreSQL 15")
 	}
+}
+
+// statusLag is `cdc status --json`'s lag in bytes and in seconds; the
+// test fails when status does not exit 0 or reads no lag in seconds.
+func (w *world) statusLag(t *testing.T) (int64, float64) {
+	t.Helper()
+	out, stderr, code := w.runOperator(nil, "status", "--json")
+	var r struct {
+		LagBytes   int64    `json:"lag_bytes"`
+		LagSeconds *float64 `json:"lag_seconds"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.LagSeconds == nil {
+		t.Fatalf("status --json exited %d: %s %s", code, out, stderr)
+	}
+	return r.LagBytes, *r.LagSeconds
 }

@@ -223,13 +223,9 @@ func runVerify(ctx context.Context, cfg config.Config, args []string, stdout io.
 		// in local time written with Z, a script checking too soon.
 		return usageErr("--since %s is not before the server's time minus --grace (%s): no row would be checked", formatSince(since), formatSince(until.Truncate(time.Second)))
 	}
-	filter, err := backfill.RowFilter(ctx, pool, cfg.Publication)
+	filter, err := rowFilter(ctx, pool, cfg, log, "verify compares only those")
 	if err != nil {
 		return err
-	}
-	if filter != "" {
-		log.Info("the publication sends cdc run only the outbox rows its row filter passes: verify compares only those",
-			zap.String("row_filter", filter), zap.String("publication", cfg.Publication))
 	}
 	rep, err := backfill.Verify(ctx, pool, ch.Conn(), backfill.VerifyOptions{Since: since, Until: until, Show: *show, RowFilter: filter})
 	if err != nil {
@@ -342,13 +338,9 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 			zap.Strings("columns_left_out", left), zap.String("publication", cfg.Publication))
 	}
 	// Nor rows a row filter keeps from it: one environment's events, say.
-	filter, err := backfill.RowFilter(ctx, pool, cfg.Publication)
+	filter, err := rowFilter(ctx, pool, cfg, log, "the backfill ships only those")
 	if err != nil {
 		return err
-	}
-	if filter != "" {
-		log.Info("the publication sends cdc run only the outbox rows its row filter passes: the backfill ships only those",
-			zap.String("row_filter", filter), zap.String("publication", cfg.Publication))
 	}
 	sc := backfill.NewScanner(pool, rel, since, until, cfg.BatchMaxRows, cfg.BatchMaxBytes, true).Filter(filter)
 	res, err := backfill.Ship(ctx, sc, rel, ch, deadletter.New(pool), cfg.BatchMaxBytes, func(r backfill.ShipResult) {
@@ -578,4 +570,16 @@ func runDeadLetterReplay(ctx context.Context, cfg config.Config, args []string, 
 		return &exitError{code: 1, err: fmt.Errorf("%d dead letters refused again; they stay with the new error: cdc deadletter list", res.Refused)}
 	}
 	return nil
+}
+
+// rowFilter reads the row filter of cfg's publication (backfill.RowFilter)
+// and, when there is one, logs it once, saying what the command does
+// with it.
+func rowFilter(ctx context.Context, pool backfill.Querier, cfg config.Config, log *zap.Logger, does string) (string, error) {
+	filter, err := backfill.RowFilter(ctx, pool, cfg.Publication)
+	if err == nil && filter != "" {
+		log.Info("the publication sends cdc run only the outbox rows its row filter passes: "+does,
+			zap.String("row_filter", filter), zap.String("publication", cfg.Publication))
+	}
+	return filter, err
 }
