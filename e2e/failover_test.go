@@ -278,9 +278,16 @@ func TestFailover_LaggingStandby(t *testing.T) {
 	sb.waitReplayed(w.pg, sbPool)
 	sbPool.Reset()
 	sb.run("pg_ctl", "-D", sb.data, "-m", "fast", "-w", "-t", "60", "stop")
-	// Stored from the old primary, never on the standby.
+	// Stored from the old primary, never on the standby. About 2 MB of
+	// WAL, little of it compressible: far more than the promoted standby
+	// writes before cdc's session starts (its restart, the promotion, the
+	// slot), so that event_log holds positions past that server's WAL.
+	// With 100 small events (35 KB) the standby's own WAL passed them in
+	// one clean-clone CI, and cdc rightly had nothing to say.
 	for i := 0; i < 10; i++ {
-		w.insertEvents("lost", 10)
+		w.exec(`INSERT INTO outbox (event_type, environment, event_context)
+			SELECT 'lost', 'test', json_build_object('n', g, 'pad', (SELECT string_agg(md5(random()::text || g || k), '') FROM generate_series(1, 600) k))
+			FROM generate_series(1, 10) g`)
 	}
 	w.waitRows(200, 30*time.Second)
 	c.kill()
