@@ -85,7 +85,7 @@ func TestShip_RetriesAFailedWriteThenSaysWhereToResume(t *testing.T) {
 	flaky := &flakySink{ClickHouse: ch, fail: func(n int) bool { return n == 2 || n == 3 }}
 	var waits []time.Duration
 	sc := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10, 0, true)
-	res, err := backfill.Ship(ctx, sc, rel, flaky, deadletter.New(pool), 1<<20, nil, func(_ error, wait time.Duration) { waits = append(waits, wait) })
+	res, err := backfill.Ship(ctx, sc, rel, flaky, deadletter.New(pool, "cdc_outbox"), 1<<20, nil, func(_ error, wait time.Duration) { waits = append(waits, wait) })
 	if err != nil || res.Shipped != 30 || len(waits) != 2 || waits[0] != time.Millisecond || waits[1] != 2*time.Millisecond {
 		t.Fatalf("ship through two failed writes: %+v, %v, waits %v; want 30 shipped after waits of 1ms and 2ms", res, err, waits)
 	}
@@ -100,13 +100,13 @@ func TestShip_RetriesAFailedWriteThenSaysWhereToResume(t *testing.T) {
 	}
 	flaky = &flakySink{ClickHouse: ch, fail: func(n int) bool { return n >= 2 }}
 	sc = backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10, 0, true)
-	res, err = backfill.Ship(ctx, sc, rel, flaky, deadletter.New(pool), 1<<20, nil, nil)
+	res, err = backfill.Ship(ctx, sc, rel, flaky, deadletter.New(pool, "cdc_outbox"), 1<<20, nil, nil)
 	want := time.Date(2026, 1, 1, 0, 10, 0, 0, time.UTC)
 	if err == nil || res.Shipped != 10 || flaky.writes != 4 || !res.Resume.Valid || !res.Resume.Time.Equal(want) {
 		t.Fatalf("ship with a link that stays down: %+v, %v, %d writes; want an error, 10 shipped, 4 writes, resume at %s", res, err, flaky.writes, want)
 	}
 	sc = backfill.NewScanner(pool, rel, res.Resume.Time, time.Time{}, 10, 0, true)
-	if res, err := backfill.Ship(ctx, sc, rel, ch, deadletter.New(pool), 1<<20, nil, nil); err != nil || res.Shipped != 20 {
+	if res, err := backfill.Ship(ctx, sc, rel, ch, deadletter.New(pool, "cdc_outbox"), 1<<20, nil, nil); err != nil || res.Shipped != 20 {
 		t.Fatalf("ship from the resume point: %+v, %v; want the other 20 shipped", res, err)
 	}
 	if n := stored(); n != 30 {
@@ -134,7 +134,7 @@ func TestShip_ARefusedLoginIsNotRetried(t *testing.T) {
 	t.Cleanup(func() { noDB.Close() })
 	counted := &flakySink{ClickHouse: noDB, fail: func(int) bool { return false }}
 	sc := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10, 0, true)
-	res, err := backfill.Ship(ctx, sc, rel, counted, deadletter.New(pool), 1<<20, nil, nil)
+	res, err := backfill.Ship(ctx, sc, rel, counted, deadletter.New(pool, "cdc_outbox"), 1<<20, nil, nil)
 	if !sink.IsLoginError(err) || counted.writes != 1 || res.Shipped != 0 || ctx.Err() != nil {
 		t.Fatalf("ship into a database that does not exist: %+v, %v, %d writes, context %v; want a login error after 1 write, nothing shipped, long before the retry's hour", res, err, counted.writes, ctx.Err())
 	}
@@ -149,7 +149,7 @@ func TestShip_AFailedReadSaysWhereToResume(t *testing.T) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sc := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10, 0, true)
-	res, err := backfill.Ship(rctx, sc, rel, ch, deadletter.New(pool), 1<<20, func(r backfill.ShipResult) {
+	res, err := backfill.Ship(rctx, sc, rel, ch, deadletter.New(pool, "cdc_outbox"), 1<<20, func(r backfill.ShipResult) {
 		if r.Shipped == 20 {
 			cancel() // the third page's read fails
 		}
@@ -192,7 +192,7 @@ func TestShip_ARefusedEventStoredAlreadyIsNotSetAsideAgain(t *testing.T) {
 	if rejected, err := ch.Write(ctx, &sink.Batch{Rows: []sink.Row{{Relation: rel, Values: values, Pos: sink.Position{CommitLSN: 0x1000, Seq: 1}}}}); err != nil || len(rejected) != 0 {
 		t.Fatalf("store the repaired event: %v, %v", rejected, err)
 	}
-	dl := deadletter.New(pool)
+	dl := deadletter.New(pool, "cdc_outbox")
 	sc := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 100, 0, true)
 	res, err := backfill.Ship(ctx, sc, rel, ch, dl, 1<<20, nil, nil)
 	if err != nil || res.Read != 32 || res.Shipped != 30 || res.DeadLetters != 1 || res.Repaired != 1 {
@@ -232,14 +232,14 @@ func TestShip_RefusedRowsOfManyBatchesAreLookedUpOnce(t *testing.T) {
 	}
 	w := &countingConn{ClickHouse: ch}
 	sc := backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10, 0, true)
-	res, err := backfill.Ship(ctx, sc, rel, w, deadletter.New(pool), 1<<20, nil, nil)
+	res, err := backfill.Ship(ctx, sc, rel, w, deadletter.New(pool, "cdc_outbox"), 1<<20, nil, nil)
 	if err != nil || res.Read != 35 || res.Shipped != 30 || res.DeadLetters != 5 || res.Repaired != 0 {
 		t.Fatalf("Ship = %+v, %v; want 35 read, 30 shipped, 5 set aside", res, err)
 	}
 	if w.asked != 1 {
 		t.Errorf("event_log asked %d times about refused events, want once", w.asked)
 	}
-	if n, err := deadletter.New(pool).Count(ctx); err != nil || n != 5 {
+	if n, err := deadletter.New(pool, "cdc_outbox").Count(ctx); err != nil || n != 5 {
 		t.Errorf("%d dead letters (%v), want 5", n, err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/eventcdc/cdc/deadletter"
 	"github.com/eventcdc/cdc/sink"
 )
 
@@ -23,6 +24,9 @@ type VerifyOptions struct {
 	// RowFilter, a publication's (RowFilter), leaves the outbox rows it
 	// does not pass out of the comparison: cdc run is never sent them.
 	RowFilter string
+	// Slot names the pipeline whose dead letters account for missing
+	// events (deadletter.Store): another pipeline's are not this one's.
+	Slot string
 }
 
 // VerifyReport is the outcome of a comparison.
@@ -80,6 +84,7 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ch driver.Conn, opts Verify
 	// byID gathers the ids not found in their own second, for lookups by
 	// id alone; lookUp settles them.
 	var byID []string
+	letters := deadletter.New(pool, opts.Slot)
 	lookUp := func() error {
 		absent, err := absentByID(ctx, ch, byID)
 		byID = byID[:0]
@@ -89,9 +94,9 @@ func Verify(ctx context.Context, pool *pgxpool.Pool, ch driver.Conn, opts Verify
 		rep.Missing += int64(len(absent))
 		rep.MissingIDs = appendUpTo(rep.MissingIDs, absent, opts.Show)
 		if len(absent) > 0 {
-			var n int64
-			if err := pool.QueryRow(ctx, `SELECT count(DISTINCT event_id) FROM cdc_dead_letter WHERE event_id = ANY($1::uuid[])`, absent).Scan(&n); err != nil {
-				return fmt.Errorf("look up missing events in cdc_dead_letter: %w", err)
+			n, err := letters.Events(ctx, absent)
+			if err != nil {
+				return fmt.Errorf("look up missing events: %w", err)
 			}
 			rep.MissingDeadLettered += n
 		}

@@ -25,7 +25,7 @@ func TestVerify_FindsEventsStoredUnderAnotherTime(t *testing.T) {
 	defer backfill.SetByIDChunk(4)()
 	ctx := context.Background()
 	pool, ch, rel := thirtyEvents(t)
-	if _, err := backfill.Ship(ctx, backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 100, 1<<20, true), rel, ch, deadletter.New(pool), 1<<20, nil, nil); err != nil {
+	if _, err := backfill.Ship(ctx, backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 100, 1<<20, true), rel, ch, deadletter.New(pool, "cdc_outbox"), 1<<20, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	all := ids(t, pool, "true")
@@ -73,7 +73,7 @@ func TestVerify_FindsEventsStoredUnderAnotherTime(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	rep, err := backfill.Verify(ctx, pool, ch.Conn(), backfill.VerifyOptions{Until: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC), Page: 7, Show: 100})
+	rep, err := backfill.Verify(ctx, pool, ch.Conn(), backfill.VerifyOptions{Until: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC), Page: 7, Show: 100, Slot: "cdc_outbox"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,14 +92,14 @@ func TestVerify_FindsEventsStoredUnderAnotherTime(t *testing.T) {
 func TestVerify_EventLogWindowEndsWithTheSecondOfUntil(t *testing.T) {
 	ctx := context.Background()
 	pool, ch, rel := thirtyEvents(t)
-	if _, err := backfill.Ship(ctx, backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 100, 1<<20, true), rel, ch, deadletter.New(pool), 1<<20, nil, nil); err != nil {
+	if _, err := backfill.Ship(ctx, backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 100, 1<<20, true), rel, ch, deadletter.New(pool, "cdc_outbox"), 1<<20, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	var last string
 	if err := pool.QueryRow(ctx, `DELETE FROM outbox WHERE event_date_time = '2026-01-01 00:29:00+00' RETURNING id::text`).Scan(&last); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := backfill.Verify(ctx, pool, ch.Conn(), backfill.VerifyOptions{Until: time.Date(2026, 1, 1, 0, 29, 0, 500000000, time.UTC), Page: 7, Show: 100})
+	rep, err := backfill.Verify(ctx, pool, ch.Conn(), backfill.VerifyOptions{Until: time.Date(2026, 1, 1, 0, 29, 0, 500000000, time.UTC), Page: 7, Show: 100, Slot: "cdc_outbox"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestVerify_IDsAreNotBoundByMaxQuerySize(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := backfill.Ship(ctx, backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10000, 1<<24, true), rel, ch, deadletter.New(pool), 1<<24, nil, nil); err != nil {
+			if _, err := backfill.Ship(ctx, backfill.NewScanner(pool, rel, time.Time{}, time.Time{}, 10000, 1<<24, true), rel, ch, deadletter.New(pool, "cdc_outbox"), 1<<24, nil, nil); err != nil {
 				t.Fatal(err)
 			}
 			var unshipped string
@@ -152,7 +152,7 @@ func TestVerify_IDsAreNotBoundByMaxQuerySize(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer limited.Close()
-			rep, err := backfill.Verify(ctx, pool, limited.Conn(), backfill.VerifyOptions{Until: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC), Page: 10000, Show: 10})
+			rep, err := backfill.Verify(ctx, pool, limited.Conn(), backfill.VerifyOptions{Until: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC), Page: 10000, Show: 10, Slot: "cdc_outbox"})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -66,7 +66,7 @@ func (b *bench) profileDrain(ctx context.Context) error {
 		// As cmd/cdc/run.go wires it with the defaults.
 		InsertsInFlight: config.DefaultInsertsInFlight,
 		ReceiveBuffer:   config.DefaultPGReceiveBuffer,
-	}, ch, deadletter.New(pool), zap.NewNop(), m)
+	}, ch, deadletter.New(pool, w.slot), zap.NewNop(), m)
 
 	cpuPath := filepath.Join(b.o.dir, "cpu.pprof")
 	f, err := os.Create(cpuPath)

@@ -10,9 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -25,13 +27,69 @@ import (
 	"github.com/eventcdc/cdc/sink"
 )
 
-// Store writes and reads dead letters.
+// Store writes and reads the dead letters of one pipeline, named by its
+// replication slot. Two pipelines of one database (two slots, two
+// ClickHouses) share cdc_dead_letter: a row one ClickHouse refused is
+// missing from that one only, so each letter carries the slot that set it
+// aside (slot_name), and a pipeline reads, counts, skips and replays its
+// own. A letter without a slot (set aside by a build before slot_name,
+// or on a table an earlier migrate made) is every pipeline's, as it was.
+// On such a table, until `cdc migrate` adds the column, every letter is
+// every pipeline's (Shared).
 type Store struct {
 	pool *pgxpool.Pool
+	slot string
+
+	mu     sync.Mutex
+	probed bool // the column's presence is known
+	tagged bool // cdc_dead_letter has slot_name
 }
 
-// New uses pool, a pool of ordinary (not replication) connections.
-func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+// New uses pool, a pool of ordinary (not replication) connections, for the
+// pipeline of slot.
+func New(pool *pgxpool.Pool, slot string) *Store { return &Store{pool: pool, slot: slot} }
+
+// slotColumnQuery tells whether cdc_dead_letter, as the search path finds
+// it, exists and has the slot_name column that `cdc migrate` adds.
+const slotColumnQuery = `SELECT to_regclass('cdc_dead_letter') IS NOT NULL, EXISTS (SELECT 1 FROM pg_attribute
+	WHERE attrelid = to_regclass('cdc_dead_letter') AND attname = 'slot_name' AND NOT attisdropped)`
+
+// scope reports whether the table has slot_name, looked up until the
+// table is found: a migrate that adds the column while cdc runs takes
+// effect at cdc's next start (meanwhile letters are every pipeline's, as
+// before). Without the table the caller's own statement fails, naming
+// it.
+func (s *Store) scope(ctx context.Context) (tagged bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.probed {
+		return s.tagged, nil
+	}
+	var found bool
+	if err := s.pool.QueryRow(ctx, slotColumnQuery).Scan(&found, &s.tagged); err != nil {
+		return false, fmt.Errorf("look up cdc_dead_letter's slot_name column: %w", err)
+	}
+	s.probed = found
+	return s.tagged, nil
+}
+
+// Shared reports whether every letter is every pipeline's: the table lacks
+// slot_name (an earlier build's migrate), so letters cannot be told apart.
+func (s *Store) Shared(ctx context.Context) (bool, error) {
+	tagged, err := s.scope(ctx)
+	return !tagged, err
+}
+
+// mine is the condition that keeps a pipeline's letters, with the slot
+// name as parameter $n: its own and those of no slot. Without the column
+// it keeps every letter; the parameter is still referenced, so that
+// PostgreSQL knows its type.
+func mine(tagged bool, n int) string {
+	if !tagged {
+		return fmt.Sprintf("$%d::text IS NOT NULL", n)
+	}
+	return fmt.Sprintf("(slot_name = $%d OR slot_name IS NULL)", n)
+}
 
 // Put stores rejected rows in one transaction. A row already set aside —
 // the same event with the same values, by another `cdc backfill` run, by
@@ -44,6 +102,14 @@ func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 	if len(rejected) == 0 {
 		return nil
+	}
+	tagged, err := s.scope(ctx)
+	if err != nil {
+		return fmt.Errorf("store dead letters: %w", err)
+	}
+	insert := putUntagged
+	if tagged {
+		insert = putTagged
 	}
 	// Read committed whatever the role's default: the NOT EXISTS must see
 	// a letter committed while this transaction waited for the lock, and
@@ -95,10 +161,7 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 	bytes := 0
 	for _, r := range rejected {
 		data, id := RowData(r.Row)
-		b.Queue(`INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
-			SELECT $1, $2::pg_lsn, $3, $4, $5
-			WHERE $1::uuid IS NULL OR NOT EXISTS (SELECT 1 FROM cdc_dead_letter WHERE event_id = $1::uuid AND row_data = $4::jsonb)`,
-			id, r.Row.Pos.CommitLSN.String(), int64(r.Row.Pos.Seq), data, r.Err.Error())
+		b.Queue(insert, id, r.Row.Pos.CommitLSN.String(), int64(r.Row.Pos.Seq), data, r.Err.Error(), s.slot)
 		queued++
 		if bytes += len(data); bytes >= putBatchBytes {
 			if err := send(); err != nil {
@@ -115,6 +178,21 @@ func (s *Store) Put(ctx context.Context, rejected []sink.Rejected) error {
 	}
 	return nil
 }
+
+// putTagged sets a refused row aside for the pipeline of slot $6, unless
+// that pipeline already has a letter of the same event with the same
+// values (one of its own, or one of no slot). Another pipeline's letter of
+// the event does not count: its ClickHouse is not this one's.
+const putTagged = `INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error, slot_name)
+	SELECT $1, $2::pg_lsn, $3, $4, $5, $6
+	WHERE $1::uuid IS NULL OR NOT EXISTS (SELECT 1 FROM cdc_dead_letter
+		WHERE event_id = $1::uuid AND row_data = $4::jsonb AND (slot_name = $6 OR slot_name IS NULL))`
+
+// putUntagged is putTagged on a table without slot_name.
+const putUntagged = `INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
+	SELECT $1, $2::pg_lsn, $3, $4, $5
+	WHERE $6::text IS NOT NULL AND ($1::uuid IS NULL OR NOT EXISTS (SELECT 1 FROM cdc_dead_letter
+		WHERE event_id = $1::uuid AND row_data = $4::jsonb))`
 
 // putBatchBytes is about how much row data Put sends in one pgx batch.
 const putBatchBytes = 4 << 20
@@ -355,21 +433,29 @@ func appendJSONString[T string | []byte](out []byte, s T) []byte {
 	return append(out, '"')
 }
 
-// writtenQuery reads the letters of a range of positions by the index
-// cdc_dead_letter_position: each session's start asks for the range past
-// the slot, which holds few letters or none, however many older ones the
-// table keeps (nothing deletes them but a replay or an operator).
-const writtenQuery = `SELECT (commit_lsn - '0/0'::pg_lsn)::numeric::bigint, seq, event_id FROM cdc_dead_letter
-	WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn ORDER BY commit_lsn, seq LIMIT $3`
+// writtenQuery reads the pipeline's letters of a range of positions by
+// the index cdc_dead_letter_position: each session's start asks for the
+// range past the slot, which holds few letters or none, however many
+// older ones the table keeps (nothing deletes them but a replay or an
+// operator). The slot is $4.
+func writtenQuery(tagged bool) string {
+	return `SELECT (commit_lsn - '0/0'::pg_lsn)::numeric::bigint, seq, event_id FROM cdc_dead_letter
+	WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn AND ` + mine(tagged, 4) + ` ORDER BY commit_lsn, seq LIMIT $3`
+}
 
-// Written returns the positions of dead letters with a commit LSN in
-// [from, to): on replay they are as settled as rows in the sink. A range
-// holding more than a set may (sink.Reader) gives a
-// *sink.TooManyPositions.
+// Written returns the positions of the pipeline's dead letters with a
+// commit LSN in [from, to): on replay they are as settled as rows in the
+// sink. Another pipeline's letters are not: its ClickHouse refused the
+// row, this one may not have. A range holding more than a set may
+// (sink.Reader) gives a *sink.TooManyPositions.
 func (s *Store) Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
+	tagged, err := s.scope(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read dead letter positions: %w", err)
+	}
 	qctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	rows, err := s.pool.Query(qctx, writtenQuery, from.String(), to.String(), sink.ReadLimit())
+	rows, err := s.pool.Query(qctx, writtenQuery(tagged), from.String(), to.String(), sink.ReadLimit(), s.slot)
 	if err != nil {
 		return nil, fmt.Errorf("read dead letter positions: %w", err)
 	}
@@ -391,7 +477,7 @@ func (s *Store) Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Posi
 			rows.Close()
 			var maxLSN int64
 			err := s.pool.QueryRow(ctx, `SELECT (max(commit_lsn) - '0/0'::pg_lsn)::numeric::bigint FROM cdc_dead_letter
-				WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn`, from.String(), to.String()).Scan(&maxLSN)
+				WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn AND `+mine(tagged, 3), from.String(), to.String(), s.slot).Scan(&maxLSN)
 			if err != nil {
 				return nil, fmt.Errorf("read the greatest dead letter position: %w", err)
 			}
@@ -415,25 +501,36 @@ type Letter struct {
 	CreatedAt time.Time
 }
 
-// List returns up to limit dead letters, oldest first.
+// List returns up to limit of the pipeline's dead letters, oldest first.
 // Without withData their RowData is left out: a letter may hold tens of
 // MB, and a listing of a hundred of them shows only their errors.
 func (s *Store) List(ctx context.Context, limit int, withData bool) ([]Letter, error) {
+	tagged, err := s.scope(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read dead letters: %w", err)
+	}
 	data := "row_data"
 	if !withData {
 		data = "NULL::jsonb"
 	}
-	out, _, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, `+data+`, error, created_at FROM cdc_dead_letter ORDER BY id LIMIT $1`, 0, limit)
+	out, _, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, `+data+`, error, created_at FROM cdc_dead_letter
+		WHERE `+mine(tagged, 2)+` ORDER BY id LIMIT $1`, 0, limit, s.slot)
 	return out, err
 }
 
-// Listing returns up to limit dead letters, oldest first and without their
-// RowData (List), and how many there are, both as one statement saw them:
-// a count read apart, before or after, may miss letters set aside or
-// replayed in between, and the listing would say "100 of 40 shown".
+// Listing returns up to limit of the pipeline's dead letters, oldest first
+// and without their RowData (List), and how many it has, both as one
+// statement saw them: a count read apart, before or after, may miss
+// letters set aside or replayed in between, and the listing would say
+// "100 of 40 shown".
 func (s *Store) Listing(ctx context.Context, limit int) (letters []Letter, total int64, err error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, error, created_at, (SELECT count(*) FROM cdc_dead_letter)
-		FROM cdc_dead_letter ORDER BY id LIMIT $1`, limit)
+	tagged, err := s.scope(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read dead letters: %w", err)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, error, created_at,
+			(SELECT count(*) FROM cdc_dead_letter WHERE `+mine(tagged, 2)+`)
+		FROM cdc_dead_letter WHERE `+mine(tagged, 2)+` ORDER BY id LIMIT $1`, limit, s.slot)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read dead letters: %w", err)
 	}
@@ -456,37 +553,109 @@ func (s *Store) Listing(ctx context.Context, limit int) (letters []Letter, total
 	return letters, total, nil
 }
 
-// Count returns how many dead letters wait for an operator.
+// Count returns how many of the pipeline's dead letters wait for an
+// operator.
 func (s *Store) Count(ctx context.Context) (int64, error) {
+	return s.CountUpTo(ctx, math.MaxInt64)
+}
+
+// CountUpTo is Count, counting no further than limit: a gauge read every
+// minute need not scan a table an outage filled.
+func (s *Store) CountUpTo(ctx context.Context, limit int64) (int64, error) {
+	tagged, err := s.scope(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("count dead letters: %w", err)
+	}
 	var n int64
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM cdc_dead_letter`).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT FROM cdc_dead_letter WHERE `+mine(tagged, 2)+` LIMIT $1) AS waiting`,
+		limit, s.slot).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count dead letters: %w", err)
 	}
 	return n, nil
 }
 
-// LastID is the id of the newest dead letter, 0 when there is none.
+// Others counts the letters other slots set aside, by slot: letters this
+// pipeline neither skips nor replays. They belong to another pipeline of
+// the database, or to this one under a slot name it no longer uses. Nil
+// on a table without slot_name.
+func (s *Store) Others(ctx context.Context) (map[string]int64, error) {
+	tagged, err := s.scope(ctx)
+	if err != nil || !tagged {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT slot_name, count(*) FROM cdc_dead_letter WHERE slot_name <> $1 GROUP BY slot_name`, s.slot)
+	if err != nil {
+		return nil, fmt.Errorf("count other slots' dead letters: %w", err)
+	}
+	out := map[string]int64{}
+	for rows.Next() {
+		var slot string
+		var n int64
+		if err := rows.Scan(&slot, &n); err != nil {
+			return nil, fmt.Errorf("count other slots' dead letters: %w", err)
+		}
+		out[slot] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count other slots' dead letters: %w", err)
+	}
+	return out, nil
+}
+
+// Events counts how many of ids (event ids) the pipeline's dead letters
+// hold.
+func (s *Store) Events(ctx context.Context, ids []string) (int64, error) {
+	tagged, err := s.scope(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("look up events in cdc_dead_letter: %w", err)
+	}
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT count(DISTINCT event_id) FROM cdc_dead_letter WHERE event_id = ANY($1::uuid[]) AND `+mine(tagged, 2),
+		ids, s.slot).Scan(&n); err != nil {
+		return 0, fmt.Errorf("look up events in cdc_dead_letter: %w", err)
+	}
+	return n, nil
+}
+
+// LastID is the id of the pipeline's newest dead letter, 0 when there is
+// none.
 func (s *Store) LastID(ctx context.Context) (int64, error) {
+	tagged, err := s.scope(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read the newest dead letter: %w", err)
+	}
 	var id int64
-	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM cdc_dead_letter`).Scan(&id); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM cdc_dead_letter WHERE `+mine(tagged, 1), s.slot).Scan(&id); err != nil {
 		return 0, fmt.Errorf("read the newest dead letter: %w", err)
 	}
 	return id, nil
 }
 
-// Page returns up to limit dead letters with ids in (afterID, upTo], oldest
-// first: replay walks the table page by page with it. With maxBytes > 0 it
-// stops after the letter that takes the page's values to maxBytes, so a
-// page of letters larger than the ones before it is not held whole. more
-// is false when the page holds every letter of the range there was.
+// Page returns up to limit of the pipeline's dead letters with ids in
+// (afterID, upTo], oldest first: replay walks the table page by page with
+// it. With maxBytes > 0 it stops after the letter that takes the page's
+// values to maxBytes, so a page of letters larger than the ones before it
+// is not held whole. more is false when the page holds every letter of
+// the range there was.
 func (s *Store) Page(ctx context.Context, afterID, upTo int64, limit, maxBytes int) (letters []Letter, more bool, err error) {
-	out, cut, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3`, maxBytes, afterID, upTo, limit)
+	tagged, err := s.scope(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("read dead letters: %w", err)
+	}
+	out, cut, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter
+		WHERE id > $1 AND id <= $2 AND `+mine(tagged, 4)+` ORDER BY id LIMIT $3`, maxBytes, afterID, upTo, limit, s.slot)
 	return out, cut || len(out) == limit, err
 }
 
-// Get returns the dead letter with that id; ok is false when there is none.
+// Get returns the pipeline's dead letter with that id; ok is false when
+// it has none: another slot's letter is not this pipeline's to replay.
 func (s *Store) Get(ctx context.Context, id int64) (l Letter, ok bool, err error) {
-	out, _, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter WHERE id = $1`, 0, id)
+	tagged, err := s.scope(ctx)
+	if err != nil {
+		return Letter{}, false, fmt.Errorf("read dead letters: %w", err)
+	}
+	out, _, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter
+		WHERE id = $1 AND `+mine(tagged, 2), 0, id, s.slot)
 	if err != nil || len(out) == 0 {
 		return Letter{}, false, err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -27,6 +28,9 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
+// slotA names the pipeline the tests' stores are of.
+const slotA = "pipe_a"
+
 // Written reads the positions in [from, to) and no others: a replay skips
 // exactly those, and a streamed transaction's ordinals are read by its one
 // LSN, not by everything stored since.
@@ -39,7 +43,7 @@ func TestStore_WrittenReadsARangeOfPositions(t *testing.T) {
 		row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("x")}}, Pos: p}
 		rejected = append(rejected, sink.Rejected{Row: row, Err: errors.New("refused")})
 	}
-	store := deadletter.New(pool)
+	store := deadletter.New(pool, slotA)
 	if err := store.Put(ctx, rejected); err != nil {
 		t.Fatal(err)
 	}
@@ -96,12 +100,13 @@ func TestStore_PutCommitsDurablyUnderAsynchronousCommit(t *testing.T) {
 	async, rec := testenv.RecordedPool(t, pool, map[string]string{"synchronous_commit": "off"})
 	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "event_type"}}}
 	row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("x")}}, Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}
-	if err := deadletter.New(async).Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
+	if err := deadletter.New(async, slotA).Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
 		t.Fatal(err)
 	}
-	if sql := rec.SQL(); len(sql) != 5 || sql[0] != "begin isolation level read committed" || sql[1] != deadletter.DurableCommit ||
-		sql[2] != deadletter.UnboundedStatements || !strings.HasPrefix(sql[3], "INSERT INTO cdc_dead_letter") || sql[4] != "commit" {
-		t.Fatalf("Put ran %q; want begin (read committed), DurableCommit, UnboundedStatements, the INSERT, commit", sql)
+	// The store's first statement looks the slot column up, once.
+	if sql := rec.SQL(); len(sql) != 6 || sql[0] != deadletter.SlotColumnQuery || sql[1] != "begin isolation level read committed" || sql[2] != deadletter.DurableCommit ||
+		sql[3] != deadletter.UnboundedStatements || !strings.HasPrefix(sql[4], "INSERT INTO cdc_dead_letter") || sql[5] != "commit" {
+		t.Fatalf("Put ran %q; want the slot column's look-up, begin (read committed), DurableCommit, UnboundedStatements, the INSERT, commit", sql)
 	}
 }
 
@@ -112,7 +117,7 @@ func TestStore_PutCommitsDurablyUnderAsynchronousCommit(t *testing.T) {
 func TestStore_PutSetsAnEventAsideOnce(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Get(t).MigratedPostgres(t, "pub")
-	store := deadletter.New(pool)
+	store := deadletter.New(pool, slotA)
 	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_date_time"}}}
 	const a, b = "6f1c2a34-0b1e-4c55-9d3e-1a2b3c4d5e6f", "0d9e8f7a-6b5c-4d3e-8f1a-2b3c4d5e6f70"
 	refused := func(id, at string, pos sink.Position, why string) sink.Rejected {
@@ -184,7 +189,7 @@ func putAtOnce(t *testing.T, isolation string) {
 	ctx := context.Background()
 	migrated := testenv.Get(t).MigratedPostgres(t, "pub")
 	pool, _ := testenv.RecordedPool(t, migrated, map[string]string{"default_transaction_isolation": isolation})
-	store := deadletter.New(pool)
+	store := deadletter.New(pool, slotA)
 	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_date_time"}}}
 	const events = 40
 	for i := range events {
@@ -218,7 +223,7 @@ func putAtOnce(t *testing.T, isolation string) {
 func TestStore_PutOfAWholeBatchOfRefusedEvents(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Get(t).MigratedPostgres(t, "pub")
-	store := deadletter.New(pool)
+	store := deadletter.New(pool, slotA)
 	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "metadata_version"}}}
 	const events = 50000
 	rejected := make([]sink.Rejected, events)
@@ -249,7 +254,7 @@ func TestStore_PutOfAWholeBatchOfRefusedEvents(t *testing.T) {
 func TestStore_PageStopsAtMaxBytesAndListLeavesValuesOut(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Get(t).MigratedPostgres(t, "pub")
-	store := deadletter.New(pool)
+	store := deadletter.New(pool, slotA)
 	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_context"}}}
 	letter := func(i int, context string) sink.Rejected {
 		id := fmt.Sprintf("00000000-0000-4000-8000-%012d", i)
@@ -314,12 +319,12 @@ func TestStore_PageCutByBytesReadsNoFurther(t *testing.T) {
 		if i < 3 {
 			put = []sink.Rejected{letter(i, "{}")}
 		}
-		if err := deadletter.New(pool).Put(ctx, put); err != nil {
+		if err := deadletter.New(pool, slotA).Put(ctx, put); err != nil {
 			t.Fatal(err)
 		}
 	}
 	counted, read := testenv.CountingPool(t, pool)
-	store := deadletter.New(counted)
+	store := deadletter.New(counted, slotA)
 	last, err := store.LastID(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -349,7 +354,7 @@ func TestStore_PageCutByBytesReadsNoFurther(t *testing.T) {
 func TestStore_HandEditedRowDataReadsAsJSONText(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Get(t).MigratedPostgres(t, "pub")
-	store := deadletter.New(pool)
+	store := deadletter.New(pool, slotA)
 	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_context"}, {Name: "metadata_version"}, {Name: "environment"}}}
 	text := func(s string) decoder.Value { return decoder.Value{Kind: decoder.ValueText, Data: []byte(s)} }
 	row := sink.Row{Relation: rel, Values: []decoder.Value{text("00000000-0000-4000-8000-000000000001"), text(`{"a":1}`), text("300"), {Kind: decoder.ValueNull}}}
@@ -401,7 +406,7 @@ func TestStore_WrittenPastTheBoundsGivesTheGreatestLSN(t *testing.T) {
 		SELECT '0/10000'::pg_lsn + g, 1, '{}', 'refused' FROM generate_series(0, $1) g`, runs); err != nil {
 		t.Fatal(err)
 	}
-	store := deadletter.New(pool)
+	store := deadletter.New(pool, slotA)
 	last := pglogrepl.LSN(0x10000 + runs)
 	got, err := store.Written(ctx, 0x10000, last)
 	if err != nil || got.Len() != runs || got.MaxLSN() != last-1 {
@@ -427,7 +432,7 @@ func TestStore_WrittenKeepsTheEvent(t *testing.T) {
 	id := "6f1c2a8e-0d3b-4c5a-9e7f-1a2b3c4d5e6f"
 	row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte("x")}},
 		Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}
-	store := deadletter.New(pool)
+	store := deadletter.New(pool, slotA)
 	if err := store.Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +464,7 @@ func TestStore_WrittenReadsByAnIndex(t *testing.T) {
 	if _, err := pool.Exec(ctx, `ANALYZE cdc_dead_letter`); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := pool.Query(ctx, "EXPLAIN "+deadletter.WrittenQuery, "1/0", sink.LastLSN.String(), sink.ReadLimit())
+	rows, err := pool.Query(ctx, "EXPLAIN "+deadletter.WrittenQuery, "1/0", sink.LastLSN.String(), sink.ReadLimit(), slotA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -484,12 +489,12 @@ func TestStore_WrittenReadsByAnIndex(t *testing.T) {
 func TestStore_LockReplayLetsOneReplayRunAtATime(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Get(t).MigratedPostgres(t, "pub")
-	store := deadletter.New(pool)
+	store := deadletter.New(pool, slotA)
 	held, release, err := store.LockReplay(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, second, err := deadletter.New(pool).LockReplay(ctx); !errors.Is(err, deadletter.ErrReplayRunning) {
+	if _, second, err := deadletter.New(pool, slotA).LockReplay(ctx); !errors.Is(err, deadletter.ErrReplayRunning) {
 		if err == nil {
 			second()
 		}
@@ -520,7 +525,7 @@ func TestStore_ReplayStopsWhenItsLockIsLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	held, release, err := deadletter.New(pool).LockReplay(ctx)
+	held, release, err := deadletter.New(pool, slotA).LockReplay(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -531,7 +536,7 @@ func TestStore_ReplayStopsWhenItsLockIsLost(t *testing.T) {
 	if held.Err() != nil {
 		t.Fatalf("replay stopped with its connection idle for twice idle_session_timeout: %v", context.Cause(held))
 	}
-	if _, second, err := deadletter.New(base).LockReplay(ctx); !errors.Is(err, deadletter.ErrReplayRunning) {
+	if _, second, err := deadletter.New(base, slotA).LockReplay(ctx); !errors.Is(err, deadletter.ErrReplayRunning) {
 		if err == nil {
 			second()
 		}
@@ -568,7 +573,7 @@ func TestStore_ReplayLockOutlivesAStopUntilReleased(t *testing.T) {
 	}
 	t.Cleanup(pool.Close)
 	ctx, signal := context.WithCancel(context.Background())
-	held, release, err := deadletter.New(pool).LockReplay(ctx)
+	held, release, err := deadletter.New(pool, slotA).LockReplay(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -578,7 +583,7 @@ func TestStore_ReplayLockOutlivesAStopUntilReleased(t *testing.T) {
 	if cause := context.Cause(held); cause != context.Canceled {
 		t.Fatalf("stopped replay's cause: %v, want %v", cause, context.Canceled)
 	}
-	if _, second, err := deadletter.New(base).LockReplay(context.Background()); !errors.Is(err, deadletter.ErrReplayRunning) {
+	if _, second, err := deadletter.New(base, slotA).LockReplay(context.Background()); !errors.Is(err, deadletter.ErrReplayRunning) {
 		if err == nil {
 			second()
 		}
@@ -630,7 +635,7 @@ func TestRowData(t *testing.T) {
 func TestStore_PutInSeveralBatchesIsOneTransaction(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Get(t).MigratedPostgres(t, "pub")
-	store := deadletter.New(pool)
+	store := deadletter.New(pool, slotA)
 	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_context"}}}
 	big := `{"blob":"` + strings.Repeat("<x>", 1<<20) + `"}` // 3 MiB
 	letter := func(i int, id string) sink.Rejected {
@@ -683,7 +688,7 @@ func TestStore_PutInASQLASCIIDatabaseKeepsWhatIsNotUTF8(t *testing.T) {
 	if err := ddl.MigratePostgres(ctx, pool, "pub", io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	store := deadletter.New(pool)
+	store := deadletter.New(pool, slotA)
 	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_type"}}}
 	for i, tc := range []struct{ name, value string }{
 		{"ASCII", "plain"},
@@ -739,7 +744,7 @@ func TestStore_PutOutlastsTheDatabasesStatementTimeout(t *testing.T) {
 	id := "00000000-0000-4000-8000-000000000001"
 	big := `{"pad": "` + strings.Repeat("x", 24<<20) + `"}`
 	row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte(big)}}}
-	if err := deadletter.New(pool).Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
+	if err := deadletter.New(pool, slotA).Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
 		t.Fatalf("Put of a 24 MiB letter under a 50ms statement_timeout: %v", err)
 	}
 	var n, size int64
@@ -812,7 +817,7 @@ func TestStore_PutKeepsTheDSNsStatementTimeout(t *testing.T) {
 			rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_context"}}}
 			id := "00000000-0000-4000-8000-000000000001"
 			row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte(`{}`)}}}
-			err = deadletter.New(own).Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}})
+			err = deadletter.New(own, slotA).Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}})
 			var n int
 			if qerr := pool.QueryRow(ctx, `SELECT count(*) FROM cdc_dead_letter WHERE event_id = $1`, id).Scan(&n); qerr != nil {
 				t.Fatal(qerr)
@@ -829,4 +834,159 @@ func TestStore_PutKeepsTheDSNsStatementTimeout(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Two pipelines of one database (two slots, two ClickHouses) share
+// cdc_dead_letter, and each sees its own letters and those of no slot
+// (an earlier build's): a row one pipeline's ClickHouse refused is not
+// taken as stored by the other, nor replayed into the other's, nor
+// counted there. The same event refused by both is set aside once for
+// each.
+func TestStore_TwoPipelinesKeepTheirOwnLetters(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	a, b := deadletter.New(pool, slotA), deadletter.New(pool, "pipe_b")
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_type"}}}
+	refused := func(id string, lsn pglogrepl.LSN) []sink.Rejected {
+		row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte("x")}},
+			Pos: sink.Position{CommitLSN: lsn, Seq: 1}}
+		return []sink.Rejected{{Row: row, Err: errors.New("refused")}}
+	}
+	const both, onlyA, old = "10000000-0000-4000-8000-000000000001", "20000000-0000-4000-8000-000000000002", "30000000-0000-4000-8000-000000000003"
+	for _, put := range []struct {
+		store *deadletter.Store
+		id    string
+		lsn   pglogrepl.LSN
+	}{{a, both, 0x100}, {b, both, 0x100}, {a, both, 0x100}, {a, onlyA, 0x200}} {
+		if err := put.store.Put(ctx, refused(put.id, put.lsn)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A letter an earlier build set aside: no slot.
+	if _, err := pool.Exec(ctx, `INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error) VALUES ($1, '0/300', 1, '{"id":"x"}', 'refused')`, old); err != nil {
+		t.Fatal(err)
+	}
+	var ids = map[string]int64{}
+	rows, err := pool.Query(ctx, `SELECT coalesce(slot_name, '') || ' ' || event_id::text, id FROM cdc_dead_letter`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var key string
+		var id int64
+		if err := rows.Scan(&key, &id); err != nil {
+			t.Fatal(err)
+		}
+		ids[key] = id
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 4 || ids["pipe_a "+both] == 0 || ids["pipe_b "+both] == 0 || ids["pipe_a "+onlyA] == 0 || ids[" "+old] == 0 {
+		t.Fatalf("letters by slot and event: %v; want one of both events for each pipeline, one of A's alone and the old one", ids)
+	}
+
+	for _, tc := range []struct {
+		name       string
+		store      *deadletter.Store
+		positions  []sink.Position
+		letters    []int64 // by id, oldest first
+		events     int64   // of both, onlyA and old
+		others     map[string]int64
+		notMine    int64 // a letter Get does not give
+		lastLetter int64
+	}{
+		{"A", a, []sink.Position{{CommitLSN: 0x100, Seq: 1}, {CommitLSN: 0x200, Seq: 1}, {CommitLSN: 0x300, Seq: 1}},
+			[]int64{ids["pipe_a "+both], ids["pipe_a "+onlyA], ids[" "+old]}, 3, map[string]int64{"pipe_b": 1}, ids["pipe_b "+both], ids[" "+old]},
+		{"B", b, []sink.Position{{CommitLSN: 0x100, Seq: 1}, {CommitLSN: 0x300, Seq: 1}},
+			[]int64{ids["pipe_b "+both], ids[" "+old]}, 2, map[string]int64{"pipe_a": 2}, ids["pipe_a "+onlyA], ids[" "+old]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.store.Written(ctx, 0, sink.LastLSN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if all := slices.Collect(got.All()); !slices.Equal(all, tc.positions) {
+				t.Errorf("Written = %v, want %v", all, tc.positions)
+			}
+			if n, err := tc.store.Count(ctx); err != nil || n != int64(len(tc.letters)) {
+				t.Errorf("Count = %d, %v; want %d", n, err, len(tc.letters))
+			}
+			listed, total, err := tc.store.Listing(ctx, 100)
+			if err != nil || total != int64(len(tc.letters)) || !slices.Equal(letterIDs(listed), tc.letters) {
+				t.Errorf("Listing = %v of %d, %v; want %v", letterIDs(listed), total, err, tc.letters)
+			}
+			if l, err := tc.store.List(ctx, 100, true); err != nil || !slices.Equal(letterIDs(l), tc.letters) {
+				t.Errorf("List = %v, %v; want %v", letterIDs(l), err, tc.letters)
+			}
+			page, more, err := tc.store.Page(ctx, 0, math.MaxInt64, 100, 0)
+			if err != nil || more || !slices.Equal(letterIDs(page), tc.letters) {
+				t.Errorf("Page = %v (more %v), %v; want %v", letterIDs(page), more, err, tc.letters)
+			}
+			if last, err := tc.store.LastID(ctx); err != nil || last != tc.lastLetter {
+				t.Errorf("LastID = %d, %v; want %d", last, err, tc.lastLetter)
+			}
+			if _, ok, err := tc.store.Get(ctx, tc.notMine); err != nil || ok {
+				t.Errorf("Get(another slot's letter %d) = %v, %v; want none", tc.notMine, ok, err)
+			}
+			if l, ok, err := tc.store.Get(ctx, tc.letters[0]); err != nil || !ok || l.ID != tc.letters[0] {
+				t.Errorf("Get(%d) = %+v, %v, %v; want the letter", tc.letters[0], l, ok, err)
+			}
+			if n, err := tc.store.Events(ctx, []string{both, onlyA, old}); err != nil || n != tc.events {
+				t.Errorf("Events = %d, %v; want %d", n, err, tc.events)
+			}
+			if o, err := tc.store.Others(ctx); err != nil || fmt.Sprint(o) != fmt.Sprint(tc.others) {
+				t.Errorf("Others = %v, %v; want %v", o, err, tc.others)
+			}
+			if shared, err := tc.store.Shared(ctx); err != nil || shared {
+				t.Errorf("Shared = %v, %v; want false", shared, err)
+			}
+		})
+	}
+}
+
+// On a cdc_dead_letter an earlier migrate made, without slot_name, every
+// letter is every pipeline's, as it was: Put adds letters without a slot
+// and finds an event set aside by any pipeline; every read sees them all.
+func TestStore_WithoutTheSlotColumnLettersAreShared(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	if _, err := pool.Exec(ctx, `ALTER TABLE cdc_dead_letter DROP COLUMN slot_name`); err != nil {
+		t.Fatal(err)
+	}
+	a, b := deadletter.New(pool, slotA), deadletter.New(pool, "pipe_b")
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_type"}}}
+	row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("10000000-0000-4000-8000-000000000001")}, {Kind: decoder.ValueText, Data: []byte("x")}},
+		Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}
+	for _, s := range []*deadletter.Store{a, b} {
+		if err := s.Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, s := range map[string]*deadletter.Store{"A": a, "B": b} {
+		if shared, err := s.Shared(ctx); err != nil || !shared {
+			t.Errorf("%s: Shared = %v, %v; want true", name, shared, err)
+		}
+		if n, err := s.Count(ctx); err != nil || n != 1 {
+			t.Errorf("%s: Count = %d, %v; want the one letter", name, n, err)
+		}
+		got, err := s.Written(ctx, 0, sink.LastLSN)
+		if err != nil || got.Len() != 1 {
+			t.Errorf("%s: Written = %d positions, %v; want 1", name, got.Len(), err)
+		}
+		if o, err := s.Others(ctx); err != nil || o != nil {
+			t.Errorf("%s: Others = %v, %v; want none", name, o, err)
+		}
+		if n, err := s.Events(ctx, []string{"10000000-0000-4000-8000-000000000001"}); err != nil || n != 1 {
+			t.Errorf("%s: Events = %d, %v; want 1", name, n, err)
+		}
+	}
+}
+
+func letterIDs(letters []deadletter.Letter) []int64 {
+	var ids []int64
+	for _, l := range letters {
+		ids = append(ids, l.ID)
+	}
+	return ids
 }

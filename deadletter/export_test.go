@@ -1,7 +1,7 @@
 package deadletter
 
-// WrittenQuery is the statement Written reads positions with.
-const WrittenQuery = writtenQuery
+// WrittenQuery is the statement Written reads positions with, slot $4.
+var WrittenQuery = writtenQuery(true)
 
 // DurableCommit is the statement Put starts its transaction with.
 const DurableCommit = durableCommit
@@ -11,3 +11,6 @@ const UnboundedStatements = unboundedStatements
 
 // ReplayLockKeys are the two keys of the advisory lock a replay holds.
 var ReplayLockKeys = [2]int64{lockClass, replayLock}
+
+// SlotColumnQuery is the statement a store looks its table's slot column up with.
+const SlotColumnQuery = slotColumnQuery

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/google/uuid"
 
 	"github.com/eventcdc/cdc/deadletter"
@@ -575,7 +576,7 @@ func TestCommands_DeadLetterReplayAfterFixingTheColumn(t *testing.T) {
 	}
 	// Another replay running holds the lock: this one is refused, and
 	// nothing changes.
-	_, release, err := deadletter.New(w.pg).LockReplay(context.Background())
+	_, release, err := deadletter.New(w.pg, "cdc_outbox").LockReplay(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -608,6 +609,112 @@ func TestCommands_DeadLetterReplayAfterFixingTheColumn(t *testing.T) {
 	// Nothing left: replaying again does nothing and succeeds.
 	if out, _, code := w.runOperator(nil, "deadletter", "replay"); code != 0 || out != "replayed 0 dead letters into event_log; 0 refused again\n" {
 		t.Fatalf("empty replay exited %d: %q", code, out)
+	}
+}
+
+// Two pipelines of one database — a second slot streaming the same
+// outbox into another ClickHouse — each keep their own dead letters. A row
+// pipeline A's ClickHouse refused is set aside for A alone: B, started
+// after A set it aside, stores it (an earlier build took it as stored and
+// skipped it, so the event was missing from B's event_log for good); B's
+// status and replay leave A's letter alone, and A's replay stores it
+// once A's column is fixed.
+func TestCommands_TwoPipelinesOfOneDatabaseKeepTheirOwnDeadLetters(t *testing.T) {
+	w := newWorld(t)
+	chB := w.env.NewClickHouse(t)
+	b := map[string]string{"CDC_CLICKHOUSE_DSN": chB, "CDC_SLOT_NAME": "cdc_second"}
+	if out, stderr, code := w.runOperator(b, "migrate"); code != 0 || !strings.Contains(out, "created replication slot cdc_second") {
+		t.Fatalf("migrate of the second pipeline exited %d:\n%s%s", code, out, stderr)
+	}
+	opts, err := clickhouse.ParseDSN(chB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connB, err := clickhouse.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { connB.Close() })
+	wb := &world{t: t, env: w.env, pgDSN: w.pgDSN, chDSN: chB, pg: w.pg, ch: connB}
+
+	// A's event_log refuses metadata_version 300; B's takes it.
+	w.chExec("ALTER TABLE event_log MODIFY COLUMN metadata_version UInt8")
+	good, bad := uuid.New(), uuid.New()
+	w.exec(`INSERT INTO outbox (id, event_type, environment, event_context, metadata_version, event_date_time) VALUES
+		($1, 'fits', 'prod', '{"a":1}', 200, '2026-05-05 05:05:05+00'),
+		($2, 'too_wide', 'prod', '{"b":2}', 300, '2026-05-05 05:05:06+00')`, good, bad)
+	a := w.start(nil)
+	w.waitRows(1, 30*time.Second)
+	waitFor(t, 30*time.Second, "A's dead letter", func() (bool, string) {
+		n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter WHERE slot_name = 'cdc_outbox'`)
+		return n == 1, fmt.Sprintf("%d dead letters", n)
+	})
+	if code, _ := a.term(15 * time.Second); code != 0 {
+		t.Fatalf("A's cdc run exited %d", code)
+	}
+
+	// B starts behind A's letter: its session's start reads the letters
+	// past its slot, and A's is not among them.
+	cb := w.start(b)
+	wb.waitRows(2, 30*time.Second)
+	if code, _ := cb.term(15 * time.Second); code != 0 {
+		t.Fatalf("B's cdc run exited %d", code)
+	}
+	if !strings.Contains(cb.out.String(), `"already_stored": 0`) {
+		t.Errorf("B's session counted rows as already stored:\n%s", cb.out.String())
+	}
+	expectEvents(t, wb.chEvents(""),
+		chEvent{ID: good, Type: "fits", Time: time.Date(2026, 5, 5, 5, 5, 5, 0, time.UTC), Environment: "prod", Context: `{"a":1}`, MetadataVersion: 200},
+		chEvent{ID: bad, Type: "too_wide", Time: time.Date(2026, 5, 5, 5, 5, 6, 0, time.UTC), Environment: "prod", Context: `{"b":2}`, MetadataVersion: 300})
+	if n := w.chCount("SELECT count() FROM event_log"); n != 1 {
+		t.Fatalf("A's event_log holds %d rows, want the one that fits", n)
+	}
+
+	// Each pipeline's status counts its own, and names the other's.
+	out, stderr, code := w.runOperator(nil, "status")
+	if code != 0 || !strings.Contains(out, "dead letters:      1\n") {
+		t.Fatalf("A's status exited %d:\n%s%s", code, out, stderr)
+	}
+	out, stderr, code = w.runOperator(b, "status")
+	if code != 0 || !strings.Contains(out, "dead letters:      0 (and 1 set aside by other slots, not this pipeline's: 1 of slot cdc_outbox)\n") {
+		t.Fatalf("B's status exited %d:\n%s%s", code, out, stderr)
+	}
+	out, stderr, code = w.runOperator(b, "status", "--json")
+	var r struct {
+		DeadLetters  int64            `json:"dead_letters"`
+		OfOtherSlots map[string]int64 `json:"dead_letters_of_other_slots"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &r) != nil || r.DeadLetters != 0 || fmt.Sprint(r.OfOtherSlots) != "map[cdc_outbox:1]" {
+		t.Fatalf("B's status --json exited %d:\n%s%s", code, out, stderr)
+	}
+	out, stderr, code = w.runOperator(b, "deadletter", "list")
+	if code != 0 || strings.Contains(out, bad.String()) {
+		t.Fatalf("B's deadletter list exited %d, or lists A's letter:\n%s%s", code, out, stderr)
+	}
+	letters := w.deadLetters()
+	if len(letters) != 1 {
+		t.Fatalf("dead letters: %+v", letters)
+	}
+	if out, stderr, code := w.runOperator(b, "deadletter", "replay", "--id", fmt.Sprint(letters[0].ID)); code != 1 || !strings.Contains(stderr, "no such dead letter") {
+		t.Fatalf("B's replay of A's letter exited %d: %q %s", code, out, stderr)
+	}
+	if out, stderr, code := w.runOperator(b, "deadletter", "replay"); code != 0 || out != "replayed 0 dead letters into event_log; 0 refused again\n" {
+		t.Fatalf("B's replay exited %d: %q %s", code, out, stderr)
+	}
+	if n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`); n != 1 {
+		t.Fatalf("%d dead letters after B's replay, want A's one", n)
+	}
+
+	w.chExec("ALTER TABLE event_log MODIFY COLUMN metadata_version UInt64")
+	if out, stderr, code := w.runOperator(nil, "deadletter", "replay"); code != 0 || out != "replayed 1 dead letters into event_log; 0 refused again\n" {
+		t.Fatalf("A's replay after the fix exited %d: %q %s", code, out, stderr)
+	}
+	w.waitRows(2, 10*time.Second)
+	if n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`); n != 0 {
+		t.Fatalf("%d dead letters after A's replay", n)
+	}
+	if n := wb.chCount("SELECT count() FROM event_log"); n != 2 {
+		t.Fatalf("B's event_log holds %d rows after A's replay, want 2", n)
 	}
 }
 

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -271,16 +272,24 @@ func TestStartup_SchemaOfAnEarlierBuildIsNamedOnceAndStreams(t *testing.T) {
 	w.exec(`DROP INDEX cdc_dead_letter_event_id`)
 	w.exec(`DROP INDEX outbox_event_date_time_id_idx`)
 	w.exec(`CREATE INDEX outbox_event_date_time_idx ON outbox (event_date_time)`)
+	w.exec(`ALTER TABLE cdc_dead_letter DROP COLUMN slot_name`)
 	const lacks = "the schema lacks what `cdc migrate` makes; run it as the admin"
 	missing := []string{
 		`"missing": "cdc_dead_letter has no index on (commit_lsn, seq) (cdc_dead_letter_position)"`,
+		`"missing": "cdc_dead_letter has no slot_name column"`,
 		`"missing": "cdc_dead_letter has no index on event_id (cdc_dead_letter_event_id)"`,
 		`"missing": "outbox has the index an earlier migrate made, on event_date_time alone, not outbox_event_date_time_id_idx on (event_date_time, id)"`,
 	}
 	for round, want := range [][]string{missing, nil} {
 		c := w.start(nil) // retention on, by default
 		w.insertEvents("upgrade", 3)
+		// A row ClickHouse refuses is set aside on either schema.
+		w.exec(`INSERT INTO outbox (event_type, environment, event_context, event_date_time) VALUES ('at_infinity', 'test', '{}', 'infinity')`)
 		w.waitRows(uint64(3*(round+1)), 30*time.Second)
+		waitFor(t, 30*time.Second, "the row at infinity set aside", func() (bool, string) {
+			n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`)
+			return n == int64(round+1), fmt.Sprintf("round %d: %d dead letters", round, n)
+		})
 		out := c.out.String()
 		if n := strings.Count(out, lacks); n != len(want) {
 			t.Fatalf("round %d: %d warnings %q, want %d:\n%s", round, n, lacks, len(want), tail(out, 20))
@@ -298,6 +307,12 @@ func TestStartup_SchemaOfAnEarlierBuildIsNamedOnceAndStreams(t *testing.T) {
 				t.Fatalf("migrate exited %d:\n%s", code, out)
 			}
 		}
+	}
+	// The letter set aside before the migrate is every pipeline's; the one
+	// after, the slot's.
+	var slots string
+	if err := w.pg.QueryRow(context.Background(), `SELECT string_agg(coalesce(slot_name, 'NULL'), ',' ORDER BY id) FROM cdc_dead_letter`).Scan(&slots); err != nil || slots != "NULL,cdc_outbox" {
+		t.Fatalf("the dead letters' slots: %q, %v; want NULL,cdc_outbox", slots, err)
 	}
 }
 

@@ -72,7 +72,7 @@ func TestReplicator_SinkDownAtSessionStartIsAFailingStore(t *testing.T) {
 	s := &unreadableSink{}
 	s.down.Store(true)
 	core, logs := observer.New(zapcore.InfoLevel)
-	rep, m, stop := h.start(s, deadletter.New(h.pool), zap.New(core), func(*replication.Config) {})
+	rep, m, stop := h.start(s, deadletter.New(h.pool, "slot"), zap.New(core), func(*replication.Config) {})
 	defer stop()
 
 	eventually(t, "four failed starts", func() bool { return testutil.ToFloat64(m.SinkErrors) >= 4 })
@@ -176,7 +176,7 @@ func TestReplicator_StoreErrorWhileABatchIsRetried(t *testing.T) {
 			defer replication.SetDeadLetterTimeout(300 * time.Millisecond)()
 			h := setup(t)
 			s := &refusingSink{}
-			rep, m, stop := h.start(s, deadletter.New(h.pool), zap.NewNop(), func(*replication.Config) {})
+			rep, m, stop := h.start(s, deadletter.New(h.pool, "slot"), zap.NewNop(), func(*replication.Config) {})
 			defer stop()
 			eventually(t, "streaming", rep.State().Streaming)
 			if err := rep.State().StoreError(); err != nil {

@@ -103,7 +103,8 @@ SELECT t.dead IS NOT NULL,
 	-- default: no grant is missing, yet every write of cdc's fails.
 	current_setting('default_transaction_read_only')::bool,
 	(SELECT source FROM pg_settings WHERE name = 'default_transaction_read_only'),
-	quote_ident(current_database())
+	quote_ident(current_database()),
+	EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = t.dead AND attname = 'slot_name' AND NOT attisdropped)
 FROM t
 LEFT JOIN LATERAL (
 	-- nextval() for the id's default needs USAGE (or UPDATE) on its
@@ -134,9 +135,10 @@ func CheckPostgres(ctx context.Context, conn pgQuerier, retention bool) ([]Lack,
 	var unusable string // schemas holding a cdc_dead_letter the role may not use
 	var readOnly bool
 	var readOnlySource, database string
+	var deadBySlot bool
 	if err := conn.QueryRow(ctx, checkPostgresQuery).Scan(&dead, &deadByEvent, &deadByPosition, &outbox, &outboxByTime, &outboxByTimeID,
 		&role, &deadSelect, &deadInsert, &seq, &seqUsage, &outboxSelect, &outboxDelete, &unusable,
-		&readOnly, &readOnlySource, &database); err != nil {
+		&readOnly, &readOnlySource, &database, &deadBySlot); err != nil {
 		return nil, fmt.Errorf("look up cdc's tables and indexes in postgres: %w", err)
 	}
 	var lacks []Lack
@@ -164,6 +166,12 @@ func CheckPostgres(ctx context.Context, conn pgQuerier, retention bool) ([]Lack,
 		lacks = append(lacks, Lack{
 			What:   "cdc_dead_letter has no index on (commit_lsn, seq) (cdc_dead_letter_position)",
 			Effect: "each replication session's start reads every dead letter the table keeps to find those past the slot; with many letters that outlasts the session's 30 s set-up and cdc stops streaming",
+		})
+	}
+	if !deadBySlot {
+		lacks = append(lacks, Lack{
+			What:   "cdc_dead_letter has no slot_name column",
+			Effect: "its letters are every pipeline's, as with earlier builds: where two pipelines (two slots) share this database, a row one pipeline's ClickHouse refused is taken as stored by the other, and replayed into one ClickHouse only",
 		})
 	}
 	if !deadByEvent {

@@ -20,6 +20,7 @@ const (
 	lackDeadLetters    = "table cdc_dead_letter does not exist"
 	lackByPosition     = "cdc_dead_letter has no index on (commit_lsn, seq) (cdc_dead_letter_position)"
 	lackByEvent        = "cdc_dead_letter has no index on event_id (cdc_dead_letter_event_id)"
+	lackBySlot         = "cdc_dead_letter has no slot_name column"
 	lackOldOutboxIndex = "outbox has the index an earlier migrate made, on event_date_time alone, not outbox_event_date_time_id_idx on (event_date_time, id)"
 	lackOutboxIndex    = "outbox has no index on event_date_time (outbox_event_date_time_id_idx)"
 )
@@ -32,6 +33,7 @@ func TestCheckPostgres_NamesWhatAnEarlierMigrateDidNotMake(t *testing.T) {
 	env := testenv.Get(t)
 	ctx := context.Background()
 	dropNewOutboxIndex := `DROP INDEX outbox_event_date_time_id_idx`
+	dropSlot := `ALTER TABLE cdc_dead_letter DROP COLUMN slot_name`
 	for _, tc := range []struct {
 		name      string
 		stmts     []string // after today's migrate
@@ -40,13 +42,15 @@ func TestCheckPostgres_NamesWhatAnEarlierMigrateDidNotMake(t *testing.T) {
 		fatal     bool
 	}{
 		{"migrated today", nil, true, nil, false},
-		{"before 1148f4b: no index by position", []string{`DROP INDEX cdc_dead_letter_position`}, true,
-			[]string{lackByPosition}, false},
-		{"before 258535c: no index on cdc_dead_letter", []string{`DROP INDEX cdc_dead_letter_position`, `DROP INDEX cdc_dead_letter_event_id`}, true,
-			[]string{lackByPosition, lackByEvent}, false},
+		{"before the slot column: letters are every pipeline's", []string{dropSlot}, true, []string{lackBySlot}, false},
+		{"before 1148f4b: no index by position", []string{dropSlot, `DROP INDEX cdc_dead_letter_position`}, true,
+			[]string{lackByPosition, lackBySlot}, false},
+		{"before 258535c: no index on cdc_dead_letter", []string{dropSlot, `DROP INDEX cdc_dead_letter_position`, `DROP INDEX cdc_dead_letter_event_id`}, true,
+			[]string{lackByPosition, lackBySlot, lackByEvent}, false},
 		{"before cbfce64: the outbox index on event_date_time alone, and no dead-letter index", []string{
-			`DROP INDEX cdc_dead_letter_position`, `DROP INDEX cdc_dead_letter_event_id`, dropNewOutboxIndex, oldIndex,
-		}, true, []string{lackByPosition, lackByEvent, lackOldOutboxIndex}, false},
+			dropSlot, `DROP INDEX cdc_dead_letter_position`, `DROP INDEX cdc_dead_letter_event_id`, dropNewOutboxIndex, oldIndex,
+		}, true, []string{lackByPosition, lackBySlot, lackByEvent, lackOldOutboxIndex}, false},
+		{"a slot column dropped and added again is found", []string{dropSlot, `ALTER TABLE cdc_dead_letter ADD COLUMN slot_name text`}, true, nil, false},
 		{"the old outbox index, retention off", []string{dropNewOutboxIndex, oldIndex}, false, nil, false},
 		{"no outbox index", []string{dropNewOutboxIndex}, true, []string{lackOutboxIndex}, false},
 		{"no outbox index, retention off", []string{dropNewOutboxIndex}, false, nil, false},

@@ -53,8 +53,18 @@ BEGIN
             seq         bigint      NOT NULL,
             row_data    jsonb       NOT NULL,
             error       text        NOT NULL,
-            created_at  timestamptz NOT NULL DEFAULT now()
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            slot_name   text
         );
+    -- The slot whose pipeline set the letter aside (deadletter.Store): two
+    -- pipelines of one database, each with its slot and its ClickHouse,
+    -- share this table, and a row one ClickHouse refused is missing from
+    -- that one only. NULL: set aside by an earlier build, every
+    -- pipeline's. Added without a default, so no row is rewritten; looked
+    -- up first, so that a migrate finding it takes no lock on the table.
+    ELSIF NOT EXISTS (SELECT 1 FROM pg_attribute
+            WHERE attrelid = to_regclass('cdc_dead_letter') AND attname = 'slot_name' AND NOT attisdropped) THEN
+        ALTER TABLE cdc_dead_letter ADD COLUMN slot_name text;
     END IF;
 END
 $dead$;

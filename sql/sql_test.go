@@ -131,6 +131,52 @@ func TestMigrate_IsIdempotentAndCreatesTheContract(t *testing.T) {
 	}
 }
 
+// A cdc_dead_letter an earlier migrate made, without slot_name, gets the
+// column from today's, with its letters kept and left every pipeline's
+// (NULL); a migrate finding the column changes nothing. A fresh table has
+// it last, as the added one is.
+func TestMigratePostgres_AddsTheSlotColumnToAnEarlierDeadLetterTable(t *testing.T) {
+	ctx := context.Background()
+	pg := connectFresh(t, testenv.Get(t))
+	if err := ddl.MigratePostgres(ctx, pg, "cdc_outbox", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	columns := func() string {
+		t.Helper()
+		var cols string
+		if err := pg.QueryRow(ctx, `SELECT string_agg(column_name || ' ' || data_type, ', ' ORDER BY ordinal_position)
+			FROM information_schema.columns WHERE table_name = 'cdc_dead_letter'`).Scan(&cols); err != nil {
+			t.Fatal(err)
+		}
+		return cols
+	}
+	const want = "id bigint, event_id uuid, commit_lsn pg_lsn, seq bigint, row_data jsonb, error text, created_at timestamp with time zone, slot_name text"
+	if got := columns(); got != want {
+		t.Fatalf("a fresh cdc_dead_letter's columns: %s; want %s", got, want)
+	}
+	if _, err := pg.Exec(ctx, `ALTER TABLE cdc_dead_letter DROP COLUMN slot_name`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pg.Exec(ctx, `INSERT INTO cdc_dead_letter (commit_lsn, seq, row_data, error) VALUES ('0/10', 1, '{"a":"1"}', 'refused'), ('0/20', 2, '{"a":"2"}', 'refused')`); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := ddl.MigratePostgres(ctx, pg, "cdc_outbox", io.Discard); err != nil {
+			t.Fatalf("migrate %d: %v", i+1, err)
+		}
+	}
+	if got := columns(); got != want {
+		t.Fatalf("cdc_dead_letter's columns after migrate: %s; want %s", got, want)
+	}
+	var letters, slotless int
+	if err := pg.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE slot_name IS NULL) FROM cdc_dead_letter`).Scan(&letters, &slotless); err != nil {
+		t.Fatal(err)
+	}
+	if letters != 2 || slotless != 2 {
+		t.Fatalf("after migrate: %d letters, %d of no slot; want 2 and 2", letters, slotless)
+	}
+}
+
 func TestCreateSlot_CreatesOnceAndKeepsEventsFromThenOn(t *testing.T) {
 	env := testenv.Get(t)
 	ctx := context.Background()

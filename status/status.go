@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"github.com/eventcdc/cdc/deadletter"
 	"github.com/eventcdc/cdc/metrics"
 	"github.com/eventcdc/cdc/retention"
 )
@@ -100,6 +101,7 @@ type Monitor struct {
 	// lettersRead is when the dead letters were last counted: once a
 	// minute, not at every poll.
 	lettersRead time.Time
+	letters     *deadletter.Store // the slot's, made at the first count
 }
 
 // lettersEvery is how often Monitor counts the dead letters, and
@@ -179,7 +181,8 @@ func (m *Monitor) pollSlot(ctx, qctx context.Context) (failed bool) {
 	return false
 }
 
-// pollLetters counts the dead letters waiting, once a minute, whatever
+// pollLetters counts the slot's dead letters waiting (deadletter.Store:
+// its own and those of no slot), once a minute, whatever
 // became of the slot's reading: a role that may not read
 // pg_replication_slots still sees its letters. A failure is counted unless
 // the slot's reading in the same poll already was.
@@ -187,11 +190,14 @@ func (m *Monitor) pollLetters(ctx, qctx context.Context, failed bool) {
 	if time.Since(m.lettersRead) < lettersEvery {
 		return
 	}
-	var waiting int64
-	if err := m.Pool.QueryRow(qctx, `SELECT count(*) FROM (SELECT FROM cdc_dead_letter LIMIT $1) AS waiting`, lettersCap).Scan(&waiting); err != nil {
+	if m.letters == nil {
+		m.letters = deadletter.New(m.Pool, m.Slot)
+	}
+	waiting, err := m.letters.CountUpTo(qctx, lettersCap)
+	if err != nil {
 		if ctx.Err() == nil && !failed {
 			m.Metrics.SlotPollErrors.Inc()
-			m.warn(fmt.Errorf("count dead letters: %w", err))
+			m.warn(err)
 		}
 		return
 	}

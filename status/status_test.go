@@ -315,33 +315,39 @@ func TestMonitor_ReportsTheRetentionHold(t *testing.T) {
 	}
 }
 
-// cdc_dead_letters_waiting counts the letters in cdc_dead_letter, once a
-// minute and up to lettersCap.
+// cdc_dead_letters_waiting counts the slot's letters in cdc_dead_letter
+// (and those of no slot), not another slot's, once a minute and up to
+// lettersCap.
 func TestMonitor_CountsDeadLettersWaiting(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pool := testenv.Get(t).MigratedPostgres(t, "pub")
 	m := metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() })
-	mon := &Monitor{Pool: pool, Slot: testenv.Name("mon"), Every: 5 * time.Second, Metrics: m, Log: zap.NewNop()}
-	letters := func(n int) {
+	slot := testenv.Name("mon")
+	mon := &Monitor{Pool: pool, Slot: slot, Every: 5 * time.Second, Metrics: m, Log: zap.NewNop()}
+	letters := func(n int, slot *string) {
 		t.Helper()
-		if _, err := pool.Exec(ctx, `INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
-			SELECT gen_random_uuid(), '0/10'::pg_lsn, g, '{}', 'refused for the test' FROM generate_series(1, $1) g`, n); err != nil {
+		if _, err := pool.Exec(ctx, `INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error, slot_name)
+			SELECT gen_random_uuid(), '0/10'::pg_lsn, g, '{}', 'refused for the test', $2 FROM generate_series(1, $1) g`, n, slot); err != nil {
 			t.Fatal(err)
 		}
 	}
+	other := "another_pipeline"
 	for _, step := range []struct {
 		name   string
 		add    int
-		recent bool // counted less than a minute ago
+		slot   *string // nil: a letter of no slot (an earlier build's)
+		recent bool    // counted less than a minute ago
 		want   float64
 	}{
-		{"none", 0, false, 0},
-		{"three added, read within the minute", 3, true, 0},
-		{"read a minute later", 0, false, 3},
-		{"past the cap", lettersCap, false, lettersCap},
+		{"none", 0, &slot, false, 0},
+		{"three added, read within the minute", 3, &slot, true, 0},
+		{"read a minute later", 0, &slot, false, 3},
+		{"another slot's letters are not counted", 5, &other, false, 3},
+		{"letters of no slot are every pipeline's", 2, nil, false, 5},
+		{"past the cap", lettersCap, &slot, false, lettersCap},
 	} {
-		letters(step.add)
+		letters(step.add, step.slot)
 		if !step.recent {
 			mon.lettersRead = time.Time{}
 		}

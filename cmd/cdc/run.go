@@ -125,7 +125,7 @@ func runRun(ctx context.Context, cfg config.Config, args []string, _ io.Writer, 
 			}
 			return err
 		},
-	}, ch, deadletter.New(pool), log.Named("replication"), m)
+	}, ch, deadletter.New(pool, cfg.SlotName), log.Named("replication"), m)
 
 	g, gctx := errgroup.WithContext(ctx)
 	// The probes first: /healthz answers while the schema check below

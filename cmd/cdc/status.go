@@ -7,6 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -39,6 +42,12 @@ type statusReport struct {
 	// DeadLettersError says why.
 	DeadLetters      *int64 `json:"dead_letters"`
 	DeadLettersError string `json:"dead_letters_error,omitempty"`
+	// DeadLettersOfOtherSlots counts, by slot, the letters other slots
+	// of this database set aside: another pipeline's (its own slot and
+	// ClickHouse), or this one's under a slot name it no longer uses.
+	// DeadLetters leaves them out; this pipeline neither skips nor
+	// replays them.
+	DeadLettersOfOtherSlots map[string]int64 `json:"dead_letters_of_other_slots,omitempty"`
 	// RetentionHeld says whether the retention hold (RetentionHold, made
 	// when a slot was created while the outbox held rows) keeps every cdc
 	// run from deleting outbox rows; null when it could not be read:
@@ -119,11 +128,17 @@ func runStatus(ctx context.Context, cfg config.Config, args []string, stdout io.
 		return err
 	}
 	if r.DeadLettersError, err = part(statusQueryTimeout, "dead letters", func(ctx context.Context) error {
-		n, err := deadletter.New(pool).Count(ctx)
-		if err == nil {
-			r.DeadLetters = &n
+		store := deadletter.New(pool, cfg.SlotName)
+		n, err := store.Count(ctx)
+		if err != nil {
+			return err
 		}
-		return err
+		others, err := store.Others(ctx)
+		if err != nil {
+			return err
+		}
+		r.DeadLetters, r.DeadLettersOfOtherSlots = &n, others
+		return nil
 	}); err != nil {
 		return err
 	}
@@ -238,7 +253,18 @@ func printOutbox(stdout io.Writer, r statusReport) {
 	if r.DeadLetters == nil {
 		fmt.Fprintln(stdout, "dead letters:      unknown (see the warning)")
 	} else {
-		fmt.Fprintf(stdout, "dead letters:      %d\n", *r.DeadLetters)
+		fmt.Fprintf(stdout, "dead letters:      %d", *r.DeadLetters)
+		if len(r.DeadLettersOfOtherSlots) > 0 {
+			slots := slices.Sorted(maps.Keys(r.DeadLettersOfOtherSlots))
+			var total int64
+			parts := make([]string, len(slots))
+			for i, slot := range slots {
+				total += r.DeadLettersOfOtherSlots[slot]
+				parts[i] = fmt.Sprintf("%d of slot %s", r.DeadLettersOfOtherSlots[slot], slot)
+			}
+			fmt.Fprintf(stdout, " (and %d set aside by other slots, not this pipeline's: %s)", total, strings.Join(parts, ", "))
+		}
+		fmt.Fprintln(stdout)
 	}
 	switch {
 	case r.RetentionHeld == nil:

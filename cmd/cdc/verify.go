@@ -227,7 +227,7 @@ func runVerify(ctx context.Context, cfg config.Config, args []string, stdout io.
 	if err != nil {
 		return err
 	}
-	rep, err := backfill.Verify(ctx, pool, ch.Conn(), backfill.VerifyOptions{Since: since, Until: until, Show: *show, RowFilter: filter})
+	rep, err := backfill.Verify(ctx, pool, ch.Conn(), backfill.VerifyOptions{Since: since, Until: until, Show: *show, RowFilter: filter, Slot: cfg.SlotName})
 	if err != nil {
 		return err
 	}
@@ -343,7 +343,7 @@ func runBackfill(ctx context.Context, cfg config.Config, args []string, stdout i
 		return err
 	}
 	sc := backfill.NewScanner(pool, rel, since, until, cfg.BatchMaxRows, cfg.BatchMaxBytes, true).Filter(filter)
-	res, err := backfill.Ship(ctx, sc, rel, ch, deadletter.New(pool), cfg.BatchMaxBytes, func(r backfill.ShipResult) {
+	res, err := backfill.Ship(ctx, sc, rel, ch, deadletter.New(pool, cfg.SlotName), cfg.BatchMaxBytes, func(r backfill.ShipResult) {
 		log.Info("backfill batch stored", zap.Int("shipped", r.Shipped), zap.Int("dead_letters", r.DeadLetters))
 	}, func(err error, wait time.Duration) {
 		log.Warn("storing a backfill batch failed; retrying", zap.Error(err), zap.Duration("retry_in", wait))
@@ -412,7 +412,7 @@ func runDeadLetterList(ctx context.Context, cfg config.Config, args []string, st
 		return err
 	}
 	defer pool.Close()
-	store := deadletter.New(pool)
+	store := deadletter.New(pool, cfg.SlotName)
 	if *asJSON {
 		setMemoryLimit(cfg)
 		return printLettersJSON(ctx, store, *limit, cfg, stdout)
@@ -526,7 +526,7 @@ func runDeadLetterReplay(ctx context.Context, cfg config.Config, args []string, 
 	}
 	defer closeBoth()
 
-	store := deadletter.New(pool)
+	store := deadletter.New(pool, cfg.SlotName)
 	held, release, err := store.LockReplay(ctx)
 	if errors.Is(err, deadletter.ErrReplayRunning) {
 		return &exitError{code: 1, err: err}
