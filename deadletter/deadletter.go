@@ -41,8 +41,7 @@ type Store struct {
 	slot string
 
 	mu     sync.Mutex
-	probed bool // the column's presence is known
-	tagged bool // cdc_dead_letter has slot_name
+	tagged bool // cdc_dead_letter has slot_name: found once, kept
 }
 
 // New uses pool, a pool of ordinary (not replication) connections, for the
@@ -50,26 +49,28 @@ type Store struct {
 func New(pool *pgxpool.Pool, slot string) *Store { return &Store{pool: pool, slot: slot} }
 
 // slotColumnQuery tells whether cdc_dead_letter, as the search path finds
-// it, exists and has the slot_name column that `cdc migrate` adds.
-const slotColumnQuery = `SELECT to_regclass('cdc_dead_letter') IS NOT NULL, EXISTS (SELECT 1 FROM pg_attribute
+// it, has the slot_name column that `cdc migrate` adds (false without the
+// table).
+const slotColumnQuery = `SELECT EXISTS (SELECT 1 FROM pg_attribute
 	WHERE attrelid = to_regclass('cdc_dead_letter') AND attname = 'slot_name' AND NOT attisdropped)`
 
-// scope reports whether the table has slot_name, looked up until the
-// table is found: a migrate that adds the column while cdc runs takes
-// effect at cdc's next start (meanwhile letters are every pipeline's, as
-// before). Without the table the caller's own statement fails, naming
-// it.
+// scope reports whether the table has slot_name. Once found the column
+// is taken as there for good (migrate never drops it); until then it is
+// looked up again at each use, so that the `cdc migrate` an operator runs
+// on the start's warning takes effect without a restart. Kept from the
+// first look-up, a cdc run started before that migrate set its letters
+// aside of no slot, for the other pipeline to skip and replay, and took
+// that pipeline's letters, tagged from its own restart on, as its own.
+// Without the table the caller's own statement fails, naming it.
 func (s *Store) scope(ctx context.Context) (tagged bool, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.probed {
-		return s.tagged, nil
+	if s.tagged {
+		return true, nil
 	}
-	var found bool
-	if err := s.pool.QueryRow(ctx, slotColumnQuery).Scan(&found, &s.tagged); err != nil {
+	if err := s.pool.QueryRow(ctx, slotColumnQuery).Scan(&s.tagged); err != nil {
 		return false, fmt.Errorf("look up cdc_dead_letter's slot_name column: %w", err)
 	}
-	s.probed = found
 	return s.tagged, nil
 }
 

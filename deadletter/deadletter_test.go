@@ -990,3 +990,69 @@ func letterIDs(letters []deadletter.Letter) []int64 {
 	}
 	return ids
 }
+
+// A cdc run started on a cdc_dead_letter without slot_name (its warning
+// at start) keeps running while `cdc migrate` adds the column, and while
+// the other pipeline, restarted, sets its letters aside under its slot.
+// From the migrate on, the running one reads, dedupes and sets aside as a
+// pipeline of its own slot. It read the column once and kept to it until
+// its restart: it took the other pipeline's letters as its own (their
+// rows as stored, skipped at its next session) and set its own aside of
+// no slot, every pipeline's, for the other to skip and to replay into
+// the other ClickHouse.
+func TestStore_TheSlotColumnCountsFromTheMigrateThatAddsIt(t *testing.T) {
+	ctx := context.Background()
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_type"}}}
+	refused := func(id string, lsn pglogrepl.LSN) []sink.Rejected {
+		row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte("x")}},
+			Pos: sink.Position{CommitLSN: lsn, Seq: 1}}
+		return []sink.Rejected{{Row: row, Err: errors.New("refused")}}
+	}
+	const before, ofB, ofA = "10000000-0000-4000-8000-000000000001", "20000000-0000-4000-8000-000000000002", "30000000-0000-4000-8000-000000000003"
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	if _, err := pool.Exec(ctx, `ALTER TABLE cdc_dead_letter DROP COLUMN slot_name`); err != nil {
+		t.Fatal(err)
+	}
+	a := deadletter.New(pool, slotA)
+	if err := a.Put(ctx, refused(before, 0x100)); err != nil {
+		t.Fatal(err)
+	}
+	if shared, err := a.Shared(ctx); err != nil || !shared {
+		t.Fatalf("before the migrate: Shared = %v, %v; want true", shared, err)
+	}
+	if err := ddl.MigratePostgres(ctx, pool, "pub", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	// The other pipeline, started after the migrate, and A, still
+	// running, each have a row refused.
+	if err := deadletter.New(pool, "pipe_b").Put(ctx, refused(ofB, 0x200)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Put(ctx, refused(ofA, 0x300)); err != nil {
+		t.Fatal(err)
+	}
+	var slots string
+	if err := pool.QueryRow(ctx, `SELECT string_agg(coalesce(slot_name, '-'), ' ' ORDER BY commit_lsn) FROM cdc_dead_letter`).Scan(&slots); err != nil {
+		t.Fatal(err)
+	}
+	if slots != "- pipe_b "+slotA {
+		t.Errorf("the letters' slots, by position: %s; want - pipe_b %s", slots, slotA)
+	}
+	if shared, err := a.Shared(ctx); err != nil || shared {
+		t.Errorf("after the migrate: Shared = %v, %v; want false", shared, err)
+	}
+	got, err := a.Written(ctx, 0, sink.LastLSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []sink.Position{{CommitLSN: 0x100, Seq: 1}, {CommitLSN: 0x300, Seq: 1}}
+	if all := slices.Collect(got.All()); !slices.Equal(all, want) {
+		t.Errorf("A's Written = %v, want %v (not B's letter at 0x200)", all, want)
+	}
+	if n, err := a.Count(ctx); err != nil || n != 2 {
+		t.Errorf("A's Count = %d, %v; want 2", n, err)
+	}
+	if o, err := a.Others(ctx); err != nil || fmt.Sprint(o) != fmt.Sprint(map[string]int64{"pipe_b": 1}) {
+		t.Errorf("A's Others = %v, %v; want pipe_b's 1", o, err)
+	}
+}
