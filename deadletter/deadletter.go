@@ -68,10 +68,22 @@ func (s *Store) scope(ctx context.Context) (tagged bool, err error) {
 	if s.tagged {
 		return true, nil
 	}
-	if err := s.pool.QueryRow(ctx, slotColumnQuery).Scan(&s.tagged); err != nil {
+	tagged, err = SlotColumn(ctx, s.pool)
+	s.tagged = tagged
+	return tagged, err
+}
+
+// SlotColumn reports whether cdc_dead_letter, as q's search path finds
+// it, has slot_name (false without the table): whether Mine tells
+// pipelines' letters apart. For a reader of the table outside Store.
+func SlotColumn(ctx context.Context, q interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}) (bool, error) {
+	var tagged bool
+	if err := q.QueryRow(ctx, slotColumnQuery).Scan(&tagged); err != nil {
 		return false, fmt.Errorf("look up cdc_dead_letter's slot_name column: %w", err)
 	}
-	return s.tagged, nil
+	return tagged, nil
 }
 
 // Shared reports whether every letter is every pipeline's: the table lacks
@@ -81,11 +93,12 @@ func (s *Store) Shared(ctx context.Context) (bool, error) {
 	return !tagged, err
 }
 
-// mine is the condition that keeps a pipeline's letters, with the slot
-// name as parameter $n: its own and those of no slot. Without the column
-// it keeps every letter; the parameter is still referenced, so that
-// PostgreSQL knows its type.
-func mine(tagged bool, n int) string {
+// Mine is the condition on cdc_dead_letter that keeps a pipeline's
+// letters, with the slot name as parameter $n: its own and those of no
+// slot. Without the column (tagged false: SlotColumn) it keeps every
+// letter; the parameter is still referenced, so that PostgreSQL knows its
+// type.
+func Mine(tagged bool, n int) string {
 	if !tagged {
 		return fmt.Sprintf("$%d::text IS NOT NULL", n)
 	}
@@ -441,7 +454,7 @@ func appendJSONString[T string | []byte](out []byte, s T) []byte {
 // operator). The slot is $4.
 func writtenQuery(tagged bool) string {
 	return `SELECT (commit_lsn - '0/0'::pg_lsn)::numeric::bigint, seq, event_id FROM cdc_dead_letter
-	WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn AND ` + mine(tagged, 4) + ` ORDER BY commit_lsn, seq LIMIT $3`
+	WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn AND ` + Mine(tagged, 4) + ` ORDER BY commit_lsn, seq LIMIT $3`
 }
 
 // Written returns the positions of the pipeline's dead letters with a
@@ -478,7 +491,7 @@ func (s *Store) Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Posi
 			rows.Close()
 			var maxLSN int64
 			err := s.pool.QueryRow(ctx, `SELECT (max(commit_lsn) - '0/0'::pg_lsn)::numeric::bigint FROM cdc_dead_letter
-				WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn AND `+mine(tagged, 3), from.String(), to.String(), s.slot).Scan(&maxLSN)
+				WHERE commit_lsn >= $1::pg_lsn AND commit_lsn < $2::pg_lsn AND `+Mine(tagged, 3), from.String(), to.String(), s.slot).Scan(&maxLSN)
 			if err != nil {
 				return nil, fmt.Errorf("read the greatest dead letter position: %w", err)
 			}
@@ -515,7 +528,7 @@ func (s *Store) List(ctx context.Context, limit int, withData bool) ([]Letter, e
 		data = "NULL::jsonb"
 	}
 	out, _, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, `+data+`, error, created_at FROM cdc_dead_letter
-		WHERE `+mine(tagged, 2)+` ORDER BY id LIMIT $1`, 0, limit, s.slot)
+		WHERE `+Mine(tagged, 2)+` ORDER BY id LIMIT $1`, 0, limit, s.slot)
 	return out, err
 }
 
@@ -530,8 +543,8 @@ func (s *Store) Listing(ctx context.Context, limit int) (letters []Letter, total
 		return nil, 0, fmt.Errorf("read dead letters: %w", err)
 	}
 	rows, err := s.pool.Query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, error, created_at,
-			(SELECT count(*) FROM cdc_dead_letter WHERE `+mine(tagged, 2)+`)
-		FROM cdc_dead_letter WHERE `+mine(tagged, 2)+` ORDER BY id LIMIT $1`, limit, s.slot)
+			(SELECT count(*) FROM cdc_dead_letter WHERE `+Mine(tagged, 2)+`)
+		FROM cdc_dead_letter WHERE `+Mine(tagged, 2)+` ORDER BY id LIMIT $1`, limit, s.slot)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read dead letters: %w", err)
 	}
@@ -568,7 +581,7 @@ func (s *Store) CountUpTo(ctx context.Context, limit int64) (int64, error) {
 		return 0, fmt.Errorf("count dead letters: %w", err)
 	}
 	var n int64
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT FROM cdc_dead_letter WHERE `+mine(tagged, 2)+` LIMIT $1) AS waiting`,
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT FROM cdc_dead_letter WHERE `+Mine(tagged, 2)+` LIMIT $1) AS waiting`,
 		limit, s.slot).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count dead letters: %w", err)
 	}
@@ -611,7 +624,7 @@ func (s *Store) Events(ctx context.Context, ids []string) (int64, error) {
 		return 0, fmt.Errorf("look up events in cdc_dead_letter: %w", err)
 	}
 	var n int64
-	if err := s.pool.QueryRow(ctx, `SELECT count(DISTINCT event_id) FROM cdc_dead_letter WHERE event_id = ANY($1::uuid[]) AND `+mine(tagged, 2),
+	if err := s.pool.QueryRow(ctx, `SELECT count(DISTINCT event_id) FROM cdc_dead_letter WHERE event_id = ANY($1::uuid[]) AND `+Mine(tagged, 2),
 		ids, s.slot).Scan(&n); err != nil {
 		return 0, fmt.Errorf("look up events in cdc_dead_letter: %w", err)
 	}
@@ -626,7 +639,7 @@ func (s *Store) LastID(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("read the newest dead letter: %w", err)
 	}
 	var id int64
-	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM cdc_dead_letter WHERE `+mine(tagged, 1), s.slot).Scan(&id); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM cdc_dead_letter WHERE `+Mine(tagged, 1), s.slot).Scan(&id); err != nil {
 		return 0, fmt.Errorf("read the newest dead letter: %w", err)
 	}
 	return id, nil
@@ -644,7 +657,7 @@ func (s *Store) Page(ctx context.Context, afterID, upTo int64, limit, maxBytes i
 		return nil, false, fmt.Errorf("read dead letters: %w", err)
 	}
 	out, cut, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter
-		WHERE id > $1 AND id <= $2 AND `+mine(tagged, 4)+` ORDER BY id LIMIT $3`, maxBytes, afterID, upTo, limit, s.slot)
+		WHERE id > $1 AND id <= $2 AND `+Mine(tagged, 4)+` ORDER BY id LIMIT $3`, maxBytes, afterID, upTo, limit, s.slot)
 	return out, cut || len(out) == limit, err
 }
 
@@ -656,7 +669,7 @@ func (s *Store) Get(ctx context.Context, id int64) (l Letter, ok bool, err error
 		return Letter{}, false, fmt.Errorf("read dead letters: %w", err)
 	}
 	out, _, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter
-		WHERE id = $1 AND `+mine(tagged, 2), 0, id, s.slot)
+		WHERE id = $1 AND `+Mine(tagged, 2), 0, id, s.slot)
 	if err != nil || len(out) == 0 {
 		return Letter{}, false, err
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/eventcdc/cdc/deadletter"
 )
 
 // Outbox counts the rows in the outbox table.
@@ -53,17 +55,25 @@ func CountOutbox(ctx context.Context, q Querier, exactUpTo int64) (Outbox, error
 	return o, nil
 }
 
-const (
-	oldestPendingQuery = oldestPendingRows + oldestPendingOrder
-	oldestPendingRows  = `SELECT o.event_date_time FROM outbox o
+// oldestPendingRows are the rows past $1 that are not the dead letters
+// of the pipeline of slot $2 (deadletter.Mine: its own and those of no
+// slot). Another pipeline's letter is a row its ClickHouse refused, which
+// this one's has not stored either until it streams it.
+func oldestPendingRows(tagged bool) string {
+	return `SELECT o.event_date_time FROM outbox o
 	WHERE o.event_date_time >= $1 AND o.event_date_time < 'infinity'
-	AND NOT EXISTS (SELECT 1 FROM cdc_dead_letter d WHERE d.event_id = o.id)`
-	oldestPendingOrder = `
+	AND NOT EXISTS (SELECT 1 FROM cdc_dead_letter d WHERE d.event_id = o.id AND ` + deadletter.Mine(tagged, 2) + `)`
+}
+
+const oldestPendingOrder = `
 	ORDER BY o.event_date_time LIMIT 1`
-)
+
+// oldestPendingQuery is OldestPending's statement, without a row filter.
+var oldestPendingQuery = oldestPendingRows(true) + oldestPendingOrder
 
 // OldestPending returns the earliest event_date_time at or after from of a
-// row that is not a dead letter; nil when there is none. A dead letter is
+// row that is not a dead letter of the pipeline of slot (its own, or one
+// of no slot: deadletter.Store); nil when there is none. A dead letter is
 // set aside, not pending: counted as lag, one refused row would read as a
 // lag growing for as long as no later event is stored. Rows at 'infinity'
 // are always left out: they are dead letters (ClickHouse holds no such
@@ -72,7 +82,11 @@ const (
 // filter (backfill.RowFilter, "" for none), leaves out the rows it does
 // not pass: cdc run is never sent them, and counted, an hour of another
 // environment's events past event_log's newest read as an hour of lag.
-func OldestPending(ctx context.Context, q Querier, from time.Time, rowFilter string) (*time.Time, error) {
+func OldestPending(ctx context.Context, q Querier, from time.Time, rowFilter, slot string) (*time.Time, error) {
+	tagged, err := deadletter.SlotColumn(ctx, q)
+	if err != nil {
+		return nil, err
+	}
 	var oldest *time.Time
 	// ORDER BY … LIMIT 1, not min(): with the anti-join PostgreSQL would
 	// read every row from `from` on (a whole backlog) for min(), where
@@ -82,13 +96,13 @@ func OldestPending(ctx context.Context, q Querier, from time.Time, rowFilter str
 	// outbox whose event_date_time has no zone, holding UTC wall clocks)
 	// as its wall clock in its own zone, and `cdc status` passes the time
 	// ClickHouse returned, in the server's zone.
-	query := oldestPendingQuery
+	query := oldestPendingRows(tagged) + oldestPendingOrder
 	if rowFilter != "" {
 		// Its columns are unqualified, which here name the outbox's: the
 		// dead letters are only in the subquery.
-		query = oldestPendingRows + "\n\tAND (" + rowFilter + ")" + oldestPendingOrder
+		query = oldestPendingRows(tagged) + "\n\tAND (" + rowFilter + ")" + oldestPendingOrder
 	}
-	err := q.QueryRow(ctx, query, from.UTC()).Scan(&oldest)
+	err = q.QueryRow(ctx, query, from.UTC(), slot).Scan(&oldest)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

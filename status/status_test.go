@@ -131,7 +131,7 @@ func TestOldestPending_LeavesOutRowsAtInfinity(t *testing.T) {
 		{"after every finite row", t2.Add(time.Second), nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := OldestPending(ctx, pool, tt.from, "")
+			got, err := OldestPending(ctx, pool, tt.from, "", slot)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -229,7 +229,7 @@ func TestOldestPending_LeavesOutDeadLetters(t *testing.T) {
 		VALUES ($1::uuid, '0/100', 1, '{}', 'refused')`, refused); err != nil {
 		t.Fatal(err)
 	}
-	got, err := OldestPending(ctx, pool, t1, "")
+	got, err := OldestPending(ctx, pool, t1, "", slot)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,10 +239,73 @@ func TestOldestPending_LeavesOutDeadLetters(t *testing.T) {
 	if _, err := pool.Exec(ctx, `DELETE FROM outbox WHERE event_date_time = $1`, t2); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := OldestPending(ctx, pool, t1, ""); err != nil || got != nil {
+	if got, err := OldestPending(ctx, pool, t1, "", slot); err != nil || got != nil {
 		t.Fatalf("OldestPending with only a dead letter left = %v, %v; want none", got, err)
 	}
 }
+
+// slot is the pipeline the tests read the lag of.
+const slot = "pipe_a"
+
+// Another pipeline's dead letter (another slot's: its ClickHouse refused
+// the row) is pending for this one, which has not stored it: left out, it
+// hid this pipeline's lag behind it, 0 when it was the last row. Its own
+// letters, and those of no slot (an earlier build's), are set aside, and
+// on a table without slot_name every letter is.
+func TestOldestPending_LeavesOutOnlyThePipelinesDeadLetters(t *testing.T) {
+	ctx := context.Background()
+	t1 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	t2 := t1.Add(time.Hour)
+	for _, tc := range []struct {
+		name   string
+		column bool    // cdc_dead_letter has slot_name
+		slot   *string // of the letter of the row at t1
+		want   *time.Time
+	}{
+		{"another slot's letter", true, ptr("pipe_b"), &t1},
+		{"the pipeline's letter", true, ptr(slot), &t2},
+		{"a letter of no slot", true, nil, &t2},
+		{"a letter on a table without slot_name", false, nil, &t2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pool := testenv.Get(t).MigratedPostgres(t, "pub")
+			var refused string
+			for i, at := range []time.Time{t1, t2} {
+				var id string
+				if err := pool.QueryRow(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+					VALUES ('e', 'test', '{}', $1) RETURNING id::text`, at).Scan(&id); err != nil {
+					t.Fatal(err)
+				}
+				if i == 0 {
+					refused = id
+				}
+			}
+			if !tc.column {
+				if _, err := pool.Exec(ctx, `ALTER TABLE cdc_dead_letter DROP COLUMN slot_name`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := pool.Exec(ctx, `INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
+				VALUES ($1::uuid, '0/100', 1, '{}', 'refused')`, refused); err != nil {
+				t.Fatal(err)
+			}
+			if tc.slot != nil {
+				if _, err := pool.Exec(ctx, `UPDATE cdc_dead_letter SET slot_name = $1`, *tc.slot); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := OldestPending(ctx, pool, t1, "", slot)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got == nil || !got.Equal(*tc.want) {
+				t.Fatalf("OldestPending of pipeline %s = %v, want %s", slot, got, tc.want)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // The oldest pending row is found by walking the outbox's index from the
 // time asked, not by reading every row after it: after a ClickHouse
@@ -260,14 +323,14 @@ func TestOldestPending_ReadsFewBlocksOfABacklog(t *testing.T) {
 		}
 	}
 	var out string
-	if err := pool.QueryRow(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+oldestPendingQuery, time.Now().Add(-2*time.Hour)).Scan(&out); err != nil {
+	if err := pool.QueryRow(ctx, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "+oldestPendingQuery, time.Now().Add(-2*time.Hour), slot).Scan(&out); err != nil {
 		t.Fatal(err)
 	}
 	plan := testenv.ParsePlan(t, out)
 	if blocks := plan.SharedHitBlocks + plan.SharedReadBlocks; blocks > 50 {
 		t.Fatalf("the oldest pending row of 100,000 read %d blocks, want at most 50:\n%+v", blocks, plan.Nodes())
 	}
-	if got, err := OldestPending(ctx, pool, time.Now().Add(-2*time.Hour), ""); err != nil || got == nil {
+	if got, err := OldestPending(ctx, pool, time.Now().Add(-2*time.Hour), "", slot); err != nil || got == nil {
 		t.Fatalf("OldestPending = %v, %v; want the first of the backlog", got, err)
 	}
 }
@@ -414,7 +477,7 @@ func TestOldestPending_ZonelessTimesAreUTC(t *testing.T) {
 	for _, zone := range []*time.Location{time.UTC, time.FixedZone("west", -5*3600), time.FixedZone("east", 9*3600)} {
 		t.Run(zone.String(), func(t *testing.T) {
 			from := t1.Add(time.Second).In(zone)
-			got, err := OldestPending(ctx, pool, from, "")
+			got, err := OldestPending(ctx, pool, from, "", slot)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -320,7 +320,7 @@ func lagSeconds(ctx context.Context, pool status.Querier, cfg config.Config, s s
 	if err != nil {
 		return nil, err
 	}
-	oldest, err := status.OldestPending(ctx, pool, newest.Truncate(time.Second).Add(time.Second), filter)
+	oldest, err := status.OldestPending(ctx, pool, newest.Truncate(time.Second).Add(time.Second), filter, cfg.SlotName)
 	if err != nil {
 		return nil, fmt.Errorf("read the oldest pending outbox row: %w", err)
 	}
