@@ -661,8 +661,23 @@ func (s *Store) Page(ctx context.Context, afterID, upTo int64, limit, maxBytes i
 	return out, cut || len(out) == limit, err
 }
 
+// OtherSlotError is a letter asked for by id (`cdc deadletter replay
+// --id`) that another slot set aside: not this pipeline's to replay, but
+// there, in the other pipeline's `cdc deadletter list` and in psql.
+type OtherSlotError struct {
+	ID   int64
+	Slot string // the letter's
+	Own  string // the pipeline's that asked
+}
+
+func (e *OtherSlotError) Error() string {
+	return fmt.Sprintf("dead letter %d is slot %s's, another pipeline's, not that of slot %s (CDC_SLOT_NAME): "+
+		"replay it with the other pipeline's CDC_SLOT_NAME and CDC_CLICKHOUSE_DSN", e.ID, e.Slot, e.Own)
+}
+
 // Get returns the pipeline's dead letter with that id; ok is false when
-// it has none: another slot's letter is not this pipeline's to replay.
+// there is none. Another slot's letter is not this pipeline's to replay:
+// a *OtherSlotError names its slot.
 func (s *Store) Get(ctx context.Context, id int64) (l Letter, ok bool, err error) {
 	tagged, err := s.scope(ctx)
 	if err != nil {
@@ -670,10 +685,23 @@ func (s *Store) Get(ctx context.Context, id int64) (l Letter, ok bool, err error
 	}
 	out, _, err := s.query(ctx, `SELECT id, event_id::text, commit_lsn::text, seq, row_data, error, created_at FROM cdc_dead_letter
 		WHERE id = $1 AND `+Mine(tagged, 2), 0, id, s.slot)
-	if err != nil || len(out) == 0 {
+	if err != nil {
 		return Letter{}, false, err
 	}
-	return out[0], true, nil
+	if len(out) > 0 {
+		return out[0], true, nil
+	}
+	if !tagged {
+		return Letter{}, false, nil
+	}
+	var slot string
+	switch err := s.pool.QueryRow(ctx, `SELECT slot_name FROM cdc_dead_letter WHERE id = $1 AND slot_name <> $2`, id, s.slot).Scan(&slot); {
+	case errors.Is(err, pgx.ErrNoRows):
+		return Letter{}, false, nil
+	case err != nil:
+		return Letter{}, false, fmt.Errorf("read dead letter %d's slot: %w", id, err)
+	}
+	return Letter{}, false, &OtherSlotError{ID: id, Slot: slot, Own: s.slot}
 }
 
 // query reads letters, stopping once their values reach maxBytes (0: no

@@ -926,8 +926,9 @@ func TestStore_TwoPipelinesKeepTheirOwnLetters(t *testing.T) {
 			if last, err := tc.store.LastID(ctx); err != nil || last != tc.lastLetter {
 				t.Errorf("LastID = %d, %v; want %d", last, err, tc.lastLetter)
 			}
-			if _, ok, err := tc.store.Get(ctx, tc.notMine); err != nil || ok {
-				t.Errorf("Get(another slot's letter %d) = %v, %v; want none", tc.notMine, ok, err)
+			var other *deadletter.OtherSlotError
+			if _, ok, err := tc.store.Get(ctx, tc.notMine); !errors.As(err, &other) || ok || other.ID != tc.notMine {
+				t.Errorf("Get(another slot's letter %d) = %v, %v; want an OtherSlotError", tc.notMine, ok, err)
 			}
 			if l, ok, err := tc.store.Get(ctx, tc.letters[0]); err != nil || !ok || l.ID != tc.letters[0] {
 				t.Errorf("Get(%d) = %+v, %v, %v; want the letter", tc.letters[0], l, ok, err)
@@ -1054,5 +1055,44 @@ func TestStore_TheSlotColumnCountsFromTheMigrateThatAddsIt(t *testing.T) {
 	}
 	if o, err := a.Others(ctx); err != nil || fmt.Sprint(o) != fmt.Sprint(map[string]int64{"pipe_b": 1}) {
 		t.Errorf("A's Others = %v, %v; want pipe_b's 1", o, err)
+	}
+}
+
+// `cdc deadletter replay --id` of another pipeline's letter says whose it
+// is and how to replay it; it said "no such dead letter", of a letter the
+// other pipeline's list shows, and psql too. An id of no letter, and one
+// of the pipeline's, are read as ever.
+func TestStore_GetOfAnotherSlotsLetterNamesItsSlot(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	var ofB, ofA, ofNone int64
+	if err := pool.QueryRow(ctx, `WITH l AS (INSERT INTO cdc_dead_letter (commit_lsn, seq, row_data, error, slot_name)
+		VALUES ('0/100', 1, '{}', 'refused', 'pipe_b'), ('0/200', 1, '{}', 'refused', $1), ('0/300', 1, '{}', 'refused', NULL) RETURNING id, slot_name)
+		SELECT (SELECT id FROM l WHERE slot_name = 'pipe_b'), (SELECT id FROM l WHERE slot_name = $1), (SELECT id FROM l WHERE slot_name IS NULL)`, slotA).
+		Scan(&ofB, &ofA, &ofNone); err != nil {
+		t.Fatal(err)
+	}
+	store := deadletter.New(pool, slotA)
+	for _, tc := range []struct {
+		name string
+		id   int64
+		ok   bool
+		err  string
+	}{
+		{"another slot's", ofB, false, fmt.Sprintf("dead letter %d is slot pipe_b's, another pipeline's, not that of slot %s (CDC_SLOT_NAME): "+
+			"replay it with the other pipeline's CDC_SLOT_NAME and CDC_CLICKHOUSE_DSN", ofB, slotA)},
+		{"the pipeline's", ofA, true, ""},
+		{"of no slot", ofNone, true, ""},
+		{"none", ofNone + 100, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, ok, err := store.Get(ctx, tc.id)
+			if msg := fmt.Sprint(err); tc.err == "" && err != nil || tc.err != "" && msg != tc.err {
+				t.Fatalf("Get(%d) error: %v; want %q", tc.id, err, tc.err)
+			}
+			if ok != tc.ok || ok && l.ID != tc.id {
+				t.Fatalf("Get(%d) = %d, %v; want ok %v", tc.id, l.ID, ok, tc.ok)
+			}
+		})
 	}
 }

@@ -695,8 +695,12 @@ func TestCommands_TwoPipelinesOfOneDatabaseKeepTheirOwnDeadLetters(t *testing.T)
 	if len(letters) != 1 {
 		t.Fatalf("dead letters: %+v", letters)
 	}
-	if out, stderr, code := w.runOperator(b, "deadletter", "replay", "--id", fmt.Sprint(letters[0].ID)); code != 1 || !strings.Contains(stderr, "no such dead letter") {
-		t.Fatalf("B's replay of A's letter exited %d: %q %s", code, out, stderr)
+	// B's replay of A's letter names its slot: "no such dead letter", of
+	// a letter A lists, sent the operator looking for what took it.
+	notB := fmt.Sprintf("dead letter %d is slot cdc_outbox's, another pipeline's, not that of slot cdc_second (CDC_SLOT_NAME): "+
+		"replay it with the other pipeline's CDC_SLOT_NAME and CDC_CLICKHOUSE_DSN", letters[0].ID)
+	if out, stderr, code := w.runOperator(b, "deadletter", "replay", "--id", fmt.Sprint(letters[0].ID)); code != 1 || !strings.Contains(stderr, notB) {
+		t.Fatalf("B's replay of A's letter exited %d: %q %s; want 1 and %q", code, out, stderr, notB)
 	}
 	if out, stderr, code := w.runOperator(b, "deadletter", "replay"); code != 0 || out != "replayed 0 dead letters into event_log; 0 refused again\n" {
 		t.Fatalf("B's replay exited %d: %q %s", code, out, stderr)
