@@ -177,6 +177,50 @@ func TestMigratePostgres_AddsTheSlotColumnToAnEarlierDeadLetterTable(t *testing.
 	}
 }
 
+// A migrate that finds slot_name takes no lock that waits for a reader of
+// cdc_dead_letter (an operator's transaction left open after a SELECT, a
+// long `cdc deadletter list --json`): an ALTER TABLE queued behind one
+// would hold up, for as long as the reader lasts, every Put and session
+// start of cdc run, queued behind the ALTER. Run on every deploy, an ADD
+// COLUMN IF NOT EXISTS would; the one that adds the column, once, does.
+func TestMigratePostgres_FindingTheSlotColumnWaitsForNoReader(t *testing.T) {
+	ctx := context.Background()
+	dsn := testenv.Get(t).NewPostgres(t)
+	admin := connect(t, dsn)
+	if err := ddl.MigratePostgres(ctx, admin, "cdc_outbox", io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		column  bool // cdc_dead_letter has slot_name when the reader starts
+		waiting bool // the migrate waits for the reader
+	}{
+		{"the column there", true, false},
+		{"the column to add", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tc.column {
+				exec(t, admin, `ALTER TABLE cdc_dead_letter DROP COLUMN slot_name`)
+			}
+			reader := connect(t, dsn)
+			tx, err := reader.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx) //nolint:errcheck // the test's reader
+			if _, err := tx.Exec(ctx, `SELECT count(*) FROM cdc_dead_letter`); err != nil {
+				t.Fatal(err)
+			}
+			impatient := connect(t, dsn)
+			exec(t, impatient, `SET lock_timeout = '500ms'`)
+			err = ddl.MigratePostgres(ctx, impatient, "cdc_outbox", io.Discard)
+			if waited := err != nil && strings.Contains(err.Error(), "lock timeout"); waited != tc.waiting || !tc.waiting && err != nil {
+				t.Fatalf("migrate beside a reader of cdc_dead_letter under a lock_timeout of 500ms: %v; want a lock timeout: %v", err, tc.waiting)
+			}
+		})
+	}
+}
+
 func TestCreateSlot_CreatesOnceAndKeepsEventsFromThenOn(t *testing.T) {
 	env := testenv.Get(t)
 	ctx := context.Background()
