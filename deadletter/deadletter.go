@@ -35,7 +35,7 @@ import (
 // own. A letter without a slot (set aside by a build before slot_name,
 // or on a table an earlier migrate made) is every pipeline's, as it was.
 // On such a table, until `cdc migrate` adds the column, every letter is
-// every pipeline's (Shared).
+// every pipeline's.
 type Store struct {
 	pool *pgxpool.Pool
 	slot string
@@ -84,13 +84,6 @@ func SlotColumn(ctx context.Context, q interface {
 		return false, fmt.Errorf("look up cdc_dead_letter's slot_name column: %w", err)
 	}
 	return tagged, nil
-}
-
-// Shared reports whether every letter is every pipeline's: the table lacks
-// slot_name (an earlier build's migrate), so letters cannot be told apart.
-func (s *Store) Shared(ctx context.Context) (bool, error) {
-	tagged, err := s.scope(ctx)
-	return !tagged, err
 }
 
 // Mine is the condition on cdc_dead_letter that keeps a pipeline's

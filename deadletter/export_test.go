@@ -1,5 +1,7 @@
 package deadletter
 
+import "context"
+
 // WrittenQuery is the statement Written reads positions with, slot $4.
 var WrittenQuery = writtenQuery(true)
 
@@ -14,3 +16,10 @@ var ReplayLockKeys = [2]int64{lockClass, replayLock}
 
 // SlotColumnQuery is the statement a store looks its table's slot column up with.
 const SlotColumnQuery = slotColumnQuery
+
+// Shared reports whether every letter is every pipeline's: the table lacks
+// slot_name, as an earlier build's migrate left it.
+func (s *Store) Shared(ctx context.Context) (bool, error) {
+	tagged, err := s.scope(ctx)
+	return !tagged, err
+}
