@@ -100,7 +100,7 @@ func New(reg prometheus.Registerer, now func() int64, opts ...Option) *Metrics {
 		DeadLetters: f.NewCounter(prometheus.CounterOpts{Name: "cdc_dead_letters_total",
 			Help: "Rows the sink refused, set aside in cdc_dead_letter (a row already there is not added again)."}),
 		LettersWaiting: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_dead_letters_waiting",
-			Help: "Dead letters in cdc_dead_letter, waiting for a replay or a delete, counted up to 10,000 and read once a minute; kept at its last reading while the read fails."}),
+			Help: "The pipeline's dead letters in cdc_dead_letter (its slot's and those of no slot; another pipeline's of the database are not counted), waiting for a replay or a delete, counted up to 10,000 and read once a minute; kept at its last reading while the read fails."}),
 		BufferBytes: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_buffer_bytes",
 			Help: "Payload bytes held in memory: the open batch plus batches waiting for or in the sink."}),
 		LastFlush: f.NewGauge(prometheus.GaugeOpts{Name: "cdc_last_flush_timestamp_seconds",
