@@ -14,7 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -40,8 +40,7 @@ type Store struct {
 	pool *pgxpool.Pool
 	slot string
 
-	mu     sync.Mutex
-	tagged bool // cdc_dead_letter has slot_name: found once, kept
+	tagged atomic.Bool // cdc_dead_letter has slot_name: found once, kept
 }
 
 // New uses pool, a pool of ordinary (not replication) connections, for the
@@ -61,15 +60,17 @@ const slotColumnQuery = `SELECT EXISTS (SELECT 1 FROM pg_attribute
 // first look-up, a cdc run started before that migrate set its letters
 // aside of no slot, for the other pipeline to skip and replay, and took
 // that pipeline's letters, tagged from its own restart on, as its own.
-// Without the table the caller's own statement fails, naming it.
+// Without the table the caller's own statement fails, naming it. No lock
+// is held across the look-up: callers at once (the writers' Puts) each
+// look, each bounded by its own context, none waiting on another's.
 func (s *Store) scope(ctx context.Context) (tagged bool, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.tagged {
+	if s.tagged.Load() {
 		return true, nil
 	}
 	tagged, err = SlotColumn(ctx, s.pool)
-	s.tagged = tagged
+	if tagged {
+		s.tagged.Store(true)
+	}
 	return tagged, err
 }
 
