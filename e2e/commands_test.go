@@ -1471,7 +1471,7 @@ func TestCommands_RunWithoutADeadLetterGrantExitsOneNamingIt(t *testing.T) {
 		{"sequence", `REVOKE USAGE ON SEQUENCE cdc_dead_letter_id_seq FROM %s`,
 			"schema: role %[1]s has no USAGE on sequence public.cdc_dead_letter_id_seq: the rows ClickHouse refuses are set aside in cdc_dead_letter, whose ids it numbers, so at the first one cdc would stop acknowledging and retry for ever: GRANT USAGE ON SEQUENCE public.cdc_dead_letter_id_seq TO %[1]s: grant, as the admin, what the role cdc connects as lacks (docs/operations.md, Grants)"},
 		{"read-only", `ALTER ROLE %s SET default_transaction_read_only = on`,
-			"schema: role %[1]s's transactions are read-only (default_transaction_read_only = on, set for the role): PostgreSQL refuses every write of cdc's: the rows ClickHouse refuses are set aside in cdc_dead_letter, so at the first one cdc would stop acknowledging and retry for ever, and each retention sweep (CDC_OUTBOX_RETENTION) fails: ALTER ROLE %[1]s SET default_transaction_read_only = off: grant, as the admin, what the role cdc connects as lacks (docs/operations.md, Grants)"},
+			"schema: role %[1]s's transactions are read-only (default_transaction_read_only = on, set for the role): PostgreSQL refuses every write of cdc's: the rows ClickHouse refuses are set aside in cdc_dead_letter, so at the first one cdc would stop acknowledging and retry for ever, and each retention sweep (CDC_OUTBOX_RETENTION) fails: as a superuser, ALTER ROLE %[1]s SET default_transaction_read_only = off: lift the setting that makes the role cdc connects as read-only (docs/operations.md, Grants)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t)

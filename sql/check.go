@@ -18,6 +18,12 @@ var ErrNotMigrated = errors.New("run `cdc migrate` as the admin")
 // without: an admin grants it (migrate does not: it runs as another role).
 var ErrNotGranted = errors.New("grant, as the admin, what the role cdc connects as lacks (docs/operations.md, Grants)")
 
+// ErrReadOnly is a role whose transactions are read-only by default: no
+// privilege the admin could grant, but a setting to lift where it is
+// made, which the lack's Grant names along with who may (the admin of
+// docs/operations.md may not alter a role).
+var ErrReadOnly = errors.New("lift the setting that makes the role cdc connects as read-only (docs/operations.md, Grants)")
+
 // Lack is something `cdc migrate` makes that a schema lacks: never
 // migrated, or migrated by an earlier build and not since. `cdc run` looks
 // once at its start (CheckPostgres, CheckClickHouse): a Fatal lack stops
@@ -29,37 +35,49 @@ type Lack struct {
 	// Grant is, for a privilege the role cdc connects as lacks, the
 	// statement an admin runs to give it; "" for what migrate makes.
 	Grant string
+	// ReadOnly is a read-only default rather than a privilege: Grant
+	// lifts it, and says who may.
+	ReadOnly bool
 }
 
 // Fatal is the error for the fatal lacks among lacks, wrapping
-// ErrNotMigrated for what migrate makes and ErrNotGranted for a missing
-// privilege; nil when there are none.
+// ErrNotMigrated for what migrate makes, ErrNotGranted for a missing
+// privilege and ErrReadOnly for a read-only role; nil when there are none.
 func Fatal(lacks []Lack) error {
-	var migrate, grant []string
+	var migrate, grant, readOnly []string
 	for _, l := range lacks {
 		switch {
 		case !l.Fatal:
+		case l.ReadOnly:
+			readOnly = append(readOnly, l.What+": "+l.Effect+": "+l.Grant)
 		case l.Grant != "":
 			grant = append(grant, l.What+": "+l.Effect+": "+l.Grant)
 		default:
 			migrate = append(migrate, l.What+": "+l.Effect)
 		}
 	}
-	var errMigrate, errGrant error
-	if len(migrate) > 0 {
-		errMigrate = fmt.Errorf("%s: %w", strings.Join(migrate, "; "), ErrNotMigrated)
+	var errs []error
+	for _, g := range []struct {
+		lines []string
+		err   error
+	}{{migrate, ErrNotMigrated}, {readOnly, ErrReadOnly}, {grant, ErrNotGranted}} {
+		if len(g.lines) > 0 {
+			errs = append(errs, fmt.Errorf("%s: %w", strings.Join(g.lines, "; "), g.err))
+		}
 	}
-	if len(grant) > 0 {
-		errGrant = fmt.Errorf("%s: %w", strings.Join(grant, "; "), ErrNotGranted)
+	switch len(errs) {
+	case 0:
+		return nil
+	case 1:
+		return errs[0]
 	}
-	switch {
-	case errMigrate != nil && errGrant != nil:
-		// One line, as every other error cdc run logs.
-		return fmt.Errorf("%w; %w", errMigrate, errGrant)
-	case errMigrate != nil:
-		return errMigrate
+	// One line, as every other error cdc run logs.
+	format := strings.TrimSuffix(strings.Repeat("%w; ", len(errs)), "; ")
+	args := make([]any, len(errs))
+	for i, err := range errs {
+		args[i] = err
 	}
-	return errGrant
+	return fmt.Errorf(format, args...)
 }
 
 // checkPostgresQuery reads, from the catalogs alone, what of migrate's
@@ -256,6 +274,10 @@ func readOnlyLack(role, database, source string, retention bool) Lack {
 	if retention {
 		effect += ", and each retention sweep (CDC_OUTBOX_RETENTION) fails"
 	}
+	// ALTER ROLE takes a superuser (PostgreSQL 15: or CREATEROLE): the
+	// admin of docs/operations.md, the tables' owner, is refused it
+	// ("permission denied"), so the fix says who runs it.
+	const superuser = "as a superuser, "
 	var where, fix string
 	switch source {
 	case "client":
@@ -263,22 +285,23 @@ func readOnlyLack(role, database, source string, retention bool) Lack {
 		fix = "take default_transaction_read_only out of CDC_PG_DSN's options and PGOPTIONS"
 	case "database user":
 		where = "for the role in database " + database
-		fix = "ALTER ROLE " + role + " IN DATABASE " + database + " SET default_transaction_read_only = off"
+		fix = superuser + "ALTER ROLE " + role + " IN DATABASE " + database + " SET default_transaction_read_only = off"
 	case "user":
 		where = "for the role"
-		fix = "ALTER ROLE " + role + " SET default_transaction_read_only = off"
+		fix = superuser + "ALTER ROLE " + role + " SET default_transaction_read_only = off"
 	case "database":
 		where = "for database " + database
-		fix = "ALTER ROLE " + role + " SET default_transaction_read_only = off"
+		fix = superuser + "ALTER ROLE " + role + " SET default_transaction_read_only = off"
 	default:
 		where = "in the server's configuration (" + source + ")"
-		fix = "ALTER ROLE " + role + " SET default_transaction_read_only = off"
+		fix = superuser + "ALTER ROLE " + role + " SET default_transaction_read_only = off"
 	}
 	return Lack{
-		What:   "role " + role + "'s transactions are read-only (default_transaction_read_only = on, set " + where + ")",
-		Effect: effect,
-		Fatal:  true,
-		Grant:  fix,
+		What:     "role " + role + "'s transactions are read-only (default_transaction_read_only = on, set " + where + ")",
+		Effect:   effect,
+		Fatal:    true,
+		Grant:    fix,
+		ReadOnly: true,
 	}
 }
 

@@ -257,6 +257,51 @@ func TestFatal_NamesMigrateAndGrantsTogether(t *testing.T) {
 	}
 }
 
+// A read-only role is named with the setting to lift, not as a grant
+// the admin lacks, also beside the other two kinds, in one line.
+func TestFatal_NamesAReadOnlyRoleApartFromGrants(t *testing.T) {
+	readOnly := ddl.Lack{What: "role r's transactions are read-only", Effect: "writes nothing", Fatal: true,
+		Grant: "as a superuser, ALTER ROLE r SET default_transaction_read_only = off", ReadOnly: true}
+	grant := ddl.Lack{What: "role r has no SELECT on cdc_dead_letter", Effect: "never streams", Fatal: true, Grant: "GRANT SELECT ON cdc_dead_letter TO r"}
+	migrate := ddl.Lack{What: "table event_log does not exist", Effect: "nowhere to store", Fatal: true}
+	const (
+		readOnlyLine = "role r's transactions are read-only: writes nothing: as a superuser, ALTER ROLE r SET default_transaction_read_only = off: lift the setting that makes the role cdc connects as read-only (docs/operations.md, Grants)"
+		grantLine    = "role r has no SELECT on cdc_dead_letter: never streams: GRANT SELECT ON cdc_dead_letter TO r: grant, as the admin, what the role cdc connects as lacks (docs/operations.md, Grants)"
+		migrateLine  = "table event_log does not exist: nowhere to store: run `cdc migrate` as the admin"
+	)
+	for _, tc := range []struct {
+		name  string
+		lacks []ddl.Lack
+		want  string
+		is    []error
+		isNot []error
+	}{
+		{"read-only alone", []ddl.Lack{readOnly}, readOnlyLine,
+			[]error{ddl.ErrReadOnly}, []error{ddl.ErrNotGranted, ddl.ErrNotMigrated}},
+		{"read-only and a grant", []ddl.Lack{grant, readOnly}, readOnlyLine + "; " + grantLine,
+			[]error{ddl.ErrReadOnly, ddl.ErrNotGranted}, []error{ddl.ErrNotMigrated}},
+		{"all three", []ddl.Lack{grant, readOnly, migrate}, migrateLine + "; " + readOnlyLine + "; " + grantLine,
+			[]error{ddl.ErrReadOnly, ddl.ErrNotGranted, ddl.ErrNotMigrated}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ddl.Fatal(tc.lacks)
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("Fatal = %v, want %q", err, tc.want)
+			}
+			for _, target := range tc.is {
+				if !errors.Is(err, target) {
+					t.Errorf("Fatal = %v, want it to wrap %v", err, target)
+				}
+			}
+			for _, target := range tc.isNot {
+				if errors.Is(err, target) {
+					t.Errorf("Fatal = %v, want it not to wrap %v", err, target)
+				}
+			}
+		})
+	}
+}
+
 // The tables are found as cdc's other queries find them, through the
 // search path: an outbox and dead letters in another schema on it count.
 func TestCheckPostgres_FindsTheTablesOnTheSearchPath(t *testing.T) {
@@ -371,17 +416,17 @@ func TestCheckPostgres_NamesARoleWhoseTransactionsAreReadOnly(t *testing.T) {
 		set     string // {role} is the role, {db} the database
 		options string // of the role's connection
 		what    string // {role} is the role, {db} the database
-		fix     string
+		fix     string // SQL after "as a superuser, " is run as one to lift it
 	}{
 		{"for the role", `ALTER ROLE {role} SET default_transaction_read_only = on`, "",
 			"role {role}'s transactions are read-only (default_transaction_read_only = on, set for the role)",
-			"ALTER ROLE {role} SET default_transaction_read_only = off"},
+			"as a superuser, ALTER ROLE {role} SET default_transaction_read_only = off"},
 		{"for the role in the database", `ALTER ROLE {role} IN DATABASE {db} SET default_transaction_read_only = on`, "",
 			"role {role}'s transactions are read-only (default_transaction_read_only = on, set for the role in database {db})",
-			"ALTER ROLE {role} IN DATABASE {db} SET default_transaction_read_only = off"},
+			"as a superuser, ALTER ROLE {role} IN DATABASE {db} SET default_transaction_read_only = off"},
 		{"for the database", `ALTER DATABASE {db} SET default_transaction_read_only = on`, "",
 			"role {role}'s transactions are read-only (default_transaction_read_only = on, set for database {db})",
-			"ALTER ROLE {role} SET default_transaction_read_only = off"},
+			"as a superuser, ALTER ROLE {role} SET default_transaction_read_only = off"},
 		{"by the DSN", "", "-c default_transaction_read_only=on",
 			"role {role}'s transactions are read-only (default_transaction_read_only = on, set by CDC_PG_DSN's options or PGOPTIONS)",
 			"take default_transaction_read_only out of CDC_PG_DSN's options and PGOPTIONS"},
@@ -443,8 +488,29 @@ func TestCheckPostgres_NamesARoleWhoseTransactionsAreReadOnly(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "read-only transaction") {
 				t.Fatalf("INSERT as the role: %v; want it refused as read-only", err)
 			}
-			if err := ddl.Fatal(lacks); err == nil || !strings.HasPrefix(err.Error(), what+": ") || !strings.Contains(err.Error(), ": "+fix+": ") {
+			err = ddl.Fatal(lacks)
+			if err == nil || !strings.HasPrefix(err.Error(), what+": ") || !strings.Contains(err.Error(), ": "+fix+": ") {
 				t.Fatalf("Fatal = %v; want it to name %q and %q", err, what, fix)
+			}
+			// No grant lifts it, and the admin that grants (the tables'
+			// owner) may not ALTER ROLE: PostgreSQL answers it
+			// "permission denied".
+			if strings.Contains(err.Error(), "grant, as the admin") {
+				t.Fatalf("Fatal = %v; want no grant as the admin asked for a setting", err)
+			}
+			// The statement named lifts it, run as who it names.
+			stmt, ok := strings.CutPrefix(fix, "as a superuser, ")
+			if !ok {
+				return
+			}
+			exec(t, conn, stmt)
+			again, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer again.Close(ctx)
+			if lacks, err := ddl.CheckPostgres(ctx, again, true); err != nil || len(lacks) != 0 {
+				t.Fatalf("after %s: CheckPostgres = %+v, %v; want nothing lacking", stmt, lacks, err)
 			}
 		})
 	}
