@@ -33,7 +33,7 @@ import (
 const usage = `usage: cdc <command> [flags]
 
 commands:
-  migrate                  create the outbox table, publication and event_log (idempotent)
+  migrate                  create the outbox, cdc_dead_letter, the publication, the replication slot and event_log (idempotent)
   run                      stream outbox inserts into ClickHouse until SIGTERM
   status [--json]          slot state, lag, retained WAL, outbox rows, dead letters
   verify --since TIME      compare outbox rows since TIME (RFC 3339 or -infinity) with event_log
