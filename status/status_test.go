@@ -214,17 +214,7 @@ func TestOldestPending_LeavesOutDeadLetters(t *testing.T) {
 	pool := testenv.Get(t).MigratedPostgres(t, "pub")
 	t1 := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 	t2 := t1.Add(time.Hour)
-	var refused string
-	for i, at := range []time.Time{t1, t2} {
-		var id string
-		if err := pool.QueryRow(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
-			VALUES ('e', 'test', '{}', $1) RETURNING id::text`, at).Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			refused = id
-		}
-	}
+	refused := outboxRowsAt(t, pool, t1, t2)[0]
 	if _, err := pool.Exec(ctx, `INSERT INTO cdc_dead_letter (event_id, commit_lsn, seq, row_data, error)
 		VALUES ($1::uuid, '0/100', 1, '{}', 'refused')`, refused); err != nil {
 		t.Fatal(err)
@@ -242,6 +232,19 @@ func TestOldestPending_LeavesOutDeadLetters(t *testing.T) {
 	if got, err := OldestPending(ctx, pool, t1, "", slot); err != nil || got != nil {
 		t.Fatalf("OldestPending with only a dead letter left = %v, %v; want none", got, err)
 	}
+}
+
+// outboxRowsAt inserts an outbox event at each time and returns their ids.
+func outboxRowsAt(t *testing.T, pool *pgxpool.Pool, times ...time.Time) []string {
+	t.Helper()
+	ids := make([]string, len(times))
+	for i, at := range times {
+		if err := pool.QueryRow(context.Background(), `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
+			VALUES ('e', 'test', '{}', $1) RETURNING id::text`, at).Scan(&ids[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return ids
 }
 
 // slot is the pipeline the tests read the lag of.
@@ -269,17 +272,7 @@ func TestOldestPending_LeavesOutOnlyThePipelinesDeadLetters(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pool := testenv.Get(t).MigratedPostgres(t, "pub")
-			var refused string
-			for i, at := range []time.Time{t1, t2} {
-				var id string
-				if err := pool.QueryRow(ctx, `INSERT INTO outbox (event_type, environment, event_context, event_date_time)
-					VALUES ('e', 'test', '{}', $1) RETURNING id::text`, at).Scan(&id); err != nil {
-					t.Fatal(err)
-				}
-				if i == 0 {
-					refused = id
-				}
-			}
+			refused := outboxRowsAt(t, pool, t1, t2)[0]
 			if !tc.column {
 				if _, err := pool.Exec(ctx, `ALTER TABLE cdc_dead_letter DROP COLUMN slot_name`); err != nil {
 					t.Fatal(err)
