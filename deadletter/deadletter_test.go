@@ -846,19 +846,13 @@ func TestStore_TwoPipelinesKeepTheirOwnLetters(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Get(t).MigratedPostgres(t, "pub")
 	a, b := deadletter.New(pool, slotA), deadletter.New(pool, "pipe_b")
-	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_type"}}}
-	refused := func(id string, lsn pglogrepl.LSN) []sink.Rejected {
-		row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte("x")}},
-			Pos: sink.Position{CommitLSN: lsn, Seq: 1}}
-		return []sink.Rejected{{Row: row, Err: errors.New("refused")}}
-	}
 	const both, onlyA, old = "10000000-0000-4000-8000-000000000001", "20000000-0000-4000-8000-000000000002", "30000000-0000-4000-8000-000000000003"
 	for _, put := range []struct {
 		store *deadletter.Store
 		id    string
 		lsn   pglogrepl.LSN
 	}{{a, both, 0x100}, {b, both, 0x100}, {a, both, 0x100}, {a, onlyA, 0x200}} {
-		if err := put.store.Put(ctx, refused(put.id, put.lsn)); err != nil {
+		if err := put.store.Put(ctx, refusedEvent(put.id, put.lsn)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -956,11 +950,8 @@ func TestStore_WithoutTheSlotColumnLettersAreShared(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := deadletter.New(pool, slotA), deadletter.New(pool, "pipe_b")
-	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_type"}}}
-	row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("10000000-0000-4000-8000-000000000001")}, {Kind: decoder.ValueText, Data: []byte("x")}},
-		Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}
 	for _, s := range []*deadletter.Store{a, b} {
-		if err := s.Put(ctx, []sink.Rejected{{Row: row, Err: errors.New("refused")}}); err != nil {
+		if err := s.Put(ctx, refusedEvent("10000000-0000-4000-8000-000000000001", 0x100)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -984,6 +975,14 @@ func TestStore_WithoutTheSlotColumnLettersAreShared(t *testing.T) {
 	}
 }
 
+// refusedEvent is an event of id refused at lsn, as a writer hands it to Put.
+func refusedEvent(id string, lsn pglogrepl.LSN) []sink.Rejected {
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_type"}}}
+	row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte("x")}},
+		Pos: sink.Position{CommitLSN: lsn, Seq: 1}}
+	return []sink.Rejected{{Row: row, Err: errors.New("refused")}}
+}
+
 func letterIDs(letters []deadletter.Letter) []int64 {
 	var ids []int64
 	for _, l := range letters {
@@ -1003,19 +1002,13 @@ func letterIDs(letters []deadletter.Letter) []int64 {
 // the other ClickHouse.
 func TestStore_TheSlotColumnCountsFromTheMigrateThatAddsIt(t *testing.T) {
 	ctx := context.Background()
-	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}, {Name: "event_type"}}}
-	refused := func(id string, lsn pglogrepl.LSN) []sink.Rejected {
-		row := sink.Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(id)}, {Kind: decoder.ValueText, Data: []byte("x")}},
-			Pos: sink.Position{CommitLSN: lsn, Seq: 1}}
-		return []sink.Rejected{{Row: row, Err: errors.New("refused")}}
-	}
 	const before, ofB, ofA = "10000000-0000-4000-8000-000000000001", "20000000-0000-4000-8000-000000000002", "30000000-0000-4000-8000-000000000003"
 	pool := testenv.Get(t).MigratedPostgres(t, "pub")
 	if _, err := pool.Exec(ctx, `ALTER TABLE cdc_dead_letter DROP COLUMN slot_name`); err != nil {
 		t.Fatal(err)
 	}
 	a := deadletter.New(pool, slotA)
-	if err := a.Put(ctx, refused(before, 0x100)); err != nil {
+	if err := a.Put(ctx, refusedEvent(before, 0x100)); err != nil {
 		t.Fatal(err)
 	}
 	if shared, err := a.Shared(ctx); err != nil || !shared {
@@ -1026,10 +1019,10 @@ func TestStore_TheSlotColumnCountsFromTheMigrateThatAddsIt(t *testing.T) {
 	}
 	// The other pipeline, started after the migrate, and A, still
 	// running, each have a row refused.
-	if err := deadletter.New(pool, "pipe_b").Put(ctx, refused(ofB, 0x200)); err != nil {
+	if err := deadletter.New(pool, "pipe_b").Put(ctx, refusedEvent(ofB, 0x200)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Put(ctx, refused(ofA, 0x300)); err != nil {
+	if err := a.Put(ctx, refusedEvent(ofA, 0x300)); err != nil {
 		t.Fatal(err)
 	}
 	var slots string
