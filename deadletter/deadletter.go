@@ -234,12 +234,25 @@ const unboundedStatements = `SELECT set_config('statement_timeout', '0', true) F
 // ids, keeping them apart from the application's own two-key locks.
 const lockClass = 0x0cdcde1
 
-// replayLock is the second key, with lockClass, of the advisory lock a
-// replay holds for as long as it runs: outside Put's buckets.
+// replayLock is the second key, with lockClass, of the advisory lock
+// that builds before per-slot replay locks took, exclusive, for as long
+// as a replay ran: outside Put's buckets. A replay now holds it shared,
+// beside its slot's lock (slotReplayClass), so that it and an earlier
+// build's replay of the same letters, in a rollout or a rollback, still
+// keep each other out.
 const replayLock = lockBuckets
 
+// slotReplayClass is the first key of the lock a replay holds for its
+// pipeline, the second being the hash of its slot's name. The letters
+// two pipelines of one database replay are their own, into their own
+// ClickHouses: one lock for the table refused the second pipeline's
+// replay while the first's ran, saying letters would be stored twice.
+// Letters of no slot are both pipelines' to store, each in its own
+// ClickHouse: two replays storing one at once lose nothing.
+const slotReplayClass = lockClass + 1
+
 // ErrReplayRunning is a replay refused because another holds the lock.
-var ErrReplayRunning = errors.New("another `cdc deadletter replay` is running: letters replayed by both at once would be stored twice")
+var ErrReplayRunning = errors.New("another `cdc deadletter replay` is running for this CDC_SLOT_NAME (or one of an earlier build, for any): letters replayed by both at once would be stored twice")
 
 // ErrReplayLockLost ends a replay whose lock went with its connection.
 var ErrReplayLockLost = errors.New("the replay lost its lock, which keeps a second `cdc deadletter replay` out: its PostgreSQL connection ended or stopped answering (idle_session_timeout, pg_terminate_backend, a dropped link); it stopped so that another replay cannot store the same letters: run it again")
@@ -254,9 +267,10 @@ const lockCheck = 500 * time.Millisecond
 // connection is taken for lost (a link dropped without a reset).
 const lockPingTimeout = 10 * time.Second
 
-// LockReplay takes the lock that lets one replay run at a time, on a
-// connection of its own held until release is called. Two replays at once
-// would each read the same letters and store them twice. The replay runs
+// LockReplay takes the lock that lets one replay of the pipeline run at a
+// time, on a connection of its own held until release is called. Two
+// replays of one pipeline at once would each read the same letters and
+// store them twice; another pipeline's replay runs beside it. The replay runs
 // on held: it ends, with ErrReplayLockLost as its cause, once the lock's
 // connection is found ended or silent for lockPingTimeout. An INSERT in
 // flight then is abandoned, and may still be stored: its letters stay and
@@ -267,10 +281,28 @@ func (s *Store) LockReplay(ctx context.Context) (held context.Context, release f
 	if err != nil {
 		return nil, nil, fmt.Errorf("lock the dead letters for a replay: %w", err)
 	}
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, lockClass, replayLock).Scan(&got); err != nil {
+	// Both locks or neither: the slot's is tried once the shared one is
+	// held, and that one let go when the slot's is not to be had. A
+	// connection whose locks are not known (a statement failed) is closed,
+	// taking them with it, rather than handed back to the pool.
+	drop := func(err error) (context.Context, func(), error) {
+		_ = conn.Conn().Close(context.Background())
 		conn.Release()
 		return nil, nil, fmt.Errorf("lock the dead letters for a replay: %w", err)
+	}
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock_shared($1, $2)`, lockClass, replayLock).Scan(&got); err != nil {
+		return drop(err)
+	}
+	if got {
+		if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, slotReplayClass, s.slot).Scan(&got); err != nil {
+			return drop(err)
+		}
+		if !got {
+			if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock_shared($1, $2)`, lockClass, replayLock); err != nil {
+				return drop(err)
+			}
+		}
 	}
 	if !got {
 		conn.Release()
@@ -324,7 +356,8 @@ func (s *Store) LockReplay(ctx context.Context) (held context.Context, release f
 		// back to the pool holding the lock.
 		uctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock($1, $2)`, lockClass, replayLock); err != nil {
+		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock_shared($1, $2), pg_advisory_unlock($3, hashtext($4))`,
+			lockClass, replayLock, slotReplayClass, s.slot); err != nil {
 			_ = conn.Conn().Close(uctx)
 		}
 		conn.Release()

@@ -511,6 +511,70 @@ func TestStore_LockReplayLetsOneReplayRunAtATime(t *testing.T) {
 	again()
 }
 
+// The replay lock is the pipeline's: two pipelines of one database (two
+// slots, two ClickHouses) replay their own letters side by side, while a
+// second replay of one pipeline, or one of a build before per-slot locks
+// (the lock of the whole table, taken while it runs), is refused.
+func TestStore_ReplayLockIsThePipelines(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Get(t).MigratedPostgres(t, "pub")
+	for _, tc := range []struct {
+		name    string
+		holder  func(t *testing.T) (release func())
+		slot    string
+		refused bool
+	}{
+		{"a replay of the same slot", lockOf(pool, slotA), slotA, true},
+		{"a replay of another slot", lockOf(pool, "pipe_b"), slotA, false},
+		{"an earlier build's replay", func(t *testing.T) func() {
+			conn, err := pool.Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got bool
+			if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, deadletter.ReplayLockKeys[0], deadletter.ReplayLockKeys[1]).Scan(&got); err != nil || !got {
+				t.Fatalf("take an earlier build's replay lock: %v, %v", got, err)
+			}
+			return func() {
+				conn.Exec(ctx, `SELECT pg_advisory_unlock_all()`) //nolint:errcheck // the test fails on the next lock if it did not
+				conn.Release()
+			}
+		}, slotA, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := tc.holder(t)
+			_, second, err := deadletter.New(pool, tc.slot).LockReplay(ctx)
+			if err == nil {
+				second()
+			}
+			switch {
+			case tc.refused && !errors.Is(err, deadletter.ErrReplayRunning):
+				t.Errorf("replay of %s beside %s: %v, want %v", tc.slot, tc.name, err, deadletter.ErrReplayRunning)
+			case !tc.refused && err != nil:
+				t.Errorf("replay of %s beside %s: %v, want it to run", tc.slot, tc.name, err)
+			}
+			release()
+			// Every lock is free again: the slot's replay runs.
+			_, again, err := deadletter.New(pool, tc.slot).LockReplay(ctx)
+			if err != nil {
+				t.Fatalf("replay of %s after %s ended: %v", tc.slot, tc.name, err)
+			}
+			again()
+		})
+	}
+}
+
+// lockOf holds the replay lock of slot's pipeline for a test case.
+func lockOf(pool *pgxpool.Pool, slot string) func(t *testing.T) func() {
+	return func(t *testing.T) func() {
+		_, release, err := deadletter.New(pool, slot).LockReplay(context.Background())
+		if err != nil {
+			t.Fatalf("replay lock of slot %s: %v", slot, err)
+		}
+		return release
+	}
+}
+
 // The lock is its connection's: when PostgreSQL ends that connection, the
 // replay holding it is told to stop (a second could start and store the
 // same letters), and while the replay runs the connection is never idle

@@ -617,8 +617,8 @@ func TestCommands_DeadLetterReplayAfterFixingTheColumn(t *testing.T) {
 // pipeline A's ClickHouse refused is set aside for A alone: B, started
 // after A set it aside, stores it (an earlier build took it as stored and
 // skipped it, so the event was missing from B's event_log for good); B's
-// status and replay leave A's letter alone, and A's replay stores it
-// once A's column is fixed.
+// status and replay leave A's letter alone (B's replay running while A's
+// does), and A's replay stores it once A's column is fixed.
 func TestCommands_TwoPipelinesOfOneDatabaseKeepTheirOwnDeadLetters(t *testing.T) {
 	w := newWorld(t)
 	chB := w.env.NewClickHouse(t)
@@ -702,8 +702,17 @@ func TestCommands_TwoPipelinesOfOneDatabaseKeepTheirOwnDeadLetters(t *testing.T)
 	if out, stderr, code := w.runOperator(b, "deadletter", "replay", "--id", fmt.Sprint(letters[0].ID)); code != 1 || !strings.Contains(stderr, notB) {
 		t.Fatalf("B's replay of A's letter exited %d: %q %s; want 1 and %q", code, out, stderr, notB)
 	}
-	if out, stderr, code := w.runOperator(b, "deadletter", "replay"); code != 0 || out != "replayed 0 dead letters into event_log; 0 refused again\n" {
-		t.Fatalf("B's replay exited %d: %q %s", code, out, stderr)
+	// B's replay runs while A's holds its lock: the lock is the slot's.
+	// It was the table's, and B's replay exited 1 ("another `cdc
+	// deadletter replay` is running") though it replays its own letters.
+	_, releaseA, err := deadletter.New(w.pg, "cdc_outbox").LockReplay(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code = w.runOperator(b, "deadletter", "replay")
+	releaseA()
+	if code != 0 || out != "replayed 0 dead letters into event_log; 0 refused again\n" {
+		t.Fatalf("B's replay beside A's exited %d: %q %s", code, out, stderr)
 	}
 	if n := w.pgCount(`SELECT count(*) FROM cdc_dead_letter`); n != 1 {
 		t.Fatalf("%d dead letters after B's replay, want A's one", n)
