@@ -178,6 +178,78 @@ func TestStore_RowsFoundStoredCountOnlyWhileItsWalsenderHoldsTheSlot(t *testing.
 	}
 }
 
+// freezingSink is frozen (its fence's clock told of a gap, as on waking)
+// in its first Write, after the store looked at the slot and before the
+// INSERT's send, which asks the gate (sink.SendGate) as the ClickHouse
+// sink does before each block; it counts the INSERTs that went.
+type freezingSink struct {
+	failOnceSink
+	f    *fence
+	sent int
+}
+
+func (s *freezingSink) Write(ctx context.Context, _ *sink.Batch) ([]sink.Rejected, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.writes++; s.writes == 1 {
+		s.f.clock.gap.Store(time.Now().UnixNano())
+	}
+	if err := sink.SendGate(ctx); err != nil {
+		return nil, err
+	}
+	s.sent++
+	return nil, nil
+}
+
+// A process frozen between its look at the slot and the send of an
+// INSERT it had prepared (a CI run met one: a standby had stored the 300
+// rows meanwhile, and they went again) sends nothing until it has looked
+// again: with another walsender on the slot, nothing goes and the session
+// ends; with its own, the INSERT goes once. The gate's refusal is not
+// ClickHouse's failure: no sink error is counted.
+func TestStore_AFreezeBeforeTheSendLooksAtTheSlotAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn, holder := streamedSlot(ctx, t)
+	defer SetSinkRetryMax(20 * time.Millisecond)()
+	for _, tc := range []struct {
+		name       string
+		walsender  uint32
+		wantStored bool
+		wantSent   int
+	}{
+		{"slot held by another walsender", holder + 1, false, 0},
+		{"slot held by the session's walsender", holder, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fence{walsender: tc.walsender, gone: make(chan struct{})}
+			f.clock.run(ctx)
+			s := &freezingSink{f: f}
+			m := metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() })
+			r := New(Config{DSN: dsn, Slot: "fence"}, s, nil, zap.NewNop(), m)
+			sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
+			defer scancel()
+			_, stored := r.store(sctx, &sink.Batch{Rows: []sink.Row{{Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}}}, f)
+			if stored != tc.wantStored || s.sent != tc.wantSent {
+				t.Fatalf("stored %v, %d INSERTs sent; want %v, %d", stored, s.sent, tc.wantStored, tc.wantSent)
+			}
+			if n := testutil.ToFloat64(m.SinkErrors); n != 0 {
+				t.Fatalf("cdc_sink_errors_total = %v, want 0", n)
+			}
+			select {
+			case <-f.gone:
+				if tc.wantStored {
+					t.Fatal("the session was told its slot is gone")
+				}
+			default:
+				if !tc.wantStored {
+					t.Fatal("the session was not told its slot is gone")
+				}
+			}
+		})
+	}
+}
+
 // An ending session's look at a PostgreSQL that takes the connection and
 // never answers gives up within a quarter of the shutdown's budget, and
 // the INSERT goes (a retry too): the last batches are stored within the

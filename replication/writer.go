@@ -209,6 +209,27 @@ func (c *freezeClock) frozenSince(t int64) bool {
 	return last != 0 && (c.gap.Load() >= t || time.Duration(time.Now().UnixNano()-last) > freezeGap)
 }
 
+// errFrozenBeforeSend stops an INSERT whose process may have been frozen
+// between its look at the slot (or its finding it was not frozen lately)
+// and the send of a block: a standby may have taken the slot over and
+// stored the same rows meanwhile. The look at the slot comes first; a
+// freeze after it, while the INSERT was prepared and its rows converted
+// (milliseconds, tens for a large batch), let the INSERT store them again
+// on waking, a raw duplicate (a CI run met one: 300 rows).
+var errFrozenBeforeSend = errors.New("this process may have been frozen since it made sure the slot was its own")
+
+// gate is the send gate (sink.WithSendGate) of an INSERT cleared at
+// looked (Unix nanos): it refuses once the process may have been frozen
+// since.
+func (f *fence) gate(looked int64) func() error {
+	return func() error {
+		if f.clock.frozenSince(looked) {
+			return errFrozenBeforeSend
+		}
+		return nil
+	}
+}
+
 // frozenLately reports whether the process may have been frozen within
 // freezeRecent, or is waking from a freeze now.
 func (c *freezeClock) frozenLately() bool {
@@ -230,6 +251,9 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 	attempts := storeAttempts{s: r.state, failing: r.metrics.SinkFailing}
 	defer attempts.done()
 	for retry := false; ; retry = true {
+		// The fence is passed as of now, and each block of the INSERT
+		// goes only if the process was not frozen since (gate).
+		looked := time.Now().UnixNano()
 		if (retry || f.ending.Load() || f.clock.frozenLately()) && !r.awaitSlot(ctx, f) {
 			return 0, false
 		}
@@ -240,7 +264,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 			r.log.Warn("an INSERT into event_log has run this long and goes on: ClickHouse is slow, or stopped answering (it fails after the DSN's read_timeout, 5 min by default, without progress, and is retried unless cdc is shutting down)",
 				zap.Duration("running", slowInsert), zap.Int("rows", rows), zap.Int("bytes", bytes))
 		})
-		rejected, err = r.sink.Write(ctx, pending)
+		rejected, err = r.sink.Write(sink.WithSendGate(ctx, f.gate(looked)), pending)
 		slow.Stop()
 		if err == nil {
 			insert = time.Since(attempt)
@@ -249,14 +273,22 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 		if ctx.Err() != nil {
 			return 0, false
 		}
-		r.metrics.SinkErrors.Inc()
-		attempts.fail(fmt.Errorf("store a batch of %d rows: %w", len(pending.Rows), err))
-		trace.SpanFromContext(ctx).RecordError(err)
-		wait := delay.next()
-		r.log.Warn("storing batch failed; will retry", zap.Error(err), zap.Int("rows", len(pending.Rows)),
-			zap.Stringer("first", pending.Rows[0].Pos), zap.Duration("retry_in", wait))
-		if !sleep(ctx, wait) {
-			return 0, false
+		if errors.Is(err, errFrozenBeforeSend) {
+			// Not ClickHouse's failure: nothing to count or wait out.
+			// What the INSERT sent before it stopped is read below, and
+			// the slot looked at before the rest goes.
+			r.log.Info("this process was frozen while it prepared an INSERT; it makes sure the slot is still its own before sending it",
+				zap.Int("rows", len(pending.Rows)), zap.Stringer("first", pending.Rows[0].Pos))
+		} else {
+			r.metrics.SinkErrors.Inc()
+			attempts.fail(fmt.Errorf("store a batch of %d rows: %w", len(pending.Rows), err))
+			trace.SpanFromContext(ctx).RecordError(err)
+			wait := delay.next()
+			r.log.Warn("storing batch failed; will retry", zap.Error(err), zap.Int("rows", len(pending.Rows)),
+				zap.Stringer("first", pending.Rows[0].Pos), zap.Duration("retry_in", wait))
+			if !sleep(ctx, wait) {
+				return 0, false
+			}
 		}
 		// A failed INSERT may still have been stored (the error can come
 		// after the server committed the rows): ask the sink and retry only

@@ -390,6 +390,31 @@ func (c *ClickHouse) Write(ctx context.Context, b *Batch) ([]Rejected, error) {
 	return rejected, nil
 }
 
+// sendGateKey is the context key of WithSendGate's gate.
+type sendGateKey struct{}
+
+// WithSendGate returns ctx with gate, which a Write under it calls right
+// before each block of an INSERT goes to ClickHouse, the last with the end
+// of the data (which commits it): an error aborts the INSERT there, and
+// Write returns it wrapped. Blocks sent before stay stored, as when a
+// later block fails. The replicator's gate says whether the process was
+// frozen since it last made sure the slot was its own: woken, an INSERT
+// it had prepared would store rows a standby may have stored meanwhile.
+// A check at the send, not before the INSERT's preparation, converting
+// and appending of its rows, leaves a freeze the least time to land
+// unseen between the two.
+func WithSendGate(ctx context.Context, gate func() error) context.Context {
+	return context.WithValue(ctx, sendGateKey{}, gate)
+}
+
+// SendGate is the gate of ctx (WithSendGate) called: nil without one.
+func SendGate(ctx context.Context) error {
+	if gate, _ := ctx.Value(sendGateKey{}).(func() error); gate != nil {
+		return gate()
+	}
+	return nil
+}
+
 // sameShape reports whether two relation versions have the same columns by
 // name: their rows go into the same INSERT. PostgreSQL sends an unchanged
 // relation again (after a reconnect, in each streamed transaction), and
@@ -576,6 +601,11 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 			batch = nil
 			return true, nil, err
 		}
+		if err := SendGate(ctx); err != nil {
+			_ = batch.Abort()
+			batch = nil
+			return true, nil, fmt.Errorf("send block of %d rows to %s: %w", blockLen, Table, err)
+		}
 		if err := batch.Flush(); err != nil {
 			// Abort, not the deferred Close: Close sends the end of
 			// the data, and the server would commit the blocks sent
@@ -647,6 +677,11 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 	if len(good) == 0 {
 		_ = batch.Abort()
 		return rejected, nil
+	}
+	if err := SendGate(ctx); err != nil {
+		_ = batch.Abort()
+		batch = nil
+		return nil, fmt.Errorf("insert %d rows into %s: %w", len(good), Table, err)
 	}
 	err = batch.Send()
 	if err == nil {

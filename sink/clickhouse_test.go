@@ -2,6 +2,7 @@ package sink_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -1210,5 +1211,62 @@ func TestClickHouse_InsertIDsTagTheDatabaseTheServerUses(t *testing.T) {
 		if err != nil || got != prefix {
 			t.Errorf("database path %q: query ids start %q, %v; want %q", path, got, err, prefix)
 		}
+	}
+}
+
+// A send gate (WithSendGate) that refuses stops the INSERT right there: a
+// gate refusing at the end of the data leaves nothing stored, one refusing
+// at the third block leaves the two blocks sent before, and Write returns
+// the gate's error either way. The connection serves the next Write.
+func TestClickHouse_SendGateStopsTheInsertWhereItRefuses(t *testing.T) {
+	ch, _ := newSink(t)
+	ctx := context.Background()
+	sink.SetBlockSize(ch, 1<<30, 100)
+	errFrozen := errors.New("frozen since the look at the slot")
+	for _, tc := range []struct {
+		name     string
+		openFor  int // calls the gate lets through
+		rows     int
+		wantRows uint64
+	}{
+		{"at the end of the data", 0, 50, 0},
+		{"at the third block", 2, 450, 200},
+		{"never", 1 << 30, 450, 450},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := ch.Conn().Exec(ctx, "TRUNCATE TABLE event_log"); err != nil {
+				t.Fatal(err)
+			}
+			b := &sink.Batch{}
+			for seq := 1; seq <= tc.rows; seq++ {
+				b.Rows = append(b.Rows, row(uint64(seq), "1", ""))
+			}
+			calls := 0
+			gated := sink.WithSendGate(ctx, func() error {
+				if calls++; calls > tc.openFor {
+					return errFrozen
+				}
+				return nil
+			})
+			_, err := ch.Write(gated, b)
+			if refused := tc.openFor < 1<<30; refused != errors.Is(err, errFrozen) {
+				t.Fatalf("Write = %v; want the gate's error: %v", err, refused)
+			}
+			// Read as the writer reads what a failed INSERT stored:
+			// once the INSERT has ended on the server (Written waits),
+			// which may write the blocks it received after the client
+			// went.
+			stored, err := ch.Written(ctx, 0, sink.LastLSN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if uint64(stored.Len()) != tc.wantRows {
+				t.Fatalf("%d rows stored, want %d", stored.Len(), tc.wantRows)
+			}
+			// The connection the aborted INSERT used serves the next.
+			if _, err := ch.Write(ctx, &sink.Batch{Rows: []sink.Row{row(9999, "1", "")}}); err != nil {
+				t.Fatalf("the next Write: %v", err)
+			}
+		})
 	}
 }
