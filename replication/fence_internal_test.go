@@ -250,6 +250,70 @@ func TestStore_AFreezeBeforeTheSendLooksAtTheSlotAgain(t *testing.T) {
 	}
 }
 
+// gateSink asks the send gate (sink.SendGate) before its INSERT goes, as
+// the ClickHouse sink does before each block, and counts the INSERTs the
+// gate refused and those it let go.
+type gateSink struct {
+	failOnceSink
+	refused, sent int
+}
+
+func (s *gateSink) Write(ctx context.Context, _ *sink.Batch) ([]sink.Rejected, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := sink.SendGate(ctx); err != nil {
+		s.refused++
+		return nil, err
+	}
+	s.sent++
+	return nil, nil
+}
+
+// A store begun as the process wakes from a freeze looks at the slot
+// first, and again until a look begun after the freeze was noted finds
+// its walsender holding it (awaitSlot). The INSERT that look cleared
+// goes: the gate asks whether the process was frozen since that look
+// began. It asked since the store began, before the freeze was noted:
+// each store begun on waking had its INSERT refused once after a clean
+// look, then waited for cdc's running INSERTs, read event_log back and
+// looked at the slot once more, and logged that the process was frozen
+// while it prepared the INSERT, which it was not.
+func TestStore_AnInsertClearedByALookAfterTheFreezeGoes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dsn, holder := streamedSlot(ctx, t)
+	for _, tc := range []struct {
+		name  string
+		noted time.Duration // after the store began, the freeze is noted
+	}{
+		{"noted at once", 0},
+		{"noted during the look", 100 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fence{walsender: holder, gone: make(chan struct{})}
+			// Woken: the last tick is seconds old; the ticker notes the
+			// gap a moment later, and ticks on.
+			f.clock.last.Store(time.Now().Add(-5 * time.Second).UnixNano())
+			wake := time.AfterFunc(tc.noted, func() {
+				f.clock.gap.Store(time.Now().UnixNano())
+				f.clock.run(ctx)
+			})
+			defer wake.Stop()
+			s := &gateSink{}
+			r := New(Config{DSN: dsn, Slot: "fence"}, s, nil, zap.NewNop(),
+				metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
+			sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+			defer scancel()
+			_, stored := r.store(sctx, &sink.Batch{Rows: []sink.Row{{Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}}}, f)
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if !stored || s.refused != 0 || s.sent != 1 {
+				t.Fatalf("stored %v, %d INSERTs refused at the send, %d sent; want true, 0, 1", stored, s.refused, s.sent)
+			}
+		})
+	}
+}
+
 // An ending session's look at a PostgreSQL that takes the connection and
 // never answers gives up within a quarter of the shutdown's budget, and
 // the INSERT goes (a retry too): the last batches are stored within the

@@ -251,11 +251,18 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 	attempts := storeAttempts{s: r.state, failing: r.metrics.SinkFailing}
 	defer attempts.done()
 	for retry := false; ; retry = true {
-		// The fence is passed as of now, and each block of the INSERT
-		// goes only if the process was not frozen since (gate).
+		// The fence is passed as of now, or as of the look at the slot
+		// that passed it, and each block of the INSERT goes only if the
+		// process was not frozen since (gate). The look's, not the
+		// time before it: a look made on waking is made again until
+		// one begins after the freeze was noted, and the INSERT it
+		// clears was refused at the send as if frozen since.
 		looked := time.Now().UnixNano()
-		if (retry || f.ending.Load() || f.clock.frozenLately()) && !r.awaitSlot(ctx, f) {
-			return 0, false
+		if retry || f.ending.Load() || f.clock.frozenLately() {
+			var ok bool
+			if looked, ok = r.clearSlot(ctx, f); !ok {
+				return 0, false
+			}
 		}
 		var err error
 		attempt := time.Now()
@@ -358,9 +365,17 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 // lives on, waiting for commands and ignoring the statuses cdc sends, and
 // a stream held up by full writers reads nothing that would tell it.
 func (r *Replicator) awaitSlot(ctx context.Context, f *fence) bool {
+	_, ok := r.clearSlot(ctx, f)
+	return ok
+}
+
+// clearSlot is awaitSlot, and says when (Unix nanos) the look that let
+// it return began: an INSERT it clears goes only if the process was not
+// frozen since (fence.gate).
+func (r *Replicator) clearSlot(ctx context.Context, f *fence) (looked int64, ok bool) {
 	pid := f.walsender
 	if pid == 0 {
-		return true // no session streamed (a test's writer)
+		return time.Now().UnixNano(), true // no session streamed (a test's writer)
 	}
 	bound := lookupTimeout
 	if f.ending.Load() {
@@ -378,7 +393,7 @@ func (r *Replicator) awaitSlot(ctx context.Context, f *fence) bool {
 				// standby may hold. Look again.
 				continue
 			}
-			return ctx.Err() == nil
+			return began, ctx.Err() == nil
 		}
 		if holder == pid {
 			if ctx.Err() == nil && f.clock.frozenSince(began) {
@@ -389,7 +404,7 @@ func (r *Replicator) awaitSlot(ctx context.Context, f *fence) bool {
 				// went again). Look again.
 				continue
 			}
-			return true
+			return began, true
 		}
 		if !said {
 			said = true
@@ -398,7 +413,7 @@ func (r *Replicator) awaitSlot(ctx context.Context, f *fence) bool {
 			f.lose()
 		}
 		if !sleep(ctx, time.Second) {
-			return false
+			return 0, false
 		}
 	}
 }
