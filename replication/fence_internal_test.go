@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/eventcdc/cdc/internal/testenv"
 	"github.com/eventcdc/cdc/metrics"
@@ -201,12 +203,20 @@ func (s *freezingSink) Write(ctx context.Context, _ *sink.Batch) ([]sink.Rejecte
 	return nil, nil
 }
 
+// gateStoppedMsg is the line store logs when the send gate stops an
+// INSERT.
+const gateStoppedMsg = "this process may have been frozen since it made sure the slot was its own (a tick of its clock came late: SIGSTOP, a paused VM, or a busy host); the INSERT stopped where it stood, and what it sent is read back and the slot looked at again before the rest goes"
+
 // A process frozen between its look at the slot and the send of an
 // INSERT it had prepared (a CI run met one: a standby had stored the 300
 // rows meanwhile, and they went again) sends nothing until it has looked
 // again: with another walsender on the slot, nothing goes and the session
 // ends; with its own, the INSERT goes once. The gate's refusal is not
-// ClickHouse's failure: no sink error is counted.
+// ClickHouse's failure: no sink error is counted. It is logged as what
+// the clock tells, with the block the INSERT stopped at: it said the
+// process "was frozen while it prepared an INSERT" and would check the
+// slot "before sending it", though a late tick on a busy host stops an
+// INSERT too, and blocks it sent before may be stored.
 func TestStore_AFreezeBeforeTheSendLooksAtTheSlotAgain(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -226,7 +236,8 @@ func TestStore_AFreezeBeforeTheSendLooksAtTheSlotAgain(t *testing.T) {
 			f.clock.run(ctx)
 			s := &freezingSink{f: f}
 			m := metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() })
-			r := New(Config{DSN: dsn, Slot: "fence"}, s, nil, zap.NewNop(), m)
+			core, logs := observer.New(zapcore.InfoLevel)
+			r := New(Config{DSN: dsn, Slot: "fence"}, s, nil, zap.New(core), m)
 			sctx, scancel := context.WithTimeout(ctx, 3*time.Second)
 			defer scancel()
 			_, stored := r.store(sctx, &sink.Batch{Rows: []sink.Row{{Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}}}, f)
@@ -235,6 +246,12 @@ func TestStore_AFreezeBeforeTheSendLooksAtTheSlotAgain(t *testing.T) {
 			}
 			if n := testutil.ToFloat64(m.SinkErrors); n != 0 {
 				t.Fatalf("cdc_sink_errors_total = %v, want 0", n)
+			}
+			// Said as what the clock can tell: a tick came late, which
+			// a busy host does too, and the INSERT may have sent blocks.
+			stopped := logs.FilterMessage(gateStoppedMsg).All()
+			if len(stopped) != 1 || stopped[0].ContextMap()["error"] != errFrozenBeforeSend.Error() {
+				t.Fatalf("logged %v; want one %q with the gate's error", logs.All(), gateStoppedMsg)
 			}
 			select {
 			case <-f.gone:

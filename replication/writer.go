@@ -164,7 +164,8 @@ func (f *fence) lose() {
 // goroutine notes the time every tick, and a gap far longer than a tick
 // (or a note that is stale now) says the process did not run meanwhile.
 // Wall-clock times: a paused VM's monotonic clock may not count the pause.
-// A busy host can delay a tick too; that costs only a look at the slot.
+// A busy host can delay a tick too; that costs a look at the slot, and
+// an INSERT sending meanwhile is stopped and read back (fence.gate).
 type freezeClock struct {
 	last, gap atomic.Int64 // Unix nanos of the last tick and of the last gap seen
 }
@@ -283,9 +284,12 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 		if errors.Is(err, errFrozenBeforeSend) {
 			// Not ClickHouse's failure: nothing to count or wait out.
 			// What the INSERT sent before it stopped is read below, and
-			// the slot looked at before the rest goes.
-			r.log.Info("this process was frozen while it prepared an INSERT; it makes sure the slot is still its own before sending it",
-				zap.Int("rows", len(pending.Rows)), zap.Stringer("first", pending.Rows[0].Pos))
+			// the slot looked at before the rest goes. Said as what the
+			// clock tells: a tick came late, as on waking from a freeze
+			// and on a busy host too; the error says which block the
+			// INSERT stopped at, and blocks sent before it may be stored.
+			r.log.Info("this process may have been frozen since it made sure the slot was its own (a tick of its clock came late: SIGSTOP, a paused VM, or a busy host); the INSERT stopped where it stood, and what it sent is read back and the slot looked at again before the rest goes",
+				zap.Error(err), zap.Int("rows", len(pending.Rows)), zap.Stringer("first", pending.Rows[0].Pos))
 		} else {
 			r.metrics.SinkErrors.Inc()
 			attempts.fail(fmt.Errorf("store a batch of %d rows: %w", len(pending.Rows), err))
