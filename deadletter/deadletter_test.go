@@ -533,6 +533,9 @@ func TestStore_ReplayLockIsThePipelines(t *testing.T) {
 			}
 			var got bool
 			if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, deadletter.ReplayLockKeys[0], deadletter.ReplayLockKeys[1]).Scan(&got); err != nil || !got {
+				// Released before the test stops: the pool's Close, a
+				// cleanup, waits for every connection and would hang.
+				conn.Release()
 				t.Fatalf("take an earlier build's replay lock: %v, %v", got, err)
 			}
 			return func() {
