@@ -96,7 +96,7 @@ func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
 	}
 	frozen := func(walsender uint32) *fence { // woken from a freeze just now
 		f := running(walsender)
-		f.clock.gap.Store(time.Now().UnixNano())
+		f.clock.noteGap(time.Now().UnixNano())
 		return f
 	}
 	ending := func(walsender uint32) *fence {
@@ -194,7 +194,7 @@ func (s *freezingSink) Write(ctx context.Context, _ *sink.Batch) ([]sink.Rejecte
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.writes++; s.writes == 1 {
-		s.f.clock.gap.Store(time.Now().UnixNano())
+		s.f.clock.noteGap(time.Now().UnixNano())
 	}
 	if err := sink.SendGate(ctx); err != nil {
 		return nil, err
@@ -312,7 +312,7 @@ func TestStore_AnInsertClearedByALookAfterTheFreezeGoes(t *testing.T) {
 			// gap a moment later, and ticks on.
 			f.clock.last.Store(time.Now().Add(-5 * time.Second).UnixNano())
 			wake := time.AfterFunc(tc.noted, func() {
-				f.clock.gap.Store(time.Now().UnixNano())
+				f.clock.noteGap(time.Now().UnixNano())
 				f.clock.run(ctx)
 			})
 			defer wake.Stop()
@@ -375,6 +375,36 @@ func TestFreezeClock(t *testing.T) {
 	c.gap.Store(time.Now().Add(-freezeRecent - time.Second).UnixNano())
 	if c.frozenLately() {
 		t.Fatal("frozen lately with the last gap older than freezeRecent")
+	}
+}
+
+// "Frozen since a look began" holds for a gap seen after the look's mark
+// and for a stale tick, and not for a gap seen before it — even when the
+// wall clock stepped back after that gap, which left its time ahead of
+// now: a look would otherwise be retried at once, without end, until the
+// clock caught up (an hour for an hour's step).
+func TestFreezeClock_FrozenSince(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var c freezeClock
+	c.run(ctx)
+	time.Sleep(3 * freezeTick)
+	c.noteGap(time.Now().Add(time.Hour).UnixNano()) // seen, then the clock stepped back an hour
+	m := c.mark()
+	time.Sleep(3 * freezeTick)
+	if c.frozenSince(m) {
+		t.Fatal("frozen since a mark taken after the last gap, with the clock stepped back since it")
+	}
+	c.last.Store(time.Now().Add(-2 * freezeGap).UnixNano()) // no tick for 2 s: as on waking
+	if !c.frozenSince(m) {
+		t.Fatal("not frozen since the mark with the last tick 2 s old")
+	}
+	time.Sleep(3 * freezeTick) // the next tick sees the gap
+	if !c.frozenSince(m) {
+		t.Fatal("not frozen since the mark with a gap seen after it")
+	}
+	if m2 := c.mark(); c.frozenSince(m2) {
+		t.Fatal("frozen since a mark taken after the last gap")
 	}
 }
 
@@ -476,7 +506,7 @@ func TestStore_LookCutShortByAFreezeIsMadeAgain(t *testing.T) {
 			f.ending.Store(true) // every INSERT looks; each look is bounded to 500 ms
 			if tc.freeze {
 				// What the ticker notes when the process wakes within the look.
-				time.AfterFunc(200*time.Millisecond, func() { f.clock.gap.Store(time.Now().UnixNano()) })
+				time.AfterFunc(200*time.Millisecond, func() { f.clock.noteGap(time.Now().UnixNano()) })
 			}
 			_, stored := r.store(sctx, &sink.Batch{Rows: []sink.Row{{Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}}}, f)
 			if stored != tc.wantStored || s.count()-1 != tc.wantWrites {
@@ -521,7 +551,7 @@ func TestAwaitSlot_AnAnswerAcrossAFreezeIsAskedAgain(t *testing.T) {
 			f.clock.run(sctx)
 			if tc.freeze {
 				// What the ticker notes when the process wakes within the look.
-				time.AfterFunc(200*time.Millisecond, func() { f.clock.gap.Store(time.Now().UnixNano()) })
+				time.AfterFunc(200*time.Millisecond, func() { f.clock.noteGap(time.Now().UnixNano()) })
 			}
 			if !r.awaitSlot(sctx, f) {
 				t.Fatal("awaitSlot = false while this session's walsender holds the slot")

@@ -166,8 +166,14 @@ func (f *fence) lose() {
 // Wall-clock times: a paused VM's monotonic clock may not count the pause.
 // A busy host can delay a tick too; that costs a look at the slot, and
 // an INSERT sending meanwhile is stopped and read back (fence.gate).
+// "Frozen since" is asked of the count of gaps, not of their times: a
+// wall clock stepped back after a gap (NTP on a VM's wake) would leave
+// the gap's time ahead of every look's for as long as the step, and each
+// look would find the process frozen since it began, and look again at
+// once, without end.
 type freezeClock struct {
 	last, gap atomic.Int64 // Unix nanos of the last tick and of the last gap seen
+	gaps      atomic.Int64 // gaps seen so far
 }
 
 // slowInsert is how long an INSERT runs before cdc says so. A frozen
@@ -196,18 +202,28 @@ func (c *freezeClock) run(ctx context.Context) {
 			}
 			now := time.Now().UnixNano()
 			if time.Duration(now-c.last.Swap(now)) > freezeGap {
-				c.gap.Store(now)
+				c.noteGap(now)
 			}
 		}
 	}()
 }
 
-// frozenSince reports whether the process may have been frozen since t
-// (Unix nanos): a gap seen since, or a tick stale now (the ticker has not
-// run yet after a wake). False for a clock that does not run.
-func (c *freezeClock) frozenSince(t int64) bool {
+// noteGap records a gap seen at now (Unix nanos).
+func (c *freezeClock) noteGap(now int64) {
+	c.gap.Store(now)
+	c.gaps.Add(1)
+}
+
+// mark is what frozenSince is asked of: taken before a look at the slot,
+// it says whether the process may have been frozen since the look began.
+func (c *freezeClock) mark() int64 { return c.gaps.Load() }
+
+// frozenSince reports whether the process may have been frozen since the
+// mark was taken: a gap seen since, or a tick stale now (the ticker has
+// not run yet after a wake). False for a clock that does not run.
+func (c *freezeClock) frozenSince(mark int64) bool {
 	last := c.last.Load()
-	return last != 0 && (c.gap.Load() >= t || time.Duration(time.Now().UnixNano()-last) > freezeGap)
+	return last != 0 && (c.gaps.Load() != mark || time.Duration(time.Now().UnixNano()-last) > freezeGap)
 }
 
 // errFrozenBeforeSend stops an INSERT whose process may have been frozen
@@ -219,9 +235,9 @@ func (c *freezeClock) frozenSince(t int64) bool {
 // on waking, a raw duplicate (a CI run met one: 300 rows).
 var errFrozenBeforeSend = errors.New("this process may have been frozen since it made sure the slot was its own")
 
-// gate is the send gate (sink.WithSendGate) of an INSERT cleared at
-// looked (Unix nanos): it refuses once the process may have been frozen
-// since.
+// gate is the send gate (sink.WithSendGate) of an INSERT cleared by the
+// look marked looked (freezeClock.mark): it refuses once the process may
+// have been frozen since.
 func (f *fence) gate(looked int64) func() error {
 	return func() error {
 		if f.clock.frozenSince(looked) {
@@ -232,7 +248,9 @@ func (f *fence) gate(looked int64) func() error {
 }
 
 // frozenLately reports whether the process may have been frozen within
-// freezeRecent, or is waking from a freeze now.
+// freezeRecent, or is waking from a freeze now. A gap whose time is
+// ahead of now (the clock stepped back since) counts as recent: a look
+// at the slot per INSERT until the clock catches up, not a lost fence.
 func (c *freezeClock) frozenLately() bool {
 	now := time.Now().UnixNano()
 	return time.Duration(now-c.last.Load()) > freezeGap || time.Duration(now-c.gap.Load()) < freezeRecent
@@ -258,7 +276,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 		// time before it: a look made on waking is made again until
 		// one begins after the freeze was noted, and the INSERT it
 		// clears was refused at the send as if frozen since.
-		looked := time.Now().UnixNano()
+		looked := f.clock.mark()
 		if retry || f.ending.Load() || f.clock.frozenLately() {
 			var ok bool
 			if looked, ok = r.clearSlot(ctx, f); !ok {
@@ -373,13 +391,13 @@ func (r *Replicator) awaitSlot(ctx context.Context, f *fence) bool {
 	return ok
 }
 
-// clearSlot is awaitSlot, and says when (Unix nanos) the look that let
-// it return began: an INSERT it clears goes only if the process was not
-// frozen since (fence.gate).
+// clearSlot is awaitSlot, and says the freeze clock's mark taken as the
+// look that let it return began: an INSERT it clears goes only if the
+// process was not frozen since (fence.gate).
 func (r *Replicator) clearSlot(ctx context.Context, f *fence) (looked int64, ok bool) {
 	pid := f.walsender
 	if pid == 0 {
-		return time.Now().UnixNano(), true // no session streamed (a test's writer)
+		return f.clock.mark(), true // no session streamed (a test's writer)
 	}
 	bound := lookupTimeout
 	if f.ending.Load() {
@@ -387,7 +405,7 @@ func (r *Replicator) clearSlot(ctx context.Context, f *fence) (looked int64, ok 
 	}
 	said := false
 	for {
-		began := time.Now().UnixNano()
+		began := f.clock.mark()
 		holder, known := r.activePID(ctx, bound)
 		if !known {
 			if ctx.Err() == nil && f.clock.frozenSince(began) {
