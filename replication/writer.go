@@ -308,16 +308,8 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 			// INSERT stopped at, and blocks sent before it may be stored.
 			r.log.Info("this process may have been frozen since it made sure the slot was its own (a tick of its clock came late: SIGSTOP, a paused VM, or a busy host); the INSERT stopped where it stood, and what it sent is read back and the slot looked at again before the rest goes",
 				zap.Error(err), zap.Int("rows", len(pending.Rows)), zap.Stringer("first", pending.Rows[0].Pos))
-		} else {
-			r.metrics.SinkErrors.Inc()
-			attempts.fail(fmt.Errorf("store a batch of %d rows: %w", len(pending.Rows), err))
-			trace.SpanFromContext(ctx).RecordError(err)
-			wait := delay.next()
-			r.log.Warn("storing batch failed; will retry", zap.Error(err), zap.Int("rows", len(pending.Rows)),
-				zap.Stringer("first", pending.Rows[0].Pos), zap.Duration("retry_in", wait))
-			if !sleep(ctx, wait) {
-				return 0, false
-			}
+		} else if !sleep(ctx, r.failed(ctx, err, pending, &attempts, &delay)) {
+			return 0, false
 		}
 		// A failed INSERT may still have been stored (the error can come
 		// after the server committed the rows): ask the sink and retry only
@@ -335,13 +327,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 			if ctx.Err() != nil {
 				return 0, false
 			}
-			err = fmt.Errorf("read what its failed INSERT stored: %w", err)
-			r.metrics.SinkErrors.Inc()
-			attempts.fail(fmt.Errorf("store a batch of %d rows: %w", len(pending.Rows), err))
-			trace.SpanFromContext(ctx).RecordError(err)
-			wait := delay.next()
-			r.log.Warn("storing batch failed; will retry", zap.Error(err), zap.Int("rows", len(pending.Rows)),
-				zap.Stringer("first", pending.Rows[0].Pos), zap.Duration("retry_in", wait))
+			wait := r.failed(ctx, fmt.Errorf("read what its failed INSERT stored: %w", err), pending, &attempts, &delay)
 			// Each attempt looks at the slot first, as each INSERT
 			// retried does: a session whose walsender let go of it
 			// must end, whether ClickHouse answers or not.
@@ -374,6 +360,18 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 		zap.Stringer("first", b.Rows[0].Pos), zap.Stringer("last", b.Rows[len(b.Rows)-1].Pos),
 		zap.Stringer("durable_to", b.End), zap.Duration("duration", dur), zap.Int("dead_letters", len(rejected)))
 	return insert, true
+}
+
+// failed counts, records and logs a failed attempt to store pending and
+// says how long to wait before the next.
+func (r *Replicator) failed(ctx context.Context, err error, pending *sink.Batch, attempts *storeAttempts, delay *backoff) time.Duration {
+	r.metrics.SinkErrors.Inc()
+	attempts.fail(fmt.Errorf("store a batch of %d rows: %w", len(pending.Rows), err))
+	trace.SpanFromContext(ctx).RecordError(err)
+	wait := delay.next()
+	r.log.Warn("storing batch failed; will retry", zap.Error(err), zap.Int("rows", len(pending.Rows)),
+		zap.Stringer("first", pending.Rows[0].Pos), zap.Duration("retry_in", wait))
+	return wait
 }
 
 // awaitSlot returns once the walsender of pid holds the slot, or nobody
