@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pglogrepl"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/eventcdc/cdc/decoder"
+	"github.com/eventcdc/cdc/metrics"
 	"github.com/eventcdc/cdc/sink"
 )
 
@@ -62,5 +65,49 @@ func TestUnstored_RetriedBatchOfALargeTransaction(t *testing.T) {
 	}
 	if want := fmt.Sprint([]string{"0/1000#600008", "0/1000#600009", "0/1000#600010", fmt.Sprintf("%s#2", other)}); fmt.Sprint(got) != want {
 		t.Errorf("rows left to write: %v, want %v", got, want)
+	}
+}
+
+// readBackSink asks the read-back (sink.ReadBack) about every row of its
+// INSERT, as the ClickHouse sink does for an INSERT that broke after
+// some of its blocks went out, and keeps what it answered.
+type readBackSink struct {
+	spanSink
+	lacked []string
+}
+
+func (s *readBackSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, error) {
+	rows, err := sink.ReadBack(ctx, b.Rows)
+	for _, r := range rows {
+		s.lacked = append(s.lacked, r.Pos.String())
+	}
+	return nil, err
+}
+
+// The store gives the sink a read-back that answers from event_log's
+// positions, by position and event, as for a failed INSERT it retries:
+// the rows stored are left out (at 0/1000, rows 1 and 2 of the three;
+// at 0/2000, none), and a row at a stored position with another event
+// (another history's) is not.
+func TestStore_GivesTheSinkAReadBackOfWhatIsStored(t *testing.T) {
+	s := &readBackSink{spanSink: spanSink{stored: map[pglogrepl.LSN]uint64{0x1000: 2}}}
+	r := New(Config{Slot: "readback"}, s, nil, zap.NewNop(),
+		metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}}}
+	row := func(lsn pglogrepl.LSN, seq uint64, event uuid.UUID) sink.Row {
+		return sink.Row{Relation: rel, Pos: sink.Position{CommitLSN: lsn, Seq: seq},
+			Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(event.String())}}}
+	}
+	b := &sink.Batch{Rows: []sink.Row{
+		row(0x1000, 1, eventOf(0x1000, 1)), row(0x1000, 2, uuid.New()), row(0x1000, 3, eventOf(0x1000, 3)),
+		row(0x2000, 1, eventOf(0x2000, 1)),
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, stored := r.store(ctx, b, &fence{}); !stored {
+		t.Fatal("not stored")
+	}
+	if got, want := fmt.Sprint(s.lacked), "[0/1000#2 0/1000#3 0/2000#1]"; got != want {
+		t.Errorf("the read-back says ClickHouse lacks %s, want %s", got, want)
 	}
 }

@@ -290,7 +290,7 @@ func (r *Replicator) store(ctx context.Context, b *sink.Batch, f *fence) (time.D
 			r.log.Warn("an INSERT into event_log has run this long and goes on: ClickHouse is slow, or stopped answering (it fails after the DSN's read_timeout, 5 min by default, without progress, and is retried unless cdc is shutting down)",
 				zap.Duration("running", slowInsert), zap.Int("rows", rows), zap.Int("bytes", bytes))
 		})
-		rejected, err = r.sink.Write(sink.WithSendGate(ctx, f.gate(looked)), pending)
+		rejected, err = r.sink.Write(sink.WithReadBack(sink.WithSendGate(ctx, f.gate(looked)), r.readBack), pending)
 		slow.Stop()
 		if err == nil {
 			insert = time.Since(attempt)
@@ -537,6 +537,19 @@ func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) (*sink.Batch, 
 // spanGap is the WAL distance between two of a batch's LSNs past which
 // unstored reads them apart.
 const spanGap = 16 << 20
+
+// readBack is the sink's read-back (sink.WithReadBack): rows without
+// those event_log holds, read as for a failed INSERT retried (unstored).
+func (r *Replicator) readBack(ctx context.Context, rows []sink.Row) ([]sink.Row, error) {
+	if len(rows) == 0 {
+		return rows, nil
+	}
+	rest, err := r.unstored(ctx, &sink.Batch{Rows: rows})
+	if err != nil {
+		return nil, err
+	}
+	return rest.Rows, nil
+}
 
 // lsnSpans returns [from, to) ranges covering every commit LSN of b's
 // rows. Rows of a transaction streamed before its commit are placed by its

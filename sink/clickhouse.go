@@ -415,6 +415,47 @@ func SendGate(ctx context.Context) error {
 	return nil
 }
 
+// readBackKey is the context key of WithReadBack's function.
+type readBackKey struct{}
+
+// WithReadBack returns ctx with readBack, which a Write under it asks
+// which rows ClickHouse lacks before it writes again rows of an INSERT
+// that broke after some of its blocks went out: one refused in a later
+// block (18.16 closes the connection at the next, and the rest is written
+// in halves), or one whose row Append refused. ClickHouse writes an
+// INSERT's blocks as they come once it squashed min_insert_block_size_rows
+// or _bytes of them (1,048,576 rows or 256 MiB by default, less where a
+// profile sets it lower), so the broken INSERT may have stored its first
+// blocks, and written again they were raw duplicates. readBack returns
+// the rows it is given without those stored; it may return them all when
+// it cannot tell. The replicator's reads the positions stored, as for a
+// failed INSERT it retries; without one, every row is written again.
+func WithReadBack(ctx context.Context, readBack func(context.Context, []Row) ([]Row, error)) context.Context {
+	return context.WithValue(ctx, readBackKey{}, readBack)
+}
+
+// ReadBack is the read-back of ctx (WithReadBack) asked about rows: rows
+// themselves without one.
+func ReadBack(ctx context.Context, rows []Row) ([]Row, error) {
+	if readBack, _ := ctx.Value(readBackKey{}).(func(context.Context, []Row) ([]Row, error)); readBack != nil {
+		return readBack(ctx, rows)
+	}
+	return rows, nil
+}
+
+// unstoredThen is the rows of a broken INSERT to write again: those of
+// sent (its blocks that went out, and the one going) that ClickHouse
+// lacks (ReadBack), then unsent.
+func unstoredThen(ctx context.Context, sent, unsent []Row) ([]Row, error) {
+	lacked, err := ReadBack(ctx, sent)
+	if err != nil {
+		return nil, fmt.Errorf("read which of the %d rows an INSERT sent before it broke are stored: %w", len(sent), err)
+	}
+	rest := make([]Row, 0, len(lacked)+len(unsent))
+	rest = append(rest, lacked...)
+	return append(rest, unsent...), nil
+}
+
 // sameShape reports whether two relation versions have the same columns by
 // name: their rows go into the same INSERT. PostgreSQL sends an unchanged
 // relation again (after a reconnect, in each streamed transaction), and
@@ -615,14 +656,24 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 			err = fmt.Errorf("send block of %d rows to %s: %w", blockLen, Table, err)
 			if flushed && ctx.Err() == nil && closedByServer(err) {
 				// Perhaps a block sent before was refused (closedByServer):
-				// the rows are written in halves, as for a refused INSERT.
-				rest := make([]Row, 0, len(rows))
-				rest = append(rest, appended(next)...)
-				rest = append(rest, rows[next:]...)
+				// the rows are written in halves, as for a refused INSERT,
+				// but for those the blocks sent before stored.
+				rest, rerr := unstoredThen(ctx, appended(next), rows[next:])
+				if rerr != nil {
+					return true, nil, fmt.Errorf("%w; then %w", err, rerr)
+				}
 				if len(rest) > 1 {
 					rej, err := c.bisect(ctx, rest, rejected, reloadOnSchemaError)
 					return true, rej, err
 				}
+				if len(rest) == 1 {
+					rej, err := c.write(ctx, rest, reloadOnSchemaError)
+					if err != nil {
+						return true, nil, err
+					}
+					return true, mergeRejected(rejected, rej), nil
+				}
+				return true, rejected, nil
 			}
 			return true, nil, err
 		}
@@ -650,12 +701,21 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 		if err := batch.Append(vals...); err != nil {
 			// Conversion should make this impossible; if a type slipped
 			// through, the batch is now unusable: set the row aside and
-			// start again without it.
+			// start again without it, and without the rows of blocks
+			// sent before that the server stored.
 			_ = batch.Abort()
 			batch = nil
-			rest := make([]Row, 0, len(rows))
-			rest = append(rest, appended(i)...)
-			rest = append(rest, rows[i+1:]...)
+			var rest []Row
+			if flushed {
+				var rerr error
+				if rest, rerr = unstoredThen(ctx, appended(i), rows[i+1:]); rerr != nil {
+					return nil, rerr
+				}
+			} else {
+				rest = make([]Row, 0, len(rows))
+				rest = append(rest, appended(i)...)
+				rest = append(rest, rows[i+1:]...)
+			}
 			more, err2 := c.write(ctx, rest, reloadOnSchemaError)
 			if err2 != nil {
 				return nil, err2
@@ -698,6 +758,30 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 		}
 		return nil, fmt.Errorf("insert %d rows into %s: %w", len(good), Table, err)
 	}
+	if flushed && len(good) > 1 {
+		// The blocks sent before the one that failed may be stored
+		// (WithReadBack): only the rows ClickHouse lacks are written
+		// again, in halves while none was stored.
+		_ = batch.Close()
+		batch = nil
+		rest, rerr := unstoredThen(ctx, good, nil)
+		if rerr != nil {
+			return nil, fmt.Errorf("insert %d rows into %s: %w; then %w", len(good), Table, err, rerr)
+		}
+		switch {
+		case len(rest) == 0:
+			return rejected, nil
+		case len(rest) == 1:
+			// Alone, it is stored, or refused with its own error.
+			more, err := c.write(ctx, rest, reloadOnSchemaError)
+			if err != nil {
+				return nil, err
+			}
+			return mergeRejected(rejected, more), nil
+		case len(rest) < len(good):
+			return c.bisect(ctx, rest, rejected, reloadOnSchemaError)
+		}
+	}
 	if len(good) == 1 {
 		if isMemoryLimit(err) {
 			// An INSERT needs memory of its own whatever its rows (a
@@ -716,8 +800,10 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 	}
 	// The sent batch keeps its block's columns until closed: close it
 	// now, or every level of the bisection below holds its own.
-	_ = batch.Close()
-	batch = nil
+	if batch != nil {
+		_ = batch.Close()
+		batch = nil
+	}
 	return c.bisect(ctx, good, rejected, reloadOnSchemaError)
 }
 

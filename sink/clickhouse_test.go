@@ -185,6 +185,92 @@ func TestClickHouse_RowRefusedInAnEarlyBlockIsSetAside(t *testing.T) {
 	}
 }
 
+// A row the server refuses in a later block of an INSERT of many blocks
+// (or in its last, whose refusal the client reads) is set aside, and the
+// rows of the blocks before it are stored once.
+// Written in halves after the break, as above, those blocks were written
+// again: where the server writes blocks as they come (it squashes them
+// into min_insert_block_size_rows or _bytes first, 1,048,576 rows or 256
+// MiB by default), the broken INSERT had stored them, and 16,000 rows were
+// raw duplicates here. The rows are written again now only as the
+// read-back (WithReadBack) says ClickHouse lacks them. event_log is a
+// plain MergeTree here, whose merges keep duplicates.
+func TestClickHouse_RowRefusedInALaterBlockLeavesTheBlocksBeforeStoredOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		settings string // DSN parameters: settings of each query
+		refused  uint64
+	}{
+		{"blocks squashed into one", "", 4500},
+		{"blocks stored as they come", "?min_insert_block_size_rows=1&min_insert_block_size_bytes=1", 4500},
+		{"refused in the first block", "?min_insert_block_size_rows=1&min_insert_block_size_bytes=1", 7},
+		// The last block's refusal is read at the end of the data.
+		{"refused in the last block", "?min_insert_block_size_rows=1&min_insert_block_size_bytes=1", 59500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			admin, dsn := newSink(t)
+			ctx := context.Background()
+			for _, q := range []string{
+				"CREATE TABLE event_log_plain AS event_log ENGINE = MergeTree() ORDER BY cdc_seq",
+				"DROP TABLE event_log",
+				"RENAME TABLE event_log_plain TO event_log",
+				fmt.Sprintf("ALTER TABLE event_log ADD COLUMN chk UInt8 DEFAULT toUInt8(if(metadata_version = %d, 'x', '1'))", tc.refused),
+			} {
+				if err := admin.Conn().Exec(ctx, q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			ch, err := sink.Open(dsn+tc.settings, zap.NewNop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ch.Close() })
+			sink.SetBlockSize(ch, 1<<30, 1000)
+			const n = 60000
+			b := &sink.Batch{}
+			for seq := uint64(1); seq <= n; seq++ {
+				b.Rows = append(b.Rows, row(seq, strconv.FormatUint(seq, 10), ""))
+			}
+			var asked, stored int
+			readBack := func(ctx context.Context, rows []sink.Row) ([]sink.Row, error) {
+				asked++
+				w, err := ch.Written(ctx, 0x1000, 0x1001)
+				if err != nil {
+					return nil, err
+				}
+				var lacked []sink.Row
+				for _, r := range rows {
+					if w.Has(r.Pos) && w.Match(r.Pos, r.Event()) {
+						stored++
+						continue
+					}
+					lacked = append(lacked, r)
+				}
+				return lacked, nil
+			}
+			wctx, cancel := context.WithTimeout(sink.WithReadBack(ctx, readBack), time.Minute)
+			defer cancel()
+			rejected, err := ch.Write(wctx, b)
+			if err != nil {
+				t.Fatalf("Write: %v; want row %d refused and the rest stored", err, tc.refused)
+			}
+			if len(rejected) != 1 || rejected[0].Row.Pos.Seq != tc.refused || !sink.IsRowError(rejected[0].Err) {
+				t.Fatalf("rejected %v; want row %d with the server's error", rejected, tc.refused)
+			}
+			if asked == 0 {
+				t.Error("the read-back was not asked which rows the broken INSERT stored")
+			}
+			var rows, positions uint64
+			if err := admin.Conn().QueryRow(ctx, "SELECT count(), uniqExact(cdc_seq) FROM event_log").Scan(&rows, &positions); err != nil {
+				t.Fatal(err)
+			}
+			if rows != n-1 || positions != n-1 {
+				t.Fatalf("stored %d rows at %d positions (%d found stored by the read-back); want %d once each", rows, positions, stored, n-1)
+			}
+		})
+	}
+}
+
 // ClickHouse refuses an INSERT that needs more memory than it may use
 // (MEMORY_LIMIT_EXCEEDED, code 241). It was retried whole, refused the
 // same way each time, for ever: the stream stopped. A batch is now written

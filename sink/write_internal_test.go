@@ -180,6 +180,49 @@ func TestWrite_AppendRefusalReleasesTheAbortedBatch(t *testing.T) {
 	}
 }
 
+// A row Append refuses after blocks of the INSERT went out: those blocks
+// may be stored (ClickHouse writes blocks as they come once it squashed
+// enough of them), so the rows are written again only as the read-back
+// says ClickHouse lacks them. Rows 1..40 went out in four blocks of 10
+// before row 50 was refused; the read-back says they are stored.
+func TestWrite_AppendRefusalAfterBlocksWentOutWritesOnlyWhatIsNotStored(t *testing.T) {
+	rel := &decoder.Relation{Name: "outbox", Columns: []decoder.Column{{Name: "id"}}}
+	rows := make([]Row, 100)
+	var want []uint64
+	for i := range rows {
+		rows[i] = Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("x")}},
+			Pos: Position{CommitLSN: pglogrepl.LSN(1), Seq: uint64(i + 1)}, Size: 1}
+		if seq := i + 1; seq > 40 && seq != 50 {
+			want = append(want, uint64(seq))
+		}
+	}
+	conn := &fakeConn{n: &liveCount{}, appendFails: 50}
+	c := &ClickHouse{insertPrefix: "cdc-insert-test-", conn: conn, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
+		columns:    []chColumn{{"event_id", "String"}, {"cdc_commit_lsn", "UInt64"}, {"cdc_seq", "UInt64"}},
+		blockBytes: blockBytes, blockRows: 10}
+	var asked []uint64
+	ctx := WithReadBack(context.Background(), func(_ context.Context, rows []Row) ([]Row, error) {
+		var lacked []Row
+		for _, r := range rows {
+			asked = append(asked, r.Pos.Seq)
+			if r.Pos.Seq > 40 {
+				lacked = append(lacked, r)
+			}
+		}
+		return lacked, nil
+	})
+	rej, err := c.write(ctx, rows, false)
+	if err != nil || len(rej) != 1 || rej[0].Row.Pos.Seq != 50 || rej[0].Err.Error() != "append: append refused" {
+		t.Fatalf("write = %+v, %v; want row 50 refused by append", rej, err)
+	}
+	if len(asked) != 49 || asked[0] != 1 || asked[48] != 49 {
+		t.Errorf("read-back asked about rows %v; want 1..49, those appended before row 50", asked)
+	}
+	if fmt.Sprint(conn.sent) != fmt.Sprint(want) {
+		t.Fatalf("sent %v; want rows 41..100 but 50, once", conn.sent)
+	}
+}
+
 // A block is at most blockBytes, or one row larger than that alone: the
 // writer budgets three copies of the larger of the two for an INSERT
 // (Batch.Footprint). A large row that came after smaller ones joined
