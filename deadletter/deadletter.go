@@ -608,11 +608,16 @@ func (s *Store) CountUpTo(ctx context.Context, limit int64) (int64, error) {
 		return 0, fmt.Errorf("count dead letters: %w", err)
 	}
 	var n int64
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM (SELECT FROM cdc_dead_letter WHERE `+Mine(tagged, 2)+` LIMIT $1) AS waiting`,
-		limit, s.slot).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, countQuery(tagged), limit, s.slot).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count dead letters: %w", err)
 	}
 	return n, nil
+}
+
+// countQuery counts the pipeline's letters, no further than $1; slot $2.
+// By cdc_dead_letter_slot where the table is the pipeline's and others'.
+func countQuery(tagged bool) string {
+	return `SELECT count(*) FROM (SELECT FROM cdc_dead_letter WHERE ` + Mine(tagged, 2) + ` LIMIT $1) AS waiting`
 }
 
 // Others counts the letters other slots set aside, by slot: letters this

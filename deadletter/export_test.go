@@ -5,6 +5,9 @@ import "context"
 // WrittenQuery is the statement Written reads positions with, slot $4.
 var WrittenQuery = writtenQuery(true)
 
+// CountQuery is the statement CountUpTo counts with: limit $1, slot $2.
+var CountQuery = countQuery(true)
+
 // DurableCommit is the statement Put starts its transaction with.
 const DurableCommit = durableCommit
 

@@ -122,7 +122,8 @@ SELECT t.dead IS NOT NULL,
 	current_setting('default_transaction_read_only')::bool,
 	(SELECT source FROM pg_settings WHERE name = 'default_transaction_read_only'),
 	quote_ident(current_database()),
-	EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = t.dead AND attname = 'slot_name' AND NOT attisdropped)
+	EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = t.dead AND attname = 'slot_name' AND NOT attisdropped),
+	EXISTS (SELECT 1 FROM ix WHERE ix.indrelid = t.dead AND ix.first = 'slot_name')
 FROM t
 LEFT JOIN LATERAL (
 	-- nextval() for the id's default needs USAGE (or UPDATE) on its
@@ -153,10 +154,10 @@ func CheckPostgres(ctx context.Context, conn pgQuerier, retention bool) ([]Lack,
 	var unusable string // schemas holding a cdc_dead_letter the role may not use
 	var readOnly bool
 	var readOnlySource, database string
-	var deadBySlot bool
+	var deadBySlot, deadSlotIndexed bool
 	if err := conn.QueryRow(ctx, checkPostgresQuery).Scan(&dead, &deadByEvent, &deadByPosition, &outbox, &outboxByTime, &outboxByTimeID,
 		&role, &deadSelect, &deadInsert, &seq, &seqUsage, &outboxSelect, &outboxDelete, &unusable,
-		&readOnly, &readOnlySource, &database, &deadBySlot); err != nil {
+		&readOnly, &readOnlySource, &database, &deadBySlot, &deadSlotIndexed); err != nil {
 		return nil, fmt.Errorf("look up cdc's tables and indexes in postgres: %w", err)
 	}
 	var lacks []Lack
@@ -190,6 +191,11 @@ func CheckPostgres(ctx context.Context, conn pgQuerier, retention bool) ([]Lack,
 		lacks = append(lacks, Lack{
 			What:   "cdc_dead_letter has no slot_name column",
 			Effect: "its letters are every pipeline's, as with earlier builds: where two pipelines (two slots) share this database, a row one pipeline's ClickHouse refused is taken as stored by the other, and replayed into one ClickHouse only",
+		})
+	} else if !deadSlotIndexed {
+		lacks = append(lacks, Lack{
+			What:   "cdc_dead_letter has no index on slot_name (cdc_dead_letter_slot)",
+			Effect: "each count of this pipeline's dead letters (cdc_dead_letters_waiting, once a minute, and cdc status) reads every letter the table keeps, other pipelines' too",
 		})
 	}
 	if !deadByEvent {

@@ -21,6 +21,7 @@ const (
 	lackByPosition     = "cdc_dead_letter has no index on (commit_lsn, seq) (cdc_dead_letter_position)"
 	lackByEvent        = "cdc_dead_letter has no index on event_id (cdc_dead_letter_event_id)"
 	lackBySlot         = "cdc_dead_letter has no slot_name column"
+	lackBySlotIndex    = "cdc_dead_letter has no index on slot_name (cdc_dead_letter_slot)"
 	lackOldOutboxIndex = "outbox has the index an earlier migrate made, on event_date_time alone, not outbox_event_date_time_id_idx on (event_date_time, id)"
 	lackOutboxIndex    = "outbox has no index on event_date_time (outbox_event_date_time_id_idx)"
 )
@@ -50,7 +51,9 @@ func TestCheckPostgres_NamesWhatAnEarlierMigrateDidNotMake(t *testing.T) {
 		{"before cbfce64: the outbox index on event_date_time alone, and no dead-letter index", []string{
 			dropSlot, `DROP INDEX cdc_dead_letter_position`, `DROP INDEX cdc_dead_letter_event_id`, dropNewOutboxIndex, oldIndex,
 		}, true, []string{lackByPosition, lackBySlot, lackByEvent, lackOldOutboxIndex}, false},
-		{"a slot column dropped and added again is found", []string{dropSlot, `ALTER TABLE cdc_dead_letter ADD COLUMN slot_name text`}, true, nil, false},
+		{"a slot column dropped and added again is found, without its index", []string{dropSlot, `ALTER TABLE cdc_dead_letter ADD COLUMN slot_name text`}, true, []string{lackBySlotIndex}, false},
+		{"before the slot index", []string{`DROP INDEX cdc_dead_letter_slot`}, true, []string{lackBySlotIndex}, false},
+		{"a slot index an operator made under another name", []string{`DROP INDEX cdc_dead_letter_slot`, `CREATE INDEX letters_by_slot ON cdc_dead_letter (slot_name, created_at)`}, true, nil, false},
 		{"the old outbox index, retention off", []string{dropNewOutboxIndex, oldIndex}, false, nil, false},
 		{"no outbox index", []string{dropNewOutboxIndex}, true, []string{lackOutboxIndex}, false},
 		{"no outbox index, retention off", []string{dropNewOutboxIndex}, false, nil, false},

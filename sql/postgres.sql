@@ -81,6 +81,12 @@ CREATE INDEX IF NOT EXISTS cdc_dead_letter_event_id ON cdc_dead_letter (event_id
 -- outlast the session's set-up timeout and stop cdc from streaming at all.
 CREATE INDEX IF NOT EXISTS cdc_dead_letter_position ON cdc_dead_letter (commit_lsn, seq);
 
+-- Each pipeline counts its own letters (the cdc_dead_letters_waiting
+-- gauge, once a minute; cdc status) by slot_name: by this index, not by a
+-- scan of every letter another pipeline's outage set aside (500,000 of
+-- them took 266 ms a count).
+CREATE INDEX IF NOT EXISTS cdc_dead_letter_slot ON cdc_dead_letter (slot_name);
+
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = '{{.Publication}}') THEN
