@@ -1528,7 +1528,7 @@ func TestCommands_RunAsAReadOnlyClickHouseUserExitsOneNamingIt(t *testing.T) {
 	if code := c.cmd.ProcessState.ExitCode(); code != 1 {
 		t.Fatalf("exit code %d, want 1:\n%s", code, tail(c.out.String(), 10))
 	}
-	const want = `"error": "schema: the ClickHouse user of CDC_CLICKHOUSE_DSN is read-only (readonly = 1): ClickHouse refuses every INSERT into event_log, so cdc would retry its first batch for ever: set readonly = 0 for that user`
+	const want = `"error": "schema: the ClickHouse user of CDC_CLICKHOUSE_DSN is read-only (readonly = 1): ClickHouse refuses every INSERT into event_log, so cdc would retry its first batch for ever: set readonly = 0 for that user (its profile in users.xml, or ALTER USER … SETTINGS readonly = 0 where SQL access control is on; allow_ddl = 0 still keeps it from DDL) and take readonly out of CDC_CLICKHOUSE_DSN: make the ClickHouse user cdc connects as writable (docs/operations.md, Grants)"`
 	if out := c.out.String(); !strings.Contains(out, want) {
 		t.Fatalf("log does not say %q:\n%s", want, tail(out, 10))
 	}

@@ -24,6 +24,11 @@ var ErrNotGranted = errors.New("grant, as the admin, what the role cdc connects 
 // docs/operations.md may not alter a role).
 var ErrReadOnly = errors.New("lift the setting that makes the role cdc connects as read-only (docs/operations.md, Grants)")
 
+// ErrClickHouseReadOnly is a ClickHouse user whose profile or DSN sets
+// readonly: no grant, and no PostgreSQL role, but a setting of the user's
+// to change, which the lack's Grant names.
+var ErrClickHouseReadOnly = errors.New("make the ClickHouse user cdc connects as writable (docs/operations.md, Grants)")
+
 // Lack is something `cdc migrate` makes that a schema lacks: never
 // migrated, or migrated by an earlier build and not since. `cdc run` looks
 // once at its start (CheckPostgres, CheckClickHouse): a Fatal lack stops
@@ -38,16 +43,24 @@ type Lack struct {
 	// ReadOnly is a read-only default rather than a privilege: Grant
 	// lifts it, and says who may.
 	ReadOnly bool
+	// Err is what a fatal lack's error wraps when none of Fatal's kinds
+	// says what to do about it.
+	Err error
 }
 
 // Fatal is the error for the fatal lacks among lacks, wrapping
 // ErrNotMigrated for what migrate makes, ErrNotGranted for a missing
-// privilege and ErrReadOnly for a read-only role; nil when there are none.
+// privilege, ErrReadOnly for a read-only role, and a lack's own Err; nil
+// when there are none.
 func Fatal(lacks []Lack) error {
-	var migrate, grant, readOnly []string
+	var migrate, grant, readOnly, own []string
+	var ownErr error
 	for _, l := range lacks {
 		switch {
 		case !l.Fatal:
+		case l.Err != nil:
+			// One such lack at most (CheckClickHouse's read-only user).
+			own, ownErr = append(own, l.What+": "+l.Effect+": "+l.Grant), l.Err
 		case l.ReadOnly:
 			readOnly = append(readOnly, l.What+": "+l.Effect+": "+l.Grant)
 		case l.Grant != "":
@@ -60,7 +73,7 @@ func Fatal(lacks []Lack) error {
 	for _, g := range []struct {
 		lines []string
 		err   error
-	}{{migrate, ErrNotMigrated}, {readOnly, ErrReadOnly}, {grant, ErrNotGranted}} {
+	}{{migrate, ErrNotMigrated}, {readOnly, ErrReadOnly}, {grant, ErrNotGranted}, {own, ownErr}} {
 		if len(g.lines) > 0 {
 			errs = append(errs, fmt.Errorf("%s: %w", strings.Join(g.lines, "; "), g.err))
 		}
@@ -355,6 +368,7 @@ func checkReadonly(ctx context.Context, conn driver.Conn) ([]Lack, error) {
 		Effect: "ClickHouse refuses every INSERT into event_log, so cdc would retry its first batch for ever",
 		Fatal:  true,
 		Grant:  "set readonly = 0 for that user (its profile in users.xml, or ALTER USER … SETTINGS readonly = 0 where SQL access control is on; allow_ddl = 0 still keeps it from DDL) and take readonly out of CDC_CLICKHOUSE_DSN",
+		Err:    ErrClickHouseReadOnly,
 	}}, nil
 }
 

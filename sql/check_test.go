@@ -393,6 +393,12 @@ func TestCheckClickHouse(t *testing.T) {
 			if got != tc.want {
 				t.Fatalf("lack %q, want %q", got, tc.want)
 			}
+			// A read-only user is told to make it writable, not to grant
+			// what a PostgreSQL role lacks.
+			if err := ddl.Fatal(lacks); tc.fatal && strings.HasPrefix(tc.want, readonly) &&
+				(!errors.Is(err, ddl.ErrClickHouseReadOnly) || errors.Is(err, ddl.ErrNotGranted) || !strings.HasSuffix(err.Error(), "CDC_CLICKHOUSE_DSN: "+ddl.ErrClickHouseReadOnly.Error())) {
+				t.Errorf("Fatal = %v; want it to end with %q alone", err, ddl.ErrClickHouseReadOnly)
+			}
 			if tc.params == "readonly=1" {
 				// What the lack says is what ClickHouse does to an INSERT.
 				err := check.Exec(ctx, "INSERT INTO event_log (event_type) VALUES ('x')")
