@@ -464,22 +464,7 @@ func TestStore_WrittenReadsByAnIndex(t *testing.T) {
 	if _, err := pool.Exec(ctx, `ANALYZE cdc_dead_letter`); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := pool.Query(ctx, "EXPLAIN "+deadletter.WrittenQuery, "1/0", sink.LastLSN.String(), sink.ReadLimit(), slotA)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var plan []string
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, line)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if text := strings.Join(plan, "\n"); !strings.Contains(text, "cdc_dead_letter_position") || strings.Contains(text, "Seq Scan") {
+	if text := explain(t, pool, deadletter.WrittenQuery, "1/0", sink.LastLSN.String(), sink.ReadLimit(), slotA); !strings.Contains(text, "cdc_dead_letter_position") || strings.Contains(text, "Seq Scan") {
 		t.Errorf("the read of positions past the slot is not planned by cdc_dead_letter_position:\n%s", text)
 	}
 }
@@ -506,24 +491,23 @@ func TestStore_CountReadsByAnIndex(t *testing.T) {
 	if n, err := store.CountUpTo(ctx, 10000); err != nil || n != 1 {
 		t.Fatalf("CountUpTo = %d, %v; want the pipeline's 1", n, err)
 	}
-	rows, err := pool.Query(ctx, "EXPLAIN "+deadletter.CountQuery, 10000, slotA)
+	if text := explain(t, pool, deadletter.CountQuery, 10000, slotA); !strings.Contains(text, "cdc_dead_letter_slot") || strings.Contains(text, "Seq Scan") {
+		t.Errorf("the count of the pipeline's letters is not planned by cdc_dead_letter_slot:\n%s", text)
+	}
+}
+
+// explain is PostgreSQL's plan of query with args, a line a node.
+func explain(t *testing.T, pool *pgxpool.Pool, query string, args ...any) string {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), "EXPLAIN "+query, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var plan []string
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, line)
-	}
-	if err := rows.Err(); err != nil {
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
 		t.Fatal(err)
 	}
-	if text := strings.Join(plan, "\n"); !strings.Contains(text, "cdc_dead_letter_slot") || strings.Contains(text, "Seq Scan") {
-		t.Errorf("the count of the pipeline's letters is not planned by cdc_dead_letter_slot:\n%s", text)
-	}
+	return strings.Join(lines, "\n")
 }
 
 // One replay at a time: a second, while the first holds the lock, is

@@ -97,20 +97,31 @@ func (b *fakeBatch) done() {
 func (b *fakeBatch) Abort() error { b.conn.aborted++; b.done(); return nil }
 func (b *fakeBatch) Close() error { b.conn.closed++; b.done(); return nil }
 
-// A block that fails to go out ends the INSERT by Abort, not Close: Close
-// sends the end of the data, and the server would commit the blocks sent
-// before it while Write reports the batch not stored.
-func TestWrite_AFailedBlockAbortsTheInsert(t *testing.T) {
+// seqRows is n rows of one byte each, at sequences 1..n of one commit.
+func seqRows(n int) []Row {
 	rel := &decoder.Relation{Name: "outbox", Columns: []decoder.Column{{Name: "id"}}}
-	rows := make([]Row, 100)
+	rows := make([]Row, n)
 	for i := range rows {
 		rows[i] = Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("x")}},
 			Pos: Position{CommitLSN: pglogrepl.LSN(1), Seq: uint64(i + 1)}, Size: 1}
 	}
-	fc := &fakeConn{n: &liveCount{}, flushFails: true}
-	c := &ClickHouse{insertPrefix: "cdc-insert-test-", conn: fc, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
+	return rows
+}
+
+// fakeSink writes to conn (a fakeConn) in blocks of at most bytes and rows.
+func fakeSink(conn driver.Conn, bytes, rows int) *ClickHouse {
+	return &ClickHouse{insertPrefix: "cdc-insert-test-", conn: conn, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
 		columns:    []chColumn{{"event_id", "String"}, {"cdc_commit_lsn", "UInt64"}, {"cdc_seq", "UInt64"}},
-		blockBytes: blockBytes, blockRows: 10}
+		blockBytes: bytes, blockRows: rows}
+}
+
+// A block that fails to go out ends the INSERT by Abort, not Close: Close
+// sends the end of the data, and the server would commit the blocks sent
+// before it while Write reports the batch not stored.
+func TestWrite_AFailedBlockAbortsTheInsert(t *testing.T) {
+	rows := seqRows(100)
+	fc := &fakeConn{n: &liveCount{}, flushFails: true}
+	c := fakeSink(fc, blockBytes, 10)
 	_, err := c.write(context.Background(), rows, false)
 	if err == nil || err.Error() != "send block of 10 rows to event_log: flush failed" {
 		t.Fatalf("write with a failing block: %v", err)
@@ -125,17 +136,10 @@ func TestWrite_AFailedBlockAbortsTheInsert(t *testing.T) {
 // log2(rows) levels are not held at once. fakeConn counts the batches
 // open; the last of 4,096 rows is refused.
 func TestWrite_BisectionHoldsOneBatchPerLevelAtMost(t *testing.T) {
-	rel := &decoder.Relation{Name: "outbox", Columns: []decoder.Column{{Name: "id"}}}
 	const n = 1 << 12
-	rows := make([]Row, n)
-	for i := range rows {
-		rows[i] = Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("x")}},
-			Pos: Position{CommitLSN: pglogrepl.LSN(1), Seq: uint64(i + 1)}, Size: 1}
-	}
+	rows := seqRows(n)
 	lc := &liveCount{}
-	c := &ClickHouse{insertPrefix: "cdc-insert-test-", conn: &fakeConn{n: lc, bad: n}, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
-		columns:    []chColumn{{"event_id", "String"}, {"cdc_commit_lsn", "UInt64"}, {"cdc_seq", "UInt64"}},
-		blockBytes: blockBytes, blockRows: blockRows}
+	c := fakeSink(&fakeConn{n: lc, bad: n}, blockBytes, blockRows)
 	rej, err := c.write(context.Background(), rows, false)
 	if err != nil || len(rej) != 1 {
 		t.Fatalf("rejected %d, err %v", len(rej), err)
@@ -153,21 +157,16 @@ func TestWrite_BisectionHoldsOneBatchPerLevelAtMost(t *testing.T) {
 // it: one batch open at a time, every other row sent once, the refused one
 // set aside with Append's error.
 func TestWrite_AppendRefusalReleasesTheAbortedBatch(t *testing.T) {
-	rel := &decoder.Relation{Name: "outbox", Columns: []decoder.Column{{Name: "id"}}}
-	rows := make([]Row, 100)
+	rows := seqRows(100)
 	var want []uint64
 	for i := range rows {
-		rows[i] = Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("x")}},
-			Pos: Position{CommitLSN: pglogrepl.LSN(1), Seq: uint64(i + 1)}, Size: 1}
 		if i+1 != 50 {
 			want = append(want, uint64(i+1))
 		}
 	}
 	lc := &liveCount{}
 	conn := &fakeConn{n: lc, appendFails: 50}
-	c := &ClickHouse{insertPrefix: "cdc-insert-test-", conn: conn, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
-		columns:    []chColumn{{"event_id", "String"}, {"cdc_commit_lsn", "UInt64"}, {"cdc_seq", "UInt64"}},
-		blockBytes: blockBytes, blockRows: blockRows}
+	c := fakeSink(conn, blockBytes, blockRows)
 	rej, err := c.write(context.Background(), rows, false)
 	if err != nil || len(rej) != 1 || rej[0].Row.Pos.Seq != 50 || rej[0].Err.Error() != "append: append refused" {
 		t.Fatalf("write = %+v, %v; want row 50 refused by append", rej, err)
@@ -186,20 +185,15 @@ func TestWrite_AppendRefusalReleasesTheAbortedBatch(t *testing.T) {
 // says ClickHouse lacks them. Rows 1..40 went out in four blocks of 10
 // before row 50 was refused; the read-back says they are stored.
 func TestWrite_AppendRefusalAfterBlocksWentOutWritesOnlyWhatIsNotStored(t *testing.T) {
-	rel := &decoder.Relation{Name: "outbox", Columns: []decoder.Column{{Name: "id"}}}
-	rows := make([]Row, 100)
+	rows := seqRows(100)
 	var want []uint64
 	for i := range rows {
-		rows[i] = Row{Relation: rel, Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte("x")}},
-			Pos: Position{CommitLSN: pglogrepl.LSN(1), Seq: uint64(i + 1)}, Size: 1}
 		if seq := i + 1; seq > 40 && seq != 50 {
 			want = append(want, uint64(seq))
 		}
 	}
 	conn := &fakeConn{n: &liveCount{}, appendFails: 50}
-	c := &ClickHouse{insertPrefix: "cdc-insert-test-", conn: conn, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
-		columns:    []chColumn{{"event_id", "String"}, {"cdc_commit_lsn", "UInt64"}, {"cdc_seq", "UInt64"}},
-		blockBytes: blockBytes, blockRows: 10}
+	c := fakeSink(conn, blockBytes, 10)
 	var asked []uint64
 	ctx := WithReadBack(context.Background(), func(_ context.Context, rows []Row) ([]Row, error) {
 		var lacked []Row
@@ -238,9 +232,7 @@ func TestWrite_ALargeRowIsABlockOfItsOwn(t *testing.T) {
 			Pos: Position{CommitLSN: pglogrepl.LSN(1), Seq: uint64(i + 1)}, Size: size}
 	}
 	fc := &fakeConn{n: &liveCount{}}
-	c := &ClickHouse{insertPrefix: "cdc-insert-test-", conn: fc, log: zap.NewNop(), warned: map[*decoder.Relation]bool{},
-		columns:    []chColumn{{"event_id", "String"}, {"cdc_commit_lsn", "UInt64"}, {"cdc_seq", "UInt64"}},
-		blockBytes: 2 * mib, blockRows: blockRows}
+	c := fakeSink(fc, 2*mib, blockRows)
 	c.big = fc
 	rej, err := c.write(context.Background(), rows, false)
 	if err != nil || len(rej) != 0 {
