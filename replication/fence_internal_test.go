@@ -353,14 +353,21 @@ func TestStore_EndingSessionLooksWithinTheShutdownBudget(t *testing.T) {
 	}
 }
 
-// The freeze clock says "frozen lately" when its ticks stopped — now, or
-// within freezeRecent — and not while they come on time.
-func TestFreezeClock(t *testing.T) {
+// tickingClock is a freeze clock that has ticked a few times, stopped
+// when the test ends.
+func tickingClock(t *testing.T) *freezeClock {
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	t.Cleanup(cancel)
 	var c freezeClock
 	c.run(ctx)
 	time.Sleep(3 * freezeTick)
+	return &c
+}
+
+// The freeze clock says "frozen lately" when its ticks stopped — now, or
+// within freezeRecent — and not while they come on time.
+func TestFreezeClock(t *testing.T) {
+	c := tickingClock(t)
 	if c.frozenLately() {
 		t.Fatal("frozen lately while ticking")
 	}
@@ -384,11 +391,7 @@ func TestFreezeClock(t *testing.T) {
 // now: a look would otherwise be retried at once, without end, until the
 // clock caught up (an hour for an hour's step).
 func TestFreezeClock_FrozenSince(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var c freezeClock
-	c.run(ctx)
-	time.Sleep(3 * freezeTick)
+	c := tickingClock(t)
 	c.noteGap(time.Now().Add(time.Hour).UnixNano()) // seen, then the clock stepped back an hour
 	m := c.mark()
 	time.Sleep(3 * freezeTick)
