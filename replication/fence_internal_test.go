@@ -96,7 +96,7 @@ func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
 	}
 	frozen := func(walsender uint32) *fence { // woken from a freeze just now
 		f := running(walsender)
-		f.clock.noteGap(time.Now().UnixNano())
+		f.clock.noteGap()
 		return f
 	}
 	ending := func(walsender uint32) *fence {
@@ -194,7 +194,7 @@ func (s *freezingSink) Write(ctx context.Context, _ *sink.Batch) ([]sink.Rejecte
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.writes++; s.writes == 1 {
-		s.f.clock.noteGap(time.Now().UnixNano())
+		s.f.clock.noteGap()
 	}
 	if err := sink.SendGate(ctx); err != nil {
 		return nil, err
@@ -312,7 +312,7 @@ func TestStore_AnInsertClearedByALookAfterTheFreezeGoes(t *testing.T) {
 			// gap a moment later, and ticks on.
 			f.clock.last.Store(time.Now().Add(-5 * time.Second).UnixNano())
 			wake := time.AfterFunc(tc.noted, func() {
-				f.clock.noteGap(time.Now().UnixNano())
+				f.clock.noteGap()
 				f.clock.run(ctx)
 			})
 			defer wake.Stop()
@@ -365,7 +365,8 @@ func tickingClock(t *testing.T) *freezeClock {
 }
 
 // The freeze clock says "frozen lately" when its ticks stopped — now, or
-// within freezeRecent — and not while they come on time.
+// within freezeRecent — and not while they come on time, nor after a
+// wall clock stepped back.
 func TestFreezeClock(t *testing.T) {
 	c := tickingClock(t)
 	if c.frozenLately() {
@@ -379,9 +380,15 @@ func TestFreezeClock(t *testing.T) {
 	if !c.frozenLately() {
 		t.Fatal("not frozen lately right after a gap was seen")
 	}
-	c.gap.Store(time.Now().Add(-freezeRecent - time.Second).UnixNano())
+	c.gap.Store(sinceStart() - int64(freezeRecent+time.Second))
 	if c.frozenLately() {
 		t.Fatal("frozen lately with the last gap older than freezeRecent")
+	}
+	// The wall clock stepped back an hour since the last tick: the gap's
+	// age is the monotonic clock's, and a tick ahead of now is not stale.
+	c.last.Store(time.Now().Add(time.Hour).UnixNano())
+	if c.frozenLately() {
+		t.Fatal("frozen lately with the wall clock stepped back after an old gap")
 	}
 }
 
@@ -392,7 +399,8 @@ func TestFreezeClock(t *testing.T) {
 // clock caught up (an hour for an hour's step).
 func TestFreezeClock_FrozenSince(t *testing.T) {
 	c := tickingClock(t)
-	c.noteGap(time.Now().Add(time.Hour).UnixNano()) // seen, then the clock stepped back an hour
+	c.noteGap()
+	c.last.Store(time.Now().Add(time.Hour).UnixNano()) // the clock stepped back an hour since
 	m := c.mark()
 	time.Sleep(3 * freezeTick)
 	if c.frozenSince(m) {
@@ -509,7 +517,7 @@ func TestStore_LookCutShortByAFreezeIsMadeAgain(t *testing.T) {
 			f.ending.Store(true) // every INSERT looks; each look is bounded to 500 ms
 			if tc.freeze {
 				// What the ticker notes when the process wakes within the look.
-				time.AfterFunc(200*time.Millisecond, func() { f.clock.noteGap(time.Now().UnixNano()) })
+				time.AfterFunc(200*time.Millisecond, func() { f.clock.noteGap() })
 			}
 			_, stored := r.store(sctx, &sink.Batch{Rows: []sink.Row{{Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}}}, f)
 			if stored != tc.wantStored || s.count()-1 != tc.wantWrites {
@@ -554,7 +562,7 @@ func TestAwaitSlot_AnAnswerAcrossAFreezeIsAskedAgain(t *testing.T) {
 			f.clock.run(sctx)
 			if tc.freeze {
 				// What the ticker notes when the process wakes within the look.
-				time.AfterFunc(200*time.Millisecond, func() { f.clock.noteGap(time.Now().UnixNano()) })
+				time.AfterFunc(200*time.Millisecond, func() { f.clock.noteGap() })
 			}
 			if !r.awaitSlot(sctx, f) {
 				t.Fatal("awaitSlot = false while this session's walsender holds the slot")

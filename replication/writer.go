@@ -163,18 +163,27 @@ func (f *fence) lose() {
 // freezeClock tells whether the process may have been frozen lately: a
 // goroutine notes the time every tick, and a gap far longer than a tick
 // (or a note that is stale now) says the process did not run meanwhile.
-// Wall-clock times: a paused VM's monotonic clock may not count the pause.
-// A busy host can delay a tick too; that costs a look at the slot, and
-// an INSERT sending meanwhile is stopped and read back (fence.gate).
-// "Frozen since" is asked of the count of gaps, not of their times: a
-// wall clock stepped back after a gap (NTP on a VM's wake) would leave
-// the gap's time ahead of every look's for as long as the step, and each
-// look would find the process frozen since it began, and look again at
-// once, without end.
+// Ticks are wall-clock times: a paused VM's monotonic clock may not count
+// the pause. A busy host can delay a tick too; that costs a look at the
+// slot, and an INSERT sending meanwhile is stopped and read back
+// (fence.gate). Nothing after a gap is seen reads the wall clock: "frozen
+// since" is asked of the count of gaps, and "lately" of the monotonic
+// time since the last. A wall clock stepped back after a gap (NTP on a
+// VM's wake) would leave the gap's wall time ahead of every look's for as
+// long as the step: each look would have found the process frozen since
+// it began, and looked again at once, and each INSERT would have looked
+// at the slot first, until the clock caught up.
 type freezeClock struct {
-	last, gap atomic.Int64 // Unix nanos of the last tick and of the last gap seen
-	gaps      atomic.Int64 // gaps seen so far
+	last atomic.Int64 // Unix nanos of the last tick
+	gap  atomic.Int64 // when the last gap was seen, as monotonic time since clockStart; 0: none
+	gaps atomic.Int64 // gaps seen so far
 }
+
+// clockStart is what freeze clocks count the monotonic time of a gap from.
+var clockStart = time.Now()
+
+// sinceStart is the monotonic time since clockStart, never 0.
+func sinceStart() int64 { return max(int64(time.Since(clockStart)), 1) }
 
 // slowInsert is how long an INSERT runs before cdc says so. A frozen
 // ClickHouse (a paused VM, a link gone without a reset) holds an INSERT
@@ -202,15 +211,15 @@ func (c *freezeClock) run(ctx context.Context) {
 			}
 			now := time.Now().UnixNano()
 			if time.Duration(now-c.last.Swap(now)) > freezeGap {
-				c.noteGap(now)
+				c.noteGap()
 			}
 		}
 	}()
 }
 
-// noteGap records a gap seen at now (Unix nanos).
-func (c *freezeClock) noteGap(now int64) {
-	c.gap.Store(now)
+// noteGap records a gap seen now.
+func (c *freezeClock) noteGap() {
+	c.gap.Store(sinceStart())
 	c.gaps.Add(1)
 }
 
@@ -248,12 +257,11 @@ func (f *fence) gate(looked int64) func() error {
 }
 
 // frozenLately reports whether the process may have been frozen within
-// freezeRecent, or is waking from a freeze now. A gap whose time is
-// ahead of now (the clock stepped back since) counts as recent: a look
-// at the slot per INSERT until the clock catches up, not a lost fence.
+// freezeRecent, or is waking from a freeze now.
 func (c *freezeClock) frozenLately() bool {
-	now := time.Now().UnixNano()
-	return time.Duration(now-c.last.Load()) > freezeGap || time.Duration(now-c.gap.Load()) < freezeRecent
+	gap := c.gap.Load()
+	return time.Duration(time.Now().UnixNano()-c.last.Load()) > freezeGap ||
+		gap != 0 && time.Duration(sinceStart()-gap) < freezeRecent
 }
 
 // store writes one batch and its dead letters and says how long the
