@@ -208,7 +208,7 @@ func CheckPostgres(ctx context.Context, conn pgQuerier, retention bool) ([]Lack,
 	} else if !deadSlotIndexed {
 		lacks = append(lacks, Lack{
 			What:   "cdc_dead_letter has no index on slot_name (cdc_dead_letter_slot)",
-			Effect: "each count of this pipeline's dead letters (cdc_dead_letters_waiting, once a minute, and cdc status) reads every letter the table keeps, other pipelines' too",
+			Effect: "each count of this pipeline's dead letters (cdc_dead_letters_waiting, once a minute, and cdc status's) reads every letter the table keeps, other pipelines' too",
 		})
 	}
 	if !deadByEvent {

@@ -82,7 +82,7 @@ CREATE INDEX IF NOT EXISTS cdc_dead_letter_event_id ON cdc_dead_letter (event_id
 CREATE INDEX IF NOT EXISTS cdc_dead_letter_position ON cdc_dead_letter (commit_lsn, seq);
 
 -- Each pipeline counts its own letters (the cdc_dead_letters_waiting
--- gauge, once a minute; cdc status) by slot_name: by this index, not by a
+-- gauge, once a minute; cdc status's count) by slot_name: by this index, not by a
 -- scan of every letter another pipeline's outage set aside (500,000 of
 -- them took 266 ms a count).
 CREATE INDEX IF NOT EXISTS cdc_dead_letter_slot ON cdc_dead_letter (slot_name);
