@@ -57,6 +57,17 @@ func (f *failOnceSink) count() int {
 	return f.writes
 }
 
+// fenceTest is a fence test's set-up: a context of a minute, ended with
+// the test, and a slot streamed by a walsender of pid holder
+// (streamedSlot).
+func fenceTest(t *testing.T) (ctx context.Context, dsn string, holder uint32) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	dsn, holder = streamedSlot(ctx, t)
+	return ctx, dsn, holder
+}
+
 // streamedSlot gives a database with slot "fence" (publication "p")
 // streamed by a walsender of pid holder.
 func streamedSlot(ctx context.Context, t *testing.T) (dsn string, holder uint32) {
@@ -80,9 +91,7 @@ func streamedSlot(ctx context.Context, t *testing.T) (dsn string, holder uint32)
 // batch failed, woken after another took the slot over and stored the same
 // rows — waits instead, until its session ends; the next replays them.
 func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	dsn, holder := streamedSlot(ctx, t)
+	ctx, dsn, holder := fenceTest(t)
 	other := holder + 1
 	defer SetSinkRetryMax(20 * time.Millisecond)()
 	batch := &sink.Batch{Rows: []sink.Row{{Pos: sink.Position{CommitLSN: 0x100, Seq: 1}}}}
@@ -150,9 +159,7 @@ func TestStore_RetriesOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
 // session's walsender holds the slot, and otherwise waits, as a retry
 // does, until the session ends.
 func TestStore_RowsFoundStoredCountOnlyWhileItsWalsenderHoldsTheSlot(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	dsn, holder := streamedSlot(ctx, t)
+	ctx, dsn, holder := fenceTest(t)
 	defer SetSinkRetryMax(20 * time.Millisecond)()
 	pos := sink.Position{CommitLSN: 0x100, Seq: 1}
 	for _, tc := range []struct {
@@ -218,9 +225,7 @@ const gateStoppedMsg = "this process may have been frozen since it made sure the
 // slot "before sending it", though a late tick on a busy host stops an
 // INSERT too, and blocks it sent before may be stored.
 func TestStore_AFreezeBeforeTheSendLooksAtTheSlotAgain(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	dsn, holder := streamedSlot(ctx, t)
+	ctx, dsn, holder := fenceTest(t)
 	defer SetSinkRetryMax(20 * time.Millisecond)()
 	for _, tc := range []struct {
 		name       string
@@ -296,9 +301,7 @@ func (s *gateSink) Write(ctx context.Context, _ *sink.Batch) ([]sink.Rejected, e
 // looked at the slot once more, and logged that the process was frozen
 // while it prepared the INSERT, which it was not.
 func TestStore_AnInsertClearedByALookAfterTheFreezeGoes(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	dsn, holder := streamedSlot(ctx, t)
+	ctx, dsn, holder := fenceTest(t)
 	for _, tc := range []struct {
 		name  string
 		noted time.Duration // after the store began, the freeze is noted
@@ -481,9 +484,7 @@ func throughProxy(t *testing.T, dsn string, wait func(n int) time.Duration) stri
 // (A soak met it: a retry's look begun just before a SIGSTOP failed on
 // waking, and the batch a standby had stored went again.)
 func TestStore_LookCutShortByAFreezeIsMadeAgain(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	dsn, holder := streamedSlot(ctx, t)
+	ctx, dsn, holder := fenceTest(t)
 	defer SetSinkRetryMax(20 * time.Millisecond)()
 	for _, tc := range []struct {
 		name       string
@@ -533,9 +534,7 @@ func TestStore_LookCutShortByAFreezeIsMadeAgain(t *testing.T) {
 // answered just before a SIGSTOP, the walsender was terminated and a
 // standby stored the rows, and on waking the INSERT stored them again.)
 func TestAwaitSlot_AnAnswerAcrossAFreezeIsAskedAgain(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	dsn, holder := streamedSlot(ctx, t)
+	ctx, dsn, holder := fenceTest(t)
 	for _, tc := range []struct {
 		name      string
 		freeze    bool // a freeze seen while the first look waits
