@@ -471,7 +471,8 @@ func TestStore_WrittenReadsByAnIndex(t *testing.T) {
 
 // The count of the pipeline's letters (cdc_dead_letters_waiting, every
 // minute) goes by an index, however many letters another pipeline's
-// outage left: it read each of them, 266 ms for 500,000.
+// outage left: it read each of them (51 ms for 500,000 on a local
+// PostgreSQL 15, against 1 ms by the index).
 func TestStore_CountReadsByAnIndex(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Get(t).MigratedPostgres(t, "pub")

@@ -83,8 +83,8 @@ CREATE INDEX IF NOT EXISTS cdc_dead_letter_position ON cdc_dead_letter (commit_l
 
 -- Each pipeline counts its own letters (the cdc_dead_letters_waiting
 -- gauge, once a minute; cdc status's count) by slot_name: by this index, not by a
--- scan of every letter another pipeline's outage set aside (500,000 of
--- them took 266 ms a count).
+-- scan of every letter another pipeline's outage set aside (51 ms a count
+-- with 500,000 of them, 1 ms by the index).
 CREATE INDEX IF NOT EXISTS cdc_dead_letter_slot ON cdc_dead_letter (slot_name);
 
 DO $$
