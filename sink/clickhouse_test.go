@@ -210,16 +210,7 @@ func TestClickHouse_RowRefusedInALaterBlockLeavesTheBlocksBeforeStoredOnce(t *te
 		t.Run(tc.name, func(t *testing.T) {
 			admin, dsn := newSink(t)
 			ctx := context.Background()
-			for _, q := range []string{
-				"CREATE TABLE event_log_plain AS event_log ENGINE = MergeTree() ORDER BY cdc_seq",
-				"DROP TABLE event_log",
-				"RENAME TABLE event_log_plain TO event_log",
-				fmt.Sprintf("ALTER TABLE event_log ADD COLUMN chk UInt8 DEFAULT toUInt8(if(metadata_version = %d, 'x', '1'))", tc.refused),
-			} {
-				if err := admin.Conn().Exec(ctx, q); err != nil {
-					t.Fatalf("%s: %v", q, err)
-				}
-			}
+			testenv.RefuseVersionInPlainEventLog(t, admin.Conn(), int(tc.refused))
 			ch, err := sink.Open(dsn+tc.settings, zap.NewNop())
 			if err != nil {
 				t.Fatal(err)

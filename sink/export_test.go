@@ -67,3 +67,11 @@ func AgeColumns(c *ClickHouse) {
 	defer c.mu.Unlock()
 	c.loadedAt = c.loadedAt.Add(-time.Minute)
 }
+
+// SetUnwrittenChunk sets how many event ids one query of Unwritten asks
+// about, for a test, and returns the function that puts it back.
+func SetUnwrittenChunk(n int) (restore func()) {
+	old := unwrittenChunk
+	unwrittenChunk = n
+	return func() { unwrittenChunk = old }
+}

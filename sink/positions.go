@@ -279,20 +279,26 @@ func EventHash(id [16]byte) uint64 {
 // Event returns the EventHash of row's event id (the outbox's id column),
 // 0 when it has none or it is not a UUID.
 func (r *Row) Event() uint64 {
+	if id, ok := r.eventID(); ok {
+		return EventHash(id)
+	}
+	return 0
+}
+
+// eventID is row's event id (the outbox's id column), if it has one that
+// is a UUID.
+func (r *Row) eventID() (uuid.UUID, bool) {
 	if r.Relation == nil {
-		return 0
+		return uuid.UUID{}, false
 	}
 	for i, col := range r.Relation.Columns {
 		if renamed[col.Name] != colEventID || i >= len(r.Values) || r.Values[i].Kind != decoder.ValueText {
 			continue
 		}
 		id, err := uuid.ParseBytes(r.Values[i].Data)
-		if err != nil {
-			return 0
-		}
-		return EventHash(id)
+		return id, err == nil
 	}
-	return 0
+	return uuid.UUID{}, false
 }
 
 // FirstRunOf returns the LSN of the run past after that begins at
