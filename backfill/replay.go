@@ -147,7 +147,7 @@ func (r *replay) flush(ctx context.Context) error {
 	defer func() { r.b, r.byPos, r.ids = sink.Batch{}, nil, nil }()
 	// The sink keeps positions in order within a batch.
 	sort.Slice(b.Rows, func(i, j int) bool { return b.Rows[i].Pos.Less(b.Rows[j].Pos) })
-	rejected, err := r.w.Write(ctx, b)
+	rejected, err := r.w.Write(withReadBack(ctx, r.w), b)
 	if err != nil {
 		return fmt.Errorf("replay %d dead letters (%d replayed before): %w", len(ids), r.res.Replayed, err)
 	}

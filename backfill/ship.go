@@ -18,6 +18,22 @@ type Writer interface {
 	Write(ctx context.Context, b *sink.Batch) ([]sink.Rejected, error)
 }
 
+// unwrittenReader is the read-back a Writer may offer
+// (sink.ClickHouse.Unwritten): asked which rows of an INSERT that broke
+// after some of its blocks went out ClickHouse lacks, it keeps the blocks
+// stored from being written again as raw duplicates.
+type unwrittenReader interface {
+	Unwritten(ctx context.Context, rows []sink.Row) ([]sink.Row, error)
+}
+
+// withReadBack is ctx with w's read-back (sink.WithReadBack), if it has one.
+func withReadBack(ctx context.Context, w Writer) context.Context {
+	if u, ok := w.(unwrittenReader); ok {
+		return sink.WithReadBack(ctx, u.Unwritten)
+	}
+	return ctx
+}
+
 // ShipWriter is the sink Ship writes through; its Conn is asked which
 // refused events event_log already holds.
 type ShipWriter interface {
@@ -64,14 +80,23 @@ var retryWaits = []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 
 // keyed by the event, and FINAL shows it once.
 //
 // Rows carry commit LSN 0, which no WAL position has, marking them as not
-// streamed; their sequence numbers count rows within this run. They must be
-// distinct: the sink orders and separates rows by position when it sets one
-// aside. progress, if not nil, is called after every stored batch, and
-// retry before each new try of a failed write (retryWaits); when the last
-// try fails too, ShipResult.Resume says where to start again.
+// streamed; their sequence numbers count rows from the run's start time in
+// nanoseconds. They must be distinct: the sink orders and separates rows by
+// position when it sets one aside. And they must differ from every other
+// run's: when an INSERT breaks after some of its blocks were stored, the
+// sink asks which rows event_log holds at their position with their event
+// (sink.ClickHouse.Unwritten) and writes only the others; an earlier run's
+// row at the same ordinal would pass for this run's, and the row would
+// keep the earlier run's values (a column added since, say). A write that
+// failed is tried again with the rows event_log lacks (writeAgain).
+//
+// progress, if not nil, is called after every stored batch, and retry
+// before each new try of a failed write (retryWaits); when the last try
+// fails too, ShipResult.Resume says where to start again.
 func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w ShipWriter, dl DeadLetters, maxBytes int, progress func(ShipResult), retry func(err error, wait time.Duration)) (ShipResult, error) {
 	var res ShipResult
-	var seq uint64
+	seq := uint64(time.Now().UnixNano())
+	wctx := withReadBack(ctx, w)
 	var first, end pgtype.Timestamptz // of the batch being filled: its first and last rows' times
 	// last is the time of the last row stored: a run that fails reading
 	// the next page goes on from there (the rows at that time again).
@@ -112,7 +137,7 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w ShipWriter,
 		if len(b.Rows) == 0 {
 			return nil
 		}
-		rejected, err := w.Write(ctx, b)
+		rejected, err := w.Write(wctx, b)
 		for _, wait := range retryWaits {
 			// A refused login, or TLS that cannot be set up, is not a
 			// blip: retrying it only delays the exit (2, naming the
@@ -126,7 +151,7 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w ShipWriter,
 			select {
 			case <-ctx.Done():
 			case <-time.After(wait):
-				rejected, err = w.Write(ctx, b)
+				rejected, err = writeAgain(wctx, w, b)
 			}
 		}
 		if err != nil {
@@ -188,6 +213,29 @@ func Ship(ctx context.Context, sc *Scanner, rel *decoder.Relation, w ShipWriter,
 			return res, err
 		}
 	}
+}
+
+// writeAgain writes b after a Write of it failed: only the rows event_log
+// lacks, when w can tell (unwrittenReader). The failed INSERT may have been
+// stored whole with its reply lost, or in part; written again whole, its
+// stored rows were raw duplicates.
+func writeAgain(ctx context.Context, w Writer, b *sink.Batch) ([]sink.Rejected, error) {
+	u, ok := w.(unwrittenReader)
+	if !ok {
+		return w.Write(ctx, b)
+	}
+	rows, err := u.Unwritten(ctx, b.Rows)
+	if err != nil {
+		return nil, fmt.Errorf("read which of %d rows a failed INSERT stored: %w", len(b.Rows), err)
+	}
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	rest := &sink.Batch{End: b.End, Rows: rows}
+	for _, r := range rows {
+		rest.Bytes += r.Size
+	}
+	return w.Write(ctx, rest)
 }
 
 // notStored returns the refused rows whose event event_log does not hold:
