@@ -111,3 +111,80 @@ func TestStore_GivesTheSinkAReadBackOfWhatIsStored(t *testing.T) {
 		t.Errorf("the read-back says ClickHouse lacks %s, want %s", got, want)
 	}
 }
+
+// eventSink is a spanSink that can also tell rows stored by event
+// (sink.ClickHouse.Unwritten), and may have more positions stored than a
+// read may hold.
+type eventSink struct {
+	spanSink
+	tooMany bool
+	asked   int
+}
+
+func (s *eventSink) Written(ctx context.Context, from, to pglogrepl.LSN) (*sink.Positions, error) {
+	if s.tooMany {
+		return nil, &sink.TooManyPositions{Max: to}
+	}
+	return s.spanSink.Written(ctx, from, to)
+}
+
+func (s *eventSink) Unwritten(_ context.Context, rows []sink.Row) ([]sink.Row, error) {
+	s.asked++
+	var lacked []sink.Row
+	for _, row := range rows {
+		if row.Pos.Seq > s.stored[row.Pos.CommitLSN] || row.Event() != sink.EventHash(eventOf(row.Pos.CommitLSN, row.Pos.Seq)) {
+			lacked = append(lacked, row)
+		}
+	}
+	return lacked, nil
+}
+
+// Where positions cannot tell which rows of a failed INSERT are stored —
+// another WAL history's may match (noSkip), or more are stored than a read
+// holds — the rows were all written again. A sink that tells them by event
+// is asked instead: a row at a stored position with another event (of the
+// other history) is written, the stored rows are not. A sink that cannot
+// has them all written again, as before.
+func TestUnstored_AsksByEventWherePositionsCannotTell(t *testing.T) {
+	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}}}
+	row := func(lsn pglogrepl.LSN, seq uint64, event uuid.UUID) sink.Row {
+		return sink.Row{Relation: rel, Pos: sink.Position{CommitLSN: lsn, Seq: seq}, Size: 10,
+			Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(event.String())}}}
+	}
+	for _, tc := range []struct {
+		name            string
+		noSkip, tooMany bool
+		byEvent         bool // the sink can tell by event
+		want            string
+		wantAsked       int
+	}{
+		{"by position", false, false, true, "[0/1000#2 0/1000#3 0/2000#1] 30", 0},
+		{"another history", true, false, true, "[0/1000#2 0/1000#3 0/2000#1] 30", 1},
+		{"too many positions", false, true, true, "[0/1000#2 0/1000#3 0/2000#1] 30", 1},
+		{"another history, a sink that cannot tell", true, false, false, "[0/1000#1 0/1000#2 0/1000#3 0/2000#1] 40", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &eventSink{spanSink: spanSink{stored: map[pglogrepl.LSN]uint64{0x1000: 2}}, tooMany: tc.tooMany}
+			r := &Replicator{sink: s, log: zap.NewNop()}
+			if !tc.byEvent {
+				r.sink = &s.spanSink
+			}
+			r.noSkip.Store(tc.noSkip)
+			b := &sink.Batch{Bytes: 40, Rows: []sink.Row{
+				row(0x1000, 1, eventOf(0x1000, 1)), row(0x1000, 2, uuid.New()), row(0x1000, 3, eventOf(0x1000, 3)),
+				row(0x2000, 1, eventOf(0x2000, 1)),
+			}}
+			rest, err := r.unstored(context.Background(), b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, row := range rest.Rows {
+				got = append(got, row.Pos.String())
+			}
+			if g := fmt.Sprint(got, " ", rest.Bytes); g != tc.want || s.asked != tc.wantAsked {
+				t.Errorf("rows left to write and their bytes: %s, the sink asked by event %d times; want %s, %d", g, s.asked, tc.want, tc.wantAsked)
+			}
+		})
+	}
+}

@@ -484,13 +484,13 @@ func (r *Replicator) activePID(ctx context.Context, bound time.Duration) (pid ui
 	return uint32(n), true
 }
 
-// unstored returns b without the rows the sink already holds; b unchanged
-// when the sink's positions cannot be used (another WAL history's, or
-// more than a set may hold: the rows are stored again, which FINAL shows
-// once), and an error when the sink cannot be read.
+// unstored returns b without the rows the sink already holds, and an
+// error when the sink cannot be read. When the sink's positions cannot be
+// used (another WAL history's may match, or more are stored than a set
+// may hold) it asks by event instead (unstoredByEvent).
 func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) (*sink.Batch, error) {
 	if r.noSkip.Load() {
-		return b, nil // positions of another WAL history may match (checkHistory)
+		return r.unstoredByEvent(ctx, b) // positions of another WAL history may match (checkHistory)
 	}
 	// A set per span, not one merged: each keeps the events of the last
 	// positions it read, where the batch's rows lie, and a merge of such
@@ -512,7 +512,7 @@ func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) (*sink.Batch, 
 	for _, span := range spans {
 		w, err := r.sink.Written(ctx, span[0], span[1])
 		if tooMany := (*sink.TooManyPositions)(nil); errors.As(err, &tooMany) {
-			return b, nil
+			return r.unstoredByEvent(ctx, b)
 		}
 		if err != nil {
 			return nil, err
@@ -529,17 +529,53 @@ func (r *Replicator) unstored(ctx context.Context, b *sink.Batch) (*sink.Batch, 
 	if n == 0 {
 		return b, nil
 	}
-	rest := &sink.Batch{End: b.End, Rows: make([]sink.Row, 0, len(b.Rows)-n)}
+	rows := make([]sink.Row, 0, len(b.Rows)-n)
 	for i, row := range b.Rows {
 		if !stored[i] {
-			rest.Rows = append(rest.Rows, row)
-			rest.Bytes += row.Size
+			rows = append(rows, row)
 		}
 	}
-	if skipped := len(b.Rows) - len(rest.Rows); skipped > 0 {
-		r.log.Info("rows of a failed insert are stored after all (by that INSERT, or by an instance that took the slot over); retrying only the rest", zap.Int("stored", skipped), zap.Int("rest", len(rest.Rows)))
+	return r.rest(b, rows), nil
+}
+
+// eventReader is the read-back by event a sink may offer
+// (sink.ClickHouse.Unwritten): it tells the rows stored by event id and
+// position together, where positions alone cannot.
+type eventReader interface {
+	Unwritten(ctx context.Context, rows []sink.Row) ([]sink.Row, error)
+}
+
+// unstoredByEvent is unstored for when positions alone cannot tell: a
+// row of another WAL history may hold a position of b's, not its event.
+// It reads the sink's event_id column, and only for a failed or broken
+// INSERT in those rare states (after a failover to a standby that
+// lagged, or a table restored from elsewhere). Without a sink that can
+// tell (eventReader), b unchanged: the rows are stored again, which
+// FINAL shows once.
+func (r *Replicator) unstoredByEvent(ctx context.Context, b *sink.Batch) (*sink.Batch, error) {
+	u, ok := r.sink.(eventReader)
+	if !ok {
+		return b, nil
 	}
-	return rest, nil
+	rows, err := u.Unwritten(ctx, b.Rows)
+	if err != nil {
+		return nil, err
+	}
+	return r.rest(b, rows), nil
+}
+
+// rest is b left with rows, the ones of its rows the sink lacks: b itself
+// when it lacks them all.
+func (r *Replicator) rest(b *sink.Batch, rows []sink.Row) *sink.Batch {
+	if len(rows) == len(b.Rows) {
+		return b
+	}
+	rest := &sink.Batch{End: b.End, Rows: rows}
+	for _, row := range rows {
+		rest.Bytes += row.Size
+	}
+	r.log.Info("rows of a failed insert are stored after all (by that INSERT, or by an instance that took the slot over); retrying only the rest", zap.Int("stored", len(b.Rows)-len(rows)), zap.Int("rest", len(rows)))
+	return rest
 }
 
 // spanGap is the WAL distance between two of a batch's LSNs past which
