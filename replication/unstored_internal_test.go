@@ -37,6 +37,24 @@ func eventOf(lsn pglogrepl.LSN, seq uint64) uuid.UUID {
 	return uuid.NewSHA1(uuid.NameSpaceOID, fmt.Appendf(nil, "%d/%d", lsn, seq))
 }
 
+// idRel is a relation of one column, the event id.
+var idRel = &decoder.Relation{Columns: []decoder.Column{{Name: "id"}}}
+
+// idRow is a row of idRel at lsn/seq holding event, of size bytes.
+func idRow(lsn pglogrepl.LSN, seq uint64, event uuid.UUID, size int) sink.Row {
+	return sink.Row{Relation: idRel, Pos: sink.Position{CommitLSN: lsn, Seq: seq}, Size: size,
+		Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(event.String())}}}
+}
+
+// positionsOf is the positions of rows, in their order.
+func positionsOf(rows []sink.Row) []string {
+	var got []string
+	for _, row := range rows {
+		got = append(got, row.Pos.String())
+	}
+	return got
+}
+
 // A batch retried after its INSERT failed, in the middle of a transaction
 // of more rows than a read keeps each event of, and with a second LSN
 // span: the rows stored are told by their own events in each span's read,
@@ -45,11 +63,7 @@ func TestUnstored_RetriedBatchOfALargeTransaction(t *testing.T) {
 	const big, other = pglogrepl.LSN(0x1000), pglogrepl.LSN(0x1000 + 2*spanGap)
 	s := &spanSink{stored: map[pglogrepl.LSN]uint64{big: 600_007, other: 1}}
 	r := &Replicator{sink: s, log: zap.NewNop()}
-	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}}}
-	row := func(lsn pglogrepl.LSN, seq uint64) sink.Row {
-		return sink.Row{Relation: rel, Pos: sink.Position{CommitLSN: lsn, Seq: seq},
-			Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(eventOf(lsn, seq).String())}}}
-	}
+	row := func(lsn pglogrepl.LSN, seq uint64) sink.Row { return idRow(lsn, seq, eventOf(lsn, seq), 0) }
 	b := &sink.Batch{}
 	for seq := uint64(600_001); seq <= 600_010; seq++ {
 		b.Rows = append(b.Rows, row(big, seq))
@@ -59,10 +73,7 @@ func TestUnstored_RetriedBatchOfALargeTransaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, row := range rest.Rows {
-		got = append(got, row.Pos.String())
-	}
+	got := positionsOf(rest.Rows)
 	if want := fmt.Sprint([]string{"0/1000#600008", "0/1000#600009", "0/1000#600010", fmt.Sprintf("%s#2", other)}); fmt.Sprint(got) != want {
 		t.Errorf("rows left to write: %v, want %v", got, want)
 	}
@@ -84,6 +95,17 @@ func (s *readBackSink) Write(ctx context.Context, b *sink.Batch) ([]sink.Rejecte
 	return nil, err
 }
 
+// historyRows is a batch's rows against a spanSink holding rows 1 and 2 at
+// 0/1000: row 1 is stored, row 2 holds another event (another history's
+// row is at its position), rows 3 and 0/2000#1 are not stored. Each is 10
+// bytes.
+func historyRows() []sink.Row {
+	return []sink.Row{
+		idRow(0x1000, 1, eventOf(0x1000, 1), 10), idRow(0x1000, 2, uuid.New(), 10), idRow(0x1000, 3, eventOf(0x1000, 3), 10),
+		idRow(0x2000, 1, eventOf(0x2000, 1), 10),
+	}
+}
+
 // The store gives the sink a read-back that answers from event_log's
 // positions, by position and event, as for a failed INSERT it retries:
 // the rows stored are left out (at 0/1000, rows 1 and 2 of the three;
@@ -93,15 +115,7 @@ func TestStore_GivesTheSinkAReadBackOfWhatIsStored(t *testing.T) {
 	s := &readBackSink{spanSink: spanSink{stored: map[pglogrepl.LSN]uint64{0x1000: 2}}}
 	r := New(Config{Slot: "readback"}, s, nil, zap.NewNop(),
 		metrics.New(prometheus.NewRegistry(), func() int64 { return time.Now().UnixNano() }))
-	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}}}
-	row := func(lsn pglogrepl.LSN, seq uint64, event uuid.UUID) sink.Row {
-		return sink.Row{Relation: rel, Pos: sink.Position{CommitLSN: lsn, Seq: seq},
-			Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(event.String())}}}
-	}
-	b := &sink.Batch{Rows: []sink.Row{
-		row(0x1000, 1, eventOf(0x1000, 1)), row(0x1000, 2, uuid.New()), row(0x1000, 3, eventOf(0x1000, 3)),
-		row(0x2000, 1, eventOf(0x2000, 1)),
-	}}
+	b := &sink.Batch{Rows: historyRows()}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, stored := r.store(ctx, b, &fence{}); !stored {
@@ -146,11 +160,6 @@ func (s *eventSink) Unwritten(_ context.Context, rows []sink.Row) ([]sink.Row, e
 // other history) is written, the stored rows are not. A sink that cannot
 // has them all written again, as before.
 func TestUnstored_AsksByEventWherePositionsCannotTell(t *testing.T) {
-	rel := &decoder.Relation{Columns: []decoder.Column{{Name: "id"}}}
-	row := func(lsn pglogrepl.LSN, seq uint64, event uuid.UUID) sink.Row {
-		return sink.Row{Relation: rel, Pos: sink.Position{CommitLSN: lsn, Seq: seq}, Size: 10,
-			Values: []decoder.Value{{Kind: decoder.ValueText, Data: []byte(event.String())}}}
-	}
 	for _, tc := range []struct {
 		name            string
 		noSkip, tooMany bool
@@ -170,19 +179,12 @@ func TestUnstored_AsksByEventWherePositionsCannotTell(t *testing.T) {
 				r.sink = &s.spanSink
 			}
 			r.noSkip.Store(tc.noSkip)
-			b := &sink.Batch{Bytes: 40, Rows: []sink.Row{
-				row(0x1000, 1, eventOf(0x1000, 1)), row(0x1000, 2, uuid.New()), row(0x1000, 3, eventOf(0x1000, 3)),
-				row(0x2000, 1, eventOf(0x2000, 1)),
-			}}
+			b := &sink.Batch{Bytes: 40, Rows: historyRows()}
 			rest, err := r.unstored(context.Background(), b)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got []string
-			for _, row := range rest.Rows {
-				got = append(got, row.Pos.String())
-			}
-			if g := fmt.Sprint(got, " ", rest.Bytes); g != tc.want || s.asked != tc.wantAsked {
+			if g := fmt.Sprint(positionsOf(rest.Rows), " ", rest.Bytes); g != tc.want || s.asked != tc.wantAsked {
 				t.Errorf("rows left to write and their bytes: %s, the sink asked by event %d times; want %s, %d", g, s.asked, tc.want, tc.wantAsked)
 			}
 		})
