@@ -445,8 +445,15 @@ func ReadBack(ctx context.Context, rows []Row) ([]Row, error) {
 
 // unstoredThen is the rows of a broken INSERT to write again: those of
 // sent (its blocks that went out, and the one going) that ClickHouse
-// lacks (ReadBack), then unsent.
-func unstoredThen(ctx context.Context, sent, unsent []Row) ([]Row, error) {
+// lacks (ReadBack), then unsent. The read-back is not asked when the
+// server cannot have stored any of sent (storedNone): a read-back may
+// read a whole column of event_log.
+func (c *ClickHouse) unstoredThen(ctx context.Context, sent, unsent []Row) ([]Row, error) {
+	if c.storedNone(ctx, sent) {
+		rest := make([]Row, 0, len(sent)+len(unsent))
+		rest = append(rest, sent...)
+		return append(rest, unsent...), nil
+	}
 	lacked, err := ReadBack(ctx, sent)
 	if err != nil {
 		return nil, fmt.Errorf("read which of the %d rows an INSERT sent before it broke are stored: %w", len(sent), err)
@@ -658,7 +665,7 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 				// Perhaps a block sent before was refused (closedByServer):
 				// the rows are written in halves, as for a refused INSERT,
 				// but for those the blocks sent before stored.
-				rest, rerr := unstoredThen(ctx, appended(next), rows[next:])
+				rest, rerr := c.unstoredThen(ctx, appended(next), rows[next:])
 				if rerr != nil {
 					return true, nil, fmt.Errorf("%w; then %w", err, rerr)
 				}
@@ -708,7 +715,7 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 			var rest []Row
 			if flushed {
 				var rerr error
-				if rest, rerr = unstoredThen(ctx, appended(i), rows[i+1:]); rerr != nil {
+				if rest, rerr = c.unstoredThen(ctx, appended(i), rows[i+1:]); rerr != nil {
 					return nil, rerr
 				}
 			} else {
@@ -764,7 +771,7 @@ func (c *ClickHouse) write(ctx context.Context, rows []Row, reloadOnSchemaError 
 		// again, in halves while none was stored.
 		_ = batch.Close()
 		batch = nil
-		rest, rerr := unstoredThen(ctx, good, nil)
+		rest, rerr := c.unstoredThen(ctx, good, nil)
 		if rerr != nil {
 			return nil, fmt.Errorf("insert %d rows into %s: %w; then %w", len(good), Table, err, rerr)
 		}

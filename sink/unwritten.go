@@ -28,9 +28,11 @@ var unwrittenChunk = 100_000 // a var for tests
 // still running on the server (settle): the broken INSERT may still be
 // storing a block.
 //
-// It reads event_log's whole event_id column, as cdc verify does: it is
-// asked only when an INSERT broke after some of its blocks went out, not
-// for every batch.
+// It reads event_log's whole event_id column, as cdc verify does: the
+// sink asks it only when an INSERT broke after blocks that the server may
+// have stored went out (storedNone), which with ClickHouse's default
+// min_insert_block_size settings no batch of the default size does; cdc backfill
+// asks it before it tries a failed write again.
 func (c *ClickHouse) Unwritten(ctx context.Context, rows []Row) ([]Row, error) {
 	if len(rows) == 0 {
 		return rows, nil

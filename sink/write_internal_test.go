@@ -37,6 +37,12 @@ type fakeConn struct {
 	closed, aborted int
 }
 
+// Query fails: the server's settings are not known here, and a broken
+// INSERT's rows are asked about (storedNone says false).
+func (f *fakeConn) Query(context.Context, string, ...any) (driver.Rows, error) {
+	return nil, errors.New("fakeConn runs no query")
+}
+
 func (f *fakeConn) PrepareBatch(ctx context.Context, q string, _ ...driver.PrepareBatchOption) (driver.Batch, error) {
 	f.n.live++
 	f.n.max = max(f.n.max, f.n.live)
@@ -245,5 +251,27 @@ func TestWrite_ALargeRowIsABlockOfItsOwn(t *testing.T) {
 	}
 	if fmt.Sprint(fc.sent) != "[1 2 3 4 5 6 7]" {
 		t.Fatalf("sent %v, want each row once in order", fc.sent)
+	}
+}
+
+// squashedWhole: below every threshold set, nothing is written before the
+// INSERT ends; at or past one, or with none set, blocks are written as
+// they come.
+func TestSquashedWhole(t *testing.T) {
+	for _, tc := range []struct {
+		rows, bytes, minRows, minBytes uint64
+		want                           bool
+	}{
+		{60000, 50 << 20, 1048576, 256 << 20, true},
+		{1048576, 50 << 20, 1048576, 256 << 20, false},
+		{60000, 256 << 20, 1048576, 256 << 20, false},
+		{60000, 1 << 40, 100000, 0, true},
+		{60000, 1, 0, 1 << 20, true},
+		{60000, 1 << 20, 0, 1 << 20, false},
+		{1, 1, 0, 0, false},
+	} {
+		if got := squashedWhole(tc.rows, tc.bytes, tc.minRows, tc.minBytes); got != tc.want {
+			t.Errorf("squashedWhole(%d rows, %d bytes; min %d rows, %d bytes) = %v, want %v", tc.rows, tc.bytes, tc.minRows, tc.minBytes, got, tc.want)
+		}
 	}
 }
