@@ -231,11 +231,7 @@ func writeAgain(ctx context.Context, w Writer, b *sink.Batch) ([]sink.Rejected, 
 	if len(rows) == 0 {
 		return nil, nil
 	}
-	rest := &sink.Batch{End: b.End, Rows: rows}
-	for _, r := range rows {
-		rest.Bytes += r.Size
-	}
-	return w.Write(ctx, rest)
+	return w.Write(ctx, b.Part(rows))
 }
 
 // notStored returns the refused rows whose event event_log does not hold:

@@ -570,10 +570,7 @@ func (r *Replicator) rest(b *sink.Batch, rows []sink.Row) *sink.Batch {
 	if len(rows) == len(b.Rows) {
 		return b
 	}
-	rest := &sink.Batch{End: b.End, Rows: rows}
-	for _, row := range rows {
-		rest.Bytes += row.Size
-	}
+	rest := b.Part(rows)
 	r.log.Info("rows of a failed insert are stored after all (by that INSERT, or by an instance that took the slot over); retrying only the rest", zap.Int("stored", len(b.Rows)-len(rows)), zap.Int("rest", len(rows)))
 	return rest
 }

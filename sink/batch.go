@@ -50,6 +50,17 @@ type Batch struct {
 	End pglogrepl.LSN
 }
 
+// Part returns a batch of rows, some of b's (those a failed or broken
+// INSERT of b did not store), ending where b does: storing it makes b's
+// End as durable as storing b.
+func (b *Batch) Part(rows []Row) *Batch {
+	part := &Batch{End: b.End, Rows: rows}
+	for i := range rows {
+		part.Bytes += rows[i].Size
+	}
+	return part
+}
+
 // Footprint estimates the memory a batch holds while ClickHouse.Write
 // inserts it: the decoded values, plus the client's three copies of the
 // block being sent (column buffers, encoded and compressed block). Rows are

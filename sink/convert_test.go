@@ -582,3 +582,21 @@ func TestDateRangeOfAServerWithShortDates(t *testing.T) {
 		}
 	}
 }
+
+func TestBatchPart(t *testing.T) {
+	b := &Batch{
+		Rows:  []Row{{Size: 300, Pos: Position{10, 1}}, {Size: 7, Pos: Position{10, 2}}, {Size: 50, Pos: Position{12, 1}}},
+		Bytes: 357,
+		End:   0x3000,
+	}
+	part := b.Part([]Row{b.Rows[0], b.Rows[2]})
+	if part.End != 0x3000 || part.Bytes != 350 || len(part.Rows) != 2 || part.Rows[1].Pos != (Position{12, 1}) {
+		t.Fatalf("Part = {End %v, Bytes %d, %d rows}, want {End 0/3000, Bytes 350, 2 rows ending at 12/1}", part.End, part.Bytes, len(part.Rows))
+	}
+	if b.Bytes != 357 || len(b.Rows) != 3 {
+		t.Fatalf("Part changed the batch: %d bytes, %d rows", b.Bytes, len(b.Rows))
+	}
+	if empty := b.Part(nil); empty.Bytes != 0 || empty.End != 0x3000 {
+		t.Fatalf("Part(nil) = {End %v, Bytes %d}, want {End 0/3000, Bytes 0}", empty.End, empty.Bytes)
+	}
+}
