@@ -285,7 +285,7 @@ func (c *textCell) set(v decoder.Value) error {
 
 // tryProbe appends the value to the probe column. A value clickhouse-go
 // cannot take may panic there instead of returning an error (an IPv6
-// address into IPv4 did): that row is refused too, not the process
+// address into IPv4 did before v2.51): that row is refused too, not the process
 // stopped, which would meet the same row again after every restart.
 func (c *textCell) tryProbe() (err error) {
 	defer func() {
@@ -434,8 +434,9 @@ func parseFixedString(chType string) func([]byte) ([]byte, error) {
 	}
 }
 
-// parseIPv4 refuses an IPv6 address, which clickhouse-go's IPv4 column
-// parses and then panics on, and takes an IPv4-mapped one
+// parseIPv4 refuses an IPv6 address, saying so (clickhouse-go's IPv4
+// column panicked on one before v2.51, and says only that it is no IPv4
+// address since), and takes an IPv4-mapped one
 // (::ffff:192.0.2.1, as dual-stack servers log clients) as its IPv4
 // address; other text goes to clickhouse-go's parse as it is.
 func parseIPv4(b []byte) (any, error) {

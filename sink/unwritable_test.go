@@ -18,7 +18,7 @@ import (
 )
 
 // Types as system.columns and an INSERT's header block print them on
-// 23.8 and later: clickhouse-go v2.50 builds a column of each but
+// 23.8 and later: clickhouse-go v2.51 builds a column of each but
 // Object('json') (the experimental JSON of 22.3 to 24.x, whose support
 // clickhouse-go removed) and AggregateFunction.
 func TestUnwritableType(t *testing.T) {
