@@ -285,8 +285,9 @@ func (c *textCell) set(v decoder.Value) error {
 
 // tryProbe appends the value to the probe column. A value clickhouse-go
 // cannot take may panic there instead of returning an error (an IPv6
-// address into IPv4 did before v2.51): that row is refused too, not the process
-// stopped, which would meet the same row again after every restart.
+// address into IPv4 did before v2.51): that row is refused too, not the
+// process stopped, which would meet the same row again after every
+// restart.
 func (c *textCell) tryProbe() (err error) {
 	defer func() {
 		if p := recover(); p != nil {
