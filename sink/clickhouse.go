@@ -1458,11 +1458,11 @@ func (c *ClickHouse) insertContext(ctx context.Context, prefix string) context.C
 // without asynchronous inserts (before 21.11) lists neither setting, nor
 // has system.settings.readonly.
 func (c *ClickHouse) readInsertSettings(ctx context.Context) (clickhouse.Settings, error) {
-	values, err := c.asyncSettings(ctx, "value")
+	values, err := c.serverSettings(ctx, "insert settings", "value", "async_insert", "wait_for_async_insert")
 	if err != nil || values["async_insert"] == "" {
 		return nil, err
 	}
-	readonly, err := c.asyncSettings(ctx, "readonly")
+	readonly, err := c.serverSettings(ctx, "insert settings", "readonly", "async_insert", "wait_for_async_insert")
 	if err != nil {
 		return nil, err
 	}
@@ -1494,25 +1494,26 @@ func insertSettingsFor(values, readonly map[string]string) (clickhouse.Settings,
 	return nil, nil // safe, and fixed so
 }
 
-// asyncSettings reads one column of system.settings, as text, for
-// async_insert and wait_for_async_insert: no entry for a setting the
-// server does not have.
-func (c *ClickHouse) asyncSettings(ctx context.Context, column string) (map[string]string, error) {
-	rows, err := c.conn.Query(ctx, "SELECT name, toString("+column+") FROM system.settings WHERE name IN ('async_insert', 'wait_for_async_insert')")
+// serverSettings reads one column of system.settings, as text, for the
+// settings names, as the sink's queries have them (the DSN's settings and
+// the user's profile): no entry for a setting the server does not have.
+// what names the settings in an error.
+func (c *ClickHouse) serverSettings(ctx context.Context, what, column string, names ...string) (map[string]string, error) {
+	rows, err := c.conn.Query(ctx, "SELECT name, toString("+column+") FROM system.settings WHERE name IN ('"+strings.Join(names, "', '")+"')")
 	if err != nil {
-		return nil, fmt.Errorf("read the server's insert settings: %w", err)
+		return nil, fmt.Errorf("read the server's %s: %w", what, err)
 	}
 	defer rows.Close()
 	out := map[string]string{}
 	for rows.Next() {
 		var name, v string
 		if err := rows.Scan(&name, &v); err != nil {
-			return nil, fmt.Errorf("read the server's insert settings: %w", err)
+			return nil, fmt.Errorf("read the server's %s: %w", what, err)
 		}
 		out[name] = v
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read the server's insert settings: %w", err)
+		return nil, fmt.Errorf("read the server's %s: %w", what, err)
 	}
 	return out, nil
 }

@@ -48,33 +48,18 @@ func squashedWhole(rows, bytes, minRows, minBytes uint64) bool {
 // squashSettings reads min_insert_block_size_rows and _bytes as the
 // sink's queries have them: the DSN's settings and the user's profile.
 func (c *ClickHouse) squashSettings(ctx context.Context) (minRows, minBytes uint64, err error) {
-	rows, err := c.conn.Query(ctx, "SELECT name, value FROM system.settings WHERE name IN ('min_insert_block_size_rows', 'min_insert_block_size_bytes')")
+	values, err := c.serverSettings(ctx, "min_insert_block_size settings", "value", "min_insert_block_size_rows", "min_insert_block_size_bytes")
 	if err != nil {
-		return 0, 0, fmt.Errorf("read min_insert_block_size settings: %w", err)
+		return 0, 0, err
 	}
-	defer rows.Close()
-	found := 0
-	for rows.Next() {
-		var name, value string
-		if err := rows.Scan(&name, &value); err != nil {
-			return 0, 0, fmt.Errorf("read min_insert_block_size settings: %w", err)
-		}
-		n, err := strconv.ParseUint(value, 10, 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("read %s: %w", name, err)
-		}
-		found++
-		if name == "min_insert_block_size_rows" {
-			minRows = n
-		} else {
-			minBytes = n
-		}
+	if len(values) != 2 {
+		return 0, 0, fmt.Errorf("read min_insert_block_size settings: %d of 2 found", len(values))
 	}
-	if err := rows.Err(); err != nil {
-		return 0, 0, fmt.Errorf("read min_insert_block_size settings: %w", err)
+	if minRows, err = strconv.ParseUint(values["min_insert_block_size_rows"], 10, 64); err != nil {
+		return 0, 0, fmt.Errorf("read min_insert_block_size_rows: %w", err)
 	}
-	if found != 2 {
-		return 0, 0, fmt.Errorf("read min_insert_block_size settings: %d of 2 found", found)
+	if minBytes, err = strconv.ParseUint(values["min_insert_block_size_bytes"], 10, 64); err != nil {
+		return 0, 0, fmt.Errorf("read min_insert_block_size_bytes: %w", err)
 	}
 	return minRows, minBytes, nil
 }
