@@ -39,11 +39,12 @@ var unwrittenChunk = 100_000 // a var for tests
 // A row stored by an earlier INSERT of the same row is stored under the
 // second the same conversion gives its event_date_time, so the ids of
 // rows with one are asked within the seconds of their chunk: event_log
-// is partitioned and sorted by event_date_time, and ClickHouse reads only
-// the parts and granules of those seconds. The rest (no event_date_time,
-// one cdc cannot read, an event_log column not a DateTime) are asked by
-// id alone, which reads event_log's whole event_id column, as cdc verify
-// does. A stored row of the event at the position but under another
+// is partitioned by the month of event_date_time, and ClickHouse skips
+// the months outside them (within a month, the sort key, event_type
+// first, narrows the read little once many types share a part). The
+// rest (no event_date_time column in the row, NULL, a value cdc does not
+// convert, an event_log column not a DateTime) are asked by id alone,
+// which reads event_log's whole event_id column, as cdc verify does. A stored row of the event at the position but under another
 // second is not this row stored (a letter repaired in place): it is
 // returned and written. The sink asks this only when an INSERT broke
 // after blocks that the server may have stored went out (storedNone),
@@ -126,8 +127,15 @@ const maxWindows = 64
 
 // withinSeconds is the condition on event_date_time, a prefix ending in
 // AND, that holds the sorted seconds secs in at most n ranges: they are
-// cut at their n-1 widest gaps.
+// cut at their n-1 widest gaps. It compares Unix seconds, toUInt32 of the
+// column, not the column with toDateTime(N): a constant compared with the
+// column can be taken through the partition key's month in a
+// session_timezone other than the column's, and a part holding the row
+// skipped (ClickHouse issue 86654), which here would write a stored row
+// again; toUInt32 goes through no time zone, and being monotonic still
+// lets ClickHouse skip parts by their least and greatest time.
 func withinSeconds(secs []int64, n int) string {
+	second := "toUInt32(" + colEventTime + ")"
 	type gap struct {
 		at    int // secs[at] starts a range
 		width int64
@@ -151,9 +159,9 @@ func withinSeconds(secs []int64, n int) string {
 			to = cuts[i+1] - 1
 		}
 		if secs[from] == secs[to] {
-			ranges[i] = fmt.Sprintf("%s = toDateTime(%d)", colEventTime, secs[from])
+			ranges[i] = fmt.Sprintf("%s = %d", second, secs[from])
 		} else {
-			ranges[i] = fmt.Sprintf("%s >= toDateTime(%d) AND %s <= toDateTime(%d)", colEventTime, secs[from], colEventTime, secs[to])
+			ranges[i] = fmt.Sprintf("%s >= %d AND %s <= %d", second, secs[from], second, secs[to])
 		}
 	}
 	if len(ranges) == 1 {

@@ -43,20 +43,27 @@ func TestClickHouse_Unwritten(t *testing.T) {
 	later := withTime(row(5, "5", ""), text("2026-12-25 12:00:00+00"))
 	asked := []sink.Row{stored[0], row(4, "4", ""), elsewhere, noID, stored[2], otherLSN, stored[1], moved, untimed, unreadable, later}
 	for _, tc := range []struct {
-		name      string
-		chunk     int
-		positions bool // event_log has cdc_commit_lsn and cdc_seq
-		want      []uint64
+		name    string
+		chunk   int
+		prepare []string // statements run on event_log first
+		want    []uint64
 	}{
-		{"one query", 100, true, []uint64{4, 7, 9, 3, 1, 5}},
-		{"a query per event", 1, true, []uint64{4, 7, 9, 3, 1, 5}},
-		{"no position columns", 100, false, []uint64{1, 4, 7, 9, 3, 3, 2, 1, 2, 3, 5}},
+		{"one query", 100, nil, []uint64{4, 7, 9, 3, 1, 5}},
+		{"a query per event", 1, nil, []uint64{4, 7, 9, 3, 1, 5}},
+		{"no position columns", 100, []string{"ALTER TABLE event_log DROP COLUMN cdc_commit_lsn, DROP COLUMN cdc_seq"},
+			[]uint64{1, 4, 7, 9, 3, 3, 2, 1, 2, 3, 5}},
+		// Not a DateTime: every row is asked by id alone, and moved,
+		// stored at its position as another second, passes for stored.
+		{"event_date_time a String", 100, []string{"DROP TABLE event_log", `CREATE TABLE event_log (event_id UUID, event_type String,
+			event_date_time String, environment String, event_context String, metadata_version UInt64,
+			cdc_commit_lsn UInt64, cdc_seq UInt64) ENGINE = ReplacingMergeTree() ORDER BY event_id`},
+			[]uint64{4, 7, 9, 3, 5}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			defer sink.SetUnwrittenChunk(tc.chunk)()
 			admin, dsn := newSink(t)
-			if !tc.positions {
-				if err := admin.Conn().Exec(ctx, "ALTER TABLE event_log DROP COLUMN cdc_commit_lsn, DROP COLUMN cdc_seq"); err != nil {
+			for _, q := range tc.prepare {
+				if err := admin.Conn().Exec(ctx, q); err != nil {
 					t.Fatal(err)
 				}
 			}
