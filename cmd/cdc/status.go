@@ -304,10 +304,14 @@ func lagSeconds(ctx context.Context, pool status.Querier, cfg config.Config, s s
 	// The last day first: event_log is partitioned by month, so that
 	// reads one or two partitions' column, not the whole table's, which
 	// on billions of rows can take longer than statusLagTimeout. Only a
-	// table with nothing that recent is read whole.
+	// table with nothing that recent is read whole. Unix seconds, not
+	// times, are compared: a time constant can be taken through the
+	// partition key's month in a session_timezone other than the
+	// column's and a part holding the newest event skipped (ClickHouse
+	// issue 86654).
 	var newest time.Time
-	for _, from := range []string{"now() - INTERVAL 1 DAY", "toDateTime(0)"} {
-		if err := ch.Conn().QueryRow(ctx, "SELECT max(event_date_time) FROM "+sink.Table+" WHERE event_date_time > "+from+" AND event_date_time <= now()").Scan(&newest); err != nil {
+	for _, from := range []string{"toUInt32(now()) - 86400", "0"} {
+		if err := ch.Conn().QueryRow(ctx, "SELECT max(event_date_time) FROM "+sink.Table+" WHERE toUInt32(event_date_time) > "+from+" AND toUInt32(event_date_time) <= toUInt32(now())").Scan(&newest); err != nil {
 			return nil, fmt.Errorf("read the newest event in clickhouse: %w", err)
 		}
 		if newest.Unix() > 0 {
