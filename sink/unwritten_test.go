@@ -75,17 +75,7 @@ func TestClickHouse_Unwritten(t *testing.T) {
 			if rejected, err := ch.Write(ctx, &sink.Batch{Rows: stored}); err != nil || len(rejected) != 0 {
 				t.Fatalf("Write = %v, %v", rejected, err)
 			}
-			lacked, err := ch.Unwritten(ctx, asked)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []uint64
-			for _, r := range lacked {
-				got = append(got, r.Pos.Seq)
-			}
-			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
-				t.Fatalf("Unwritten returned the rows at ordinals %v; want %v", got, tc.want)
-			}
+			checkUnwritten(ctx, t, ch, asked, tc.want)
 		})
 	}
 }
@@ -128,20 +118,27 @@ func TestClickHouse_UnwrittenReadsTheRowsSeconds(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var read atomic.Uint64
 			qctx := clickhouse.Context(ctx, clickhouse.WithProgress(func(p *clickhouse.Progress) { read.Add(p.Rows) }))
-			lacked, err := ch.Unwritten(qctx, tc.asked)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []uint64
-			for _, r := range lacked {
-				got = append(got, r.Pos.Seq)
-			}
-			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
-				t.Fatalf("Unwritten returned the rows at ordinals %v; want %v", got, tc.want)
-			}
+			checkUnwritten(qctx, t, ch, tc.asked, tc.want)
 			if n := read.Load(); n > tc.atMost || n < tc.atLeast {
 				t.Fatalf("Unwritten's queries read %d rows; want %d to %d", n, tc.atLeast, tc.atMost)
 			}
 		})
+	}
+}
+
+// checkUnwritten fails t unless ch.Unwritten returns the rows of asked at
+// the ordinals want, in that order.
+func checkUnwritten(ctx context.Context, t *testing.T, ch *sink.ClickHouse, asked []sink.Row, want []uint64) {
+	t.Helper()
+	lacked, err := ch.Unwritten(ctx, asked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	for _, r := range lacked {
+		got = append(got, r.Pos.Seq)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("Unwritten returned the rows at ordinals %v; want %v", got, want)
 	}
 }
